@@ -1,0 +1,109 @@
+"""The behaviour planner: where hesitations, backchannels and barge-ins happen.
+
+The LLM writes content; the planner adds the marks at calibrated rates (an LLM cannot produce
+calibrated distributions, and the tiny embedded one cannot produce marks at all). All functions
+are pure: text and a numpy Generator in, text and marks out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from factory.config import BehaviourSection
+from factory.models import Backchannel, BargeIn, Channel, Filler, Mark, Mode, Restart, ScriptTurn, SilentPause
+
+SPEAKING_RATE_WPS = 3.5  # words per second within speech (Switchboard), to turn rates/minute into counts
+MIN_VICTIM_WORDS = 6
+
+
+def insert_hesitations(
+    text: str, turn: int, rng: np.random.Generator, cfg: BehaviourSection, pause_median: float,
+    force_filler: bool = False,
+) -> tuple[str, list[Mark]]:
+    """Write fillers and restarts into `text` and mark silent pauses, at the configured rates."""
+    words = text.split()
+    n = len(words)
+    n_fillers = int(rng.poisson(cfg.fillers_per_100_words * n / 100))
+    n_restarts = int(rng.poisson(cfg.restarts_per_100_words * n / 100))
+    n_pauses = int(rng.poisson(cfg.pauses_per_100_words * n / 100))
+
+    # Fillers go before a word: turn-initially most often, else after a clause boundary or anywhere.
+    filler_before: dict[int, str] = {}
+    for _ in range(n_fillers):
+        boundaries = [0] + [i + 1 for i, w in enumerate(words[:-1]) if w[-1] in ",;:"]
+        pool = boundaries if rng.random() < 0.7 else list(range(n))
+        j = int(rng.choice(pool))
+        filler_before.setdefault(j, str(rng.choice(cfg.filler_tokens)))
+    if force_filler and not filler_before:
+        filler_before[0] = str(rng.choice(cfg.filler_tokens))  # turn-initial: always heard, even if cut
+    # Restarts repeat a short word cut off ("I- I think"); pick among the first words of a clause.
+    restart_at = set()
+    short = [i for i, w in enumerate(words) if len(w.strip(",.;:!?")) <= 4 and w.strip(",.;:!?").isalpha()]
+    for _ in range(min(n_restarts, len(short))):
+        restart_at.add(int(rng.choice(short)))
+
+    out: list[str] = []
+    marks: list[Mark] = []
+    for i, word in enumerate(words):
+        if i in filler_before:
+            marks.append(Filler(turn=turn, word_index=len(out), token=filler_before[i]))
+            out.append(filler_before[i])
+        if i in restart_at:
+            marks.append(Restart(turn=turn, word_index=len(out)))
+            out.append(word.strip(",.;:!?") + "-")
+        out.append(word)
+    # Silent pauses after a word that is not the last one (a pause at the end is a gap, not a pause).
+    candidates = [i for i, w in enumerate(out[:-1]) if not w.endswith("-")]
+    for j in sorted({int(rng.choice(candidates)) for _ in range(n_pauses)} if candidates else set()):
+        duration = float(np.clip(rng.lognormal(math.log(pause_median), 0.4), 0.2, 1.5))
+        marks.append(SilentPause(turn=turn, word_index=j, duration=round(duration, 3)))
+    return " ".join(out), marks
+
+
+def barge_in_victims(mode: Mode, speakers: list[Channel], rng: np.random.Generator, cfg: BehaviourSection) -> set[int]:
+    """Turns planned to be interrupted by the next turn. In assistant mode the user interrupts
+    the agent's long answers; in peer mode either side interrupts."""
+    eligible = [
+        i for i in range(len(speakers) - 1)
+        if i > 0 and (mode is Mode.peer or speakers[i] is Channel.agent)
+    ]
+    count = max(int(rng.poisson(cfg.barge_ins_per_dialogue)), cfg.min_barge_ins)
+    count = min(count, len(eligible))
+    return {int(i) for i in rng.choice(eligible, size=count, replace=False)} if count else set()
+
+
+def barge_in_cut(n_words: int, rng: np.random.Generator) -> int:
+    """How many words of the victim turn are heard before it stops (its cut is a word end)."""
+    low = max(3, math.ceil(0.3 * n_words))
+    high = max(low, math.floor(0.8 * n_words))
+    return int(rng.integers(low, high + 1))
+
+
+def plan_backchannels(
+    turns: list[ScriptTurn], marks: list[Mark], rng: np.random.Generator, cfg: BehaviourSection, mode: Mode,
+) -> list[Backchannel]:
+    """Listener responses during long turns, at `backchannels_per_minute` of estimated speech."""
+    heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
+    spans: list[tuple[int, int, int]] = []  # (turn, first eligible word, last eligible word)
+    for i, turn in enumerate(turns):
+        if mode is Mode.assistant and turn.speaker is Channel.user:
+            continue  # assistants rarely backchannel; the user backchannels the agent's answers
+        n = heard.get(i, len(turn.text.split()) + 3) - 3  # keep clear of a barge-in cut
+        if n - 3 >= 1:
+            spans.append((i, 3, n - 1))
+    total_words = sum(len(t.text.split()) for t in turns)
+    expected = cfg.backchannels_per_minute * total_words / SPEAKING_RATE_WPS / 60
+    count = max(int(rng.poisson(expected)), cfg.min_backchannels) if spans else 0
+    chosen: dict[tuple[int, int], Backchannel] = {}
+    weights = np.array([hi - lo + 1 for _, lo, hi in spans], dtype=float)
+    for _ in range(count * 3):  # a few extra tries when positions collide
+        if len(chosen) >= count:
+            break
+        turn, lo, hi = spans[int(rng.choice(len(spans), p=weights / weights.sum()))]
+        j = int(rng.integers(lo, hi + 1))
+        if any(t == turn and abs(k - j) < 6 for t, k in chosen):
+            continue  # one backchannel per ~6 words of a turn at most
+        chosen[(turn, j)] = Backchannel(turn=turn, word_index=j, token=str(rng.choice(cfg.backchannel_tokens)))
+    return [chosen[k] for k in sorted(chosen)]

@@ -1,0 +1,133 @@
+"""`duplex-factory` command line."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from factory.config import ConfigError, RunConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Synthesise two-channel conversational speech.")
+console = Console()
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set run.seed=7")]
+
+
+def _quiet_prefect() -> None:
+    # Ephemeral Prefect: no server, no telemetry, only warnings on the console.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+
+
+def _load(config: Path | None, overrides: list[str] | None, **shortcuts: object) -> RunConfig:
+    extra = [f"run.{k}={v}" for k, v in shortcuts.items() if v is not None]
+    try:
+        return load_config(config, [*(overrides or []), *extra])
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def generate(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", "-n", help="run.n_samples")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="run.seed")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="run.run_id")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="run.output_dir")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="run.workers")] = None,
+) -> None:
+    """Generate dialogues into OUT/RUN_ID/ (parquet shards, manifest, config, card)."""
+    cfg = _load(config, set_, n_samples=samples, seed=seed, run_id=run_id, output_dir=out, workers=workers)
+    _quiet_prefect()
+    from datasets.utils.logging import disable_progress_bar
+
+    from factory.llm.base import LLMUnavailable
+    from factory.tts.base import BackendUnavailable
+    from flows import generate as flow_module
+
+    disable_progress_bar()
+    console.print(f"run [bold]{cfg.run_id}[/bold]: {cfg.run.n_samples} dialogues -> {cfg.run_dir}")
+    lock = threading.Lock()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    ) as progress:
+        bar = progress.add_task("dialogues", total=cfg.run.n_samples, status="")
+        counts = {"ok": 0, "rejected": 0}
+
+        def on_sample(result) -> None:
+            with lock:
+                counts[result.manifest.status.value] += 1
+                progress.update(bar, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
+
+        flow_module.on_sample_hook = on_sample
+        try:
+            summary = flow_module.run_generate(cfg)
+        except (LLMUnavailable, BackendUnavailable) as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(3) from None
+        finally:
+            flow_module.on_sample_hook = None
+        progress.update(bar, completed=cfg.run.n_samples)
+    console.print(
+        f"[green]done[/green]: {summary['ok']} dialogues, {summary['rejected']} rejected, "
+        f"{summary['skipped']}/{summary['shards']} shards already complete -> {summary['run_dir']}"
+    )
+    _print_summary(Path(summary["run_dir"]))
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved run config (defaults <- file <- overrides) as YAML."""
+    console.print(_load(config, set_).to_yaml(), highlight=False)
+
+
+@app.command()
+def schemas(out: Annotated[Path, typer.Option(help="folder to write")] = Path("schemas")) -> None:
+    """Regenerate the JSON Schemas from the models."""
+    from factory.schemas import write_all
+
+    for path in write_all(out):
+        console.print(str(path))
+
+
+@app.command()
+def summary(run_dir: Path) -> None:
+    """Summarise a run folder from its manifest."""
+    _print_summary(run_dir)
+
+
+def _print_summary(run_dir: Path) -> None:
+    import polars as pl
+
+    manifest = run_dir / "manifest.parquet"
+    if not manifest.exists():
+        console.print(f"[red]no manifest at {manifest}[/red]")
+        raise typer.Exit(1)
+    df = pl.read_parquet(manifest)
+    ok = df.filter(pl.col("status") == "ok")
+    table = Table(title=f"{run_dir.name}: {len(ok)} dialogues, {ok['duration'].sum() or 0:.1f} s")
+    columns = ("id", "mode", "duration", "n_turns", "n_barge_ins", "n_backchannels", "n_fillers", "overlap_share",
+               "user_voice", "agent_voice")
+    for col in columns:
+        table.add_column(col)
+    for row in ok.head(20).iter_rows(named=True):
+        table.add_row(*[f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
+    console.print(table)
+    for row in df.filter(pl.col("status") == "rejected").iter_rows(named=True):
+        console.print(f"[yellow]rejected {row['id']}: {row['reason']}[/yellow]")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,222 @@
+"""The typed run configuration: a YAML file plus `--set key.path=value` overrides.
+
+Validation errors name the field, what was given and what is allowed, so a typo in a config
+costs seconds, not a failed overnight run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from factory.models import Mode
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names every bad field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Range(_Section):
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
+class RunSection(_Section):
+    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._\-]+$", description="default: <name>-seed<seed>")
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9._\-]+$")
+    seed: int = Field(1234, ge=0)
+    n_samples: int = Field(8, ge=1, le=10_000_000)
+    samples_per_shard: int = Field(4, ge=1, le=100_000)
+    split: Literal["train", "dev", "test"] = "train"
+    output_dir: Path = Path("outputs")
+    workers: int = Field(1, ge=1, le=256, description="shards generated concurrently")
+    max_sample_attempts: int = Field(2, ge=1, le=10, description="re-draws of a rejected sample")
+
+
+class DialogueSection(_Section):
+    mode_weights: dict[Mode, float] = Field(default_factory=lambda: {Mode.assistant: 0.5, Mode.peer: 0.5})
+    n_turns: tuple[int, int] = (6, 8)
+    assistant_agent_words: tuple[int, int] = (20, 50)
+    assistant_user_words: tuple[int, int] = (4, 20)
+    peer_words: tuple[int, int] = (5, 30)
+
+    @model_validator(mode="after")
+    def _check(self) -> DialogueSection:
+        if not self.mode_weights or sum(self.mode_weights.values()) <= 0 or min(self.mode_weights.values()) < 0:
+            raise ValueError("mode_weights must be non-negative with a positive sum")
+        low, high = self.n_turns
+        if not 2 <= low <= high <= 64:
+            raise ValueError(f"n_turns must satisfy 2 <= low <= high <= 64, got {self.n_turns}")
+        for name in ("assistant_agent_words", "assistant_user_words", "peer_words"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high <= 400:
+                raise ValueError(f"{name} must satisfy 1 <= low <= high <= 400, got {(low, high)}")
+        return self
+
+
+class LLMSection(_Section):
+    backend: Literal["embedded", "http"] = "embedded"
+    model_path: str | None = Field(None, description="GGUF for embedded; default the packaged SmolLM2")
+    n_threads: int = Field(1, ge=1, le=64)
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str | None = Field(None, description="model name on the HTTP server")
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    turn_attempts: int = Field(3, ge=1, le=10)
+
+
+class TTSSection(_Section):
+    voice_bank: Path = Path("voices")
+    user_voice: str | None = Field(None, description="fixed voice id; default: drawn per sample")
+    agent_voice: str | None = None
+
+
+class BehaviourSection(_Section):
+    """Targets for the behaviour planner (defaults: ../shared/reference/conversation.md)."""
+
+    fillers_per_100_words: float = Field(3.0, ge=0, le=30)
+    restarts_per_100_words: float = Field(1.0, ge=0, le=20)
+    pauses_per_100_words: float = Field(1.5, ge=0, le=20)
+    backchannels_per_minute: float = Field(4.0, ge=0, le=60)
+    barge_ins_per_dialogue: float = Field(1.0, ge=0, le=10)
+    min_fillers: int = Field(1, ge=0)
+    min_backchannels: int = Field(1, ge=0)
+    min_barge_ins: int = Field(1, ge=0)
+    filler_tokens: list[str] = Field(default_factory=lambda: ["um,", "uh,", "um", "uh"], min_length=1)
+    backchannel_tokens: list[str] = Field(
+        default_factory=lambda: ["mm-hmm", "yeah", "uh-huh", "right", "okay"], min_length=1
+    )
+
+
+class TimingSection(_Section):
+    """Turn-taking timing; lognormal shapes (Laskowski et al. 2012), medians from human data."""
+
+    lead_in: Range = Range(low=0.3, high=0.8)
+    tail: Range = Range(low=0.4, high=0.8)
+    overlap_probability: float = Field(0.3, ge=0, le=1, description="share of transitions in overlap")
+    gap_median: float = Field(0.25, gt=0, le=3)
+    gap_sigma: float = Field(0.6, gt=0, le=3)
+    overlap_median: float = Field(0.18, gt=0, le=2)
+    overlap_sigma: float = Field(0.5, gt=0, le=3)
+    tempo_sigma: float = Field(0.2, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
+    pause_median: float = Field(0.45, gt=0, le=3)
+    backchannel_delay_median: float = Field(0.2, gt=0, le=2)
+    reaction_delay: Range = Range(low=0.2, high=0.6)
+
+
+class AudioSection(_Section):
+    sample_rate: Literal[16000, 22050, 24000, 44100, 48000] = 24000
+    target_lufs: float = Field(-23.0, ge=-40, le=-10)
+    peak_dbfs: float = Field(-1.0, ge=-20, le=0)
+    fade_ms: float = Field(8.0, ge=0, le=100)
+
+
+class AugmentSection(_Section):
+    """Noise augmentation, written as a second audio column beside the clean one."""
+
+    noise_probability: float = Field(0.5, ge=0, le=1)
+    snr_db: Range = Range(low=10.0, high=30.0)
+    colors: list[Literal["white", "pink", "brown"]] = Field(default_factory=lambda: ["white", "pink", "brown"])
+
+
+class RunConfig(_Section):
+    run: RunSection = RunSection()
+    dialogue: DialogueSection = DialogueSection()
+    llm: LLMSection = LLMSection()
+    tts: TTSSection = TTSSection()
+    behaviour: BehaviourSection = BehaviourSection()
+    timing: TimingSection = TimingSection()
+    audio: AudioSection = AudioSection()
+    augment: AugmentSection = AugmentSection()
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id or f"{self.run.name}-seed{self.run.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.output_dir / self.run_id
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            section = _section_for(e["loc"][:-1])
+            allowed = ", ".join(section.model_fields) if section else "?"
+            msg = f"unknown field (allowed here: {allowed})"
+        lines.append(f"  {where}: {msg} (got {e.get('input')!r})")
+    return "invalid run config:\n" + "\n".join(lines)
+
+
+def _section_for(path: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.field=value")
+    key, raw = item.split("=", 1)
+    if not re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", key.strip()):
+        raise ConfigError(f"override key {key!r} must be a dotted path like run.seed")
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- YAML file <- overrides (`section.field=value`, value parsed as YAML)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        _deep_merge(data, loaded)
+    for item in overrides or []:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {k} is not a section")
+        node[keys[-1]] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def _deep_merge(base: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,47 @@
+"""JSON Schemas of every artefact a user or trainer reads, generated from the pydantic models.
+
+`python -m factory.schemas` (or `duplex-factory schemas`) rewrites `schemas/`; a test fails
+when the committed files drift from the models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from factory.config import RunConfig
+from factory.models import ManifestRow, Scenario, Script, Timeline, Voice
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+MODELS: dict[str, type[BaseModel]] = {
+    "timeline": Timeline,
+    "script": Script,
+    "scenario": Scenario,
+    "manifest_row": ManifestRow,
+    "voice": Voice,
+    "run_config": RunConfig,
+}
+
+
+def render(name: str) -> str:
+    schema = MODELS[name].model_json_schema()
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"{name}.schema.json", **schema}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_all(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in MODELS:
+        path = directory / f"{name}.schema.json"
+        path.write_text(render(name))
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for p in write_all():
+        print(p)

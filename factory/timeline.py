@@ -1,0 +1,209 @@
+"""Timeline stage: place rendered turns in continuous time and write the IR.
+
+Pure function of (script, rendered utterances, a Generator, timing config). The mixer adds up
+exactly the placements returned here, so every time in the timeline is a time in the audio.
+Times are quantised to the sample grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from factory.audio import cut_after_word, insert_pause
+from factory.config import TimingSection
+from factory.models import (
+    Backchannel, BackchannelEvent, BargeIn, BargeInEvent, Channel, EndOfTurnEvent, EndReason, Event, Filler,
+    HesitationEvent, OverlapEvent, Restart, Script, SilentPause, Timeline, TimelineTurn, TimelineWord, TurnKind,
+    Utterance,
+)
+
+CHANNEL_GUARD_S = 0.05  # minimum silence between two pieces of speech on one channel
+
+
+@dataclass
+class Placement:
+    """One piece of audio on one channel; `start` in samples."""
+
+    channel: Channel
+    start: int
+    audio: np.ndarray
+
+
+@dataclass
+class _Placed:
+    key: tuple[str, int]  # ("turn", script index) or ("bc", mark index)
+    channel: Channel
+    kind: TurnKind
+    start: float
+    utt: Utterance
+    audio: np.ndarray  # possibly cut
+    heard_words: int
+    planned_text: str
+    end_reason: EndReason
+    responds_to_key: tuple[str, int] | None
+    hesitations: list[tuple[str, float, float]] = field(default_factory=list)  # (kind, rel start, rel end)
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.audio) / self.utt.sample_rate
+
+
+def _lognormal(rng: np.random.Generator, median: float, sigma: float) -> float:
+    return float(rng.lognormal(math.log(median), sigma))
+
+
+def _q(t: float, sr: int) -> float:
+    """Quantise a time to the sample grid, so timeline and audio agree to the sample."""
+    return round(t * sr) / sr
+
+
+def build_timeline(
+    sample_id: str,
+    script: Script,
+    rendered: list[Utterance],
+    backchannels: dict[int, Utterance],
+    voices: dict[Channel, str],
+    rng: np.random.Generator,
+    timing: TimingSection,
+    fade_s: float,
+) -> tuple[Timeline, list[Placement]]:
+    """`rendered[i]` renders `script.turns[i].text` in full; `backchannels[k]` renders the
+    token of `script.marks[k]` (a Backchannel). All at one sample rate."""
+    sr = rendered[0].sample_rate
+    cuts = {m.turn: m.heard_words for m in script.marks if isinstance(m, BargeIn)}
+    tempo = float(np.exp(rng.normal(0, timing.tempo_sigma)))
+    placed: list[_Placed] = []
+    free_at = {Channel.user: 0.0, Channel.agent: 0.0}
+
+    for i, (turn, utt) in enumerate(zip(script.turns, rendered)):
+        hesitations: list[tuple[str, float, float]] = []
+        for m in script.marks:  # pauses first: they shift the words after them
+            if isinstance(m, SilentPause) and m.turn == i and m.word_index < cuts.get(i, 10**9) - 1:
+                utt, p0, p1 = insert_pause(utt, m.word_index, m.duration)
+                hesitations.append(("pause", p0, p1))
+        heard = cuts.get(i, len(utt.words))
+        audio = cut_after_word(utt.audio, utt.words, heard - 1, sr, fade_s) if i in cuts else utt.audio
+        for m in script.marks:
+            if m.turn == i and isinstance(m, (Filler, Restart)) and m.word_index < heard:
+                w = utt.words[m.word_index]
+                hesitations.append((m.type, w.start, w.end))
+
+        duration = len(audio) / sr
+        if not placed:
+            start = timing.lead_in.low + rng.random() * (timing.lead_in.high - timing.lead_in.low)
+        else:
+            prev = placed[-1]
+            if prev.end_reason is EndReason.interrupted:
+                # The interrupter starts, the victim reacts and stops `reaction` later, at a word end.
+                reaction = timing.reaction_delay.low + rng.random() * (timing.reaction_delay.high - timing.reaction_delay.low)
+                reaction = min(reaction, 0.8 * (prev.end - prev.start), 0.8 * duration)
+                start = prev.end - reaction
+            elif rng.random() < timing.overlap_probability:
+                overlap = _lognormal(rng, timing.overlap_median, timing.overlap_sigma) * tempo
+                overlap = min(overlap, 0.3 * (prev.end - prev.start), 0.5 * duration, 1.0)
+                start = prev.end - overlap
+            else:
+                gap = float(np.clip(_lognormal(rng, timing.gap_median, timing.gap_sigma) * tempo, 0.03, 2.5))
+                start = prev.end + gap
+        start = _q(max(start, free_at[turn.speaker] + CHANNEL_GUARD_S), sr)
+        p = _Placed(
+            key=("turn", i), channel=turn.speaker, kind=TurnKind.turn, start=start, utt=utt, audio=audio,
+            heard_words=heard, planned_text=turn.text,
+            end_reason=EndReason.interrupted if i in cuts else EndReason.complete,
+            responds_to_key=("turn", turn.responds_to) if turn.responds_to is not None else None,
+            hesitations=hesitations,
+        )
+        placed.append(p)
+        free_at[turn.speaker] = p.end
+
+    # Backchannels go after the host's word, where the listener's channel is free.
+    hosts = {p.key[1]: p for p in placed}
+    for k, mark in enumerate(script.marks):
+        if not isinstance(mark, Backchannel):
+            continue
+        host, utt = hosts[mark.turn], backchannels[k]
+        if mark.word_index >= host.heard_words:
+            continue
+        delay = float(np.clip(_lognormal(rng, timing.backchannel_delay_median, 0.4), 0.05, 0.8))
+        start = _q(host.start + host.utt.words[mark.word_index].end + delay, sr)
+        end = start + utt.duration
+        listener = host.channel.other
+        busy = [(q.start, q.end) for q in placed if q.channel is listener]
+        if end > host.end or any(start < e + CHANNEL_GUARD_S and s < end + CHANNEL_GUARD_S for s, e in busy):
+            continue  # would collide with the listener's own speech or outlast the host's turn
+        placed.append(_Placed(
+            key=("bc", k), channel=listener, kind=TurnKind.backchannel, start=start, utt=utt, audio=utt.audio,
+            heard_words=len(utt.words), planned_text=utt.text, end_reason=EndReason.complete,
+            responds_to_key=host.key,
+        ))
+
+    return _to_timeline(sample_id, placed, voices, rng, timing, sr)
+
+
+def _to_timeline(
+    sample_id: str, placed: list[_Placed], voices: dict[Channel, str], rng: np.random.Generator,
+    timing: TimingSection, sr: int,
+) -> tuple[Timeline, list[Placement]]:
+    placed.sort(key=lambda p: (p.start, p.channel.index))
+    ids = {p.key: n for n, p in enumerate(placed)}
+    turns, words, events = [], [], []
+    for n, p in enumerate(placed):
+        spoken_words = p.utt.words[: p.heard_words]
+        turns.append(TimelineTurn(
+            id=n, channel=p.channel, start=p.start, end=_q(p.end, sr), kind=p.kind,
+            planned_text=p.planned_text, spoken_text=" ".join(w.word for w in spoken_words),
+            end_reason=p.end_reason, responds_to=ids.get(p.responds_to_key) if p.responds_to_key else None,
+            voice_id=p.utt.voice_id,
+        ))
+        for j, w in enumerate(p.utt.words):
+            words.append(TimelineWord(
+                channel=p.channel, turn=n, word=w.word, start=round(p.start + w.start, 6),
+                end=round(p.start + w.end, 6), spoken=j < p.heard_words,
+            ))
+        for kind, s, e in p.hesitations:
+            events.append(HesitationEvent(channel=p.channel, turn=n, kind=kind, start=round(p.start + s, 6), end=round(p.start + e, 6)))
+        if p.kind is TurnKind.turn and p.end_reason is EndReason.complete:
+            events.append(EndOfTurnEvent(channel=p.channel, turn=n, time=turns[-1].end))
+        if p.kind is TurnKind.backchannel:
+            events.append(BackchannelEvent(
+                channel=p.channel, turn=n, during_turn=ids[p.responds_to_key], start=p.start, end=turns[-1].end))
+    by_key = {p.key: ids[p.key] for p in placed}
+    for p in placed:
+        if p.key[0] == "turn" and p.end_reason is EndReason.interrupted:
+            victim = turns[by_key[p.key]]
+            nxt = turns[by_key[("turn", p.key[1] + 1)]]
+            events.append(BargeInEvent(by=nxt.channel, turn=nxt.id, victim_turn=victim.id, onset=nxt.start, victim_stop=victim.end))
+    events.extend(_overlaps(turns))
+    events.sort(key=lambda e: (getattr(e, "start", None) or getattr(e, "onset", None) or getattr(e, "time", 0.0), e.type))
+
+    tail = timing.tail.low + rng.random() * (timing.tail.high - timing.tail.low)
+    duration = _q(max(t.end for t in turns) + tail, sr)
+    timeline = Timeline(
+        id=sample_id, sample_rate=sr, duration=duration, voices=voices, turns=turns, words=words, events=events,
+    )
+    placements = [Placement(channel=p.channel, start=int(round(p.start * sr)), audio=p.audio) for p in placed]
+    return timeline, placements
+
+
+def _overlaps(turns: list[TimelineTurn]) -> list[Event]:
+    """Stretches where both channels hold a turn, classified by what caused them."""
+    out: list[Event] = []
+    for a in turns:
+        for b in turns:
+            if a.channel is Channel.user and b.channel is Channel.agent:
+                start, end = max(a.start, b.start), min(a.end, b.end)
+                if end > start:
+                    if TurnKind.backchannel in (a.kind, b.kind):
+                        kind = "backchannel"
+                    elif EndReason.interrupted in (a.end_reason, b.end_reason) and a.end_reason != b.end_reason and (
+                        (a.end_reason is EndReason.interrupted and b.start > a.start)
+                        or (b.end_reason is EndReason.interrupted and a.start > b.start)
+                    ):
+                        kind = "barge_in"
+                    else:
+                        kind = "turn_end"
+                    out.append(OverlapEvent(start=start, end=end, kind=kind))
+    return out

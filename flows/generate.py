@@ -1,0 +1,55 @@
+"""Prefect flow: one task per shard. Orchestration only; the work is in `factory.pipeline`.
+
+Run it with `duplex-factory generate` (ephemeral Prefect, no server) or deploy it on a
+schedule (see README "Scheduling"). A re-run with the same config resumes: finished shards
+are verified by checksum and skipped, broken or missing ones are redone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from factory.config import RunConfig
+from factory.pipeline import SampleResult, ShardResult, ShardSpec, finalize_run, generate_shard, plan_shards
+
+# Set by the CLI to drive its progress display; None under a deployment.
+on_sample_hook: Callable[[SampleResult], None] | None = None
+
+
+@task(name="generate-shard", cache_policy=NO_CACHE)
+def shard_task(config: dict[str, Any], spec: ShardSpec) -> ShardResult:
+    cfg = RunConfig.model_validate(config)
+    result = generate_shard(cfg, spec, on_sample=on_sample_hook)
+    get_run_logger().info(
+        "%s: %s, %d ok, %d rejected", spec.name, "skipped (complete)" if result.skipped else "written",
+        result.n_ok, result.n_rejected,
+    )
+    return result
+
+
+@flow(name="duplex-generate", log_prints=True)
+def generate(config: dict[str, Any]) -> dict[str, Any]:
+    """Generate a run: plan shards, one task each, then collect the manifest and card."""
+    cfg = RunConfig.model_validate(config)
+    specs = plan_shards(cfg)
+    futures = [shard_task.submit(config, spec) for spec in specs]
+    results = [f.result() for f in futures]
+    run_dir = finalize_run(cfg, results)
+    return {
+        "run_dir": str(run_dir),
+        "shards": len(results),
+        "skipped": sum(r.skipped for r in results),
+        "ok": sum(r.n_ok for r in results),
+        "rejected": sum(r.n_rejected for r in results),
+    }
+
+
+def run_generate(cfg: RunConfig) -> dict[str, Any]:
+    """Run the flow in-process with `cfg.run.workers` shard tasks at a time."""
+    runner = generate.with_options(task_runner=ThreadPoolTaskRunner(max_workers=cfg.run.workers))
+    return runner(cfg.model_dump(mode="json"))
