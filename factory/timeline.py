@@ -21,6 +21,7 @@ from factory.models import (
 )
 
 CHANNEL_GUARD_S = 0.05  # minimum silence between two pieces of speech on one channel
+BACKCHANNEL_GUARD_S = 0.3  # a token closer than this to one's own turn is part of that turn, not a backchannel
 
 
 @dataclass
@@ -132,7 +133,7 @@ def build_timeline(
         end = start + utt.duration
         listener = host.channel.other
         busy = [(q.start, q.end) for q in placed if q.channel is listener]
-        if end > host.end or any(start < e + CHANNEL_GUARD_S and s < end + CHANNEL_GUARD_S for s, e in busy):
+        if end > host.end or any(start < e + BACKCHANNEL_GUARD_S and s < end + BACKCHANNEL_GUARD_S for s, e in busy):
             continue  # would collide with the listener's own speech or outlast the host's turn
         placed.append(_Placed(
             key=("bc", k), channel=listener, kind=TurnKind.backchannel, start=start, utt=utt, audio=utt.audio,

@@ -1,0 +1,123 @@
+"""Timeline planner invariants on many random scripts, with word-shaped audio bursts standing in
+for TTS so hundreds of dialogues run in seconds. (The end-to-end tests check real TTS audio.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from factory.audio import frame_activity, speech_intervals
+from factory.behaviour import barge_in_cut, insert_hesitations, plan_backchannels
+from factory.config import RunConfig
+from factory.mixer import normalise, render_stems
+from factory.models import (
+    Backchannel, BargeIn, BargeInEvent, Channel, EndReason, HesitationEvent, Mode, Script, ScriptTurn, TurnKind,
+    Utterance, WordTiming,
+)
+from factory.seeding import rng_for
+from factory.timeline import build_timeline
+
+SR = 16000
+CFG = RunConfig()
+
+
+def burst_utterance(text: str, rng: np.random.Generator, voice: str) -> Utterance:
+    """Noise bursts of 150-400 ms per word with 30-120 ms gaps: speech-like activity."""
+    pieces, words, t = [], [], 0.0
+    for i, w in enumerate(text.split()):
+        if i:
+            gap = int(rng.uniform(0.03, 0.12) * SR)
+            pieces.append(np.zeros(gap, np.float32))
+            t += gap / SR
+        n = int(rng.uniform(0.15, 0.4) * SR)
+        pieces.append((rng.standard_normal(n) * 0.2).astype(np.float32))
+        words.append(WordTiming(word=w, start=t, end=t + n / SR))
+        t += n / SR
+    return Utterance(text=text, voice_id=voice, sample_rate=SR, audio=np.concatenate(pieces), words=words)
+
+
+def random_script(rng: np.random.Generator, mode: Mode, n_turns: int) -> Script:
+    vocab = "so I think we could try the other one, maybe later today if that works for you".split()
+    turns, marks = [], []
+    for i in range(n_turns):
+        speaker = Channel.user if i % 2 == 0 else Channel.agent
+        n = int(rng.integers(3, 25))
+        text = " ".join(rng.choice(vocab, n))
+        text, hes = insert_hesitations(text, i, rng, CFG.behaviour, CFG.timing.pause_median, force_filler=i == 0)
+        marks += hes
+        turns.append(ScriptTurn(speaker=speaker, text=text, responds_to=i - 1 if i else None))
+        if 0 < i < n_turns - 1 and len(text.split()) >= 6 and rng.random() < 0.4:
+            marks.append(BargeIn(turn=i, heard_words=barge_in_cut(len(text.split()), rng)))
+    marks += plan_backchannels(turns, marks, rng, CFG.behaviour, mode)
+    return Script(scenario_id="t", turns=turns, marks=marks)
+
+
+def build(seed: int, mode: Mode = Mode.peer, n_turns: int = 6):
+    rng = np.random.default_rng(seed)
+    script = random_script(rng, mode, n_turns)
+    voices = {Channel.user: "u", Channel.agent: "a"}
+    rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
+    bcs = {
+        k: burst_utterance(m.token, rng, voices[script.turns[m.turn].speaker.other])
+        for k, m in enumerate(script.marks) if isinstance(m, Backchannel)
+    }
+    timeline, placements = build_timeline("t", script, rendered, bcs, voices, rng_for(seed, "t", "timeline"),
+                                          CFG.timing, 0.008)
+    return script, timeline, placements
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), mode=st.sampled_from(list(Mode)), n_turns=st.integers(2, 10))
+def test_timeline_invariants(seed: int, mode: Mode, n_turns: int) -> None:
+    script, tl, placements = build(seed, mode, n_turns)
+    assert len(tl.turns) == len(placements)
+    for ch in Channel:  # one channel never holds two pieces of speech at once
+        spans = sorted((t.start, t.end) for t in tl.turns if t.channel is ch)
+        assert all(e0 <= s1 for (_, e0), (s1, _) in zip(spans, spans[1:]))
+    for t in tl.turns:
+        assert 0 <= t.start < t.end <= tl.duration
+        words = [w for w in tl.words if w.turn == t.id]
+        spoken = [w for w in words if w.spoken]
+        assert " ".join(w.word for w in spoken) == t.spoken_text
+        assert all(t.start - 1e-6 <= w.start <= w.end <= t.end + 1e-6 for w in spoken)
+        assert all(a.end <= b.start + 1e-6 for a, b in zip(spoken, spoken[1:]))
+        if t.end_reason is EndReason.interrupted:
+            assert len(spoken) < len(words)
+    for e in tl.events:
+        if isinstance(e, BargeInEvent):
+            victim, interrupter = tl.turn(e.victim_turn), tl.turn(e.turn)
+            assert victim.end_reason is EndReason.interrupted and victim.channel is not interrupter.channel
+            assert victim.start < e.onset < e.victim_stop == victim.end
+        if isinstance(e, HesitationEvent):
+            assert tl.turn(e.turn).start - 1e-6 <= e.start < e.end <= tl.turn(e.turn).end + 1e-6
+    n_cuts = sum(isinstance(m, BargeIn) for m in script.marks)
+    assert sum(isinstance(e, BargeInEvent) for e in tl.events) == n_cuts
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_turn_edges_agree_with_audio(seed: int) -> None:
+    _, tl, placements = build(seed, Mode.assistant, 7)
+    stereo = normalise(render_stems(placements, tl.duration, SR), SR, -23, -1)
+    for ch in Channel:
+        runs = speech_intervals(frame_activity(stereo[:, ch.index], SR), bridge_s=0.2)
+        turns = sorted((t for t in tl.turns if t.channel is ch), key=lambda t: t.start)
+        # every turn edge is an activity edge (within a frame), every activity run lies inside a turn
+        for t in turns:
+            assert any(abs(s - t.start) <= 0.03 for s, _ in runs), (t, runs)
+            assert any(abs(e - t.end) <= 0.03 for _, e in runs), (t, runs)
+        for s, e in runs:
+            assert any(t.start - 0.03 <= s and e <= t.end + 0.03 for t in turns)
+
+
+def test_backchannels_overlap_the_other_channel_only() -> None:
+    found = 0
+    for seed in range(40):
+        _, tl, _ = build(seed, Mode.peer, 8)
+        for t in tl.turns:
+            if t.kind is TurnKind.backchannel:
+                host = tl.turn(t.responds_to)
+                assert host.channel is not t.channel and host.start < t.start and t.end <= host.end
+                found += 1
+    assert found > 20
