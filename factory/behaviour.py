@@ -48,8 +48,13 @@ def insert_hesitations(
     marks: list[Mark] = []
     for i, word in enumerate(words):
         if i in filler_before:
-            marks.append(Filler(turn=turn, word_index=len(out), token=filler_before[i]))
-            out.append(filler_before[i])
+            token = filler_before[i]
+            if i == 0:  # "Um, you know" rather than "um, You know"
+                token = token.capitalize()
+                if not (word == "I" or word.startswith(("I'", "I,"))):
+                    word = word[:1].lower() + word[1:]
+            marks.append(Filler(turn=turn, word_index=len(out), token=token))
+            out.append(token)
         if i in restart_at:
             marks.append(Restart(turn=turn, word_index=len(out)))
             out.append(word.strip(",.;:!?") + "-")

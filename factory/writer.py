@@ -1,0 +1,124 @@
+"""The content writer: the LLM writes a dialogue one spoken turn at a time.
+
+Turn by turn, because a barge-in truncates a turn and the next turn must answer what was
+actually heard (`history[i].text` is the heard text). The prompt is built for the smallest
+embedded model (SmolLM2-135M-Instruct): the speaker to write is the chat "assistant", the
+other speaker the chat "user", so the model does what it was tuned for — answer the last
+message — and the instructions sit in the system message, in the second person.
+"""
+
+from __future__ import annotations
+
+from factory.llm.base import LLMBackend
+from factory.models import Channel, Mode, Persona, Scenario, ScriptTurn
+from factory.text_checks import TurnRejected, check_turn, clean_turn
+
+__all__ = ["TurnRejected", "build_messages", "turn_length", "write_turn"]
+
+HISTORY_TURNS = 6  # enough context for a reply; keeps the prompt short for a 2k context
+TEMPERATURE = 0.8
+_TERMINAL = (".", "!", "?")
+# An AI voice agent may say what it is; other meta talk is rejected.
+_AGENT_META = ("as an ai", "i am an ai", "i'm an ai")
+
+
+def turn_length(mode: Mode, speaker: Channel) -> tuple[int, int]:
+    """Default (min_words, max_words) for a turn: assistant answers run long, the user's turns
+    and peer turns stay short, as in BayLing/LSLM-style and Fisher-style data."""
+    if mode is Mode.assistant:
+        return (20, 60) if speaker is Channel.agent else (4, 20)
+    return (4, 35)
+
+
+def _length_hint(max_words: int) -> str:
+    # A 135M model cannot count words; sentence counts it roughly follows.
+    if max_words <= 20:
+        return "one short sentence"
+    if max_words <= 35:
+        return "one or two short sentences"
+    return "two to four sentences"
+
+
+def _role_brief(scenario: Scenario, speaker: Channel) -> str:
+    me, other = _personas(scenario, speaker)
+    if scenario.mode is Mode.peer:
+        return f"You are {me.name}, {me.description}. You are chatting with {other.name}, {other.description}."
+    if speaker is Channel.agent:
+        return (f"You are {me.name}, {me.description}. You are a voice assistant talking with "
+                f"{other.name}, {other.description}. Answer helpfully and concretely.")
+    return (f"You are {me.name}, {me.description}. You are talking to {other.name}, an AI voice "
+            f"assistant. Ask short questions and follow-ups, as a person would.")
+
+
+def _personas(scenario: Scenario, speaker: Channel) -> tuple[Persona, Persona]:
+    return (scenario.agent, scenario.user) if speaker is Channel.agent else (scenario.user, scenario.agent)
+
+
+def system_prompt(scenario: Scenario, speaker: Channel, max_words: int, interrupted: bool) -> str:
+    lines = [
+        _role_brief(scenario, speaker),
+        f"Setting: {scenario.setting}. Topic: {scenario.topic}. Style: {scenario.style}.",
+        f"Say your next line out loud in {_length_hint(max_words)}. Plain spoken English only: "
+        "no lists, no markdown, no emojis, no names or labels.",
+    ]
+    if interrupted:
+        lines.append("You cut them off mid-sentence: react to what they said so far.")
+    return "\n".join(lines)
+
+
+def _heard(turn: ScriptTurn) -> str:
+    text = turn.text.strip()
+    return text if text.endswith(_TERMINAL) else text + "..."
+
+
+def build_messages(scenario: Scenario, history: list[ScriptTurn], speaker: Channel, max_words: int) -> list[dict[str, str]]:
+    """Chat messages asking for `speaker`'s next turn. Consecutive turns of one side merge, and
+    the list always ends with the other side so the model answers rather than continues."""
+    recent = history[-HISTORY_TURNS:]
+    interrupted = bool(recent) and recent[-1].speaker is not speaker and not recent[-1].text.strip().endswith(_TERMINAL)
+    messages = [{"role": "system", "content": system_prompt(scenario, speaker, max_words, interrupted)}]
+    if not recent:
+        messages.append({"role": "user", "content": f"(You start the conversation. Bring up: {scenario.topic}.)"})
+        return messages
+    for turn in recent:
+        role = "assistant" if turn.speaker is speaker else "user"
+        if messages[-1]["role"] == role:
+            messages[-1]["content"] += " " + _heard(turn)
+        else:
+            messages.append({"role": role, "content": _heard(turn)})
+    if messages[-1]["role"] == "assistant":
+        messages.append({"role": "user", "content": "(Go on.)"})
+    return messages
+
+
+def write_turn(
+    llm: LLMBackend,
+    scenario: Scenario,
+    history: list[ScriptTurn],
+    speaker: Channel,
+    *,
+    seed: int,
+    min_words: int,
+    max_words: int,
+    attempts: int = 3,
+) -> str:
+    """Writes `speaker`'s next turn: clean plain text of `min_words`..`max_words` words.
+    Retries with seeds `seed + 1`, `seed + 2`, ... and raises `TurnRejected` with the last
+    reason when every attempt fails."""
+    messages = build_messages(scenario, history, speaker, max_words)
+    names = [scenario.user.name, scenario.agent.name]
+    references = [messages[0]["content"], scenario.user.description, scenario.agent.description]
+    references += [t.text for t in history[-HISTORY_TURNS:]]
+    allow_meta = _AGENT_META if scenario.mode is Mode.assistant and speaker is Channel.agent else ()
+    # Room to overshoot: the cleaner cuts at a sentence end rather than mid-word.
+    max_tokens = int(max_words * 1.6) + 16
+    last = TurnRejected("empty", "no attempt made")
+    for attempt in range(attempts):
+        raw = llm.complete(messages, max_tokens=max_tokens, temperature=TEMPERATURE, seed=seed + attempt)
+        try:
+            text = clean_turn(raw, names=names, min_words=min_words, max_words=max_words)
+            check_turn(text, min_words=min_words, references=references, allow_meta=allow_meta)
+            return text
+        except TurnRejected as rejected:
+            last = rejected
+    raise last
