@@ -54,6 +54,7 @@ def generate(
 
     from factory.llm.base import LLMUnavailable
     from factory.tts.base import BackendUnavailable
+    from factory.voices import VoiceBankError
     from flows import generate as flow_module
 
     disable_progress_bar()
@@ -74,7 +75,7 @@ def generate(
         flow_module.on_sample_hook = on_sample
         try:
             summary = flow_module.run_generate(cfg)
-        except (LLMUnavailable, BackendUnavailable) as exc:
+        except (LLMUnavailable, BackendUnavailable, VoiceBankError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(3) from None
         finally:

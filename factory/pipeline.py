@@ -120,6 +120,21 @@ def pick_voices(cfg: RunConfig, key: str) -> dict[Channel, Voice]:
     return {Channel.user: user, Channel.agent: agent}
 
 
+def preflight(cfg: RunConfig) -> None:
+    """Fail fast, before any shard starts, on what would fail every sample: the voice bank, fixed
+    voice ids, the LLM (weights or server) and the TTS backends of the split's voices."""
+    bank = voice_bank(cfg.tts.voice_bank)
+    if cfg.tts.user_voice or cfg.tts.agent_voice:
+        voices = list(pick_voices(cfg, "preflight").values())
+    else:
+        voices = bank.by_split(cfg.run.split)
+        if len({v.group or v.id for v in voices}) < 2:
+            raise ValueError(f"voice bank {cfg.tts.voice_bank} has fewer than two speakers in split {cfg.run.split!r}")
+    for backend in sorted({v.backend for v in voices}):
+        get_backend(backend)
+    llm_for(cfg)
+
+
 def _render(text: str, voice: Voice, rate: float, sr: int) -> Utterance:
     return resample_utterance(get_backend(voice.backend).synthesize(text, voice, rate=rate), sr)
 

@@ -15,7 +15,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from factory.config import RunConfig
-from factory.pipeline import SampleResult, ShardResult, ShardSpec, finalize_run, generate_shard, plan_shards
+from factory.pipeline import (
+    SampleResult, ShardResult, ShardSpec, finalize_run, generate_shard, plan_shards, preflight,
+)
 
 # Set by the CLI to drive its progress display; None under a deployment.
 on_sample_hook: Callable[[SampleResult], None] | None = None
@@ -36,6 +38,7 @@ def shard_task(config: dict[str, Any], spec: ShardSpec) -> ShardResult:
 def generate(config: dict[str, Any]) -> dict[str, Any]:
     """Generate a run: plan shards, one task each, then collect the manifest and card."""
     cfg = RunConfig.model_validate(config)
+    preflight(cfg)
     specs = plan_shards(cfg)
     futures = [shard_task.submit(config, spec) for spec in specs]
     results = [f.result() for f in futures]

@@ -1,0 +1,152 @@
+"""A real run (embedded LLM + CPU voices, Prefect flow, parquet shards) checked from the outside:
+layout, schemas, and every timeline time against the audio itself."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import jsonschema
+import librosa
+import numpy as np
+import polars as pl
+import pytest
+
+from factory.audio import frame_activity, speech_intervals
+from factory.config import load_config
+from factory.models import Channel, Timeline
+from factory.pipeline import generate_shard, plan_shards, shard_paths
+from factory.schemas import SCHEMA_DIR
+from tests.conftest import TINY, decode, read_rows
+
+TOLERANCE_S = 0.030
+
+
+def test_run_layout_and_datasets_loading(tiny_run: Path) -> None:
+    assert sorted(p.name for p in (tiny_run / "data").iterdir()) == [
+        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    manifest = pl.read_parquet(tiny_run / "manifest.parquet")
+    assert manifest["id"].to_list() == [f"train-{i:07d}" for i in range(4)]
+    assert manifest["status"].to_list() == ["ok"] * 4, manifest.filter(pl.col("status") != "ok")["reason"].to_list()
+    assert (tiny_run / "config.yaml").exists() and "configs:" in (tiny_run / "README.md").read_text()
+
+    ds = datasets.load_dataset("parquet", data_files=str(tiny_run / "data" / "*.parquet"), split="train")
+    assert isinstance(ds.features["audio"], datasets.Audio) and len(ds) == 4
+    ds = ds.cast_column("audio", datasets.Audio(decode=False))
+    stereo, sr = decode(ds[0]["audio"])
+    assert stereo.shape[1] == 2 and sr == 24000
+    assert abs(stereo.shape[0] / sr - ds[0]["duration"]) < 1e-3
+    as_folder = datasets.load_dataset(str(tiny_run), split="train")  # the Hub layout + card
+    assert len(as_folder) == 4
+
+
+def test_timelines_validate_against_published_schema(tiny_run: Path) -> None:
+    schema = json.loads((SCHEMA_DIR / "timeline.schema.json").read_text())
+    for row in read_rows(tiny_run):
+        jsonschema.validate(json.loads(row["timeline"]), schema)
+
+
+def _channel_runs(stereo: np.ndarray, sr: int, ch: Channel) -> list[tuple[float, float]]:
+    return speech_intervals(frame_activity(stereo[:, ch.index], sr), bridge_s=0.25)
+
+
+def test_turn_edges_agree_with_voice_activity(tiny_run: Path) -> None:
+    for row in read_rows(tiny_run):
+        tl = Timeline.model_validate_json(row["timeline"])
+        stereo, sr = decode(row["audio"])
+        assert abs(len(stereo) / sr - tl.duration) < 1e-6
+        assert np.max(np.abs(stereo)) <= 10 ** (-1 / 20) + 1e-3  # headroom kept, no clipping
+        for ch in Channel:
+            runs = _channel_runs(stereo, sr, ch)
+            turns = [t for t in tl.turns if t.channel is ch]
+            for t in turns:
+                assert min(abs(s - t.start) for s, _ in runs) <= TOLERANCE_S, (row["id"], t, runs)
+                assert min(abs(e - t.end) for _, e in runs) <= TOLERANCE_S, (row["id"], t, runs)
+            for s, e in runs:  # no speech outside the turns the timeline declares
+                assert any(t.start - TOLERANCE_S <= s and e <= t.end + TOLERANCE_S for t in turns), (row["id"], s, e)
+
+
+def test_barge_in_victims_fall_silent(tiny_run: Path) -> None:
+    seen = 0
+    for row in read_rows(tiny_run):
+        tl = Timeline.model_validate_json(row["timeline"])
+        stereo, sr = decode(row["audio"])
+        for e in (e for e in tl.events if e.type == "barge_in"):
+            victim, interrupter = tl.turn(e.victim_turn), tl.turn(e.turn)
+            active = frame_activity(stereo[:, victim.channel.index], sr)
+            later = [t.start for t in tl.turns if t.channel is victim.channel and t.start > victim.end]
+            quiet_until = min(later, default=tl.duration)
+            after = active[int((e.victim_stop + TOLERANCE_S) / 0.01): int((quiet_until - TOLERANCE_S) / 0.01)]
+            assert not after.any(), f"{row['id']}: interrupted channel speaks after its stop"
+            other = frame_activity(stereo[:, interrupter.channel.index], sr)
+            assert other[int(e.onset / 0.01) + 1: int(e.victim_stop / 0.01)].any(), "interrupter silent in overlap"
+            spoken = [w.word for w in tl.words if w.turn == victim.id and w.spoken]
+            assert victim.spoken_text == " ".join(spoken) and victim.spoken_text != victim.planned_text
+            seen += 1
+    assert seen >= 4  # at least one per dialogue by default
+
+
+def test_behaviour_minimums_per_dialogue(tiny_run: Path) -> None:
+    for row in read_rows(tiny_run):
+        tl = Timeline.model_validate_json(row["timeline"])
+        kinds = [e.type if e.type != "hesitation" else e.kind for e in tl.events]
+        assert {"barge_in", "backchannel", "filler"} <= set(kinds), (row["id"], kinds)
+
+
+def _voice_features(mono: np.ndarray, sr: int) -> tuple[float, float]:
+    active = np.repeat(frame_activity(mono, sr), int(0.01 * sr))[: len(mono)]
+    speech = mono[: len(active)][active]
+    f0 = librosa.yin(speech, fmin=60, fmax=400, sr=sr)
+    centroid = librosa.feature.spectral_centroid(y=speech, sr=sr)
+    return float(np.median(f0)), float(np.median(centroid))
+
+
+def test_each_channel_has_a_different_voice(tiny_run: Path) -> None:
+    for row in read_rows(tiny_run):
+        assert row["user_voice"] != row["agent_voice"]
+        stereo, sr = decode(row["audio"])
+        (f0_u, cen_u), (f0_a, cen_a) = (_voice_features(stereo[:, ch], sr) for ch in (0, 1))
+        assert abs(f0_u - f0_a) / max(f0_u, f0_a) > 0.1 or abs(cen_u - cen_a) / max(cen_u, cen_a) > 0.1, (
+            row["id"], f0_u, f0_a, cen_u, cen_a)
+
+
+def test_same_config_and_seed_give_identical_shards(tiny_run: Path, tmp_path: Path) -> None:
+    cfg = load_config(None, [*TINY, f"run.output_dir={tmp_path}", "run.run_id=again"])
+    spec = plan_shards(cfg)[1]
+    result = generate_shard(cfg, spec)
+    original = shard_paths(load_config(None, [*TINY, f"run.output_dir={tiny_run.parent}", "run.run_id=tiny"]), spec.name)
+    assert shard_paths(cfg, spec.name)[0].read_bytes() == original[0].read_bytes()
+    assert json.loads(original[2].read_text())["sha256"] == result.sha256
+
+
+def test_rerun_skips_finished_shards_and_redoes_broken_ones(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run)
+    cfg = load_config(None, [*TINY, f"run.output_dir={tmp_path}", "run.run_id=tiny"])
+    first, second = plan_shards(cfg)
+    reference = shard_paths(cfg, second.name)[0].read_bytes()
+    broken = shard_paths(cfg, second.name)[0]
+    broken.write_bytes(broken.read_bytes()[:1000])  # a shard cut short, as by a killed run
+    assert generate_shard(cfg, first).skipped
+    redone = generate_shard(cfg, second)
+    assert not redone.skipped and broken.read_bytes() == reference
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("llm.model_path=/nonexistent/model.gguf", "/nonexistent/model.gguf"),
+        ("tts.voice_bank=/nonexistent/voices", "/nonexistent/voices"),
+    ],
+)
+def test_missing_model_or_voice_bank_fails_fast_with_clear_error(tmp_path: Path, override: str, message: str) -> None:
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--out", str(tmp_path), "--set", override, "-n", "1"])
+    assert result.exit_code == 3, result.output
+    assert message in result.output
+    assert not (tmp_path / "demo-seed1234" / "data").exists()  # nothing half-written
