@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -55,6 +57,21 @@ class SampleRejected(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class StageTimes:
+    """Wall time per stage, summed over samples (for benchmarks and progress reports)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 @dataclass
@@ -139,37 +156,44 @@ def _render(text: str, voice: Voice, rate: float, sr: int) -> Utterance:
     return resample_utterance(get_backend(voice.backend).synthesize(text, voice, rate=rate), sr)
 
 
-def build_sample(cfg: RunConfig, sid: str, key: str) -> tuple[Scenario, Timeline, dict[str, Any]]:
+def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = None) -> tuple[Scenario, Timeline, dict[str, Any]]:
     """Everything for one dialogue; raises SampleRejected (or a backend error) on failure."""
     seed, sr = cfg.run.seed, cfg.audio.sample_rate
+    times = times or StageTimes()
     scenario = draw_scenario(sid, rng_for(seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns)
     voices = pick_voices(cfg, key)
-    llm = llm_for(cfg)
-    try:
-        script = write_script(llm, scenario, cfg, key)
-    except TurnRejected as exc:
-        raise SampleRejected(f"script: {exc}") from exc
+    with times("script"):
+        try:
+            script = write_script(llm_for(cfg), scenario, cfg, key)
+        except TurnRejected as exc:
+            raise SampleRejected(f"script: {exc}") from exc
 
-    rate_rng = rng_for(seed, key, "speaking-rate")
-    rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
-    rendered = [_render(t.text, voices[t.speaker], rates[t.speaker], sr) for t in script.turns]
-    backchannels = {
-        k: _render(m.token, voices[script.turns[m.turn].speaker.other], rates[script.turns[m.turn].speaker.other], sr)
-        for k, m in enumerate(script.marks) if isinstance(m, Backchannel)
-    }
-    timeline, placements = build_timeline(
-        sid, script, rendered, backchannels, {ch: v.id for ch, v in voices.items()},
-        rng_for(seed, key, "timeline"), cfg.timing, cfg.audio.fade_ms / 1000,
-    )
-    check_behaviour_minimums(timeline, cfg)
+    with times("tts"):
+        rate_rng = rng_for(seed, key, "speaking-rate")
+        rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
+        rendered = [_render(t.text, voices[t.speaker], rates[t.speaker], sr) for t in script.turns]
+        listener = {k: script.turns[m.turn].speaker.other for k, m in enumerate(script.marks)}
+        backchannels = {
+            k: _render(m.token, voices[listener[k]], rates[listener[k]], sr)
+            for k, m in enumerate(script.marks) if isinstance(m, Backchannel)
+        }
+    with times("timeline"):
+        timeline, placements = build_timeline(
+            sid, script, rendered, backchannels, {ch: v.id for ch, v in voices.items()},
+            rng_for(seed, key, "timeline"), cfg.timing, cfg.audio.fade_ms / 1000,
+        )
+        check_behaviour_minimums(timeline, cfg)
 
-    clean = normalise(render_stems(placements, timeline.duration, sr), sr, cfg.audio.target_lufs, cfg.audio.peak_dbfs)
-    augmented = add_noise(clean, sr, cfg.augment, rng_for(seed, key, "augment"), cfg.audio.peak_dbfs)
-    audio = flac_bytes(clean, sr)
+    with times("mix"):
+        clean = normalise(render_stems(placements, timeline.duration, sr), sr, cfg.audio.target_lufs, cfg.audio.peak_dbfs)
+        augmented = add_noise(clean, sr, cfg.augment, rng_for(seed, key, "augment"), cfg.audio.peak_dbfs)
+    with times("encode"):
+        audio = flac_bytes(clean, sr)
+        audio_aug = flac_bytes(augmented[0], sr) if augmented else None
     row = {
         "id": sid,
         "audio": {"bytes": audio, "path": f"{sid}.flac"},
-        "audio_augmented": {"bytes": flac_bytes(augmented[0], sr), "path": f"{sid}.aug.flac"} if augmented else None,
+        "audio_augmented": {"bytes": audio_aug, "path": f"{sid}.aug.flac"} if augmented else None,
         "augmentation": json.dumps(augmented[1]) if augmented else None,
         "duration": timeline.duration,
         "sample_rate": sr,
@@ -222,7 +246,7 @@ def overlap_share(timeline: Timeline, frame: float = 0.01) -> float:
     return float(active.all(0).sum() / anyone) if anyone else 0.0
 
 
-def generate_sample(cfg: RunConfig, index: int, shard: str) -> SampleResult:
+def generate_sample(cfg: RunConfig, index: int, shard: str, times: StageTimes | None = None) -> SampleResult:
     """Never raises for a bad sample: known failures become a rejected manifest row after
     `max_sample_attempts` re-draws; unexpected ones too, with the traceback logged."""
     sid = sample_id(cfg, index)
@@ -230,7 +254,7 @@ def generate_sample(cfg: RunConfig, index: int, shard: str) -> SampleResult:
     for attempt in range(cfg.run.max_sample_attempts):
         key = sid if attempt == 0 else f"{sid}#retry{attempt}"
         try:
-            scenario, timeline, row = build_sample(cfg, sid, key)
+            scenario, timeline, row = build_sample(cfg, sid, key, times)
         except SampleRejected as exc:
             reason = exc.reason
         except (TTSError, LLMError, MixError) as exc:
