@@ -15,7 +15,7 @@ from factory.config import BehaviourSection
 from factory.models import Backchannel, BargeIn, Channel, Filler, Mark, Mode, Restart, ScriptTurn, SilentPause
 
 SPEAKING_RATE_WPS = 3.5  # words per second within speech (Switchboard), to turn rates/minute into counts
-MIN_VICTIM_WORDS = 6
+MIN_VICTIM_WORDS = 6  # the writer is asked for at least this many words in a planned victim turn
 
 
 def insert_hesitations(
@@ -81,8 +81,8 @@ def barge_in_victims(mode: Mode, speakers: list[Channel], rng: np.random.Generat
 
 def barge_in_cut(n_words: int, rng: np.random.Generator) -> int:
     """How many words of the victim turn are heard before it stops (its cut is a word end)."""
-    low = max(3, math.ceil(0.3 * n_words))
-    high = max(low, math.floor(0.8 * n_words))
+    low = max(2, math.ceil(0.3 * n_words))
+    high = max(low, min(math.floor(0.8 * n_words), n_words - 1))
     return int(rng.integers(low, high + 1))
 
 
@@ -95,9 +95,9 @@ def plan_backchannels(
     for i, turn in enumerate(turns):
         if mode is Mode.assistant and turn.speaker is Channel.user:
             continue  # assistants rarely backchannel; the user backchannels the agent's answers
-        n = heard.get(i, len(turn.text.split()) + 3) - 3  # keep clear of a barge-in cut
-        if n - 3 >= 1:
-            spans.append((i, 3, n - 1))
+        last = heard.get(i, len(turn.text.split())) - 3  # not in the last words, nor near a barge-in cut
+        if last >= 2:
+            spans.append((i, 2, last))
     total_words = sum(len(t.text.split()) for t in turns)
     expected = cfg.backchannels_per_minute * total_words / SPEAKING_RATE_WPS / 60
     count = max(int(rng.poisson(expected)), cfg.min_backchannels) if spans else 0

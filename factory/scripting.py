@@ -34,6 +34,9 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
     pending_victim = False  # a planned barge-in whose turn was too short moves to a later eligible turn
     for i, speaker in enumerate(speakers):
         low, high = word_limits(scenario, speaker, cfg)
+        may_be_cut = (i in victims or pending_victim) and i < len(speakers) - 1
+        if may_be_cut and (scenario.mode is Mode.peer or speaker is Channel.agent):
+            low = min(max(low, MIN_VICTIM_WORDS), high)  # long enough to be cut mid-way
         text = write_turn(
             llm, scenario, heard, speaker,
             seed=derive_seed(seed, sample_key, f"llm-turn-{i}"),
@@ -47,8 +50,7 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
         turns.append(turn)
 
         words = text.split()
-        wants_cut = (i in victims or pending_victim) and i < len(speakers) - 1
-        if wants_cut and (scenario.mode is Mode.peer or speaker is Channel.agent):
+        if may_be_cut and (scenario.mode is Mode.peer or speaker is Channel.agent):
             if len(words) >= MIN_VICTIM_WORDS:
                 heard_words = barge_in_cut(len(words), rng)
                 marks.append(BargeIn(turn=i, heard_words=heard_words))

@@ -120,26 +120,29 @@ def build_timeline(
         placed.append(p)
         free_at[turn.speaker] = p.end
 
-    # Backchannels go after the host's word, where the listener's channel is free.
+    # Backchannels go after a word of the host's turn where the listener's channel is free: the
+    # planned word first, then the nearest other words, so a collision moves the token, not drops it.
     hosts = {p.key[1]: p for p in placed}
     for k, mark in enumerate(script.marks):
         if not isinstance(mark, Backchannel):
             continue
         host, utt = hosts[mark.turn], backchannels[k]
-        if mark.word_index >= host.heard_words:
-            continue
-        delay = float(np.clip(_lognormal(rng, timing.backchannel_delay_median, 0.4), 0.05, 0.8))
-        start = _q(host.start + host.utt.words[mark.word_index].end + delay, sr)
-        end = start + utt.duration
         listener = host.channel.other
         busy = [(q.start, q.end) for q in placed if q.channel is listener]
-        if end > host.end or any(start < e + BACKCHANNEL_GUARD_S and s < end + BACKCHANNEL_GUARD_S for s, e in busy):
-            continue  # would collide with the listener's own speech or outlast the host's turn
-        placed.append(_Placed(
-            key=("bc", k), channel=listener, kind=TurnKind.backchannel, start=start, utt=utt, audio=utt.audio,
-            heard_words=len(utt.words), planned_text=utt.text, end_reason=EndReason.complete,
-            responds_to_key=host.key,
-        ))
+        delay = float(np.clip(_lognormal(rng, timing.backchannel_delay_median, 0.4), 0.05, 0.8))
+        candidates = sorted(range(1, host.heard_words - 1), key=lambda j: (abs(j - mark.word_index), j))
+        for j in candidates:
+            start = _q(host.start + host.utt.words[j].end + delay, sr)
+            end = start + utt.duration
+            if end <= host.end and not any(
+                start < e + BACKCHANNEL_GUARD_S and s < end + BACKCHANNEL_GUARD_S for s, e in busy
+            ):
+                placed.append(_Placed(
+                    key=("bc", k), channel=listener, kind=TurnKind.backchannel, start=start, utt=utt,
+                    audio=utt.audio, heard_words=len(utt.words), planned_text=utt.text,
+                    end_reason=EndReason.complete, responds_to_key=host.key,
+                ))
+                break
 
     return _to_timeline(sample_id, placed, voices, rng, timing, sr)
 

