@@ -12,7 +12,10 @@ import math
 import numpy as np
 
 from factory.config import BehaviourSection
-from factory.models import Backchannel, BargeIn, Channel, Filler, Mark, Mode, Restart, ScriptTurn, SilentPause
+from factory.models import (
+    Backchannel, BargeIn, Channel, FailedInterruption, Filler, Laugh, ListenerMark, Mark, Mode, Restart, ScriptTurn,
+    SilentPause,
+)
 
 SPEAKING_RATE_WPS = 3.5  # words per second within speech (Switchboard), to turn rates/minute into counts
 MIN_VICTIM_WORDS = 6  # the writer is asked for at least this many words in a planned victim turn
@@ -86,20 +89,29 @@ def barge_in_cut(n_words: int, rng: np.random.Generator) -> int:
     return int(rng.integers(low, high + 1))
 
 
+def _listener_spans(turns: list[ScriptTurn], marks: list[Mark], mode: Mode) -> list[tuple[int, int, int]]:
+    """(turn, first, last) word positions where the listener may respond during a turn."""
+    heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
+    spans = []
+    for i, turn in enumerate(turns):
+        if mode is Mode.assistant and turn.speaker is Channel.user:
+            continue  # assistants rarely backchannel; the user responds during the agent's answers
+        last = heard.get(i, len(turn.text.split())) - 3  # not in the last words, nor near a barge-in cut
+        if last >= 2:
+            spans.append((i, 2, last))
+    return spans
+
+
+def _speech_minutes(turns: list[ScriptTurn]) -> float:
+    return sum(len(t.text.split()) for t in turns) / SPEAKING_RATE_WPS / 60
+
+
 def plan_backchannels(
     turns: list[ScriptTurn], marks: list[Mark], rng: np.random.Generator, cfg: BehaviourSection, mode: Mode,
 ) -> list[Backchannel]:
     """Listener responses during long turns, at `backchannels_per_minute` of estimated speech."""
-    heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
-    spans: list[tuple[int, int, int]] = []  # (turn, first eligible word, last eligible word)
-    for i, turn in enumerate(turns):
-        if mode is Mode.assistant and turn.speaker is Channel.user:
-            continue  # assistants rarely backchannel; the user backchannels the agent's answers
-        last = heard.get(i, len(turn.text.split())) - 3  # not in the last words, nor near a barge-in cut
-        if last >= 2:
-            spans.append((i, 2, last))
-    total_words = sum(len(t.text.split()) for t in turns)
-    expected = cfg.backchannels_per_minute * total_words / SPEAKING_RATE_WPS / 60
+    spans = _listener_spans(turns, marks, mode)
+    expected = cfg.backchannels_per_minute * _speech_minutes(turns)
     count = max(int(rng.poisson(expected)), cfg.min_backchannels) if spans else 0
     chosen: dict[tuple[int, int], Backchannel] = {}
     weights = np.array([hi - lo + 1 for _, lo, hi in spans], dtype=float)
@@ -112,3 +124,26 @@ def plan_backchannels(
             continue  # one backchannel per ~6 words of a turn at most
         chosen[(turn, j)] = Backchannel(turn=turn, word_index=j, token=str(rng.choice(cfg.backchannel_tokens)))
     return [chosen[k] for k in sorted(chosen)]
+
+
+def plan_listener_marks(
+    turns: list[ScriptTurn], marks: list[Mark], rng: np.random.Generator, cfg: BehaviourSection, mode: Mode,
+) -> list[ListenerMark]:
+    """Backchannels, laughs and failed interruptions: short listener speech over a turn."""
+    planned: list[ListenerMark] = list(plan_backchannels(turns, marks, rng, cfg, mode))
+    spans = _listener_spans(turns, marks, mode)
+    if not spans:
+        return planned
+    taken = {(m.turn, m.word_index) for m in planned}
+    n_laughs = int(rng.poisson(cfg.laughs_per_minute * _speech_minutes(turns)))
+    n_failed = int(rng.poisson(cfg.failed_interruptions_per_dialogue))
+    for kind, count in ((Laugh, n_laughs), (FailedInterruption, n_failed)):
+        for _ in range(count):
+            turn, lo, hi = spans[int(rng.integers(len(spans)))]
+            j = int(rng.integers(lo, hi + 1))
+            if (turn, j) in taken:
+                continue
+            taken.add((turn, j))
+            tokens = cfg.laugh_tokens if kind is Laugh else cfg.failed_interruption_tokens
+            planned.append(kind(turn=turn, word_index=j, token=str(rng.choice(tokens))))
+    return planned

@@ -72,8 +72,14 @@ class LLMSection(_Section):
     backend: Literal["embedded", "http"] = "embedded"
     model_path: str | None = Field(None, description="GGUF for embedded; default the packaged SmolLM2")
     n_threads: int = Field(1, ge=1, le=64)
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str | None = Field(None, description="model name on the HTTP server")
+    base_url: str = Field("http://127.0.0.1:8000/v1", pattern=r"^https?://", description="OpenAI-compatible server")
+    model: str | None = Field(None, description="model name on the HTTP server; default: the first it serves")
+    concurrency: int = Field(8, ge=1, le=1024, description="HTTP requests in flight per process")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="per HTTP request")
+    max_retries: int = Field(4, ge=0, le=20, description="on connection errors, timeouts, 429 and 5xx")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the API key"
+    )
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     turn_attempts: int = Field(3, ge=1, le=10)
 
@@ -92,12 +98,18 @@ class BehaviourSection(_Section):
     pauses_per_100_words: float = Field(1.5, ge=0, le=20)
     backchannels_per_minute: float = Field(4.0, ge=0, le=60)
     barge_ins_per_dialogue: float = Field(1.0, ge=0, le=10)
+    failed_interruptions_per_dialogue: float = Field(0.3, ge=0, le=10)
+    laughs_per_minute: float = Field(0.5, ge=0, le=30)
     min_fillers: int = Field(1, ge=0)
     min_backchannels: int = Field(1, ge=0)
     min_barge_ins: int = Field(1, ge=0)
     filler_tokens: list[str] = Field(default_factory=lambda: ["um,", "uh,", "um", "uh"], min_length=1)
     backchannel_tokens: list[str] = Field(
         default_factory=lambda: ["mm-hmm", "yeah", "uh-huh", "right", "okay"], min_length=1
+    )
+    laugh_tokens: list[str] = Field(default_factory=lambda: ["haha", "ha ha", "hehe"], min_length=1)
+    failed_interruption_tokens: list[str] = Field(
+        default_factory=lambda: ["But I-", "Wait, can I-", "Sorry, I-", "Well-", "Oh, but-"], min_length=1
     )
 
 

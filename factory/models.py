@@ -107,13 +107,29 @@ class BargeIn(_Model):
 
 
 class Laugh(_Model):
+    """The listener laughs (`token`, e.g. "haha") while `turn`'s speaker talks, after word `word_index`."""
+
     type: Literal["laugh"] = "laugh"
     turn: int = Field(ge=0)
     word_index: int = Field(ge=0)
+    token: str = "haha"
 
+
+class FailedInterruption(_Model):
+    """The listener starts to take the floor after word `word_index` of `turn` ("But I-"), the
+    speaker keeps going, and the listener yields: a within-turn overlap, end reason `yielded`."""
+
+    type: Literal["failed_interruption"] = "failed_interruption"
+    turn: int = Field(ge=0)
+    word_index: int = Field(ge=0)
+    token: str
+
+
+# Marks answered by the listener with a short piece of speech placed over the speaker's turn.
+ListenerMark = Backchannel | Laugh | FailedInterruption
 
 Mark = Annotated[
-    Filler | SilentPause | Restart | Backchannel | BargeIn | Laugh, Field(discriminator="type")
+    Filler | SilentPause | Restart | Backchannel | BargeIn | Laugh | FailedInterruption, Field(discriminator="type")
 ]
 
 
@@ -226,7 +242,7 @@ class OverlapEvent(_Model):
     type: Literal["overlap"] = "overlap"
     start: float
     end: float
-    kind: Literal["turn_end", "barge_in", "backchannel"]
+    kind: Literal["turn_end", "barge_in", "backchannel", "laugh", "failed_interruption"]
 
 
 class HesitationEvent(_Model):

@@ -31,7 +31,7 @@ from factory.llm import get_llm
 from factory.llm.base import LLMBackend, LLMError
 from factory.mixer import MixError, flac_bytes, normalise, render_stems
 from factory.models import (
-    Backchannel, BargeInEvent, BackchannelEvent, Channel, HesitationEvent, ManifestRow, SampleStatus, Scenario,
+    BargeInEvent, BackchannelEvent, Channel, HesitationEvent, ListenerMark, ManifestRow, SampleStatus, Scenario,
     Timeline, TurnKind, Utterance, Voice,
 )
 from factory.scenario import draw_scenario
@@ -173,13 +173,13 @@ def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = 
         rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
         rendered = [_render(t.text, voices[t.speaker], rates[t.speaker], sr) for t in script.turns]
         listener = {k: script.turns[m.turn].speaker.other for k, m in enumerate(script.marks)}
-        backchannels = {
+        reactions = {
             k: _render(m.token, voices[listener[k]], rates[listener[k]], sr)
-            for k, m in enumerate(script.marks) if isinstance(m, Backchannel)
+            for k, m in enumerate(script.marks) if isinstance(m, ListenerMark)
         }
     with times("timeline"):
         timeline, placements = build_timeline(
-            sid, script, rendered, backchannels, {ch: v.id for ch, v in voices.items()},
+            sid, script, rendered, reactions, {ch: v.id for ch, v in voices.items()},
             rng_for(seed, key, "timeline"), cfg.timing, cfg.audio.fade_ms / 1000,
         )
         check_behaviour_minimums(timeline, cfg)

@@ -6,7 +6,7 @@ must respond to what was actually heard, not to the planned text.
 
 from __future__ import annotations
 
-from factory.behaviour import MIN_VICTIM_WORDS, barge_in_cut, barge_in_victims, insert_hesitations, plan_backchannels
+from factory.behaviour import MIN_VICTIM_WORDS, barge_in_cut, barge_in_victims, insert_hesitations, plan_listener_marks
 from factory.config import RunConfig
 from factory.llm.base import LLMBackend
 from factory.models import BargeIn, Channel, Mark, Mode, Scenario, Script, ScriptTurn
@@ -61,7 +61,7 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
             pending_victim = True
         heard.append(turn)
 
-    marks.extend(plan_backchannels(turns, marks, rng, cfg.behaviour, scenario.mode))
+    marks.extend(plan_listener_marks(turns, marks, rng, cfg.behaviour, scenario.mode))
     marks.sort(key=lambda m: (m.turn, getattr(m, "word_index", getattr(m, "heard_words", 0)), m.type))
     return Script(scenario_id=scenario.id, turns=turns, marks=marks, llm=llm.name)
 

@@ -15,9 +15,9 @@ import numpy as np
 from factory.audio import cut_after_word, insert_pause
 from factory.config import TimingSection
 from factory.models import (
-    Backchannel, BackchannelEvent, BargeIn, BargeInEvent, Channel, EndOfTurnEvent, EndReason, Event, Filler,
-    HesitationEvent, OverlapEvent, Restart, Script, SilentPause, Timeline, TimelineTurn, TimelineWord, TurnKind,
-    Utterance,
+    Backchannel, BackchannelEvent, BargeIn, BargeInEvent, Channel, EndOfTurnEvent, EndReason, Event,
+    FailedInterruption, Filler, HesitationEvent, Laugh, ListenerMark, OverlapEvent, Restart, Script, SilentPause,
+    Timeline, TimelineTurn, TimelineWord, TurnKind, Utterance,
 )
 
 CHANNEL_GUARD_S = 0.05  # minimum silence between two pieces of speech on one channel
@@ -35,7 +35,7 @@ class Placement:
 
 @dataclass
 class _Placed:
-    key: tuple[str, int]  # ("turn", script index) or ("bc", mark index)
+    key: tuple[str, int]  # ("turn", script index) or ("reaction", mark index)
     channel: Channel
     kind: TurnKind
     start: float
@@ -52,6 +52,13 @@ class _Placed:
         return self.start + len(self.audio) / self.utt.sample_rate
 
 
+_REACTION_KIND: dict[type, tuple[TurnKind, EndReason]] = {
+    Backchannel: (TurnKind.backchannel, EndReason.complete),
+    Laugh: (TurnKind.laugh, EndReason.complete),
+    FailedInterruption: (TurnKind.turn, EndReason.yielded),  # tried to take the floor, gave up
+}
+
+
 def _lognormal(rng: np.random.Generator, median: float, sigma: float) -> float:
     return float(rng.lognormal(math.log(median), sigma))
 
@@ -65,14 +72,15 @@ def build_timeline(
     sample_id: str,
     script: Script,
     rendered: list[Utterance],
-    backchannels: dict[int, Utterance],
+    reactions: dict[int, Utterance],
     voices: dict[Channel, str],
     rng: np.random.Generator,
     timing: TimingSection,
     fade_s: float,
 ) -> tuple[Timeline, list[Placement]]:
-    """`rendered[i]` renders `script.turns[i].text` in full; `backchannels[k]` renders the
-    token of `script.marks[k]` (a Backchannel). All at one sample rate."""
+    """`rendered[i]` renders `script.turns[i].text` in full; `reactions[k]` renders the token of
+    `script.marks[k]` when it is a listener mark (backchannel, laugh, failed interruption). All
+    at one sample rate."""
     sr = rendered[0].sample_rate
     cuts = {m.turn: m.heard_words for m in script.marks if isinstance(m, BargeIn)}
     tempo = float(np.exp(rng.normal(0, timing.tempo_sigma)))
@@ -120,13 +128,14 @@ def build_timeline(
         placed.append(p)
         free_at[turn.speaker] = p.end
 
-    # Backchannels go after a word of the host's turn where the listener's channel is free: the
-    # planned word first, then the nearest other words, so a collision moves the token, not drops it.
+    # Listener reactions go after a word of the host's turn where the listener's channel is free:
+    # the planned word first, then the nearest others, so a collision moves a reaction, not drops it.
     hosts = {p.key[1]: p for p in placed}
     for k, mark in enumerate(script.marks):
-        if not isinstance(mark, Backchannel):
+        if not isinstance(mark, ListenerMark):
             continue
-        host, utt = hosts[mark.turn], backchannels[k]
+        host, utt = hosts[mark.turn], reactions[k]
+        kind, reason = _REACTION_KIND[type(mark)]
         listener = host.channel.other
         busy = [(q.start, q.end) for q in placed if q.channel is listener]
         delay = float(np.clip(_lognormal(rng, timing.backchannel_delay_median, 0.4), 0.05, 0.8))
@@ -138,9 +147,9 @@ def build_timeline(
                 start < e + BACKCHANNEL_GUARD_S and s < end + BACKCHANNEL_GUARD_S for s, e in busy
             ):
                 placed.append(_Placed(
-                    key=("bc", k), channel=listener, kind=TurnKind.backchannel, start=start, utt=utt,
+                    key=("reaction", k), channel=listener, kind=kind, start=start, utt=utt,
                     audio=utt.audio, heard_words=len(utt.words), planned_text=utt.text,
-                    end_reason=EndReason.complete, responds_to_key=host.key,
+                    end_reason=reason, responds_to_key=host.key,
                 ))
                 break
 
@@ -202,6 +211,10 @@ def _overlaps(turns: list[TimelineTurn]) -> list[Event]:
                 if end > start:
                     if TurnKind.backchannel in (a.kind, b.kind):
                         kind = "backchannel"
+                    elif TurnKind.laugh in (a.kind, b.kind):
+                        kind = "laugh"
+                    elif EndReason.yielded in (a.end_reason, b.end_reason):
+                        kind = "failed_interruption"
                     elif EndReason.interrupted in (a.end_reason, b.end_reason) and a.end_reason != b.end_reason and (
                         (a.end_reason is EndReason.interrupted and b.start > a.start)
                         or (b.end_reason is EndReason.interrupted and a.start > b.start)

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factory.audio import frame_activity, speech_intervals
-from factory.behaviour import barge_in_cut, insert_hesitations, plan_backchannels
+from factory.behaviour import barge_in_cut, insert_hesitations, plan_listener_marks
 from factory.config import RunConfig
 from factory.mixer import normalise, render_stems
 from factory.models import (
-    Backchannel, BargeIn, BargeInEvent, Channel, EndReason, HesitationEvent, Mode, Script, ScriptTurn, TurnKind,
+    BargeIn, BargeInEvent, Channel, EndReason, HesitationEvent, ListenerMark, Mode, Script, ScriptTurn, TurnKind,
     Utterance, WordTiming,
 )
 from factory.seeding import rng_for
@@ -50,7 +50,7 @@ def random_script(rng: np.random.Generator, mode: Mode, n_turns: int) -> Script:
         turns.append(ScriptTurn(speaker=speaker, text=text, responds_to=i - 1 if i else None))
         if 0 < i < n_turns - 1 and len(text.split()) >= 6 and rng.random() < 0.4:
             marks.append(BargeIn(turn=i, heard_words=barge_in_cut(len(text.split()), rng)))
-    marks += plan_backchannels(turns, marks, rng, CFG.behaviour, mode)
+    marks += plan_listener_marks(turns, marks, rng, CFG.behaviour, mode)
     return Script(scenario_id="t", turns=turns, marks=marks)
 
 
@@ -61,7 +61,7 @@ def build(seed: int, mode: Mode = Mode.peer, n_turns: int = 6):
     rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
     bcs = {
         k: burst_utterance(m.token, rng, voices[script.turns[m.turn].speaker.other])
-        for k, m in enumerate(script.marks) if isinstance(m, Backchannel)
+        for k, m in enumerate(script.marks) if isinstance(m, ListenerMark)
     }
     timeline, placements = build_timeline("t", script, rendered, bcs, voices, rng_for(seed, "t", "timeline"),
                                           CFG.timing, 0.008)
@@ -111,13 +111,17 @@ def test_turn_edges_agree_with_audio(seed: int) -> None:
             assert any(t.start - 0.03 <= s and e <= t.end + 0.03 for t in turns)
 
 
-def test_backchannels_overlap_the_other_channel_only() -> None:
-    found = 0
-    for seed in range(40):
+def test_listener_reactions_sit_inside_the_other_speakers_turn() -> None:
+    found = {"backchannel": 0, "laugh": 0, "yielded": 0}
+    for seed in range(60):
         _, tl, _ = build(seed, Mode.peer, 8)
         for t in tl.turns:
-            if t.kind is TurnKind.backchannel:
+            if t.kind in (TurnKind.backchannel, TurnKind.laugh) or t.end_reason is EndReason.yielded:
                 host = tl.turn(t.responds_to)
                 assert host.channel is not t.channel and host.start < t.start and t.end <= host.end
-                found += 1
-    assert found > 20
+                assert host.end_reason is not EndReason.interrupted or t.end <= host.end
+                found[t.kind.value if t.end_reason is not EndReason.yielded else "yielded"] += 1
+        overlaps = {e.kind for e in tl.events if e.type == "overlap"}
+        if any(t.end_reason is EndReason.yielded for t in tl.turns):
+            assert "failed_interruption" in overlaps
+    assert found["backchannel"] > 20 and found["laugh"] > 3 and found["yielded"] > 3, found
