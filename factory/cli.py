@@ -109,6 +109,34 @@ def summary(run_dir: Path) -> None:
     _print_summary(run_dir)
 
 
+@app.command()
+def plot(
+    run_dir: Path,
+    sample: Annotated[Optional[str], typer.Argument(help="sample id; default: the first")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="PNG path; default RUN_DIR/plots/<id>.png")] = None,
+) -> None:
+    """Draw one dialogue: both channels' waveforms under its timeline."""
+    import io
+
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    from factory.models import Timeline
+    from factory.plots import plot_dialogue
+
+    for shard in sorted((run_dir / "data").glob("*.parquet")):
+        table = pq.read_table(shard, columns=["id", "audio", "timeline"])
+        for row in table.to_pylist():
+            if sample is None or row["id"] == sample:
+                stereo, sr = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32", always_2d=True)
+                timeline = Timeline.model_validate_json(row["timeline"])
+                path = plot_dialogue(timeline, stereo, sr, out or run_dir / "plots" / f"{row['id']}.png")
+                console.print(str(path))
+                return
+    console.print(f"[red]no sample {sample!r} in {run_dir}[/red]")
+    raise typer.Exit(1)
+
+
 def _print_summary(run_dir: Path) -> None:
     import polars as pl
 

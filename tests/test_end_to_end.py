@@ -151,3 +151,15 @@ def test_missing_model_or_voice_bank_fails_fast_with_clear_error(tmp_path: Path,
     assert result.exit_code == 3, result.output
     assert message in result.output
     assert not (tmp_path / "demo-seed1234" / "data").exists()  # nothing half-written
+
+
+def test_plot_command_draws_a_dialogue(tiny_run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    out = tmp_path / "d.png"
+    result = CliRunner().invoke(app, ["plot", str(tiny_run), "train-0000001", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+    assert CliRunner().invoke(app, ["plot", str(tiny_run), "nope"]).exit_code == 1
