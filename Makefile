@@ -1,14 +1,19 @@
 # The two commands (see README): `make demo` runs the main job on the embedded CPU defaults,
 # `make test` runs the tests. Both set up a fresh machine first (scripts/setup.sh, idempotent).
-.PHONY: setup demo test bench schemas
+.PHONY: setup envs demo test bench schemas
 
 setup:
 	@scripts/setup.sh
 
+# Heavy environments the tests need, each in its own venv under .envs/, built once (stamped):
+# the vLLM server (cannot share Prefect's environment).
+envs: setup
+	@bash scripts/setup_vllm.sh
+
 demo: setup
 	.venv/bin/duplex-factory generate
 
-test: setup
+test: setup envs
 	.venv/bin/python -m pytest
 
 bench: setup

@@ -118,7 +118,8 @@ def llm_for(cfg: RunConfig) -> LLMBackend:
     if cfg.llm.backend == "embedded":
         options = {"model_path": cfg.llm.model_path, "n_threads": cfg.llm.n_threads}
     else:
-        options = {"base_url": cfg.llm.base_url, "model": cfg.llm.model}
+        options = {"base_url": cfg.llm.base_url, "model": cfg.llm.model, "concurrency": cfg.llm.concurrency,
+                   "timeout_s": cfg.llm.timeout_s, "max_retries": cfg.llm.max_retries, "api_key_env": cfg.llm.api_key_env}
     return _llm(cfg.llm.backend, tuple(sorted(options.items())))
 
 

@@ -83,9 +83,7 @@ def test_missing_llama_cpp_names_the_extra(tmp_path, monkeypatch) -> None:
         embedded._load.cache_clear()
 
 
-def test_unknown_and_unbuilt_backends() -> None:
-    with pytest.raises(LLMUnavailable, match="not built yet"):
-        get_llm("http")
+def test_unknown_backend() -> None:
     with pytest.raises(LLMUnavailable, match="unknown"):
         get_llm("nonsense")
 
