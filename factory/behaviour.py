@@ -77,7 +77,8 @@ def barge_in_victims(mode: Mode, speakers: list[Channel], rng: np.random.Generat
         i for i in range(len(speakers) - 1)
         if i > 0 and (mode is Mode.peer or speakers[i] is Channel.agent)
     ]
-    count = max(int(rng.poisson(cfg.barge_ins_per_dialogue)), cfg.min_barge_ins)
+    # floor + Poisson remainder keeps the mean on target (max(Poisson(1), 1) has mean 1.37)
+    count = cfg.min_barge_ins + int(rng.poisson(max(cfg.barge_ins_per_dialogue - cfg.min_barge_ins, 0.0)))
     count = min(count, len(eligible))
     return {int(i) for i in rng.choice(eligible, size=count, replace=False)} if count else set()
 
@@ -112,7 +113,7 @@ def plan_backchannels(
     """Listener responses during long turns, at `backchannels_per_minute` of estimated speech."""
     spans = _listener_spans(turns, marks, mode)
     expected = cfg.backchannels_per_minute * _speech_minutes(turns)
-    count = max(int(rng.poisson(expected)), cfg.min_backchannels) if spans else 0
+    count = cfg.min_backchannels + int(rng.poisson(max(expected - cfg.min_backchannels, 0.0))) if spans else 0
     chosen: dict[tuple[int, int], Backchannel] = {}
     weights = np.array([hi - lo + 1 for _, lo, hi in spans], dtype=float)
     for _ in range(count * 3):  # a few extra tries when positions collide

@@ -1,0 +1,196 @@
+"""Rates of the behaviour marks against their configured targets, over 200 synthetic dialogues.
+
+Two paths are measured, neither needs a model:
+- the planner path (`scripting.write_script`, driven by a fake LLM that writes synthetic turns of
+  realistic, seeded lengths), i.e. exactly what the tiny-model pipeline produces;
+- the capable-LLM path: `calibrate_marks` on the same dialogues with every mark stripped (the
+  worst case of a model that proposes nothing) and on dialogues that proposed far too many.
+
+Rates are aggregated over the dialogues: fillers/restarts/pauses per 100 content words,
+backchannels per minute of speech at 3.5 words/s, barge-ins per dialogue. Each must land within
+20 % of its target.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from factory.calibrate import calibrate_marks, content_words, measure_rates
+from factory.config import RunConfig
+from factory.models import BargeIn, Filler, Mode, Restart, Script, ScriptTurn
+from factory.scenario import draw_scenario
+from factory.scripting import write_script
+from factory.seeding import rng_for
+
+N_DIALOGUES = 200
+TOLERANCE = 0.20
+WORDS = ["i", "think", "we", "could", "try", "the", "other", "way", "if", "it", "is", "not", "too", "late", "and", "you", "know", "that", "sounds", "good", "but", "maybe", "we", "should", "check", "first", "what", "time", "the", "shop", "opens", "tomorrow", "because", "my", "sister", "wants", "to", "come", "with", "us", "so", "let", "me", "ask", "her", "about", "it", "then", "we", "can", "go", "after", "lunch", "or", "later", "in", "the", "day", "when", "the", "weather", "is", "better", "right", "now", "it", "is", "raining", "a", "lot", "here", "and", "the", "bus", "was", "slow", "this", "morning", "actually", "the", "car", "needs", "new", "tyres", "soon", "which", "will", "cost", "some", "money", "so", "we", "have", "to", "plan", "our", "budget", "for", "the", "next", "month", "as", "well"]
+
+
+class SyntheticLLM:
+    """Writes plain English turns of a seeded length between half and all of the word budget
+    (`write_turn` asks for `max_tokens = 1.6 * max_words + 16`)."""
+
+    name = "synthetic"
+
+    def complete(self, messages, *, max_tokens, temperature, seed, json_schema=None, stop=None) -> str:
+        rng = np.random.default_rng(seed)
+        max_words = max(int((max_tokens - 16) / 1.6), 2)
+        n = int(rng.integers(max(max_words // 2, 2), max_words + 1))
+        words = [str(rng.choice(WORDS)) for _ in range(n)]
+        for i in range(3, n - 2, 7):  # clause boundaries, where fillers like to go
+            words[i] += ","
+        words[0] = words[0].capitalize()
+        return re.sub(r"\bi\b", "I", " ".join(words)) + "."
+
+
+def _scripts(cfg: RunConfig) -> list[tuple[Script, Mode]]:
+    out = []
+    llm = SyntheticLLM()
+    for k in range(N_DIALOGUES):
+        key = f"cal-{k}"
+        scenario = draw_scenario(key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns)
+        out.append((write_script(llm, scenario, cfg, key), scenario.mode))
+    return out
+
+
+@pytest.fixture(scope="module")
+def cfg() -> RunConfig:
+    return RunConfig()
+
+
+@pytest.fixture(scope="module")
+def planned(cfg: RunConfig) -> list[tuple[Script, Mode]]:
+    return _scripts(cfg)
+
+
+def _rates(scripts: list[Script]) -> dict[str, float]:
+    total = {k: 0.0 for k in measure_rates(scripts[0])}
+    for script in scripts:
+        for k, v in measure_rates(script).items():
+            total[k] += v
+    words, minutes = total["content_words"], total["speech_minutes"]
+    return {
+        "fillers_per_100_words": 100 * total["filler"] / words,
+        "restarts_per_100_words": 100 * total["restart"] / words,
+        "pauses_per_100_words": 100 * total["pause"] / words,
+        "backchannels_per_minute": total["backchannel"] / minutes,
+        "barge_ins_per_dialogue": total["barge_in"] / len(scripts),
+    }
+
+
+def _misses(rates: dict[str, float], cfg: RunConfig) -> dict[str, tuple[float, float]]:
+    targets = {k: getattr(cfg.behaviour, k) for k in rates}
+    return {k: (round(rates[k], 3), targets[k]) for k in rates if abs(rates[k] - targets[k]) > TOLERANCE * targets[k]}
+
+
+def _cuts(script: Script) -> list[tuple[int, int]]:
+    """(victim turn, written words heard): the cut in content words, whatever was inserted before it."""
+    return [(m.turn, m.heard_words - sum(isinstance(k, Filler | Restart) and k.turn == m.turn
+                                         and k.word_index < m.heard_words for k in script.marks))
+            for m in script.marks if isinstance(m, BargeIn)]
+
+
+def _strip(script: Script) -> Script:
+    """The dialogue as the model wrote it: inserted fillers and cut-off tokens removed, no marks."""
+    turns = []
+    for i, turn in enumerate(script.turns):
+        inserted = {m.word_index for m in script.marks if m.turn == i and isinstance(m, Filler | Restart)}
+        words = [w for j, w in enumerate(turn.text.split()) if j not in inserted]
+        words[0] = words[0][:1].upper() + words[0][1:]
+        turns.append(ScriptTurn(speaker=turn.speaker, text=" ".join(words), responds_to=turn.responds_to))
+    return Script(scenario_id=script.scenario_id, turns=turns, marks=[], llm=script.llm)
+
+
+def test_planner_rates_within_20_percent(planned, cfg):
+    rates = _rates([s for s, _ in planned])
+    assert not _misses(rates, cfg), rates
+
+
+def test_calibrate_empty_marks_reaches_targets(planned, cfg):
+    calibrated = []
+    for k, (script, mode) in enumerate(planned):
+        bare = _strip(script)
+        assert content_words(bare) == content_words(script)
+        calibrated.append(calibrate_marks(bare, rng_for(7, f"cal-{k}", "calibrate"), cfg.behaviour,
+                                          cfg.timing.pause_median, mode=mode))
+    rates = _rates(calibrated)
+    assert not _misses(rates, cfg), rates
+    for before, after in zip(planned, calibrated, strict=True):
+        assert content_words(after) == content_words(_strip(before[0]))  # only marks and their tokens added
+
+
+def test_calibrate_keeps_valid_proposals(planned, cfg):
+    for k, (script, mode) in enumerate(planned[:50]):
+        out = calibrate_marks(script, rng_for(7, f"keep-{k}", "calibrate"), cfg.behaviour, cfg.timing.pause_median,
+                              mode=mode)
+        # proposed barge-ins survive, cutting after the same written word, unless beyond 2x the target
+        before, after = _cuts(script), _cuts(out)
+        assert set(after) <= set(before) and len(after) == min(len(before), 2)
+        assert content_words(out) == content_words(script)
+
+
+def test_calibrate_removes_excess(planned, cfg):
+    high = cfg.behaviour.model_copy(update={"fillers_per_100_words": 25.0, "restarts_per_100_words": 10.0,
+                                           "pauses_per_100_words": 15.0, "backchannels_per_minute": 30.0,
+                                           "barge_ins_per_dialogue": 4.0, "min_barge_ins": 4})
+    noisy = []
+    for k, (script, mode) in enumerate(planned[:100]):
+        bare = _strip(script)
+        over = calibrate_marks(bare, rng_for(3, f"over-{k}", "calibrate"), high, cfg.timing.pause_median, mode=mode)
+        noisy.append((bare, over, mode))
+    for k, (bare, over, mode) in enumerate(noisy):
+        out = calibrate_marks(over, rng_for(5, f"fix-{k}", "calibrate"), cfg.behaviour, cfg.timing.pause_median, mode=mode)
+        r = measure_rates(out)
+        words = content_words(out)
+        assert content_words(out) == content_words(bare)
+        assert r["filler"] <= np.ceil(2 * cfg.behaviour.fillers_per_100_words * words / 100) or r["filler"] <= cfg.behaviour.min_fillers
+        assert r["restart"] <= np.ceil(2 * cfg.behaviour.restarts_per_100_words * words / 100)
+        assert r["pause"] <= np.ceil(2 * cfg.behaviour.pauses_per_100_words * words / 100)
+        assert r["barge_in"] <= 2
+        assert r["backchannel"] <= max(np.ceil(2 * cfg.behaviour.backchannels_per_minute * r["speech_minutes"]),
+                                       cfg.behaviour.min_backchannels)
+
+
+def test_calibrate_is_deterministic(planned, cfg):
+    script, mode = planned[0]
+    bare = _strip(script)
+    a = calibrate_marks(bare, rng_for(1, "d", "c"), cfg.behaviour, 0.45, mode=mode)
+    b = calibrate_marks(bare, rng_for(1, "d", "c"), cfg.behaviour, 0.45, mode=mode)
+    assert a == b
+
+
+def test_planned_scripts_round_trip_through_the_llm_format(planned):
+    """A planner-marked script, written out in the LLM-facing format and parsed back, is the same
+    script: the parser places fillers, restarts and every other mark exactly as the planner does."""
+    from factory.script_parse import parse_script, script_to_response
+    from tests.test_script_parse import SCENARIO
+
+    exact = 0
+    for script, mode in planned[:100]:
+        scenario = SCENARIO.model_copy(update={"id": script.scenario_id, "mode": mode, "n_turns": len(script.turns)})
+        parsed, report = parse_script(json.dumps(script_to_response(script)), scenario, min_words=1, max_words=400,
+                                      llm=script.llm)
+        assert parsed.turns == script.turns
+        assert len(parsed.marks) <= len(script.marks)
+        # The planner may attach a pause, cut or backchannel to an inserted token ("um, <pause>"), which
+        # model-word coordinates cannot express: those move to the word before (or go at word 0).
+        on_inserted = any(
+            (m.heard_words - 1 if isinstance(m, BargeIn) else m.word_index)
+            in {k.word_index for k in script.marks if isinstance(k, Filler | Restart) and k.turn == m.turn}
+            for m in script.marks if not isinstance(m, Filler | Restart))
+        if not on_inserted:
+            assert sorted(map(repr, parsed.marks)) == sorted(map(repr, script.marks)), report.as_dict()
+            exact += 1
+    assert exact >= 50
+
+
+def test_calibrate_without_adding_barge_ins(planned, cfg):
+    for k, (script, mode) in enumerate(planned[:30]):
+        out = calibrate_marks(_strip(script), rng_for(2, f"nb-{k}", "calibrate"), cfg.behaviour,
+                              cfg.timing.pause_median, mode=mode, add_barge_ins=False)
+        assert not any(isinstance(m, BargeIn) for m in out.marks)

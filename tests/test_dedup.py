@@ -1,0 +1,121 @@
+"""Near-duplicate detection of scripts: exact and near copies found, different texts not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from factory.dedup import (
+    NearDuplicateIndex,
+    find_duplicates,
+    load_signatures,
+    normalise_words,
+    save_signatures,
+    signature,
+)
+
+BASE = (
+    "Hi, I'm planning a weekend hiking trip and I'm not sure which trail to pick. "
+    "Well, it depends on how far you want to walk and whether you want views or shade. "
+    "Maybe ten miles, and views would be great, but my knee gets sore on steep descents. "
+    "Then the ridge loop is a good choice, it climbs slowly and comes down on an old railway line."
+)
+OTHERS = [
+    "My wifi keeps dropping every evening around eight and I have no idea why it happens.",
+    "Could you help me pick a used car under five thousand with low running costs please?",
+    "We should bake the bread at a higher temperature for the first ten minutes, then lower it.",
+    "The museum has a kids trail on Saturdays, and entry is free before ten in the morning.",
+]
+
+
+def _edit(text: str, rng: np.random.Generator, n_edits: int) -> str:
+    words = text.split()
+    for _ in range(n_edits):
+        i = int(rng.integers(len(words)))
+        words[i] = ["really", "quite", "so", "the"][int(rng.integers(4))]
+    return " ".join(words)
+
+
+def test_normalisation():
+    assert normalise_words("Um, I- I THINK Café's great!") == ["um", "i", "i", "think", "cafe's", "great"]
+
+
+def test_exact_duplicate_found():
+    index = NearDuplicateIndex()
+    assert index.add("a", BASE) is None
+    assert index.add("b", BASE) == "a"
+    assert index.add("c", BASE.upper().replace(",", "")) == "a"  # case and punctuation normalised
+
+
+def test_near_duplicates_found():
+    rng = np.random.default_rng(0)
+    index = NearDuplicateIndex()
+    index.add("orig", BASE)
+    found = [index.add(f"near-{k}", _edit(BASE, rng, 2)) for k in range(20)]
+    assert all(f == "orig" for f in found), found
+
+
+def test_different_texts_not_flagged():
+    index = NearDuplicateIndex()
+    assert [index.add(str(i), t) for i, t in enumerate([BASE, *OTHERS])] == [None] * 5
+    # heavily rewritten: shares some words, not the 3-grams
+    rng = np.random.default_rng(1)
+    assert index.add("rewrite", _edit(BASE, rng, 40)) is None
+
+
+def test_threshold_configurable():
+    rng = np.random.default_rng(2)
+    edited = _edit(BASE, rng, 8)
+    strict, loose = NearDuplicateIndex(threshold=0.95), NearDuplicateIndex(threshold=0.3)
+    strict.add("a", BASE)
+    loose.add("a", BASE)
+    assert strict.add("b", edited) is None
+    assert loose.add("b", edited) == "a"
+    with pytest.raises(ValueError):
+        NearDuplicateIndex(threshold=0)
+
+
+def test_signature_deterministic_across_processes():
+    here = signature(BASE).hashvalues
+    code = ("from factory.dedup import signature; import sys; "
+            f"sys.stdout.write(','.join(map(str, signature({BASE!r}).hashvalues)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout
+    assert [int(x) for x in out.split(",")] == here.tolist()
+
+
+def test_shards_merge_after_the_fact(tmp_path):
+    rng = np.random.default_rng(3)
+    shard_a, shard_b = NearDuplicateIndex(), NearDuplicateIndex()
+    assert shard_a.add("s0-0", BASE) is None
+    assert shard_a.add("s0-1", OTHERS[0]) is None
+    assert shard_b.add("s1-0", _edit(BASE, rng, 2)) is None  # a duplicate only across shards
+    assert shard_b.add("s1-1", OTHERS[1]) is None
+    assert shard_b.add("s1-2", OTHERS[1]) == "s1-1"
+    shard_a.save(tmp_path / "a.npz")
+    shard_b.save(tmp_path / "b.npz")
+    merged = load_signatures([tmp_path / "a.npz", tmp_path / "b.npz"])
+    assert list(merged) == ["s0-0", "s0-1", "s1-0", "s1-1", "s1-2"]
+    assert merged["s0-0"] == shard_a.signatures["s0-0"]
+    assert find_duplicates(merged) == {"s1-0": "s0-0", "s1-2": "s1-1"}
+    with pytest.raises(ValueError):
+        load_signatures([tmp_path / "a.npz", tmp_path / "a.npz"])
+
+
+def test_empty_and_short_texts():
+    index = NearDuplicateIndex()
+    assert index.add("e", "") is None
+    assert index.add("s", "hi there") is None
+    assert index.add("s2", "Hi, there!") == "s"
+    save_signatures_ok = find_duplicates({})
+    assert save_signatures_ok == {}
+    with pytest.raises(ValueError):
+        index.add("s", "again")
+
+
+def test_save_empty(tmp_path):
+    save_signatures(tmp_path / "x.npz", {})
+    assert load_signatures([tmp_path / "x.npz"]) == {}
