@@ -82,6 +82,12 @@ class LLMSection(_Section):
     )
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     turn_attempts: int = Field(3, ge=1, le=10)
+    script_mode: Literal["turns", "structured"] = Field(
+        "turns",
+        description="turns: the LLM writes one turn at a time, the planner adds every mark (any model); "
+        "structured: a capable LLM writes the whole dialogue with proposed marks as JSON (guided decoding), "
+        "validated, repaired and calibrated",
+    )
 
 
 class TTSSection(_Section):

@@ -31,11 +31,21 @@ from factory.llm import get_llm
 from factory.llm.base import LLMBackend, LLMError
 from factory.mixer import MixError, flac_bytes, normalise, render_stems
 from factory.models import (
-    BargeInEvent, BackchannelEvent, Channel, HesitationEvent, ListenerMark, ManifestRow, SampleStatus, Scenario,
-    Timeline, TurnKind, Utterance, Voice,
+    BackchannelEvent,
+    BargeInEvent,
+    Channel,
+    HesitationEvent,
+    ListenerMark,
+    ManifestRow,
+    SampleStatus,
+    Scenario,
+    Timeline,
+    TurnKind,
+    Utterance,
+    Voice,
 )
 from factory.scenario import draw_scenario
-from factory.scripting import write_script
+from factory.scripting import write_script, write_script_structured
 from factory.seeding import derive_seed, rng_for
 from factory.timeline import build_timeline
 from factory.tts.base import TTSError
@@ -165,7 +175,8 @@ def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = 
     voices = pick_voices(cfg, key)
     with times("script"):
         try:
-            script = write_script(llm_for(cfg), scenario, cfg, key)
+            writer = write_script_structured if cfg.llm.script_mode == "structured" else write_script
+            script = writer(llm_for(cfg), scenario, cfg, key)
         except TurnRejected as exc:
             raise SampleRejected(f"script: {exc}") from exc
 

@@ -1,17 +1,29 @@
-"""Script stage: the LLM writes the dialogue turn by turn, the behaviour planner marks it.
+"""Script stage: the LLM writes the dialogue, the behaviour planner marks it.
 
-Turn by turn, because a barge-in cuts a turn short and the interrupter (and everyone after)
-must respond to what was actually heard, not to the planned text.
+Two modes (`llm.script_mode`):
+- turns: the LLM writes one turn at a time and the planner adds every mark. Turn by turn,
+  because a barge-in cuts a turn short and the interrupter (and everyone after) must respond to
+  what was actually heard, not to the planned text. Works with any model, the tiny one included.
+- structured: a capable LLM writes the whole dialogue with proposed marks as JSON under a
+  schema; `script_parse` validates and repairs it, `calibrate` tops rates up to the targets.
+  Barge-ins the model did not propose are added by cutting a turn and re-writing the next turn
+  from the heard words, so the heard-text property holds in both modes.
 """
 
 from __future__ import annotations
 
 from factory.behaviour import MIN_VICTIM_WORDS, barge_in_cut, barge_in_victims, insert_hesitations, plan_listener_marks
+from factory.calibrate import calibrate_marks
 from factory.config import RunConfig
 from factory.llm.base import LLMBackend
-from factory.models import BargeIn, Channel, Mark, Mode, Scenario, Script, ScriptTurn
+from factory.models import BargeIn, Channel, ListenerMark, Mark, Mode, Scenario, Script, ScriptTurn
+from factory.script_parse import SCRIPT_RESPONSE_SCHEMA, ScriptRejected, parse_script, script_messages
 from factory.seeding import derive_seed, rng_for
-from factory.writer import write_turn
+from factory.writer import TurnRejected, write_turn
+
+
+def _mark_order(mark: Mark) -> tuple[int, int, str]:
+    return mark.turn, getattr(mark, "word_index", getattr(mark, "heard_words", 0)), mark.type
 
 
 def word_limits(scenario: Scenario, speaker: Channel, cfg: RunConfig) -> tuple[int, int]:
@@ -62,6 +74,67 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
         heard.append(turn)
 
     marks.extend(plan_listener_marks(turns, marks, rng, cfg.behaviour, scenario.mode))
-    marks.sort(key=lambda m: (m.turn, getattr(m, "word_index", getattr(m, "heard_words", 0)), m.type))
+    marks.sort(key=_mark_order)
     return Script(scenario_id=scenario.id, turns=turns, marks=marks, llm=llm.name)
 
+
+
+def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
+    """Raises `TurnRejected` when no attempt gives a usable script (reason from the parser)."""
+    seed = cfg.run.seed
+    limits = {ch: word_limits(scenario, ch, cfg) for ch in Channel}
+    last: ScriptRejected | None = None
+    for attempt in range(cfg.llm.turn_attempts):
+        raw = llm.complete(
+            script_messages(scenario, scenario.n_turns),
+            max_tokens=sum(limits[ch][1] for ch in limits) * scenario.n_turns + 256,
+            temperature=cfg.llm.temperature, seed=derive_seed(seed, sample_key, f"llm-script-{attempt}"),
+            json_schema=SCRIPT_RESPONSE_SCHEMA,
+        )
+        try:
+            script, _ = parse_script(
+                raw, scenario, min_words={ch: lo for ch, (lo, _) in limits.items()},
+                max_words={ch: hi for ch, (_, hi) in limits.items()}, llm=llm.name,
+            )
+            break
+        except ScriptRejected as exc:
+            last = exc
+    else:
+        raise TurnRejected(last.reason if last else "invalid_script", last.detail if last else "")
+    rng = rng_for(seed, sample_key, "behaviour")
+    script = calibrate_marks(script, rng, cfg.behaviour, cfg.timing.pause_median, mode=scenario.mode,
+                             add_barge_ins=False)
+    return _add_missing_barge_ins(llm, scenario, script, cfg, sample_key, rng)
+
+
+def _add_missing_barge_ins(
+    llm: LLMBackend, scenario: Scenario, script: Script, cfg: RunConfig, sample_key: str, rng,
+) -> Script:
+    """Cut eligible turns until the barge-in minimum holds, re-writing each interrupter's turn
+    from the heard words (the model wrote it for the full turn). Marks on a re-written turn,
+    and listener marks after a new cut, are dropped."""
+    speakers = [t.speaker for t in script.turns]
+    have = {m.turn for m in script.marks if isinstance(m, BargeIn)}
+    need = cfg.behaviour.min_barge_ins - len(have)
+    if need <= 0:
+        return script
+    turns, marks = list(script.turns), list(script.marks)
+    candidates = [
+        i for i in sorted(barge_in_victims(scenario.mode, speakers, rng, cfg.behaviour) | set(range(1, len(turns) - 1)))
+        if i not in have and i + 1 not in have and i - 1 not in have
+        and (scenario.mode is Mode.peer or speakers[i] is Channel.agent)
+        and len(turns[i].text.split()) >= MIN_VICTIM_WORDS
+    ]
+    for i in candidates[:need]:
+        heard_words = barge_in_cut(len(turns[i].text.split()), rng)
+        heard = [t if k != i else ScriptTurn(speaker=t.speaker, text=" ".join(t.text.split()[:heard_words]) + " —")
+                 for k, t in enumerate(turns[: i + 1])]
+        low, high = word_limits(scenario, speakers[i + 1], cfg)
+        text = write_turn(llm, scenario, heard, speakers[i + 1], seed=derive_seed(cfg.run.seed, sample_key, f"llm-rewrite-{i + 1}"),
+                          min_words=low, max_words=high, attempts=cfg.llm.turn_attempts)
+        turns[i + 1] = ScriptTurn(speaker=speakers[i + 1], text=text, responds_to=i)
+        marks = [m for m in marks if m.turn != i + 1 and not (m.turn == i and getattr(m, "word_index", 0) >= heard_words - 3
+                                                               and isinstance(m, ListenerMark))]
+        marks.append(BargeIn(turn=i, heard_words=heard_words))
+    marks.sort(key=_mark_order)
+    return Script(scenario_id=script.scenario_id, turns=turns, marks=marks, llm=script.llm)

@@ -57,6 +57,21 @@ def _load(path: str, n_threads: int, n_ctx: int) -> Any:
     return llama
 
 
+# Keywords llama-cpp-python's JSON-schema-to-grammar converter turns into grammars that llama.cpp
+# rejects or crashes on (seen: a segfault in sampling with bounded integers and array lengths in
+# one schema). They only narrow the output; callers validate the parsed JSON anyway.
+_UNSAFE_KEYWORDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems",
+                              "minLength", "maxLength", "pattern", "$schema", "title"})
+
+
+def grammar_safe_schema(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: grammar_safe_schema(v) for k, v in schema.items() if k not in _UNSAFE_KEYWORDS}
+    if isinstance(schema, list):
+        return [grammar_safe_schema(v) for v in schema]
+    return schema
+
+
 class LlamaCppBackend:
     """`LLMBackend` on llama.cpp. Deterministic: the same messages, settings and seed give the
     same text, whatever ran before in the process (the KV cache is never reused across calls)."""
@@ -88,7 +103,7 @@ class LlamaCppBackend:
     ) -> str:
         kwargs: dict[str, Any] = {}
         if json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
+            kwargs["response_format"] = {"type": "json_object", "schema": grammar_safe_schema(json_schema)}
         with _LOCK:
             # Prefix reuse would make the logits depend on the previous call's prompt.
             self._llama.reset()
