@@ -147,13 +147,16 @@ def _print_summary(run_dir: Path) -> None:
     df = pl.read_parquet(manifest)
     ok = df.filter(pl.col("status") == "ok")
     table = Table(title=f"{run_dir.name}: {len(ok)} dialogues, {ok['duration'].sum() or 0:.1f} s")
-    columns = ("id", "mode", "duration", "n_turns", "n_barge_ins", "n_backchannels", "n_fillers", "overlap_share",
-               "user_voice", "agent_voice")
-    for col in columns:
-        table.add_column(col)
-    for row in ok.head(20).iter_rows(named=True):
-        table.add_row(*[f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
-    console.print(table)
+    for header in ("id", "mode", "s", "turns", "barge-ins", "backch.", "fillers", "overlap", "voices (user / agent)"):
+        table.add_column(header, no_wrap=True)
+    for r in ok.head(20).iter_rows(named=True):
+        table.add_row(
+            r["id"], r["mode"], f"{r['duration']:.1f}", str(r["n_turns"]), str(r["n_barge_ins"]),
+            str(r["n_backchannels"]), str(r["n_fillers"]), f"{r['overlap_share']:.2f}",
+            f"{r['user_voice']} / {r['agent_voice']}",
+        )
+    # A table wider than a pipe's 80 columns beats a squashed one.
+    Console(width=max(console.width, 120)).print(table)
     for row in df.filter(pl.col("status") == "rejected").iter_rows(named=True):
         console.print(f"[yellow]rejected {row['id']}: {row['reason']}[/yellow]")
 
