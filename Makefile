@@ -6,15 +6,17 @@ setup:
 	@scripts/setup.sh
 
 # Heavy environments the tests need, each in its own venv under .envs/, built once (stamped):
-# the vLLM server (cannot share Prefect's environment).
+# the vLLM server (cannot share Prefect's environment) and Coqui TTS (needs torch).
 envs: setup
 	@bash scripts/setup_vllm.sh
+	@bash scripts/setup_coqui.sh
 
 demo: setup
 	.venv/bin/duplex-factory generate
 
 test: setup envs
 	.venv/bin/python -m pytest
+	.envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui
 
 bench: setup
 	.venv/bin/python benchmarks/stages.py

@@ -178,6 +178,7 @@ class Utterance(BaseModel):
     sample_rate: int
     audio: np.ndarray  # float32 mono
     words: list[WordTiming]
+    qa_wer: float | None = None  # ASR round-trip word error rate, when intelligibility QA ran
 
     @property
     def duration(self) -> float:
@@ -209,6 +210,7 @@ class TimelineTurn(_Model):
     end_reason: EndReason
     responds_to: int | None = None
     voice_id: str
+    qa_wer: float | None = Field(None, description="ASR round-trip WER of the rendered turn (null: not checked)")
 
 
 class TimelineWord(_Model):
@@ -306,6 +308,7 @@ class ManifestRow(_Model):
     n_backchannels: int | None = None
     n_fillers: int | None = None
     overlap_share: float | None = None
+    wer_max: float | None = Field(None, description="worst per-turn ASR round-trip WER (intelligibility QA)")
     user_voice: str | None = None
     agent_voice: str | None = None
     llm: str | None = None

@@ -8,6 +8,7 @@ shard is written atomically and records itself, so a re-run skips it.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import logging
 import time
@@ -48,7 +49,9 @@ from factory.scenario import draw_scenario
 from factory.scripting import write_script, write_script_structured
 from factory.seeding import derive_seed, rng_for
 from factory.timeline import build_timeline
-from factory.tts.base import TTSError
+from factory.qa import render_checked
+from factory.tts.base import TTSBackend, TTSError
+from factory.tts.cache import CachedBackend
 from factory.tts.registry import get_backend
 from factory.voices import VoiceBank
 from factory.writer import TurnRejected
@@ -57,7 +60,7 @@ log = logging.getLogger("duplex_factory")
 
 MANIFEST_SCHEMA = {name: pl.Utf8 for name in ManifestRow.model_fields} | {
     "duration": pl.Float64, "n_turns": pl.Int64, "n_words": pl.Int64, "n_barge_ins": pl.Int64,
-    "n_backchannels": pl.Int64, "n_fillers": pl.Int64, "overlap_share": pl.Float64,
+    "n_backchannels": pl.Int64, "n_fillers": pl.Int64, "overlap_share": pl.Float64, "wer_max": pl.Float64,
 }
 
 
@@ -163,8 +166,24 @@ def preflight(cfg: RunConfig) -> None:
     llm_for(cfg)
 
 
-def _render(text: str, voice: Voice, rate: float, sr: int) -> Utterance:
-    return resample_utterance(get_backend(voice.backend).synthesize(text, voice, rate=rate), sr)
+@lru_cache(maxsize=16)
+def tts_backend(name: str, cache_dir: Path | None) -> TTSBackend:
+    backend = get_backend(name)
+    return CachedBackend(backend, cache_dir) if cache_dir is not None else backend
+
+
+def _render(text: str, voice: Voice, rate: float, cfg: RunConfig) -> Utterance:
+    """Render (through the cache), check intelligibility by ASR round trip when configured
+    (re-rendering slower once before rejecting), and resample to the run's rate."""
+    backend = tts_backend(voice.backend, cfg.tts.cache_dir)
+    if cfg.tts.qa_wer_threshold is None:
+        utt = backend.synthesize(text, voice, rate=rate)
+    else:
+        rates = (rate, rate * cfg.tts.qa_retry_rate)
+        utt, qa = render_checked(lambda r: backend.synthesize(text, voice, rate=r), text, cfg.tts.qa_wer_threshold, rates)
+        if not math.isnan(qa.wer):
+            utt = utt.model_copy(update={"qa_wer": round(qa.wer, 4)})
+    return resample_utterance(utt, cfg.audio.sample_rate)
 
 
 def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = None) -> tuple[Scenario, Timeline, dict[str, Any]]:
@@ -183,10 +202,10 @@ def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = 
     with times("tts"):
         rate_rng = rng_for(seed, key, "speaking-rate")
         rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
-        rendered = [_render(t.text, voices[t.speaker], rates[t.speaker], sr) for t in script.turns]
+        rendered = [_render(t.text, voices[t.speaker], rates[t.speaker], cfg) for t in script.turns]
         listener = {k: script.turns[m.turn].speaker.other for k, m in enumerate(script.marks)}
         reactions = {
-            k: _render(m.token, voices[listener[k]], rates[listener[k]], sr)
+            k: _render(m.token, voices[listener[k]], rates[listener[k]], cfg)
             for k, m in enumerate(script.marks) if isinstance(m, ListenerMark)
         }
     with times("timeline"):
@@ -282,7 +301,9 @@ def generate_sample(cfg: RunConfig, index: int, shard: str, times: StageTimes | 
                     duration=timeline.duration, n_turns=sum(t.kind is TurnKind.turn for t in timeline.turns),
                     n_words=sum(w.spoken for w in timeline.words), n_barge_ins=counts["barge_ins"],
                     n_backchannels=counts["backchannels"], n_fillers=counts["fillers"],
-                    overlap_share=round(overlap_share(timeline), 4), user_voice=row["user_voice"],
+                    overlap_share=round(overlap_share(timeline), 4),
+                    wer_max=max((t.qa_wer for t in timeline.turns if t.qa_wer is not None), default=None),
+                    user_voice=row["user_voice"],
                     agent_voice=row["agent_voice"], llm=row["llm"],
                     audio_sha256=hashlib.sha256(row["audio"]["bytes"]).hexdigest(),
                 ),

