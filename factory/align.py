@@ -196,7 +196,7 @@ def refine(spans: Sequence[tuple[float, float] | None], tokens: Sequence[str], a
            after: float = SNAP_AFTER) -> list[WordTiming]:
     """Snap inner boundaries to energy minima, pin the outer edges to speech, make spans
     monotonic and inside the speech, and shrink each word to the speech inside it."""
-    from factory.tts.text import speech_mask
+    from factory.tts.text import place_words, speech_mask
 
     mask = speech_mask(np.asarray(audio, dtype=np.float32), sample_rate)
     active = np.flatnonzero(mask)
@@ -208,21 +208,7 @@ def refine(spans: Sequence[tuple[float, float] | None], tokens: Sequence[str], a
     first, last = spoken[0], spoken[-1]
     spans[first] = (speech_on, spans[first][1])
     spans[last] = (min(spans[last][0], speech_off), speech_off)
-    words: list[WordTiming] = []
-    cursor = 0.0
-    for tok, span in zip(tokens, spans, strict=True):
-        if span is None:
-            words.append(WordTiming(word=tok, start=cursor, end=cursor))
-            continue
-        start = min(max(span[0], cursor, speech_on), speech_off)
-        end = min(max(span[1], start), speech_off)
-        a, b = round(start * sample_rate), round(end * sample_rate)
-        inside = np.flatnonzero(mask[a:b])
-        if inside.size:
-            start, end = (a + inside[0]) / sample_rate, (a + inside[-1] + 1) / sample_rate
-        words.append(WordTiming(word=tok, start=start, end=end))
-        cursor = end
-    return words
+    return place_words(tokens, spans, mask, speech_on, speech_off, sample_rate)
 
 
 def align_words(audio: np.ndarray, sample_rate: int, text: str, language: str = "en", *,

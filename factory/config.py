@@ -98,7 +98,7 @@ class TTSSection(_Section):
         Path(".cache/tts"), description="content-addressed TTS cache (voice, text, settings); null = off"
     )
     qa_wer_threshold: float | None = Field(
-        0.5, ge=0, le=5, description="re-render slower, then reject, turns whose Whisper round trip has a higher "
+        0.8, ge=0, le=5, description="re-render slower, then reject, turns whose Whisper round trip has a higher "
         "WER; null = no intelligibility QA",
     )
     qa_retry_rate: float = Field(0.85, gt=0.3, le=1.0, description="speaking-rate factor of the QA re-render")

@@ -34,9 +34,22 @@ def shard_task(config: dict[str, Any], spec: ShardSpec) -> ShardResult:
     return result
 
 
+def dated(config: dict[str, Any], day: str) -> dict[str, Any]:
+    """A scheduled run's config: its own folder and seed per scheduled day (YYYYMMDD), so nights
+    differ, and a re-run of the same night resumes instead of starting over."""
+    cfg = RunConfig.model_validate(config)
+    run = cfg.run.model_copy(update={"run_id": f"{cfg.run_id}-{day}", "seed": cfg.run.seed + int(day)})
+    return cfg.model_copy(update={"run": run}).model_dump(mode="json")
+
+
 @flow(name="duplex-generate", log_prints=True)
-def generate(config: dict[str, Any]) -> dict[str, Any]:
-    """Generate a run: plan shards, one task each, then collect the manifest and card."""
+def generate(config: dict[str, Any], per_day: bool = False) -> dict[str, Any]:
+    """Generate a run: plan shards, one task each, then collect the manifest and card.
+    `per_day` (deployments): suffix the run id and offset the seed by the scheduled date."""
+    if per_day:
+        from prefect.runtime import flow_run
+
+        config = dated(config, flow_run.scheduled_start_time.strftime("%Y%m%d"))
     cfg = RunConfig.model_validate(config)
     preflight(cfg)
     specs = plan_shards(cfg)

@@ -22,8 +22,9 @@ TINY = [
     "dialogue.assistant_agent_words=[12, 22]",
     "dialogue.assistant_user_words=[3, 10]",
     "dialogue.peer_words=[6, 16]",
-    # The two fastest CPU voices; tests/test_tts.py covers every backend and the bank's draws.
-    "tts.user_voice=espeak-us-f3",
+    # The two fastest CPU voices that pass intelligibility QA; tests/test_tts.py covers every
+    # backend and tests/test_voices.py the bank's draws.
+    "tts.user_voice=espeak-gb-m3",
     "tts.agent_voice=piper-joe",
 ]
 

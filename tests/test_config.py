@@ -26,7 +26,7 @@ def test_defaults_and_overrides(tmp_path: Path) -> None:
         ("dialogue.n_turns=[9, 3]", "n_turns must satisfy 2 <= low <= high <= 64"),
         ("augment.snr_db={low: 30, high: 10}", "low (30.0) must be <= high (10.0)"),
         ("augment.colors=[violet]", "augment.colors.0: Input should be 'white', 'pink' or 'brown'"),
-        ("tts.voice=x", "tts.voice: unknown field (allowed here: voice_bank, user_voice, agent_voice)"),
+        ("tts.voice=x", "tts.voice: unknown field (allowed here: voice_bank, user_voice, agent_voice, cache_dir"),
     ],
 )
 def test_bad_values_name_the_field_and_allowed_values(override: str, expected: str) -> None:

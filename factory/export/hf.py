@@ -54,7 +54,9 @@ def sha256_file(path: Path) -> str:
 def write_shard(rows: list[dict[str, Any]], path: Path, sample_rate: int) -> str:
     """Write rows atomically (temporary name, then rename). Returns the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds = Dataset.from_list(rows, features=ROW_FEATURES)
+    # from_list([]) would drop the schema; an all-rejected shard is still a valid, empty shard
+    ds = Dataset.from_list(rows, features=ROW_FEATURES) if rows else Dataset.from_dict(
+        {name: [] for name in ROW_FEATURES}, features=ROW_FEATURES)
     for column in AUDIO_COLUMNS:
         ds = ds.cast_column(column, Audio(sampling_rate=sample_rate))
     tmp = path.with_name(f".{path.name}.tmp")

@@ -183,10 +183,19 @@ def build_utterance(text: str, voice_id: str, audio: np.ndarray, sample_rate: in
     first, last = spoken[0], spoken[-1]
     shifted[first] = (speech_on, shifted[first][1])
     shifted[last] = (min(shifted[last][0], speech_off), speech_off)
+    words = place_words(tokens, shifted, mask, speech_on, speech_off, sample_rate)
+    return Utterance(text=text, voice_id=voice_id, sample_rate=sample_rate, audio=audio, words=words)
+
+
+def place_words(tokens: Sequence[str], spans: Sequence[tuple[float, float] | None], mask: np.ndarray,
+                speech_on: float, speech_off: float, sample_rate: int) -> list[WordTiming]:
+    """Clamp spans monotonic, non-overlapping and inside [speech_on, speech_off], and shrink each
+    to the speech inside it (`mask`: per-sample activity). Unspeakable tokens (None) get a
+    zero-length span where they sit."""
     words: list[WordTiming] = []
     cursor = 0.0
-    for tok, span in zip(tokens, shifted, strict=True):
-        if span is None:  # unspeakable token: zero length where it sits
+    for tok, span in zip(tokens, spans, strict=True):
+        if span is None:
             words.append(WordTiming(word=tok, start=cursor, end=cursor))
             continue
         start = min(max(span[0], cursor, speech_on), speech_off)
@@ -198,7 +207,7 @@ def build_utterance(text: str, voice_id: str, audio: np.ndarray, sample_rate: in
             start, end = (a + inside[0]) / sample_rate, (a + inside[-1] + 1) / sample_rate
         words.append(WordTiming(word=tok, start=start, end=end))
         cursor = end
-    return Utterance(text=text, voice_id=voice_id, sample_rate=sample_rate, audio=audio, words=words)
+    return words
 
 
 def shift_pitch(audio: np.ndarray, units: list[tuple[float, float, float]], sample_rate: int,
