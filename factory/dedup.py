@@ -133,6 +133,7 @@ def save_signatures(path: str | Path, signatures: Mapping[str, MinHash]) -> None
     if len(seeds) != 1:
         raise ValueError(f"signatures mix permutation seeds {sorted(seeds)}")
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, ids=np.array(ids, dtype=str), values=values, seed=np.array(seeds.pop()))
     tmp.replace(path)

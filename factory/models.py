@@ -313,6 +313,9 @@ class ManifestRow(_Model):
     agent_voice: str | None = None
     llm: str | None = None
     audio_sha256: str | None = None
+    duplicate_of: str | None = Field(
+        None, description="id of an earlier sample of the run whose script is a near duplicate (MinHash)"
+    )
 
 
 # --------------------------------------------------------------------------- voices

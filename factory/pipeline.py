@@ -26,6 +26,7 @@ import polars as pl
 from factory.audio import resample_utterance
 from factory.augment import add_noise
 from factory.config import RunConfig
+from factory.dedup import find_duplicates, load_signatures, save_signatures, signature
 from factory.export.card import dataset_card
 from factory.export.hf import sha256_file, shard_name, write_shard
 from factory.llm import get_llm
@@ -321,9 +322,13 @@ def shard_paths(cfg: RunConfig, name: str) -> tuple[Path, Path, Path]:
     return run / "data" / f"{name}.parquet", run / "manifests" / f"{name}.parquet", run / "shards" / f"{name}.json"
 
 
+def signature_path(cfg: RunConfig, name: str) -> Path:
+    return cfg.run_dir / "signatures" / f"{name}.npz"
+
+
 def shard_is_complete(cfg: RunConfig, name: str) -> bool:
     data, manifest, record = shard_paths(cfg, name)
-    if not (data.exists() and manifest.exists() and record.exists()):
+    if not (data.exists() and manifest.exists() and record.exists() and signature_path(cfg, name).exists()):
         return False
     try:
         return json.loads(record.read_text())["sha256"] == sha256_file(data)
@@ -346,6 +351,9 @@ def generate_shard(cfg: RunConfig, spec: ShardSpec, on_sample: Callable[[SampleR
     rows = [r.row for r in results if r.row is not None]
     digest = write_shard(rows, data, cfg.audio.sample_rate)
     write_manifest([r.manifest for r in results], manifest_path)
+    # MinHash signatures of the spoken scripts, merged across shards by finalize_run
+    save_signatures(signature_path(cfg, spec.name),
+                    {r["id"]: signature(f"{r['user_text']} {r['agent_text']}") for r in rows})
     n_ok = len(rows)
     _atomic_write_text(record, json.dumps(
         {"shard": spec.name, "sha256": digest, "n_ok": n_ok, "n_rejected": len(results) - n_ok}, indent=2))
@@ -365,6 +373,10 @@ def finalize_run(cfg: RunConfig, shards: list[ShardResult]) -> Path:
     run = cfg.run_dir
     parts = [shard_paths(cfg, s.name)[1] for s in shards]
     manifest = pl.concat([pl.read_parquet(p) for p in parts]).sort("id")
+    signatures = load_signatures(signature_path(cfg, s.name) for s in shards)
+    duplicates = find_duplicates(dict(sorted(signatures.items())))  # run order: independent of sharding
+    manifest = manifest.with_columns(
+        pl.col("id").replace_strict(duplicates, default=None, return_dtype=pl.Utf8).alias("duplicate_of"))
     tmp = run / ".manifest.parquet.tmp"
     manifest.write_parquet(tmp)
     tmp.replace(run / "manifest.parquet")

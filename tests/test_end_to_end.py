@@ -163,3 +163,23 @@ def test_plot_command_draws_a_dialogue(tiny_run: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
     assert CliRunner().invoke(app, ["plot", str(tiny_run), "nope"]).exit_code == 1
+
+
+def test_manifest_marks_near_duplicate_scripts(tiny_run: Path, tmp_path: Path) -> None:
+    from factory.dedup import load_signatures, save_signatures
+    from factory.pipeline import finalize_run, signature_path
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run)
+    cfg = load_config(None, [*TINY, f"run.output_dir={tmp_path}", "run.run_id=tiny"])
+    assert pl.read_parquet(run / "manifest.parquet")["duplicate_of"].null_count() == 4
+    first, second = plan_shards(cfg)
+    sigs = load_signatures([signature_path(cfg, first.name)])
+    # plant a copy of sample 0's script as sample 2's: it must be reported as its duplicate
+    planted = load_signatures([signature_path(cfg, second.name)])
+    planted["train-0000002"] = sigs["train-0000000"]
+    save_signatures(signature_path(cfg, second.name), planted)
+    results = [generate_shard(cfg, spec) for spec in (first, second)]
+    finalize_run(cfg, results)
+    manifest = pl.read_parquet(run / "manifest.parquet")
+    assert dict(zip(manifest["id"], manifest["duplicate_of"]))["train-0000002"] == "train-0000000"

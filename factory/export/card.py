@@ -10,6 +10,7 @@ from factory.config import RunConfig
 
 def dataset_card(cfg: RunConfig, manifest: pl.DataFrame) -> str:
     ok = manifest.filter(pl.col("status") == "ok")
+    rejected = manifest.filter(pl.col("status") == "rejected")
     hours = float(ok["duration"].sum() or 0) / 3600
     front = {
         "configs": [{"config_name": "default", "data_files": [{"split": cfg.run.split, "path": f"data/{cfg.run.split}-*.parquet"}]}],
@@ -18,13 +19,13 @@ def dataset_card(cfg: RunConfig, manifest: pl.DataFrame) -> str:
         "tags": ["full-duplex", "spoken-dialogue", "synthetic", "two-channel", "turn-taking"],
         "size_categories": ["n<1K" if len(ok) < 1000 else "1K<n<10K" if len(ok) < 10_000 else "100K<n<1M"],
     }
-    rejected = manifest.filter(pl.col("status") == "rejected")
     reasons = rejected.group_by("reason").len().sort("len", descending=True) if len(rejected) else None
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
         f"# {cfg.run_id}", "",
         "Synthetic two-channel conversational speech made by duplex-factory.", "",
-        f"- dialogues: {len(ok)} ({hours:.2f} h), rejected: {len(rejected)}",
+        f"- dialogues: {len(ok)} ({hours:.2f} h), rejected: {len(rejected)}, "
+        f"near-duplicate scripts: {manifest['duplicate_of'].is_not_null().sum()} (`duplicate_of` in the manifest)",
         f"- sample rate: {cfg.audio.sample_rate} Hz, stereo FLAC: **channel 0 = user, channel 1 = agent**",
         f"- seed: {cfg.run.seed} (the same config and seed reproduce these bytes; see config.yaml)",
         "- columns: `audio` (clean), `audio_augmented` (noise added, or null), `timeline` (JSON, schema "
