@@ -1,12 +1,14 @@
 # The two commands (see README): `make demo` runs the main job on the embedded CPU defaults,
-# `make test` runs the tests. Both set up a fresh machine first (scripts/setup.sh, idempotent).
-.PHONY: setup envs demo test bench schemas
+# `make test` runs the tests. Both set up a fresh machine first (scripts/setup.sh, idempotent),
+# installing exactly what locks/ pins.
+.PHONY: setup envs demo test bench schemas lock rehearse
 
 setup:
 	@scripts/setup.sh
 
-# Heavy environments the tests need, each in its own venv under .envs/, built once (stamped):
-# the vLLM server (cannot share Prefect's environment) and Coqui TTS (needs torch).
+# Heavy environments the tests need, each in its own venv under .envs/, built once per machine
+# from its lock (stamped with the lock's hash): the vLLM server (cannot share Prefect's
+# environment) and Coqui TTS (needs torch).
 envs: setup
 	@bash scripts/setup_vllm.sh
 	@bash scripts/setup_coqui.sh
@@ -23,3 +25,11 @@ bench: setup
 
 schemas: setup
 	.venv/bin/duplex-factory schemas
+
+# Re-resolve every environment's lock on purpose (after changing a dependency), then rehearse.
+lock:
+	@bash scripts/lock.sh
+
+# Build every environment from its lock in a temporary folder, as a fresh machine would.
+rehearse:
+	@bash scripts/rehearse.sh
