@@ -1,4 +1,4 @@
-"""Accuracy of factory.align.align_words against Piper's exact word alignments.
+"""Accuracy of factory.render.align.align_words against Piper's exact word alignments.
 
 Piper's word times come from its own phoneme durations (samples per phoneme, exact), so on the
 same audio they are ground truth. We render SENTENCES with each piper voice of voices/cpu.yaml,
@@ -85,10 +85,10 @@ def stats(err: np.ndarray) -> dict:
 
 
 def main() -> None:
-    from factory import align
-    from factory.asr import to_16k
-    from factory.tts.registry import get_backend
-    from factory.voices import VoiceBank
+    from factory.render import align
+    from factory.render.asr import to_16k
+    from factory.render.registry import get_backend
+    from factory.render.voices import VoiceBank
 
     voices = [v for v in VoiceBank.load(ROOT / "voices" / "cpu.yaml") if v.backend == "piper"]
     backend = get_backend("piper")

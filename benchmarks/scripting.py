@@ -29,16 +29,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from factory.calibrate import calibrate_marks
+from factory.script.calibrate import calibrate_marks
 from factory.config import load_config
-from factory.dedup import NearDuplicateIndex, signature
+from factory.script.dedup import NearDuplicateIndex, signature
 from factory.llm import get_llm
 from factory.models import Script, ScriptTurn
-from factory.scenario import draw_scenario
-from factory.script_parse import ScriptRejected, parse_script, script_to_response
-from factory.scripting import write_script
+from factory.script.scenario import draw_scenario
+from factory.script.parse import ScriptRejected, parse_script, script_to_response
+from factory.script.compose import write_script
 from factory.seeding import rng_for
-from factory.text_checks import TurnRejected
+from factory.script.text_checks import TurnRejected
 
 RESULTS = Path(__file__).with_name("results")
 

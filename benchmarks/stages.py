@@ -25,13 +25,13 @@ from rich.table import Table
 from factory.config import load_config
 from factory.export.hf import write_shard
 from factory.llm.embedded import LlamaCppBackend
-from factory.mixer import flac_bytes
+from factory.audio.mix import flac_bytes
 from factory.models import Channel, Mode, ScriptTurn
 from factory.pipeline import StageTimes, generate_sample, voice_bank
-from factory.scenario import draw_scenario
+from factory.script.scenario import draw_scenario
 from factory.seeding import rng_for
-from factory.tts.registry import get_backend
-from factory.writer import TurnRejected, write_turn
+from factory.render.registry import get_backend
+from factory.script.writer import TurnRejected, write_turn
 
 RESULTS = Path(__file__).with_name("results")
 SENTENCES = [

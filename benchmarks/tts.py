@@ -49,10 +49,10 @@ def voice_features(audio: np.ndarray, sr: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from factory import asr
-    from factory.tts.cache import CachedBackend
-    from factory.tts.registry import get_backend
-    from factory.voices import VoiceBank
+    from factory.render import asr
+    from factory.render.cache import CachedBackend
+    from factory.render.registry import get_backend
+    from factory.render.voices import VoiceBank
 
     voices = list(VoiceBank.load(ROOT / "voices" / "cpu.yaml"))
     load_s: dict[str, float] = {}
@@ -113,7 +113,7 @@ def main() -> None:
         t0 = time.perf_counter()
         texts = [asr.transcribe(u.audio, u.sample_rate, **kw).text for u in piper_utts]
         dt = time.perf_counter() - t0
-        from factory.qa import wer
+        from factory.render.qa import wer
 
         asr_rows[label] = {"rtf": round(dt / piper_audio, 3),
                            "mean_wer": round(float(np.mean([wer(s, t) for s, t in zip(SENTENCES, texts)])), 3)}

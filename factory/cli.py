@@ -53,8 +53,8 @@ def generate(
     from datasets.utils.logging import disable_progress_bar
 
     from factory.llm.base import LLMUnavailable
-    from factory.tts.base import BackendUnavailable
-    from factory.voices import VoiceBankError
+    from factory.render.base import BackendUnavailable
+    from factory.render.voices import VoiceBankError
     from flows import generate as flow_module
 
     disable_progress_bar()
@@ -72,14 +72,11 @@ def generate(
                 counts[result.manifest.status.value] += 1
                 progress.update(bar, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
 
-        flow_module.on_sample_hook = on_sample
         try:
-            summary = flow_module.run_generate(cfg)
+            summary = flow_module.run_generate(cfg, on_sample=on_sample)
         except (LLMUnavailable, BackendUnavailable, VoiceBankError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(3) from None
-        finally:
-            flow_module.on_sample_hook = None
         progress.update(bar, completed=cfg.run.n_samples)
     console.print(
         f"[green]done[/green]: {summary['ok']} dialogues, {summary['rejected']} rejected, "
@@ -116,23 +113,17 @@ def plot(
     out: Annotated[Optional[Path], typer.Option(help="PNG path; default RUN_DIR/plots/<id>.png")] = None,
 ) -> None:
     """Draw one dialogue: both channels' waveforms under its timeline."""
-    import io
+    from factory.audit.plots import plot_dialogue
+    from factory.run.read import RunFolderError, read_samples
 
-    import pyarrow.parquet as pq
-    import soundfile as sf
-
-    from factory.models import Timeline
-    from factory.plots import plot_dialogue
-
-    for shard in sorted((run_dir / "data").glob("*.parquet")):
-        table = pq.read_table(shard, columns=["id", "audio", "timeline"])
-        for row in table.to_pylist():
-            if sample is None or row["id"] == sample:
-                stereo, sr = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32", always_2d=True)
-                timeline = Timeline.model_validate_json(row["timeline"])
-                path = plot_dialogue(timeline, stereo, sr, out or run_dir / "plots" / f"{row['id']}.png")
-                console.print(str(path))
-                return
+    try:
+        for s in read_samples(run_dir, None if sample is None else [sample]):
+            path = plot_dialogue(s.timeline, s.stems, s.sample_rate, out or run_dir / "plots" / f"{s.id}.png")
+            console.print(str(path))
+            return
+    except RunFolderError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
     console.print(f"[red]no sample {sample!r} in {run_dir}[/red]")
     raise typer.Exit(1)
 

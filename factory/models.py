@@ -338,3 +338,114 @@ class Voice(_Model):
     rate_range: tuple[float, float] = Field((1.0, 1.0), description="speaking-rate multipliers")
     params: dict[str, float | int | str] = Field(default_factory=dict)
     split: Literal["train", "dev", "test"] = "train"
+
+
+# --------------------------------------------------------------------------- mix recipe
+class PieceSource(_Model):
+    """Where a placed piece's audio comes from: one TTS render. `cache_key` finds it in the TTS
+    cache (null when the cache was off); `sha256` is over the float32 bytes of the render after
+    resampling to the run's rate, so a rebuild can prove it got the same audio."""
+
+    cache_key: str | None
+    backend: str
+    voice_id: str
+    text: str
+    rate: float = Field(description="speaking-rate multiplier the render used")
+    sample_rate: int = Field(description="the backend's own rate; resampled to the recipe's rate")
+    n_samples: int = Field(ge=0, description="length at the recipe's rate, before edits")
+    sha256: str
+
+
+class InsertedSilence(_Model):
+    """Digital silence inserted into a piece (a planned within-turn pause), in piece samples
+    after earlier insertions."""
+
+    at: int = Field(ge=0)
+    length: int = Field(ge=0)
+
+
+class MixPiece(_Model):
+    """One placed piece: source -> inserted silences -> cut to `length` samples with a
+    cos^2 fade-out of `fade` samples ending at the cut (a barge-in's victim) -> placed at
+    `offset` on `channel`."""
+
+    channel: Channel
+    source: PieceSource
+    silences: list[InsertedSilence] = Field(default_factory=list)
+    length: int = Field(ge=0, description="samples placed (after silences and the cut)")
+    cut: bool = Field(False, description="the piece was cut short (a barge-in stopped its speaker)")
+    fade: int = Field(0, ge=0, description="fade-out samples ending at the cut")
+    offset: int = Field(ge=0, description="first sample of the piece in the channel's stem")
+
+
+class MixRecipe(_Model):
+    """Everything that turns TTS renders into the clean stereo mix, as data: enough to rebuild
+    the clean audio byte for byte from the renders (e.g. the TTS cache) without calling a TTS.
+    Channel 0 = user, 1 = agent; each stem is scaled by its `gains` entry (loudness
+    normalisation, capped at the peak ceiling) and written as 16-bit PCM."""
+
+    version: Literal["1.0"] = "1.0"
+    sample_rate: int
+    n_samples: int = Field(ge=0)
+    pieces: list[MixPiece]
+    gains: tuple[float, float] = Field(description="linear gain per channel (user, agent)")
+    target_lufs: float
+    peak_dbfs: float
+    encoding: Literal["flac-pcm16"] = "flac-pcm16"
+
+
+class AugmentationRecord(_Model):
+    """One augmentation applied to the clean mix to make `audio_augmented`; `params` are the
+    drawn values, so the record plus the stage's seed reproduce it."""
+
+    transform: str
+    channels: list[Channel] = Field(default_factory=lambda: [Channel.user, Channel.agent])
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- sample
+class SampleMeta(_Model):
+    """A finished dialogue without its audio: what a run folder stores beside the FLAC stems.
+    `run_seed` + `sample_key` + the run's `config.yaml` regenerate the sample alone."""
+
+    id: str
+    split: str
+    run_seed: int
+    sample_key: str = Field(description="the key every stage's seed is derived from (id, or id#retryN)")
+    scenario: Scenario
+    script: Script
+    timeline: Timeline
+    recipe: MixRecipe
+    augmentation: list[AugmentationRecord] | None = Field(
+        None, description="null: no augmented audio was made for this sample")
+    voices: dict[Channel, str]
+    llm: str
+
+
+class Sample(BaseModel):
+    """One finished dialogue in memory: its metadata and its audio. `stems` is the clean
+    (samples, 2) float32 mix (channel 0 = user, 1 = agent) exactly as stored (16-bit PCM
+    values); `augmented` the augmented mix or None. Later stages (augmentation, exports, audit)
+    take Samples and nothing else."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    meta: SampleMeta
+    stems: np.ndarray
+    augmented: np.ndarray | None = None
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+    @property
+    def timeline(self) -> Timeline:
+        return self.meta.timeline
+
+    @property
+    def sample_rate(self) -> int:
+        return self.meta.recipe.sample_rate
+
+    @property
+    def duration(self) -> float:
+        return len(self.stems) / self.sample_rate

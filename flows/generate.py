@@ -1,7 +1,8 @@
 """Prefect flow: one task per shard. Orchestration only; the work is in `factory.pipeline`.
 
 Run it with `duplex-factory generate` (ephemeral Prefect, no server) or deploy it on a
-schedule (see README "Scheduling"). A re-run with the same config resumes: finished shards
+schedule (see README "Scheduling"). Shard tasks run in a thread pool of `run.workers` threads:
+the heavy parts (llama.cpp, onnxruntime, CTranslate2, FLAC) release the GIL. A re-run with the same config resumes: finished shards
 are verified by checksum and skipped, broken or missing ones are redone.
 """
 
@@ -15,18 +16,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from factory.config import RunConfig
-from factory.pipeline import (
-    SampleResult, ShardResult, ShardSpec, finalize_run, generate_shard, plan_shards, preflight,
-)
+from factory.pipeline import SampleResult, preflight
+from factory.run.shards import ShardResult, ShardSpec, finalize_run, generate_shard, plan_shards
 
-# Set by the CLI to drive its progress display; None under a deployment.
-on_sample_hook: Callable[[SampleResult], None] | None = None
+OnSample = Callable[[SampleResult], None]
 
 
 @task(name="generate-shard", cache_policy=NO_CACHE)
-def shard_task(config: dict[str, Any], spec: ShardSpec) -> ShardResult:
+def shard_task(config: dict[str, Any], spec: ShardSpec, on_sample: OnSample | None = None) -> ShardResult:
     cfg = RunConfig.model_validate(config)
-    result = generate_shard(cfg, spec, on_sample=on_sample_hook)
+    result = generate_shard(cfg, spec, on_sample=on_sample)
     get_run_logger().info(
         "%s: %s, %d ok, %d rejected", spec.name, "skipped (complete)" if result.skipped else "written",
         result.n_ok, result.n_rejected,
@@ -43,9 +42,10 @@ def dated(config: dict[str, Any], day: str) -> dict[str, Any]:
 
 
 @flow(name="duplex-generate", log_prints=True)
-def generate(config: dict[str, Any], per_day: bool = False) -> dict[str, Any]:
+def generate(config: dict[str, Any], per_day: bool = False, on_sample: OnSample | None = None) -> dict[str, Any]:
     """Generate a run: plan shards, one task each, then collect the manifest and card.
-    `per_day` (deployments): suffix the run id and offset the seed by the scheduled date."""
+    `per_day` (deployments): suffix the run id and offset the seed by the scheduled date.
+    `on_sample` (in-process runs, e.g. the CLI's progress bar) is called after every sample."""
     if per_day:
         from prefect.runtime import flow_run
 
@@ -53,7 +53,7 @@ def generate(config: dict[str, Any], per_day: bool = False) -> dict[str, Any]:
     cfg = RunConfig.model_validate(config)
     preflight(cfg)
     specs = plan_shards(cfg)
-    futures = [shard_task.submit(config, spec) for spec in specs]
+    futures = [shard_task.submit(config, spec, on_sample) for spec in specs]
     results = [f.result() for f in futures]
     run_dir = finalize_run(cfg, results)
     return {
@@ -65,7 +65,7 @@ def generate(config: dict[str, Any], per_day: bool = False) -> dict[str, Any]:
     }
 
 
-def run_generate(cfg: RunConfig) -> dict[str, Any]:
+def run_generate(cfg: RunConfig, on_sample: OnSample | None = None) -> dict[str, Any]:
     """Run the flow in-process with `cfg.run.workers` shard tasks at a time."""
     runner = generate.with_options(task_runner=ThreadPoolTaskRunner(max_workers=cfg.run.workers))
-    return runner(cfg.model_dump(mode="json"))
+    return runner(cfg.model_dump(mode="json"), on_sample=on_sample)

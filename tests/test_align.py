@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from factory.align import align_words
+from factory.render.align import align_words
 
 SENTENCES = [
     "Well, um, I think we should probably leave at 7:30 — before the traffic gets bad.",
@@ -16,8 +16,8 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def renders():
-    from factory.tts.registry import get_backend
-    from factory.voices import VoiceBank
+    from factory.render.registry import get_backend
+    from factory.render.voices import VoiceBank
 
     bank = VoiceBank.load()
     piper = get_backend("piper")

@@ -7,18 +7,18 @@ import math
 import numpy as np
 import pytest
 
-from factory import asr
+from factory.render import asr
 from factory.models import Utterance
-from factory.qa import check_intelligibility, normalize, render_checked, wer
-from factory.tts.base import TTSError
+from factory.render.qa import check_intelligibility, normalize, render_checked, wer
+from factory.render.base import TTSError
 
 SENTENCE = "Could you send me the report by Friday afternoon, please?"
 
 
 @pytest.fixture(scope="module")
 def piper_utt():
-    from factory.tts.registry import get_backend
-    from factory.voices import VoiceBank
+    from factory.render.registry import get_backend
+    from factory.render.voices import VoiceBank
 
     voice = VoiceBank.load().get("piper-joe")
     return get_backend("piper").synthesize(SENTENCE, voice)

@@ -19,11 +19,11 @@ import re
 import numpy as np
 import pytest
 
-from factory.calibrate import calibrate_marks, content_words, measure_rates
+from factory.script.calibrate import calibrate_marks, content_words, measure_rates
 from factory.config import RunConfig
 from factory.models import BargeIn, Filler, Mode, Restart, Script, ScriptTurn
-from factory.scenario import draw_scenario
-from factory.scripting import write_script
+from factory.script.scenario import draw_scenario
+from factory.script.compose import write_script
 from factory.seeding import rng_for
 
 N_DIALOGUES = 200
@@ -167,7 +167,7 @@ def test_calibrate_is_deterministic(planned, cfg):
 def test_planned_scripts_round_trip_through_the_llm_format(planned):
     """A planner-marked script, written out in the LLM-facing format and parsed back, is the same
     script: the parser places fillers, restarts and every other mark exactly as the planner does."""
-    from factory.script_parse import parse_script, script_to_response
+    from factory.script.parse import parse_script, script_to_response
     from tests.test_script_parse import SCENARIO
 
     exact = 0

@@ -7,8 +7,8 @@ import importlib.util
 
 import pytest
 
-from factory.tts.base import BackendUnavailable
-from factory.tts.registry import BACKENDS, get_backend
+from factory.render.base import BackendUnavailable
+from factory.render.registry import BACKENDS, get_backend
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is not None and importlib.util.find_spec("TTS") is not None,
@@ -24,13 +24,13 @@ def test_coqui_unavailable_names_setup_script() -> None:
 
 def test_coqui_module_imports_without_torch() -> None:
     # the module itself is importable everywhere (lazy imports); only the backend needs torch
-    import factory.tts.coqui_backend as coqui
+    import factory.render.coqui_backend as coqui
 
     assert coqui.CoquiBackend.name == "coqui"
 
 
 def test_gpu_voice_bank_example_is_valid_and_not_loaded_by_default() -> None:
-    from factory.voices import DEFAULT_DIR, VoiceBank
+    from factory.render.voices import DEFAULT_DIR, VoiceBank
 
     example = VoiceBank.load(DEFAULT_DIR / "gpu" / "coqui.yaml")
     assert {v.backend for v in example} == {"coqui"}

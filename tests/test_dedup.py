@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from factory.dedup import (
+from factory.script.dedup import (
     NearDuplicateIndex,
     find_duplicates,
     load_signatures,
@@ -80,7 +80,7 @@ def test_threshold_configurable():
 
 def test_signature_deterministic_across_processes():
     here = signature(BASE).hashvalues
-    code = ("from factory.dedup import signature; import sys; "
+    code = ("from factory.script.dedup import signature; import sys; "
             f"sys.stdout.write(','.join(map(str, signature({BASE!r}).hashvalues)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout

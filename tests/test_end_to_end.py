@@ -14,10 +14,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from factory.audio import frame_activity, speech_intervals
+from factory.audio.edit import frame_activity, speech_intervals
 from factory.config import load_config
 from factory.models import Channel, Timeline
-from factory.pipeline import generate_shard, plan_shards, shard_paths
+from factory.run.shards import generate_shard, plan_shards, shard_paths
 from factory.schemas import SCHEMA_DIR
 from tests.conftest import TINY, decode, read_rows
 
@@ -166,8 +166,8 @@ def test_plot_command_draws_a_dialogue(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_manifest_marks_near_duplicate_scripts(tiny_run: Path, tmp_path: Path) -> None:
-    from factory.dedup import load_signatures, save_signatures
-    from factory.pipeline import finalize_run, signature_path
+    from factory.script.dedup import load_signatures, save_signatures
+    from factory.run.shards import finalize_run, signature_path
 
     run = tmp_path / "tiny"
     shutil.copytree(tiny_run, run)

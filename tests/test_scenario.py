@@ -1,5 +1,5 @@
 from factory.models import Mode
-from factory.scenario import bank_size, draw_scenario
+from factory.script.scenario import bank_size, draw_scenario
 from factory.seeding import rng_for
 
 WEIGHTS = {Mode.assistant: 0.5, Mode.peer: 0.5}

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from factory.models import Channel, Filler, Restart, Script
-from factory.script_parse import REASONS, ScriptRejected, parse_script, resolve_conflicts, script_messages
-from factory.text_checks import check_turn
+from factory.script.parse import REASONS, ScriptRejected, parse_script, resolve_conflicts, script_messages
+from factory.script.text_checks import check_turn
 from tests.test_script_parse import SCENARIO, SENTENCES, valid_response
 
 N_CASES = 1200

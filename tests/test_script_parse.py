@@ -21,7 +21,7 @@ from factory.models import (
     Script,
     SilentPause,
 )
-from factory.script_parse import (
+from factory.script.parse import (
     REASONS,
     SCRIPT_RESPONSE_SCHEMA,
     ScriptRejected,
@@ -29,7 +29,7 @@ from factory.script_parse import (
     resolve_conflicts,
     script_messages,
 )
-from factory.text_checks import check_turn
+from factory.script.text_checks import check_turn
 
 SCENARIO = Scenario(
     id="s-1", mode=Mode.assistant, topic="fixing a slow home wifi network", setting="at home in the evening",

@@ -9,11 +9,11 @@ import pytest
 from factory.config import load_config
 from factory.llm.embedded import LlamaCppBackend
 from factory.models import BargeIn, Mode, Script
-from factory.scenario import draw_scenario
-from factory.script_parse import REASONS
-from factory.scripting import write_script_structured
+from factory.script.scenario import draw_scenario
+from factory.script.parse import REASONS
+from factory.script.compose import write_script_structured
 from factory.seeding import rng_for
-from factory.writer import TurnRejected
+from factory.script.writer import TurnRejected
 
 
 @pytest.fixture(scope="module")

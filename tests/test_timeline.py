@@ -8,16 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factory.audio import frame_activity, speech_intervals
-from factory.behaviour import barge_in_cut, insert_hesitations, plan_listener_marks
+from factory.audio.edit import frame_activity, speech_intervals
+from factory.script.planner import barge_in_cut, insert_hesitations, plan_listener_marks
 from factory.config import RunConfig
-from factory.mixer import normalise, render_stems
+from factory.audio.mix import apply_gains, loudness_gains
 from factory.models import (
     BargeIn, BargeInEvent, Channel, EndReason, HesitationEvent, ListenerMark, Mode, Script, ScriptTurn, TurnKind,
     Utterance, WordTiming,
 )
 from factory.seeding import rng_for
-from factory.timeline import build_timeline
+from factory.timeline.place import build_timeline
 
 SR = 16000
 CFG = RunConfig()
@@ -99,7 +99,10 @@ def test_timeline_invariants(seed: int, mode: Mode, n_turns: int) -> None:
 @pytest.mark.parametrize("seed", range(20))
 def test_turn_edges_agree_with_audio(seed: int) -> None:
     _, tl, placements = build(seed, Mode.assistant, 7)
-    stereo = normalise(render_stems(placements, tl.duration, SR), SR, -23, -1)
+    stems = np.zeros((int(round(tl.duration * SR)), 2), np.float32)
+    for p in placements:  # where the planner says each piece lies; the check is against the plan's times
+        stems[p.start : p.start + len(p.audio), p.channel.index] = p.audio
+    stereo = apply_gains(stems, loudness_gains(stems, SR, -23, -1))
     for ch in Channel:
         runs = speech_intervals(frame_activity(stereo[:, ch.index], SR), bridge_s=0.2)
         turns = sorted((t for t in tl.turns if t.channel is ch), key=lambda t: t.start)

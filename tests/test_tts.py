@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from factory.models import Utterance, Voice
-from factory.tts.base import BackendUnavailable, TTSBackend, TTSError
-from factory.tts.espeak_backend import EspeakBackend
-from factory.tts.registry import get_backend
-from factory.tts.text import build_utterance, group_align, map_spans
+from factory.render.base import BackendUnavailable, TTSBackend, TTSError
+from factory.render.espeak_backend import EspeakBackend
+from factory.render.registry import get_backend
+from factory.render.text import build_utterance, group_align, map_spans
 
 VOICES = {
     "piper": Voice(id="t-piper", backend="piper"),
@@ -107,7 +107,7 @@ def test_deterministic(key: str) -> None:
 
 
 def test_piper_noise_buffer_regrowth_keeps_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from factory.tts import piper_backend
+    from factory.render import piper_backend
 
     expected = render("piper", "Okay, see you tomorrow.").audio.tobytes()
     monkeypatch.setattr(piper_backend, "_FRAMES_PER_ID", 1)  # forces the grow-and-retry path

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from factory.tts.cache import CachedBackend
-from factory.tts.registry import get_backend
-from factory.voices import VoiceBank
+from factory.render.cache import CachedBackend
+from factory.render.registry import get_backend
+from factory.render.voices import VoiceBank
 
 
 class Counting:

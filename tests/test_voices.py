@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from factory.models import Voice
-from factory.tts.registry import get_backend
-from factory.voices import VoiceBank, VoiceBankError, group_of
+from factory.render.registry import get_backend
+from factory.render.voices import VoiceBank, VoiceBankError, group_of
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_splits_are_speaker_disjoint(bank: VoiceBank) -> None:
 def test_every_voice_renders(bank: VoiceBank) -> None:
     """Each entry's backend accepts its speaker and params (cheap: espeak/piper only run
     here; kokoro styles are checked by name, their rendering in test_tts)."""
-    from factory.tts.kokoro_backend import STYLES
+    from factory.render.kokoro_backend import STYLES
 
     for voice in bank:
         if voice.backend == "kokoro":

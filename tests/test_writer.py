@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from factory.llm import LLMUnavailable, get_llm
 from factory.models import Channel, Mode, Persona, Scenario, ScriptTurn
-from factory.text_checks import TurnRejected, check_turn, clean_turn, truncate_words
-from factory.writer import build_messages, turn_length, write_turn
+from factory.script.text_checks import TurnRejected, check_turn, clean_turn, truncate_words
+from factory.script.writer import build_messages, turn_length, write_turn
 
 NAMES = ["Maria", "Nova"]
 SPEAKABLE = re.compile(r"^[\w\s.,!?;:'\-]+$")

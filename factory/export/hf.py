@@ -1,20 +1,30 @@
 """Hugging Face parquet shards: `data/<split>-NNNNN-of-MMMMM.parquet` under the run folder, the
-layout `datasets.load_dataset(run_dir)` and the Hub's viewer understand.
+layout `datasets.load_dataset(run_dir)` and the Hub's viewer understand. This is also how a run
+stores its Samples: `sample_to_row` and `row_to_sample` are exact inverses (audio included), so
+`factory.run.read_samples` gives back what the pipeline made.
 
-Audio is stereo FLAC bytes (channel 0 = user, channel 1 = agent) in an `Audio` column, written
-without torchcodec: bytes go in as a {bytes, path} struct and the column is cast to `Audio`.
-Read it back with `cast_column("audio", Audio(decode=False))` + soundfile to keep both channels
-(torchcodec's decoder averages stereo to mono).
+Audio is stereo 16-bit FLAC bytes (channel 0 = user, channel 1 = agent) in an `Audio` column,
+written without torchcodec: bytes go in as a {bytes, path} struct and the column is cast to
+`Audio`. Read it back with `cast_column("audio", Audio(decode=False))` + soundfile to keep both
+channels (torchcodec's decoder averages stereo to mono).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
+import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from datasets import Audio, Dataset, Features, Value
+
+from factory.audio.mix import flac_bytes, read_audio
+from factory.models import (
+    AugmentationRecord, Channel, MixRecipe, Sample, SampleMeta, Scenario, Script, Timeline,
+)
+from factory.run.io import atomic_write, sha256_file
+from factory.timeline.measures import transcript
 
 _AUDIO_STRUCT = {"bytes": Value("binary"), "path": Value("string")}
 AUDIO_COLUMNS = ("audio", "audio_augmented")
@@ -23,19 +33,23 @@ ROW_FEATURES = Features({
     "id": Value("string"),
     "audio": _AUDIO_STRUCT,
     "audio_augmented": _AUDIO_STRUCT,
-    "augmentation": Value("string"),  # JSON, null when the sample was not augmented
+    "augmentation": Value("string"),  # JSON list of AugmentationRecord, null when not augmented
     "duration": Value("float32"),
     "sample_rate": Value("int32"),
+    "split": Value("string"),
     "mode": Value("string"),
     "text": Value("string"),  # readable transcript of what was spoken, in time order
     "user_text": Value("string"),
     "agent_text": Value("string"),
     "timeline": Value("string"),  # Timeline JSON (schemas/timeline.schema.json)
     "scenario": Value("string"),  # Scenario JSON
+    "script": Value("string"),  # Script JSON: the planned text and behaviour marks
+    "recipe": Value("string"),  # MixRecipe JSON (schemas/mix_recipe.schema.json)
     "user_voice": Value("string"),
     "agent_voice": Value("string"),
     "llm": Value("string"),
-    "seed": Value("int64"),
+    "run_seed": Value("int64"),  # with sample_key and the run's config.yaml: regenerates the sample
+    "sample_key": Value("string"),
 })
 
 
@@ -43,24 +57,69 @@ def shard_name(split: str, index: int, total: int) -> str:
     return f"{split}-{index:05d}-of-{total:05d}"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def sample_to_row(sample: Sample) -> dict[str, Any]:
+    meta, sr = sample.meta, sample.sample_rate
+    tl = meta.timeline
+    augmented = sample.augmented is not None
+    return {
+        "id": meta.id,
+        "audio": {"bytes": flac_bytes(sample.stems, sr), "path": f"{meta.id}.flac"},
+        "audio_augmented": {"bytes": flac_bytes(sample.augmented, sr), "path": f"{meta.id}.aug.flac"} if augmented else None,
+        "augmentation": json.dumps([a.model_dump(mode="json") for a in meta.augmentation]) if meta.augmentation is not None else None,
+        "duration": tl.duration,
+        "sample_rate": sr,
+        "split": meta.split,
+        "mode": meta.scenario.mode.value,
+        "text": transcript(tl),
+        "user_text": " ".join(t.spoken_text for t in tl.turns if t.channel is Channel.user),
+        "agent_text": " ".join(t.spoken_text for t in tl.turns if t.channel is Channel.agent),
+        "timeline": tl.model_dump_json(),
+        "scenario": meta.scenario.model_dump_json(),
+        "script": meta.script.model_dump_json(),
+        "recipe": meta.recipe.model_dump_json(),
+        "user_voice": meta.voices[Channel.user],
+        "agent_voice": meta.voices[Channel.agent],
+        "llm": meta.llm,
+        "run_seed": meta.run_seed,
+        "sample_key": meta.sample_key,
+    }
 
 
-def write_shard(rows: list[dict[str, Any]], path: Path, sample_rate: int) -> str:
-    """Write rows atomically (temporary name, then rename). Returns the file's sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def row_meta(row: dict[str, Any]) -> SampleMeta:
+    """A row's metadata, without decoding its audio."""
+    augmentation = row.get("augmentation")
+    return SampleMeta(
+        id=row["id"], split=row["split"], run_seed=row["run_seed"], sample_key=row["sample_key"],
+        scenario=Scenario.model_validate_json(row["scenario"]),
+        script=Script.model_validate_json(row["script"]),
+        timeline=Timeline.model_validate_json(row["timeline"]),
+        recipe=MixRecipe.model_validate_json(row["recipe"]),
+        augmentation=[AugmentationRecord.model_validate(a) for a in json.loads(augmentation)] if augmentation else None,
+        voices={Channel.user: row["user_voice"], Channel.agent: row["agent_voice"]},
+        llm=row["llm"],
+    )
+
+
+def row_to_sample(row: dict[str, Any]) -> Sample:
+    stems, _ = read_audio(row["audio"]["bytes"])
+    aug = row.get("audio_augmented")
+    augmented = read_audio(aug["bytes"])[0] if aug and aug.get("bytes") else None
+    return Sample(meta=row_meta(row), stems=stems, augmented=augmented)
+
+
+def write_shard(samples: Iterable[Sample], path: Path, sample_rate: int) -> str:
+    """Write samples atomically (temporary name, then rename). Returns the file's sha256."""
+    rows = [sample_to_row(s) for s in samples]
     # from_list([]) would drop the schema; an all-rejected shard is still a valid, empty shard
     ds = Dataset.from_list(rows, features=ROW_FEATURES) if rows else Dataset.from_dict(
         {name: [] for name in ROW_FEATURES}, features=ROW_FEATURES)
     for column in AUDIO_COLUMNS:
         ds = ds.cast_column(column, Audio(sampling_rate=sample_rate))
-    tmp = path.with_name(f".{path.name}.tmp")
-    ds.to_parquet(str(tmp))
-    digest = sha256_file(tmp)
-    os.replace(tmp, path)
-    return digest
+    atomic_write(path, lambda tmp: ds.to_parquet(str(tmp)))
+    return sha256_file(path)
+
+
+def read_shard_rows(path: Path, columns: list[str] | None = None, batch_size: int = 16) -> Iterator[dict[str, Any]]:
+    """Rows of one shard, a record batch at a time (memory stays flat in the shard's size)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+        yield from batch.to_pylist()

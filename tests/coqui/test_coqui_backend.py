@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from factory.models import Utterance, Voice
-from factory.tts.base import BackendUnavailable, TTSBackend, TTSError
-from factory.tts.coqui_backend import XTTS_V2, CoquiBackend
-from factory.tts.registry import get_backend
+from factory.render.base import BackendUnavailable, TTSBackend, TTSError
+from factory.render.coqui_backend import XTTS_V2, CoquiBackend
+from factory.render.registry import get_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTENCE = "Well, I think we should meet at 10 tomorrow — okay? Mm-hmm."
@@ -189,9 +189,9 @@ def test_xtts_loads_and_explains_word_times(backend: CoquiBackend, xtts_dir: Pat
     try:
         import faster_whisper  # noqa: F401
 
-        import factory.align  # noqa: F401
+        import factory.render.align  # noqa: F401
     except ImportError:
-        with pytest.raises(TTSError, match="factory.align"):
+        with pytest.raises(TTSError, match="factory.render.align"):
             backend.synthesize(TEXTS[0], v)
     else:  # the alignment step is available here: the full path works
         check_contract(backend.synthesize(TEXTS[0], v), TEXTS[0], 24000)
@@ -203,7 +203,7 @@ def test_xtts_without_alignment_says_where_word_times_come_from(
         backend: CoquiBackend, xtts_dir: Path, reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    monkeypatch.setitem(sys.modules, "factory.align", None)  # as in an env without the alignment step
+    monkeypatch.setitem(sys.modules, "factory.render.align", None)  # as in an env without the alignment step
     with pytest.raises(TTSError, match=r"no word durations.*factory\.align\.align_words"):
         backend.synthesize(TEXTS[0], voice(xtts_dir, None, reference=str(reference)))
 

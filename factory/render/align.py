@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from factory.models import WordTiming
-from factory.tts.base import TTSError
+from factory.render.base import TTSError
 
 FORCED_MAX_SECONDS = 29.5
 MAX_FORCED_TOKENS = 400  # Whisper's decoder holds 448 positions
@@ -47,7 +47,7 @@ _TOKENIZERS: dict[str, object] = {}
 
 
 def _key(token: str) -> str:
-    from factory.qa import normalize
+    from factory.render.qa import normalize
 
     return "".join(normalize(token)) or re.sub(r"\W", "", token.lower())
 
@@ -73,7 +73,7 @@ def forced_spans(pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en"
     """Whisper DTW alignment of `tokens` to 16 kHz audio (<= 30 s). None for unspeakable tokens."""
     from faster_whisper.audio import pad_or_trim
 
-    from factory.asr import load_model
+    from factory.render.asr import load_model
 
     model = load_model(cpu_threads)
     tokenizer = _tokenizer(model, language)
@@ -113,7 +113,7 @@ def forced_spans(pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en"
 def matched_spans(pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en",
                   cpu_threads: int = 1) -> list[tuple[float, float] | None]:
     """Spans from a transcription with word timestamps, matched to `tokens` (any length)."""
-    from factory.asr import ASR_SAMPLE_RATE, transcribe
+    from factory.render.asr import ASR_SAMPLE_RATE, transcribe
 
     duration = len(pcm16k) / ASR_SAMPLE_RATE
     asr = transcribe(pcm16k, ASR_SAMPLE_RATE, language, word_timestamps=True,
@@ -196,7 +196,7 @@ def refine(spans: Sequence[tuple[float, float] | None], tokens: Sequence[str], a
            after: float = SNAP_AFTER) -> list[WordTiming]:
     """Snap inner boundaries to energy minima, pin the outer edges to speech, make spans
     monotonic and inside the speech, and shrink each word to the speech inside it."""
-    from factory.tts.text import place_words, speech_mask
+    from factory.render.text import place_words, speech_mask
 
     mask = speech_mask(np.asarray(audio, dtype=np.float32), sample_rate)
     active = np.flatnonzero(mask)
@@ -217,7 +217,7 @@ def align_words(audio: np.ndarray, sample_rate: int, text: str, language: str = 
     """One WordTiming per `text.split()` token (`words[i].word == text.split()[i]`), times in
     seconds from the start of `audio`. `method`: "forced" (Whisper DTW on the text, <= 30 s),
     "asr" (transcribe + match), or "auto" (forced when the audio fits one window)."""
-    from factory.asr import ASR_SAMPLE_RATE, to_16k
+    from factory.render.asr import ASR_SAMPLE_RATE, to_16k
 
     tokens = text.split()
     if not tokens:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from factory.audio import cut_after_word, insert_pause
+from factory.audio.edit import cut_after_word, insert_pause
 from factory.config import TimingSection
 from factory.models import (
     Backchannel, BackchannelEvent, BargeIn, BargeInEvent, Channel, EndOfTurnEvent, EndReason, Event,
@@ -26,11 +26,18 @@ BACKCHANNEL_GUARD_S = 0.3  # a token closer than this to one's own turn is part 
 
 @dataclass
 class Placement:
-    """One piece of audio on one channel; `start` in samples."""
+    """One piece of audio on one channel; `start` in samples. `key` names the render it came
+    from (("turn", script turn index) or ("reaction", mark index)), and `silences` (at, length)
+    in samples, `cut` and `fade` are the edits that turned that render into `audio`: with the
+    render they make one `MixPiece` of the recipe."""
 
+    key: tuple[str, int]
     channel: Channel
     start: int
     audio: np.ndarray
+    silences: list[tuple[int, int]] = field(default_factory=list)
+    cut: bool = False
+    fade: int = 0
 
 
 @dataclass
@@ -46,6 +53,9 @@ class _Placed:
     end_reason: EndReason
     responds_to_key: tuple[str, int] | None
     hesitations: list[tuple[str, float, float]] = field(default_factory=list)  # (kind, rel start, rel end)
+    silences: list[tuple[int, int]] = field(default_factory=list)  # inserted pauses (at, length), samples
+    cut: bool = False
+    fade: int = 0  # fade-out samples at the cut
 
     @property
     def end(self) -> float:
@@ -89,12 +99,15 @@ def build_timeline(
 
     for i, (turn, utt) in enumerate(zip(script.turns, rendered)):
         hesitations: list[tuple[str, float, float]] = []
+        silences: list[tuple[int, int]] = []
         for m in script.marks:  # pauses first: they shift the words after them
             if isinstance(m, SilentPause) and m.turn == i and m.word_index < cuts.get(i, 10**9) - 1:
                 utt, p0, p1 = insert_pause(utt, m.word_index, m.duration)
                 hesitations.append(("pause", p0, p1))
+                silences.append((int(round(p0 * sr)), int(round((p1 - p0) * sr))))
         heard = cuts.get(i, len(utt.words))
         audio = cut_after_word(utt.audio, utt.words, heard - 1, sr, fade_s) if i in cuts else utt.audio
+        fade = min(int(round(fade_s * sr)), len(audio)) if i in cuts else 0
         for m in script.marks:
             if m.turn == i and isinstance(m, (Filler, Restart)) and m.word_index < heard:
                 w = utt.words[m.word_index]
@@ -123,7 +136,7 @@ def build_timeline(
             heard_words=heard, planned_text=turn.text,
             end_reason=EndReason.interrupted if i in cuts else EndReason.complete,
             responds_to_key=("turn", turn.responds_to) if turn.responds_to is not None else None,
-            hesitations=hesitations,
+            hesitations=hesitations, silences=silences, cut=i in cuts, fade=fade,
         )
         placed.append(p)
         free_at[turn.speaker] = p.end
@@ -197,7 +210,11 @@ def _to_timeline(
     timeline = Timeline(
         id=sample_id, sample_rate=sr, duration=duration, voices=voices, turns=turns, words=words, events=events,
     )
-    placements = [Placement(channel=p.channel, start=int(round(p.start * sr)), audio=p.audio) for p in placed]
+    placements = [
+        Placement(key=p.key, channel=p.channel, start=int(round(p.start * sr)), audio=p.audio,
+                  silences=p.silences, cut=p.cut, fade=p.fade)
+        for p in placed
+    ]
     return timeline, placements
 
 

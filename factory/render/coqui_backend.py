@@ -9,13 +9,13 @@ Two kinds of voice (`voices/gpu/coqui.yaml` documents both):
   (e.g. `p225`). Word times come from the model's own durations: VITS predicts frames per
   input token (`outputs["durations"]` of `Vits.inference`), the tokens are decoded back to
   characters/phonemes, and the runs between space tokens are mapped onto the text's
-  whitespace tokens with `factory.tts.text.map_spans`.
+  whitespace tokens with `factory.render.text.map_spans`.
 * XTTS-v2 cloning: `voice.model` is an XTTS folder (`model.pth`, `config.json`, `vocab.json`,
   optionally `speakers_xtts.pth`) or `tts_models/multilingual/multi-dataset/xtts_v2`;
   `voice.reference` is the reference clip (a few seconds of clean speech), or `voice.speaker`
   one of the model's built-in speakers. XTTS generates audio autoregressively and has no
   durations, so word times come from forced alignment after synthesis
-  (`factory.align.align_words`); without it the call fails with a TTSError that says so.
+  (`factory.render.align.align_words`); without it the call fails with a TTSError that says so.
 
 Models are loaded through Coqui's own API (`TTS.api.TTS(model_path=..., config_path=...)`),
 moved to the device once (`.to(device)`: cuda when available, else cpu), and cached per
@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 
 from factory.models import Utterance, Voice
-from factory.tts.base import BackendUnavailable, TTSError
-from factory.tts.text import build_utterance, check_params, check_text, map_spans
+from factory.render.base import BackendUnavailable, TTSError
+from factory.render.text import build_utterance, check_params, check_text, map_spans
 
 INSTALL_HINT = (
     "coqui-tts is not installed in this environment: run scripts/setup_coqui.sh (CPU) or "
@@ -428,13 +428,13 @@ class CoquiBackend:
         audio = audio.ravel().astype(np.float32)
         sr = loaded.sample_rate
         try:
-            from factory.align import align_words
+            from factory.render.align import align_words
 
             words = align_words(audio, sr, text, language=lang)
         except Exception as exc:  # ImportError (no faster-whisper here), BackendUnavailable, TTSError
             raise TTSError(
                 "XTTS produces no word durations (it generates audio tokens autoregressively); word times for "
-                "XTTS come from the alignment step, factory.align.align_words(audio, sample_rate, text) "
+                "XTTS come from the alignment step, factory.render.align.align_words(audio, sample_rate, text) "
                 f"(Whisper forced alignment), which failed here: {type(exc).__name__}: {exc}. Install "
                 "faster-whisper and its weights in this environment (see README, 'Alignment')"
             ) from exc

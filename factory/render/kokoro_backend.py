@@ -22,9 +22,9 @@ from importlib import resources
 import numpy as np
 
 from factory.models import Utterance, Voice
-from factory.tts.base import BackendUnavailable, TTSError
-from factory.tts.piper_backend import phoneme_words, phonemize, token_weight
-from factory.tts.text import build_utterance, check_params, check_text, map_spans, shift_pitch
+from factory.render.base import BackendUnavailable, TTSError
+from factory.render.phonemize import phoneme_words, phonemize, token_weight
+from factory.render.text import build_utterance, check_params, check_text, map_spans, shift_pitch
 
 SAMPLE_RATE = 24_000
 HOP = 600  # audio samples per duration frame

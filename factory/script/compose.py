@@ -12,14 +12,14 @@ Two modes (`llm.script_mode`):
 
 from __future__ import annotations
 
-from factory.behaviour import MIN_VICTIM_WORDS, barge_in_cut, barge_in_victims, insert_hesitations, plan_listener_marks
-from factory.calibrate import calibrate_marks
+from factory.script.planner import MIN_VICTIM_WORDS, barge_in_cut, barge_in_victims, insert_hesitations, plan_listener_marks
+from factory.script.calibrate import calibrate_marks
 from factory.config import RunConfig
 from factory.llm.base import LLMBackend
 from factory.models import BargeIn, Channel, ListenerMark, Mark, Mode, Scenario, Script, ScriptTurn
-from factory.script_parse import SCRIPT_RESPONSE_SCHEMA, ScriptRejected, parse_script, script_messages
+from factory.script.parse import SCRIPT_RESPONSE_SCHEMA, ScriptRejected, parse_script, script_messages
 from factory.seeding import derive_seed, rng_for
-from factory.writer import TurnRejected, write_turn
+from factory.script.writer import TurnRejected, write_turn
 
 
 def _mark_order(mark: Mark) -> tuple[int, int, str]:

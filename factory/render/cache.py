@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from factory.models import Utterance, Voice, WordTiming
-from factory.tts.base import TTSBackend
+from factory.render.base import TTSBackend
 
 CACHE_FORMAT = 1
 _PACKAGES = {

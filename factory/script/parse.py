@@ -52,7 +52,7 @@ from factory.models import (
     ScriptTurn,
     SilentPause,
 )
-from factory.text_checks import TurnRejected, check_turn, clean_turn
+from factory.script.text_checks import TurnRejected, check_turn, clean_turn
 
 __all__ = [
     "REASONS", "SCRIPT_RESPONSE_SCHEMA", "ParseReport", "ScriptRejected", "parse_script", "resolve_conflicts",

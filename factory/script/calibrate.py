@@ -3,7 +3,7 @@
 An LLM places marks where they make sense but cannot hit calibrated rates: it proposes too
 few of one kind and too many of another. `calibrate_marks` keeps the valid proposals, adds
 marks where there are fewer than the configured targets (through the planner's own functions
-in `factory.behaviour`, so both paths draw marks the same way) and removes proposals beyond
+in `factory.script.planner`, so both paths draw marks the same way) and removes proposals beyond
 twice the target. Scripts from the tiny embedded model carry no marks and go through
 `scripting.write_script`, whose planner marks them as it writes.
 
@@ -19,7 +19,7 @@ from collections import Counter
 
 import numpy as np
 
-from factory.behaviour import (
+from factory.script.planner import (
     MIN_VICTIM_WORDS,
     SPEAKING_RATE_WPS,
     barge_in_cut,
@@ -42,7 +42,7 @@ from factory.models import (
     ScriptTurn,
     SilentPause,
 )
-from factory.script_parse import resolve_conflicts
+from factory.script.parse import resolve_conflicts
 
 __all__ = ["EXCESS_FACTOR", "calibrate_marks", "content_words", "measure_rates"]
 

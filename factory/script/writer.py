@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from factory.llm.base import LLMBackend
 from factory.models import Channel, Mode, Persona, Scenario, ScriptTurn
-from factory.text_checks import TurnRejected, check_turn, clean_turn
+from factory.script.text_checks import TurnRejected, check_turn, clean_turn
 
 __all__ = ["TurnRejected", "build_messages", "turn_length", "write_turn"]
 

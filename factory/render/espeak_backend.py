@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from factory.models import Utterance, Voice
-from factory.tts.base import BackendUnavailable, TTSError
-from factory.tts.text import build_utterance, check_params, check_text, split_punct
+from factory.render.base import BackendUnavailable, TTSError
+from factory.render.text import build_utterance, check_params, check_text, split_punct
 
 LIBRARY = "libespeak-ng.so.1"
 PARAMS = {"pitch", "range", "wordgap"}  # espeak 0-100 scales; rate comes from `rate`
@@ -166,7 +166,7 @@ class _Zygote:
         root = str(Path(__file__).resolve().parents[2])  # so the helper imports this package
         paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-        code = "import sys; from factory.tts.espeak_backend import _serve; _serve(sys.argv[1])"
+        code = "import sys; from factory.render.espeak_backend import _serve; _serve(sys.argv[1])"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, library],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from factory.models import Utterance
-from factory.tts.base import TTSError
+from factory.render.base import TTSError
 
 EXEMPT_MAX_WORDS = 2
 DEFAULT_THRESHOLD = 0.3
@@ -139,7 +139,7 @@ def check_intelligibility(utt: Utterance, threshold: float = DEFAULT_THRESHOLD,
     if is_exempt(utt.text):
         return QAResult(wer=math.nan, transcript="", ok=True,
                         reason=f"exempt: <= {EXEMPT_MAX_WORDS} words or fillers only")
-    from factory.asr import transcribe
+    from factory.render.asr import transcribe
 
     transcript = transcribe(utt.audio, utt.sample_rate, language=language).text
     score = wer(utt.text, transcript)

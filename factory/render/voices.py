@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from factory.models import Voice
 
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "voices"
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "voices"
 
 
 class VoiceBankError(ValueError):

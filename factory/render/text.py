@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from factory.models import Utterance, WordTiming
-from factory.tts.base import TTSError
+from factory.render.base import TTSError
 
 _EDGE_PUNCT = re.compile(r"^([^\w]*)(.*?)([^\w]*)$", re.UNICODE)
 

@@ -5,23 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
-from factory.tts.base import BackendUnavailable, TTSBackend
+from factory.render.base import BackendUnavailable, TTSBackend
 
 
 def _piper() -> TTSBackend:
-    from factory.tts.piper_backend import PiperBackend
+    from factory.render.piper_backend import PiperBackend
 
     return PiperBackend()
 
 
 def _espeak() -> TTSBackend:
-    from factory.tts.espeak_backend import EspeakBackend
+    from factory.render.espeak_backend import EspeakBackend
 
     return EspeakBackend()
 
 
 def _kokoro() -> TTSBackend:
-    from factory.tts.kokoro_backend import KokoroBackend
+    from factory.render.kokoro_backend import KokoroBackend
 
     return KokoroBackend()
 
@@ -29,7 +29,7 @@ def _kokoro() -> TTSBackend:
 def _coqui() -> TTSBackend:
     # Needs torch + coqui-tts (its own environment: scripts/setup_coqui.sh, or the GPU extra);
     # raises BackendUnavailable saying so where they are missing.
-    from factory.tts.coqui_backend import CoquiBackend
+    from factory.render.coqui_backend import CoquiBackend
 
     return CoquiBackend()
 

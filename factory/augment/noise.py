@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from factory.audio import frame_activity
+from factory.audio.edit import frame_activity
 from factory.config import AugmentSection
+from factory.models import AugmentationRecord
 
 
 def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
@@ -25,8 +26,8 @@ def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def add_noise(stereo: np.ndarray, sr: int, cfg: AugmentSection, rng: np.random.Generator,
-              peak_dbfs: float) -> tuple[np.ndarray, dict] | None:
-    """Returns (augmented audio, description) or None when this sample draws no augmentation."""
+              peak_dbfs: float) -> tuple[np.ndarray, list[AugmentationRecord]] | None:
+    """Returns (augmented audio, what was applied) or None when this sample draws no augmentation."""
     if rng.random() >= cfg.noise_probability:
         return None
     color = str(rng.choice(cfg.colors))
@@ -41,4 +42,5 @@ def add_noise(stereo: np.ndarray, sr: int, cfg: AugmentSection, rng: np.random.G
     ceiling = 10 ** (peak_dbfs / 20)
     if peak > ceiling:
         out *= ceiling / peak
-    return out.astype(np.float32), {"noise": color, "snr_db": round(snr, 2)}
+    record = AugmentationRecord(transform="colored_noise", params={"color": color, "snr_db": round(snr, 2)})
+    return out.astype(np.float32), [record]

@@ -15,11 +15,17 @@ from factory.models import Utterance, WordTiming
 VAD_FRAME_S = 0.010
 
 
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """float32 mono at `target_sr` (soxr, deterministic); the same array when the rates agree."""
+    if orig_sr == target_sr:
+        return audio
+    return librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq").astype(np.float32)
+
+
 def resample_utterance(utt: Utterance, sample_rate: int) -> Utterance:
     if utt.sample_rate == sample_rate:
         return utt
-    audio = librosa.resample(utt.audio, orig_sr=utt.sample_rate, target_sr=sample_rate, res_type="soxr_hq")
-    audio = audio.astype(np.float32)
+    audio = resample(utt.audio, utt.sample_rate, sample_rate)
     duration = len(audio) / sample_rate
     words = [w.model_copy(update={"end": min(w.end, duration), "start": min(w.start, duration)}) for w in utt.words]
     return utt.model_copy(update={"audio": audio, "sample_rate": sample_rate, "words": words})

@@ -1,0 +1,45 @@
+"""Rebuild a sample's clean audio from its mix recipe and the TTS cache, without any TTS call.
+
+Each recipe piece names its render's cache key and the sha256 of that render at the run's rate;
+the rebuild reads the render from the cache, resamples it as the pipeline did, proves the hash,
+and mixes through the same `factory.audio.mix.mix` the pipeline used. So augmentation and
+exports can be redone on an existing run, and a recipe can be checked against its audio.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from factory.audio.edit import resample
+from factory.audio.mix import audio_sha256, mix
+from factory.models import MixRecipe, PieceSource
+
+
+class SourceMissing(LookupError):
+    """A piece's render is not in the cache (or differs from what the recipe recorded)."""
+
+
+def load_source(cache_dir: Path, source: PieceSource, sample_rate: int) -> np.ndarray:
+    """The render of one piece at `sample_rate`, read from the TTS cache and hash-checked."""
+    if source.cache_key is None:
+        raise SourceMissing(f"{source.text!r} ({source.voice_id}) was rendered with the TTS cache off: "
+                            "nothing to rebuild it from; re-run with tts.cache_dir set")
+    key = source.cache_key
+    folder = Path(cache_dir) / key[:2]
+    meta_path, npy = folder / f"{key}.json", folder / f"{key}.npy"
+    if not meta_path.exists() or not npy.exists():
+        raise SourceMissing(f"{source.text!r} ({source.voice_id}): cache entry {key} not in {cache_dir}")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    audio = resample(np.load(npy, allow_pickle=False), int(meta["sample_rate"]), sample_rate)
+    if audio_sha256(audio) != source.sha256:
+        raise SourceMissing(f"{source.text!r} ({source.voice_id}): cache entry {key} is not the audio the recipe used")
+    return audio
+
+
+def rebuild_clean(recipe: MixRecipe, cache_dir: Path) -> np.ndarray:
+    """The clean (samples, 2) float32 mix, exactly as the pipeline stored it."""
+    sources = [load_source(cache_dir, p.source, recipe.sample_rate) for p in recipe.pieces]
+    return mix(recipe, sources)
