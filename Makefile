@@ -1,7 +1,7 @@
 # The two commands (see README): `make demo` runs the main job on the embedded CPU defaults,
 # `make test` runs the tests. Both set up a fresh machine first (scripts/setup.sh, idempotent),
 # installing exactly what locks/ pins.
-.PHONY: setup envs demo test bench schemas lock rehearse
+.PHONY: setup envs demo test lint bench schemas lock rehearse
 
 setup:
 	@scripts/setup.sh
@@ -16,7 +16,13 @@ envs: setup
 demo: setup
 	.venv/bin/duplex-factory generate
 
-test: setup envs
+# Style and the architecture rules (ARCHITECTURE.md): ruff, and import-linter's contracts.
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
+
+test: setup envs lint
 	.venv/bin/python -m pytest
 	.envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui
 

@@ -11,6 +11,7 @@ align the audio with align_words (no access to Piper's times), and compare every
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -75,13 +76,18 @@ CONFIGS = {  # refinement variants compared in the same run (shift, before, afte
 
 
 def errors(words, truth) -> np.ndarray:
-    return 1000 * np.array([abs(a.start - g.start) for a, g in zip(words, truth)]
-                           + [abs(a.end - g.end) for a, g in zip(words, truth)])
+    return 1000 * np.array(
+        [abs(a.start - g.start) for a, g in zip(words, truth)] + [abs(a.end - g.end) for a, g in zip(words, truth)]
+    )
 
 
 def stats(err: np.ndarray) -> dict:
-    return {"median_ms": round(float(np.median(err)), 1), "p95_ms": round(float(np.percentile(err, 95)), 1),
-            "within_50ms": round(float(np.mean(err <= 50)), 3), "n_boundaries": int(err.size)}
+    return {
+        "median_ms": round(float(np.median(err)), 1),
+        "p95_ms": round(float(np.percentile(err, 95)), 1),
+        "within_50ms": round(float(np.mean(err <= 50)), 3),
+        "n_boundaries": int(err.size),
+    }
 
 
 def main() -> None:
@@ -103,7 +109,7 @@ def main() -> None:
     for method in ("forced", "asr"):
         raw = []
         t0 = time.perf_counter()
-        for voice, text, utt in renders:
+        for _voice, text, utt in renders:
             pcm = to_16k(utt.audio, utt.sample_rate)
             fn = align.forced_spans if method == "forced" else align.matched_spans
             raw.append(fn(pcm, text.split()))
@@ -111,36 +117,66 @@ def main() -> None:
             forced_raw = raw
         timing[method] = time.perf_counter() - t0
         for name, (shift, before, after) in CONFIGS.items():
-            errs = [errors(align.refine(spans, text.split(), utt.audio, utt.sample_rate, shift, before, after), utt.words)
-                    for spans, (voice, text, utt) in zip(raw, renders)]
+            errs = [
+                errors(align.refine(spans, text.split(), utt.audio, utt.sample_rate, shift, before, after), utt.words)
+                for spans, (voice, text, utt) in zip(raw, renders)
+            ]
             results[f"{method}/{name}"] = stats(np.concatenate(errs))
     # the shipped default (align_words, method "auto" = forced below 30 s): same raw spans
-    default = results["forced/default"] = stats(np.concatenate([
-        errors(align.refine(spans, text.split(), utt.audio, utt.sample_rate), utt.words)
-        for spans, (voice, text, utt) in zip(forced_raw, renders)]))
+    default = results["forced/default"] = stats(
+        np.concatenate(
+            [
+                errors(align.refine(spans, text.split(), utt.audio, utt.sample_rate), utt.words)
+                for spans, (voice, text, utt) in zip(forced_raw, renders)
+            ]
+        )
+    )
     default_s = timing["forced"]
     report = {
         "what": "align_words vs Piper exact word alignments on the same audio (start and end of every word)",
-        "sentences": len(SENTENCES), "voices": [v.id for v in voices], "audio_seconds": round(audio_s, 1),
-        "default": {**default, "method": "auto (forced)", "shift": align.SHIFT,
-                    "snap_before": align.SNAP_BEFORE, "snap_after": align.SNAP_AFTER,
-                    "rtf": round(default_s / audio_s, 3), "tuned_on": "these same sentences (in-sample)"},
+        "sentences": len(SENTENCES),
+        "voices": [v.id for v in voices],
+        "audio_seconds": round(audio_s, 1),
+        "default": {
+            **default,
+            "method": "auto (forced)",
+            "shift": align.SHIFT,
+            "snap_before": align.SNAP_BEFORE,
+            "snap_after": align.SNAP_AFTER,
+            "rtf": round(default_s / audio_s, 3),
+            "tuned_on": "these same sentences (in-sample)",
+        },
         "variants": results,
         "rtf_raw_spans": {k: round(v / audio_s, 3) for k, v in timing.items()},
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores (shared; load average {__import__('os').getloadavg()[0]:.1f} at end), Whisper-base int8, cpu_threads=1",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores (shared; load average {os.getloadavg()[0]:.1f} at end), "
+            "Whisper-base int8, cpu_threads=1"
+        ),
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "alignment.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["# Word alignment accuracy (align_words vs Piper exact alignments)", "",
-             (f"{len(SENTENCES)} sentences, voices {report['voices']}, {report['audio_seconds']} s of audio. "
-             "Error = |aligned - Piper| for every word start and end. Produced by `benchmarks/alignment.py`."), "",
-             "| config | median ms | p95 ms | within 50 ms | boundaries |", "|---|---|---|---|---|",
-             f"| **default (align_words)** | {default['median_ms']} | {default['p95_ms']} | {default['within_50ms']:.1%} | {default['n_boundaries']} |"]
+    lines = [
+        "# Word alignment accuracy (align_words vs Piper exact alignments)",
+        "",
+        (
+            f"{len(SENTENCES)} sentences, voices {report['voices']}, {report['audio_seconds']} s of audio. "
+            "Error = |aligned - Piper| for every word start and end. Produced by `benchmarks/alignment.py`."
+        ),
+        "",
+        "| config | median ms | p95 ms | within 50 ms | boundaries |",
+        "|---|---|---|---|---|",
+        f"| **default (align_words)** | {default['median_ms']} | {default['p95_ms']} "
+        f"| {default['within_50ms']:.1%} | {default['n_boundaries']} |",
+    ]
     for k, v in results.items():
         lines.append(f"| {k} | {v['median_ms']} | {v['p95_ms']} | {v['within_50ms']:.1%} | {v['n_boundaries']} |")
-    lines += ["", f"Alignment RTF (default, end to end): {report['default']['rtf']}; raw spans: {report['rtf_raw_spans']}",
-              f"Machine: {report['machine']}", ""]
+    lines += [
+        "",
+        f"Alignment RTF (default, end to end): {report['default']['rtf']}; raw spans: {report['rtf_raw_spans']}",
+        f"Machine: {report['machine']}",
+        "",
+    ]
     (out / "alignment.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

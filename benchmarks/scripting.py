@@ -29,16 +29,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from factory.script.calibrate import calibrate_marks
 from factory.config import load_config
-from factory.script.dedup import NearDuplicateIndex, signature
 from factory.llm import get_llm
 from factory.models import Script, ScriptTurn
-from factory.script.scenario import draw_scenario
-from factory.script.parse import ScriptRejected, parse_script, script_to_response
+from factory.script.calibrate import calibrate_marks
 from factory.script.compose import write_script
-from factory.seeding import rng_for
+from factory.script.dedup import NearDuplicateIndex, signature
+from factory.script.parse import ScriptRejected, parse_script, script_to_response
+from factory.script.scenario import draw_scenario
 from factory.script.text_checks import TurnRejected
+from factory.seeding import rng_for
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -48,8 +48,9 @@ def bench_write(cfg, n: int) -> tuple[dict, list[tuple[Script, object]]]:
     written, rejected, times, turns, words = [], 0, [], 0, 0
     for k in range(n):
         key = f"bench-{k}"
-        scenario = draw_scenario(key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights,
-                                 cfg.dialogue.n_turns)
+        scenario = draw_scenario(
+            key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns
+        )
         start = time.perf_counter()
         try:
             script = write_script(llm, scenario, cfg, key)
@@ -63,10 +64,15 @@ def bench_write(cfg, n: int) -> tuple[dict, list[tuple[Script, object]]]:
         words += sum(len(t.text.split()) for t in script.turns)
     total = sum(times)
     return {
-        "stage": "write_script", "variant": f"{llm.name}, n_threads={cfg.llm.n_threads}", "dialogues": n,
-        "rejected": rejected, "scripts_per_s": round(len(written) / total, 4) if total else None,
-        "s_per_script_median": round(statistics.median(times), 2), "turns_per_s": round(turns / total, 3),
-        "words_per_s": round(words / total, 2), "wall_s": round(total, 1),
+        "stage": "write_script",
+        "variant": f"{llm.name}, n_threads={cfg.llm.n_threads}",
+        "dialogues": n,
+        "rejected": rejected,
+        "scripts_per_s": round(len(written) / total, 4) if total else None,
+        "s_per_script_median": round(statistics.median(times), 2),
+        "turns_per_s": round(turns / total, 3),
+        "words_per_s": round(words / total, 2),
+        "wall_s": round(total, 1),
     }, written
 
 
@@ -94,41 +100,87 @@ def bench_parse(cfg, written: list, n: int) -> list[dict]:
         except ScriptRejected:
             pass
 
-    rows.append({"stage": "parse_script", "variant": "well-formed (SmolLM2 scripts in the LLM format)",
-                 "scripts": n, "us_per_script": round(_time_us(parse, inputs, 3), 1),
-                 "mean_chars": round(statistics.mean(len(r) for r, _, _ in inputs))})
+    rows.append(
+        {
+            "stage": "parse_script",
+            "variant": "well-formed (SmolLM2 scripts in the LLM format)",
+            "scripts": n,
+            "us_per_script": round(_time_us(parse, inputs, 3), 1),
+            "mean_chars": round(statistics.mean(len(r) for r, _, _ in inputs)),
+        }
+    )
 
     def messy(item):
         raw, s, sc = item
         return ("Here is the dialogue:\n```json\n" + raw.replace('"', "'")[:-2] + ",]}\n```", s, sc)
 
     messy_inputs = [messy(x) for x in inputs]
-    rows.append({"stage": "parse_script", "variant": "messy (fences + single quotes + trailing comma)",
-                 "scripts": n, "us_per_script": round(_time_us(parse, messy_inputs, 3), 1)})
+    rows.append(
+        {
+            "stage": "parse_script",
+            "variant": "messy (fences + single quotes + trailing comma)",
+            "scripts": n,
+            "us_per_script": round(_time_us(parse, messy_inputs, 3), 1),
+        }
+    )
     bad = [(raw[: len(raw) // 3] + "garbage", s, sc) for raw, s, sc in inputs]
-    rows.append({"stage": "parse_script", "variant": "unreadable (truncated + garbage, rejected)",
-                 "scripts": n, "us_per_script": round(_time_us(parse, bad, 3), 1)})
+    rows.append(
+        {
+            "stage": "parse_script",
+            "variant": "unreadable (truncated + garbage, rejected)",
+            "scripts": n,
+            "us_per_script": round(_time_us(parse, bad, 3), 1),
+        }
+    )
 
-    bare = [Script(scenario_id=s.scenario_id, llm=s.llm,
-                   turns=[ScriptTurn(speaker=t.speaker, text=t.text) for t in s.turns]) for _, s, _ in inputs]
+    bare = [
+        Script(
+            scenario_id=s.scenario_id, llm=s.llm, turns=[ScriptTurn(speaker=t.speaker, text=t.text) for t in s.turns]
+        )
+        for _, s, _ in inputs
+    ]
     k = iter(range(10**9))
-    rows.append({"stage": "calibrate_marks", "variant": "no proposed marks (adds all)", "scripts": n,
-                 "us_per_script": round(_time_us(
-                     lambda s: calibrate_marks(s, rng_for(1, str(next(k)), "c"), cfg.behaviour, cfg.timing.pause_median),
-                     bare, 3), 1)})
+    rows.append(
+        {
+            "stage": "calibrate_marks",
+            "variant": "no proposed marks (adds all)",
+            "scripts": n,
+            "us_per_script": round(
+                _time_us(
+                    lambda s: calibrate_marks(s, rng_for(1, str(next(k)), "c"), cfg.behaviour, cfg.timing.pause_median),
+                    bare,
+                    3,
+                ),
+                1,
+            ),
+        }
+    )
     return rows
 
 
 def bench_dedup(texts: list[str], sizes: list[int]) -> list[dict]:
-    rows = [{"stage": "dedup", "variant": "signature only (128 perms, word 3-grams)", "scripts": len(texts),
-             "us_per_script": round(_time_us(signature, texts, 3), 1)}]
+    rows = [
+        {
+            "stage": "dedup",
+            "variant": "signature only (128 perms, word 3-grams)",
+            "scripts": len(texts),
+            "us_per_script": round(_time_us(signature, texts, 3), 1),
+        }
+    ]
     for size in sizes:
         index = NearDuplicateIndex()
         start = time.perf_counter()
         dups = sum(index.add(str(i), t) is not None for i, t in enumerate(texts[:size]))
         us = (time.perf_counter() - start) / size * 1e6
-        rows.append({"stage": "dedup", "variant": f"NearDuplicateIndex.add, index of {size}", "scripts": size,
-                     "us_per_script": round(us, 1), "duplicates_found": dups})
+        rows.append(
+            {
+                "stage": "dedup",
+                "variant": f"NearDuplicateIndex.add, index of {size}",
+                "scripts": size,
+                "us_per_script": round(us, 1),
+                "duplicates_found": dups,
+            }
+        )
     return rows
 
 
@@ -136,7 +188,7 @@ def synthetic_texts(base: list[str], n: int, rng: np.random.Generator) -> list[s
     """`n` dialogue texts: word-shuffled recombinations of real written turns, with ~5% near copies."""
     words = " ".join(base).split()
     out = []
-    for i in range(n):
+    for _ in range(n):
         if out and rng.random() < 0.05:
             w = out[int(rng.integers(len(out)))].split()
             w[int(rng.integers(len(w)))] = "really"
@@ -164,18 +216,29 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     when = datetime.now(UTC).isoformat(timespec="seconds")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scripting.json").write_text(json.dumps({"when": when, "machine": machine, "rows": rows}, indent=2) + "\n")
-    lines = [f"# Script stage ({when})", "", machine + f"; config defaults (seed {cfg.run.seed}, "
-             f"{cfg.dialogue.n_turns[0]}-{cfg.dialogue.n_turns[1]} turns).", "",
-             "| stage | variant | n | result |", "|---|---|---:|---|"]
+    (RESULTS / "scripting.json").write_text(
+        json.dumps({"when": when, "machine": machine, "rows": rows}, indent=2) + "\n"
+    )
+    lines = [
+        f"# Script stage ({when})",
+        "",
+        machine + f"; config defaults (seed {cfg.run.seed}, "
+        f"{cfg.dialogue.n_turns[0]}-{cfg.dialogue.n_turns[1]} turns).",
+        "",
+        "| stage | variant | n | result |",
+        "|---|---|---:|---|",
+    ]
     for r in rows:
         if r["stage"] == "write_script":
-            result = (f"{r['scripts_per_s']} scripts/s ({r['s_per_script_median']} s/script median, "
-                      f"{r['turns_per_s']} turns/s, {r['words_per_s']} words/s, {r['rejected']} rejected)")
+            result = (
+                f"{r['scripts_per_s']} scripts/s ({r['s_per_script_median']} s/script median, "
+                f"{r['turns_per_s']} turns/s, {r['words_per_s']} words/s, {r['rejected']} rejected)"
+            )
             n = r["dialogues"]
         else:
-            result = f"{r['us_per_script']} µs/script" + (f", {r['duplicates_found']} duplicates"
-                                                           if "duplicates_found" in r else "")
+            result = f"{r['us_per_script']} µs/script" + (
+                f", {r['duplicates_found']} duplicates" if "duplicates_found" in r else ""
+            )
             n = r["scripts"]
         lines.append(f"| {r['stage']} | {r['variant']} | {n} | {result} |")
     table = "\n".join(lines) + "\n"

@@ -15,23 +15,23 @@ import platform
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from factory.audio.mix import flac_bytes
 from factory.config import load_config
 from factory.export.hf import write_shard
 from factory.llm.embedded import LlamaCppBackend
-from factory.audio.mix import flac_bytes
 from factory.models import Channel, Mode, ScriptTurn
 from factory.pipeline import StageTimes, generate_sample, voice_bank
-from factory.script.scenario import draw_scenario
-from factory.seeding import rng_for
 from factory.render.registry import get_backend
+from factory.script.scenario import draw_scenario
 from factory.script.writer import TurnRejected, write_turn
+from factory.seeding import rng_for
 
 RESULTS = Path(__file__).with_name("results")
 SENTENCES = [
@@ -59,9 +59,15 @@ def bench_llm(n_turns: int) -> list[dict]:
             seconds += time.perf_counter() - start
             tokens += len(llm._llama.tokenize(text.encode(), add_bos=False))
             history.append(ScriptTurn(speaker=speaker, text=text))
-        rows.append({"stage": "llm", "variant": f"llama.cpp SmolLM2-135M n_threads={threads}",
-                     "metric": "tokens/s (clean output tokens / wall s, prompt included)",
-                     "value": tokens / seconds if seconds else float("nan"), "seconds_per_turn": seconds / max(len(history), 1)})
+        rows.append(
+            {
+                "stage": "llm",
+                "variant": f"llama.cpp SmolLM2-135M n_threads={threads}",
+                "metric": "tokens/s (clean output tokens / wall s, prompt included)",
+                "value": tokens / seconds if seconds else float("nan"),
+                "seconds_per_turn": seconds / max(len(history), 1),
+            }
+        )
     return rows
 
 
@@ -81,8 +87,14 @@ def bench_tts(repeats: int) -> list[dict]:
                 utt = backend.synthesize(sentence, voice)
                 synth += time.perf_counter() - start
                 audio += utt.duration
-        rows.append({"stage": "tts", "variant": f"{voice.backend} ({voice.id})", "metric": "real-time factor",
-                     "value": synth / audio})
+        rows.append(
+            {
+                "stage": "tts",
+                "variant": f"{voice.backend} ({voice.id})",
+                "metric": "real-time factor",
+                "value": synth / audio,
+            }
+        )
     return rows
 
 
@@ -104,17 +116,41 @@ def bench_pipeline(samples: int, seed: int) -> list[dict]:
     start = time.perf_counter()
     flac_bytes(noise, cfg.audio.sample_rate)
     flac_minute = time.perf_counter() - start
-    rows = [{"stage": "run", "variant": f"{len(durations)}/{samples} dialogues ok", "metric": "audio minutes",
-             "value": minutes}]
+    rows = [
+        {
+            "stage": "run",
+            "variant": f"{len(durations)}/{samples} dialogues ok",
+            "metric": "audio minutes",
+            "value": minutes,
+        }
+    ]
     for stage, seconds in times.seconds.items():
-        rows.append({"stage": stage, "variant": "per dialogue-minute", "metric": "wall s / audio min",
-                     "value": seconds / minutes if minutes else float("nan")})
-    rows.append({"stage": "encode baseline", "variant": "bare FLAC encode of 1 min stereo", "metric": "wall s / audio min",
-                 "value": flac_minute})
+        rows.append(
+            {
+                "stage": stage,
+                "variant": "per dialogue-minute",
+                "metric": "wall s / audio min",
+                "value": seconds / minutes if minutes else float("nan"),
+            }
+        )
+    rows.append(
+        {
+            "stage": "encode baseline",
+            "variant": "bare FLAC encode of 1 min stereo",
+            "metric": "wall s / audio min",
+            "value": flac_minute,
+        }
+    )
     total = sum(times.seconds.values())
     rows.append({"stage": "total", "variant": "all stages", "metric": "wall s / audio min", "value": total / minutes})
-    rows.append({"stage": "total", "variant": "mean dialogue length", "metric": "s",
-                 "value": statistics.mean(durations) if durations else float("nan")})
+    rows.append(
+        {
+            "stage": "total",
+            "variant": "mean dialogue length",
+            "metric": "s",
+            "value": statistics.mean(durations) if durations else float("nan"),
+        }
+    )
     return rows
 
 
@@ -135,13 +171,18 @@ def main() -> None:
     Console().print(table)
 
     RESULTS.mkdir(exist_ok=True)
-    meta = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-            "cpus": __import__("os").cpu_count(), "args": vars(args)}
+    meta = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "cpus": __import__("os").cpu_count(),
+        "args": vars(args),
+    }
     (RESULTS / "stages.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     md = ["| stage | variant | metric | value |", "|---|---|---|---|"]
     md += [f"| {r['stage']} | {r['variant']} | {r['metric']} | {r['value']:.3f} |" for r in rows]
-    (RESULTS / "stages.md").write_text(f"Measured {meta['when']} on {meta['machine']}, {meta['cpus']} CPUs.\n\n"
-                                       + "\n".join(md) + "\n")
+    (RESULTS / "stages.md").write_text(
+        f"Measured {meta['when']} on {meta['machine']}, {meta['cpus']} CPUs.\n\n" + "\n".join(md) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -74,15 +74,27 @@ def main() -> None:
             audio_s += utt.duration
             renders[voice.id].append(utt)
         f0s, cents = zip(*(voice_features(u.audio, u.sample_rate) for u in renders[voice.id]))
-        rows.append({"voice": voice.id, "backend": voice.backend, "gender": voice.gender,
-                     "split": voice.split, "audio_s": round(audio_s, 2), "rtf": round(compute / audio_s, 4),
-                     "median_f0_hz": round(float(np.nanmedian(f0s)), 1),
-                     "median_centroid_hz": round(float(np.median(cents)), 0)})
+        rows.append(
+            {
+                "voice": voice.id,
+                "backend": voice.backend,
+                "gender": voice.gender,
+                "split": voice.split,
+                "audio_s": round(audio_s, 2),
+                "rtf": round(compute / audio_s, 4),
+                "median_f0_hz": round(float(np.nanmedian(f0s)), 1),
+                "median_centroid_hz": round(float(np.median(cents)), 0),
+            }
+        )
     espeak_rtf = np.median([r["rtf"] for r in rows if r["backend"] == "espeak"])
-    by_backend = {b: {"median_rtf": round(float(np.median([r["rtf"] for r in rows if r["backend"] == b])), 4),
-                      "vs_espeak": round(float(np.median([r["rtf"] for r in rows if r["backend"] == b]) / espeak_rtf), 1),
-                      "first_render_incl_load_s": load_s[b]}
-                  for b in sorted({r["backend"] for r in rows})}
+    by_backend = {
+        b: {
+            "median_rtf": round(float(np.median([r["rtf"] for r in rows if r["backend"] == b])), 4),
+            "vs_espeak": round(float(np.median([r["rtf"] for r in rows if r["backend"] == b]) / espeak_rtf), 1),
+            "first_render_incl_load_s": load_s[b],
+        }
+        for b in sorted({r["backend"] for r in rows})
+    }
 
     # cache: miss vs hit, piper
     piper_voice = next(v for v in voices if v.backend == "piper")
@@ -98,8 +110,12 @@ def main() -> None:
             for text in SENTENCES:
                 cached.synthesize(text, piper_voice, rate=1.05)
         hit = (time.perf_counter() - t0) / reps
-        cache = {"miss_s": round(miss, 4), "hit_s": round(hit, 5), "speedup": round(miss / hit, 0),
-                 "stats": cached.cache_stats.as_dict()}
+        cache = {
+            "miss_s": round(miss, 4),
+            "hit_s": round(hit, 5),
+            "speedup": round(miss / hit, 0),
+            "stats": cached.cache_stats.as_dict(),
+        }
 
     # ASR
     t0 = time.perf_counter()
@@ -108,35 +124,67 @@ def main() -> None:
     piper_utts = renders[piper_voice.id]
     piper_audio = sum(u.duration for u in piper_utts)
     asr_rows = {}
-    for label, kw in {"greedy": {}, "greedy+word_timestamps": {"word_timestamps": True},
-                      "beam5": {"beam_size": 5}}.items():
+    for label, kw in {
+        "greedy": {},
+        "greedy+word_timestamps": {"word_timestamps": True},
+        "beam5": {"beam_size": 5},
+    }.items():
         t0 = time.perf_counter()
         texts = [asr.transcribe(u.audio, u.sample_rate, **kw).text for u in piper_utts]
         dt = time.perf_counter() - t0
         from factory.render.qa import wer
 
-        asr_rows[label] = {"rtf": round(dt / piper_audio, 3),
-                           "mean_wer": round(float(np.mean([wer(s, t) for s, t in zip(SENTENCES, texts)])), 3)}
+        asr_rows[label] = {
+            "rtf": round(dt / piper_audio, 3),
+            "mean_wer": round(float(np.mean([wer(s, t) for s, t in zip(SENTENCES, texts)])), 3),
+        }
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared, noisy; load average {os.getloadavg()[0]:.1f} at start)",
-        "sentences": SENTENCES, "voices": rows, "by_backend": by_backend, "cache_piper": cache,
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores (shared, noisy; "
+            f"load average {os.getloadavg()[0]:.1f} at start)"
+        ),
+        "sentences": SENTENCES,
+        "voices": rows,
+        "by_backend": by_backend,
+        "cache_piper": cache,
         "asr": {"model": asr.MODEL_ID, "load_s": round(asr_load, 2), "audio_s": round(piper_audio, 2), **asr_rows},
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "tts.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["# TTS benchmark", "", (f"Machine: {report['machine']}. Produced by `benchmarks/tts.py`; "
-             "RTF = compute s / audio s, model load excluded (first render incl. load listed per backend)."), "",
-             "| voice | backend | gender | split | audio s | RTF | median F0 Hz | median centroid Hz |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['voice']} | {r['backend']} | {r['gender']} | {r['split']} | {r['audio_s']} | {r['rtf']} | "
-              f"{r['median_f0_hz']} | {r['median_centroid_hz']:.0f} |" for r in rows]
+    lines = [
+        "# TTS benchmark",
+        "",
+        (
+            f"Machine: {report['machine']}. Produced by `benchmarks/tts.py`; "
+            "RTF = compute s / audio s, model load excluded (first render incl. load listed per backend)."
+        ),
+        "",
+        "| voice | backend | gender | split | audio s | RTF | median F0 Hz | median centroid Hz |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['voice']} | {r['backend']} | {r['gender']} | {r['split']} | {r['audio_s']} | {r['rtf']} | "
+        f"{r['median_f0_hz']} | {r['median_centroid_hz']:.0f} |"
+        for r in rows
+    ]
     lines += ["", "| backend | median RTF | x espeak | first render incl. load s |", "|---|---|---|---|"]
-    lines += [f"| {b} | {v['median_rtf']} | {v['vs_espeak']} | {v['first_render_incl_load_s']} |" for b, v in by_backend.items()]
-    lines += ["", (f"Cache (piper, {len(SENTENCES)} sentences): miss {cache['miss_s']} s, hit {cache['hit_s']} s, "
-              f"speed-up x{cache['speedup']:.0f}"), "",
-              f"ASR ({asr.MODEL_ID}, load {report['asr']['load_s']} s, {report['asr']['audio_s']} s of piper audio):", "",
-              "| decoding | RTF | mean WER |", "|---|---|---|"]
+    lines += [
+        f"| {b} | {v['median_rtf']} | {v['vs_espeak']} | {v['first_render_incl_load_s']} |"
+        for b, v in by_backend.items()
+    ]
+    lines += [
+        "",
+        (
+            f"Cache (piper, {len(SENTENCES)} sentences): miss {cache['miss_s']} s, hit {cache['hit_s']} s, "
+            f"speed-up x{cache['speedup']:.0f}"
+        ),
+        "",
+        f"ASR ({asr.MODEL_ID}, load {report['asr']['load_s']} s, {report['asr']['audio_s']} s of piper audio):",
+        "",
+        "| decoding | RTF | mean WER |",
+        "|---|---|---|",
+    ]
     lines += [f"| {k} | {v['rtf']} | {v['mean_wer']} |" for k, v in asr_rows.items()]
     lines.append("")
     (out / "tts.md").write_text("\n".join(lines))

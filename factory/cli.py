@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,8 +17,8 @@ from factory.config import ConfigError, RunConfig, load_config
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Synthesise two-channel conversational speech.")
 console = Console()
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set run.seed=7")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set run.seed=7")]
 
 
 def _quiet_prefect() -> None:
@@ -41,11 +41,11 @@ def _load(config: Path | None, overrides: list[str] | None, **shortcuts: object)
 def generate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    samples: Annotated[Optional[int], typer.Option("--samples", "-n", help="run.n_samples")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="run.seed")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="run.run_id")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="run.output_dir")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="run.workers")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", "-n", help="run.n_samples")] = None,
+    seed: Annotated[int | None, typer.Option(help="run.seed")] = None,
+    run_id: Annotated[str | None, typer.Option(help="run.run_id")] = None,
+    out: Annotated[Path | None, typer.Option(help="run.output_dir")] = None,
+    workers: Annotated[int | None, typer.Option(help="run.workers")] = None,
 ) -> None:
     """Generate dialogues into OUT/RUN_ID/ (parquet shards, manifest, config, card)."""
     cfg = _load(config, set_, n_samples=samples, seed=seed, run_id=run_id, output_dir=out, workers=workers)
@@ -55,14 +55,20 @@ def generate(
     from factory.llm.base import LLMUnavailable
     from factory.render.base import BackendUnavailable
     from factory.render.voices import VoiceBankError
+    from factory.script.scenario import ScenarioBankError
     from flows import generate as flow_module
 
     disable_progress_bar()
     console.print(f"run [bold]{cfg.run_id}[/bold]: {cfg.run.n_samples} dialogues -> {cfg.run_dir}")
     lock = threading.Lock()
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
     ) as progress:
         bar = progress.add_task("dialogues", total=cfg.run.n_samples, status="")
         counts = {"ok": 0, "rejected": 0}
@@ -74,7 +80,7 @@ def generate(
 
         try:
             summary = flow_module.run_generate(cfg, on_sample=on_sample)
-        except (LLMUnavailable, BackendUnavailable, VoiceBankError) as exc:
+        except (LLMUnavailable, BackendUnavailable, VoiceBankError, ScenarioBankError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(3) from None
         progress.update(bar, completed=cfg.run.n_samples)
@@ -109,8 +115,8 @@ def summary(run_dir: Path) -> None:
 @app.command()
 def plot(
     run_dir: Path,
-    sample: Annotated[Optional[str], typer.Argument(help="sample id; default: the first")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="PNG path; default RUN_DIR/plots/<id>.png")] = None,
+    sample: Annotated[str | None, typer.Argument(help="sample id; default: the first")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG path; default RUN_DIR/plots/<id>.png")] = None,
 ) -> None:
     """Draw one dialogue: both channels' waveforms under its timeline."""
     from factory.audit.plots import plot_dialogue
@@ -142,8 +148,14 @@ def _print_summary(run_dir: Path) -> None:
         table.add_column(header, no_wrap=True)
     for r in ok.head(20).iter_rows(named=True):
         table.add_row(
-            r["id"], r["mode"], f"{r['duration']:.1f}", str(r["n_turns"]), str(r["n_barge_ins"]),
-            str(r["n_backchannels"]), str(r["n_fillers"]), f"{r['overlap_share']:.2f}",
+            r["id"],
+            r["mode"],
+            f"{r['duration']:.1f}",
+            str(r["n_turns"]),
+            str(r["n_barge_ins"]),
+            str(r["n_backchannels"]),
+            str(r["n_fillers"]),
+            f"{r['overlap_share']:.2f}",
             f"{r['user_voice']} / {r['agent_voice']}",
         )
     # A table wider than a pipe's 80 columns beats a squashed one.

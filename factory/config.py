@@ -53,6 +53,11 @@ class DialogueSection(_Section):
     assistant_agent_words: tuple[int, int] = (20, 50)
     assistant_user_words: tuple[int, int] = (4, 20)
     peer_words: tuple[int, int] = (5, 30)
+    scenario_bank: Path | None = Field(
+        None,
+        description="YAML file or folder of scenario-bank files that extend (or, with `replace`, replace) the "
+        "packaged bank (factory/script/bank); null = the packaged bank only",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DialogueSection:
@@ -98,10 +103,18 @@ class TTSSection(_Section):
         Path(".cache/tts"), description="content-addressed TTS cache (voice, text, settings); null = off"
     )
     qa_wer_threshold: float | None = Field(
-        0.8, ge=0, le=5, description="re-render slower, then reject, turns whose Whisper round trip has a higher "
+        0.8,
+        ge=0,
+        le=5,
+        description="re-render slower, then reject, turns whose Whisper round trip has a higher "
         "WER; null = no intelligibility QA",
     )
     qa_retry_rate: float = Field(0.85, gt=0.3, le=1.0, description="speaking-rate factor of the QA re-render")
+    backend_options: dict[Literal["piper", "kokoro", "espeak", "coqui"], dict[str, Any]] = Field(
+        default_factory=dict,
+        description="construction options per TTS backend, validated by the backend "
+        "(e.g. coqui: {device: cuda:1, batch_size: 32}; espeak: {library: /path/libespeak-ng.so.1})",
+    )
 
 
 class BehaviourSection(_Section):

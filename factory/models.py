@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TIMELINE_SCHEMA_VERSION = "1.0"
+TIMELINE_SCHEMA_VERSION = "2.0"
 
 
 class _Model(BaseModel):
@@ -199,6 +199,17 @@ class EndReason(StrEnum):
     yielded = "yielded"
 
 
+class WordKind(StrEnum):
+    """What a word of the timeline is, so a trainer can weight or drop disfluencies and
+    non-lexical tokens without re-deriving them from the script's marks."""
+
+    word = "word"
+    filler = "filler"  # a filled pause written into the turn ("um", "uh,")
+    restart = "restart"  # the cut-off first attempt of a restart ("I-" in "I- I think")
+    laugh = "laugh"  # a listener's laugh token ("haha")
+    backchannel = "backchannel"  # a listener's backchannel token ("mm-hmm")
+
+
 class TimelineTurn(_Model):
     id: int
     channel: Channel
@@ -217,54 +228,95 @@ class TimelineWord(_Model):
     channel: Channel
     turn: int
     word: str
-    start: float = Field(ge=0)
-    end: float = Field(ge=0)
+    kind: WordKind
+    start: float = Field(ge=0, description="on the sample grid: start * sample_rate is an integer")
+    end: float = Field(ge=0, description="on the sample grid")
     spoken: bool
 
 
-class BargeInEvent(_Model):
+class _Span(_Model):
+    """Every event is a span [start, end] in seconds (equal for an instant), so consumers can
+    sort, window and frame all events alike."""
+
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Span:
+        if self.end < self.start:
+            raise ValueError(f"{getattr(self, 'type', 'event')} ends ({self.end}) before it starts ({self.start})")
+        return self
+
+
+class BargeInEvent(_Span):
+    """`by` takes the floor: `start` = `onset` (the interrupter's first speech), `end` =
+    `victim_stop` (the interrupted speaker's last sample)."""
+
     type: Literal["barge_in"] = "barge_in"
     by: Channel
-    turn: int  # the interrupting turn
+    turn: int = Field(description="the interrupting turn")
     victim_turn: int
-    onset: float
-    victim_stop: float
+    onset: float = Field(ge=0)
+    victim_stop: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _span_is_onset_to_stop(self) -> BargeInEvent:
+        if (self.start, self.end) != (self.onset, self.victim_stop):
+            raise ValueError("a barge-in spans onset to victim_stop: start must equal onset and end victim_stop")
+        return self
 
 
-class BackchannelEvent(_Model):
+class BackchannelEvent(_Span):
     type: Literal["backchannel"] = "backchannel"
     channel: Channel
-    turn: int  # the backchannel's own turn id
+    turn: int = Field(description="the backchannel's own turn id")
     during_turn: int
-    start: float
-    end: float
 
 
-class OverlapEvent(_Model):
+class LaughEvent(_Span):
+    type: Literal["laugh"] = "laugh"
+    channel: Channel
+    turn: int = Field(description="the laugh's own turn id")
+    during_turn: int
+
+
+class FailedInterruptionEvent(_Span):
+    """The listener starts to take the floor during `during_turn` and yields (turn end reason `yielded`)."""
+
+    type: Literal["failed_interruption"] = "failed_interruption"
+    channel: Channel
+    turn: int = Field(description="the yielded attempt's own turn id")
+    during_turn: int
+
+
+class OverlapEvent(_Span):
     type: Literal["overlap"] = "overlap"
-    start: float
-    end: float
     kind: Literal["turn_end", "barge_in", "backchannel", "laugh", "failed_interruption"]
 
 
-class HesitationEvent(_Model):
+class HesitationEvent(_Span):
     type: Literal["hesitation"] = "hesitation"
     channel: Channel
     turn: int
     kind: Literal["filler", "pause", "restart"]
-    start: float
-    end: float
 
 
-class EndOfTurnEvent(_Model):
+class EndOfTurnEvent(_Span):
+    """A turn completed (not cut, not yielded): an instant, start = end = the turn's end."""
+
     type: Literal["end_of_turn"] = "end_of_turn"
     channel: Channel
     turn: int
-    time: float
 
 
 Event = Annotated[
-    BargeInEvent | BackchannelEvent | OverlapEvent | HesitationEvent | EndOfTurnEvent,
+    BargeInEvent
+    | BackchannelEvent
+    | LaughEvent
+    | FailedInterruptionEvent
+    | OverlapEvent
+    | HesitationEvent
+    | EndOfTurnEvent,
     Field(discriminator="type"),
 ]
 
@@ -272,7 +324,7 @@ Event = Annotated[
 class Timeline(_Model):
     """The single source of truth for one dialogue. Every exporter derives from this."""
 
-    schema_version: Literal["1.0"] = TIMELINE_SCHEMA_VERSION
+    schema_version: Literal["2.0"] = TIMELINE_SCHEMA_VERSION
     id: str
     sample_rate: int
     duration: float
@@ -329,8 +381,9 @@ class Voice(_Model):
     speaker: str | None = Field(None, description="speaker id, style or variant inside the model")
     reference: str | None = Field(None, description="reference clip for cloning backends")
     group: str | None = Field(
-        None, description="underlying speaker; voices sharing a group (prosody variants of one "
-        "model speaker) must share a split. Defaults to the id."
+        None,
+        description="underlying speaker; voices sharing a group (prosody variants of one "
+        "model speaker) must share a split. Defaults to the id.",
     )
     gender: Literal["female", "male", "unknown"] = "unknown"
     accent: str = "unknown"
@@ -417,7 +470,8 @@ class SampleMeta(_Model):
     timeline: Timeline
     recipe: MixRecipe
     augmentation: list[AugmentationRecord] | None = Field(
-        None, description="null: no augmented audio was made for this sample")
+        None, description="null: no augmented audio was made for this sample"
+    )
     voices: dict[Channel, str]
     llm: str
 

@@ -9,6 +9,7 @@ rejected with a reason for the manifest.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -22,13 +23,24 @@ from typing import Any
 
 from factory.audio.edit import resample_utterance
 from factory.audio.mix import MixError, audio_sha256, flac_bytes, loudness_gains, mix, place
-from factory.augment.noise import add_noise
+from factory.augment import augment_sample
 from factory.config import RunConfig
 from factory.llm import get_llm
 from factory.llm.base import LLMBackend, LLMError
 from factory.models import (
-    Channel, InsertedSilence, ListenerMark, ManifestRow, MixPiece, MixRecipe, PieceSource, Sample, SampleMeta,
-    SampleStatus, TurnKind, Utterance, Voice,
+    Channel,
+    InsertedSilence,
+    ListenerMark,
+    ManifestRow,
+    MixPiece,
+    MixRecipe,
+    PieceSource,
+    Sample,
+    SampleMeta,
+    SampleStatus,
+    TurnKind,
+    Utterance,
+    Voice,
 )
 from factory.render.base import TTSBackend, TTSError
 from factory.render.cache import CachedBackend
@@ -36,7 +48,7 @@ from factory.render.qa import render_checked
 from factory.render.registry import get_backend
 from factory.render.voices import VoiceBank
 from factory.script.compose import write_script, write_script_structured
-from factory.script.scenario import draw_scenario
+from factory.script.scenario import draw_scenario, load_bank
 from factory.script.writer import TurnRejected
 from factory.seeding import rng_for
 from factory.timeline.measures import behaviour_counts, overlap_share, unmet_minimums
@@ -88,8 +100,14 @@ def llm_for(cfg: RunConfig) -> LLMBackend:
     if cfg.llm.backend == "embedded":
         options = {"model_path": cfg.llm.model_path, "n_threads": cfg.llm.n_threads}
     else:
-        options = {"base_url": cfg.llm.base_url, "model": cfg.llm.model, "concurrency": cfg.llm.concurrency,
-                   "timeout_s": cfg.llm.timeout_s, "max_retries": cfg.llm.max_retries, "api_key_env": cfg.llm.api_key_env}
+        options = {
+            "base_url": cfg.llm.base_url,
+            "model": cfg.llm.model,
+            "concurrency": cfg.llm.concurrency,
+            "timeout_s": cfg.llm.timeout_s,
+            "max_retries": cfg.llm.max_retries,
+            "api_key_env": cfg.llm.api_key_env,
+        }
     return _llm(cfg.llm.backend, tuple(sorted(options.items())))
 
 
@@ -110,7 +128,7 @@ def pick_voices(cfg: RunConfig, key: str) -> dict[Channel, Voice]:
 
 def preflight(cfg: RunConfig) -> None:
     """Fail fast, before any shard starts, on what would fail every sample: the voice bank, fixed
-    voice ids, the LLM (weights or server) and the TTS backends of the split's voices."""
+    voice ids, the scenario bank, the LLM (weights or server) and the TTS backends of the split's voices."""
     bank = voice_bank(cfg.tts.voice_bank)
     if cfg.tts.user_voice or cfg.tts.agent_voice:
         voices = list(pick_voices(cfg, "preflight").values())
@@ -119,13 +137,18 @@ def preflight(cfg: RunConfig) -> None:
         if len({v.group or v.id for v in voices}) < 2:
             raise ValueError(f"voice bank {cfg.tts.voice_bank} has fewer than two speakers in split {cfg.run.split!r}")
     for backend in sorted({v.backend for v in voices}):
-        get_backend(backend)
+        get_backend(backend, cfg.tts.backend_options.get(backend))
+    load_bank(cfg.dialogue.scenario_bank)
     llm_for(cfg)
 
 
+def tts_backend(name: str, cfg: RunConfig) -> TTSBackend:
+    return _tts_backend(name, cfg.tts.cache_dir, json.dumps(cfg.tts.backend_options.get(name, {}), sort_keys=True))
+
+
 @lru_cache(maxsize=16)
-def tts_backend(name: str, cache_dir: Path | None) -> TTSBackend:
-    backend = get_backend(name)
+def _tts_backend(name: str, cache_dir: Path | None, options_json: str) -> TTSBackend:
+    backend = get_backend(name, json.loads(options_json))
     return CachedBackend(backend, cache_dir) if cache_dir is not None else backend
 
 
@@ -141,7 +164,7 @@ class Rendered:
 def render(text: str, voice: Voice, rate: float, cfg: RunConfig) -> Rendered:
     """Render (through the cache), check intelligibility by ASR round trip when configured
     (re-rendering slower once before rejecting), and resample to the run's rate."""
-    backend = tts_backend(voice.backend, cfg.tts.cache_dir)
+    backend = tts_backend(voice.backend, cfg)
     used: list[float] = []
 
     def synthesize(r: float) -> Utterance:
@@ -158,8 +181,14 @@ def render(text: str, voice: Voice, rate: float, cfg: RunConfig) -> Rendered:
     resampled = resample_utterance(utt, cfg.audio.sample_rate)
     key = backend.key(text, voice, used[-1]) if isinstance(backend, CachedBackend) else None
     source = PieceSource(
-        cache_key=key, backend=voice.backend, voice_id=voice.id, text=text, rate=used[-1],
-        sample_rate=utt.sample_rate, n_samples=len(resampled.audio), sha256=audio_sha256(resampled.audio),
+        cache_key=key,
+        backend=voice.backend,
+        voice_id=voice.id,
+        text=text,
+        rate=used[-1],
+        sample_rate=utt.sample_rate,
+        n_samples=len(resampled.audio),
+        sha256=audio_sha256(resampled.audio),
     )
     return Rendered(resampled, source)
 
@@ -167,9 +196,13 @@ def render(text: str, voice: Voice, rate: float, cfg: RunConfig) -> Rendered:
 def recipe_pieces(placements: list[Placement], sources: dict[tuple[str, int], Rendered]) -> list[MixPiece]:
     return [
         MixPiece(
-            channel=p.channel, source=sources[p.key].source,
+            channel=p.channel,
+            source=sources[p.key].source,
             silences=[InsertedSilence(at=a, length=n) for a, n in p.silences],
-            length=len(p.audio), cut=p.cut, fade=p.fade, offset=p.start,
+            length=len(p.audio),
+            cut=p.cut,
+            fade=p.fade,
+            offset=p.start,
         )
         for p in placements
     ]
@@ -180,7 +213,13 @@ def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = 
     """Everything for one dialogue; raises SampleRejected (or a backend error) on failure."""
     seed, sr = cfg.run.seed, cfg.audio.sample_rate
     times = times or StageTimes()
-    scenario = draw_scenario(sid, rng_for(seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns)
+    scenario = draw_scenario(
+        sid,
+        rng_for(seed, key, "scenario"),
+        cfg.dialogue.mode_weights,
+        cfg.dialogue.n_turns,
+        load_bank(cfg.dialogue.scenario_bank),
+    )
     voices = pick_voices(cfg, key)
     with times("script"):
         try:
@@ -201,44 +240,71 @@ def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = 
                 sources[("reaction", k)] = render(m.token, voices[listener], rates[listener], cfg)
     with times("timeline"):
         timeline, placements = build_timeline(
-            sid, script, [sources[("turn", i)].utt for i in range(len(script.turns))],
+            sid,
+            script,
+            [sources[("turn", i)].utt for i in range(len(script.turns))],
             {k: r.utt for (kind, k), r in sources.items() if kind == "reaction"},
             {ch: v.id for ch, v in voices.items()},
-            rng_for(seed, key, "timeline"), cfg.timing, cfg.audio.fade_ms / 1000,
+            rng_for(seed, key, "timeline"),
+            cfg.timing,
+            cfg.audio.fade_ms / 1000,
         )
         b = cfg.behaviour
-        unmet = unmet_minimums(timeline, {"fillers": b.min_fillers, "backchannels": b.min_backchannels,
-                                          "barge_ins": b.min_barge_ins})
+        unmet = unmet_minimums(
+            timeline, {"fillers": b.min_fillers, "backchannels": b.min_backchannels, "barge_ins": b.min_barge_ins}
+        )
         if unmet:
             raise SampleRejected(f"behaviour_minimum: {unmet[0]}")
 
     with times("mix"):
         pieces = recipe_pieces(placements, sources)
-        recipe = MixRecipe(sample_rate=sr, n_samples=int(round(timeline.duration * sr)), pieces=pieces,
-                           gains=(1.0, 1.0), target_lufs=cfg.audio.target_lufs, peak_dbfs=cfg.audio.peak_dbfs)
+        recipe = MixRecipe(
+            sample_rate=sr,
+            n_samples=int(round(timeline.duration * sr)),
+            pieces=pieces,
+            gains=(1.0, 1.0),
+            target_lufs=cfg.audio.target_lufs,
+            peak_dbfs=cfg.audio.peak_dbfs,
+        )
         audio = [sources[p.key].utt.audio for p in placements]
         recipe.gains = loudness_gains(place(recipe, audio), sr, cfg.audio.target_lufs, cfg.audio.peak_dbfs)
         clean = mix(recipe, audio)
-        augmented = add_noise(clean, sr, cfg.augment, rng_for(seed, key, "augment"), cfg.audio.peak_dbfs)
     meta = SampleMeta(
-        id=sid, split=cfg.run.split, run_seed=seed, sample_key=key, scenario=scenario, script=script,
-        timeline=timeline, recipe=recipe, augmentation=augmented[1] if augmented else None,
-        voices={ch: v.id for ch, v in voices.items()}, llm=script.llm,
+        id=sid,
+        split=cfg.run.split,
+        run_seed=seed,
+        sample_key=key,
+        scenario=scenario,
+        script=script,
+        timeline=timeline,
+        recipe=recipe,
+        voices={ch: v.id for ch, v in voices.items()},
+        llm=script.llm,
     )
-    return Sample(meta=meta, stems=clean, augmented=augmented[0] if augmented else None)
+    with times("augment"):
+        return augment_sample(Sample(meta=meta, stems=clean), cfg.augment)
 
 
 def manifest_row(sample: Sample, shard: str) -> ManifestRow:
     tl, counts = sample.timeline, behaviour_counts(sample.timeline)
     return ManifestRow(
-        id=sample.id, shard=shard, status=SampleStatus.ok, split=sample.meta.split, mode=sample.meta.scenario.mode,
-        duration=tl.duration, n_turns=sum(t.kind is TurnKind.turn for t in tl.turns),
-        n_words=sum(w.spoken for w in tl.words), n_barge_ins=counts["barge_ins"],
-        n_backchannels=counts["backchannels"], n_fillers=counts["fillers"],
+        id=sample.id,
+        shard=shard,
+        status=SampleStatus.ok,
+        split=sample.meta.split,
+        mode=sample.meta.scenario.mode,
+        duration=tl.duration,
+        n_turns=sum(t.kind is TurnKind.turn for t in tl.turns),
+        n_words=sum(w.spoken for w in tl.words),
+        n_barge_ins=counts["barge_ins"],
+        n_backchannels=counts["backchannels"],
+        n_fillers=counts["fillers"],
         overlap_share=round(overlap_share(tl), 4),
         wer_max=max((t.qa_wer for t in tl.turns if t.qa_wer is not None), default=None),
-        user_voice=sample.meta.voices[Channel.user], agent_voice=sample.meta.voices[Channel.agent],
-        llm=sample.meta.llm, audio_sha256=hashlib.sha256(flac_bytes(sample.stems, sample.sample_rate)).hexdigest(),
+        user_voice=sample.meta.voices[Channel.user],
+        agent_voice=sample.meta.voices[Channel.agent],
+        llm=sample.meta.llm,
+        audio_sha256=hashlib.sha256(flac_bytes(sample.stems, sample.sample_rate)).hexdigest(),
     )
 
 

@@ -12,12 +12,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from factory.config import RunConfig
-from factory.models import ManifestRow, Scenario, Script, Timeline, Voice
+from factory.models import ManifestRow, MixRecipe, SampleMeta, Scenario, Script, Timeline, Voice
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 MODELS: dict[str, type[BaseModel]] = {
     "timeline": Timeline,
+    "mix_recipe": MixRecipe,
+    "sample": SampleMeta,
     "script": Script,
     "scenario": Scenario,
     "manifest_row": ManifestRow,

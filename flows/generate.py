@@ -1,9 +1,11 @@
-"""Prefect flow: one task per shard. Orchestration only; the work is in `factory.pipeline`.
+"""Prefect flow: one task per shard. Orchestration only; the work is in `factory.run.shards`
+and `factory.pipeline`.
 
 Run it with `duplex-factory generate` (ephemeral Prefect, no server) or deploy it on a
 schedule (see README "Scheduling"). Shard tasks run in a thread pool of `run.workers` threads:
-the heavy parts (llama.cpp, onnxruntime, CTranslate2, FLAC) release the GIL. A re-run with the same config resumes: finished shards
-are verified by checksum and skipped, broken or missing ones are redone.
+the heavy parts (llama.cpp, onnxruntime, CTranslate2, FLAC) release the GIL. A re-run with the
+same config resumes: finished shards are verified by checksum and skipped, broken or missing
+ones are redone.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ def shard_task(config: dict[str, Any], spec: ShardSpec, on_sample: OnSample | No
     cfg = RunConfig.model_validate(config)
     result = generate_shard(cfg, spec, on_sample=on_sample)
     get_run_logger().info(
-        "%s: %s, %d ok, %d rejected", spec.name, "skipped (complete)" if result.skipped else "written",
-        result.n_ok, result.n_rejected,
+        "%s: %s, %d ok, %d rejected",
+        spec.name,
+        "skipped (complete)" if result.skipped else "written",
+        result.n_ok,
+        result.n_rejected,
     )
     return result
 

@@ -14,11 +14,12 @@ import sys
 
 
 def check_main() -> list[str]:
-    import factory.cli  # noqa: F401  the whole CLI import graph
     import faster_whisper  # noqa: F401
     import llama_cpp  # noqa: F401
     import piper  # noqa: F401
     import prefect  # noqa: F401
+
+    import factory.cli  # noqa: F401  the whole CLI import graph
 
     return ["prefect", "llama-cpp-python", "piper-tts", "faster-whisper", "datasets"]
 

@@ -45,7 +45,9 @@ def main(out: Path) -> None:
     # dequantize=True: transformers otherwise keeps the GGUF blocks packed, which it cannot save
     # and vLLM cannot load. bfloat16 halves the folder and is what vLLM's CPU backend computes in.
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16,
+        gguf.parent,
+        gguf_file=gguf.name,
+        dtype=torch.bfloat16,
         quantization_config=GgufConfig(dequantize=True),
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -32,13 +32,17 @@ SPEAKERS = ("p225", "p226", "p227", "p228")
 
 # A smaller VITS of the same class (same layers, fewer channels): ~10x faster on a busy
 # 2-core CPU, for the tests. The default size is Coqui's VITS (83M parameters, ~330 MB).
-SMALL_VITS = {"hidden_channels": 96, "hidden_channels_ffn_text_encoder": 256, "num_layers_text_encoder": 2,
-              "num_layers_posterior_encoder": 4, "upsample_initial_channel_decoder": 128,
-              "speaker_embedding_channels": 64}
+SMALL_VITS = {
+    "hidden_channels": 96,
+    "hidden_channels_ffn_text_encoder": 256,
+    "num_layers_text_encoder": 2,
+    "num_layers_posterior_encoder": 4,
+    "upsample_initial_channel_decoder": 128,
+    "speaker_embedding_channels": 64,
+}
 
 
-def build_vits(out: Path, n_speakers: int = 4, seed: int = 0, small: bool = False,
-               phonemes: bool = False) -> Path:
+def build_vits(out: Path, n_speakers: int = 4, seed: int = 0, small: bool = False, phonemes: bool = False) -> Path:
     """`phonemes=True`: IPA input through Coqui's espeak phonemizer (needs espeak-ng), as in
     tts_models/en/vctk/vits; else graphemes with english_cleaners."""
     import torch
@@ -58,8 +62,9 @@ def build_vits(out: Path, n_speakers: int = 4, seed: int = 0, small: bool = Fals
         add_blank=True,
         use_speaker_embedding=True,
         speakers_file=str(speakers_file.resolve()),
-        model_args=VitsArgs(use_speaker_embedding=True, speakers_file=str(speakers_file.resolve()),
-                            **(SMALL_VITS if small else {})),
+        model_args=VitsArgs(
+            use_speaker_embedding=True, speakers_file=str(speakers_file.resolve()), **(SMALL_VITS if small else {})
+        ),
     )
     model = Vits(config)  # = Vits.init_from_config(config), deprecated in 0.28
     model.eval()
@@ -93,10 +98,17 @@ def build_xtts(out: Path, seed: int = 0) -> Path:
     build_xtts_vocab(out / "vocab.json")
     torch.manual_seed(seed)
     args = XttsArgs(
-        gpt_layers=2, gpt_n_model_channels=256, gpt_n_heads=4,
-        gpt_max_audio_tokens=64, gpt_max_text_tokens=402, gpt_max_prompt_tokens=70,
-        gpt_number_text_tokens=256, gpt_num_audio_tokens=1026,
-        gpt_start_audio_token=1024, gpt_stop_audio_token=1025, decoder_input_dim=256,
+        gpt_layers=2,
+        gpt_n_model_channels=256,
+        gpt_n_heads=4,
+        gpt_max_audio_tokens=64,
+        gpt_max_text_tokens=402,
+        gpt_max_prompt_tokens=70,
+        gpt_number_text_tokens=256,
+        gpt_num_audio_tokens=1026,
+        gpt_start_audio_token=1024,
+        gpt_stop_audio_token=1025,
+        decoder_input_dim=256,
         tokenizer_file=str((out / "vocab.json").resolve()),
     )
     config = XttsConfig(model_args=args, languages=["en"])
@@ -118,7 +130,11 @@ def main() -> None:
     ap.add_argument("--xtts", action="store_true", help="also build the XTTS architecture")
     a = ap.parse_args()
     t = time.perf_counter()
-    print("vits:", build_vits(a.out / "vits-ms", a.speakers, small=a.small, phonemes=a.phonemes), f"{time.perf_counter() - t:.1f} s")
+    print(
+        "vits:",
+        build_vits(a.out / "vits-ms", a.speakers, small=a.small, phonemes=a.phonemes),
+        f"{time.perf_counter() - t:.1f} s",
+    )
     if a.xtts:
         t = time.perf_counter()
         print("xtts:", build_xtts(a.out / "xtts"), f"{time.perf_counter() - t:.1f} s")

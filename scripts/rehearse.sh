@@ -17,7 +17,7 @@ git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' 
 done
 
 export DUPLEX_ENVS_DIR="$ROOT/cache/envs" DUPLEX_WHEELS_DIR="$ROOT/cache/wheels"
-export DUPLEX_UV_HOME="$ROOT/cache/uv-tool" UV_CACHE_DIR="$ROOT/cache/uv"
+export DUPLEX_UV_HOME="$ROOT/cache/uv-tool" UV_CACHE_DIR="$ROOT/cache/uv" PIP_NO_CACHE_DIR=1
 cd "$ROOT/repo"
 total=$(date +%s)
 for step in setup.sh setup_vllm.sh setup_coqui.sh; do

@@ -60,20 +60,23 @@ class ServerStartError(RuntimeError):
     """A server exited or did not become ready; the message carries its log's tail."""
 
 
-def start_server(name: str, cmd: list[str], port: int, log: Path, ready_s: float,
-                 env: dict[str, str] | None = None) -> Server:
+def start_server(
+    name: str, cmd: list[str], port: int, log: Path, ready_s: float, env: dict[str, str] | None = None
+) -> Server:
     """Starts `cmd` in its own process group (vLLM forks an engine process that must die with
     it), then polls /v1/models until it lists a model."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
     server = Server(name, f"http://127.0.0.1:{port}/v1", log, proc, 0.0)
     while time.monotonic() < started + ready_s:
         if proc.poll() is not None:
-            raise ServerStartError(f"{name} exited with {proc.returncode} while starting; "
-                                   f"log {log}:\n{server.log_tail()}")
+            raise ServerStartError(
+                f"{name} exited with {proc.returncode} while starting; log {log}:\n{server.log_tail()}"
+            )
         try:
             if httpx.get(server.base_url + "/models", timeout=2.0).json().get("data"):
                 server.started_in_s = time.monotonic() - started
@@ -89,18 +92,31 @@ def llama_command(port: int) -> list[str]:
     """llama-cpp-python's server on the packaged SmolLM2-135M GGUF."""
     from factory.llm.embedded import default_model_path
 
-    return [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-            "--model_alias", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-            # One thread: on 2 cores under load, 2 threads fell to 5-7 tok/s (environment.md).
-            "--n_threads", "1", "--n_ctx", "2048"]
+    return [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(default_model_path()),
+        "--model_alias",
+        SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        # One thread: on 2 cores under load, 2 threads fell to 5-7 tok/s (environment.md).
+        "--n_threads",
+        "1",
+        "--n_ctx",
+        "2048",
+    ]
 
 
 def vllm_missing() -> str | None:
     """Why the vLLM server cannot start here, or None."""
     if (VLLM_ENV / "bin" / "python").exists() and (VLLM_MODEL / "config.json").exists():
         return None
-    return (f"the vLLM server needs {VLLM_ENV} and {VLLM_MODEL}: run scripts/setup_vllm.sh "
-            "(once, ~2-4 min)")
+    return f"the vLLM server needs {VLLM_ENV} and {VLLM_MODEL}: run scripts/setup_vllm.sh (once, ~2-4 min)"
 
 
 def vllm_command(port: int, cache_dir: Path) -> tuple[list[str], dict[str, str]]:
@@ -113,13 +129,28 @@ def vllm_command(port: int, cache_dir: Path) -> tuple[list[str], dict[str, str]]
         "VLLM_CACHE_ROOT": str(cache_dir),
         "VLLM_NO_USAGE_STATS": "1",
     }
-    cmd = [str(VLLM_ENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
-           "--model", str(VLLM_MODEL), "--served-model-name", SERVED_NAME,
-           "--host", "127.0.0.1", "--port", str(port),
-           # --enforce-eager: no graph capture, ready in ~25-60 s instead of ~95 s.
-           "--max-model-len", "2048", "--enforce-eager", "--seed", "0",
-           # Compact JSON: a small model otherwise pads guided output with runs of newlines.
-           "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
+    cmd = [
+        str(VLLM_ENV / "bin" / "python"),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(VLLM_MODEL),
+        "--served-model-name",
+        SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        # --enforce-eager: no graph capture, ready in ~25-60 s instead of ~95 s.
+        "--max-model-len",
+        "2048",
+        "--enforce-eager",
+        "--seed",
+        "0",
+        # Compact JSON: a small model otherwise pads guided output with runs of newlines.
+        "--structured-outputs-config",
+        '{"backend": "xgrammar", "disable_any_whitespace": true}',
+    ]
     return cmd, env
 
 
@@ -139,8 +170,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         import llama_cpp.server.app  # noqa: F401  (the [server] extra's deps)
     except ImportError as exc:
-        pytest.fail(f"llama-cpp-python's server dependencies are missing ({exc}): "
-                    "pip install 'llama-cpp-python[server]'")
+        pytest.fail(
+            f"llama-cpp-python's server dependencies are missing ({exc}): pip install 'llama-cpp-python[server]'"
+        )
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
     try:
@@ -175,7 +207,9 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def completion_body(content: str, model: str = "fake") -> dict:
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "model": model,
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
     }

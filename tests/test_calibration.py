@@ -19,16 +19,120 @@ import re
 import numpy as np
 import pytest
 
-from factory.script.calibrate import calibrate_marks, content_words, measure_rates
 from factory.config import RunConfig
 from factory.models import BargeIn, Filler, Mode, Restart, Script, ScriptTurn
-from factory.script.scenario import draw_scenario
+from factory.script.calibrate import calibrate_marks, content_words, measure_rates
 from factory.script.compose import write_script
+from factory.script.scenario import draw_scenario
 from factory.seeding import rng_for
 
 N_DIALOGUES = 200
 TOLERANCE = 0.20
-WORDS = ["i", "think", "we", "could", "try", "the", "other", "way", "if", "it", "is", "not", "too", "late", "and", "you", "know", "that", "sounds", "good", "but", "maybe", "we", "should", "check", "first", "what", "time", "the", "shop", "opens", "tomorrow", "because", "my", "sister", "wants", "to", "come", "with", "us", "so", "let", "me", "ask", "her", "about", "it", "then", "we", "can", "go", "after", "lunch", "or", "later", "in", "the", "day", "when", "the", "weather", "is", "better", "right", "now", "it", "is", "raining", "a", "lot", "here", "and", "the", "bus", "was", "slow", "this", "morning", "actually", "the", "car", "needs", "new", "tyres", "soon", "which", "will", "cost", "some", "money", "so", "we", "have", "to", "plan", "our", "budget", "for", "the", "next", "month", "as", "well"]
+WORDS = [
+    "i",
+    "think",
+    "we",
+    "could",
+    "try",
+    "the",
+    "other",
+    "way",
+    "if",
+    "it",
+    "is",
+    "not",
+    "too",
+    "late",
+    "and",
+    "you",
+    "know",
+    "that",
+    "sounds",
+    "good",
+    "but",
+    "maybe",
+    "we",
+    "should",
+    "check",
+    "first",
+    "what",
+    "time",
+    "the",
+    "shop",
+    "opens",
+    "tomorrow",
+    "because",
+    "my",
+    "sister",
+    "wants",
+    "to",
+    "come",
+    "with",
+    "us",
+    "so",
+    "let",
+    "me",
+    "ask",
+    "her",
+    "about",
+    "it",
+    "then",
+    "we",
+    "can",
+    "go",
+    "after",
+    "lunch",
+    "or",
+    "later",
+    "in",
+    "the",
+    "day",
+    "when",
+    "the",
+    "weather",
+    "is",
+    "better",
+    "right",
+    "now",
+    "it",
+    "is",
+    "raining",
+    "a",
+    "lot",
+    "here",
+    "and",
+    "the",
+    "bus",
+    "was",
+    "slow",
+    "this",
+    "morning",
+    "actually",
+    "the",
+    "car",
+    "needs",
+    "new",
+    "tyres",
+    "soon",
+    "which",
+    "will",
+    "cost",
+    "some",
+    "money",
+    "so",
+    "we",
+    "have",
+    "to",
+    "plan",
+    "our",
+    "budget",
+    "for",
+    "the",
+    "next",
+    "month",
+    "as",
+    "well",
+]
 
 
 class SyntheticLLM:
@@ -53,7 +157,9 @@ def _scripts(cfg: RunConfig) -> list[tuple[Script, Mode]]:
     llm = SyntheticLLM()
     for k in range(N_DIALOGUES):
         key = f"cal-{k}"
-        scenario = draw_scenario(key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns)
+        scenario = draw_scenario(
+            key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns
+        )
         out.append((write_script(llm, scenario, cfg, key), scenario.mode))
     return out
 
@@ -90,9 +196,18 @@ def _misses(rates: dict[str, float], cfg: RunConfig) -> dict[str, tuple[float, f
 
 def _cuts(script: Script) -> list[tuple[int, int]]:
     """(victim turn, written words heard): the cut in content words, whatever was inserted before it."""
-    return [(m.turn, m.heard_words - sum(isinstance(k, Filler | Restart) and k.turn == m.turn
-                                         and k.word_index < m.heard_words for k in script.marks))
-            for m in script.marks if isinstance(m, BargeIn)]
+    return [
+        (
+            m.turn,
+            m.heard_words
+            - sum(
+                isinstance(k, Filler | Restart) and k.turn == m.turn and k.word_index < m.heard_words
+                for k in script.marks
+            ),
+        )
+        for m in script.marks
+        if isinstance(m, BargeIn)
+    ]
 
 
 def _strip(script: Script) -> Script:
@@ -116,8 +231,11 @@ def test_calibrate_empty_marks_reaches_targets(planned, cfg):
     for k, (script, mode) in enumerate(planned):
         bare = _strip(script)
         assert content_words(bare) == content_words(script)
-        calibrated.append(calibrate_marks(bare, rng_for(7, f"cal-{k}", "calibrate"), cfg.behaviour,
-                                          cfg.timing.pause_median, mode=mode))
+        calibrated.append(
+            calibrate_marks(
+                bare, rng_for(7, f"cal-{k}", "calibrate"), cfg.behaviour, cfg.timing.pause_median, mode=mode
+            )
+        )
     rates = _rates(calibrated)
     assert not _misses(rates, cfg), rates
     for before, after in zip(planned, calibrated, strict=True):
@@ -126,8 +244,9 @@ def test_calibrate_empty_marks_reaches_targets(planned, cfg):
 
 def test_calibrate_keeps_valid_proposals(planned, cfg):
     for k, (script, mode) in enumerate(planned[:50]):
-        out = calibrate_marks(script, rng_for(7, f"keep-{k}", "calibrate"), cfg.behaviour, cfg.timing.pause_median,
-                              mode=mode)
+        out = calibrate_marks(
+            script, rng_for(7, f"keep-{k}", "calibrate"), cfg.behaviour, cfg.timing.pause_median, mode=mode
+        )
         # proposed barge-ins survive, cutting after the same written word, unless beyond 2x the target
         before, after = _cuts(script), _cuts(out)
         assert set(after) <= set(before) and len(after) == min(len(before), 2)
@@ -135,25 +254,38 @@ def test_calibrate_keeps_valid_proposals(planned, cfg):
 
 
 def test_calibrate_removes_excess(planned, cfg):
-    high = cfg.behaviour.model_copy(update={"fillers_per_100_words": 25.0, "restarts_per_100_words": 10.0,
-                                           "pauses_per_100_words": 15.0, "backchannels_per_minute": 30.0,
-                                           "barge_ins_per_dialogue": 4.0, "min_barge_ins": 4})
+    high = cfg.behaviour.model_copy(
+        update={
+            "fillers_per_100_words": 25.0,
+            "restarts_per_100_words": 10.0,
+            "pauses_per_100_words": 15.0,
+            "backchannels_per_minute": 30.0,
+            "barge_ins_per_dialogue": 4.0,
+            "min_barge_ins": 4,
+        }
+    )
     noisy = []
     for k, (script, mode) in enumerate(planned[:100]):
         bare = _strip(script)
         over = calibrate_marks(bare, rng_for(3, f"over-{k}", "calibrate"), high, cfg.timing.pause_median, mode=mode)
         noisy.append((bare, over, mode))
     for k, (bare, over, mode) in enumerate(noisy):
-        out = calibrate_marks(over, rng_for(5, f"fix-{k}", "calibrate"), cfg.behaviour, cfg.timing.pause_median, mode=mode)
+        out = calibrate_marks(
+            over, rng_for(5, f"fix-{k}", "calibrate"), cfg.behaviour, cfg.timing.pause_median, mode=mode
+        )
         r = measure_rates(out)
         words = content_words(out)
         assert content_words(out) == content_words(bare)
-        assert r["filler"] <= np.ceil(2 * cfg.behaviour.fillers_per_100_words * words / 100) or r["filler"] <= cfg.behaviour.min_fillers
+        assert (
+            r["filler"] <= np.ceil(2 * cfg.behaviour.fillers_per_100_words * words / 100)
+            or r["filler"] <= cfg.behaviour.min_fillers
+        )
         assert r["restart"] <= np.ceil(2 * cfg.behaviour.restarts_per_100_words * words / 100)
         assert r["pause"] <= np.ceil(2 * cfg.behaviour.pauses_per_100_words * words / 100)
         assert r["barge_in"] <= 2
-        assert r["backchannel"] <= max(np.ceil(2 * cfg.behaviour.backchannels_per_minute * r["speech_minutes"]),
-                                       cfg.behaviour.min_backchannels)
+        assert r["backchannel"] <= max(
+            np.ceil(2 * cfg.behaviour.backchannels_per_minute * r["speech_minutes"]), cfg.behaviour.min_backchannels
+        )
 
 
 def test_calibrate_is_deterministic(planned, cfg):
@@ -173,8 +305,9 @@ def test_planned_scripts_round_trip_through_the_llm_format(planned):
     exact = 0
     for script, mode in planned[:100]:
         scenario = SCENARIO.model_copy(update={"id": script.scenario_id, "mode": mode, "n_turns": len(script.turns)})
-        parsed, report = parse_script(json.dumps(script_to_response(script)), scenario, min_words=1, max_words=400,
-                                      llm=script.llm)
+        parsed, report = parse_script(
+            json.dumps(script_to_response(script)), scenario, min_words=1, max_words=400, llm=script.llm
+        )
         assert parsed.turns == script.turns
         assert len(parsed.marks) <= len(script.marks)
         # The planner may attach a pause, cut or backchannel to an inserted token ("um, <pause>"), which
@@ -182,7 +315,9 @@ def test_planned_scripts_round_trip_through_the_llm_format(planned):
         on_inserted = any(
             (m.heard_words - 1 if isinstance(m, BargeIn) else m.word_index)
             in {k.word_index for k in script.marks if isinstance(k, Filler | Restart) and k.turn == m.turn}
-            for m in script.marks if not isinstance(m, Filler | Restart))
+            for m in script.marks
+            if not isinstance(m, Filler | Restart)
+        )
         if not on_inserted:
             assert sorted(map(repr, parsed.marks)) == sorted(map(repr, script.marks)), report.as_dict()
             exact += 1
@@ -191,6 +326,12 @@ def test_planned_scripts_round_trip_through_the_llm_format(planned):
 
 def test_calibrate_without_adding_barge_ins(planned, cfg):
     for k, (script, mode) in enumerate(planned[:30]):
-        out = calibrate_marks(_strip(script), rng_for(2, f"nb-{k}", "calibrate"), cfg.behaviour,
-                              cfg.timing.pause_median, mode=mode, add_barge_ins=False)
+        out = calibrate_marks(
+            _strip(script),
+            rng_for(2, f"nb-{k}", "calibrate"),
+            cfg.behaviour,
+            cfg.timing.pause_median,
+            mode=mode,
+            add_barge_ins=False,
+        )
         assert not any(isinstance(m, BargeIn) for m in out.marks)

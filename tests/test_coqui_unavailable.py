@@ -11,8 +11,10 @@ from factory.render.base import BackendUnavailable
 from factory.render.registry import BACKENDS, get_backend
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is not None and importlib.util.find_spec("TTS") is not None,
-                    reason="coqui-tts is installed here: tests/coqui cover it")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is not None and importlib.util.find_spec("TTS") is not None,
+    reason="coqui-tts is installed here: tests/coqui cover it",
+)
 def test_coqui_unavailable_names_setup_script() -> None:
     assert "coqui" in BACKENDS
     with pytest.raises(BackendUnavailable) as info:

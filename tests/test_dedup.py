@@ -80,10 +80,17 @@ def test_threshold_configurable():
 
 def test_signature_deterministic_across_processes():
     here = signature(BASE).hashvalues
-    code = ("from factory.script.dedup import signature; import sys; "
-            f"sys.stdout.write(','.join(map(str, signature({BASE!r}).hashvalues)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout
+    code = (
+        "from factory.script.dedup import signature; import sys; "
+        f"sys.stdout.write(','.join(map(str, signature({BASE!r}).hashvalues)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+    ).stdout
     assert [int(x) for x in out.split(",")] == here.tolist()
 
 

@@ -26,7 +26,9 @@ TOLERANCE_S = 0.030
 
 def test_run_layout_and_datasets_loading(tiny_run: Path) -> None:
     assert sorted(p.name for p in (tiny_run / "data").iterdir()) == [
-        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
     manifest = pl.read_parquet(tiny_run / "manifest.parquet")
     assert manifest["id"].to_list() == [f"train-{i:07d}" for i in range(4)]
     assert manifest["status"].to_list() == ["ok"] * 4, manifest.filter(pl.col("status") != "ok")["reason"].to_list()
@@ -79,10 +81,10 @@ def test_barge_in_victims_fall_silent(tiny_run: Path) -> None:
             active = frame_activity(stereo[:, victim.channel.index], sr)
             later = [t.start for t in tl.turns if t.channel is victim.channel and t.start > victim.end]
             quiet_until = min(later, default=tl.duration)
-            after = active[int((e.victim_stop + TOLERANCE_S) / 0.01): int((quiet_until - TOLERANCE_S) / 0.01)]
+            after = active[int((e.victim_stop + TOLERANCE_S) / 0.01) : int((quiet_until - TOLERANCE_S) / 0.01)]
             assert not after.any(), f"{row['id']}: interrupted channel speaks after its stop"
             other = frame_activity(stereo[:, interrupter.channel.index], sr)
-            assert other[int(e.onset / 0.01) + 1: int(e.victim_stop / 0.01)].any(), "interrupter silent in overlap"
+            assert other[int(e.onset / 0.01) + 1 : int(e.victim_stop / 0.01)].any(), "interrupter silent in overlap"
             spoken = [w.word for w in tl.words if w.turn == victim.id and w.spoken]
             assert victim.spoken_text == " ".join(spoken) and victim.spoken_text != victim.planned_text
             seen += 1
@@ -110,14 +112,21 @@ def test_each_channel_has_a_different_voice(tiny_run: Path) -> None:
         stereo, sr = decode(row["audio"])
         (f0_u, cen_u), (f0_a, cen_a) = (_voice_features(stereo[:, ch], sr) for ch in (0, 1))
         assert abs(f0_u - f0_a) / max(f0_u, f0_a) > 0.1 or abs(cen_u - cen_a) / max(cen_u, cen_a) > 0.1, (
-            row["id"], f0_u, f0_a, cen_u, cen_a)
+            row["id"],
+            f0_u,
+            f0_a,
+            cen_u,
+            cen_a,
+        )
 
 
 def test_same_config_and_seed_give_identical_shards(tiny_run: Path, tmp_path: Path) -> None:
     cfg = load_config(None, [*TINY, f"run.output_dir={tmp_path}", "run.run_id=again"])
     spec = plan_shards(cfg)[1]
     result = generate_shard(cfg, spec)
-    original = shard_paths(load_config(None, [*TINY, f"run.output_dir={tiny_run.parent}", "run.run_id=tiny"]), spec.name)
+    original = shard_paths(
+        load_config(None, [*TINY, f"run.output_dir={tiny_run.parent}", "run.run_id=tiny"]), spec.name
+    )
     assert shard_paths(cfg, spec.name)[0].read_bytes() == original[0].read_bytes()
     assert json.loads(original[2].read_text())["sha256"] == result.sha256
 
@@ -140,6 +149,7 @@ def test_rerun_skips_finished_shards_and_redoes_broken_ones(tiny_run: Path, tmp_
     [
         ("llm.model_path=/nonexistent/model.gguf", "/nonexistent/model.gguf"),
         ("tts.voice_bank=/nonexistent/voices", "/nonexistent/voices"),
+        ("dialogue.scenario_bank=/nonexistent/bank", "/nonexistent/bank"),
     ],
 )
 def test_missing_model_or_voice_bank_fails_fast_with_clear_error(tmp_path: Path, override: str, message: str) -> None:
@@ -166,8 +176,8 @@ def test_plot_command_draws_a_dialogue(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_manifest_marks_near_duplicate_scripts(tiny_run: Path, tmp_path: Path) -> None:
-    from factory.script.dedup import load_signatures, save_signatures
     from factory.run.shards import finalize_run, signature_path
+    from factory.script.dedup import load_signatures, save_signatures
 
     run = tmp_path / "tiny"
     shutil.copytree(tiny_run, run)

@@ -56,7 +56,10 @@ def test_json_schema_is_enforced(llm: LLMBackend) -> None:
     }
     text = llm.complete(
         [{"role": "user", "content": "Suggest a city and a number of days, as JSON."}],
-        max_tokens=48, temperature=0.5, seed=3, json_schema=schema,
+        max_tokens=48,
+        temperature=0.5,
+        seed=3,
+        json_schema=schema,
     )
     data = json.loads(text)
     assert isinstance(data["city"], str) and isinstance(data["days"], int)

@@ -94,7 +94,9 @@ def test_complete_many_concurrent_and_in_order(served: OpenAIHTTPBackend) -> Non
     requests = [
         ChatRequest(
             [{"role": "user", "content": f"Reply with JSON holding the number {i}."}],
-            max_tokens=16, temperature=0.8, seed=i,
+            max_tokens=16,
+            temperature=0.8,
+            seed=i,
             json_schema={"type": "object", "properties": {"n": {"enum": [i]}}, "required": ["n"]},
         )
         for i in range(8)
@@ -178,8 +180,10 @@ def test_persistent_500_gives_up_after_max_retries(fake_server: Fake) -> None:
 def test_timeout_is_retried_then_an_llm_error(fake_server: Fake) -> None:
     server = fake_server([], then=Reply(delay_s=3.0))
     start = time.monotonic()
-    with _llm(server, timeout_s=0.3, max_retries=1, backoff_s=0.01) as llm, \
-            pytest.raises(LLMError, match="timed out after 0.3 s") as err:
+    with (
+        _llm(server, timeout_s=0.3, max_retries=1, backoff_s=0.01) as llm,
+        pytest.raises(LLMError, match="timed out after 0.3 s") as err,
+    ):
         _ask(llm)
     assert not isinstance(err.value, LLMUnavailable)
     assert len(server.requests) == 2 and time.monotonic() - start < 2.5
@@ -223,7 +227,8 @@ def test_request_shape_seed_and_api_key(fake_server: Fake, monkeypatch: pytest.M
     body = sent["json"]
     assert body["model"] == "fake" and body["stop"] == ["\n"] and 0 <= body["seed"] < 2**31
     assert body["response_format"] == {
-        "type": "json_schema", "json_schema": {"name": "response", "schema": TURN_SCHEMA, "strict": True}
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": TURN_SCHEMA, "strict": True},
     }
     monkeypatch.delenv("TEST_LLM_KEY")
     with pytest.raises(LLMUnavailable, match="TEST_LLM_KEY"):
@@ -243,7 +248,12 @@ def test_survives_pickling_for_distributed_workers(fake_server: Fake) -> None:
 def test_config_http_fields_are_validated() -> None:
     cfg = load_config(overrides=["llm.backend=http", "llm.concurrency=16", "llm.api_key_env=VLLM_KEY"])
     assert cfg.llm.concurrency == 16 and cfg.llm.timeout_s == 60 and cfg.llm.max_retries == 4
-    for bad in ("llm.concurrency=0", "llm.timeout_s=0", "llm.max_retries=-1", "llm.base_url=127.0.0.1:8000",
-                "llm.api_key_env=not-a-name"):
+    for bad in (
+        "llm.concurrency=0",
+        "llm.timeout_s=0",
+        "llm.max_retries=-1",
+        "llm.base_url=127.0.0.1:8000",
+        "llm.api_key_env=not-a-name",
+    ):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config(overrides=[bad])

@@ -128,3 +128,37 @@ def test_read_samples_refuses_a_damaged_shard(tiny_run: Path, tmp_path: Path) ->
         list(read_samples(tmp_path / "nothing"))
     record = json.loads(sorted((run / "shards").glob("*.json"))[0].read_text())
     assert record["shard"] == data.stem
+
+
+def test_a_sample_regenerates_alone_from_its_seed_and_key(tiny_run: Path, tmp_path: Path) -> None:
+    """From config.yaml + run_seed + sample_key, in an empty TTS cache: the same bytes."""
+    from factory.run.regenerate import regenerate
+
+    cache = tmp_path / "fresh-cache"  # an empty TTS cache: every render is made again
+    sample = regenerate(tiny_run, "train-0000003", [f"tts.cache_dir={cache}"])
+    assert len(list(cache.glob("*/*.npy"))) >= len(sample.meta.recipe.pieces) // 2
+    stored = next(read_samples(tiny_run, ["train-0000003"]))
+    assert sample.meta.model_dump_json() == stored.meta.model_dump_json()
+    assert flac_bytes(sample.stems, sample.sample_rate) == flac_bytes(stored.stems, stored.sample_rate)
+
+
+def test_augmentation_reruns_on_a_finished_run(tiny_run: Path, no_tts: None) -> None:
+    """Augmentation takes Samples: re-drawing it on read-back samples gives the stored bytes,
+    and a different config gives a different, recorded augmentation."""
+    from factory.augment import augment_sample
+
+    cfg = load_config(tiny_run / "config.yaml", [])
+    rows = {r["id"]: r for r in read_rows(tiny_run)}
+    n_augmented = 0
+    for s in read_samples(tiny_run):
+        again = augment_sample(s, cfg.augment)
+        assert again.meta.augmentation == s.meta.augmentation
+        stored = rows[s.id]["audio_augmented"]
+        if s.augmented is None:
+            assert again.augmented is None and stored is None
+            continue
+        n_augmented += 1
+        assert flac_bytes(again.augmented, s.sample_rate) == stored["bytes"]
+        always = augment_sample(s, cfg.augment.model_copy(update={"noise_probability": 1.0, "colors": ["white"]}))
+        assert always.meta.augmentation[0].params["color"] == "white"
+    assert n_augmented, "no sample of the tiny run drew an augmentation: the test checks nothing"

@@ -23,11 +23,33 @@ from tests.test_script_parse import SCENARIO, SENTENCES, valid_response
 N_CASES = 1200
 MIN_WORDS, MAX_WORDS = 2, 60
 PROMPT = script_messages(SCENARIO, SCENARIO.n_turns)[0]["content"]
-FOREIGN = ["Je pense que nous devrions partir demain matin avant la pluie.",
-           "Ich glaube, wir sollten morgen früh losfahren, bevor es regnet.",
-           "我觉得我们应该明天早上出发。", "Мы должны выехать завтра утром.", "明日の朝に出発しましょう。"]
-GARBAGE_VALUES = [None, True, 0, -1, 10**30, 1e308, float("nan"), "", "∞", [], {}, [[[]]], {"a": {"b": {}}},
-                  "x" * 5000, -(10**18), 3.7, "12", [1, 2, 3]]
+FOREIGN = [
+    "Je pense que nous devrions partir demain matin avant la pluie.",
+    "Ich glaube, wir sollten morgen früh losfahren, bevor es regnet.",
+    "我觉得我们应该明天早上出发。",
+    "Мы должны выехать завтра утром.",
+    "明日の朝に出発しましょう。",
+]
+GARBAGE_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    10**30,
+    1e308,
+    float("nan"),
+    "",
+    "∞",
+    [],
+    {},
+    [[[]]],
+    {"a": {"b": {}}},
+    "x" * 5000,
+    -(10**18),
+    3.7,
+    "12",
+    [1, 2, 3],
+]
 
 
 def _json(value) -> str:
@@ -47,20 +69,25 @@ def _mutate(rng: np.random.Generator, response: dict) -> tuple[str, str]:
     elif kind == "delete_char":
         s = _json(response)
         i = int(rng.integers(len(s)))
-        raw = s[:i] + s[i + 1:]
+        raw = s[:i] + s[i + 1 :]
     elif kind == "insert_char":
         s = _json(response)
         i = int(rng.integers(len(s)))
-        raw = s[:i] + pick(list('{}[]",:\'\\ x\n')) + s[i:]
+        raw = s[:i] + pick(list("{}[]\",:'\\ x\n")) + s[i:]
     elif kind == "single_quotes":
         raw = _json(response).replace('"', "'")
     elif kind == "trailing_commas":
         raw = _json(response).replace("]", ",]").replace("}", ",}")
     elif kind == "fenced_prose":
-        raw = pick(["Here you go:\n```json\n", "```\n", "Sure! "]) + _json(response) + pick(["\n```", "\n```\nEnjoy!", ""])
+        raw = (
+            pick(["Here you go:\n```json\n", "```\n", "Sure! "])
+            + _json(response)
+            + pick(["\n```", "\n```\nEnjoy!", ""])
+        )
     elif kind == "wrong_speaker":
-        turns[t]["speaker"] = pick(["narrator", "", None, 3, "USER ", "Assistant", "AI", "human", "Nova", "priya",
-                                    ["user"], "customer", "Bob"])
+        turns[t]["speaker"] = pick(
+            ["narrator", "", None, 3, "USER ", "Assistant", "AI", "human", "Nova", "priya", ["user"], "customer", "Bob"]
+        )
     elif kind == "missing_speaker":
         del turns[t]["speaker"]
     elif kind == "same_speaker":
@@ -76,15 +103,26 @@ def _mutate(rng: np.random.Generator, response: dict) -> tuple[str, str]:
         turns[t]["text"] = " ".join(SENTENCES) * int(rng.integers(1, 6))
     elif kind == "mark_out_of_range":
         key = pick(["before_word", "after_word", "word", "heard_words"])
-        typ = {"before_word": "filler", "after_word": pick(["pause", "backchannel", "laugh"]), "word": "restart",
-               "heard_words": "barge_in"}[key]
-        turns[t]["marks"].append({"type": typ, key: pick([-1, 500, 10**12, 10**30, len(turns[t]["text"].split())]),
-                                  "token": "um", "seconds": 0.5})
+        typ = {
+            "before_word": "filler",
+            "after_word": pick(["pause", "backchannel", "laugh"]),
+            "word": "restart",
+            "heard_words": "barge_in",
+        }[key]
+        turns[t]["marks"].append(
+            {
+                "type": typ,
+                key: pick([-1, 500, 10**12, 10**30, len(turns[t]["text"].split())]),
+                "token": "um",
+                "seconds": 0.5,
+            }
+        )
     elif kind == "conflicting_marks":
         n = len(turns[t]["text"].split())
         turns[t]["marks"] += [{"type": "barge_in", "heard_words": int(rng.integers(1, n + 2))} for _ in range(2)]
-        turns[t]["marks"] += [{"type": "backchannel", "after_word": int(rng.integers(0, n)), "token": "yeah"}
-                              for _ in range(3)]
+        turns[t]["marks"] += [
+            {"type": "backchannel", "after_word": int(rng.integers(0, n)), "token": "yeah"} for _ in range(3)
+        ]
         turns[-1]["marks"].append({"type": "barge_in", "heard_words": 2})
     elif kind == "duplicate_marks":
         turns[t]["marks"] = turns[t]["marks"] * 3
@@ -125,8 +163,13 @@ def _mutate(rng: np.random.Generator, response: dict) -> tuple[str, str]:
                     mark[key] = pick([10**40, -(10**40), 1e308, float("inf"), float("nan"), 2**63])
         turns[t]["marks"].append({"type": "pause", "after_word": 1, "seconds": pick([1e308, -5, float("nan"), "long"])})
     elif kind == "wrong_mark_types":
-        turns[t]["marks"].append({"type": pick(["dance", "interruption", "Laughter", 5, None, "pause"]),
-                                  "after_word": pick([1, "1", 1.0, 1.5, True, None]), "token": pick([None, 7, "uh"])})
+        turns[t]["marks"].append(
+            {
+                "type": pick(["dance", "interruption", "Laughter", 5, None, "pause"]),
+                "after_word": pick([1, "1", 1.0, 1.5, True, None]),
+                "token": pick([None, 7, "uh"]),
+            }
+        )
     elif kind == "stage_and_labels":
         turns[t]["text"] = pick(["Nova: ", "**Priya:** ", "User: ", "- ", "1. "]) + turns[t]["text"] + " (smiles)"
     elif kind == "drop_turns":
@@ -139,11 +182,36 @@ def _mutate(rng: np.random.Generator, response: dict) -> tuple[str, str]:
 
 
 MUTATIONS = [
-    "truncate", "delete_char", "insert_char", "single_quotes", "trailing_commas", "fenced_prose", "wrong_speaker",
-    "missing_speaker", "same_speaker", "swap_to_repeat", "empty_turn", "missing_text", "runaway_turn",
-    "mark_out_of_range", "conflicting_marks", "duplicate_marks", "prompt_echo", "turn_echo", "repetition_loop",
-    "non_english", "random_bytes", "random_bytes_in_text", "nested_garbage", "wrong_type", "huge_numbers",
-    "wrong_mark_types", "stage_and_labels", "drop_turns", "extra_turns", "meta",
+    "truncate",
+    "delete_char",
+    "insert_char",
+    "single_quotes",
+    "trailing_commas",
+    "fenced_prose",
+    "wrong_speaker",
+    "missing_speaker",
+    "same_speaker",
+    "swap_to_repeat",
+    "empty_turn",
+    "missing_text",
+    "runaway_turn",
+    "mark_out_of_range",
+    "conflicting_marks",
+    "duplicate_marks",
+    "prompt_echo",
+    "turn_echo",
+    "repetition_loop",
+    "non_english",
+    "random_bytes",
+    "random_bytes_in_text",
+    "nested_garbage",
+    "wrong_type",
+    "huge_numbers",
+    "wrong_mark_types",
+    "stage_and_labels",
+    "drop_turns",
+    "extra_turns",
+    "meta",
 ]
 
 
@@ -158,9 +226,19 @@ def assert_valid(script: Script) -> None:
     assert len(victims) == sum(m.type == "barge_in" for m in script.marks) and len(script.turns) - 1 not in victims
     for i, turn in enumerate(script.turns):
         words = turn.text.split()
-        assert MIN_WORDS <= len([w for j, w in enumerate(words)
-                                 if not any(isinstance(m, Filler | Restart) and m.turn == i and m.word_index == j
-                                            for m in script.marks)]) <= MAX_WORDS
+        assert (
+            MIN_WORDS
+            <= len(
+                [
+                    w
+                    for j, w in enumerate(words)
+                    if not any(
+                        isinstance(m, Filler | Restart) and m.turn == i and m.word_index == j for m in script.marks
+                    )
+                ]
+            )
+            <= MAX_WORDS
+        )
         allow = ("as an ai", "i am an ai", "i'm an ai") if turn.speaker is Channel.agent else ()
         check_turn(turn.text, min_words=MIN_WORDS, allow_meta=allow)
     for m in script.marks:
@@ -169,7 +247,8 @@ def assert_valid(script: Script) -> None:
             assert word == m.token
         if isinstance(m, Restart):
             assert word.endswith("-") and script.turns[m.turn].text.split()[m.word_index + 1].lower().startswith(
-                word[:-1].lower())
+                word[:-1].lower()
+            )
 
 
 def run(raw) -> str:
@@ -201,12 +280,28 @@ def test_fuzz_mutations():
     assert outcomes["ok"] >= 0.2 * N_CASES and N_CASES - outcomes["ok"] >= 0.2 * N_CASES, outcomes
     assert len(outcomes) >= 10, outcomes
     # Mutations that can never be valid are never accepted.
-    for kind in ("random_bytes", "nested_garbage", "non_english", "repetition_loop", "prompt_echo", "same_speaker",
-                 "runaway_turn", "meta"):
+    for kind in (
+        "random_bytes",
+        "nested_garbage",
+        "non_english",
+        "repetition_loop",
+        "prompt_echo",
+        "same_speaker",
+        "runaway_turn",
+        "meta",
+    ):
         assert by_kind.get(kind, Counter())["ok"] == 0, (kind, by_kind.get(kind))
     # Messy-but-repairable ones are mostly accepted.
-    for kind in ("single_quotes", "trailing_commas", "fenced_prose", "mark_out_of_range", "conflicting_marks",
-                 "duplicate_marks", "stage_and_labels", "extra_turns"):
+    for kind in (
+        "single_quotes",
+        "trailing_commas",
+        "fenced_prose",
+        "mark_out_of_range",
+        "conflicting_marks",
+        "duplicate_marks",
+        "stage_and_labels",
+        "extra_turns",
+    ):
         counts = by_kind.get(kind, Counter())
         assert counts["ok"] >= 0.5 * sum(counts.values()), (kind, counts)
 
@@ -226,21 +321,32 @@ _json_values = st.recursive(
 _speakers = st.sampled_from(["user", "agent", "assistant", "AI", "human", "Nova", "Priya", "narrator", "", "User"])
 _index = st.integers(min_value=-3, max_value=80) | st.sampled_from([10**20, -(10**20)])
 _mark = st.one_of(
-    st.fixed_dictionaries({"type": st.just("filler"), "before_word": _index, "token": st.sampled_from(["um", "uh,", "x y", ""])}),
+    st.fixed_dictionaries(
+        {"type": st.just("filler"), "before_word": _index, "token": st.sampled_from(["um", "uh,", "x y", ""])}
+    ),
     st.fixed_dictionaries({"type": st.just("restart"), "word": _index}),
-    st.fixed_dictionaries({"type": st.just("pause"), "after_word": _index,
-                           "seconds": st.floats(allow_nan=True, allow_infinity=True)}),
-    st.fixed_dictionaries({"type": st.sampled_from(["backchannel", "laugh", "failed_interruption"]),
-                           "after_word": _index, "token": st.sampled_from(["yeah", "mm-hmm", "haha", "??", ""])}),
+    st.fixed_dictionaries(
+        {"type": st.just("pause"), "after_word": _index, "seconds": st.floats(allow_nan=True, allow_infinity=True)}
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["backchannel", "laugh", "failed_interruption"]),
+            "after_word": _index,
+            "token": st.sampled_from(["yeah", "mm-hmm", "haha", "??", ""]),
+        }
+    ),
     st.fixed_dictionaries({"type": st.just("barge_in"), "heard_words": _index}),
     _json_values,
 )
-_turn = st.fixed_dictionaries({
-    "speaker": _speakers,
-    "text": st.sampled_from(SENTENCES) | st.text(max_size=80) | st.lists(st.sampled_from(SENTENCES), min_size=1,
-                                                                          max_size=4).map(" ".join),
-    "marks": st.lists(_mark, max_size=8),
-})
+_turn = st.fixed_dictionaries(
+    {
+        "speaker": _speakers,
+        "text": st.sampled_from(SENTENCES)
+        | st.text(max_size=80)
+        | st.lists(st.sampled_from(SENTENCES), min_size=1, max_size=4).map(" ".join),
+        "marks": st.lists(_mark, max_size=8),
+    }
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

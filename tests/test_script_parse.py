@@ -32,9 +32,14 @@ from factory.script.parse import (
 from factory.script.text_checks import check_turn
 
 SCENARIO = Scenario(
-    id="s-1", mode=Mode.assistant, topic="fixing a slow home wifi network", setting="at home in the evening",
-    style="friendly", user=Persona(name="Priya", description="a software developer who asks precise questions"),
-    agent=Persona(name="Nova", description="a patient home technology helper"), n_turns=4,
+    id="s-1",
+    mode=Mode.assistant,
+    topic="fixing a slow home wifi network",
+    setting="at home in the evening",
+    style="friendly",
+    user=Persona(name="Priya", description="a software developer who asks precise questions"),
+    agent=Persona(name="Nova", description="a patient home technology helper"),
+    n_turns=4,
 )
 
 # Natural sentences: English enough for check_turn, distinct enough not to echo each other.
@@ -144,10 +149,19 @@ def test_valid_response_round_trip():
 
 # --------------------------------------------------------------------------- marks written into the text
 def test_filler_and_restart_written_into_text():
-    raw = dialogue("So I think the router is broken.", SENTENCES[1],
-                   marks=[[{"type": "filler", "before_word": 2, "token": "uh,"}, {"type": "restart", "word": 3},
-                           {"type": "pause", "after_word": 4, "seconds": 0.4},
-                           {"type": "filler", "before_word": 0, "token": "um"}], []])
+    raw = dialogue(
+        "So I think the router is broken.",
+        SENTENCES[1],
+        marks=[
+            [
+                {"type": "filler", "before_word": 2, "token": "uh,"},
+                {"type": "restart", "word": 3},
+                {"type": "pause", "after_word": 4, "seconds": 0.4},
+                {"type": "filler", "before_word": 0, "token": "um"},
+            ],
+            [],
+        ],
+    )
     script, report = parse(raw)
     assert script.turns[0].text == "Um so I uh, think the- the router is broken."
     fillers = [m for m in script.marks if isinstance(m, Filler)]
@@ -159,10 +173,20 @@ def test_filler_and_restart_written_into_text():
 
 
 def test_listener_marks_and_barge_in_reindexed_after_insertions():
-    raw = dialogue(SENTENCES[0], "Okay, then let's check how many devices are on the network right now.", SENTENCES[2],
-                   marks=[[], [{"type": "filler", "before_word": 1, "token": "um"},
-                               {"type": "backchannel", "after_word": 4, "token": "yeah"},
-                               {"type": "barge_in", "heard_words": 7}], []])
+    raw = dialogue(
+        SENTENCES[0],
+        "Okay, then let's check how many devices are on the network right now.",
+        SENTENCES[2],
+        marks=[
+            [],
+            [
+                {"type": "filler", "before_word": 1, "token": "um"},
+                {"type": "backchannel", "after_word": 4, "token": "yeah"},
+                {"type": "barge_in", "heard_words": 7},
+            ],
+            [],
+        ],
+    )
     script, _ = parse(raw, min_turns=3)
     words = script.turns[1].text.split()
     bc = next(m for m in script.marks if isinstance(m, Backchannel))
@@ -171,8 +195,13 @@ def test_listener_marks_and_barge_in_reindexed_after_insertions():
 
 
 def test_bad_tokens_defaulted():
-    raw = dialogue(*TWO, marks=[[{"type": "filler", "before_word": 1, "token": "um well you know"}],
-                                [{"type": "backchannel", "after_word": 3, "token": "<b>!!</b>"}]])
+    raw = dialogue(
+        *TWO,
+        marks=[
+            [{"type": "filler", "before_word": 1, "token": "um well you know"}],
+            [{"type": "backchannel", "after_word": 3, "token": "<b>!!</b>"}],
+        ],
+    )
     script, report = parse(raw)
     assert {m.token for m in script.marks} == {"um", "mm-hmm"}
     assert report["repairs"]["token_defaulted"] == 2
@@ -186,17 +215,27 @@ def test_code_fence_and_prose():
 
 
 def test_trailing_commas():
-    raw = json.dumps(dialogue(*TWO)).replace("[]", "[{\"type\": \"laugh\", \"after_word\": 2},]").replace("}]}", "},]}")
+    raw = json.dumps(dialogue(*TWO)).replace("[]", '[{"type": "laugh", "after_word": 2},]').replace("}]}", "},]}")
     script, report = parse(raw)
-    assert report["repairs"]["trailing_commas"] == 1 and len(script.turns) == 2
+    assert report["repairs"]["json_repaired"] == 1 and len(script.turns) == 2
 
 
 def test_single_quotes_with_apostrophes():
-    raw = ("{'turns': [{'speaker': 'user', 'text': \"I'm on the \\\"slow\\\" plan, it's awful.\", 'marks': []}, "
-           "{'speaker': 'agent', 'text': 'Let's check the router's lights first, that's quick.', 'marks': []}]}")
+    raw = (
+        "{'turns': [{'speaker': 'user', 'text': \"I'm on the \\\"slow\\\" plan, it's awful.\", 'marks': []}, "
+        "{'speaker': 'agent', 'text': 'Let's check the router's lights first, that's quick.', 'marks': []}]}"
+    )
     script, report = parse(raw)
     assert script.turns[1].text == "Let's check the router's lights first, that's quick."
-    assert report["repairs"]["single_quotes"] == 1
+    assert report["repairs"]["json_repaired"] == 1
+
+
+def test_missing_comma_and_stray_character():
+    raw = (
+        json.dumps(dialogue(*TWO)).replace('"user", "text"', '"user" "text"').replace('"marks": []}]', '"marks": x[]}]')
+    )
+    script, report = parse(raw)
+    assert [t.text for t in script.turns] == list(TWO) and report["repairs"]["json_repaired"] == 1
 
 
 def test_truncated_response_keeps_complete_turns():
@@ -204,18 +243,34 @@ def test_truncated_response_keeps_complete_turns():
     cut = full[: full.index(SENTENCES[3]) + 10]
     script, report = parse(cut)
     assert len(script.turns) == 3 and report["repairs"]["truncated"] == 1
+    # a cut with single quotes as well: closed first, then json_repair; the half turn is still dropped
+    script, report = parse(cut.replace('"', "'"))
+    assert [t.text for t in script.turns] == SENTENCES[:3] and report["repairs"]["truncated"] == 1
 
 
 def test_bare_list_and_aliases():
-    raw = [{"role": "Human", "content": TWO[0]}, {"speaker": "assistant", "text": TWO[1]},
-           {"speaker": "Priya", "text": SENTENCES[4]}, {"speaker": "NOVA", "text": SENTENCES[5]}]
+    raw = [
+        {"role": "Human", "content": TWO[0]},
+        {"speaker": "assistant", "text": TWO[1]},
+        {"speaker": "Priya", "text": SENTENCES[4]},
+        {"speaker": "NOVA", "text": SENTENCES[5]},
+    ]
     script, report = parse(raw)
     assert [t.speaker.value for t in script.turns] == ["user", "agent", "user", "agent"]
     assert report["repairs"]["bare_turn_list"] == 1 and report["repairs"]["speaker_alias"] == 4
 
 
-@pytest.mark.parametrize("alias,channel", [("AI", "agent"), ("customer", "user"), ("human", "user"),
-                                           ("Assistant", "agent"), ("nova", "agent"), ("priya", "user")])
+@pytest.mark.parametrize(
+    "alias,channel",
+    [
+        ("AI", "agent"),
+        ("customer", "user"),
+        ("human", "user"),
+        ("Assistant", "agent"),
+        ("nova", "agent"),
+        ("priya", "user"),
+    ],
+)
 def test_speaker_alias(alias, channel):
     speakers = [alias, "agent" if channel == "user" else "user"]
     script, _ = parse(dialogue(*TWO, speakers=speakers))
@@ -224,10 +279,13 @@ def test_speaker_alias(alias, channel):
 
 def test_merge_same_speaker_reindexes_marks():
     first = "My internet has been really slow."
-    raw = dialogue(first, "It started yesterday evening.", TWO[1],
-                   speakers=["user", "user", "agent"],
-                   marks=[[{"type": "barge_in", "heard_words": 3}],
-                          [{"type": "pause", "after_word": 1, "seconds": 0.5}], []])
+    raw = dialogue(
+        first,
+        "It started yesterday evening.",
+        TWO[1],
+        speakers=["user", "user", "agent"],
+        marks=[[{"type": "barge_in", "heard_words": 3}], [{"type": "pause", "after_word": 1, "seconds": 0.5}], []],
+    )
     script, report = parse(raw, min_turns=2)
     assert len(script.turns) == 2 and script.turns[0].text == first + " It started yesterday evening."
     pause = next(m for m in script.marks if isinstance(m, SilentPause))
@@ -236,9 +294,17 @@ def test_merge_same_speaker_reindexes_marks():
 
 
 def test_cleaning_shifts_marks():
-    raw = dialogue("Priya: **Hi** (smiles) my internet is slow today.", TWO[1],
-                   marks=[[{"type": "backchannel", "after_word": 4, "token": "yeah"},  # "internet"
-                           {"type": "filler", "before_word": 2, "token": "um"}], []])  # "(smiles)": gone
+    raw = dialogue(
+        "Priya: **Hi** (smiles) my internet is slow today.",
+        TWO[1],
+        marks=[
+            [
+                {"type": "backchannel", "after_word": 4, "token": "yeah"},  # "internet"
+                {"type": "filler", "before_word": 2, "token": "um"},
+            ],
+            [],
+        ],
+    )  # "(smiles)": gone
     script, report = parse(raw)
     assert script.turns[0].text == "Hi my internet is slow today."
     bc = next(m for m in script.marks if isinstance(m, Backchannel))
@@ -261,10 +327,16 @@ def test_turns_past_n_turns_cut():
 
 # --------------------------------------------------------------------------- drops
 def test_out_of_range_marks_dropped():
-    marks = [{"type": "filler", "before_word": 99, "token": "um"}, {"type": "pause", "after_word": 10**30},
-             {"type": "restart", "word": -1}, {"type": "backchannel", "after_word": "three"},
-             {"type": "pause", "after_word": 8, "seconds": 0.3},  # after the last word
-             {"type": "dance", "after_word": 1}, "garbage", {"type": "laugh", "after_word": True}]
+    marks = [
+        {"type": "filler", "before_word": 99, "token": "um"},
+        {"type": "pause", "after_word": 10**30},
+        {"type": "restart", "word": -1},
+        {"type": "backchannel", "after_word": "three"},
+        {"type": "pause", "after_word": 8, "seconds": 0.3},  # after the last word
+        {"type": "dance", "after_word": 1},
+        "garbage",
+        {"type": "laugh", "after_word": True},
+    ]
     script, report = parse(dialogue(TWO[0], TWO[1], marks=[marks, []]))
     assert script.marks == []
     assert sum(report["dropped"].values()) == len(marks)
@@ -272,13 +344,21 @@ def test_out_of_range_marks_dropped():
 
 def test_conflicting_marks_dropped():
     t1 = TWO[1]  # 23 words
-    marks = [[], [{"type": "barge_in", "heard_words": 8}, {"type": "barge_in", "heard_words": 5},
-                  {"type": "backchannel", "after_word": 12, "token": "yeah"},  # after the cut
-                  {"type": "backchannel", "after_word": 3, "token": "yeah"},
-                  {"type": "laugh", "after_word": 3},  # same word as a backchannel
-                  {"type": "filler", "before_word": 2, "token": "um"}, {"type": "filler", "before_word": 2, "token": "uh"},
-                  {"type": "restart", "word": 1}, {"type": "restart", "word": 1}],
-             [{"type": "barge_in", "heard_words": 3}]]
+    marks = [
+        [],
+        [
+            {"type": "barge_in", "heard_words": 8},
+            {"type": "barge_in", "heard_words": 5},
+            {"type": "backchannel", "after_word": 12, "token": "yeah"},  # after the cut
+            {"type": "backchannel", "after_word": 3, "token": "yeah"},
+            {"type": "laugh", "after_word": 3},  # same word as a backchannel
+            {"type": "filler", "before_word": 2, "token": "um"},
+            {"type": "filler", "before_word": 2, "token": "uh"},
+            {"type": "restart", "word": 1},
+            {"type": "restart", "word": 1},
+        ],
+        [{"type": "barge_in", "heard_words": 3}],
+    ]
     script, report = parse(dialogue(TWO[0], t1, SENTENCES[4], marks=marks), min_turns=2)
     kinds = sorted(m.type for m in script.marks)
     assert kinds == ["backchannel", "barge_in", "filler", "restart"]
@@ -293,7 +373,9 @@ def test_restart_on_non_word_dropped():
 
 
 def test_pause_seconds_repaired():
-    raw = dialogue(*TWO, marks=[[{"type": "pause", "after_word": 1, "seconds": 9}], [{"type": "pause", "after_word": 1}]])
+    raw = dialogue(
+        *TWO, marks=[[{"type": "pause", "after_word": 1, "seconds": 9}], [{"type": "pause", "after_word": 1}]]
+    )
     script, report = parse(raw)
     assert sorted(m.duration for m in script.marks) == [0.45, 3.0]
     assert report["repairs"] == {"pause_seconds_clamped": 1, "pause_seconds_defaulted": 1}
@@ -307,17 +389,20 @@ def test_resolve_conflicts_is_idempotent():
 
 
 # --------------------------------------------------------------------------- rejections
-@pytest.mark.parametrize("raw,reason", [
-    ("", "invalid_json"),
-    ("I'm sorry, I can't write that.", "invalid_json"),
-    ("{\"turns\": [{\"speaker\": \"user\", \"te", "invalid_json"),
-    ("[" * 5000 + "]" * 5000, "invalid_json"),  # nesting past the recursion limit
-    ("[" * 50 + "]" * 50, "malformed_turn"),
-    ('{"dialogue": "none"}', "no_turns"),
-    ('{"turns": []}', "no_turns"),
-    ('"just a string"', "no_turns"),
-    ('{"turns": ["hello", "hi"]}', "malformed_turn"),
-])
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        ("", "invalid_json"),
+        ("I'm sorry, I can't write that.", "invalid_json"),
+        ('{"turns": [{"speaker": "user", "te', "invalid_json"),
+        ("[" * 5000 + "]" * 5000, "invalid_json"),  # nesting past the recursion limit
+        ("[" * 50 + "]" * 50, "malformed_turn"),
+        ('{"dialogue": "none"}', "no_turns"),
+        ('{"turns": []}', "no_turns"),
+        ('"just a string"', "no_turns"),
+        ('{"turns": ["hello", "hi"]}', "malformed_turn"),
+    ],
+)
 def test_rejected_raw(raw, reason):
     assert reject(raw).reason == reason
 
@@ -328,11 +413,16 @@ def test_rejection_reasons():
     assert reject({"turns": [{"speaker": "user", "text": TWO[0]}, {"text": TWO[1]}]}).reason == "wrong_speakers"
     assert reject(dialogue(TWO[0], "   ")).reason == "empty_turn"
     assert reject(dialogue(TWO[0], "(nods) **")).reason == "empty_turn"
-    assert reject({"turns": [{"speaker": "user", "text": TWO[0]}, {"speaker": "agent", "text": 42}]}).reason == "empty_turn"
+    assert (
+        reject({"turns": [{"speaker": "user", "text": TWO[0]}, {"speaker": "agent", "text": 42}]}).reason
+        == "empty_turn"
+    )
     assert reject(dialogue(TWO[0], " ".join(SENTENCES) * 3), max_words=30).reason == "runaway_turn"
     assert reject(dialogue(*TWO), min_turns=3).reason == "too_few_turns"
     assert reject(dialogue(TWO[0], "Okay okay okay okay okay sure.")).reason == "repetition_loop"
-    assert reject(dialogue(TWO[0], "Je pense que le routeur est vraiment trop vieux pour ça.")).reason == "wrong_language"
+    assert (
+        reject(dialogue(TWO[0], "Je pense que le routeur est vraiment trop vieux pour ça.")).reason == "wrong_language"
+    )
     assert reject(dialogue(TWO[0], "这个路由器太旧了")).reason == "wrong_language"
     echo = script_messages(SCENARIO, 4)[0]["content"].splitlines()[1]
     assert reject(dialogue(TWO[0], echo)).reason == "prompt_echo"

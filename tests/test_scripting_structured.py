@@ -9,11 +9,11 @@ import pytest
 from factory.config import load_config
 from factory.llm.embedded import LlamaCppBackend
 from factory.models import BargeIn, Mode, Script
-from factory.script.scenario import draw_scenario
-from factory.script.parse import REASONS
 from factory.script.compose import write_script_structured
-from factory.seeding import rng_for
+from factory.script.parse import REASONS
+from factory.script.scenario import draw_scenario
 from factory.script.writer import TurnRejected
+from factory.seeding import rng_for
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,14 @@ def test_structured_scripts_are_valid_or_rejected_with_reason(llm: LlamaCppBacke
     try:
         script = write_script_structured(llm, scenario, cfg, f"s{seed}")
     except TurnRejected as exc:
-        assert exc.reason in REASONS | {"empty", "too_short", "prompt_echo", "repetition_loop", "wrong_language", "meta"}
+        assert exc.reason in REASONS | {
+            "empty",
+            "too_short",
+            "prompt_echo",
+            "repetition_loop",
+            "wrong_language",
+            "meta",
+        }
         return
     Script.model_validate(script.model_dump())
     assert sum(isinstance(m, BargeIn) for m in script.marks) >= cfg.behaviour.min_barge_ins

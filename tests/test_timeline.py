@@ -3,19 +3,40 @@ for TTS so hundreds of dialogues run in seconds. (The end-to-end tests check rea
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factory.audio.edit import frame_activity, speech_intervals
-from factory.script.planner import barge_in_cut, insert_hesitations, plan_listener_marks
-from factory.config import RunConfig
 from factory.audio.mix import apply_gains, loudness_gains
+from factory.config import RunConfig
 from factory.models import (
-    BargeIn, BargeInEvent, Channel, EndReason, HesitationEvent, ListenerMark, Mode, Script, ScriptTurn, TurnKind,
-    Utterance, WordTiming,
+    TIMELINE_SCHEMA_VERSION,
+    BackchannelEvent,
+    BargeIn,
+    BargeInEvent,
+    Channel,
+    EndOfTurnEvent,
+    EndReason,
+    FailedInterruptionEvent,
+    Filler,
+    HesitationEvent,
+    LaughEvent,
+    ListenerMark,
+    Mode,
+    Restart,
+    Script,
+    ScriptTurn,
+    Timeline,
+    TurnKind,
+    Utterance,
+    WordKind,
+    WordTiming,
 )
+from factory.script.planner import barge_in_cut, insert_hesitations, plan_listener_marks
 from factory.seeding import rng_for
 from factory.timeline.place import build_timeline
 
@@ -39,7 +60,25 @@ def burst_utterance(text: str, rng: np.random.Generator, voice: str) -> Utteranc
 
 
 def random_script(rng: np.random.Generator, mode: Mode, n_turns: int) -> Script:
-    vocab = "so I think we could try the other one, maybe later today if that works for you".split()
+    vocab = [
+        "so",
+        "I",
+        "think",
+        "we",
+        "could",
+        "try",
+        "the",
+        "other",
+        "one,",
+        "maybe",
+        "later",
+        "today",
+        "if",
+        "that",
+        "works",
+        "for",
+        "you",
+    ]
     turns, marks = [], []
     for i in range(n_turns):
         speaker = Channel.user if i % 2 == 0 else Channel.agent
@@ -61,10 +100,12 @@ def build(seed: int, mode: Mode = Mode.peer, n_turns: int = 6):
     rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
     bcs = {
         k: burst_utterance(m.token, rng, voices[script.turns[m.turn].speaker.other])
-        for k, m in enumerate(script.marks) if isinstance(m, ListenerMark)
+        for k, m in enumerate(script.marks)
+        if isinstance(m, ListenerMark)
     }
-    timeline, placements = build_timeline("t", script, rendered, bcs, voices, rng_for(seed, "t", "timeline"),
-                                          CFG.timing, 0.008)
+    timeline, placements = build_timeline(
+        "t", script, rendered, bcs, voices, rng_for(seed, "t", "timeline"), CFG.timing, 0.008
+    )
     return script, timeline, placements
 
 
@@ -75,14 +116,14 @@ def test_timeline_invariants(seed: int, mode: Mode, n_turns: int) -> None:
     assert len(tl.turns) == len(placements)
     for ch in Channel:  # one channel never holds two pieces of speech at once
         spans = sorted((t.start, t.end) for t in tl.turns if t.channel is ch)
-        assert all(e0 <= s1 for (_, e0), (s1, _) in zip(spans, spans[1:]))
+        assert all(e0 <= s1 for (_, e0), (s1, _) in pairwise(spans))
     for t in tl.turns:
         assert 0 <= t.start < t.end <= tl.duration
         words = [w for w in tl.words if w.turn == t.id]
         spoken = [w for w in words if w.spoken]
         assert " ".join(w.word for w in spoken) == t.spoken_text
         assert all(t.start - 1e-6 <= w.start <= w.end <= t.end + 1e-6 for w in spoken)
-        assert all(a.end <= b.start + 1e-6 for a, b in zip(spoken, spoken[1:]))
+        assert all(a.end <= b.start + 1e-6 for a, b in pairwise(spoken))
         if t.end_reason is EndReason.interrupted:
             assert len(spoken) < len(words)
     for e in tl.events:
@@ -94,12 +135,58 @@ def test_timeline_invariants(seed: int, mode: Mode, n_turns: int) -> None:
             assert tl.turn(e.turn).start - 1e-6 <= e.start < e.end <= tl.turn(e.turn).end + 1e-6
     n_cuts = sum(isinstance(m, BargeIn) for m in script.marks)
     assert sum(isinstance(e, BargeInEvent) for e in tl.events) == n_cuts
+    _check_schema_2(script, tl)
+
+
+def _on_grid(t: float, sr: int) -> bool:
+    return abs(t * sr - round(t * sr)) < 1e-6
+
+
+REACTION_EVENT = {TurnKind.backchannel: BackchannelEvent, TurnKind.laugh: LaughEvent}
+
+
+def _check_schema_2(script: Script, tl: Timeline) -> None:
+    """What 2.0 adds: spans on every event, reaction events, word kinds, word times on the grid."""
+    assert tl.schema_version == TIMELINE_SCHEMA_VERSION == "2.0"
+    assert [(e.start, e.end, e.type) for e in tl.events] == sorted((e.start, e.end, e.type) for e in tl.events)
+    for e in tl.events:
+        assert 0 <= e.start <= e.end <= tl.duration
+        assert _on_grid(e.start, tl.sample_rate) and _on_grid(e.end, tl.sample_rate), e
+        if isinstance(e, BargeInEvent):
+            assert (e.start, e.end) == (e.onset, e.victim_stop)
+        if isinstance(e, EndOfTurnEvent):
+            assert e.start == e.end == tl.turn(e.turn).end and tl.turn(e.turn).end_reason is EndReason.complete
+    for w in tl.words:
+        assert _on_grid(w.start, tl.sample_rate) and _on_grid(w.end, tl.sample_rate), w
+    reactions = [e for e in tl.events if isinstance(e, (BackchannelEvent, LaughEvent, FailedInterruptionEvent))]
+    for t in tl.turns:  # each listener reaction has one event of its own, spanning its turn
+        expected = FailedInterruptionEvent if t.end_reason is EndReason.yielded else REACTION_EVENT.get(t.kind)
+        mine = [e for e in reactions if e.turn == t.id]
+        if expected is None:
+            assert not mine
+            continue
+        assert len(mine) == 1 and type(mine[0]) is expected, (t, mine)
+        event = mine[0]
+        assert (event.start, event.end, event.during_turn, event.channel) == (t.start, t.end, t.responds_to, t.channel)
+        kinds = {w.kind for w in tl.words if w.turn == t.id}
+        assert kinds == ({WordKind.word} if expected is FailedInterruptionEvent else {WordKind(t.kind.value)})
+    script_turns = [t for t in tl.turns if t.kind is TurnKind.turn and t.end_reason is not EndReason.yielded]
+    assert len(script_turns) == len(script.turns)
+    for i, t in enumerate(script_turns):  # fillers and restart fragments are the words the marks point at
+        spoken = [w for w in tl.words if w.turn == t.id and w.spoken]
+        expected = [WordKind.word] * len(spoken)
+        for m in script.marks:
+            if m.turn == i and isinstance(m, (Filler, Restart)) and m.word_index < len(spoken):
+                expected[m.word_index] = WordKind.filler if isinstance(m, Filler) else WordKind.restart
+                assert not isinstance(m, Filler) or spoken[m.word_index].word == m.token
+                assert not isinstance(m, Restart) or spoken[m.word_index].word.endswith("-")
+        assert [w.kind for w in spoken] == expected, (t, spoken)
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_turn_edges_agree_with_audio(seed: int) -> None:
     _, tl, placements = build(seed, Mode.assistant, 7)
-    stems = np.zeros((int(round(tl.duration * SR)), 2), np.float32)
+    stems = np.zeros((round(tl.duration * SR), 2), np.float32)
     for p in placements:  # where the planner says each piece lies; the check is against the plan's times
         stems[p.start : p.start + len(p.audio), p.channel.index] = p.audio
     stereo = apply_gains(stems, loudness_gains(stems, SR, -23, -1))
@@ -117,7 +204,8 @@ def test_turn_edges_agree_with_audio(seed: int) -> None:
 def test_listener_reactions_sit_inside_the_other_speakers_turn() -> None:
     found = {"backchannel": 0, "laugh": 0, "yielded": 0}
     for seed in range(60):
-        _, tl, _ = build(seed, Mode.peer, 8)
+        script, tl, _ = build(seed, Mode.peer, 8)
+        _check_schema_2(script, tl)
         for t in tl.turns:
             if t.kind in (TurnKind.backchannel, TurnKind.laugh) or t.end_reason is EndReason.yielded:
                 host = tl.turn(t.responds_to)

@@ -18,7 +18,9 @@ VOICES = {
     "kokoro": Voice(id="t-kokoro", backend="kokoro", speaker="jm_kumo"),
 }
 SAMPLE_RATES = {"piper": 22050, "espeak": 22050, "kokoro": 24000}
-SENTENCE = "Well, I- I think it's fine. I'm glad you enjoyed it. Of the 1995 well-known U.S. teams, mm-hmm, maybe three won?"
+SENTENCE = (
+    "Well, I- I think it's fine. I'm glad you enjoyed it. Of the 1995 well-known U.S. teams, mm-hmm, maybe three won?"
+)
 BACKCHANNELS = ["yeah", "mm-hmm", "uh-huh", "right", "okay", "oh", "um", "uh", "hmm", "I see"]
 
 
@@ -76,7 +78,7 @@ def test_word_spans_agree_with_voice_activity(sentence: tuple[str, Utterance]) -
     assert abs(onset - first.start) <= 0.03, (onset, first)
     assert abs(offset - last.end) <= 0.03, (offset, last)
     for w in (first, last):
-        assert active[int(w.start * 100): int(np.ceil(w.end * 100))].any(), w
+        assert active[int(w.start * 100) : int(np.ceil(w.end * 100))].any(), w
     # almost all speech falls inside some word (pauses between words are silent)
     t = (frames + 0.5) / 100
     inside = np.zeros(len(t), bool)

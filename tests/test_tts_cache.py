@@ -20,6 +20,9 @@ class Counting:
         self.backend, self.name, self.calls = backend, backend.name, 0
         self._lock = threading.Lock()
 
+    def cache_identity(self):
+        return self.backend.cache_identity()
+
     def synthesize(self, text, voice, *, rate=1.0):
         with self._lock:
             self.calls += 1
@@ -99,3 +102,46 @@ def test_concurrent_writers(cached, voices):
     leftovers = list(cache.cache_dir.rglob("*.tmp"))
     assert not leftovers
     assert len(list(cache.cache_dir.rglob("*.npy"))) == 4
+
+
+def test_identity_follows_the_code_options_and_packages(tmp_path, monkeypatch):
+    """A change of the backend's code or of the shared post-processing changes every key."""
+    import importlib.util
+
+    from factory.render import base
+    from factory.render.espeak_backend import EspeakBackend
+
+    backend = get_backend("espeak")
+    ident = backend.cache_identity()
+    assert f"code={base.code_identity('factory.render.espeak_backend', *base.POSTPROCESS_MODULES)}" in ident
+    assert "espeak-ng=" in ident
+    # simulate an edit of the post-processing module: a copy with one changed line
+    origin = importlib.util.find_spec("factory.render.text").origin
+    edited = tmp_path / "text.py"
+    edited.write_text(open(origin).read() + "\n# changed\n")
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        spec = real_find_spec(name, *args)
+        if name == "factory.render.text":
+            spec = importlib.util.spec_from_file_location(name, edited)
+        return spec
+
+    base.code_identity.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert EspeakBackend().cache_identity() != ident
+    monkeypatch.undo()
+    base.code_identity.cache_clear()
+    assert EspeakBackend().cache_identity() == ident
+    voice = VoiceBank.load().get("espeak-us-f3")
+    assert CachedBackend(backend, tmp_path).key("hi", voice, 1.0) != CachedBackend(
+        EspeakBackend(library="libespeak-ng.so.1"), tmp_path, identity="other"
+    ).key("hi", voice, 1.0)
+
+
+def test_backend_options_are_validated_by_the_backend():
+    from factory.render.base import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="tts.backend_options.espeak: libary"):
+        get_backend("espeak", {"libary": "x"})
+    assert get_backend("espeak", {"library": "libespeak-ng.so.1"}).library == "libespeak-ng.so.1"

@@ -86,13 +86,16 @@ def test_pick_pair_gives_distinct_speakers(bank: VoiceBank) -> None:
 
 
 def test_pick_pair_is_reproducible(bank: VoiceBank) -> None:
-    picks = [[bank.pick_pair("train", rng) for _ in range(10)] for rng in
-             (np.random.default_rng(3), np.random.default_rng(3))]
+    picks = [
+        [bank.pick_pair("train", rng) for _ in range(10)]
+        for rng in (np.random.default_rng(3), np.random.default_rng(3))
+    ]
     assert picks[0] == picks[1]
 
 
 def test_pick_pair_needs_two_speakers() -> None:
-    bank = VoiceBank([Voice(id="a", backend="piper", split="dev"),
-                      Voice(id="a2", backend="piper", group="a", split="dev")])
+    bank = VoiceBank(
+        [Voice(id="a", backend="piper", split="dev"), Voice(id="a2", backend="piper", group="a", split="dev")]
+    )
     with pytest.raises(VoiceBankError, match="needs voices of >= 2 groups"):
         bank.pick_pair("dev", np.random.default_rng(0))

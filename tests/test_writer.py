@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from factory.config import DialogueSection, LLMSection, load_config
 from factory.llm import LLMUnavailable, get_llm
 from factory.models import Channel, Mode, Persona, Scenario, ScriptTurn
 from factory.script.text_checks import TurnRejected, check_turn, clean_turn, truncate_words
@@ -41,18 +42,32 @@ def reason(raw: str, **kwargs: Any) -> str:
         ('"I love that idea, let\'s go!"', "I love that idea, let's go!"),
         ("**Maria:** Well, I think we should go first.", "Well, I think we should go first."),
         ("Sure, I can help with that.\nMaria: Thanks, what about hotels?\nNova: Many.", "Sure, I can help with that."),
-        ("Well, I think we should go to the park first. Maria: Sounds good!", "Well, I think we should go to the park first."),
-        ("Here are my tips:\n\n1. Visit the old town.\n2. Try the local food\n- Take the tram!",
-         "Here are my tips: Visit the old town. Try the local food. Take the tram!"),
+        (
+            "Well, I think we should go to the park first. Maria: Sounds good!",
+            "Well, I think we should go to the park first.",
+        ),
+        (
+            "Here are my tips:\n\n1. Visit the old town.\n2. Try the local food\n- Take the tram!",
+            "Here are my tips: Visit the old town. Try the local food. Take the tram!",
+        ),
         ("## Great question\nThe museum opens at nine.", "Great question. The museum opens at nine."),
-        ("I love that idea! *smiles warmly* (laughs) [pause] Let's do it \U0001F60A\U0001F389",
-         "I love that idea! Let's do it."),
-        ("It costs $15, about 20% less on Sundays & holidays.",
-         "It costs 15 dollars, about 20 percent less on Sundays and holidays."),
+        (
+            "I love that idea! *smiles warmly* (laughs) [pause] Let's do it \U0001f60a\U0001f389",
+            "I love that idea! Let's do it.",
+        ),
+        (
+            "It costs $15, about 20% less on Sundays & holidays.",
+            "It costs 15 dollars, about 20 percent less on Sundays and holidays.",
+        ),
         ("Check https://example.com/x?y=1 for the details, okay?", "Check the website for the details, okay?"),
-        ("The food \u2014 well \u2014 it\u2019s \u201camazing\u201d\u2026 really.", "The food, well, it's amazing... really."),
-        ("I think that is a great idea. I think that is a great idea. I think that is a great idea.",
-         "I think that is a great idea."),
+        (
+            "The food \u2014 well \u2014 it\u2019s \u201camazing\u201d\u2026 really.",
+            "The food, well, it's amazing... really.",
+        ),
+        (
+            "I think that is a great idea. I think that is a great idea. I think that is a great idea.",
+            "I think that is a great idea.",
+        ),
         ("What??!!  Really ,, that is   so cool!!!", "What? Really, that is so cool!"),
         ("`code` and ~~strike~~ are not for speech, are they?", "code and strike are not for speech, are they?"),
     ],
@@ -89,7 +104,7 @@ def test_hard_truncation_ends_cleanly() -> None:
     [
         ("", "empty"),
         ("   \n\n ", "empty"),
-        ("\U0001F60A\U0001F60A\U0001F60A", "empty"),
+        ("\U0001f60a\U0001f60a\U0001f60a", "empty"),
         ("(laughs) *nods*", "empty"),
         ("Nova:", "empty"),
         ("Yes.", "too_short"),
@@ -108,8 +123,10 @@ def test_rejections(raw: str, expected: str) -> None:
 
 def test_prompt_echo() -> None:
     instructions = "Say your next line out loud in one short sentence. Plain spoken English only: no lists."
-    assert reason("Say your next line out loud in one short sentence, plain spoken English.",
-                  references=(instructions,)) == "prompt_echo"
+    assert (
+        reason("Say your next line out loud in one short sentence, plain spoken English.", references=(instructions,))
+        == "prompt_echo"
+    )
     previous = "I have never been to Portugal but I would love to see Lisbon."
     assert reason(previous, references=(previous,)) == "prompt_echo"
     # mentioning the topic in a short turn is not an echo
@@ -118,10 +135,14 @@ def test_prompt_echo() -> None:
 
 junk = st.one_of(
     st.text(max_size=300),
-    st.lists(st.sampled_from(list("ab .,!?:*#-()[]\n\"'%$&/\U0001F60A\u4e2d1") + ["Nova:", "User:", "the ", "\n1. "]),
-             max_size=120).map("".join),
-    st.lists(st.sampled_from(["Maria:", "Nova:", "hello", "the", "**", "(", ")", "\n", "- ", "I", "think", "...", "%"]),
-             max_size=60).map(" ".join),
+    st.lists(
+        st.sampled_from(list("ab .,!?:*#-()[]\n\"'%$&/\U0001f60a\u4e2d1") + ["Nova:", "User:", "the ", "\n1. "]),
+        max_size=120,
+    ).map("".join),
+    st.lists(
+        st.sampled_from(["Maria:", "Nova:", "hello", "the", "**", "(", ")", "\n", "- ", "I", "think", "...", "%"]),
+        max_size=60,
+    ).map(" ".join),
 )
 
 
@@ -140,9 +161,14 @@ def test_fuzz_only_turn_rejected(raw: str, min_words: int, max_words: int) -> No
 # --------------------------------------------------------------------------- writer, fake LLM
 def scenario(mode: Mode = Mode.assistant) -> Scenario:
     return Scenario(
-        id="t1", mode=mode, topic="planning a weekend trip to Lisbon", setting="a phone call in the evening",
-        style="casual and friendly", user=Persona(name="Maria", description="a nurse who has never been to Portugal"),
-        agent=Persona(name="Nova", description="a travel booking assistant"), n_turns=4,
+        id="t1",
+        mode=mode,
+        topic="planning a weekend trip to Lisbon",
+        setting="a phone call in the evening",
+        style="casual and friendly",
+        user=Persona(name="Maria", description="a nurse who has never been to Portugal"),
+        agent=Persona(name="Nova", description="a travel booking assistant"),
+        n_turns=4,
     )
 
 
@@ -154,17 +180,27 @@ class ScriptedLLM:
     def __init__(self, outputs: list[str]) -> None:
         self.outputs = list(outputs)
         self.seeds: list[int] = []
+        self.temperatures: list[float] = []
         self.messages: list[list[dict[str, str]]] = []
 
-    def complete(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, seed: int,
-                 json_schema: dict[str, Any] | None = None, stop: list[str] | None = None) -> str:
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+        json_schema: dict[str, Any] | None = None,
+        stop: list[str] | None = None,
+    ) -> str:
         self.seeds.append(seed)
+        self.temperatures.append(temperature)
         self.messages.append(messages)
         return self.outputs.pop(0)
 
 
 def test_retries_with_derived_seeds_then_succeeds() -> None:
-    llm = ScriptedLLM(["\U0001F60A", "Nova: Ciao bella, come stai oggi amico mio?", "Sure! Lisbon is lovely in May."])
+    llm = ScriptedLLM(["\U0001f60a", "Nova: Ciao bella, come stai oggi amico mio?", "Sure! Lisbon is lovely in May."])
     text = write_turn(llm, scenario(), [], Channel.user, seed=40, min_words=3, max_words=20)
     assert text == "Sure! Lisbon is lovely in May."
     assert llm.seeds == [40, 41, 42]
@@ -198,10 +234,71 @@ def test_messages_put_the_speaker_in_the_assistant_role() -> None:
     assert build_messages(scenario(), history[:1], Channel.user, max_words=20)[-1]["role"] == "user"
 
 
-def test_turn_lengths_per_mode() -> None:
-    assert turn_length(Mode.assistant, Channel.agent) == (20, 60)
-    assert turn_length(Mode.assistant, Channel.user)[1] <= 20
-    assert turn_length(Mode.peer, Channel.user) == turn_length(Mode.peer, Channel.agent)
+def test_turn_lengths_per_mode_come_from_the_config() -> None:
+    defaults = DialogueSection()
+    assert turn_length(Mode.assistant, Channel.agent) == defaults.assistant_agent_words
+    assert turn_length(Mode.assistant, Channel.user) == defaults.assistant_user_words
+    assert turn_length(Mode.peer, Channel.user) == turn_length(Mode.peer, Channel.agent) == defaults.peer_words
+    assert turn_length(Mode.assistant, Channel.user)[1] <= 20 < turn_length(Mode.assistant, Channel.agent)[0] + 1
+    custom = DialogueSection(assistant_agent_words=(30, 90), peer_words=(2, 9))
+    assert turn_length(Mode.assistant, Channel.agent, custom) == (30, 90)
+    assert turn_length(Mode.peer, Channel.agent, custom) == (2, 9)
+
+
+def test_write_turn_sends_the_temperature_it_is_given() -> None:
+    llm = ScriptedLLM(["Sure! Lisbon is lovely in May.", "Sure! Porto is lovely in May."])
+    write_turn(llm, scenario(), [], Channel.user, seed=1, min_words=3, max_words=20)
+    write_turn(llm, scenario(), [], Channel.user, seed=1, min_words=3, max_words=20, temperature=0.25)
+    assert llm.temperatures == [LLMSection().temperature, 0.25]
+
+
+class SentenceLLM(ScriptedLLM):
+    """A different two-sentence answer for every call (the first sentence fits a user turn)."""
+
+    ANSWERS: ClassVar[list[str]] = [
+        (
+            "I would love to see the old town first. Maybe we could walk up to the castle early, before the crowds "
+            "arrive and the sun gets too strong for a long climb."
+        ),
+        (
+            "The trams there are cheap and run all night. A day pass costs about seven euros and covers the funicular "
+            "lifts as well, which saves your legs on those steep hills."
+        ),
+        (
+            "Do you know any good seafood places near the river? My sister says the grilled sardines are the best "
+            "thing she ate on her whole trip last summer."
+        ),
+        (
+            "Belem has a famous bakery with custard tarts. People queue for an hour on weekends, so going on a Friday "
+            "morning right after it opens is usually much quieter and quicker."
+        ),
+        (
+            "What should I pack for the evenings in spring? I get cold easily and the wind from the ocean can feel "
+            "sharp once the sun goes down behind the hills."
+        ),
+        (
+            "Bring a light jacket and comfortable shoes. The pavements are polished stone, so they get slippery after "
+            "rain and sandals with thin soles will not grip at all."
+        ),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def complete(self, messages: list[dict[str, str]], **kwargs: Any) -> str:
+        self.outputs = [self.ANSWERS[len(self.seeds) % len(self.ANSWERS)]]
+        return super().complete(messages, **kwargs)
+
+
+def test_turns_mode_uses_the_configured_temperature() -> None:
+    from factory.script.compose import write_script
+
+    cfg = load_config(
+        overrides=["llm.temperature=0.35", "behaviour.min_barge_ins=0", "behaviour.barge_ins_per_dialogue=0"]
+    )
+    llm = SentenceLLM()
+    script = write_script(llm, scenario(), cfg, "train-0")
+    assert len(script.turns) == 4 and llm.temperatures and set(llm.temperatures) == {0.35}
 
 
 # --------------------------------------------------------------------------- writer, real model
@@ -222,5 +319,7 @@ def test_real_model_writes_clean_deterministic_turns(real_llm, mode: Mode) -> No
         min_words, max_words = turn_length(mode, speaker)
         text = write_turn(real_llm, sc, history, speaker, seed=100 + i, min_words=min_words, max_words=max_words)
         assert SPEAKABLE.match(text) and min_words <= len(text.split()) <= max_words
-        assert write_turn(real_llm, sc, history, speaker, seed=100 + i, min_words=min_words, max_words=max_words) == text
+        assert (
+            write_turn(real_llm, sc, history, speaker, seed=100 + i, min_words=min_words, max_words=max_words) == text
+        )
         history.append(ScriptTurn(speaker=speaker, text=text))

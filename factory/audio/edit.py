@@ -1,6 +1,8 @@
-"""Small audio operations shared by stages: resampling, pauses, cuts, fades, voice activity.
+"""Small audio operations shared by stages: resampling, pauses, cuts, fades.
 
-Arrays are float32 mono unless a name says otherwise. Times are seconds.
+Arrays are float32 mono unless a name says otherwise. Times are seconds. Voice activity lives in
+`factory.audio.vad`; `frame_activity` (its energy detector), `speech_intervals` and
+`VAD_FRAME_S` are re-exported here for the callers that import them from this module.
 """
 
 from __future__ import annotations
@@ -10,9 +12,20 @@ import math
 import librosa
 import numpy as np
 
+from factory.audio.vad import FRAME_S as VAD_FRAME_S
+from factory.audio.vad import energy_vad as frame_activity
+from factory.audio.vad import speech_intervals
 from factory.models import Utterance, WordTiming
 
-VAD_FRAME_S = 0.010
+__all__ = [
+    "VAD_FRAME_S",
+    "cut_after_word",
+    "frame_activity",
+    "insert_pause",
+    "resample",
+    "resample_utterance",
+    "speech_intervals",
+]
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -35,8 +48,8 @@ def insert_pause(utt: Utterance, after_word: int, seconds: float) -> tuple[Utter
     """Insert silence at the end of word `after_word`; later words shift. Returns the new
     utterance and the pause's (start, end) relative to the utterance start."""
     sr = utt.sample_rate
-    at = int(round(utt.words[after_word].end * sr))
-    n = int(round(seconds * sr))
+    at = round(utt.words[after_word].end * sr)
+    n = round(seconds * sr)
     audio = np.concatenate([utt.audio[:at], np.zeros(n, np.float32), utt.audio[at:]])
     shift = n / sr
     words = [
@@ -49,39 +62,9 @@ def insert_pause(utt: Utterance, after_word: int, seconds: float) -> tuple[Utter
 
 def cut_after_word(audio: np.ndarray, words: list[WordTiming], last_word: int, sr: int, fade_s: float) -> np.ndarray:
     """Keep audio up to the end of `last_word`, with a short fade-out ending exactly there."""
-    stop = int(round(words[last_word].end * sr))
+    stop = round(words[last_word].end * sr)
     kept = audio[:stop].copy()
-    n_fade = min(int(round(fade_s * sr)), len(kept))
+    n_fade = min(round(fade_s * sr), len(kept))
     if n_fade:
         kept[-n_fade:] *= np.cos(np.linspace(0, math.pi / 2, n_fade, dtype=np.float32)) ** 2
     return kept
-
-
-def frame_activity(audio: np.ndarray, sr: int, threshold_db: float = -45.0, frame_s: float = VAD_FRAME_S) -> np.ndarray:
-    """Voice activity per 10 ms frame from energy relative to the signal's loudest frame.
-
-    For clean synthetic stems (silence is digital zero) this is exact to a frame; noisy audio
-    needs a real VAD (see factory.audit)."""
-    hop = int(round(frame_s * sr))
-    n_frames = math.ceil(len(audio) / hop)
-    padded = np.zeros(n_frames * hop, np.float32)
-    padded[: len(audio)] = audio
-    frames = padded.reshape(n_frames, hop)
-    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
-    peak = rms.max() if len(rms) else 0.0
-    if peak <= 0:
-        return np.zeros(n_frames, bool)
-    return 20 * np.log10(np.maximum(rms, 1e-12) / peak) > threshold_db
-
-
-def speech_intervals(active: np.ndarray, frame_s: float = VAD_FRAME_S, bridge_s: float = 0.0) -> list[tuple[float, float]]:
-    """Runs of active frames as (start, end) seconds; silences shorter than `bridge_s` bridged."""
-    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    runs: list[tuple[float, float]] = []
-    for s, e in zip(starts, ends):
-        if runs and (s * frame_s - runs[-1][1]) < bridge_s:
-            runs[-1] = (runs[-1][0], e * frame_s)
-        else:
-            runs.append((s * frame_s, e * frame_s))
-    return runs

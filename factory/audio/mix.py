@@ -47,7 +47,9 @@ def piece_audio(piece: MixPiece, source: np.ndarray) -> np.ndarray:
     if piece.cut:
         audio = fade_out(audio[: piece.length].copy(), min(piece.fade, piece.length))
     if len(audio) != piece.length:
-        raise MixError(f"piece {piece.source.text!r} is {len(audio)} samples after its edits; the recipe says {piece.length}")
+        raise MixError(
+            f"piece {piece.source.text!r} is {len(audio)} samples after its edits; the recipe says {piece.length}"
+        )
     return audio
 
 
@@ -65,7 +67,9 @@ def place(recipe: MixRecipe, sources: Sequence[np.ndarray]) -> np.ndarray:
             raise MixError(f"piece ends at sample {end}, past the dialogue end {n}")
         target = stems[piece.offset : end, piece.channel.index]
         if np.any(target != 0):
-            raise MixError(f"two pieces of speech overlap on the {piece.channel.value} channel at sample {piece.offset}")
+            raise MixError(
+                f"two pieces of speech overlap on the {piece.channel.value} channel at sample {piece.offset}"
+            )
         target[:] = audio
     return stems
 
@@ -92,7 +96,9 @@ def loudness_gains(stems: np.ndarray, sr: int, target_lufs: float, peak_dbfs: fl
 def to_pcm16(audio: np.ndarray) -> np.ndarray:
     """Float audio (full scale 1.0) as int16, rounded and clipped: the one quantiser, so what is
     written is exactly what a reader decodes (soundfile reads int16 as pcm / 32768)."""
-    return np.clip(np.round(np.asarray(audio, np.float64) * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1).astype(np.int16)
+    return np.clip(np.round(np.asarray(audio, np.float64) * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1).astype(
+        np.int16
+    )
 
 
 def apply_gains(stems: np.ndarray, gains: Sequence[float]) -> np.ndarray:

@@ -8,7 +8,12 @@ import numpy as np
 
 from factory.models import Channel, EndReason, Timeline, TurnKind
 
-_COLORS = {TurnKind.turn: "#4C72B0", TurnKind.backchannel: "#55A868", TurnKind.laugh: "#C44E52", TurnKind.filler: "#8172B2"}
+_COLORS = {
+    TurnKind.turn: "#4C72B0",
+    TurnKind.backchannel: "#55A868",
+    TurnKind.laugh: "#C44E52",
+    TurnKind.filler: "#8172B2",
+}
 
 
 def plot_dialogue(timeline: Timeline, stereo: np.ndarray, sample_rate: int, path: Path) -> Path:
@@ -47,7 +52,8 @@ def plot_dialogue(timeline: Timeline, stereo: np.ndarray, sample_rate: int, path
     axes[-1].set_xlabel("seconds")
     axes[0].set_title(
         f"{timeline.id}: turns shaded (blue turn, green backchannel, red laugh, orange yielded), "
-        "red line = interrupted stop, dashed = barge-in onset, bars = words, purple = hesitations", fontsize=8,
+        "red line = interrupted stop, dashed = barge-in onset, bars = words, purple = hesitations",
+        fontsize=8,
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,9 @@ def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
     return (white / (np.sqrt(np.mean(white**2)) or 1.0)).astype(np.float32)
 
 
-def add_noise(stereo: np.ndarray, sr: int, cfg: AugmentSection, rng: np.random.Generator,
-              peak_dbfs: float) -> tuple[np.ndarray, list[AugmentationRecord]] | None:
+def add_noise(
+    stereo: np.ndarray, sr: int, cfg: AugmentSection, rng: np.random.Generator, peak_dbfs: float
+) -> tuple[np.ndarray, list[AugmentationRecord]] | None:
     """Returns (augmented audio, what was applied) or None when this sample draws no augmentation."""
     if rng.random() >= cfg.noise_probability:
         return None

@@ -21,7 +21,14 @@ from datasets import Audio, Dataset, Features, Value
 
 from factory.audio.mix import flac_bytes, read_audio
 from factory.models import (
-    AugmentationRecord, Channel, MixRecipe, Sample, SampleMeta, Scenario, Script, Timeline,
+    AugmentationRecord,
+    Channel,
+    MixRecipe,
+    Sample,
+    SampleMeta,
+    Scenario,
+    Script,
+    Timeline,
 )
 from factory.run.io import atomic_write, sha256_file
 from factory.timeline.measures import transcript
@@ -29,28 +36,30 @@ from factory.timeline.measures import transcript
 _AUDIO_STRUCT = {"bytes": Value("binary"), "path": Value("string")}
 AUDIO_COLUMNS = ("audio", "audio_augmented")
 
-ROW_FEATURES = Features({
-    "id": Value("string"),
-    "audio": _AUDIO_STRUCT,
-    "audio_augmented": _AUDIO_STRUCT,
-    "augmentation": Value("string"),  # JSON list of AugmentationRecord, null when not augmented
-    "duration": Value("float32"),
-    "sample_rate": Value("int32"),
-    "split": Value("string"),
-    "mode": Value("string"),
-    "text": Value("string"),  # readable transcript of what was spoken, in time order
-    "user_text": Value("string"),
-    "agent_text": Value("string"),
-    "timeline": Value("string"),  # Timeline JSON (schemas/timeline.schema.json)
-    "scenario": Value("string"),  # Scenario JSON
-    "script": Value("string"),  # Script JSON: the planned text and behaviour marks
-    "recipe": Value("string"),  # MixRecipe JSON (schemas/mix_recipe.schema.json)
-    "user_voice": Value("string"),
-    "agent_voice": Value("string"),
-    "llm": Value("string"),
-    "run_seed": Value("int64"),  # with sample_key and the run's config.yaml: regenerates the sample
-    "sample_key": Value("string"),
-})
+ROW_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "audio": _AUDIO_STRUCT,
+        "audio_augmented": _AUDIO_STRUCT,
+        "augmentation": Value("string"),  # JSON list of AugmentationRecord, null when not augmented
+        "duration": Value("float32"),
+        "sample_rate": Value("int32"),
+        "split": Value("string"),
+        "mode": Value("string"),
+        "text": Value("string"),  # readable transcript of what was spoken, in time order
+        "user_text": Value("string"),
+        "agent_text": Value("string"),
+        "timeline": Value("string"),  # Timeline JSON (schemas/timeline.schema.json)
+        "scenario": Value("string"),  # Scenario JSON
+        "script": Value("string"),  # Script JSON: the planned text and behaviour marks
+        "recipe": Value("string"),  # MixRecipe JSON (schemas/mix_recipe.schema.json)
+        "user_voice": Value("string"),
+        "agent_voice": Value("string"),
+        "llm": Value("string"),
+        "run_seed": Value("int64"),  # with sample_key and the run's config.yaml: regenerates the sample
+        "sample_key": Value("string"),
+    }
+)
 
 
 def shard_name(split: str, index: int, total: int) -> str:
@@ -64,8 +73,12 @@ def sample_to_row(sample: Sample) -> dict[str, Any]:
     return {
         "id": meta.id,
         "audio": {"bytes": flac_bytes(sample.stems, sr), "path": f"{meta.id}.flac"},
-        "audio_augmented": {"bytes": flac_bytes(sample.augmented, sr), "path": f"{meta.id}.aug.flac"} if augmented else None,
-        "augmentation": json.dumps([a.model_dump(mode="json") for a in meta.augmentation]) if meta.augmentation is not None else None,
+        "audio_augmented": {"bytes": flac_bytes(sample.augmented, sr), "path": f"{meta.id}.aug.flac"}
+        if augmented
+        else None,
+        "augmentation": json.dumps([a.model_dump(mode="json") for a in meta.augmentation])
+        if meta.augmentation is not None
+        else None,
         "duration": tl.duration,
         "sample_rate": sr,
         "split": meta.split,
@@ -89,7 +102,10 @@ def row_meta(row: dict[str, Any]) -> SampleMeta:
     """A row's metadata, without decoding its audio."""
     augmentation = row.get("augmentation")
     return SampleMeta(
-        id=row["id"], split=row["split"], run_seed=row["run_seed"], sample_key=row["sample_key"],
+        id=row["id"],
+        split=row["split"],
+        run_seed=row["run_seed"],
+        sample_key=row["sample_key"],
         scenario=Scenario.model_validate_json(row["scenario"]),
         script=Script.model_validate_json(row["script"]),
         timeline=Timeline.model_validate_json(row["timeline"]),
@@ -111,8 +127,11 @@ def write_shard(samples: Iterable[Sample], path: Path, sample_rate: int) -> str:
     """Write samples atomically (temporary name, then rename). Returns the file's sha256."""
     rows = [sample_to_row(s) for s in samples]
     # from_list([]) would drop the schema; an all-rejected shard is still a valid, empty shard
-    ds = Dataset.from_list(rows, features=ROW_FEATURES) if rows else Dataset.from_dict(
-        {name: [] for name in ROW_FEATURES}, features=ROW_FEATURES)
+    ds = (
+        Dataset.from_list(rows, features=ROW_FEATURES)
+        if rows
+        else Dataset.from_dict({name: [] for name in ROW_FEATURES}, features=ROW_FEATURES)
+    )
     for column in AUDIO_COLUMNS:
         ds = ds.cast_column(column, Audio(sampling_rate=sample_rate))
     atomic_write(path, lambda tmp: ds.to_parquet(str(tmp)))

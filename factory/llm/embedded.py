@@ -60,8 +60,21 @@ def _load(path: str, n_threads: int, n_ctx: int) -> Any:
 # Keywords llama-cpp-python's JSON-schema-to-grammar converter turns into grammars that llama.cpp
 # rejects or crashes on (seen: a segfault in sampling with bounded integers and array lengths in
 # one schema). They only narrow the output; callers validate the parsed JSON anyway.
-_UNSAFE_KEYWORDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems",
-                              "minLength", "maxLength", "pattern", "$schema", "title"})
+_UNSAFE_KEYWORDS = frozenset(
+    {
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "$schema",
+        "title",
+    }
+)
 
 
 def grammar_safe_schema(schema: Any) -> Any:
@@ -76,8 +89,9 @@ class LlamaCppBackend:
     """`LLMBackend` on llama.cpp. Deterministic: the same messages, settings and seed give the
     same text, whatever ran before in the process (the KV cache is never reused across calls)."""
 
-    def __init__(self, model_path: str | None = None, n_threads: int = 1, n_ctx: int = 2048,
-                 repeat_penalty: float = 1.1) -> None:
+    def __init__(
+        self, model_path: str | None = None, n_threads: int = 1, n_ctx: int = 2048, repeat_penalty: float = 1.1
+    ) -> None:
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise LLMUnavailable(

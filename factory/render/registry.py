@@ -1,40 +1,55 @@
-"""Backend lookup by name, one cached instance per backend per process (models load once)."""
+"""Backend lookup by name, one cached instance per (backend, options) per process (models load
+once). Each backend validates its own options (`tts.backend_options.<name>` in the config)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from functools import cache
+from typing import Any
 
-from factory.render.base import BackendUnavailable, TTSBackend
+from pydantic import ValidationError
+
+from factory.render.base import BackendOptions, BackendUnavailable, TTSBackend
 
 
-def _piper() -> TTSBackend:
+def _build(cls: Any, options: dict[str, Any]) -> TTSBackend:
+    option_cls = getattr(cls, "Options", BackendOptions)
+    try:
+        parsed = option_cls(**options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BackendUnavailable(f"tts.backend_options.{cls.name}: {problems}") from None
+    return cls(parsed)
+
+
+def _piper(options: dict[str, Any]) -> TTSBackend:
     from factory.render.piper_backend import PiperBackend
 
-    return PiperBackend()
+    return _build(PiperBackend, options)
 
 
-def _espeak() -> TTSBackend:
+def _espeak(options: dict[str, Any]) -> TTSBackend:
     from factory.render.espeak_backend import EspeakBackend
 
-    return EspeakBackend()
+    return _build(EspeakBackend, options)
 
 
-def _kokoro() -> TTSBackend:
+def _kokoro(options: dict[str, Any]) -> TTSBackend:
     from factory.render.kokoro_backend import KokoroBackend
 
-    return KokoroBackend()
+    return _build(KokoroBackend, options)
 
 
-def _coqui() -> TTSBackend:
+def _coqui(options: dict[str, Any]) -> TTSBackend:
     # Needs torch + coqui-tts (its own environment: scripts/setup_coqui.sh, or the GPU extra);
     # raises BackendUnavailable saying so where they are missing.
     from factory.render.coqui_backend import CoquiBackend
 
-    return CoquiBackend()
+    return _build(CoquiBackend, options)
 
 
-_FACTORIES: dict[str, Callable[[], TTSBackend]] = {
+_FACTORIES: dict[str, Callable[[dict[str, Any]], TTSBackend]] = {
     "piper": _piper,
     "espeak": _espeak,
     "kokoro": _kokoro,
@@ -44,11 +59,15 @@ _FACTORIES: dict[str, Callable[[], TTSBackend]] = {
 BACKENDS = tuple(_FACTORIES)
 
 
+def get_backend(name: str, options: Mapping[str, Any] | None = None) -> TTSBackend:
+    """The backend called `name` ("piper", "espeak", "kokoro", "coqui"), built with `options`."""
+    return _get(name, json.dumps(dict(options or {}), sort_keys=True))
+
+
 @cache
-def get_backend(name: str) -> TTSBackend:
-    """The backend called `name` ("piper", "espeak", "kokoro", "coqui")."""
+def _get(name: str, options_json: str) -> TTSBackend:
     try:
         factory = _FACTORIES[name]
     except KeyError:
         raise BackendUnavailable(f"unknown TTS backend {name!r}; known: {list(_FACTORIES)}") from None
-    return factory()
+    return factory(json.loads(options_json))

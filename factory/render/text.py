@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from factory.audio.vad import moving_power
 from factory.models import Utterance, WordTiming
 from factory.render.base import TTSError
 
@@ -70,8 +71,9 @@ def check_params(params: dict[str, object], known: set[str], backend: str) -> No
 
 
 # --------------------------------------------------------------------------- word mapping
-def group_align(token_weights: Sequence[float], unit_weights: Sequence[float],
-                max_group: int = 5) -> list[tuple[range, range]]:
+def group_align(
+    token_weights: Sequence[float], unit_weights: Sequence[float], max_group: int = 5
+) -> list[tuple[range, range]]:
     """Partition tokens and engine units into the same number of contiguous groups, each
     group one-to-one, one-to-many or many-to-one, so that group weights (e.g. phoneme counts)
     agree best. Engines merge words ("of the" -> one phoneme word) and split them ("1995" ->
@@ -80,12 +82,12 @@ def group_align(token_weights: Sequence[float], unit_weights: Sequence[float],
     a little), widened to the full table if the band holds no path."""
     n, m = len(token_weights), len(unit_weights)
     band = 16 + abs(n - m)
-    return _align(token_weights, unit_weights, max_group, band) or _align(
-        token_weights, unit_weights, max_group, n + m)
+    return _align(token_weights, unit_weights, max_group, band) or _align(token_weights, unit_weights, max_group, n + m)
 
 
-def _align(token_weights: Sequence[float], unit_weights: Sequence[float], max_group: int,
-           band: int) -> list[tuple[range, range]]:
+def _align(
+    token_weights: Sequence[float], unit_weights: Sequence[float], max_group: int, band: int
+) -> list[tuple[range, range]]:
     n, m = len(token_weights), len(unit_weights)
     tw = np.concatenate([[0.0], np.cumsum(token_weights)]).tolist()
     uw = np.concatenate([[0.0], np.cumsum(unit_weights)]).tolist()
@@ -121,8 +123,9 @@ def _align(token_weights: Sequence[float], unit_weights: Sequence[float], max_gr
     return groups[::-1]
 
 
-def map_spans(tokens: Sequence[str], token_weights: Sequence[float],
-              units: Sequence[tuple[float, float, float]]) -> list[tuple[float, float] | None]:
+def map_spans(
+    tokens: Sequence[str], token_weights: Sequence[float], units: Sequence[tuple[float, float, float]]
+) -> list[tuple[float, float] | None]:
     """Time span per token from engine units (start, end, weight). Tokens with weight 0 (pure
     punctuation: "—", "...") get None; the caller pins them to their neighbours. A group of
     several tokens sharing one unit splits its span in proportion to the token weights."""
@@ -144,18 +147,24 @@ def map_spans(tokens: Sequence[str], token_weights: Sequence[float],
 # --------------------------------------------------------------------------- audio
 def speech_mask(audio: np.ndarray, sample_rate: int, rel_db: float = -40.0) -> np.ndarray:
     """Per-sample speech activity: a 5 ms RMS envelope above `rel_db` of its maximum (robust
-    to isolated clicks, unlike a raw sample threshold)."""
-    win = max(1, int(0.005 * sample_rate))
-    env = np.sqrt(np.convolve(audio.astype(np.float64) ** 2, np.ones(win) / win, mode="same"))
+    to isolated clicks, unlike a raw sample threshold). The energy VAD of `factory.audio.vad` at
+    sample resolution, which trimming to speech needs (its 10 ms frames are too coarse)."""
+    env = np.sqrt(moving_power(audio, max(1, int(0.005 * sample_rate))))
     peak = float(env.max()) if env.size else 0.0
     if peak < 1e-4:
         raise TTSError("engine produced silent audio")
     return env > peak * 10 ** (rel_db / 20)
 
 
-def build_utterance(text: str, voice_id: str, audio: np.ndarray, sample_rate: int,
-                    tokens: Sequence[str], spans: Sequence[tuple[float, float] | None],
-                    margin: float = 0.005) -> Utterance:
+def build_utterance(
+    text: str,
+    voice_id: str,
+    audio: np.ndarray,
+    sample_rate: int,
+    tokens: Sequence[str],
+    spans: Sequence[tuple[float, float] | None],
+    margin: float = 0.005,
+) -> Utterance:
     """Trim to speech (keeping `margin` s), shift spans onto the trimmed audio with the first
     and last word pinned to the speech edges, clamp them monotonic, non-overlapping and
     inside the speech, shrink each to the speech inside it, and keep the peak <= 0.99 by
@@ -187,8 +196,14 @@ def build_utterance(text: str, voice_id: str, audio: np.ndarray, sample_rate: in
     return Utterance(text=text, voice_id=voice_id, sample_rate=sample_rate, audio=audio, words=words)
 
 
-def place_words(tokens: Sequence[str], spans: Sequence[tuple[float, float] | None], mask: np.ndarray,
-                speech_on: float, speech_off: float, sample_rate: int) -> list[WordTiming]:
+def place_words(
+    tokens: Sequence[str],
+    spans: Sequence[tuple[float, float] | None],
+    mask: np.ndarray,
+    speech_on: float,
+    speech_off: float,
+    sample_rate: int,
+) -> list[WordTiming]:
     """Clamp spans monotonic, non-overlapping and inside [speech_on, speech_off], and shrink each
     to the speech inside it (`mask`: per-sample activity). Unspeakable tokens (None) get a
     zero-length span where they sit."""
@@ -210,8 +225,9 @@ def place_words(tokens: Sequence[str], spans: Sequence[tuple[float, float] | Non
     return words
 
 
-def shift_pitch(audio: np.ndarray, units: list[tuple[float, float, float]], sample_rate: int,
-                 factor: float) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+def shift_pitch(
+    audio: np.ndarray, units: list[tuple[float, float, float]], sample_rate: int, factor: float
+) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
     """Play the audio `factor` times faster by resampling: pitch and formants move together,
     as between a larger and a smaller speaker (keep it within a few semitones), with none of
     a phase vocoder's artefacts. Callers stretch durations by `factor` at synthesis so the

@@ -25,7 +25,9 @@ def complete_shards(run_dir: Path, verify: bool = True) -> list[Path]:
     run_dir = Path(run_dir)
     records = sorted((run_dir / "shards").glob("*.json"))
     if not records:
-        raise RunFolderError(f"{run_dir} has no finished shards (no shards/*.json): not a run folder, or nothing finished")
+        raise RunFolderError(
+            f"{run_dir} has no finished shards (no shards/*.json): not a run folder, or nothing finished"
+        )
     paths = []
     for record in records:
         info = json.loads(record.read_text())
@@ -33,7 +35,9 @@ def complete_shards(run_dir: Path, verify: bool = True) -> list[Path]:
         if not data.exists():
             raise RunFolderError(f"shard {info['shard']}: record exists but {data} is missing")
         if verify and sha256_file(data) != info["sha256"]:
-            raise RunFolderError(f"shard {info['shard']}: {data} does not match its recorded sha256 (damaged or rewritten)")
+            raise RunFolderError(
+                f"shard {info['shard']}: {data} does not match its recorded sha256 (damaged or rewritten)"
+            )
         paths.append(data)
     return paths
 
@@ -49,8 +53,20 @@ def read_samples(run_dir: Path, ids: Iterable[str] | None = None, *, verify: boo
 
 def read_sample_metas(run_dir: Path, *, verify: bool = True) -> Iterator[SampleMeta]:
     """Metadata of every sample, without reading the audio columns."""
-    columns = ["id", "split", "run_seed", "sample_key", "scenario", "script", "timeline", "recipe",
-               "augmentation", "user_voice", "agent_voice", "llm"]
+    columns = [
+        "id",
+        "split",
+        "run_seed",
+        "sample_key",
+        "scenario",
+        "script",
+        "timeline",
+        "recipe",
+        "augmentation",
+        "user_voice",
+        "agent_voice",
+        "llm",
+    ]
     for path in complete_shards(run_dir, verify):
         for row in read_shard_rows(path, columns=columns, batch_size=256):
             yield row_meta(row)

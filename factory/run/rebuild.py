@@ -25,8 +25,10 @@ class SourceMissing(LookupError):
 def load_source(cache_dir: Path, source: PieceSource, sample_rate: int) -> np.ndarray:
     """The render of one piece at `sample_rate`, read from the TTS cache and hash-checked."""
     if source.cache_key is None:
-        raise SourceMissing(f"{source.text!r} ({source.voice_id}) was rendered with the TTS cache off: "
-                            "nothing to rebuild it from; re-run with tts.cache_dir set")
+        raise SourceMissing(
+            f"{source.text!r} ({source.voice_id}) was rendered with the TTS cache off: "
+            "nothing to rebuild it from; re-run with tts.cache_dir set"
+        )
     key = source.cache_key
     folder = Path(cache_dir) / key[:2]
     meta_path, npy = folder / f"{key}.json", folder / f"{key}.npy"

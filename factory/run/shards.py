@@ -25,8 +25,14 @@ from factory.run.io import atomic_write, atomic_write_text, sha256_file
 from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
 
 MANIFEST_SCHEMA = {name: pl.Utf8 for name in ManifestRow.model_fields} | {
-    "duration": pl.Float64, "n_turns": pl.Int64, "n_words": pl.Int64, "n_barge_ins": pl.Int64,
-    "n_backchannels": pl.Int64, "n_fillers": pl.Int64, "overlap_share": pl.Float64, "wer_max": pl.Float64,
+    "duration": pl.Float64,
+    "n_turns": pl.Int64,
+    "n_words": pl.Int64,
+    "n_barge_ins": pl.Int64,
+    "n_backchannels": pl.Int64,
+    "n_fillers": pl.Int64,
+    "overlap_share": pl.Float64,
+    "wer_max": pl.Float64,
 }
 
 
@@ -74,7 +80,9 @@ def shard_is_complete(cfg: RunConfig, name: str) -> bool:
         return False
 
 
-def generate_shard(cfg: RunConfig, spec: ShardSpec, on_sample: Callable[[SampleResult], None] | None = None) -> ShardResult:
+def generate_shard(
+    cfg: RunConfig, spec: ShardSpec, on_sample: Callable[[SampleResult], None] | None = None
+) -> ShardResult:
     """Produce one shard, or skip it if a previous run finished it (checksum verified)."""
     data, manifest_path, record = shard_paths(cfg, spec.name)
     if shard_is_complete(cfg, spec.name):
@@ -92,8 +100,10 @@ def generate_shard(cfg: RunConfig, spec: ShardSpec, on_sample: Callable[[SampleR
     # MinHash signatures of the spoken scripts, merged across shards by finalize_run
     save_signatures(signature_path(cfg, spec.name), {s.id: signature(_spoken_text(s)) for s in samples})
     n_ok = len(samples)
-    atomic_write_text(record, json.dumps(
-        {"shard": spec.name, "sha256": digest, "n_ok": n_ok, "n_rejected": len(results) - n_ok}, indent=2))
+    atomic_write_text(
+        record,
+        json.dumps({"shard": spec.name, "sha256": digest, "n_ok": n_ok, "n_rejected": len(results) - n_ok}, indent=2),
+    )
     return ShardResult(spec.name, digest, n_ok, len(results) - n_ok)
 
 
@@ -117,7 +127,8 @@ def finalize_run(cfg: RunConfig, shards: list[ShardResult]) -> Path:
     signatures = load_signatures(signature_path(cfg, s.name) for s in shards)
     duplicates = find_duplicates(dict(sorted(signatures.items())))  # run order: independent of sharding
     manifest = manifest.with_columns(
-        pl.col("id").replace_strict(duplicates, default=None, return_dtype=pl.Utf8).alias("duplicate_of"))
+        pl.col("id").replace_strict(duplicates, default=None, return_dtype=pl.Utf8).alias("duplicate_of")
+    )
     atomic_write(run / "manifest.parquet", lambda tmp: manifest.write_parquet(tmp))
     atomic_write_text(run / "config.yaml", cfg.to_yaml())
     atomic_write_text(run / "README.md", dataset_card(cfg, manifest))

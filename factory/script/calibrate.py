@@ -19,14 +19,6 @@ from collections import Counter
 
 import numpy as np
 
-from factory.script.planner import (
-    MIN_VICTIM_WORDS,
-    SPEAKING_RATE_WPS,
-    barge_in_cut,
-    barge_in_victims,
-    insert_hesitations,
-    plan_backchannels,
-)
 from factory.config import BehaviourSection
 from factory.models import (
     Backchannel,
@@ -43,6 +35,14 @@ from factory.models import (
     SilentPause,
 )
 from factory.script.parse import resolve_conflicts
+from factory.script.planner import (
+    MIN_VICTIM_WORDS,
+    SPEAKING_RATE_WPS,
+    barge_in_cut,
+    barge_in_victims,
+    insert_hesitations,
+    plan_backchannels,
+)
 
 __all__ = ["EXCESS_FACTOR", "calibrate_marks", "content_words", "measure_rates"]
 
@@ -76,8 +76,10 @@ def measure_rates(script: Script) -> dict[str, float]:
     return {
         "content_words": float(content_words(script)),
         "speech_minutes": _speech_minutes(script.turns),
-        **{k: float(kinds.get(k, 0)) for k in ("filler", "restart", "pause", "backchannel", "laugh",
-                                               "failed_interruption", "barge_in")},
+        **{
+            k: float(kinds.get(k, 0))
+            for k in ("filler", "restart", "pause", "backchannel", "laugh", "failed_interruption", "barge_in")
+        },
     }
 
 
@@ -105,8 +107,13 @@ def _remove_token(turns: list[ScriptTurn], marks: list[Mark], mark: Mark) -> lis
 
 
 def _add_hesitations(
-    turns: list[ScriptTurn], marks: list[Mark], t: int, rng: np.random.Generator, cfg: BehaviourSection,
-    pause_median: float, force_filler: bool = False,
+    turns: list[ScriptTurn],
+    marks: list[Mark],
+    t: int,
+    rng: np.random.Generator,
+    cfg: BehaviourSection,
+    pause_median: float,
+    force_filler: bool = False,
 ) -> list[Mark]:
     """Runs `insert_hesitations` on turn `t` and moves the turn's existing marks to the new word
     positions (the inserted tokens are exactly the new Filler and Restart marks' positions)."""
@@ -145,8 +152,9 @@ def _cap(expected: float) -> int:
     return math.ceil(EXCESS_FACTOR * expected)
 
 
-def _remove_excess(turns: list[ScriptTurn], marks: list[Mark], kind: type, cap: int, rng: np.random.Generator,
-                   report: Counter) -> list[Mark]:
+def _remove_excess(
+    turns: list[ScriptTurn], marks: list[Mark], kind: type, cap: int, rng: np.random.Generator, report: Counter
+) -> list[Mark]:
     found = [m for m in marks if isinstance(m, kind)]
     if len(found) <= cap:
         return marks
@@ -198,11 +206,13 @@ def calibrate_marks(
         if max(missing.values()) < 0.5:
             break
         # Rates that make the expected number of additions equal to what is missing.
-        add_cfg = cfg.model_copy(update={
-            "fillers_per_100_words": 100 * missing[Filler] / words,
-            "restarts_per_100_words": 100 * missing[Restart] / words,
-            "pauses_per_100_words": 100 * missing[SilentPause] / words,
-        })
+        add_cfg = cfg.model_copy(
+            update={
+                "fillers_per_100_words": 100 * missing[Filler] / words,
+                "restarts_per_100_words": 100 * missing[Restart] / words,
+                "pauses_per_100_words": 100 * missing[SilentPause] / words,
+            }
+        )
         before = Counter(m.type for m in marks)
         for t in range(len(turns)):
             marks = _add_hesitations(turns, marks, t, rng, add_cfg, pause_median)
@@ -211,8 +221,9 @@ def calibrate_marks(
         for kind in ("filler", "restart", "pause"):
             report[f"added_{kind}"] += max(after[kind] - before[kind], 0)
     if cfg.min_fillers and sum(isinstance(m, Filler) for m in marks) < cfg.min_fillers:
-        zero = cfg.model_copy(update={"fillers_per_100_words": 0.0, "restarts_per_100_words": 0.0,
-                                      "pauses_per_100_words": 0.0})
+        zero = cfg.model_copy(
+            update={"fillers_per_100_words": 0.0, "restarts_per_100_words": 0.0, "pauses_per_100_words": 0.0}
+        )
         t = int(rng.integers(len(turns)))
         if not any(isinstance(m, Filler) and m.turn == t and m.word_index == 0 for m in marks):
             marks = _add_hesitations(turns, marks, t, rng, zero, pause_median, force_filler=True)
@@ -223,10 +234,17 @@ def calibrate_marks(
     marks = _remove_excess(turns, marks, BargeIn, _cap(cfg.barge_ins_per_dialogue), rng, report)
     victims_now = {m.turn for m in marks if isinstance(m, BargeIn)}
     floor = min(cfg.min_barge_ins, math.floor(cfg.barge_ins_per_dialogue)) if cfg.barge_ins_per_dialogue else 0
-    wanted = barge_in_victims(mode, speakers, rng, cfg.model_copy(update={"barge_ins_per_dialogue": 0.0,
-                                                                           "min_barge_ins": floor}))
-    wanted |= barge_in_victims(mode, speakers, rng, cfg.model_copy(update={
-        "barge_ins_per_dialogue": max(cfg.barge_ins_per_dialogue - floor, 0.0), "min_barge_ins": 0}))
+    wanted = barge_in_victims(
+        mode, speakers, rng, cfg.model_copy(update={"barge_ins_per_dialogue": 0.0, "min_barge_ins": floor})
+    )
+    wanted |= barge_in_victims(
+        mode,
+        speakers,
+        rng,
+        cfg.model_copy(
+            update={"barge_ins_per_dialogue": max(cfg.barge_ins_per_dialogue - floor, 0.0), "min_barge_ins": 0}
+        ),
+    )
     to_add = len(wanted) - len(victims_now) if add_barge_ins else 0
     for t in sorted(wanted - victims_now):
         if to_add <= 0:
@@ -246,8 +264,12 @@ def calibrate_marks(
     marks = _remove_excess(turns, marks, FailedInterruption, _cap(cfg.failed_interruptions_per_dialogue), rng, report)
     have_bc = sum(isinstance(m, Backchannel) for m in marks)
     if have_bc < exp_bc or have_bc < cfg.min_backchannels:
-        add_cfg = cfg.model_copy(update={"backchannels_per_minute": max(exp_bc - have_bc, 0.0) / minutes,
-                                         "min_backchannels": max(cfg.min_backchannels - have_bc, 0)})
+        add_cfg = cfg.model_copy(
+            update={
+                "backchannels_per_minute": max(exp_bc - have_bc, 0.0) / minutes,
+                "min_backchannels": max(cfg.min_backchannels - have_bc, 0),
+            }
+        )
         taken = {(m.turn, m.word_index) for m in marks if isinstance(m, Backchannel | Laugh | FailedInterruption)}
         new = [b for b in plan_backchannels(turns, marks, rng, add_cfg, mode) if (b.turn, b.word_index) not in taken]
         marks += new
@@ -255,6 +277,8 @@ def calibrate_marks(
 
     marks = resolve_conflicts(turns, marks, report)
     # A filler's token is the word at its index (insertion before it may have changed its case).
-    marks = [m.model_copy(update={"token": turns[m.turn].text.split()[m.word_index]}) if isinstance(m, Filler) else m
-             for m in marks]
+    marks = [
+        m.model_copy(update={"token": turns[m.turn].text.split()[m.word_index]}) if isinstance(m, Filler) else m
+        for m in marks
+    ]
     return Script(scenario_id=script.scenario_id, turns=turns, marks=marks, llm=script.llm)

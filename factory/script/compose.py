@@ -12,14 +12,20 @@ Two modes (`llm.script_mode`):
 
 from __future__ import annotations
 
-from factory.script.planner import MIN_VICTIM_WORDS, barge_in_cut, barge_in_victims, insert_hesitations, plan_listener_marks
-from factory.script.calibrate import calibrate_marks
 from factory.config import RunConfig
 from factory.llm.base import LLMBackend
 from factory.models import BargeIn, Channel, ListenerMark, Mark, Mode, Scenario, Script, ScriptTurn
+from factory.script.calibrate import calibrate_marks
 from factory.script.parse import SCRIPT_RESPONSE_SCHEMA, ScriptRejected, parse_script, script_messages
+from factory.script.planner import (
+    MIN_VICTIM_WORDS,
+    barge_in_cut,
+    barge_in_victims,
+    insert_hesitations,
+    plan_listener_marks,
+)
+from factory.script.writer import TurnRejected, turn_length, write_turn
 from factory.seeding import derive_seed, rng_for
-from factory.script.writer import TurnRejected, write_turn
 
 
 def _mark_order(mark: Mark) -> tuple[int, int, str]:
@@ -27,9 +33,7 @@ def _mark_order(mark: Mark) -> tuple[int, int, str]:
 
 
 def word_limits(scenario: Scenario, speaker: Channel, cfg: RunConfig) -> tuple[int, int]:
-    if scenario.mode is Mode.peer:
-        return cfg.dialogue.peer_words
-    return cfg.dialogue.assistant_agent_words if speaker is Channel.agent else cfg.dialogue.assistant_user_words
+    return turn_length(scenario.mode, speaker, cfg.dialogue)
 
 
 def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
@@ -50,9 +54,15 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
         if may_be_cut and (scenario.mode is Mode.peer or speaker is Channel.agent):
             low = min(max(low, MIN_VICTIM_WORDS), high)  # long enough to be cut mid-way
         text = write_turn(
-            llm, scenario, heard, speaker,
+            llm,
+            scenario,
+            heard,
+            speaker,
             seed=derive_seed(seed, sample_key, f"llm-turn-{i}"),
-            min_words=low, max_words=high, attempts=cfg.llm.turn_attempts,
+            min_words=low,
+            max_words=high,
+            attempts=cfg.llm.turn_attempts,
+            temperature=cfg.llm.temperature,
         )
         text, turn_marks = insert_hesitations(
             text, i, rng, cfg.behaviour, cfg.timing.pause_median, force_filler=(i == filler_turn)
@@ -78,7 +88,6 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
     return Script(scenario_id=scenario.id, turns=turns, marks=marks, llm=llm.name)
 
 
-
 def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
     """Raises `TurnRejected` when no attempt gives a usable script (reason from the parser)."""
     seed = cfg.run.seed
@@ -88,13 +97,17 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
         raw = llm.complete(
             script_messages(scenario, scenario.n_turns),
             max_tokens=sum(limits[ch][1] for ch in limits) * scenario.n_turns + 256,
-            temperature=cfg.llm.temperature, seed=derive_seed(seed, sample_key, f"llm-script-{attempt}"),
+            temperature=cfg.llm.temperature,
+            seed=derive_seed(seed, sample_key, f"llm-script-{attempt}"),
             json_schema=SCRIPT_RESPONSE_SCHEMA,
         )
         try:
             script, _ = parse_script(
-                raw, scenario, min_words={ch: lo for ch, (lo, _) in limits.items()},
-                max_words={ch: hi for ch, (_, hi) in limits.items()}, llm=llm.name,
+                raw,
+                scenario,
+                min_words={ch: lo for ch, (lo, _) in limits.items()},
+                max_words={ch: hi for ch, (_, hi) in limits.items()},
+                llm=llm.name,
             )
             break
         except ScriptRejected as exc:
@@ -102,13 +115,19 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
     else:
         raise TurnRejected(last.reason if last else "invalid_script", last.detail if last else "")
     rng = rng_for(seed, sample_key, "behaviour")
-    script = calibrate_marks(script, rng, cfg.behaviour, cfg.timing.pause_median, mode=scenario.mode,
-                             add_barge_ins=False)
+    script = calibrate_marks(
+        script, rng, cfg.behaviour, cfg.timing.pause_median, mode=scenario.mode, add_barge_ins=False
+    )
     return _add_missing_barge_ins(llm, scenario, script, cfg, sample_key, rng)
 
 
 def _add_missing_barge_ins(
-    llm: LLMBackend, scenario: Scenario, script: Script, cfg: RunConfig, sample_key: str, rng,
+    llm: LLMBackend,
+    scenario: Scenario,
+    script: Script,
+    cfg: RunConfig,
+    sample_key: str,
+    rng,
 ) -> Script:
     """Cut eligible turns until the barge-in minimum holds, re-writing each interrupter's turn
     from the heard words (the model wrote it for the full turn). Marks on a re-written turn,
@@ -120,21 +139,39 @@ def _add_missing_barge_ins(
         return script
     turns, marks = list(script.turns), list(script.marks)
     candidates = [
-        i for i in sorted(barge_in_victims(scenario.mode, speakers, rng, cfg.behaviour) | set(range(1, len(turns) - 1)))
-        if i not in have and i + 1 not in have and i - 1 not in have
+        i
+        for i in sorted(barge_in_victims(scenario.mode, speakers, rng, cfg.behaviour) | set(range(1, len(turns) - 1)))
+        if i not in have
+        and i + 1 not in have
+        and i - 1 not in have
         and (scenario.mode is Mode.peer or speakers[i] is Channel.agent)
         and len(turns[i].text.split()) >= MIN_VICTIM_WORDS
     ]
     for i in candidates[:need]:
         heard_words = barge_in_cut(len(turns[i].text.split()), rng)
-        heard = [t if k != i else ScriptTurn(speaker=t.speaker, text=" ".join(t.text.split()[:heard_words]) + " —")
-                 for k, t in enumerate(turns[: i + 1])]
+        heard = [
+            t if k != i else ScriptTurn(speaker=t.speaker, text=" ".join(t.text.split()[:heard_words]) + " —")
+            for k, t in enumerate(turns[: i + 1])
+        ]
         low, high = word_limits(scenario, speakers[i + 1], cfg)
-        text = write_turn(llm, scenario, heard, speakers[i + 1], seed=derive_seed(cfg.run.seed, sample_key, f"llm-rewrite-{i + 1}"),
-                          min_words=low, max_words=high, attempts=cfg.llm.turn_attempts)
+        text = write_turn(
+            llm,
+            scenario,
+            heard,
+            speakers[i + 1],
+            seed=derive_seed(cfg.run.seed, sample_key, f"llm-rewrite-{i + 1}"),
+            min_words=low,
+            max_words=high,
+            attempts=cfg.llm.turn_attempts,
+            temperature=cfg.llm.temperature,
+        )
         turns[i + 1] = ScriptTurn(speaker=speakers[i + 1], text=text, responds_to=i)
-        marks = [m for m in marks if m.turn != i + 1 and not (m.turn == i and getattr(m, "word_index", 0) >= heard_words - 3
-                                                               and isinstance(m, ListenerMark))]
+        marks = [
+            m
+            for m in marks
+            if m.turn != i + 1
+            and not (m.turn == i and getattr(m, "word_index", 0) >= heard_words - 3 and isinstance(m, ListenerMark))
+        ]
         marks.append(BargeIn(turn=i, heard_words=heard_words))
     marks.sort(key=_mark_order)
     return Script(scenario_id=script.scenario_id, turns=turns, marks=marks, llm=script.llm)

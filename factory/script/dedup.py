@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from factory.run.io import atomic_write
+
 __all__ = [
     "NGRAM",
     "NUM_PERM",
@@ -86,8 +88,9 @@ class NearDuplicateIndex:
     duplicates (estimated Jaccard of word 3-gram sets >= `threshold`). A duplicate is not
     indexed itself, so every duplicate points at a kept sample."""
 
-    def __init__(self, *, threshold: float = THRESHOLD, num_perm: int = NUM_PERM, ngram: int = NGRAM,
-                 seed: int = SEED) -> None:
+    def __init__(
+        self, *, threshold: float = THRESHOLD, num_perm: int = NUM_PERM, ngram: int = NGRAM, seed: int = SEED
+    ) -> None:
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold, self.num_perm, self.ngram, self.seed = threshold, num_perm, ngram, seed
@@ -132,11 +135,13 @@ def save_signatures(path: str | Path, signatures: Mapping[str, MinHash]) -> None
     seeds = {signatures[i].seed for i in ids} or {SEED}
     if len(seeds) != 1:
         raise ValueError(f"signatures mix permutation seeds {sorted(seeds)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, ids=np.array(ids, dtype=str), values=values, seed=np.array(seeds.pop()))
-    tmp.replace(path)
+    seed = np.array(seeds.pop())
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: savez would append ".npz" to a path
+            np.savez_compressed(f, ids=np.array(ids, dtype=str), values=values, seed=seed)
+
+    atomic_write(Path(path), write)
 
 
 def load_signatures(paths: Iterable[str | Path]) -> dict[str, MinHash]:

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import json_repair
 from pydantic import ValidationError
 
 from factory.models import (
@@ -55,29 +56,37 @@ from factory.models import (
 from factory.script.text_checks import TurnRejected, check_turn, clean_turn
 
 __all__ = [
-    "REASONS", "SCRIPT_RESPONSE_SCHEMA", "ParseReport", "ScriptRejected", "parse_script", "resolve_conflicts",
-    "script_messages", "script_to_response",
+    "REASONS",
+    "SCRIPT_RESPONSE_SCHEMA",
+    "ParseReport",
+    "ScriptRejected",
+    "parse_script",
+    "resolve_conflicts",
+    "script_messages",
+    "script_to_response",
 ]
 
 # Every reason code `ScriptRejected` can carry.
-REASONS = frozenset({
-    "invalid_json",      # no JSON object could be read, even after the tolerant repairs
-    "no_turns",          # no "turns" list (or it is empty)
-    "malformed_turn",    # a turn is not an object
-    "wrong_speakers",    # a speaker is missing or not a participant, or only one side speaks
-    "empty_turn",        # a turn has no speakable text (before or after cleaning)
-    "too_short",         # a turn has fewer than min_words words after cleaning
-    "runaway_turn",      # a turn is far longer than max_words (a decoding runaway, not a long turn)
-    "mangled_turn",      # cleaning removed most of a turn (markup, code, JSON, stage directions in the text)
-    "too_few_turns",     # fewer turns than the dialogue needs after merging
-    "prompt_echo",       # a turn copies the instructions or an earlier turn
-    "repetition_loop",   # a turn loops
-    "wrong_language",    # a turn is not English
-    "meta",              # a turn talks about the task ("as an AI language model", "next turn")
-    "mark_out_of_range", # not raised by parse_script (such marks are dropped and counted); for callers
-    "conflicting_marks", # likewise: conflicting marks are dropped and counted in ParseReport.dropped
-    "invalid_script",    # the assembled Script failed model validation (a bug guard)
-})
+REASONS = frozenset(
+    {
+        "invalid_json",  # no JSON object could be read, even after the tolerant repairs
+        "no_turns",  # no "turns" list (or it is empty)
+        "malformed_turn",  # a turn is not an object
+        "wrong_speakers",  # a speaker is missing or not a participant, or only one side speaks
+        "empty_turn",  # a turn has no speakable text (before or after cleaning)
+        "too_short",  # a turn has fewer than min_words words after cleaning
+        "runaway_turn",  # a turn is far longer than max_words (a decoding runaway, not a long turn)
+        "mangled_turn",  # cleaning removed most of a turn (markup, code, JSON, stage directions in the text)
+        "too_few_turns",  # fewer turns than the dialogue needs after merging
+        "prompt_echo",  # a turn copies the instructions or an earlier turn
+        "repetition_loop",  # a turn loops
+        "wrong_language",  # a turn is not English
+        "meta",  # a turn talks about the task ("as an AI language model", "next turn")
+        "mark_out_of_range",  # not raised by parse_script (such marks are dropped and counted); for callers
+        "conflicting_marks",  # likewise: conflicting marks are dropped and counted in ParseReport.dropped
+        "invalid_script",  # the assembled Script failed model validation (a bug guard)
+    }
+)
 
 MAX_RAW_CHARS = 200_000
 MANGLED_SHARE, MANGLED_MIN_WORDS = 0.5, 8  # a turn of 8+ words that cleaning halves is rejected
@@ -91,10 +100,38 @@ DEFAULT_BACKCHANNEL = "mm-hmm"
 DEFAULT_LAUGH = "haha"
 DEFAULT_FAILED = "But I-"
 
-_USER_ALIASES = {"user", "human", "customer", "caller", "client", "person", "me", "speaker a", "a", "speaker 1",
-                 "speaker1", "patient", "student"}
-_AGENT_ALIASES = {"agent", "assistant", "ai", "bot", "model", "ai assistant", "voice assistant", "speaker b", "b",
-                  "speaker 2", "speaker2", "support", "gpt", "chatbot", "system"}
+_USER_ALIASES = {
+    "user",
+    "human",
+    "customer",
+    "caller",
+    "client",
+    "person",
+    "me",
+    "speaker a",
+    "a",
+    "speaker 1",
+    "speaker1",
+    "patient",
+    "student",
+}
+_AGENT_ALIASES = {
+    "agent",
+    "assistant",
+    "ai",
+    "bot",
+    "model",
+    "ai assistant",
+    "voice assistant",
+    "speaker b",
+    "b",
+    "speaker 2",
+    "speaker2",
+    "support",
+    "gpt",
+    "chatbot",
+    "system",
+}
 _AGENT_META = ("as an ai", "i am an ai", "i'm an ai")
 
 
@@ -141,27 +178,75 @@ SCRIPT_RESPONSE_SCHEMA: dict[str, Any] = {
                     "marks": {
                         "type": "array",
                         "maxItems": 24,
-                        "items": {"anyOf": [
-                            {"type": "object", "additionalProperties": False, "required": ["type", "before_word", "token"],
-                             "properties": {"type": {"const": "filler"}, "before_word": _INDEX,
-                                            "token": {"type": "string", "enum": ["um", "uh", "um,", "uh,", "er", "like"]}}},
-                            {"type": "object", "additionalProperties": False, "required": ["type", "word"],
-                             "properties": {"type": {"const": "restart"}, "word": _INDEX}},
-                            {"type": "object", "additionalProperties": False, "required": ["type", "after_word", "seconds"],
-                             "properties": {"type": {"const": "pause"}, "after_word": _INDEX,
-                                            "seconds": {"type": "number", "minimum": 0.1, "maximum": 3.0}}},
-                            {"type": "object", "additionalProperties": False, "required": ["type", "after_word", "token"],
-                             "properties": {"type": {"const": "backchannel"}, "after_word": _INDEX,
-                                            "token": {"type": "string", "maxLength": 24}}},
-                            {"type": "object", "additionalProperties": False, "required": ["type", "after_word"],
-                             "properties": {"type": {"const": "laugh"}, "after_word": _INDEX,
-                                            "token": {"type": "string", "maxLength": 16}}},
-                            {"type": "object", "additionalProperties": False, "required": ["type", "after_word", "token"],
-                             "properties": {"type": {"const": "failed_interruption"}, "after_word": _INDEX,
-                                            "token": {"type": "string", "maxLength": 24}}},
-                            {"type": "object", "additionalProperties": False, "required": ["type", "heard_words"],
-                             "properties": {"type": {"const": "barge_in"}, "heard_words": {**_INDEX, "minimum": 1}}},
-                        ]},
+                        "items": {
+                            "anyOf": [
+                                {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["type", "before_word", "token"],
+                                    "properties": {
+                                        "type": {"const": "filler"},
+                                        "before_word": _INDEX,
+                                        "token": {"type": "string", "enum": ["um", "uh", "um,", "uh,", "er", "like"]},
+                                    },
+                                },
+                                {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["type", "word"],
+                                    "properties": {"type": {"const": "restart"}, "word": _INDEX},
+                                },
+                                {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["type", "after_word", "seconds"],
+                                    "properties": {
+                                        "type": {"const": "pause"},
+                                        "after_word": _INDEX,
+                                        "seconds": {"type": "number", "minimum": 0.1, "maximum": 3.0},
+                                    },
+                                },
+                                {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["type", "after_word", "token"],
+                                    "properties": {
+                                        "type": {"const": "backchannel"},
+                                        "after_word": _INDEX,
+                                        "token": {"type": "string", "maxLength": 24},
+                                    },
+                                },
+                                {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["type", "after_word"],
+                                    "properties": {
+                                        "type": {"const": "laugh"},
+                                        "after_word": _INDEX,
+                                        "token": {"type": "string", "maxLength": 16},
+                                    },
+                                },
+                                {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["type", "after_word", "token"],
+                                    "properties": {
+                                        "type": {"const": "failed_interruption"},
+                                        "after_word": _INDEX,
+                                        "token": {"type": "string", "maxLength": 24},
+                                    },
+                                },
+                                {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["type", "heard_words"],
+                                    "properties": {
+                                        "type": {"const": "barge_in"},
+                                        "heard_words": {**_INDEX, "minimum": 1},
+                                    },
+                                },
+                            ]
+                        },
                     },
                 },
             },
@@ -169,47 +254,77 @@ SCRIPT_RESPONSE_SCHEMA: dict[str, Any] = {
     },
 }
 
-_EXAMPLE = {"turns": [
-    {"speaker": "user", "text": "Hey, do you know a good way to keep basil alive indoors?",
-     "marks": [{"type": "filler", "before_word": 1, "token": "um"}]},
-    {"speaker": "agent", "text": "Sure. Basil wants at least six hours of sun, so a south window is best, and "
-                                 "you should water it when the top of the soil feels dry.",
-     "marks": [{"type": "backchannel", "after_word": 9, "token": "mm-hmm"}, {"type": "barge_in", "heard_words": 13}]},
-    {"speaker": "user", "text": "Oh, my only window faces north though.",
-     "marks": [{"type": "restart", "word": 1}]},
-]}
+_EXAMPLE = {
+    "turns": [
+        {
+            "speaker": "user",
+            "text": "Hey, do you know a good way to keep basil alive indoors?",
+            "marks": [{"type": "filler", "before_word": 1, "token": "um"}],
+        },
+        {
+            "speaker": "agent",
+            "text": "Sure. Basil wants at least six hours of sun, so a south window is best, and "
+            "you should water it when the top of the soil feels dry.",
+            "marks": [
+                {"type": "backchannel", "after_word": 9, "token": "mm-hmm"},
+                {"type": "barge_in", "heard_words": 13},
+            ],
+        },
+        {
+            "speaker": "user",
+            "text": "Oh, my only window faces north though.",
+            "marks": [{"type": "restart", "word": 1}],
+        },
+    ]
+}
 
 
 def script_messages(scenario: Scenario, n_turns: int) -> list[dict[str, str]]:
     """Chat messages asking a capable model for a whole dialogue with proposed behaviour marks,
     as one JSON object matching `SCRIPT_RESPONSE_SCHEMA`."""
     if scenario.mode is Mode.assistant:
-        roles = (f'"user" is {scenario.user.name}, {scenario.user.description}, who talks to "agent", '
-                 f"{scenario.agent.name}, an AI voice assistant ({scenario.agent.description}). The agent answers "
-                 "helpfully in two to four spoken sentences; the user speaks in short questions and follow-ups.")
+        roles = (
+            f'"user" is {scenario.user.name}, {scenario.user.description}, who talks to "agent", '
+            f"{scenario.agent.name}, an AI voice assistant ({scenario.agent.description}). The agent answers "
+            "helpfully in two to four spoken sentences; the user speaks in short questions and follow-ups."
+        )
     else:
-        roles = (f'"user" is {scenario.user.name}, {scenario.user.description}; "agent" is {scenario.agent.name}, '
-                 f"{scenario.agent.description}. They are two people chatting; both keep their turns short.")
-    system = "\n".join([
-        "You write realistic spoken two-person dialogues for speech synthesis, as JSON.",
-        roles,
-        "Rules:",
-        f"- Exactly {n_turns} turns, alternating speakers, starting with the user.",
-        "- Plain spoken English only: no markdown, lists, emojis, stage directions or speaker names in the text.",
-        "- Do not write fillers (um, uh) or cut-off words into the text: propose them as marks instead.",
-        "- Marks point at words by 0-based index into the turn's text split on spaces.",
-        ("- filler: a filled pause said before word `before_word`. restart: word `word` is cut off and said "
-         "again. pause: a short silence after word `after_word` (not the last word)."),
-        ("- backchannel / laugh / failed_interruption: the OTHER speaker reacts briefly after word "
-         "`after_word` while this turn goes on."),
-        ("- barge_in: the NEXT turn interrupts this one after `heard_words` words; the next turn must respond "
-         "only to those words. Never on the last turn; at most one per turn."),
-        ("- Real talk has about 3 fillers and 1 restart per 100 words, a backchannel every 15 seconds, and "
-         "about one interruption per dialogue. Do not overdo them."),
-        "Example of the format: " + json.dumps(_EXAMPLE),
-    ])
-    user = (f"Setting: {scenario.setting}. Topic: {scenario.topic}. Style: {scenario.style}.\n"
-            f"Write the {n_turns}-turn dialogue as JSON now.")
+        roles = (
+            f'"user" is {scenario.user.name}, {scenario.user.description}; "agent" is {scenario.agent.name}, '
+            f"{scenario.agent.description}. They are two people chatting; both keep their turns short."
+        )
+    system = "\n".join(
+        [
+            "You write realistic spoken two-person dialogues for speech synthesis, as JSON.",
+            roles,
+            "Rules:",
+            f"- Exactly {n_turns} turns, alternating speakers, starting with the user.",
+            "- Plain spoken English only: no markdown, lists, emojis, stage directions or speaker names in the text.",
+            "- Do not write fillers (um, uh) or cut-off words into the text: propose them as marks instead.",
+            "- Marks point at words by 0-based index into the turn's text split on spaces.",
+            (
+                "- filler: a filled pause said before word `before_word`. restart: word `word` is cut off and said "
+                "again. pause: a short silence after word `after_word` (not the last word)."
+            ),
+            (
+                "- backchannel / laugh / failed_interruption: the OTHER speaker reacts briefly after word "
+                "`after_word` while this turn goes on."
+            ),
+            (
+                "- barge_in: the NEXT turn interrupts this one after `heard_words` words; the next turn must respond "
+                "only to those words. Never on the last turn; at most one per turn."
+            ),
+            (
+                "- Real talk has about 3 fillers and 1 restart per 100 words, a backchannel every 15 seconds, and "
+                "about one interruption per dialogue. Do not overdo them."
+            ),
+            "Example of the format: " + json.dumps(_EXAMPLE),
+        ]
+    )
+    user = (
+        f"Setting: {scenario.setting}. Topic: {scenario.topic}. Style: {scenario.style}.\n"
+        f"Write the {n_turns}-turn dialogue as JSON now."
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -268,45 +383,16 @@ def _strip_wrapping(raw: str) -> str:
         return raw.strip()
     start = min(starts)
     end = max(raw.rfind("}"), raw.rfind("]"))
-    return raw[start:end + 1] if end > start else raw[start:]
-
-
-def _single_to_double_quotes(text: str) -> str:
-    """Rewrites 'single-quoted' JSON strings as "double-quoted" ones. An apostrophe inside a
-    word ("I'm") is not a closing quote: a closing quote is followed by , : } or ]."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == '"':  # copy a double-quoted string as is
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            out.append(text[i:j + 1])
-            i = j + 1
-        elif ch == "'":
-            j = i + 1
-            buf: list[str] = []
-            while j < n:
-                if text[j] == "\\" and j + 1 < n:
-                    buf.append(text[j:j + 2])
-                    j += 2
-                    continue
-                if text[j] == "'" and re.match(r"\s*[,:}\]]", text[j + 1:j + 16]) is not None:
-                    break
-                buf.append('\\"' if text[j] == '"' else text[j])
-                j += 1
-            out.append('"' + "".join(buf) + '"')
-            i = j + 1
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
+    return raw[start : end + 1] if end > start else raw[start:]
 
 
 def _close_truncated(text: str) -> str | None:
-    """A response cut by the token limit: keeps everything up to the last complete element of
-    the top-level container's list and closes the open brackets."""
+    """A response cut by the token limit: everything up to the last complete element of the
+    top-level container's list, with the open brackets closed. None when nothing is left open
+    (not truncated), "" when the cut came before any complete element.
+
+    Kept by hand rather than left to json_repair, which closes the open string and brackets
+    where the cut fell: a turn cut mid-sentence would then be accepted as if it were whole."""
     stack: list[str] = []
     last: tuple[int, list[str]] | None = None
     in_string = False
@@ -325,15 +411,17 @@ def _close_truncated(text: str) -> str | None:
             stack.append(ch)
         elif ch in "}]":
             if not stack:
-                return None
+                return None  # more closed than opened: not a cut, json_repair's case
             stack.pop()
             if stack in (["{", "["], ["["]):
                 last = (i, list(stack))
         i += 1
-    if last is None or not stack:
+    if not stack:
         return None
+    if last is None:
+        return ""
     pos, open_ = last
-    return text[:pos + 1] + "".join("]" if b == "[" else "}" for b in reversed(open_))
+    return text[: pos + 1] + "".join("]" if b == "[" else "}" for b in reversed(open_))
 
 
 def _loads(text: str) -> Any:
@@ -347,35 +435,36 @@ _FAIL = object()
 
 
 def load_json(raw: str, report: ParseReport) -> Any:
-    """`json.loads` first; then the tolerant repairs, each counted when it is the one that worked."""
+    """`json.loads` first; then, each counted in `report.repairs`: prose and code fences
+    stripped, a token-limit cut closed after its last complete element, and `json_repair` for
+    the rest (single quotes, trailing or missing commas, stray characters, unquoted keys)."""
     value = _loads(raw)
     if value is not _FAIL:
         return value
     text = _strip_wrapping(raw)
     if text != raw.strip():
         report.repairs["stripped_wrapping"] += 1
-    candidates: list[tuple[str, str]] = [("", text)]
-    no_commas = re.sub(r",\s*([}\]])", r"\1", text)
-    candidates.append(("trailing_commas", no_commas))
-    if "'" in no_commas:
-        candidates.append(("single_quotes", _single_to_double_quotes(no_commas)))
-    for repair, candidate in candidates:
-        value = _loads(candidate)
+        value = _loads(text)
         if value is not _FAIL:
-            for part in filter(None, repair.split("+")):
-                report.repairs[part] += 1
             return value
-    for repair, candidate in candidates:  # then a token-limit cut, closed after its last complete turn
-        closed = _close_truncated(candidate)
-        if closed is None:
-            continue
-        value = _loads(re.sub(r",\s*([}\]])", r"\1", closed))
+    closed = _close_truncated(text)
+    if closed == "":
+        raise ScriptRejected("invalid_json", f"cut off before the first complete turn: {raw[:80]!r}")
+    if closed is not None:
+        report.repairs["truncated"] += 1
+        text = closed
+        value = _loads(text)
         if value is not _FAIL:
-            for part in filter(None, repair.split("+")):
-                report.repairs[part] += 1
-            report.repairs["truncated"] += 1
             return value
-    raise ScriptRejected("invalid_json", f"unreadable after repairs: {raw[:80]!r}")
+    try:
+        value = json_repair.loads(text, skip_json_loads=True)
+    except (ValueError, TypeError, IndexError, RecursionError):
+        value = None
+    # json_repair reads any text as *something* (prose becomes ""); only a container can be a script.
+    if not isinstance(value, dict | list) or not value:
+        raise ScriptRejected("invalid_json", f"unreadable after repairs: {raw[:80]!r}")
+    report.repairs["json_repaired"] += 1
+    return value
 
 
 # --------------------------------------------------------------------------- marks
@@ -387,11 +476,26 @@ class _RawMark:
     seconds: float | None = None
 
 
-_MARK_INDEX_KEY = {"filler": "before_word", "restart": "word", "pause": "after_word", "backchannel": "after_word",
-                   "laugh": "after_word", "failed_interruption": "after_word", "barge_in": "heard_words"}
-_MARK_TYPE_ALIASES = {"interruption": "barge_in", "bargein": "barge_in", "barge-in": "barge_in",
-                      "silent_pause": "pause", "silence": "pause", "filled_pause": "filler", "repair": "restart",
-                      "laughter": "laugh", "back_channel": "backchannel"}
+_MARK_INDEX_KEY = {
+    "filler": "before_word",
+    "restart": "word",
+    "pause": "after_word",
+    "backchannel": "after_word",
+    "laugh": "after_word",
+    "failed_interruption": "after_word",
+    "barge_in": "heard_words",
+}
+_MARK_TYPE_ALIASES = {
+    "interruption": "barge_in",
+    "bargein": "barge_in",
+    "barge-in": "barge_in",
+    "silent_pause": "pause",
+    "silence": "pause",
+    "filled_pause": "filler",
+    "repair": "restart",
+    "laughter": "laugh",
+    "back_channel": "backchannel",
+}
 
 
 def _as_index(value: Any) -> int | None:
@@ -425,19 +529,29 @@ def _read_mark(item: Any, report: ParseReport) -> _RawMark | None:
     raw_index = item.get(key, item.get("word_index", item.get("word")))
     index = _as_index(raw_index)
     if index is None:
-        report.dropped["mark_out_of_range" if isinstance(raw_index, int | float) and not isinstance(raw_index, bool)
-                       else "malformed_mark"] += 1
+        report.dropped[
+            "mark_out_of_range"
+            if isinstance(raw_index, int | float) and not isinstance(raw_index, bool)
+            else "malformed_mark"
+        ] += 1
         return None
     token = item.get("token")
     seconds = item.get("seconds", item.get("duration"))
     if kind == "pause":
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds <= 0
+        ):
             seconds = 0.45
             report.repairs["pause_seconds_defaulted"] += 1
         elif not 0.1 <= seconds <= 3.0:
             seconds = min(max(float(seconds), 0.1), 3.0)
             report.repairs["pause_seconds_clamped"] += 1
-    return _RawMark(kind, index, token if isinstance(token, str) else None, float(seconds) if seconds is not None else None)
+    return _RawMark(
+        kind, index, token if isinstance(token, str) else None, float(seconds) if seconds is not None else None
+    )
 
 
 def _token(raw: str | None, pattern: re.Pattern[str], default: str, report: ParseReport) -> str:
@@ -604,8 +718,9 @@ def _limits(value: int | Mapping[Channel, int], speaker: Channel) -> int:
     return int(value[speaker]) if isinstance(value, Mapping) else int(value)
 
 
-def _build_turn(index: int, turn: _Turn, words: list[str], marks: list[_RawMark],
-                report: ParseReport) -> tuple[str, list[Mark]]:
+def _build_turn(
+    index: int, turn: _Turn, words: list[str], marks: list[_RawMark], report: ParseReport
+) -> tuple[str, list[Mark]]:
     """Writes fillers and restarts into the words (as `insert_hesitations` does) and moves every
     mark into the final text's word positions. `marks` are in `words` coordinates."""
     n = len(words)
@@ -667,8 +782,14 @@ def _build_turn(index: int, turn: _Turn, words: list[str], marks: list[_RawMark]
     return " ".join(out), final
 
 
-_TURN_REASONS = {"empty": "empty_turn", "too_short": "too_short", "prompt_echo": "prompt_echo",
-                 "repetition_loop": "repetition_loop", "wrong_language": "wrong_language", "meta": "meta"}
+_TURN_REASONS = {
+    "empty": "empty_turn",
+    "too_short": "too_short",
+    "prompt_echo": "prompt_echo",
+    "repetition_loop": "repetition_loop",
+    "wrong_language": "wrong_language",
+    "meta": "meta",
+}
 
 
 def parse_script(
@@ -694,8 +815,14 @@ def parse_script(
         raise ScriptRejected("invalid_script", f"{type(error).__name__}: {str(error)[:120]}") from error
 
 
-def _parse(raw: str | bytes, scenario: Scenario, min_words: int | Mapping[Channel, int],
-           max_words: int | Mapping[Channel, int], min_turns: int | None, llm: str) -> tuple[Script, ParseReport]:
+def _parse(
+    raw: str | bytes,
+    scenario: Scenario,
+    min_words: int | Mapping[Channel, int],
+    max_words: int | Mapping[Channel, int],
+    min_turns: int | None,
+    llm: str,
+) -> tuple[Script, ParseReport]:
     report = ParseReport()
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", errors="replace")
@@ -747,8 +874,11 @@ def _parse(raw: str | bytes, scenario: Scenario, min_words: int | Mapping[Channe
             else:
                 target = mapping.get(m.index) if m.index < len(old) else None
             if target is None:
-                report.dropped["mark_out_of_range" if m.index >= len(old) or m.index == 0 and m.type == "barge_in"
-                               else "mark_lost_in_cleaning"] += 1
+                report.dropped[
+                    "mark_out_of_range"
+                    if m.index >= len(old) or m.index == 0 and m.type == "barge_in"
+                    else "mark_lost_in_cleaning"
+                ] += 1
                 continue
             moved.append(_RawMark(m.type, target, m.token, m.seconds))
         text, turn_marks = _build_turn(i, turn, new, moved, report)
@@ -758,8 +888,9 @@ def _parse(raw: str | bytes, scenario: Scenario, min_words: int | Mapping[Channe
             check_turn(cleaned, min_words=low, references=references + contents, allow_meta=allow_meta)
             check_turn(text, min_words=low, references=references + contents, allow_meta=allow_meta)
         except TurnRejected as rejected:
-            raise ScriptRejected(_TURN_REASONS.get(rejected.reason, "empty_turn"),
-                                 f"turn {i}: {rejected.detail}") from None
+            raise ScriptRejected(
+                _TURN_REASONS.get(rejected.reason, "empty_turn"), f"turn {i}: {rejected.detail}"
+            ) from None
         script_turns.append(ScriptTurn(speaker=turn.speaker, text=text, responds_to=i - 1 if i else None))
         contents.append(cleaned)
         marks.extend(turn_marks)

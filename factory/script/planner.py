@@ -13,7 +13,17 @@ import numpy as np
 
 from factory.config import BehaviourSection
 from factory.models import (
-    Backchannel, BargeIn, Channel, FailedInterruption, Filler, Laugh, ListenerMark, Mark, Mode, Restart, ScriptTurn,
+    Backchannel,
+    BargeIn,
+    Channel,
+    FailedInterruption,
+    Filler,
+    Laugh,
+    ListenerMark,
+    Mark,
+    Mode,
+    Restart,
+    ScriptTurn,
     SilentPause,
 )
 
@@ -22,7 +32,11 @@ MIN_VICTIM_WORDS = 6  # the writer is asked for at least this many words in a pl
 
 
 def insert_hesitations(
-    text: str, turn: int, rng: np.random.Generator, cfg: BehaviourSection, pause_median: float,
+    text: str,
+    turn: int,
+    rng: np.random.Generator,
+    cfg: BehaviourSection,
+    pause_median: float,
     force_filler: bool = False,
 ) -> tuple[str, list[Mark]]:
     """Write fillers and restarts into `text` and mark silent pauses, at the configured rates."""
@@ -73,10 +87,7 @@ def insert_hesitations(
 def barge_in_victims(mode: Mode, speakers: list[Channel], rng: np.random.Generator, cfg: BehaviourSection) -> set[int]:
     """Turns planned to be interrupted by the next turn. In assistant mode the user interrupts
     the agent's long answers; in peer mode either side interrupts."""
-    eligible = [
-        i for i in range(len(speakers) - 1)
-        if i > 0 and (mode is Mode.peer or speakers[i] is Channel.agent)
-    ]
+    eligible = [i for i in range(len(speakers) - 1) if i > 0 and (mode is Mode.peer or speakers[i] is Channel.agent)]
     # floor + Poisson remainder keeps the mean on target (max(Poisson(1), 1) has mean 1.37)
     count = cfg.min_barge_ins + int(rng.poisson(max(cfg.barge_ins_per_dialogue - cfg.min_barge_ins, 0.0)))
     count = min(count, len(eligible))
@@ -108,7 +119,11 @@ def _speech_minutes(turns: list[ScriptTurn]) -> float:
 
 
 def plan_backchannels(
-    turns: list[ScriptTurn], marks: list[Mark], rng: np.random.Generator, cfg: BehaviourSection, mode: Mode,
+    turns: list[ScriptTurn],
+    marks: list[Mark],
+    rng: np.random.Generator,
+    cfg: BehaviourSection,
+    mode: Mode,
 ) -> list[Backchannel]:
     """Listener responses during long turns, at `backchannels_per_minute` of estimated speech."""
     spans = _listener_spans(turns, marks, mode)
@@ -128,7 +143,11 @@ def plan_backchannels(
 
 
 def plan_listener_marks(
-    turns: list[ScriptTurn], marks: list[Mark], rng: np.random.Generator, cfg: BehaviourSection, mode: Mode,
+    turns: list[ScriptTurn],
+    marks: list[Mark],
+    rng: np.random.Generator,
+    cfg: BehaviourSection,
+    mode: Mode,
 ) -> list[ListenerMark]:
     """Backchannels, laughs and failed interruptions: short listener speech over a turn."""
     planned: list[ListenerMark] = list(plan_backchannels(turns, marks, rng, cfg, mode))

@@ -1,98 +1,143 @@
 """The scenario bank: topics x settings x personas x styles x modes, drawn by seed.
 
-The bank is plain data so it can grow without code changes; `bank_size()` reports how many
+The bank is data (`factory/script/bank/*.yaml`, plus an optional user folder from
+`dialogue.scenario_bank`) so it can grow without code changes; `bank_size()` reports how many
 distinct scenarios it can produce (a 400K run needs far more than 400K).
+
+A bank file is a mapping with any of `topics`, `settings`, `styles`, `user_personas`,
+`agent_personas`. Files load in name order, packaged ones first; each extends the lists loaded
+before it, except the fields it names in `replace`, which it replaces. Entries keep their order
+and repeats are dropped, because a draw picks by position: the same files and seed give the same
+scenario.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
 import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from factory.models import Mode, Persona, Scenario
 
-TOPICS = [
-    "planning a weekend hiking trip", "fixing a slow home wifi network", "choosing a first pet",
-    "learning to cook a curry", "preparing for a job interview", "repairing a leaking kitchen tap",
-    "saving money on groceries", "training for a first ten kilometre run", "picking a used car",
-    "organising a birthday party", "starting a vegetable garden", "understanding a phone bill",
-    "booking a train journey across the country", "getting better sleep", "learning to play guitar",
-    "moving to a new city", "setting up a small online shop", "choosing a laptop for study",
-    "a noisy neighbour problem", "planning a family reunion", "making bread at home",
-    "studying for a maths exam", "keeping houseplants alive", "reducing screen time",
-    "writing a short speech for a wedding", "visiting a museum with kids", "a delayed flight",
-    "returning a faulty blender", "learning a second language", "painting a bedroom",
-    "a first day at a new job", "finding a good book to read", "making a monthly budget",
-    "cleaning up an old garage", "choosing running shoes", "meal prep for a busy week",
-    "a broken bicycle chain", "planning a road trip", "adopting a rescue dog",
-    "dealing with a cold", "picking a mobile phone plan", "hosting a dinner for friends",
-    "camping in the rain", "a recipe that went wrong", "building a bookshelf",
-    "the best way to learn to swim", "organising digital photos", "getting into bird watching",
-    "preparing a car for winter", "choosing a gym", "writing a cover letter",
-    "a power cut at home", "making coffee at home", "planning a picnic", "learning to knit",
-    "a lost wallet", "setting up a home office", "teaching a child to ride a bike",
-    "volunteering at a food bank", "buying a second hand sofa", "visiting grandparents",
-]
+PACKAGED_DIR = Path(__file__).resolve().parent / "bank"
 
-SETTINGS = [
-    "at home in the evening", "on a phone call", "during a lunch break", "on a bus",
-    "in a quiet cafe", "while walking the dog", "in the kitchen", "at the office",
-    "over a video call", "in the car", "on a Sunday morning", "late at night",
-    "in a hotel room", "at a train station", "in the garden", "after work",
-    "before a meeting", "during a rainy afternoon", "on holiday", "in a waiting room",
-]
-
-USER_PERSONAS = [
-    Persona(name="Sam", description="a busy nurse who works night shifts"),
-    Persona(name="Alex", description="a university student on a tight budget"),
-    Persona(name="Jordan", description="a retired teacher who loves detail"),
-    Persona(name="Priya", description="a software developer who asks precise questions"),
-    Persona(name="Tom", description="a carpenter who prefers plain talk"),
-    Persona(name="Maria", description="a mother of two young children"),
-    Persona(name="Chen", description="a graduate student new to the country"),
-    Persona(name="Lucy", description="a shop owner with little free time"),
-    Persona(name="Omar", description="a bus driver who likes to joke"),
-    Persona(name="Grace", description="a cautious first-time home owner"),
-    Persona(name="Ben", description="a teenager who is curious about everything"),
-    Persona(name="Nina", description="a musician who works from home"),
-    Persona(name="Raj", description="an accountant who likes a plan"),
-    Persona(name="Ella", description="a nurse student who is often tired"),
-    Persona(name="Max", description="a keen cyclist and amateur mechanic"),
-    Persona(name="Sofia", description="a chef who is short on patience"),
-    Persona(name="Leo", description="a new father who sleeps very little"),
-    Persona(name="Hana", description="a librarian who speaks softly"),
-    Persona(name="Dan", description="a farmer who is sceptical of new ideas"),
-    Persona(name="Zoe", description="a marketing manager who talks fast"),
-]
-
-AGENT_PERSONAS = [
-    Persona(name="Ava", description="a friendly voice assistant that explains things step by step"),
-    Persona(name="Kai", description="a calm helper that gives practical advice"),
-    Persona(name="Mia", description="an upbeat assistant that likes examples"),
-    Persona(name="Noah", description="a patient tutor that checks understanding"),
-    Persona(name="Ivy", description="a concise assistant that gets to the point"),
-    Persona(name="Eli", description="a warm companion who asks about feelings"),
-    Persona(name="Ruby", description="a well read guide who gives background"),
-    Persona(name="Finn", description="a cheerful planner who loves lists of options"),
-    Persona(name="Luna", description="a careful adviser who mentions risks"),
-    Persona(name="Owen", description="a handy helper who knows tools and repairs"),
-    Persona(name="Nora", description="a thoughtful friend who shares stories"),
-    Persona(name="Jack", description="a relaxed neighbour who gives honest opinions"),
-    Persona(name="Iris", description="a curious friend who asks many questions"),
-    Persona(name="Paul", description="an old friend who likes to reminisce"),
-    Persona(name="Amy", description="a colleague who is practical and direct"),
-    Persona(name="Sara", description="a sister who teases but helps"),
-]
-
-STYLES = [
-    "casual and friendly", "polite and formal", "hurried", "playful", "thoughtful and slow",
-    "enthusiastic", "slightly frustrated", "curious", "reassuring", "matter of fact",
-    "warm and chatty", "sceptical",
-]
+BankField = Literal["topics", "settings", "styles", "user_personas", "agent_personas"]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-def bank_size(modes: int = len(Mode)) -> int:
-    """Distinct scenarios the bank can draw (per turn-count choice)."""
-    return len(TOPICS) * len(SETTINGS) * len(USER_PERSONAS) * len(AGENT_PERSONAS) * len(STYLES) * modes
+class ScenarioBankError(ValueError):
+    """A scenario-bank file is unreadable or malformed, or the merged bank lacks a field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BankFile(_Strict):
+    """One YAML file of the bank, as written."""
+
+    replace: list[BankField] = Field(
+        default_factory=list, description="fields whose earlier entries this file replaces instead of extending"
+    )
+    topics: list[Text] = Field(default_factory=list, description="what a dialogue is about")
+    settings: list[Text] = Field(default_factory=list, description="where and when it happens")
+    styles: list[Text] = Field(default_factory=list, description="how it is spoken")
+    user_personas: list[Persona] = Field(default_factory=list, description="who speaks on channel 0")
+    agent_personas: list[Persona] = Field(default_factory=list, description="who speaks on channel 1")
+
+    @model_validator(mode="after")
+    def _replaces_what_it_sets(self) -> BankFile:
+        empty = [name for name in self.replace if not getattr(self, name)]
+        if empty:
+            raise ValueError(f"replace names {empty}, which this file gives no entries for (the bank would be empty)")
+        return self
+
+
+class ScenarioBank(_Strict):
+    """The merged bank a draw picks from; every field needs at least one entry."""
+
+    topics: tuple[str, ...] = Field(min_length=1)
+    settings: tuple[str, ...] = Field(min_length=1)
+    styles: tuple[str, ...] = Field(min_length=1)
+    user_personas: tuple[Persona, ...] = Field(min_length=1)
+    agent_personas: tuple[Persona, ...] = Field(min_length=1)
+
+    def size(self, modes: int = len(Mode)) -> int:
+        """Distinct scenarios this bank can draw (per turn-count choice)."""
+        return (
+            len(self.topics)
+            * len(self.settings)
+            * len(self.styles)
+            * len(self.user_personas)
+            * len(self.agent_personas)
+            * modes
+        )
+
+
+def _bank_files(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        files = sorted([*source.glob("*.yaml"), *source.glob("*.yml")])
+        if files:
+            return files
+        raise ScenarioBankError(f"scenario bank folder {source} has no *.yaml files")
+    raise ScenarioBankError(f"scenario bank {source} does not exist")
+
+
+def _read_file(path: Path) -> BankFile:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ScenarioBankError(f"scenario bank file {path}: not readable YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenarioBankError(f"scenario bank file {path}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return BankFile.model_validate(data)
+    except ValidationError as exc:
+        allowed = ", ".join(BankFile.model_fields)
+        lines = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "<file>"
+            msg = f"unknown field (allowed: {allowed})" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"  {where}: {msg} (got {e.get('input')!r:.80})")
+        raise ScenarioBankError(f"scenario bank file {path} is invalid:\n" + "\n".join(lines)) from None
+
+
+def _merge(files: list[Path]) -> ScenarioBank:
+    merged: dict[str, list] = {name: [] for name in ScenarioBank.model_fields}
+    for path in files:
+        bank_file = _read_file(path)
+        for name, entries in merged.items():
+            if name in bank_file.replace:
+                entries.clear()
+            for entry in getattr(bank_file, name):
+                if entry not in entries:  # a repeat would only double its odds
+                    entries.append(entry)
+    missing = [name for name, entries in merged.items() if not entries]
+    if missing:
+        raise ScenarioBankError(f"scenario bank from {[str(f) for f in files]} has no entries for {missing}")
+    return ScenarioBank(**{name: tuple(entries) for name, entries in merged.items()})
+
+
+@lru_cache(maxsize=8)
+def load_bank(user: Path | None = None) -> ScenarioBank:
+    """The packaged bank, extended or partly replaced by `user` (a YAML file or a folder of them)."""
+    files = _bank_files(PACKAGED_DIR)
+    if user is not None:
+        files += _bank_files(Path(user))
+    return _merge(files)
+
+
+def bank_size(modes: int = len(Mode), bank: ScenarioBank | None = None) -> int:
+    """Distinct scenarios the bank (default: the packaged one) can draw (per turn-count choice)."""
+    return (bank or load_bank()).size(modes)
 
 
 def draw_scenario(
@@ -100,19 +145,22 @@ def draw_scenario(
     rng: np.random.Generator,
     mode_weights: dict[Mode, float],
     n_turns: tuple[int, int],
+    bank: ScenarioBank | None = None,
 ) -> Scenario:
+    """Every choice comes from `rng`, in a fixed order, so a seed and a bank fix the scenario."""
+    bank = bank or load_bank()
     modes = sorted(mode_weights, key=lambda m: m.value)
     weights = np.array([mode_weights[m] for m in modes], dtype=float)
     mode = modes[int(rng.choice(len(modes), p=weights / weights.sum()))]
-    user = USER_PERSONAS[int(rng.integers(len(USER_PERSONAS)))]
-    agent = AGENT_PERSONAS[int(rng.integers(len(AGENT_PERSONAS)))]
+    user = bank.user_personas[int(rng.integers(len(bank.user_personas)))]
+    agent = bank.agent_personas[int(rng.integers(len(bank.agent_personas)))]
     return Scenario(
         id=sample_id,
         mode=mode,
-        topic=TOPICS[int(rng.integers(len(TOPICS)))],
-        setting=SETTINGS[int(rng.integers(len(SETTINGS)))],
-        style=STYLES[int(rng.integers(len(STYLES)))],
-        user=user,
-        agent=agent,
+        topic=bank.topics[int(rng.integers(len(bank.topics)))],
+        setting=bank.settings[int(rng.integers(len(bank.settings)))],
+        style=bank.styles[int(rng.integers(len(bank.styles)))],
+        user=user.model_copy(),
+        agent=agent.model_copy(),
         n_turns=int(rng.integers(n_turns[0], n_turns[1] + 1)),
     )

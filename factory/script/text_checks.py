@@ -25,14 +25,43 @@ class TurnRejected(Exception):
 
 
 # --------------------------------------------------------------------------- cleaning
-_GENERIC_LABELS = ("user", "agent", "assistant", "ai", "human", "customer", "caller", "speaker",
-                   "person", "you", "me", "bot", "system", "a", "b")
-_TRANSLATE = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
-    "\u2013": ", ", "\u2014": ", ", "\u2015": ", ", "\u2212": "-",
-    "\u2026": "...", "\u00a0": " ",
-})
+_GENERIC_LABELS = (
+    "user",
+    "agent",
+    "assistant",
+    "ai",
+    "human",
+    "customer",
+    "caller",
+    "speaker",
+    "person",
+    "you",
+    "me",
+    "bot",
+    "system",
+    "a",
+    "b",
+)
+_TRANSLATE = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2013": ", ",
+        "\u2014": ", ",
+        "\u2015": ", ",
+        "\u2212": "-",
+        "\u2026": "...",
+        "\u00a0": " ",
+    }
+)
 # Symbols a TTS reads badly or not at all, said as words.
 _SYMBOL_WORDS = (
     (re.compile(r"(\d)\s*%"), r"\1 percent"),
@@ -77,7 +106,7 @@ def _cut_at_other_speaker(lines: list[str], names: set[str]) -> list[str]:
         if match and _is_label(match.group(1), names):
             if kept:
                 break
-            line = line[match.end():]
+            line = line[match.end() :]
         kept.append(line)
     return kept
 
@@ -208,7 +237,8 @@ def clean_turn(raw: str, *, names: Iterable[str] = (), min_words: int = 1, max_w
 
 # --------------------------------------------------------------------------- validation
 # Frequent English words, conversational ones included, for the language check.
-COMMON_ENGLISH = frozenset("""
+COMMON_ENGLISH = frozenset(
+    """
 a about after again all also am an and any are as at back be because been before being but by
 can could did do does doing don't done down each even ever every for from get go going good got
 great had has have having he her here him his how i i'm if in into is isn't it it's its just
@@ -220,7 +250,8 @@ what when where which while who why will with would yeah yes yet you you're your
 i've i'd i'll we're we'll they're there's what's let's can't won't didn't doesn't wasn't
 hi hello hey love nice fun lot day today tomorrow week year people place help find try feel
 look first last next best better little long great kind of course please actually definitely
-""".split())
+""".split()
+)
 _ECHO_N = 4
 
 
@@ -248,7 +279,9 @@ def _loop_detail(words: Sequence[str]) -> str | None:
         gram, count = counts.most_common(1)[0]
         if n == 1:
             # single words repeat naturally ("the"); only back-to-back runs are loops
-            run = max((len(m.group(0).split()) for m in re.finditer(r"\b(\w+)(?:\s+\1\b)+", " ".join(words))), default=1)
+            run = max(
+                (len(m.group(0).split()) for m in re.finditer(r"\b(\w+)(?:\s+\1\b)+", " ".join(words))), default=1
+            )
             if run >= limit:
                 return f"a word repeated {run} times in a row"
         elif count >= limit:
@@ -266,8 +299,7 @@ _META = re.compile(
 )
 
 
-def check_turn(text: str, *, min_words: int, references: Sequence[str] = (),
-               allow_meta: Sequence[str] = ()) -> None:
+def check_turn(text: str, *, min_words: int, references: Sequence[str] = (), allow_meta: Sequence[str] = ()) -> None:
     """Raises `TurnRejected` when a cleaned turn is unusable. `references` are texts the turn
     must not copy (the instructions, earlier turns); `allow_meta` lists meta phrases that are
     legitimate for this speaker (an AI agent may say it is an AI)."""

@@ -9,6 +9,7 @@ message — and the instructions sit in the system message, in the second person
 
 from __future__ import annotations
 
+from factory.config import DialogueSection, LLMSection
 from factory.llm.base import LLMBackend
 from factory.models import Channel, Mode, Persona, Scenario, ScriptTurn
 from factory.script.text_checks import TurnRejected, check_turn, clean_turn
@@ -16,18 +17,20 @@ from factory.script.text_checks import TurnRejected, check_turn, clean_turn
 __all__ = ["TurnRejected", "build_messages", "turn_length", "write_turn"]
 
 HISTORY_TURNS = 6  # enough context for a reply; keeps the prompt short for a 2k context
-TEMPERATURE = 0.8
+DEFAULT_TEMPERATURE: float = LLMSection.model_fields["temperature"].default  # runs pass llm.temperature
 _TERMINAL = (".", "!", "?")
 # An AI voice agent may say what it is; other meta talk is rejected.
 _AGENT_META = ("as an ai", "i am an ai", "i'm an ai")
 
 
-def turn_length(mode: Mode, speaker: Channel) -> tuple[int, int]:
-    """Default (min_words, max_words) for a turn: assistant answers run long, the user's turns
-    and peer turns stay short, as in BayLing/LSLM-style and Fisher-style data."""
-    if mode is Mode.assistant:
-        return (20, 60) if speaker is Channel.agent else (4, 20)
-    return (4, 35)
+def turn_length(mode: Mode, speaker: Channel, dialogue: DialogueSection | None = None) -> tuple[int, int]:
+    """(min_words, max_words) for a turn from the run config's `dialogue` section (its defaults
+    when None): assistant answers run long, the user's turns and peer turns stay short, as in
+    BayLing/LSLM-style and Fisher-style data."""
+    dialogue = dialogue or DialogueSection()
+    if mode is Mode.peer:
+        return dialogue.peer_words
+    return dialogue.assistant_agent_words if speaker is Channel.agent else dialogue.assistant_user_words
 
 
 def _length_hint(max_words: int) -> str:
@@ -44,10 +47,14 @@ def _role_brief(scenario: Scenario, speaker: Channel) -> str:
     if scenario.mode is Mode.peer:
         return f"You are {me.name}, {me.description}. You are chatting with {other.name}, {other.description}."
     if speaker is Channel.agent:
-        return (f"You are {me.name}, {me.description}. You are a voice assistant talking with "
-                f"{other.name}, {other.description}. Answer helpfully and concretely.")
-    return (f"You are {me.name}, {me.description}. You are talking to {other.name}, an AI voice "
-            f"assistant. Ask short questions and follow-ups, as a person would.")
+        return (
+            f"You are {me.name}, {me.description}. You are a voice assistant talking with "
+            f"{other.name}, {other.description}. Answer helpfully and concretely."
+        )
+    return (
+        f"You are {me.name}, {me.description}. You are talking to {other.name}, an AI voice "
+        f"assistant. Ask short questions and follow-ups, as a person would."
+    )
 
 
 def _personas(scenario: Scenario, speaker: Channel) -> tuple[Persona, Persona]:
@@ -58,8 +65,10 @@ def system_prompt(scenario: Scenario, speaker: Channel, max_words: int, interrup
     lines = [
         _role_brief(scenario, speaker),
         f"Setting: {scenario.setting}. Topic: {scenario.topic}. Style: {scenario.style}.",
-        f"Say your next line out loud in {_length_hint(max_words)}. Plain spoken English only: "
-        "no lists, no markdown, no emojis, no names or labels.",
+        (
+            f"Say your next line out loud in {_length_hint(max_words)}. Plain spoken English only: "
+            "no lists, no markdown, no emojis, no names or labels."
+        ),
     ]
     if interrupted:
         lines.append("You cut them off mid-sentence: react to what they said so far.")
@@ -71,7 +80,9 @@ def _heard(turn: ScriptTurn) -> str:
     return text if text.endswith(_TERMINAL) else text + "..."
 
 
-def build_messages(scenario: Scenario, history: list[ScriptTurn], speaker: Channel, max_words: int) -> list[dict[str, str]]:
+def build_messages(
+    scenario: Scenario, history: list[ScriptTurn], speaker: Channel, max_words: int
+) -> list[dict[str, str]]:
     """Chat messages asking for `speaker`'s next turn. Consecutive turns of one side merge, and
     the list always ends with the other side so the model answers rather than continues."""
     recent = history[-HISTORY_TURNS:]
@@ -101,6 +112,7 @@ def write_turn(
     min_words: int,
     max_words: int,
     attempts: int = 3,
+    temperature: float = DEFAULT_TEMPERATURE,
 ) -> str:
     """Writes `speaker`'s next turn: clean plain text of `min_words`..`max_words` words.
     Retries with seeds `seed + 1`, `seed + 2`, ... and raises `TurnRejected` with the last
@@ -114,7 +126,7 @@ def write_turn(
     max_tokens = int(max_words * 1.6) + 16
     last = TurnRejected("empty", "no attempt made")
     for attempt in range(attempts):
-        raw = llm.complete(messages, max_tokens=max_tokens, temperature=TEMPERATURE, seed=seed + attempt)
+        raw = llm.complete(messages, max_tokens=max_tokens, temperature=temperature, seed=seed + attempt)
         try:
             text = clean_turn(raw, names=names, min_words=min_words, max_words=max_words)
             check_turn(text, min_words=min_words, references=references, allow_meta=allow_meta)

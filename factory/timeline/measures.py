@@ -19,8 +19,11 @@ def behaviour_counts(timeline: Timeline) -> dict[str, int]:
 def unmet_minimums(timeline: Timeline, minimums: dict[str, int]) -> list[str]:
     """Which behaviour minimums (name -> at least this many) the spoken dialogue misses."""
     counts = behaviour_counts(timeline)
-    return [f"{counts[name]} {name} spoken, config asks for >= {need}"
-            for name, need in minimums.items() if counts[name] < need]
+    return [
+        f"{counts[name]} {name} spoken, config asks for >= {need}"
+        for name, need in minimums.items()
+        if counts[name] < need
+    ]
 
 
 def overlap_share(timeline: Timeline, frame: float = 0.01) -> float:

@@ -15,9 +15,31 @@ import numpy as np
 from factory.audio.edit import cut_after_word, insert_pause
 from factory.config import TimingSection
 from factory.models import (
-    Backchannel, BackchannelEvent, BargeIn, BargeInEvent, Channel, EndOfTurnEvent, EndReason, Event,
-    FailedInterruption, Filler, HesitationEvent, Laugh, ListenerMark, OverlapEvent, Restart, Script, SilentPause,
-    Timeline, TimelineTurn, TimelineWord, TurnKind, Utterance,
+    Backchannel,
+    BackchannelEvent,
+    BargeIn,
+    BargeInEvent,
+    Channel,
+    EndOfTurnEvent,
+    EndReason,
+    Event,
+    FailedInterruption,
+    FailedInterruptionEvent,
+    Filler,
+    HesitationEvent,
+    Laugh,
+    LaughEvent,
+    ListenerMark,
+    OverlapEvent,
+    Restart,
+    Script,
+    SilentPause,
+    Timeline,
+    TimelineTurn,
+    TimelineWord,
+    TurnKind,
+    Utterance,
+    WordKind,
 )
 
 CHANNEL_GUARD_S = 0.05  # minimum silence between two pieces of speech on one channel
@@ -56,6 +78,7 @@ class _Placed:
     silences: list[tuple[int, int]] = field(default_factory=list)  # inserted pauses (at, length), samples
     cut: bool = False
     fade: int = 0  # fade-out samples at the cut
+    word_kinds: dict[int, str] = field(default_factory=dict)  # word index -> "filler"/"restart", heard or not
 
     @property
     def end(self) -> float:
@@ -108,6 +131,7 @@ def build_timeline(
         heard = cuts.get(i, len(utt.words))
         audio = cut_after_word(utt.audio, utt.words, heard - 1, sr, fade_s) if i in cuts else utt.audio
         fade = min(int(round(fade_s * sr)), len(audio)) if i in cuts else 0
+        word_kinds = {m.word_index: m.type for m in script.marks if m.turn == i and isinstance(m, (Filler, Restart))}
         for m in script.marks:
             if m.turn == i and isinstance(m, (Filler, Restart)) and m.word_index < heard:
                 w = utt.words[m.word_index]
@@ -120,7 +144,9 @@ def build_timeline(
             prev = placed[-1]
             if prev.end_reason is EndReason.interrupted:
                 # The interrupter starts, the victim reacts and stops `reaction` later, at a word end.
-                reaction = timing.reaction_delay.low + rng.random() * (timing.reaction_delay.high - timing.reaction_delay.low)
+                reaction = timing.reaction_delay.low + rng.random() * (
+                    timing.reaction_delay.high - timing.reaction_delay.low
+                )
                 reaction = min(reaction, 0.8 * (prev.end - prev.start), 0.8 * duration)
                 start = prev.end - reaction
             elif rng.random() < timing.overlap_probability:
@@ -132,11 +158,21 @@ def build_timeline(
                 start = prev.end + gap
         start = _q(max(start, free_at[turn.speaker] + CHANNEL_GUARD_S), sr)
         p = _Placed(
-            key=("turn", i), channel=turn.speaker, kind=TurnKind.turn, start=start, utt=utt, audio=audio,
-            heard_words=heard, planned_text=turn.text,
+            key=("turn", i),
+            channel=turn.speaker,
+            kind=TurnKind.turn,
+            start=start,
+            utt=utt,
+            audio=audio,
+            heard_words=heard,
+            planned_text=turn.text,
             end_reason=EndReason.interrupted if i in cuts else EndReason.complete,
             responds_to_key=("turn", turn.responds_to) if turn.responds_to is not None else None,
-            hesitations=hesitations, silences=silences, cut=i in cuts, fade=fade,
+            hesitations=hesitations,
+            silences=silences,
+            cut=i in cuts,
+            fade=fade,
+            word_kinds=word_kinds,
         )
         placed.append(p)
         free_at[turn.speaker] = p.end
@@ -159,60 +195,126 @@ def build_timeline(
             if end <= host.end and not any(
                 start < e + BACKCHANNEL_GUARD_S and s < end + BACKCHANNEL_GUARD_S for s, e in busy
             ):
-                placed.append(_Placed(
-                    key=("reaction", k), channel=listener, kind=kind, start=start, utt=utt,
-                    audio=utt.audio, heard_words=len(utt.words), planned_text=utt.text,
-                    end_reason=reason, responds_to_key=host.key,
-                ))
+                placed.append(
+                    _Placed(
+                        key=("reaction", k),
+                        channel=listener,
+                        kind=kind,
+                        start=start,
+                        utt=utt,
+                        audio=utt.audio,
+                        heard_words=len(utt.words),
+                        planned_text=utt.text,
+                        end_reason=reason,
+                        responds_to_key=host.key,
+                    )
+                )
                 break
 
     return _to_timeline(sample_id, placed, voices, rng, timing, sr)
 
 
+def _word_kinds(p: _Placed) -> list[WordKind]:
+    """Kind of each word of a placed piece: a listener reaction is all backchannel or laugh
+    tokens; in a turn, fillers and restart fragments are the words the Filler and Restart marks
+    point at (spoken or, after a barge-in cut, not)."""
+    if p.kind in (TurnKind.backchannel, TurnKind.laugh):
+        return [WordKind(p.kind.value)] * len(p.utt.words)
+    return [WordKind(p.word_kinds.get(j, "word")) for j in range(len(p.utt.words))]
+
+
 def _to_timeline(
-    sample_id: str, placed: list[_Placed], voices: dict[Channel, str], rng: np.random.Generator,
-    timing: TimingSection, sr: int,
+    sample_id: str,
+    placed: list[_Placed],
+    voices: dict[Channel, str],
+    rng: np.random.Generator,
+    timing: TimingSection,
+    sr: int,
 ) -> tuple[Timeline, list[Placement]]:
     placed.sort(key=lambda p: (p.start, p.channel.index))
     ids = {p.key: n for n, p in enumerate(placed)}
     turns, words, events = [], [], []
     for n, p in enumerate(placed):
         spoken_words = p.utt.words[: p.heard_words]
-        turns.append(TimelineTurn(
-            id=n, channel=p.channel, start=p.start, end=_q(p.end, sr), kind=p.kind,
-            planned_text=p.planned_text, spoken_text=" ".join(w.word for w in spoken_words),
-            end_reason=p.end_reason, responds_to=ids.get(p.responds_to_key) if p.responds_to_key else None,
-            voice_id=p.utt.voice_id, qa_wer=p.utt.qa_wer,
-        ))
-        for j, w in enumerate(p.utt.words):
-            words.append(TimelineWord(
-                channel=p.channel, turn=n, word=w.word, start=round(p.start + w.start, 6),
-                end=round(p.start + w.end, 6), spoken=j < p.heard_words,
-            ))
+        turn = TimelineTurn(
+            id=n,
+            channel=p.channel,
+            start=p.start,
+            end=_q(p.end, sr),
+            kind=p.kind,
+            planned_text=p.planned_text,
+            spoken_text=" ".join(w.word for w in spoken_words),
+            end_reason=p.end_reason,
+            responds_to=ids.get(p.responds_to_key) if p.responds_to_key else None,
+            voice_id=p.utt.voice_id,
+            qa_wer=p.utt.qa_wer,
+        )
+        turns.append(turn)
+        for j, (w, kind) in enumerate(zip(p.utt.words, _word_kinds(p))):
+            words.append(
+                TimelineWord(
+                    channel=p.channel,
+                    turn=n,
+                    word=w.word,
+                    kind=kind,
+                    start=_q(p.start + w.start, sr),
+                    end=_q(p.start + w.end, sr),
+                    spoken=j < p.heard_words,
+                )
+            )
         for kind, s, e in p.hesitations:
-            events.append(HesitationEvent(channel=p.channel, turn=n, kind=kind, start=round(p.start + s, 6), end=round(p.start + e, 6)))
+            events.append(
+                HesitationEvent(
+                    channel=p.channel, turn=n, kind=kind, start=_q(p.start + s, sr), end=_q(p.start + e, sr)
+                )
+            )
         if p.kind is TurnKind.turn and p.end_reason is EndReason.complete:
-            events.append(EndOfTurnEvent(channel=p.channel, turn=n, time=turns[-1].end))
-        if p.kind is TurnKind.backchannel:
-            events.append(BackchannelEvent(
-                channel=p.channel, turn=n, during_turn=ids[p.responds_to_key], start=p.start, end=turns[-1].end))
-    by_key = {p.key: ids[p.key] for p in placed}
+            events.append(EndOfTurnEvent(channel=p.channel, turn=n, start=turn.end, end=turn.end))
+        reaction = {TurnKind.backchannel: BackchannelEvent, TurnKind.laugh: LaughEvent}.get(p.kind)
+        if p.end_reason is EndReason.yielded:
+            reaction = FailedInterruptionEvent
+        if reaction is not None:
+            events.append(
+                reaction(channel=p.channel, turn=n, during_turn=ids[p.responds_to_key], start=turn.start, end=turn.end)
+            )
     for p in placed:
         if p.key[0] == "turn" and p.end_reason is EndReason.interrupted:
-            victim = turns[by_key[p.key]]
-            nxt = turns[by_key[("turn", p.key[1] + 1)]]
-            events.append(BargeInEvent(by=nxt.channel, turn=nxt.id, victim_turn=victim.id, onset=nxt.start, victim_stop=victim.end))
+            victim, interrupter = turns[ids[p.key]], turns[ids[("turn", p.key[1] + 1)]]
+            events.append(
+                BargeInEvent(
+                    by=interrupter.channel,
+                    turn=interrupter.id,
+                    victim_turn=victim.id,
+                    start=interrupter.start,
+                    end=victim.end,
+                    onset=interrupter.start,
+                    victim_stop=victim.end,
+                )
+            )
     events.extend(_overlaps(turns))
-    events.sort(key=lambda e: (getattr(e, "start", None) or getattr(e, "onset", None) or getattr(e, "time", 0.0), e.type))
+    events.sort(key=lambda e: (e.start, e.end, e.type))
 
     tail = timing.tail.low + rng.random() * (timing.tail.high - timing.tail.low)
     duration = _q(max(t.end for t in turns) + tail, sr)
     timeline = Timeline(
-        id=sample_id, sample_rate=sr, duration=duration, voices=voices, turns=turns, words=words, events=events,
+        id=sample_id,
+        sample_rate=sr,
+        duration=duration,
+        voices=voices,
+        turns=turns,
+        words=words,
+        events=events,
     )
     placements = [
-        Placement(key=p.key, channel=p.channel, start=int(round(p.start * sr)), audio=p.audio,
-                  silences=p.silences, cut=p.cut, fade=p.fade)
+        Placement(
+            key=p.key,
+            channel=p.channel,
+            start=round(p.start * sr),
+            audio=p.audio,
+            silences=p.silences,
+            cut=p.cut,
+            fade=p.fade,
+        )
         for p in placed
     ]
     return timeline, placements
@@ -232,9 +334,13 @@ def _overlaps(turns: list[TimelineTurn]) -> list[Event]:
                         kind = "laugh"
                     elif EndReason.yielded in (a.end_reason, b.end_reason):
                         kind = "failed_interruption"
-                    elif EndReason.interrupted in (a.end_reason, b.end_reason) and a.end_reason != b.end_reason and (
-                        (a.end_reason is EndReason.interrupted and b.start > a.start)
-                        or (b.end_reason is EndReason.interrupted and a.start > b.start)
+                    elif (
+                        EndReason.interrupted in (a.end_reason, b.end_reason)
+                        and a.end_reason != b.end_reason
+                        and (
+                            (a.end_reason is EndReason.interrupted and b.start > a.start)
+                            or (b.end_reason is EndReason.interrupted and a.start > b.start)
+                        )
                     ):
                         kind = "barge_in"
                     else:

@@ -148,8 +148,9 @@ def test_vits_errors(backend: CoquiBackend, vits_dir: Path, tmp_path: Path) -> N
         backend.synthesize(TEXTS[0], Voice(id="x", backend="piper"))
 
 
-def test_model_names_never_download_by_default(backend: CoquiBackend, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_names_never_download_by_default(
+    backend: CoquiBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TTS_HOME", str(tmp_path))  # an empty Coqui cache
     monkeypatch.delenv("COQUI_ALLOW_DOWNLOAD", raising=False)
     with pytest.raises(BackendUnavailable, match="not downloaded") as info:
@@ -200,11 +201,12 @@ def test_xtts_loads_and_explains_word_times(backend: CoquiBackend, xtts_dir: Pat
 
 
 def test_xtts_without_alignment_says_where_word_times_come_from(
-        backend: CoquiBackend, xtts_dir: Path, reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend: CoquiBackend, xtts_dir: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "factory.render.align", None)  # as in an env without the alignment step
-    with pytest.raises(TTSError, match=r"no word durations.*factory\.align\.align_words"):
+    with pytest.raises(TTSError, match=r"no word durations.*factory\.render\.align\.align_words"):
         backend.synthesize(TEXTS[0], voice(xtts_dir, None, reference=str(reference)))
 
 
@@ -224,8 +226,7 @@ def test_vits_with_phonemes_like_vctk(backend: CoquiBackend, tmp_path_factory: p
     """IPA input (espeak phonemizer), as tts_models/en/vctk/vits: the phonemizer merges and
     splits words ("was the" -> one phoneme word, "1995" -> three); the mapping still gives one
     span per token, in order."""
-    folder = _builder().build_vits(tmp_path_factory.mktemp("ph") / "vits-ph", n_speakers=2, small=True,
-                                   phonemes=True)
+    folder = _builder().build_vits(tmp_path_factory.mktemp("ph") / "vits-ph", n_speakers=2, small=True, phonemes=True)
     text = "Well, I think 1995 was the year — okay? Mm-hmm."
     u = backend.synthesize(text, voice(folder, "p226"))
     check_contract(u, text, 22050)
