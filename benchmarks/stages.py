@@ -105,9 +105,9 @@ def bench_pipeline(samples: int, seed: int) -> list[dict]:
     durations, rows_out = [], []
     for i in range(samples):
         result = generate_sample(cfg, i, "bench", times)
-        if result.row:
+        if result.sample is not None:
             durations.append(result.manifest.duration)
-            rows_out.append(result.row)
+            rows_out.append(result.sample)
     with tempfile.TemporaryDirectory() as tmp, times("write shard"):
         write_shard(rows_out, Path(tmp) / "bench.parquet", cfg.audio.sample_rate)
     minutes = sum(durations) / 60
