@@ -3,7 +3,7 @@
 # build every environment there from its lock, with empty per-machine caches (no
 # ~/.cache/duplex-factory envs or wheelhouse, a new uv cache), then run each environment's import
 # checks (scripts/check_env.py). Run it before merging any change of dependencies (pyproject.toml,
-# locks/, the set-up scripts). Takes 15-25 minutes and ~13 GB of disk, mostly downloads and the
+# locks/, the set-up scripts). Takes ~7-8 minutes and ~13 GB of disk, mostly downloads and the
 # llama.cpp compile; the folder is removed afterwards unless REHEARSE_KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
