@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,8 @@ from factory.config import ConfigError, RunConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Synthesise two-channel conversational speech.")
 console = Console()
+
+ALL_REJECTED = 4  # exit code of a generate run in which no sample came out (2: bad config, 3: missing backend)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set run.seed=7")]
@@ -87,8 +90,12 @@ def generate(
     console.print(
         f"[green]done[/green]: {summary['ok']} dialogues, {summary['rejected']} rejected, "
         f"{summary['skipped']}/{summary['shards']} shards already complete -> {summary['run_dir']}"
+        + _llm_http_note(summary.get("llm_http"))
     )
     _print_summary(Path(summary["run_dir"]))
+    if summary["ok"] == 0:  # a run that produced nothing must not look like a success to a scheduler
+        console.print("[red]every sample was rejected[/red]")
+        raise typer.Exit(ALL_REJECTED)
 
 
 @app.command("config")
@@ -134,6 +141,21 @@ def plot(
     raise typer.Exit(1)
 
 
+def _llm_http_note(stats: dict | None) -> str:
+    """The HTTP LLM's retries and failures this run, e.g. "; LLM 40 requests, 3 retries (http_429 2, timeout 1)"."""
+    if not stats:
+        return ""
+
+    def by_cause(counts: dict[str, int]) -> str:
+        return f" ({', '.join(f'{cause} {n}' for cause, n in counts.items())})" if counts else ""
+
+    retries, failures = stats["retries"], stats["failures"]
+    return (
+        f"; LLM {stats['requests']} requests, {sum(retries.values())} retries{by_cause(retries)}, "
+        f"{sum(failures.values())} failed{by_cause(failures)}"
+    )
+
+
 def _print_summary(run_dir: Path) -> None:
     import polars as pl
 
@@ -160,8 +182,20 @@ def _print_summary(run_dir: Path) -> None:
         )
     # A table wider than a pipe's 80 columns beats a squashed one.
     Console(width=max(console.width, 120)).print(table)
-    for row in df.filter(pl.col("status") == "rejected").iter_rows(named=True):
+    if len(ok) > 20:
+        console.print(f"... and {len(ok) - 20} more dialogues: {manifest}")
+    rejected = df.filter(pl.col("status") == "rejected")
+    for row in rejected.head(20).iter_rows(named=True):
         console.print(f"[yellow]rejected {row['id']}: {row['reason']}[/yellow]")
+    if len(rejected):
+        console.print(f"[yellow]{_rejection_counts(rejected['reason'].to_list())}[/yellow]", highlight=False)
+
+
+def _rejection_counts(reasons: list[str | None]) -> str:
+    """E.g. "5 rejected: behaviour_minimum x 3, internal_error x 2": reasons by kind (the text
+    before the first colon), most frequent first, so a run's main failure is read at a glance."""
+    kinds = Counter((reason or "unknown").split(":", 1)[0].strip() for reason in reasons)
+    return f"{len(reasons)} rejected: " + ", ".join(f"{kind} x {n}" for kind, n in kinds.most_common())
 
 
 if __name__ == "__main__":

@@ -116,6 +116,16 @@ class TTSSection(_Section):
         "(e.g. coqui: {device: cuda:1, batch_size: 32}; espeak: {library: /path/libespeak-ng.so.1})",
     )
 
+    @model_validator(mode="after")
+    def _fixed_voices(self) -> TTSSection:
+        # One fixed voice would leave the other channel's voice undefined; one voice on both
+        # channels makes them impossible to tell apart.
+        if bool(self.user_voice) != bool(self.agent_voice):
+            raise ValueError("set both tts.user_voice and tts.agent_voice, or neither")
+        if self.user_voice and self.user_voice == self.agent_voice:
+            raise ValueError(f"tts.user_voice and tts.agent_voice must differ (both {self.user_voice!r})")
+        return self
+
 
 class BehaviourSection(_Section):
     """Targets for the behaviour planner (defaults: ../shared/reference/conversation.md)."""

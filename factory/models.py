@@ -359,6 +359,8 @@ class ManifestRow(_Model):
     n_barge_ins: int | None = None
     n_backchannels: int | None = None
     n_fillers: int | None = None
+    n_laughs: int | None = None
+    n_failed_interruptions: int | None = None
     overlap_share: float | None = None
     wer_max: float | None = Field(None, description="worst per-turn ASR round-trip WER (intelligibility QA)")
     user_voice: str | None = None

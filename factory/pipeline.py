@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -142,8 +143,14 @@ def preflight(cfg: RunConfig) -> None:
     llm_for(cfg)
 
 
+_BACKEND_LOCK = threading.Lock()
+
+
 def tts_backend(name: str, cfg: RunConfig) -> TTSBackend:
-    return _tts_backend(name, cfg.tts.cache_dir, json.dumps(cfg.tts.backend_options.get(name, {}), sort_keys=True))
+    # One (cached) backend per process even when shard threads ask at once: lru_cache alone may
+    # build two, which splits the cache statistics and loads a model twice.
+    with _BACKEND_LOCK:
+        return _tts_backend(name, cfg.tts.cache_dir, json.dumps(cfg.tts.backend_options.get(name, {}), sort_keys=True))
 
 
 @lru_cache(maxsize=16)
@@ -299,6 +306,8 @@ def manifest_row(sample: Sample, shard: str) -> ManifestRow:
         n_barge_ins=counts["barge_ins"],
         n_backchannels=counts["backchannels"],
         n_fillers=counts["fillers"],
+        n_laughs=counts["laughs"],
+        n_failed_interruptions=counts["failed_interruptions"],
         overlap_share=round(overlap_share(tl), 4),
         wer_max=max((t.qa_wer for t in tl.turns if t.qa_wer is not None), default=None),
         user_voice=sample.meta.voices[Channel.user],

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from factory.config import RunConfig
-from factory.pipeline import SampleResult, preflight
+from factory.pipeline import SampleResult, llm_for, preflight
 from factory.run.shards import ShardResult, ShardSpec, finalize_run, generate_shard, plan_shards
 
 OnSample = Callable[[SampleResult], None]
@@ -57,6 +57,9 @@ def generate(config: dict[str, Any], per_day: bool = False, on_sample: OnSample 
         config = dated(config, flow_run.scheduled_start_time.strftime("%Y%m%d"))
     cfg = RunConfig.model_validate(config)
     preflight(cfg)
+    # The HTTP backend's retry/failure counters, as this run's delta (the backend outlives runs).
+    llm_stats = getattr(llm_for(cfg), "stats", None)
+    stats_before = llm_stats.snapshot() if llm_stats is not None else None
     specs = plan_shards(cfg)
     futures = [shard_task.submit(config, spec, on_sample) for spec in specs]
     results = [f.result() for f in futures]
@@ -67,6 +70,7 @@ def generate(config: dict[str, Any], per_day: bool = False, on_sample: OnSample 
         "skipped": sum(r.skipped for r in results),
         "ok": sum(r.n_ok for r in results),
         "rejected": sum(r.n_rejected for r in results),
+        "llm_http": llm_stats.since(stats_before) if llm_stats is not None else None,
     }
 
 

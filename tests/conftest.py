@@ -12,6 +12,9 @@ import soundfile as sf
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The ephemeral Prefect server gets 20 s to start by default; on a loaded 2-core machine it can
+# need more (seen: timeouts while other suites ran).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 # Small dialogues so an end-to-end run with the real embedded models takes well under a minute.
 TINY = [

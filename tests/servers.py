@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -183,10 +183,22 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_server(server)
 
 
+def vllm_skip_reason(env: Mapping[str, str] = os.environ) -> str | None:
+    """Why the vLLM tests are skipped, or None. DUPLEX_SKIP_VLLM=1 is for a laptop without the
+    vLLM env; under CI (`CI` set to anything but empty, 0 or false) it is ignored, so a missing
+    env fails loudly there instead of passing as a skip."""
+    if env.get("DUPLEX_SKIP_VLLM") != "1":
+        return None
+    if env.get("CI", "").lower() not in ("", "0", "false"):
+        return None
+    return "DUPLEX_SKIP_VLLM=1: vLLM server tests skipped (CI runs them)"
+
+
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if os.environ.get("DUPLEX_SKIP_VLLM") == "1":
-        pytest.skip("DUPLEX_SKIP_VLLM=1: vLLM server tests skipped (CI runs them)")
+    skip = vllm_skip_reason()
+    if skip:
+        pytest.skip(skip)
     missing = vllm_missing()
     if missing:
         # Not a skip: CI builds the env first, so a missing one is a broken set-up to see.

@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 
 from factory.config import RunConfig
-from factory.models import BargeIn, Filler, Mode, Restart, Script, ScriptTurn
+from factory.models import BargeIn, Channel, Filler, ListenerMark, Mode, Restart, Script, ScriptTurn, Timeline
 from factory.script.calibrate import calibrate_marks, content_words, measure_rates
 from factory.script.compose import write_script
 from factory.script.scenario import draw_scenario
 from factory.seeding import rng_for
+from factory.timeline.measures import behaviour_rates
+from factory.timeline.place import build_timeline
 
 N_DIALOGUES = 200
 TOLERANCE = 0.20
@@ -335,3 +337,51 @@ def test_calibrate_without_adding_barge_ins(planned, cfg):
             add_barge_ins=False,
         )
         assert not any(isinstance(m, BargeIn) for m in out.marks)
+
+
+# --------------------------------------------------------------------------- spoken rates
+# Spoken rates against the targets over the 200 placed dialogues, as measured (seeded, so stable):
+# fillers 3.23/100 words (+8 %), restarts 0.98 (-2 %), pauses 1.59 (+6 %), barge-ins 1.00, laughs
+# 0.46/min (-8 %), failed interruptions 0.25/dialogue (-17 %), backchannels 3.43/min (-14 %: the
+# planner budgets reactions per minute at 3.5 words/s, the stand-in speaks ~2.9 words/s plus pauses
+# and gaps). Rare behaviours (~50 in 200 dialogues, Poisson spread ~14 %) get a wider tolerance.
+SPOKEN_TOLERANCE = {
+    "fillers_per_100_words": 0.20,
+    "restarts_per_100_words": 0.20,
+    "pauses_per_100_words": 0.20,
+    "backchannels_per_minute": 0.20,
+    "barge_ins_per_dialogue": 0.20,
+    "laughs_per_minute": 0.30,
+    "failed_interruptions_per_dialogue": 0.30,
+}
+
+
+def _placed(script: Script, k: int) -> Timeline:
+    """The script placed with word-shaped noise bursts standing in for TTS (tests/test_timeline.py)."""
+    from tests.test_timeline import burst_utterance
+
+    rng = np.random.default_rng(k)
+    voices = {Channel.user: "u", Channel.agent: "a"}
+    rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
+    reactions = {
+        i: burst_utterance(m.token, rng, voices[script.turns[m.turn].speaker.other])
+        for i, m in enumerate(script.marks)
+        if isinstance(m, ListenerMark)
+    }
+    cfg = RunConfig()
+    timeline, _ = build_timeline(
+        f"cal-{k}", script, rendered, reactions, voices, rng_for(7, f"cal-{k}", "timeline"), cfg.timing, 0.008
+    )
+    return timeline
+
+
+def test_spoken_rates_of_placed_dialogues_near_targets(planned, cfg):
+    """Rates measured from what was spoken (placed timelines: spoken words, turn and event times),
+    not from the marks with the planner's words-per-second estimate."""
+    spoken = behaviour_rates([_placed(script, k) for k, (script, _) in enumerate(planned)])
+    misses = {
+        k: (round(spoken[k], 3), getattr(cfg.behaviour, k))
+        for k, tol in SPOKEN_TOLERANCE.items()
+        if abs(spoken[k] - getattr(cfg.behaviour, k)) > tol * getattr(cfg.behaviour, k)
+    }
+    assert not misses, spoken

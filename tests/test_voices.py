@@ -99,3 +99,45 @@ def test_pick_pair_needs_two_speakers() -> None:
     )
     with pytest.raises(VoiceBankError, match="needs voices of >= 2 groups"):
         bank.pick_pair("dev", np.random.default_rng(0))
+
+
+SENTENCE = "Sure, I can help you with that this afternoon."
+
+
+def _voice_features(voice: Voice) -> tuple[float, float]:
+    """Median F0 over frames with speech and median spectral centroid of one rendered sentence."""
+    import librosa
+
+    from factory.audio.edit import frame_activity
+
+    utt = get_backend(voice.backend).synthesize(SENTENCE, voice)
+    mono, sr = utt.audio.astype(np.float32), utt.sample_rate
+    active = np.repeat(frame_activity(mono, sr), int(0.01 * sr))[: len(mono)]
+    speech = mono[: len(active)][active]
+    f0 = librosa.yin(speech, fmin=60, fmax=400, sr=sr)  # over speech frames only (the VAD's)
+    centroid = librosa.feature.spectral_centroid(y=speech, sr=sr)
+    return float(np.median(f0)), float(np.median(centroid))
+
+
+def _relative(a: float, b: float) -> float:
+    return abs(a - b) / max(a, b)
+
+
+def test_drawable_pairs_are_what_pick_pair_draws(bank: VoiceBank) -> None:
+    rng = np.random.default_rng(5)
+    for split in ("train", "dev", "test"):
+        drawn = {tuple(v.id for v in bank.pick_pair(split, rng)) for _ in range(400)}
+        assert drawn == {(a.id, b.id) for a, b in bank.drawable_pairs(split)}
+
+
+def test_every_drawable_pair_sounds_distinct(bank: VoiceBank) -> None:
+    """Two channels must be told apart by ear (and by a diarizer): >10 % apart in median F0 or
+    in median spectral centroid, for every pair the bank can draw in every split."""
+    features = {v.id: _voice_features(v) for v in bank}
+    alike = []
+    for split in ("train", "dev", "test"):
+        for a, b in bank.drawable_pairs(split):
+            (f0_a, cen_a), (f0_b, cen_b) = features[a.id], features[b.id]
+            if _relative(f0_a, f0_b) <= 0.1 and _relative(cen_a, cen_b) <= 0.1:
+                alike.append((split, a.id, b.id, round(f0_a), round(f0_b), round(cen_a), round(cen_b)))
+    assert not alike, alike

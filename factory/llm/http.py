@@ -12,7 +12,8 @@ import asyncio
 import os
 import random
 import threading
-from collections.abc import Coroutine, Sequence
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -54,6 +55,56 @@ class Usage:
 
 
 @dataclass
+class HTTPStats:
+    """What a backend asked of its server and what that cost, for the run summary: requests (each
+    counted once, however many attempts it took; /models included), HTTP attempts, retries by
+    cause with the backoff they slept, and chat completions that failed for good, by cause.
+    Causes: connect, timeout, disconnect, http_429, http_5xx, bad_body (a 200 whose body is not
+    the JSON asked for), http_4xx, format_rejected."""
+
+    requests: int = 0
+    attempts: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    backoff_s: float = 0.0
+    # Written on the backend's loop thread, read (snapshot) from any other.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def snapshot(self) -> HTTPStats:
+        with self._lock:
+            return HTTPStats(
+                self.requests, self.attempts, Counter(self.retries), Counter(self.failures), self.backoff_s
+            )
+
+    def since(self, before: HTTPStats) -> dict[str, Any]:
+        """The counts accrued after `before` (a `snapshot()`), as plain JSON-ready values."""
+        now = self.snapshot()
+        return {
+            "requests": now.requests - before.requests,
+            "attempts": now.attempts - before.attempts,
+            "retries": dict(sorted((now.retries - before.retries).items())),
+            "failures": dict(sorted((now.failures - before.failures).items())),
+            "backoff_s": round(now.backoff_s - before.backoff_s, 3),
+        }
+
+    def add(self, counter: str | None = None, cause: str = "", **amounts: float) -> None:
+        with self._lock:
+            if counter:
+                getattr(self, counter)[cause] += 1
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+@dataclass
 class _Loop:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
@@ -63,9 +114,17 @@ class _Loop:
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, cause: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
+        self.cause = cause
         self.retry_after = retry_after
+
+
+def _failure(message: str, cause: str) -> LLMError:
+    """An LLMError that says, for the stats, why the request failed."""
+    error = LLMError(message)
+    error.cause = cause  # type: ignore[attr-defined]
+    return error
 
 
 def _normalise_base_url(base_url: str) -> str:
@@ -117,11 +176,13 @@ class OpenAIHTTPBackend:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.usage = Usage()
+        self.stats = HTTPStats()
         self._api_key = api_key
         # None until the server has answered a structured request; then remembered.
         self._schema_mode: SchemaMode | None = None
         self._state: _Loop | None = None
         self._state_lock = threading.Lock()
+        self.name = f"http:{model or base_url}"  # until the server names its model
         # Asked at once when not given, so a missing server fails here, not mid-run.
         try:
             self.model: str = model or self._run(self._served_model())
@@ -234,7 +295,7 @@ class OpenAIHTTPBackend:
     # -- requests (run on the private loop) -------------------------------------------------
 
     async def _served_model(self) -> str:
-        body = await self._send("GET", "/models", None, seed=0)
+        body = await self._send("GET", "/models", None, seed=0, check=dict.items)
         models = [m.get("id") for m in body.get("data", []) if isinstance(m, dict) and m.get("id")]
         if not models:
             raise LLMUnavailable(f"the LLM server at {self.base_url} serves no model: {str(body)[:300]}")
@@ -250,14 +311,15 @@ class OpenAIHTTPBackend:
         }
         if request.stop:
             payload["stop"] = request.stop
-        if request.json_schema is None:
-            body = await self._send("POST", "/chat/completions", payload, request.seed)
-        else:
-            body = await self._complete_structured(payload, request.json_schema, request.seed)
         try:
-            content = body["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise LLMError(f"{self.name}: unexpected response shape: {str(body)[:300]}") from exc
+            if request.json_schema is None:
+                body = await self._send("POST", "/chat/completions", payload, request.seed, check=_content)
+            else:
+                body = await self._complete_structured(payload, request.json_schema, request.seed)
+        except LLMError as exc:
+            self.stats.add("failures", getattr(exc, "cause", "other"))
+            raise
+        content = _content(body)
         usage = body.get("usage") or {}
         self.usage.requests += 1
         self.usage.prompt_tokens += usage.get("prompt_tokens", 0)
@@ -269,7 +331,7 @@ class OpenAIHTTPBackend:
         for i, mode in enumerate(modes):
             try:
                 body = await self._send(
-                    "POST", "/chat/completions", {**payload, **_response_format(mode, schema)}, seed
+                    "POST", "/chat/completions", {**payload, **_response_format(mode, schema)}, seed, check=_content
                 )
             except _FormatRejected:
                 if i + 1 < len(modes):
@@ -279,19 +341,30 @@ class OpenAIHTTPBackend:
             return body
         raise AssertionError("unreachable")
 
-    async def _send(self, method: str, path: str, payload: dict[str, Any] | None, seed: int) -> dict:
+    async def _send(
+        self, method: str, path: str, payload: dict[str, Any] | None, seed: int, check: Callable[[dict], object]
+    ) -> dict:
+        """One logical request with retries; `check(body)` raises (KeyError, IndexError, TypeError)
+        on a body of the wrong shape, which is retried like a truncated one."""
         state = self._loop()
         url = self.base_url + path
+        self.stats.add(requests=1)
 
         def wait(retry: RetryCallState) -> float:
             failure = retry.outcome.exception() if retry.outcome else None
             return self._backoff(seed, retry.attempt_number - 1, getattr(failure, "retry_after", None))
+
+        def count_retry(retry: RetryCallState) -> None:
+            failure = retry.outcome.exception() if retry.outcome else None
+            sleep = retry.next_action.sleep if retry.next_action else 0.0
+            self.stats.add("retries", getattr(failure, "cause", "other"), backoff_s=sleep)
 
         # The semaphore is held per attempt, never across a backoff sleep.
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),
             stop=stop_after_attempt(self.max_retries + 1),
             wait=wait,
+            before_sleep=count_retry,
             reraise=True,
         )
         tries = 0
@@ -300,7 +373,15 @@ class OpenAIHTTPBackend:
                 tries = attempt.retry_state.attempt_number
                 with attempt:
                     async with state.semaphore:
-                        return await self._send_once(state.client, method, url, payload)
+                        self.stats.add(attempts=1)
+                        body = await self._send_once(state.client, method, url, payload)
+                        try:
+                            check(body)
+                        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+                            raise _Retryable(
+                                f"unexpected response shape: {self._redact(str(body))[:300]}", "bad_body"
+                            ) from exc
+                        return body
         except _Retryable as exc:
             raise self._give_up(url, exc, tries) from exc
         raise AssertionError("unreachable: tenacity either returns or re-raises")
@@ -309,24 +390,30 @@ class OpenAIHTTPBackend:
         try:
             response = await client.request(method, url, json=payload)
         except httpx.ConnectError as exc:
-            raise _Unreachable(str(exc) or type(exc).__name__) from exc
+            raise _Unreachable(self._redact(str(exc)) or type(exc).__name__, "connect") from exc
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self.timeout_s:g} s ({type(exc).__name__})") from exc
+            raise _Retryable(f"timed out after {self.timeout_s:g} s ({type(exc).__name__})", "timeout") from exc
         except httpx.TransportError as exc:  # reset connection, broken chunking...
-            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 400 and _rejects_json_schema(payload, response.text):
+            raise _Retryable(f"{type(exc).__name__}: {self._redact(str(exc))}", "disconnect") from exc
+        # A server may echo the credentials it refused (OpenAI's 401 names the key): never into a message.
+        text = self._redact(response.text)
+        if response.status_code >= 400 and _rejects_json_schema(payload, text):
             raise _FormatRejected(
                 f"{self.name}: the server does not accept response_format "
-                f"{payload['response_format']['type']!r}: {response.text[:300]}"
+                f"{payload['response_format']['type']!r}: {text[:300]}"
             )
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Retryable(f"HTTP {response.status_code}: {response.text[:300]}", _retry_after(response))
+            cause = "http_429" if response.status_code == 429 else "http_5xx"
+            raise _Retryable(f"HTTP {response.status_code}: {text[:300]}", cause, _retry_after(response))
         if response.status_code >= 400:
-            raise LLMError(f"{self.name}: {method} {url} -> HTTP {response.status_code}: {response.text[:500]}")
+            raise _failure(f"{self.name}: {method} {url} -> HTTP {response.status_code}: {text[:500]}", "http_4xx")
         try:
             return response.json()
-        except ValueError as exc:
-            raise LLMError(f"{self.name}: {url} returned non-JSON: {response.text[:300]}") from exc
+        except ValueError as exc:  # a truncated or garbled body: the next attempt may be whole
+            raise _Retryable(f"non-JSON body: {text[:300]!r}", "bad_body") from exc
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "<api key>") if self._api_key else text
 
     def _backoff(self, seed: int, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -339,11 +426,14 @@ class OpenAIHTTPBackend:
     def _give_up(self, url: str, exc: _Retryable, attempts: int) -> LLMError:
         tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
         if isinstance(exc, _Unreachable):
-            return LLMUnavailable(
+            error: LLMError = LLMUnavailable(
                 f"no OpenAI-compatible LLM server reachable at {self.base_url} ({url}: {exc}; {tries}). "
                 f"Start one, e.g. {start_command(self.base_url)}, or use llm.backend=embedded"
             )
-        return LLMError(f"{self.name}: {url} failed after {tries}: {exc}")
+        else:
+            error = LLMError(f"{self.name}: {url} failed after {tries}: {exc}")
+        error.cause = exc.cause  # type: ignore[attr-defined]
+        return error
 
 
 class _Unreachable(_Retryable):
@@ -353,6 +443,16 @@ class _Unreachable(_Retryable):
 
 class _FormatRejected(LLMError):
     """The server refused the structured-output request format (not the request itself)."""
+
+    cause = "format_rejected"
+
+
+def _content(body: dict) -> str | None:
+    """The first choice's text; raises KeyError/IndexError/TypeError on another shape."""
+    content = body["choices"][0]["message"]["content"]
+    if content is not None and not isinstance(content, str):
+        raise TypeError(f"content is {type(content).__name__}")
+    return content
 
 
 def _rejects_json_schema(payload: dict[str, Any] | None, text: str) -> bool:

@@ -87,20 +87,29 @@ class VoiceBank:
     def groups(self, split: str) -> set[str]:
         return {group_of(v) for v in self.by_split(split)}
 
-    def pick_pair(self, split: str, rng: np.random.Generator) -> tuple[Voice, Voice]:
-        """Two voices of `split` that are different speakers (different groups), preferring a
-        different backend and gender too, so the two channels are easy to tell apart."""
-        voices = self.by_split(split)
-        if len(self.groups(split)) < 2:
-            have = [v.id for v in voices]
-            raise VoiceBankError(f"split {split!r} needs voices of >= 2 groups for a pair; has {have}")
-        first = voices[int(rng.integers(len(voices)))]
+    def partners(self, first: Voice) -> list[Voice]:
+        """The voices `pick_pair` may draw beside `first`: another speaker of its split, of the
+        highest contrast on offer (a different backend and gender count one each), so the two
+        channels are easy to tell apart."""
 
         def contrast(v: Voice) -> int:
             gender = v.gender != first.gender and "unknown" not in (v.gender, first.gender)
             return int(v.backend != first.backend) + int(gender)
 
-        others = [v for v in voices if group_of(v) != group_of(first)]
-        best = max(contrast(v) for v in others)
-        pool = [v for v in others if contrast(v) == best]
+        others = [v for v in self.by_split(first.split) if group_of(v) != group_of(first)]
+        best = max((contrast(v) for v in others), default=0)
+        return [v for v in others if contrast(v) == best]
+
+    def drawable_pairs(self, split: str) -> list[tuple[Voice, Voice]]:
+        """Every (user, agent) pair `pick_pair` can return for `split` (for checks over the bank)."""
+        return [(first, other) for first in self.by_split(split) for other in self.partners(first)]
+
+    def pick_pair(self, split: str, rng: np.random.Generator) -> tuple[Voice, Voice]:
+        """Two voices of `split` that are different speakers (see `partners`)."""
+        voices = self.by_split(split)
+        if len(self.groups(split)) < 2:
+            have = [v.id for v in voices]
+            raise VoiceBankError(f"split {split!r} needs voices of >= 2 groups for a pair; has {have}")
+        first = voices[int(rng.integers(len(voices)))]
+        pool = self.partners(first)
         return first, pool[int(rng.integers(len(pool)))]

@@ -9,7 +9,9 @@ near-duplicate scripts across shards, and writes the resolved config and the dat
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,8 @@ import polars as pl
 
 from factory.config import RunConfig
 from factory.export.card import dataset_card
-from factory.export.hf import shard_name, write_shard
-from factory.models import ManifestRow
+from factory.export.hf import read_shard_rows, shard_name, write_shard
+from factory.models import ManifestRow, SampleStatus
 from factory.pipeline import SampleResult, generate_sample
 from factory.run.io import atomic_write, atomic_write_text, sha256_file
 from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
@@ -31,6 +33,8 @@ MANIFEST_SCHEMA = {name: pl.Utf8 for name in ManifestRow.model_fields} | {
     "n_barge_ins": pl.Int64,
     "n_backchannels": pl.Int64,
     "n_fillers": pl.Int64,
+    "n_laughs": pl.Int64,
+    "n_failed_interruptions": pl.Int64,
     "overlap_share": pl.Float64,
     "wer_max": pl.Float64,
 }
@@ -100,11 +104,37 @@ def generate_shard(
     # MinHash signatures of the spoken scripts, merged across shards by finalize_run
     save_signatures(signature_path(cfg, spec.name), {s.id: signature(_spoken_text(s)) for s in samples})
     n_ok = len(samples)
+    check_shard(data, [r.manifest for r in results])  # before the record: a shard that fails is never "complete"
     atomic_write_text(
         record,
         json.dumps({"shard": spec.name, "sha256": digest, "n_ok": n_ok, "n_rejected": len(results) - n_ok}, indent=2),
     )
     return ShardResult(spec.name, digest, n_ok, len(results) - n_ok)
+
+
+class ShardInconsistent(RuntimeError):
+    """A shard's data file and manifest part disagree: a bug in the factory, not bad input."""
+
+
+def check_shard(data: Path, rows: list[ManifestRow]) -> None:
+    """Raise unless the data file holds exactly the manifest's ok samples, in order, each with the
+    audio the manifest's `audio_sha256` names, and every manifest id appears once. One read of
+    the ids and clean audio just written, next to the sha256 of the file taken anyway."""
+    repeated = sorted(i for i, n in Counter(r.id for r in rows).items() if n > 1)
+    problems = [f"manifest ids repeat: {repeated}"] if repeated else []
+    expected = [(r.id, r.audio_sha256) for r in rows if r.status is SampleStatus.ok]
+    written = [
+        (row["id"], hashlib.sha256(row["audio"]["bytes"]).hexdigest())
+        for row in read_shard_rows(data, columns=["id", "audio"])
+    ]
+    if [i for i, _ in written] != [i for i, _ in expected]:
+        problems.append(f"data ids {[i for i, _ in written]} != manifest ok ids {[i for i, _ in expected]}")
+    else:
+        problems += [
+            f"{i}: audio sha256 differs from the manifest's" for (i, a), (_, b) in zip(written, expected) if a != b
+        ]
+    if problems:
+        raise ShardInconsistent(f"shard {data.name}: " + "; ".join(problems))
 
 
 def _spoken_text(sample) -> str:

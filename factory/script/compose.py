@@ -109,16 +109,22 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
                 max_words={ch: hi for ch, (_, hi) in limits.items()},
                 llm=llm.name,
             )
-            break
         except ScriptRejected as exc:
             last = exc
-    else:
-        raise TurnRejected(last.reason if last else "invalid_script", last.detail if last else "")
-    rng = rng_for(seed, sample_key, "behaviour")
-    script = calibrate_marks(
-        script, rng, cfg.behaviour, cfg.timing.pause_median, mode=scenario.mode, add_barge_ins=False
-    )
-    return _add_missing_barge_ins(llm, scenario, script, cfg, sample_key, rng)
+            continue
+        rng = rng_for(seed, sample_key, "behaviour")
+        script = calibrate_marks(
+            script, rng, cfg.behaviour, cfg.timing.pause_median, mode=scenario.mode, add_barge_ins=False
+        )
+        script = _add_missing_barge_ins(llm, scenario, script, cfg, sample_key, rng)
+        have = sum(isinstance(m, BargeIn) for m in script.marks)
+        if have >= cfg.behaviour.min_barge_ins:
+            return script
+        # Too few (or too short) turns to cut: another attempt, not a script the timeline rejects after TTS.
+        last = ScriptRejected(
+            "too_few_turns", f"{len(script.turns)} turns hold {have} barge-ins < {cfg.behaviour.min_barge_ins}"
+        )
+    raise TurnRejected(last.reason if last else "invalid_script", last.detail if last else "")
 
 
 def _add_missing_barge_ins(

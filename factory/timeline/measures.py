@@ -1,19 +1,79 @@
-"""Counts and shares read off a timeline: behaviour counts for the manifest and the per-sample
-behaviour gates. (Measures recomputed from the audio belong to the audit stage.)"""
+"""Counts, rates and shares read off a placed timeline, i.e. what was spoken (a barge-in cut drops
+the marks after it): behaviour counts for the manifest, the per-sample behaviour gates and the
+spoken behaviour rates. (Measures recomputed from the audio belong to the audit stage.)"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
-from factory.models import BackchannelEvent, BargeInEvent, HesitationEvent, Timeline
+from factory.models import (
+    BackchannelEvent,
+    BargeInEvent,
+    EndReason,
+    FailedInterruptionEvent,
+    HesitationEvent,
+    LaughEvent,
+    Timeline,
+    TurnKind,
+    WordKind,
+)
 
 
 def behaviour_counts(timeline: Timeline) -> dict[str, int]:
+    """Spoken behaviours: events exist only for what the placed audio holds."""
+    hesitations = [e.kind for e in timeline.events if isinstance(e, HesitationEvent)]
     return {
-        "fillers": sum(isinstance(e, HesitationEvent) and e.kind == "filler" for e in timeline.events),
+        "fillers": hesitations.count("filler"),
+        "restarts": hesitations.count("restart"),
+        "pauses": hesitations.count("pause"),
         "backchannels": sum(isinstance(e, BackchannelEvent) for e in timeline.events),
+        "laughs": sum(isinstance(e, LaughEvent) for e in timeline.events),
         "barge_ins": sum(isinstance(e, BargeInEvent) for e in timeline.events),
+        "failed_interruptions": sum(isinstance(e, FailedInterruptionEvent) for e in timeline.events),
     }
+
+
+def _is_floor_turn(turn) -> bool:
+    """A turn that holds the floor: not a listener reaction, not a yielded interruption attempt."""
+    return turn.kind is TurnKind.turn and turn.end_reason is not EndReason.yielded
+
+
+def spoken_amounts(timeline: Timeline) -> dict[str, float]:
+    """The bases of the rates: content words spoken in floor turns (no fillers, restart fragments
+    or listener tokens) and minutes of floor-turn speech, the time a listener can react over."""
+    floor = {t.id for t in timeline.turns if _is_floor_turn(t)}
+    words = sum(w.spoken and w.kind is WordKind.word and w.turn in floor for w in timeline.words)
+    minutes = sum(t.end - t.start for t in timeline.turns if t.id in floor) / 60
+    return {"words": float(words), "speech_minutes": minutes}
+
+
+# behaviour count -> the unit of its config target (`BehaviourSection`): `<count>_<unit>` is the target's name
+RATE_UNITS = {
+    "fillers": "per_100_words",
+    "restarts": "per_100_words",
+    "pauses": "per_100_words",
+    "backchannels": "per_minute",
+    "laughs": "per_minute",
+    "barge_ins": "per_dialogue",
+    "failed_interruptions": "per_dialogue",
+}
+
+
+def behaviour_rates(timelines: Timeline | Iterable[Timeline]) -> dict[str, float]:
+    """Spoken behaviour rates, in the units of the config's `behaviour` targets, pooled over one or
+    many dialogues (total count / total base, so long dialogues weigh by their length)."""
+    timelines = [timelines] if isinstance(timelines, Timeline) else list(timelines)
+    counts = dict.fromkeys(RATE_UNITS, 0)
+    words = minutes = 0.0
+    for tl in timelines:
+        for k, v in behaviour_counts(tl).items():
+            counts[k] += v
+        amounts = spoken_amounts(tl)
+        words, minutes = words + amounts["words"], minutes + amounts["speech_minutes"]
+    bases = {"per_100_words": words / 100, "per_minute": minutes, "per_dialogue": float(len(timelines))}
+    return {f"{name}_{unit}": counts[name] / bases[unit] if bases[unit] else 0.0 for name, unit in RATE_UNITS.items()}
 
 
 def unmet_minimums(timeline: Timeline, minimums: dict[str, int]) -> list[str]:
