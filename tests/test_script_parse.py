@@ -444,3 +444,14 @@ def test_accepted_turns_pass_check_turn():
         for turn in script.turns:
             check_turn(turn.text, min_words=1)
         assert all(isinstance(m, Filler | Restart | SilentPause | Backchannel | Laugh | BargeIn) for m in script.marks)
+
+
+def test_a_turn_garbled_into_one_token_is_too_short():
+    """Fuzz case 7552 (benchmarks/results/fuzz.md): "DM!T." normalises to two words but is one
+    token for the TTS; the word minimum counts tokens."""
+    from factory.script.text_checks import TurnRejected, check_turn
+
+    with pytest.raises(TurnRejected) as rejected:
+        check_turn("DM!T.", min_words=2)
+    assert rejected.value.reason == "too_short"
+    check_turn("Okay, sure.", min_words=2)

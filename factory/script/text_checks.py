@@ -311,8 +311,11 @@ def check_turn(text: str, *, min_words: int, references: Sequence[str] = (), all
     common_share = sum(w in COMMON_ENGLISH for w in words) / len(words)
     if ascii_share < 0.95 or (len(words) >= 4 and common_share < 0.2):
         raise TurnRejected("wrong_language", f"ascii {ascii_share:.2f}, common English words {common_share:.2f}")
-    if len(words) < min_words:
-        raise TurnRejected("too_short", f"{len(words)} words < {min_words}")
+    # Counted as the TTS will say them: whitespace tokens with a letter or digit ("DM!T." is one
+    # token, though normalising splits it in two).
+    n_tokens = sum(any(ch.isalnum() for ch in token) for token in text.split())
+    if min(len(words), n_tokens) < min_words:
+        raise TurnRejected("too_short", f"{min(len(words), n_tokens)} words < {min_words}")
     loop = _loop_detail(words)
     if loop:
         raise TurnRejected("repetition_loop", loop)
