@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.audio.edit import resample_utterance
-from factory.audio.mix import MixError, audio_sha256, flac_bytes, loudness_gains, mix, place
+from factory.audio.mix import MixError, apply_gains, audio_sha256, flac_bytes, loudness_gains, place
 from factory.augment import augment_sample
 from factory.config import RunConfig
 from factory.llm import get_llm
@@ -274,8 +274,9 @@ def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = 
             peak_dbfs=cfg.audio.peak_dbfs,
         )
         audio = [sources[p.key].utt.audio for p in placements]
-        recipe.gains = loudness_gains(place(recipe, audio), sr, cfg.audio.target_lufs, cfg.audio.peak_dbfs)
-        clean = mix(recipe, audio)
+        stems = place(recipe, audio)  # placed once: the gains are measured on it, then applied to it
+        recipe.gains = loudness_gains(stems, sr, cfg.audio.target_lufs, cfg.audio.peak_dbfs)
+        clean = apply_gains(stems, recipe.gains)  # what mix(recipe, audio) gives, as rebuild_clean checks
     meta = SampleMeta(
         id=sid,
         split=cfg.run.split,
