@@ -39,6 +39,7 @@ from factory.run.io import atomic_write, atomic_write_text
 from factory.timeline.frames import n_frames as frames_covering
 
 SIDECAR = "export.json"
+UNITS_CODEBOOK = "units_codebook.json"
 REPORT = "report.json"
 
 # format name -> module; moshi / nemo-duplex are written by their own modules (same protocol)
@@ -203,10 +204,12 @@ def all_rules(module) -> dict[str, Rule]:
 
 
 # --------------------------------------------------------------------------- frame grid
-def samples_per_frame(sample_rate: int, frame_rate: float) -> int:
+def samples_per_frame(sample_rate: int, frame_rate: float, counter: RuleCounter | None = None) -> int:
     """Whole samples per frame, or the `frame_rate_not_dividing_sample_rate` error."""
     spf = sample_rate / frame_rate
     if abs(spf - round(spf)) > 1e-9:
+        if counter is not None:
+            counter.add("frame_rate_not_dividing_sample_rate")
         raise ExportError(
             f"frame rate {frame_rate} Hz does not divide the sample rate {sample_rate} Hz "
             f"({spf:.3f} samples per frame); pick a frame rate with whole samples per frame "
@@ -291,6 +294,23 @@ def channel_audio(sample: Sample, channel: Channel, augmented: bool = False) -> 
     return np.ascontiguousarray(audio[:, channel.index], dtype=np.float32)
 
 
+def usable(samples: Iterable[Sample], report: ExportReport, counter: RuleCounter) -> Iterator[Sample]:
+    """The samples that give a sequence; the others are dropped and counted (rule empty_sample)."""
+    for s in samples:
+        report.samples_in += 1
+        if is_empty(s):
+            counter.drop(s.id, "empty_sample", f"duration {s.timeline.duration:.2f} s, no spoken word")
+            continue
+        yield s
+
+
+def silence_tokens(tokenizer, sr: int, n: int = 1) -> np.ndarray:
+    """[n_q, n] tokens of digital silence: what pads a channel past the end of its audio."""
+    frame = round(sr / tokenizer.frame_rate)
+    codes = np.asarray(tokenizer.encode(np.zeros(frame * (n + 2), np.float32), sr), np.int64)
+    return codes[:, 1 : n + 1] if codes.shape[1] >= n + 2 else np.repeat(codes[:, :1], n, axis=1)
+
+
 def is_empty(sample: Sample) -> bool:
     tl = sample.timeline
     return tl.duration <= 0 or len(sample.stems) == 0 or not any(w.spoken for w in tl.words)
@@ -302,7 +322,7 @@ def audio_tokenizer_for(
 ):
     """The audio tokenizer an export uses: the one passed in, else by name; 'units' is fitted
     with `options.seed` on `fit_audio()` (mono pieces of the run's own audio) at `frame_rate`
-    and its codebook saved as `out_dir/units.npz`, so the tokens can be reproduced and applied to
+    and its codebook saved as `out_dir/units_codebook.json`, so the tokens can be reproduced and applied to
     other runs. Missing weights of a named tokenizer raise ExportError (exit 3)."""
     if options.audio_tokenizer_obj is not None:
         return options.audio_tokenizer_obj
@@ -315,12 +335,14 @@ def audio_tokenizer_for(
         sr = pieces[0][1]
         tok = tokenize.fit_units([a for a, _ in pieces], sr, frame_rate, options.units_k, options.seed)
         out_dir.mkdir(parents=True, exist_ok=True)
-        tok.save(out_dir / "units.npz")
+        tok.save(out_dir / UNITS_CODEBOOK)
         return tok
     try:
         return tokenize.get_audio_tokenizer(options.audio_tokenizer, **options.audio_tokenizer_options)
-    except (FileNotFoundError, OSError, ImportError) as exc:
+    except (tokenize.TokenizerUnavailable, FileNotFoundError, ImportError) as exc:
         raise ExportError(f"audio tokenizer {options.audio_tokenizer!r} unavailable: {exc}", exit_code=3) from None
+    except ValueError as exc:
+        raise ExportError(f"audio tokenizer {options.audio_tokenizer!r}: {exc}", exit_code=2) from None
 
 
 def text_tokenizer_for(options: ExportOptions):
@@ -330,7 +352,7 @@ def text_tokenizer_for(options: ExportOptions):
 
     try:
         return tokenize.get_text_tokenizer(options.text_tokenizer)
-    except (FileNotFoundError, OSError, ImportError) as exc:
+    except (tokenize.TokenizerUnavailable, FileNotFoundError, ImportError) as exc:
         raise ExportError(f"text tokenizer {options.text_tokenizer!r} unavailable: {exc}", exit_code=3) from None
 
 

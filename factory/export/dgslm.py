@@ -1,0 +1,162 @@
+"""dGSLM (Nguyen et al. 2023, "Generative Spoken Dialogue Language Modeling"): two parallel unit
+streams, one per channel, frame-synchronous.
+
+Spec (sources: facebookresearch/fairseq examples/textless_nlp/dgslm — README, hubert_fisher/,
+the dialogue transformer's data layout; shared/reference/token-layouts.md section 5):
+* Units: HuBERT (Fisher) layer 12 + k-means 500 at 50 Hz in the original; here the export's audio
+  tokenizer at 50 Hz (default: the embedded k-means units, fitted on the run's audio).
+* `<split>.unitA` / `<split>.unitB`: one dialogue per line, space-separated frame-level units (NOT
+  de-duplicated: the model predicts edge units and durations itself), the SAME count on line i of
+  both files. unitA = channel 0 (the user), unitB = channel 1 (the agent). fairseq's split names:
+  train / valid / test (our `dev` is written as `valid`). `<split>.ids` names the dialogue of each
+  line. `dict.unitA.txt` = `dict.unitB.txt`: fairseq dictionary lines "<unit> <count>", the shared
+  dictionary both channels are binarised with:
+      fairseq-preprocess --source-lang unitA --srcdict dict.unitA.txt --only-source \\
+          --trainpref train --validpref valid --destdir bin   (and the same for unitB)
+* The same arrays as parquet (`data/<split>-NNNNN.parquet`: id, split, duration, unitA, unitB)
+  with the sidecar, for loaders that prefer arrays.
+* Frames: T = ceil(duration * 50); each channel's codes are trimmed/padded to T (rule
+  audio_frames_adjusted), so the counts are equal by construction and checked before writing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from factory.export.base import (
+    Decoded,
+    ExportError,
+    ExportOptions,
+    ExportReport,
+    ShardWriter,
+    Sidecar,
+    Timer,
+    audio_tokenizer_for,
+    channel_audio,
+    dump_options,
+    encode_channels,
+    finish,
+    fit_frames,
+    identity_dict,
+    n_frames,
+    read_row,
+    read_sidecar,
+    samples_per_frame,
+    start_report,
+    usable,
+)
+from factory.models import Channel, Sample
+from factory.run.io import atomic_write_text
+
+NAME = "dgslm"
+FORMAT_VERSION = "1"
+FRAME_RATE = 50.0
+NEEDS_AUDIO_TOKENS = True
+RULES: dict = {}
+FAIRSEQ_SPLIT = {"dev": "valid"}
+
+
+def _schema() -> pa.Schema:
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("split", pa.string()),
+            ("duration", pa.float64()),
+            ("unitA", pa.list_(pa.int32())),
+            ("unitB", pa.list_(pa.int32())),
+        ]
+    )
+
+
+def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
+    out_dir = Path(out_dir)
+    report, counter, started = start_report(sys.modules[__name__], out_dir)
+    rate = float(options.format_options.get("frame_rate", FRAME_RATE))
+    samples = list(samples) if options.audio_tokenizer_obj is None else samples
+    tok = audio_tokenizer_for(
+        options,
+        rate,
+        lambda: ((channel_audio(s, ch, options.use_augmented), s.sample_rate) for s in samples for ch in Channel),
+        out_dir,
+    )
+    rate = tok.frame_rate
+    writer = ShardWriter(out_dir, _schema(), options.shard_size)
+    lines: dict[str, dict[str, list[str]]] = {}
+    timer, sr = Timer(), None
+    for s in usable(samples, report, counter):
+        sr = s.sample_rate
+        samples_per_frame(sr, rate, counter)
+        with timer:
+            user, agent = encode_channels(tok, s, options.use_augmented)
+        n = n_frames(s.timeline, rate)
+        a, b = fit_frames(user, n, counter)[0], fit_frames(agent, n, counter)[0]
+        if len(a) != len(b):  # a bug, not bad input: refuse rather than write unequal lines
+            raise ExportError(f"{s.id}: unitA has {len(a)} units, unitB {len(b)}")
+        split = FAIRSEQ_SPLIT.get(s.meta.split, s.meta.split)
+        per = lines.setdefault(split, {"unitA": [], "unitB": [], "ids": []})
+        per["unitA"].append(" ".join(map(str, a.tolist())))
+        per["unitB"].append(" ".join(map(str, b.tolist())))
+        per["ids"].append(s.id)
+        writer.add(
+            s.meta.split,
+            {
+                "id": s.id,
+                "split": s.meta.split,
+                "duration": s.timeline.duration,
+                "unitA": a.astype(np.int32).tolist(),
+                "unitB": b.astype(np.int32).tolist(),
+            },
+        )
+        report.samples_out += 1
+        report.dialogue_seconds += s.timeline.duration
+    for split, per in lines.items():
+        for ext, rows in per.items():
+            atomic_write_text(out_dir / f"{split}.{ext}", "\n".join(rows) + "\n")
+    counts = np.zeros(tok.cardinality, np.int64)
+    for per in lines.values():
+        for line in per["unitA"] + per["unitB"]:
+            counts += np.bincount(np.array(line.split(), np.int64), minlength=tok.cardinality)
+    fairseq_dict = "".join(f"{u} {max(int(c), 1)}\n" for u, c in enumerate(counts))
+    for ext in ("unitA", "unitB"):
+        atomic_write_text(out_dir / f"dict.{ext}.txt", fairseq_dict)
+    report.seconds_tokenize = timer.seconds
+    sidecar = Sidecar(
+        format=NAME,
+        format_version=FORMAT_VERSION,
+        frame_rate=rate,
+        sample_rate=sr,
+        id_layout={"audio": (0, tok.cardinality)},
+        vocabulary=[str(u) for u in range(tok.cardinality)],
+        audio_tokenizer=identity_dict(tok),
+        audio_tokenizer_path="units_codebook.json" if options.audio_tokenizer == "units" else None,
+        source_run=options.source_run,
+        layout="two parallel frame-level unit streams: unitA = channel 0 (user), unitB = channel 1 (agent)",
+        columns={"unitA": "user units, one per frame", "unitB": "agent units, one per frame"},
+        options=dump_options(options),
+    )
+    return finish(out_dir, sidecar, report, counter, writer, started)
+
+
+def read_lines(out_dir: Path, split: str = "train") -> list[tuple[str, list[int], list[int]]]:
+    """(id, unitA, unitB) per line of the fairseq text files, as a trainer reads them."""
+    out_dir = Path(out_dir)
+    ids = (out_dir / f"{split}.ids").read_text().splitlines()
+    a = (out_dir / f"{split}.unitA").read_text().splitlines()
+    b = (out_dir / f"{split}.unitB").read_text().splitlines()
+    return [(i, list(map(int, x.split())), list(map(int, y.split()))) for i, x, y in zip(ids, a, b, strict=True)]
+
+
+def decode(out_dir: Path, sample_id: str) -> Decoded:
+    sidecar = read_sidecar(out_dir)
+    row = read_row(out_dir, sample_id)
+    return Decoded(
+        id=sample_id,
+        format=NAME,
+        frame_rate=sidecar.frame_rate or FRAME_RATE,
+        tracks={"unitA (user)": list(map(str, row["unitA"])), "unitB (agent)": list(map(str, row["unitB"]))},
+    )

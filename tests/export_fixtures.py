@@ -1,0 +1,97 @@
+"""Cheap Samples for export tests: a hand-written script with a barge-in, overlapping
+backchannels (user over the agent, agent over the user), a failed interruption and a filler,
+placed by the real timeline planner over word-shaped noise bursts (tests/test_timeline.py's
+stand-in for TTS) and mixed into stems. The truth the tests compare exports against is this
+timeline and this audio."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from factory.audio.mix import apply_gains, loudness_gains
+from factory.config import RunConfig
+from factory.models import (
+    Backchannel,
+    BargeIn,
+    Channel,
+    FailedInterruption,
+    ListenerMark,
+    MixRecipe,
+    Mode,
+    Persona,
+    Sample,
+    SampleMeta,
+    Scenario,
+    Script,
+    ScriptTurn,
+)
+from factory.seeding import rng_for
+from factory.timeline.place import build_timeline
+from tests.test_timeline import SR, burst_utterance
+
+CFG = RunConfig()
+
+AGENT_LONG = "so I think we could try the other one later today if that works for you and the team"
+SCRIPT = Script(
+    scenario_id="export-test",
+    turns=[
+        ScriptTurn(speaker=Channel.user, text="hi could you help me plan a short trip"),
+        ScriptTurn(speaker=Channel.agent, text=AGENT_LONG, responds_to=0),
+        ScriptTurn(speaker=Channel.user, text="wait actually make it next week", responds_to=1),
+        ScriptTurn(speaker=Channel.agent, text="sure next week works fine for me", responds_to=2),
+        ScriptTurn(speaker=Channel.user, text="great then book the early train for both of us please", responds_to=3),
+        ScriptTurn(speaker=Channel.agent, text="done I booked it", responds_to=4),
+    ],
+    marks=[
+        Backchannel(turn=1, word_index=3, token="mm-hmm"),  # user backchannel over the agent
+        FailedInterruption(turn=1, word_index=7, token="but I-"),  # the user tries, the agent keeps going
+        BargeIn(turn=1, heard_words=14),  # the user barges in, the agent stops after "and"
+        Backchannel(turn=4, word_index=4, token="okay"),  # agent backchannel over the user
+    ],
+)
+
+
+def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train") -> Sample:
+    rng = np.random.default_rng(seed)
+    voices = {Channel.user: "u", Channel.agent: "a"}
+    rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in SCRIPT.turns]
+    reactions = {
+        k: burst_utterance(m.token, rng, voices[SCRIPT.turns[m.turn].speaker.other])
+        for k, m in enumerate(SCRIPT.marks)
+        if isinstance(m, ListenerMark)
+    }
+    sid = sample_id or f"d{seed:03d}"
+    tl, placements = build_timeline(
+        sid, SCRIPT, rendered, reactions, voices, rng_for(seed, sid, "timeline"), CFG.timing, 0.008
+    )
+    stems = np.zeros((round(tl.duration * SR), 2), np.float32)
+    for p in placements:
+        stems[p.start : p.start + len(p.audio), p.channel.index] += p.audio
+    gains = loudness_gains(stems, SR, -23, -1)
+    stems = apply_gains(stems, gains)
+    recipe = MixRecipe(
+        sample_rate=SR, n_samples=len(stems), pieces=[], gains=tuple(gains), target_lufs=-23, peak_dbfs=-1
+    )
+    scenario = Scenario(
+        id="export-test",
+        mode=Mode.assistant,
+        topic="trip",
+        setting="phone",
+        style="casual",
+        user=Persona(name="U", description="a user"),
+        agent=Persona(name="A", description="an agent"),
+        n_turns=len(SCRIPT.turns),
+    )
+    meta = SampleMeta(
+        id=sid,
+        split=split,
+        run_seed=seed,
+        sample_key=sid,
+        scenario=scenario,
+        script=SCRIPT,
+        timeline=tl,
+        recipe=recipe,
+        voices=voices,
+        llm="none",
+    )
+    return Sample(meta=meta, stems=stems)
