@@ -198,5 +198,65 @@ def _rejection_counts(reasons: list[str | None]) -> str:
     return f"{len(reasons)} rejected: " + ", ".join(f"{kind} x {n}" for kind, n in kinds.most_common())
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path,
+    format_: Annotated[str, typer.Option("--format", "-f", help="bayling, dgslm, lslm, units-1s, moshi, nemo-duplex")],
+    out: Annotated[Path | None, typer.Option(help="export folder; default RUN_DIR/exports/FORMAT")] = None,
+    audio_tokenizer: Annotated[str, typer.Option(help="units (fitted on the run), mimi, encodec")] = "units",
+    weights: Annotated[Path | None, typer.Option(help="local weights folder of mimi/encodec")] = None,
+    codebook: Annotated[Path | None, typer.Option(help="a saved units codebook to reuse instead of fitting")] = None,
+    text_tokenizer: Annotated[str | None, typer.Option(help="HF tokenizer folder; default the embedded LLM's")] = None,
+    units_k: Annotated[int, typer.Option(help="units codebook size")] = 256,
+    seed: Annotated[int, typer.Option(help="seed of the units fit")] = 0,
+    shard_size: Annotated[int, typer.Option(help="sequences per parquet shard")] = 1000,
+    augmented: Annotated[bool, typer.Option(help="tokenize the augmented mix")] = False,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="format option KEY=VALUE")] = None,
+) -> None:
+    """Export a finished run as training shards of FORMAT (token arrays + export.json sidecar)."""
+    from factory.export.base import ExportError, ExportOptions, export_run
+    from factory.export.console import parse_options, run_with_progress
+
+    try:
+        tokenizer_options = {"weights": str(weights)} if weights else {}
+        if codebook:
+            audio_tokenizer, tokenizer_options = "units", {"codebook": str(codebook)}
+        options = ExportOptions(
+            audio_tokenizer=audio_tokenizer,
+            audio_tokenizer_options=tokenizer_options,
+            text_tokenizer=text_tokenizer,
+            units_k=units_k,
+            seed=seed,
+            shard_size=shard_size,
+            use_augmented=augmented,
+            format_options=parse_options(option or []),
+        )
+        report = run_with_progress(lambda progress: export_run(run_dir, format_, out, options, progress), run_dir)
+    except ExportError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(exc.exit_code) from None
+    from factory.export.console import print_report
+
+    print_report(console, report)
+
+
+@app.command()
+def inspect(
+    export_dir: Path,
+    sample: Annotated[str, typer.Argument(help="sequence (sample) id")],
+    start: Annotated[float, typer.Option(help="from this time, s")] = 0.0,
+    end: Annotated[float | None, typer.Option(help="up to this time, s")] = None,
+) -> None:
+    """Render one exported sequence back as a timeline: per frame, each channel's tokens, text and states."""
+    from factory.export.base import ExportError
+    from factory.export.console import render_decoded
+
+    try:
+        render_decoded(console, export_dir, sample, start, end)
+    except ExportError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(exc.exit_code) from None
+
+
 if __name__ == "__main__":
     app()

@@ -95,3 +95,34 @@ def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train
         llm="none",
     )
     return Sample(meta=meta, stems=stems)
+
+
+def make_run(run_dir, samples: list[Sample], rejected: tuple[str, ...] = (), empty_shard: bool = True):
+    """A run folder as factory.run.shards writes it (data shards, records, manifest parts),
+    holding `samples` in one shard, the `rejected` ids in the manifest only, and (optionally) a
+    second shard whose samples were all rejected, so its data file is empty."""
+    import json
+    from pathlib import Path
+
+    from factory.export.hf import write_shard
+    from factory.models import ManifestRow, SampleStatus
+    from factory.run.shards import write_manifest
+
+    run_dir = Path(run_dir)
+    shards = [("train-00000-of-00002", samples, ())]
+    if empty_shard:
+        shards.append(("train-00001-of-00002", [], rejected))
+    else:
+        shards[0] = (shards[0][0], samples, rejected)
+    for name, items, rej in shards:
+        digest = write_shard(items, run_dir / "data" / f"{name}.parquet", SR)
+        rows = [ManifestRow(id=s.id, shard=name, status=SampleStatus.ok, split=s.meta.split) for s in items]
+        rows += [
+            ManifestRow(id=i, shard=name, status=SampleStatus.rejected, reason="behaviour_minimum: test", split="train")
+            for i in rej
+        ]
+        write_manifest(rows, run_dir / "manifests" / f"{name}.parquet")
+        record = {"shard": name, "sha256": digest, "n_ok": len(items), "n_rejected": len(rej)}
+        (run_dir / "shards").mkdir(parents=True, exist_ok=True)
+        (run_dir / "shards" / f"{name}.json").write_text(json.dumps(record))
+    return run_dir

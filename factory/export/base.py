@@ -328,7 +328,7 @@ def audio_tokenizer_for(
         return options.audio_tokenizer_obj
     from factory import tokenize
 
-    if options.audio_tokenizer == "units":
+    if options.audio_tokenizer == "units" and not options.audio_tokenizer_options.get("codebook"):
         pieces = list(fit_audio())
         if not pieces:
             raise ExportError("no audio to fit the 'units' tokenizer on", exit_code=4)
@@ -341,8 +341,20 @@ def audio_tokenizer_for(
         return tokenize.get_audio_tokenizer(options.audio_tokenizer, **options.audio_tokenizer_options)
     except (tokenize.TokenizerUnavailable, FileNotFoundError, ImportError) as exc:
         raise ExportError(f"audio tokenizer {options.audio_tokenizer!r} unavailable: {exc}", exit_code=3) from None
-    except ValueError as exc:
-        raise ExportError(f"audio tokenizer {options.audio_tokenizer!r}: {exc}", exit_code=2) from None
+    except ValueError as exc:  # includes a missing or damaged units codebook
+        code = 3 if "not found" in str(exc) else 2
+        raise ExportError(f"audio tokenizer {options.audio_tokenizer!r}: {exc}", exit_code=code) from None
+
+
+def save_codebook(tokenizer, out_dir: Path) -> str | None:
+    """Keep a units codebook beside the export (the tokens are reproducible from it and it
+    tokenizes other runs identically); returns its path relative to the export."""
+    if not hasattr(tokenizer, "save"):
+        return None
+    path = Path(out_dir) / UNITS_CODEBOOK
+    if not path.exists():
+        tokenizer.save(path)
+    return UNITS_CODEBOOK
 
 
 def text_tokenizer_for(options: ExportOptions):

@@ -58,6 +58,7 @@ from factory.export.base import (
     read_row,
     read_sidecar,
     samples_per_frame,
+    save_codebook,
     silence_tokens,
     start_report,
     text_tokenizer_for,
@@ -238,7 +239,7 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
         },
         vocabulary_path=options.text_tokenizer or "embedded LLM vocabulary (factory.tokenize.get_text_tokenizer(None))",
         audio_tokenizer=identity_dict(audio_tok),
-        audio_tokenizer_path="units_codebook.json" if options.audio_tokenizer == "units" else None,
+        audio_tokenizer_path=save_codebook(audio_tok, out_dir),
         text_tokenizer=identity_dict(text_tok),
         source_run=options.source_run,
         layout="per 0.8 s block: 10 user audio, 5 text channel, 10 agent audio (agent side lags one block)",
@@ -303,6 +304,10 @@ def decode(out_dir: Path, sample_id: str) -> Decoded:
         frame = round(slot_time(slot) * FRAME_RATE)
         if frame < n:
             text[frame] = SPECIALS[t] if t < len(SPECIALS) else repr(text_tok.decode([t - len(SPECIALS)]))
+    state = ["listen"] * n
+    for a, e, _ in segments(parts["text"]):
+        first, last = round(slot_time(a) * FRAME_RATE), round(slot_time(e) * FRAME_RATE)
+        state[first : min(last, n)] = ["speak"] * (min(last, n) - first)
     agent = [""] * n
     for i, code in enumerate(parts["agent"].tolist()):
         if i + USER < n:
@@ -311,5 +316,10 @@ def decode(out_dir: Path, sample_id: str) -> Decoded:
         id=sample_id,
         format=NAME,
         frame_rate=FRAME_RATE,
-        tracks={"user audio": [str(c) for c in parts["user"].tolist()], "text": text, "agent audio": agent},
+        tracks={
+            "user audio": [str(c) for c in parts["user"].tolist()],
+            "text": text,
+            "agent audio": agent,
+            "agent state": state,
+        },
     )

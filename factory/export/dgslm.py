@@ -47,6 +47,7 @@ from factory.export.base import (
     read_row,
     read_sidecar,
     samples_per_frame,
+    save_codebook,
     start_report,
     usable,
 )
@@ -133,7 +134,7 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
         id_layout={"audio": (0, tok.cardinality)},
         vocabulary=[str(u) for u in range(tok.cardinality)],
         audio_tokenizer=identity_dict(tok),
-        audio_tokenizer_path="units_codebook.json" if options.audio_tokenizer == "units" else None,
+        audio_tokenizer_path=save_codebook(tok, out_dir),
         source_run=options.source_run,
         layout="two parallel frame-level unit streams: unitA = channel 0 (user), unitB = channel 1 (agent)",
         columns={"unitA": "user units, one per frame", "unitB": "agent units, one per frame"},

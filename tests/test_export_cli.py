@@ -1,0 +1,88 @@
+"""`duplex-factory export` / `inspect` on a run folder: the default units tokenizer fitted on the
+run with its codebook saved, rejected samples and empty shards counted, clear errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from factory.cli import app
+from factory.export.base import read_sidecar
+from factory.tokenize import get_audio_tokenizer
+from tests.export_fixtures import make_run, make_sample
+
+runner = CliRunner()
+
+
+def _flat(result) -> str:
+    return " ".join(result.output.split())  # rich wraps long messages
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    samples = [make_sample(seed) for seed in (0, 1)]
+    return make_run(tmp_path_factory.mktemp("run") / "r", samples, rejected=("r-bad-1", "r-bad-2"))
+
+
+def test_export_fits_units_on_the_run_and_counts_what_the_run_rejected(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dg"
+    result = runner.invoke(app, ["export", str(run_dir), "--format", "dgslm", "--out", str(out), "--units-k", "16"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert (report["samples_in"], report["samples_out"]) == (4, 2)
+    assert report["rules"]["rejected_samples"] == 2 and report["rules"]["empty_source_shards"] == 1
+    assert {d["id"] for d in report["dropped"]} == {"r-bad-1", "r-bad-2"}
+    sidecar = read_sidecar(out)
+    assert sidecar.source_run == str(run_dir) and sidecar.audio_tokenizer_path == "units_codebook.json"
+    # the saved codebook reproduces the exported units (and can tokenize other runs)
+    tok = get_audio_tokenizer("units", codebook=out / "units_codebook.json")
+    assert tok.identity().weights_sha256 == sidecar.audio_tokenizer["weights_sha256"]
+    from factory.export.dgslm import read_lines
+    from factory.run.read import read_samples
+
+    first = next(read_samples(run_dir))
+    line = read_lines(out)[0]
+    assert line[1] == tok.encode(first.stems[:, 0], first.sample_rate)[0].tolist()[: len(line[1])]
+    # same run, same seed -> same bytes
+    again = tmp_path / "dg2"
+    assert (
+        runner.invoke(app, ["export", str(run_dir), "-f", "dgslm", "--out", str(again), "--units-k", "16"]).exit_code
+        == 0
+    )
+    assert (again / "train.unitA").read_bytes() == (out / "train.unitA").read_bytes()
+    assert (again / "units_codebook.json").read_bytes() == (out / "units_codebook.json").read_bytes()
+
+
+def test_inspect_renders_the_sequence_as_a_timeline(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bay"
+    assert (
+        runner.invoke(app, ["export", str(run_dir), "-f", "bayling", "--out", str(out), "--units-k", "16"]).exit_code
+        == 0
+    )
+    result = runner.invoke(app, ["inspect", str(out), "d000", "--start", "3", "--end", "9"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "<|assistant|>" in result.output and "[EPAD]" in result.output and "[PAD]" in result.output
+    assert " 3.04 " in result.output and " 9.04 " not in result.output and " 2.96 " not in result.output
+    assert "speak" in result.output and "listen" in result.output
+    missing = runner.invoke(app, ["inspect", str(out), "nope"])
+    assert missing.exit_code == 2 and "no sequence 'nope'" in missing.output
+
+
+def test_export_errors_are_clear_with_exit_codes(run_dir: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["export", str(tmp_path / "absent"), "-f", "dgslm"])
+    assert r.exit_code == 2 and "does not exist" in _flat(r)
+    r = runner.invoke(app, ["export", str(run_dir), "-f", "wav2vec-soup"])
+    assert r.exit_code == 2 and "unknown export format 'wav2vec-soup'" in _flat(r) and "bayling" in _flat(r)
+    r = runner.invoke(app, ["export", str(run_dir), "-f", "dgslm", "--codebook", str(tmp_path / "none.json")])
+    assert r.exit_code == 3 and "none.json" in _flat(r)
+    r = runner.invoke(app, ["export", str(tmp_path), "-f", "dgslm"])  # a folder, not a run
+    assert r.exit_code == 2 and "no finished shards" in _flat(r)
+
+
+def test_a_run_whose_samples_were_all_rejected_exits_4(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "r", [], rejected=("a", "b"), empty_shard=False)
+    r = runner.invoke(app, ["export", str(run), "-f", "dgslm", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 4, r.output
