@@ -216,3 +216,133 @@ def test_an_empty_sample_is_dropped_with_its_reason(samples, units12, text_tok, 
     saved = json.loads((tmp_path / "none" / "report.json").read_text())
     assert saved["rules"]["empty_sample"] == 1 and saved["rules"]["empty_output_shard"] == 1
     assert not list((tmp_path / "none").glob("data/*.parquet"))
+
+
+# --------------------------------------------------------------------------- lslm
+def check_window(codes, silence: int, tl: Timeline, channel: Channel, rate: float, first: int) -> None:
+    """check_activity for a window of frames starting at frame `first` (others unchecked)."""
+    words = [(w.start, w.end) for w in tl.words if w.spoken and w.channel is channel]
+    for k, code in enumerate(codes):
+        t0, t1 = (first + k) / rate, (first + k + 1) / rate
+        if t1 > tl.duration:
+            break
+        if not any(s < t1 + 1 / rate and e > t0 - 1 / rate for s, e in words):
+            assert code == silence, (channel, first + k, t0)
+        elif any(s <= t0 and t1 <= e for s, e in words):
+            assert code != silence, (channel, first + k, t0)
+
+
+@pytest.mark.parametrize("mu", [0.5, 0.2])
+def test_lslm_irq_at_onset_plus_mu_eos_at_turn_ends(samples, units50, tmp_path, mu: float) -> None:
+    from factory.export import lslm
+    from factory.export.base import read_rows
+
+    report = lslm.export(samples, tmp_path, ExportOptions(audio_tokenizer_obj=units50, format_options={"mu": mu}))
+    sidecar = read_sidecar(tmp_path)
+    eos, irq = sidecar.special_tokens["EOS"], sidecar.special_tokens["IRQ"]
+    assert (eos, irq) == (units50.cardinality, units50.cardinality + 1)
+    rows = {r["id"]: r for r in read_rows(tmp_path)}
+    silence = int(silence_tokens(units50, samples[0].sample_rate)[0, 0])
+    rate, n_irq = 50.0, 0
+    for s in samples:
+        tl = s.timeline
+        agent_turns = [t for t in tl.turns if t.channel is Channel.agent]
+        assert sorted(r["turn"] for r in rows.values() if r["sample_id"] == s.id) == sorted(t.id for t in agent_turns)
+        for turn in agent_turns:
+            r = rows[f"{s.id}#{turn.id}"]
+            assert abs(r["first_frame"] / rate - turn.start) <= 1 / rate and r["text"] == turn.spoken_text
+            assert len(r["listen"]) == len(r["speak"])
+            end_at = (r["first_frame"] + len(r["speak"]) - 1) / rate  # the frame of EOS / IRQ
+            barge = [e for e in tl.events if isinstance(e, BargeInEvent) and e.victim_turn == turn.id]
+            if barge:
+                assert r["speak"][-1] == irq and r["end_token"] == "IRQ" and eos not in r["speak"]
+                assert abs(end_at - (barge[0].onset + mu)) <= 1 / rate
+                n_irq += 1
+            else:  # complete turns, the agent's backchannel: EOS at the end, never IRQ
+                assert r["speak"][-1] == eos and irq not in r["speak"]
+                assert abs(end_at - turn.end) <= 1 / rate
+                # the user's backchannel and failed interruption inside this turn do not stop it
+            check_window(r["speak"][:-1], silence, tl, Channel.agent, rate, r["first_frame"])
+            check_window(r["listen"], silence, tl, Channel.user, rate, r["first_frame"])
+        for ev in tl.events:  # the user's backchannel and failed attempt sit inside an EOS turn
+            if isinstance(ev, (BackchannelEvent, FailedInterruptionEvent)) and ev.channel is Channel.user:
+                host = rows[f"{s.id}#{ev.during_turn}"]
+                t0 = host["first_frame"] / rate
+                assert t0 <= ev.start and ev.end <= t0 + len(host["speak"]) / rate
+    assert n_irq == len(samples)
+    stopped_early = sum(
+        e.victim_stop < e.onset + mu for s in samples for e in s.timeline.events if isinstance(e, BargeInEvent)
+    )
+    assert report.rules["lslm_agent_stopped_before_irq"] == stopped_early
+
+
+def test_lslm_listening_channel_as_features(samples, units50, tmp_path) -> None:
+    from factory.export import lslm
+    from factory.export.base import read_rows
+    from factory.tokenize.units import features
+
+    opts = ExportOptions(audio_tokenizer_obj=units50, format_options={"listen": "features"})
+    lslm.export(samples[:1], tmp_path, opts)
+    s = samples[0]
+    feats = features(s.stems[:, 0], s.sample_rate, 50.0)
+    for r in read_rows(tmp_path):
+        x = np.array(r["listen"], np.float32)
+        assert x.shape == (len(r["speak"]), feats.shape[1])
+        np.testing.assert_allclose(x[:-1], feats[r["first_frame"] : r["first_frame"] + len(x) - 1], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- units-1s
+@pytest.fixture(scope="module")
+def units25(samples):
+    return _fit(samples, 25.0)
+
+
+def test_units_1s_states_agree_with_the_timeline(samples, units25, text_tok, tmp_path) -> None:
+    from factory.export import units1s
+
+    units1s.export(samples, tmp_path, ExportOptions(audio_tokenizer_obj=units25, text_tokenizer_obj=text_tok))
+    sidecar = read_sidecar(tmp_path)
+    silence = int(silence_tokens(units25, samples[0].sample_rate)[0, 0])
+    for s in samples:
+        tl, row = s.timeline, read_row(tmp_path, s.id)
+        n = int(np.ceil(tl.duration))
+        assert row["n_units"] == n and all(len(c) == 25 for c in row["user_audio"] + row["agent_audio"])
+        for ch, name in ((Channel.user, "user"), (Channel.agent, "agent")):
+            state = row[f"{name}_state"]
+            words = [w for w in tl.words if w.spoken and w.channel is ch]
+            for u in range(n):  # speaking units are exactly those a word of the channel overlaps
+                talks = any(w.start < u + 1 and w.end > u for w in words)
+                assert (state[u] != "listen") == talks or state[u] == "interrupt", (name, u, state[u])
+            for t in tl.turns:
+                if t.channel is ch and t.end_reason is not EndReason.interrupted:
+                    assert state[min(int(t.end - 1e-9), n - 1)] in ("turn_end", "interrupt"), (name, t)
+            # the words, unit by unit, read back as what the channel said
+            text = text_tok.decode([i for ids in row[f"{name}_text"] for i in ids])
+            assert text == " ".join(w.word for w in sorted(words, key=lambda w: w.start))
+            codes = np.array(row[f"{name}_audio"]).reshape(-1)
+            check_activity(codes, silence, tl, ch, 25.0)
+        # the user's barge-in: the agent's unit holding the onset says interrupt, and no turn_end there
+        barge = next(e for e in tl.events if isinstance(e, BargeInEvent) and e.by is Channel.user)
+        assert row["agent_state"][int(barge.onset)] == "interrupt"
+        assert "interrupt" not in row["user_state"]
+        # the user's backchannel and failed attempt: the agent keeps speaking through them
+        for ev in tl.events:
+            if isinstance(ev, (BackchannelEvent, FailedInterruptionEvent)) and ev.channel is Channel.user:
+                for u in range(int(ev.start), int(ev.end) + 1):
+                    assert row["agent_state"][u] in ("speak", "turn_end", "interrupt")
+                    assert row["user_state"][u] != "listen"
+        # the flat sequence parses back into the same units and states
+        ids, units, k = row["input_ids"], [], 0
+        specials = sidecar.special_tokens
+        while k < len(ids):
+            assert ids[k] == specials["<unit>"]
+            end = ids.index(specials["</unit>"], k)
+            units.append(ids[k + 1 : end])
+            k = end + 1
+        assert len(units) == n
+        ending = {specials["<|chunk_eos|>"]: "speak", specials["<|turn_eos|>"]: "turn_end"}
+        ending[specials["<|interrupt|>"]] = "interrupt"
+        for u, body in enumerate(units):
+            assert body[25] in (specials["<|listen|>"], specials["<|speak|>"])
+            parsed = "listen" if body[25] == specials["<|listen|>"] else ending[body[-1]]
+            assert parsed == row["agent_state"][u]

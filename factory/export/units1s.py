@@ -1,0 +1,259 @@
+"""units-1s: the dialogue as 1-second units, each channel with its state per unit (MiniCPM-o
+duplex style).
+
+Spec (source: OpenBMB/minicpm-o-4_5-pytorch-simple-demo@c7e1660 MiniCPMO45/modeling_minicpmo.py
+— the duplex unit `<unit>[user audio]<|listen|></unit>` or `<unit>[user audio]<|speak|> text
+<|chunk_eos|></unit>`, `<|turn_eos|>` ending a turn; `<|interrupt|>` is in its vocabulary;
+shared/reference/token-layouts.md section 4). MiniCPM-o feeds the user audio as Whisper
+embeddings and speaks through a TTS head on its hidden states; here both channels are tokens of
+the export's audio tokenizer (default the embedded units at 25 Hz, `-o frame_rate=12.5`), so a
+unit holds 25 codes per channel.
+
+Unit u covers [u, u + 1) s; units = ceil(duration). Per channel c and unit u, one state, the
+first that holds:
+  interrupt  the other channel barges in on c's turn in this unit (its onset is in the unit): c must stop;
+  turn_end   a turn (or backchannel) of c that completed or yielded ends in this unit;
+  speak      a spoken word of c overlaps the unit;
+  listen     otherwise.
+Text per unit: c's spoken words that START in the unit (so each word is in exactly one unit).
+
+Flat sequence for the agent (`input_ids`), per unit:
+  <unit> [user codes of the unit] <|listen|> </unit>                       (listen)
+  <unit> [user codes] <|speak|> [agent text ids] <|chunk_eos|> </unit>     (speak)
+  <unit> [user codes] <|speak|> [agent text ids] <|turn_eos|> </unit>      (turn_end)
+  <unit> [user codes] <|speak|> [agent text ids] <|interrupt|> </unit>     (interrupt)
+Ids: specials first, then the text vocabulary, then the audio codes (sidecar `id_layout`).
+Beside it, per-unit arrays for both channels: user_audio / agent_audio (list<list<int32>>),
+user_state / agent_state (list<string>), user_text / agent_text (list<list<int32>>, raw text ids).
+The last unit's audio past the end is the tokens of digital silence (rule units1s_last_unit_padded).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from factory.export.base import (
+    Decoded,
+    ExportError,
+    ExportOptions,
+    ExportReport,
+    Rule,
+    ShardWriter,
+    Sidecar,
+    Timer,
+    audio_tokenizer_for,
+    channel_audio,
+    dump_options,
+    encode_channels,
+    finish,
+    fit_frames,
+    identity_dict,
+    n_frames,
+    read_row,
+    read_sidecar,
+    samples_per_frame,
+    save_codebook,
+    silence_tokens,
+    start_report,
+    text_tokenizer_for,
+    usable,
+)
+from factory.models import BargeInEvent, Channel, EndReason, Sample, Timeline
+
+NAME = "units-1s"
+FORMAT_VERSION = "1"
+FRAME_RATE = 25.0
+NEEDS_AUDIO_TOKENS = True
+UNIT_S = 1.0
+SPECIALS = ["<unit>", "</unit>", "<|listen|>", "<|speak|>", "<|chunk_eos|>", "<|turn_eos|>", "<|interrupt|>"]
+UNIT, UNIT_END, LISTEN, SPEAK, CHUNK_EOS, TURN_EOS, INTERRUPT = range(len(SPECIALS))
+STATES = ("listen", "speak", "turn_end", "interrupt")
+ENDING = {"speak": CHUNK_EOS, "turn_end": TURN_EOS, "interrupt": INTERRUPT}
+RULES = {
+    "units1s_last_unit_padded": Rule("pad", "the last unit is completed to 1 s with the tokens of digital silence"),
+}
+
+
+def n_units(timeline: Timeline) -> int:
+    return max(math.ceil(round(timeline.duration / UNIT_S, 6)), 1)
+
+
+def _unit(t: float) -> int:
+    return int(math.floor(round(t / UNIT_S, 9)))
+
+
+def states(timeline: Timeline, channel: Channel) -> list[str]:
+    """The state of `channel` in each unit (rule in the module docstring)."""
+    n = n_units(timeline)
+    out = ["listen"] * n
+    for w in timeline.words:
+        if w.spoken and w.channel is channel:
+            for u in range(_unit(w.start), min(_unit(max(w.end - 1e-9, w.start)), n - 1) + 1):
+                out[u] = "speak"
+    for t in timeline.turns:
+        if t.channel is channel and t.end_reason is not EndReason.interrupted:
+            out[min(_unit(max(t.end - 1e-9, t.start)), n - 1)] = "turn_end"
+    for e in timeline.events:
+        if isinstance(e, BargeInEvent) and e.by is channel.other:
+            out[min(_unit(e.onset), n - 1)] = "interrupt"
+    return out
+
+
+def unit_text(timeline: Timeline, channel: Channel, encode) -> list[list[int]]:
+    """Text ids per unit: the words of `channel` that start in it, each tokenized with its leading space."""
+    out: list[list[int]] = [[] for _ in range(n_units(timeline))]
+    spoken = sorted((w for w in timeline.words if w.spoken and w.channel is channel), key=lambda w: w.start)
+    for k, w in enumerate(spoken):
+        out[min(_unit(w.start), len(out) - 1)] += encode(w.word if k == 0 else " " + w.word)
+    return out
+
+
+def _per_unit(codes: np.ndarray, n: int, per: int, silence: int, counter) -> list[list[int]]:
+    need = n * per
+    if len(codes) < need:
+        counter.add("units1s_last_unit_padded")
+        codes = np.concatenate([codes, np.full(need - len(codes), silence, np.int64)])
+    return codes[:need].reshape(n, per).astype(np.int32).tolist()
+
+
+def _schema() -> pa.Schema:
+    unit_ints = pa.list_(pa.list_(pa.int32()))
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("split", pa.string()),
+            ("duration", pa.float64()),
+            ("n_units", pa.int32()),
+            ("input_ids", pa.list_(pa.int32())),
+            ("user_audio", unit_ints),
+            ("agent_audio", unit_ints),
+            ("user_state", pa.list_(pa.string())),
+            ("agent_state", pa.list_(pa.string())),
+            ("user_text", unit_ints),
+            ("agent_text", unit_ints),
+        ]
+    )
+
+
+def flat(user_audio, agent_state, agent_text, text_offset: int, audio_offset: int) -> list[int]:
+    ids: list[int] = []
+    for codes, state, text in zip(user_audio, agent_state, agent_text):
+        ids += [UNIT, *(c + audio_offset for c in codes)]
+        if state == "listen":
+            ids += [LISTEN]
+        else:
+            ids += [SPEAK, *(t + text_offset for t in text), ENDING[state]]
+        ids.append(UNIT_END)
+    return ids
+
+
+def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
+    out_dir = Path(out_dir)
+    report, counter, started = start_report(sys.modules[__name__], out_dir)
+    unknown = set(options.format_options) - {"frame_rate"}
+    if unknown:
+        raise ExportError(f"units-1s: unknown format options {sorted(unknown)} (known: frame_rate)")
+    rate = float(options.format_options.get("frame_rate", FRAME_RATE))
+    samples = list(samples) if options.audio_tokenizer_obj is None else samples
+    tok = audio_tokenizer_for(
+        options,
+        rate,
+        lambda: ((channel_audio(s, ch, options.use_augmented), s.sample_rate) for s in samples for ch in Channel),
+        out_dir,
+    )
+    rate = tok.frame_rate
+    per = rate * UNIT_S
+    if abs(per - round(per)) > 1e-9:
+        raise ExportError(f"units-1s needs whole frames per 1 s unit; {rate} Hz gives {per}")
+    per = round(per)
+    text_tok = text_tokenizer_for(options)
+    text_offset, audio_offset = len(SPECIALS), len(SPECIALS) + text_tok.vocab_size
+    writer = ShardWriter(out_dir, _schema(), options.shard_size)
+    timer, sr, silence = Timer(), None, {}
+    for s in usable(samples, report, counter):
+        sr, tl = s.sample_rate, s.timeline
+        samples_per_frame(sr, rate, counter)
+        if sr not in silence:
+            silence[sr] = int(silence_tokens(tok, sr)[0, 0])
+        with timer:
+            user, agent = encode_channels(tok, s, options.use_augmented)
+        n, nf = n_units(tl), n_frames(tl, rate)
+        user_audio = _per_unit(fit_frames(user, nf, counter)[0], n, per, silence[sr], counter)
+        agent_audio = _per_unit(fit_frames(agent, nf, counter)[0], n, per, silence[sr], counter)
+        st = {ch: states(tl, ch) for ch in Channel}
+        text = {ch: unit_text(tl, ch, text_tok.encode) for ch in Channel}
+        writer.add(
+            s.meta.split,
+            {
+                "id": s.id,
+                "split": s.meta.split,
+                "duration": tl.duration,
+                "n_units": n,
+                "input_ids": flat(user_audio, st[Channel.agent], text[Channel.agent], text_offset, audio_offset),
+                "user_audio": user_audio,
+                "agent_audio": agent_audio,
+                "user_state": st[Channel.user],
+                "agent_state": st[Channel.agent],
+                "user_text": text[Channel.user],
+                "agent_text": text[Channel.agent],
+            },
+        )
+        report.samples_out += 1
+        report.dialogue_seconds += tl.duration
+    report.seconds_tokenize = timer.seconds
+    sidecar = Sidecar(
+        format=NAME,
+        format_version=FORMAT_VERSION,
+        frame_rate=rate,
+        sample_rate=sr,
+        special_tokens={name: i for i, name in enumerate(SPECIALS)},
+        id_layout={
+            "special": (0, len(SPECIALS)),
+            "text": (text_offset, text_tok.vocab_size),
+            "audio": (audio_offset, tok.cardinality),
+        },
+        vocabulary_path=options.text_tokenizer or "embedded LLM vocabulary (factory.tokenize.get_text_tokenizer(None))",
+        audio_tokenizer=identity_dict(tok),
+        audio_tokenizer_path=save_codebook(tok, out_dir),
+        text_tokenizer=identity_dict(text_tok),
+        source_run=options.source_run,
+        layout="1 s units: <unit> user codes (<|listen|> | <|speak|> agent text <|chunk_eos|>|<|turn_eos|>|"
+        "<|interrupt|>) </unit>; per-unit arrays and states for both channels",
+        columns={
+            "input_ids": "the agent's flat MiniCPM-o style sequence",
+            "user_state": f"one of {STATES} per unit",
+            "agent_state": f"one of {STATES} per unit",
+        },
+        options={**dump_options(options), "unit_s": UNIT_S, "states": list(STATES)},
+    )
+    return finish(out_dir, sidecar, report, counter, writer, started)
+
+
+def decode(out_dir: Path, sample_id: str) -> Decoded:
+    """One row per unit: each channel's state and text, and its audio codes."""
+    sidecar = read_sidecar(out_dir)
+    row = read_row(out_dir, sample_id)
+    text_tok = text_tokenizer_for(ExportOptions(text_tokenizer=sidecar.options.get("text_tokenizer")))
+
+    def words(ids: list[int]) -> str:
+        return text_tok.decode(ids).strip() if ids else ""
+
+    return Decoded(
+        id=sample_id,
+        format=NAME,
+        frame_rate=1 / UNIT_S,
+        tracks={
+            "user state": row["user_state"],
+            "user text": [words(t) for t in row["user_text"]],
+            "agent state": row["agent_state"],
+            "agent text": [words(t) for t in row["agent_text"]],
+            "user codes": [" ".join(map(str, c[:6])) + " …" for c in row["user_audio"]],
+            "agent codes": [" ".join(map(str, c[:6])) + " …" for c in row["agent_audio"]],
+        },
+    )
