@@ -319,6 +319,8 @@ def test_units_1s_states_agree_with_the_timeline(samples, units25, text_tok, tmp
             # the words, unit by unit, read back as what the channel said
             text = text_tok.decode([i for ids in row[f"{name}_text"] for i in ids])
             assert text == " ".join(w.word for w in sorted(words, key=lambda w: w.start))
+            for u, ids in enumerate(row[f"{name}_text"]):  # each word in the unit it starts in
+                assert text_tok.decode(ids).split() == [w.word for w in words if int(w.start) == u], (name, u)
             codes = np.array(row[f"{name}_audio"]).reshape(-1)
             check_activity(codes, silence, tl, ch, 25.0)
         # the user's barge-in: the agent's unit holding the onset says interrupt, and no turn_end there
