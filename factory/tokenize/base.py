@@ -15,9 +15,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class TokenizerUnavailable(RuntimeError):
+class TokenizerUnavailable(OSError):
     """A tokenizer cannot be built here: weights or a package are missing. The message names
-    exactly what to install or download."""
+    exactly what to install or download. An OSError, like the missing file it usually is, so
+    callers that map missing files to an exit code catch it too."""
 
 
 class TokenizerIdentity(BaseModel):
