@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from factory.config import RunConfig
+from factory.export.base import ExportReport, Sidecar
 from factory.models import ManifestRow, MixRecipe, SampleMeta, Scenario, Script, Timeline, Voice
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -25,6 +26,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "manifest_row": ManifestRow,
     "voice": Voice,
     "run_config": RunConfig,
+    "export_sidecar": Sidecar,  # export.json beside every token export
+    "export_report": ExportReport,  # report.json: counts of every bad-input rule
 }
 
 

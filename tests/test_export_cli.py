@@ -86,3 +86,12 @@ def test_a_run_whose_samples_were_all_rejected_exits_4(tmp_path: Path) -> None:
     run = make_run(tmp_path / "r", [], rejected=("a", "b"), empty_shard=False)
     r = runner.invoke(app, ["export", str(run), "-f", "dgslm", "--out", str(tmp_path / "o")])
     assert r.exit_code == 4, r.output
+
+
+@pytest.mark.parametrize(("fmt", "sample", "expect"), [("lslm", "d000", "IRQ"), ("units-1s", "d001", "interrupt")])
+def test_inspect_every_token_format(run_dir: Path, tmp_path: Path, fmt: str, sample: str, expect: str) -> None:
+    out = tmp_path / fmt
+    r = runner.invoke(app, ["export", str(run_dir), "-f", fmt, "--out", str(out), "--units-k", "16"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["inspect", str(out), sample], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and expect in r.output and "listen" in r.output, r.output[-2000:]

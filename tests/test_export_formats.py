@@ -348,3 +348,69 @@ def test_units_1s_states_agree_with_the_timeline(samples, units25, text_tok, tmp
             assert body[25] in (specials["<|listen|>"], specials["<|speak|>"])
             parsed = "listen" if body[25] == specials["<|listen|>"] else ending[body[-1]]
             assert parsed == row["agent_state"][u]
+
+
+# --------------------------------------------------------------------------- format rules
+def _agent_timeline(turns: list[tuple[float, float, str, EndReason]], duration: float = 6.0) -> Timeline:
+    from factory.models import TimelineTurn, TurnKind
+
+    return Timeline(
+        id="t",
+        sample_rate=16000,
+        duration=duration,
+        voices={Channel.user: "u", Channel.agent: "a"},
+        turns=[
+            TimelineTurn(
+                id=i,
+                channel=Channel.agent,
+                start=s,
+                end=e,
+                kind=TurnKind.turn,
+                planned_text=text,
+                spoken_text=text,
+                end_reason=reason,
+                voice_id="a",
+            )
+            for i, (s, e, text, reason) in enumerate(turns)
+        ],
+        words=[],
+        events=[],
+    )
+
+
+def _bayling_rules(turns, encode=lambda text: list(range(10, 10 + len(text.split())))):
+    c = RuleCounter({**COMMON_RULES, **bayling.RULES})
+    tl = _agent_timeline(turns)
+    return bayling.text_channel(tl, encode, c, bayling.n_blocks(tl) * bayling.TEXT), c.counts
+
+
+def test_bayling_turn_rules_shift_drop_and_count() -> None:
+    done, cut = EndReason.complete, EndReason.interrupted
+    # a turn inside the first 0.8 s (no agent block yet) opens in slot 0
+    text, counts = _bayling_rules([(0.3, 1.9, "a b", done)])
+    assert text[0] == bayling.ASSISTANT and counts["bayling_agent_before_first_block"] == 1
+    # the next turn starts in the slot of the previous [EPAD]: one slot later
+    text, counts = _bayling_rules([(1.0, 1.8, "a", done), (1.81, 2.6, "b", done)])
+    first_epad = int(np.flatnonzero(text == bayling.EPAD)[0])
+    assert text[first_epad + 1] == bayling.ASSISTANT and counts["bayling_turn_start_shifted"] == 1
+    # an interrupted turn keeps its stop: the text that does not fit is dropped
+    text, counts = _bayling_rules([(1.0, 1.5, "w " * 8, cut)])
+    ((a, e, words),) = bayling.segments(text)
+    assert bayling.slot_time(e) <= 1.5 and counts["bayling_text_truncated"] == 8 - len(words) > 0
+    # a completed turn keeps its text: [EPAD] right after it
+    text, counts = _bayling_rules([(1.0, 1.5, "w " * 8, done)])
+    ((a, e, words),) = bayling.segments(text)
+    assert len(words) == 8 and e == a + 9 and counts["bayling_epad_after_text"] == 1
+
+
+def test_lslm_irq_past_the_end_goes_in_the_last_frame(samples, units50, tmp_path) -> None:
+    from factory.export import lslm
+    from factory.export.base import read_rows
+
+    s = samples[0]
+    report = lslm.export([s], tmp_path, ExportOptions(audio_tokenizer_obj=units50, format_options={"mu": 60.0}))
+    assert report.rules["lslm_irq_after_turn_end"] == 1
+    (row,) = [r for r in read_rows(tmp_path) if r["end_token"] == "IRQ"]
+    assert row["first_frame"] + len(row["speak"]) == int(np.ceil(s.timeline.duration * 50))
+    with pytest.raises(ExportError, match="unknown format options"):
+        lslm.export([s], tmp_path / "x", ExportOptions(audio_tokenizer_obj=units50, format_options={"nu": 1}))
