@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from factory.export.base import (
     Decoded,
+    ExportError,
     ExportOptions,
     ExportReport,
     Rule,
@@ -189,6 +190,8 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
 
     module = sys.modules[__name__]
     out_dir = Path(out_dir)
+    if options.format_options:
+        raise ExportError(f"bayling takes no format options (got {sorted(options.format_options)})")
     report, counter, started = start_report(module, out_dir)
     samples = list(samples) if options.audio_tokenizer_obj is None else samples
     audio_tok = audio_tokenizer_for(
@@ -250,8 +253,6 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
 
 
 def _rate_error(rate: float):
-    from factory.export.base import ExportError
-
     return ExportError(f"bayling needs a 12.5 Hz audio tokenizer (GLM-4-Voice's rate); this one runs at {rate} Hz")
 
 

@@ -4,7 +4,8 @@ streams, one per channel, frame-synchronous.
 Spec (sources: facebookresearch/fairseq examples/textless_nlp/dgslm — README, hubert_fisher/,
 the dialogue transformer's data layout; shared/reference/token-layouts.md section 5):
 * Units: HuBERT (Fisher) layer 12 + k-means 500 at 50 Hz in the original; here the export's audio
-  tokenizer at 50 Hz (default: the embedded k-means units, fitted on the run's audio).
+  tokenizer at 50 Hz (default: the embedded k-means units, fitted on the run's audio; `-o
+  frame_rate=25` for coarser), its first codebook when it has several.
 * `<split>.unitA` / `<split>.unitB`: one dialogue per line, space-separated frame-level units (NOT
   de-duplicated: the model predicts edge units and durations itself), the SAME count on line i of
   both files. unitA = channel 0 (the user), unitB = channel 1 (the agent). fairseq's split names:
@@ -77,6 +78,9 @@ def _schema() -> pa.Schema:
 def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
     out_dir = Path(out_dir)
     report, counter, started = start_report(sys.modules[__name__], out_dir)
+    unknown = set(options.format_options) - {"frame_rate"}
+    if unknown:
+        raise ExportError(f"dgslm: unknown format options {sorted(unknown)} (known: frame_rate)")
     rate = float(options.format_options.get("frame_rate", FRAME_RATE))
     samples = list(samples) if options.audio_tokenizer_obj is None else samples
     tok = audio_tokenizer_for(

@@ -7,7 +7,7 @@ Spec (source: OpenBMB/minicpm-o-4_5-pytorch-simple-demo@c7e1660 MiniCPMO45/model
 shared/reference/token-layouts.md section 4). MiniCPM-o feeds the user audio as Whisper
 embeddings and speaks through a TTS head on its hidden states; here both channels are tokens of
 the export's audio tokenizer (default the embedded units at 25 Hz, `-o frame_rate=12.5`), so a
-unit holds 25 codes per channel.
+unit holds 25 codes per channel (first codebook when the tokenizer has several).
 
 Unit u covers [u, u + 1) s; units = ceil(duration). Per channel c and unit u, one state, the
 first that holds:
@@ -114,10 +114,9 @@ def unit_text(timeline: Timeline, channel: Channel, encode) -> list[list[int]]:
     return out
 
 
-def _per_unit(codes: np.ndarray, n: int, per: int, silence: int, counter) -> list[list[int]]:
+def _per_unit(codes: np.ndarray, n: int, per: int, silence: int) -> list[list[int]]:
     need = n * per
     if len(codes) < need:
-        counter.add("units1s_last_unit_padded")
         codes = np.concatenate([codes, np.full(need - len(codes), silence, np.int64)])
     return codes[:need].reshape(n, per).astype(np.int32).tolist()
 
@@ -184,8 +183,10 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
         with timer:
             user, agent = encode_channels(tok, s, options.use_augmented)
         n, nf = n_units(tl), n_frames(tl, rate)
-        user_audio = _per_unit(fit_frames(user, nf, counter)[0], n, per, silence[sr], counter)
-        agent_audio = _per_unit(fit_frames(agent, nf, counter)[0], n, per, silence[sr], counter)
+        if nf < n * per:
+            counter.add("units1s_last_unit_padded")
+        user_audio = _per_unit(fit_frames(user, nf, counter)[0], n, per, silence[sr])
+        agent_audio = _per_unit(fit_frames(agent, nf, counter)[0], n, per, silence[sr])
         st = {ch: states(tl, ch) for ch in Channel}
         text = {ch: unit_text(tl, ch, text_tok.encode) for ch in Channel}
         writer.add(
