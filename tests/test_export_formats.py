@@ -414,3 +414,27 @@ def test_lslm_irq_past_the_end_goes_in_the_last_frame(samples, units50, tmp_path
     assert row["first_frame"] + len(row["speak"]) == int(np.ceil(s.timeline.duration * 50))
     with pytest.raises(ExportError, match="unknown format options"):
         lslm.export([s], tmp_path / "x", ExportOptions(audio_tokenizer_obj=units50, format_options={"nu": 1}))
+
+
+def test_units_1s_drops_a_word_past_the_end_and_counts_it(units25, text_tok, tmp_path) -> None:
+    from factory.export import units1s
+    from factory.models import TimelineWord, WordKind
+
+    s = make_sample(3)
+    tl = s.meta.timeline
+    last = max((t for t in tl.turns if t.channel is Channel.agent), key=lambda t: t.start)
+    tl.words.append(
+        TimelineWord(
+            channel=Channel.agent,
+            turn=last.id,
+            word="ghost",
+            kind=WordKind.word,
+            start=tl.duration + 0.2,
+            end=tl.duration + 0.5,
+            spoken=True,
+        )
+    )
+    report = units1s.export([s], tmp_path, ExportOptions(audio_tokenizer_obj=units25, text_tokenizer_obj=text_tok))
+    assert report.rules["word_past_end"] == 1 and report.samples_out == 1
+    row = read_row(tmp_path, s.id)
+    assert "ghost" not in text_tok.decode([i for ids in row["agent_text"] for i in ids])

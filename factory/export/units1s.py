@@ -88,14 +88,28 @@ def _unit(t: float) -> int:
     return int(math.floor(round(t / UNIT_S, 9)))
 
 
+def spoken_words(timeline: Timeline, channel: Channel, counter=None) -> list:
+    """`channel`'s spoken words in time order, without those starting at or after the end of the
+    audio (rule word_past_end; a word ending after it counts as word_end_clipped)."""
+    out = []
+    for w in sorted((w for w in timeline.words if w.spoken and w.channel is channel), key=lambda w: w.start):
+        if w.start >= timeline.duration:
+            if counter is not None:
+                counter.add("word_past_end")
+            continue
+        if w.end > timeline.duration and counter is not None:
+            counter.add("word_end_clipped")
+        out.append(w)
+    return out
+
+
 def states(timeline: Timeline, channel: Channel) -> list[str]:
     """The state of `channel` in each unit (rule in the module docstring)."""
     n = n_units(timeline)
     out = ["listen"] * n
-    for w in timeline.words:
-        if w.spoken and w.channel is channel:
-            for u in range(_unit(w.start), min(_unit(max(w.end - 1e-9, w.start)), n - 1) + 1):
-                out[u] = "speak"
+    for w in spoken_words(timeline, channel):
+        for u in range(_unit(w.start), min(_unit(max(w.end - 1e-9, w.start)), n - 1) + 1):
+            out[u] = "speak"
     for t in timeline.turns:
         if t.channel is channel and t.end_reason is not EndReason.interrupted:
             out[min(_unit(max(t.end - 1e-9, t.start)), n - 1)] = "turn_end"
@@ -105,11 +119,10 @@ def states(timeline: Timeline, channel: Channel) -> list[str]:
     return out
 
 
-def unit_text(timeline: Timeline, channel: Channel, encode) -> list[list[int]]:
+def unit_text(timeline: Timeline, channel: Channel, encode, counter=None) -> list[list[int]]:
     """Text ids per unit: the words of `channel` that start in it, each tokenized with its leading space."""
     out: list[list[int]] = [[] for _ in range(n_units(timeline))]
-    spoken = sorted((w for w in timeline.words if w.spoken and w.channel is channel), key=lambda w: w.start)
-    for k, w in enumerate(spoken):
+    for k, w in enumerate(spoken_words(timeline, channel, counter)):
         out[min(_unit(w.start), len(out) - 1)] += encode(w.word if k == 0 else " " + w.word)
     return out
 
@@ -188,7 +201,7 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
         user_audio = _per_unit(fit_frames(user, nf, counter)[0], n, per, silence[sr])
         agent_audio = _per_unit(fit_frames(agent, nf, counter)[0], n, per, silence[sr])
         st = {ch: states(tl, ch) for ch in Channel}
-        text = {ch: unit_text(tl, ch, text_tok.encode) for ch in Channel}
+        text = {ch: unit_text(tl, ch, text_tok.encode, counter) for ch in Channel}
         writer.add(
             s.meta.split,
             {
