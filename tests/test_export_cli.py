@@ -54,6 +54,7 @@ def test_export_fits_units_on_the_run_and_counts_what_the_run_rejected(run_dir: 
     )
     assert (again / "train.unitA").read_bytes() == (out / "train.unitA").read_bytes()
     assert (again / "units_codebook.json").read_bytes() == (out / "units_codebook.json").read_bytes()
+    assert (again / "data" / "train-00000.parquet").read_bytes() == (out / "data" / "train-00000.parquet").read_bytes()
 
 
 def test_inspect_renders_the_sequence_as_a_timeline(run_dir: Path, tmp_path: Path) -> None:
@@ -76,6 +77,8 @@ def test_export_errors_are_clear_with_exit_codes(run_dir: Path, tmp_path: Path) 
     assert r.exit_code == 2 and "does not exist" in _flat(r)
     r = runner.invoke(app, ["export", str(run_dir), "-f", "wav2vec-soup"])
     assert r.exit_code == 2 and "unknown export format 'wav2vec-soup'" in _flat(r) and "bayling" in _flat(r)
+    r = runner.invoke(app, ["export", str(run_dir), "-f", "units-1s", "-o", "frame_rate=12.5"])
+    assert r.exit_code == 2 and "frame_rate 25 or 50, not 12.5" in _flat(r)
     r = runner.invoke(app, ["export", str(run_dir), "-f", "dgslm", "--codebook", str(tmp_path / "none.json")])
     assert r.exit_code == 3 and "none.json" in _flat(r)
     r = runner.invoke(app, ["export", str(tmp_path), "-f", "dgslm"])  # a folder, not a run
@@ -88,10 +91,17 @@ def test_a_run_whose_samples_were_all_rejected_exits_4(tmp_path: Path) -> None:
     assert r.exit_code == 4, r.output
 
 
-@pytest.mark.parametrize(("fmt", "sample", "expect"), [("lslm", "d000", "IRQ"), ("units-1s", "d001", "interrupt")])
-def test_inspect_every_token_format(run_dir: Path, tmp_path: Path, fmt: str, sample: str, expect: str) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "sample", "expect", "option"),
+    [("lslm", "d000", "IRQ", "mu=0.3"), ("units-1s", "d001", "interrupt", "frame_rate=50")],
+)
+def test_inspect_every_token_format(
+    run_dir: Path, tmp_path: Path, fmt: str, sample: str, expect: str, option: str
+) -> None:
     out = tmp_path / fmt
-    r = runner.invoke(app, ["export", str(run_dir), "-f", fmt, "--out", str(out), "--units-k", "16"])
+    r = runner.invoke(app, ["export", str(run_dir), "-f", fmt, "--out", str(out), "--units-k", "16", "-o", option])
     assert r.exit_code == 0, r.output
+    key, value = option.split("=")
+    assert read_sidecar(out).options["format_options"] == {key: float(value)}
     r = runner.invoke(app, ["inspect", str(out), sample], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and expect in r.output and "listen" in r.output, r.output[-2000:]

@@ -6,6 +6,7 @@ A format is a module of `factory.export` with
   NEEDS_AUDIO_TOKENS (bool: `export_run` prepares an audio tokenizer for it),
   RULES (extra rules: name -> Rule, beside `COMMON_RULES`),
   export(samples, out_dir, options) -> ExportReport,
+optionally validate_options(options) (raises ExportError; `export_run` calls it before any work),
 and, for `duplex-factory inspect`, optionally decode(out_dir, sample_id) -> Decoded.
 
 Bad input never disappears silently: each case has a rule (shift, drop, pad or error) in
@@ -516,6 +517,8 @@ def export_run(
         complete_shards(run_dir, verify=False)
     except RunFolderError as exc:
         raise ExportError(str(exc)) from None
+    if hasattr(module, "validate_options"):  # bad options fail before the units fit, not after
+        module.validate_options(options)
     if getattr(module, "NEEDS_AUDIO_TOKENS", False) and options.audio_tokenizer_obj is None:
         started = time.perf_counter()
 

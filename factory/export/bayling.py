@@ -185,13 +185,17 @@ def sequence(
     return blocks.reshape(-1)
 
 
+def validate_options(options: ExportOptions) -> None:
+    if options.format_options:
+        raise ExportError(f"bayling takes no format options (got {sorted(options.format_options)})")
+
+
 def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
     import sys
 
     module = sys.modules[__name__]
     out_dir = Path(out_dir)
-    if options.format_options:
-        raise ExportError(f"bayling takes no format options (got {sorted(options.format_options)})")
+    validate_options(options)
     report, counter, started = start_report(module, out_dir)
     samples = list(samples) if options.audio_tokenizer_obj is None else samples
     audio_tok = audio_tokenizer_for(

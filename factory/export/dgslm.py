@@ -75,13 +75,17 @@ def _schema() -> pa.Schema:
     )
 
 
-def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
-    out_dir = Path(out_dir)
-    report, counter, started = start_report(sys.modules[__name__], out_dir)
+def validate_options(options: ExportOptions) -> float:
     unknown = set(options.format_options) - {"frame_rate"}
     if unknown:
         raise ExportError(f"dgslm: unknown format options {sorted(unknown)} (known: frame_rate)")
-    rate = float(options.format_options.get("frame_rate", FRAME_RATE))
+    return float(options.format_options.get("frame_rate", FRAME_RATE))
+
+
+def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
+    out_dir = Path(out_dir)
+    report, counter, started = start_report(sys.modules[__name__], out_dir)
+    rate = validate_options(options)
     samples = list(samples) if options.audio_tokenizer_obj is None else samples
     tok = audio_tokenizer_for(
         options,

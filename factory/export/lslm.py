@@ -78,7 +78,8 @@ RULES = {
 }
 
 
-def _options(options: ExportOptions) -> tuple[float, float, str]:
+def validate_options(options: ExportOptions) -> tuple[float, float, str]:
+    """(mu, frame rate, listen); unknown or invalid options are errors."""
     fo = options.format_options
     unknown = set(fo) - {"mu", "listen", "frame_rate"}
     if unknown:
@@ -159,7 +160,7 @@ def turn_rows(sample: Sample, agent: np.ndarray, user, rate: float, mu: float, e
 def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
     out_dir = Path(out_dir)
     report, counter, started = start_report(sys.modules[__name__], out_dir)
-    mu, rate, listen = _options(options)
+    mu, rate, listen = validate_options(options)
     samples = list(samples) if options.audio_tokenizer_obj is None else samples
     tok = audio_tokenizer_for(
         options,

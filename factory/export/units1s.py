@@ -6,7 +6,7 @@ Spec (source: OpenBMB/minicpm-o-4_5-pytorch-simple-demo@c7e1660 MiniCPMO45/model
 <|chunk_eos|></unit>`, `<|turn_eos|>` ending a turn; `<|interrupt|>` is in its vocabulary;
 shared/reference/token-layouts.md section 4). MiniCPM-o feeds the user audio as Whisper
 embeddings and speaks through a TTS head on its hidden states; here both channels are tokens of
-the export's audio tokenizer (default the embedded units at 25 Hz, `-o frame_rate=12.5`), so a
+the export's audio tokenizer (default the embedded units at 25 Hz, `-o frame_rate=50`), so a
 unit holds 25 codes per channel (first codebook when the tokenizer has several).
 
 Unit u covers [u, u + 1) s; units = ceil(duration). Per channel c and unit u, one state, the
@@ -165,13 +165,21 @@ def flat(user_audio, agent_state, agent_text, text_offset: int, audio_offset: in
     return ids
 
 
-def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
-    out_dir = Path(out_dir)
-    report, counter, started = start_report(sys.modules[__name__], out_dir)
+def validate_options(options: ExportOptions) -> float:
+    """The frame rate; unknown options or a rate without whole frames per unit are errors."""
     unknown = set(options.format_options) - {"frame_rate"}
     if unknown:
         raise ExportError(f"units-1s: unknown format options {sorted(unknown)} (known: frame_rate)")
     rate = float(options.format_options.get("frame_rate", FRAME_RATE))
+    if abs(rate * UNIT_S - round(rate * UNIT_S)) > 1e-9:
+        raise ExportError(f"units-1s needs whole frames per 1 s unit: frame_rate 25 or 50, not {rate}")
+    return rate
+
+
+def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
+    out_dir = Path(out_dir)
+    report, counter, started = start_report(sys.modules[__name__], out_dir)
+    rate = validate_options(options)
     samples = list(samples) if options.audio_tokenizer_obj is None else samples
     tok = audio_tokenizer_for(
         options,
