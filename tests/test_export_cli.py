@@ -105,3 +105,23 @@ def test_inspect_every_token_format(
     assert read_sidecar(out).options["format_options"] == {key: float(value)}
     r = runner.invoke(app, ["inspect", str(out), sample], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and expect in r.output and "listen" in r.output, r.output[-2000:]
+
+
+def test_a_re_export_leaves_no_stale_shard_and_a_foreign_folder_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dg"
+    base = ["export", str(run_dir), "-f", "dgslm", "--out", str(out), "--units-k", "16"]
+    assert runner.invoke(app, [*base, "--shard-size", "1"]).exit_code == 0
+    assert len(list((out / "data").glob("*.parquet"))) == 2
+    (out / "valid.unitA").write_text("stale\n")  # as if an earlier export had a dev split
+    assert runner.invoke(app, [*base, "--shard-size", "2", "--units-k", "8"]).exit_code == 0
+    assert [p.name for p in (out / "data").glob("*.parquet")] == ["train-00000.parquet"]
+    assert not (out / "valid.unitA").exists()
+    # the codebook beside the export is the one that made these tokens
+    from factory.tokenize import get_audio_tokenizer
+
+    assert get_audio_tokenizer("units", codebook=out / "units_codebook.json").cardinality == 8
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    r = runner.invoke(app, ["export", str(run_dir), "-f", "dgslm", "--out", str(foreign)])
+    assert r.exit_code == 2 and "is not an export" in _flat(r) and (foreign / "notes.txt").exists()

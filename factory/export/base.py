@@ -353,7 +353,7 @@ def save_codebook(tokenizer, out_dir: Path) -> str | None:
     if not hasattr(tokenizer, "save"):
         return None
     path = Path(out_dir) / UNITS_CODEBOOK
-    if not path.exists():
+    if not path.exists() or path.read_text(encoding="utf-8") != tokenizer.to_json():  # never a stale codebook
         tokenizer.save(path)
     return UNITS_CODEBOOK
 
@@ -493,6 +493,26 @@ def _run_counts(run_dir: Path) -> tuple[int, int, list[tuple[str, str]]]:
     return len(rejected), empty, rejected
 
 
+def prepare_out_dir(out_dir: Path, module) -> None:
+    """Make `out_dir` ready for a fresh export. A previous export there (it has export.json) loses
+    its shards, sidecar, report and the format's `OUTPUTS`, so no stale shard is read with the new
+    ones; a folder holding anything else is refused rather than written into."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not (out_dir / SIDECAR).exists():
+        foreign = [p for p in out_dir.rglob("*") if p.is_file() and p.name != UNITS_CODEBOOK]
+        if foreign:
+            raise ExportError(
+                f"{out_dir} exists and is not an export (no {SIDECAR}; holds e.g. {foreign[0].name}): "
+                "give --out a new or empty folder"
+            )
+        return
+    for pattern in ("data/*.parquet", SIDECAR, REPORT, *getattr(module, "OUTPUTS", ())):
+        for path in out_dir.glob(pattern):
+            path.unlink()
+
+
 def export_run(
     run_dir: Path,
     format_name: str,
@@ -510,6 +530,8 @@ def export_run(
     module = get_format(format_name)
     out_dir = Path(out_dir) if out_dir else run_dir / "exports" / format_name
     options = (options or ExportOptions()).model_copy(update={"source_run": str(run_dir)})
+    if hasattr(module, "validate_options"):  # bad options fail before any work
+        module.validate_options(options)
     try:
         n_rejected, n_empty, rejected = _run_counts(run_dir)
         from factory.run.read import complete_shards
@@ -517,8 +539,7 @@ def export_run(
         complete_shards(run_dir, verify=False)
     except RunFolderError as exc:
         raise ExportError(str(exc)) from None
-    if hasattr(module, "validate_options"):  # bad options fail before the units fit, not after
-        module.validate_options(options)
+    prepare_out_dir(out_dir, module)
     if getattr(module, "NEEDS_AUDIO_TOKENS", False) and options.audio_tokenizer_obj is None:
         started = time.perf_counter()
 

@@ -61,6 +61,7 @@ FRAME_RATE = 50.0
 NEEDS_AUDIO_TOKENS = True
 RULES: dict = {}
 FAIRSEQ_SPLIT = {"dev": "valid"}
+OUTPUTS = ("*.unitA", "*.unitB", "*.ids", "dict.*.txt")  # removed before a re-export into the same folder
 
 
 def _schema() -> pa.Schema:
