@@ -13,8 +13,9 @@ export and the timelines are read here, in the main env.
     .venv/bin/python scripts/check_bayling_export.py RUN EXPORT BAYLING_CHECKOUT [--torch-python P]
 
 Prints one line per agent turn; exits 1 if a segment is missing, starts or stops more than one text
-slot (0.16 s) from the timeline, or its text differs (other than a counted truncation of an
-interrupted turn).
+slot (0.16 s) from the timeline, or its text differs — other than the two counted rules: an
+interrupted turn's text truncated at its stop, a completed turn's [EPAD] right after a text longer
+than the turn.
 """
 
 from __future__ import annotations
@@ -52,7 +53,13 @@ def parse_with_bayling(payload: Path, checkout: Path) -> None:
         )
         segments = parser._extract_segments(seq["text"], seq["agent"], None)
         seq["segments"] = [
-            {"start": s.start_time, "end_slot": s.text_token_end, "text": s.text, "n_audio": len(s.audio_tokens)}
+            {
+                "start": s.start_time,
+                "start_slot": s.text_token_start,
+                "end_slot": s.text_token_end,
+                "text": s.text,
+                "n_audio": len(s.audio_tokens),
+            }
             for s in segments
         ]
     payload.write_text(json.dumps(data))
@@ -86,7 +93,7 @@ def main(run: Path, export: Path, checkout: Path, torch_python: str) -> int:
         path.write_text(json.dumps(payload))
         subprocess.run([torch_python, __file__, "--parse", str(path), str(checkout)], check=True)
         parsed = json.loads(path.read_text())["sequences"]
-    bad = 0
+    bad, pad = 0, side.special_tokens["[PAD]"]
     for seq in parsed:
         turns = sorted((t for t in timelines[seq["id"]].turns if t.channel is Channel.agent), key=lambda t: t.start)
         if len(seq["segments"]) != len(turns):
@@ -99,7 +106,13 @@ def main(run: Path, export: Path, checkout: Path, torch_python: str) -> int:
             text_ok = text == turn.spoken_text.strip() or (
                 turn.end_reason is EndReason.interrupted and turn.spoken_text.startswith(text)
             )
-            ok = abs(seg["start"] - turn.start) <= bayling.SLOT_S and abs(stop - turn.end) <= bayling.SLOT_S
+            # a completed turn whose text needs more slots than it lasts ends right after its text
+            # (rule bayling_epad_after_text): [EPAD] later than the speech, no [PAD] in between
+            between = seq["text"][seg["start_slot"] + 1 : seg["end_slot"]]
+            text_bound = turn.end_reason is not EndReason.interrupted and stop > turn.end and pad not in between
+            ok = abs(seg["start"] - turn.start) <= bayling.SLOT_S and (
+                abs(stop - turn.end) <= bayling.SLOT_S or text_bound
+            )
             bad += not (ok and text_ok)
             print(
                 f"{seq['id']} agent {turn.start:6.2f}-{turn.end:6.2f} {turn.end_reason.value:11s} | BayLing parser: "

@@ -4,6 +4,7 @@ run with its codebook saved, rejected samples and empty shards counted, clear er
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from factory.tokenize import get_audio_tokenizer
 from tests.export_fixtures import make_run, make_sample
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_PYTHON = ROOT / ".envs" / "coqui" / "bin" / "python"
 
 
 def _flat(result) -> str:
@@ -125,3 +128,20 @@ def test_a_re_export_leaves_no_stale_shard_and_a_foreign_folder_is_refused(run_d
     (foreign / "notes.txt").write_text("keep me")
     r = runner.invoke(app, ["export", str(run_dir), "-f", "dgslm", "--out", str(foreign)])
     assert r.exit_code == 2 and "is not an export" in _flat(r) and (foreign / "notes.txt").exists()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("BAYLING_DUPLEX_SRC") or not TORCH_PYTHON.exists(),
+    reason="set BAYLING_DUPLEX_SRC to a BayLing-Duplex checkout (and make envs) to parse with its own code",
+)
+def test_bayling_duplexs_own_parser_reads_our_segments(run_dir: Path, tmp_path: Path) -> None:
+    """BayLing-Duplex's `_extract_segments` (its code, in the torch env) on our export."""
+    import importlib.util
+
+    out = tmp_path / "bay"
+    args = ["export", str(run_dir), "-f", "bayling", "--out", str(out), "--units-k", "16"]
+    assert runner.invoke(app, args).exit_code == 0
+    spec = importlib.util.spec_from_file_location("check", ROOT / "scripts" / "check_bayling_export.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    assert check.main(run_dir, out, Path(os.environ["BAYLING_DUPLEX_SRC"]), str(TORCH_PYTHON)) == 0
