@@ -210,6 +210,7 @@ def export_cmd(
     units_k: Annotated[int, typer.Option(help="units codebook size")] = 256,
     seed: Annotated[int, typer.Option(help="seed of the units fit")] = 0,
     shard_size: Annotated[int, typer.Option(help="sequences per parquet shard")] = 1000,
+    tokenize_batch: Annotated[int, typer.Option(help="dialogues per audio-tokenizer batch")] = 8,
     augmented: Annotated[bool, typer.Option(help="tokenize the augmented mix")] = False,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="format option KEY=VALUE")] = None,
 ) -> None:
@@ -228,6 +229,7 @@ def export_cmd(
             units_k=units_k,
             seed=seed,
             shard_size=shard_size,
+            tokenize_batch=tokenize_batch,
             use_augmented=augmented,
             format_options=parse_options(option or []),
         )

@@ -438,3 +438,11 @@ def test_units_1s_drops_a_word_past_the_end_and_counts_it(units25, text_tok, tmp
     assert report.rules["word_past_end"] == 1 and report.samples_out == 1
     row = read_row(tmp_path, s.id)
     assert "ghost" not in text_tok.decode([i for ids in row["agent_text"] for i in ids])
+
+
+def test_batched_tokenization_gives_the_same_export(samples, units50, tmp_path) -> None:
+    one = dgslm.export(samples, tmp_path / "b1", ExportOptions(audio_tokenizer_obj=units50, tokenize_batch=1))
+    two = dgslm.export(samples, tmp_path / "b2", ExportOptions(audio_tokenizer_obj=units50, tokenize_batch=2))
+    assert one.samples_out == two.samples_out == len(samples)
+    assert (tmp_path / "b1" / "train.unitA").read_bytes() == (tmp_path / "b2" / "train.unitA").read_bytes()
+    assert (tmp_path / "b1" / "train.unitB").read_bytes() == (tmp_path / "b2" / "train.unitB").read_bytes()

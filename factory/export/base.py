@@ -114,6 +114,7 @@ class ExportOptions(BaseModel):
     units_fit_samples: int = Field(64, ge=1, description="dialogues the 'units' codebook is fitted on")
     seed: int = 0
     shard_size: int = Field(1000, ge=1, description="sequences per output parquet shard")
+    tokenize_batch: int = Field(8, ge=1, description="dialogues per audio-tokenizer batch")
     use_augmented: bool = Field(False, description="tokenize the augmented mix instead of the clean one")
     source_run: str | None = None
     format_options: dict[str, Any] = Field(default_factory=dict)
@@ -374,6 +375,34 @@ def identity_dict(tokenizer) -> dict[str, Any] | None:
         return None
     ident = tokenizer.identity()
     return ident.model_dump(mode="json") if hasattr(ident, "model_dump") else dict(ident)
+
+
+def tokenized(
+    samples: Iterable[Sample], tokenizer, batch: int, augmented: bool, timer: Timer
+) -> Iterator[tuple[Sample, list[np.ndarray]]]:
+    """(sample, [user codes, agent codes]) in order, tokenizing `batch` dialogues (2 * batch
+    channels) per `encode_batch` call, so a batched model (Mimi, EnCodec) sees full batches while
+    the export still streams. Time inside the tokenizer goes to `timer`."""
+    buffer: list[Sample] = []
+
+    def flush() -> Iterator[tuple[Sample, list[np.ndarray]]]:
+        audios = [channel_audio(s, ch, augmented) for s in buffer for ch in Channel]
+        srs = {s.sample_rate for s in buffer}
+        with timer:
+            if len(srs) == 1:
+                codes = [np.asarray(c, np.int64) for c in tokenizer.encode_batch(audios, srs.pop())]
+            else:  # a batch mixing rates (runs never do): one sample at a time
+                codes = [np.asarray(c, np.int64) for s in buffer for c in encode_channels(tokenizer, s, augmented)]
+        for i, s in enumerate(buffer):
+            yield s, codes[2 * i : 2 * i + 2]
+        buffer.clear()
+
+    for s in samples:
+        buffer.append(s)
+        if len(buffer) >= batch:
+            yield from flush()
+    if buffer:
+        yield from flush()
 
 
 def encode_channels(tokenizer, sample: Sample, augmented: bool = False) -> list[np.ndarray]:

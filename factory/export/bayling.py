@@ -50,7 +50,6 @@ from factory.export.base import (
     audio_tokenizer_for,
     channel_audio,
     dump_options,
-    encode_channels,
     finish,
     fit_frames,
     frame_of,
@@ -63,6 +62,7 @@ from factory.export.base import (
     silence_tokens,
     start_report,
     text_tokenizer_for,
+    tokenized,
     usable,
 )
 from factory.models import Channel, EndReason, Sample, Timeline
@@ -211,13 +211,15 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
     audio_offset = text_offset + text_tok.vocab_size
     writer = ShardWriter(out_dir, _schema(), options.shard_size)
     timer, silence_cache, sr = Timer(), {}, None
-    for s in usable(samples, report, counter):
+    stream = tokenized(
+        usable(samples, report, counter), audio_tok, options.tokenize_batch, options.use_augmented, timer
+    )
+    for s, (user, agent) in stream:
+        user, agent = user[:1], agent[:1]  # one codebook (the first: Mimi's semantic one)
         sr = s.sample_rate
         samples_per_frame(sr, FRAME_RATE, counter)
         if sr not in silence_cache:
             silence_cache[sr] = int(silence_tokens(audio_tok, sr)[0, 0])
-        with timer:
-            user, agent = (t[:1] for t in encode_channels(audio_tok, s, options.use_augmented))
         text = text_channel(s.timeline, text_tok.encode, counter, n_blocks(s.timeline) * TEXT)
         ids = sequence(s, user + audio_offset, agent + audio_offset, silence_cache[sr] + audio_offset, text, counter)
         writer.add(

@@ -40,7 +40,6 @@ from factory.export.base import (
     audio_tokenizer_for,
     channel_audio,
     dump_options,
-    encode_channels,
     finish,
     fit_frames,
     identity_dict,
@@ -50,6 +49,7 @@ from factory.export.base import (
     samples_per_frame,
     save_codebook,
     start_report,
+    tokenized,
     usable,
 )
 from factory.models import Channel, Sample
@@ -98,11 +98,11 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
     writer = ShardWriter(out_dir, _schema(), options.shard_size)
     lines: dict[str, dict[str, list[str]]] = {}
     timer, sr = Timer(), None
-    for s in usable(samples, report, counter):
+    for s, (user, agent) in tokenized(
+        usable(samples, report, counter), tok, options.tokenize_batch, options.use_augmented, timer
+    ):
         sr = s.sample_rate
         samples_per_frame(sr, rate, counter)
-        with timer:
-            user, agent = encode_channels(tok, s, options.use_augmented)
         n = n_frames(s.timeline, rate)
         a, b = fit_frames(user, n, counter)[0], fit_frames(agent, n, counter)[0]
         if len(a) != len(b):  # a bug, not bad input: refuse rather than write unequal lines

@@ -47,7 +47,6 @@ from factory.export.base import (
     audio_tokenizer_for,
     channel_audio,
     dump_options,
-    encode_channels,
     finish,
     fit_frames,
     frame_of,
@@ -58,6 +57,7 @@ from factory.export.base import (
     samples_per_frame,
     save_codebook,
     start_report,
+    tokenized,
     usable,
 )
 from factory.models import BargeInEvent, Channel, EndReason, Sample
@@ -174,12 +174,13 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
         from factory.tokenize.units import features  # the embedded tokenizer's continuous frames
     writer = ShardWriter(out_dir, _schema(listen), options.shard_size)
     timer, sr, n_rows = Timer(), None, 0
-    for s in usable(samples, report, counter):
+    for s, (user, agent) in tokenized(
+        usable(samples, report, counter), tok, options.tokenize_batch, options.use_augmented, timer
+    ):
         sr = s.sample_rate
         samples_per_frame(sr, rate, counter)
         n = n_frames(s.timeline, rate)
         with timer:
-            user, agent = encode_channels(tok, s, options.use_augmented)
             if listen == "features":
                 user_in = features(channel_audio(s, Channel.user, options.use_augmented), sr, rate).astype(np.float32)
                 if len(user_in) != n:  # same rule as fit_frames, for float frames

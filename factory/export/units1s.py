@@ -50,7 +50,6 @@ from factory.export.base import (
     audio_tokenizer_for,
     channel_audio,
     dump_options,
-    encode_channels,
     finish,
     fit_frames,
     identity_dict,
@@ -62,6 +61,7 @@ from factory.export.base import (
     silence_tokens,
     start_report,
     text_tokenizer_for,
+    tokenized,
     usable,
 )
 from factory.models import BargeInEvent, Channel, EndReason, Sample, Timeline
@@ -196,13 +196,13 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
     text_offset, audio_offset = len(SPECIALS), len(SPECIALS) + text_tok.vocab_size
     writer = ShardWriter(out_dir, _schema(), options.shard_size)
     timer, sr, silence = Timer(), None, {}
-    for s in usable(samples, report, counter):
+    for s, (user, agent) in tokenized(
+        usable(samples, report, counter), tok, options.tokenize_batch, options.use_augmented, timer
+    ):
         sr, tl = s.sample_rate, s.timeline
         samples_per_frame(sr, rate, counter)
         if sr not in silence:
             silence[sr] = int(silence_tokens(tok, sr)[0, 0])
-        with timer:
-            user, agent = encode_channels(tok, s, options.use_augmented)
         n, nf = n_units(tl), n_frames(tl, rate)
         if nf < n * per:
             counter.add("units1s_last_unit_padded")
