@@ -1,0 +1,257 @@
+"""The nemo-duplex export read back by lhotse and by NeMo's own DuplexS2SDataset.
+
+NeMo is not installed (nemo-toolkit is heavy): point NEMO_SRC at a checkout of
+github.com/NVIDIA/NeMo (tested at 8cfedd7) and its `speechlm2/data/s2s_dataset.py` runs
+unchanged on our CutSet. Only its imports of NeMo's tokenizer base class (a type annotation)
+and logger are stood in for; its `get_pad_id` is loaded from the checkout too. Without NEMO_SRC
+that test is skipped and the rules it checks are restated in tests/test_export_nemo.py.
+
+Truths from outside the exporter: lhotse's own readers (Shar and jsonl.gz), the audio they load
+(put through the energy VAD against the timeline), NeMo's token-channel builder, the timeline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lhotse import CutSet
+
+from factory.audio.vad import energy_vad
+from factory.export import nemo
+from factory.export.base import ExportOptions
+from factory.models import BargeInEvent, Channel, EndReason, TurnKind
+from factory.tokenize.text import HFTextTokenizer
+from tests.export_fixtures import SCRIPT, make_sample
+
+NEMO_SRC = os.environ.get("NEMO_SRC")
+FRAME = 0.08
+
+
+@pytest.fixture(scope="module")
+def text_tok(tmp_path_factory) -> HFTextTokenizer:
+    """A real word-level `tokenizers` vocabulary with BOS/EOS/PAD, as NeMo's tokenizer needs."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    hf = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    words = [t.text for t in SCRIPT.turns] + [m.token for m in SCRIPT.marks if hasattr(m, "token")]
+    hf.train_from_iterator(words, trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>", "<pad>"]))
+    folder = tmp_path_factory.mktemp("tok")
+    hf.save(str(folder / "tokenizer.json"))
+    return HFTextTokenizer(folder)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return [make_sample(0), make_sample(1, split="dev")]
+
+
+@pytest.fixture(scope="module")
+def exported(samples, text_tok, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("nemo")
+    nemo.export(samples, out, ExportOptions(text_tokenizer_obj=text_tok, format_options={"word_timestamps": True}))
+    return out
+
+
+@pytest.mark.parametrize("shar", [True, False])
+def test_lhotse_loads_it_back_with_equal_durations_and_the_right_rates(exported, samples, shar) -> None:
+    for s in samples:
+        (cut,) = [c for c in nemo.read_cuts(exported, s.meta.split, shar=shar) if c.id == s.id]
+        assert cut.sampling_rate == cut.recording.sampling_rate == 16000
+        target = cut.target_audio
+        assert target.sampling_rate == 22050
+        assert cut.duration == cut.recording.duration == target.duration
+        assert abs(cut.duration - s.duration) < 0.1 and round(cut.duration / 0.02, 9).is_integer()
+        user, agent = cut.load_audio(), cut.load_custom("target_audio")
+        assert user.shape == (1, round(cut.duration * 16000)) and agent.shape == (1, round(cut.duration * 22050))
+        # the user's channel is the recording, the agent's the target: energy VAD vs the timeline
+        for audio, sr, who in ((user[0], 16000, Channel.user), (agent[0], 22050, Channel.agent)):
+            active = energy_vad(audio, sr)
+            per_s = sr / round(0.01 * sr)  # VAD frames per second (220 samples at 22.05 kHz)
+            for t in s.timeline.turns:
+                if t.channel is who:
+                    assert active[int(t.start * per_s) + 2 : int(t.end * per_s) - 2].mean() > 0.5, t
+            quiet = np.ones(len(active), bool)
+            for t in s.timeline.turns:
+                if t.channel is who:
+                    quiet[max(int(t.start * per_s) - 3, 0) : int(t.end * per_s) + 3] = False
+            assert not active[quiet].any(), f"{who.value} audio where the timeline has none"
+
+
+def test_supervisions_are_the_turns_ending_at_their_stop(exported, samples) -> None:
+    for s in samples:
+        (cut,) = [c for c in nemo.read_cuts(exported, s.meta.split) if c.id == s.id]
+        tl = s.timeline
+        assert len(cut.supervisions) == len(tl.turns)
+        by_turn = {sup.custom["turn"]: sup for sup in cut.supervisions}
+        for t in tl.turns:
+            sup = by_turn[t.id]
+            assert sup.speaker == nemo.ROLE[t.channel]
+            assert abs(sup.start - t.start) < 1e-5 and abs(sup.end - t.end) < 1e-5
+            words = nemo.parse_word_timestamps(sup.text)
+            assert " ".join(w for _, w, _ in words) == t.spoken_text
+            spoken = [w for w in tl.words if w.turn == t.id and w.spoken]
+            for (fs, _, fe), w in zip(words, spoken):
+                assert abs((nemo.frame(t.start, 16000) + fs) * FRAME - w.start) <= FRAME
+                assert abs((nemo.frame(t.start, 16000) + fe) * FRAME - w.end) <= FRAME
+        for e in tl.events:
+            if isinstance(e, BargeInEvent):
+                victim = by_turn[e.victim_turn]
+                assert victim.custom["end_reason"] == "interrupted" and abs(victim.end - e.victim_stop) < 1e-5
+        kinds = {(sup.speaker, sup.custom["kind"], sup.custom["end_reason"]) for sup in cut.supervisions}
+        assert ("user", "backchannel", "complete") in kinds and ("user", "turn", "yielded") in kinds
+        assert ("agent", "backchannel", "complete") in kinds
+
+
+def _nemo_dataset_class():
+    """NeMo's DuplexS2SDataset from the checkout, its two NeMo-internal imports stood in for."""
+    root = Path(NEMO_SRC) / "nemo" / "collections"
+    stubs = {}
+    for name in ("nemo", "nemo.collections", "nemo.collections.common", "nemo.collections.speechlm2"):
+        stubs[name] = types.ModuleType(name)
+    tokenizers = types.ModuleType("nemo.collections.common.tokenizers")
+    tokenizers.TokenizerSpec = object  # only a type annotation in s2s_dataset.py
+    nemo_utils = types.ModuleType("nemo.utils")
+    nemo_utils.logging = logging.getLogger("nemo")
+    stubs.update({"nemo.collections.common.tokenizers": tokenizers, "nemo.utils": nemo_utils})
+    data = types.ModuleType("nemo.collections.speechlm2.data")
+    stubs["nemo.collections.speechlm2.data"] = data
+    saved = {k: sys.modules.get(k) for k in [*stubs, "nemo.collections.speechlm2.data.utils"]}
+    sys.modules.update(stubs)
+    try:
+        for mod in ("utils", "s2s_dataset"):
+            spec = importlib.util.spec_from_file_location(
+                f"nemo.collections.speechlm2.data.{mod}", root / "speechlm2" / "data" / f"{mod}.py"
+            )
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        return module
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+class _NemoTokenizer:
+    """What DuplexS2SDataset uses of NeMo's TokenizerSpec, over our text tokenizer."""
+
+    def __init__(self, tok: HFTextTokenizer) -> None:
+        self.tok = tok
+        self.bos, self.eos, self.pad = tok.token_to_id("<s>"), tok.token_to_id("</s>"), tok.token_to_id("<pad>")
+        self.unk_id = tok.token_to_id("<unk>")
+
+    def text_to_ids(self, text: str) -> list[int]:
+        return self.tok.encode(text)
+
+
+@pytest.mark.skipif(not NEMO_SRC, reason="NEMO_SRC (an NVIDIA/NeMo checkout) is not set")
+def test_nemo_duplex_s2s_dataset_reads_the_export(exported, samples, text_tok) -> None:
+    s2s = _nemo_dataset_class()
+    tok = _NemoTokenizer(text_tok)
+    dataset = s2s.DuplexS2SDataset(tok, frame_length=0.08, source_sample_rate=16000, target_sample_rate=22050)
+    s = samples[0]
+    cuts = CutSet.from_shar(in_dir=exported / "shar" / "train").to_eager()
+    batch = dataset[cuts]
+    cut = cuts[0]
+    n = round(cut.duration * 12.5)
+    assert batch["source_audio"].shape == (1, round(cut.duration * 16000))
+    assert batch["target_audio"].shape == (1, round(cut.duration * 22050))
+    assert batch["target_tokens"].shape == (1, n) == batch["source_tokens"].shape
+    agent = batch["target_tokens"][0].tolist()
+    tl = s.timeline
+    for t in tl.turns:
+        channel = agent if t.channel is Channel.agent else batch["source_tokens"][0].tolist()
+        pos, eos = round(t.start / FRAME), round(t.end / FRAME)  # within half a frame of the times
+        assert abs(channel.index(tok.bos, max(pos - 1, 0)) - pos) <= 1, t
+        assert tok.eos in channel[eos - 1 : eos + 2], f"no EOS at the stop of turn {t.id}"
+        ids = text_tok.encode(t.spoken_text)
+        start = channel.index(tok.bos, max(pos - 1, 0)) + 1
+        assert channel[start : start + len(ids)] == ids  # timestamps stripped by NeMo: the spoken text
+    # the interrupted agent turn ends (EOS) at the barge-in's stop, within one frame
+    (barge,) = [e for e in tl.events if isinstance(e, BargeInEvent)]
+    stop = round(barge.victim_stop / FRAME)
+    assert tok.eos in agent[stop - 1 : stop + 2] and tl.turn(barge.victim_turn).end_reason is EndReason.interrupted
+    assert (
+        batch["target_texts"][0].split()
+        == " ".join(
+            t.spoken_text for t in sorted(tl.turns, key=lambda t: (t.start, t.id)) if t.channel is Channel.agent
+        ).split()
+    )
+    backchannels = [t for t in tl.turns if t.kind is TurnKind.backchannel and t.channel is Channel.agent]
+    assert backchannels and all(text_tok.encode(t.spoken_text)[0] in agent for t in backchannels)
+    assert int((batch["target_tokens"] == tok.eos).sum()) == sum(t.channel is Channel.agent for t in tl.turns)
+    assert torch.isfinite(batch["source_audio"]).all()
+
+
+def test_a_turn_ending_at_the_end_gets_room_for_its_eos(samples, text_tok, tmp_path) -> None:
+    s = samples[0].model_copy(deep=True)
+    last = max(s.timeline.turns, key=lambda t: t.end)
+    n_end = round((last.end + 0.005) * s.sample_rate)
+    s.stems = s.stems[:n_end]  # the audio ends 5 ms after the last turn: its EOS frame would be T
+    s.meta.timeline.duration = n_end / s.sample_rate
+    report = nemo.export([s], tmp_path / "x", ExportOptions(text_tokenizer_obj=text_tok))
+    assert report.rules["turn_end_needs_a_frame"] == 1
+    (cut,) = list(nemo.read_cuts(tmp_path / "x", "train"))
+    assert nemo.frame(last.end, 16000) < nemo.frame(cut.duration, 16000)
+    assert cut.duration == cut.target_audio.duration
+
+
+def test_export_is_deterministic(samples, text_tok, tmp_path) -> None:
+    for name in ("a", "b"):
+        nemo.export(samples, tmp_path / name, ExportOptions(text_tokenizer_obj=text_tok))
+    a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert Path("shar/train/recording.000000.tar") in a and Path("cuts_dev.jsonl.gz") in a
+    for f in a:
+        if f.name == "report.json":
+            continue
+        x, y = (tmp_path / "a" / f).read_bytes(), (tmp_path / "b" / f).read_bytes()
+        if f.suffix == ".gz" and f.parent == Path("."):  # the manifest holds absolute audio paths
+            import gzip
+
+            x, y = gzip.decompress(x).replace(b"/a/", b"/b/"), gzip.decompress(y)
+        assert x == y, f
+
+
+def test_frame_rule_is_lhotses() -> None:
+    from lhotse.utils import compute_num_frames
+
+    rng = np.random.default_rng(0)
+    for t in [0.0, 0.04, 0.039999, 0.04000001, 0.12, 1.0, *rng.uniform(0, 60, 200)]:
+        assert nemo.frame(t, 16000) == compute_num_frames(t, 0.08, 16000), t
+
+
+def test_export_run_on_a_run_folder_in_the_torch_env(samples, text_tok, tmp_path) -> None:
+    """The framework's export_run (read_samples, rejected and empty-shard counts) with this format."""
+    import json
+
+    import polars as pl
+
+    from factory.export.base import export_run
+    from factory.export.hf import write_shard
+
+    # a run folder as factory.run.shards writes it (its module needs the main env's pipeline)
+    run = tmp_path / "run"
+    digest = write_shard([samples[0]], run / "data" / "train-00000-of-00001.parquet", samples[0].sample_rate)
+    rows = [
+        {"id": samples[0].id, "shard": "train-00000-of-00001", "status": "ok", "reason": None},
+        {"id": "d099", "shard": "train-00000-of-00001", "status": "rejected", "reason": "behaviour_minimum: test"},
+    ]
+    (run / "manifests").mkdir()
+    pl.DataFrame(rows).write_parquet(run / "manifests" / "train-00000-of-00001.parquet")
+    (run / "shards").mkdir()
+    record = {"shard": "train-00000-of-00001", "sha256": digest, "n_ok": 1, "n_rejected": 1}
+    (run / "shards" / "train-00000-of-00001.json").write_text(json.dumps(record))
+    report = export_run(run, "nemo-duplex", tmp_path / "out", ExportOptions(text_tokenizer_obj=text_tok))
+    assert report.samples_out == 1 and report.rules["rejected_samples"] == 1
+    assert [c.id for c in nemo.read_cuts(tmp_path / "out", "train")] == [samples[0].id]

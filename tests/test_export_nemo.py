@@ -1,0 +1,58 @@
+"""nemo-duplex rules that need no lhotse (the export itself runs in the torch env:
+tests/coqui/test_export_nemo.py, against lhotse and NeMo's own DuplexS2SDataset).
+
+NeMo's rules restated (NVIDIA/NeMo@8cfedd7 nemo/collections/speechlm2/data/s2s_dataset.py
+build_token_channel): frames by lhotse's compute_num_frames (round half up at 80 ms); EOS only
+when its frame is inside the cut; later supervisions overwrite earlier tokens."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from factory.export import nemo
+from factory.export.base import ExportError, ExportOptions, RuleCounter, all_rules
+from tests.export_fixtures import make_sample
+
+
+def test_frames_round_half_up_at_80_ms() -> None:
+    assert [nemo.frame(t, 16000) for t in (0.0, 0.039, 0.04, 0.119, 0.12, 1.0)] == [0, 0, 1, 1, 2, 13]  # 12.5 frames rounds up
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lhotse") is not None, reason="lhotse is installed here")
+def test_main_env_says_where_to_run_it(tmp_path) -> None:
+    with pytest.raises(ExportError, match="torch environment") as err:
+        nemo.export([make_sample(0)], tmp_path, ExportOptions(text_tokenizer_obj=object()))
+    assert err.value.exit_code == 3
+
+
+def test_length_is_padded_to_20_ms_and_leaves_room_for_the_last_eos() -> None:
+    s = make_sample(0)
+    c = RuleCounter(all_rules(nemo))
+    d = nemo.dialogue_length(s, 16000, c)
+    assert round(d / 0.02, 9).is_integer() and d >= s.duration
+    last = max(t.end for t in s.timeline.turns)
+    assert nemo.frame(last, 16000) < nemo.frame(d, 16000)
+    # cut the audio 5 ms after the last turn: the EOS frame would be the cut's length
+    short = s.model_copy(deep=True)
+    short.stems = short.stems[: round((last + 0.005) * s.sample_rate)]
+    c = RuleCounter(all_rules(nemo))
+    d = nemo.dialogue_length(short, 16000, c)
+    assert c.counts["turn_end_needs_a_frame"] == 1 and nemo.frame(last, 16000) < nemo.frame(d, 16000)
+
+
+def test_overwrites_are_counted() -> None:
+    s = make_sample(0)
+    tl = s.meta.timeline.model_copy(deep=True)
+    c = RuleCounter(all_rules(nemo))
+    nemo.count_token_rules(tl, lambda text: text.split(), 16000, c)
+    assert c.counts["text_longer_than_turn"] == 0 and c.counts["eos_overwritten"] == 0
+    agent = sorted(
+        (t for t in tl.turns if t.channel.value == "agent" and t.kind.value == "turn"), key=lambda t: t.start
+    )
+    agent[1].start = agent[0].end + 0.01  # starts in the frame of the previous agent turn's EOS
+    agent[1].end = agent[1].start + 0.2  # and is too short for its words
+    c = RuleCounter(all_rules(nemo))
+    nemo.count_token_rules(tl, lambda text: text.split(), 16000, c)
+    assert c.counts["eos_overwritten"] == 1 and c.counts["text_longer_than_turn"] == 1
