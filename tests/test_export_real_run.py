@@ -63,7 +63,7 @@ def test_lslm_on_a_real_run(real) -> None:
     side = read_sidecar(out)
     rate, irq = side.frame_rate, side.special_tokens["IRQ"]
     rows = {r["id"]: r for r in read_rows(out)}
-    assert any(_barges(s.timeline) for s in samples)  # the tiny run has barge-ins on the agent
+    assert any(_barges(s.timeline) for s in samples), "the tiny run (seed 11) should hold a user barge-in"
     for s in samples:
         tl = s.timeline
         for turn in (t for t in tl.turns if t.channel is Channel.agent):
