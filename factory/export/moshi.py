@@ -233,6 +233,36 @@ def _wav_bytes_writer(audio: np.ndarray):
     return write
 
 
+def _chunks(items: Iterable, n: int) -> Iterable[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _alignments_json(sample: Sample, agent: list[Alignment], sub: MoshiOptions) -> str:
+    doc: dict[str, Any] = {"alignments": [a.as_json() for a in agent]}
+    if sub.user_words:
+        doc["user_alignments"] = [a.as_json() for a in user_alignments(sample.timeline)]
+    doc["turns"] = [
+        {
+            "id": t.id,
+            "speaker": MAIN_SPEAKER if t.channel is Channel.agent else USER_SPEAKER,
+            "kind": t.kind.value,
+            "start": round(t.start, 6),
+            "end": round(t.end, 6),
+            "end_reason": t.end_reason.value,
+            "text": t.spoken_text,
+        }
+        for t in sample.timeline.turns
+    ]
+    return json.dumps(doc, ensure_ascii=False) + "\n"
+
+
 def _text_ids(tok, sub: MoshiOptions) -> tuple[int, int, int]:
     """(PAD, EPAD, text cardinality) for the text tokenizer in use."""
     spm = tok.identity().name == "spm"
@@ -275,8 +305,8 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
 
     audio_tok = None
     if sub.tokens:
-        if options.audio_tokenizer_obj is None:  # 'units' is fitted on these samples' own audio
-            samples = list(samples)
+        if options.audio_tokenizer_obj is None and options.audio_tokenizer == "units":
+            samples = list(samples)  # 'units' is fitted on these samples' own audio first
         audio_tok = audio_tokenizer_for(
             options,
             FRAME_RATE,
@@ -295,54 +325,41 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
     writer = ShardWriter(out_dir, _schema(), options.shard_size) if sub.tokens else None
     lines: dict[str, list[str]] = {}
     timer = Timer()
-    for s in usable(samples, report, counter):
-        split = s.meta.split
-        rel = f"audio/{s.id}.wav"
-        audio = moshi_audio(s, options.use_augmented)
-        atomic_write(out_dir / split / rel, _wav_bytes_writer(audio))
-        duration = len(audio) / SAMPLE_RATE
-        agent = agent_alignments(s.timeline, counter)
-        # What the loader will do with these alignments: count the tokens it will drop.
-        n_loader = math.ceil(round(duration * FRAME_RATE, 9))
-        text_stream(agent, tokenize, n_loader, pad, epad, counter, keep_and_shift=False)
-        doc: dict[str, Any] = {"alignments": [a.as_json() for a in agent]}
-        if sub.user_words:
-            doc["user_alignments"] = [a.as_json() for a in user_alignments(s.timeline)]
-        doc["turns"] = [
-            {
-                "id": t.id,
-                "speaker": MAIN_SPEAKER if t.channel is Channel.agent else USER_SPEAKER,
-                "kind": t.kind.value,
-                "start": round(t.start, 6),
-                "end": round(t.end, 6),
-                "end_reason": t.end_reason.value,
-                "text": t.spoken_text,
-            }
-            for t in s.timeline.turns
-        ]
-        atomic_write_text(out_dir / split / f"audio/{s.id}.json", json.dumps(doc, ensure_ascii=False) + "\n")
-        lines.setdefault(split, []).append(json.dumps({"path": rel, "duration": duration}))
-        if writer is not None and audio_tok is not None:
-            with timer:
-                agent_codes, user_codes = audio_tok.encode_batch([audio[:, 0], audio[:, 1]], SAMPLE_RATE)
+    for chunk in _chunks(usable(samples, report, counter), options.tokenize_batch):
+        written = []
+        for s in chunk:
+            split = s.meta.split
+            rel = f"audio/{s.id}.wav"
+            audio = moshi_audio(s, options.use_augmented)
+            atomic_write(out_dir / split / rel, _wav_bytes_writer(audio))
+            duration = len(audio) / SAMPLE_RATE
+            agent = agent_alignments(s.timeline, counter)
+            # What the loader will do with these alignments: count the tokens it will drop.
+            n_loader = math.ceil(round(duration * FRAME_RATE, 9))
+            text_stream(agent, tokenize, n_loader, pad, epad, counter, keep_and_shift=False)
+            atomic_write_text(out_dir / split / f"audio/{s.id}.json", _alignments_json(s, agent, sub))
+            lines.setdefault(split, []).append(json.dumps({"path": rel, "duration": duration}))
+            written.append((s, audio, agent, duration, f"{split}/{rel}"))
+            report.samples_out += 1
+            report.dialogue_seconds += duration
+        if writer is None or audio_tok is None:
+            continue
+        # the codes of the exact audio written, `tokenize_batch` dialogues (both channels) per call
+        with timer:
+            codes = audio_tok.encode_batch([a[:, c] for _, a, _, _, _ in written for c in (0, 1)], SAMPLE_RATE)
+        for i, (s, audio, agent, duration, path) in enumerate(written):
             n = audio_tok.n_frames(len(audio), SAMPLE_RATE)
             text = text_stream(agent, tokenize, n, pad, epad, counter, keep_and_shift=True)
-            codes = np.concatenate(
-                [text[None], fit_frames(agent_codes, n, counter), fit_frames(user_codes, n, counter)]
-            ).astype(np.int32)
-            writer.add(
-                split,
-                {
-                    "id": s.id,
-                    "split": split,
-                    "path": f"{split}/{rel}",
-                    "duration": duration,
-                    "n_frames": n,
-                    "codes": codes.tolist(),
-                },
-            )
-        report.samples_out += 1
-        report.dialogue_seconds += duration
+            stack = [text[None], fit_frames(codes[2 * i], n, counter), fit_frames(codes[2 * i + 1], n, counter)]
+            row = {
+                "id": s.id,
+                "split": s.meta.split,
+                "path": path,
+                "duration": duration,
+                "n_frames": n,
+                "codes": np.concatenate(stack).astype(np.int32).tolist(),
+            }
+            writer.add(s.meta.split, row)
     for split, rows in lines.items():
         atomic_write_text(out_dir / split / "data.jsonl", "\n".join(rows) + "\n")
     report.seconds_tokenize = timer.seconds

@@ -65,7 +65,9 @@ class GGUFTextTokenizer:
             import llama_cpp
         except ImportError as exc:
             raise TokenizerUnavailable(
-                "reading a GGUF vocabulary needs llama-cpp-python: pip install 'duplex-factory[cpu]'"
+                "reading a GGUF vocabulary (the default text tokenizer, the embedded LLM's) needs llama-cpp-python, "
+                "which this environment lacks (pip install 'duplex-factory[cpu]'): or give a tokenizer folder "
+                "(--text-tokenizer DIR with tokenizer.json, e.g. the trainer's own LLM tokenizer)"
             ) from exc
         self.path = Path(path)
         if not self.path.is_file():

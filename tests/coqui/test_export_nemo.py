@@ -231,20 +231,18 @@ def test_frame_rule_is_lhotses() -> None:
         assert nemo.frame(t, 16000) == compute_num_frames(t, 0.08, 16000), t
 
 
-def test_export_run_on_a_run_folder_in_the_torch_env(samples, text_tok, tmp_path) -> None:
-    """The framework's export_run (read_samples, rejected and empty-shard counts) with this format."""
+def _run_folder(run: Path, sample) -> Path:
+    """A run folder as factory.run.shards writes it (that module needs the main env's pipeline):
+    one data shard with `sample`, and one rejected sample in the manifest."""
     import json
 
     import polars as pl
 
-    from factory.export.base import export_run
     from factory.export.hf import write_shard
 
-    # a run folder as factory.run.shards writes it (its module needs the main env's pipeline)
-    run = tmp_path / "run"
-    digest = write_shard([samples[0]], run / "data" / "train-00000-of-00001.parquet", samples[0].sample_rate)
+    digest = write_shard([sample], run / "data" / "train-00000-of-00001.parquet", sample.sample_rate)
     rows = [
-        {"id": samples[0].id, "shard": "train-00000-of-00001", "status": "ok", "reason": None},
+        {"id": sample.id, "shard": "train-00000-of-00001", "status": "ok", "reason": None},
         {"id": "d099", "shard": "train-00000-of-00001", "status": "rejected", "reason": "behaviour_minimum: test"},
     ]
     (run / "manifests").mkdir()
@@ -252,6 +250,35 @@ def test_export_run_on_a_run_folder_in_the_torch_env(samples, text_tok, tmp_path
     (run / "shards").mkdir()
     record = {"shard": "train-00000-of-00001", "sha256": digest, "n_ok": 1, "n_rejected": 1}
     (run / "shards" / "train-00000-of-00001.json").write_text(json.dumps(record))
+    return run
+
+
+def test_export_run_on_a_run_folder_in_the_torch_env(samples, text_tok, tmp_path) -> None:
+    """The framework's export_run (read_samples, rejected and empty-shard counts) with this format."""
+    from factory.export.base import export_run
+
+    run = _run_folder(tmp_path / "run", samples[0])
     report = export_run(run, "nemo-duplex", tmp_path / "out", ExportOptions(text_tokenizer_obj=text_tok))
     assert report.samples_out == 1 and report.rules["rejected_samples"] == 1
     assert [c.id for c in nemo.read_cuts(tmp_path / "out", "train")] == [samples[0].id]
+
+
+def test_the_torch_envs_cli_exports_nemo_and_names_missing_mimi_weights(samples, text_tok, tmp_path, monkeypatch):
+    """`.envs/coqui/bin/duplex-factory export`: nemo-duplex with the trainer's tokenizer folder;
+    moshi with Mimi tokens and no weights: exit 3, naming the repo and file to download."""
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    run = _run_folder(tmp_path / "run", samples[0])
+    folder = str(text_tok.path.parent)
+    result = CliRunner().invoke(app, ["export", str(run), "-f", "nemo-duplex", "--text-tokenizer", folder])
+    assert result.exit_code == 0, result.output
+    assert [c.id for c in nemo.read_cuts(run / "exports" / "nemo-duplex", "train")] == [samples[0].id]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    args = ["export", str(run), "-f", "moshi", "--audio-tokenizer", "mimi", "-o", "tokens=true", "--text-tokenizer"]
+    result = CliRunner().invoke(app, [*args, folder])
+    assert result.exit_code == 3, result.output
+    text = " ".join(result.output.split())
+    assert "kyutai/moshiko-pytorch-bf16" in text and "tokenizer-e351c8d8-checkpoint125.safetensors" in text
