@@ -286,3 +286,14 @@ def test_export_is_deterministic_whatever_the_tokenize_batch(samples, text_tok, 
     for f in files:
         if f.name not in ("report.json", "export.json"):  # timings; the options (tokenize_batch)
             assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_inspect_renders_words_and_streams_on_the_frame_grid(exported: Path, samples) -> None:
+    s = samples[0]
+    dec = moshi.decode(exported, s.id)
+    n = read_row(exported, s.id)["n_frames"]
+    assert set(dec.tracks) == {"agent words", "user words", "text ids", "agent cb0", "user cb0"}
+    assert all(len(t) == n for t in dec.tracks.values())
+    first_agent = next(w for w in s.timeline.words if w.channel is Channel.agent and w.spoken)
+    assert dec.tracks["agent words"][moshi.first_frame(first_agent.start)] == first_agent.word
+    assert dec.tracks["text ids"][moshi.first_frame(first_agent.start) - 1] == "EPAD"

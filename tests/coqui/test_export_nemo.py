@@ -282,3 +282,13 @@ def test_the_torch_envs_cli_exports_nemo_and_names_missing_mimi_weights(samples,
     assert result.exit_code == 3, result.output
     text = " ".join(result.output.split())
     assert "kyutai/moshiko-pytorch-bf16" in text and "tokenizer-e351c8d8-checkpoint125.safetensors" in text
+
+
+def test_inspect_renders_each_role_per_frame(exported, samples) -> None:
+    s = samples[0]
+    dec = nemo.decode(exported, s.id)
+    agent = dec.tracks["agent text"]
+    for t in s.timeline.turns:
+        if t.channel is Channel.agent:
+            assert "> " + t.spoken_text.split()[0] + " <" in agent[nemo.frame(t.start, 16000)]
+            assert agent[nemo.frame(t.end, 16000)] == "EOS"
