@@ -17,7 +17,14 @@ from tests.export_fixtures import make_sample
 
 
 def test_frames_round_half_up_at_80_ms() -> None:
-    assert [nemo.frame(t, 16000) for t in (0.0, 0.039, 0.04, 0.119, 0.12, 1.0)] == [0, 0, 1, 1, 2, 13]  # 12.5 frames rounds up
+    assert [nemo.frame(t, 16000) for t in (0.0, 0.039, 0.04, 0.119, 0.12, 1.0)] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        13,
+    ]  # 12.5 frames rounds up
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lhotse") is not None, reason="lhotse is installed here")
@@ -56,3 +63,9 @@ def test_overwrites_are_counted() -> None:
     c = RuleCounter(all_rules(nemo))
     nemo.count_token_rules(tl, lambda text: text.split(), 16000, c)
     assert c.counts["eos_overwritten"] == 1 and c.counts["text_longer_than_turn"] == 1
+
+
+def test_sample_rates_without_whole_frames_and_unknown_options_are_refused(tmp_path) -> None:
+    for bad in ({"target_sample_rate": 11025}, {"source_sample_rate": 12345}, {"timestamps": True}):
+        with pytest.raises(ExportError, match="no whole number of samples|nemo-duplex format options"):
+            nemo.export([make_sample(0)], tmp_path, ExportOptions(text_tokenizer_obj=object(), format_options=bad))
