@@ -23,6 +23,7 @@ from factory.tokenize.base import (
     TokenizerUnavailable,
     ceil_frames,
 )
+from factory.tokenize.units import UnitsTokenizer, fit_units  # numpy only; librosa/sklearn load when used
 
 AUDIO_TOKENIZERS = ("units", "mimi", "encodec")
 
@@ -57,18 +58,13 @@ def get_text_tokenizer(name_or_path: str | None = None) -> TextTokenizer:
     return text.load(name_or_path)
 
 
-def fit_units(*args: Any, **kwargs: Any):  # noqa: ANN201 - re-export, see units.fit_units
-    from factory.tokenize.units import fit_units as _fit
-
-    return _fit(*args, **kwargs)
-
-
 __all__ = [
     "AUDIO_TOKENIZERS",
     "AudioTokenizer",
     "TextTokenizer",
     "TokenizerIdentity",
     "TokenizerUnavailable",
+    "UnitsTokenizer",
     "ceil_frames",
     "fit_units",
     "get_audio_tokenizer",
