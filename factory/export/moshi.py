@@ -130,8 +130,11 @@ class Alignment:
     end: float
     speaker: str
 
+    def __post_init__(self) -> None:  # the times the JSON holds, so every rule sees what the loader reads
+        self.start, self.end = round(self.start, 6), round(self.end, 6)
+
     def as_json(self) -> list:
-        return [self.word, [round(self.start, 6), round(self.end, 6)], self.speaker]
+        return [self.word, [self.start, self.end], self.speaker]
 
 
 def _options(options: ExportOptions) -> MoshiOptions:
@@ -143,8 +146,9 @@ def _options(options: ExportOptions) -> MoshiOptions:
 
 def first_frame(t: float, rate: float = FRAME_RATE) -> int:
     """The frame moshi-finetune puts a word's first token in: the first t with start*rate < t+1,
-    i.e. floor(start * rate) (interleaver.py build_token_stream)."""
-    return max(math.floor(round(t * rate, 9)), 0)
+    i.e. floor(start * rate) in floating point, as it computes it (interleaver.py
+    build_token_stream), on the time as the JSON holds it (6 decimals)."""
+    return max(math.floor(round(t, 6) * rate), 0)
 
 
 def agent_alignments(timeline: Timeline, counter: RuleCounter) -> list[Alignment]:
@@ -161,7 +165,7 @@ def agent_alignments(timeline: Timeline, counter: RuleCounter) -> list[Alignment
         if end > timeline.duration:
             counter.add("word_end_clipped")
             end = timeline.duration
-        if end <= w.start:
+        if round(end, 6) <= round(w.start, 6):  # as the JSON will hold them
             counter.add("word_without_duration")
             continue
         if out and first_frame(w.start) == first_frame(out[-1].start):
