@@ -226,6 +226,7 @@ def build_cut(sample: Sample, audio_dir: Path, sub: NemoOptions, counter: RuleCo
 
 def _gzip(data: bytes, path: Path) -> None:
     """gzip with a zero mtime and no name: lhotse's own .gz files carry the write time."""
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
             gz.write(data)
