@@ -141,6 +141,39 @@ def plot(
     raise typer.Exit(1)
 
 
+PUSH_FAILED = 5  # exit code of a push that stopped part-way (re-run the same command to resume)
+
+
+@app.command()
+def push(
+    run_dir: Path,
+    repo: Annotated[str, typer.Option("--repo", help="dataset repo id, e.g. my-org/duplex-synth")],
+    private: Annotated[bool, typer.Option(help="create the repo private")] = False,
+    revision: Annotated[str | None, typer.Option(help="branch to push to (created if missing); default main")] = None,
+) -> None:
+    """Push a run to the Hugging Face Hub, resumably: one commit per shard, files already there are
+    skipped. The token comes from HF_TOKEN or `hf auth login`, never from the command line."""
+    from factory.publish.hub import PushError, push_run
+    from factory.run.read import RunFolderError
+
+    def on_file(path: str, what: str) -> None:
+        console.print(f"{'skip  ' if what == 'skip' else 'pushed'} {path}", highlight=False)
+
+    try:
+        report = push_run(run_dir, repo, private=private, revision=revision, on_file=on_file)
+    except RunFolderError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    except PushError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(PUSH_FAILED) from None
+    console.print(
+        f"{report.repo_id}@{report.revision}: {len(report.uploaded)} files pushed in {report.commits} commits "
+        f"({report.bytes_uploaded / 1e6:.1f} MB), {len(report.skipped)} already there",
+        highlight=False,
+    )
+
+
 def _llm_http_note(stats: dict | None) -> str:
     """The HTTP LLM's retries and failures this run, e.g. "; LLM 40 requests, 3 retries (http_429 2, timeout 1)"."""
     if not stats:
