@@ -174,6 +174,52 @@ def push(
     )
 
 
+@app.command("export-eval")
+def export_eval(
+    run_dir: Path,
+    out: Annotated[Path, typer.Option("--out", help="folder to write the task folders into")],
+    task: Annotated[list[str] | None, typer.Option("--task", help="one task (repeatable); default all four")] = None,
+    split: Annotated[str, typer.Option(help="export samples of this split; 'all' for every sample")] = "test",
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty OUT")] = False,
+) -> None:
+    """Write the run's SPLIT (default test) as Full-Duplex-Bench items: OUT/{task}/{ID}/ with
+    input.wav (user channel) and the task's JSON (see factory/export/fdb.py)."""
+    from factory.export.fdb import FdbExportError, export
+    from factory.run.read import RunFolderError, read_samples
+
+    try:
+        with Progress(TextColumn("exporting"), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            progress = bar.add_task("samples", total=None)
+            report = export(
+                read_samples(run_dir),
+                out,
+                tasks=task or None,
+                overwrite=overwrite,
+                split=None if split == "all" else split,
+                on_sample=lambda _: bar.advance(progress),
+            )
+    except (RunFolderError, FdbExportError) as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table(title=f"{out}: Full-Duplex-Bench items from {report['samples']} samples")
+    for header in ("task", "items", "samples used", "samples without (reason)", "events left out (reason)"):
+        table.add_column(header)
+    for name, c in report["tasks"].items():
+        table.add_row(
+            name,
+            str(c["items"]),
+            str(c["samples_with_items"]),
+            "\n".join(f"{n} {r}" for r, n in c["samples_without"].items()),
+            "\n".join(f"{n} {r}" for r, n in c["events_left_out"].items()),
+        )
+    Console(width=max(console.width, 120)).print(table)
+    for reason, n in report["excluded"].items():
+        console.print(f"[yellow]{n} samples not exported: {reason}[/yellow]", highlight=False)
+    if not any(c["items"] for c in report["tasks"].values()):
+        console.print("[red]no item written[/red] (a run made with run.split=test, or --split train/all?)")
+        raise typer.Exit(1)
+
+
 def _llm_http_note(stats: dict | None) -> str:
     """The HTTP LLM's retries and failures this run, e.g. "; LLM 40 requests, 3 retries (http_429 2, timeout 1)"."""
     if not stats:
