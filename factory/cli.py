@@ -213,7 +213,7 @@ def export_eval(
             "\n".join(f"{n} {r}" for r, n in c["events_left_out"].items()),
         )
     Console(width=max(console.width, 120)).print(table)
-    for reason, n in report["excluded"].items():
+    for reason, n in [*report["excluded"].items(), *report["rejected"].items()]:
         console.print(f"[yellow]{n} samples not exported: {reason}[/yellow]", highlight=False)
     if not any(c["items"] for c in report["tasks"].values()):
         console.print("[red]no item written[/red] (a run made with run.split=test, or --split train/all?)")

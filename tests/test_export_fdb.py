@@ -92,7 +92,7 @@ def _items(exported, task: str):
 
 def test_every_task_has_items_and_every_sample_is_accounted_for(exported, samples) -> None:
     out, report, index = exported
-    assert report["samples"] == len(samples) and report["excluded"] == {}
+    assert report["samples"] == len(samples) and report["excluded"] == {} and report["rejected"] == {}
     for task in TASKS:
         c = report["tasks"][task]
         assert c["items"] >= 1, task
@@ -290,6 +290,25 @@ def test_split_filter_counts_what_it_leaves_out(tiny_run: Path, tmp_path: Path) 
     report = export(read_samples(tiny_run), tmp_path / "test")  # default: the test split only
     assert report["excluded"] == {"split 'train' (exporting 'test')": 4}
     assert all(c["items"] == 0 for c in report["tasks"].values())
+
+
+def test_damaged_samples_are_rejected_with_a_reason_and_the_rest_exported(samples, tmp_path: Path) -> None:
+    good = [s for s in samples.values() if not s.id.endswith("-swapped")]
+    truncated = good[0].model_copy(update={"stems": good[0].stems[: len(good[0].stems) // 2]})
+    mono = good[1].model_copy(update={"stems": good[1].stems[:, 0]})
+    dangling = good[2].model_copy(deep=True)
+    dangling.meta.timeline.turns = dangling.meta.timeline.turns[:1]
+    report = export([truncated, mono, dangling, good[3]], tmp_path / "out", split=None)
+    assert report["rejected"] == {
+        "audio ends before the timeline's last turn (truncated)": 1,
+        "audio is not two-channel (user, agent)": 1,
+        "a timeline event refers to a turn the timeline does not hold": 1,
+    }
+    index = json.loads((tmp_path / "out" / "index.json").read_text())["items"]
+    used = {e["sample_id"] for items in index.values() for e in items.values()}
+    assert used == {good[3].id}
+    for c in report["tasks"].values():  # only the good sample is counted per task
+        assert c["samples_with_items"] + sum(c["samples_without"].values()) == 1
 
 
 def test_bad_requests_are_refused(samples: dict[str, Sample], tmp_path: Path) -> None:

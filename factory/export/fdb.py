@@ -305,6 +305,21 @@ FINDERS = {
 }
 
 
+def _problem(sample: Sample) -> str | None:
+    """Why a sample cannot be cut into items (damaged or inconsistent), or None."""
+    tl, stems = sample.timeline, sample.stems
+    if stems.ndim != 2 or stems.shape[1] != 2:
+        return "audio is not two-channel (user, agent)"
+    last = max((_n(t.end, sample.sample_rate) for t in tl.turns), default=0)
+    if len(stems) < last:
+        return "audio ends before the timeline's last turn (truncated)"
+    ids = {t.id for t in tl.turns}
+    refs = {getattr(e, name) for e in tl.events for name in ("turn", "during_turn", "victim_turn") if hasattr(e, name)}
+    if not refs <= ids:
+        return "a timeline event refers to a turn the timeline does not hold"
+    return None
+
+
 def gt_histogram(spans: Iterable[tuple[float, float]], duration: float) -> list[float]:
     """Reference backchannel distribution over an item, binned exactly as eval_backchannel.py
     (l. 120-134) bins a model's backchannels: counts per 0.2 s window, + epsilon, normalised."""
@@ -388,9 +403,10 @@ def export(
     """Write Full-Duplex-Bench items for `tasks` (default all four) under `out_dir/{task}/{ID}/`.
 
     `options` are `FdbOptions` fields (`lead_s`, `tail_s`, `pause_resume_s`, `split`). Returns
-    `{"samples": n read, "excluded": {reason: n}, "tasks": {task: {"items", "samples_with_items",
-    "samples_without": {reason: n}, "events_left_out": {reason: n}}}}`; the same report and the
-    item index go to `out_dir/index.json`."""
+    `{"samples": n read, "excluded": {reason: n} (another split), "rejected": {reason: n} (damaged
+    samples: not two-channel, audio shorter than the timeline, dangling turn ids), "tasks": {task:
+    {"items", "samples_with_items", "samples_without": {reason: n}, "events_left_out": {reason:
+    n}}}}`; the same report and the item index go to `out_dir/index.json`."""
     tasks = list(TASKS if tasks is None else tasks)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
@@ -408,7 +424,7 @@ def export(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    report: dict = {"samples": 0, "excluded": Counter(), "tasks": {}}
+    report: dict = {"samples": 0, "excluded": Counter(), "rejected": Counter(), "tasks": {}}
     counts = {
         t: {"items": 0, "samples_with_items": 0, "samples_without": Counter(), "events_left_out": Counter()}
         for t in tasks
@@ -421,6 +437,10 @@ def export(
             on_sample(sample)
         if opts.split is not None and sample.meta.split != opts.split:
             report["excluded"][f"split {sample.meta.split!r} (exporting {opts.split!r})"] += 1
+            continue
+        problem = _problem(sample)
+        if problem is not None:
+            report["rejected"][problem] += 1
             continue
         for task in tasks:
             found, c = FINDERS[task](sample.timeline, sample.sample_rate, opts), counts[task]
@@ -446,7 +466,7 @@ def export(
     for task in tasks:
         c = counts[task]
         report["tasks"][task] = {k: dict(v) if isinstance(v, Counter) else v for k, v in c.items()}
-    report["excluded"] = dict(report["excluded"])
+    report["excluded"], report["rejected"] = dict(report["excluded"]), dict(report["rejected"])
     report["options"] = {k: getattr(opts, k) for k in FdbOptions.__dataclass_fields__}
     _write_json(out_dir / "index.json", {"report": report, "items": index})
     return report
