@@ -141,6 +141,85 @@ def plot(
     raise typer.Exit(1)
 
 
+PUSH_FAILED = 6  # exit code of a push that stopped part-way (re-run the same command to resume)
+
+
+@app.command()
+def push(
+    run_dir: Path,
+    repo: Annotated[str, typer.Option("--repo", help="dataset repo id, e.g. my-org/duplex-synth")],
+    private: Annotated[bool, typer.Option(help="create the repo private")] = False,
+    revision: Annotated[str | None, typer.Option(help="branch to push to (created if missing); default main")] = None,
+) -> None:
+    """Push a run to the Hugging Face Hub, resumably: one commit per shard, files already there are
+    skipped. The token comes from HF_TOKEN or `hf auth login`, never from the command line."""
+    from factory.publish.hub import PushError, push_run
+    from factory.run.read import RunFolderError
+
+    def on_file(path: str, what: str) -> None:
+        console.print(f"{'skip  ' if what == 'skip' else 'pushed'} {path}", highlight=False)
+
+    try:
+        report = push_run(run_dir, repo, private=private, revision=revision, on_file=on_file)
+    except RunFolderError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    except PushError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(PUSH_FAILED) from None
+    console.print(
+        f"{report.repo_id}@{report.revision}: {len(report.uploaded)} files pushed in {report.commits} commits "
+        f"({report.bytes_uploaded / 1e6:.1f} MB), {len(report.skipped)} already there",
+        highlight=False,
+    )
+
+
+@app.command("export-eval")
+def export_eval(
+    run_dir: Path,
+    out: Annotated[Path, typer.Option("--out", help="folder to write the task folders into")],
+    task: Annotated[list[str] | None, typer.Option("--task", help="one task (repeatable); default all four")] = None,
+    split: Annotated[str, typer.Option(help="export samples of this split; 'all' for every sample")] = "test",
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty OUT")] = False,
+) -> None:
+    """Write the run's SPLIT (default test) as Full-Duplex-Bench items: OUT/{task}/{ID}/ with
+    input.wav (user channel) and the task's JSON (see factory/export/fdb.py)."""
+    from factory.export.fdb import FdbExportError, export
+    from factory.run.read import RunFolderError, read_samples
+
+    try:
+        with Progress(TextColumn("exporting"), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            progress = bar.add_task("samples", total=None)
+            report = export(
+                read_samples(run_dir),
+                out,
+                tasks=task or None,
+                overwrite=overwrite,
+                split=None if split == "all" else split,
+                on_sample=lambda _: bar.advance(progress),
+            )
+    except (RunFolderError, FdbExportError) as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table(title=f"{out}: Full-Duplex-Bench items from {report['samples']} samples")
+    for header in ("task", "items", "samples used", "samples without (reason)", "events left out (reason)"):
+        table.add_column(header)
+    for name, c in report["tasks"].items():
+        table.add_row(
+            name,
+            str(c["items"]),
+            str(c["samples_with_items"]),
+            "\n".join(f"{n} {r}" for r, n in c["samples_without"].items()),
+            "\n".join(f"{n} {r}" for r, n in c["events_left_out"].items()),
+        )
+    Console(width=max(console.width, 120)).print(table)
+    for reason, n in [*report["excluded"].items(), *report["rejected"].items()]:
+        console.print(f"[yellow]{n} samples not exported: {reason}[/yellow]", highlight=False)
+    if not any(c["items"] for c in report["tasks"].values()):
+        console.print("[red]no item written[/red] (a run made with run.split=test, or --split train/all?)")
+        raise typer.Exit(1)
+
+
 def _llm_http_note(stats: dict | None) -> str:
     """The HTTP LLM's retries and failures this run, e.g. "; LLM 40 requests, 3 retries (http_429 2, timeout 1)"."""
     if not stats:

@@ -45,6 +45,11 @@ class RunSection(_Section):
     output_dir: Path = Path("outputs")
     workers: int = Field(1, ge=1, le=256, description="shards generated concurrently")
     max_sample_attempts: int = Field(2, ge=1, le=10, description="re-draws of a rejected sample")
+    license: str = Field(
+        "other",
+        pattern=r"^[a-z0-9.\-]+$",
+        description="the dataset card's Hub license id (e.g. cc-by-4.0); check the licenses of the LLM and voices used",
+    )
 
 
 class DialogueSection(_Section):

@@ -1,13 +1,16 @@
-"""The dataset card's front matter: Hub size categories at every size, read back as YAML."""
+"""The dataset card: front matter the Hub and `datasets` accept, size categories at every size,
+and statistics that agree with the manifest they come from."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
-import yaml
+from datasets.info import DatasetInfosDict
+from huggingface_hub import DatasetCard, DatasetCardData
 
 from factory.config import RunConfig
-from factory.export.card import dataset_card, size_category
+from factory.export.card import dataset_card, shard_features, size_category
 
 
 @pytest.mark.parametrize(
@@ -36,21 +39,70 @@ def test_size_category_boundaries(n: int, label: str) -> None:
     assert size_category(n) == label
 
 
-def _manifest(n_ok: int, n_rejected: int) -> pl.DataFrame:
-    return pl.DataFrame(
+def _manifest(n_ok: int, n_rejected: int, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    ok = pl.DataFrame(
         {
-            "status": ["ok"] * n_ok + ["rejected"] * n_rejected,
-            "duration": [30.0] * n_ok + [None] * n_rejected,
-            "reason": [None] * n_ok + ["intelligibility"] * n_rejected,
-            "duplicate_of": [None] * (n_ok + n_rejected),
-        },
-        schema={"status": pl.String, "duration": pl.Float64, "reason": pl.String, "duplicate_of": pl.String},
+            "id": [f"train-{i:07d}" for i in range(n_ok)],
+            "status": ["ok"] * n_ok,
+            "duration": rng.uniform(20, 40, n_ok),
+            "n_turns": rng.poisson(7, n_ok),
+            "n_words": rng.poisson(90, n_ok),
+            "n_barge_ins": rng.poisson(1, n_ok),
+            "n_backchannels": rng.poisson(2, n_ok),
+            "n_fillers": rng.poisson(3, n_ok),
+            "n_laughs": rng.poisson(0.3, n_ok),
+            "n_failed_interruptions": rng.poisson(0.4, n_ok),
+            "overlap_share": rng.uniform(0, 0.1, n_ok),
+            "wer_max": rng.uniform(0, 0.5, n_ok),
+            "user_voice": ["piper-joe"] * n_ok,
+            "agent_voice": ["kokoro-jf_alpha"] * n_ok,
+            "llm": ["llama.cpp:SmolLM2"] * n_ok,
+        }
     )
+    rejected = pl.DataFrame(
+        {
+            "id": [f"train-{n_ok + i:07d}" for i in range(n_rejected)],
+            "status": ["rejected"] * n_rejected,
+            "reason": ["intelligibility"] * n_rejected,
+        }
+    )
+    return pl.concat([ok, rejected], how="diagonal").with_columns(duplicate_of=pl.lit(None, pl.String))
 
 
-@pytest.mark.parametrize("n_ok,label", [(3, "n<1K"), (12_000, "10K<n<100K")])
-def test_card_counts_only_produced_rows(n_ok: int, label: str) -> None:
-    card = dataset_card(RunConfig(), _manifest(n_ok, n_rejected=995))  # rejected rows are not in the dataset
-    front = yaml.safe_load(card.split("---")[1])
-    assert front["size_categories"] == [label]
-    assert f"dialogues: {n_ok} " in card and "- intelligibility: 995" in card
+@pytest.mark.parametrize(
+    "n_ok,label", [(999, "n<1K"), (1000, "1K<n<10K"), (10_001, "10K<n<100K"), (1_000_001, "1M<n<10M")]
+)
+def test_card_front_matter_is_valid_hub_metadata_at_every_size(n_ok: int, label: str) -> None:
+    cfg = RunConfig.model_validate({"run": {"license": "cc-by-4.0", "split": "train"}})
+    text = dataset_card(cfg, _manifest(n_ok, n_rejected=5), data_bytes=123_456)  # rejected rows are not data
+    card = DatasetCard(text)  # huggingface_hub parses the front matter into DatasetCardData
+    data = card.data
+    assert isinstance(data, DatasetCardData)
+    assert data.size_categories == [label]
+    assert data.license == "cc-by-4.0" and data.language == ["en"] and "full-duplex" in data.tags
+    assert data.configs == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+    ]
+    # `datasets` reads dataset_info back: the features are exactly those of the shards, and the split
+    # counts only produced rows.
+    info = DatasetInfosDict.from_dataset_card_data(data)["default"]
+    assert info.features == shard_features(cfg.audio.sample_rate)
+    assert info.splits["train"].num_examples == n_ok
+    assert f"dialogues: {n_ok} " in text and "- intelligibility: 5" in text
+
+
+def test_card_statistics_agree_with_the_manifest() -> None:
+    manifest = _manifest(300, n_rejected=0, seed=3)
+    text = dataset_card(RunConfig(), manifest)
+    minutes = manifest["duration"].sum() / 60
+    rows = {
+        key.strip(): value.strip()
+        for key, value in (line.strip("| ").split(" | ", 1) for line in text.splitlines() if line.startswith("| "))
+    }
+    assert rows["backchannels per minute"] == f"{manifest['n_backchannels'].sum() / minutes:.1f}"
+    share_none = (manifest["n_barge_ins"] == 0).mean()
+    assert f"dialogues with none: {share_none:.0%}" in rows["barge-ins per dialogue"]
+    assert rows["words per minute"] == f"{manifest['n_words'].sum() / minutes:.0f}"
+    # both channels are documented, and how to read them without the mono-averaging decoder
+    assert "channel 0 = user, channel 1 = agent" in text and "decode=False" in text

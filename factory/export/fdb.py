@@ -1,0 +1,472 @@
+"""Evaluation sets in Full-Duplex-Bench's v1.0 per-task layout, cut from a run's held-out split.
+
+Sources (github.com/DanielLin94144/Full-Duplex-Bench at d7336bd, folder `v1_v1.5/`), read for every
+file name, JSON field, unit and what each metric reads:
+
+- `dataset/README.md`: the layout `{task}/{ID}/` with `input.wav` (the user's stream, the audio
+  fed to the model), `{TASK}.json` (`pause.json`, `turn_taking.json`, `interrupt.json`),
+  `transcription.json` (text with word timestamps) and, for user interruption, `context.wav` and
+  `interrupt.wav`. Times are seconds from the start of `input.wav`.
+- `evaluation/evaluate.py`: the task names `pause_handling`, `backchannel`, `smooth_turn_taking`,
+  `user_interruption`, each run as `evaluate.py --task T --root_dir DIR` on one task folder.
+- `evaluation/eval_pause_handling.py`: reads only the model's `output.json` (`chunks[].timestamp`);
+  metric TOR (take-over rate: output over 1 s or more than 3 words). Lists every entry of the
+  root as a folder (l. 18-24), so a task root holds item folders only.
+- `evaluation/eval_smooth_turn_taking.py`: `turn_taking.json[0]["timestamp"][0]` is the user's
+  turn end (l. 48); metrics TOR and latency = first output word - that time (l. 70-73). Same
+  folder-only listing (l. 23-34).
+- `evaluation/eval_user_interruption.py`: `interrupt.json[0]` fields `interrupt` (text),
+  `context` (text) and `timestamp[1]` = end of the interruption (l. 86-88); metrics TOR, latency
+  from `timestamp[1]`, and a GPT-4 relevance rating of the reply. `os.walk` takes every folder
+  below the root as an item (l. 57-59), so items hold no sub-folders.
+- `evaluation/eval_backchannel.py`: item folders must be named by digits (`spk.isdigit()`, l. 28);
+  the reference is `./icc_gt_distribution.json` (cwd), `{ID: histogram}` (l. 19-21, 137), the
+  normalised count of reference backchannels per 0.2 s window, epsilon 1e-10 added (l. 120-134);
+  metrics TOR, backchannel frequency (per second of output) and JSD against that histogram.
+- `get_transcript/asr.py`: makes `output.json` from the model's `output.wav`; for user
+  interruption it transcribes only after `interrupt.json[0]["timestamp"][1]` (l. 33-45).
+- `model_inference/freeze-omni/smooth_turn_taking.py` (l. 462-467): reads `turn_taking.json`
+  `timestamp[0]` as the end of the user's speech in `input.wav`, i.e. silence follows it;
+  `.../user_interruption.py` (l. 447-473) builds its own input from `context.wav` + silence +
+  `interrupt.wav`.
+- `evaluation/example_data/*/1/`: `pause.json` = `[{"text": "[PAUSE]", "timestamp": [3.32, 4.0]}]`
+  in a 4.72 s input whose speech resumes for ~0.7 s after the pause; `turn_taking.json` =
+  `[{"text": "[TURN-TAKING]", "timestamp": [end, ...]}]` with ~8 s of silence after the turn;
+  `transcription.json` = `[{"speaker": k, "item": [{"text", "timestamp": [s, e]}]}]`, the listener's
+  reference words beside the input speaker's; `interrupt.json` =
+  `[{"context", "interrupt", "timestamp": [onset, end]}]`.
+
+How items are cut from our dialogues (one item per event, IDs "1", "2", ... per task in sample
+order then time order; `index.json` beside the task folders maps each back to its sample, event
+and dialogue times). `input.wav` is the USER channel (channel 0) over the item's window with every
+sample outside the item's focal user turns set to digital zero (the benchmark's inputs hold only the
+focal speech; our other user speech there, e.g. a backchannel to the agent, is dropped), then
+`tail_s` of zeros where the model is expected to answer. The agent channel is not in `input.wav`:
+the model under test is the agent. It is written as `reference.wav` (agent channel over the same
+span, what our agent did): not read by any benchmark script, it can stand in as `output.wav` to
+score our own data. Windows start `lead_s` before the first focal turn.
+
+- `pause_handling`: a user turn with within-turn silent pauses (`HesitationEvent` kind `pause`);
+  input = that turn up to `pause_resume_s` after its last pause (or its end); no tail, as in the
+  benchmark's example. `pause.json` lists the pauses, `[{"text": "[PAUSE]", "timestamp": [s, e]}]`.
+- `backchannel`: a user floor turn during which the agent backchannels (`BackchannelEvent`,
+  channel agent); input = that turn plus `lead_s` of silence. `backchannel.json` (ours, same
+  shape as `pause.json`, text = the token) lists the agent's backchannels, and the task root's
+  `icc_gt_distribution.json` holds their histogram computed exactly as the eval bins predictions.
+- `smooth_turn_taking`: a completed user floor turn (`EndOfTurnEvent`) answered by an agent floor
+  turn; input = the turn + `tail_s` of silence. `turn_taking.json` = `[{"text": "[TURN-TAKING]",
+  "timestamp": [turn end, our agent's reply onset (not before the end)]}]` (the evals read [0]).
+- `user_interruption`: a user barge-in on an agent turn (`BargeInEvent` by user); context = the
+  user's last floor turn begun before the interrupted agent turn; input = context + (zeroed) agent turn
+  time + the interrupting turn + `tail_s`; `interrupt.json` = `[{"context": text, "interrupt":
+  text, "timestamp": [onset, interrupting turn end]}]`, and `context.wav` / `interrupt.wav` hold
+  those two user turns alone.
+
+`transcription.json` = `[{"speaker": 0, "item": user words in input.wav}, {"speaker": 1, "item":
+agent words in the window (reference, not in input.wav)}]`; speaker numbers are our channel indices.
+
+Nothing is dropped silently: `export` returns per task the items written and, by reason, the samples
+that gave none and the events left out.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from factory.audio.mix import to_pcm16
+from factory.models import (
+    BackchannelEvent,
+    BargeInEvent,
+    Channel,
+    EndOfTurnEvent,
+    EndReason,
+    HesitationEvent,
+    Sample,
+    Timeline,
+    TimelineTurn,
+    TurnKind,
+)
+
+TASKS = ("pause_handling", "backchannel", "smooth_turn_taking", "user_interruption")
+TASK_FILES = {
+    "pause_handling": "pause.json",
+    "backchannel": "backchannel.json",
+    "smooth_turn_taking": "turn_taking.json",
+    "user_interruption": "interrupt.json",
+}
+GT_DISTRIBUTION = "icc_gt_distribution.json"  # eval_backchannel.py l. 19: read from the cwd
+BC_WINDOW_S, BC_EPSILON = 0.2, 1e-10  # eval_backchannel.py l. 12-13
+
+
+class FdbExportError(ValueError):
+    """Bad options or an output folder that would mix with an earlier export."""
+
+
+@dataclass(frozen=True)
+class FdbOptions:
+    lead_s: float = 0.5  # silence before the first focal turn
+    tail_s: float = 8.0  # silence after a turn end / interruption (the turn-taking example has ~8.4 s)
+    pause_resume_s: float = 0.7  # speech kept after a pause (the benchmark's example keeps ~0.7 s)
+    split: str | None = "test"  # export only samples of this split; None: every sample
+
+    def __post_init__(self) -> None:
+        for name in ("lead_s", "tail_s", "pause_resume_s"):
+            value = getattr(self, name)
+            if not (0 <= value <= 60):
+                raise FdbExportError(f"{name}={value}: must be between 0 and 60 seconds")
+
+
+@dataclass
+class _Item:
+    """One benchmark item, in samples of the dialogue."""
+
+    start: int  # first dialogue sample of input.wav
+    stop: int  # dialogue audio ends here (exclusive); zeros follow
+    tail: int  # zero samples appended
+    keep: list[tuple[int, int]]  # user-channel ranges copied; the rest of the window is zero
+    annotation: Callable[[Callable[[float], float]], object]  # task JSON, given dialogue time -> item time
+    event: dict  # for index.json, dialogue seconds
+    clips: dict[str, tuple[int, int]] = field(default_factory=dict)  # extra wavs: name -> user range
+
+
+@dataclass
+class _Found:
+    items: list[_Item] = field(default_factory=list)
+    left_out: Counter = field(default_factory=Counter)  # events not made into items, by reason
+    none_reason: str = ""  # why a sample gave no item, when it gave none
+
+
+def _floor_turn(t: TimelineTurn) -> bool:
+    return t.kind is TurnKind.turn and t.end_reason is not EndReason.yielded
+
+
+def _n(t: float, sr: int) -> int:
+    return round(t * sr)  # timeline times lie on the sample grid
+
+
+def _pause_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
+    found, by_turn = _Found(), {}
+    for e in tl.events:
+        if isinstance(e, HesitationEvent) and e.kind == "pause":
+            if e.channel is Channel.user:
+                by_turn.setdefault(e.turn, []).append(e)
+            else:
+                found.left_out["pause in an agent turn (the benchmark's pauses are the user's)"] += 1
+    for turn_id, pauses in by_turn.items():
+        turn = tl.turn(turn_id)
+        a, z = _n(turn.start, sr), _n(turn.end, sr)
+        stop = min(_n(pauses[-1].end + o.pause_resume_s, sr), z)
+        spans = [(p.start, p.end) for p in pauses]
+        found.items.append(
+            _Item(
+                start=max(0, a - _n(o.lead_s, sr)),
+                stop=stop,
+                tail=0,
+                keep=[(a, stop)],
+                annotation=lambda rel, spans=spans: [
+                    {"text": "[PAUSE]", "timestamp": [rel(s), rel(e)]} for s, e in spans
+                ],
+                event={"turn": turn_id, "pauses": [list(s) for s in spans]},
+            )
+        )
+    if not found.items:
+        found.none_reason = "no pause in a user turn"
+    return found
+
+
+def _backchannel_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
+    found, by_turn = _Found(), {}
+    for e in tl.events:
+        if isinstance(e, BackchannelEvent):
+            host = tl.turn(e.during_turn)
+            if e.channel is Channel.agent and host.channel is Channel.user and _floor_turn(host):
+                by_turn.setdefault(e.during_turn, []).append(e)
+            else:
+                found.left_out["backchannel by the user (the benchmark scores the model's backchannels)"] += 1
+    for turn_id, events in by_turn.items():
+        turn = tl.turn(turn_id)
+        a, z = _n(turn.start, sr), _n(turn.end, sr)
+        spans = [(e.start, e.end, tl.turn(e.turn).spoken_text) for e in events]
+        found.items.append(
+            _Item(
+                start=max(0, a - _n(o.lead_s, sr)),
+                stop=z,
+                tail=_n(o.lead_s, sr),
+                keep=[(a, z)],
+                annotation=lambda rel, spans=spans: [
+                    {"text": text, "timestamp": [rel(s), rel(e)]} for s, e, text in spans
+                ],
+                event={"turn": turn_id, "backchannels": [[s, e] for s, e, _ in spans]},
+            )
+        )
+    if not found.items:
+        found.none_reason = "no agent backchannel during a user turn"
+    return found
+
+
+def _turn_taking_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
+    found = _Found()
+    floor = sorted((t for t in tl.turns if _floor_turn(t)), key=lambda t: t.start)
+    for e in tl.events:
+        if not (isinstance(e, EndOfTurnEvent) and e.channel is Channel.user):
+            continue
+        turn = tl.turn(e.turn)
+        if turn.kind is not TurnKind.turn:
+            continue
+        after = [t for t in floor if t.start > turn.start and t.id != turn.id]
+        if not after:
+            found.left_out["user turn end with no reply (the dialogue ends)"] += 1
+            continue
+        reply = after[0]
+        if reply.channel is not Channel.agent:
+            found.left_out["the user speaks on before the agent replies"] += 1
+            continue
+        a, z = _n(turn.start, sr), _n(turn.end, sr)
+        end, onset = turn.end, max(reply.start, turn.end)
+        found.items.append(
+            _Item(
+                start=max(0, a - _n(o.lead_s, sr)),
+                stop=z,
+                tail=_n(o.tail_s, sr),
+                keep=[(a, z)],
+                annotation=lambda rel, end=end, onset=onset: [
+                    {"text": "[TURN-TAKING]", "timestamp": [rel(end), rel(onset)]}
+                ],
+                event={"turn": turn.id, "turn_end": end, "reply_turn": reply.id, "reply_start": reply.start},
+            )
+        )
+    if not found.items:
+        found.none_reason = "no completed user turn answered by the agent"
+    return found
+
+
+def _interruption_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
+    found = _Found()
+    for e in tl.events:
+        if not isinstance(e, BargeInEvent):
+            continue
+        if e.by is not Channel.user:
+            found.left_out["barge-in by the agent (the benchmark's interruptions are the user's)"] += 1
+            continue
+        victim, interrupter = tl.turn(e.victim_turn), tl.turn(e.turn)
+        if interrupter.end_reason is not EndReason.complete:
+            found.left_out["the interrupting user turn was itself cut"] += 1
+            continue
+        # the user's last floor turn begun before the agent's turn (it may overlap the agent's start)
+        before = [
+            t
+            for t in tl.turns
+            if t.channel is Channel.user and _floor_turn(t) and t.start < victim.start and t.id != interrupter.id
+        ]
+        if not before:
+            found.left_out["no user turn before the interrupted agent turn (no context)"] += 1
+            continue
+        context = max(before, key=lambda t: t.start)
+        ctx = (_n(context.start, sr), _n(context.end, sr))
+        intr = (_n(interrupter.start, sr), _n(interrupter.end, sr))
+        onset, end = e.onset, interrupter.end
+        found.items.append(
+            _Item(
+                start=max(0, ctx[0] - _n(o.lead_s, sr)),
+                stop=intr[1],
+                tail=_n(o.tail_s, sr),
+                keep=[ctx, intr],
+                annotation=lambda rel, c=context.spoken_text, i=interrupter.spoken_text, s=onset, z=end: [
+                    {"context": c, "interrupt": i, "timestamp": [rel(s), rel(z)]}
+                ],
+                event={
+                    "context_turn": context.id,
+                    "victim_turn": victim.id,
+                    "interrupt_turn": interrupter.id,
+                    "onset": onset,
+                    "interrupt_end": end,
+                },
+                clips={"context.wav": ctx, "interrupt.wav": intr},
+            )
+        )
+    if not found.items:
+        found.none_reason = "no user barge-in with a context turn"
+    return found
+
+
+FINDERS = {
+    "pause_handling": _pause_items,
+    "backchannel": _backchannel_items,
+    "smooth_turn_taking": _turn_taking_items,
+    "user_interruption": _interruption_items,
+}
+
+
+def _problem(sample: Sample) -> str | None:
+    """Why a sample cannot be cut into items (damaged or inconsistent), or None."""
+    tl, stems = sample.timeline, sample.stems
+    if stems.ndim != 2 or stems.shape[1] != 2:
+        return "audio is not two-channel (user, agent)"
+    last = max((_n(t.end, sample.sample_rate) for t in tl.turns), default=0)
+    if len(stems) < last:
+        return "audio ends before the timeline's last turn (truncated)"
+    ids = {t.id for t in tl.turns}
+    refs = {getattr(e, name) for e in tl.events for name in ("turn", "during_turn", "victim_turn") if hasattr(e, name)}
+    if not refs <= ids:
+        return "a timeline event refers to a turn the timeline does not hold"
+    return None
+
+
+def gt_histogram(spans: Iterable[tuple[float, float]], duration: float) -> list[float]:
+    """Reference backchannel distribution over an item, binned exactly as eval_backchannel.py
+    (l. 120-134) bins a model's backchannels: counts per 0.2 s window, + epsilon, normalised."""
+    counts = np.zeros(int(duration / BC_WINDOW_S) + 1)
+    for s, e in spans:
+        for i in range(int(s / BC_WINDOW_S), int(e / BC_WINDOW_S) + 1):
+            if i < len(counts):
+                counts[i] += 1
+    counts = counts + BC_EPSILON
+    return (counts / counts.sum()).tolist()
+
+
+def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
+    sf.write(path, to_pcm16(audio), sr, subtype="PCM_16")
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _write_item(folder: Path, task: str, item: _Item, sample: Sample) -> dict:
+    sr, tl = sample.sample_rate, sample.timeline
+    stems = sample.stems
+    length = item.stop - item.start + item.tail
+    user = np.zeros(length, np.float32)
+    for a, z in item.keep:
+        a, z = max(a, item.start), min(z, item.stop)
+        user[a - item.start : z - item.start] = stems[a:z, Channel.user.index]
+    agent = np.zeros(length, np.float32)
+    agent_src = stems[item.start : item.start + length, Channel.agent.index]
+    agent[: len(agent_src)] = agent_src
+
+    def rel(t: float) -> float:
+        return round((_n(t, sr) - item.start) / sr, 6)
+
+    folder.mkdir(parents=True)
+    _write_wav(folder / "input.wav", user, sr)
+    _write_wav(folder / "reference.wav", agent, sr)
+    for name, (a, z) in item.clips.items():
+        _write_wav(folder / name, stems[a:z, Channel.user.index], sr)
+    _write_json(folder / TASK_FILES[task], item.annotation(rel))
+    window_end = (item.start + length) / sr
+
+    def in_input(w) -> bool:
+        n0, n1 = _n(w.start, sr), _n(w.end, sr)
+        return any(a <= n0 and n1 <= min(z, item.stop) for a, z in item.keep)
+
+    user_words = [w for w in tl.words if w.spoken and w.channel is Channel.user and in_input(w)]
+    agent_words = [
+        w
+        for w in tl.words
+        if w.spoken and w.channel is Channel.agent and w.start >= item.start / sr and w.end <= window_end
+    ]
+    _write_json(
+        folder / "transcription.json",
+        [
+            {"speaker": ch.index, "item": [{"text": w.word, "timestamp": [rel(w.start), rel(w.end)]} for w in ws]}
+            for ch, ws in ((Channel.user, user_words), (Channel.agent, agent_words))
+        ],
+    )
+    return {
+        "sample_id": sample.id,
+        "split": sample.meta.split,
+        "user_voice": tl.voices.get(Channel.user),
+        "agent_voice": tl.voices.get(Channel.agent),
+        "window": [item.start / sr, window_end],
+        "duration": length / sr,
+        "event": item.event,
+    }
+
+
+def export(
+    samples: Iterable[Sample],
+    out_dir: Path,
+    *,
+    tasks: Iterable[str] | None = None,
+    overwrite: bool = False,
+    on_sample: Callable[[Sample], None] | None = None,
+    **options: object,
+) -> dict:
+    """Write Full-Duplex-Bench items for `tasks` (default all four) under `out_dir/{task}/{ID}/`.
+
+    `options` are `FdbOptions` fields (`lead_s`, `tail_s`, `pause_resume_s`, `split`). Returns
+    `{"samples": n read, "excluded": {reason: n} (another split), "rejected": {reason: n} (damaged
+    samples: not two-channel, audio shorter than the timeline, dangling turn ids), "tasks": {task:
+    {"items", "samples_with_items", "samples_without": {reason: n}, "events_left_out": {reason:
+    n}}}}`; the same report and the item index go to `out_dir/index.json`."""
+    tasks = list(TASKS if tasks is None else tasks)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise FdbExportError(f"unknown task(s) {unknown or tasks}; choose from {', '.join(TASKS)}")
+    bad = set(options) - set(FdbOptions.__dataclass_fields__)
+    if bad:
+        raise FdbExportError(f"unknown option(s) {sorted(bad)}; options: {sorted(FdbOptions.__dataclass_fields__)}")
+    opts = FdbOptions(**options)  # type: ignore[arg-type]
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FdbExportError(
+                f"{out_dir} is not empty: items of an earlier export would mix in (overwrite=True, --overwrite)"
+            )
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    report: dict = {"samples": 0, "excluded": Counter(), "rejected": Counter(), "tasks": {}}
+    counts = {
+        t: {"items": 0, "samples_with_items": 0, "samples_without": Counter(), "events_left_out": Counter()}
+        for t in tasks
+    }
+    index: dict[str, dict[str, dict]] = {t: {} for t in tasks}
+    histograms: dict[str, list[float]] = {}
+    for sample in samples:
+        report["samples"] += 1
+        if on_sample is not None:
+            on_sample(sample)
+        if opts.split is not None and sample.meta.split != opts.split:
+            report["excluded"][f"split {sample.meta.split!r} (exporting {opts.split!r})"] += 1
+            continue
+        problem = _problem(sample)
+        if problem is not None:
+            report["rejected"][problem] += 1
+            continue
+        for task in tasks:
+            found, c = FINDERS[task](sample.timeline, sample.sample_rate, opts), counts[task]
+            c["events_left_out"].update(found.left_out)
+            if not found.items:
+                c["samples_without"][found.none_reason] += 1
+                continue
+            c["samples_with_items"] += 1
+            for item in found.items:
+                c["items"] += 1
+                item_id = str(c["items"])
+                entry = _write_item(out_dir / task / item_id, task, item, sample)
+                index[task][item_id] = entry
+                if task == "backchannel":
+                    sr = sample.sample_rate
+                    spans = [
+                        ((_n(s, sr) - item.start) / sr, (_n(e, sr) - item.start) / sr)
+                        for s, e in entry["event"]["backchannels"]
+                    ]
+                    histograms[item_id] = gt_histogram(spans, entry["duration"])
+    if histograms:
+        _write_json(out_dir / "backchannel" / GT_DISTRIBUTION, histograms)
+    for task in tasks:
+        c = counts[task]
+        report["tasks"][task] = {k: dict(v) if isinstance(v, Counter) else v for k, v in c.items()}
+    report["excluded"], report["rejected"] = dict(report["excluded"]), dict(report["rejected"])
+    report["options"] = {k: getattr(opts, k) for k in FdbOptions.__dataclass_fields__}
+    _write_json(out_dir / "index.json", {"report": report, "items": index})
+    return report

@@ -1,0 +1,1 @@
+"""Publishing finished runs: the Hugging Face Hub (`hub.push_run`)."""

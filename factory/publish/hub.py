@@ -1,0 +1,180 @@
+"""Push a run folder to a Hugging Face Hub dataset repo, resumably.
+
+huggingface_hub 2.4 has no `upload_large_folder`, and one `upload_folder` commit of a 400K-sample
+run (hundreds of GB) is one long all-or-nothing call. So a push is a series of small commits:
+
+1. `paths-info` on every file we publish: a file whose remote LFS sha256 (or, for small regular
+   files, git blob id) equals the local one is already there and is skipped;
+2. one commit per missing shard (`data/<split>-NNNNN-of-NNNNN.parquet`, uploaded through LFS), so
+   an interrupted push keeps every shard it finished;
+3. a last commit with the card (`README.md`), `manifest.parquet` and `config.yaml`, so the Hub
+   never shows a card describing shards that are not there yet.
+
+A re-run after an interruption uploads only what is missing. Each commit is retried with
+exponential backoff (on top of huggingface_hub's own per-request retries) before the push gives up
+with a message naming the file.
+
+The token is never a parameter: huggingface_hub reads `HF_TOKEN` or the stored `hf auth login`
+token itself. Nothing here formats a request's headers into a message; `redact` scrubs any
+exception text we re-raise, in case a library puts the token into one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+from pydantic import BaseModel
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from factory.run.io import sha256_file
+from factory.run.read import complete_shards
+
+# What a dataset repo holds, besides the shards; the rest of a run folder (shard records,
+# signatures, manifest parts) is the factory's own bookkeeping.
+ROOT_FILES = ("manifest.parquet", "config.yaml", "audit.parquet", "card/overview.png")
+CARD = "README.md"
+PATHS_INFO_CHUNK = 500  # paths per paths-info request (the Hub caps request sizes)
+
+
+class PushError(RuntimeError):
+    """A push that cannot go on; the message says which file and why (never the token)."""
+
+
+class PushReport(BaseModel):
+    repo_id: str
+    revision: str
+    uploaded: list[str]
+    skipped: list[str]
+    commits: int
+    bytes_uploaded: int
+
+
+def git_blob_id(data: bytes) -> str:
+    """The git blob sha1 the Hub reports as the `oid` of a regular (non-LFS) file."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+def redact(text: str, token: str | None = None) -> str:
+    """`text` with Hugging Face tokens (the given one, and anything shaped like one) masked."""
+    if token:
+        text = text.replace(token, "hf_***")
+    return _TOKEN_RE.sub("hf_***", text)
+
+
+def publish_plan(run_dir: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """(shards, root files) to publish as (path in repo, local path). Only finished, verified shards
+    count, so a run still being generated can be pushed as far as it goes."""
+    run_dir = Path(run_dir)
+    shards = [(f"data/{p.name}", p) for p in complete_shards(run_dir, verify=True)]
+    root = [(name, run_dir / name) for name in ROOT_FILES if (run_dir / name).exists()]
+    if (run_dir / CARD).exists():
+        root.append((CARD, run_dir / CARD))
+    return shards, root
+
+
+def _remote_state(api: HfApi, repo_id: str, revision: str, paths: list[str]) -> dict[str, tuple[str, str]]:
+    """path -> ("lfs", sha256) or ("git", blob id) for the paths that exist on the remote."""
+    state: dict[str, tuple[str, str]] = {}
+    for i in range(0, len(paths), PATHS_INFO_CHUNK):
+        for info in api.get_paths_info(
+            repo_id, paths[i : i + PATHS_INFO_CHUNK], repo_type="dataset", revision=revision
+        ):
+            if getattr(info, "lfs", None):
+                state[info.path] = ("lfs", info.lfs.sha256)
+            elif getattr(info, "blob_id", None):
+                state[info.path] = ("git", info.blob_id)
+    return state
+
+
+def _same(remote: tuple[str, str] | None, local: Path) -> bool:
+    if remote is None:
+        return False
+    kind, oid = remote
+    if kind == "lfs":
+        return oid == sha256_file(local)
+    return oid == git_blob_id(local.read_bytes())
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        return status is None or status >= 500 or status in (408, 429)
+    return isinstance(exc, OSError | TimeoutError | ConnectionError)
+
+
+def push_run(
+    run_dir: Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    api: HfApi | None = None,
+    attempts: int = 4,
+    wait_s: float = 2.0,
+    on_file: Callable[[str, str], None] | None = None,
+) -> PushReport:
+    """Push `run_dir` to the dataset repo `repo_id`; see the module docstring. `on_file(path, what)`
+    reports progress ("skip" or "upload")."""
+    api = api or HfApi()
+    revision = revision or "main"
+    shards, root = publish_plan(run_dir)
+    if not shards:
+        raise PushError(f"{run_dir} has no finished shard to push")
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if revision != "main":
+            api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
+        remote = _remote_state(api, repo_id, revision, [p for p, _ in shards + root])
+    except HfHubHTTPError as exc:
+        raise PushError(redact(f"cannot reach dataset repo {repo_id}: {exc}")) from None
+
+    report = PushReport(repo_id=repo_id, revision=revision, uploaded=[], skipped=[], commits=0, bytes_uploaded=0)
+    # One commit per shard, then the card and the files that describe the whole run.
+    batches = [[item] for item in shards] + [root]
+    for batch in batches:
+        todo = []
+        for path_in_repo, local in batch:
+            if _same(remote.get(path_in_repo), local):
+                report.skipped.append(path_in_repo)
+                if on_file:
+                    on_file(path_in_repo, "skip")
+            else:
+                todo.append((path_in_repo, local))
+        if not todo:
+            continue
+        operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(local)) for p, local in todo]
+        message = f"Add {todo[0][0]}" if len(todo) == 1 else f"Add {', '.join(p for p, _ in todo)}"
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(attempts),
+                wait=wait_exponential(multiplier=wait_s, max=60),
+                retry=retry_if_exception(_retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    api.create_commit(
+                        repo_id, operations, commit_message=message, repo_type="dataset", revision=revision
+                    )
+        except Exception as exc:  # noqa: BLE001 - re-raised as PushError with the file named
+            names = ", ".join(p for p, _ in todo)
+            raise PushError(
+                redact(
+                    f"commit of {names} failed after {attempts} attempts: {type(exc).__name__}: {exc}. "
+                    f"{len(report.uploaded)} files were pushed; re-run the same command to resume."
+                )
+            ) from None
+        report.commits += 1
+        for p, local in todo:
+            report.uploaded.append(p)
+            report.bytes_uploaded += local.stat().st_size
+            if on_file:
+                on_file(p, "upload")
+    return report

@@ -1,0 +1,156 @@
+"""`duplex-factory push` against a Hub on 127.0.0.1 (tests/hub_server.py) that speaks the upload
+API huggingface_hub really calls: preupload, LFS batch and upload, NDJSON commit, paths-info.
+
+The truth comes from the server (what it stored, how often each file was committed and each LFS
+object uploaded, the Authorization header it received) and from `datasets.load_dataset` reading
+the repo back through the same server, in a fresh process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from factory.publish.hub import git_blob_id, publish_plan, redact
+from tests.hub_server import FakeHub
+
+TOKEN = "hf_DuplexFactoryFakeToken0123456789abcdef"  # recognisable, so a leak is found by grep
+CLI = Path(sys.executable).parent / "duplex-factory"
+
+
+def _env(hub: FakeHub, tmp: Path, token: str | None = TOKEN) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("HF_TOKEN", None)
+    env |= {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp / "hf-home"),  # no stored login from this machine
+        "HF_HUB_DISABLE_XET": "1",  # the fake Hub speaks LFS, not Xet (the real Hub speaks both)
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_DATASETS_CACHE": str(tmp / "datasets-cache"),
+    }
+    if token:
+        env["HF_TOKEN"] = token
+    return env
+
+
+def _push(run: Path, env: dict[str, str], repo: str = "lab/duplex-tiny") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CLI), "push", str(run), "--repo", repo], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def pushed(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A push killed during its second commit, then the same command again."""
+    tmp = tmp_path_factory.mktemp("push")
+    with FakeHub(TOKEN) as hub:
+        env = _env(hub, tmp)
+        hub.stall_commit = 2  # shard 0 lands; shard 1's commit hangs and the process is killed
+        proc = subprocess.Popen(
+            [str(CLI), "push", str(tiny_run), "--repo", "lab/duplex-tiny"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert hub.stalled.wait(timeout=240), "the push never reached its second commit"
+        proc.send_signal(signal.SIGKILL)
+        first_out, first_err = proc.communicate(timeout=60)
+        hub.release.set()
+        assert proc.returncode == -signal.SIGKILL
+        after_kill = dict(hub.repos["lab/duplex-tiny"].files)
+        hub.stall_commit = None
+        second = _push(tiny_run, env)
+        yield {
+            "hub": hub,
+            "env": env,
+            "tmp": tmp,
+            "after_kill": after_kill,
+            "second": second,
+            "logs": first_out + first_err + second.stdout + second.stderr,
+        }
+
+
+def test_interrupted_push_resumes_and_every_file_lands_once_with_identical_bytes(tiny_run, pushed) -> None:
+    hub, second = pushed["hub"], pushed["second"]
+    assert second.returncode == 0, second.stdout + second.stderr
+    shards, root = publish_plan(tiny_run)
+    assert len(shards) == 2 and {p for p, _ in root} >= {"README.md", "manifest.parquet", "config.yaml"}
+    # The kill left exactly the first shard; the re-run skipped it and sent the rest.
+    assert set(pushed["after_kill"]) == {shards[0][0]}
+    assert f"skip   {shards[0][0]}" in second.stdout
+    repo = hub.repos["lab/duplex-tiny"]
+    assert set(repo.files) == {p for p, _ in shards + root}
+    for path_in_repo, local in shards + root:
+        assert hub.file_bytes("lab/duplex-tiny", path_in_repo) == local.read_bytes(), path_in_repo
+        assert repo.commits_per_path[path_in_repo] == 1, path_in_repo
+    assert all(n == 1 for n in hub.lfs_uploads.values()), hub.lfs_uploads
+    # Shards travel through LFS; the card is a regular file committed last, after every shard.
+    assert all(repo.files[p][1] for p, _ in shards) and not repo.files["README.md"][1]
+    assert repo.commit_messages[-1].startswith("Add") and "README.md" in repo.commit_messages[-1]
+    # Every request that needed the token carried it.
+    assert hub.unauthorized == []
+
+
+def test_a_third_push_uploads_nothing(tiny_run, pushed) -> None:
+    hub = pushed["hub"]
+    before = len(hub.repos["lab/duplex-tiny"].commits)
+    again = _push(tiny_run, pushed["env"])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(hub.repos["lab/duplex-tiny"].commits) == before
+    assert "0 files pushed" in again.stdout
+
+
+def test_load_dataset_reads_the_pushed_repo_back(tiny_run, pushed) -> None:
+    code = (
+        "import sys, json\n"
+        "from datasets import load_dataset, Audio\n"
+        "ds = load_dataset('lab/duplex-tiny', split='train')\n"
+        "for c in ('audio', 'audio_augmented'):\n"
+        "    ds = ds.cast_column(c, Audio(decode=False))\n"
+        "out = [{'id': r['id'], 'audio': r['audio']['bytes'].hex()} for r in ds]\n"
+        "json.dump(out, sys.stdout)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=pushed["env"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    loaded = {r["id"]: bytes.fromhex(r["audio"]) for r in json.loads(result.stdout)}
+    local = {}
+    for path in sorted((tiny_run / "data").glob("*.parquet")):
+        for row in pq.read_table(path, columns=["id", "audio"]).to_pylist():
+            local[row["id"]] = row["audio"]["bytes"]
+    assert loaded == local
+    stereo, _ = sf.read(io.BytesIO(next(iter(loaded.values()))), always_2d=True)
+    assert stereo.shape[1] == 2
+
+
+def test_the_token_never_shows_in_logs_or_outputs(tiny_run, pushed) -> None:
+    assert TOKEN not in pushed["logs"]
+    for path in tiny_run.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    # ...but it was what authorised the writes (a push without it is refused, clearly).
+    result = _push(tiny_run, _env(pushed["hub"], pushed["tmp"], token=None), repo="lab/other")
+    assert result.returncode == 6
+    assert "401" in result.stdout and TOKEN not in result.stdout + result.stderr
+
+
+def test_redact_masks_tokens() -> None:
+    assert redact(f"Authorization: Bearer {TOKEN}") == "Authorization: Bearer hf_***"
+    assert redact("hf_abcdefghijklmnop and more", token=None) == "hf_*** and more"
+
+
+def test_git_blob_id_is_gits() -> None:
+    # `git hash-object` of "hello\n"
+    assert git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
