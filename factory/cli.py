@@ -174,16 +174,9 @@ def push(
     )
 
 
-@app.command("export-eval")
-def export_eval(
-    run_dir: Path,
-    out: Annotated[Path, typer.Option("--out", help="folder to write the task folders into")],
-    task: Annotated[list[str] | None, typer.Option("--task", help="one task (repeatable); default all four")] = None,
-    split: Annotated[str, typer.Option(help="export samples of this split; 'all' for every sample")] = "test",
-    overwrite: Annotated[bool, typer.Option(help="replace a non-empty OUT")] = False,
-) -> None:
-    """Write the run's SPLIT (default test) as Full-Duplex-Bench items: OUT/{task}/{ID}/ with
-    input.wav (user channel) and the task's JSON (see factory/export/fdb.py)."""
+def _export_eval(run_dir: Path, out: Path, tasks: list[str] | None, split: str, overwrite: bool) -> None:
+    """`export --format eval`: the run's SPLIT (default test) as Full-Duplex-Bench items, OUT/{task}/{ID}/
+    with input.wav (user channel) and the task's JSON (see factory/export/fdb.py)."""
     from factory.export.fdb import FdbExportError, export
     from factory.run.read import RunFolderError, read_samples
 
@@ -193,7 +186,7 @@ def export_eval(
             report = export(
                 read_samples(run_dir),
                 out,
-                tasks=task or None,
+                tasks=tasks or None,
                 overwrite=overwrite,
                 split=None if split == "all" else split,
                 on_sample=lambda _: bar.advance(progress),
@@ -280,7 +273,9 @@ def _rejection_counts(reasons: list[str | None]) -> str:
 @app.command("export")
 def export_cmd(
     run_dir: Path,
-    format_: Annotated[str, typer.Option("--format", "-f", help="bayling, dgslm, lslm, units-1s, moshi, nemo-duplex")],
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="bayling, dgslm, lslm, units-1s, moshi, nemo-duplex, eval")
+    ],
     out: Annotated[Path | None, typer.Option(help="export folder; default RUN_DIR/exports/FORMAT")] = None,
     audio_tokenizer: Annotated[str, typer.Option(help="units (fitted on the run), mimi, encodec")] = "units",
     weights: Annotated[Path | None, typer.Option(help="local weights folder of mimi/encodec")] = None,
@@ -293,10 +288,32 @@ def export_cmd(
     augmented: Annotated[bool, typer.Option(help="tokenize the augmented mix")] = False,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="format option KEY=VALUE")] = None,
 ) -> None:
-    """Export a finished run as training shards of FORMAT (token arrays + export.json sidecar)."""
+    """Export a finished run as training shards of FORMAT (token arrays + export.json sidecar), or with
+    `--format eval` its test split as Full-Duplex-Bench items (-o split=test|train|dev|all,
+    -o tasks=pause_handling,backchannel,smooth_turn_taking,user_interruption, -o overwrite=true)."""
     from factory.export.base import ExportError, ExportOptions, export_run
     from factory.export.console import parse_options, run_with_progress
 
+    if format_ == "eval":
+        try:
+            opts = parse_options(option or [])
+        except ExportError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(exc.exit_code) from None
+        unknown = set(opts) - {"split", "tasks", "overwrite"}
+        if unknown:
+            console.print(f"[red]unknown eval option(s) {sorted(unknown)}: known are split, tasks, overwrite[/red]")
+            raise typer.Exit(2)
+        tasks = opts.get("tasks")
+        tasks = tasks.split(",") if isinstance(tasks, str) else tasks
+        _export_eval(
+            run_dir,
+            out or run_dir / "exports" / "eval",
+            tasks,
+            str(opts.get("split", "test")),
+            bool(opts.get("overwrite", False)),
+        )
+        return
     try:
         tokenizer_options = {"weights": str(weights)} if weights else {}
         if codebook:

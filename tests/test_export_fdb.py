@@ -337,10 +337,10 @@ def test_cli_export_eval_writes_the_same_bytes(tiny_run: Path, exported, samples
     from factory.cli import app
 
     runner = CliRunner()
-    refused = runner.invoke(app, ["export-eval", str(tiny_run), "--out", str(tmp_path / "none")])
+    refused = runner.invoke(app, ["export", str(tiny_run), "--format", "eval", "--out", str(tmp_path / "none")])
     assert refused.exit_code == 1 and "no item written" in refused.output  # a train-only run, split test
     out = tmp_path / "cli"
-    result = runner.invoke(app, ["export-eval", str(tiny_run), "--out", str(out), "--split", "train"])
+    result = runner.invoke(app, ["export", str(tiny_run), "-f", "eval", "--out", str(out), "-o", "split=train"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "index.json").read_text())["report"]
     assert report["tasks"]["backchannel"]["samples_without"] == {"no agent backchannel during a user turn": 4}
