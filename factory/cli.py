@@ -141,6 +141,23 @@ def plot(
     raise typer.Exit(1)
 
 
+@app.command()
+def audit(
+    run_dir: Path,
+    html: Annotated[Path | None, typer.Option("--html", help="write a static HTML report into this folder")] = None,
+    asr_turns: Annotated[int | None, typer.Option(help="turns per sample through ASR; default audit.asr_turns")] = None,
+    vad: Annotated[
+        list[str] | None, typer.Option(help="detector(s), primary first; default audit.vad + compare_vad")
+    ] = None,
+    players: Annotated[int, typer.Option(help="samples with audio players in the HTML report")] = 12,
+    audio_format: Annotated[str, typer.Option(help="report audio: flac (lossless) or ogg (small, Vorbis)")] = "flac",
+) -> None:
+    """Audit a run (or dataset) folder from its audio: table, RUN_DIR/audit.parquet, optional HTML."""
+    from factory.audit.cli import run_audit_command
+
+    raise typer.Exit(run_audit_command(console, run_dir, html, asr_turns, vad, players, audio_format))
+
+
 def _llm_http_note(stats: dict | None) -> str:
     """The HTTP LLM's retries and failures this run, e.g. "; LLM 40 requests, 3 retries (http_429 2, timeout 1)"."""
     if not stats:

@@ -27,7 +27,10 @@ def size_category(n_rows: int) -> str:
     return next((label for label, upper in _SIZE_CATEGORIES if n_rows < upper), "n>1T")
 
 
-def dataset_card(cfg: RunConfig, manifest: pl.DataFrame) -> str:
+def dataset_card(cfg: RunConfig, manifest: pl.DataFrame, audit: dict | None = None) -> str:
+    """The card of a run. `audit` (from `factory.audit.report.card_audit`, when the run has been
+    audited): `rows` of (measure, value, band, in band, reference) and `plot`, an image path
+    relative to the card."""
     ok = manifest.filter(pl.col("status") == "ok")
     rejected = manifest.filter(pl.col("status") == "rejected")
     hours = float(ok["duration"].sum() or 0) / 3600
@@ -69,6 +72,19 @@ def dataset_card(cfg: RunConfig, manifest: pl.DataFrame) -> str:
         ),
         "- the per-sample manifest (`manifest.parquet`) lists every sample, produced or rejected, with the reason.",
     ]
+    if audit:
+        lines += [
+            "",
+            "## Audit (measured from the audio)",
+            "",
+            f"{audit['summary']}",
+            "",
+            "| measure | value | human / quality band | in band | reference |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [f"| {m} | {v} | {b} | {ok} | {src} |" for m, v, b, ok, src in audit["rows"]]
+        if audit.get("plot"):
+            lines += ["", f"![floor-transfer offsets against Switchboard]({audit['plot']})"]
     if reasons is not None:
         lines += ["", "## Rejections", ""] + [f"- {r['reason']}: {r['len']}" for r in reasons.iter_rows(named=True)]
     return "\n".join(lines) + "\n"
