@@ -165,6 +165,14 @@ def iter_samples(
             problems.append(f"{src.path}: cannot read parquet ({type(exc).__name__}: {exc}); rest of shard skipped")
 
 
+def load_sample(run_dir: Path, sample_id: str) -> Sample:
+    """One sample of a run or dataset folder, by id (KeyError naming the folder when absent)."""
+    problems: list[str] = []
+    for _, sample in iter_samples(run_dir, ids={sample_id}, problems=problems):
+        return sample
+    raise KeyError(f"no readable sample {sample_id!r} in {run_dir}" + (f" ({problems[0]})" if problems else ""))
+
+
 def count_samples(run_dir: Path) -> int | None:
     """How many samples the folder's finished shards hold (for progress), if it can tell."""
     import pyarrow.parquet as pq
