@@ -201,11 +201,30 @@ def _print_summary(run_dir: Path) -> None:
     Console(width=max(console.width, 120)).print(table)
     if len(ok) > 20:
         console.print(f"... and {len(ok) - 20} more dialogues: {manifest}")
+    _print_audit_gates(run_dir, df)
     rejected = df.filter(pl.col("status") == "rejected")
     for row in rejected.head(20).iter_rows(named=True):
         console.print(f"[yellow]rejected {row['id']}: {row['reason']}[/yellow]")
     if len(rejected):
         console.print(f"[yellow]{_rejection_counts(rejected['reason'].to_list())}[/yellow]", highlight=False)
+
+
+def _print_audit_gates(run_dir: Path, manifest) -> None:
+    """Samples the audit gates flagged, and shards whose pooled measures left their band (records)."""
+    import json
+
+    import polars as pl
+
+    if "audit_flags" in manifest.columns:
+        flagged = manifest.filter(pl.col("audit_flags").is_not_null())
+        for row in flagged.head(10).iter_rows(named=True):
+            console.print(f"[yellow]audit flag {row['id']}: {row['audit_flags']}[/yellow]", highlight=False)
+        if len(flagged):
+            console.print(f"[yellow]{len(flagged)} samples flagged by the audit gates (manifest: audit_flags)[/yellow]")
+    for record in sorted((run_dir / "shards").glob("*.json")):
+        problems = (json.loads(record.read_text()).get("audit") or {}).get("problems") or []
+        if problems:
+            console.print(f"[yellow]shard {record.stem} audit: {'; '.join(problems)}[/yellow]", highlight=False)
 
 
 def _rejection_counts(reasons: list[str | None]) -> str:

@@ -22,7 +22,8 @@ def test_audit_notebook_runs_on_a_fresh_run(tiny_run: Path, monkeypatch: pytest.
     monkeypatch.setenv("DUPLEX_AUDIT_RUN", str(tiny_run))
     monkeypatch.setenv("DUPLEX_AUDIT_ASR_TURNS", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    resources = {"metadata": {"path": str(NOTEBOOK.parent)}}
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
     assert not _outputs(nb, "error")
     text = "".join(o.get("text", "") for o in _outputs(nb, "stream"))
     n_ok = pl.read_parquet(tiny_run / "manifest.parquet").filter(pl.col("status") == "ok").height
@@ -36,4 +37,3 @@ def test_audit_notebook_runs_on_a_fresh_run(tiny_run: Path, monkeypatch: pytest.
     assert len(audio) >= 4  # mix, user, agent, and a clip per barge-in
     tables = " ".join(o.get("data", {}).get("text/plain", "") for o in rich) + text
     assert "fto_p50_s" in tables and "transitions_in_overlap" in tables
-

@@ -164,4 +164,3 @@ def test_report_in_headless_chromium(report: dict, tmp_path: Path) -> None:
         assert browser.errors() == []
     finally:
         browser.close()
-

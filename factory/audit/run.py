@@ -121,7 +121,7 @@ def shard_sources(run_dir: Path, problems: list[str], notes: list[str]) -> list[
 
 def _sample_of(row: dict, path: Path) -> Sample:
     """A row as a Sample, or a ValueError naming the file, the id and what is wrong."""
-    from factory.export.hf import row_to_sample
+    from factory.export.hf import read_audio, row_meta
 
     sid = row.get("id", "?")
     try:
@@ -136,12 +136,20 @@ def _sample_of(row: dict, path: Path) -> Sample:
             "(an older run: regenerate it, or audit it with the factory version that wrote it)"
         )
     try:
-        return row_to_sample(row)
+        meta = row_meta(row)
     except KeyError as exc:
         raise ValueError(f"{path}: sample {sid}: column {exc} missing (older schema)") from None
-    except Exception as exc:  # soundfile / pydantic: a damaged row must not stop the audit
-        kind = "audio could not be decoded" if "audio" in repr(exc).lower() or "sf" in type(exc).__module__ else ""
-        raise ValueError(f"{path}: sample {sid}: {kind or 'unreadable'} ({type(exc).__name__}: {exc})") from None
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ValueError(f"{path}: sample {sid}: metadata does not validate ({str(exc).splitlines()[0]})") from None
+    try:
+        stems = read_audio(row["audio"]["bytes"])[0]
+        aug = row.get("audio_augmented")
+        augmented = read_audio(aug["bytes"])[0] if aug and aug.get("bytes") else None
+    except Exception as exc:  # soundfile raises its own errors on damaged FLAC
+        raise ValueError(f"{path}: sample {sid}: audio could not be decoded ({type(exc).__name__}: {exc})") from None
+    if stems.ndim != 2 or stems.shape[1] != 2:
+        raise ValueError(f"{path}: sample {sid}: audio has shape {stems.shape}, expected (samples, 2)")
+    return Sample(meta=meta, stems=stems, augmented=augmented)
 
 
 def iter_samples(
