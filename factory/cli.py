@@ -150,7 +150,7 @@ def audit(
         list[str] | None, typer.Option(help="detector(s), primary first; default audit.vad + compare_vad")
     ] = None,
     players: Annotated[int, typer.Option(help="samples with audio players in the HTML report")] = 12,
-    audio_format: Annotated[str, typer.Option(help="report audio: flac (lossless) or ogg (small, Vorbis)")] = "flac",
+    audio_format: Annotated[str, typer.Option(help="report audio: flac (lossless) or ogg (Opus, small)")] = "flac",
 ) -> None:
     """Audit a run (or dataset) folder from its audio: table, RUN_DIR/audit.parquet, optional HTML."""
     from factory.audit.cli import run_audit_command

@@ -113,18 +113,23 @@ class DevTools:
 def report(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     run = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(tiny_run, run)
-    out = run.parent / "html"
-    result = CliRunner().invoke(app, ["audit", str(run), "--html", str(out), "--asr-turns", "0", "--players", "2"])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return {"out": out, "frame": pl.read_parquet(run / "audit.parquet")}
+    outs = {}
+    for fmt in ("flac", "ogg"):  # lossless, and the small Opus files a shared report uses
+        out = outs[fmt] = run.parent / f"html-{fmt}"
+        args = ["audit", str(run), "--html", str(out), "--asr-turns", "0", "--players", "2", "--audio-format", fmt]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert len(list((out / "audio").glob(f"*.{fmt}"))) == 6
+    return {"outs": outs, "frame": pl.read_parquet(run / "audit.parquet")}
 
 
 def test_report_in_headless_chromium(report: dict, tmp_path: Path) -> None:
     from PIL import Image, ImageStat
 
-    out, frame = report["out"], report["frame"]
+    out, frame = report["outs"]["flac"], report["frame"]
     pages = sorted((out / "samples").glob("*.html"))
     assert len(pages) == 2
+    pages += sorted((report["outs"]["ogg"] / "samples").glob("*.html"))
     browser = DevTools(tmp_path / "profile")
     try:
         browser.open((out / "index.html").as_uri())
@@ -158,7 +163,7 @@ def test_report_in_headless_chromium(report: dict, tmp_path: Path) -> None:
                 t = browser.evaluate("+document.querySelector('button[data-t]').dataset.t")
                 assert browser.evaluate("document.querySelector('audio[data-role=mix]').currentTime") >= t - 0.05
                 assert browser.evaluate("document.getElementById('cursor').style.left") != ""
-            (tmp_path / f"{page.stem}.png").write_bytes(
+            (tmp_path / f"{page.parent.parent.name}-{page.stem}.png").write_bytes(
                 base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
             )
         assert browser.errors() == []

@@ -25,6 +25,7 @@ from factory.audit.measures import audit_sample
 from factory.audit.run import RunAudit, iter_samples, worst
 from factory.run.io import atomic_write_text
 
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
@@ -95,8 +96,12 @@ def _write_audio(stems: np.ndarray, sr: int, path: Path, fmt: str) -> None:
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "ogg":
-        sf.write(path, stems, sr, format="OGG", subtype="VORBIS", compression_level=0.9)
+    if fmt == "ogg":  # Opus at its lowest bitrate (~6 kbit/s a channel): small enough to share, still intelligible
+        if sr not in OPUS_RATES:
+            import soxr
+
+            stems, sr = soxr.resample(stems, sr, 48_000).astype(np.float32), 48_000
+        sf.write(path, stems, sr, format="OGG", subtype="OPUS", compression_level=1.0)
     else:
         sf.write(path, stems, sr, format="FLAC", subtype="PCM_16")
 
