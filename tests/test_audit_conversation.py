@@ -169,3 +169,44 @@ def test_measure_stereo_rejects_bad_shapes_and_methods():
         measure_stereo(np.zeros(100, np.float32), 16_000)
     with pytest.raises(ValueError, match="unknown VAD"):
         measure_stereo(np.zeros((1600, 2), np.float32), 16_000, vad="nope")
+
+
+# --------------------------------------------------------------------------- barge-ins in the audio
+def _barge_in(onset: float, stop: float, by: str = "agent"):
+    from types import SimpleNamespace
+
+    from factory.models import BargeInEvent
+
+    event = BargeInEvent(start=onset, end=stop, by=by, turn=2, victim_turn=1, onset=onset, victim_stop=stop)
+    return SimpleNamespace(events=[event])
+
+
+@pytest.mark.parametrize(
+    ("victim", "interrupter", "found", "latency", "in_pause"),
+    [
+        # the victim speaks through the onset and stops 0.40 s later
+        ([(0, 300)], [(260, 500)], True, 0.40, False),
+        # the interrupter's own previous turn ends 50 ms before its barge-in: the onset is the new edge
+        ([(100, 300)], [(0, 255), (260, 500)], True, 0.40, False),
+        # the onset falls in a 300 ms pause of the victim, who resumes over the interrupter
+        ([(0, 250), (280, 300)], [(260, 500)], True, 0.40, True),
+        # a pause longer than the bridge inside the victim's speech after the onset is not its stop
+        ([(0, 265), (290, 300)], [(260, 500)], True, 0.40, False),
+        # the victim talks on a second past the planned stop: not a barge-in the audio shows
+        ([(0, 400)], [(260, 500)], False, None, False),
+        # the interrupter is silent near the planned onset
+        ([(0, 300)], [(350, 500)], False, None, False),
+    ],
+)
+def test_barge_ins_found_in_activity(victim, interrupter, found, latency, in_pause):
+    from factory.audit.measures import check_barge_ins
+
+    n = 600
+    tl = _barge_in(2.60, 3.00)
+    user, agent = _activity(victim, n), _activity(interrupter, n)
+    (b,) = check_barge_ins(tl, user, agent, F)
+    assert b.found is found
+    if found:
+        assert b.onset_audio == pytest.approx(2.60, abs=F)
+        assert b.latency_audio == pytest.approx(latency, abs=F)
+        assert b.in_pause is in_pause

@@ -46,6 +46,7 @@ class BargeInCheck:
     stop_plan: float
     onset_audio: float | None
     stop_audio: float | None
+    in_pause: bool = False  # the interrupter started while the victim was silent (a pause in its turn)
 
     @property
     def found(self) -> bool:
@@ -100,11 +101,15 @@ def agreement(plan: np.ndarray, audio: np.ndarray, tolerance_frames: int) -> tup
 
 
 def check_barge_ins(timeline: Timeline, user: np.ndarray, agent: np.ndarray, frame_s: float) -> list[BargeInCheck]:
-    """Each planned barge-in in the audio: the interrupter's first active frame near the planned
-    onset, and the end of the victim's speech that runs through that onset (silences shorter than
-    the 180 ms bridge do not end it). Not found when the interrupter is silent there or the
-    victim is not speaking at the onset."""
-    channels = (bridge(user, round(BRIDGE_S / frame_s)), bridge(agent, round(BRIDGE_S / frame_s)))
+    """Each planned barge-in in the audio: the interrupter's speech onset nearest the planned
+    one (its first active frame there when it never falls silent), and the end of the victim's
+    speech over it: the run (silences shorter than the 180 ms bridge do not end it) that holds
+    the onset, or, when the onset falls in a pause of the victim, the run in which the victim
+    resumes over the interrupter, up to the last speech it begins before the planned stop (plus
+    `STOP_SEARCH_S`). Not found when the interrupter is silent there, the victim does
+    not speak over it, or the victim's speech runs on past the planned stop."""
+    bridge_frames = round(BRIDGE_S / frame_s)
+    channels = (bridge(user, bridge_frames), bridge(agent, bridge_frames))
     raw = (user, agent)
     n = len(user)
     out = []
@@ -112,19 +117,35 @@ def check_barge_ins(timeline: Timeline, user: np.ndarray, agent: np.ndarray, fra
         by = e.by.index
         lo = max(0, int((e.onset - ONSET_SEARCH_S[0]) / frame_s))
         hi = min(n, int(math.ceil((e.onset + ONSET_SEARCH_S[1]) / frame_s)))
-        hits = np.flatnonzero(raw[by][lo:hi])
+        x = raw[by]
+        # speech onsets (silence -> speech) near the plan's; the interrupter may have been talking just
+        # before (its own previous turn ending), so the first active frame alone can be too early
+        edges = [j for j in range(lo, hi) if x[j] and (j == 0 or not x[j - 1])]
+        hits = np.flatnonzero(x[lo:hi])
         onset = stop = None
-        if len(hits):
-            k = lo + int(hits[0])
+        in_pause = False
+        if edges or len(hits):
+            planned = e.onset / frame_s
+            k = min(edges, key=lambda j: abs(j - planned)) if edges else lo + int(hits[0])
             onset = k * frame_s
             victim = channels[1 - by]
-            if victim[k]:
-                end = k
-                while end < n and victim[end]:
-                    end += 1
-                if end * frame_s <= e.victim_stop + STOP_SEARCH_S:
+            last = min(n, int(math.ceil((e.victim_stop + STOP_SEARCH_S) / frame_s)))
+            start = k if victim[k] else next((j for j in range(k, last) if victim[j]), None)
+            in_pause = not victim[k]
+            if start is not None:
+                # the victim's last speech that begins before the planned stop (+ slack): a pause
+                # inside its turn longer than the bridge does not make an early stop
+                end = start
+                while True:
+                    while end < n and victim[end]:
+                        end += 1
+                    resume = next((j for j in range(end, last) if victim[j]), None)
+                    if resume is None:
+                        break
+                    end = resume
+                if end <= last:
                     stop = end * frame_s
-        out.append(BargeInCheck(by, e.onset, e.victim_stop, onset, stop))
+        out.append(BargeInCheck(by, e.onset, e.victim_stop, onset, stop, in_pause))
     return out
 
 
@@ -239,6 +260,7 @@ def audit_sample(
     found_b = [b for b in audit.barge_ins if b.found]
     row["barge_ins_planned"] = behaviour_counts(tl)["barge_ins"]
     row["barge_ins_found"] = len(found_b)
+    row["barge_ins_in_pause"] = sum(b.in_pause for b in found_b)
     row["barge_ins_per_minute"] = len(found_b) / minutes if minutes else math.nan
     row["stop_latency"] = [b.latency_audio for b in found_b]
     row["stop_latency_plan"] = [b.latency_plan for b in found_b]
