@@ -91,8 +91,8 @@ def stats(err: np.ndarray) -> dict:
 
 
 def main() -> None:
+    from factory.asr import to_16k
     from factory.render import align
-    from factory.render.asr import to_16k
     from factory.render.registry import get_backend
     from factory.render.voices import VoiceBank
 

@@ -49,7 +49,7 @@ def voice_features(audio: np.ndarray, sr: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from factory.render import asr
+    from factory import asr
     from factory.render.cache import CachedBackend
     from factory.render.registry import get_backend
     from factory.render.voices import VoiceBank
@@ -132,7 +132,7 @@ def main() -> None:
         t0 = time.perf_counter()
         texts = [asr.transcribe(u.audio, u.sample_rate, **kw).text for u in piper_utts]
         dt = time.perf_counter() - t0
-        from factory.render.qa import wer
+        from factory.asr import wer
 
         asr_rows[label] = {
             "rtf": round(dt / piper_audio, 3),

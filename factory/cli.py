@@ -213,6 +213,23 @@ def _export_eval(run_dir: Path, out: Path, tasks: list[str] | None, split: str, 
         raise typer.Exit(1)
 
 
+@app.command()
+def audit(
+    run_dir: Path,
+    html: Annotated[Path | None, typer.Option("--html", help="write a static HTML report into this folder")] = None,
+    asr_turns: Annotated[int | None, typer.Option(help="turns per sample through ASR; default audit.asr_turns")] = None,
+    vad: Annotated[
+        list[str] | None, typer.Option(help="detector(s), primary first; default audit.vad + compare_vad")
+    ] = None,
+    players: Annotated[int, typer.Option(help="samples with audio players in the HTML report")] = 12,
+    audio_format: Annotated[str, typer.Option(help="report audio: flac (lossless) or ogg (Opus, small)")] = "flac",
+) -> None:
+    """Audit a run (or dataset) folder from its audio: table, RUN_DIR/audit.parquet, optional HTML."""
+    from factory.audit.cli import run_audit_command
+
+    raise typer.Exit(run_audit_command(console, run_dir, html, asr_turns, vad, players, audio_format))
+
+
 def _llm_http_note(stats: dict | None) -> str:
     """The HTTP LLM's retries and failures this run, e.g. "; LLM 40 requests, 3 retries (http_429 2, timeout 1)"."""
     if not stats:
@@ -256,11 +273,30 @@ def _print_summary(run_dir: Path) -> None:
     Console(width=max(console.width, 120)).print(table)
     if len(ok) > 20:
         console.print(f"... and {len(ok) - 20} more dialogues: {manifest}")
+    _print_audit_gates(run_dir, df)
     rejected = df.filter(pl.col("status") == "rejected")
     for row in rejected.head(20).iter_rows(named=True):
         console.print(f"[yellow]rejected {row['id']}: {row['reason']}[/yellow]")
     if len(rejected):
         console.print(f"[yellow]{_rejection_counts(rejected['reason'].to_list())}[/yellow]", highlight=False)
+
+
+def _print_audit_gates(run_dir: Path, manifest) -> None:
+    """Samples the audit gates flagged, and shards whose pooled measures left their band (records)."""
+    import json
+
+    import polars as pl
+
+    if "audit_flags" in manifest.columns:
+        flagged = manifest.filter(pl.col("audit_flags").is_not_null())
+        for row in flagged.head(10).iter_rows(named=True):
+            console.print(f"[yellow]audit flag {row['id']}: {row['audit_flags']}[/yellow]", highlight=False)
+        if len(flagged):
+            console.print(f"[yellow]{len(flagged)} samples flagged by the audit gates (manifest: audit_flags)[/yellow]")
+    for record in sorted((run_dir / "shards").glob("*.json")):
+        problems = (json.loads(record.read_text()).get("audit") or {}).get("problems") or []
+        if problems:
+            console.print(f"[yellow]shard {record.stem} audit: {'; '.join(problems)}[/yellow]", highlight=False)
 
 
 def _rejection_counts(reasons: list[str | None]) -> str:

@@ -186,6 +186,47 @@ class AugmentSection(_Section):
     colors: list[Literal["white", "pink", "brown"]] = Field(default_factory=lambda: ["white", "pink", "brown"])
 
 
+class AuditSection(_Section):
+    """The audit's detectors and its gates (`factory.audit`). Per-sample thresholds (null = not
+    checked) flag a failing sample in the manifest with its reason; a shard whose pooled value
+    of a `shard_bands` measure leaves its human band (`factory.audit.bands`), or whose share of
+    flagged samples exceeds `max_flagged_share`, is reported in its record and by `audit`."""
+
+    vad: Literal["energy", "webrtc", "silero"] = Field(
+        "energy", description="primary detector: measures and gates (energy is exact on the clean stems)"
+    )
+    compare_vad: Literal["energy", "webrtc", "silero"] | None = Field(
+        "webrtc", description="second detector reported beside the primary one by `duplex-factory audit`"
+    )
+    asr_turns: int = Field(2, ge=0, le=64, description="turns per sample through the audit's ASR round trip")
+    min_planned_found: float | None = Field(0.9, ge=0, le=1, description="share of planned speech in the audio")
+    min_audio_explained: float | None = Field(0.9, ge=0, le=1, description="share of audio speech the plan explains")
+    max_stop_latency_s: float | None = Field(
+        1.0, gt=0, le=10, description="interrupted speaker's stop after the barge-in onset (LSLM: 2 mu = 1 s)"
+    )
+    min_barge_ins_found: float | None = Field(
+        1.0, ge=0, le=1, description="share of the timeline's barge-ins found in the audio"
+    )
+    max_asr_wer: float | None = Field(0.6, ge=0, le=5, description="mean WER of the audited turns (audit only)")
+    max_loudness_error_lu: float | None = Field(
+        3.0, ge=0, le=40, description="|channel loudness - audio.target_lufs|, louder side (quieter: peak-limited)"
+    )
+    shard_bands: list[str] = Field(
+        default_factory=lambda: ["fto_p50_s", "transitions_in_overlap", "overlap_share", "gap_median_s"],
+        description="measures whose shard value must lie in its band (names from factory.audit.bands)",
+    )
+    max_flagged_share: float = Field(0.25, ge=0, le=1, description="a shard with more flagged samples is reported")
+
+    @model_validator(mode="after")
+    def _known_bands(self) -> AuditSection:
+        from factory.audit.bands import BANDS  # pure data; the audit's own table of bands
+
+        unknown = [m for m in self.shard_bands if m not in BANDS]
+        if unknown:
+            raise ValueError(f"audit.shard_bands: unknown measure(s) {unknown}; known: {sorted(BANDS)}")
+        return self
+
+
 class RunConfig(_Section):
     run: RunSection = RunSection()
     dialogue: DialogueSection = DialogueSection()
@@ -195,6 +236,7 @@ class RunConfig(_Section):
     timing: TimingSection = TimingSection()
     audio: AudioSection = AudioSection()
     augment: AugmentSection = AugmentSection()
+    audit: AuditSection = AuditSection()
 
     @property
     def run_id(self) -> str:

@@ -370,6 +370,9 @@ class ManifestRow(_Model):
     duplicate_of: str | None = Field(
         None, description="id of an earlier sample of the run whose script is a near duplicate (MinHash)"
     )
+    audit_flags: str | None = Field(
+        None, description="why the sample fails the audit gates (config `audit`), '; '-separated; null: it passes"
+    )
 
 
 # --------------------------------------------------------------------------- voices

@@ -19,6 +19,15 @@ if ! ldconfig -p | grep -q libespeak-ng.so.1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng libespeak-ng1 >/dev/null
 fi
 
+# chromium: the audit report's test opens the HTML in headless Chromium (screenshot, console
+# errors, audio loading). --no-install-recommends keeps it to ~400 MB.
+if ! command -v chromium >/dev/null; then
+  echo "[setup] installing Debian chromium (headless browser for the audit report test)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   exit 0
 fi

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from factory import asr
+from factory.asr import normalize, wer
 from factory.models import Utterance
-from factory.render import asr
 from factory.render.base import TTSError
-from factory.render.qa import check_intelligibility, normalize, render_checked, wer
+from factory.render.qa import check_intelligibility, render_checked
 
 SENTENCE = "Could you send me the report by Friday afternoon, please?"
 

@@ -163,8 +163,16 @@ def _versions() -> list[str]:
 
 
 def dataset_card(
-    cfg: RunConfig, manifest: pl.DataFrame, *, data_bytes: int | None = None, plot: str | None = None
+    cfg: RunConfig,
+    manifest: pl.DataFrame,
+    *,
+    data_bytes: int | None = None,
+    plot: str | None = None,
+    audit: dict | None = None,
 ) -> str:
+    """The card of a run. `audit` (from `factory.audit.report`, once the run has been audited): a
+    `summary`, `rows` of (measure, value, band, in band, reference) and `plot`, an image path
+    relative to the card."""
     ok = manifest.filter(pl.col("status") == "ok")
     rejected = manifest.filter(pl.col("status") == "rejected")
     hours = float(ok["duration"].sum() or 0) / 3600
@@ -202,6 +210,19 @@ def dataset_card(
     ]
     if plot:
         lines += [f"![per-dialogue distributions]({plot})", ""]
+    if audit:
+        lines += [
+            "## Audit (measured from the audio)",
+            "",
+            f"{audit['summary']}",
+            "",
+            "| measure | value | human / quality band | in band | reference |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [f"| {m} | {v} | {b} | {ok} | {src} |" for m, v, b, ok, src in audit["rows"]]
+        if audit.get("plot"):
+            lines += ["", f"![floor-transfer offsets against Switchboard]({audit['plot']})"]
+        lines += [""]
     lines += [
         "## Columns",
         "",
@@ -258,12 +279,12 @@ def dataset_card(
     return "\n".join(lines) + "\n"
 
 
-def write_card(cfg: RunConfig, manifest: pl.DataFrame, run_dir: Path) -> str:
+def write_card(cfg: RunConfig, manifest: pl.DataFrame, run_dir: Path, audit: dict | None = None) -> str:
     """The card of a finished run folder, with its overview plot written beside it."""
     ok = manifest.filter(pl.col("status") == "ok")
     data_bytes = sum(p.stat().st_size for p in (run_dir / "data").glob("*.parquet"))
     plot = overview_plot(ok, run_dir / OVERVIEW_PLOT)
-    return dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if plot else None)
+    return dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if plot else None, audit=audit)
 
 
 __all__ = ["card_data", "dataset_card", "overview_plot", "shard_features", "size_category", "write_card"]

@@ -36,7 +36,7 @@ from factory.run.read import complete_shards
 
 # What a dataset repo holds, besides the shards; the rest of a run folder (shard records,
 # signatures, manifest parts) is the factory's own bookkeeping.
-ROOT_FILES = ("manifest.parquet", "config.yaml", "audit.parquet", "card/overview.png")
+ROOT_FILES = ("manifest.parquet", "config.yaml", "audit.parquet", "card/overview.png", "audit_fto.png")
 CARD = "README.md"
 PATHS_INFO_CHUNK = 500  # paths per paths-info request (the Hub caps request sizes)
 

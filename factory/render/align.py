@@ -48,7 +48,7 @@ _TOKENIZERS: dict[str, object] = {}
 
 
 def _key(token: str) -> str:
-    from factory.render.qa import normalize
+    from factory.asr import normalize
 
     return "".join(normalize(token)) or re.sub(r"\W", "", token.lower())
 
@@ -74,7 +74,7 @@ def forced_spans(
     """Whisper DTW alignment of `tokens` to 16 kHz audio (<= 30 s). None for unspeakable tokens."""
     from faster_whisper.audio import pad_or_trim
 
-    from factory.render.asr import load_model
+    from factory.asr import load_model
 
     model = load_model(cpu_threads)
     tokenizer = _tokenizer(model, language)
@@ -113,7 +113,7 @@ def matched_spans(
     pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en", cpu_threads: int = 1
 ) -> list[tuple[float, float] | None]:
     """Spans from a transcription with word timestamps, matched to `tokens` (any length)."""
-    from factory.render.asr import ASR_SAMPLE_RATE, transcribe
+    from factory.asr import ASR_SAMPLE_RATE, transcribe
 
     duration = len(pcm16k) / ASR_SAMPLE_RATE
     asr = transcribe(pcm16k, ASR_SAMPLE_RATE, language, word_timestamps=True, cpu_threads=cpu_threads).words
@@ -232,7 +232,7 @@ def align_words(
     """One WordTiming per `text.split()` token (`words[i].word == text.split()[i]`), times in
     seconds from the start of `audio`. `method`: "forced" (Whisper DTW on the text, <= 30 s),
     "asr" (transcribe + match), or "auto" (forced when the audio fits one window)."""
-    from factory.render.asr import ASR_SAMPLE_RATE, to_16k
+    from factory.asr import ASR_SAMPLE_RATE, to_16k
 
     tokens = text.split()
     if not tokens:

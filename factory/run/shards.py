@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from factory.audit.run import gate_shard
 from factory.config import RunConfig
 from factory.export.card import write_card
 from factory.export.hf import read_shard_rows, shard_name, write_shard
@@ -99,6 +100,11 @@ def generate_shard(
         if on_sample:
             on_sample(result)
     samples = [r.sample for r in results if r.sample is not None]
+    # audit gates: flag (not reject) samples the audio shows failing; the shard's pooled report goes in its record
+    flags, audit_report = gate_shard(samples, cfg, spec.name)
+    for r in results:
+        if r.manifest.id in flags:
+            r.manifest = r.manifest.model_copy(update={"audit_flags": flags[r.manifest.id]})
     digest = write_shard(samples, data, cfg.audio.sample_rate)
     write_manifest([r.manifest for r in results], manifest_path)
     # MinHash signatures of the spoken scripts, merged across shards by finalize_run
@@ -107,7 +113,16 @@ def generate_shard(
     check_shard(data, [r.manifest for r in results])  # before the record: a shard that fails is never "complete"
     atomic_write_text(
         record,
-        json.dumps({"shard": spec.name, "sha256": digest, "n_ok": n_ok, "n_rejected": len(results) - n_ok}, indent=2),
+        json.dumps(
+            {
+                "shard": spec.name,
+                "sha256": digest,
+                "n_ok": n_ok,
+                "n_rejected": len(results) - n_ok,
+                "audit": audit_report,
+            },
+            indent=2,
+        ),
     )
     return ShardResult(spec.name, digest, n_ok, len(results) - n_ok)
 

