@@ -206,7 +206,7 @@ def test_finalize_is_idempotent_and_repairs_a_half_finalized_run(shared, baselin
 
     run = _copy(baseline, tmp_path)
     monkeypatch.chdir(tmp_path)  # the baseline's output_dir is the relative "out"
-    cfg = load_config(None, overrides(shared["cache"]))
+    cfg = load_config(None, [*overrides(shared["cache"]), "run.output_dir=out"])
     results = [_from_store(cfg, spec, {}) for spec in plan_shards(cfg)]
     assert all(r.skipped for r in results)
     finalize_run(cfg, results)
