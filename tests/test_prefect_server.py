@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,6 +80,20 @@ def test_deploy_schedule_trigger_and_worker_run_once(prefect_server, tmp_path):
 
     samples = list(read_samples(run))
     assert len(samples) + _rejected(run) == 2 and all(s.stems.shape[1] == 2 for s in samples)
+    # the run's artifacts: a per-shard table and a markdown summary, kept by the server
+    with _client(url) as client:
+        table, summary = (_artifact(client, f"demo-seed5-{day}-{kind}") for kind in ("shards", "summary"))
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(r["shard"], r["status"], r["ok"]) for r in rows] == [("train-00000-of-00001", "written", len(samples))]
+    assert table.flow_run_id == triggered.id and summary.type == "markdown"
+    assert f"**{len(samples)} dialogues**" in summary.data and "failed shards: 0" in summary.data
+
+
+def _artifact(client, key: str):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    (found,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return found
 
 
 def _rejected(run: Path) -> int:
