@@ -62,6 +62,15 @@ def rounds(seed: int, n_points: int) -> list[list[str]]:
     return out
 
 
+def run(cmd: list[str], base_env: dict, cwd: Path, token: str) -> float:
+    """An uninterrupted run; its wall time."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env={**base_env, "DUPLEX_TEST_TOKEN": token}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"run in {cwd} failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--points", type=int, default=20)
@@ -87,13 +96,26 @@ def main() -> None:
         return time.perf_counter() - start
 
     (tmp / "baseline").mkdir()
-    baseline_s = run(tmp / "baseline", uuid.uuid4().hex)
+    baseline_s = run(cmd, base_env, tmp / "baseline", uuid.uuid4().hex)
     baseline = tree(tmp / "baseline" / "out" / "k")
-    rows, round_rows = [], []
+    rows, round_rows, tokens = [], [], []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below runs
+    try:
+        result = kill_rounds(args, cmd, base_env, tmp, baseline, baseline_s, rows, round_rows, tokens, console)
+    finally:
+        for token in tokens:  # a held run of an interrupted benchmark
+            kill_tree(token)
+    if not (result["identical"] and result["processes_left"] == 0):
+        raise SystemExit(1)
+
+
+def kill_rounds(args, cmd, base_env, tmp, baseline, baseline_s, rows, round_rows, tokens, console) -> dict:
+    result = {}
     for r, points in enumerate(rounds(args.seed, args.points)):
         work = tmp / f"round{r}"
         work.mkdir()
         token = uuid.uuid4().hex
+        tokens.append(token)
         for i, point in enumerate(points):
             flag = work / f"flag-{i}"
             env = {**base_env, "DUPLEX_TEST_TOKEN": token, "DUPLEX_CRASH_AT": point, "DUPLEX_CRASH_FLAG": str(flag)}
@@ -108,10 +130,16 @@ def main() -> None:
             rows.append(
                 {"round": r, "point": point, "reached": reached, "seconds": round(reach_s, 1), "left": len(left)}
             )
-        rerun_s = run(work, token)
+        rerun_s = run(cmd, base_env, work, token)
         ours = tree(work / "out" / "k")
         differing = sorted(set(ours) ^ set(baseline) | {n for n in baseline if n in ours and ours[n] != baseline[n]})
         round_rows.append({"round": r, "rerun_s": round(rerun_s, 1), "differing_files": differing})
+        result = report(console, args, baseline_s, rows, round_rows, final=len(rows) >= args.points)
+    return result
+
+
+def report(console: Console, args, baseline_s: float, rows: list[dict], round_rows: list[dict], final: bool) -> dict:
+    """Print and record the points so far (after every round, so a long run leaves its numbers)."""
     table = Table(title=f"kill test: {len(rows)} points, baseline run {baseline_s:.1f} s")
     for col in ("round", "point", "reached", "s to point", "processes left"):
         table.add_column(col)
@@ -133,6 +161,8 @@ def main() -> None:
         "all_reached": all(r["reached"] for r in rows),
         "processes_left": sum(r["left"] for r in rows),
         "identical": all(not rr["differing_files"] for rr in round_rows),
+        "complete": final,  # False: the run was stopped before all requested points
+        "requested_points": args.points,
     }
     out = ROOT / "benchmarks" / "results"
     (out / "kill.json").write_text(json.dumps(result, indent=2))
@@ -150,8 +180,7 @@ def main() -> None:
     ]
     md += [f"- round {rr['round']}: re-run {rr['rerun_s']} s" for rr in round_rows]
     (out / "kill.md").write_text("\n".join(md) + "\n")
-    if not (result["identical"] and result["processes_left"] == 0):
-        raise SystemExit(1)
+    return result
 
 
 if __name__ == "__main__":
