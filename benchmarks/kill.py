@@ -86,15 +86,6 @@ def main() -> None:
     base_env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL" and not k.startswith("DUPLEX_CRASH")}
     base_env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
-    def run(cwd: Path, token: str) -> float:
-        start = time.perf_counter()
-        proc = subprocess.run(
-            cmd, cwd=cwd, env={**base_env, "DUPLEX_TEST_TOKEN": token}, capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"run in {cwd} failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-        return time.perf_counter() - start
-
     (tmp / "baseline").mkdir()
     baseline_s = run(cmd, base_env, tmp / "baseline", uuid.uuid4().hex)
     baseline = tree(tmp / "baseline" / "out" / "k")
