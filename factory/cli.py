@@ -19,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Synthesise t
 console = Console()
 
 ALL_REJECTED = 4  # exit code of a generate run in which no sample came out (2: bad config, 3: missing backend)
+SHARD_FAILED = 5  # a shard task kept failing after its retries (the others were written; --retry-failed)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set run.seed=7")]
@@ -49,6 +50,9 @@ def generate(
     run_id: Annotated[str | None, typer.Option(help="run.run_id")] = None,
     out: Annotated[Path | None, typer.Option(help="run.output_dir")] = None,
     workers: Annotated[int | None, typer.Option(help="run.workers")] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="rerun only the shards recorded as failed, then finalize")
+    ] = False,
 ) -> None:
     """Generate dialogues into OUT/RUN_ID/ (parquet shards, manifest, config, card)."""
     cfg = _load(config, set_, n_samples=samples, seed=seed, run_id=run_id, output_dir=out, workers=workers)
@@ -58,9 +62,18 @@ def generate(
     from factory.llm.base import LLMUnavailable
     from factory.render.base import BackendUnavailable
     from factory.render.voices import VoiceBankError
+    from factory.run.shards import failed_shards, run_store
     from factory.script.scenario import ScenarioBankError
     from flows import generate as flow_module
+    from flows.server import run_server
 
+    only = None
+    if retry_failed:
+        only = sorted(failed_shards(run_store(cfg)))
+        if not only:
+            console.print(f"no failed shards recorded for {cfg.run_id}: nothing to retry")
+            return
+        console.print(f"retrying {len(only)} failed shard(s): {', '.join(only)}")
     disable_progress_bar()
     console.print(f"run [bold]{cfg.run_id}[/bold]: {cfg.run.n_samples} dialogues -> {cfg.run_dir}")
     lock = threading.Lock()
@@ -82,7 +95,9 @@ def generate(
                 progress.update(bar, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
 
         try:
-            summary = flow_module.run_generate(cfg, on_sample=on_sample)
+            # A Prefect server of this run's own that the kernel kills with it (flows.server).
+            with run_server():
+                summary = flow_module.run_generate(cfg, on_sample=on_sample, only=only)
         except (LLMUnavailable, BackendUnavailable, VoiceBankError, ScenarioBankError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(3) from None
@@ -92,7 +107,12 @@ def generate(
         f"{summary['skipped']}/{summary['shards']} shards already complete -> {summary['run_dir']}"
         + _llm_http_note(summary.get("llm_http"))
     )
-    _print_summary(Path(summary["run_dir"]))
+    _print_summary(summary["run_dir"], cfg.run.storage_options)
+    if summary["failed"]:  # the other shards are written; a scheduler must still see the failure
+        for name, error in summary["failed"].items():
+            console.print(f"[red]shard {name} failed: {error}[/red]", highlight=False)
+        console.print(f"[red]{len(summary['failed'])} shard(s) failed: rerun with --retry-failed[/red]")
+        raise typer.Exit(SHARD_FAILED)
     if summary["ok"] == 0:  # a run that produced nothing must not look like a success to a scheduler
         console.print("[red]every sample was rejected[/red]")
         raise typer.Exit(ALL_REJECTED)
@@ -114,9 +134,39 @@ def schemas(out: Annotated[Path, typer.Option(help="folder to write")] = Path("s
 
 
 @app.command()
-def summary(run_dir: Path) -> None:
-    """Summarise a run folder from its manifest."""
+def summary(run_dir: Annotated[str, typer.Argument(help="run folder or fsspec URL (s3://bucket/runs/<id>)")]) -> None:
+    """Summarise a run folder from its manifest (and list its failed shards)."""
     _print_summary(run_dir)
+
+
+@app.command()
+def deploy(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    cron: Annotated[str, typer.Option(help="schedule (cron, in --timezone)")] = "0 2 * * *",
+    name: Annotated[str, typer.Option(help="deployment name")] = "nightly",
+    pool: Annotated[str, typer.Option(help="process work pool (created if missing)")] = "duplex-factory",
+    timezone: Annotated[str, typer.Option(help="time zone of the cron schedule")] = "UTC",
+) -> None:
+    """Register the generate flow with this config as a scheduled deployment on the Prefect
+    server at PREFECT_API_URL; a worker of POOL runs it (README "Scheduling")."""
+    cfg = _load(config, set_)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+
+    if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
+        console.print("[red]PREFECT_API_URL is not set: start a server (prefect server start) and point it there[/red]")
+        raise typer.Exit(2)
+    from flows.deploy import build_deployment
+    from flows.deploy import deploy as apply
+
+    deployment = build_deployment(config, name, cron, set_, timezone)
+    deployment_id = apply(deployment, pool)
+    console.print(
+        f"deployment [bold]duplex-generate/{name}[/bold] ({deployment_id}): {cfg.run.n_samples} dialogues, "
+        f"cron {cron!r} {timezone}, pool {pool}; start a worker: prefect worker start --pool {pool}",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -245,14 +295,23 @@ def _llm_http_note(stats: dict | None) -> str:
     )
 
 
-def _print_summary(run_dir: Path) -> None:
+def _print_summary(run_dir: str | Path, storage_options: dict | None = None) -> None:
+    import io
+
     import polars as pl
 
-    manifest = run_dir / "manifest.parquet"
-    if not manifest.exists():
-        console.print(f"[red]no manifest at {manifest}[/red]")
+    from factory.run.shards import failed_shards
+    from factory.run.store import RunStore
+
+    store = RunStore(str(run_dir), storage_options)
+    for name, failure in failed_shards(store).items():
+        console.print(f"[red]failed shard {name} ({failure.get('attempts')} attempts): {failure.get('error')}[/red]")
+    if not store.exists("manifest.parquet"):
+        console.print(f"[red]no manifest at {store.path('manifest.parquet')}[/red]")
         raise typer.Exit(1)
-    df = pl.read_parquet(manifest)
+    run_dir = Path(store.root)
+    manifest = store.path("manifest.parquet")
+    df = pl.read_parquet(io.BytesIO(store.read_bytes("manifest.parquet")))
     ok = df.filter(pl.col("status") == "ok")
     table = Table(title=f"{run_dir.name}: {len(ok)} dialogues, {ok['duration'].sum() or 0:.1f} s")
     for header in ("id", "mode", "s", "turns", "barge-ins", "backch.", "fillers", "overlap", "voices (user / agent)"):

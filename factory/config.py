@@ -35,6 +35,9 @@ class Range(_Section):
         return self
 
 
+_SECRET_OPTIONS = {"key", "secret", "token", "password", "aws_secret_access_key", "aws_access_key_id", "anon_key"}
+
+
 class RunSection(_Section):
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._\-]+$", description="default: <name>-seed<seed>")
     name: str = Field("demo", pattern=r"^[A-Za-z0-9._\-]+$")
@@ -50,6 +53,42 @@ class RunSection(_Section):
         pattern=r"^[a-z0-9.\-]+$",
         description="the dataset card's Hub license id (e.g. cc-by-4.0); check the licenses of the LLM and voices used",
     )
+    # Deployment at scale (factory.run.store, flows/generate.py; README "Scaling out").
+    destination: str | None = Field(
+        None,
+        description="fsspec URL the run is published to as <destination>/<run id> (s3://bucket/prefix, "
+        "file:///shared/runs, ...); shards are produced in output_dir and deleted there once published. "
+        "null = output_dir is the final place",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for the destination, e.g. {endpoint_url: http://minio:9000}; "
+        "credentials come from the environment (AWS_ACCESS_KEY_ID, ...), never from the config",
+    )
+    task_runner: Literal["thread", "dask", "ray"] = Field(
+        "thread", description="where shard tasks run: threads in this process, a Dask or a Ray cluster"
+    )
+    cluster_address: str | None = Field(
+        None,
+        description="existing cluster for dask (tcp://scheduler:8786) or ray (ray://head:10001, auto); "
+        "null = a local cluster of `workers` processes",
+    )
+    shard_retries: int = Field(2, ge=0, le=20, description="retries of a shard task that raised")
+    retry_delay_s: float = Field(10.0, ge=0, le=3600, description="first retry delay; doubles each retry")
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> RunSection:
+        secret = sorted(k for k in self.storage_options if k.lower() in _SECRET_OPTIONS)
+        if secret:
+            raise ValueError(
+                f"storage_options must not hold credentials ({', '.join(secret)}): the config is written "
+                "into the run folder; set them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+            )
+        if self.cluster_address and self.task_runner == "thread":
+            raise ValueError("cluster_address needs task_runner dask or ray")
+        if self.destination is not None and "://" not in self.destination and not self.destination.startswith("/"):
+            raise ValueError(f"destination must be an fsspec URL or an absolute path, got {self.destination!r}")
+        return self
 
 
 class DialogueSection(_Section):

@@ -1,45 +1,62 @@
-"""Scheduled runs: a Prefect deployment of the generate flow with a run config baked in.
+"""Scheduled runs: the generate flow as a Prefect deployment on a work pool, with a run config
+baked in (`duplex-factory deploy`; the same deployment is declared in `prefect.yaml` for
+`prefect deploy`).
 
-    .venv/bin/python -m flows.deploy my-config.yaml --cron "0 2 * * *" --name nightly
-
-serves the deployment from this process (a Prefect server must be running: `prefect server
-start`, and PREFECT_API_URL pointing at it). Each scheduled run gets its own folder and seed,
-`<run id>-<YYYYMMDD>` and seed + YYYYMMDD of its scheduled date, so nights differ; re-running a
-failed night (same scheduled date) resumes at its first unfinished shard.
+A worker of the pool (`prefect worker start --pool duplex-factory`) runs each scheduled night
+from this checkout. Each night gets its own folder and seed, `<run id>-<YYYYMMDD>` and a seed
+hashed from (run seed, date) (`flows.generate.dated`), so nights differ; re-running a failed
+night (same scheduled date) resumes at its first unfinished shard.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from uuid import UUID
 
-from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 
 from factory.config import load_config
-from flows.generate import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRYPOINT = "flows/generate.py:generate"
 
 
-def build_deployment(config: Path | None, name: str, cron: str, overrides: list[str] | None = None) -> RunnerDeployment:
+def build_deployment(
+    config: Path | None,
+    name: str,
+    cron: str,
+    overrides: list[str] | None = None,
+    timezone: str = "UTC",
+) -> RunnerDeployment:
+    """The deployment: the flow loaded from this checkout (a process worker runs it from here)."""
+    from prefect import Flow
+    from prefect.schedules import Cron
+
     cfg = load_config(config, overrides)
-    return generate.to_deployment(
+    flow = Flow.from_source(source=str(ROOT), entrypoint=ENTRYPOINT)
+    return flow.to_deployment(
         name=name,
-        cron=cron,
+        schedules=[Cron(cron, timezone=timezone)],
         parameters={"config": cfg.model_dump(mode="json"), "per_day": True},
         tags=["duplex-factory"],
         description=f"duplex-factory generate: {cfg.run.n_samples} dialogues, seed {cfg.run.seed}",
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", type=Path, nargs="?")
-    parser.add_argument("--cron", default="0 2 * * *")
-    parser.add_argument("--name", default="nightly")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
-    serve(build_deployment(args.config, args.name, args.cron, args.overrides))
+def ensure_pool(pool: str) -> None:
+    """Create the process work pool if the server does not have it yet."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
 
 
-if __name__ == "__main__":
-    main()
+def deploy(deployment: RunnerDeployment, pool: str) -> UUID:
+    """Register the deployment (and its schedule) with the server at PREFECT_API_URL."""
+    ensure_pool(pool)
+    return deployment.apply(work_pool_name=pool)

@@ -1,25 +1,44 @@
 """Prefect flow: one task per shard. Orchestration only; the work is in `factory.run.shards`
 and `factory.pipeline`.
 
-Run it with `duplex-factory generate` (ephemeral Prefect, no server) or deploy it on a
-schedule (see README "Scheduling"). Shard tasks run in a thread pool of `run.workers` threads:
-the heavy parts (llama.cpp, onnxruntime, CTranslate2, FLAC) release the GIL. A re-run with the
-same config resumes: finished shards are verified by checksum and skipped, broken or missing
-ones are redone.
+Run it with `duplex-factory generate` (a Prefect server of its own that dies with it, see
+`flows.server`), or deploy it (`duplex-factory deploy`, `prefect.yaml`; README "Scheduling").
+Shard tasks run where `run.task_runner` says: a thread pool of `run.workers` threads (the heavy
+parts, llama.cpp, onnxruntime, CTranslate2, FLAC, release the GIL), or a Dask or Ray cluster
+(an existing one at `run.cluster_address`, else a local one of `run.workers` processes). A task
+that raises is retried `run.shard_retries` times with exponential backoff; one that keeps
+failing is recorded (`failures/<shard>.json`, its error) and the run goes on. A re-run with the
+same config resumes: shards complete at the store are verified and skipped, others are redone.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
 from factory.config import RunConfig
 from factory.pipeline import SampleResult, llm_for, preflight
-from factory.run.shards import ShardResult, ShardSpec, finalize_run, generate_shard, plan_shards
+from factory.run.shards import (
+    ShardResult,
+    ShardSpec,
+    failed_shards,
+    finalize_run,
+    generate_shard,
+    plan_shards,
+    record_failure,
+    run_store,
+    verify_shard,
+)
+from factory.seeding import derive_seed
 
 OnSample = Callable[[SampleResult], None]
 
@@ -27,7 +46,9 @@ OnSample = Callable[[SampleResult], None]
 @task(name="generate-shard", cache_policy=NO_CACHE)
 def shard_task(config: dict[str, Any], spec: ShardSpec, on_sample: OnSample | None = None) -> ShardResult:
     cfg = RunConfig.model_validate(config)
+    start = time.perf_counter()
     result = generate_shard(cfg, spec, on_sample=on_sample)
+    result.seconds = round(time.perf_counter() - start, 3)
     get_run_logger().info(
         "%s: %s, %d ok, %d rejected",
         spec.name,
@@ -40,17 +61,80 @@ def shard_task(config: dict[str, Any], spec: ShardSpec, on_sample: OnSample | No
 
 def dated(config: dict[str, Any], day: str) -> dict[str, Any]:
     """A scheduled run's config: its own folder and seed per scheduled day (YYYYMMDD), so nights
-    differ, and a re-run of the same night resumes instead of starting over."""
+    differ, and a re-run of the same night resumes instead of starting over. The seed is hashed
+    from (run seed, day) like every other derived seed: `seed + YYYYMMDD` would make seed s on
+    day d+1 collide with seed s+1 on day d."""
     cfg = RunConfig.model_validate(config)
-    run = cfg.run.model_copy(update={"run_id": f"{cfg.run_id}-{day}", "seed": cfg.run.seed + int(day)})
+    seed = derive_seed(cfg.run.seed, day, "schedule")
+    run = cfg.run.model_copy(update={"run_id": f"{cfg.run_id}-{day}", "seed": seed})
     return cfg.model_copy(update={"run": run}).model_dump(mode="json")
 
 
+def task_runner_for(cfg: RunConfig):
+    """The Prefect task runner `run.task_runner` names, on `run.cluster_address` or a local cluster."""
+    kind, address, workers = cfg.run.task_runner, cfg.run.cluster_address, cfg.run.workers
+    if kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if address:
+            return DaskTaskRunner(address=address)
+        # One single-threaded worker process per shard at a time: models load once per worker.
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True},
+        )
+    from prefect_ray import RayTaskRunner
+
+    if address:
+        return RayTaskRunner(address=address)
+    # Ray >= 2.60 turns on token auth; a local cluster on 127.0.0.1 for one run does not need it.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    return RayTaskRunner(init_kwargs={"num_cpus": workers, "include_dashboard": False, "log_to_driver": False})
+
+
+def _retrying(cfg: RunConfig):
+    retries = cfg.run.shard_retries
+    delays = exponential_backoff(backoff_factor=cfg.run.retry_delay_s)(retries) if retries else 0
+    return shard_task.with_options(retries=retries, retry_delay_seconds=delays)
+
+
+def _attempts(future, default: int) -> int:
+    """How many times Prefect ran the task (its run_count), read back from the API."""
+    try:
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            return client.read_task_run(future.task_run_id).run_count or default
+    except Exception:  # noqa: BLE001 - the count is informative only
+        return default
+
+
+def _from_store(cfg: RunConfig, spec: ShardSpec, failures: dict[str, dict]) -> ShardResult:
+    """A shard not run this time (`only`): complete at the store, or still failed."""
+    import json
+
+    store = run_store(cfg)
+    why = verify_shard(store, spec.name)
+    if why is None:
+        info = json.loads(store.read_text(f"shards/{spec.name}.json"))
+        return ShardResult(spec.name, info["sha256"], info["n_ok"], info["n_rejected"], skipped=True)
+    error = failures.get(spec.name, {}).get("error") or f"not produced ({why})"
+    return ShardResult(spec.name, "", 0, 0, error=error, attempts=failures.get(spec.name, {}).get("attempts", 0))
+
+
 @flow(name="duplex-generate", log_prints=True)
-def generate(config: dict[str, Any], per_day: bool = False, on_sample: OnSample | None = None) -> dict[str, Any]:
+def generate(
+    config: dict[str, Any],
+    per_day: bool = False,
+    on_sample: OnSample | None = None,
+    only: list[str] | None = None,
+) -> dict[str, Any]:
     """Generate a run: plan shards, one task each, then collect the manifest and card.
-    `per_day` (deployments): suffix the run id and offset the seed by the scheduled date.
-    `on_sample` (in-process runs, e.g. the CLI's progress bar) is called after every sample."""
+    `per_day` (deployments): own folder and hashed seed per scheduled date. `on_sample`
+    (in-process runs, e.g. the CLI's progress bar) is called after every sample. `only`
+    (`--retry-failed`): run just these shards; the others are taken as they are at the store."""
     if per_day:
         from prefect.runtime import flow_run
 
@@ -61,20 +145,75 @@ def generate(config: dict[str, Any], per_day: bool = False, on_sample: OnSample 
     llm_stats = getattr(llm_for(cfg), "stats", None)
     stats_before = llm_stats.snapshot() if llm_stats is not None else None
     specs = plan_shards(cfg)
-    futures = [shard_task.submit(config, spec, on_sample) for spec in specs]
-    results = [f.result() for f in futures]
-    run_dir = finalize_run(cfg, results)
-    return {
-        "run_dir": str(run_dir),
+    failures = failed_shards(run_store(cfg)) if only is not None else {}
+    todo = [s for s in specs if only is None or s.name in only]
+    callback = on_sample if cfg.run.task_runner == "thread" else None  # a callback cannot cross processes
+    shard = _retrying(cfg)
+    futures = {s.name: shard.submit(config, s, callback) for s in todo}
+    results = []
+    for spec in specs:
+        if spec.name not in futures:
+            results.append(_from_store(cfg, spec, failures))
+            continue
+        future = futures[spec.name]
+        future.wait()
+        if future.state.is_completed():
+            results.append(future.result())
+            continue
+        try:
+            future.result()
+            error = f"task ended {future.state.type.value}"
+        except BaseException as exc:  # noqa: BLE001 - any failure of one shard is recorded, the run goes on
+            error = f"{type(exc).__name__}: {exc}"
+        attempts = _attempts(future, cfg.run.shard_retries + 1)
+        get_run_logger().error("%s failed after %d attempts: %s", spec.name, attempts, error)
+        record_failure(cfg, spec.name, error, attempts)
+        results.append(ShardResult(spec.name, "", 0, 0, error=error, attempts=attempts))
+    run_url = finalize_run(cfg, results)
+    summary = {
+        "run_dir": run_url,
         "shards": len(results),
         "skipped": sum(r.skipped for r in results),
         "ok": sum(r.n_ok for r in results),
         "rejected": sum(r.n_rejected for r in results),
+        "failed": {r.name: r.error for r in results if r.failed},
         "llm_http": llm_stats.since(stats_before) if llm_stats is not None else None,
     }
+    _artifacts(cfg, results, summary)
+    return summary
 
 
-def run_generate(cfg: RunConfig, on_sample: OnSample | None = None) -> dict[str, Any]:
-    """Run the flow in-process with `cfg.run.workers` shard tasks at a time."""
-    runner = generate.with_options(task_runner=ThreadPoolTaskRunner(max_workers=cfg.run.workers))
-    return runner(cfg.model_dump(mode="json"), on_sample=on_sample)
+def _artifacts(cfg: RunConfig, results: list[ShardResult], summary: dict[str, Any]) -> None:
+    """Per-shard statistics (table) and the run summary (markdown), shown in the Prefect UI."""
+    key = re.sub(r"[^a-z0-9-]+", "-", cfg.run_id.lower()).strip("-") or "run"
+    rows = [
+        {
+            "shard": r.name,
+            "status": "failed" if r.failed else ("skipped (complete)" if r.skipped else "written"),
+            "ok": r.n_ok,
+            "rejected": r.n_rejected,
+            "seconds": r.seconds,
+            "attempts": r.attempts,
+            "sha256": r.sha256[:16],
+            "error": r.error or "",
+        }
+        for r in results
+    ]
+    create_table_artifact(table=rows, key=f"{key}-shards", description=f"{cfg.run_id}: one row per shard")
+    lines = [
+        f"# {cfg.run_id}",
+        "",
+        f"- destination: `{summary['run_dir']}`",
+        f"- seed {cfg.run.seed}, {cfg.run.n_samples} samples in {summary['shards']} shards "
+        f"({summary['skipped']} already complete)",
+        f"- **{summary['ok']} dialogues**, {summary['rejected']} rejected",
+        f"- failed shards: {len(summary['failed'])}",
+    ]
+    lines += [f"  - `{name}`: {error}" for name, error in summary["failed"].items()]
+    create_markdown_artifact(markdown="\n".join(lines), key=f"{key}-summary", description=f"{cfg.run_id} summary")
+
+
+def run_generate(cfg: RunConfig, on_sample: OnSample | None = None, only: list[str] | None = None) -> dict[str, Any]:
+    """Run the flow in this process with the task runner the config names."""
+    runner = generate.with_options(task_runner=task_runner_for(cfg))
+    return runner(cfg.model_dump(mode="json"), on_sample=on_sample, only=only)

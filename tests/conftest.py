@@ -62,3 +62,12 @@ def decode(audio: dict) -> tuple[np.ndarray, int]:
 
 def timelines(run_dir: Path) -> list[dict]:
     return [json.loads(r["timeline"]) for r in read_rows(run_dir)]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `prefect server start` on 127.0.0.1 (random free port, its own PREFECT_HOME), shared
+    by the deployment-at-scale tests: yields (API URL, environment pointing at it)."""
+    from tests.scale import start_prefect_server
+
+    yield from start_prefect_server(tmp_path_factory.mktemp("prefect-home"))

@@ -176,6 +176,7 @@ def test_plot_command_draws_a_dialogue(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_manifest_marks_near_duplicate_scripts(tiny_run: Path, tmp_path: Path) -> None:
+    from factory.run.io import sha256_file
     from factory.run.shards import finalize_run, signature_path
     from factory.script.dedup import load_signatures, save_signatures
 
@@ -189,6 +190,10 @@ def test_manifest_marks_near_duplicate_scripts(tiny_run: Path, tmp_path: Path) -
     planted = load_signatures([signature_path(cfg, second.name)])
     planted["train-0000002"] = sigs["train-0000000"]
     save_signatures(signature_path(cfg, second.name), planted)
+    # the record vouches for each file's hash: make it vouch for the planted signatures
+    record = shard_paths(cfg, second.name)[2]
+    info = json.loads(record.read_text()) | {"signatures_sha256": sha256_file(signature_path(cfg, second.name))}
+    record.write_text(json.dumps(info))
     results = [generate_shard(cfg, spec) for spec in (first, second)]
     finalize_run(cfg, results)
     manifest = pl.read_parquet(run / "manifest.parquet")

@@ -115,10 +115,13 @@ def statistics_table(ok: pl.DataFrame) -> list[str]:
     return ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
 
 
-def overview_plot(ok: pl.DataFrame, path: Path) -> Path | None:
-    """Distributions of the per-dialogue measures (PNG): what a reader checks before downloading."""
+def overview_png(ok: pl.DataFrame) -> bytes | None:
+    """Distributions of the per-dialogue measures as PNG bytes: what a reader checks before
+    downloading. None for a run without dialogues."""
     if ok.is_empty():
         return None
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,9 +145,19 @@ def overview_plot(ok: pl.DataFrame, path: Path) -> Path | None:
         ax.tick_params(labelsize=8)
     fig.suptitle(f"{len(ok)} dialogues, per-dialogue distributions", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same bytes everywhere
     plt.close(fig)
+    return buffer.getvalue()
+
+
+def overview_plot(ok: pl.DataFrame, path: Path) -> Path | None:
+    """`overview_png` written to `path`."""
+    png = overview_png(ok)
+    if png is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
     return path
 
 
@@ -287,4 +300,12 @@ def write_card(cfg: RunConfig, manifest: pl.DataFrame, run_dir: Path, audit: dic
     return dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if plot else None, audit=audit)
 
 
-__all__ = ["card_data", "dataset_card", "overview_plot", "shard_features", "size_category", "write_card"]
+__all__ = [
+    "card_data",
+    "dataset_card",
+    "overview_plot",
+    "overview_png",
+    "shard_features",
+    "size_category",
+    "write_card",
+]

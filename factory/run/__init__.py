@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from factory.models import Sample
 
 
-def read_samples(run_dir: Path, ids: Iterable[str] | None = None, *, verify: bool = True) -> Iterator[Sample]:
-    """Yield the Samples of a finished run folder (see `factory.run.read`)."""
+def read_samples(
+    run_dir: Path | str,
+    ids: Iterable[str] | None = None,
+    *,
+    verify: bool = True,
+    storage_options: dict[str, Any] | None = None,
+) -> Iterator[Sample]:
+    """Yield the Samples of a finished run folder or URL (see `factory.run.read`)."""
     from factory.run.read import read_samples as _read
 
-    return _read(run_dir, ids, verify=verify)
+    return _read(run_dir, ids, verify=verify, storage_options=storage_options)

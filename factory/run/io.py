@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from factory.run.crash import crash_point
+
+# In temporary names, so a cleaner can tell a live writer on this machine from a dead one.
+HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0]) or "host"
+
 
 def tmp_path(path: Path) -> Path:
-    """The temporary sibling a file is written to before its rename (dot-prefixed, `.tmp`)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """The temporary sibling a file is written to before its rename (dot-prefixed, `.tmp`,
+    naming the writer's host and pid; `factory.run.store.clean_stale_tmp` removes dead ones)."""
+    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.tmp")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -21,6 +29,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = tmp_path(path)
     try:
         write(tmp)
+        crash_point("atomic_write")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -2,30 +2,42 @@
 
 A shard is one parquet data file of Samples (`factory.export.hf`), one manifest part (every
 sample, produced or rejected, with the reason), MinHash signatures of its scripts, and a record
-with the data file's checksum, written last. A re-run skips a shard whose record matches its
-data file and redoes any other. `finalize_run` merges the parts into `manifest.parquet`, marks
-near-duplicate scripts across shards, and writes the resolved config and the dataset card.
+with the checksums and row counts of all three, published last. Shards are produced in the local
+run folder and published to the run's store (`factory.run.store`: the same folder, or
+`run.destination`, where they are streamed and deleted locally). A re-run skips a shard whose
+record matches the content of its three files at the store and redoes any other.
+`finalize_run` merges the parts read from the store into `manifest.parquet`, marks
+near-duplicate scripts across shards, and writes the resolved config and the dataset card; it
+is idempotent (same inputs, same bytes). A shard whose task kept failing leaves
+`failures/<shard>.json` (its error) instead of a record; a later success removes it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from factory.audit.run import gate_shard
 from factory.config import RunConfig
-from factory.export.card import write_card
+from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
 from factory.export.hf import read_shard_rows, shard_name, write_shard
 from factory.models import ManifestRow, SampleStatus
 from factory.pipeline import SampleResult, generate_sample
-from factory.run.io import atomic_write, atomic_write_text, sha256_file
+from factory.run.crash import crash_point
+from factory.run.io import atomic_write, sha256_file
+from factory.run.store import RunStore, clean_stale_tmp
 from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
+
+SHARD_FOLDERS = ("data", "manifests", "signatures", "shards")
 
 MANIFEST_SCHEMA = {name: pl.Utf8 for name in ManifestRow.model_fields} | {
     "duration": pl.Float64,
@@ -55,6 +67,13 @@ class ShardResult:
     n_ok: int
     n_rejected: int
     skipped: bool = False
+    seconds: float = 0.0
+    error: str | None = None  # set when the shard's task kept failing: nothing of it was published
+    attempts: int = 1
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
 
 def plan_shards(cfg: RunConfig) -> list[ShardSpec]:
@@ -66,39 +85,107 @@ def plan_shards(cfg: RunConfig) -> list[ShardSpec]:
     ]
 
 
+def run_store(cfg: RunConfig) -> RunStore:
+    """The run's final home: `<run.destination>/<run id>` when set, else the local run folder."""
+    if cfg.run.destination:
+        return RunStore(f"{cfg.run.destination.rstrip('/')}/{cfg.run_id}", cfg.run.storage_options)
+    return RunStore(str(cfg.run_dir))
+
+
+def shard_files(name: str) -> dict[str, str]:
+    """A shard's files, relative to the run folder."""
+    return {
+        "data": f"data/{name}.parquet",
+        "manifest": f"manifests/{name}.parquet",
+        "signatures": f"signatures/{name}.npz",
+        "record": f"shards/{name}.json",
+    }
+
+
 def shard_paths(cfg: RunConfig, name: str) -> tuple[Path, Path, Path]:
-    run = cfg.run_dir
-    return run / "data" / f"{name}.parquet", run / "manifests" / f"{name}.parquet", run / "shards" / f"{name}.json"
+    """Local paths (where the shard is produced) of its data file, manifest part and record."""
+    files, run = shard_files(name), cfg.run_dir
+    return run / files["data"], run / files["manifest"], run / files["record"]
 
 
 def signature_path(cfg: RunConfig, name: str) -> Path:
-    return cfg.run_dir / "signatures" / f"{name}.npz"
+    return cfg.run_dir / shard_files(name)["signatures"]
+
+
+def verify_shard(store: RunStore, name: str) -> str | None:
+    """None when the shard at the store is complete, else why not. Complete means: a record,
+    and each file's sha256 and row count equal the record's (the manifest part has every
+    sample of the shard, the data file and the signatures its ok ones), so a file replaced,
+    truncated or left over from another attempt never passes."""
+    files = shard_files(name)
+    if not store.exists(files["record"]):
+        return "no record"
+    try:
+        info = json.loads(store.read_text(files["record"]))
+        expected = {
+            "data": info["sha256"],
+            "manifest": info["manifest_sha256"],
+            "signatures": info["signatures_sha256"],
+        }
+        n_ok, n_rejected = int(info["n_ok"]), int(info["n_rejected"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"record unreadable or from an older format ({exc!r})"
+    for kind, digest in expected.items():
+        if not store.exists(files[kind]):
+            return f"{kind} file missing"
+        if store.sha256(files[kind]) != digest:
+            return f"{kind} file does not match the record's sha256"
+    try:
+        with store.open(files["data"]) as f:
+            n_data = pq_rows(f)
+        with store.open(files["manifest"]) as f:
+            manifest = pl.read_parquet(f, columns=["status"])
+        with np.load(io.BytesIO(store.read_bytes(files["signatures"]))) as sig:
+            n_sig = len(sig["ids"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable file makes the shard incomplete
+        return f"unreadable ({exc!r})"
+    n_manifest_ok = int((manifest["status"] == SampleStatus.ok.value).sum())
+    counts = (n_data, len(manifest), n_manifest_ok, n_sig)
+    if counts != (n_ok, n_ok + n_rejected, n_ok, n_ok):
+        return f"row counts (data, manifest, manifest ok, signatures) {counts} disagree with the record"
+    return None
+
+
+def pq_rows(f) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(f).metadata.num_rows
 
 
 def shard_is_complete(cfg: RunConfig, name: str) -> bool:
-    data, manifest, record = shard_paths(cfg, name)
-    if not (data.exists() and manifest.exists() and record.exists() and signature_path(cfg, name).exists()):
-        return False
-    try:
-        return json.loads(record.read_text())["sha256"] == sha256_file(data)
-    except (ValueError, KeyError):
-        return False
+    return verify_shard(run_store(cfg), name) is None
+
+
+def clean_local(cfg: RunConfig) -> int:
+    """Remove temporary files that killed writers left in the local run folder."""
+    return clean_stale_tmp(cfg.run_dir, ("", *SHARD_FOLDERS))
 
 
 def generate_shard(
     cfg: RunConfig, spec: ShardSpec, on_sample: Callable[[SampleResult], None] | None = None
 ) -> ShardResult:
-    """Produce one shard, or skip it if a previous run finished it (checksum verified)."""
-    data, manifest_path, record = shard_paths(cfg, spec.name)
-    if shard_is_complete(cfg, spec.name):
-        info = json.loads(record.read_text())
+    """Produce one shard and publish it, or skip it if it is complete at the store."""
+    store = run_store(cfg)
+    files = shard_files(spec.name)
+    if verify_shard(store, spec.name) is None:
+        info = json.loads(store.read_text(files["record"]))
+        store.delete(f"failures/{spec.name}.json")
         return ShardResult(spec.name, info["sha256"], info["n_ok"], info["n_rejected"], skipped=True)
+    clean_local(cfg)
+    store.clean_stale_tmp(("", *SHARD_FOLDERS, "failures"))
+    data, manifest_path, _ = shard_paths(cfg, spec.name)
     results = []
     for index in spec.sample_indices:
         result = generate_sample(cfg, index, spec.name)
         results.append(result)
         if on_sample:
             on_sample(result)
+        crash_point("sample")
     samples = [r.sample for r in results if r.sample is not None]
     # audit gates: flag (not reject) samples the audio shows failing; the shard's pooled report goes in its record
     flags, audit_report = gate_shard(samples, cfg, spec.name)
@@ -106,25 +193,51 @@ def generate_shard(
         if r.manifest.id in flags:
             r.manifest = r.manifest.model_copy(update={"audit_flags": flags[r.manifest.id]})
     digest = write_shard(samples, data, cfg.audio.sample_rate)
+    crash_point("shard.data")
     write_manifest([r.manifest for r in results], manifest_path)
+    crash_point("shard.manifest")
     # MinHash signatures of the spoken scripts, merged across shards by finalize_run
-    save_signatures(signature_path(cfg, spec.name), {s.id: signature(_spoken_text(s)) for s in samples})
+    sig_path = signature_path(cfg, spec.name)
+    save_signatures(sig_path, {s.id: signature(_spoken_text(s)) for s in samples})
+    crash_point("shard.signatures")
     n_ok = len(samples)
     check_shard(data, [r.manifest for r in results])  # before the record: a shard that fails is never "complete"
-    atomic_write_text(
-        record,
-        json.dumps(
-            {
-                "shard": spec.name,
-                "sha256": digest,
-                "n_ok": n_ok,
-                "n_rejected": len(results) - n_ok,
-                "audit": audit_report,
-            },
-            indent=2,
-        ),
-    )
+    info = {
+        "shard": spec.name,
+        "sha256": digest,
+        "n_ok": n_ok,
+        "n_rejected": len(results) - n_ok,
+        "manifest_sha256": sha256_file(manifest_path),
+        "signatures_sha256": sha256_file(sig_path),
+        "audit": audit_report,
+    }
+    local = {"data": data, "manifest": manifest_path, "signatures": sig_path}
+    for kind, path in local.items():  # the record goes last: it is what makes the shard complete
+        store.put(path, files[kind])
+    store.write_bytes(files["record"], json.dumps(info, indent=2).encode())
+    crash_point("shard.record")
+    store.delete(f"failures/{spec.name}.json")
+    if not _in_place(cfg, store):
+        for path in local.values():  # streamed out: local disk holds only shards in flight
+            path.unlink(missing_ok=True)
     return ShardResult(spec.name, digest, n_ok, len(results) - n_ok)
+
+
+def record_failure(cfg: RunConfig, name: str, error: str, attempts: int) -> None:
+    """Note at the store that a shard's task kept failing (the run goes on without it)."""
+    body = {"shard": name, "error": error, "attempts": attempts}
+    run_store(cfg).write_bytes(f"failures/{name}.json", json.dumps(body, indent=2).encode())
+
+
+def failed_shards(store: RunStore) -> dict[str, dict]:
+    """{shard: failure record} of the shards whose last attempt failed."""
+    out = {}
+    for file in store.names("failures", ".json"):
+        try:
+            out[file.removesuffix(".json")] = json.loads(store.read_text(f"failures/{file}"))
+        except (ValueError, FileNotFoundError):
+            continue
+    return out
 
 
 class ShardInconsistent(RuntimeError):
@@ -164,17 +277,44 @@ def write_manifest(rows: list[ManifestRow], path: Path) -> None:
     atomic_write(path, lambda tmp: frame.write_parquet(tmp))
 
 
-def finalize_run(cfg: RunConfig, shards: list[ShardResult]) -> Path:
-    """Collect shard manifests into `manifest.parquet`, write the resolved config and a card."""
-    run = cfg.run_dir
-    parts = [shard_paths(cfg, s.name)[1] for s in shards]
-    manifest = pl.concat([pl.read_parquet(p) for p in parts]).sort("id")
-    signatures = load_signatures(signature_path(cfg, s.name) for s in shards)
+def finalize_run(cfg: RunConfig, shards: list[ShardResult]) -> str:
+    """Collect the published shards' manifest parts and signatures (read from the store) into
+    `manifest.parquet`, and write the resolved config and the card. Failed shards are left out
+    (they have no record); a re-run that finishes them finalizes again. Idempotent: every
+    output is a function of the published shards, written whole or not at all. Returns the
+    store's URL (a local path when there is no destination)."""
+    store = run_store(cfg)
+    clean_local(cfg)
+    store.clean_stale_tmp(("",))
+    done = [s for s in shards if not s.failed]
+    parts = []
+    for s in done:
+        with store.open(shard_files(s.name)["manifest"]) as f:
+            parts.append(pl.read_parquet(f))
+    manifest = (pl.concat(parts) if parts else pl.DataFrame(schema=MANIFEST_SCHEMA)).sort("id")
+    signatures = load_signatures(io.BytesIO(store.read_bytes(shard_files(s.name)["signatures"])) for s in done)
     duplicates = find_duplicates(dict(sorted(signatures.items())))  # run order: independent of sharding
     manifest = manifest.with_columns(
         pl.col("id").replace_strict(duplicates, default=None, return_dtype=pl.Utf8).alias("duplicate_of")
     )
-    atomic_write(run / "manifest.parquet", lambda tmp: manifest.write_parquet(tmp))
-    atomic_write_text(run / "config.yaml", cfg.to_yaml())
-    atomic_write_text(run / "README.md", write_card(cfg, manifest, run))
-    return run
+    buffer = io.BytesIO()
+    manifest.write_parquet(buffer)
+    store.write_bytes("manifest.parquet", buffer.getvalue())
+    crash_point("finalize.manifest")
+    store.write_bytes("config.yaml", cfg.to_yaml().encode())
+    crash_point("finalize.config")
+    # The card and its overview plot, from the published data's sizes (local copies may be gone).
+    png = overview_png(manifest.filter(pl.col("status") == "ok"))
+    if png is not None:
+        store.write_bytes(OVERVIEW_PLOT, png)
+    data_bytes = sum(store.size(f"data/{s.name}.parquet") for s in done)
+    card = dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if png is not None else None)
+    store.write_bytes("README.md", card.encode())
+    if not _in_place(cfg, store) and cfg.run_dir.exists() and not any(p.is_file() for p in cfg.run_dir.rglob("*")):
+        shutil.rmtree(cfg.run_dir, ignore_errors=True)  # all published; only empty folders were left
+    return store.url
+
+
+def _in_place(cfg: RunConfig, store: RunStore) -> bool:
+    """True when the store is the local run folder itself (no destination to stream to)."""
+    return store.is_local and Path(store.root).resolve() == cfg.run_dir.resolve()

@@ -1,0 +1,113 @@
+"""A Prefect API server for one `duplex-factory generate`, tied to the run's life.
+
+Prefect's own ephemeral server (`SubprocessASGIServer`) is a uvicorn child that outlives a
+SIGKILLed parent: a run killed by hand, the OOM killer or a scheduler left it running. This one
+is started through a launcher that sets `PR_SET_PDEATHSIG` (SIGKILL) before exec'ing uvicorn, so
+the kernel kills it the moment the run dies, however it dies; a normal exit stops it politely.
+When `PREFECT_API_URL` already names a server (a deployment's worker, a shared server for Dask or
+Ray workers), that server is used and nothing is started.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+# Runs in the child before uvicorn: die with the parent (Linux), and exit if the parent is
+# already gone (the race between fork and prctl).
+_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'uvicorn', *sys.argv[2:]])\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int, env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+    """A Prefect API server (no UI) on 127.0.0.1:`port` that dies with this process."""
+    import prefect
+
+    args = [
+        "--app-dir",
+        str(Path(prefect.__file__).parent.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *args],
+        env={**env, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"},
+        stdout=out,
+        stderr=out,
+    )
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the Prefect server at {url} was not ready within {timeout_s:.0f} s")
+
+
+@contextmanager
+def run_server() -> Iterator[str]:
+    """Yield a Prefect API URL for this run: `PREFECT_API_URL` if set, else a server of our own
+    that stops when the block ends and is killed by the kernel if this process dies."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    existing = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    if existing:
+        yield existing
+        return
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    proc = start_server(port, dict(os.environ))
+    try:
+        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
+        wait_healthy(url, proc, timeout)
+        os.environ["PREFECT_API_URL"] = url  # inherited by Dask/Ray worker processes
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        try:  # deliver the run's last logs before the server goes
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler.flush()
+        except Exception:  # noqa: BLE001 - logs are best effort, stopping the server is not
+            pass
+        os.environ.pop("PREFECT_API_URL", None)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
