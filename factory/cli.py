@@ -196,7 +196,7 @@ PUSH_FAILED = 6  # exit code of a push that stopped part-way (re-run the same co
 
 @app.command()
 def push(
-    run_dir: Path,
+    run_dir: Annotated[str, typer.Argument(help="run folder, or the fsspec URL it was published to (s3://...)")],
     repo: Annotated[str, typer.Option("--repo", help="dataset repo id, e.g. my-org/duplex-synth")],
     private: Annotated[bool, typer.Option(help="create the repo private")] = False,
     revision: Annotated[str | None, typer.Option(help="branch to push to (created if missing); default main")] = None,

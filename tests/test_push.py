@@ -83,18 +83,18 @@ def test_interrupted_push_resumes_and_every_file_lands_once_with_identical_bytes
     hub, second = pushed["hub"], pushed["second"]
     assert second.returncode == 0, second.stdout + second.stderr
     shards, root = publish_plan(tiny_run)
-    assert len(shards) == 2 and {p for p, _ in root} >= {"README.md", "manifest.parquet", "config.yaml"}
+    assert len(shards) == 2 and {f.path_in_repo for f in root} >= {"README.md", "manifest.parquet", "config.yaml"}
     # The kill left exactly the first shard; the re-run skipped it and sent the rest.
-    assert set(pushed["after_kill"]) == {shards[0][0]}
-    assert f"skip   {shards[0][0]}" in second.stdout
+    assert set(pushed["after_kill"]) == {shards[0].path_in_repo}
+    assert f"skip   {shards[0].path_in_repo}" in second.stdout
     repo = hub.repos["lab/duplex-tiny"]
-    assert set(repo.files) == {p for p, _ in shards + root}
-    for path_in_repo, local in shards + root:
-        assert hub.file_bytes("lab/duplex-tiny", path_in_repo) == local.read_bytes(), path_in_repo
-        assert repo.commits_per_path[path_in_repo] == 1, path_in_repo
+    assert set(repo.files) == {f.path_in_repo for f in shards + root}
+    for f in shards + root:
+        assert hub.file_bytes("lab/duplex-tiny", f.path_in_repo) == (tiny_run / f.rel).read_bytes(), f.path_in_repo
+        assert repo.commits_per_path[f.path_in_repo] == 1, f.path_in_repo
     assert all(n == 1 for n in hub.lfs_uploads.values()), hub.lfs_uploads
     # Shards travel through LFS; the card is a regular file committed last, after every shard.
-    assert all(repo.files[p][1] for p, _ in shards) and not repo.files["README.md"][1]
+    assert all(repo.files[f.path_in_repo][1] for f in shards) and not repo.files["README.md"][1]
     assert repo.commit_messages[-1].startswith("Add") and "README.md" in repo.commit_messages[-1]
     # Every request that needed the token carried it.
     assert hub.unauthorized == []
@@ -154,3 +154,28 @@ def test_redact_masks_tokens() -> None:
 def test_git_blob_id_is_gits() -> None:
     # `git hash-object` of "hello\n"
     assert git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_push_from_a_run_published_to_an_fsspec_destination(tiny_run, monkeypatch) -> None:
+    """A streamed run (run.destination) has no local copy: push reads it from the store. fsspec's
+    in-memory filesystem stands in for S3 (the same non-local code path: files fetched per commit)."""
+    import fsspec
+    import huggingface_hub.constants
+    from huggingface_hub import HfApi
+
+    from factory.publish.hub import push_run
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    fs = fsspec.filesystem("memory")
+    for path in tiny_run.rglob("*"):
+        if path.is_file():
+            fs.pipe_file(f"/published/tiny/{path.relative_to(tiny_run)}", path.read_bytes())
+    with FakeHub(TOKEN) as hub:
+        report = push_run("memory://published/tiny", "lab/streamed", api=HfApi(endpoint=hub.url, token=TOKEN))
+        repo = hub.repos["lab/streamed"]
+        assert report.commits == 3 and not report.skipped
+        for name in ("data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet", "README.md"):
+            assert repo.files[name][0] == (tiny_run / name).read_bytes(), name
+        assert (
+            push_run("memory://published/tiny", "lab/streamed", api=HfApi(endpoint=hub.url, token=TOKEN)).commits == 0
+        )

@@ -22,17 +22,20 @@ exception text we re-raise, in case a library puts the token into one.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from pydantic import BaseModel
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from factory.run.io import sha256_file
 from factory.run.read import complete_shards
+from factory.run.store import RunStore
 
 # What a dataset repo holds, besides the shards; the rest of a run folder (shard records,
 # signatures, manifest parts) is the factory's own bookkeeping.
@@ -69,14 +72,24 @@ def redact(text: str, token: str | None = None) -> str:
     return _TOKEN_RE.sub("hf_***", text)
 
 
-def publish_plan(run_dir: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
-    """(shards, root files) to publish as (path in repo, local path). Only finished, verified shards
-    count, so a run still being generated can be pushed as far as it goes."""
-    run_dir = Path(run_dir)
-    shards = [(f"data/{p.name}", p) for p in complete_shards(run_dir, verify=True)]
-    root = [(name, run_dir / name) for name in ROOT_FILES if (run_dir / name).exists()]
-    if (run_dir / CARD).exists():
-        root.append((CARD, run_dir / CARD))
+class PublishFile(NamedTuple):
+    path_in_repo: str
+    store: RunStore
+    rel: str  # path inside the run folder (or the run's fsspec destination)
+
+
+def publish_plan(
+    run_dir: Path | str, storage_options: dict | None = None
+) -> tuple[list[PublishFile], list[PublishFile]]:
+    """(shards, root files) to publish. Only finished, verified shards count, so a run still being
+    generated can be pushed as far as it goes. `run_dir` may be a local folder or the fsspec URL a
+    run was published to (`run.destination`)."""
+    shards = [
+        PublishFile(f"data/{posixpath.basename(rel)}", store, rel)
+        for store, rel in complete_shards(run_dir, True, storage_options)
+    ]
+    store = RunStore(str(run_dir), storage_options)
+    root = [PublishFile(name, store, name) for name in (*ROOT_FILES, CARD) if store.exists(name)]
     return shards, root
 
 
@@ -94,13 +107,23 @@ def _remote_state(api: HfApi, repo_id: str, revision: str, paths: list[str]) -> 
     return state
 
 
-def _same(remote: tuple[str, str] | None, local: Path) -> bool:
+def _same(remote: tuple[str, str] | None, f: PublishFile) -> bool:
     if remote is None:
         return False
     kind, oid = remote
     if kind == "lfs":
-        return oid == sha256_file(local)
-    return oid == git_blob_id(local.read_bytes())
+        return oid == f.store.sha256(f.rel)
+    return oid == git_blob_id(f.store.read_bytes(f.rel))
+
+
+def _local_copy(f: PublishFile, scratch: Path) -> Path:
+    """A local path to upload from: the file itself, or a copy fetched from a remote destination."""
+    if f.store.is_local:
+        return Path(f.store.path(f.rel))
+    target = scratch / f.rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    f.store.fs.get_file(f.store.path(f.rel), str(target))
+    return target
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -111,28 +134,30 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def push_run(
-    run_dir: Path,
+    run_dir: Path | str,
     repo_id: str,
     *,
     private: bool = False,
     revision: str | None = None,
+    storage_options: dict | None = None,
     api: HfApi | None = None,
     attempts: int = 4,
     wait_s: float = 2.0,
     on_file: Callable[[str, str], None] | None = None,
 ) -> PushReport:
-    """Push `run_dir` to the dataset repo `repo_id`; see the module docstring. `on_file(path, what)`
-    reports progress ("skip" or "upload")."""
+    """Push the run at `run_dir` (a folder, or the fsspec URL it was published to) to the dataset
+    repo `repo_id`; see the module docstring. `on_file(path, what)` reports progress ("skip" or
+    "upload")."""
     api = api or HfApi()
     revision = revision or "main"
-    shards, root = publish_plan(run_dir)
+    shards, root = publish_plan(run_dir, storage_options)
     if not shards:
         raise PushError(f"{run_dir} has no finished shard to push")
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         if revision != "main":
             api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
-        remote = _remote_state(api, repo_id, revision, [p for p, _ in shards + root])
+        remote = _remote_state(api, repo_id, revision, [f.path_in_repo for f in shards + root])
     except HfHubHTTPError as exc:
         raise PushError(redact(f"cannot reach dataset repo {repo_id}: {exc}")) from None
 
@@ -141,40 +166,44 @@ def push_run(
     batches = [[item] for item in shards] + [root]
     for batch in batches:
         todo = []
-        for path_in_repo, local in batch:
-            if _same(remote.get(path_in_repo), local):
-                report.skipped.append(path_in_repo)
+        for f in batch:
+            if _same(remote.get(f.path_in_repo), f):
+                report.skipped.append(f.path_in_repo)
                 if on_file:
-                    on_file(path_in_repo, "skip")
+                    on_file(f.path_in_repo, "skip")
             else:
-                todo.append((path_in_repo, local))
+                todo.append(f)
         if not todo:
             continue
-        operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(local)) for p, local in todo]
-        message = f"Add {todo[0][0]}" if len(todo) == 1 else f"Add {', '.join(p for p, _ in todo)}"
-        try:
-            for attempt in Retrying(
-                stop=stop_after_attempt(attempts),
-                wait=wait_exponential(multiplier=wait_s, max=60),
-                retry=retry_if_exception(_retryable),
-                reraise=True,
-            ):
-                with attempt:
-                    api.create_commit(
-                        repo_id, operations, commit_message=message, repo_type="dataset", revision=revision
+        names = ", ".join(f.path_in_repo for f in todo)
+        with tempfile.TemporaryDirectory(prefix="duplex-push-") as scratch:
+            local = [_local_copy(f, Path(scratch)) for f in todo]
+            operations = [
+                CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(path))
+                for f, path in zip(todo, local)
+            ]
+            try:
+                for attempt in Retrying(
+                    stop=stop_after_attempt(attempts),
+                    wait=wait_exponential(multiplier=wait_s, max=60),
+                    retry=retry_if_exception(_retryable),
+                    reraise=True,
+                ):
+                    with attempt:
+                        api.create_commit(
+                            repo_id, operations, commit_message=f"Add {names}", repo_type="dataset", revision=revision
+                        )
+            except Exception as exc:  # noqa: BLE001 - re-raised as PushError with the file named
+                raise PushError(
+                    redact(
+                        f"commit of {names} failed after {attempts} attempts: {type(exc).__name__}: {exc}. "
+                        f"{len(report.uploaded)} files were pushed; re-run the same command to resume."
                     )
-        except Exception as exc:  # noqa: BLE001 - re-raised as PushError with the file named
-            names = ", ".join(p for p, _ in todo)
-            raise PushError(
-                redact(
-                    f"commit of {names} failed after {attempts} attempts: {type(exc).__name__}: {exc}. "
-                    f"{len(report.uploaded)} files were pushed; re-run the same command to resume."
-                )
-            ) from None
-        report.commits += 1
-        for p, local in todo:
-            report.uploaded.append(p)
-            report.bytes_uploaded += local.stat().st_size
+                ) from None
+            report.commits += 1
+            report.bytes_uploaded += sum(path.stat().st_size for path in local)
+        for f in todo:
+            report.uploaded.append(f.path_in_repo)
             if on_file:
-                on_file(p, "upload")
+                on_file(f.path_in_repo, "upload")
     return report
