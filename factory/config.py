@@ -133,13 +133,29 @@ class BehaviourSection(_Section):
     fillers_per_100_words: float = Field(3.0, ge=0, le=30)
     restarts_per_100_words: float = Field(1.0, ge=0, le=20)
     pauses_per_100_words: float = Field(1.5, ge=0, le=20)
-    backchannels_per_minute: float = Field(4.0, ge=0, le=60)
-    barge_ins_per_dialogue: float = Field(1.0, ge=0, le=10)
+    backchannels_per_minute: float = Field(
+        6.0, ge=0, le=60, description="Switchboard: 19 % of ~27 dialogue acts a minute are backchannels"
+    )
+    barge_ins_per_dialogue: float = Field(1.0, ge=0, le=10, description="mean over dialogues")
+    barge_in_dialogue_share: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="share of dialogues with at least one barge-in (LSLM trained with 0.5); capped at "
+        "barge_ins_per_dialogue, the mean, which the others' extra barge-ins make up",
+    )
     failed_interruptions_per_dialogue: float = Field(0.3, ge=0, le=10)
     laughs_per_minute: float = Field(0.5, ge=0, le=30)
+    count_dispersion: float | None = Field(
+        2.0,
+        gt=0,
+        le=1000,
+        description="negative-binomial shape of per-dialogue counts of barge-ins, backchannels, laughs and "
+        "failed interruptions (smaller = more spread between dialogues, as in human data); null = Poisson",
+    )
     min_fillers: int = Field(1, ge=0)
-    min_backchannels: int = Field(1, ge=0)
-    min_barge_ins: int = Field(1, ge=0)
+    min_backchannels: int = Field(0, ge=0)
+    min_barge_ins: int = Field(0, ge=0)
     filler_tokens: list[str] = Field(default_factory=lambda: ["um,", "uh,", "um", "uh"], min_length=1)
     backchannel_tokens: list[str] = Field(
         default_factory=lambda: ["mm-hmm", "yeah", "uh-huh", "right", "okay"], min_length=1
@@ -151,19 +167,45 @@ class BehaviourSection(_Section):
 
 
 class TimingSection(_Section):
-    """Turn-taking timing; lognormal shapes (Laskowski et al. 2012), medians from human data."""
+    """Turn-taking timing: the `factory.timeline.timing.TimingModel` of floor-transfer offsets
+    (a lognormal mixture; defaults = its fit to the Switchboard numbers of
+    ../shared/reference/conversation.md, tails included), its context effects, and barge-in stops."""
 
     lead_in: Range = Range(low=0.3, high=0.8)
     tail: Range = Range(low=0.4, high=0.8)
-    overlap_probability: float = Field(0.3, ge=0, le=1, description="share of transitions in overlap")
-    gap_median: float = Field(0.25, gt=0, le=3)
-    gap_sigma: float = Field(0.6, gt=0, le=3)
-    overlap_median: float = Field(0.18, gt=0, le=2)
-    overlap_sigma: float = Field(0.5, gt=0, le=3)
-    tempo_sigma: float = Field(0.2, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
+    model_file: Path | None = Field(
+        None,
+        description="a fitted TimingModel (JSON from `duplex-factory fit-timing`); its fields replace the "
+        "transition fields below",
+    )
+    overlap_probability: float = Field(0.336, ge=0, le=1, description="share of floor transfers made in overlap")
+    gap_median: float = Field(0.2562, gt=0, le=5)
+    gap_sigma: float = Field(0.8762, ge=0, le=3, description="within-dialogue gap spread (log scale)")
+    overlap_median: float = Field(0.2174, gt=0, le=3)
+    overlap_sigma: float = Field(0.8041, ge=0, le=3)
+    tempo_sigma: float = Field(0.25, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
+    gap_max: float = Field(3.0, gt=0, le=10)
+    overlap_max: float = Field(1.5, gt=0, le=5)
+    question_factor: float = Field(0.8, gt=0, le=3, description="gap scale after a question (answers come faster)")
+    topic_shift_factor: float = Field(1.5, gt=0, le=5, description="gap scale before a turn that changes topic")
+    long_turn_s: float = Field(8.0, gt=0, le=60)
+    long_turn_factor: float = Field(1.3, gt=0, le=5, description="gap scale after a turn longer than long_turn_s")
+    agent_latency_median: float | None = Field(
+        None, gt=0, le=10, description="assistant mode: the agent's own response latency median (null: human timing)"
+    )
+    agent_latency_sigma: float = Field(0.4, ge=0, le=3)
+    agent_overlap_probability: float = Field(0.0, ge=0, le=1)
+    barge_in_stop_median: float | None = Field(
+        None,
+        gt=0,
+        le=3,
+        description="a barge-in's victim stops this long (median) after the interrupter's onset; null: drawn "
+        "like any overlap (overlap_median, overlap_sigma, tempo), so barge-ins keep the fitted overlap shape",
+    )
+    barge_in_stop_sigma: float = Field(0.45, ge=0, le=3, description="with barge_in_stop_median set")
+    barge_in_stop: Range = Field(Range(low=0.05, high=1.5), description="bounds of the barge-in stop latency")
     pause_median: float = Field(0.45, gt=0, le=3)
     backchannel_delay_median: float = Field(0.2, gt=0, le=2)
-    reaction_delay: Range = Range(low=0.2, high=0.6)
 
 
 class AudioSection(_Section):

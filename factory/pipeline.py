@@ -255,6 +255,7 @@ def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = 
             rng_for(seed, key, "timeline"),
             cfg.timing,
             cfg.audio.fade_ms / 1000,
+            scenario.mode,
         )
         b = cfg.behaviour
         unmet = unmet_minimums(
