@@ -9,6 +9,8 @@ off the timeline. Targets: ../shared/reference/conversation.md (Switchboard).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from factory.script.planner import barge_in_count, dispersed_count
 from factory.script.scenario import draw_scenario
 from factory.seeding import rng_for
 from factory.timeline.place import build_timeline
-from factory.timeline.timing import SWITCHBOARD, TimingModel, TransitionContext, timing_model
+from factory.timeline.timing import SWITCHBOARD, TimingFitError, TimingModel, TransitionContext, timing_model
 from tests.test_calibration import SyntheticLLM
 from tests.test_timeline import SR, burst_utterance
 
@@ -178,3 +180,59 @@ def test_barge_in_stop_latency_is_configurable():
         stops += [e.victim_stop - e.onset for e in tl.events if isinstance(e, BargeInEvent)]
     assert len(stops) > 20
     assert np.median(stops) == pytest.approx(0.5, abs=0.1)  # tempo and the turn-length caps spread it
+
+
+def _synthetic_corpus(model: TimingModel, n_conv: int, rng: np.random.Generator) -> dict[str, list[tuple]]:
+    """Two-speaker conversations whose floor transfers are drawn from `model`: (speaker, start, end)."""
+    convs = {}
+    for c in range(n_conv):
+        tempo, t, rows = model.draw_tempo(rng), 0.5, []
+        for k in range(30):
+            dur = float(rng.uniform(2.0, 4.0))
+            rows.append((f"spk{k % 2}", t, t + dur))
+            t = t + dur + max(model.sample(rng, TransitionContext(tempo=tempo)), -0.9 * min(dur, 2.0))
+        convs[f"conv{c}"] = rows
+    return convs
+
+
+def test_fit_from_rttm_and_lhotse_manifests(tmp_path):
+    true = TimingModel.fit(SWITCHBOARD)
+    corpus = _synthetic_corpus(true, 120, np.random.default_rng(4))
+    rttm = tmp_path / "corpus.rttm"
+    rttm.write_text(
+        "".join(
+            f"SPEAKER {c} 1 {s:.3f} {e - s:.3f} <NA> <NA> {spk} <NA> <NA>\n"
+            for c, rows in corpus.items()
+            for spk, s, e in rows
+        )
+    )
+    sups = tmp_path / "supervisions.jsonl"
+    sups.write_text(
+        "".join(
+            json.dumps(
+                {"id": f"{c}-{i}", "recording_id": c, "start": s, "duration": e - s, "channel": 0, "speaker": spk}
+            )
+            + "\n"
+            for c, rows in corpus.items()
+            for i, (spk, s, e) in enumerate(rows)
+        )
+    )
+    for path in (rttm, sups):
+        fitted = TimingModel.fit(path)
+        assert fitted.overlap_probability == pytest.approx(true.overlap_probability, abs=0.03), path
+        assert fitted.gap_median == pytest.approx(true.gap_median, rel=0.1), path
+        assert fitted.overlap_median == pytest.approx(true.overlap_median, rel=0.1), path
+        assert fitted.gap_sigma == pytest.approx(true.gap_sigma, abs=0.1), path
+
+
+def test_corpus_errors_are_named(tmp_path):
+    bad = tmp_path / "three.rttm"
+    bad.write_text("".join(f"SPEAKER f 1 {i}.0 0.5 <NA> <NA> s{i % 3} <NA> <NA>\n" for i in range(9)))
+    with pytest.raises(TimingFitError, match="3 speakers"):
+        TimingModel.fit(bad)
+    broken = tmp_path / "broken.rttm"
+    broken.write_text("SPEAKER f 1 abc 0.5 <NA> <NA> s0\n")
+    with pytest.raises(TimingFitError, match="broken.rttm:1"):
+        TimingModel.fit(broken)
+    with pytest.raises(TimingFitError, match="at least 10 gaps"):
+        TimingModel.fit([0.2, -0.1])
