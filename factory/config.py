@@ -215,12 +215,54 @@ class AudioSection(_Section):
     fade_ms: float = Field(8.0, ge=0, le=100)
 
 
+AUGMENT_TRANSFORMS = ("colored_noise", "hum", "babble", "recorded_noise", "room", "telephone", "codec", "gain", "echo")
+
+
+class AugmentStep(_Section):
+    """One transform of a chain (`factory.augment`); `options` are validated by the transform."""
+
+    transform: Literal["colored_noise", "hum", "babble", "recorded_noise", "room", "telephone", "codec", "gain", "echo"]
+    apply_to: Literal["each", "user", "agent", "mix"] = Field(
+        "each", description="each: every channel with its own draws; user/agent: that channel; mix: both, one draw"
+    )
+    probability: float = Field(1.0, ge=0, le=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _echo_needs_both(self) -> AugmentStep:
+        if self.transform == "echo" and self.apply_to != "mix":
+            raise ValueError("echo leaks the agent channel into the user channel: apply_to must be mix")
+        return self
+
+
+class AugmentChain(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9._\-]+$")
+    probability: float = Field(ge=0, le=1, description="share of samples that get this chain")
+    steps: list[AugmentStep] = Field(min_length=1)
+
+
 class AugmentSection(_Section):
-    """Noise augmentation, written as a second audio column beside the clean one."""
+    """Augmentation chains, written as a second audio column beside the clean one (which is never
+    changed). Each sample draws at most one chain by `probability`; with no `chains`, the one
+    chain is coloured noise on both channels with `noise_probability`, `snr_db` and `colors`."""
 
     noise_probability: float = Field(0.5, ge=0, le=1)
     snr_db: Range = Range(low=10.0, high=30.0)
     colors: list[Literal["white", "pink", "brown"]] = Field(default_factory=lambda: ["white", "pink", "brown"])
+    chains: list[AugmentChain] = Field(default_factory=list)
+    noise_folder: Path | None = Field(None, description="recorded noise (MUSAN / DEMAND layout) for recorded_noise")
+    rir_folder: Path | None = Field(None, description="measured impulse responses (.wav) instead of the simulated bank")
+    cache_dir: Path = Field(Path(".cache/augment"), description="simulated RIR banks")
+
+    @model_validator(mode="after")
+    def _chains(self) -> AugmentSection:
+        total = sum(c.probability for c in self.chains)
+        if total > 1 + 1e-9:
+            raise ValueError(f"chain probabilities sum to {total:g}; at most 1 (the rest get no augmentation)")
+        names = [c.name for c in self.chains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"chain names must be unique, got {names}")
+        return self
 
 
 class RunConfig(_Section):
