@@ -331,7 +331,7 @@ def _to_timeline(
                     victim_stop=victim.end,
                 )
             )
-    events.extend(_overlaps(turns))
+    events.extend(overlap_events(turns))
     events.sort(key=lambda e: (e.start, e.end, e.type))
 
     tail = timing.tail.low + rng.random() * (timing.tail.high - timing.tail.low)
@@ -360,7 +360,7 @@ def _to_timeline(
     return timeline, placements
 
 
-def _overlaps(turns: list[TimelineTurn]) -> list[Event]:
+def overlap_events(turns: list[TimelineTurn]) -> list[Event]:
     """Stretches where both channels hold a turn, classified by what caused them."""
     out: list[Event] = []
     for a in turns:
