@@ -196,6 +196,25 @@ def preference(
     console.print(f"{out}: {n} pairs")
 
 
+@app.command("fit-timing")
+def fit_timing(
+    source: Annotated[str, typer.Argument(help="two-speaker .rttm, lhotse .jsonl(.gz) manifest, or 'switchboard'")],
+    out: Annotated[Path, typer.Option(help="JSON of the fitted model, for timing.model_file")],
+) -> None:
+    """Fit the turn-taking model (floor-transfer offsets) to a corpus or the published numbers."""
+    from factory.run.io import atomic_write_text
+    from factory.timeline.timing import SWITCHBOARD, TimingFitError, TimingModel
+
+    try:
+        model = TimingModel.fit(SWITCHBOARD if source.lower() == "switchboard" else Path(source))
+    except TimingFitError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    atomic_write_text(out, model.model_dump_json(indent=2))
+    q = ", ".join(f"p{round(k * 100)} {v:+.3f}" for k, v in model.quantiles().items())
+    console.print(f"{out}: overlap share {model.overlap_probability:.3f}; FTO {q} s")
+
+
 def _llm_http_note(stats: dict | None) -> str:
     """The HTTP LLM's retries and failures this run, e.g. "; LLM 40 requests, 3 retries (http_429 2, timeout 1)"."""
     if not stats:

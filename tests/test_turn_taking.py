@@ -236,3 +236,28 @@ def test_corpus_errors_are_named(tmp_path):
         TimingModel.fit(broken)
     with pytest.raises(TimingFitError, match="at least 10 gaps"):
         TimingModel.fit([0.2, -0.1])
+
+
+def test_fit_timing_cli_writes_a_model_file_the_config_uses(tmp_path):
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    corpus = _synthetic_corpus(
+        TimingModel.fit(SWITCHBOARD).model_copy(update={"gap_median": 0.5}), 60, np.random.default_rng(8)
+    )
+    rttm = tmp_path / "c.rttm"
+    rttm.write_text(
+        "".join(
+            f"SPEAKER {c} 1 {s:.3f} {e - s:.3f} <NA> <NA> {k} <NA> <NA>\n"
+            for c, rows in corpus.items()
+            for k, s, e in rows
+        )
+    )
+    out = tmp_path / "timing.json"
+    result = CliRunner().invoke(app, ["fit-timing", str(rttm), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = timing_model(load_config(None, [f"timing.model_file={out}"]).timing)
+    assert model == TimingModel.model_validate_json(out.read_text())
+    assert model.gap_median == pytest.approx(0.5, rel=0.12)  # the corpus's, not the default 0.26
+    assert CliRunner().invoke(app, ["fit-timing", str(tmp_path / "none.rttm"), "--out", str(out)]).exit_code == 1
