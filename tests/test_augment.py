@@ -204,3 +204,22 @@ def test_bad_chain_configs_are_named(context):
     missing = load_config(None, ["augment.chains=[{name: a, probability: 1, steps: [{transform: recorded_noise}]}]"])
     with pytest.raises(AugmentError, match="noise folder"):
         Augmenter(missing.augment, AugmentContext(sample_rate=SR))
+
+
+# --------------------------------------------------------------------------- the faster mix path
+def test_fast_loudness_and_quantiser_agree_with_the_reference():
+    """The vectorised BS.1770 meter against pyloudnorm's, and the one-multiply quantiser against
+    the two-step formula (gain, then 2^15): the stored bytes must not depend on the speed-up."""
+    from factory.audio.mix import PCM16_SCALE, apply_gains, integrated_loudness, to_pcm16
+
+    rng = np.random.default_rng(12)
+    for sr in (16000, 22050, 24000, 48000):
+        x = stereo_clean(20.0, int(rng.integers(1000)))[:, 0] * float(rng.uniform(0.1, 3.0))
+        ref = pyloudnorm.Meter(sr).integrated_loudness(x.astype(np.float64))
+        assert abs(integrated_loudness(x, sr) - ref) < 1e-3, sr
+    x = (rng.standard_normal((50_000, 2)) * 0.7).astype(np.float32)
+    x[:4, 0] = np.array([0.5, 1.5, -2.5, 32767.5], np.float32) / 32768
+    gains = (0.731, 2.9)
+    ref = np.clip(np.round(x.astype(np.float64) * np.asarray(gains)[None, :] * PCM16_SCALE), -32768, 32767)
+    assert np.array_equal(apply_gains(x, gains), (ref / PCM16_SCALE).astype(np.float32))
+    assert np.array_equal(to_pcm16(x), np.clip(np.round(x.astype(np.float64) * PCM16_SCALE), -32768, 32767))

@@ -5,19 +5,23 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
+from scipy.fft import next_fast_len
 
 from factory.augment.base import AugmentContext, Options, Params, add_at_snr, options_of, uniform
 
 
 def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS white, pink (1/f power) or brown (1/f^2 power) noise."""
-    white = rng.standard_normal(n)
-    if color != "white":
-        spectrum = np.fft.rfft(white)
-        f = np.fft.rfftfreq(n)
-        f[0] = f[1] if n > 1 else 1.0
+    """Unit-RMS white, pink (1/f power) or brown (1/f^2 power) noise. Shaped at a length FFTs are
+    fast at (`next_fast_len`; a dialogue's length can have large prime factors), then cut to `n`."""
+    if color == "white":
+        white = rng.standard_normal(n)
+    else:
+        m = next_fast_len(max(n, 2), real=True)
+        spectrum = np.fft.rfft(rng.standard_normal(m))
+        f = np.fft.rfftfreq(m)
+        f[0] = f[1]
         spectrum /= f ** (0.5 if color == "pink" else 1.0)
-        white = np.fft.irfft(spectrum, n)
+        white = np.fft.irfft(spectrum, m)[:n]
     return (white / (np.sqrt(np.mean(white**2)) or 1.0)).astype(np.float32)
 
 
