@@ -203,7 +203,9 @@ class TimingSection(_Section):
         "like any overlap (overlap_median, overlap_sigma, tempo), so barge-ins keep the fitted overlap shape",
     )
     barge_in_stop_sigma: float = Field(0.45, ge=0, le=3, description="with barge_in_stop_median set")
-    barge_in_stop: Range = Field(Range(low=0.05, high=1.5), description="bounds of the barge-in stop latency")
+    barge_in_stop: Range = Field(
+        Range(low=0.05, high=1.0), description="bounds of the barge-in stop latency (LSLM: within 2 mu = 1 s)"
+    )
     pause_median: float = Field(0.45, gt=0, le=3)
     backchannel_delay_median: float = Field(0.2, gt=0, le=2)
 

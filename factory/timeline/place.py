@@ -44,7 +44,9 @@ from factory.models import (
 )
 from factory.timeline.timing import TransitionContext, barge_in_stop, is_question, is_topic_shift, timing_model
 
-CHANNEL_GUARD_S = 0.05  # minimum silence between two pieces of speech on one channel
+# Minimum silence between two turns of one speaker: a shorter one is a pause inside one turn (the
+# H&E measurement bridges silences under 180 ms into one IPU, and a trainer would hear one turn).
+CHANNEL_GUARD_S = 0.25
 BACKCHANNEL_GUARD_S = 0.3  # a token closer than this to one's own turn is part of that turn, not a backchannel
 
 
