@@ -47,6 +47,7 @@ from factory.timeline.timing import TransitionContext, barge_in_stop, is_questio
 # Minimum silence between two turns of one speaker: a shorter one is a pause inside one turn (the
 # H&E measurement bridges silences under 180 ms into one IPU, and a trainer would hear one turn).
 CHANNEL_GUARD_S = 0.25
+MIN_GUARD_S = 0.05  # ... unless an interrupter must start inside its victim's speech
 BACKCHANNEL_GUARD_S = 0.3  # a token closer than this to one's own turn is part of that turn, not a backchannel
 
 
@@ -198,7 +199,11 @@ def build_timeline(
                     start = prev.end - min(-fto, 0.5 * (prev.end - prev.start), 0.5 * duration)
                 else:
                     start = prev.end + fto
-        start = _q(max(start, free_at[turn.speaker] + CHANNEL_GUARD_S), sr)
+        start = max(start, free_at[turn.speaker] + CHANNEL_GUARD_S)
+        if placed and placed[-1].end_reason is EndReason.interrupted and start > placed[-1].end - MIN_GUARD_S:
+            # an interrupter must start inside the victim's speech: then the short guard only
+            start = max(placed[-1].end - MIN_GUARD_S, free_at[turn.speaker] + MIN_GUARD_S)
+        start = _q(start, sr)
         p = _Placed(
             key=("turn", i),
             channel=turn.speaker,
