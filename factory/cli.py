@@ -280,6 +280,80 @@ def audit(
     raise typer.Exit(run_audit_command(console, run_dir, html, asr_turns, vad, players, audio_format))
 
 
+@app.command()
+def augment(
+    run_dir: Path,
+    out: Annotated[Path, typer.Option(help="new run folder (the source run is left as it is)")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Re-augment a finished run into a new run folder from its stored clean audio (no LLM, no
+    TTS): the `augment` section comes from --config/--set over the run's own config.yaml."""
+    from factory.augment.base import AugmentError
+    from factory.augment.rerun import RerunError, augment_run
+    from factory.run.read import RunFolderError
+
+    own = run_dir / "config.yaml"
+    try:
+        base = load_config(own if own.exists() else None, [])
+        # --config: its augment section (with --set); --set alone: over the run's own config
+        section = load_config(config or (own if own.exists() else None), set_).augment
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    with Progress(TextColumn("augment"), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("augment", total=None)
+        try:
+            counts = augment_run(run_dir, out, section, base.tts.cache_dir, lambda _: progress.advance(task))
+        except (RunFolderError, RerunError, AugmentError) as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"{out}: {counts['augmented']} of {counts['samples']} samples augmented in {counts['shards']} shards")
+
+
+@app.command()
+def preference(
+    run_dir: Path,
+    out: Annotated[Path, typer.Option(help="parquet file of pairs")],
+    max_stop_s: Annotated[float, typer.Option(help="chosen: the agent stops within this after a barge-in")] = 1.0,
+    late_s: Annotated[float, typer.Option(help="rejected stops_late: stops this long after the onset")] = 1.5,
+    early_s: Annotated[float, typer.Option(help="rejected answers_early: starts this long before the user ends")] = 1.0,
+) -> None:
+    """Preference pairs (chosen, rejected) for DPO from a finished run, re-placed and re-mixed from
+    its recipes with the renders in the TTS cache (no TTS call)."""
+    from factory.preference.export import export_pairs
+    from factory.run.read import RunFolderError, read_samples
+    from factory.run.rebuild import SourceMissing
+
+    own = run_dir / "config.yaml"
+    cache = load_config(own if own.exists() else None, []).tts.cache_dir
+    try:
+        n = export_pairs(read_samples(run_dir), cache, out, max_stop_s=max_stop_s, late_s=late_s, early_s=early_s)
+    except (RunFolderError, SourceMissing) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{out}: {n} pairs")
+
+
+@app.command("fit-timing")
+def fit_timing(
+    source: Annotated[str, typer.Argument(help="two-speaker .rttm, lhotse .jsonl(.gz) manifest, or 'switchboard'")],
+    out: Annotated[Path, typer.Option(help="JSON of the fitted model, for timing.model_file")],
+) -> None:
+    """Fit the turn-taking model (floor-transfer offsets) to a corpus or the published numbers."""
+    from factory.run.io import atomic_write_text
+    from factory.timeline.timing import SWITCHBOARD, TimingFitError, TimingModel
+
+    try:
+        model = TimingModel.fit(SWITCHBOARD if source.lower() == "switchboard" else Path(source))
+    except TimingFitError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    atomic_write_text(out, model.model_dump_json(indent=2))
+    q = ", ".join(f"p{round(k * 100)} {v:+.3f}" for k, v in model.quantiles().items())
+    console.print(f"{out}: overlap share {model.overlap_probability:.3f}; FTO {q} s")
+
+
 def _llm_http_note(stats: dict | None) -> str:
     """The HTTP LLM's retries and failures this run, e.g. "; LLM 40 requests, 3 retries (http_429 2, timeout 1)"."""
     if not stats:

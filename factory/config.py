@@ -177,13 +177,29 @@ class BehaviourSection(_Section):
     fillers_per_100_words: float = Field(3.0, ge=0, le=30)
     restarts_per_100_words: float = Field(1.0, ge=0, le=20)
     pauses_per_100_words: float = Field(1.5, ge=0, le=20)
-    backchannels_per_minute: float = Field(4.0, ge=0, le=60)
-    barge_ins_per_dialogue: float = Field(1.0, ge=0, le=10)
+    backchannels_per_minute: float = Field(
+        6.0, ge=0, le=60, description="Switchboard: 19 % of ~27 dialogue acts a minute are backchannels"
+    )
+    barge_ins_per_dialogue: float = Field(1.0, ge=0, le=10, description="mean over dialogues")
+    barge_in_dialogue_share: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="share of dialogues with at least one barge-in (LSLM trained with 0.5); capped at "
+        "barge_ins_per_dialogue, the mean, which the others' extra barge-ins make up",
+    )
     failed_interruptions_per_dialogue: float = Field(0.3, ge=0, le=10)
     laughs_per_minute: float = Field(0.5, ge=0, le=30)
+    count_dispersion: float | None = Field(
+        2.0,
+        gt=0,
+        le=1000,
+        description="negative-binomial shape of per-dialogue counts of barge-ins, backchannels, laughs and "
+        "failed interruptions (smaller = more spread between dialogues, as in human data); null = Poisson",
+    )
     min_fillers: int = Field(1, ge=0)
-    min_backchannels: int = Field(1, ge=0)
-    min_barge_ins: int = Field(1, ge=0)
+    min_backchannels: int = Field(0, ge=0)
+    min_barge_ins: int = Field(0, ge=0)
     filler_tokens: list[str] = Field(default_factory=lambda: ["um,", "uh,", "um", "uh"], min_length=1)
     backchannel_tokens: list[str] = Field(
         default_factory=lambda: ["mm-hmm", "yeah", "uh-huh", "right", "okay"], min_length=1
@@ -195,19 +211,47 @@ class BehaviourSection(_Section):
 
 
 class TimingSection(_Section):
-    """Turn-taking timing; lognormal shapes (Laskowski et al. 2012), medians from human data."""
+    """Turn-taking timing: the `factory.timeline.timing.TimingModel` of floor-transfer offsets
+    (a lognormal mixture; defaults = its fit to the Switchboard numbers of
+    ../shared/reference/conversation.md, tails included), its context effects, and barge-in stops."""
 
     lead_in: Range = Range(low=0.3, high=0.8)
     tail: Range = Range(low=0.4, high=0.8)
-    overlap_probability: float = Field(0.3, ge=0, le=1, description="share of transitions in overlap")
-    gap_median: float = Field(0.25, gt=0, le=3)
-    gap_sigma: float = Field(0.6, gt=0, le=3)
-    overlap_median: float = Field(0.18, gt=0, le=2)
-    overlap_sigma: float = Field(0.5, gt=0, le=3)
-    tempo_sigma: float = Field(0.2, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
+    model_file: Path | None = Field(
+        None,
+        description="a fitted TimingModel (JSON from `duplex-factory fit-timing`); its fields replace the "
+        "transition fields below",
+    )
+    overlap_probability: float = Field(0.336, ge=0, le=1, description="share of floor transfers made in overlap")
+    gap_median: float = Field(0.2562, gt=0, le=5)
+    gap_sigma: float = Field(0.8762, ge=0, le=3, description="within-dialogue gap spread (log scale)")
+    overlap_median: float = Field(0.2174, gt=0, le=3)
+    overlap_sigma: float = Field(0.8041, ge=0, le=3)
+    tempo_sigma: float = Field(0.25, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
+    gap_max: float = Field(3.0, gt=0, le=10)
+    overlap_max: float = Field(1.5, gt=0, le=5)
+    question_factor: float = Field(0.8, gt=0, le=3, description="gap scale after a question (answers come faster)")
+    topic_shift_factor: float = Field(1.5, gt=0, le=5, description="gap scale before a turn that changes topic")
+    long_turn_s: float = Field(8.0, gt=0, le=60)
+    long_turn_factor: float = Field(1.3, gt=0, le=5, description="gap scale after a turn longer than long_turn_s")
+    agent_latency_median: float | None = Field(
+        None, gt=0, le=10, description="assistant mode: the agent's own response latency median (null: human timing)"
+    )
+    agent_latency_sigma: float = Field(0.4, ge=0, le=3)
+    agent_overlap_probability: float = Field(0.0, ge=0, le=1)
+    barge_in_stop_median: float | None = Field(
+        None,
+        gt=0,
+        le=3,
+        description="a barge-in's victim stops this long (median) after the interrupter's onset; null: drawn "
+        "like any overlap (overlap_median, overlap_sigma, tempo), so barge-ins keep the fitted overlap shape",
+    )
+    barge_in_stop_sigma: float = Field(0.45, ge=0, le=3, description="with barge_in_stop_median set")
+    barge_in_stop: Range = Field(
+        Range(low=0.05, high=1.0), description="bounds of the barge-in stop latency (LSLM: within 2 mu = 1 s)"
+    )
     pause_median: float = Field(0.45, gt=0, le=3)
     backchannel_delay_median: float = Field(0.2, gt=0, le=2)
-    reaction_delay: Range = Range(low=0.2, high=0.6)
 
 
 class AudioSection(_Section):
@@ -217,12 +261,54 @@ class AudioSection(_Section):
     fade_ms: float = Field(8.0, ge=0, le=100)
 
 
+AUGMENT_TRANSFORMS = ("colored_noise", "hum", "babble", "recorded_noise", "room", "telephone", "codec", "gain", "echo")
+
+
+class AugmentStep(_Section):
+    """One transform of a chain (`factory.augment`); `options` are validated by the transform."""
+
+    transform: Literal["colored_noise", "hum", "babble", "recorded_noise", "room", "telephone", "codec", "gain", "echo"]
+    apply_to: Literal["each", "user", "agent", "mix"] = Field(
+        "each", description="each: every channel with its own draws; user/agent: that channel; mix: both, one draw"
+    )
+    probability: float = Field(1.0, ge=0, le=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _echo_needs_both(self) -> AugmentStep:
+        if self.transform == "echo" and self.apply_to != "mix":
+            raise ValueError("echo leaks the agent channel into the user channel: apply_to must be mix")
+        return self
+
+
+class AugmentChain(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9._\-]+$")
+    probability: float = Field(ge=0, le=1, description="share of samples that get this chain")
+    steps: list[AugmentStep] = Field(min_length=1)
+
+
 class AugmentSection(_Section):
-    """Noise augmentation, written as a second audio column beside the clean one."""
+    """Augmentation chains, written as a second audio column beside the clean one (which is never
+    changed). Each sample draws at most one chain by `probability`; with no `chains`, the one
+    chain is coloured noise on both channels with `noise_probability`, `snr_db` and `colors`."""
 
     noise_probability: float = Field(0.5, ge=0, le=1)
     snr_db: Range = Range(low=10.0, high=30.0)
     colors: list[Literal["white", "pink", "brown"]] = Field(default_factory=lambda: ["white", "pink", "brown"])
+    chains: list[AugmentChain] = Field(default_factory=list)
+    noise_folder: Path | None = Field(None, description="recorded noise (MUSAN / DEMAND layout) for recorded_noise")
+    rir_folder: Path | None = Field(None, description="measured impulse responses (.wav) instead of the simulated bank")
+    cache_dir: Path = Field(Path(".cache/augment"), description="simulated RIR banks")
+
+    @model_validator(mode="after")
+    def _chains(self) -> AugmentSection:
+        total = sum(c.probability for c in self.chains)
+        if total > 1 + 1e-9:
+            raise ValueError(f"chain probabilities sum to {total:g}; at most 1 (the rest get no augmentation)")
+        names = [c.name for c in self.chains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"chain names must be unique, got {names}")
+        return self
 
 
 class AuditSection(_Section):

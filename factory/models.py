@@ -459,6 +459,7 @@ class AugmentationRecord(_Model):
     transform: str
     channels: list[Channel] = Field(default_factory=lambda: [Channel.user, Channel.agent])
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    chain: str | None = Field(None, description="the configured chain this step belongs to")
 
 
 # --------------------------------------------------------------------------- sample

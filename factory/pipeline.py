@@ -255,6 +255,7 @@ def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = 
             rng_for(seed, key, "timeline"),
             cfg.timing,
             cfg.audio.fade_ms / 1000,
+            scenario.mode,
         )
         b = cfg.behaviour
         unmet = unmet_minimums(
@@ -290,7 +291,7 @@ def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = 
         llm=script.llm,
     )
     with times("augment"):
-        return augment_sample(Sample(meta=meta, stems=clean), cfg.augment)
+        return augment_sample(Sample(meta=meta, stems=clean), cfg.augment, cfg.tts.cache_dir)
 
 
 def manifest_row(sample: Sample, shard: str) -> ManifestRow:

@@ -250,8 +250,9 @@ def test_calibrate_keeps_valid_proposals(planned, cfg):
             script, rng_for(7, f"keep-{k}", "calibrate"), cfg.behaviour, cfg.timing.pause_median, mode=mode
         )
         # proposed barge-ins survive, cutting after the same written word, unless beyond 2x the target
+        # (a dialogue the planner left without one may get one: counts are drawn per dialogue)
         before, after = _cuts(script), _cuts(out)
-        assert set(after) <= set(before) and len(after) == min(len(before), 2)
+        assert len(set(after) & set(before)) == min(len(before), 2)
         assert content_words(out) == content_words(script)
 
 
@@ -349,7 +350,9 @@ SPOKEN_TOLERANCE = {
     "fillers_per_100_words": 0.20,
     "restarts_per_100_words": 0.20,
     "pauses_per_100_words": 0.20,
-    "backchannels_per_minute": 0.20,
+    # at 6/min (the default since per-dialogue counts became dispersed) more reactions collide in
+    # short turns and move or drop: -20 % measured
+    "backchannels_per_minute": 0.25,
     "barge_ins_per_dialogue": 0.20,
     "laughs_per_minute": 0.30,
     "failed_interruptions_per_dialogue": 0.30,

@@ -92,10 +92,15 @@ def test_barge_in_victims_fall_silent(tiny_run: Path) -> None:
 
 
 def test_behaviour_minimums_per_dialogue(tiny_run: Path) -> None:
+    """Per dialogue the configured minimums (a filler; barge-ins and backchannels may be none:
+    counts vary across dialogues, as in human data); over the run, every behaviour occurs."""
+    seen: set[str] = set()
     for row in read_rows(tiny_run):
         tl = Timeline.model_validate_json(row["timeline"])
         kinds = [e.type if e.type != "hesitation" else e.kind for e in tl.events]
-        assert {"barge_in", "backchannel", "filler"} <= set(kinds), (row["id"], kinds)
+        assert "filler" in kinds, (row["id"], kinds)
+        seen |= set(kinds)
+    assert {"barge_in", "backchannel", "filler"} <= seen, seen
 
 
 def _voice_features(mono: np.ndarray, sr: int) -> tuple[float, float]:

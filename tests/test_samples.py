@@ -162,3 +162,37 @@ def test_augmentation_reruns_on_a_finished_run(tiny_run: Path, no_tts: None) -> 
         always = augment_sample(s, cfg.augment.model_copy(update={"noise_probability": 1.0, "colors": ["white"]}))
         assert always.meta.augmentation[0].params["color"] == "white"
     assert n_augmented, "no sample of the tiny run drew an augmentation: the test checks nothing"
+
+
+def test_re_augmenting_a_run_into_a_new_folder_runs_no_tts(tiny_run: Path, no_tts: None, tmp_path: Path) -> None:
+    """`duplex-factory augment RUN --out NEW`: the clean audio is carried over byte for byte, the
+    augmented audio is redrawn under the new chains (babble from the TTS cache), recorded, and
+    the new folder reads like any run; the same chains twice give the same bytes."""
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    chains = (
+        "augment.chains=[{name: street, probability: 1.0, steps: ["
+        "{transform: babble, apply_to: user, options: {voices: [2, 3], min_seconds: 0.5}},"
+        "{transform: room, apply_to: user, options: {bank_size: 3}},"
+        "{transform: echo, apply_to: mix}, {transform: codec, apply_to: mix, options: {codecs: [opus]}}]}]"
+    )
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"re{k}"
+        result = CliRunner().invoke(
+            app,
+            ["augment", str(tiny_run), "--out", str(out), "--set", chains, "--set", f"augment.cache_dir={tmp_path}"],
+        )
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        outs.append(out)
+    source = {s.id: s for s in read_samples(tiny_run)}
+    again = {s.id: s for s in read_samples(outs[1])}
+    for s in read_samples(outs[0]):
+        assert flac_bytes(s.stems, s.sample_rate) == flac_bytes(source[s.id].stems, s.sample_rate)
+        assert s.augmented is not None and [r.transform for r in s.meta.augmentation][:2] == ["babble", "room"]
+        assert {r.chain for r in s.meta.augmentation} == {"street"}
+        assert flac_bytes(s.augmented, s.sample_rate) == flac_bytes(again[s.id].augmented, s.sample_rate)
+    result = CliRunner().invoke(app, ["augment", str(tiny_run), "--out", str(outs[0])])
+    assert result.exit_code == 1 and "not empty" in result.output

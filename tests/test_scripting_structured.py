@@ -70,7 +70,10 @@ def test_a_script_too_short_to_hold_a_barge_in_is_another_attempt(fake_server) -
     # and the agent's only turn is the last: no barge-in fits, so each attempt is rejected
     # instead of handing TTS a script the timeline must reject.
     server = fake_server([], then=Reply(body=completion_body(json.dumps(TWO_TURNS))))
-    cfg = load_config(None, ["llm.script_mode=structured", "dialogue.n_turns=[4, 4]", "llm.turn_attempts=3"])
+    cfg = load_config(
+        None,
+        ["llm.script_mode=structured", "dialogue.n_turns=[4, 4]", "llm.turn_attempts=3", "behaviour.min_barge_ins=1"],
+    )
     scenario = draw_scenario("s1", rng_for(1, "s", "scenario"), {Mode.assistant: 1.0}, (4, 4))
     with OpenAIHTTPBackend(server.base_url, max_retries=0) as llm, pytest.raises(TurnRejected) as err:
         write_script_structured(llm, scenario, cfg, "s1")

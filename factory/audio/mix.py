@@ -13,10 +13,12 @@ import hashlib
 import io
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import pyloudnorm
 import soundfile as sf
+from scipy.signal import sosfilt, tf2sos
 
 from factory.models import Channel, MixPiece, MixRecipe
 
@@ -74,17 +76,51 @@ def place(recipe: MixRecipe, sources: Sequence[np.ndarray]) -> np.ndarray:
     return stems
 
 
+@lru_cache(maxsize=8)
+def _k_weighting(sr: int) -> np.ndarray:
+    """pyloudnorm's BS.1770 K-weighting (shelf, then high-pass) at `sr` as float32 second-order
+    sections, passband gains folded into the first."""
+    stages = list(pyloudnorm.Meter(sr)._filters.values())
+    sos = np.vstack([tf2sos(f.b, f.a) for f in stages])
+    sos[0, :3] *= np.prod([f.passband_gain for f in stages])
+    return sos.astype(np.float32)
+
+
+def integrated_loudness(x: np.ndarray, sr: int, block_s: float = 0.4, overlap: float = 0.75) -> float:
+    """ITU-R BS.1770-4 integrated loudness of a mono signal (LUFS): pyloudnorm's
+    `Meter.integrated_loudness` with its block loop vectorised (block energies from a cumulative
+    sum) and its filters run as one float32 cascade, ~2x faster on a dialogue; within 0.01 LU of
+    it (tests/test_augment.py)."""
+    y = sosfilt(_k_weighting(sr), np.asarray(x, np.float32)).astype(np.float64)
+    if len(y) < round(block_s * sr):
+        raise MixError(f"audio of {len(y)} samples is shorter than one {block_s} s loudness block")
+    step = 1.0 - overlap
+    n_blocks = int(np.round((len(y) / sr - block_s) / (block_s * step))) + 1
+    j = np.arange(n_blocks)
+    lower = (block_s * (j * step) * sr).astype(np.int64)
+    upper = (block_s * (j * step + 1) * sr).astype(np.int64)
+    csum = np.concatenate([[0.0], np.cumsum(y * y)])
+    z = (csum[np.minimum(upper, len(y))] - csum[np.minimum(lower, len(y))]) / (block_s * sr)
+    with np.errstate(divide="ignore"):
+        blocks = -0.691 + 10.0 * np.log10(z)
+        gated = z[blocks >= -70.0]
+        if not len(gated):
+            return -np.inf
+        relative = -0.691 + 10.0 * np.log10(gated.mean()) - 10.0
+        kept = z[(blocks > relative) & (blocks > -70.0)]
+        return float(-0.691 + 10.0 * np.log10(kept.mean() if len(kept) else 0.0))
+
+
 def loudness_gains(stems: np.ndarray, sr: int, target_lufs: float, peak_dbfs: float) -> tuple[float, float]:
     """One linear gain per channel: to `target_lufs`, lowered where the result would peak above
     `peak_dbfs`. A silent channel keeps gain 1."""
-    meter = pyloudnorm.Meter(sr)
     ceiling = 10 ** (peak_dbfs / 20)
     gains = []
     for ch in range(2):
         x = stems[:, ch].astype(np.float64)
         if not np.all(np.isfinite(x)):
             raise MixError(f"non-finite samples on channel {Channel.user if ch == 0 else Channel.agent}")
-        loudness = meter.integrated_loudness(x) if np.any(x) else -np.inf
+        loudness = integrated_loudness(x, sr) if np.any(x) else -np.inf
         gain = 10 ** ((target_lufs - loudness) / 20) if np.isfinite(loudness) else 1.0
         peak = float(np.max(np.abs(x))) if len(x) else 0.0
         if peak * gain > ceiling:
@@ -95,16 +131,27 @@ def loudness_gains(stems: np.ndarray, sr: int, target_lufs: float, peak_dbfs: fl
 
 def to_pcm16(audio: np.ndarray) -> np.ndarray:
     """Float audio (full scale 1.0) as int16, rounded and clipped: the one quantiser, so what is
-    written is exactly what a reader decodes (soundfile reads int16 as pcm / 32768)."""
-    return np.clip(np.round(np.asarray(audio, np.float64) * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1).astype(
-        np.int16
-    )
+    written is exactly what a reader decodes (soundfile reads int16 as pcm / 32768). Scaling by
+    2^15 is exact in any float width, so float32 input is rounded in float32 (same result, no
+    float64 copy)."""
+    x = np.asarray(audio)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64)
+    y = x * x.dtype.type(PCM16_SCALE)
+    np.rint(y, out=y)
+    np.clip(y, -PCM16_SCALE, PCM16_SCALE - 1, out=y)
+    return y.astype(np.int16)
 
 
 def apply_gains(stems: np.ndarray, gains: Sequence[float]) -> np.ndarray:
-    """The stems as stored: gained, then on the 16-bit PCM grid (what FLAC keeps), float32."""
-    out = stems.astype(np.float64) * np.asarray(gains, np.float64)[None, :]
-    return (to_pcm16(out) / PCM16_SCALE).astype(np.float32)
+    """The stems as stored: gained, then on the 16-bit PCM grid (what FLAC keeps), float32.
+    (x * g) * 2^15 == x * (g * 2^15) exactly, so one float64 multiply does both."""
+    y = stems.astype(np.float64) * (np.asarray(gains, np.float64) * PCM16_SCALE)[None, :]
+    np.rint(y, out=y)
+    np.clip(y, -PCM16_SCALE, PCM16_SCALE - 1, out=y)
+    out = y.astype(np.int16).astype(np.float32)
+    out *= np.float32(1 / PCM16_SCALE)
+    return out
 
 
 def mix(recipe: MixRecipe, sources: Sequence[np.ndarray]) -> np.ndarray:

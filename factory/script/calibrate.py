@@ -229,27 +229,19 @@ def calibrate_marks(
             marks = _add_hesitations(turns, marks, t, rng, zero, pause_median, force_filler=True)
             report["added_filler"] += 1
 
-    # Barge-ins, per dialogue: the floor (min_barge_ins) plus a Poisson remainder, as the target mean.
+    # Barge-ins, per dialogue: drawn as the planner draws them (a share with none, a dispersed rest).
     speakers = [t.speaker for t in turns]
     marks = _remove_excess(turns, marks, BargeIn, _cap(cfg.barge_ins_per_dialogue), rng, report)
     victims_now = {m.turn for m in marks if isinstance(m, BargeIn)}
-    floor = min(cfg.min_barge_ins, math.floor(cfg.barge_ins_per_dialogue)) if cfg.barge_ins_per_dialogue else 0
-    wanted = barge_in_victims(
-        mode, speakers, rng, cfg.model_copy(update={"barge_ins_per_dialogue": 0.0, "min_barge_ins": floor})
-    )
-    wanted |= barge_in_victims(
-        mode,
-        speakers,
-        rng,
-        cfg.model_copy(
-            update={"barge_ins_per_dialogue": max(cfg.barge_ins_per_dialogue - floor, 0.0), "min_barge_ins": 0}
-        ),
-    )
-    to_add = len(wanted) - len(victims_now) if add_barge_ins else 0
+    wanted = barge_in_victims(mode, speakers, rng, cfg)  # dispersed per dialogue, as the planner draws them
+    to_add = min(len(wanted), _cap(cfg.barge_ins_per_dialogue)) - len(victims_now) if add_barge_ins else 0
     for t in sorted(wanted - victims_now):
         if to_add <= 0:
             break
         n = len(turns[t].text.split())
+        cut_turns = {m.turn for m in marks if isinstance(m, BargeIn)}
+        if any(abs(t - v) <= 1 for v in cut_turns):
+            continue  # next to a cut turn: the conflict resolution would drop one of the two
         if n >= MIN_VICTIM_WORDS and t < len(turns) - 1 and (mode is Mode.peer or speakers[t] is Channel.agent):
             marks.append(BargeIn(turn=t, heard_words=barge_in_cut(n, rng)))
             report["added_barge_in"] += 1

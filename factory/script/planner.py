@@ -84,13 +84,33 @@ def insert_hesitations(
     return " ".join(out), marks
 
 
+def dispersed_count(rng: np.random.Generator, mean: float, dispersion: float | None) -> int:
+    """A per-dialogue count with `mean`: negative binomial (a Poisson whose rate is gamma
+    distributed with shape `dispersion`) so dialogues differ as much as people do, or Poisson
+    when `dispersion` is None. Variance = mean + mean^2 / dispersion."""
+    if mean <= 0:
+        return 0
+    rate = rng.gamma(dispersion, mean / dispersion) if dispersion else mean
+    return int(rng.poisson(rate))
+
+
+def barge_in_count(rng: np.random.Generator, cfg: BehaviourSection) -> int:
+    """Barge-ins planned for one dialogue: none in a share `1 - barge_in_dialogue_share` of
+    dialogues; the others have one plus a dispersed remainder, so the mean over all dialogues is
+    `barge_ins_per_dialogue`; at least `min_barge_ins`."""
+    mean = cfg.barge_ins_per_dialogue
+    share = min(cfg.barge_in_dialogue_share, mean)
+    count = 0
+    if share > 0 and rng.random() < share:
+        count = 1 + dispersed_count(rng, mean / share - 1, cfg.count_dispersion)
+    return max(count, cfg.min_barge_ins)
+
+
 def barge_in_victims(mode: Mode, speakers: list[Channel], rng: np.random.Generator, cfg: BehaviourSection) -> set[int]:
     """Turns planned to be interrupted by the next turn. In assistant mode the user interrupts
     the agent's long answers; in peer mode either side interrupts."""
     eligible = [i for i in range(len(speakers) - 1) if i > 0 and (mode is Mode.peer or speakers[i] is Channel.agent)]
-    # floor + Poisson remainder keeps the mean on target (max(Poisson(1), 1) has mean 1.37)
-    count = cfg.min_barge_ins + int(rng.poisson(max(cfg.barge_ins_per_dialogue - cfg.min_barge_ins, 0.0)))
-    count = min(count, len(eligible))
+    count = min(barge_in_count(rng, cfg), len(eligible))
     return {int(i) for i in rng.choice(eligible, size=count, replace=False)} if count else set()
 
 
@@ -128,7 +148,8 @@ def plan_backchannels(
     """Listener responses during long turns, at `backchannels_per_minute` of estimated speech."""
     spans = _listener_spans(turns, marks, mode)
     expected = cfg.backchannels_per_minute * _speech_minutes(turns)
-    count = cfg.min_backchannels + int(rng.poisson(max(expected - cfg.min_backchannels, 0.0))) if spans else 0
+    extra = dispersed_count(rng, max(expected - cfg.min_backchannels, 0.0), cfg.count_dispersion)
+    count = cfg.min_backchannels + extra if spans else 0
     chosen: dict[tuple[int, int], Backchannel] = {}
     weights = np.array([hi - lo + 1 for _, lo, hi in spans], dtype=float)
     for _ in range(count * 3):  # a few extra tries when positions collide
@@ -155,8 +176,8 @@ def plan_listener_marks(
     if not spans:
         return planned
     taken = {(m.turn, m.word_index) for m in planned}
-    n_laughs = int(rng.poisson(cfg.laughs_per_minute * _speech_minutes(turns)))
-    n_failed = int(rng.poisson(cfg.failed_interruptions_per_dialogue))
+    n_laughs = dispersed_count(rng, cfg.laughs_per_minute * _speech_minutes(turns), cfg.count_dispersion)
+    n_failed = dispersed_count(rng, cfg.failed_interruptions_per_dialogue, cfg.count_dispersion)
     for kind, count in ((Laugh, n_laughs), (FailedInterruption, n_failed)):
         for _ in range(count):
             turn, lo, hi = spans[int(rng.integers(len(spans)))]

@@ -8,7 +8,7 @@ Times are quantised to the sample grid.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from factory.models import (
     Laugh,
     LaughEvent,
     ListenerMark,
+    Mode,
     OverlapEvent,
     Restart,
     Script,
@@ -41,8 +42,12 @@ from factory.models import (
     Utterance,
     WordKind,
 )
+from factory.timeline.timing import TransitionContext, barge_in_stop, is_question, is_topic_shift, timing_model
 
-CHANNEL_GUARD_S = 0.05  # minimum silence between two pieces of speech on one channel
+# Minimum silence between two turns of one speaker: a shorter one is a pause inside one turn (the
+# H&E measurement bridges silences under 180 ms into one IPU, and a trainer would hear one turn).
+CHANNEL_GUARD_S = 0.25
+MIN_GUARD_S = 0.05  # ... unless an interrupter must start inside its victim's speech
 BACKCHANNEL_GUARD_S = 0.3  # a token closer than this to one's own turn is part of that turn, not a backchannel
 
 
@@ -85,6 +90,38 @@ class _Placed:
         return self.start + len(self.audio) / self.utt.sample_rate
 
 
+@dataclass
+class _Edited:
+    """A script turn's render after its planned pauses and its barge-in cut."""
+
+    utt: Utterance
+    audio: np.ndarray
+    heard: int
+    fade: int
+    hesitations: list[tuple[str, float, float]]
+    silences: list[tuple[int, int]]
+    word_kinds: dict[int, str]
+
+
+def _edit_turn(script: Script, i: int, utt: Utterance, cuts: dict[int, int], sr: int, fade_s: float) -> _Edited:
+    hesitations: list[tuple[str, float, float]] = []
+    silences: list[tuple[int, int]] = []
+    for m in script.marks:  # pauses first: they shift the words after them
+        if isinstance(m, SilentPause) and m.turn == i and m.word_index < cuts.get(i, 10**9) - 1:
+            utt, p0, p1 = insert_pause(utt, m.word_index, m.duration)
+            hesitations.append(("pause", p0, p1))
+            silences.append((int(round(p0 * sr)), int(round((p1 - p0) * sr))))
+    heard = cuts.get(i, len(utt.words))
+    audio = cut_after_word(utt.audio, utt.words, heard - 1, sr, fade_s) if i in cuts else utt.audio
+    fade = min(int(round(fade_s * sr)), len(audio)) if i in cuts else 0
+    word_kinds = {m.word_index: m.type for m in script.marks if m.turn == i and isinstance(m, (Filler, Restart))}
+    for m in script.marks:
+        if m.turn == i and isinstance(m, (Filler, Restart)) and m.word_index < heard:
+            w = utt.words[m.word_index]
+            hesitations.append((m.type, w.start, w.end))
+    return _Edited(utt, audio, heard, fade, hesitations, silences, word_kinds)
+
+
 _REACTION_KIND: dict[type, tuple[TurnKind, EndReason]] = {
     Backchannel: (TurnKind.backchannel, EndReason.complete),
     Laugh: (TurnKind.laugh, EndReason.complete),
@@ -110,33 +147,42 @@ def build_timeline(
     rng: np.random.Generator,
     timing: TimingSection,
     fade_s: float,
+    mode: Mode | None = None,
 ) -> tuple[Timeline, list[Placement]]:
     """`rendered[i]` renders `script.turns[i].text` in full; `reactions[k]` renders the token of
     `script.marks[k]` when it is a listener mark (backchannel, laugh, failed interruption). All
-    at one sample rate."""
+    at one sample rate. Gaps and overlaps between turns come from the config's `TimingModel`;
+    `mode` assistant lets the agent's answers follow its own latency when configured."""
     sr = rendered[0].sample_rate
     cuts = {m.turn: m.heard_words for m in script.marks if isinstance(m, BargeIn)}
-    tempo = float(np.exp(rng.normal(0, timing.tempo_sigma)))
+    model = timing_model(timing)
+    tempo = model.draw_tempo(rng)
+    n_cuts = sum(1 for i in cuts if i < len(script.turns) - 1)
+    # Barge-ins are overlaps too: the other transitions overlap less, so the share of all stays fitted.
+    p_overlap = model.ordinary_overlap_probability(len(script.turns) - 1, n_cuts)
     placed: list[_Placed] = []
     free_at = {Channel.user: 0.0, Channel.agent: 0.0}
 
-    for i, (turn, utt) in enumerate(zip(script.turns, rendered)):
-        hesitations: list[tuple[str, float, float]] = []
-        silences: list[tuple[int, int]] = []
-        for m in script.marks:  # pauses first: they shift the words after them
-            if isinstance(m, SilentPause) and m.turn == i and m.word_index < cuts.get(i, 10**9) - 1:
-                utt, p0, p1 = insert_pause(utt, m.word_index, m.duration)
-                hesitations.append(("pause", p0, p1))
-                silences.append((int(round(p0 * sr)), int(round((p1 - p0) * sr))))
-        heard = cuts.get(i, len(utt.words))
-        audio = cut_after_word(utt.audio, utt.words, heard - 1, sr, fade_s) if i in cuts else utt.audio
-        fade = min(int(round(fade_s * sr)), len(audio)) if i in cuts else 0
-        word_kinds = {m.word_index: m.type for m in script.marks if m.turn == i and isinstance(m, (Filler, Restart))}
-        for m in script.marks:
-            if m.turn == i and isinstance(m, (Filler, Restart)) and m.word_index < heard:
-                w = utt.words[m.word_index]
-                hesitations.append((m.type, w.start, w.end))
+    edited = [_edit_turn(script, i, utt, cuts, sr, fade_s) for i, utt in enumerate(rendered)]
+    # Context redistributes gaps inside a dialogue (faster answers to questions, slower after long
+    # turns and before new topics); the dialogue's level stays its tempo's: factors are divided by
+    # their geometric mean over the dialogue's ordinary transitions, so the pooled gaps stay fitted.
+    contexts: dict[int, TransitionContext] = {}
+    for i in range(1, len(script.turns)):
+        if i - 1 not in cuts:
+            contexts[i] = TransitionContext(
+                tempo=tempo,
+                after_question=is_question(script.turns[i - 1].text),
+                topic_shift=is_topic_shift([t.text for t in script.turns[max(0, i - 2) : i]], script.turns[i].text),
+                previous_turn_s=len(edited[i - 1].audio) / sr,
+                agent_response=mode is Mode.assistant and script.turns[i].speaker is Channel.agent,
+                overlap_probability=p_overlap,
+            )
+    factors = [model.gap_factor(c) for c in contexts.values() if not model.uses_agent_latency(c)]
+    norm = float(np.exp(np.mean(np.log(factors)))) if factors else 1.0
 
+    for i, (turn, e) in enumerate(zip(script.turns, edited)):
+        utt, audio, heard = e.utt, e.audio, e.heard
         duration = len(audio) / sr
         if not placed:
             start = timing.lead_in.low + rng.random() * (timing.lead_in.high - timing.lead_in.low)
@@ -144,19 +190,20 @@ def build_timeline(
             prev = placed[-1]
             if prev.end_reason is EndReason.interrupted:
                 # The interrupter starts, the victim reacts and stops `reaction` later, at a word end.
-                reaction = timing.reaction_delay.low + rng.random() * (
-                    timing.reaction_delay.high - timing.reaction_delay.low
-                )
+                reaction = barge_in_stop(rng, timing, model, tempo)
                 reaction = min(reaction, 0.8 * (prev.end - prev.start), 0.8 * duration)
                 start = prev.end - reaction
-            elif rng.random() < timing.overlap_probability:
-                overlap = _lognormal(rng, timing.overlap_median, timing.overlap_sigma) * tempo
-                overlap = min(overlap, 0.3 * (prev.end - prev.start), 0.5 * duration, 1.0)
-                start = prev.end - overlap
             else:
-                gap = float(np.clip(_lognormal(rng, timing.gap_median, timing.gap_sigma) * tempo, 0.03, 2.5))
-                start = prev.end + gap
-        start = _q(max(start, free_at[turn.speaker] + CHANNEL_GUARD_S), sr)
+                fto = model.sample(rng, replace(contexts[i], factor_norm=norm))
+                if fto < 0:  # an overlap no longer than a share of either turn
+                    start = prev.end - min(-fto, 0.5 * (prev.end - prev.start), 0.5 * duration)
+                else:
+                    start = prev.end + fto
+        start = max(start, free_at[turn.speaker] + CHANNEL_GUARD_S)
+        if placed and placed[-1].end_reason is EndReason.interrupted and start > placed[-1].end - MIN_GUARD_S:
+            # an interrupter must start inside the victim's speech: then the short guard only
+            start = max(placed[-1].end - MIN_GUARD_S, free_at[turn.speaker] + MIN_GUARD_S)
+        start = _q(start, sr)
         p = _Placed(
             key=("turn", i),
             channel=turn.speaker,
@@ -168,11 +215,11 @@ def build_timeline(
             planned_text=turn.text,
             end_reason=EndReason.interrupted if i in cuts else EndReason.complete,
             responds_to_key=("turn", turn.responds_to) if turn.responds_to is not None else None,
-            hesitations=hesitations,
-            silences=silences,
+            hesitations=e.hesitations,
+            silences=e.silences,
             cut=i in cuts,
-            fade=fade,
-            word_kinds=word_kinds,
+            fade=e.fade,
+            word_kinds=e.word_kinds,
         )
         placed.append(p)
         free_at[turn.speaker] = p.end
@@ -291,7 +338,7 @@ def _to_timeline(
                     victim_stop=victim.end,
                 )
             )
-    events.extend(_overlaps(turns))
+    events.extend(overlap_events(turns))
     events.sort(key=lambda e: (e.start, e.end, e.type))
 
     tail = timing.tail.low + rng.random() * (timing.tail.high - timing.tail.low)
@@ -320,7 +367,7 @@ def _to_timeline(
     return timeline, placements
 
 
-def _overlaps(turns: list[TimelineTurn]) -> list[Event]:
+def overlap_events(turns: list[TimelineTurn]) -> list[Event]:
     """Stretches where both channels hold a turn, classified by what caused them."""
     out: list[Event] = []
     for a in turns:
