@@ -8,8 +8,8 @@ The dialogues are placed by the real planner and timeline with word-shaped stand
 `apply_gains`, `flac_bytes`; then the augmentation chains (the default coloured-noise chain and
 a full chain: room, noise, echo, codec). lhotse (needs torch, so it runs in its own interpreter,
 `--lhotse-python` or $LHOTSE_PYTHON; default the torch env, which has lhotse): per channel a
-MixedCut of the same pieces (as WAV recordings) at the same offsets, `load_audio()`, then the same FLAC encode. Both pinned to one
-core. Writes benchmarks/results/mix.json.
+MixedCut of the same pieces (as WAV recordings) at the same offsets, `load_audio()`, then the
+same FLAC encode. Both pinned to one core. Writes benchmarks/results/mix.json.
 """
 
 from __future__ import annotations
