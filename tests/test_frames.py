@@ -149,7 +149,8 @@ def _within(active: np.ndarray, frames: int) -> np.ndarray:
 
 def test_real_run_frames_agree_with_its_audio(tiny_run: Path) -> None:
     """Real TTS: word times come from the voices' alignments, which leave the audible transitions
-    between words (up to ~60 ms with Piper) outside the word spans; nothing else may differ (80 ms margin)."""
+    between words outside the word spans (up to ~60 ms with Piper, and ~90 ms seen on a word before
+    a comma: Piper's "up," in seed 11's third dialogue); nothing else may differ (100 ms margin)."""
     for row in read_rows(tiny_run):
         tl = Timeline.model_validate_json(row["timeline"])
         stereo, sr = decode(row["audio"])
@@ -158,6 +159,6 @@ def test_real_run_frames_agree_with_its_audio(tiny_run: Path) -> None:
             heard, words = frame_activity(stereo[:, ch.index], sr), view.activity[ch.index]
             assert heard.shape == words.shape
             assert not (heard & ~_within(view.turn[ch.index] >= 0, 3)).any(), (row["id"], ch)  # 30 ms, as e2e
-            assert not (heard & ~_within(words, 8)).any(), (row["id"], ch)  # speech only at the words
+            assert not (heard & ~_within(words, 10)).any(), (row["id"], ch)  # speech only at the words
             assert not (words & ~_within(heard, 4)).any(), (row["id"], ch)  # and every word is heard
             assert (heard == words)[view.turn[ch.index] >= 0].mean() >= 0.75, (row["id"], ch)
