@@ -200,17 +200,31 @@ def push(
     repo: Annotated[str, typer.Option("--repo", help="dataset repo id, e.g. my-org/duplex-synth")],
     private: Annotated[bool, typer.Option(help="create the repo private")] = False,
     revision: Annotated[str | None, typer.Option(help="branch to push to (created if missing); default main")] = None,
+    follow: Annotated[bool, typer.Option(help="keep pushing finished shards until the run is finalized")] = False,
+    poll: Annotated[float, typer.Option(help="with --follow: seconds between rounds")] = 60.0,
 ) -> None:
     """Push a run to the Hugging Face Hub, resumably: one commit per shard, files already there are
-    skipped. The token comes from HF_TOKEN or `hf auth login`, never from the command line."""
-    from factory.publish.hub import PushError, push_run
+    skipped. With --follow, push a run while it is generated. The token comes from HF_TOKEN or
+    `hf auth login`, never from the command line."""
+    from factory.publish.hub import PushError, follow_run, push_run
     from factory.run.read import RunFolderError
 
     def on_file(path: str, what: str) -> None:
         console.print(f"{'skip  ' if what == 'skip' else 'pushed'} {path}", highlight=False)
 
     try:
-        report = push_run(run_dir, repo, private=private, revision=revision, on_file=on_file)
+        if follow:
+            reports = follow_run(run_dir, repo, poll_s=poll, private=private, revision=revision, on_file=on_file)
+            if not reports:
+                console.print(f"[red]{run_dir} was finalized without a finished shard: nothing to push[/red]")
+                raise typer.Exit(1)
+            report = reports[-1]
+            report.uploaded = [p for r in reports for p in r.uploaded]
+            report.commits = sum(r.commits for r in reports)
+            report.bytes_uploaded = sum(r.bytes_uploaded for r in reports)
+            report.skipped = reports[0].skipped  # already on the Hub before this push began
+        else:
+            report = push_run(run_dir, repo, private=private, revision=revision, on_file=on_file)
     except RunFolderError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

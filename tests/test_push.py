@@ -179,3 +179,55 @@ def test_push_from_a_run_published_to_an_fsspec_destination(tiny_run, monkeypatc
         assert (
             push_run("memory://published/tiny", "lab/streamed", api=HfApi(endpoint=hub.url, token=TOKEN)).commits == 0
         )
+
+
+def test_follow_pushes_shards_as_they_finish_then_the_card(tiny_run, tmp_path) -> None:
+    """`push --follow` on a run being generated: shards are committed as their records appear, the
+    card and manifest after finalization, each file once."""
+    import shutil
+    import time
+
+    growing = tmp_path / "growing"
+
+    def publish_shard(name: str) -> None:  # in the order a run writes them: the record last
+        for folder, suffix in (
+            ("data", ".parquet"),
+            ("manifests", ".parquet"),
+            ("signatures", ".npz"),
+            ("shards", ".json"),
+        ):
+            (growing / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tiny_run / folder / f"{name}{suffix}", growing / folder / f"{name}{suffix}")
+
+    names = sorted(p.stem for p in (tiny_run / "shards").glob("*.json"))
+    growing.mkdir()
+    with FakeHub(TOKEN) as hub:
+        proc = subprocess.Popen(
+            [str(CLI), "push", str(growing), "--repo", "lab/live", "--follow", "--poll", "0.5"],
+            env=_env(hub, tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(2)  # rounds with no finished shard yet: it waits
+            assert proc.poll() is None
+            publish_shard(names[0])
+            deadline = time.monotonic() + 120
+            while "lab/live" not in hub.repos or f"data/{names[0]}.parquet" not in hub.repos["lab/live"].files:
+                assert time.monotonic() < deadline and proc.poll() is None, "the first shard was never pushed"
+                time.sleep(0.2)
+            assert "README.md" not in hub.repos["lab/live"].files  # not before finalization
+            publish_shard(names[1])
+            for name in ("manifest.parquet", "config.yaml", "card/overview.png", "README.md"):
+                (growing / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(tiny_run / name, growing / name)
+            out, err = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, out + err
+        repo = hub.repos["lab/live"]
+        for name in [f"data/{n}.parquet" for n in names] + ["manifest.parquet", "README.md", "card/overview.png"]:
+            assert repo.files[name][0] == (tiny_run / name).read_bytes(), name
+        assert all(n == 1 for n in repo.commits_per_path.values()), repo.commits_per_path
+        assert TOKEN not in out + err

@@ -10,9 +10,10 @@ run (hundreds of GB) is one long all-or-nothing call. So a push is a series of s
 3. a last commit with the card (`README.md`), `manifest.parquet` and `config.yaml`, so the Hub
    never shows a card describing shards that are not there yet.
 
-A re-run after an interruption uploads only what is missing. Each commit is retried with
-exponential backoff (on top of huggingface_hub's own per-request retries) before the push gives up
-with a message naming the file.
+A re-run after an interruption uploads only what is missing. `follow_run` pushes a run while it
+is being generated (streamed runs): each round commits the shards finished since the last one.
+Each commit is retried with exponential backoff (on top of huggingface_hub's own per-request
+retries) before the push gives up with a message naming the file.
 
 The token is never a parameter: huggingface_hub reads `HF_TOKEN` or the stored `hf auth login`
 token itself. Nothing here formats a request's headers into a message; `redact` scrubs any
@@ -25,6 +26,7 @@ import hashlib
 import posixpath
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -34,7 +36,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from pydantic import BaseModel
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from factory.run.read import complete_shards
+from factory.run.read import RunFolderError, complete_shards
 from factory.run.store import RunStore
 
 # What a dataset repo holds, besides the shards; the rest of a run folder (shard records,
@@ -151,8 +153,6 @@ def push_run(
     api = api or HfApi()
     revision = revision or "main"
     shards, root = publish_plan(run_dir, storage_options)
-    if not shards:
-        raise PushError(f"{run_dir} has no finished shard to push")
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         if revision != "main":
@@ -207,3 +207,41 @@ def push_run(
             if on_file:
                 on_file(f.path_in_repo, "upload")
     return report
+
+
+def run_is_final(run_dir: Path | str, storage_options: dict | None = None) -> bool:
+    """True once the run was finalized (its manifest and card are written, after every shard)."""
+    store = RunStore(str(run_dir), storage_options)
+    return store.exists("manifest.parquet") and store.exists(CARD)
+
+
+def follow_run(
+    run_dir: Path | str,
+    repo_id: str,
+    *,
+    poll_s: float = 60.0,
+    timeout_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_round: Callable[[PushReport | None], None] | None = None,
+    **push_options,
+) -> list[PushReport]:
+    """Push a run while it is being generated: every `poll_s` seconds, commit the shards finished
+    since the last round; stop after the round that follows finalization (so the card and manifest
+    go last). A run with no finished shard yet is waited for."""
+    reports: list[PushReport] = []
+    start = time.monotonic()
+    while True:
+        final = run_is_final(run_dir, push_options.get("storage_options"))  # before pushing: nothing is missed
+        try:
+            report = push_run(run_dir, repo_id, **push_options)
+        except RunFolderError:  # no shard finished yet
+            report = None
+        if report is not None:
+            reports.append(report)
+        if on_round:
+            on_round(report)
+        if final:
+            return reports
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            raise PushError(f"{run_dir} was not finalized within {timeout_s:.0f} s; re-run push to go on")
+        sleep(poll_s)
