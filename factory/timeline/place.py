@@ -46,7 +46,9 @@ from factory.timeline.timing import TransitionContext, barge_in_stop, is_questio
 
 # Minimum silence between two turns of one speaker: a shorter one is a pause inside one turn (the
 # H&E measurement bridges silences under 180 ms into one IPU, and a trainer would hear one turn).
-CHANNEL_GUARD_S = 0.25
+# 0.4 s, not 0.25: a cut turn's fade-out keeps ~80 ms of energy past its stop, so a speaker cut by
+# a barge-in who re-interrupts 256 ms later was one IPU in the audio (seed 11, tiny run).
+CHANNEL_GUARD_S = 0.4
 MIN_GUARD_S = 0.05  # ... unless an interrupter must start inside its victim's speech
 BACKCHANNEL_GUARD_S = 0.3  # a token closer than this to one's own turn is part of that turn, not a backchannel
 
