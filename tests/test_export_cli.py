@@ -66,10 +66,21 @@ def test_inspect_renders_the_sequence_as_a_timeline(run_dir: Path, tmp_path: Pat
         runner.invoke(app, ["export", str(run_dir), "-f", "bayling", "--out", str(out), "--units-k", "16"]).exit_code
         == 0
     )
-    result = runner.invoke(app, ["inspect", str(out), "d000", "--start", "3", "--end", "9"], env={"COLUMNS": "160"})
+    # a window around d000's barge-in (its times come from the timing model): the agent's [EPAD]
+    # after the stop (one 0.8 s block later) and the next <|assistant|> fall inside it
+    from factory.models import BargeInEvent
+    from factory.run.read import read_samples
+
+    d000 = next(s for s in read_samples(run_dir) if s.id == "d000")
+    onset = next(e.onset for e in d000.timeline.events if isinstance(e, BargeInEvent))
+    start, end = max(0, int(onset) - 5), int(onset) + 4
+    result = runner.invoke(
+        app, ["inspect", str(out), "d000", "--start", str(start), "--end", str(end)], env={"COLUMNS": "160"}
+    )
     assert result.exit_code == 0, result.output
     assert "<|assistant|>" in result.output and "[EPAD]" in result.output and "[PAD]" in result.output
-    assert " 3.04 " in result.output and " 9.04 " not in result.output and " 2.96 " not in result.output
+    assert f" {start + 0.04:.2f} " in result.output and f" {end + 0.04:.2f} " not in result.output
+    assert f" {start - 0.04:.2f} " not in result.output
     assert "speak" in result.output and "listen" in result.output
     missing = runner.invoke(app, ["inspect", str(out), "nope"])
     assert missing.exit_code == 2 and "no sequence 'nope'" in missing.output

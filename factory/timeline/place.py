@@ -111,8 +111,11 @@ def _edit_turn(script: Script, i: int, utt: Utterance, cuts: dict[int, int], sr:
     for m in script.marks:  # pauses first: they shift the words after them
         if isinstance(m, SilentPause) and m.turn == i and m.word_index < cuts.get(i, 10**9) - 1:
             utt, p0, p1 = insert_pause(utt, m.word_index, m.duration)
-            hesitations.append(("pause", p0, p1))
             silences.append((int(round(p0 * sr)), int(round((p1 - p0) * sr))))
+            # The pause a listener hears runs to the next word: the inserted silence plus the render's
+            # own gap there (e.g. ~190 ms at an espeak comma), not the inserted silence alone.
+            heard_end = utt.words[m.word_index + 1].start if m.word_index + 1 < len(utt.words) else p1
+            hesitations.append(("pause", p0, max(p1, heard_end)))
     heard = cuts.get(i, len(utt.words))
     audio = cut_after_word(utt.audio, utt.words, heard - 1, sr, fade_s) if i in cuts else utt.audio
     fade = min(int(round(fade_s * sr)), len(audio)) if i in cuts else 0
