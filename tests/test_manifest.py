@@ -45,7 +45,7 @@ def test_manifest_rows_match_the_shard_rows(tiny_run: Path) -> None:
 def test_counts_are_not_all_zero(tiny_run: Path) -> None:
     """The comparison above means something only if the counts vary and are non-trivial."""
     rows = pl.read_parquet(tiny_run / "manifest.parquet")
-    assert rows["n_words"].min() > 10 and rows["n_barge_ins"].min() >= 1 and rows["n_backchannels"].min() >= 1
+    assert rows["n_words"].min() > 10 and rows["n_barge_ins"].sum() >= 1 and rows["n_backchannels"].sum() >= 1
 
 
 def test_shard_records_match_manifest_parts_and_data(tiny_run: Path) -> None:

@@ -47,7 +47,8 @@ def augment_run(
     config.setdefault("run", {})["run_id"] = dst.name
     atomic_write_text(dst / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     counts = {"samples": 0, "augmented": 0, "shards": 0}
-    for path in shards:
+    for _, rel in shards:
+        path = src / rel
         record = json.loads((src / "shards" / f"{path.stem}.json").read_text())
         samples = []
         for row in read_shard_rows(path):

@@ -105,6 +105,21 @@ class _Edited:
     word_kinds: dict[int, str]
 
 
+SILENCE_ABS = 1e-4  # |sample| at or under this (-80 dBFS) is silence in a render
+
+
+def _audible_from(utt: Utterance, next_word: int, inserted_end: float) -> float:
+    """Where the audio resumes after an inserted pause: the render's own gap before the next word
+    is part of the pause a listener hears when it is silent (e.g. ~190 ms at an espeak comma), and
+    not when the voice fills it (Piper's transitions between words)."""
+    if next_word >= len(utt.words):
+        return inserted_end
+    sr = utt.sample_rate
+    lo, hi = round(inserted_end * sr), round(utt.words[next_word].start * sr)
+    loud = np.flatnonzero(np.abs(utt.audio[lo:hi]) > SILENCE_ABS)
+    return (lo + (loud[0] if len(loud) else max(hi - lo, 0))) / sr
+
+
 def _edit_turn(script: Script, i: int, utt: Utterance, cuts: dict[int, int], sr: int, fade_s: float) -> _Edited:
     hesitations: list[tuple[str, float, float]] = []
     silences: list[tuple[int, int]] = []
@@ -112,10 +127,7 @@ def _edit_turn(script: Script, i: int, utt: Utterance, cuts: dict[int, int], sr:
         if isinstance(m, SilentPause) and m.turn == i and m.word_index < cuts.get(i, 10**9) - 1:
             utt, p0, p1 = insert_pause(utt, m.word_index, m.duration)
             silences.append((int(round(p0 * sr)), int(round((p1 - p0) * sr))))
-            # The pause a listener hears runs to the next word: the inserted silence plus the render's
-            # own gap there (e.g. ~190 ms at an espeak comma), not the inserted silence alone.
-            heard_end = utt.words[m.word_index + 1].start if m.word_index + 1 < len(utt.words) else p1
-            hesitations.append(("pause", p0, max(p1, heard_end)))
+            hesitations.append(("pause", p0, _audible_from(utt, m.word_index + 1, p1)))
     heard = cuts.get(i, len(utt.words))
     audio = cut_after_word(utt.audio, utt.words, heard - 1, sr, fade_s) if i in cuts else utt.audio
     fade = min(int(round(fade_s * sr)), len(audio)) if i in cuts else 0
