@@ -78,6 +78,20 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float) -> N
     raise RuntimeError(f"the Prefect server at {url} was not ready within {timeout_s:.0f} s")
 
 
+def drain_prefect_clients(timeout_s: float = 15.0) -> None:
+    """Deliver this process's queued Prefect logs and events while their server is still up. Left
+    queued, they are retried against the stopped server at interpreter exit, and the process hangs
+    there ("Still processing items"), which a test session and a CLI run both hit."""
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=timeout_s)
+        EventsWorker.drain_all(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - delivery is best effort; stopping the server is not
+        pass
+
+
 @contextmanager
 def run_server() -> Iterator[str]:
     """Yield a Prefect API URL for this run: `PREFECT_API_URL` if set, else a server of our own
@@ -98,12 +112,7 @@ def run_server() -> Iterator[str]:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
     finally:
-        try:  # deliver the run's last logs before the server goes
-            from prefect.logging.handlers import APILogHandler
-
-            APILogHandler.flush()
-        except Exception:  # noqa: BLE001 - logs are best effort, stopping the server is not
-            pass
+        drain_prefect_clients()
         os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
         try:

@@ -140,6 +140,9 @@ def start_prefect_server(home: Path):
     try:
         yield url, {**env, "PREFECT_API_URL": url}
     finally:
+        from flows.server import drain_prefect_clients
+
+        drain_prefect_clients()  # or this process hangs at exit retrying the stopped server
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
