@@ -377,6 +377,44 @@ def identity_dict(tokenizer) -> dict[str, Any] | None:
     return ident.model_dump(mode="json") if hasattr(ident, "model_dump") else dict(ident)
 
 
+def text_audio_sidecar(
+    *,
+    name: str,
+    version: str,
+    frame_rate: float,
+    sample_rate: int,
+    specials: Sequence[str],
+    text_tok,
+    text_offset: int,
+    audio_tok,
+    audio_offset: int,
+    export_options: ExportOptions,
+    out_dir: Path,
+    **rest: Any,
+) -> Sidecar:
+    """The sidecar of a format whose id space is specials, then text ids, then audio codes (bayling,
+    units-1s): ranges, both tokenizers' identities, the saved codebook; `rest` is format-specific."""
+    return Sidecar(
+        format=name,
+        format_version=version,
+        frame_rate=frame_rate,
+        sample_rate=sample_rate,
+        special_tokens={token: i for i, token in enumerate(specials)},
+        id_layout={
+            "special": (0, len(specials)),
+            "text": (text_offset, text_tok.vocab_size),
+            "audio": (audio_offset, audio_tok.cardinality),
+        },
+        vocabulary_path=export_options.text_tokenizer
+        or "embedded LLM vocabulary (factory.tokenize.get_text_tokenizer(None))",
+        audio_tokenizer=identity_dict(audio_tok),
+        audio_tokenizer_path=save_codebook(audio_tok, out_dir),
+        text_tokenizer=identity_dict(text_tok),
+        source_run=export_options.source_run,
+        **rest,
+    )
+
+
 def tokenized(
     samples: Iterable[Sample], tokenizer, batch: int, augmented: bool, timer: Timer
 ) -> Iterator[tuple[Sample, list[np.ndarray]]]:
