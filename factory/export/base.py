@@ -319,6 +319,26 @@ def is_empty(sample: Sample) -> bool:
 
 
 # --------------------------------------------------------------------------- tokenizers
+def channel_tokenizer(
+    options: ExportOptions, frame_rate: float, samples: Iterable[Sample], out_dir: Path
+) -> tuple[Any, Iterable[Sample]]:
+    """`audio_tokenizer_for` fitted, when it must be, on both channels of `samples`; returns the
+    tokenizer and the samples to export (held in memory only when the fit needs a first pass)."""
+    fits = (
+        options.audio_tokenizer_obj is None
+        and options.audio_tokenizer == "units"
+        and not options.audio_tokenizer_options.get("codebook")
+    )
+    samples = list(samples) if fits else samples
+    tok = audio_tokenizer_for(
+        options,
+        frame_rate,
+        lambda: ((channel_audio(s, ch, options.use_augmented), s.sample_rate) for s in samples for ch in Channel),
+        out_dir,
+    )
+    return tok, samples
+
+
 def audio_tokenizer_for(
     options: ExportOptions, frame_rate: float, fit_audio: Callable[[], Iterable[tuple[np.ndarray, int]]], out_dir: Path
 ):

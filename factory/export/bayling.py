@@ -47,8 +47,7 @@ from factory.export.base import (
     ShardWriter,
     Sidecar,
     Timer,
-    audio_tokenizer_for,
-    channel_audio,
+    channel_tokenizer,
     dump_options,
     finish,
     fit_frames,
@@ -196,13 +195,7 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
     out_dir = Path(out_dir)
     validate_options(options)
     report, counter, started = start_report(module, out_dir)
-    samples = list(samples) if options.audio_tokenizer_obj is None else samples
-    audio_tok = audio_tokenizer_for(
-        options,
-        FRAME_RATE,
-        lambda: ((channel_audio(s, ch, options.use_augmented), s.sample_rate) for s in samples for ch in Channel),
-        out_dir,
-    )
+    audio_tok, samples = channel_tokenizer(options, FRAME_RATE, samples, out_dir)
     if abs(audio_tok.frame_rate - FRAME_RATE) > 1e-9:
         raise _rate_error(audio_tok.frame_rate)
     text_tok = text_tokenizer_for(options)

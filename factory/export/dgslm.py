@@ -37,8 +37,7 @@ from factory.export.base import (
     ShardWriter,
     Sidecar,
     Timer,
-    audio_tokenizer_for,
-    channel_audio,
+    channel_tokenizer,
     dump_options,
     finish,
     fit_frames,
@@ -52,7 +51,7 @@ from factory.export.base import (
     tokenized,
     usable,
 )
-from factory.models import Channel, Sample
+from factory.models import Sample
 from factory.run.io import atomic_write_text
 
 NAME = "dgslm"
@@ -87,13 +86,7 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
     out_dir = Path(out_dir)
     report, counter, started = start_report(sys.modules[__name__], out_dir)
     rate = validate_options(options)
-    samples = list(samples) if options.audio_tokenizer_obj is None else samples
-    tok = audio_tokenizer_for(
-        options,
-        rate,
-        lambda: ((channel_audio(s, ch, options.use_augmented), s.sample_rate) for s in samples for ch in Channel),
-        out_dir,
-    )
+    tok, samples = channel_tokenizer(options, rate, samples, out_dir)
     rate = tok.frame_rate
     writer = ShardWriter(out_dir, _schema(), options.shard_size)
     lines: dict[str, dict[str, list[str]]] = {}

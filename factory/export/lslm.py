@@ -44,8 +44,8 @@ from factory.export.base import (
     ShardWriter,
     Sidecar,
     Timer,
-    audio_tokenizer_for,
     channel_audio,
+    channel_tokenizer,
     dump_options,
     finish,
     fit_frames,
@@ -161,13 +161,7 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
     out_dir = Path(out_dir)
     report, counter, started = start_report(sys.modules[__name__], out_dir)
     mu, rate, listen = validate_options(options)
-    samples = list(samples) if options.audio_tokenizer_obj is None else samples
-    tok = audio_tokenizer_for(
-        options,
-        rate,
-        lambda: ((channel_audio(s, ch, options.use_augmented), s.sample_rate) for s in samples for ch in Channel),
-        out_dir,
-    )
+    tok, samples = channel_tokenizer(options, rate, samples, out_dir)
     rate = tok.frame_rate
     eos, irq = tok.cardinality, tok.cardinality + 1
     if listen == "features":

@@ -46,8 +46,7 @@ from factory.export.base import (
     Rule,
     ShardWriter,
     Timer,
-    audio_tokenizer_for,
-    channel_audio,
+    channel_tokenizer,
     dump_options,
     finish,
     fit_frames,
@@ -178,13 +177,7 @@ def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> 
     out_dir = Path(out_dir)
     report, counter, started = start_report(sys.modules[__name__], out_dir)
     rate = validate_options(options)
-    samples = list(samples) if options.audio_tokenizer_obj is None else samples
-    tok = audio_tokenizer_for(
-        options,
-        rate,
-        lambda: ((channel_audio(s, ch, options.use_augmented), s.sample_rate) for s in samples for ch in Channel),
-        out_dir,
-    )
+    tok, samples = channel_tokenizer(options, rate, samples, out_dir)
     rate = tok.frame_rate
     per = rate * UNIT_S
     if abs(per - round(per)) > 1e-9:
