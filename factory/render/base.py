@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -85,3 +87,52 @@ class TTSBackend(Protocol):
         or trailing silence beyond a few ms) and one WordTiming per whitespace token of `text`,
         in order, `words[i].word == text.split()[i]`, monotonic, inside the audio."""
         ...
+
+
+# --------------------------------------------------------------------------- batches
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One render of a batch: what `synthesize(text, voice, rate=rate)` takes."""
+
+    text: str
+    voice: Voice
+    rate: float = 1.0
+
+
+@dataclass
+class BatchStats:
+    """How full a backend's batches were: `items` renders in `batches` model calls of room for
+    `capacity` each (1 for backends that render one at a time). Summed into the run summary."""
+
+    batches: int = 0
+    items: int = 0
+    capacity: int = 0
+
+    @property
+    def fill(self) -> float:
+        """Mean share of a batch's room that held a render (1.0 = every batch full)."""
+        return self.items / self.capacity if self.capacity else 0.0
+
+    def add(self, items: int, room: int) -> None:
+        self.batches += 1
+        self.items += items
+        self.capacity += room
+
+    def as_dict(self) -> dict[str, float]:
+        return {"batches": self.batches, "items": self.items, "capacity": self.capacity, "fill": round(self.fill, 4)}
+
+
+def synthesize_many(backend: TTSBackend, requests: Sequence[SynthesisRequest]) -> list[Utterance | TTSError]:
+    """Render a batch, in request order; a failed render's slot holds its `TTSError` (one bad
+    text does not sink the batch). Uses the backend's own `synthesize_many` when it has one
+    (padded GPU batches, a process pool, a TTS service), else renders one at a time."""
+    own = getattr(backend, "synthesize_many", None)
+    if own is not None:
+        return own(requests)
+    out: list[Utterance | TTSError] = []
+    for r in requests:
+        try:
+            out.append(backend.synthesize(r.text, r.voice, rate=r.rate))
+        except TTSError as exc:
+            out.append(exc)
+    return out
