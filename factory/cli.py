@@ -107,6 +107,7 @@ def generate(
         f"{summary['skipped']}/{summary['shards']} shards already complete -> {summary['run_dir']}"
         + _llm_http_note(summary.get("llm_http"))
     )
+    _print_utilisation(summary.get("utilisation"))
     _print_summary(summary["run_dir"], cfg.run.storage_options)
     if summary["failed"]:  # the other shards are written; a scheduler must still see the failure
         for name, error in summary["failed"].items():
@@ -366,6 +367,23 @@ def fit_timing(
     atomic_write_text(out, model.model_dump_json(indent=2))
     q = ", ".join(f"p{round(k * 100)} {v:+.3f}" for k, v in model.quantiles().items())
     console.print(f"{out}: overlap share {model.overlap_probability:.3f}; FTO {q} s")
+
+
+def _print_utilisation(use: dict | None) -> None:
+    """Where the time went: seconds per audio-minute per stage, LLM requests in flight, TTS batches."""
+    if not use or not use.get("audio_minutes"):
+        return
+    per_min = use["seconds_per_audio_minute"]
+    stages = ", ".join(f"{stage} {seconds:g}" for stage, seconds in per_min.items())
+    total = sum(per_min.values())
+    llm, tts = use["llm"], use["tts"]
+    console.print(
+        f"stages, wall s per audio minute: {stages} (sum {total:.1f}: "
+        f"{60 / total if total else 0:.2f} dialogue-min per stage-min); "
+        f"LLM {llm['mean_in_flight']} in flight on average (max {llm['max_in_flight']}); "
+        f"TTS {tts['renders_per_call']} renders per batch call",
+        highlight=False,
+    )
 
 
 def _llm_http_note(stats: dict | None) -> str:

@@ -6,6 +6,7 @@ costs seconds, not a failed overnight run.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,20 @@ class RunSection(_Section):
     output_dir: Path = Path("outputs")
     workers: int = Field(1, ge=1, le=256, description="shards generated concurrently")
     max_sample_attempts: int = Field(2, ge=1, le=10, description="re-draws of a rejected sample")
+    batched: bool = Field(
+        True,
+        description="stage-batched shards (factory.batch): each stage runs for all of a shard's dialogues at "
+        "once (LLM waves, one TTS batch, one Whisper pass per channel, a process pool); false = one dialogue "
+        "at a time through every stage (same bytes, slower)",
+    )
+    processes: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="worker processes of a shard for the CPU-bound stages (embedded LLM, Whisper QA, timeline, "
+        "mix, augmentation, encoding); 1 = in the shard's own process; null = the CPUs divided among "
+        "`workers` (at least 1)",
+    )
     license: str = Field(
         "other",
         pattern=r"^[a-z0-9.\-]+$",
@@ -75,6 +90,13 @@ class RunSection(_Section):
     )
     shard_retries: int = Field(2, ge=0, le=20, description="retries of a shard task that raised")
     retry_delay_s: float = Field(10.0, ge=0, le=3600, description="first retry delay; doubles each retry")
+
+    @property
+    def worker_processes(self) -> int:
+        """`processes`, with null resolved against this machine's CPUs and the shard workers."""
+        if self.processes is not None:
+            return self.processes
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
     @model_validator(mode="after")
     def _check_scale(self) -> RunSection:

@@ -39,13 +39,15 @@ from factory.models import (
     Sample,
     SampleMeta,
     SampleStatus,
+    Scenario,
+    Script,
     TurnKind,
     Utterance,
     Voice,
 )
-from factory.render.base import TTSBackend, TTSError
+from factory.render.base import BatchStats, SynthesisRequest, TTSBackend, TTSError, synthesize_many
 from factory.render.cache import CachedBackend
-from factory.render.qa import render_checked
+from factory.render.qa import QAResult, check_intelligibility, check_together
 from factory.render.registry import get_backend
 from factory.render.voices import VoiceBank
 from factory.script.compose import write_script, write_script_structured
@@ -153,13 +155,35 @@ def tts_backend(name: str, cfg: RunConfig) -> TTSBackend:
         return _tts_backend(name, cfg.tts.cache_dir, json.dumps(cfg.tts.backend_options.get(name, {}), sort_keys=True))
 
 
+def batch_stats(backend: TTSBackend) -> BatchStats | None:
+    """The batch fill a backend records (`BatchStats`), looking through the cache wrapper."""
+    inner = backend.backend if isinstance(backend, CachedBackend) else backend
+    stats = getattr(inner, "batch_stats", None)
+    return stats if isinstance(stats, BatchStats) else None
+
+
 @lru_cache(maxsize=16)
 def _tts_backend(name: str, cache_dir: Path | None, options_json: str) -> TTSBackend:
     backend = get_backend(name, json.loads(options_json))
     return CachedBackend(backend, cache_dir) if cache_dir is not None else backend
 
 
-# --------------------------------------------------------------------------- render
+# --------------------------------------------------------------------------- stages of one dialogue
+# A dialogue goes through these stages in order; `build_sample` runs them for one dialogue, and
+# `factory.batch` runs each stage for a whole shard at once (one LLM wave per turn, one TTS batch,
+# one Whisper pass per channel, mix and encode in a process pool). Both call the same functions
+# with the same inputs, so they give the same bytes.
+@dataclass
+class Plan:
+    """A dialogue before any model runs: what the seed decides up front."""
+
+    sid: str
+    key: str
+    scenario: Scenario
+    voices: dict[Channel, Voice]
+    rates: dict[Channel, float]
+
+
 @dataclass
 class Rendered:
     """A render at the run's rate plus where it came from (a recipe piece's source)."""
@@ -168,31 +192,109 @@ class Rendered:
     source: PieceSource
 
 
-def render(text: str, voice: Voice, rate: float, cfg: RunConfig) -> Rendered:
-    """Render (through the cache), check intelligibility by ASR round trip when configured
-    (re-rendering slower once before rejecting), and resample to the run's rate."""
-    backend = tts_backend(voice.backend, cfg)
-    used: list[float] = []
+PieceKey = tuple[str, int]  # ("turn", turn index) or ("reaction", mark index)
 
-    def synthesize(r: float) -> Utterance:
-        used.append(r)
-        return backend.synthesize(text, voice, rate=r)
 
-    if cfg.tts.qa_wer_threshold is None:
-        utt = synthesize(rate)
-    else:
-        rates = (rate, rate * cfg.tts.qa_retry_rate)
-        utt, qa = render_checked(synthesize, text, cfg.tts.qa_wer_threshold, rates)
-        if not math.isnan(qa.wer):
-            utt = utt.model_copy(update={"qa_wer": round(qa.wer, 4)})
+def plan_sample(cfg: RunConfig, sid: str, key: str) -> Plan:
+    seed = cfg.run.seed
+    scenario = draw_scenario(
+        sid,
+        rng_for(seed, key, "scenario"),
+        cfg.dialogue.mode_weights,
+        cfg.dialogue.n_turns,
+        load_bank(cfg.dialogue.scenario_bank),
+    )
+    voices = pick_voices(cfg, key)
+    rate_rng = rng_for(seed, key, "speaking-rate")
+    rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
+    return Plan(sid, key, scenario, voices, rates)
+
+
+def script_for(cfg: RunConfig, plan: Plan) -> Script:
+    """The LLM's script with the planner's marks; raises SampleRejected."""
+    try:
+        writer = write_script_structured if cfg.llm.script_mode == "structured" else write_script
+        return writer(llm_for(cfg), plan.scenario, cfg, plan.key)
+    except TurnRejected as exc:
+        raise SampleRejected(f"script: {exc}") from exc
+
+
+def render_requests(plan: Plan, script: Script) -> dict[PieceKey, SynthesisRequest]:
+    """Every render a script needs: its turns, then its listener reactions (in the listener's voice)."""
+    requests = {
+        ("turn", i): SynthesisRequest(t.text, plan.voices[t.speaker], plan.rates[t.speaker])
+        for i, t in enumerate(script.turns)
+    }
+    for k, m in enumerate(script.marks):
+        if isinstance(m, ListenerMark):
+            listener = script.turns[m.turn].speaker.other
+            requests[("reaction", k)] = SynthesisRequest(m.token, plan.voices[listener], plan.rates[listener])
+    return requests
+
+
+def render_batch(cfg: RunConfig, requests: list[SynthesisRequest]) -> list[Utterance | TTSError]:
+    """All renders of a batch, in order, one `synthesize_many` call per TTS backend (through the
+    cache); a failed render's slot holds its TTSError."""
+    out: list[Utterance | TTSError] = [TTSError("not rendered")] * len(requests)
+    by_backend: dict[str, list[int]] = {}
+    for i, r in enumerate(requests):
+        by_backend.setdefault(r.voice.backend, []).append(i)
+    for name, indices in sorted(by_backend.items()):
+        try:
+            backend = tts_backend(name, cfg)
+        except TTSError as exc:
+            for i in indices:
+                out[i] = exc
+            continue
+        for i, utt in zip(indices, synthesize_many(backend, [requests[i] for i in indices]), strict=True):
+            out[i] = utt
+    return out
+
+
+def qa_renders(cfg: RunConfig, utts: list[Utterance], channels: list[Channel]) -> list[QAResult]:
+    """Intelligibility of one dialogue's renders: one Whisper pass per channel (`check_together`)."""
+    assert cfg.tts.qa_wer_threshold is not None
+    results: list[QAResult | None] = [None] * len(utts)
+    for ch in Channel:
+        idx = [i for i, c in enumerate(channels) if c is ch]
+        for i, r in zip(idx, check_together([utts[i] for i in idx], cfg.tts.qa_wer_threshold), strict=True):
+            results[i] = r
+    return [r for r in results if r is not None]
+
+
+def qa_retry(cfg: RunConfig, first: QAResult, retried: Utterance) -> tuple[Utterance, QAResult]:
+    """QA of a piece re-rendered slower after failing its channel pass; raises TTSError naming
+    both attempts when it fails again."""
+    assert cfg.tts.qa_wer_threshold is not None
+    second = check_intelligibility(retried, cfg.tts.qa_wer_threshold)
+    if not second.ok:
+        raise TTSError(
+            f"intelligibility: WER {min(first.wer, second.wer):.2f} > threshold {cfg.tts.qa_wer_threshold:.2f} "
+            f"at every rate for {retried.text!r} (heard {first.transcript!r}, then {second.transcript!r} slower)"
+        )
+    return retried, second
+
+
+def cache_key(cfg: RunConfig, request: SynthesisRequest) -> str | None:
+    """The TTS cache key of a render (None without a cache): its recipe piece names it."""
+    backend = tts_backend(request.voice.backend, cfg)
+    return backend.key(request.text, request.voice, request.rate) if isinstance(backend, CachedBackend) else None
+
+
+def finish_render(
+    cfg: RunConfig, request: SynthesisRequest, utt: Utterance, qa: QAResult | None, key: str | None
+) -> Rendered:
+    """A render (the one that passed QA, at `request.rate`) resampled to the run's rate, with its
+    source (`key`: its TTS cache key). Needs no backend, so it runs in any process."""
+    if qa is not None and not math.isnan(qa.wer):
+        utt = utt.model_copy(update={"qa_wer": round(qa.wer, 4)})
     resampled = resample_utterance(utt, cfg.audio.sample_rate)
-    key = backend.key(text, voice, used[-1]) if isinstance(backend, CachedBackend) else None
     source = PieceSource(
         cache_key=key,
-        backend=voice.backend,
-        voice_id=voice.id,
-        text=text,
-        rate=used[-1],
+        backend=request.voice.backend,
+        voice_id=request.voice.id,
+        text=request.text,
+        rate=request.rate,
         sample_rate=utt.sample_rate,
         n_samples=len(resampled.audio),
         sha256=audio_sha256(resampled.audio),
@@ -200,7 +302,45 @@ def render(text: str, voice: Voice, rate: float, cfg: RunConfig) -> Rendered:
     return Rendered(resampled, source)
 
 
-def recipe_pieces(placements: list[Placement], sources: dict[tuple[str, int], Rendered]) -> list[MixPiece]:
+def render_dialogue(cfg: RunConfig, plan: Plan, script: Script) -> dict[PieceKey, Rendered]:
+    """The renders of one dialogue, QA'd and resampled (the one-at-a-time path; `factory.batch`
+    does the same for a whole shard). Raises TTSError."""
+    requests = render_requests(plan, script)
+    keys = list(requests)
+    utts = _raise_first(render_batch(cfg, [requests[k] for k in keys]))
+    if cfg.tts.qa_wer_threshold is None:
+        return {k: finish_render(cfg, requests[k], u, None, cache_key(cfg, requests[k])) for k, u in zip(keys, utts)}
+    channels = [piece_channel(script, k) for k in keys]
+    results = qa_renders(cfg, utts, channels)
+    failed = [i for i, r in enumerate(results) if not r.ok]
+    slower = {i: retry_request(cfg, requests[keys[i]]) for i in failed}
+    for i, utt in zip(failed, _raise_first(render_batch(cfg, [slower[i] for i in failed])), strict=True):
+        utts[i], results[i] = qa_retry(cfg, results[i], utt)
+        requests[keys[i]] = slower[i]
+    return {
+        k: finish_render(cfg, requests[k], u, r, cache_key(cfg, requests[k]))
+        for k, u, r in zip(keys, utts, results, strict=True)
+    }
+
+
+def retry_request(cfg: RunConfig, request: SynthesisRequest) -> SynthesisRequest:
+    return SynthesisRequest(request.text, request.voice, request.rate * cfg.tts.qa_retry_rate)
+
+
+def piece_channel(script: Script, key: PieceKey) -> Channel:
+    """Whose channel a piece is on: a turn's speaker's, a reaction's listener's."""
+    kind, k = key
+    return script.turns[k].speaker if kind == "turn" else script.turns[script.marks[k].turn].speaker.other
+
+
+def _raise_first(results: list[Utterance | TTSError]) -> list[Utterance]:
+    for r in results:
+        if isinstance(r, TTSError):
+            raise r
+    return list(results)  # type: ignore[arg-type]
+
+
+def recipe_pieces(placements: list[Placement], sources: dict[PieceKey, Rendered]) -> list[MixPiece]:
     return [
         MixPiece(
             channel=p.channel,
@@ -215,83 +355,76 @@ def recipe_pieces(placements: list[Placement], sources: dict[tuple[str, int], Re
     ]
 
 
-# --------------------------------------------------------------------------- one sample
-def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = None) -> Sample:
-    """Everything for one dialogue; raises SampleRejected (or a backend error) on failure."""
-    seed, sr = cfg.run.seed, cfg.audio.sample_rate
-    times = times or StageTimes()
-    scenario = draw_scenario(
-        sid,
-        rng_for(seed, key, "scenario"),
-        cfg.dialogue.mode_weights,
-        cfg.dialogue.n_turns,
-        load_bank(cfg.dialogue.scenario_bank),
+def assemble(cfg: RunConfig, plan: Plan, script: Script, sources: dict[PieceKey, Rendered]) -> Sample:
+    """Timeline, behaviour minimums, mix recipe, clean stems and augmentation; raises SampleRejected."""
+    sr = cfg.audio.sample_rate
+    timeline, placements = build_timeline(
+        plan.sid,
+        script,
+        [sources[("turn", i)].utt for i in range(len(script.turns))],
+        {k: r.utt for (kind, k), r in sources.items() if kind == "reaction"},
+        {ch: v.id for ch, v in plan.voices.items()},
+        rng_for(cfg.run.seed, plan.key, "timeline"),
+        cfg.timing,
+        cfg.audio.fade_ms / 1000,
+        plan.scenario.mode,
     )
-    voices = pick_voices(cfg, key)
-    with times("script"):
-        try:
-            writer = write_script_structured if cfg.llm.script_mode == "structured" else write_script
-            script = writer(llm_for(cfg), scenario, cfg, key)
-        except TurnRejected as exc:
-            raise SampleRejected(f"script: {exc}") from exc
-
-    with times("tts"):
-        rate_rng = rng_for(seed, key, "speaking-rate")
-        rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
-        sources: dict[tuple[str, int], Rendered] = {
-            ("turn", i): render(t.text, voices[t.speaker], rates[t.speaker], cfg) for i, t in enumerate(script.turns)
-        }
-        for k, m in enumerate(script.marks):
-            if isinstance(m, ListenerMark):
-                listener = script.turns[m.turn].speaker.other
-                sources[("reaction", k)] = render(m.token, voices[listener], rates[listener], cfg)
-    with times("timeline"):
-        timeline, placements = build_timeline(
-            sid,
-            script,
-            [sources[("turn", i)].utt for i in range(len(script.turns))],
-            {k: r.utt for (kind, k), r in sources.items() if kind == "reaction"},
-            {ch: v.id for ch, v in voices.items()},
-            rng_for(seed, key, "timeline"),
-            cfg.timing,
-            cfg.audio.fade_ms / 1000,
-            scenario.mode,
-        )
-        b = cfg.behaviour
-        unmet = unmet_minimums(
-            timeline, {"fillers": b.min_fillers, "backchannels": b.min_backchannels, "barge_ins": b.min_barge_ins}
-        )
-        if unmet:
-            raise SampleRejected(f"behaviour_minimum: {unmet[0]}")
-
-    with times("mix"):
-        pieces = recipe_pieces(placements, sources)
-        recipe = MixRecipe(
-            sample_rate=sr,
-            n_samples=int(round(timeline.duration * sr)),
-            pieces=pieces,
-            gains=(1.0, 1.0),
-            target_lufs=cfg.audio.target_lufs,
-            peak_dbfs=cfg.audio.peak_dbfs,
-        )
-        audio = [sources[p.key].utt.audio for p in placements]
-        stems = place(recipe, audio)  # placed once: the gains are measured on it, then applied to it
-        recipe.gains = loudness_gains(stems, sr, cfg.audio.target_lufs, cfg.audio.peak_dbfs)
-        clean = apply_gains(stems, recipe.gains)  # what mix(recipe, audio) gives, as rebuild_clean checks
+    b = cfg.behaviour
+    unmet = unmet_minimums(
+        timeline, {"fillers": b.min_fillers, "backchannels": b.min_backchannels, "barge_ins": b.min_barge_ins}
+    )
+    if unmet:
+        raise SampleRejected(f"behaviour_minimum: {unmet[0]}")
+    recipe = MixRecipe(
+        sample_rate=sr,
+        n_samples=int(round(timeline.duration * sr)),
+        pieces=recipe_pieces(placements, sources),
+        gains=(1.0, 1.0),
+        target_lufs=cfg.audio.target_lufs,
+        peak_dbfs=cfg.audio.peak_dbfs,
+    )
+    stems = place(recipe, [sources[p.key].utt.audio for p in placements])  # gains are measured on it, then applied
+    recipe.gains = loudness_gains(stems, sr, cfg.audio.target_lufs, cfg.audio.peak_dbfs)
+    clean = apply_gains(stems, recipe.gains)  # what mix(recipe, audio) gives, as rebuild_clean checks
     meta = SampleMeta(
-        id=sid,
+        id=plan.sid,
         split=cfg.run.split,
-        run_seed=seed,
-        sample_key=key,
-        scenario=scenario,
+        run_seed=cfg.run.seed,
+        sample_key=plan.key,
+        scenario=plan.scenario,
         script=script,
         timeline=timeline,
         recipe=recipe,
-        voices={ch: v.id for ch, v in voices.items()},
+        voices={ch: v.id for ch, v in plan.voices.items()},
         llm=script.llm,
     )
-    with times("augment"):
-        return augment_sample(Sample(meta=meta, stems=clean), cfg.augment, cfg.tts.cache_dir)
+    return augment_sample(Sample(meta=meta, stems=clean), cfg.augment, cfg.tts.cache_dir)
+
+
+def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = None) -> Sample:
+    """Everything for one dialogue; raises SampleRejected (or a backend error) on failure."""
+    times = times or StageTimes()
+    plan = plan_sample(cfg, sid, key)
+    with times("script"):
+        script = script_for(cfg, plan)
+    with times("tts"):
+        sources = render_dialogue(cfg, plan, script)
+    with times("mix"):
+        return assemble(cfg, plan, script, sources)
+
+
+def rejection_reason(exc: BaseException, sid: str) -> str:
+    """The manifest's reason for a failed attempt (unexpected errors are logged with their traceback)."""
+    if isinstance(exc, SampleRejected):
+        return exc.reason
+    if isinstance(exc, (TTSError, LLMError, MixError)):
+        return f"{type(exc).__name__}: {exc}"
+    log.error("sample %s failed unexpectedly:\n%s", sid, "".join(traceback.format_exception(exc)))
+    return f"internal_error: {type(exc).__name__}: {exc}"
+
+
+def attempt_key(sid: str, attempt: int) -> str:
+    return sid if attempt == 0 else f"{sid}#retry{attempt}"
 
 
 def manifest_row(sample: Sample, shard: str) -> ManifestRow:
@@ -325,19 +458,17 @@ def generate_sample(cfg: RunConfig, index: int, shard: str, times: StageTimes | 
     sid = sample_id(cfg, index)
     reason = ""
     for attempt in range(cfg.run.max_sample_attempts):
-        key = sid if attempt == 0 else f"{sid}#retry{attempt}"
         try:
-            sample = build_sample(cfg, sid, key, times)
-        except SampleRejected as exc:
-            reason = exc.reason
-        except (TTSError, LLMError, MixError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            sample = build_sample(cfg, sid, attempt_key(sid, attempt), times)
         except Exception as exc:  # noqa: BLE001 - one broken sample must not cost the shard
-            log.error("sample %s failed unexpectedly:\n%s", sid, traceback.format_exc())
-            reason = f"internal_error: {type(exc).__name__}: {exc}"
+            reason = rejection_reason(exc, sid)
         else:
             return SampleResult(manifest=manifest_row(sample, shard), sample=sample)
         log.warning("sample %s attempt %d rejected: %s", sid, attempt + 1, reason)
+    return rejected_result(cfg, sid, shard, reason)
+
+
+def rejected_result(cfg: RunConfig, sid: str, shard: str, reason: str) -> SampleResult:
     return SampleResult(
         manifest=ManifestRow(id=sid, shard=shard, status=SampleStatus.rejected, reason=reason, split=cfg.run.split),
         sample=None,

@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from factory.batch import utilisation
 from factory.config import RunConfig
 from factory.pipeline import SampleResult, llm_for, preflight
 from factory.run.shards import (
@@ -178,6 +179,7 @@ def generate(
         "rejected": sum(r.n_rejected for r in results),
         "failed": {r.name: r.error for r in results if r.failed},
         "llm_http": llm_stats.since(stats_before) if llm_stats is not None else None,
+        "utilisation": utilisation(r.stats for r in results),
     }
     _artifacts(cfg, results, summary)
     return summary
@@ -210,6 +212,33 @@ def _artifacts(cfg: RunConfig, results: list[ShardResult], summary: dict[str, An
         f"- failed shards: {len(summary['failed'])}",
     ]
     lines += [f"  - `{name}`: {error}" for name, error in summary["failed"].items()]
+    use = summary["utilisation"]
+    if use["audio_minutes"]:
+        lines += [
+            "",
+            f"## Utilisation ({use['audio_minutes']} audio minutes made now)",
+            "",
+            "| stage | wall s | s per audio minute |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {stage} | {seconds} | {use['seconds_per_audio_minute'].get(stage, '')} |"
+            for stage, seconds in use["stage_seconds"].items()
+        ]
+        llm, tts = use["llm"], use["tts"]
+        lines += [
+            "",
+            f"- LLM: {llm['requests']} requests, {llm['mean_in_flight']} in flight on average during the script "
+            f"stage, at most {llm['max_in_flight']}",
+            f"- TTS: {tts['renders_per_call']} renders per batch call; "
+            + (
+                ", ".join(
+                    f"{name} batch fill {b['fill']:.0%} over {b['batches']} batches"
+                    for name, b in tts["batches"].items()
+                )
+                or "no backend batches on a model (one render at a time)"
+            ),
+        ]
     create_markdown_artifact(markdown="\n".join(lines), key=f"{key}-summary", description=f"{cfg.run_id} summary")
 
 

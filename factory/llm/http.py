@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -67,13 +68,25 @@ class HTTPStats:
     retries: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     backoff_s: float = 0.0
+    # Requests in flight: the area under the in-flight curve (request-seconds; divided by a wall
+    # time, the mean in flight) and its peak, for the run summary's utilisation.
+    busy_s: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
     # Written on the backend's loop thread, read (snapshot) from any other.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def snapshot(self) -> HTTPStats:
         with self._lock:
             return HTTPStats(
-                self.requests, self.attempts, Counter(self.retries), Counter(self.failures), self.backoff_s
+                self.requests,
+                self.attempts,
+                Counter(self.retries),
+                Counter(self.failures),
+                self.backoff_s,
+                self.busy_s,
+                self.in_flight,
+                self.max_in_flight,
             )
 
     def since(self, before: HTTPStats) -> dict[str, Any]:
@@ -85,6 +98,8 @@ class HTTPStats:
             "retries": dict(sorted((now.retries - before.retries).items())),
             "failures": dict(sorted((now.failures - before.failures).items())),
             "backoff_s": round(now.backoff_s - before.backoff_s, 3),
+            "busy_s": round(now.busy_s - before.busy_s, 3),
+            "max_in_flight": now.max_in_flight,
         }
 
     def add(self, counter: str | None = None, cause: str = "", **amounts: float) -> None:
@@ -93,6 +108,17 @@ class HTTPStats:
                 getattr(self, counter)[cause] += 1
             for name, amount in amounts.items():
                 setattr(self, name, getattr(self, name) + amount)
+
+    def started(self) -> float:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return time.monotonic()
+
+    def finished(self, started: float) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.busy_s += time.monotonic() - started
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -374,7 +400,11 @@ class OpenAIHTTPBackend:
                 with attempt:
                     async with state.semaphore:
                         self.stats.add(attempts=1)
-                        body = await self._send_once(state.client, method, url, payload)
+                        started = self.stats.started()
+                        try:
+                            body = await self._send_once(state.client, method, url, payload)
+                        finally:
+                            self.stats.finished(started)
                         try:
                             check(body)
                         except (KeyError, IndexError, TypeError, AttributeError) as exc:

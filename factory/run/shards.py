@@ -27,11 +27,12 @@ import numpy as np
 import polars as pl
 
 from factory.audit.run import gate_shard
+from factory.batch import build_shard, build_shard_sequential
 from factory.config import RunConfig
 from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
 from factory.export.hf import read_shard_rows, shard_name, write_shard
 from factory.models import ManifestRow, SampleStatus
-from factory.pipeline import SampleResult, generate_sample
+from factory.pipeline import SampleResult
 from factory.run.crash import crash_point
 from factory.run.io import atomic_write, sha256_file
 from factory.run.store import RunStore, clean_stale_tmp
@@ -70,6 +71,7 @@ class ShardResult:
     seconds: float = 0.0
     error: str | None = None  # set when the shard's task kept failing: nothing of it was published
     attempts: int = 1
+    stats: dict | None = None  # ShardStats.as_dict() of a shard produced now (stage seconds, LLM/TTS fill)
 
     @property
     def failed(self) -> bool:
@@ -179,12 +181,9 @@ def generate_shard(
     clean_local(cfg)
     store.clean_stale_tmp(("", *SHARD_FOLDERS, "failures"))
     data, manifest_path, _ = shard_paths(cfg, spec.name)
-    results = []
-    for index in spec.sample_indices:
-        result = generate_sample(cfg, index, spec.name)
-        results.append(result)
-        if on_sample:
-            on_sample(result)
+    build = build_shard if cfg.run.batched else build_shard_sequential
+    results, stats = build(cfg, spec.sample_indices, spec.name, on_sample)
+    for _ in results:
         crash_point("sample")
     samples = [r.sample for r in results if r.sample is not None]
     # audit gates: flag (not reject) samples the audio shows failing; the shard's pooled report goes in its record
@@ -210,6 +209,7 @@ def generate_shard(
         "manifest_sha256": sha256_file(manifest_path),
         "signatures_sha256": sha256_file(sig_path),
         "audit": audit_report,
+        "stages": stats.as_dict(),
     }
     local = {"data": data, "manifest": manifest_path, "signatures": sig_path}
     for kind, path in local.items():  # the record goes last: it is what makes the shard complete
@@ -220,7 +220,7 @@ def generate_shard(
     if not _in_place(cfg, store):
         for path in local.values():  # streamed out: local disk holds only shards in flight
             path.unlink(missing_ok=True)
-    return ShardResult(spec.name, digest, n_ok, len(results) - n_ok)
+    return ShardResult(spec.name, digest, n_ok, len(results) - n_ok, stats=stats.as_dict())
 
 
 def record_failure(cfg: RunConfig, name: str, error: str, attempts: int) -> None:

@@ -1,0 +1,169 @@
+"""Stage-batched shards (factory.batch): the LLM stage keeps a server full, the batched path gives
+the bytes of the one-at-a-time path, a channel's Whisper pass maps words back to the right
+turns, and a dead worker process costs a retry, not the run.
+
+Truth from outside the code under test: concurrency and request counts are recorded by the
+server (tests/latency_server.py); intelligibility comes from Whisper listening to real renders.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from factory.audio.mix import flac_bytes
+from factory.batch import build_shard, build_shard_sequential, utilisation, worker_pool
+from factory.config import load_config
+from factory.pipeline import tts_backend, voice_bank
+from factory.render.qa import check_together
+from tests.latency_server import LatencyServer
+
+ROOT = Path(__file__).resolve().parents[1]
+LATENCY_S = 0.5
+N_DIALOGUES, N_TURNS = 32, 8
+
+# Espeak voices, no marks that need extra LLM calls: the time goes to the LLM stage under test.
+FAST = [
+    "run.seed=21",
+    "tts.user_voice=espeak-gb-m3",
+    "tts.agent_voice=espeak-us-f3",
+    f"tts.voice_bank={ROOT / 'voices'}",
+    "dialogue.assistant_agent_words=[5, 12]",
+    "dialogue.assistant_user_words=[3, 8]",
+    "dialogue.peer_words=[4, 10]",
+    "behaviour.min_fillers=0",
+    "behaviour.min_backchannels=0",
+    "behaviour.min_barge_ins=0",
+    "llm.backend=http",
+]
+
+
+def http_config(server: LatencyServer, tmp: Path, *extra: str):
+    return load_config(
+        overrides=[*FAST, f"llm.base_url={server.base_url}", f"tts.cache_dir={tmp / 'tts'}", *extra],
+    )
+
+
+def test_a_shard_of_32_dialogues_keeps_the_llm_server_full(tmp_path: Path) -> None:
+    """32 dialogues x 8 turns against a server answering after 0.5 s: the script stage takes at
+    most 2 x (8 turns x latency), with all 32 dialogues' turns in flight at once. One at a time,
+    each request waits for the one before: 2 dialogues already take 2 x 8 x latency."""
+    with LatencyServer(LATENCY_S) as server:
+        cfg = http_config(
+            server,
+            tmp_path,
+            f"dialogue.n_turns=[{N_TURNS}, {N_TURNS}]",
+            f"llm.concurrency={N_DIALOGUES}",
+            "tts.qa_wer_threshold=null",
+            "run.processes=1",
+        )
+        start = time.perf_counter()
+        results, stats = build_shard(cfg, range(N_DIALOGUES), "s0")
+        wall = time.perf_counter() - start
+        assert all(r.sample is not None for r in results), [r.manifest.reason for r in results]
+        # every turn, plus the rare re-ask of a turn the writer's checks refused (random words can loop)
+        assert N_DIALOGUES * N_TURNS <= server.n_requests <= 1.05 * N_DIALOGUES * N_TURNS
+        assert server.max_in_flight == N_DIALOGUES, server.max_in_flight
+        script_s = stats.seconds["script"]
+        assert script_s <= 2 * N_TURNS * LATENCY_S, (script_s, wall)
+        use = utilisation([stats.as_dict()])
+        assert use["llm"]["requests"] == server.n_requests
+        assert use["llm"]["max_in_flight"] == N_DIALOGUES
+        assert use["llm"]["mean_in_flight"] > N_DIALOGUES / 2, use["llm"]
+        assert use["tts"]["renders_per_call"] >= N_DIALOGUES * N_TURNS / 2  # one batch per voice backend
+
+        server.reset()
+        start = time.perf_counter()
+        one_by_one, seq_stats = build_shard_sequential(cfg, range(2), "s0")
+        assert server.max_in_flight == 1
+        assert seq_stats.seconds["script"] >= 2 * N_TURNS * LATENCY_S
+        # The same dialogues, the same bytes.
+        for a, b in zip(one_by_one, results[:2], strict=True):
+            assert a.manifest.audio_sha256 == b.manifest.audio_sha256
+
+
+def _fingerprint(results) -> list[tuple]:
+    out = []
+    for r in results:
+        if r.sample is None:
+            out.append((r.manifest.id, r.manifest.reason))
+            continue
+        s = r.sample
+        out.append(
+            (
+                r.manifest.model_dump_json(),
+                s.meta.model_dump_json(),
+                flac_bytes(s.stems, s.sample_rate),
+                flac_bytes(s.augmented, s.sample_rate) if s.augmented is not None else None,
+            )
+        )
+    return out
+
+
+def test_batched_shards_have_the_bytes_of_one_at_a_time(tmp_path: Path) -> None:
+    """With Whisper QA on (one pass per channel in the worker processes) and real marks: the
+    batched shard with 1 or 2 worker processes equals the one-at-a-time path, field for field
+    and byte for byte. Each run gets its own empty TTS cache, so nothing is read back."""
+    with LatencyServer(0.0) as server:
+        common = ["dialogue.n_turns=[4, 4]", "behaviour.min_fillers=1", "llm.concurrency=8"]
+        runs = {
+            "sequential": ("run.batched=false", "run.processes=1"),
+            "batched-1": ("run.batched=true", "run.processes=1"),
+            "batched-2": ("run.batched=true", "run.processes=2"),
+        }
+        prints = {}
+        for name, extra in runs.items():
+            cfg = http_config(server, tmp_path / name, *common, *extra)
+            build = build_shard if cfg.run.batched else build_shard_sequential
+            results, _ = build(cfg, range(3), "s0")
+            assert any(r.sample is not None for r in results), [r.manifest.reason for r in results]
+            assert any(t.qa_wer is not None for r in results if r.sample for t in r.sample.timeline.turns)
+            prints[name] = _fingerprint(results)
+    assert prints["batched-1"] == prints["sequential"]
+    assert prints["batched-2"] == prints["sequential"]
+
+
+def test_one_whisper_pass_per_channel_maps_words_back_to_their_turn() -> None:
+    """Three turns of one voice in one pass: the one whose audio says something else fails, the
+    others pass with a low WER, and the backchannel is exempt."""
+    cfg = load_config(overrides=[f"tts.voice_bank={ROOT / 'voices'}", "tts.cache_dir=null"])
+    voice = voice_bank(cfg.tts.voice_bank).get("espeak-gb-m3")
+    backend = tts_backend("espeak", cfg)
+    texts = [
+        "Could you tell me when the next train to the airport leaves?",
+        "mm-hmm",
+        "I would like two tickets for the morning, please.",
+        "The weather should be fine for a walk along the river.",
+    ]
+    utts = [backend.synthesize(t, voice) for t in texts]
+    # The third says a different sentence than its text claims.
+    wrong = backend.synthesize("Purple elephants dance quietly under seven golden umbrellas.", voice)
+    utts[2] = wrong.model_copy(update={"text": texts[2]})
+    results = check_together(utts, threshold=0.5)
+    assert [r.ok for r in results] == [True, True, False, True], results
+    assert np.isnan(results[1].wer)
+    assert results[0].wer <= 0.2 and results[3].wer <= 0.2, results
+    assert "elephant" in results[2].transcript.lower()
+    # The neighbours' words did not leak into the wrong turn or out of it.
+    assert "train" not in results[2].transcript.lower() and "river" not in results[2].transcript.lower()
+
+
+def test_a_dead_worker_process_fails_the_shard_attempt_and_the_next_one_works(tmp_path: Path) -> None:
+    with LatencyServer(0.0) as server:
+        cfg = http_config(server, tmp_path, "dialogue.n_turns=[2, 2]", "tts.qa_wer_threshold=null", "run.processes=2")
+        pool = worker_pool(2)
+        assert pool is not None
+        pool.submit(os.getpid).result()  # workers are up
+        for pid in list(pool._processes):  # noqa: SLF001 - the test kills them as the OOM killer would
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        with pytest.raises(BrokenProcessPool):
+            build_shard(cfg, range(2), "s0")
+        results, _ = build_shard(cfg, range(2), "s0")  # a fresh pool
+        assert all(r.sample is not None for r in results), [r.manifest.reason for r in results]
