@@ -207,3 +207,15 @@ def test_backend_for_picks_pool_or_in_process():
     assert backend_for("espeak") is get_backend("espeak")
     assert backend_for("espeak", processes=3) is backend_for("espeak", processes=3)
     assert isinstance(backend_for("espeak", processes=3), PooledBackend)
+
+
+def test_config_knobs_are_validated():
+    from factory.config import ConfigError, load_config
+
+    cfg = load_config(None, ["tts.processes=2", "tts.service_url=http://127.0.0.1:8020"])
+    assert cfg.tts.processes == 2 and cfg.tts.service_url == "http://127.0.0.1:8020"
+    assert load_config(None, []).tts.processes == 1 and load_config(None, []).tts.service_url is None
+    with pytest.raises(ConfigError, match="processes"):
+        load_config(None, ["tts.processes=0"])
+    with pytest.raises(ConfigError, match="service_url"):
+        load_config(None, ["tts.service_url=gpu-box:8020"])

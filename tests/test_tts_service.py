@@ -125,6 +125,16 @@ def test_bad_requests_get_the_backends_message(url, voices):
         ServiceBackend(url, "kokoro").synthesize(TEXTS[0], Voice(id="k", backend="kokoro"))
 
 
+def test_cache_around_the_client_is_the_in_process_cache(url, voices, tmp_path):
+    f3, m7, _ = voices
+    reqs = [SynthesisRequest(t, f3 if i % 2 else m7) for i, t in enumerate(TEXTS)] + [SynthesisRequest(TEXTS[0], m7)]
+    through = CachedBackend(ServiceBackend(url, "espeak"), tmp_path / "c").synthesize_many(reqs)
+    local = CachedBackend(get_backend("espeak"), tmp_path / "c")  # the same folder: all hits
+    for r, got in zip(reqs, through, strict=True):
+        same(got, local.synthesize(r.text, r.voice, rate=r.rate))
+    assert local.cache_stats.hits == len(reqs) and local.cache_stats.misses == 0
+
+
 def test_server_down_names_the_url_and_the_command(voices):
     dead = f"http://127.0.0.1:{free_port()}"
     client = ServiceBackend(dead, "espeak", retries=2, backoff_s=0.05)
