@@ -2,8 +2,11 @@
 pool, and through the TTS service with several concurrent clients, side by side in one run.
 
     .venv/bin/python benchmarks/tts_batch.py [--backends espeak,piper] [--processes 2] [--clients 4]
+    .envs/coqui/bin/python benchmarks/tts_batch.py --backends coqui   # a random small VITS, CPU
 
-Prints a table and writes benchmarks/results/tts_batch.json and tts_batch.md. Every mode first
+
+Prints a table and writes benchmarks/results/tts_batch.json and tts_batch.md (coqui rows go to
+tts_batch_coqui.json / .md: they run in the torch environment). Every mode first
 renders one warm-up request (model load, worker start-up) that is timed separately, then the
 same list of sentences; each mode's audio is checked byte-equal to the sequential one.
 """
@@ -147,6 +150,84 @@ def bench(name: str, processes: int, clients: int) -> list[dict]:
     return rows
 
 
+def bench_coqui(clients: int) -> list[dict]:
+    """Coqui VITS (randomly initialised, the real classes, small config) on CPU: one at a time
+    vs padded batches vs the service. Audio is compared within 1e-4 (batched float kernels)."""
+    import importlib.util
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from factory.render.coqui_backend import CoquiBackend
+
+    # One intra-op thread for every mode: torch's default (one per core) spin-waits under load on
+    # a shared machine (measured at load ~5 on 2 cores: the same 4 renders 9.2 s with 2 threads,
+    # 0.7 s with 1), and the service renders on a worker thread that does not inherit the setting.
+    torch.set_num_threads(1)
+
+    spec = importlib.util.spec_from_file_location("mk", Path(__file__).parents[1] / "scripts/make_coqui_test_models.py")
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    folder = mk.build_vits(Path(tempfile.mkdtemp()) / "vits", n_speakers=4, small=True)
+    voices = [Voice(id=f"v{k}", backend="coqui", model=str(folder), speaker=s) for k, s in enumerate(("p225", "p226"))]
+    reqs = [SynthesisRequest(t, voices[i % 2]) for i, t in enumerate(SENTENCES)]
+    warm_req = [SynthesisRequest("Warm up.", voices[0])]
+
+    def close(ref: list, got: list) -> bool:
+        return all(
+            a.words == b.words and len(a.audio) == len(b.audio) and np.abs(a.audio - b.audio).max() <= 1e-4
+            for a, b in zip(ref, got, strict=True)
+        )
+
+    rows = []
+    backend = CoquiBackend(device="cpu")
+    warm, _ = timed(lambda: backend.synthesize_many(warm_req))
+    wall, seq = timed(lambda: backend.synthesize_many(reqs, batch_size=1))
+    rows.append(row("coqui vits (random)", "sequential (batch 1)", reqs, wall, warm, seq, True))
+    for size in (4, 12):
+        wall, out = timed(lambda size=size: backend.synthesize_many(reqs, batch_size=size))
+        rows.append(row("coqui vits (random)", f"padded batches of {size}", reqs, wall, 0.0, out, close(seq, out)))
+    hosted = CoquiBackend(device="cpu", batch_size=12)
+    service = TTSService({"coqui": hosted}, batch_size=12, max_wait_ms=50)
+    with ServiceThread(service) as url:
+        warm, _ = timed(lambda: ServiceBackend(url, "coqui").synthesize_many(warm_req))
+        parts = [reqs[k::clients] for k in range(clients)]
+        results: dict[int, list] = {}
+
+        def run_clients() -> None:
+            def client(k: int) -> None:
+                results[k] = ServiceBackend(url, "coqui").synthesize_many(parts[k])
+
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        before = ServiceBackend(url, "coqui").health()["stats"]["coqui"]
+        wall, _ = timed(run_clients)
+        after = ServiceBackend(url, "coqui").health()["stats"]["coqui"]
+    out = [None] * len(reqs)
+    for k in range(clients):
+        out[k::clients] = results[k]
+    batches, items = after["batches"] - before["batches"], after["items"] - before["items"]
+    rows.append(
+        row(
+            "coqui vits (random)",
+            f"service, {clients} clients (batch 12)",
+            reqs,
+            wall,
+            warm,
+            out,
+            close(seq, out),
+            service_batches=batches,
+            mean_batch=round(items / batches, 2) if batches else None,
+        )
+    )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backends", default="espeak,piper")
@@ -157,7 +238,8 @@ def main() -> None:
     rows = []
     for name in args.backends.split(","):
         console.print(f"[bold]{name}[/bold] ...")
-        rows.extend(bench(name, args.processes, args.clients))
+        rows.extend(bench_coqui(args.clients) if name == "coqui" else bench(name, args.processes, args.clients))
+    stem = "tts_batch_coqui" if args.backends == "coqui" else "tts_batch"
 
     table = Table(title="TTS: sequential vs process pool vs service (same renders)")
     cols = ("backend", "mode", "renders", "audio s", "wall s", "renders/s", "RTF", "warm-up s", "mean batch", "same")
@@ -184,10 +266,11 @@ def main() -> None:
         "processes": args.processes,
         "clients": args.clients,
         "note": "RTF = wall seconds per second of audio (lower is faster). Warm-up (model load, worker "
-        "start-up) is excluded from wall_s and shown separately.",
+        "start-up) is excluded from wall_s and shown separately. 'same' = bytes equal to the sequential "
+        "renders (coqui: words and lengths equal, audio within 1e-4).",
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tts_batch.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     lines = [
         "# TTS batching: sequential vs process pool vs service",
         "",
@@ -202,8 +285,8 @@ def main() -> None:
             f"{r['renders_per_s']:.2f} | {r['rtf']:.3f} | {r['warmup_s']:.2f} | {r.get('mean_batch', '-')} | "
             f"{'yes' if r['same_bytes_as_sequential'] else 'NO'} |"
         )
-    (RESULTS / "tts_batch.md").write_text("\n".join(lines) + "\n")
-    console.print(f"wrote {RESULTS / 'tts_batch.json'} and tts_batch.md")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    console.print(f"wrote {RESULTS / stem}.json and .md")
 
 
 if __name__ == "__main__":
