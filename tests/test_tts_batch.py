@@ -139,6 +139,7 @@ def test_pool_same_bytes_as_in_process(pool, voices, tmp_path):
     assert pool.batch_stats.items >= len(reqs)
     # through the cache: keys equal the in-process backend's, so one cache serves both
     cached_pool = CachedBackend(pool, tmp_path)
+    assert cached_pool.batch_stats is pool.batch_stats and CachedBackend(direct, tmp_path).batch_stats is None
     assert cached_pool.key("hi", voices[0], 1.0) == CachedBackend(direct, tmp_path).key("hi", voices[0], 1.0)
     with pytest.raises(TTSError, match="nothing speakable"):
         pool.synthesize("?!", voices[0])

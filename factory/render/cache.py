@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from factory.models import Utterance, Voice, WordTiming
-from factory.render.base import SynthesisRequest, TTSBackend, TTSError, synthesize_many
+from factory.render.base import BatchStats, SynthesisRequest, TTSBackend, TTSError, synthesize_many
 
 CACHE_FORMAT = 1
 
@@ -62,6 +62,11 @@ class CachedBackend:
         self.identity = identity or backend_identity(backend)
         self.cache_stats = CacheStats()
         self._lock = threading.Lock()
+
+    @property
+    def batch_stats(self) -> BatchStats | None:
+        """The inner backend's batch fill (None for one that renders one at a time)."""
+        return getattr(self.backend, "batch_stats", None)
 
     def key(self, text: str, voice: Voice, rate: float) -> str:
         payload = json.dumps(

@@ -174,6 +174,7 @@ class CoquiBackend:
         self.batch_size = batch_size or (DEFAULT_BATCH if self.device.startswith("cuda") else 1)
         self._models: dict[tuple[str, str], _Loaded] = {}
         self.batch_stats = BatchStats()
+        self.split_batches = 0  # batches that failed whole and were decoded in halves
         self._lock = threading.Lock()
         self._tmp = Path(tempfile.mkdtemp(prefix="coqui-configs-"))
 
@@ -467,11 +468,7 @@ class CoquiBackend:
                     results[k] = TTSError(
                         f"coqui VITS synthesis failed for voice {r.voice.id}: {type(exc).__name__}: {exc}"
                     )
-            try:
-                audios = self._vits_decode(model, [p[4] for p in priors], [p[5] for p in priors]) if priors else []
-            except Exception as exc:  # noqa: BLE001 — a failed batch fails its items, not the run
-                err = TTSError(f"coqui VITS batch of {len(priors)} failed: {type(exc).__name__}: {exc}")
-                audios = [err] * len(priors)
+            audios = self._decode_or_split(model, [p[4] for p in priors], [p[5] for p in priors])
         hop = int(model.config.audio.hop_length)
         sr = loaded.sample_rate
         for (k, ids, language, dur, _, _), audio in zip(priors, audios, strict=True):
@@ -531,6 +528,28 @@ class CoquiBackend:
         eps = torch.randn(tuple(m_p.shape), generator=gen).to(device=device, dtype=m_p.dtype)
         z_p = m_p + eps * torch.exp(logs_p) * noise_scale
         return ids, language, w_ceil[0, 0].float().cpu().numpy(), z_p, g
+
+    def _decode_or_split(self, model: Any, priors: list[Any], gs: list[Any]) -> list[np.ndarray | TTSError]:
+        """Decode a batch; when it fails (CUDA out of memory on long texts, ...), decode each
+        half on its own, down to single items, so one batch too big for the device costs time,
+        not renders (items are independent, so the audio is the same). A single item that
+        fails holds its TTSError."""
+        if not priors:
+            return []
+        try:
+            return list(self._vits_decode(model, priors, gs))
+        except Exception as exc:  # noqa: BLE001 — split, or fail this item only
+            if len(priors) == 1:
+                return [TTSError(f"coqui VITS decoding failed: {type(exc).__name__}: {exc}")]
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.split_batches += 1
+            half = len(priors) // 2
+            return self._decode_or_split(model, priors[:half], gs[:half]) + self._decode_or_split(
+                model, priors[half:], gs[half:]
+            )
 
     def _vits_decode(self, model: Any, priors: list[Any], gs: list[Any]) -> list[np.ndarray]:
         """Flow + decoder over the padded batch of priors ([1, C, T_b] each); audio per item."""

@@ -166,3 +166,30 @@ def test_service_around_random_vits_batches_clients(vits_dir: Path) -> None:
             alone = direct.synthesize_many([r], batch_size=1)[0]
             assert got.words == alone.words and len(got.audio) == len(alone.audio)
             assert np.abs(got.audio - alone.audio).max() <= ATOL
+
+
+def test_a_batch_too_big_for_the_device_is_split_not_lost(vits_dir: Path) -> None:
+    """A decoder that fails on more than 2 items (what CUDA out-of-memory looks like) costs
+    splits, not renders; an item that fails alone gets its own TTSError."""
+    backend = CoquiBackend(device="cpu", batch_size=8)
+    reqs = [r for r in requests(vits_dir) if r.text != "?!"]
+    singles = [backend.synthesize_many([r], batch_size=1)[0] for r in reqs]
+    model = backend._load(reqs[0].voice).model
+    real = model.waveform_decoder.forward
+
+    def small_only(z, g=None):
+        if z.shape[0] > 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(z, g=g)
+
+    model.waveform_decoder.forward = small_only
+    try:
+        got = backend.synthesize_many(reqs)
+        assert backend.split_batches >= 1
+        for a, b in zip(got, singles, strict=True):
+            assert a.words == b.words and np.abs(a.audio - b.audio).max() <= ATOL
+        model.waveform_decoder.forward = lambda z, g=None: (_ for _ in ()).throw(RuntimeError("broken decoder"))
+        failed = backend.synthesize_many(reqs[:2])
+        assert all(isinstance(f, TTSError) and "broken decoder" in str(f) for f in failed)
+    finally:
+        model.waveform_decoder.forward = real
