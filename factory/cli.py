@@ -170,6 +170,36 @@ def deploy(
     )
 
 
+@app.command("tts-serve")
+def tts_serve(
+    backends: Annotated[str, typer.Option(help="comma-separated backends to host, e.g. coqui,espeak")] = "coqui",
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8020,
+    batch_size: Annotated[int, typer.Option(help="most renders per synthesize_many call")] = 16,
+    max_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 20.0,
+    processes: Annotated[int, typer.Option(help="worker processes per CPU backend (piper, kokoro, espeak)")] = 1,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve TTS backends over HTTP for many factory workers, batching across them (set
+    tts.service_url on the workers; README "TTS batching")."""
+    cfg = _load(config, set_)
+    from factory.render.base import BackendUnavailable
+    from factory.render.registry import backend_for
+    from factory.render.service import TTSService, serve
+
+    names = [n.strip() for n in backends.split(",") if n.strip()]
+    try:
+        hosted = {n: backend_for(n, cfg.tts.backend_options.get(n), processes=processes) for n in names}
+        service = TTSService(hosted, batch_size=batch_size, max_wait_ms=max_wait_ms)
+    except (BackendUnavailable, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(3) from None
+    where = f"http://{host}:{port}"
+    console.print(f"TTS service: {', '.join(names)} on {where} (batch {batch_size}, wait {max_wait_ms} ms)")
+    serve(service, host, port)
+
+
 @app.command()
 def plot(
     run_dir: Path,

@@ -181,6 +181,19 @@ class TTSSection(_Section):
         description="construction options per TTS backend, validated by the backend "
         "(e.g. coqui: {device: cuda:1, batch_size: 32}; espeak: {library: /path/libespeak-ng.so.1})",
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="worker processes per CPU TTS backend (piper, kokoro, espeak) rendering a shard's "
+        "batch; 1 = in-process (factory.render.pool)",
+    )
+    service_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="a TTS service (`duplex-factory tts-serve`) that renders for every voice, batching "
+        "across workers, e.g. http://gpu-box:8020; null = render in this process",
+    )
 
     @model_validator(mode="after")
     def _fixed_voices(self) -> TTSSection:

@@ -19,13 +19,14 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from factory.models import Utterance, Voice, WordTiming
-from factory.render.base import TTSBackend
+from factory.render.base import BatchStats, SynthesisRequest, TTSBackend, TTSError, synthesize_many
 
 CACHE_FORMAT = 1
 
@@ -61,6 +62,11 @@ class CachedBackend:
         self.identity = identity or backend_identity(backend)
         self.cache_stats = CacheStats()
         self._lock = threading.Lock()
+
+    @property
+    def batch_stats(self) -> BatchStats | None:
+        """The inner backend's batch fill (None for one that renders one at a time)."""
+        return getattr(self.backend, "batch_stats", None)
 
     def key(self, text: str, voice: Voice, rate: float) -> str:
         payload = json.dumps(
@@ -141,11 +147,50 @@ class CachedBackend:
         self._count("misses")
         utt = self.backend.synthesize(text, voice, rate=rate)
         self._store(key, utt)
-        # hand back what a hit would return, so hit and miss are indistinguishable
-        return Utterance(
-            text=utt.text,
-            voice_id=utt.voice_id,
-            sample_rate=utt.sample_rate,
-            audio=np.ascontiguousarray(utt.audio, dtype=np.float32),
-            words=[WordTiming.model_validate(w.model_dump()) for w in utt.words],
-        )
+        return _as_hit(utt)
+
+    def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[Utterance | TTSError]:
+        """A batch, in order: hits come from the cache; the misses go to the inner backend in
+        ONE `synthesize_many` call (its padded batch, process pool or service) and are stored.
+        A request repeated inside the batch is rendered once and counted as a hit after the
+        first, exactly as one-at-a-time calls would count it."""
+        out: list[Utterance | TTSError | None] = [None] * len(requests)
+        todo: dict[str, list[int]] = {}  # key -> slots waiting for that render
+        for i, r in enumerate(requests):
+            key = self.key(r.text, r.voice, r.rate)
+            if key in todo:
+                self._count("hits")
+                todo[key].append(i)
+                continue
+            cached = self._load(key, r.text)
+            if cached is not None:
+                self._count("hits")
+                out[i] = cached
+            else:
+                self._count("misses")
+                todo[key] = [i]
+        if todo:
+            keys = list(todo)
+            rendered = synthesize_many(self.backend, [requests[todo[k][0]] for k in keys])
+            if len(rendered) != len(keys):
+                raise TTSError(
+                    f"{type(self.backend).__qualname__}.synthesize_many returned {len(rendered)} results "
+                    f"for {len(keys)} requests"
+                )
+            for key, result in zip(keys, rendered, strict=True):
+                if isinstance(result, Utterance):
+                    self._store(key, result)
+                for slot in todo[key]:  # each slot its own copy, as separate calls would give
+                    out[slot] = _as_hit(result) if isinstance(result, Utterance) else result
+        return [r for r in out if r is not None]
+
+
+def _as_hit(utt: Utterance) -> Utterance:
+    """What a hit would return for a fresh render, so hit and miss are indistinguishable."""
+    return Utterance(
+        text=utt.text,
+        voice_id=utt.voice_id,
+        sample_rate=utt.sample_rate,
+        audio=np.array(utt.audio, dtype=np.float32, order="C"),  # a copy
+        words=[WordTiming.model_validate(w.model_dump()) for w in utt.words],
+    )

@@ -24,13 +24,19 @@ moved to the device once (`.to(device)`: cuda when available, else cpu), and cac
 Coqui's cache (`tts --model_name NAME --list_models` fills it; XTTS-v2 comes from the
 Hugging Face hub, repo `tts-hub/XTTS-v2`, formerly `coqui/XTTS-v2`).
 
-Determinism: VITS samples noise with torch's generator; every call seeds a forked RNG from
-(text, voice, rate, params), so the same input gives the same audio on the same device.
+Determinism: VITS draws its noise (duration predictor and prior) per item from generators
+seeded by (text, voice, rate, params), on the CPU, so the same input gives the same durations
+and the same audio on the same device, whatever batch it was rendered in.
 
-Batching: `synthesize_many(texts, voice)` runs VITS texts as padded batches (`x_lengths` +
-per-item speaker ids through `Vits.inference`, sorted by length; default batch 16 on
-cuda, 1 on cpu, where padding costs more than batching saves). XTTS has no batched inference in Coqui: it loops,
-reusing the cached conditioning latents of the reference clip.
+Batching (`synthesize_many(requests)`, the protocol's batch call): VITS requests of one model
+(any speakers, rates, languages) run the text encoder and duration predictor per item, then the
+flow and the HiFi-GAN decoder -- the T_dec-length work that dominates -- as padded batches of
+`batch_size` sorted by length, with every decoder conv's input masked to each item's length so
+no padding leaks into a shorter item (`_vits_batch`). Default batch 16 on CUDA, 1 on CPU,
+where padding costs more than batching saves. `batch_stats` counts the fill. XTTS has no
+batched inference in Coqui: it renders one by one, computing the conditioning latents of each
+reference clip once per backend (cached) and reusing them. The CUDA path is written against
+Coqui's real API and tested on CPU only here (no GPU on the development machine).
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +56,14 @@ from typing import Any
 import numpy as np
 
 from factory.models import Utterance, Voice
-from factory.render.base import BackendOptions, BackendUnavailable, TTSError, render_identity
+from factory.render.base import (
+    BackendOptions,
+    BackendUnavailable,
+    BatchStats,
+    SynthesisRequest,
+    TTSError,
+    render_identity,
+)
 from factory.render.text import build_utterance, check_params, check_text, map_spans
 
 INSTALL_HINT = (
@@ -104,6 +118,38 @@ class _Loaded:
     weights: dict[str, float] = field(default_factory=dict)
 
 
+@contextmanager
+def _masked_convs(decoder: Any, lengths: Any, frames: int, active: bool) -> Iterator[None]:
+    """While active, every Conv1d/ConvTranspose1d of `decoder` sees its input zeroed past each
+    item's length (at that layer's resolution, a multiple of `frames`), exactly what a lone
+    item's conv padding would show it: no padded sample leaks into a shorter item. The
+    conditioning layers (cond_layer, conds: [B, C, 1] speaker inputs) are left alone."""
+    if not active:
+        yield
+        return
+    import torch
+
+    def pre(_module: Any, args: tuple) -> tuple | None:
+        x = args[0]
+        t = x.shape[-1]
+        if t % frames:
+            return None
+        mask = torch.arange(t, device=x.device)[None, :] < (lengths * (t // frames))[:, None]
+        return (x * mask.unsqueeze(1).to(x.dtype), *args[1:])
+
+    convs = (torch.nn.Conv1d, torch.nn.ConvTranspose1d)
+    handles = [
+        m.register_forward_pre_hook(pre)
+        for name, m in decoder.named_modules()
+        if isinstance(m, convs) and not name.startswith("cond")
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class CoquiBackend:
     name = "coqui"
 
@@ -127,6 +173,8 @@ class CoquiBackend:
         # batched 0.66 s per s of audio vs 0.41 one by one, 2 cores), so CPU goes one by one.
         self.batch_size = batch_size or (DEFAULT_BATCH if self.device.startswith("cuda") else 1)
         self._models: dict[tuple[str, str], _Loaded] = {}
+        self.batch_stats = BatchStats()
+        self.split_batches = 0  # batches that failed whole and were decoded in halves
         self._lock = threading.Lock()
         self._tmp = Path(tempfile.mkdtemp(prefix="coqui-configs-"))
 
@@ -282,44 +330,56 @@ class CoquiBackend:
         return list(self._load(voice).api.speakers or [])
 
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
-        return self.synthesize_many([text], voice, rate=rate)[0]
+        result = self.synthesize_many([SynthesisRequest(text, voice, rate)])[0]
+        if isinstance(result, TTSError):
+            raise result
+        return result
 
     def synthesize_many(
-        self, texts: Sequence[str], voice: Voice, *, rate: float = 1.0, batch_size: int | None = None
-    ) -> list[Utterance]:
-        """Render several texts with one voice, in order. VITS: padded batches of
-        `batch_size` (default the backend's); XTTS and other models: one call per text.
-        Batched VITS audio differs from single-call audio only by the noise drawn."""
-        if voice.backend != "coqui":
-            raise TTSError(f"voice {voice.id} is for backend {voice.backend!r}, not coqui")
-        if not rate > 0:
-            raise TTSError(f"rate must be > 0, got {rate}")
-        tokens = [check_text(t) for t in texts]
-        loaded = self._load(voice)
-        if loaded.kind == "vits":
-            check_params(voice.params, VITS_PARAMS, "coqui vits")
-            speaker = self._vits_speaker(loaded, voice)
-            size = max(1, batch_size or self.batch_size)
-            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-            out: list[Utterance | None] = [None] * len(texts)
-            for at in range(0, len(order), size):
-                chunk = order[at : at + size]
-                for i, utt in zip(
-                    chunk,
-                    self._vits_batch(
-                        [texts[i] for i in chunk], [tokens[i] for i in chunk], voice, loaded, speaker, rate
-                    ),
-                    strict=True,
-                ):
-                    out[i] = utt
-            return [u for u in out if u is not None]
-        if loaded.kind == "xtts":
-            check_params(voice.params, XTTS_PARAMS, "coqui xtts")
-            return [self._xtts(t, tok, voice, loaded, rate) for t, tok in zip(texts, tokens, strict=True)]
-        raise TTSError(
-            f"coqui model {voice.model!r} is a {loaded.kind!r} model; this backend supports "
-            "VITS (own word durations) and XTTS (cloning)"
-        )
+        self, requests: Sequence[SynthesisRequest], *, batch_size: int | None = None
+    ) -> list[Utterance | TTSError]:
+        """Render a batch, in request order; a request that fails holds its TTSError. VITS
+        requests of one model (any speakers, rates, languages) go through the flow and the
+        decoder as padded batches of `batch_size` (default the backend's), sorted by length;
+        each item's audio and word times equal its one-at-a-time render (see `_vits_batch`).
+        XTTS renders one by one, reusing each reference clip's conditioning latents."""
+        out: list[Utterance | TTSError | None] = [None] * len(requests)
+        vits: dict[str, list[tuple[int, list[str], _Loaded, int | None]]] = {}
+        for i, r in enumerate(requests):
+            try:
+                voice = r.voice
+                if voice.backend != "coqui":
+                    raise TTSError(f"voice {voice.id} is for backend {voice.backend!r}, not coqui")
+                if not r.rate > 0:
+                    raise TTSError(f"rate must be > 0, got {r.rate}")
+                tokens = check_text(r.text)
+                loaded = self._load(voice)
+                if loaded.kind == "vits":
+                    check_params(voice.params, VITS_PARAMS, "coqui vits")
+                    vits.setdefault(voice.model, []).append((i, tokens, loaded, self._vits_speaker(loaded, voice)))
+                elif loaded.kind == "xtts":
+                    check_params(voice.params, XTTS_PARAMS, "coqui xtts")
+                    self.batch_stats.add(1, 1)
+                    out[i] = self._xtts(r.text, tokens, voice, loaded, r.rate)
+                else:
+                    raise TTSError(
+                        f"coqui model {voice.model!r} is a {loaded.kind!r} model; this backend supports "
+                        "VITS (own word durations) and XTTS (cloning)"
+                    )
+            except TTSError as exc:
+                out[i] = exc
+        size = max(1, batch_size or self.batch_size)
+        for items in vits.values():
+            items.sort(key=lambda item: len(requests[item[0]].text))
+            for at in range(0, len(items), size):
+                chunk = items[at : at + size]
+                rendered = self._vits_batch(
+                    [(requests[i], tokens, speaker) for i, tokens, _, speaker in chunk], chunk[0][2]
+                )
+                self.batch_stats.add(len(chunk), size)
+                for (i, *_), result in zip(chunk, rendered, strict=True):
+                    out[i] = result
+        return [r for r in out if r is not None]
 
     # ------------------------------------------------------------------ VITS
     def _vits_speaker(self, loaded: _Loaded, voice: Voice) -> int | None:
@@ -382,59 +442,136 @@ class CoquiBackend:
         return lang, manager.name_to_id[lang]
 
     def _vits_batch(
-        self, texts: list[str], tokens: list[list[str]], voice: Voice, loaded: _Loaded, speaker: int | None, rate: float
-    ) -> list[Utterance]:
+        self, items: list[tuple[SynthesisRequest, list[str], int | None]], loaded: _Loaded
+    ) -> list[Utterance | TTSError]:
+        """Coqui's `Vits.inference`, staged so that a batch equals its items rendered alone.
+
+        Per item (cheap, text-length work): text encoder, duration predictor with the item's
+        own seeded noise, alignment path, prior noise from the item's own generator. Batched
+        (the T_dec-length work that dominates): the flow on the padded prior with `y_mask`, and
+        the HiFi-GAN decoder with every conv's input masked to each item's length, so padding
+        never reaches a shorter item's samples (Coqui's own batched inference lets the decoder's
+        biases leak into them). Durations, hence lengths and word times, are exactly the
+        one-at-a-time ones; audio equals it up to float rounding of batched kernels."""
         import torch
 
         model = loaded.model
-        language, language_id = self._language(loaded, voice)
-        ids = [model.tokenizer.text_to_ids(t, language=language) for t in texts]
-        if any(len(x) == 0 for x in ids):
-            raise TTSError(f"coqui: nothing the model can read in {texts!r}")
-        lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
-        padded = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
-        for b, x in enumerate(ids):
-            padded[b, : len(x)] = torch.as_tensor(x, dtype=torch.long)
-        device = model.device
-        aux: dict[str, Any] = {
-            "x_lengths": lengths.to(device),
-            "speaker_ids": None if speaker is None else torch.full((len(ids),), speaker, device=device),
-            "d_vectors": None,
-            "language_ids": None if language_id is None else torch.full((len(ids),), language_id, device=device),
-            "durations": None,
-        }
-        params = voice.params
-        seed_src = json.dumps([texts, voice.id, voice.model, voice.speaker, rate, sorted(params.items())])
-        seed = int.from_bytes(hashlib.sha256(seed_src.encode()).digest()[:8], "little") & (2**63 - 1)
-        devices = [device] if device.type == "cuda" else []
-        with loaded.lock:
-            saved = (model.length_scale, model.inference_noise_scale, model.inference_noise_scale_dp)
-            try:
-                model.length_scale = float(params.get("length_scale", saved[0])) / rate
-                model.inference_noise_scale = float(params.get("noise_scale", saved[1]))
-                model.inference_noise_scale_dp = float(params.get("noise_scale_dp", saved[2]))
-                with torch.random.fork_rng(devices=devices), torch.inference_mode():
-                    torch.manual_seed(seed)
-                    outputs = model.inference(padded.to(device), aux_input=aux)
-            except Exception as exc:
-                raise TTSError(
-                    f"coqui VITS synthesis failed for voice {voice.id}: {type(exc).__name__}: {exc}"
-                ) from exc
-            finally:
-                model.length_scale, model.inference_noise_scale, model.inference_noise_scale_dp = saved
-        wav = outputs["model_outputs"].detach().float().cpu().numpy()[:, 0, :]  # [B, T_wav]
-        frames = outputs["durations"].detach().float().cpu().numpy()[:, 0, :]  # [B, T_seq]
+        results: list[Utterance | TTSError | None] = [None] * len(items)
+        priors: list[tuple[int, list[int], str | None, np.ndarray, Any, Any]] = []
+        with loaded.lock, torch.inference_mode():
+            for k, (r, _tokens, speaker) in enumerate(items):
+                try:
+                    priors.append((k, *self._vits_prior(loaded, r, speaker)))
+                except TTSError as exc:
+                    results[k] = exc
+                except Exception as exc:  # noqa: BLE001 — one item's model error stays in its slot
+                    results[k] = TTSError(
+                        f"coqui VITS synthesis failed for voice {r.voice.id}: {type(exc).__name__}: {exc}"
+                    )
+            audios = self._decode_or_split(model, [p[4] for p in priors], [p[5] for p in priors])
         hop = int(model.config.audio.hop_length)
         sr = loaded.sample_rate
-        utterances = []
-        for b, text in enumerate(texts):
-            n = int(lengths[b])
-            dur = frames[b, :n]
-            total = int(dur.sum())
-            audio = wav[b, : min(wav.shape[1], max(1, total) * hop)]
-            spans = self._vits_spans(loaded, tokens[b], ids[b], dur, hop, sr, language)
-            utterances.append(build_utterance(text, voice.id, audio, sr, tokens[b], spans))
-        return utterances
+        for (k, ids, language, dur, _, _), audio in zip(priors, audios, strict=True):
+            r, tokens, _ = items[k]
+            if isinstance(audio, TTSError):
+                results[k] = audio
+                continue
+            spans = self._vits_spans(loaded, tokens, ids, dur, hop, sr, language)
+            results[k] = build_utterance(r.text, r.voice.id, audio, sr, tokens, spans)
+        return [x for x in results if x is not None]
+
+    def _vits_prior(
+        self, loaded: _Loaded, r: SynthesisRequest, speaker: int | None
+    ) -> tuple[list[int], str | None, np.ndarray, Any, Any]:
+        """One item up to the prior: (token ids, language, frames per token, z_p [1, C, T], g)."""
+        import torch
+        from TTS.tts.utils.helpers import generate_path, sequence_mask
+
+        model, voice = loaded.model, r.voice
+        device = model.device
+        language, language_id = self._language(loaded, voice)
+        ids = model.tokenizer.text_to_ids(r.text, language=language)
+        if len(ids) == 0:
+            raise TTSError(f"coqui: nothing the model can read in {r.text!r}")
+        params = voice.params
+        length_scale = float(params.get("length_scale", model.length_scale)) / r.rate
+        noise_scale = float(params.get("noise_scale", model.inference_noise_scale))
+        noise_scale_dp = float(params.get("noise_scale_dp", model.inference_noise_scale_dp))
+        seed_src = json.dumps([r.text, voice.id, voice.model, voice.speaker, r.rate, sorted(params.items())])
+        seed = int.from_bytes(hashlib.sha256(seed_src.encode()).digest()[:8], "little") & (2**63 - 1)
+
+        x = torch.tensor([ids], dtype=torch.long, device=device)
+        sid = None if speaker is None else torch.tensor([speaker], device=device)
+        g = model._get_speaker_conditioning({"speaker_ids": sid, "d_vectors": None}, "emb_g", normalize_embedding=False)
+        lang_emb = None
+        if model.args.use_language_embedding and language_id is not None:
+            lang_emb = model.emb_l(torch.tensor([language_id], device=device)).unsqueeze(-1)
+        x, m_p, logs_p, x_mask = model.text_encoder(x, torch.tensor([len(ids)], device=device), lang_emb=lang_emb)
+        g_dp = g if model.args.condition_dp_on_speaker else None
+        # the stochastic duration predictor draws its noise from torch's CPU generator
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if model.args.use_sdp:
+                logw = model.duration_predictor(
+                    x, x_mask, g=g_dp, reverse=True, noise_scale=noise_scale_dp, lang_emb=lang_emb
+                )
+            else:
+                logw = model.duration_predictor(x, x_mask, g=g_dp, lang_emb=lang_emb)
+        w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)
+        y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
+        y_mask = sequence_mask(y_lengths, None).to(x_mask.dtype).unsqueeze(1)
+        attn = generate_path(w_ceil.squeeze(1), (x_mask * y_mask.transpose(1, 2)).squeeze(1).transpose(1, 2))
+        m_p = torch.matmul(attn.transpose(1, 2), m_p.transpose(1, 2)).transpose(1, 2)
+        logs_p = torch.matmul(attn.transpose(1, 2), logs_p.transpose(1, 2)).transpose(1, 2)
+        # the item's own prior noise, drawn on the CPU: the same whatever batch it joins
+        gen = torch.Generator().manual_seed(seed ^ 0x5EED)
+        eps = torch.randn(tuple(m_p.shape), generator=gen).to(device=device, dtype=m_p.dtype)
+        z_p = m_p + eps * torch.exp(logs_p) * noise_scale
+        return ids, language, w_ceil[0, 0].float().cpu().numpy(), z_p, g
+
+    def _decode_or_split(self, model: Any, priors: list[Any], gs: list[Any]) -> list[np.ndarray | TTSError]:
+        """Decode a batch; when it fails (CUDA out of memory on long texts, ...), decode each
+        half on its own, down to single items, so one batch too big for the device costs time,
+        not renders (items are independent, so the audio is the same). A single item that
+        fails holds its TTSError."""
+        if not priors:
+            return []
+        try:
+            return list(self._vits_decode(model, priors, gs))
+        except Exception as exc:  # noqa: BLE001 — split, or fail this item only
+            if len(priors) == 1:
+                return [TTSError(f"coqui VITS decoding failed: {type(exc).__name__}: {exc}")]
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.split_batches += 1
+            half = len(priors) // 2
+            return self._decode_or_split(model, priors[:half], gs[:half]) + self._decode_or_split(
+                model, priors[half:], gs[half:]
+            )
+
+    def _vits_decode(self, model: Any, priors: list[Any], gs: list[Any]) -> list[np.ndarray]:
+        """Flow + decoder over the padded batch of priors ([1, C, T_b] each); audio per item."""
+        import torch
+
+        device = model.device
+        lengths = torch.tensor([p.shape[-1] for p in priors], dtype=torch.long, device=device)
+        frames = int(lengths.max())
+        z_p = torch.zeros(len(priors), priors[0].shape[1], frames, device=device, dtype=priors[0].dtype)
+        for b, p in enumerate(priors):
+            z_p[b, :, : p.shape[-1]] = p[0]
+        y_mask = (torch.arange(frames, device=device)[None, :] < lengths[:, None]).to(z_p.dtype).unsqueeze(1)
+        g = None if gs[0] is None else torch.cat(gs, 0)
+        z = model.flow(z_p, y_mask, g=g, reverse=True)
+        z, _, _, y_mask = model.upsampling_z(z, y_lengths=lengths, y_mask=y_mask)
+        z = (z * y_mask)[:, :, : model.max_inference_len]
+        dec_lengths = y_mask[:, 0, : z.shape[-1]].sum(-1).long()
+        with _masked_convs(model.waveform_decoder, dec_lengths, z.shape[-1], len(priors) > 1):
+            o = model.waveform_decoder(z, g=g)
+        per_frame = o.shape[-1] // z.shape[-1]
+        wav = o[:, 0, :].detach().float().cpu().numpy()
+        return [wav[b, : int(dec_lengths[b]) * per_frame] for b in range(len(priors))]
 
     def _vits_spans(
         self,

@@ -71,3 +71,31 @@ def _get(name: str, options_json: str) -> TTSBackend:
     except KeyError:
         raise BackendUnavailable(f"unknown TTS backend {name!r}; known: {list(_FACTORIES)}") from None
     return factory(json.loads(options_json))
+
+
+CPU_BACKENDS = ("piper", "kokoro", "espeak")  # worth a process pool; coqui batches on its device
+
+
+def backend_for(
+    name: str, options: Mapping[str, Any] | None = None, *, processes: int = 1, service_url: str | None = None
+) -> TTSBackend:
+    """How a run renders with backend `name` (config `tts.service_url`, `tts.processes`): the
+    TTS service's client when `service_url` is set, else a process pool of `processes` workers
+    for a CPU backend when `processes` > 1, else the backend in-process. All three have the
+    same `cache_identity()` and the same `synthesize_many`, so `CachedBackend` wraps any of
+    them and a cache filled one way serves the others. One instance per arguments (pools and
+    connections are reused)."""
+    return _backend_for(name, json.dumps(dict(options or {}), sort_keys=True), processes, service_url)
+
+
+@cache
+def _backend_for(name: str, options_json: str, processes: int, service_url: str | None) -> TTSBackend:
+    if service_url:
+        from factory.render.service_backend import ServiceBackend
+
+        return ServiceBackend(service_url, name)
+    if processes > 1 and name in CPU_BACKENDS:
+        from factory.render.pool import PooledBackend
+
+        return PooledBackend(name, json.loads(options_json), processes=processes)
+    return _get(name, options_json)

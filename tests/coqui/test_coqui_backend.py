@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from factory.models import Utterance, Voice
-from factory.render.base import BackendUnavailable, TTSBackend, TTSError
+from factory.render.base import BackendUnavailable, SynthesisRequest, TTSBackend, TTSError
 from factory.render.coqui_backend import XTTS_V2, CoquiBackend
 from factory.render.registry import get_backend
 
@@ -118,7 +118,7 @@ def test_vits_params(backend: CoquiBackend, vits_dir: Path) -> None:
 
 def test_vits_synthesize_many_batches(backend: CoquiBackend, vits_dir: Path) -> None:
     t = time.perf_counter()
-    many = backend.synthesize_many(TEXTS, voice(vits_dir, "p227"), batch_size=2)
+    many = backend.synthesize_many([SynthesisRequest(t, voice(vits_dir, "p227")) for t in TEXTS], batch_size=2)
     took = time.perf_counter() - t
     audio_s = sum(u.duration for u in many)
     print(f"\n[coqui] VITS batch of {len(TEXTS)}: {audio_s:.2f} s audio in {took:.2f} s")
