@@ -48,7 +48,7 @@ from factory.models import (
 from factory.render.base import BatchStats, SynthesisRequest, TTSBackend, TTSError, synthesize_many
 from factory.render.cache import CachedBackend
 from factory.render.qa import QAResult, check_intelligibility, check_together
-from factory.render.registry import get_backend
+from factory.render.registry import backend_for, get_backend
 from factory.render.voices import VoiceBank
 from factory.script.compose import write_script, write_script_structured
 from factory.script.scenario import draw_scenario, load_bank
@@ -140,7 +140,7 @@ def preflight(cfg: RunConfig) -> None:
         if len({v.group or v.id for v in voices}) < 2:
             raise ValueError(f"voice bank {cfg.tts.voice_bank} has fewer than two speakers in split {cfg.run.split!r}")
     for backend in sorted({v.backend for v in voices}):
-        get_backend(backend, cfg.tts.backend_options.get(backend))
+        tts_backend(backend, cfg)  # builds it (or reaches the TTS service) once, as the shards will
     load_bank(cfg.dialogue.scenario_bank)
     llm_for(cfg)
 
@@ -152,7 +152,13 @@ def tts_backend(name: str, cfg: RunConfig) -> TTSBackend:
     # One (cached) backend per process even when shard threads ask at once: lru_cache alone may
     # build two, which splits the cache statistics and loads a model twice.
     with _BACKEND_LOCK:
-        return _tts_backend(name, cfg.tts.cache_dir, json.dumps(cfg.tts.backend_options.get(name, {}), sort_keys=True))
+        return _tts_backend(
+            name,
+            cfg.tts.cache_dir,
+            json.dumps(cfg.tts.backend_options.get(name, {}), sort_keys=True),
+            cfg.tts.processes,
+            cfg.tts.service_url,
+        )
 
 
 def batch_stats(backend: TTSBackend) -> BatchStats | None:
@@ -163,8 +169,14 @@ def batch_stats(backend: TTSBackend) -> BatchStats | None:
 
 
 @lru_cache(maxsize=16)
-def _tts_backend(name: str, cache_dir: Path | None, options_json: str) -> TTSBackend:
-    backend = get_backend(name, json.loads(options_json))
+def _tts_backend(
+    name: str, cache_dir: Path | None, options_json: str, processes: int, service_url: str | None
+) -> TTSBackend:
+    options = json.loads(options_json)
+    if service_url or processes > 1:  # the TTS service's client, or a process pool of a CPU backend
+        backend = backend_for(name, options, processes=processes, service_url=service_url)
+    else:
+        backend = get_backend(name, options)
     return CachedBackend(backend, cache_dir) if cache_dir is not None else backend
 
 

@@ -167,3 +167,41 @@ def test_a_dead_worker_process_fails_the_shard_attempt_and_the_next_one_works(tm
             build_shard(cfg, range(2), "s0")
         results, _ = build_shard(cfg, range(2), "s0")  # a fresh pool
         assert all(r.sample is not None for r in results), [r.manifest.reason for r in results]
+
+
+def test_a_shard_rendered_through_the_tts_service_has_the_same_bytes(tmp_path: Path) -> None:
+    """`tts.service_url`: the shard's renders go to a TTS service (here espeak on 127.0.0.1), which
+    batches them; the samples equal in-process rendering, and the service saw multi-item batches."""
+    import httpx
+
+    from factory.render.registry import get_backend
+    from factory.render.service import ServiceThread, TTSService
+
+    service = TTSService({"espeak": get_backend("espeak")}, batch_size=16, max_wait_ms=50)
+    with LatencyServer(0.0) as server, ServiceThread(service) as url:
+        common = ["dialogue.n_turns=[4, 4]", "tts.qa_wer_threshold=null", "run.processes=1"]
+        local, _ = build_shard(http_config(server, tmp_path / "local", *common), range(3), "s0")
+        remote, stats = build_shard(
+            http_config(server, tmp_path / "remote", *common, f"tts.service_url={url}"), range(3), "s0"
+        )
+        health = httpx.get(f"{url}/health").json()
+    assert _fingerprint(remote) == _fingerprint(local)
+    assert stats.tts_renders >= 12
+    assert "espeak" in str(health) and max_batch(health) > 1, health
+
+
+def max_batch(health: dict) -> int:
+    """The largest batch the service reports having run, wherever its /health nests it."""
+    found = [v for k, v in _walk(health) if k == "max_batch"]
+    return max(found, default=0)
+
+
+def _walk(node, key=None):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v, key)
+    else:
+        yield key, node
