@@ -26,7 +26,9 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -82,9 +84,27 @@ def worker_pool(processes: int) -> ProcessPoolExecutor | None:
     with _POOLS_LOCK:
         pool = _POOLS.get(processes)
         if pool is None:
-            pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(
+                processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
             _POOLS[processes] = pool
         return pool
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the process that started the pool is gone. A killed
+    run must not leave its workers behind, and they would never see their task pipe close (the
+    other workers hold it open too)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _drop_pool(processes: int) -> None:

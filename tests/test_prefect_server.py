@@ -87,6 +87,11 @@ def test_deploy_schedule_trigger_and_worker_run_once(prefect_server, tmp_path):
     assert [(r["shard"], r["status"], r["ok"]) for r in rows] == [("train-00000-of-00001", "written", len(samples))]
     assert table.flow_run_id == triggered.id and summary.type == "markdown"
     assert f"**{len(samples)} dialogues**" in summary.data and "failed shards: 0" in summary.data
+    if samples:  # utilisation: seconds per audio-minute of each stage the shard ran, LLM and TTS fill
+        assert "## Utilisation" in summary.data, summary.data
+        for stage in ("script", "tts", "assemble"):
+            assert f"| {stage} |" in summary.data, summary.data
+        assert "LLM:" in summary.data and "TTS:" in summary.data
 
 
 def _artifact(client, key: str):
