@@ -23,12 +23,12 @@ from scipy.signal import sosfilt, tf2sos
 from factory.models import Channel, MixPiece, MixRecipe
 
 PCM16_SCALE = 32768.0
-# FLAC compression level (0-8), chosen by benchmarks/mix.py on real TTS speech at 24 kHz: levels
-# 6-8 save 2-4 % of the clean stems' bytes (8-15 GB over 400K x 45 s dialogues, under 2 % of a
-# run's clean + augmented audio, whose noise does not compress) for 1.3-2.3x the encode time,
-# which would take mix + encoding below 500x real time; levels 0-3 encode ~25 % faster but add
-# 3-7 % (12-26 GB). 5 is also libsndfile's default, so shards written before it was named are
-# byte-identical. Decoding is lossless at every level (tests/test_augment.py).
+# FLAC compression level (0-8), chosen by benchmarks/mix.py on real TTS speech at 24 kHz
+# (results/mix.md): levels 6-8 save 2-4 % of the clean stems' bytes (8-15 GB over 400K x 45 s
+# dialogues; under 2 % of a run's clean + augmented audio, whose noise hardly compresses) for
+# 1.3-2.2x the encode time (level 8 would take mix + encoding from ~860x to ~580x real time);
+# levels 0-3 encode ~28 % faster but add 4-7 % (12-26 GB). 5 is also libsndfile's default, so
+# shards written before it was named are byte-identical. Lossless at every level.
 FLAC_LEVEL = 5
 
 
