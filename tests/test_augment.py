@@ -5,6 +5,7 @@ identical bytes for a seed (in this process and in a fresh one, room simulation 
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 import sys
 import textwrap
@@ -223,3 +224,44 @@ def test_fast_loudness_and_quantiser_agree_with_the_reference():
     ref = np.clip(np.round(x.astype(np.float64) * np.asarray(gains)[None, :] * PCM16_SCALE), -32768, 32767)
     assert np.array_equal(apply_gains(x, gains), (ref / PCM16_SCALE).astype(np.float32))
     assert np.array_equal(to_pcm16(x), np.clip(np.round(x.astype(np.float64) * PCM16_SCALE), -32768, 32767))
+
+
+def test_flac_decodes_bit_exactly_to_the_quantised_stems():
+    """The shard's FLAC at the chosen level is lossless on the 16-bit grid: ffmpeg (another
+    decoder than the libsndfile that wrote it) gives back `to_pcm16` of the stems sample for
+    sample, full-scale clipping included, and soundfile's float read gives `apply_gains`'s
+    output exactly (pcm / 2^15). Encoding is deterministic."""
+    from factory.audio.mix import FLAC_LEVEL, read_audio, to_pcm16
+
+    clean = stereo_clean(6.0, 3)
+    clean[:3, 1] = [1.0, -1.0, 0.99999]  # the clip points of the quantiser
+    data = flac_bytes(clean, SR)
+    assert data == flac_bytes(clean.copy(), SR)
+    decoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"],
+        input=data,
+        capture_output=True,
+        check=True,
+    ).stdout
+    pcm = np.frombuffer(decoded, "<i2").reshape(-1, 2)
+    assert np.array_equal(pcm, np.clip(np.round(clean.astype(np.float64) * 32768), -32768, 32767))
+    assert pcm[0, 1] == 32767 and pcm[1, 1] == -32768
+    back, sr = read_audio(data)
+    assert sr == SR and back.dtype == np.float32
+    assert np.array_equal(back, pcm / np.float32(32768)) and np.array_equal(back[3:], clean[3:])
+    buf = io.BytesIO()
+    sf.write(buf, to_pcm16(clean), SR, format="FLAC", subtype="PCM_16", compression_level=FLAC_LEVEL / 8)
+    assert buf.getvalue() == data  # the level the README and benchmarks/results/mix.md state
+
+
+def test_loudness_gains_reject_non_finite_samples():
+    """The peak pass is also the finiteness check: a NaN or an inf anywhere on a channel is a
+    MixError naming that channel, never a gain computed from garbage."""
+    from factory.audio.mix import MixError
+
+    for ch, name in ((0, "user"), (1, "agent")):
+        for bad in (np.nan, np.inf, -np.inf):
+            stems = stereo_clean(2.0, 5)
+            stems[len(stems) // 2, ch] = bad
+            with pytest.raises(MixError, match=f"non-finite samples on channel {name}"):
+                loudness_gains(stems, SR, -23.0, -1.0)
