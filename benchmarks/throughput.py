@@ -7,8 +7,8 @@ side by side in the same run, alternating so machine load hits both alike.
 
 Reported per path: wall seconds of the whole command (Prefect server, pool start-up, model loads,
 shards, manifest, card), audio minutes made (from the manifest), dialogue-minutes per
-wall-minute, and where the time went (each shard record's stage seconds, per audio minute). Warm:
-Python's file cache and the assembled Whisper weights (~/.cache/duplex-factory); cold: the TTS
+wall-minute, and where the time went (the run summary's utilisation, `--summary-json`: stage
+seconds per audio minute, LLM in flight, TTS batches). Warm: Python's file cache and the assembled Whisper weights (~/.cache/duplex-factory); cold: the TTS
 cache and every model load (fresh processes). Writes benchmarks/results/throughput.json and .md.
 """
 
@@ -39,7 +39,9 @@ PATHS = {
 
 def one_run(name: str, overrides: list[str], samples: int, tmp: Path) -> dict:
     out = tmp / name.replace(" ", "-")
+    summary_path = out / "summary.json"
     args = [str(Path(sys.executable).parent / "duplex-factory"), "generate", "--out", str(out), "--run-id", "bench"]
+    args += ["--summary-json", str(summary_path)]
     for item in [f"run.n_samples={samples}", f"tts.cache_dir={out / 'tts-cache'}", *overrides]:
         args += ["--set", item]
     load = os.getloadavg()[0]
@@ -52,10 +54,8 @@ def one_run(name: str, overrides: list[str], samples: int, tmp: Path) -> dict:
     manifest = pl.read_parquet(run / "manifest.parquet")
     ok = manifest.filter(pl.col("status") == "ok")
     audio_min = float(ok["duration"].sum()) / 60
-    stages: dict[str, float] = {}
-    for record in sorted((run / "shards").glob("*.json")):
-        for stage, seconds in json.loads(record.read_text()).get("stages", {}).get("seconds", {}).items():
-            stages[stage] = stages.get(stage, 0.0) + seconds
+    use = json.loads(summary_path.read_text())["utilisation"]
+    stages: dict[str, float] = use["stage_seconds"]
     return {
         "path": name,
         "overrides": overrides,
@@ -67,6 +67,8 @@ def one_run(name: str, overrides: list[str], samples: int, tmp: Path) -> dict:
         "stage_s_per_audio_min": {k: round(v / audio_min, 2) for k, v in stages.items()} if audio_min else {},
         "stage_s_sum": round(sum(stages.values()), 2),
         "loadavg_before": round(load, 2),
+        "llm": use["llm"],
+        "tts": use["tts"],
     }
 
 

@@ -47,8 +47,8 @@ from factory.pipeline import (
     batch_stats,
     cache_key,
     finish_render,
+    finished,
     llm_for,
-    manifest_row,
     piece_channel,
     plan_sample,
     qa_renders,
@@ -166,8 +166,7 @@ def _assemble_job(
 ) -> Outcome:
     def build() -> SampleResult:
         sources = {k: finish_render(cfg, *part) for k, part in parts.items()}
-        sample = assemble(cfg, plan, script, sources)
-        return SampleResult(manifest=manifest_row(sample, shard), sample=sample)
+        return finished(assemble(cfg, plan, script, sources), shard)
 
     return _guarded(build, plan.sid)
 

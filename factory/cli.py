@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import Counter
@@ -53,6 +54,14 @@ def generate(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="rerun only the shards recorded as failed, then finalize")
     ] = False,
+    summary_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--summary-json",
+            help="also write the run summary (counts, failed shards, LLM HTTP stats, utilisation per stage) "
+            "as JSON to this file: timings live here, not in the run folder, whose bytes depend only on the config",
+        ),
+    ] = None,
 ) -> None:
     """Generate dialogues into OUT/RUN_ID/ (parquet shards, manifest, config, card)."""
     cfg = _load(config, set_, n_samples=samples, seed=seed, run_id=run_id, output_dir=out, workers=workers)
@@ -108,6 +117,9 @@ def generate(
         + _llm_http_note(summary.get("llm_http"))
     )
     _print_utilisation(summary.get("utilisation"))
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     _print_summary(summary["run_dir"], cfg.run.storage_options)
     if summary["failed"]:  # the other shards are written; a scheduler must still see the failure
         for name, error in summary["failed"].items():

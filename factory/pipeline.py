@@ -26,6 +26,7 @@ from factory.audio.edit import resample_utterance
 from factory.audio.mix import MixError, apply_gains, audio_sha256, flac_bytes, loudness_gains, place
 from factory.augment import augment_sample
 from factory.config import RunConfig
+from factory.export.hf import encode_audio
 from factory.llm import get_llm
 from factory.llm.base import LLMBackend, LLMError
 from factory.models import (
@@ -87,6 +88,7 @@ class StageTimes:
 class SampleResult:
     manifest: ManifestRow
     sample: Sample | None  # None when rejected
+    encoded: dict[str, bytes | None] | None = None  # the sample's FLAC columns (factory.export.hf.encode_audio)
 
 
 def sample_id(cfg: RunConfig, index: int) -> str:
@@ -439,7 +441,7 @@ def attempt_key(sid: str, attempt: int) -> str:
     return sid if attempt == 0 else f"{sid}#retry{attempt}"
 
 
-def manifest_row(sample: Sample, shard: str) -> ManifestRow:
+def manifest_row(sample: Sample, shard: str, clean_flac: bytes | None = None) -> ManifestRow:
     tl, counts = sample.timeline, behaviour_counts(sample.timeline)
     return ManifestRow(
         id=sample.id,
@@ -460,7 +462,9 @@ def manifest_row(sample: Sample, shard: str) -> ManifestRow:
         user_voice=sample.meta.voices[Channel.user],
         agent_voice=sample.meta.voices[Channel.agent],
         llm=sample.meta.llm,
-        audio_sha256=hashlib.sha256(flac_bytes(sample.stems, sample.sample_rate)).hexdigest(),
+        audio_sha256=hashlib.sha256(
+            clean_flac if clean_flac is not None else flac_bytes(sample.stems, sample.sample_rate)
+        ).hexdigest(),
     )
 
 
@@ -475,9 +479,15 @@ def generate_sample(cfg: RunConfig, index: int, shard: str, times: StageTimes | 
         except Exception as exc:  # noqa: BLE001 - one broken sample must not cost the shard
             reason = rejection_reason(exc, sid)
         else:
-            return SampleResult(manifest=manifest_row(sample, shard), sample=sample)
+            return finished(sample, shard)
         log.warning("sample %s attempt %d rejected: %s", sid, attempt + 1, reason)
     return rejected_result(cfg, sid, shard, reason)
+
+
+def finished(sample: Sample, shard: str) -> SampleResult:
+    """A made sample with its audio encoded once: for the shard's rows and the manifest's checksum."""
+    encoded = encode_audio(sample)
+    return SampleResult(manifest=manifest_row(sample, shard, encoded["audio"]), sample=sample, encoded=encoded)
 
 
 def rejected_result(cfg: RunConfig, sid: str, shard: str, reason: str) -> SampleResult:

@@ -12,7 +12,7 @@ channels (torchcodec's decoder averages stereo to mono).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +66,26 @@ def shard_name(split: str, index: int, total: int) -> str:
     return f"{split}-{index:05d}-of-{total:05d}"
 
 
-def sample_to_row(sample: Sample) -> dict[str, Any]:
+def encode_audio(sample: Sample) -> dict[str, bytes | None]:
+    """The FLAC bytes of a sample's audio columns (clean stems, augmented or None): the encode a
+    shard row needs, done once where the sample is made (a worker process) and carried along."""
+    sr = sample.sample_rate
+    return {
+        "audio": flac_bytes(sample.stems, sr),
+        "audio_augmented": flac_bytes(sample.augmented, sr) if sample.augmented is not None else None,
+    }
+
+
+def sample_to_row(sample: Sample, encoded: dict[str, bytes | None] | None = None) -> dict[str, Any]:
+    """A shard row; `encoded`: the sample's `encode_audio` bytes when already made."""
     meta, sr = sample.meta, sample.sample_rate
     tl = meta.timeline
-    augmented = sample.augmented is not None
+    audio = encoded if encoded is not None else encode_audio(sample)
     return {
         "id": meta.id,
-        "audio": {"bytes": flac_bytes(sample.stems, sr), "path": f"{meta.id}.flac"},
-        "audio_augmented": {"bytes": flac_bytes(sample.augmented, sr), "path": f"{meta.id}.aug.flac"}
-        if augmented
+        "audio": {"bytes": audio["audio"], "path": f"{meta.id}.flac"},
+        "audio_augmented": {"bytes": audio["audio_augmented"], "path": f"{meta.id}.aug.flac"}
+        if audio["audio_augmented"] is not None
         else None,
         "augmentation": json.dumps([a.model_dump(mode="json") for a in meta.augmentation])
         if meta.augmentation is not None
@@ -123,9 +134,19 @@ def row_to_sample(row: dict[str, Any]) -> Sample:
     return Sample(meta=row_meta(row), stems=stems, augmented=augmented)
 
 
-def write_shard(samples: Iterable[Sample], path: Path, sample_rate: int) -> str:
-    """Write samples atomically (temporary name, then rename). Returns the file's sha256."""
-    rows = [sample_to_row(s) for s in samples]
+def write_shard(
+    samples: Iterable[Sample],
+    path: Path,
+    sample_rate: int,
+    encoded: Sequence[dict[str, bytes | None] | None] | None = None,
+) -> str:
+    """Write samples atomically (temporary name, then rename). Returns the file's sha256.
+    `encoded`: each sample's `encode_audio` bytes, when already made (else encoded here)."""
+    samples = list(samples)
+    audio = list(encoded) if encoded is not None else [None] * len(samples)
+    if len(audio) != len(samples):
+        raise ValueError(f"{len(audio)} encoded audio entries for {len(samples)} samples")
+    rows = [sample_to_row(s, a) for s, a in zip(samples, audio, strict=True)]
     # from_list([]) would drop the schema; an all-rejected shard is still a valid, empty shard
     ds = (
         Dataset.from_list(rows, features=ROW_FEATURES)

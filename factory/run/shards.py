@@ -191,7 +191,8 @@ def generate_shard(
     for r in results:
         if r.manifest.id in flags:
             r.manifest = r.manifest.model_copy(update={"audit_flags": flags[r.manifest.id]})
-    digest = write_shard(samples, data, cfg.audio.sample_rate)
+    encoded = [r.encoded for r in results if r.sample is not None]  # encoded once, where each sample was made
+    digest = write_shard(samples, data, cfg.audio.sample_rate, encoded)
     crash_point("shard.data")
     write_manifest([r.manifest for r in results], manifest_path)
     crash_point("shard.manifest")
@@ -209,7 +210,6 @@ def generate_shard(
         "manifest_sha256": sha256_file(manifest_path),
         "signatures_sha256": sha256_file(sig_path),
         "audit": audit_report,
-        "stages": stats.as_dict(),
     }
     local = {"data": data, "manifest": manifest_path, "signatures": sig_path}
     for kind, path in local.items():  # the record goes last: it is what makes the shard complete
