@@ -8,8 +8,9 @@ side by side in the same run, alternating so machine load hits both alike.
 Reported per path: wall seconds of the whole command (Prefect server, pool start-up, model loads,
 shards, manifest, card), audio minutes made (from the manifest), dialogue-minutes per
 wall-minute, and where the time went (the run summary's utilisation, `--summary-json`: stage
-seconds per audio minute, LLM in flight, TTS batches). Warm: Python's file cache and the assembled Whisper weights (~/.cache/duplex-factory); cold: the TTS
-cache and every model load (fresh processes). Writes benchmarks/results/throughput.json and .md.
+seconds per audio minute, LLM in flight, TTS batches). Warm: Python's file cache and the
+assembled Whisper weights (~/.cache/duplex-factory); cold: the TTS cache and every model load
+(fresh processes). Writes benchmarks/results/throughput.json and .md.
 """
 
 from __future__ import annotations
