@@ -166,7 +166,7 @@ def _assemble_job(
 ) -> Outcome:
     def build() -> SampleResult:
         sources = {k: finish_render(cfg, *part) for k, part in parts.items()}
-        return finished(assemble(cfg, plan, script, sources), shard)
+        return finished(assemble(cfg, plan, script, sources), shard, cfg)
 
     return _guarded(build, plan.sid)
 

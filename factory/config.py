@@ -44,7 +44,7 @@ class RunSection(_Section):
     name: str = Field("demo", pattern=r"^[A-Za-z0-9._\-]+$")
     seed: int = Field(1234, ge=0)
     n_samples: int = Field(8, ge=1, le=10_000_000)
-    samples_per_shard: int = Field(4, ge=1, le=100_000)
+    samples_per_shard: int = Field(8, ge=1, le=100_000)
     split: Literal["train", "dev", "test"] = "train"
     output_dir: Path = Path("outputs")
     workers: int = Field(1, ge=1, le=256, description="shards generated concurrently")
@@ -181,12 +181,12 @@ class TTSSection(_Section):
         description="construction options per TTS backend, validated by the backend "
         "(e.g. coqui: {device: cuda:1, batch_size: 32}; espeak: {library: /path/libespeak-ng.so.1})",
     )
-    processes: int = Field(
-        1,
+    processes: int | None = Field(
+        None,
         ge=1,
         le=64,
         description="worker processes per CPU TTS backend (piper, kokoro, espeak) rendering a shard's "
-        "batch; 1 = in-process (factory.render.pool)",
+        "batch (factory.render.pool); 1 = in-process; null = as many as `run.processes` resolves to",
     )
     service_url: str | None = Field(
         None,

@@ -24,6 +24,7 @@ from typing import Any
 
 from factory.audio.edit import resample_utterance
 from factory.audio.mix import MixError, apply_gains, audio_sha256, flac_bytes, loudness_gains, place
+from factory.audit.run import gate_row
 from factory.augment import augment_sample
 from factory.config import RunConfig
 from factory.export.hf import encode_audio
@@ -89,6 +90,7 @@ class SampleResult:
     manifest: ManifestRow
     sample: Sample | None  # None when rejected
     encoded: dict[str, bytes | None] | None = None  # the sample's FLAC columns (factory.export.hf.encode_audio)
+    gate: dict | None = None  # its generation-time audit row (factory.audit.run.gate_row), made with it
 
 
 def sample_id(cfg: RunConfig, index: int) -> str:
@@ -158,7 +160,7 @@ def tts_backend(name: str, cfg: RunConfig) -> TTSBackend:
             name,
             cfg.tts.cache_dir,
             json.dumps(cfg.tts.backend_options.get(name, {}), sort_keys=True),
-            cfg.tts.processes,
+            cfg.tts.processes if cfg.tts.processes is not None else cfg.run.worker_processes,
             cfg.tts.service_url,
         )
 
@@ -479,15 +481,22 @@ def generate_sample(cfg: RunConfig, index: int, shard: str, times: StageTimes | 
         except Exception as exc:  # noqa: BLE001 - one broken sample must not cost the shard
             reason = rejection_reason(exc, sid)
         else:
-            return finished(sample, shard)
+            return finished(sample, shard, cfg)
         log.warning("sample %s attempt %d rejected: %s", sid, attempt + 1, reason)
     return rejected_result(cfg, sid, shard, reason)
 
 
-def finished(sample: Sample, shard: str) -> SampleResult:
-    """A made sample with its audio encoded once: for the shard's rows and the manifest's checksum."""
+def finished(sample: Sample, shard: str, cfg: RunConfig | None = None) -> SampleResult:
+    """A made sample with its audio encoded once (for the shard's rows and the manifest's
+    checksum) and, given the config, its audit gate row: the per-sample work of writing a shard,
+    done where the sample was made."""
     encoded = encode_audio(sample)
-    return SampleResult(manifest=manifest_row(sample, shard, encoded["audio"]), sample=sample, encoded=encoded)
+    return SampleResult(
+        manifest=manifest_row(sample, shard, encoded["audio"]),
+        sample=sample,
+        encoded=encoded,
+        gate=gate_row(sample, cfg, shard) if cfg is not None else None,
+    )
 
 
 def rejected_result(cfg: RunConfig, sid: str, shard: str, reason: str) -> SampleResult:

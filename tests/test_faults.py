@@ -118,6 +118,7 @@ def fault_run(llama_server: Server, tmp_path_factory: pytest.TempPathFactory) ->
         "llm.backend=http",
         f"llm.timeout_s={TIMEOUT_S}",
         "llm.concurrency=1",  # llama.cpp serves one at a time; a queued request must not time out
+        "tts.processes=1",  # renders in this process, where the flaky backend is patched in
         f"tts.cache_dir={out / 'tts-cache'}",  # fresh: every render reaches the flaky backend
     ]
     with fault_proxy(llama_server.base_url, seed=SEED, rate=0.10, slow_s=TIMEOUT_S + 2) as proxy:

@@ -245,15 +245,23 @@ def write_audit(result: RunAudit, path: Path | None = None) -> Path:
     return path
 
 
-def gate_shard(samples: list[Sample], cfg: RunConfig, shard: str) -> tuple[dict[str, str], dict]:
-    """The generation-time gate of one shard: each sample measured with the primary detector
-    (no ASR: intelligibility QA already ran on every turn), flagged by the config's thresholds.
+def gate_row(sample: Sample, cfg: RunConfig, shard: str) -> dict:
+    """One sample's part of the generation-time gate: measured with the primary detector (no
+    ASR: intelligibility QA already ran on every turn) and flagged by the config's thresholds.
+    Per sample and pure, so the worker process that made the sample computes it."""
+    row = audit_sample(sample, vads=(cfg.audit.vad,), asr_turns=0, shard=shard).row
+    row["flags"] = sample_flags(row, cfg.audit, cfg.audio)
+    return row
+
+
+def gate_shard(
+    samples: list[Sample], cfg: RunConfig, shard: str, rows: list[dict | None] | None = None
+) -> tuple[dict[str, str], dict]:
+    """The generation-time gate of one shard: each sample's `gate_row` (given in `rows` when
+    already computed, else computed here), pooled into the shard's report.
     Returns (id -> reasons, for flagged samples; the shard report for its record)."""
-    rows = []
-    for s in samples:
-        row = audit_sample(s, vads=(cfg.audit.vad,), asr_turns=0, shard=shard).row
-        row["flags"] = sample_flags(row, cfg.audit, cfg.audio)
-        rows.append(row)
+    given = rows if rows is not None else [None] * len(samples)
+    rows = [row if row is not None else gate_row(s, cfg, shard) for s, row in zip(samples, given, strict=True)]
     report = shard_report(rows, cfg.audit, cfg.audit.vad)
     pooled = {
         k: (None if isinstance(v, float) and not math.isfinite(v) else round(v, 4)) for k, v in report["pooled"].items()

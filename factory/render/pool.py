@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,11 +34,24 @@ DEFAULT_TIMEOUT_S = 300.0
 _WORKER: dict[str, Any] = {}
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Exit as soon as the process that forked this worker (the forkserver, which dies with the
+    run) is gone: a killed run must not leave workers blocked on a task pipe nobody closes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _init(name: str, options_json: str) -> None:
     """Build the backend once per worker; a failure is kept and raised by every task, so the
     caller sees the backend's own message (e.g. what to install), not a broken pool."""
     from factory.render.registry import get_backend
 
+    _exit_with_parent(os.getppid())
     try:
         _WORKER["backend"] = get_backend(name, json.loads(options_json))
     except Exception as exc:  # noqa: BLE001 — relayed as-is by _render/_identity

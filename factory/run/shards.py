@@ -187,7 +187,7 @@ def generate_shard(
         crash_point("sample")
     samples = [r.sample for r in results if r.sample is not None]
     # audit gates: flag (not reject) samples the audio shows failing; the shard's pooled report goes in its record
-    flags, audit_report = gate_shard(samples, cfg, spec.name)
+    flags, audit_report = gate_shard(samples, cfg, spec.name, [r.gate for r in results if r.sample is not None])
     for r in results:
         if r.manifest.id in flags:
             r.manifest = r.manifest.model_copy(update={"audit_flags": flags[r.manifest.id]})
