@@ -117,8 +117,13 @@ def _child(mode: str, n: int, sets: list[str], out: Path, progress: Path) -> Non
     def tick(_result: Any = None) -> None:
         done[0] += 1
         now = time.monotonic()
-        marks.setdefault("first_sample", time.perf_counter())
-        marks["last_sample"] = time.perf_counter()
+        t = time.perf_counter()
+        marks.setdefault("first_sample", t)
+        marks["last_sample"] = t
+        shard = getattr(getattr(_result, "manifest", None), "shard", None)
+        if shard:  # per-shard first/last sample: the gaps between shards are the shard machinery
+            marks.setdefault(f"shard:{shard}:first", t)
+            marks[f"shard:{shard}:last"] = t
         if now - last[0] > 0.5 or done[0] == n:  # cheap: a few writes a second
             last[0] = now
             progress.write_text(str(done[0]))
@@ -289,6 +294,30 @@ def overheads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def shard_gaps(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The shard machinery read off a flow's per-shard sample times (shards run one after another
+    with run.workers 1): gap between shard k's last sample and shard k+1's first, minus one
+    sample's time (the median sample interval inside shards) = finishing shard k (audit gate,
+    parquet write, read-back check, publish) + starting the next task."""
+    marks = row.get("marks_s") or {}
+    shards = sorted({k.split(":")[1] for k in marks if k.startswith("shard:")})
+    spans = [(marks[f"shard:{s}:first"], marks[f"shard:{s}:last"]) for s in shards]
+    if len(spans) < 2:
+        return None
+    per_shard = row["n"] / len(spans)
+    intervals = sorted((last - first) / max(per_shard - 1, 1) for first, last in spans)
+    sample_s = intervals[len(intervals) // 2]
+    gaps = sorted(b[0] - a[1] - sample_s for a, b in zip(spans, spans[1:]))
+    gap = gaps[len(gaps) // 2]
+    return {
+        "median_sample_s": sample_s,
+        "median_shard_machinery_s": gap,
+        "shard_machinery_ms_per_dialogue": 1000 * gap / per_shard,
+        "startup_s": marks["first_sample"] - sample_s,
+        "tail_s": row["wall_s"] - marks["last_sample"],
+    }
+
+
 def _load(name: str) -> dict[str, Any]:
     return json.loads((RESULTS / name).read_text())
 
@@ -349,6 +378,8 @@ def projection(args: argparse.Namespace, flows: list[dict[str, Any]]) -> dict[st
             f"measured here (data/*.parquet bytes / audio minutes, n={big['n']})",
         ),
         "samples per shard": (args.samples_per_shard, "this run's run.samples_per_shard"),
+        "sample rate Hz": (24000, "factory.config AudioSection.sample_rate default"),
+        "augmented share": (0.5, "factory.config AugmentSection.noise_probability default"),
     }
     v = {k: val for k, (val, _) in inputs.items()}
     tokens = audio_min * v["spoken words per audio minute"] * v["LLM tokens per word"]
@@ -383,6 +414,12 @@ def projection(args: argparse.Namespace, flows: list[dict[str, Any]]) -> dict[st
             "audio minutes x bytes per audio minute",
         ),
         ("tasks (shards)", math.ceil(n / v["samples per shard"]), "dialogues / samples per shard"),
+        (
+            "audio a shard holds in memory, GB",
+            v["samples per shard"] * mean_s * v["sample rate Hz"] * 2 * 4 * (1 + v["augmented share"]) / 1e9,
+            "samples per shard x length x rate x 2 ch x float32 x (clean + augmented share): "
+            "generate_shard keeps a shard's Samples until it writes them; per worker",
+        ),
     ]
     return {
         "inputs": [{"name": k, "value": val, "source": src} for k, (val, src) in inputs.items()],
@@ -496,6 +533,26 @@ def tables(result: dict[str, Any]) -> tuple[list[Table], str]:
         t2.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     flows = sorted((r for r in rows if r["mode"] == "flow"), key=lambda r: r["n"])
+    gap_rows = [(r["n"], shard_gaps(r)) for r in flows]
+    if any(g for _, g in gap_rows):
+        md += [
+            "",
+            "Where the flow's extra time goes (from per-shard sample times, shards one after another): startup = "
+            "process start to the first dialogue minus one dialogue (Prefect server, flow and task start, "
+            "preflight); shard machinery = gap between one shard's last dialogue and the next one's first, minus "
+            "one dialogue (audit gate, parquet write, read-back check, publish, next task); tail = last dialogue "
+            "to the end (last shard's machinery, finalize: manifest, dedup, card, artifacts).",
+            "",
+            "| n | median s / dialogue in a shard | startup s | shard machinery s / shard | "
+            "shard machinery ms / dialogue | tail s |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n, g in gap_rows:
+            if g:
+                md.append(
+                    f"| {n} | {g['median_sample_s']:.3f} | {g['startup_s']:.1f} | {g['median_shard_machinery_s']:.2f} "
+                    f"| {g['shard_machinery_ms_per_dialogue']:.1f} | {g['tail_s']:.1f} |"
+                )
     if len(flows) >= 2:
         a, b = flows[0], flows[-1]
         md += [
@@ -538,6 +595,9 @@ def main() -> None:
     ap.add_argument("--gpu-llm-batch", type=float, default=64.0, help="assumed batch that saturates the GPU")
     ap.add_argument("--gpu-tts-rtf", type=float, default=0.02, help="assumed GPU TTS RTF, one stream")
     ap.add_argument("--gpu-tts-batch", type=float, default=32.0, help="assumed TTS batch that saturates the GPU")
+    ap.add_argument(
+        "--report-only", action="store_true", help="no runs: recompute overhead, projection and .md from the .json"
+    )
     args = ap.parse_args()
     if args.quick:
         args.sizes = [20, 60]
@@ -548,6 +608,10 @@ def main() -> None:
         f"llm.concurrency {args.concurrency}, run.workers {args.workers}, "
         f"samples_per_shard {args.samples_per_shard}, seed {args.seed}"
     )
+    if args.report_only:  # e.g. other projection assumptions, without running again
+        result = json.loads((RESULTS / f"{name}.json").read_text())
+        report(args, result, name)
+        return
     console.print(f"[bold]scale benchmark[/bold]: {settings}")
     rows = []
     with Progress(
@@ -572,8 +636,17 @@ def main() -> None:
             "definitions": __doc__.split("Definitions\n-----------\n", 1)[1].strip(),
         },
         "rows": rows,
-        "overhead": overheads(rows),
     }
+    report(args, result, name)
+
+
+def report(args: argparse.Namespace, result: dict[str, Any], name: str) -> None:
+    """Derive overhead and projection from the measured rows; print the tables, write .json and .md."""
+    rows = result["rows"]
+    result["overhead"] = overheads(rows)
+    for r in rows:
+        if r["mode"] == "flow" and (g := shard_gaps(r)):
+            r["shard_gaps"] = g
     result["projection"] = projection(args, [r for r in rows if r["mode"] == "flow"])
     printed, md = tables(result)
     for t in printed:
