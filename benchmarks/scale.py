@@ -318,6 +318,31 @@ def shard_gaps(row: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def dedup_cost(n: int = 2000) -> dict[str, Any]:
+    """What the run's finalize pays per dialogue for near-duplicate detection: loading every
+    shard's MinHash signatures and indexing them all in one process (`factory.script.dedup`,
+    as `factory.run.shards.finalize_run` calls it). Time without tracemalloc, then memory held
+    with it. Scripts: `n` distinct texts from the latency server's sentence generator."""
+    import tracemalloc
+
+    from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
+    from tests.latency_server import answer
+
+    sigs = {f"train-{i:07d}": signature(answer(i, 120)) for i in range(n)}
+    with tempfile.TemporaryDirectory(prefix="scale-dedup-") as tmp:
+        path = Path(tmp) / "signatures.npz"
+        save_signatures(path, sigs)
+        start = time.perf_counter()
+        found = find_duplicates(dict(sorted(load_signatures([path]).items())))
+        seconds = time.perf_counter() - start
+        tracemalloc.start()
+        loaded = load_signatures([path])
+        find_duplicates(dict(sorted(loaded.items())))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return {"n": n, "ms_per_dialogue": 1000 * seconds / n, "peak_bytes_per_dialogue": peak / n, "dups": len(found)}
+
+
 def _load(name: str) -> dict[str, Any]:
     return json.loads((RESULTS / name).read_text())
 
@@ -329,7 +354,7 @@ def _row(rows: list[dict], **match: str) -> dict:
     raise KeyError(match)
 
 
-def projection(args: argparse.Namespace, flows: list[dict[str, Any]]) -> dict[str, Any]:
+def projection(args: argparse.Namespace, flows: list[dict[str, Any]], dedup: dict[str, Any]) -> dict[str, Any]:
     """400K dialogues from measured per-stage costs; every input carries its source."""
     stages, mix = _load("stages.json"), _load("mix.json")
     big = max(flows, key=lambda r: r["n"])
@@ -378,6 +403,14 @@ def projection(args: argparse.Namespace, flows: list[dict[str, Any]]) -> dict[st
             f"measured here (data/*.parquet bytes / audio minutes, n={big['n']})",
         ),
         "samples per shard": (args.samples_per_shard, "this run's run.samples_per_shard"),
+        "finalize dedup ms per dialogue": (
+            dedup["ms_per_dialogue"],
+            f"measured here: load_signatures + find_duplicates on {dedup['n']} signatures (dedup_cost)",
+        ),
+        "finalize dedup bytes per dialogue (peak)": (
+            dedup["peak_bytes_per_dialogue"],
+            f"measured here: tracemalloc peak over the same, {dedup['n']} signatures",
+        ),
         "sample rate Hz": (24000, "factory.config AudioSection.sample_rate default"),
         "augmented share": (0.5, "factory.config AugmentSection.noise_probability default"),
     }
@@ -414,6 +447,16 @@ def projection(args: argparse.Namespace, flows: list[dict[str, Any]]) -> dict[st
             "audio minutes x bytes per audio minute",
         ),
         ("tasks (shards)", math.ceil(n / v["samples per shard"]), "dialogues / samples per shard"),
+        (
+            "finalize: dedup memory in one process, GB",
+            n * v["finalize dedup bytes per dialogue (peak)"] / 1e9,
+            "dialogues x peak bytes per signature (all signatures are loaded and indexed at once)",
+        ),
+        (
+            "finalize: dedup time, hours (one core)",
+            n * v["finalize dedup ms per dialogue"] / 1000 / 3600,
+            "dialogues x ms per signature",
+        ),
         (
             "audio a shard holds in memory, GB",
             v["samples per shard"] * mean_s * v["sample rate Hz"] * 2 * 4 * (1 + v["augmented share"]) / 1e9,
@@ -623,8 +666,13 @@ def main() -> None:
         console=console,
     ) as progress:
         for n in args.sizes:
-            for mode in ("flow",) if args.no_direct else ("flow", "direct"):
-                rows.append(measure(args, mode, n, progress))
+            rows.append(measure(args, "flow", n, progress))
+            if args.no_direct:
+                continue
+            try:
+                rows.append(measure(args, "direct", n, progress))
+            except RuntimeError as exc:  # e.g. generate_sample renamed: the flow numbers still stand
+                console.print(f"[yellow]direct baseline n={n} failed, no overhead figure for it:[/yellow] {exc}")
     result = {
         "meta": {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -644,10 +692,11 @@ def report(args: argparse.Namespace, result: dict[str, Any], name: str) -> None:
     """Derive overhead and projection from the measured rows; print the tables, write .json and .md."""
     rows = result["rows"]
     result["overhead"] = overheads(rows)
+    result.setdefault("finalize_dedup", dedup_cost())
     for r in rows:
         if r["mode"] == "flow" and (g := shard_gaps(r)):
             r["shard_gaps"] = g
-    result["projection"] = projection(args, [r for r in rows if r["mode"] == "flow"])
+    result["projection"] = projection(args, [r for r in rows if r["mode"] == "flow"], result["finalize_dedup"])
     printed, md = tables(result)
     for t in printed:
         console.print(t)
