@@ -138,10 +138,43 @@ def _guarded(fn: Callable[..., T], sid: str, *args: Any) -> Outcome:
         return Outcome(reason=rejection_reason(exc, sid))
 
 
-def _map(executor: Executor | None, fn: Callable[..., Outcome], jobs: list[tuple]) -> list[Outcome]:
+def _map(
+    executor: Executor | None, fn: Callable[..., Outcome], jobs: list[tuple], costs: list[float] | None = None
+) -> list[Outcome]:
+    """`fn(*job)` for every job, results in job order. In a pool, the costliest jobs (`costs`,
+    e.g. turns or seconds of audio) start first, so a stage does not end with one worker busy on
+    a long dialogue while the others idle."""
     if executor is None or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
-    return list(executor.map(fn, *zip(*jobs, strict=True)))
+    order = sorted(range(len(jobs)), key=lambda i: -costs[i]) if costs else list(range(len(jobs)))
+    futures = {i: executor.submit(fn, *jobs[i]) for i in order}
+    return [futures[i].result() for i in range(len(jobs))]
+
+
+def _warm_job(cfg: RunConfig) -> int:
+    """Load what a worker's stages need (the embedded LLM, Whisper) ahead of the first shard."""
+    if cfg.llm.backend == "embedded":
+        llm_for(cfg)
+    if cfg.tts.qa_wer_threshold is not None:
+        from factory.asr import load_model
+
+        load_model(1)
+    return os.getpid()
+
+
+def warm_up(cfg: RunConfig, voice_backends: Iterable[str] = ()) -> None:
+    """Start the worker pool and let its workers load their models, and build the TTS backends
+    (their own pools), without waiting for the workers: the CLI calls it while the run's Prefect
+    server starts, so model loading overlaps that wait. Errors are left to `preflight`."""
+    pool = worker_pool(cfg.run.worker_processes)
+    if pool is not None:
+        for _ in range(cfg.run.worker_processes):
+            pool.submit(_warm_job, cfg)
+    for name in voice_backends:
+        try:
+            tts_backend(name, cfg)
+        except Exception:  # noqa: BLE001, S112 - preflight reports it with the run's error handling
+            continue
 
 
 # Module-level jobs (picklable for the worker processes); each returns an Outcome.
@@ -255,7 +288,8 @@ def run_wave(
         for d in live:
             parts = {k: (r, d.utts[k], d.qa.get(k), cache_key(cfg, r)) for k, r in d.requests.items()}
             jobs.append((cfg, d.plan, d.script, parts, shard))
-        for d, outcome in zip(live, _map(pool, _assemble_job, jobs), strict=True):
+        costs = [sum(len(u.audio) / u.sample_rate for u in d.utts.values()) for d in live]
+        for d, outcome in zip(live, _map(pool, _assemble_job, jobs, costs), strict=True):
             d.result, d.reason = outcome.value, outcome.reason
 
 
@@ -270,7 +304,7 @@ def _scripts(cfg: RunConfig, live: list[Dialogue], pool: Executor | None, stats:
         with ThreadPoolExecutor(max(1, min(cfg.llm.concurrency, len(jobs))), thread_name_prefix="script") as ex:
             outcomes = list(ex.map(lambda job: _script_job(*job), jobs))
     else:
-        outcomes = _map(pool, _script_job, jobs)
+        outcomes = _map(pool, _script_job, jobs, [d.plan.scenario.n_turns for d in live])
     for d, outcome in zip(live, outcomes, strict=True):
         d.script, d.reason = outcome.value, outcome.reason
     if http is not None and before is not None:
@@ -323,7 +357,8 @@ def _qa(cfg: RunConfig, live: list[Dialogue], pool: Executor | None, times: Stag
     for d in live:
         keys = list(d.requests)
         jobs.append((cfg, d.plan.sid, [d.utts[k] for k in keys], [piece_channel(d.script, k) for k in keys]))
-    for d, outcome in zip(live, _map(pool, _qa_job, jobs), strict=True):
+    costs = [sum(len(u.audio) / u.sample_rate for u in d.utts.values()) for d in live]
+    for d, outcome in zip(live, _map(pool, _qa_job, jobs, costs), strict=True):
         if outcome.reason is not None:
             d.fail(outcome.reason)
         else:

@@ -103,6 +103,8 @@ def generate(
                 counts[result.manifest.status.value] += 1
                 progress.update(bar, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
 
+        # Worker processes and TTS pools load their models while the Prefect server starts.
+        threading.Thread(target=_warm_up, args=(cfg,), name="warm-up", daemon=True).start()
         try:
             # A Prefect server of this run's own that the kernel kills with it (flows.server).
             with run_server():
@@ -409,6 +411,20 @@ def fit_timing(
     atomic_write_text(out, model.model_dump_json(indent=2))
     q = ", ".join(f"p{round(k * 100)} {v:+.3f}" for k, v in model.quantiles().items())
     console.print(f"{out}: overlap share {model.overlap_probability:.3f}; FTO {q} s")
+
+
+def _warm_up(cfg) -> None:
+    from factory.batch import warm_up
+    from factory.pipeline import pick_voices, voice_bank
+
+    try:
+        if cfg.tts.user_voice:
+            backends = {v.backend for v in pick_voices(cfg, "warm-up").values()}
+        else:
+            backends = {v.backend for v in voice_bank(cfg.tts.voice_bank).by_split(cfg.run.split)}
+        warm_up(cfg, sorted(backends))
+    except Exception:  # noqa: BLE001 - a head start only; preflight reports every problem
+        return
 
 
 def _print_utilisation(use: dict | None) -> None:

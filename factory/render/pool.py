@@ -162,12 +162,23 @@ class PooledBackend:
         if not requests:
             return []
         pool = self._executor()
+        # Longest texts first, so the batch does not end with one worker rendering a long turn
+        # while the others idle; results are read back in request order.
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].text))
+
+        def submit_all() -> list[Future]:
+            submitted: dict[int, Future] = {}
+            for i in order:
+                r = requests[i]
+                submitted[i] = pool.submit(_render, r.text, r.voice, r.rate)
+            return [submitted[i] for i in range(len(requests))]
+
         try:
-            futures: list[Future] = [pool.submit(_render, r.text, r.voice, r.rate) for r in requests]
+            futures: list[Future] = submit_all()
         except BrokenProcessPool:  # broken since the last batch: start over once
             self._discard(pool)
             pool = self._executor()
-            futures = [pool.submit(_render, r.text, r.voice, r.rate) for r in requests]
+            futures = submit_all()
         out: list[Utterance | TTSError] = []
         lost: str | None = None  # why the pool was given up, once it was
         for r, fut in zip(requests, futures, strict=True):
