@@ -65,6 +65,9 @@ def generate(
 ) -> None:
     """Generate dialogues into OUT/RUN_ID/ (parquet shards, manifest, config, card)."""
     cfg = _load(config, set_, n_samples=samples, seed=seed, run_id=run_id, output_dir=out, workers=workers)
+    # Worker processes and TTS pools start and load their models while this process imports
+    # Prefect and starts the run's Prefect server (~10 s on 2 cores).
+    threading.Thread(target=_warm_up, args=(cfg,), name="warm-up", daemon=True).start()
     _quiet_prefect()
     from datasets.utils.logging import disable_progress_bar
 
@@ -103,8 +106,6 @@ def generate(
                 counts[result.manifest.status.value] += 1
                 progress.update(bar, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
 
-        # Worker processes and TTS pools load their models while the Prefect server starts.
-        threading.Thread(target=_warm_up, args=(cfg,), name="warm-up", daemon=True).start()
         try:
             # A Prefect server of this run's own that the kernel kills with it (flows.server).
             with run_server():
