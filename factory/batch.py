@@ -81,6 +81,10 @@ def worker_pool(processes: int) -> ProcessPoolExecutor | None:
     models once and keep them for every shard of the run."""
     if processes <= 1:
         return None
+    if multiprocessing.current_process().daemon:
+        # A daemonic process (a Dask worker's default) may not start children: run in process.
+        log.warning("run.processes=%d ignored in a daemonic worker process; stages run in process", processes)
+        return None
     with _POOLS_LOCK:
         pool = _POOLS.get(processes)
         if pool is None:

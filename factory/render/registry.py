@@ -4,6 +4,7 @@ once). Each backend validates its own options (`tts.backend_options.<name>` in t
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
@@ -94,7 +95,8 @@ def _backend_for(name: str, options_json: str, processes: int, service_url: str 
         from factory.render.service_backend import ServiceBackend
 
         return ServiceBackend(service_url, name)
-    if processes > 1 and name in CPU_BACKENDS:
+    # A daemonic process (a Dask worker's default) may not start the pool's children.
+    if processes > 1 and name in CPU_BACKENDS and not mp.current_process().daemon:
         from factory.render.pool import PooledBackend
 
         return PooledBackend(name, json.loads(options_json), processes=processes)
