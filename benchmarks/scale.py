@@ -383,15 +383,15 @@ def projection(args: argparse.Namespace, flows: list[dict[str, Any]], dedup: dic
         ),
         "TTS batch that saturates the GPU": (args.gpu_tts_batch, "ASSUMPTION (padded VITS batches)"),
         "TTS batch reached": (
-            float((big.get("utilisation") or {}).get("tts_batch_fill", 1.0) or 1.0),
-            "run summary utilisation.tts_batch_fill if reported, else 1 (one render at a time)",
+            float(((big.get("utilisation") or {}).get("tts") or {}).get("renders_per_call", 1.0) or 1.0),
+            "run summary utilisation.tts.renders_per_call (renders per synthesize_many call), else 1",
         ),
         "mix + encode CPU s per audio minute": (
-            _row(mix["rows"], who="ours", step="mix+encoding")["seconds_per_audio_minute"],
+            _cpu_per_min(_row(mix["rows"], who="ours", step="mix+encoding")),
             "benchmarks/results/mix.json (ours, mix+encoding, 1 CPU)",
         ),
         "augment CPU s per audio minute": (
-            _row(mix["rows"], who="ours", step="augment: default (coloured noise)")["seconds_per_audio_minute"],
+            _cpu_per_min(_row(mix["rows"], who="ours", step="augment: default (coloured noise)")),
             "benchmarks/results/mix.json (default chain)",
         ),
         "shard write CPU s per audio minute": (
@@ -685,7 +685,16 @@ def main() -> None:
         },
         "rows": rows,
     }
+    # The measured rows first: a failure while deriving the report must not lose an hour of runs
+    # (re-derive with --report-only).
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     report(args, result, name)
+
+
+def _cpu_per_min(row: dict[str, Any]) -> float:
+    """A mix.json row's CPU seconds per audio minute (older files: `seconds_per_audio_minute`)."""
+    return float(row.get("cpu_seconds_per_audio_minute", row.get("seconds_per_audio_minute")))
 
 
 def report(args: argparse.Namespace, result: dict[str, Any], name: str) -> None:
