@@ -342,8 +342,9 @@ def _render_into(
             for field_name, value in after.items():
                 total[field_name] += value - before[n][field_name]
     for (d, k), utt in zip(flat, rendered, strict=True):
-        if isinstance(utt, TTSError):
-            d.fail(f"TTSError: {utt}")
+        if isinstance(utt, Exception):
+            if d.alive:  # one reason per dialogue (a bug's traceback is logged once)
+                d.fail(rejection_reason(utt, sample_id(cfg, d.index)))
         else:
             d.utts[k] = utt
 

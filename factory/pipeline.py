@@ -248,10 +248,11 @@ def render_requests(plan: Plan, script: Script) -> dict[PieceKey, SynthesisReque
     return requests
 
 
-def render_batch(cfg: RunConfig, requests: list[SynthesisRequest]) -> list[Utterance | TTSError]:
+def render_batch(cfg: RunConfig, requests: list[SynthesisRequest]) -> list[Utterance | Exception]:
     """All renders of a batch, in order, one `synthesize_many` call per TTS backend (through the
-    cache); a failed render's slot holds its TTSError."""
-    out: list[Utterance | TTSError] = [TTSError("not rendered")] * len(requests)
+    cache); a failed render's slot holds its exception (TTSError, or a bug's: a backend whose
+    whole batch call raises fails every render it was given)."""
+    out: list[Utterance | Exception] = [TTSError("not rendered")] * len(requests)
     by_backend: dict[str, list[int]] = {}
     for i, r in enumerate(requests):
         by_backend.setdefault(r.voice.backend, []).append(i)
@@ -262,7 +263,11 @@ def render_batch(cfg: RunConfig, requests: list[SynthesisRequest]) -> list[Utter
             for i in indices:
                 out[i] = exc
             continue
-        for i, utt in zip(indices, synthesize_many(backend, [requests[i] for i in indices]), strict=True):
+        try:
+            rendered = synthesize_many(backend, [requests[i] for i in indices])
+        except Exception as exc:  # noqa: BLE001 - the batch's dialogues are rejected, not the shard
+            rendered = [exc] * len(indices)
+        for i, utt in zip(indices, rendered, strict=True):
             out[i] = utt
     return out
 
@@ -349,9 +354,9 @@ def piece_channel(script: Script, key: PieceKey) -> Channel:
     return script.turns[k].speaker if kind == "turn" else script.turns[script.marks[k].turn].speaker.other
 
 
-def _raise_first(results: list[Utterance | TTSError]) -> list[Utterance]:
+def _raise_first(results: list[Utterance | Exception]) -> list[Utterance]:
     for r in results:
-        if isinstance(r, TTSError):
+        if isinstance(r, Exception):
             raise r
     return list(results)  # type: ignore[arg-type]
 

@@ -215,7 +215,8 @@ def test_config_knobs_are_validated():
 
     cfg = load_config(None, ["tts.processes=2", "tts.service_url=http://127.0.0.1:8020"])
     assert cfg.tts.processes == 2 and cfg.tts.service_url == "http://127.0.0.1:8020"
-    assert load_config(None, []).tts.processes == 1 and load_config(None, []).tts.service_url is None
+    # null: as many as run.processes resolves to (the CPUs over run.workers)
+    assert load_config(None, []).tts.processes is None and load_config(None, []).tts.service_url is None
     with pytest.raises(ConfigError, match="processes"):
         load_config(None, ["tts.processes=0"])
     with pytest.raises(ConfigError, match="service_url"):

@@ -122,17 +122,19 @@ class BatchStats:
         return {"batches": self.batches, "items": self.items, "capacity": self.capacity, "fill": round(self.fill, 4)}
 
 
-def synthesize_many(backend: TTSBackend, requests: Sequence[SynthesisRequest]) -> list[Utterance | TTSError]:
-    """Render a batch, in request order; a failed render's slot holds its `TTSError` (one bad
-    text does not sink the batch). Uses the backend's own `synthesize_many` when it has one
-    (padded GPU batches, a process pool, a TTS service), else renders one at a time."""
+def synthesize_many(backend: TTSBackend, requests: Sequence[SynthesisRequest]) -> list[Utterance | Exception]:
+    """Render a batch, in request order; a failed render's slot holds its exception (one bad
+    text does not sink the batch): a `TTSError` for what the backend could not render, any
+    other exception for a bug, which the pipeline rejects as `internal_error` with its
+    traceback. Uses the backend's own `synthesize_many` when it has one (padded GPU batches, a
+    process pool, a TTS service), else renders one at a time."""
     own = getattr(backend, "synthesize_many", None)
     if own is not None:
         return own(requests)
-    out: list[Utterance | TTSError] = []
+    out: list[Utterance | Exception] = []
     for r in requests:
         try:
             out.append(backend.synthesize(r.text, r.voice, rate=r.rate))
-        except TTSError as exc:
+        except Exception as exc:  # noqa: BLE001 - kept in its slot, reported per render
             out.append(exc)
     return out

@@ -5,8 +5,9 @@ fresh helper per render, so threads do not add cores. Each worker builds the reg
 once (the pool's initializer) and keeps it for its life; `synthesize_many` maps the requests
 over the workers and hands results back in request order.
 
-The context is forkserver (spawn where it is missing), never fork: the caller runs threads
-(Prefect, the shard pool, the aiohttp TTS service) and a forked child would inherit their locks.
+The context is spawn, never fork: the caller runs threads (Prefect, the shard pool, the aiohttp
+TTS service) and a forked child would inherit their locks. Not forkserver either: its server
+process outlived SIGKILLed runs. Workers exit when the process that started them is gone.
 A render's `TTSError` comes back in its slot; a worker that dies (segfault, OOM kill) or
 stops answering for `timeout_s` fails the requests it had with a TTSError saying so, and the
 pool is rebuilt for the next batch, so nothing hangs and the batch's other slots survive.
@@ -35,8 +36,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Exit as soon as the process that forked this worker (the forkserver, which dies with the
-    run) is gone: a killed run must not leave workers blocked on a task pipe nobody closes."""
+    """Exit as soon as the process that started this worker is gone: a killed run must not leave
+    workers blocked on a task pipe nobody closes."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -78,8 +79,10 @@ def _render(text: str, voice: Voice, rate: float) -> Utterance | TTSError:
 
 
 def _context() -> mp.context.BaseContext:
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    # spawn, not forkserver: the forkserver outlived SIGKILLed runs (the crash tests saw it and
+    # the resource tracker left behind); spawned workers are the run's own children and exit
+    # with it (`_exit_with_parent`).
+    return mp.get_context("spawn")
 
 
 # --------------------------------------------------------------------------- caller side
