@@ -224,6 +224,11 @@ class Dialogue:
     reason: str | None = None
 
     @property
+    def audio_s(self) -> float:
+        """Seconds of rendered speech: the cost of its QA and assembly."""
+        return sum(len(u.audio) / u.sample_rate for u in self.utts.values())
+
+    @property
     def alive(self) -> bool:
         return self.reason is None
 
@@ -284,7 +289,7 @@ def run_wave(
 
     if cfg.tts.qa_wer_threshold is not None:
         with times("qa"):
-            _qa(cfg, _alive(dialogues), pool, times, stats)
+            _qa(cfg, _alive(dialogues), pool, stats)
 
     with times("assemble"):
         live = _alive(dialogues)
@@ -292,15 +297,12 @@ def run_wave(
         for d in live:
             parts = {k: (r, d.utts[k], d.qa.get(k), cache_key(cfg, r)) for k, r in d.requests.items()}
             jobs.append((cfg, d.plan, d.script, parts, shard))
-        costs = [sum(len(u.audio) / u.sample_rate for u in d.utts.values()) for d in live]
-        for d, outcome in zip(live, _map(pool, _assemble_job, jobs, costs), strict=True):
+        for d, outcome in zip(live, _map(pool, _assemble_job, jobs, [d.audio_s for d in live]), strict=True):
             d.result, d.reason = outcome.value, outcome.reason
 
 
 def _scripts(cfg: RunConfig, live: list[Dialogue], pool: Executor | None, stats: ShardStats) -> None:
-    llm = llm_for(cfg)
-    http = getattr(llm, "stats", None)
-    before = http.snapshot() if http is not None else None
+    before = _llm_snapshot(cfg)
     jobs = [(cfg, d.plan) for d in live]
     if cfg.llm.backend == "http":
         # I/O-bound: threads, each writing one dialogue turn by turn; the backend's loop holds
@@ -311,11 +313,23 @@ def _scripts(cfg: RunConfig, live: list[Dialogue], pool: Executor | None, stats:
         outcomes = _map(pool, _script_job, jobs, [d.plan.scenario.n_turns for d in live])
     for d, outcome in zip(live, outcomes, strict=True):
         d.script, d.reason = outcome.value, outcome.reason
-    if http is not None and before is not None:
-        after = http.snapshot()
-        stats.llm_requests += after.requests - before.requests
-        stats.llm_busy_s += after.busy_s - before.busy_s
-        stats.llm_max_in_flight = max(stats.llm_max_in_flight, after.max_in_flight)
+    _add_llm_stats(cfg, before, stats)
+
+
+def _llm_snapshot(cfg: RunConfig):
+    """The HTTP backend's counters now (None for a backend without them)."""
+    http = getattr(llm_for(cfg), "stats", None)
+    return http.snapshot() if http is not None else None
+
+
+def _add_llm_stats(cfg: RunConfig, before, stats: ShardStats) -> None:
+    """Add the LLM requests and request-seconds in flight since `before` to `stats`."""
+    if before is None:
+        return
+    after = llm_for(cfg).stats.snapshot()
+    stats.llm_requests += after.requests - before.requests
+    stats.llm_busy_s += after.busy_s - before.busy_s
+    stats.llm_max_in_flight = max(stats.llm_max_in_flight, after.max_in_flight)  # the backend's peak so far
 
 
 def _render_into(
@@ -357,13 +371,12 @@ def _batch_counts(cfg: RunConfig, name: str) -> dict[str, int] | None:
     return None if stats is None else {"batches": stats.batches, "items": stats.items, "capacity": stats.capacity}
 
 
-def _qa(cfg: RunConfig, live: list[Dialogue], pool: Executor | None, times: StageTimes, stats: ShardStats) -> None:
+def _qa(cfg: RunConfig, live: list[Dialogue], pool: Executor | None, stats: ShardStats) -> None:
     jobs = []
     for d in live:
         keys = list(d.requests)
         jobs.append((cfg, d.plan.sid, [d.utts[k] for k in keys], [piece_channel(d.script, k) for k in keys]))
-    costs = [sum(len(u.audio) / u.sample_rate for u in d.utts.values()) for d in live]
-    for d, outcome in zip(live, _map(pool, _qa_job, jobs, costs), strict=True):
+    for d, outcome in zip(live, _map(pool, _qa_job, jobs, [d.audio_s for d in live]), strict=True):
         if outcome.reason is not None:
             d.fail(outcome.reason)
         else:
@@ -435,18 +448,12 @@ def build_shard_sequential(
     from factory.pipeline import generate_sample
 
     times, stats, out = StageTimes(), ShardStats(), []
-    llm = llm_for(cfg)
-    http = getattr(llm, "stats", None)
-    before = http.snapshot() if http is not None else None
+    before = _llm_snapshot(cfg)
     for index in indices:
         out.append(generate_sample(cfg, index, shard, times))
         if on_sample:
             on_sample(out[-1])
-    if http is not None and before is not None:
-        after = http.snapshot()
-        stats.llm_requests = after.requests - before.requests
-        stats.llm_busy_s = after.busy_s - before.busy_s
-        stats.llm_max_in_flight = after.max_in_flight
+    _add_llm_stats(cfg, before, stats)
     stats.seconds = dict(times.seconds)
     stats.audio_s = sum(r.sample.timeline.duration for r in out if r.sample is not None)
     return out, stats

@@ -138,3 +138,12 @@ def synthesize_many(backend: TTSBackend, requests: Sequence[SynthesisRequest]) -
         except Exception as exc:  # noqa: BLE001 - kept in its slot, reported per render
             out.append(exc)
     return out
+
+
+def synthesize_one(backend: TTSBackend, request: SynthesisRequest) -> Utterance:
+    """`synthesize` for a backend whose real path is `synthesize_many` (a pool, a service): a
+    batch of one, its error raised."""
+    result = backend.synthesize_many([request])[0]  # type: ignore[attr-defined]
+    if isinstance(result, Exception):
+        raise result
+    return result

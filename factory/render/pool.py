@@ -27,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from factory.models import Utterance, Voice
-from factory.render.base import BatchStats, SynthesisRequest, TTSError
+from factory.render.base import BatchStats, SynthesisRequest, TTSError, synthesize_one
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -156,10 +156,7 @@ class PooledBackend:
         return self._identity
 
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
-        result = self.synthesize_many([SynthesisRequest(text, voice, rate)])[0]
-        if isinstance(result, TTSError):
-            raise result
-        return result
+        return synthesize_one(self, SynthesisRequest(text, voice, rate))
 
     def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[Utterance | TTSError]:
         if not requests:

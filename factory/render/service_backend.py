@@ -26,7 +26,7 @@ import aiohttp
 import numpy as np
 
 from factory.models import Utterance, Voice, WordTiming
-from factory.render.base import BackendUnavailable, SynthesisRequest, TTSError
+from factory.render.base import BackendUnavailable, SynthesisRequest, TTSError, synthesize_one
 
 
 def _run(coro: Any) -> Any:
@@ -114,10 +114,7 @@ class ServiceBackend:
 
     # ------------------------------------------------------------------ renders
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
-        result = self.synthesize_many([SynthesisRequest(text, voice, rate)])[0]
-        if isinstance(result, TTSError):
-            raise result
-        return result
+        return synthesize_one(self, SynthesisRequest(text, voice, rate))
 
     def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[Utterance | TTSError]:
         """All requests in flight at once (up to `concurrency`), results in request order.
