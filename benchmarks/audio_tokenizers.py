@@ -59,7 +59,7 @@ def main() -> None:
 
     from factory.export import moshi, nemo
     from factory.export.base import ExportOptions
-    from factory.export.hf import write_shard
+    from factory.run.rows import write_shard
     from factory.tokenize import fit_units
     from factory.tokenize.codecs import EncodecTokenizer, MimiTokenizer
     from factory.tokenize.text import HFTextTokenizer

@@ -1,5 +1,5 @@
 """Export speed: dialogue-minutes exported per second, per format, with audio tokenization
-included and excluded, against the run's own storage (HF parquet rows, `factory.export.hf`) as
+included and excluded, against the run's own storage (HF parquet rows, `factory.run.rows`) as
 the baseline measured in the same process.
 
 Dialogues: tests/export_fixtures.make_sample (the real timeline planner over word-shaped noise
@@ -41,7 +41,7 @@ def main() -> None:
     from rich.table import Table
 
     from factory.export.base import ExportOptions, get_format
-    from factory.export.hf import write_shard
+    from factory.run.rows import write_shard
     from factory.models import Channel
     from factory.tokenize import fit_units, get_text_tokenizer
     from tests.export_fixtures import make_sample

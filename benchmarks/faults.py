@@ -64,18 +64,19 @@ def one_run(upstream: str, tmp: Path, name: str, rate: float, args: argparse.Nam
         start = time.perf_counter()
         summary = run_generate(cfg)
         wall = time.perf_counter() - start
-    stats = summary["llm_http"]
+    stats = summary.llm_http
+    assert stats is not None  # the HTTP backend counts its requests
     return {
         "run": name,
         "fault_rate": rate,
         "samples": args.samples,
-        "ok": summary["ok"],
-        "rejected": summary["rejected"],
-        "requests": stats["requests"],
+        "ok": summary.ok,
+        "rejected": summary.rejected,
+        "requests": stats.requests,
         "injected": dict(sorted(proxy.injected.items())),
-        "retries": stats["retries"],
-        "failures": stats["failures"],
-        "backoff_s": stats["backoff_s"],
+        "retries": stats.retries,
+        "failures": stats.failures,
+        "backoff_s": stats.backoff_s,
         "wall_s": round(wall, 1),
     }
 

@@ -136,7 +136,7 @@ def _child(mode: str, n: int, sets: list[str], out: Path, progress: Path) -> Non
         imported = time.perf_counter()
         with run_server():
             marks["server_up"] = time.perf_counter()
-            summary = run_generate(cfg, on_sample=tick)
+            summary = run_generate(cfg, on_sample=tick).model_dump(mode="json")
             marks["flow_done"] = time.perf_counter()
     else:
         from factory.pipeline import generate_sample

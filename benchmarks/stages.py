@@ -24,7 +24,7 @@ from rich.table import Table
 
 from factory.audio.mix import flac_bytes
 from factory.config import load_config
-from factory.export.hf import write_shard
+from factory.run.rows import write_shard
 from factory.llm.embedded import LlamaCppBackend
 from factory.models import Channel, Mode, ScriptTurn
 from factory.pipeline import StageTimes, generate_sample, voice_bank

@@ -27,7 +27,7 @@ from factory.audio.mix import MixError, apply_gains, audio_sha256, flac_bytes, l
 from factory.audit.run import gate_row
 from factory.augment import augment_sample
 from factory.config import RunConfig
-from factory.export.hf import encode_audio
+from factory.run.rows import encode_audio
 from factory.llm import get_llm
 from factory.llm.base import LLMBackend, LLMError
 from factory.models import (
@@ -89,7 +89,7 @@ class StageTimes:
 class SampleResult:
     manifest: ManifestRow
     sample: Sample | None  # None when rejected
-    encoded: dict[str, bytes | None] | None = None  # the sample's FLAC columns (factory.export.hf.encode_audio)
+    encoded: dict[str, bytes | None] | None = None  # the sample's FLAC columns (factory.run.rows.encode_audio)
     gate: dict | None = None  # its generation-time audit row (factory.audit.run.gate_row), made with it
 
 

@@ -22,26 +22,28 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from factory.batch import utilisation
 from factory.config import RunConfig
 from factory.pipeline import SampleResult, llm_for, preflight
+from factory.run.records import FailureRecord, LLMHttp, RunSummary, failed_shards, utilisation
 from factory.run.shards import (
     ShardResult,
     ShardSpec,
-    failed_shards,
     finalize_run,
     generate_shard,
     plan_shards,
     record_failure,
     run_store,
+    skipped_result,
     verify_shard,
 )
 from factory.seeding import derive_seed
 
 OnSample = Callable[[SampleResult], None]
+OnShard = Callable[[ShardResult], None]
 
 
 @task(name="generate-shard", cache_policy=NO_CACHE)
@@ -112,17 +114,30 @@ def _attempts(future, default: int) -> int:
         return default
 
 
-def _from_store(cfg: RunConfig, spec: ShardSpec, failures: dict[str, dict]) -> ShardResult:
+def _from_store(cfg: RunConfig, spec: ShardSpec, failures: dict[str, FailureRecord]) -> ShardResult:
     """A shard not run this time (`only`): complete at the store, or still failed."""
-    import json
-
     store = run_store(cfg)
     why = verify_shard(store, spec.name)
     if why is None:
-        info = json.loads(store.read_text(f"shards/{spec.name}.json"))
-        return ShardResult(spec.name, info["sha256"], info["n_ok"], info["n_rejected"], skipped=True)
-    error = failures.get(spec.name, {}).get("error") or f"not produced ({why})"
-    return ShardResult(spec.name, "", 0, 0, error=error, attempts=failures.get(spec.name, {}).get("attempts", 0))
+        return skipped_result(store, spec.name)
+    failure = failures.get(spec.name)
+    error = failure.error if failure else f"not produced ({why})"
+    return ShardResult(spec.name, "", 0, 0, error=error, attempts=failure.attempts if failure else 0)
+
+
+def _outcome(cfg: RunConfig, spec: ShardSpec, future) -> ShardResult:
+    """A finished shard task's result, or its failure recorded at the store."""
+    if future.state.is_completed():
+        return future.result()
+    try:
+        future.result()
+        error = f"task ended {future.state.type.value}"
+    except BaseException as exc:  # noqa: BLE001 - any failure of one shard is recorded, the run goes on
+        error = f"{type(exc).__name__}: {exc}"
+    attempts = _attempts(future, cfg.run.shard_retries + 1)
+    get_run_logger().error("%s failed after %d attempts: %s", spec.name, attempts, error)
+    record_failure(cfg, spec.name, error, attempts)
+    return ShardResult(spec.name, "", 0, 0, error=error, attempts=attempts)
 
 
 @flow(name="duplex-generate", log_prints=True)
@@ -131,11 +146,15 @@ def generate(
     per_day: bool = False,
     on_sample: OnSample | None = None,
     only: list[str] | None = None,
-) -> dict[str, Any]:
+    on_shard: OnShard | None = None,
+) -> RunSummary:
     """Generate a run: plan shards, one task each, then collect the manifest and card.
     `per_day` (deployments): own folder and hashed seed per scheduled date. `on_sample`
-    (in-process runs, e.g. the CLI's progress bar) is called after every sample. `only`
-    (`--retry-failed`): run just these shards; the others are taken as they are at the store."""
+    (in-process runs on the thread runner, e.g. the CLI's progress bar) is called after every
+    sample; it cannot cross to Dask or Ray worker processes, so `on_shard` is called here, in the
+    flow's process, as each shard run now finishes (made, skipped as complete, or failed), on
+    every runner. `only` (`--retry-failed`): run just these shards; the others are taken as they
+    are at the store."""
     if per_day:
         from prefect.runtime import flow_run
 
@@ -151,41 +170,30 @@ def generate(
     callback = on_sample if cfg.run.task_runner == "thread" else None  # a callback cannot cross processes
     shard = _retrying(cfg)
     futures = {s.name: shard.submit(config, s, callback) for s in todo}
-    results = []
-    for spec in specs:
-        if spec.name not in futures:
-            results.append(_from_store(cfg, spec, failures))
-            continue
-        future = futures[spec.name]
-        future.wait()
-        if future.state.is_completed():
-            results.append(future.result())
-            continue
-        try:
-            future.result()
-            error = f"task ended {future.state.type.value}"
-        except BaseException as exc:  # noqa: BLE001 - any failure of one shard is recorded, the run goes on
-            error = f"{type(exc).__name__}: {exc}"
-        attempts = _attempts(future, cfg.run.shard_retries + 1)
-        get_run_logger().error("%s failed after %d attempts: %s", spec.name, attempts, error)
-        record_failure(cfg, spec.name, error, attempts)
-        results.append(ShardResult(spec.name, "", 0, 0, error=error, attempts=attempts))
+    spec_of = {futures[s.name].task_run_id: s for s in todo}
+    finished: dict[str, ShardResult] = {}
+    for future in as_completed(list(futures.values())):  # in the order they finish, for on_shard
+        spec = spec_of[future.task_run_id]
+        finished[spec.name] = _outcome(cfg, spec, future)
+        if on_shard:
+            on_shard(finished[spec.name])
+    results = [finished[s.name] if s.name in finished else _from_store(cfg, s, failures) for s in specs]
     run_url = finalize_run(cfg, results)
-    summary = {
-        "run_dir": run_url,
-        "shards": len(results),
-        "skipped": sum(r.skipped for r in results),
-        "ok": sum(r.n_ok for r in results),
-        "rejected": sum(r.n_rejected for r in results),
-        "failed": {r.name: r.error for r in results if r.failed},
-        "llm_http": llm_stats.since(stats_before) if llm_stats is not None else None,
-        "utilisation": utilisation(r.stats for r in results),
-    }
+    summary = RunSummary(
+        run_dir=run_url,
+        shards=len(results),
+        skipped=sum(r.skipped for r in results),
+        ok=sum(r.n_ok for r in results),
+        rejected=sum(r.n_rejected for r in results),
+        failed={r.name: r.error for r in results if r.error is not None},
+        llm_http=LLMHttp.model_validate(llm_stats.since(stats_before)) if llm_stats is not None else None,
+        utilisation=utilisation(r.stats for r in results),
+    )
     _artifacts(cfg, results, summary)
     return summary
 
 
-def _artifacts(cfg: RunConfig, results: list[ShardResult], summary: dict[str, Any]) -> None:
+def _artifacts(cfg: RunConfig, results: list[ShardResult], summary: RunSummary) -> None:
     """Per-shard statistics (table) and the run summary (markdown), shown in the Prefect UI."""
     key = re.sub(r"[^a-z0-9-]+", "-", cfg.run_id.lower()).strip("-") or "run"
     rows = [
@@ -205,44 +213,46 @@ def _artifacts(cfg: RunConfig, results: list[ShardResult], summary: dict[str, An
     lines = [
         f"# {cfg.run_id}",
         "",
-        f"- destination: `{summary['run_dir']}`",
-        f"- seed {cfg.run.seed}, {cfg.run.n_samples} samples in {summary['shards']} shards "
-        f"({summary['skipped']} already complete)",
-        f"- **{summary['ok']} dialogues**, {summary['rejected']} rejected",
-        f"- failed shards: {len(summary['failed'])}",
+        f"- destination: `{summary.run_dir}`",
+        f"- seed {cfg.run.seed}, {cfg.run.n_samples} samples in {summary.shards} shards "
+        f"({summary.skipped} already complete)",
+        f"- **{summary.ok} dialogues**, {summary.rejected} rejected",
+        f"- failed shards: {len(summary.failed)}",
     ]
-    lines += [f"  - `{name}`: {error}" for name, error in summary["failed"].items()]
-    use = summary["utilisation"]
-    if use["audio_minutes"]:
+    lines += [f"  - `{name}`: {error}" for name, error in summary.failed.items()]
+    use = summary.utilisation
+    if use.audio_minutes:
         lines += [
             "",
-            f"## Utilisation ({use['audio_minutes']} audio minutes made now)",
+            f"## Utilisation ({use.audio_minutes} audio minutes made now)",
             "",
             "| stage | wall s | s per audio minute |",
             "|---|---|---|",
         ]
         lines += [
-            f"| {stage} | {seconds} | {use['seconds_per_audio_minute'].get(stage, '')} |"
-            for stage, seconds in use["stage_seconds"].items()
+            f"| {stage} | {seconds} | {use.seconds_per_audio_minute.get(stage, '')} |"
+            for stage, seconds in use.stage_seconds.items()
         ]
-        llm, tts = use["llm"], use["tts"]
+        llm, tts = use.llm, use.tts
         lines += [
             "",
-            f"- LLM: {llm['requests']} requests, {llm['mean_in_flight']} in flight on average during the script "
-            f"stage, at most {llm['max_in_flight']}",
-            f"- TTS: {tts['renders_per_call']} renders per batch call; "
+            f"- LLM: {llm.requests} requests, {llm.mean_in_flight} in flight on average during the script "
+            f"stage, at most {llm.max_in_flight}",
+            f"- TTS: {tts.renders_per_call} renders per batch call; "
             + (
-                ", ".join(
-                    f"{name} batch fill {b['fill']:.0%} over {b['batches']} batches"
-                    for name, b in tts["batches"].items()
-                )
+                ", ".join(f"{name} batch fill {b.fill:.0%} over {b.batches} batches" for name, b in tts.batches.items())
                 or "no backend batches on a model (one render at a time)"
             ),
         ]
     create_markdown_artifact(markdown="\n".join(lines), key=f"{key}-summary", description=f"{cfg.run_id} summary")
 
 
-def run_generate(cfg: RunConfig, on_sample: OnSample | None = None, only: list[str] | None = None) -> dict[str, Any]:
+def run_generate(
+    cfg: RunConfig,
+    on_sample: OnSample | None = None,
+    only: list[str] | None = None,
+    on_shard: OnShard | None = None,
+) -> RunSummary:
     """Run the flow in this process with the task runner the config names."""
     runner = generate.with_options(task_runner=task_runner_for(cfg))
-    return runner(cfg.model_dump(mode="json"), on_sample=on_sample, only=only)
+    return runner(cfg.model_dump(mode="json"), on_sample=on_sample, only=only, on_shard=on_shard)

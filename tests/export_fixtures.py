@@ -104,7 +104,7 @@ def make_run(run_dir, samples: list[Sample], rejected: tuple[str, ...] = (), emp
     import json
     from pathlib import Path
 
-    from factory.export.hf import write_shard
+    from factory.run.rows import write_shard
     from factory.models import ManifestRow, SampleStatus
     from factory.run.shards import write_manifest
 

@@ -28,7 +28,8 @@ import pytest
 
 from factory.config import load_config
 from factory.run.io import HOST
-from factory.run.shards import finalize_run, plan_shards, shard_files, verify_shard
+from factory.run.records import shard_files
+from factory.run.shards import finalize_run, plan_shards, verify_shard
 from factory.run.store import RunStore, clean_stale_tmp
 from tests.scale import ROOT, cli, cli_args, fast, kill_tree, reporting_to, run_until_flag, tree, wait_gone
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
-from factory.export.hf import ROW_FEATURES, write_shard
+from factory.run.rows import ROW_FEATURES, write_shard
 
 
 def test_all_rejected_shard_is_empty_and_loads_beside_the_others(tiny_run: Path, tmp_path: Path) -> None:

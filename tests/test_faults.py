@@ -22,6 +22,7 @@ import factory.pipeline as pipeline
 from factory.llm import LLMError
 from factory.llm.http import OpenAIHTTPBackend
 from factory.models import MixRecipe, Timeline
+from factory.run.records import RunSummary
 from factory.schemas import SCHEMA_DIR
 from tests.conftest import TINY, decode, read_rows
 from tests.faults import FAULT_CAUSES, FAULTS, FaultProxy, FlakyTTS, fault_proxy
@@ -108,9 +109,10 @@ def fault_run(llama_server: Server, tmp_path_factory: pytest.TempPathFactory) ->
         wrapped.append(FlakyTTS(real_get_backend(name, options), rate=0.25, seed=SEED))
         return wrapped[-1]
 
-    def recording_run_generate(*args: object, **kwargs: object) -> dict:
-        summaries.append(real_run_generate(*args, **kwargs))
-        return summaries[-1]
+    def recording_run_generate(*args: object, **kwargs: object) -> RunSummary:
+        summary = real_run_generate(*args, **kwargs)
+        summaries.append(summary.model_dump(mode="json"))
+        return summary
 
     overrides = [
         *TINY,

@@ -159,7 +159,7 @@ def _run(tmp_path: Path, runner: str) -> Path:
         ),
     )
     summary = run_generate(cfg)
-    assert summary["shards"] == 2 and not summary["failed"], summary
+    assert summary.shards == 2 and not summary.failed, summary
     return cfg.run_dir
 
 

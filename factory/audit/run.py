@@ -121,7 +121,7 @@ def shard_sources(run_dir: Path, problems: list[str], notes: list[str]) -> list[
 
 def _sample_of(row: dict, path: Path) -> Sample:
     """A row as a Sample, or a ValueError naming the file, the id and what is wrong."""
-    from factory.export.hf import read_audio, row_meta
+    from factory.run.rows import read_audio, row_meta
 
     sid = row.get("id", "?")
     try:
@@ -157,7 +157,7 @@ def iter_samples(
 ) -> Iterator[tuple[str, Sample]]:
     """(shard name, Sample) of every readable sample of a run or dataset folder (or only `ids`);
     what cannot be read goes to `problems` with the file named."""
-    from factory.export.hf import read_shard_rows
+    from factory.run.rows import read_shard_rows
 
     problems = [] if problems is None else problems
     for src in shard_sources(run_dir, problems, [] if notes is None else notes):

@@ -20,7 +20,7 @@ from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCardData
 
 from factory.config import RunConfig
-from factory.export.hf import AUDIO_COLUMNS, ROW_FEATURES
+from factory.run.rows import AUDIO_COLUMNS, ROW_FEATURES
 
 # The Hub's `size_categories` labels, each with the row count where the next one starts.
 _SIZE_CATEGORIES = [

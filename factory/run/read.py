@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from factory.export.hf import read_shard_rows, row_meta, row_to_sample
+from factory.run.rows import read_shard_rows, row_meta, row_to_sample
 from factory.models import Sample, SampleMeta
 from factory.run.store import RunStore
 

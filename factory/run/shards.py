@@ -1,8 +1,8 @@
 """Shards of a run: plan, produce, record, resume, finalize.
 
-A shard is one parquet data file of Samples (`factory.export.hf`), one manifest part (every
+A shard is one parquet data file of Samples (`factory.run.rows`), one manifest part (every
 sample, produced or rejected, with the reason), MinHash signatures of its scripts, and a record
-with the checksums and row counts of all three, published last. Shards are produced in the local
+(`factory.run.records.ShardRecord`) with the checksums and row counts of all three, published last. Shards are produced in the local
 run folder and published to the run's store (`factory.run.store`: the same folder, or
 `run.destination`, where they are streamed and deleted locally). A re-run skips a shard whose
 record matches the content of its three files at the store and redoes any other.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -30,11 +29,22 @@ from factory.audit.run import gate_shard
 from factory.batch import build_shard, build_shard_sequential
 from factory.config import RunConfig
 from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
-from factory.export.hf import read_shard_rows, shard_name, write_shard
 from factory.models import ManifestRow, SampleStatus
 from factory.pipeline import SampleResult
 from factory.run.crash import crash_point
 from factory.run.io import atomic_write, sha256_file
+from factory.run.records import (
+    FailureRecord,
+    ShardAudit,
+    ShardRecord,
+    ShardStats,
+    delete_failure,
+    read_shard_record,
+    shard_files,
+    write_failure,
+    write_shard_record,
+)
+from factory.run.rows import read_shard_rows, shard_name, write_shard
 from factory.run.store import RunStore, clean_stale_tmp
 from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
 
@@ -71,7 +81,7 @@ class ShardResult:
     seconds: float = 0.0
     error: str | None = None  # set when the shard's task kept failing: nothing of it was published
     attempts: int = 1
-    stats: dict | None = None  # ShardStats.as_dict() of a shard produced now (stage seconds, LLM/TTS fill)
+    stats: ShardStats | None = None  # of a shard produced now (stage seconds, LLM/TTS fill)
 
     @property
     def failed(self) -> bool:
@@ -94,16 +104,6 @@ def run_store(cfg: RunConfig) -> RunStore:
     return RunStore(str(cfg.run_dir))
 
 
-def shard_files(name: str) -> dict[str, str]:
-    """A shard's files, relative to the run folder."""
-    return {
-        "data": f"data/{name}.parquet",
-        "manifest": f"manifests/{name}.parquet",
-        "signatures": f"signatures/{name}.npz",
-        "record": f"shards/{name}.json",
-    }
-
-
 def shard_paths(cfg: RunConfig, name: str) -> tuple[Path, Path, Path]:
     """Local paths (where the shard is produced) of its data file, manifest part and record."""
     files, run = shard_files(name), cfg.run_dir
@@ -123,15 +123,11 @@ def verify_shard(store: RunStore, name: str) -> str | None:
     if not store.exists(files["record"]):
         return "no record"
     try:
-        info = json.loads(store.read_text(files["record"]))
-        expected = {
-            "data": info["sha256"],
-            "manifest": info["manifest_sha256"],
-            "signatures": info["signatures_sha256"],
-        }
-        n_ok, n_rejected = int(info["n_ok"]), int(info["n_rejected"])
-    except (ValueError, KeyError, TypeError) as exc:
+        record = read_shard_record(store, name)
+    except (ValueError, FileNotFoundError) as exc:
         return f"record unreadable or from an older format ({exc!r})"
+    expected = {"data": record.sha256, "manifest": record.manifest_sha256, "signatures": record.signatures_sha256}
+    n_ok, n_rejected = record.n_ok, record.n_rejected
     for kind, digest in expected.items():
         if not store.exists(files[kind]):
             return f"{kind} file missing"
@@ -175,9 +171,8 @@ def generate_shard(
     store = run_store(cfg)
     files = shard_files(spec.name)
     if verify_shard(store, spec.name) is None:
-        info = json.loads(store.read_text(files["record"]))
-        store.delete(f"failures/{spec.name}.json")
-        return ShardResult(spec.name, info["sha256"], info["n_ok"], info["n_rejected"], skipped=True)
+        delete_failure(store, spec.name)
+        return skipped_result(store, spec.name)
     clean_local(cfg)
     store.clean_stale_tmp(("", *SHARD_FOLDERS, "failures"))
     data, manifest_path, _ = shard_paths(cfg, spec.name)
@@ -202,42 +197,38 @@ def generate_shard(
     crash_point("shard.signatures")
     n_ok = len(samples)
     check_shard(data, [r.manifest for r in results])  # before the record: a shard that fails is never "complete"
-    info = {
-        "shard": spec.name,
-        "sha256": digest,
-        "n_ok": n_ok,
-        "n_rejected": len(results) - n_ok,
-        "manifest_sha256": sha256_file(manifest_path),
-        "signatures_sha256": sha256_file(sig_path),
-        "audit": audit_report,
-    }
+    record = ShardRecord(
+        shard=spec.name,
+        sha256=digest,
+        n_ok=n_ok,
+        n_rejected=len(results) - n_ok,
+        manifest_sha256=sha256_file(manifest_path),
+        signatures_sha256=sha256_file(sig_path),
+        audit=ShardAudit.model_validate(audit_report),
+    )
     local = {"data": data, "manifest": manifest_path, "signatures": sig_path}
     for kind, path in local.items():  # the record goes last: it is what makes the shard complete
         store.put(path, files[kind])
-    store.write_bytes(files["record"], json.dumps(info, indent=2).encode())
+    write_shard_record(store, record)
     crash_point("shard.record")
-    store.delete(f"failures/{spec.name}.json")
+    delete_failure(store, spec.name)
     if not _in_place(cfg, store):
         for path in local.values():  # streamed out: local disk holds only shards in flight
             path.unlink(missing_ok=True)
-    return ShardResult(spec.name, digest, n_ok, len(results) - n_ok, stats=stats.as_dict())
+    # the engine's stats, as the run format's model (batch.py's own dataclass until it uses ShardStats)
+    shard_stats = stats if isinstance(stats, ShardStats) else ShardStats.model_validate(stats.as_dict())
+    return ShardResult(spec.name, digest, n_ok, len(results) - n_ok, stats=shard_stats)
+
+
+def skipped_result(store: RunStore, name: str) -> ShardResult:
+    """The result of a shard found complete at the store (its record's counts)."""
+    record = read_shard_record(store, name)
+    return ShardResult(name, record.sha256, record.n_ok, record.n_rejected, skipped=True)
 
 
 def record_failure(cfg: RunConfig, name: str, error: str, attempts: int) -> None:
     """Note at the store that a shard's task kept failing (the run goes on without it)."""
-    body = {"shard": name, "error": error, "attempts": attempts}
-    run_store(cfg).write_bytes(f"failures/{name}.json", json.dumps(body, indent=2).encode())
-
-
-def failed_shards(store: RunStore) -> dict[str, dict]:
-    """{shard: failure record} of the shards whose last attempt failed."""
-    out = {}
-    for file in store.names("failures", ".json"):
-        try:
-            out[file.removesuffix(".json")] = json.loads(store.read_text(f"failures/{file}"))
-        except (ValueError, FileNotFoundError):
-            continue
-    return out
+    write_failure(run_store(cfg), FailureRecord(shard=name, error=error, attempts=attempts))
 
 
 class ShardInconsistent(RuntimeError):

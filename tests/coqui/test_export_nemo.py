@@ -242,7 +242,7 @@ def _run_folder(run: Path, sample) -> Path:
 
     import polars as pl
 
-    from factory.export.hf import write_shard
+    from factory.run.rows import write_shard
 
     digest = write_shard([sample], run / "data" / "train-00000-of-00001.parquet", sample.sample_rate)
     rows = [

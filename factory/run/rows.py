@@ -1,7 +1,7 @@
-"""Hugging Face parquet shards: `data/<split>-NNNNN-of-MMMMM.parquet` under the run folder, the
-layout `datasets.load_dataset(run_dir)` and the Hub's viewer understand. This is also how a run
-stores its Samples: `sample_to_row` and `row_to_sample` are exact inverses (audio included), so
-`factory.run.read_samples` gives back what the pipeline made.
+"""The run's own storage of Samples, as Hugging Face parquet shards: `data/<split>-NNNNN-of-MMMMM.parquet`
+under the run folder, the layout `datasets.load_dataset(run_dir)` and the Hub's viewer understand.
+`sample_to_row` and `row_to_sample` are exact inverses (audio included), so
+`factory.run.read.read_samples` gives back what the pipeline made.
 
 Audio is stereo 16-bit FLAC bytes (channel 0 = user, channel 1 = agent) in an `Audio` column,
 written without torchcodec: bytes go in as a {bytes, path} struct and the column is cast to
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypedDict
 
 import pyarrow.parquet as pq
 from datasets import Audio, Dataset, Features, Value
@@ -62,21 +62,28 @@ ROW_FEATURES = Features(
 )
 
 
+class EncodedAudio(TypedDict):
+    """A sample's audio columns as FLAC bytes (`encode_audio`): made once where the sample is made."""
+
+    audio: bytes
+    audio_augmented: bytes | None
+
+
 def shard_name(split: str, index: int, total: int) -> str:
     return f"{split}-{index:05d}-of-{total:05d}"
 
 
-def encode_audio(sample: Sample) -> dict[str, bytes | None]:
+def encode_audio(sample: Sample) -> EncodedAudio:
     """The FLAC bytes of a sample's audio columns (clean stems, augmented or None): the encode a
     shard row needs, done once where the sample is made (a worker process) and carried along."""
     sr = sample.sample_rate
-    return {
-        "audio": flac_bytes(sample.stems, sr),
-        "audio_augmented": flac_bytes(sample.augmented, sr) if sample.augmented is not None else None,
-    }
+    return EncodedAudio(
+        audio=flac_bytes(sample.stems, sr),
+        audio_augmented=flac_bytes(sample.augmented, sr) if sample.augmented is not None else None,
+    )
 
 
-def sample_to_row(sample: Sample, encoded: dict[str, bytes | None] | None = None) -> dict[str, Any]:
+def sample_to_row(sample: Sample, encoded: EncodedAudio | None = None) -> dict[str, Any]:
     """A shard row; `encoded`: the sample's `encode_audio` bytes when already made."""
     meta, sr = sample.meta, sample.sample_rate
     tl = meta.timeline
@@ -138,7 +145,7 @@ def write_shard(
     samples: Iterable[Sample],
     path: Path,
     sample_rate: int,
-    encoded: Sequence[dict[str, bytes | None] | None] | None = None,
+    encoded: Sequence[EncodedAudio | None] | None = None,
 ) -> str:
     """Write samples atomically (temporary name, then rename). Returns the file's sha256.
     `encoded`: each sample's `encode_audio` bytes, when already made (else encoded here)."""
@@ -159,7 +166,10 @@ def write_shard(
     return sha256_file(path)
 
 
-def read_shard_rows(path: Path, columns: list[str] | None = None, batch_size: int = 16) -> Iterator[dict[str, Any]]:
-    """Rows of one shard, a record batch at a time (memory stays flat in the shard's size)."""
+def read_shard_rows(
+    path: Path | BinaryIO, columns: list[str] | None = None, batch_size: int = 16
+) -> Iterator[dict[str, Any]]:
+    """Rows of one shard (a local path or an open fsspec file), a record batch at a time (memory
+    stays flat in the shard's size)."""
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
         yield from batch.to_pylist()
