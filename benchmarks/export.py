@@ -41,8 +41,8 @@ def main() -> None:
     from rich.table import Table
 
     from factory.export.base import ExportOptions, get_format
-    from factory.run.rows import write_shard
     from factory.models import Channel
+    from factory.run.rows import write_shard
     from factory.tokenize import fit_units, get_text_tokenizer
     from tests.export_fixtures import make_sample
 

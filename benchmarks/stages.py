@@ -24,11 +24,11 @@ from rich.table import Table
 
 from factory.audio.mix import flac_bytes
 from factory.config import load_config
-from factory.run.rows import write_shard
 from factory.llm.embedded import LlamaCppBackend
 from factory.models import Channel, Mode, ScriptTurn
 from factory.pipeline import StageTimes, generate_sample, voice_bank
 from factory.render.registry import get_backend
+from factory.run.rows import write_shard
 from factory.script.scenario import draw_scenario
 from factory.script.writer import TurnRejected, write_turn
 from factory.seeding import rng_for

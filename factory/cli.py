@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from factory.config import ConfigError, RunConfig, load_config
+from factory.run.records import LLMHttp, Utilisation
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Synthesise two-channel conversational speech.")
 console = Console()
@@ -24,6 +25,31 @@ SHARD_FAILED = 5  # a shard task kept failing after its retries (the others were
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set run.seed=7")]
+# Every command that reads a run takes RUN as a folder or an fsspec URL, and this one option for
+# the URL's filesystem (credentials stay in the environment, e.g. AWS_ACCESS_KEY_ID).
+RunArg = Annotated[str, typer.Argument(help="run folder or fsspec URL (s3://bucket/runs/<id>)")]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage-options",
+        envvar="DUPLEX_STORAGE_OPTIONS",
+        help='fsspec options of a run URL as JSON, e.g. \'{"endpoint_url": "http://minio:9000"}\' (no secrets)',
+    ),
+]
+
+
+def _storage(value: str | None) -> dict | None:
+    if not value:
+        return None
+    try:
+        options = json.loads(value)
+    except ValueError as exc:
+        console.print(f"[red]--storage-options is not JSON: {exc}[/red]")
+        raise typer.Exit(2) from None
+    if not isinstance(options, dict):
+        console.print("[red]--storage-options must be a JSON object[/red]")
+        raise typer.Exit(2)
+    return options
 
 
 def _quiet_prefect() -> None:
@@ -74,7 +100,8 @@ def generate(
     from factory.llm.base import LLMUnavailable
     from factory.render.base import BackendUnavailable
     from factory.render.voices import VoiceBankError
-    from factory.run.shards import failed_shards, run_store
+    from factory.run.records import failed_shards
+    from factory.run.shards import run_store
     from factory.script.scenario import ScenarioBankError
     from flows import generate as flow_module
     from flows.server import run_server
@@ -100,36 +127,51 @@ def generate(
     ) as progress:
         bar = progress.add_task("dialogues", total=cfg.run.n_samples, status="")
         counts = {"ok": 0, "rejected": 0}
+        per_sample = cfg.run.task_runner == "thread"
+        if not per_sample:
+            console.print(
+                f"{cfg.run.task_runner} runner: progress advances as each shard finishes (a per-sample "
+                "callback cannot reach worker processes)"
+            )
+
+        def advance(ok: int, rejected: int) -> None:
+            with lock:
+                counts["ok"] += ok
+                counts["rejected"] += rejected
+                progress.update(bar, advance=ok + rejected, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
 
         def on_sample(result) -> None:
-            with lock:
-                counts[result.manifest.status.value] += 1
-                progress.update(bar, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
+            ok = result.manifest.status.value == "ok"
+            advance(int(ok), int(not ok))
+
+        def on_shard(result) -> None:
+            if result.skipped or not per_sample:  # else its samples were counted one by one
+                advance(result.n_ok, result.n_rejected)
 
         try:
             # A Prefect server of this run's own that the kernel kills with it (flows.server).
             with run_server():
-                summary = flow_module.run_generate(cfg, on_sample=on_sample, only=only)
+                summary = flow_module.run_generate(cfg, on_sample=on_sample, only=only, on_shard=on_shard)
         except (LLMUnavailable, BackendUnavailable, VoiceBankError, ScenarioBankError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(3) from None
         progress.update(bar, completed=cfg.run.n_samples)
     console.print(
-        f"[green]done[/green]: {summary['ok']} dialogues, {summary['rejected']} rejected, "
-        f"{summary['skipped']}/{summary['shards']} shards already complete -> {summary['run_dir']}"
-        + _llm_http_note(summary.get("llm_http"))
+        f"[green]done[/green]: {summary.ok} dialogues, {summary.rejected} rejected, "
+        f"{summary.skipped}/{summary.shards} shards already complete -> {summary.run_dir}"
+        + _llm_http_note(summary.llm_http)
     )
-    _print_utilisation(summary.get("utilisation"))
+    _print_utilisation(summary.utilisation)
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    _print_summary(summary["run_dir"], cfg.run.storage_options)
-    if summary["failed"]:  # the other shards are written; a scheduler must still see the failure
-        for name, error in summary["failed"].items():
+        summary_json.write_text(summary.model_dump_json(indent=2) + "\n")
+    _print_summary(summary.run_dir, cfg.run.storage_options)
+    if summary.failed:  # the other shards are written; a scheduler must still see the failure
+        for name, error in summary.failed.items():
             console.print(f"[red]shard {name} failed: {error}[/red]", highlight=False)
-        console.print(f"[red]{len(summary['failed'])} shard(s) failed: rerun with --retry-failed[/red]")
+        console.print(f"[red]{len(summary.failed)} shard(s) failed: rerun with --retry-failed[/red]")
         raise typer.Exit(SHARD_FAILED)
-    if summary["ok"] == 0:  # a run that produced nothing must not look like a success to a scheduler
+    if summary.ok == 0:  # a run that produced nothing must not look like a success to a scheduler
         console.print("[red]every sample was rejected[/red]")
         raise typer.Exit(ALL_REJECTED)
 
@@ -150,9 +192,9 @@ def schemas(out: Annotated[Path, typer.Option(help="folder to write")] = Path("s
 
 
 @app.command()
-def summary(run_dir: Annotated[str, typer.Argument(help="run folder or fsspec URL (s3://bucket/runs/<id>)")]) -> None:
-    """Summarise a run folder from its manifest (and list its failed shards)."""
-    _print_summary(run_dir)
+def summary(run_dir: RunArg, storage_options: StorageOpt = None) -> None:
+    """Summarise a run from its manifest and shard records (failed shards, audit gate problems)."""
+    _print_summary(run_dir, _storage(storage_options))
 
 
 @app.command()
@@ -217,18 +259,32 @@ def tts_serve(
 
 @app.command()
 def plot(
-    run_dir: Path,
+    run_dir: RunArg,
     sample: Annotated[str | None, typer.Argument(help="sample id; default: the first")] = None,
-    out: Annotated[Path | None, typer.Option(help="PNG path; default RUN_DIR/plots/<id>.png")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG path; default RUN_DIR/plots/<id>.png (also for a URL)")] = None,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Draw one dialogue: both channels' waveforms under its timeline."""
-    from factory.audit.plots import plot_dialogue
-    from factory.run.read import RunFolderError, read_samples
+    import tempfile
 
+    from factory.audit.plots import plot_dialogue
+    from factory.run.read import RunFolderError, open_run, read_samples
+
+    store = open_run(run_dir, _storage(storage_options))
     try:
-        for s in read_samples(run_dir, None if sample is None else [sample]):
-            path = plot_dialogue(s.timeline, s.stems, s.sample_rate, out or run_dir / "plots" / f"{s.id}.png")
-            console.print(str(path))
+        for s in read_samples(
+            store.url, None if sample is None else [sample], storage_options=_storage(storage_options)
+        ):
+            if out is not None or store.is_local:
+                path = plot_dialogue(
+                    s.timeline, s.stems, s.sample_rate, out or Path(store.root) / "plots" / f"{s.id}.png"
+                )
+                console.print(str(path))
+                return
+            with tempfile.TemporaryDirectory(prefix="duplex-plot-") as scratch:  # drawn here, then put in the store
+                local = plot_dialogue(s.timeline, s.stems, s.sample_rate, Path(scratch) / f"{s.id}.png")
+                store.put(local, f"plots/{s.id}.png")
+            console.print(store.url + f"/plots/{s.id}.png")
             return
     except RunFolderError as exc:
         console.print(f"[red]{exc}[/red]")
@@ -242,12 +298,13 @@ PUSH_FAILED = 6  # exit code of a push that stopped part-way (re-run the same co
 
 @app.command()
 def push(
-    run_dir: Annotated[str, typer.Argument(help="run folder, or the fsspec URL it was published to (s3://...)")],
+    run_dir: RunArg,
     repo: Annotated[str, typer.Option("--repo", help="dataset repo id, e.g. my-org/duplex-synth")],
     private: Annotated[bool, typer.Option(help="create the repo private")] = False,
     revision: Annotated[str | None, typer.Option(help="branch to push to (created if missing); default main")] = None,
     follow: Annotated[bool, typer.Option(help="keep pushing finished shards until the run is finalized")] = False,
     poll: Annotated[float, typer.Option(help="with --follow: seconds between rounds")] = 60.0,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Push a run to the Hugging Face Hub, resumably: one commit per shard, files already there are
     skipped. With --follow, push a run while it is generated. The token comes from HF_TOKEN or
@@ -258,9 +315,18 @@ def push(
     def on_file(path: str, what: str) -> None:
         console.print(f"{'skip  ' if what == 'skip' else 'pushed'} {path}", highlight=False)
 
+    options = _storage(storage_options)
     try:
         if follow:
-            reports = follow_run(run_dir, repo, poll_s=poll, private=private, revision=revision, on_file=on_file)
+            reports = follow_run(
+                run_dir,
+                repo,
+                poll_s=poll,
+                private=private,
+                revision=revision,
+                on_file=on_file,
+                storage_options=options,
+            )
             if not reports:
                 console.print(f"[red]{run_dir} was finalized without a finished shard: nothing to push[/red]")
                 raise typer.Exit(1)
@@ -270,7 +336,9 @@ def push(
             report.bytes_uploaded = sum(r.bytes_uploaded for r in reports)
             report.skipped = reports[0].skipped  # already on the Hub before this push began
         else:
-            report = push_run(run_dir, repo, private=private, revision=revision, on_file=on_file)
+            report = push_run(
+                run_dir, repo, private=private, revision=revision, on_file=on_file, storage_options=options
+            )
     except RunFolderError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -325,7 +393,7 @@ def _export_eval(run_dir: Path, out: Path, tasks: list[str] | None, split: str, 
 
 @app.command()
 def audit(
-    run_dir: Path,
+    run_dir: RunArg,
     html: Annotated[Path | None, typer.Option("--html", help="write a static HTML report into this folder")] = None,
     asr_turns: Annotated[int | None, typer.Option(help="turns per sample through ASR; default audit.asr_turns")] = None,
     vad: Annotated[
@@ -333,19 +401,22 @@ def audit(
     ] = None,
     players: Annotated[int, typer.Option(help="samples with audio players in the HTML report")] = 12,
     audio_format: Annotated[str, typer.Option(help="report audio: flac (lossless) or ogg (Opus, small)")] = "flac",
+    storage_options: StorageOpt = None,
 ) -> None:
-    """Audit a run (or dataset) folder from its audio: table, RUN_DIR/audit.parquet, optional HTML."""
+    """Audit a run (or dataset) folder or URL from its audio: table, RUN_DIR/audit.parquet, optional HTML."""
     from factory.audit.cli import run_audit_command
 
-    raise typer.Exit(run_audit_command(console, run_dir, html, asr_turns, vad, players, audio_format))
+    options = _storage(storage_options)
+    raise typer.Exit(run_audit_command(console, run_dir, html, asr_turns, vad, players, audio_format, options))
 
 
 @app.command()
 def augment(
-    run_dir: Path,
-    out: Annotated[Path, typer.Option(help="new run folder (the source run is left as it is)")],
+    run_dir: RunArg,
+    out: Annotated[Path, typer.Option(help="new local run folder (the source run is left as it is)")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Re-augment a finished run into a new run folder from its stored clean audio (no LLM, no
     TTS): the `augment` section comes from --config/--set over the run's own config.yaml."""
@@ -353,18 +424,23 @@ def augment(
     from factory.augment.rerun import RerunError, augment_run
     from factory.run.read import RunFolderError
 
-    own = run_dir / "config.yaml"
+    options = _storage(storage_options)
     try:
-        base = load_config(own if own.exists() else None, [])
+        base = _run_config(run_dir, options)
         # --config: its augment section (with --set); --set alone: over the run's own config
-        section = load_config(config or (own if own.exists() else None), set_).augment
+        if config is not None:
+            section = load_config(config, set_).augment
+        else:
+            section = _override(base, set_).augment
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     with Progress(TextColumn("augment"), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("augment", total=None)
         try:
-            counts = augment_run(run_dir, out, section, base.tts.cache_dir, lambda _: progress.advance(task))
+            counts = augment_run(
+                run_dir, out, section, base.tts.cache_dir, lambda _: progress.advance(task), storage_options=options
+            )
         except (RunFolderError, RerunError, AugmentError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
@@ -373,11 +449,12 @@ def augment(
 
 @app.command()
 def preference(
-    run_dir: Path,
+    run_dir: RunArg,
     out: Annotated[Path, typer.Option(help="parquet file of pairs")],
     max_stop_s: Annotated[float, typer.Option(help="chosen: the agent stops within this after a barge-in")] = 1.0,
     late_s: Annotated[float, typer.Option(help="rejected stops_late: stops this long after the onset")] = 1.5,
     early_s: Annotated[float, typer.Option(help="rejected answers_early: starts this long before the user ends")] = 1.0,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Preference pairs (chosen, rejected) for DPO from a finished run, re-placed and re-mixed from
     its recipes with the renders in the TTS cache (no TTS call)."""
@@ -385,10 +462,15 @@ def preference(
     from factory.run.read import RunFolderError, read_samples
     from factory.run.rebuild import SourceMissing
 
-    own = run_dir / "config.yaml"
-    cache = load_config(own if own.exists() else None, []).tts.cache_dir
+    options = _storage(storage_options)
     try:
-        n = export_pairs(read_samples(run_dir), cache, out, max_stop_s=max_stop_s, late_s=late_s, early_s=early_s)
+        cache = _run_config(run_dir, options).tts.cache_dir
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        samples = read_samples(run_dir, storage_options=options)
+        n = export_pairs(samples, cache, out, max_stop_s=max_stop_s, late_s=late_s, early_s=early_s)
     except (RunFolderError, SourceMissing) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -428,24 +510,42 @@ def _warm_up(cfg) -> None:
         return
 
 
-def _print_utilisation(use: dict | None) -> None:
+def _run_config(run_dir: str, storage_options: dict | None) -> RunConfig:
+    """The run's own config.yaml (read where the run is), else the defaults."""
+    from factory.run.read import read_config
+
+    return read_config(run_dir, storage_options) or load_config()
+
+
+def _override(cfg: RunConfig, overrides: list[str] | None) -> RunConfig:
+    """`cfg` with `--set` overrides applied (validated like a config file)."""
+    import tempfile
+
+    if not overrides:
+        return cfg
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:  # load_config reads a file
+        f.write(cfg.to_yaml())
+        f.flush()
+        return load_config(f.name, overrides)
+
+
+def _print_utilisation(use: Utilisation) -> None:
     """Where the time went: seconds per audio-minute per stage, LLM requests in flight, TTS batches."""
-    if not use or not use.get("audio_minutes"):
+    if not use.audio_minutes:
         return
-    per_min = use["seconds_per_audio_minute"]
+    per_min = use.seconds_per_audio_minute
     stages = ", ".join(f"{stage} {seconds:g}" for stage, seconds in per_min.items())
     total = sum(per_min.values())
-    llm, tts = use["llm"], use["tts"]
     console.print(
         f"stages, wall s per audio minute: {stages} (sum {total:.1f}: "
         f"{60 / total if total else 0:.2f} dialogue-min per stage-min); "
-        f"LLM {llm['mean_in_flight']} in flight on average (max {llm['max_in_flight']}); "
-        f"TTS {tts['renders_per_call']} renders per batch call",
+        f"LLM {use.llm.mean_in_flight} in flight on average (max {use.llm.max_in_flight}); "
+        f"TTS {use.tts.renders_per_call} renders per batch call",
         highlight=False,
     )
 
 
-def _llm_http_note(stats: dict | None) -> str:
+def _llm_http_note(stats: LLMHttp | None) -> str:
     """The HTTP LLM's retries and failures this run, e.g. "; LLM 40 requests, 3 retries (http_429 2, timeout 1)"."""
     if not stats:
         return ""
@@ -453,32 +553,30 @@ def _llm_http_note(stats: dict | None) -> str:
     def by_cause(counts: dict[str, int]) -> str:
         return f" ({', '.join(f'{cause} {n}' for cause, n in counts.items())})" if counts else ""
 
-    retries, failures = stats["retries"], stats["failures"]
+    retries, failures = stats.retries, stats.failures
     return (
-        f"; LLM {stats['requests']} requests, {sum(retries.values())} retries{by_cause(retries)}, "
+        f"; LLM {stats.requests} requests, {sum(retries.values())} retries{by_cause(retries)}, "
         f"{sum(failures.values())} failed{by_cause(failures)}"
     )
 
 
 def _print_summary(run_dir: str | Path, storage_options: dict | None = None) -> None:
-    import io
-
     import polars as pl
 
-    from factory.run.shards import failed_shards
-    from factory.run.store import RunStore
+    from factory.run.read import MANIFEST, RunFolderError, open_run, read_manifest
+    from factory.run.records import failed_shards
 
-    store = RunStore(str(run_dir), storage_options)
+    store = open_run(run_dir, storage_options)
     for name, failure in failed_shards(store).items():
-        console.print(f"[red]failed shard {name} ({failure.get('attempts')} attempts): {failure.get('error')}[/red]")
-    if not store.exists("manifest.parquet"):
-        console.print(f"[red]no manifest at {store.path('manifest.parquet')}[/red]")
-        raise typer.Exit(1)
-    run_dir = Path(store.root)
-    manifest = store.path("manifest.parquet")
-    df = pl.read_parquet(io.BytesIO(store.read_bytes("manifest.parquet")))
+        console.print(f"[red]failed shard {name} ({failure.attempts} attempts): {failure.error}[/red]")
+    try:
+        df = read_manifest(store)
+    except RunFolderError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    manifest = store.path(MANIFEST)
     ok = df.filter(pl.col("status") == "ok")
-    table = Table(title=f"{run_dir.name}: {len(ok)} dialogues, {ok['duration'].sum() or 0:.1f} s")
+    table = Table(title=f"{Path(store.root).name}: {len(ok)} dialogues, {ok['duration'].sum() or 0:.1f} s")
     for header in ("id", "mode", "s", "turns", "barge-ins", "backch.", "fillers", "overlap", "voices (user / agent)"):
         table.add_column(header, no_wrap=True)
     for r in ok.head(20).iter_rows(named=True):
@@ -497,7 +595,7 @@ def _print_summary(run_dir: str | Path, storage_options: dict | None = None) -> 
     Console(width=max(console.width, 120)).print(table)
     if len(ok) > 20:
         console.print(f"... and {len(ok) - 20} more dialogues: {manifest}")
-    _print_audit_gates(run_dir, df)
+    _print_audit_gates(store, df)
     rejected = df.filter(pl.col("status") == "rejected")
     for row in rejected.head(20).iter_rows(named=True):
         console.print(f"[yellow]rejected {row['id']}: {row['reason']}[/yellow]")
@@ -505,11 +603,11 @@ def _print_summary(run_dir: str | Path, storage_options: dict | None = None) -> 
         console.print(f"[yellow]{_rejection_counts(rejected['reason'].to_list())}[/yellow]", highlight=False)
 
 
-def _print_audit_gates(run_dir: Path, manifest) -> None:
+def _print_audit_gates(store, manifest) -> None:
     """Samples the audit gates flagged, and shards whose pooled measures left their band (records)."""
-    import json
-
     import polars as pl
+
+    from factory.run.read import shard_records
 
     if "audit_flags" in manifest.columns:
         flagged = manifest.filter(pl.col("audit_flags").is_not_null())
@@ -517,10 +615,11 @@ def _print_audit_gates(run_dir: Path, manifest) -> None:
             console.print(f"[yellow]audit flag {row['id']}: {row['audit_flags']}[/yellow]", highlight=False)
         if len(flagged):
             console.print(f"[yellow]{len(flagged)} samples flagged by the audit gates (manifest: audit_flags)[/yellow]")
-    for record in sorted((run_dir / "shards").glob("*.json")):
-        problems = (json.loads(record.read_text()).get("audit") or {}).get("problems") or []
-        if problems:
-            console.print(f"[yellow]shard {record.stem} audit: {'; '.join(problems)}[/yellow]", highlight=False)
+    for name, record in shard_records(store):
+        if isinstance(record, Exception):
+            console.print(f"[red]shard {name}: record unreadable ({record})[/red]", highlight=False)
+        elif record.audit.problems:
+            console.print(f"[yellow]shard {name} audit: {'; '.join(record.audit.problems)}[/yellow]", highlight=False)
 
 
 def _rejection_counts(reasons: list[str | None]) -> str:

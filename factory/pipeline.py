@@ -27,7 +27,6 @@ from factory.audio.mix import MixError, apply_gains, audio_sha256, flac_bytes, l
 from factory.audit.run import gate_row
 from factory.augment import augment_sample
 from factory.config import RunConfig
-from factory.run.rows import encode_audio
 from factory.llm import get_llm
 from factory.llm.base import LLMBackend, LLMError
 from factory.models import (
@@ -52,6 +51,7 @@ from factory.render.cache import CachedBackend
 from factory.render.qa import QAResult, check_intelligibility, check_together
 from factory.render.registry import backend_for, get_backend
 from factory.render.voices import VoiceBank
+from factory.run.rows import encode_audio
 from factory.script.compose import write_script, write_script_structured
 from factory.script.scenario import draw_scenario, load_bank
 from factory.script.writer import TurnRejected

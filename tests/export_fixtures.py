@@ -104,8 +104,8 @@ def make_run(run_dir, samples: list[Sample], rejected: tuple[str, ...] = (), emp
     import json
     from pathlib import Path
 
-    from factory.run.rows import write_shard
     from factory.models import ManifestRow, SampleStatus
+    from factory.run.rows import write_shard
     from factory.run.shards import write_manifest
 
     run_dir = Path(run_dir)

@@ -14,11 +14,11 @@ import pytest
 
 from factory.audio.mix import MixError, flac_bytes
 from factory.config import load_config
-from factory.run.rows import row_to_sample, sample_to_row
 from factory.models import Channel, SampleMeta
 from factory.run import read_samples
 from factory.run.read import RunFolderError, read_sample_metas
 from factory.run.rebuild import SourceMissing, rebuild_clean
+from factory.run.rows import row_to_sample, sample_to_row
 
 from .conftest import decode, read_rows
 

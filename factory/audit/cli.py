@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -58,14 +59,18 @@ def shards_table(result: RunAudit) -> Table:
 
 def run_audit_command(
     console: Console,
-    run_dir: Path,
+    run_dir: Path | str,
     html: Path | None,
     asr_turns: int | None,
     vads: list[str] | None,
     players: int,
     audio_format: str,
+    storage_options: dict[str, Any] | None = None,
 ) -> int:
-    """Returns the exit code: 0 audited (gates may fail: they are reported), 1 nothing to audit."""
+    """Returns the exit code: 0 audited (gates may fail: they are reported), 1 nothing to audit.
+    `run_dir` may be a URL (`s3://...`): audit.parquet is written there through fsspec; the
+    dataset card is updated only in a local run folder (rewriting a published card is `push`'s
+    business), and the HTML report goes to the local --html folder either way."""
     if audio_format not in ("flac", "ogg"):
         console.print(f"[red]--audio-format must be flac or ogg, got {audio_format!r}[/red]")
         return 2
@@ -75,7 +80,7 @@ def run_audit_command(
     if bad:
         console.print(f"[red]--vad: unknown detector(s) {bad}; choose from {list(VAD_METHODS)}[/red]")
         return 2
-    total = count_samples(run_dir) if Path(run_dir).is_dir() else None
+    total = count_samples(run_dir, storage_options)
     try:
         with Progress(
             TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -86,6 +91,7 @@ def run_audit_command(
                 vads=tuple(vads) if vads else None,
                 asr_turns=asr_turns,
                 on_sample=lambda _: progress.advance(task),
+                storage_options=storage_options,
             )
     except AuditInputError as exc:
         console.print(f"[red]{exc}[/red]")
@@ -115,8 +121,9 @@ def run_audit_command(
     console.print(f"wrote {path}")
     from factory.audit.report import update_card, write_report
 
-    card = update_card(result)
-    if card:
+    if result.is_remote:
+        console.print("dataset card left as it is: the run is remote (audit a local copy to update its card)")
+    elif card := update_card(result):
         console.print(f"dataset card updated with the audit: {card}")
     if html is not None:
         index = write_report(result, Path(html), players=players, audio_format=audio_format)

@@ -189,7 +189,7 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
     chosen += [r["id"] for r in result.rows if r["id"] not in chosen]
     chosen = chosen[: max(0, players)]
     pages = {}
-    for _, sample in iter_samples(result.run_dir, ids=set(chosen)):
+    for _, sample in iter_samples(result.store or result.run_dir, ids=set(chosen)):
         audit = audit_sample(sample, vads=result.vads, asr_turns=0)
         audit.row = next(r for r in result.rows if r["id"] == sample.id)
         pages[sample.id] = _sample_page(sample, audit, out, audio_format, "../index.html")

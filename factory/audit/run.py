@@ -1,5 +1,6 @@
-"""Audit a whole run folder (or a Hugging Face dataset folder): read every sample it holds, measure
-it, flag it, pool shards and the run.
+"""Audit a whole run folder (or a Hugging Face dataset folder), local or at an fsspec URL
+(`s3://...`, read through `factory.run.read`): read every sample it holds, measure it, flag it,
+pool shards and the run.
 
 Bad input has a defined outcome, and every message names the file:
 - a folder that does not exist, or holds neither shard records (`shards/*.json`) nor parquet data
@@ -16,23 +17,29 @@ the run's data folder alone) is read unverified, which a note says.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
-from factory.audit.gates import sample_flags, shard_report
+from factory.audio.mix import read_audio
+from factory.audit.gates import pool, sample_flags, shard_report
 from factory.audit.measures import SampleAudit, audit_sample
 from factory.config import ConfigError, RunConfig, load_config
 from factory.models import TIMELINE_SCHEMA_VERSION, Sample
-from factory.run.io import atomic_write, sha256_file
+from factory.run.read import AUDIT_TABLE, MANIFEST, is_remote, open_run, read_config, shard_records
+from factory.run.rows import read_shard_rows, row_meta
+from factory.run.store import RunStore
 
-AUDIT_FILE = "audit.parquet"
+AUDIT_FILE = AUDIT_TABLE
 
 
 class AuditInputError(ValueError):
@@ -42,13 +49,19 @@ class AuditInputError(ValueError):
 @dataclass
 class ShardSource:
     name: str
-    path: Path
+    store: RunStore
+    rel: str  # the data file, relative to the run
     verified: bool  # its checksum matched a shard record
+
+    @property
+    def path(self) -> str:
+        return self.store.path(self.rel)
 
 
 @dataclass
 class RunAudit:
-    run_dir: Path
+    # a local run's folder; a remote run's URL as a PurePosixPath (its name for titles, no file access)
+    run_dir: Path | PurePosixPath
     config: RunConfig
     vads: tuple[str, ...]
     rows: list[dict] = field(default_factory=list)
@@ -56,73 +69,92 @@ class RunAudit:
     pooled: dict[str, dict[str, float]] = field(default_factory=dict)  # vad -> pooled run values
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    store: RunStore | None = None  # where the run is read from (set by audit_run)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.store is not None and not self.store.is_local
 
     def frame(self) -> pl.DataFrame:
         return audit_frame(self.rows)
 
 
-def run_config(run_dir: Path, notes: list[str] | None = None) -> RunConfig:
+Run = Path | str | RunStore  # a run folder, its URL, or its store
+
+
+def run_config(run: Run, notes: list[str] | None = None, storage_options: dict[str, Any] | None = None) -> RunConfig:
     """The run's own config (config.yaml), or the defaults when it has none or it does not load."""
-    path = Path(run_dir) / "config.yaml"
-    if path.is_file():
-        try:
-            return load_config(path)
-        except ConfigError as exc:
-            if notes is not None:
-                notes.append(
-                    f"{path} does not load with this factory ({str(exc).splitlines()[0]}): audit defaults used"
-                )
-    elif notes is not None:
-        notes.append(f"no {path}: audit defaults used for gates")
-    return load_config()
+    store = open_run(run, storage_options)
+    try:
+        own = read_config(store)
+    except ConfigError as exc:
+        own = None
+        if notes is not None:
+            notes.append(
+                f"{store.path('config.yaml')} does not load with this factory ({str(exc).splitlines()[0]}): "
+                "audit defaults used"
+            )
+    else:
+        if own is None and notes is not None:
+            notes.append(f"no {store.path('config.yaml')}: audit defaults used for gates")
+    return own if own is not None else load_config()
 
 
-def shard_sources(run_dir: Path, problems: list[str], notes: list[str]) -> list[ShardSource]:
+def _is_dir(store: RunStore) -> bool:
+    try:
+        return store.fs.isdir(store.root)
+    except OSError:
+        return False
+
+
+def shard_sources(
+    run: Run, problems: list[str], notes: list[str], storage_options: dict[str, Any] | None = None
+) -> list[ShardSource]:
     """The data files to audit, verified against their records where the folder has them."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise AuditInputError(f"{run_dir}: no such folder (expected a run folder or a dataset folder)")
-    records = sorted((run_dir / "shards").glob("*.json"))
+    store = open_run(run, storage_options)
+    where = store.url
+    if not _is_dir(store):
+        raise AuditInputError(f"{where}: no such folder (expected a run folder or a dataset folder)")
+    records = shard_records(store)
     if not records:
-        data = sorted((run_dir / "data").glob("*.parquet"))
+        data = store.names("data", ".parquet")
         if not data:
             raise AuditInputError(
-                f"{run_dir}: neither shard records ({run_dir / 'shards'}/*.json) nor data files "
-                f"({run_dir / 'data'}/*.parquet): not a run or dataset folder, or nothing finished yet"
+                f"{where}: neither shard records ({store.path('shards')}/*.json) nor data files "
+                f"({store.path('data')}/*.parquet): not a run or dataset folder, or nothing finished yet"
             )
-        notes.append(f"{run_dir}: no shard records, reading {len(data)} data file(s) unverified (a dataset folder)")
-        return [ShardSource(p.stem, p, False) for p in data]
+        notes.append(f"{where}: no shard records, reading {len(data)} data file(s) unverified (a dataset folder)")
+        return [ShardSource(name.removesuffix(".parquet"), store, f"data/{name}", False) for name in data]
     out, promised = [], set()
-    for record in records:
-        try:
-            info = json.loads(record.read_text())
-            name, digest = info["shard"], info["sha256"]
-        except (ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{record}: unreadable shard record ({exc!r}); shard skipped")
+    for name, record in records:
+        where_record = store.path(f"shards/{name}.json")
+        if isinstance(record, Exception):
+            problems.append(f"{where_record}: unreadable shard record ({record!r}); shard skipped")
             continue
-        m = re.search(r"-of-(\d+)$", name)
+        m = re.search(r"-of-(\d+)$", record.shard)
         if m:
             promised.add(int(m.group(1)))
-        path = run_dir / "data" / f"{name}.parquet"
-        if not path.is_file():
-            problems.append(f"{path}: missing, though {record} records it; shard skipped")
-        elif sha256_file(path) != digest:
-            problems.append(f"{path}: does not match the sha256 in {record} (damaged or rewritten); shard skipped")
+        rel = f"data/{record.shard}.parquet"
+        if not store.exists(rel):
+            problems.append(f"{store.path(rel)}: missing, though {where_record} records it; shard skipped")
+        elif store.sha256(rel) != record.sha256:
+            problems.append(
+                f"{store.path(rel)}: does not match the sha256 in {where_record} (damaged or rewritten); shard skipped"
+            )
         else:
-            out.append(ShardSource(name, path, True))
+            out.append(ShardSource(record.shard, store, rel, True))
     total = max(promised) if promised else len(records)
-    if len(records) < total or not (run_dir / "manifest.parquet").is_file():
+    finalized = store.exists(MANIFEST)
+    if len(records) < total or not finalized:
         notes.append(
-            f"{run_dir}: partial run ({len(records)} of {total} shards finished"
-            f"{'' if (run_dir / 'manifest.parquet').is_file() else ', no manifest.parquet'}); auditing what is there"
+            f"{where}: partial run ({len(records)} of {total} shards finished"
+            f"{'' if finalized else ', no manifest.parquet'}); auditing what is there"
         )
     return out
 
 
-def _sample_of(row: dict, path: Path) -> Sample:
+def _sample_of(row: dict, path: str) -> Sample:
     """A row as a Sample, or a ValueError naming the file, the id and what is wrong."""
-    from factory.run.rows import read_audio, row_meta
-
     sid = row.get("id", "?")
     try:
         version = json.loads(row["timeline"]).get("schema_version")
@@ -153,68 +185,77 @@ def _sample_of(row: dict, path: Path) -> Sample:
 
 
 def iter_samples(
-    run_dir: Path, ids: set[str] | None = None, problems: list[str] | None = None, notes: list[str] | None = None
+    run: Run,
+    ids: set[str] | None = None,
+    problems: list[str] | None = None,
+    notes: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, Sample]]:
     """(shard name, Sample) of every readable sample of a run or dataset folder (or only `ids`);
     what cannot be read goes to `problems` with the file named."""
-    from factory.run.rows import read_shard_rows
-
     problems = [] if problems is None else problems
-    for src in shard_sources(run_dir, problems, [] if notes is None else notes):
+    for src in shard_sources(run, problems, [] if notes is None else notes, storage_options):
         try:
-            for row in read_shard_rows(src.path):
-                if ids is not None and row.get("id") not in ids:
-                    continue
-                try:
-                    yield src.name, _sample_of(row, src.path)
-                except ValueError as exc:
-                    problems.append(str(exc))
+            with src.store.open(src.rel) as f:
+                for row in read_shard_rows(f):
+                    if ids is not None and row.get("id") not in ids:
+                        continue
+                    try:
+                        yield src.name, _sample_of(row, src.path)
+                    except ValueError as exc:
+                        problems.append(str(exc))
         except Exception as exc:  # a parquet file that does not open or breaks mid-way
             problems.append(f"{src.path}: cannot read parquet ({type(exc).__name__}: {exc}); rest of shard skipped")
 
 
-def load_sample(run_dir: Path, sample_id: str) -> Sample:
+def load_sample(run: Run, sample_id: str, storage_options: dict[str, Any] | None = None) -> Sample:
     """One sample of a run or dataset folder, by id (KeyError naming the folder when absent)."""
     problems: list[str] = []
-    for _, sample in iter_samples(run_dir, ids={sample_id}, problems=problems):
+    for _, sample in iter_samples(run, ids={sample_id}, problems=problems, storage_options=storage_options):
         return sample
-    raise KeyError(f"no readable sample {sample_id!r} in {run_dir}" + (f" ({problems[0]})" if problems else ""))
+    raise KeyError(f"no readable sample {sample_id!r} in {run}" + (f" ({problems[0]})" if problems else ""))
 
 
-def count_samples(run_dir: Path) -> int | None:
+def count_samples(run: Run, storage_options: dict[str, Any] | None = None) -> int | None:
     """How many samples the folder's finished shards hold (for progress), if it can tell."""
-    import pyarrow.parquet as pq
-
     try:
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted((Path(run_dir) / "data").glob("*.parquet")))
-    except Exception:
+        store = open_run(run, storage_options)
+        total = 0
+        for name in store.names("data", ".parquet"):
+            with store.open(f"data/{name}") as f:
+                total += pq.ParquetFile(f).metadata.num_rows
+        return total
+    except Exception:  # noqa: BLE001 - progress without a total is fine
         return None
 
 
 def audit_run(
-    run_dir: Path,
+    run_dir: Path | str,
     *,
     vads: tuple[str, ...] | None = None,
     asr_turns: int | None = None,
     config: RunConfig | None = None,
     on_sample: Callable[[SampleAudit], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> RunAudit:
-    """Audit every readable sample of `run_dir`: measures, per-sample flags, shard and run pools.
-    Defaults for detectors, ASR turns and gates come from the run's config (`audit`)."""
-    run_dir = Path(run_dir)
+    """Audit every readable sample of `run_dir` (a folder or URL): measures, per-sample flags,
+    shard and run pools. Defaults for detectors, ASR turns and gates come from the run's config
+    (`audit`)."""
+    store = open_run(run_dir, storage_options)
     notes: list[str] = []
     problems: list[str] = []
     if config is not None:
         cfg = config
     else:
-        cfg = run_config(run_dir, notes) if run_dir.is_dir() else load_config()
+        cfg = run_config(store, notes) if _is_dir(store) else load_config()
     gates = cfg.audit
     if vads is None:
         vads = (gates.vad,) + ((gates.compare_vad,) if gates.compare_vad and gates.compare_vad != gates.vad else ())
     asr_turns = gates.asr_turns if asr_turns is None else asr_turns
-    result = RunAudit(run_dir, cfg, tuple(vads), problems=problems, notes=notes)
+    where = PurePosixPath(str(run_dir)) if is_remote(run_dir) else Path(run_dir)
+    result = RunAudit(where, cfg, tuple(vads), problems=problems, notes=notes, store=store)
     by_shard: dict[str, list[dict]] = {}
-    for shard, sample in iter_samples(run_dir, problems=problems, notes=notes):
+    for shard, sample in iter_samples(store, problems=problems, notes=notes):
         audit = audit_sample(sample, vads=tuple(vads), asr_turns=asr_turns, shard=shard)
         flags = sample_flags(audit.row, gates, cfg.audio)
         audit.row["flags"] = flags
@@ -225,8 +266,6 @@ def audit_run(
             on_sample(audit)
     for name, rows in by_shard.items():
         result.shards[name] = shard_report(rows, gates, vads[0])
-    from factory.audit.gates import pool
-
     result.pooled = {v: pool(result.rows, v) for v in vads}
     return result
 
@@ -238,11 +277,17 @@ def audit_frame(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None, nan_to_null=False)
 
 
-def write_audit(result: RunAudit, path: Path | None = None) -> Path:
-    path = Path(path or result.run_dir / AUDIT_FILE)
-    frame = result.frame()
-    atomic_write(path, lambda tmp: frame.write_parquet(tmp))
-    return path
+def write_audit(result: RunAudit, path: Path | None = None) -> str:
+    """`audit.parquet`: at `path`, else next to the run's data, through its store (an object store
+    publishes it whole; a folder gets it atomically). Returns where it went."""
+    buffer = io.BytesIO()
+    result.frame().write_parquet(buffer)
+    if path is not None:
+        store, rel = open_run(Path(path).parent), Path(path).name
+    else:
+        store, rel = result.store or open_run(result.run_dir), AUDIT_FILE
+    store.write_bytes(rel, buffer.getvalue())
+    return store.path(rel)
 
 
 def gate_row(sample: Sample, cfg: RunConfig, shard: str) -> dict:

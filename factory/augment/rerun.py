@@ -4,23 +4,27 @@ The new folder is a copy of the run (config, manifest, card, signatures) whose s
 same samples with `audio_augmented` and `augmentation` drawn again under another `augment`
 section; the clean `audio` column and every other column are carried over unchanged. Seeds are
 the samples' own (run seed, sample key, "augment"), so re-augmenting with the run's own section
-gives its stored bytes back, and the new folder reads like any run (`read_samples`).
+gives its stored bytes back, and the new folder reads like any run (`read_samples`). The source
+may be a folder or a URL (`s3://...`, read through `factory.run.read`); the new run is a local folder.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from factory.augment import augment_sample
 from factory.config import AugmentSection
-from factory.run.rows import read_shard_rows, row_to_sample, write_shard
 from factory.run.io import atomic_write_text
-from factory.run.read import complete_shards
+from factory.run.read import CONFIG, complete_shards, open_run
+from factory.run.records import read_shard_record, shard_files, write_shard_record
+from factory.run.rows import read_shard_rows, row_to_sample, write_shard
+from factory.run.store import RunStore
+
+_REWRITTEN = ("data", "shards", CONFIG)  # everything else of the source run is copied as it is
 
 
 class RerunError(ValueError):
@@ -28,40 +32,51 @@ class RerunError(ValueError):
 
 
 def augment_run(
-    src: Path,
+    src: Path | str,
     dst: Path,
     cfg: AugmentSection,
     tts_cache_dir: Path | None = None,
     on_sample: Callable[[str], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Write `dst` from `src` with augmentation redrawn under `cfg`; returns counts."""
-    src, dst = Path(src), Path(dst)
-    shards = complete_shards(src)  # raises on a damaged or unfinished run
+    dst = Path(dst)
+    source = open_run(src, storage_options)
+    shards = complete_shards(source)  # raises on a damaged or unfinished run
     if dst.exists() and any(dst.iterdir()):
         raise RerunError(f"{dst} exists and is not empty: choose a new folder")
-    if src.resolve() == dst.resolve():
+    if source.is_local and Path(source.root).resolve() == dst.resolve():
         raise RerunError("the new run folder must differ from the source run (clean stems stay where they are)")
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("data", "shards", "config.yaml"), dirs_exist_ok=True)
-    config = yaml.safe_load((src / "config.yaml").read_text()) if (src / "config.yaml").exists() else {}
+    target = RunStore(str(dst))
+    _copy_tree(source, target)
+    config = yaml.safe_load(source.read_text(CONFIG)) if source.exists(CONFIG) else {}
     config["augment"] = cfg.model_dump(mode="json")
     config.setdefault("run", {})["run_id"] = dst.name
-    atomic_write_text(dst / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(dst / CONFIG, yaml.safe_dump(config, sort_keys=False))
     counts = {"samples": 0, "augmented": 0, "shards": 0}
     for _, rel in shards:
-        path = src / rel
-        record = json.loads((src / "shards" / f"{path.stem}.json").read_text())
+        name = Path(rel).stem
+        record = read_shard_record(source, name)
         samples = []
-        for row in read_shard_rows(path):
-            sample = augment_sample(row_to_sample(row), cfg, tts_cache_dir)
-            samples.append(sample)
-            counts["samples"] += 1
-            counts["augmented"] += sample.augmented is not None
-            if on_sample:
-                on_sample(sample.id)
+        with source.open(rel) as f:
+            for row in read_shard_rows(f):
+                sample = augment_sample(row_to_sample(row), cfg, tts_cache_dir)
+                samples.append(sample)
+                counts["samples"] += 1
+                counts["augmented"] += sample.augmented is not None
+                if on_sample:
+                    on_sample(sample.id)
         sr = samples[0].sample_rate if samples else int(config.get("audio", {}).get("sample_rate", 24000))
-        (dst / "data").mkdir(parents=True, exist_ok=True)
-        record["sha256"] = write_shard(samples, dst / "data" / path.name, sr)
-        (dst / "shards").mkdir(exist_ok=True)
-        atomic_write_text(dst / "shards" / f"{path.stem}.json", json.dumps(record, indent=2))
+        digest = write_shard(samples, dst / shard_files(name)["data"], sr)
+        write_shard_record(target, record.model_copy(update={"sha256": digest}))
         counts["shards"] += 1
     return counts
+
+
+def _copy_tree(source: RunStore, target: RunStore) -> None:
+    """The source run's files but its data, shard records and config, into `target`."""
+    root = source.root.rstrip("/") + "/"
+    for path in source.fs.find(source.root):
+        rel = path.removeprefix(root)
+        if rel.split("/", 1)[0] not in _REWRITTEN:
+            target.write_bytes(rel, source.read_bytes(rel))

@@ -36,7 +36,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from pydantic import BaseModel
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from factory.run.read import RunFolderError, complete_shards
+from factory.run.read import RunFolderError, complete_shards, open_run
 from factory.run.store import RunStore
 
 # What a dataset repo holds, besides the shards; the rest of a run folder (shard records,
@@ -90,7 +90,7 @@ def publish_plan(
         PublishFile(f"data/{posixpath.basename(rel)}", store, rel)
         for store, rel in complete_shards(run_dir, True, storage_options)
     ]
-    store = RunStore(str(run_dir), storage_options)
+    store = open_run(run_dir, storage_options)
     root = [PublishFile(name, store, name) for name in (*ROOT_FILES, CARD) if store.exists(name)]
     return shards, root
 
@@ -211,7 +211,7 @@ def push_run(
 
 def run_is_final(run_dir: Path | str, storage_options: dict | None = None) -> bool:
     """True once the run was finalized (its manifest and card are written, after every shard)."""
-    store = RunStore(str(run_dir), storage_options)
+    store = open_run(run_dir, storage_options)
     return store.exists("manifest.parquet") and store.exists(CARD)
 
 

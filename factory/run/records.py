@@ -16,9 +16,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
-
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from factory.run.store import RunStore
 

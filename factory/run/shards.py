@@ -2,8 +2,9 @@
 
 A shard is one parquet data file of Samples (`factory.run.rows`), one manifest part (every
 sample, produced or rejected, with the reason), MinHash signatures of its scripts, and a record
-(`factory.run.records.ShardRecord`) with the checksums and row counts of all three, published last. Shards are produced in the local
-run folder and published to the run's store (`factory.run.store`: the same folder, or
+(`factory.run.records.ShardRecord`) with the checksums and row counts of all three, published
+last. Shards are produced in the local run folder and published to the run's store
+(`factory.run.store`: the same folder, or
 `run.destination`, where they are streamed and deleted locally). A re-run skips a shard whose
 record matches the content of its three files at the store and redoes any other.
 `finalize_run` merges the parts read from the store into `manifest.parquet`, marks
