@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from factory.config import RunConfig
 from factory.export.base import ExportReport, Sidecar
 from factory.models import ManifestRow, MixRecipe, SampleMeta, Scenario, Script, Timeline, Voice
+from factory.run.records import FailureRecord, RunSummary, ShardRecord, ShardStats
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -28,6 +29,10 @@ MODELS: dict[str, type[BaseModel]] = {
     "run_config": RunConfig,
     "export_sidecar": Sidecar,  # export.json beside every token export
     "export_report": ExportReport,  # report.json: counts of every bad-input rule
+    "shard_record": ShardRecord,  # shards/<shard>.json of a run
+    "failure_record": FailureRecord,  # failures/<shard>.json of a run
+    "shard_stats": ShardStats,  # what one shard cost (the run summary pools them)
+    "run_summary": RunSummary,  # generate --summary-json
 }
 
 
