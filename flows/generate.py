@@ -127,6 +127,7 @@ def _from_store(cfg: RunConfig, spec: ShardSpec, failures: dict[str, FailureReco
 
 def _outcome(cfg: RunConfig, spec: ShardSpec, future) -> ShardResult:
     """A finished shard task's result, or its failure recorded at the store."""
+    future.wait()  # as_completed can yield before the future's cached state is final
     if future.state.is_completed():
         return future.result()
     try:
