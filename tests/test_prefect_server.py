@@ -158,8 +158,12 @@ def _run(tmp_path: Path, runner: str) -> Path:
             "run.run_id=r",
         ),
     )
-    summary = run_generate(cfg)
+    seen: list = []
+    summary = run_generate(cfg, on_shard=seen.append)
     assert summary.shards == 2 and not summary.failed, summary
+    # progress on every runner: each shard reported once, in this process, with its counts
+    assert sorted(r.name for r in seen) == ["train-00000-of-00002", "train-00001-of-00002"], seen
+    assert sum(r.n_ok + r.n_rejected for r in seen) == 2
     return cfg.run_dir
 
 
