@@ -58,8 +58,8 @@ def main() -> None:
     from rich.table import Table
 
     from factory.export import moshi, nemo
-    from factory.export.base import ExportOptions
     from factory.export.hf import write_shard
+    from factory.export.options import ExportOptions
     from factory.tokenize import fit_units
     from factory.tokenize.codecs import EncodecTokenizer, MimiTokenizer
     from factory.tokenize.text import HFTextTokenizer
