@@ -65,8 +65,11 @@ score our own data. Windows start `lead_s` before the first focal turn.
 `transcription.json` = `[{"speaker": 0, "item": user words in input.wav}, {"speaker": 1, "item":
 agent words in the window (reference, not in input.wav)}]`; speaker numbers are our channel indices.
 
-Nothing is dropped silently: `export` returns per task the items written and, by reason, the samples
-that gave none and the events left out.
+Nothing is dropped silently: the report (`FdbReport`, `report.json`; the same counts in
+`index.json`) holds per task the items written and, by reason, the samples that gave none and the
+events left out; samples of another split and damaged ones are dropped by rule, each named. It is
+the registry's `fdb` format (`duplex-factory export RUN -f fdb`): options (`FdbOptions`) are
+checked before the run is read, and a re-export into the same folder replaces the earlier one.
 """
 
 from __future__ import annotations
