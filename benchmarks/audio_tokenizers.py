@@ -58,7 +58,7 @@ def main() -> None:
     from rich.table import Table
 
     from factory.export import moshi, nemo
-    from factory.export.base import ExportOptions
+    from factory.export.options import ExportOptions
     from factory.run.rows import write_shard
     from factory.tokenize import fit_units
     from factory.tokenize.codecs import EncodecTokenizer, MimiTokenizer

@@ -40,7 +40,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from factory.export.base import ExportOptions, get_format
+    from factory.export.options import ExportOptions
+    from factory.export.registry import get_format
     from factory.models import Channel
     from factory.run.rows import write_shard
     from factory.tokenize import fit_units, get_text_tokenizer
@@ -60,7 +61,7 @@ def main() -> None:
         rows.append({"format": "hf parquet (baseline)", "seconds": baseline_s, "seconds_tokenize": 0.0})
         for name in FORMATS:
             module = get_format(name)
-            rate = module.FRAME_RATE
+            rate = module.frame_rate
             if rate not in fits:
                 t0 = time.perf_counter()
                 audios = [s.stems[:, ch.index] for s in samples for ch in Channel]

@@ -352,45 +352,6 @@ def push(
     )
 
 
-def _export_eval(run_dir: Path, out: Path, tasks: list[str] | None, split: str, overwrite: bool) -> None:
-    """`export --format eval`: the run's SPLIT (default test) as Full-Duplex-Bench items, OUT/{task}/{ID}/
-    with input.wav (user channel) and the task's JSON (see factory/export/fdb.py)."""
-    from factory.export.fdb import FdbExportError, export
-    from factory.run.read import RunFolderError, read_samples
-
-    try:
-        with Progress(TextColumn("exporting"), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-            progress = bar.add_task("samples", total=None)
-            report = export(
-                read_samples(run_dir),
-                out,
-                tasks=tasks or None,
-                overwrite=overwrite,
-                split=None if split == "all" else split,
-                on_sample=lambda _: bar.advance(progress),
-            )
-    except (RunFolderError, FdbExportError) as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False)
-        raise typer.Exit(1) from None
-    table = Table(title=f"{out}: Full-Duplex-Bench items from {report['samples']} samples")
-    for header in ("task", "items", "samples used", "samples without (reason)", "events left out (reason)"):
-        table.add_column(header)
-    for name, c in report["tasks"].items():
-        table.add_row(
-            name,
-            str(c["items"]),
-            str(c["samples_with_items"]),
-            "\n".join(f"{n} {r}" for r, n in c["samples_without"].items()),
-            "\n".join(f"{n} {r}" for r, n in c["events_left_out"].items()),
-        )
-    Console(width=max(console.width, 120)).print(table)
-    for reason, n in [*report["excluded"].items(), *report["rejected"].items()]:
-        console.print(f"[yellow]{n} samples not exported: {reason}[/yellow]", highlight=False)
-    if not any(c["items"] for c in report["tasks"].values()):
-        console.print("[red]no item written[/red] (a run made with run.split=test, or --split train/all?)")
-        raise typer.Exit(1)
-
-
 @app.command()
 def audit(
     run_dir: RunArg,
@@ -631,11 +592,13 @@ def _rejection_counts(reasons: list[str | None]) -> str:
 
 @app.command("export")
 def export_cmd(
-    run_dir: Path,
+    run: Annotated[str, typer.Argument(help="run folder or fsspec URL (s3://bucket/runs/<id>)")],
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="bayling, dgslm, lslm, units-1s, moshi, nemo-duplex, eval")
+        str, typer.Option("--format", "-f", help="bayling, dgslm, lslm, units-1s, moshi, nemo-duplex, fdb")
     ],
-    out: Annotated[Path | None, typer.Option(help="export folder; default RUN_DIR/exports/FORMAT")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="export folder; default RUN/exports/FORMAT (required for a URL)")
+    ] = None,
     audio_tokenizer: Annotated[str, typer.Option(help="units (fitted on the run), mimi, encodec")] = "units",
     weights: Annotated[Path | None, typer.Option(help="local weights folder of mimi/encodec")] = None,
     codebook: Annotated[Path | None, typer.Option(help="a saved units codebook to reuse instead of fitting")] = None,
@@ -646,33 +609,19 @@ def export_cmd(
     tokenize_batch: Annotated[int, typer.Option(help="dialogues per audio-tokenizer batch")] = 8,
     augmented: Annotated[bool, typer.Option(help="tokenize the augmented mix")] = False,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="format option KEY=VALUE")] = None,
+    storage_option: Annotated[
+        list[str] | None, typer.Option("--storage-option", help="fsspec option of a URL run, KEY=VALUE")
+    ] = None,
 ) -> None:
     """Export a finished run as training shards of FORMAT (token arrays + export.json sidecar), or with
-    `--format eval` its test split as Full-Duplex-Bench items (-o split=test|train|dev|all,
-    -o tasks=pause_handling,backchannel,smooth_turn_taking,user_interruption, -o overwrite=true)."""
-    from factory.export.base import ExportError, ExportOptions, export_run
-    from factory.export.console import parse_options, run_with_progress
+    `--format fdb` its test split as Full-Duplex-Bench items (-o split=test|train|dev|all,
+    -o tasks=pause_handling,backchannel,smooth_turn_taking,user_interruption). A format's options
+    are checked before the run is read; a bad one names the key and what the format takes."""
+    from factory.export.console import parse_options, print_report, run_with_progress
+    from factory.export.errors import ExportError
+    from factory.export.options import ExportOptions
+    from factory.export.run import export_run
 
-    if format_ == "eval":
-        try:
-            opts = parse_options(option or [])
-        except ExportError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(exc.exit_code) from None
-        unknown = set(opts) - {"split", "tasks", "overwrite"}
-        if unknown:
-            console.print(f"[red]unknown eval option(s) {sorted(unknown)}: known are split, tasks, overwrite[/red]")
-            raise typer.Exit(2)
-        tasks = opts.get("tasks")
-        tasks = tasks.split(",") if isinstance(tasks, str) else tasks
-        _export_eval(
-            run_dir,
-            out or run_dir / "exports" / "eval",
-            tasks,
-            str(opts.get("split", "test")),
-            bool(opts.get("overwrite", False)),
-        )
-        return
     try:
         tokenizer_options = {"weights": str(weights)} if weights else {}
         if codebook:
@@ -688,12 +637,11 @@ def export_cmd(
             use_augmented=augmented,
             format_options=parse_options(option or []),
         )
-        report = run_with_progress(lambda progress: export_run(run_dir, format_, out, options, progress), run_dir)
+        storage = parse_options(storage_option or []) or None
+        report = run_with_progress(lambda progress: export_run(run, format_, out, options, progress, storage))
     except ExportError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(exc.exit_code) from None
-    from factory.export.console import print_report
-
     print_report(console, report)
 
 
@@ -705,8 +653,8 @@ def inspect(
     end: Annotated[float | None, typer.Option(help="up to this time, s")] = None,
 ) -> None:
     """Render one exported sequence back as a timeline: per frame, each channel's tokens, text and states."""
-    from factory.export.base import ExportError
     from factory.export.console import render_decoded
+    from factory.export.errors import ExportError
 
     try:
         render_decoded(console, export_dir, sample, start, end)

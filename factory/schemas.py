@@ -12,7 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from factory.config import RunConfig
-from factory.export.base import ExportReport, Sidecar
+from factory.export.output import Sidecar
+from factory.export.report import ExportReport
 from factory.models import ManifestRow, MixRecipe, SampleMeta, Scenario, Script, Timeline, Voice
 from factory.run.records import FailureRecord, RunSummary, ShardRecord, ShardStats
 

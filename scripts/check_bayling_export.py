@@ -68,7 +68,9 @@ def parse_with_bayling(payload: Path, checkout: Path) -> None:
 def main(run: Path, export: Path, checkout: Path, torch_python: str) -> int:
     sys.path.insert(0, str(ROOT))
     from factory.export import bayling
-    from factory.export.base import ExportOptions, read_rows, read_sidecar, text_tokenizer_for
+    from factory.export.options import ExportOptions
+    from factory.export.output import read_rows, read_sidecar
+    from factory.export.tokenizers import text_tokenizer_for
     from factory.models import Channel, EndReason
     from factory.run.read import read_samples
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factory.cli import app
-from factory.export.base import read_sidecar
+from factory.export.output import read_sidecar
 from factory.tokenize import get_audio_tokenizer
 from tests.export_fixtures import make_run, make_sample
 

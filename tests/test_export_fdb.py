@@ -23,7 +23,9 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from factory.audio.vad import energy_vad, speech_intervals
-from factory.export.fdb import GT_DISTRIBUTION, TASK_FILES, TASKS, FdbExportError, export
+from factory.export.errors import ExportError
+from factory.export.fdb import GT_DISTRIBUTION, TASK_FILES, TASKS, FullDuplexBench
+from factory.export.options import ExportOptions
 from factory.models import (
     BackchannelEvent,
     BargeInEvent,
@@ -37,6 +39,12 @@ from factory.run.read import read_samples
 
 FRAME = 0.01  # one 10 ms frame: the placement tolerance
 EPS = 1e-6  # JSON times are rounded to the microsecond
+
+
+def export(samples, out: Path, **format_options: object) -> dict:
+    """The format's export; returns the report index.json holds (what a benchmark user reads)."""
+    FullDuplexBench().export(samples, out, ExportOptions(format_options=format_options))
+    return json.loads((out / "index.json").read_text())["report"]
 
 
 def _swap(value: object, key: str | None = None) -> object:
@@ -287,7 +295,10 @@ def test_backchannels_are_where_the_timeline_says_on_the_written_audio(exported,
 
 
 def test_split_filter_counts_what_it_leaves_out(tiny_run: Path, tmp_path: Path) -> None:
-    report = export(read_samples(tiny_run), tmp_path / "test")  # default: the test split only
+    with pytest.raises(ExportError, match="no sequence exported") as err:  # default: the test split only
+        export(read_samples(tiny_run), tmp_path / "test")
+    assert err.value.exit_code == 4
+    report = json.loads((tmp_path / "test" / "index.json").read_text())["report"]
     assert report["excluded"] == {"split 'train' (exporting 'test')": 4}
     assert all(c["items"] == 0 for c in report["tasks"].values())
 
@@ -312,24 +323,32 @@ def test_damaged_samples_are_rejected_with_a_reason_and_the_rest_exported(sample
 
 
 def test_bad_requests_are_refused(samples: dict[str, Sample], tmp_path: Path) -> None:
-    with pytest.raises(FdbExportError, match="unknown task"):
+    with pytest.raises(ExportError, match="fdb format options: tasks.0='pause': Input should be 'pause_handling'"):
         export([], tmp_path / "a", tasks=["pause"])
-    with pytest.raises(FdbExportError, match="unknown option"):
+    with pytest.raises(ExportError, match="fdb format options: unknown option 'tail'.*fdb takes: lead_s"):
         export([], tmp_path / "a", tail=3)
-    with pytest.raises(FdbExportError, match="tail_s"):
+    with pytest.raises(ExportError, match="tail_s=-1: Input should be greater than or equal to 0"):
         export([], tmp_path / "a", tail_s=-1)
+    assert not (tmp_path / "a").exists()  # refused before anything is written
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("earlier")
-    with pytest.raises(FdbExportError, match="not empty"):
+    with pytest.raises(ExportError, match="is not an export"):  # a foreign folder is never written into
         export([], tmp_path / "full")
+    # a re-export into an earlier export replaces it whole: no stale item folder of another task
     one = next(iter(samples.values()))
-    report = export([one], tmp_path / "full", overwrite=True, split=None, tasks=["smooth_turn_taking"])
-    assert not (tmp_path / "full" / "x").exists() and list(report["tasks"]) == ["smooth_turn_taking"]
+    export([one], tmp_path / "again", split="all")
+    assert (tmp_path / "again" / "pause_handling").exists()
+    report = export([one], tmp_path / "again", split="all", tasks="smooth_turn_taking")
+    assert list(report["tasks"]) == ["smooth_turn_taking"] and report["options"]["split"] is None
+    assert sorted(p.name for p in (tmp_path / "again").iterdir() if p.is_dir()) == ["smooth_turn_taking"]
 
 
 def _digest(folder: Path) -> dict[str, str]:
+    """The benchmark's files (export.json names the source run, report.json holds timings)."""
     return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name not in ("export.json", "report.json")
     }
 
 
@@ -337,10 +356,10 @@ def test_cli_export_eval_writes_the_same_bytes(tiny_run: Path, exported, samples
     from factory.cli import app
 
     runner = CliRunner()
-    refused = runner.invoke(app, ["export", str(tiny_run), "--format", "eval", "--out", str(tmp_path / "none")])
-    assert refused.exit_code == 1 and "no item written" in refused.output  # a train-only run, split test
+    refused = runner.invoke(app, ["export", str(tiny_run), "--format", "fdb", "--out", str(tmp_path / "none")])
+    assert refused.exit_code == 4 and "no sequence exported" in refused.output  # a train-only run, split test
     out = tmp_path / "cli"
-    result = runner.invoke(app, ["export", str(tiny_run), "-f", "eval", "--out", str(out), "-o", "split=train"])
+    result = runner.invoke(app, ["export", str(tiny_run), "-f", "fdb", "--out", str(out), "-o", "split=train"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "index.json").read_text())["report"]
     # every sample either gave a backchannel item or is counted with its reason (none silently lost)

@@ -15,18 +15,11 @@ import numpy as np
 import pytest
 
 from factory.export import bayling, dgslm
-from factory.export.base import (
-    COMMON_RULES,
-    ExportError,
-    ExportOptions,
-    RuleCounter,
-    fit_frames,
-    place_words,
-    read_row,
-    read_sidecar,
-    samples_per_frame,
-    silence_tokens,
-)
+from factory.export.errors import ExportError
+from factory.export.grid import fit_frames, place_words, samples_per_frame, silence_tokens
+from factory.export.options import ExportOptions
+from factory.export.output import read_row, read_sidecar
+from factory.export.report import COMMON_RULES, RuleCounter
 from factory.models import BackchannelEvent, BargeInEvent, Channel, EndReason, FailedInterruptionEvent, Timeline
 from factory.tokenize import fit_units, get_text_tokenizer
 from tests.export_fixtures import make_sample
@@ -79,7 +72,7 @@ def check_activity(codes: np.ndarray, silence: int, tl: Timeline, channel: Chann
 @pytest.fixture(scope="module")
 def bayling_export(samples, units12, text_tok, tmp_path_factory):
     out = tmp_path_factory.mktemp("bayling")
-    report = bayling.export(
+    report = bayling.Bayling().export(
         samples, out, ExportOptions(audio_tokenizer_obj=units12, text_tokenizer_obj=text_tok, shard_size=2)
     )
     return out, report
@@ -136,7 +129,7 @@ def test_bayling_sidecar_names_the_tokenizers_and_the_id_layout(bayling_export, 
 
 # --------------------------------------------------------------------------- dgslm
 def test_dgslm_lines_are_parallel_and_agree_with_the_timeline(samples, units50, tmp_path) -> None:
-    report = dgslm.export(samples, tmp_path, ExportOptions(audio_tokenizer_obj=units50))
+    report = dgslm.Dgslm().export(samples, tmp_path, ExportOptions(audio_tokenizer_obj=units50))
     assert report.samples_out == len(samples)
     lines = dgslm.read_lines(tmp_path, "train")  # what fairseq-preprocess reads
     assert [i for i, _, _ in lines] == [s.id for s in samples]
@@ -154,7 +147,7 @@ def test_dgslm_lines_are_parallel_and_agree_with_the_timeline(samples, units50, 
 
 def test_dgslm_dev_split_is_fairseqs_valid(units50, tmp_path) -> None:
     s = make_sample(5, split="dev")
-    dgslm.export([s], tmp_path, ExportOptions(audio_tokenizer_obj=units50))
+    dgslm.Dgslm().export([s], tmp_path, ExportOptions(audio_tokenizer_obj=units50))
     assert [i for i, _, _ in dgslm.read_lines(tmp_path, "valid")] == [s.id]
 
 
@@ -207,11 +200,11 @@ def test_an_empty_sample_is_dropped_with_its_reason(samples, units12, text_tok, 
     for w in empty.meta.timeline.words:
         w.spoken = False
     opts = ExportOptions(audio_tokenizer_obj=units12, text_tokenizer_obj=text_tok)
-    report = bayling.export([samples[0], empty], tmp_path / "one", opts)
+    report = bayling.Bayling().export([samples[0], empty], tmp_path / "one", opts)
     assert (report.samples_in, report.samples_out, report.rules["empty_sample"]) == (2, 1, 1)
     assert [(d.id, d.rule) for d in report.dropped] == [("silent", "empty_sample")]
     with pytest.raises(ExportError) as err:  # nothing left: an error (exit 4), not an empty export
-        bayling.export([empty], tmp_path / "none", opts)
+        bayling.Bayling().export([empty], tmp_path / "none", opts)
     assert err.value.exit_code == 4
     saved = json.loads((tmp_path / "none" / "report.json").read_text())
     assert saved["rules"]["empty_sample"] == 1 and saved["rules"]["empty_output_shard"] == 1
@@ -235,9 +228,11 @@ def check_window(codes, silence: int, tl: Timeline, channel: Channel, rate: floa
 @pytest.mark.parametrize("mu", [0.5, 0.2])
 def test_lslm_irq_at_onset_plus_mu_eos_at_turn_ends(samples, units50, tmp_path, mu: float) -> None:
     from factory.export import lslm
-    from factory.export.base import read_rows
+    from factory.export.output import read_rows
 
-    report = lslm.export(samples, tmp_path, ExportOptions(audio_tokenizer_obj=units50, format_options={"mu": mu}))
+    report = lslm.Lslm().export(
+        samples, tmp_path, ExportOptions(audio_tokenizer_obj=units50, format_options={"mu": mu})
+    )
     sidecar = read_sidecar(tmp_path)
     eos, irq = sidecar.special_tokens["EOS"], sidecar.special_tokens["IRQ"]
     assert (eos, irq) == (units50.cardinality, units50.cardinality + 1)
@@ -278,11 +273,11 @@ def test_lslm_irq_at_onset_plus_mu_eos_at_turn_ends(samples, units50, tmp_path, 
 
 def test_lslm_listening_channel_as_features(samples, units50, tmp_path) -> None:
     from factory.export import lslm
-    from factory.export.base import read_rows
+    from factory.export.output import read_rows
     from factory.tokenize.units import features
 
     opts = ExportOptions(audio_tokenizer_obj=units50, format_options={"listen": "features"})
-    lslm.export(samples[:1], tmp_path, opts)
+    lslm.Lslm().export(samples[:1], tmp_path, opts)
     s = samples[0]
     feats = features(s.stems[:, 0], s.sample_rate, 50.0)
     for r in read_rows(tmp_path):
@@ -300,7 +295,7 @@ def units25(samples):
 def test_units_1s_states_agree_with_the_timeline(samples, units25, text_tok, tmp_path) -> None:
     from factory.export import units1s
 
-    units1s.export(samples, tmp_path, ExportOptions(audio_tokenizer_obj=units25, text_tokenizer_obj=text_tok))
+    units1s.Units1s().export(samples, tmp_path, ExportOptions(audio_tokenizer_obj=units25, text_tokenizer_obj=text_tok))
     sidecar = read_sidecar(tmp_path)
     silence = int(silence_tokens(units25, samples[0].sample_rate)[0, 0])
     for s in samples:
@@ -405,15 +400,15 @@ def test_bayling_turn_rules_shift_drop_and_count() -> None:
 
 def test_lslm_irq_past_the_end_goes_in_the_last_frame(samples, units50, tmp_path) -> None:
     from factory.export import lslm
-    from factory.export.base import read_rows
+    from factory.export.output import read_rows
 
     s = samples[0]
-    report = lslm.export([s], tmp_path, ExportOptions(audio_tokenizer_obj=units50, format_options={"mu": 60.0}))
+    report = lslm.Lslm().export([s], tmp_path, ExportOptions(audio_tokenizer_obj=units50, format_options={"mu": 60.0}))
     assert report.rules["lslm_irq_after_turn_end"] == 1
     (row,) = [r for r in read_rows(tmp_path) if r["end_token"] == "IRQ"]
     assert row["first_frame"] + len(row["speak"]) == int(np.ceil(s.timeline.duration * 50))
-    with pytest.raises(ExportError, match="unknown format options"):
-        lslm.export([s], tmp_path / "x", ExportOptions(audio_tokenizer_obj=units50, format_options={"nu": 1}))
+    with pytest.raises(ExportError, match="lslm format options: unknown option 'nu'"):
+        lslm.Lslm().export([s], tmp_path / "x", ExportOptions(audio_tokenizer_obj=units50, format_options={"nu": 1}))
 
 
 def test_units_1s_drops_a_word_past_the_end_and_counts_it(units25, text_tok, tmp_path) -> None:
@@ -434,15 +429,17 @@ def test_units_1s_drops_a_word_past_the_end_and_counts_it(units25, text_tok, tmp
             spoken=True,
         )
     )
-    report = units1s.export([s], tmp_path, ExportOptions(audio_tokenizer_obj=units25, text_tokenizer_obj=text_tok))
+    report = units1s.Units1s().export(
+        [s], tmp_path, ExportOptions(audio_tokenizer_obj=units25, text_tokenizer_obj=text_tok)
+    )
     assert report.rules["word_past_end"] == 1 and report.samples_out == 1
     row = read_row(tmp_path, s.id)
     assert "ghost" not in text_tok.decode([i for ids in row["agent_text"] for i in ids])
 
 
 def test_batched_tokenization_gives_the_same_export(samples, units50, tmp_path) -> None:
-    one = dgslm.export(samples, tmp_path / "b1", ExportOptions(audio_tokenizer_obj=units50, tokenize_batch=1))
-    two = dgslm.export(samples, tmp_path / "b2", ExportOptions(audio_tokenizer_obj=units50, tokenize_batch=2))
+    one = dgslm.Dgslm().export(samples, tmp_path / "b1", ExportOptions(audio_tokenizer_obj=units50, tokenize_batch=1))
+    two = dgslm.Dgslm().export(samples, tmp_path / "b2", ExportOptions(audio_tokenizer_obj=units50, tokenize_batch=2))
     assert one.samples_out == two.samples_out == len(samples)
     assert (tmp_path / "b1" / "train.unitA").read_bytes() == (tmp_path / "b2" / "train.unitA").read_bytes()
     assert (tmp_path / "b1" / "train.unitB").read_bytes() == (tmp_path / "b2" / "train.unitB").read_bytes()

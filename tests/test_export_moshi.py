@@ -32,7 +32,10 @@ import soundfile as sf
 
 from factory.audio.vad import energy_vad
 from factory.export import moshi
-from factory.export.base import ExportError, ExportOptions, RuleCounter, all_rules, read_row, read_sidecar
+from factory.export.errors import ExportError
+from factory.export.options import ExportOptions
+from factory.export.output import read_row, read_sidecar
+from factory.export.report import RuleCounter
 from factory.models import BargeInEvent, Channel, EndReason, TimelineWord, TurnKind, WordKind
 from factory.tokenize import fit_units, get_text_tokenizer
 from tests.export_fixtures import make_sample
@@ -57,7 +60,7 @@ def exported(samples, text_tok, tmp_path_factory) -> Path:
         [moshi.moshi_audio(s)[:, c] for s in samples for c in (0, 1)], moshi.SAMPLE_RATE, 12.5, 16, seed=0
     )
     opts = ExportOptions(format_options={"tokens": True}, audio_tokenizer_obj=units, text_tokenizer_obj=text_tok)
-    moshi.export(samples, out, opts)
+    moshi.Moshi().export(samples, out, opts)
     return out
 
 
@@ -124,7 +127,7 @@ def test_r6_no_two_words_share_a_first_frame_and_leftover_tokens_are_counted(exp
             cut += free > first  # tokens of the previous word still queued: replaced by this word's
             free = first + len(text_tok.encode(word))
     assert report["rules"]["loader_drops_leftover_tokens"] == cut
-    assert set(report["rules"]) == set(all_rules(moshi))
+    assert set(report["rules"]) == set(moshi.Moshi().rules())
 
 
 def test_round_trip_turns_stops_and_backchannels_within_one_frame(exported: Path, samples) -> None:
@@ -211,10 +214,10 @@ def test_text_stream_restates_the_loader(text_tok) -> None:
     s = moshi.text_stream(al, toks.__getitem__, 16, pad=3, epad=0, keep_and_shift=True)
     assert list(s[:14]) == [10, 11, 12, 3, 3, 3, 3, 3, 3, 3, 0, 20, 3, 3]  # 0.9 s -> frame 11
     close = [moshi.Alignment("hello", 0.05, 0.3, "SPEAKER_MAIN"), moshi.Alignment("x", 0.1, 0.2, "SPEAKER_MAIN")]
-    c = RuleCounter(all_rules(moshi))
+    c = RuleCounter(moshi.Moshi().rules())
     dropped = moshi.text_stream(close, toks.__getitem__, 4, 3, 0, c, keep_and_shift=False)
     assert list(dropped) == [10, 20, 3, 3] and c.counts["loader_drops_leftover_tokens"] == 1
-    c = RuleCounter(all_rules(moshi))
+    c = RuleCounter(moshi.Moshi().rules())
     shifted = moshi.text_stream(close, toks.__getitem__, 4, 3, 0, c, keep_and_shift=True)
     assert list(shifted) == [10, 11, 12, 20] and c.counts["word_overlaps_previous_tokens"] == 1
 
@@ -257,7 +260,7 @@ def test_bad_words_are_counted_not_lost(samples, text_tok, tmp_path: Path) -> No
         ),
     ]
     tl.words = tl.words + extra
-    report = moshi.export([s], tmp_path / "x", ExportOptions(text_tokenizer_obj=text_tok))
+    report = moshi.Moshi().export([s], tmp_path / "x", ExportOptions(text_tokenizer_obj=text_tok))
     assert report.rules["words_share_a_frame"] == 1
     assert report.rules["word_without_duration"] == 1
     assert report.rules["word_past_end"] == 1
@@ -269,12 +272,12 @@ def test_bad_words_are_counted_not_lost(samples, text_tok, tmp_path: Path) -> No
 
 def test_bad_options_and_tokenizers(samples, text_tok, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="moshi format options"):
-        moshi.export(
+        moshi.Moshi().export(
             samples, tmp_path / "a", ExportOptions(format_options={"token": True}, text_tokenizer_obj=text_tok)
         )
     units25 = fit_units([samples[0].stems[:, 0]], samples[0].sample_rate, 25.0, 4, 0)
     with pytest.raises(ExportError, match="12.5 Hz"):
-        moshi.export(
+        moshi.Moshi().export(
             samples,
             tmp_path / "b",
             ExportOptions(format_options={"tokens": True}, audio_tokenizer_obj=units25, text_tokenizer_obj=text_tok),
@@ -286,7 +289,7 @@ def test_export_is_deterministic_whatever_the_tokenize_batch(samples, text_tok, 
         opts = ExportOptions(
             format_options={"tokens": True}, units_k=8, text_tokenizer_obj=text_tok, tokenize_batch=batch
         )
-        moshi.export(samples, tmp_path / name, opts)
+        moshi.Moshi().export(samples, tmp_path / name, opts)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert Path("units_codebook.json") in files and Path("train/audio/d000.wav") in files
     for f in files:
@@ -296,7 +299,7 @@ def test_export_is_deterministic_whatever_the_tokenize_batch(samples, text_tok, 
 
 def test_inspect_renders_words_and_streams_on_the_frame_grid(exported: Path, samples) -> None:
     s = samples[0]
-    dec = moshi.decode(exported, s.id)
+    dec = moshi.Moshi().decode(exported, s.id)
     n = read_row(exported, s.id)["n_frames"]
     assert set(dec.tracks) == {"agent words", "user words", "text ids", "agent cb0", "user cb0"}
     assert all(len(t) == n for t in dec.tracks.values())

@@ -12,7 +12,9 @@ import importlib.util
 import pytest
 
 from factory.export import nemo
-from factory.export.base import ExportError, ExportOptions, RuleCounter, all_rules
+from factory.export.errors import ExportError
+from factory.export.options import ExportOptions
+from factory.export.report import RuleCounter
 from tests.export_fixtures import make_sample
 
 
@@ -30,13 +32,13 @@ def test_frames_round_half_up_at_80_ms() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("lhotse") is not None, reason="lhotse is installed here")
 def test_main_env_says_where_to_run_it(tmp_path) -> None:
     with pytest.raises(ExportError, match="torch environment") as err:
-        nemo.export([make_sample(0)], tmp_path, ExportOptions(text_tokenizer_obj=object()))
+        nemo.NemoDuplex().export([make_sample(0)], tmp_path, ExportOptions(text_tokenizer_obj=object()))
     assert err.value.exit_code == 3
 
 
 def test_length_is_padded_to_20_ms_and_leaves_room_for_the_last_eos() -> None:
     s = make_sample(0)
-    c = RuleCounter(all_rules(nemo))
+    c = RuleCounter(nemo.NemoDuplex().rules())
     d = nemo.dialogue_length(s, 16000, c)
     assert round(d / 0.02, 9).is_integer() and d >= s.duration
     last = max(t.end for t in s.timeline.turns)
@@ -44,7 +46,7 @@ def test_length_is_padded_to_20_ms_and_leaves_room_for_the_last_eos() -> None:
     # cut the audio 5 ms after the last turn: the EOS frame would be the cut's length
     short = s.model_copy(deep=True)
     short.stems = short.stems[: round((last + 0.005) * s.sample_rate)]
-    c = RuleCounter(all_rules(nemo))
+    c = RuleCounter(nemo.NemoDuplex().rules())
     d = nemo.dialogue_length(short, 16000, c)
     assert c.counts["turn_end_needs_a_frame"] == 1 and nemo.frame(last, 16000) < nemo.frame(d, 16000)
 
@@ -52,7 +54,7 @@ def test_length_is_padded_to_20_ms_and_leaves_room_for_the_last_eos() -> None:
 def test_overwrites_are_counted() -> None:
     s = make_sample(0)
     tl = s.meta.timeline.model_copy(deep=True)
-    c = RuleCounter(all_rules(nemo))
+    c = RuleCounter(nemo.NemoDuplex().rules())
     nemo.count_token_rules(tl, lambda text: text.split(), 16000, c)
     assert c.counts["text_longer_than_turn"] == 0 and c.counts["eos_overwritten"] == 0
     agent = sorted(
@@ -60,7 +62,7 @@ def test_overwrites_are_counted() -> None:
     )
     agent[1].start = agent[0].end + 0.01  # starts in the frame of the previous agent turn's EOS
     agent[1].end = agent[1].start + 0.2  # and is too short for its words
-    c = RuleCounter(all_rules(nemo))
+    c = RuleCounter(nemo.NemoDuplex().rules())
     nemo.count_token_rules(tl, lambda text: text.split(), 16000, c)
     assert c.counts["eos_overwritten"] == 1 and c.counts["text_longer_than_turn"] == 1
 
@@ -68,4 +70,6 @@ def test_overwrites_are_counted() -> None:
 def test_sample_rates_without_whole_frames_and_unknown_options_are_refused(tmp_path) -> None:
     for bad in ({"target_sample_rate": 11025}, {"source_sample_rate": 12345}, {"timestamps": True}):
         with pytest.raises(ExportError, match="no whole number of samples|nemo-duplex format options"):
-            nemo.export([make_sample(0)], tmp_path, ExportOptions(text_tokenizer_obj=object(), format_options=bad))
+            nemo.NemoDuplex().export(
+                [make_sample(0)], tmp_path, ExportOptions(text_tokenizer_obj=object(), format_options=bad)
+            )

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from factory.cli import app
 from factory.export import bayling, units1s
-from factory.export.base import read_row, read_rows, read_sidecar, silence_tokens
+from factory.export.grid import silence_tokens
+from factory.export.output import read_row, read_rows, read_sidecar
 from factory.models import BargeInEvent, Channel, EndReason
 from factory.run.read import read_samples
 from factory.tokenize import get_audio_tokenizer, get_text_tokenizer

@@ -32,43 +32,24 @@ dialogue: id, split, duration, n_blocks, input_ids (list<int32>).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from factory.export.base import (
-    Decoded,
-    ExportError,
-    ExportOptions,
-    ExportReport,
-    Rule,
-    ShardWriter,
-    Sidecar,
-    Timer,
-    channel_tokenizer,
-    dump_options,
-    finish,
-    fit_frames,
-    frame_of,
-    n_frames,
-    read_row,
-    read_sidecar,
-    samples_per_frame,
-    silence_tokens,
-    start_report,
-    text_audio_sidecar,
-    text_tokenizer_for,
-    tokenized,
-    usable,
-)
+from factory.export.errors import ExportError
+from factory.export.exporter import Exporter
+from factory.export.grid import fit_frames, frame_of, n_frames, samples_per_frame, silence_tokens
+from factory.export.options import ExportOptions, FormatOptions, dump_options
+from factory.export.output import Decoded, ShardWriter, Sidecar, finish, read_row, read_sidecar
+from factory.export.report import ExportReport, Rule, RuleCounter, Timer, usable
+from factory.export.tokenizers import channel_tokenizer, text_audio_sidecar, text_tokenizer_for, tokenized
 from factory.models import Channel, EndReason, Sample, Timeline
 
 NAME = "bayling"
 FORMAT_VERSION = "1"
 FRAME_RATE = 12.5
-NEEDS_AUDIO_TOKENS = True
 USER, TEXT, AGENT = 10, 5, 10  # tokens per block
 BLOCK = USER + TEXT + AGENT
 BLOCK_S = USER / FRAME_RATE  # 0.8 s
@@ -114,7 +95,9 @@ def slot_of(t: float) -> int:
     return frame_of(t - LAG_S, 1 / SLOT_S) if t >= LAG_S else -1
 
 
-def text_channel(timeline: Timeline, encode, counter, n_slots: int) -> np.ndarray:
+def text_channel(
+    timeline: Timeline, encode: Callable[[str], list[int]], counter: RuleCounter, n_slots: int
+) -> np.ndarray:
     """The text-channel ids (special ids < 4, text ids unshifted + 4) of one dialogue."""
     out = np.full(n_slots, SILENCE, np.int64)
     last_epad = -1
@@ -164,7 +147,7 @@ def _schema() -> pa.Schema:
 
 
 def sequence(
-    sample: Sample, user: np.ndarray, agent: np.ndarray, silence: np.ndarray, text: np.ndarray, counter
+    sample: Sample, user: np.ndarray, agent: np.ndarray, silence: int, text: np.ndarray, counter: RuleCounter
 ) -> np.ndarray:
     """Interleave the streams (user/agent [T] codes at 12.5 Hz from 0 s, text ids per slot)."""
     tl = sample.timeline
@@ -183,70 +166,106 @@ def sequence(
     return blocks.reshape(-1)
 
 
-def validate_options(options: ExportOptions) -> None:
-    if options.format_options:
-        raise ExportError(f"bayling takes no format options (got {sorted(options.format_options)})")
+class Bayling(Exporter[FormatOptions]):
+    """BayLing-Duplex's layout is fixed (12.5 Hz, 10:5:10): no format options."""
 
+    name = NAME
+    format_version = FORMAT_VERSION
+    frame_rate = FRAME_RATE
+    needs_audio_tokens = True
+    own_rules = RULES
+    options_model = FormatOptions
 
-def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
-    import sys
+    def write(
+        self, samples: Iterable[Sample], out_dir: Path, options: ExportOptions, format_options: FormatOptions
+    ) -> ExportReport:
+        report, counter, started = self.start(out_dir)
+        audio_tok, samples = channel_tokenizer(options, FRAME_RATE, samples, out_dir)
+        if abs(audio_tok.frame_rate - FRAME_RATE) > 1e-9:
+            raise _rate_error(audio_tok.frame_rate)
+        text_tok = text_tokenizer_for(options)
+        text_offset = len(SPECIALS)
+        audio_offset = text_offset + text_tok.vocab_size
+        writer = ShardWriter(out_dir, _schema(), options.shard_size)
+        timer, silence_cache, sr = Timer(), {}, None
+        stream = tokenized(
+            usable(samples, report, counter), audio_tok, options.tokenize_batch, options.use_augmented, timer
+        )
+        for s, (user, agent) in stream:
+            user, agent = user[:1], agent[:1]  # one codebook (the first: Mimi's semantic one)
+            sr = s.sample_rate
+            samples_per_frame(sr, FRAME_RATE, counter)
+            if sr not in silence_cache:
+                silence_cache[sr] = int(silence_tokens(audio_tok, sr)[0, 0])
+            text = text_channel(s.timeline, text_tok.encode, counter, n_blocks(s.timeline) * TEXT)
+            ids = sequence(
+                s, user + audio_offset, agent + audio_offset, silence_cache[sr] + audio_offset, text, counter
+            )
+            writer.add(
+                s.meta.split,
+                {
+                    "id": s.id,
+                    "split": s.meta.split,
+                    "duration": s.timeline.duration,
+                    "n_blocks": n_blocks(s.timeline),
+                    "input_ids": ids.astype(np.int32).tolist(),
+                },
+            )
+            report.samples_out += 1
+            report.dialogue_seconds += s.timeline.duration
+        report.seconds_tokenize = timer.seconds
+        sidecar = text_audio_sidecar(
+            name=NAME,
+            version=FORMAT_VERSION,
+            frame_rate=FRAME_RATE,
+            sample_rate=sr,
+            specials=SPECIALS,
+            text_tok=text_tok,
+            text_offset=text_offset,
+            audio_tok=audio_tok,
+            audio_offset=audio_offset,
+            export_options=options,
+            out_dir=out_dir,
+            layout="per 0.8 s block: 10 user audio, 5 text channel, 10 agent audio (agent side lags one block)",
+            columns={"input_ids": "the flat sequence, blocks of 25 ids", "n_blocks": "blocks of 0.8 s"},
+            options={**dump_options(options), "interleave_ratio": "10:5:10", "lag_s": LAG_S},
+        )
+        return finish(out_dir, sidecar, report, counter, writer, started)
 
-    module = sys.modules[__name__]
-    out_dir = Path(out_dir)
-    validate_options(options)
-    report, counter, started = start_report(module, out_dir)
-    audio_tok, samples = channel_tokenizer(options, FRAME_RATE, samples, out_dir)
-    if abs(audio_tok.frame_rate - FRAME_RATE) > 1e-9:
-        raise _rate_error(audio_tok.frame_rate)
-    text_tok = text_tokenizer_for(options)
-    text_offset = len(SPECIALS)
-    audio_offset = text_offset + text_tok.vocab_size
-    writer = ShardWriter(out_dir, _schema(), options.shard_size)
-    timer, silence_cache, sr = Timer(), {}, None
-    stream = tokenized(
-        usable(samples, report, counter), audio_tok, options.tokenize_batch, options.use_augmented, timer
-    )
-    for s, (user, agent) in stream:
-        user, agent = user[:1], agent[:1]  # one codebook (the first: Mimi's semantic one)
-        sr = s.sample_rate
-        samples_per_frame(sr, FRAME_RATE, counter)
-        if sr not in silence_cache:
-            silence_cache[sr] = int(silence_tokens(audio_tok, sr)[0, 0])
-        text = text_channel(s.timeline, text_tok.encode, counter, n_blocks(s.timeline) * TEXT)
-        ids = sequence(s, user + audio_offset, agent + audio_offset, silence_cache[sr] + audio_offset, text, counter)
-        writer.add(
-            s.meta.split,
-            {
-                "id": s.id,
-                "split": s.meta.split,
-                "duration": s.timeline.duration,
-                "n_blocks": n_blocks(s.timeline),
-                "input_ids": ids.astype(np.int32).tolist(),
+    def decode(self, out_dir: Path, sample_id: str) -> Decoded:
+        """The sequence on the absolute 12.5 Hz grid: user audio, text channel, agent audio."""
+        sidecar = read_sidecar(out_dir)
+        row = read_row(out_dir, sample_id)
+        parts = split_blocks(row["input_ids"], sidecar)
+        text_tok = text_tokenizer_for(ExportOptions(text_tokenizer=sidecar.options.get("text_tokenizer")))
+        n = len(parts["user"])
+        text = [""] * n
+        for slot, t in enumerate(parts["text"].tolist()):
+            frame = round(slot_time(slot) * FRAME_RATE)
+            if frame < n:
+                text[frame] = SPECIALS[t] if t < len(SPECIALS) else repr(text_tok.decode([t - len(SPECIALS)]))
+        state = ["listen"] * n
+        for a, e, _ in segments(parts["text"]):
+            first, last = round(slot_time(a) * FRAME_RATE), round(slot_time(e) * FRAME_RATE)
+            state[first : min(last, n)] = ["speak"] * (min(last, n) - first)
+        agent = [""] * n
+        for i, code in enumerate(parts["agent"].tolist()):
+            if i + USER < n:
+                agent[i + USER] = str(code)
+        return Decoded(
+            id=sample_id,
+            format=NAME,
+            frame_rate=FRAME_RATE,
+            tracks={
+                "user audio": [str(c) for c in parts["user"].tolist()],
+                "text": text,
+                "agent audio": agent,
+                "agent state": state,
             },
         )
-        report.samples_out += 1
-        report.dialogue_seconds += s.timeline.duration
-    report.seconds_tokenize = timer.seconds
-    sidecar = text_audio_sidecar(
-        name=NAME,
-        version=FORMAT_VERSION,
-        frame_rate=FRAME_RATE,
-        sample_rate=sr,
-        specials=SPECIALS,
-        text_tok=text_tok,
-        text_offset=text_offset,
-        audio_tok=audio_tok,
-        audio_offset=audio_offset,
-        export_options=options,
-        out_dir=out_dir,
-        layout="per 0.8 s block: 10 user audio, 5 text channel, 10 agent audio (agent side lags one block)",
-        columns={"input_ids": "the flat sequence, blocks of 25 ids", "n_blocks": "blocks of 0.8 s"},
-        options={**dump_options(options), "interleave_ratio": "10:5:10", "lag_s": LAG_S},
-    )
-    return finish(out_dir, sidecar, report, counter, writer, started)
 
 
-def _rate_error(rate: float):
+def _rate_error(rate: float) -> ExportError:
     return ExportError(f"bayling needs a 12.5 Hz audio tokenizer (GLM-4-Voice's rate); this one runs at {rate} Hz")
 
 
@@ -283,38 +302,3 @@ def segments(text: np.ndarray) -> list[tuple[int, int, list[int]]]:
 def slot_time(slot: int) -> float:
     """Start of a text slot in the dialogue's time."""
     return LAG_S + slot * SLOT_S
-
-
-def decode(out_dir: Path, sample_id: str) -> Decoded:
-    """The sequence on the absolute 12.5 Hz grid: user audio, text channel, agent audio."""
-    from factory.export.base import text_tokenizer_for
-
-    sidecar = read_sidecar(out_dir)
-    row = read_row(out_dir, sample_id)
-    parts = split_blocks(row["input_ids"], sidecar)
-    text_tok = text_tokenizer_for(ExportOptions(text_tokenizer=sidecar.options.get("text_tokenizer")))
-    n = len(parts["user"])
-    text = [""] * n
-    for slot, t in enumerate(parts["text"].tolist()):
-        frame = round(slot_time(slot) * FRAME_RATE)
-        if frame < n:
-            text[frame] = SPECIALS[t] if t < len(SPECIALS) else repr(text_tok.decode([t - len(SPECIALS)]))
-    state = ["listen"] * n
-    for a, e, _ in segments(parts["text"]):
-        first, last = round(slot_time(a) * FRAME_RATE), round(slot_time(e) * FRAME_RATE)
-        state[first : min(last, n)] = ["speak"] * (min(last, n) - first)
-    agent = [""] * n
-    for i, code in enumerate(parts["agent"].tolist()):
-        if i + USER < n:
-            agent[i + USER] = str(code)
-    return Decoded(
-        id=sample_id,
-        format=NAME,
-        frame_rate=FRAME_RATE,
-        tracks={
-            "user audio": [str(c) for c in parts["user"].tolist()],
-            "text": text,
-            "agent audio": agent,
-            "agent state": state,
-        },
-    )

@@ -13,7 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from factory.export.base import ExportError, ExportReport, get_format, read_sidecar
+from factory.export.errors import ExportError
+from factory.export.fdb import FdbReport
+from factory.export.output import read_sidecar
+from factory.export.registry import get_format
+from factory.export.report import ExportReport
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
@@ -30,20 +34,13 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _n_ok(run_dir: Path) -> int | None:
-    manifest = Path(run_dir) / "manifest.parquet"
-    if not manifest.exists():
-        return None
-    import polars as pl
-
-    return pl.read_parquet(manifest, columns=["status"]).filter(pl.col("status") == "ok").height
-
-
-def run_with_progress(work: Callable[[Callable[[int], None]], ExportReport], run_dir: Path) -> ExportReport:
+def run_with_progress(work: Callable[[Callable[[int, int | None], None]], ExportReport]) -> ExportReport:
+    """`work(progress)` under a progress bar; `progress(done, total)` moves it (total: the run's
+    ok samples, from its manifest)."""
     columns = [TextColumn("export"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("export", total=_n_ok(run_dir))
-        return work(lambda done: bar.update(task, completed=done))
+        task = bar.add_task("export", total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def print_report(console: Console, report: ExportReport) -> None:
@@ -63,14 +60,29 @@ def print_report(console: Console, report: ExportReport) -> None:
         console.print(table)
     for d in report.dropped[:10]:
         console.print(f"[yellow]dropped {d.id}: {d.rule} {d.detail}[/yellow]", highlight=False)
+    if isinstance(report, FdbReport):
+        print_tasks(console, report)
+
+
+def print_tasks(console: Console, report: FdbReport) -> None:
+    """Full-Duplex-Bench: per task, the items written and why samples and events gave none."""
+    table = Table(title=f"{report.out_dir}: Full-Duplex-Bench items from {report.samples_in} samples")
+    for header in ("task", "items", "samples used", "samples without (reason)", "events left out (reason)"):
+        table.add_column(header)
+    for name, c in report.tasks.items():
+        table.add_row(
+            name,
+            str(c.items),
+            str(c.samples_with_items),
+            "\n".join(f"{n} {r}" for r, n in c.samples_without.items()),
+            "\n".join(f"{n} {r}" for r, n in c.events_left_out.items()),
+        )
+    Console(width=max(console.width, 120)).print(table)
 
 
 def render_decoded(console: Console, export_dir: Path, sample_id: str, start: float, end: float | None) -> None:
     sidecar = read_sidecar(export_dir)
-    module = get_format(sidecar.format)
-    if not hasattr(module, "decode"):
-        raise ExportError(f"format {sidecar.format!r} has no decoder for inspect")
-    decoded = module.decode(Path(export_dir), sample_id)
+    decoded = get_format(sidecar.format).decode(Path(export_dir), sample_id)
     n = max((len(v) for v in decoded.tracks.values()), default=0)
     rate = decoded.frame_rate
     table = Table(title=f"{sidecar.format} {sample_id} @ {rate:g} Hz", show_lines=False)

@@ -65,23 +65,31 @@ score our own data. Windows start `lead_s` before the first focal turn.
 `transcription.json` = `[{"speaker": 0, "item": user words in input.wav}, {"speaker": 1, "item":
 agent words in the window (reference, not in input.wav)}]`; speaker numbers are our channel indices.
 
-Nothing is dropped silently: `export` returns per task the items written and, by reason, the samples
-that gave none and the events left out.
+Nothing is dropped silently: the report (`FdbReport`, `report.json`; the same counts in
+`index.json`) holds per task the items written and, by reason, the samples that gave none and the
+events left out; samples of another split and damaged ones are dropped by rule, each named. It is
+the registry's `fdb` format (`duplex-factory export RUN -f fdb`): options (`FdbOptions`) are
+checked before the run is read, and a re-export into the same folder replaces the earlier one.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
+from pydantic import BaseModel, Field, field_validator
 
 from factory.audio.mix import to_pcm16
+from factory.export.exporter import Exporter
+from factory.export.options import ExportOptions, FormatOptions, dump_options
+from factory.export.output import Sidecar, finish
+from factory.export.report import RUN_RULES, ExportReport, Rule
 from factory.models import (
     BackchannelEvent,
     BargeInEvent,
@@ -106,22 +114,52 @@ GT_DISTRIBUTION = "icc_gt_distribution.json"  # eval_backchannel.py l. 19: read 
 BC_WINDOW_S, BC_EPSILON = 0.2, 1e-10  # eval_backchannel.py l. 12-13
 
 
-class FdbExportError(ValueError):
-    """Bad options or an output folder that would mix with an earlier export."""
+Task = Literal["pause_handling", "backchannel", "smooth_turn_taking", "user_interruption"]
+INDEX_OPTIONS = ("lead_s", "tail_s", "pause_resume_s", "split")  # the options index.json records
+
+RULES: dict[str, Rule] = {
+    "fdb_other_split": Rule("drop", "a sample of another split than the option split is not cut into items"),
+    "fdb_damaged_sample": Rule(
+        "drop",
+        "a sample that is not two-channel, whose audio ends before its timeline's last turn, or whose "
+        "events name a turn the timeline lacks, gives no item",
+    ),
+}
 
 
-@dataclass(frozen=True)
-class FdbOptions:
-    lead_s: float = 0.5  # silence before the first focal turn
-    tail_s: float = 8.0  # silence after a turn end / interruption (the turn-taking example has ~8.4 s)
-    pause_resume_s: float = 0.7  # speech kept after a pause (the benchmark's example keeps ~0.7 s)
-    split: str | None = "test"  # export only samples of this split; None: every sample
+class FdbOptions(FormatOptions):
+    lead_s: float = Field(0.5, ge=0, le=60, description="seconds of silence before the first focal turn")
+    tail_s: float = Field(
+        8.0, ge=0, le=60, description="seconds of silence after a turn end or interruption (the example: ~8.4 s)"
+    )
+    pause_resume_s: float = Field(
+        0.7, ge=0, le=60, description="seconds of speech kept after a pause (the example keeps ~0.7 s)"
+    )
+    split: str | None = Field("test", description="export only samples of this split; 'all' or None: every sample")
+    tasks: tuple[Task, ...] = Field(TASKS, min_length=1, description="comma-separated tasks to cut")
 
-    def __post_init__(self) -> None:
-        for name in ("lead_s", "tail_s", "pause_resume_s"):
-            value = getattr(self, name)
-            if not (0 <= value <= 60):
-                raise FdbExportError(f"{name}={value}: must be between 0 and 60 seconds")
+    @field_validator("split")
+    @classmethod
+    def _all_splits(cls, split: str | None) -> str | None:
+        return None if split == "all" else split
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _comma_separated(cls, tasks: object) -> object:
+        return tuple(t.strip() for t in tasks.split(",")) if isinstance(tasks, str) else tasks
+
+
+class TaskCounts(BaseModel):
+    items: int = 0
+    samples_with_items: int = 0
+    samples_without: dict[str, int] = Field(default_factory=dict, description="reason -> samples that gave none")
+    events_left_out: dict[str, int] = Field(default_factory=dict, description="reason -> events not made items")
+
+
+class FdbReport(ExportReport):
+    """The export report plus, per task, the items written and what gave none (and why)."""
+
+    tasks: dict[str, TaskCounts] = Field(default_factory=dict)
 
 
 @dataclass
@@ -391,82 +429,91 @@ def _write_item(folder: Path, task: str, item: _Item, sample: Sample) -> dict:
     }
 
 
-def export(
-    samples: Iterable[Sample],
-    out_dir: Path,
-    *,
-    tasks: Iterable[str] | None = None,
-    overwrite: bool = False,
-    on_sample: Callable[[Sample], None] | None = None,
-    **options: object,
-) -> dict:
-    """Write Full-Duplex-Bench items for `tasks` (default all four) under `out_dir/{task}/{ID}/`.
+class FullDuplexBench(Exporter[FdbOptions]):
+    """Evaluation items, not training shards: no token grid, no audio tokenizer."""
 
-    `options` are `FdbOptions` fields (`lead_s`, `tail_s`, `pause_resume_s`, `split`). Returns
-    `{"samples": n read, "excluded": {reason: n} (another split), "rejected": {reason: n} (damaged
-    samples: not two-channel, audio shorter than the timeline, dangling turn ids), "tasks": {task:
-    {"items", "samples_with_items", "samples_without": {reason: n}, "events_left_out": {reason:
-    n}}}}`; the same report and the item index go to `out_dir/index.json`."""
-    tasks = list(TASKS if tasks is None else tasks)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise FdbExportError(f"unknown task(s) {unknown or tasks}; choose from {', '.join(TASKS)}")
-    bad = set(options) - set(FdbOptions.__dataclass_fields__)
-    if bad:
-        raise FdbExportError(f"unknown option(s) {sorted(bad)}; options: {sorted(FdbOptions.__dataclass_fields__)}")
-    opts = FdbOptions(**options)  # type: ignore[arg-type]
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FdbExportError(
-                f"{out_dir} is not empty: items of an earlier export would mix in (overwrite=True, --overwrite)"
-            )
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "fdb"
+    format_version = "1"
+    outputs = ("index.json", *TASKS)
+    own_rules = RULES
+    options_model = FdbOptions
+    report_model = FdbReport
 
-    report: dict = {"samples": 0, "excluded": Counter(), "rejected": Counter(), "tasks": {}}
-    counts = {
-        t: {"items": 0, "samples_with_items": 0, "samples_without": Counter(), "events_left_out": Counter()}
-        for t in tasks
-    }
-    index: dict[str, dict[str, dict]] = {t: {} for t in tasks}
-    histograms: dict[str, list[float]] = {}
-    for sample in samples:
-        report["samples"] += 1
-        if on_sample is not None:
-            on_sample(sample)
-        if opts.split is not None and sample.meta.split != opts.split:
-            report["excluded"][f"split {sample.meta.split!r} (exporting {opts.split!r})"] += 1
-            continue
-        problem = _problem(sample)
-        if problem is not None:
-            report["rejected"][problem] += 1
-            continue
-        for task in tasks:
-            found, c = FINDERS[task](sample.timeline, sample.sample_rate, opts), counts[task]
-            c["events_left_out"].update(found.left_out)
-            if not found.items:
-                c["samples_without"][found.none_reason] += 1
+    def rules(self) -> dict[str, Rule]:
+        return {**RUN_RULES, **self.own_rules}
+
+    def write(
+        self, samples: Iterable[Sample], out_dir: Path, options: ExportOptions, format_options: FdbOptions
+    ) -> ExportReport:
+        """Items for the chosen tasks under `out_dir/{task}/{ID}/`, `index.json` (every item's sample,
+        event and window, and the per-task counts), `export.json` and `report.json`."""
+        opts, tasks = format_options, list(format_options.tasks)
+        report, counter, started = self.start(out_dir)
+        assert isinstance(report, FdbReport)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        excluded: Counter[str] = Counter()
+        rejected: Counter[str] = Counter()
+        counts = {
+            t: {"items": 0, "samples_with_items": 0, "samples_without": Counter(), "events_left_out": Counter()}
+            for t in tasks
+        }
+        index: dict[str, dict[str, dict]] = {t: {} for t in tasks}
+        histograms: dict[str, list[float]] = {}
+        sr = None
+        for sample in samples:
+            report.samples_in += 1
+            if opts.split is not None and sample.meta.split != opts.split:
+                reason = f"split {sample.meta.split!r} (exporting {opts.split!r})"
+                excluded[reason] += 1
+                counter.drop(sample.id, "fdb_other_split", reason)
                 continue
-            c["samples_with_items"] += 1
-            for item in found.items:
-                c["items"] += 1
-                item_id = str(c["items"])
-                entry = _write_item(out_dir / task / item_id, task, item, sample)
-                index[task][item_id] = entry
-                if task == "backchannel":
-                    sr = sample.sample_rate
-                    spans = [
-                        ((_n(s, sr) - item.start) / sr, (_n(e, sr) - item.start) / sr)
-                        for s, e in entry["event"]["backchannels"]
-                    ]
-                    histograms[item_id] = gt_histogram(spans, entry["duration"])
-    if histograms:
-        _write_json(out_dir / "backchannel" / GT_DISTRIBUTION, histograms)
-    for task in tasks:
-        c = counts[task]
-        report["tasks"][task] = {k: dict(v) if isinstance(v, Counter) else v for k, v in c.items()}
-    report["excluded"], report["rejected"] = dict(report["excluded"]), dict(report["rejected"])
-    report["options"] = {k: getattr(opts, k) for k in FdbOptions.__dataclass_fields__}
-    _write_json(out_dir / "index.json", {"report": report, "items": index})
-    return report
+            problem = _problem(sample)
+            if problem is not None:
+                rejected[problem] += 1
+                counter.drop(sample.id, "fdb_damaged_sample", problem)
+                continue
+            used = False
+            for task in tasks:
+                found, c = FINDERS[task](sample.timeline, sample.sample_rate, opts), counts[task]
+                c["events_left_out"].update(found.left_out)
+                if not found.items:
+                    c["samples_without"][found.none_reason] += 1
+                    continue
+                c["samples_with_items"] += 1
+                used = True
+                for item in found.items:
+                    c["items"] += 1
+                    item_id = str(c["items"])
+                    entry = _write_item(out_dir / task / item_id, task, item, sample)
+                    index[task][item_id] = entry
+                    if task == "backchannel":
+                        rate = sample.sample_rate
+                        spans = [
+                            ((_n(s, rate) - item.start) / rate, (_n(e, rate) - item.start) / rate)
+                            for s, e in entry["event"]["backchannels"]
+                        ]
+                        histograms[item_id] = gt_histogram(spans, entry["duration"])
+            if used:
+                report.samples_out += 1
+                report.dialogue_seconds += sample.timeline.duration
+                sr = sample.sample_rate
+        if histograms:
+            _write_json(out_dir / "backchannel" / GT_DISTRIBUTION, histograms)
+        summary: dict = {"samples": report.samples_in, "excluded": dict(excluded), "rejected": dict(rejected)}
+        summary["tasks"] = {
+            t: {k: dict(v) if isinstance(v, Counter) else v for k, v in c.items()} for t, c in counts.items()
+        }
+        summary["options"] = {k: getattr(opts, k) for k in INDEX_OPTIONS}
+        _write_json(out_dir / "index.json", {"report": summary, "items": index})
+        report.tasks = {t: TaskCounts.model_validate(c) for t, c in summary["tasks"].items()}
+        sidecar = Sidecar(
+            format=self.name,
+            format_version=self.format_version,
+            frame_rate=None,
+            sample_rate=sr,
+            source_run=options.source_run,
+            layout="Full-Duplex-Bench v1.0: {task}/{ID}/ with input.wav (user channel), the task JSON, "
+            "transcription.json, reference.wav (our agent); index.json maps items to samples",
+            options=dump_options(options),
+        )
+        return finish(out_dir, sidecar, report, counter, None, started)

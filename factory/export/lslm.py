@@ -28,44 +28,27 @@ section 4 — no released code):
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
-from factory.export.base import (
-    Decoded,
-    ExportError,
-    ExportOptions,
-    ExportReport,
-    Rule,
-    ShardWriter,
-    Sidecar,
-    Timer,
-    channel_audio,
-    channel_tokenizer,
-    dump_options,
-    finish,
-    fit_frames,
-    frame_of,
-    identity_dict,
-    n_frames,
-    read_row,
-    read_sidecar,
-    samples_per_frame,
-    save_codebook,
-    start_report,
-    tokenized,
-    usable,
-)
+from factory.export.errors import ExportError
+from factory.export.exporter import Exporter
+from factory.export.grid import channel_audio, fit_frames, frame_of, n_frames, samples_per_frame
+from factory.export.options import ExportOptions, FrameRateOptions, dump_options
+from factory.export.output import Decoded, ShardWriter, Sidecar, finish, read_row, read_rows, read_sidecar
+from factory.export.report import ExportReport, Rule, RuleCounter, Timer, usable
+from factory.export.tokenizers import channel_tokenizer, identity_dict, save_codebook, tokenized
 from factory.models import BargeInEvent, Channel, EndReason, Sample
+from factory.tokenize.units import features  # the embedded tokenizer's continuous frames
 
 NAME = "lslm"
 FORMAT_VERSION = "1"
 FRAME_RATE = 50.0
-NEEDS_AUDIO_TOKENS = True
 MU_S = 0.5
 RULES = {
     "lslm_agent_stopped_before_irq": Rule(
@@ -78,16 +61,98 @@ RULES = {
 }
 
 
-def validate_options(options: ExportOptions) -> tuple[float, float, str]:
-    """(mu, frame rate, listen); unknown or invalid options are errors."""
-    fo = options.format_options
-    unknown = set(fo) - {"mu", "listen", "frame_rate"}
-    if unknown:
-        raise ExportError(f"lslm: unknown format options {sorted(unknown)} (known: mu, listen, frame_rate)")
-    mu, listen = float(fo.get("mu", MU_S)), str(fo.get("listen", "tokens"))
-    if mu < 0 or listen not in ("tokens", "features"):
-        raise ExportError(f"lslm: mu must be >= 0 and listen 'tokens' or 'features' (got {mu}, {listen!r})")
-    return mu, float(fo.get("frame_rate", FRAME_RATE)), listen
+class LslmOptions(FrameRateOptions):
+    frame_rate: float = Field(FRAME_RATE, gt=0, description="speaking-channel frames per second")
+    mu: float = Field(MU_S, ge=0, description="seconds from the barge-in onset to IRQ (the paper's 0.5 s)")
+    listen: Literal["tokens", "features"] = Field("tokens", description="the listening channel's input")
+
+
+class Lslm(Exporter[LslmOptions]):
+    name = NAME
+    format_version = FORMAT_VERSION
+    frame_rate = FRAME_RATE
+    needs_audio_tokens = True
+    own_rules = RULES
+    options_model = LslmOptions
+
+    def write(
+        self, samples: Iterable[Sample], out_dir: Path, options: ExportOptions, format_options: LslmOptions
+    ) -> ExportReport:
+        report, counter, started = self.start(out_dir)
+        mu, listen = format_options.mu, format_options.listen
+        tok, samples = channel_tokenizer(options, format_options.frame_rate, samples, out_dir)
+        rate = tok.frame_rate
+        eos, irq = tok.cardinality, tok.cardinality + 1
+        writer = ShardWriter(out_dir, _schema(listen), options.shard_size)
+        timer, sr, n_rows = Timer(), None, 0
+        for s, (user, agent) in tokenized(
+            usable(samples, report, counter), tok, options.tokenize_batch, options.use_augmented, timer
+        ):
+            sr = s.sample_rate
+            samples_per_frame(sr, rate, counter)
+            n = n_frames(s.timeline, rate)
+            with timer:
+                if listen == "features":
+                    user_in = features(channel_audio(s, Channel.user, options.use_augmented), sr, rate).astype(
+                        np.float32
+                    )
+                    if len(user_in) != n:  # same rule as fit_frames, for float frames
+                        counter.add("audio_frames_adjusted")
+                        user_in = np.concatenate([user_in, np.repeat(user_in[-1:], max(n - len(user_in), 0), 0)])[:n]
+                else:
+                    user_in = fit_frames(user, n, counter)[0]
+            agent = fit_frames(agent, n, counter)[0]
+            for row in turn_rows(s, agent, user_in, rate, mu, eos, irq, counter):
+                writer.add(s.meta.split, row)
+                n_rows += 1
+            report.samples_out += 1
+            report.dialogue_seconds += s.timeline.duration
+        report.seconds_tokenize = timer.seconds
+        sidecar = Sidecar(
+            format=NAME,
+            format_version=FORMAT_VERSION,
+            frame_rate=rate,
+            sample_rate=sr,
+            special_tokens={"EOS": eos, "IRQ": irq},
+            id_layout={"audio": (0, tok.cardinality), "special": (tok.cardinality, 2)},
+            audio_tokenizer=identity_dict(tok),
+            audio_tokenizer_path=save_codebook(tok, out_dir),
+            source_run=options.source_run,
+            layout="per agent turn: speak = agent codes from the turn's start, then EOS at its end or IRQ at "
+            f"barge-in onset + {mu} s (truncated after); listen = the user's {listen} over the same frames",
+            columns={"speak": "speaking-channel ids", "listen": f"listening channel ({listen})", "text": "condition C"},
+            options={**dump_options(options), "mu": mu, "listen": listen, "sequences": n_rows},
+        )
+        return finish(out_dir, sidecar, report, counter, writer, started)
+
+    def decode(self, out_dir: Path, sample_id: str) -> Decoded:
+        """A turn sequence (`<sample>#<turn>`) on its frame grid, or all turns of a sample, in time."""
+        sidecar = read_sidecar(out_dir)
+        rate = sidecar.frame_rate or FRAME_RATE
+        specials = {v: k for k, v in sidecar.special_tokens.items()}
+        if "#" in sample_id:
+            rows = [read_row(out_dir, sample_id)]
+        else:
+            rows = [r for r in read_rows(out_dir) if r["sample_id"] == sample_id]
+            if not rows:
+                raise ExportError(f"no sequence of sample {sample_id!r} in {out_dir}")
+        n = max(r["first_frame"] + len(r["speak"]) for r in rows)
+        speak, listen, state = [""] * n, [""] * n, ["listen"] * n
+        for r in rows:
+            for k, (code, heard) in enumerate(zip(r["speak"], r["listen"])):
+                f = r["first_frame"] + k
+                speak[f] = specials.get(code, str(code))
+                listen[f] = str(heard) if not isinstance(heard, list) else f"{len(heard)} feats"
+                state[f] = (
+                    "speak" if code not in specials else ("stop (IRQ)" if specials[code] == "IRQ" else "end (EOS)")
+                )
+            speak[r["first_frame"]] = f"{speak[r['first_frame']]}  «{r['text']}»"
+        return Decoded(
+            id=sample_id,
+            format=NAME,
+            frame_rate=rate,
+            tracks={"speaking (agent)": speak, "listening (user)": listen, "state": state},
+        )
 
 
 def _schema(listen: str) -> pa.Schema:
@@ -112,7 +177,16 @@ def _schema(listen: str) -> pa.Schema:
     )
 
 
-def turn_rows(sample: Sample, agent: np.ndarray, user, rate: float, mu: float, eos: int, irq: int, counter):
+def turn_rows(
+    sample: Sample,
+    agent: np.ndarray,
+    user: np.ndarray,
+    rate: float,
+    mu: float,
+    eos: int,
+    irq: int,
+    counter: RuleCounter,
+) -> Iterator[dict]:
     """One row per agent turn; `agent` [T] codes, `user` [T] codes or [T, F] features, from 0 s."""
     tl = sample.timeline
     n = len(agent)
@@ -155,83 +229,3 @@ def turn_rows(sample: Sample, agent: np.ndarray, user, rate: float, mu: float, e
             "irq_index": irq_index,
             "onset": barge.onset if barge is not None else None,
         }
-
-
-def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
-    out_dir = Path(out_dir)
-    report, counter, started = start_report(sys.modules[__name__], out_dir)
-    mu, rate, listen = validate_options(options)
-    tok, samples = channel_tokenizer(options, rate, samples, out_dir)
-    rate = tok.frame_rate
-    eos, irq = tok.cardinality, tok.cardinality + 1
-    if listen == "features":
-        from factory.tokenize.units import features  # the embedded tokenizer's continuous frames
-    writer = ShardWriter(out_dir, _schema(listen), options.shard_size)
-    timer, sr, n_rows = Timer(), None, 0
-    for s, (user, agent) in tokenized(
-        usable(samples, report, counter), tok, options.tokenize_batch, options.use_augmented, timer
-    ):
-        sr = s.sample_rate
-        samples_per_frame(sr, rate, counter)
-        n = n_frames(s.timeline, rate)
-        with timer:
-            if listen == "features":
-                user_in = features(channel_audio(s, Channel.user, options.use_augmented), sr, rate).astype(np.float32)
-                if len(user_in) != n:  # same rule as fit_frames, for float frames
-                    counter.add("audio_frames_adjusted")
-                    user_in = np.concatenate([user_in, np.repeat(user_in[-1:], max(n - len(user_in), 0), 0)])[:n]
-            else:
-                user_in = fit_frames(user, n, counter)[0]
-        agent = fit_frames(agent, n, counter)[0]
-        for row in turn_rows(s, agent, user_in, rate, mu, eos, irq, counter):
-            writer.add(s.meta.split, row)
-            n_rows += 1
-        report.samples_out += 1
-        report.dialogue_seconds += s.timeline.duration
-    report.seconds_tokenize = timer.seconds
-    sidecar = Sidecar(
-        format=NAME,
-        format_version=FORMAT_VERSION,
-        frame_rate=rate,
-        sample_rate=sr,
-        special_tokens={"EOS": eos, "IRQ": irq},
-        id_layout={"audio": (0, tok.cardinality), "special": (tok.cardinality, 2)},
-        audio_tokenizer=identity_dict(tok),
-        audio_tokenizer_path=save_codebook(tok, out_dir),
-        source_run=options.source_run,
-        layout="per agent turn: speak = agent codes from the turn's start, then EOS at its end or IRQ at "
-        f"barge-in onset + {mu} s (truncated after); listen = the user's {listen} over the same frames",
-        columns={"speak": "speaking-channel ids", "listen": f"listening channel ({listen})", "text": "condition C"},
-        options={**dump_options(options), "mu": mu, "listen": listen, "sequences": n_rows},
-    )
-    return finish(out_dir, sidecar, report, counter, writer, started)
-
-
-def decode(out_dir: Path, sample_id: str) -> Decoded:
-    """A turn sequence (`<sample>#<turn>`) on its frame grid, or all turns of a sample, in time."""
-    sidecar = read_sidecar(out_dir)
-    rate = sidecar.frame_rate or FRAME_RATE
-    specials = {v: k for k, v in sidecar.special_tokens.items()}
-    if "#" in sample_id:
-        rows = [read_row(out_dir, sample_id)]
-    else:
-        from factory.export.base import read_rows
-
-        rows = [r for r in read_rows(out_dir) if r["sample_id"] == sample_id]
-        if not rows:
-            raise ExportError(f"no sequence of sample {sample_id!r} in {out_dir}")
-    n = max(r["first_frame"] + len(r["speak"]) for r in rows)
-    speak, listen, state = [""] * n, [""] * n, ["listen"] * n
-    for r in rows:
-        for k, (code, heard) in enumerate(zip(r["speak"], r["listen"])):
-            f = r["first_frame"] + k
-            speak[f] = specials.get(code, str(code))
-            listen[f] = str(heard) if not isinstance(heard, list) else f"{len(heard)} feats"
-            state[f] = "speak" if code not in specials else ("stop (IRQ)" if specials[code] == "IRQ" else "end (EOS)")
-        speak[r["first_frame"]] = f"{speak[r['first_frame']]}  «{r['text']}»"
-    return Decoded(
-        id=sample_id,
-        format=NAME,
-        frame_rate=rate,
-        tracks={"speaking (agent)": speak, "listening (user)": listen, "state": state},
-    )

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,37 +52,22 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
-from pydantic import BaseModel, ConfigDict, ValidationError
+import soxr
+from pydantic import BaseModel, ConfigDict
 
-from factory.export.base import (
-    Decoded,
-    ExportError,
-    ExportOptions,
-    ExportReport,
-    Rule,
-    RuleCounter,
-    ShardWriter,
-    Sidecar,
-    Timer,
-    audio_tokenizer_for,
-    dump_options,
-    finish,
-    fit_frames,
-    identity_dict,
-    read_row,
-    read_sidecar,
-    save_codebook,
-    start_report,
-    text_tokenizer_for,
-    usable,
-)
+from factory.export.errors import ExportError
+from factory.export.exporter import Exporter
+from factory.export.grid import fit_frames
+from factory.export.options import ExportOptions, FormatOptions, dump_options
+from factory.export.output import Decoded, ShardWriter, Sidecar, finish, read_row, read_sidecar
+from factory.export.report import ExportReport, Rule, RuleCounter, Timer, usable
+from factory.export.tokenizers import audio_tokenizer_for, fits_units, identity_dict, save_codebook, text_tokenizer_for
 from factory.models import Channel, Sample, Timeline
 from factory.run.io import atomic_write, atomic_write_text
 
 NAME = "moshi"
 FORMAT_VERSION = "1"
 FRAME_RATE = 12.5
-NEEDS_AUDIO_TOKENS = False  # only with format_options.tokens; export() prepares the tokenizer then
 SAMPLE_RATE = 24000  # Mimi's rate: the loader resamples anything else with sphn
 MAIN_SPEAKER = "SPEAKER_MAIN"  # moshi-finetune train.py: Interleaver(keep_main_only=True), this label
 USER_SPEAKER = "SPEAKER_USER"
@@ -112,10 +96,8 @@ RULES: dict[str, Rule] = {
 }
 
 
-class MoshiOptions(BaseModel):
+class MoshiOptions(FormatOptions):
     """`format_options` of the moshi format."""
-
-    model_config = ConfigDict(extra="forbid")
 
     tokens: bool = False  # also write the pre-tokenized [1 + 2 n_q, T] streams
     user_words: bool = True  # keep the user's words under `user_alignments` (ignored by the loader)
@@ -137,11 +119,149 @@ class Alignment:
         return [self.word, [self.start, self.end], self.speaker]
 
 
-def _options(options: ExportOptions) -> MoshiOptions:
-    try:
-        return MoshiOptions.model_validate(options.format_options)
-    except ValidationError as exc:
-        raise ExportError(f"moshi format options: {exc}") from None
+class Moshi(Exporter[MoshiOptions]):
+    name = NAME
+    format_version = FORMAT_VERSION
+    frame_rate = FRAME_RATE
+    needs_audio_tokens = False  # only with the option tokens; `write` prepares the tokenizer then
+    outputs = ("*/data.jsonl", "*/audio")  # the moshi-finetune folders of each split
+    own_rules = RULES
+    options_model = MoshiOptions
+
+    def write(
+        self, samples: Iterable[Sample], out_dir: Path, options: ExportOptions, format_options: MoshiOptions
+    ) -> ExportReport:
+        sub = format_options
+        report, counter, started = self.start(out_dir)
+        text_tok = text_tokenizer_for(options)
+        pad, epad, text_card = _text_ids(text_tok, sub)
+        cache: dict[str, list[int]] = {}
+
+        def tokenize(word: str) -> list[int]:
+            if word not in cache:
+                cache[word] = text_tok.encode(word)
+            return cache[word]
+
+        audio_tok = None
+        if sub.tokens:
+            fit_pool: list[Sample] = []
+            if fits_units(options):
+                samples = fit_pool = list(samples)  # 'units' is fitted on these samples' own audio first
+            audio_tok = audio_tokenizer_for(
+                options,
+                FRAME_RATE,
+                lambda: (
+                    (moshi_audio(s, options.use_augmented)[:, c], SAMPLE_RATE)
+                    for s in fit_pool[: options.units_fit_samples]
+                    for c in (0, 1)
+                ),
+                out_dir,
+            )
+            if abs(audio_tok.frame_rate - FRAME_RATE) > 1e-9:
+                raise ExportError(
+                    f"Moshi's streams are {FRAME_RATE} Hz; the audio tokenizer {audio_tok.name!r} gives "
+                    f"{audio_tok.frame_rate} Hz (use 'mimi', or 'units' at 12.5 Hz)"
+                )
+        writer = ShardWriter(out_dir, _schema(), options.shard_size) if sub.tokens else None
+        lines: dict[str, list[str]] = {}
+        timer = Timer()
+        for chunk in _chunks(usable(samples, report, counter), options.tokenize_batch):
+            written = []
+            for s in chunk:
+                split = s.meta.split
+                rel = f"audio/{s.id}.wav"
+                audio = moshi_audio(s, options.use_augmented)
+                atomic_write(out_dir / split / rel, _wav_bytes_writer(audio))
+                duration = len(audio) / SAMPLE_RATE
+                agent = agent_alignments(s.timeline, counter)
+                # What the loader will do with these alignments: count the tokens it will drop.
+                n_loader = math.ceil(round(duration * FRAME_RATE, 9))
+                text_stream(agent, tokenize, n_loader, pad, epad, counter, keep_and_shift=False)
+                atomic_write_text(out_dir / split / f"audio/{s.id}.json", _alignments_json(s, agent, sub))
+                lines.setdefault(split, []).append(json.dumps({"path": rel, "duration": duration}))
+                written.append((s, audio, agent, duration, f"{split}/{rel}"))
+                report.samples_out += 1
+                report.dialogue_seconds += duration
+            if writer is None or audio_tok is None:
+                continue
+            # the codes of the exact audio written, `tokenize_batch` dialogues (both channels) per call
+            with timer:
+                codes = audio_tok.encode_batch([a[:, c] for _, a, _, _, _ in written for c in (0, 1)], SAMPLE_RATE)
+            for i, (s, audio, agent, duration, path) in enumerate(written):
+                n = audio_tok.n_frames(len(audio), SAMPLE_RATE)
+                text = text_stream(agent, tokenize, n, pad, epad, counter, keep_and_shift=True)
+                stack = [text[None], fit_frames(codes[2 * i], n, counter), fit_frames(codes[2 * i + 1], n, counter)]
+                row = {
+                    "id": s.id,
+                    "split": s.meta.split,
+                    "path": path,
+                    "duration": duration,
+                    "n_frames": n,
+                    "codes": np.concatenate(stack).astype(np.int32).tolist(),
+                }
+                writer.add(s.meta.split, row)
+        for split, rows in lines.items():
+            atomic_write_text(out_dir / split / "data.jsonl", "\n".join(rows) + "\n")
+        report.seconds_tokenize = timer.seconds
+        n_q = audio_tok.n_q if audio_tok is not None else 8
+        sidecar = Sidecar(
+            format=NAME,
+            format_version=FORMAT_VERSION,
+            frame_rate=FRAME_RATE,
+            sample_rate=SAMPLE_RATE,
+            special_tokens={"text_padding": pad, "end_of_text_padding": epad, "zero_token": ZERO_TOKEN},
+            id_layout={
+                "text": (0, text_card),
+                **({"audio": (0, audio_tok.cardinality)} if audio_tok is not None else {}),
+            },
+            vocabulary_path=str(getattr(text_tok, "path", "")) or None,
+            audio_tokenizer=identity_dict(audio_tok),
+            audio_tokenizer_path=save_codebook(audio_tok, out_dir) if audio_tok is not None else None,
+            text_tokenizer=identity_dict(text_tok),
+            source_run=options.source_run,
+            layout=(
+                "moshi-finetune folders: <split>/data.jsonl, <split>/audio/<id>.wav (24 kHz, 16-bit, channel 0 = "
+                "agent = Moshi, channel 1 = user), <split>/audio/<id>.json (alignments of SPEAKER_MAIN = agent)"
+                + (
+                    f"; data/*.parquet codes [1 + 2*{n_q}, T] at 12.5 Hz: row 0 agent text (PAD/EPAD), rows "
+                    f"1..{n_q} agent codes, rows {n_q + 1}..{2 * n_q} user codes, undelayed"
+                    if sub.tokens
+                    else ""
+                )
+            ),
+            columns={"codes": "[1 + 2 n_q][T] int32: text, agent codebooks, user codebooks"} if sub.tokens else {},
+            options=dump_options(options),
+        )
+        if not sub.tokens:
+            report.shards = []
+        return finish(out_dir, sidecar, report, counter, writer, started)
+
+    def decode(self, out_dir: Path, sample_id: str) -> Decoded:
+        """Per 80 ms frame: the agent's and the user's words (from the alignments), and with the
+        pre-tokenized streams the text ids and the first codebook of each channel."""
+        out_dir = Path(out_dir)
+        sidecar = read_sidecar(out_dir)
+        split = next((p.parent.parent.name for p in out_dir.glob(f"*/audio/{sample_id}.wav")), "train")
+        d = read_dialogue(out_dir, sample_id, split)
+        n = math.ceil(round(d.duration * FRAME_RATE, 9))
+        tracks: dict[str, list[str]] = {}
+        for name, words in (("agent words", d.alignments), ("user words", d.user_alignments)):
+            track = [""] * n
+            for w, (start, end), _ in words:
+                f0 = min(first_frame(start), n - 1)
+                track[f0] = w
+                for f in range(f0 + 1, min(first_frame(end) + 1, n)):
+                    track[f] = track[f] or "·"
+            tracks[name] = track
+        if sidecar.columns:
+            codes = np.array(read_row(out_dir, sample_id)["codes"])
+            pad, epad = sidecar.special_tokens["text_padding"], sidecar.special_tokens["end_of_text_padding"]
+            names = {pad: "PAD", epad: "EPAD"}
+            tracks["text ids"] = [names.get(int(i), str(int(i))) for i in codes[0]]
+            n_q = (len(codes) - 1) // 2
+            tracks["agent cb0"] = [str(int(c)) for c in codes[1]]
+            tracks["user cb0"] = [str(int(c)) for c in codes[1 + n_q]]
+        return Decoded(id=sample_id, format=NAME, frame_rate=FRAME_RATE, tracks=tracks)
 
 
 def first_frame(t: float, rate: float = FRAME_RATE) -> int:
@@ -223,8 +343,6 @@ def moshi_audio(sample: Sample, augmented: bool = False) -> np.ndarray:
     audio = sample.augmented if augmented and sample.augmented is not None else sample.stems
     audio = np.ascontiguousarray(audio[:, [Channel.agent.index, Channel.user.index]], dtype=np.float32)
     if sample.sample_rate != SAMPLE_RATE:
-        import soxr
-
         audio = soxr.resample(audio, sample.sample_rate, SAMPLE_RATE).astype(np.float32)
     pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
     return pcm.astype(np.float32) / 32768.0
@@ -294,113 +412,6 @@ def _schema() -> pa.Schema:
     )
 
 
-def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
-    out_dir = Path(out_dir)
-    sub = _options(options)
-    report, counter, started = start_report(sys.modules[__name__], out_dir)
-    text_tok = text_tokenizer_for(options)
-    pad, epad, text_card = _text_ids(text_tok, sub)
-    cache: dict[str, list[int]] = {}
-
-    def tokenize(word: str) -> list[int]:
-        if word not in cache:
-            cache[word] = text_tok.encode(word)
-        return cache[word]
-
-    audio_tok = None
-    if sub.tokens:
-        if options.audio_tokenizer_obj is None and options.audio_tokenizer == "units":
-            samples = list(samples)  # 'units' is fitted on these samples' own audio first
-        audio_tok = audio_tokenizer_for(
-            options,
-            FRAME_RATE,
-            lambda: (
-                (moshi_audio(s, options.use_augmented)[:, c], SAMPLE_RATE)
-                for s in samples[: options.units_fit_samples]
-                for c in (0, 1)
-            ),
-            out_dir,
-        )
-        if abs(audio_tok.frame_rate - FRAME_RATE) > 1e-9:
-            raise ExportError(
-                f"Moshi's streams are {FRAME_RATE} Hz; the audio tokenizer {audio_tok.name!r} gives "
-                f"{audio_tok.frame_rate} Hz (use 'mimi', or 'units' at 12.5 Hz)"
-            )
-    writer = ShardWriter(out_dir, _schema(), options.shard_size) if sub.tokens else None
-    lines: dict[str, list[str]] = {}
-    timer = Timer()
-    for chunk in _chunks(usable(samples, report, counter), options.tokenize_batch):
-        written = []
-        for s in chunk:
-            split = s.meta.split
-            rel = f"audio/{s.id}.wav"
-            audio = moshi_audio(s, options.use_augmented)
-            atomic_write(out_dir / split / rel, _wav_bytes_writer(audio))
-            duration = len(audio) / SAMPLE_RATE
-            agent = agent_alignments(s.timeline, counter)
-            # What the loader will do with these alignments: count the tokens it will drop.
-            n_loader = math.ceil(round(duration * FRAME_RATE, 9))
-            text_stream(agent, tokenize, n_loader, pad, epad, counter, keep_and_shift=False)
-            atomic_write_text(out_dir / split / f"audio/{s.id}.json", _alignments_json(s, agent, sub))
-            lines.setdefault(split, []).append(json.dumps({"path": rel, "duration": duration}))
-            written.append((s, audio, agent, duration, f"{split}/{rel}"))
-            report.samples_out += 1
-            report.dialogue_seconds += duration
-        if writer is None or audio_tok is None:
-            continue
-        # the codes of the exact audio written, `tokenize_batch` dialogues (both channels) per call
-        with timer:
-            codes = audio_tok.encode_batch([a[:, c] for _, a, _, _, _ in written for c in (0, 1)], SAMPLE_RATE)
-        for i, (s, audio, agent, duration, path) in enumerate(written):
-            n = audio_tok.n_frames(len(audio), SAMPLE_RATE)
-            text = text_stream(agent, tokenize, n, pad, epad, counter, keep_and_shift=True)
-            stack = [text[None], fit_frames(codes[2 * i], n, counter), fit_frames(codes[2 * i + 1], n, counter)]
-            row = {
-                "id": s.id,
-                "split": s.meta.split,
-                "path": path,
-                "duration": duration,
-                "n_frames": n,
-                "codes": np.concatenate(stack).astype(np.int32).tolist(),
-            }
-            writer.add(s.meta.split, row)
-    for split, rows in lines.items():
-        atomic_write_text(out_dir / split / "data.jsonl", "\n".join(rows) + "\n")
-    report.seconds_tokenize = timer.seconds
-    n_q = audio_tok.n_q if audio_tok is not None else 8
-    sidecar = Sidecar(
-        format=NAME,
-        format_version=FORMAT_VERSION,
-        frame_rate=FRAME_RATE,
-        sample_rate=SAMPLE_RATE,
-        special_tokens={"text_padding": pad, "end_of_text_padding": epad, "zero_token": ZERO_TOKEN},
-        id_layout={
-            "text": (0, text_card),
-            **({"audio": (0, audio_tok.cardinality)} if audio_tok is not None else {}),
-        },
-        vocabulary_path=str(getattr(text_tok, "path", "")) or None,
-        audio_tokenizer=identity_dict(audio_tok),
-        audio_tokenizer_path=save_codebook(audio_tok, out_dir) if audio_tok is not None else None,
-        text_tokenizer=identity_dict(text_tok),
-        source_run=options.source_run,
-        layout=(
-            "moshi-finetune folders: <split>/data.jsonl, <split>/audio/<id>.wav (24 kHz, 16-bit, channel 0 = "
-            "agent = Moshi, channel 1 = user), <split>/audio/<id>.json (alignments of SPEAKER_MAIN = agent)"
-            + (
-                f"; data/*.parquet codes [1 + 2*{n_q}, T] at 12.5 Hz: row 0 agent text (PAD/EPAD), rows "
-                f"1..{n_q} agent codes, rows {n_q + 1}..{2 * n_q} user codes, undelayed"
-                if sub.tokens
-                else ""
-            )
-        ),
-        columns={"codes": "[1 + 2 n_q][T] int32: text, agent codebooks, user codebooks"} if sub.tokens else {},
-        options=dump_options(options),
-    )
-    if not sub.tokens:
-        report.shards = []
-    return finish(out_dir, sidecar, report, counter, writer, started)
-
-
 # --------------------------------------------------------------------------- reading back
 class MoshiDialogue(BaseModel):
     """One exported dialogue read back as moshi-finetune sees it (plus the keys it ignores)."""
@@ -434,31 +445,3 @@ def read_dialogue(out_dir: Path, sample_id: str, split: str = "train") -> MoshiD
                 turns=doc.get("turns", []),
             )
     raise ExportError(f"no dialogue {sample_id!r} in {folder / 'data.jsonl'}")
-
-
-def decode(out_dir: Path, sample_id: str) -> Decoded:
-    """Per 80 ms frame: the agent's and the user's words (from the alignments), and with the
-    pre-tokenized streams the text ids and the first codebook of each channel."""
-    out_dir = Path(out_dir)
-    sidecar = read_sidecar(out_dir)
-    split = next((p.parent.parent.name for p in out_dir.glob(f"*/audio/{sample_id}.wav")), "train")
-    d = read_dialogue(out_dir, sample_id, split)
-    n = math.ceil(round(d.duration * FRAME_RATE, 9))
-    tracks: dict[str, list[str]] = {}
-    for name, words in (("agent words", d.alignments), ("user words", d.user_alignments)):
-        track = [""] * n
-        for w, (start, end), _ in words:
-            f0 = min(first_frame(start), n - 1)
-            track[f0] = w
-            for f in range(f0 + 1, min(first_frame(end) + 1, n)):
-                track[f] = track[f] or "·"
-        tracks[name] = track
-    if sidecar.columns:
-        codes = np.array(read_row(out_dir, sample_id)["codes"])
-        pad, epad = sidecar.special_tokens["text_padding"], sidecar.special_tokens["end_of_text_padding"]
-        names = {pad: "PAD", epad: "EPAD"}
-        tracks["text ids"] = [names.get(int(i), str(int(i))) for i in codes[0]]
-        n_q = (len(codes) - 1) // 2
-        tracks["agent cb0"] = [str(int(c)) for c in codes[1]]
-        tracks["user cb0"] = [str(int(c)) for c in codes[1 + n_q]]
-    return Decoded(id=sample_id, format=NAME, frame_rate=FRAME_RATE, tracks=tracks)

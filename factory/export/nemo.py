@@ -36,30 +36,20 @@ from __future__ import annotations
 import gzip
 import math
 import re
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from pydantic import BaseModel, ConfigDict, ValidationError
+import soxr
+from pydantic import field_validator
 
-from factory.export.base import (
-    Decoded,
-    ExportError,
-    ExportOptions,
-    ExportReport,
-    Rule,
-    RuleCounter,
-    Sidecar,
-    dump_options,
-    finish,
-    identity_dict,
-    read_sidecar,
-    start_report,
-    text_tokenizer_for,
-    usable,
-)
+from factory.export.errors import ExportError
+from factory.export.exporter import Exporter
+from factory.export.options import ExportOptions, FormatOptions, dump_options
+from factory.export.output import Decoded, Sidecar, finish, read_sidecar
+from factory.export.report import ExportReport, Rule, RuleCounter, usable
+from factory.export.tokenizers import identity_dict, text_tokenizer_for
 from factory.models import Channel, Sample, Timeline, TimelineTurn
 from factory.run.io import atomic_write
 
@@ -67,7 +57,6 @@ NAME = "nemo-duplex"
 FORMAT_VERSION = "1"
 FRAME_RATE = 12.5  # NeMo's frame_length 0.08 s
 FRAME_LENGTH = 0.08
-NEEDS_AUDIO_TOKENS = False  # the trainer tokenizes: user audio -> its encoder, agent audio -> its codec
 ROLE = {Channel.user: "user", Channel.agent: "agent"}
 GRID = 0.02  # 20 ms: whole samples at 16 kHz (320) and 22.05 kHz (441)
 LHOTSE_HINT = (
@@ -99,9 +88,7 @@ RULES: dict[str, Rule] = {
 }
 
 
-class NemoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NemoOptions(FormatOptions):
     source_sample_rate: int = 16000
     target_sample_rate: int = 22050
     word_timestamps: bool = False
@@ -109,23 +96,120 @@ class NemoOptions(BaseModel):
     manifest: bool = True  # cuts_<split>.jsonl.gz beside the Shar folders
     shar: bool = True
 
+    @field_validator("source_sample_rate", "target_sample_rate")
+    @classmethod
+    def _whole_samples_per_frame(cls, sr: int) -> int:
+        if round(sr * GRID) != sr * GRID or round(sr * FRAME_LENGTH) != sr * FRAME_LENGTH:
+            raise ValueError(f"{sr} Hz has no whole number of samples per 20 ms / 80 ms frame")
+        return sr
+
+
+class NemoDuplex(Exporter[NemoOptions]):
+    name = NAME
+    format_version = FORMAT_VERSION
+    frame_rate = FRAME_RATE
+    needs_audio_tokens = False  # the trainer tokenizes: user audio -> its encoder, agent audio -> its codec
+    outputs = ("cuts_*.jsonl.gz", "audio", "shar")
+    own_rules = RULES
+    options_model = NemoOptions
+
+    def write(
+        self, samples: Iterable[Sample], out_dir: Path, options: ExportOptions, format_options: NemoOptions
+    ) -> ExportReport:
+        sub = format_options
+        try:
+            from lhotse import CutSet  # optional heavy dependency (needs torch): the torch environment only
+        except ImportError as exc:
+            raise ExportError(LHOTSE_HINT, exit_code=3) from exc
+        report, counter, started = self.start(out_dir)
+        text_tok = text_tokenizer_for(options)
+        cache: dict[str, list[int]] = {}
+
+        def tokenize(text: str) -> list[int]:
+            if text not in cache:
+                cache[text] = text_tok.encode(text)
+            return cache[text]
+
+        cuts: dict[str, list] = {}
+        for s in usable(samples, report, counter):
+            cut = build_cut(s, out_dir / "audio" / s.meta.split, sub, counter, tokenize, options.use_augmented)
+            cuts.setdefault(s.meta.split, []).append(cut)
+            report.samples_out += 1
+            report.dialogue_seconds += cut.duration
+        shards: list[str] = []
+        for split, items in cuts.items():
+            cutset = CutSet.from_cuts(items)
+            if sub.manifest:
+                path = out_dir / f"cuts_{split}.jsonl.gz"
+                write_manifest(cutset, path)
+                shards.append(path.name)
+            if sub.shar:
+                shar_dir = out_dir / "shar" / split
+                shar_dir.mkdir(parents=True, exist_ok=True)
+                written = cutset.to_shar(
+                    shar_dir, fields={"recording": "flac", "target_audio": "flac"}, shard_size=sub.shar_shard_size
+                )
+                for gz in sorted(shar_dir.glob("*.jsonl.gz")):  # same bytes for the same cuts
+                    _gzip(gzip.decompress(gz.read_bytes()), gz)
+                shards += [str(Path(p).relative_to(out_dir)) for paths in written.values() for p in paths]
+        report.shards = sorted(shards)
+        sidecar = Sidecar(
+            format=NAME,
+            format_version=FORMAT_VERSION,
+            frame_rate=FRAME_RATE,
+            sample_rate=sub.source_sample_rate,
+            special_tokens={},
+            text_tokenizer=identity_dict(text_tok),
+            source_run=options.source_run,
+            layout=(
+                f"lhotse CutSet: recording = user at {sub.source_sample_rate} Hz, custom.target_audio = agent at "
+                f"{sub.target_sample_rate} Hz (same duration), one supervision per turn (speaker user/agent, spoken "
+                "text, end = stop time); cuts_<split>.jsonl.gz and shar/<split>/ (flac)"
+            ),
+            options=dump_options(options),
+        )
+        return finish(out_dir, sidecar, report, counter, None, started)
+
+    def decode(self, out_dir: Path, sample_id: str) -> Decoded:
+        """Per 80 ms frame and role: the supervision's text at its first frame, '·' while it lasts,
+        and 'EOS' in the frame NeMo writes its EOS in."""
+        out_dir = Path(out_dir)
+        side = read_sidecar(out_dir)
+        cut = next(
+            (
+                c
+                for p in sorted(out_dir.glob("cuts_*.jsonl.gz"))
+                for c in read_cuts(out_dir, p.name[5:-9], shar=False)
+                if c.id == sample_id
+            ),
+            None,
+        )
+        if cut is None:
+            raise ExportError(f"no cut {sample_id!r} in {out_dir}")
+        sr = side.sample_rate or cut.sampling_rate
+        n = frame(cut.duration, sr)
+        tracks: dict[str, list[str]] = {}
+        for role in ("user", "agent"):
+            track = [""] * n
+            for sup in cut.supervisions:
+                if sup.speaker != role:
+                    continue
+                pos, eos = frame(sup.start, sr), frame(sup.end, sr)
+                for f in range(pos + 1, min(eos, n)):
+                    track[f] = "·"
+                if pos < n:
+                    track[pos] = sup.text
+                if eos < n:
+                    track[eos] = "EOS"
+            tracks[f"{role} text"] = track
+        return Decoded(id=sample_id, format=NAME, frame_rate=FRAME_RATE, tracks=tracks)
+
 
 def frame(t: float, sr: int) -> int:
     """lhotse.utils.compute_num_frames(t, 0.08, sr), restated so the main env can count rules:
     round(t * sr) samples, then frames of round(0.08 * sr) samples, rounded half up."""
     hop = round(FRAME_LENGTH * sr)
     return int((round(t * sr) + hop // 2) // hop)
-
-
-def _options(options: ExportOptions) -> NemoOptions:
-    try:
-        sub = NemoOptions.model_validate(options.format_options)
-    except ValidationError as exc:
-        raise ExportError(f"nemo-duplex format options: {exc}") from None
-    for name, sr in (("source", sub.source_sample_rate), ("target", sub.target_sample_rate)):
-        if round(sr * GRID) != sr * GRID or round(sr * FRAME_LENGTH) != sr * FRAME_LENGTH:
-            raise ExportError(f"{name}_sample_rate {sr} Hz has no whole number of samples per 20 ms / 80 ms frame")
-    return sub
 
 
 def _turn_words(timeline: Timeline, turn: TimelineTurn) -> list:
@@ -172,8 +256,6 @@ def _mono(sample: Sample, ch: Channel, sr: int, n: int, augmented: bool) -> np.n
     audio = sample.augmented if augmented and sample.augmented is not None else sample.stems
     x = np.ascontiguousarray(audio[:, ch.index], dtype=np.float32)
     if sample.sample_rate != sr:
-        import soxr
-
         x = soxr.resample(x, sample.sample_rate, sr).astype(np.float32)
     x = x[:n]
     return np.pad(x, (0, n - len(x)))
@@ -186,7 +268,7 @@ def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
 def build_cut(sample: Sample, audio_dir: Path, sub: NemoOptions, counter: RuleCounter, tokenize, augmented=False):
     """One lhotse MonoCut: user recording, agent target_audio, one supervision per turn."""
     try:
-        from lhotse import Recording, SupervisionSegment
+        from lhotse import Recording, SupervisionSegment  # optional heavy dependency (torch env only)
     except ImportError as exc:
         raise ExportError(LHOTSE_HINT, exit_code=3) from exc
     src, tgt = sub.source_sample_rate, sub.target_sample_rate
@@ -243,70 +325,13 @@ def write_manifest(cutset, path: Path) -> None:
     _gzip(data, path)
 
 
-def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
-    out_dir = Path(out_dir)
-    sub = _options(options)
-    try:
-        from lhotse import CutSet
-    except ImportError as exc:
-        raise ExportError(LHOTSE_HINT, exit_code=3) from exc
-    report, counter, started = start_report(sys.modules[__name__], out_dir)
-    text_tok = text_tokenizer_for(options)
-    cache: dict[str, list[int]] = {}
-
-    def tokenize(text: str) -> list[int]:
-        if text not in cache:
-            cache[text] = text_tok.encode(text)
-        return cache[text]
-
-    cuts: dict[str, list] = {}
-    for s in usable(samples, report, counter):
-        cut = build_cut(s, out_dir / "audio" / s.meta.split, sub, counter, tokenize, options.use_augmented)
-        cuts.setdefault(s.meta.split, []).append(cut)
-        report.samples_out += 1
-        report.dialogue_seconds += cut.duration
-    shards: list[str] = []
-    for split, items in cuts.items():
-        cutset = CutSet.from_cuts(items)
-        if sub.manifest:
-            path = out_dir / f"cuts_{split}.jsonl.gz"
-            write_manifest(cutset, path)
-            shards.append(path.name)
-        if sub.shar:
-            shar_dir = out_dir / "shar" / split
-            shar_dir.mkdir(parents=True, exist_ok=True)
-            written = cutset.to_shar(
-                shar_dir, fields={"recording": "flac", "target_audio": "flac"}, shard_size=sub.shar_shard_size
-            )
-            for gz in sorted(shar_dir.glob("*.jsonl.gz")):  # same bytes for the same cuts
-                _gzip(gzip.decompress(gz.read_bytes()), gz)
-            shards += [str(Path(p).relative_to(out_dir)) for paths in written.values() for p in paths]
-    report.shards = sorted(shards)
-    sidecar = Sidecar(
-        format=NAME,
-        format_version=FORMAT_VERSION,
-        frame_rate=FRAME_RATE,
-        sample_rate=sub.source_sample_rate,
-        special_tokens={},
-        text_tokenizer=identity_dict(text_tok),
-        source_run=options.source_run,
-        layout=(
-            f"lhotse CutSet: recording = user at {sub.source_sample_rate} Hz, custom.target_audio = agent at "
-            f"{sub.target_sample_rate} Hz (same duration), one supervision per turn (speaker user/agent, spoken "
-            "text, end = stop time); cuts_<split>.jsonl.gz and shar/<split>/ (flac)"
-        ),
-        options=dump_options(options),
-    )
-    return finish(out_dir, sidecar, report, counter, None, started)
-
-
 # --------------------------------------------------------------------------- reading back
 _TS = re.compile(r"<\|(\d+)\|>\s*(\S+)\s*<\|(\d+)\|>")
 
 
 def read_cuts(out_dir: Path, split: str = "train", shar: bool = True):
     """The exported CutSet, read by lhotse (Shar by default, else the jsonl.gz manifest)."""
-    from lhotse import CutSet
+    from lhotse import CutSet  # optional heavy dependency (torch env only)
 
     out_dir = Path(out_dir)
     if shar:
@@ -317,38 +342,3 @@ def read_cuts(out_dir: Path, split: str = "train", shar: bool = True):
 def parse_word_timestamps(text: str) -> list[tuple[int, str, int]]:
     """'<|s|> word <|e|> ...' -> [(s, word, e), ...] (frames from the supervision's first frame)."""
     return [(int(a), w, int(b)) for a, w, b in _TS.findall(text)]
-
-
-def decode(out_dir: Path, sample_id: str) -> Decoded:
-    """Per 80 ms frame and role: the supervision's text at its first frame, '·' while it lasts,
-    and 'EOS' in the frame NeMo writes its EOS in."""
-    out_dir = Path(out_dir)
-    side = read_sidecar(out_dir)
-    cut = next(
-        (
-            c
-            for p in sorted(out_dir.glob("cuts_*.jsonl.gz"))
-            for c in read_cuts(out_dir, p.name[5:-9], shar=False)
-            if c.id == sample_id
-        ),
-        None,
-    )
-    if cut is None:
-        raise ExportError(f"no cut {sample_id!r} in {out_dir}")
-    sr = side.sample_rate or cut.sampling_rate
-    n = frame(cut.duration, sr)
-    tracks: dict[str, list[str]] = {}
-    for role in ("user", "agent"):
-        track = [""] * n
-        for sup in cut.supervisions:
-            if sup.speaker != role:
-                continue
-            pos, eos = frame(sup.start, sr), frame(sup.end, sr)
-            for f in range(pos + 1, min(eos, n)):
-                track[f] = "·"
-            if pos < n:
-                track[pos] = sup.text
-            if eos < n:
-                track[eos] = "EOS"
-        tracks[f"{role} text"] = track
-    return Decoded(id=sample_id, format=NAME, frame_rate=FRAME_RATE, tracks=tracks)

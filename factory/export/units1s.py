@@ -31,42 +31,25 @@ The last unit's audio past the end is the tokens of digital silence (rule units1
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, field_validator
 
-from factory.export.base import (
-    Decoded,
-    ExportError,
-    ExportOptions,
-    ExportReport,
-    Rule,
-    ShardWriter,
-    Timer,
-    channel_tokenizer,
-    dump_options,
-    finish,
-    fit_frames,
-    n_frames,
-    read_row,
-    read_sidecar,
-    samples_per_frame,
-    silence_tokens,
-    start_report,
-    text_audio_sidecar,
-    text_tokenizer_for,
-    tokenized,
-    usable,
-)
-from factory.models import BargeInEvent, Channel, EndReason, Sample, Timeline
+from factory.export.errors import ExportError
+from factory.export.exporter import Exporter
+from factory.export.grid import fit_frames, n_frames, samples_per_frame, silence_tokens
+from factory.export.options import ExportOptions, FrameRateOptions, dump_options
+from factory.export.output import Decoded, ShardWriter, finish, read_row, read_sidecar
+from factory.export.report import ExportReport, Rule, RuleCounter, Timer, usable
+from factory.export.tokenizers import channel_tokenizer, text_audio_sidecar, text_tokenizer_for, tokenized
+from factory.models import BargeInEvent, Channel, EndReason, Sample, Timeline, TimelineWord
 
 NAME = "units-1s"
 FORMAT_VERSION = "1"
 FRAME_RATE = 25.0
-NEEDS_AUDIO_TOKENS = True
 UNIT_S = 1.0
 SPECIALS = ["<unit>", "</unit>", "<|listen|>", "<|speak|>", "<|chunk_eos|>", "<|turn_eos|>", "<|interrupt|>"]
 UNIT, UNIT_END, LISTEN, SPEAK, CHUNK_EOS, TURN_EOS, INTERRUPT = range(len(SPECIALS))
@@ -85,7 +68,7 @@ def _unit(t: float) -> int:
     return int(math.floor(round(t / UNIT_S, 9)))
 
 
-def spoken_words(timeline: Timeline, channel: Channel, counter=None) -> list:
+def spoken_words(timeline: Timeline, channel: Channel, counter: RuleCounter | None = None) -> list[TimelineWord]:
     """`channel`'s spoken words in time order, without those starting at or after the end of the
     audio (rule word_past_end; a word ending after it counts as word_end_clipped)."""
     out = []
@@ -116,7 +99,9 @@ def states(timeline: Timeline, channel: Channel) -> list[str]:
     return out
 
 
-def unit_text(timeline: Timeline, channel: Channel, encode, counter=None) -> list[list[int]]:
+def unit_text(
+    timeline: Timeline, channel: Channel, encode: Callable[[str], list[int]], counter: RuleCounter | None = None
+) -> list[list[int]]:
     """Text ids per unit: the words of `channel` that start in it, each tokenized with its leading space."""
     out: list[list[int]] = [[] for _ in range(n_units(timeline))]
     for k, w in enumerate(spoken_words(timeline, channel, counter)):
@@ -162,107 +147,114 @@ def flat(user_audio, agent_state, agent_text, text_offset: int, audio_offset: in
     return ids
 
 
-def validate_options(options: ExportOptions) -> float:
-    """The frame rate; unknown options or a rate without whole frames per unit are errors."""
-    unknown = set(options.format_options) - {"frame_rate"}
-    if unknown:
-        raise ExportError(f"units-1s: unknown format options {sorted(unknown)} (known: frame_rate)")
-    rate = float(options.format_options.get("frame_rate", FRAME_RATE))
-    if abs(rate * UNIT_S - round(rate * UNIT_S)) > 1e-9:
-        raise ExportError(f"units-1s needs whole frames per 1 s unit: frame_rate 25 or 50, not {rate}")
-    return rate
+class Units1sOptions(FrameRateOptions):
+    frame_rate: float = Field(FRAME_RATE, gt=0, description="code frames per second: a whole number per 1 s unit")
+
+    @field_validator("frame_rate")
+    @classmethod
+    def _whole_frames_per_unit(cls, rate: float) -> float:
+        if abs(rate * UNIT_S - round(rate * UNIT_S)) > 1e-9:
+            raise ValueError(f"units-1s needs whole frames per 1 s unit: frame_rate 25 or 50, not {rate}")
+        return rate
 
 
-def export(samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport:
-    out_dir = Path(out_dir)
-    report, counter, started = start_report(sys.modules[__name__], out_dir)
-    rate = validate_options(options)
-    tok, samples = channel_tokenizer(options, rate, samples, out_dir)
-    rate = tok.frame_rate
-    per = rate * UNIT_S
-    if abs(per - round(per)) > 1e-9:
-        raise ExportError(f"units-1s needs whole frames per 1 s unit; {rate} Hz gives {per}")
-    per = round(per)
-    text_tok = text_tokenizer_for(options)
-    text_offset, audio_offset = len(SPECIALS), len(SPECIALS) + text_tok.vocab_size
-    writer = ShardWriter(out_dir, _schema(), options.shard_size)
-    timer, sr, silence = Timer(), None, {}
-    for s, (user, agent) in tokenized(
-        usable(samples, report, counter), tok, options.tokenize_batch, options.use_augmented, timer
-    ):
-        sr, tl = s.sample_rate, s.timeline
-        samples_per_frame(sr, rate, counter)
-        if sr not in silence:
-            silence[sr] = int(silence_tokens(tok, sr)[0, 0])
-        n, nf = n_units(tl), n_frames(tl, rate)
-        if nf < n * per:
-            counter.add("units1s_last_unit_padded")
-        user_audio = _per_unit(fit_frames(user, nf, counter)[0], n, per, silence[sr])
-        agent_audio = _per_unit(fit_frames(agent, nf, counter)[0], n, per, silence[sr])
-        st = {ch: states(tl, ch) for ch in Channel}
-        text = {ch: unit_text(tl, ch, text_tok.encode, counter) for ch in Channel}
-        writer.add(
-            s.meta.split,
-            {
-                "id": s.id,
-                "split": s.meta.split,
-                "duration": tl.duration,
-                "n_units": n,
-                "input_ids": flat(user_audio, st[Channel.agent], text[Channel.agent], text_offset, audio_offset),
-                "user_audio": user_audio,
-                "agent_audio": agent_audio,
-                "user_state": st[Channel.user],
-                "agent_state": st[Channel.agent],
-                "user_text": text[Channel.user],
-                "agent_text": text[Channel.agent],
+class Units1s(Exporter[Units1sOptions]):
+    name = NAME
+    format_version = FORMAT_VERSION
+    frame_rate = FRAME_RATE
+    needs_audio_tokens = True
+    own_rules = RULES
+    options_model = Units1sOptions
+
+    def write(
+        self, samples: Iterable[Sample], out_dir: Path, options: ExportOptions, format_options: Units1sOptions
+    ) -> ExportReport:
+        report, counter, started = self.start(out_dir)
+        tok, samples = channel_tokenizer(options, format_options.frame_rate, samples, out_dir)
+        rate = tok.frame_rate
+        per = rate * UNIT_S
+        if abs(per - round(per)) > 1e-9:
+            raise ExportError(f"units-1s needs whole frames per 1 s unit; {rate} Hz gives {per}")
+        per = round(per)
+        text_tok = text_tokenizer_for(options)
+        text_offset, audio_offset = len(SPECIALS), len(SPECIALS) + text_tok.vocab_size
+        writer = ShardWriter(out_dir, _schema(), options.shard_size)
+        timer, sr, silence = Timer(), None, {}
+        for s, (user, agent) in tokenized(
+            usable(samples, report, counter), tok, options.tokenize_batch, options.use_augmented, timer
+        ):
+            sr, tl = s.sample_rate, s.timeline
+            samples_per_frame(sr, rate, counter)
+            if sr not in silence:
+                silence[sr] = int(silence_tokens(tok, sr)[0, 0])
+            n, nf = n_units(tl), n_frames(tl, rate)
+            if nf < n * per:
+                counter.add("units1s_last_unit_padded")
+            user_audio = _per_unit(fit_frames(user, nf, counter)[0], n, per, silence[sr])
+            agent_audio = _per_unit(fit_frames(agent, nf, counter)[0], n, per, silence[sr])
+            st = {ch: states(tl, ch) for ch in Channel}
+            text = {ch: unit_text(tl, ch, text_tok.encode, counter) for ch in Channel}
+            writer.add(
+                s.meta.split,
+                {
+                    "id": s.id,
+                    "split": s.meta.split,
+                    "duration": tl.duration,
+                    "n_units": n,
+                    "input_ids": flat(user_audio, st[Channel.agent], text[Channel.agent], text_offset, audio_offset),
+                    "user_audio": user_audio,
+                    "agent_audio": agent_audio,
+                    "user_state": st[Channel.user],
+                    "agent_state": st[Channel.agent],
+                    "user_text": text[Channel.user],
+                    "agent_text": text[Channel.agent],
+                },
+            )
+            report.samples_out += 1
+            report.dialogue_seconds += tl.duration
+        report.seconds_tokenize = timer.seconds
+        sidecar = text_audio_sidecar(
+            name=NAME,
+            version=FORMAT_VERSION,
+            frame_rate=rate,
+            sample_rate=sr,
+            specials=SPECIALS,
+            text_tok=text_tok,
+            text_offset=text_offset,
+            audio_tok=tok,
+            audio_offset=audio_offset,
+            export_options=options,
+            out_dir=out_dir,
+            layout="1 s units: <unit> user codes (<|listen|> | <|speak|> agent text <|chunk_eos|>|<|turn_eos|>|"
+            "<|interrupt|>) </unit>; per-unit arrays and states for both channels",
+            columns={
+                "input_ids": "the agent's flat MiniCPM-o style sequence",
+                "user_state": f"one of {STATES} per unit",
+                "agent_state": f"one of {STATES} per unit",
+            },
+            options={**dump_options(options), "unit_s": UNIT_S, "states": list(STATES)},
+        )
+        return finish(out_dir, sidecar, report, counter, writer, started)
+
+    def decode(self, out_dir: Path, sample_id: str) -> Decoded:
+        """One row per unit: each channel's state and text, and its audio codes."""
+        sidecar = read_sidecar(out_dir)
+        row = read_row(out_dir, sample_id)
+        text_tok = text_tokenizer_for(ExportOptions(text_tokenizer=sidecar.options.get("text_tokenizer")))
+
+        def words(ids: list[int]) -> str:
+            return text_tok.decode(ids).strip() if ids else ""
+
+        return Decoded(
+            id=sample_id,
+            format=NAME,
+            frame_rate=1 / UNIT_S,
+            tracks={
+                "user state": row["user_state"],
+                "user text": [words(t) for t in row["user_text"]],
+                "agent state": row["agent_state"],
+                "agent text": [words(t) for t in row["agent_text"]],
+                "user codes": [" ".join(map(str, c[:6])) + " …" for c in row["user_audio"]],
+                "agent codes": [" ".join(map(str, c[:6])) + " …" for c in row["agent_audio"]],
             },
         )
-        report.samples_out += 1
-        report.dialogue_seconds += tl.duration
-    report.seconds_tokenize = timer.seconds
-    sidecar = text_audio_sidecar(
-        name=NAME,
-        version=FORMAT_VERSION,
-        frame_rate=rate,
-        sample_rate=sr,
-        specials=SPECIALS,
-        text_tok=text_tok,
-        text_offset=text_offset,
-        audio_tok=tok,
-        audio_offset=audio_offset,
-        export_options=options,
-        out_dir=out_dir,
-        layout="1 s units: <unit> user codes (<|listen|> | <|speak|> agent text <|chunk_eos|>|<|turn_eos|>|"
-        "<|interrupt|>) </unit>; per-unit arrays and states for both channels",
-        columns={
-            "input_ids": "the agent's flat MiniCPM-o style sequence",
-            "user_state": f"one of {STATES} per unit",
-            "agent_state": f"one of {STATES} per unit",
-        },
-        options={**dump_options(options), "unit_s": UNIT_S, "states": list(STATES)},
-    )
-    return finish(out_dir, sidecar, report, counter, writer, started)
-
-
-def decode(out_dir: Path, sample_id: str) -> Decoded:
-    """One row per unit: each channel's state and text, and its audio codes."""
-    sidecar = read_sidecar(out_dir)
-    row = read_row(out_dir, sample_id)
-    text_tok = text_tokenizer_for(ExportOptions(text_tokenizer=sidecar.options.get("text_tokenizer")))
-
-    def words(ids: list[int]) -> str:
-        return text_tok.decode(ids).strip() if ids else ""
-
-    return Decoded(
-        id=sample_id,
-        format=NAME,
-        frame_rate=1 / UNIT_S,
-        tracks={
-            "user state": row["user_state"],
-            "user text": [words(t) for t in row["user_text"]],
-            "agent state": row["agent_state"],
-            "agent text": [words(t) for t in row["agent_text"]],
-            "user codes": [" ".join(map(str, c[:6])) + " …" for c in row["user_audio"]],
-            "agent codes": [" ".join(map(str, c[:6])) + " …" for c in row["agent_audio"]],
-        },
-    )

@@ -26,7 +26,7 @@ from lhotse import CutSet
 
 from factory.audio.vad import energy_vad
 from factory.export import nemo
-from factory.export.base import ExportOptions
+from factory.export.options import ExportOptions
 from factory.models import BargeInEvent, Channel, EndReason, TurnKind
 from factory.tokenize.text import HFTextTokenizer
 from tests.export_fixtures import SCRIPT, make_sample
@@ -57,7 +57,9 @@ def samples():
 @pytest.fixture(scope="module")
 def exported(samples, text_tok, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("nemo")
-    nemo.export(samples, out, ExportOptions(text_tokenizer_obj=text_tok, format_options={"word_timestamps": True}))
+    nemo.NemoDuplex().export(
+        samples, out, ExportOptions(text_tokenizer_obj=text_tok, format_options={"word_timestamps": True})
+    )
     return out
 
 
@@ -204,7 +206,7 @@ def test_a_turn_ending_at_the_end_gets_room_for_its_eos(samples, text_tok, tmp_p
     n_end = round((last.end + 0.005) * s.sample_rate)
     s.stems = s.stems[:n_end]  # the audio ends 5 ms after the last turn: its EOS frame would be T
     s.meta.timeline.duration = n_end / s.sample_rate
-    report = nemo.export([s], tmp_path / "x", ExportOptions(text_tokenizer_obj=text_tok))
+    report = nemo.NemoDuplex().export([s], tmp_path / "x", ExportOptions(text_tokenizer_obj=text_tok))
     assert report.rules["turn_end_needs_a_frame"] == 1
     (cut,) = list(nemo.read_cuts(tmp_path / "x", "train"))
     assert nemo.frame(last.end, 16000) < nemo.frame(cut.duration, 16000)
@@ -213,7 +215,7 @@ def test_a_turn_ending_at_the_end_gets_room_for_its_eos(samples, text_tok, tmp_p
 
 def test_export_is_deterministic(samples, text_tok, tmp_path) -> None:
     for name in ("a", "b"):
-        nemo.export(samples, tmp_path / name, ExportOptions(text_tokenizer_obj=text_tok))
+        nemo.NemoDuplex().export(samples, tmp_path / name, ExportOptions(text_tokenizer_obj=text_tok))
     a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert Path("shar/train/recording.000000.tar") in a and Path("cuts_dev.jsonl.gz") in a
     for f in a:
@@ -259,7 +261,7 @@ def _run_folder(run: Path, sample) -> Path:
 
 def test_export_run_on_a_run_folder_in_the_torch_env(samples, text_tok, tmp_path) -> None:
     """The framework's export_run (read_samples, rejected and empty-shard counts) with this format."""
-    from factory.export.base import export_run
+    from factory.export.run import export_run
 
     run = _run_folder(tmp_path / "run", samples[0])
     report = export_run(run, "nemo-duplex", tmp_path / "out", ExportOptions(text_tokenizer_obj=text_tok))
@@ -290,7 +292,7 @@ def test_the_torch_envs_cli_exports_nemo_and_names_missing_mimi_weights(samples,
 
 def test_inspect_renders_each_role_per_frame(exported, samples) -> None:
     s = samples[0]
-    dec = nemo.decode(exported, s.id)
+    dec = nemo.NemoDuplex().decode(exported, s.id)
     agent = dec.tracks["agent text"]
     for t in s.timeline.turns:
         if t.channel is Channel.agent:

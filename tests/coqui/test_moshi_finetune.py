@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from factory.export import moshi
-from factory.export.base import ExportOptions, read_row
+from factory.export.options import ExportOptions
+from factory.export.output import read_row
 from factory.tokenize.codecs import MimiTokenizer
 from factory.tokenize.text import SentencePieceTextTokenizer
 from tests.export_fixtures import SCRIPT, make_sample
@@ -71,7 +72,7 @@ def exported(tmp_path_factory, spm_path, mimi) -> Path:
         audio_tokenizer_obj=mimi,
         text_tokenizer_obj=SentencePieceTextTokenizer(spm_path),
     )
-    report = moshi.export(samples, out, opts)
+    report = moshi.Moshi().export(samples, out, opts)
     # this tiny vocabulary splits words into several pieces: some words start before the previous
     # word's pieces are out, which the loader's default drops (counted) and our streams shift
     assert report.rules["loader_drops_leftover_tokens"] > 0

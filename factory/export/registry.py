@@ -1,0 +1,38 @@
+"""The export formats by name. Each is an `Exporter` subclass in its own module of
+`factory.export`, imported when asked for (nemo-duplex needs lhotse, which needs torch)."""
+
+from __future__ import annotations
+
+import importlib
+
+from factory.export.errors import ExportError
+from factory.export.exporter import ExportFormat
+
+# format name -> (module, class)
+FORMATS: dict[str, tuple[str, str]] = {
+    "bayling": ("factory.export.bayling", "Bayling"),
+    "dgslm": ("factory.export.dgslm", "Dgslm"),
+    "lslm": ("factory.export.lslm", "Lslm"),
+    "units-1s": ("factory.export.units1s", "Units1s"),
+    "moshi": ("factory.export.moshi", "Moshi"),
+    "nemo-duplex": ("factory.export.nemo", "NemoDuplex"),
+    "fdb": ("factory.export.fdb", "FullDuplexBench"),
+}
+
+
+def known_formats() -> list[str]:
+    return sorted(FORMATS)
+
+
+def get_format(name: str) -> ExportFormat:
+    """The exporter of format `name`; an unknown name lists the known ones."""
+    if name not in FORMATS:
+        raise ExportError(f"unknown export format {name!r}; known formats: {', '.join(known_formats())}")
+    module_name, class_name = FORMATS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise ExportError(f"format {name!r} is registered but its module {exc.name} is not installed") from None
+        raise
+    return getattr(module, class_name)()
