@@ -592,7 +592,7 @@ def _rejection_counts(reasons: list[str | None]) -> str:
 
 @app.command("export")
 def export_cmd(
-    run: Annotated[str, typer.Argument(help="run folder or fsspec URL (s3://bucket/runs/<id>)")],
+    run: RunArg,
     format_: Annotated[
         str, typer.Option("--format", "-f", help="bayling, dgslm, lslm, units-1s, moshi, nemo-duplex, fdb")
     ],
@@ -609,9 +609,7 @@ def export_cmd(
     tokenize_batch: Annotated[int, typer.Option(help="dialogues per audio-tokenizer batch")] = 8,
     augmented: Annotated[bool, typer.Option(help="tokenize the augmented mix")] = False,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="format option KEY=VALUE")] = None,
-    storage_option: Annotated[
-        list[str] | None, typer.Option("--storage-option", help="fsspec option of a URL run, KEY=VALUE")
-    ] = None,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Export a finished run as training shards of FORMAT (token arrays + export.json sidecar), or with
     `--format fdb` its test split as Full-Duplex-Bench items (-o split=test|train|dev|all,
@@ -637,7 +635,7 @@ def export_cmd(
             use_augmented=augmented,
             format_options=parse_options(option or []),
         )
-        storage = parse_options(storage_option or []) or None
+        storage = _storage(storage_options)
         report = run_with_progress(lambda progress: export_run(run, format_, out, options, progress, storage))
     except ExportError as exc:
         console.print(f"[red]{exc}[/red]")

@@ -206,10 +206,6 @@ def test_push_of_an_s3_run_through_the_cli(s3_run, tiny_run: Path, tmp_path: Pat
             assert hub.file_bytes("lab/from-s3", rel) == (tiny_run / rel).read_bytes(), rel
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export_cmd (exporters' part) takes a Path and has no --storage-options yet; export_run checks is_dir",
-)
 def test_export_of_an_s3_run_through_the_cli(s3_run, tiny_run: Path, tmp_path: Path) -> None:
     url, endpoint = s3_run
     out = tmp_path / "export"
