@@ -1,5 +1,5 @@
 """Prefect flow: one task per shard. Orchestration only; the work is in `factory.run.shards`
-and `factory.pipeline`.
+and the shard engine (`factory.engine`).
 
 Run it with `duplex-factory generate` (a Prefect server of its own that dies with it, see
 `flows.server`), or deploy it (`duplex-factory deploy`, `prefect.yaml`; README "Scheduling").
@@ -25,9 +25,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from factory.batch import utilisation
 from factory.config import RunConfig
-from factory.pipeline import SampleResult, llm_for, preflight
+from factory.engine import utilisation
 from factory.run.shards import (
     ShardResult,
     ShardSpec,
@@ -39,16 +38,18 @@ from factory.run.shards import (
     run_store,
     verify_shard,
 )
+from factory.runtime import runtime_for
 from factory.seeding import derive_seed
+from factory.stages import SampleResult
 
 OnSample = Callable[[SampleResult], None]
 
 
 @task(name="generate-shard", cache_policy=NO_CACHE)
 def shard_task(config: dict[str, Any], spec: ShardSpec, on_sample: OnSample | None = None) -> ShardResult:
-    cfg = RunConfig.model_validate(config)
+    rt = runtime_for(RunConfig.model_validate(config))  # one per config and worker process
     start = time.perf_counter()
-    result = generate_shard(cfg, spec, on_sample=on_sample)
+    result = generate_shard(rt, spec, on_sample=on_sample)
     result.seconds = round(time.perf_counter() - start, 3)
     get_run_logger().info(
         "%s: %s, %d ok, %d rejected",
@@ -141,9 +142,10 @@ def generate(
 
         config = dated(config, flow_run.scheduled_start_time.strftime("%Y%m%d"))
     cfg = RunConfig.model_validate(config)
-    preflight(cfg)
+    rt = runtime_for(cfg)
+    rt.preflight()
     # The HTTP backend's retry/failure counters, as this run's delta (the backend outlives runs).
-    llm_stats = getattr(llm_for(cfg), "stats", None)
+    llm_stats = getattr(rt.llm, "stats", None)
     stats_before = llm_stats.snapshot() if llm_stats is not None else None
     specs = plan_shards(cfg)
     failures = failed_shards(run_store(cfg)) if only is not None else {}
