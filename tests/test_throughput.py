@@ -70,12 +70,13 @@ def test_a_shard_of_32_dialogues_keeps_the_llm_server_full(tmp_path: Path) -> No
         # every turn, plus the rare re-ask of a turn the writer's checks refused (random words can loop)
         assert N_DIALOGUES * N_TURNS <= server.n_requests <= 1.05 * N_DIALOGUES * N_TURNS
         assert server.max_in_flight == N_DIALOGUES, server.max_in_flight
-        script_s = stats.seconds["script"]
-        assert script_s <= 2 * N_TURNS * LATENCY_S, (script_s, wall)
+        # What the server recorded, not wall-clock time (the machine is shared): while it was
+        # serving, most of the 32 dialogues' turns were in flight together.
+        assert server.mean_in_flight(busy_only=True) > N_DIALOGUES / 2, (server.mean_in_flight(True), wall)
         use = utilisation([stats.as_dict()])
         assert use["llm"]["requests"] == server.n_requests
         assert use["llm"]["max_in_flight"] == N_DIALOGUES
-        assert use["llm"]["mean_in_flight"] > N_DIALOGUES / 2, use["llm"]
+        assert stats.llm_busy_s >= 0.95 * server.busy_request_seconds()  # the client saw every request-second
         assert use["tts"]["renders_per_call"] >= N_DIALOGUES * N_TURNS / 2  # one batch per voice backend
 
         server.reset()
@@ -83,7 +84,7 @@ def test_a_shard_of_32_dialogues_keeps_the_llm_server_full(tmp_path: Path) -> No
         one_by_one, seq_stats = build_shard(runtime_for(one_at_a_time), range(2), "s0")
         assert server.max_in_flight == 1
         assert server.n_requests >= 2 * N_TURNS
-        assert seq_stats.seconds["script"] >= 2 * N_TURNS * LATENCY_S
+        assert seq_stats.seconds["script"] >= 2 * N_TURNS * LATENCY_S  # a lower bound holds on any machine
         assert set(seq_stats.seconds) == set(stats.seconds)  # one set of stage timers whatever the wave size
         # The same dialogues, the same bytes.
         for a, b in zip(one_by_one, results[:2], strict=True):
