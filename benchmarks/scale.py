@@ -17,7 +17,7 @@ a number; what stays warm is the OS page cache (Python imports, espeak data, the
 The product is driven only through its public entry points: `factory.config.load_config`, the
 flow (`flows.generate.run_generate` inside `flows.server.run_server`, as `duplex-factory
 generate` does), the run folder's `manifest.parquet` and `data/*.parquet`, and for the baseline
-`factory.pipeline.generate_sample` (one dialogue's stages, no flow, no shard).
+`factory.engine.build_shard` on one dialogue at a time (a wave of one: no flow, no shard file).
 
 Definitions
 -----------
@@ -139,12 +139,15 @@ def _child(mode: str, n: int, sets: list[str], out: Path, progress: Path) -> Non
             summary = run_generate(cfg, on_sample=tick).model_dump(mode="json")
             marks["flow_done"] = time.perf_counter()
     else:
-        from factory.pipeline import generate_sample
+        from factory.engine import build_shard
+        from factory.runtime import runtime_for
 
         imported = time.perf_counter()
         n_ok = 0
-        for i in range(n):
-            result = generate_sample(cfg, i, "direct")
+        one = cfg.model_copy(update={"run": cfg.run.model_copy(update={"wave_size": 1, "processes": 1})})
+        rt = runtime_for(one)
+        for i in range(n):  # one dialogue at a time, no shard file, no flow
+            (result,), _ = build_shard(rt, [i], "direct")
             n_ok += result.sample is not None
             del result
             tick()
@@ -540,7 +543,7 @@ def tables(result: dict[str, Any]) -> tuple[list[Table], str]:
         "(espeak-gb-m3 / espeak-us-f3), Whisper QA off. Each row is a fresh process with a fresh run folder, "
         "TTS cache and Prefect home; only the OS page cache (imports, espeak data) is warm. "
         "`flow` = `flows.generate.run_generate` with its own Prefect server; `direct` = "
-        "`factory.pipeline.generate_sample` in a loop (same dialogues, no flow/shards/run folder).",
+        "`factory.engine.build_shard` one dialogue at a time (same dialogues, no flow/shards/run folder).",
         "",
         "| metric | " + " | ".join(heads) + " |",
         "|---|" + "---:|" * len(heads),
@@ -671,7 +674,7 @@ def main() -> None:
                 continue
             try:
                 rows.append(measure(args, "direct", n, progress))
-            except RuntimeError as exc:  # e.g. generate_sample renamed: the flow numbers still stand
+            except RuntimeError as exc:  # e.g. the engine API renamed: the flow numbers still stand
                 console.print(f"[yellow]direct baseline n={n} failed, no overhead figure for it:[/yellow] {exc}")
     result = {
         "meta": {

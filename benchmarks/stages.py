@@ -24,11 +24,13 @@ from rich.table import Table
 
 from factory.audio.mix import flac_bytes
 from factory.config import load_config
+from factory.engine import StageTimes, build_shard
 from factory.llm.embedded import LlamaCppBackend
 from factory.models import Channel, Mode, ScriptTurn
-from factory.pipeline import StageTimes, generate_sample, voice_bank
 from factory.render.registry import get_backend
+from factory.render.voices import VoiceBank
 from factory.run.rows import write_shard
+from factory.runtime import runtime_for
 from factory.script.scenario import draw_scenario
 from factory.script.writer import TurnRejected, write_turn
 from factory.seeding import rng_for
@@ -72,7 +74,7 @@ def bench_llm(n_turns: int) -> list[dict]:
 
 
 def bench_tts(repeats: int) -> list[dict]:
-    bank = voice_bank(Path("voices"))
+    bank = VoiceBank.load(Path("voices"))
     rows, seen = [], set()
     for voice in bank:
         if voice.backend in seen or voice.backend == "coqui":
@@ -100,14 +102,14 @@ def bench_tts(repeats: int) -> list[dict]:
 
 def bench_pipeline(samples: int, seed: int) -> list[dict]:
     # No TTS cache (it would turn repeated runs into cache hits); intelligibility QA on, as by default.
-    cfg = load_config(None, [f"run.seed={seed}", f"run.n_samples={samples}", "tts.cache_dir=null"])
+    # One dialogue at a time (waves of one, in this process): the cost of each stage alone.
+    overrides = [f"run.seed={seed}", f"run.n_samples={samples}", "tts.cache_dir=null"]
+    cfg = load_config(None, [*overrides, "run.wave_size=1", "run.processes=1"])
     times = StageTimes()
-    durations, rows_out = [], []
-    for i in range(samples):
-        result = generate_sample(cfg, i, "bench", times)
-        if result.sample is not None:
-            durations.append(result.manifest.duration)
-            rows_out.append(result.sample)
+    results, stats = build_shard(runtime_for(cfg), range(samples), "bench")
+    times.seconds.update(stats.seconds)
+    durations = [r.manifest.duration for r in results if r.sample is not None]
+    rows_out = [r.sample for r in results if r.sample is not None]
     with tempfile.TemporaryDirectory() as tmp, times("write shard"):
         write_shard(rows_out, Path(tmp) / "bench.parquet", cfg.audio.sample_rate)
     minutes = sum(durations) / 60

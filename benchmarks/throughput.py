@@ -1,6 +1,6 @@
 """End-to-end throughput of the main job on the embedded CPU defaults, as a new user runs it:
 `duplex-factory generate` in a fresh process with an empty TTS cache, one-at-a-time (the path
-before stage batching: `run.batched=false run.processes=1`) and stage-batched (the defaults),
+before stage batching: `run.wave_size=1 run.processes=1`) and stage-batched (the defaults),
 side by side in the same run, alternating so machine load hits both alike.
 
     .venv/bin/python benchmarks/throughput.py [--samples 8] [--repeats 1] [--set KEY=VALUE ...]
@@ -33,8 +33,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PATHS = {
-    "one at a time": ["run.batched=false", "run.processes=1"],
-    "stage-batched": [],  # the defaults: run.batched=true, run.processes = CPUs
+    "one at a time": ["run.wave_size=1", "run.processes=1"],
+    "stage-batched": [],  # the defaults: one wave per shard, run.processes = CPUs
 }
 
 

@@ -97,7 +97,7 @@ def bench(name: str, processes: int, clients: int) -> list[dict]:
     wall, seq = timed(lambda: synthesize_many(direct, reqs))
     rows.append(row(name, "sequential (in-process)", reqs, wall, warm, seq, True))
 
-    pool = PooledBackend(name, processes=processes)
+    pool = PooledBackend(name, build=get_backend, processes=processes)
     try:
         warm, _ = timed(lambda: pool.synthesize_many(warm_req * processes))
         wall, out = timed(lambda: pool.synthesize_many(reqs))
@@ -105,7 +105,7 @@ def bench(name: str, processes: int, clients: int) -> list[dict]:
     finally:
         pool.close()
 
-    hosted = PooledBackend(name, processes=processes)
+    hosted = PooledBackend(name, build=get_backend, processes=processes)
     service = TTSService({name: hosted}, batch_size=16, max_wait_ms=20)
     try:
         with ServiceThread(service) as url:

@@ -458,15 +458,13 @@ def fit_timing(
 
 
 def _warm_up(cfg) -> None:
-    from factory.batch import warm_up
-    from factory.pipeline import pick_voices, voice_bank
+    # Imported here: the engine pulls in the stage packages, and `generate` starts warming up the
+    # models before Prefect is imported; other commands need neither.
+    from factory.engine import warm_up
+    from factory.runtime import runtime_for
 
     try:
-        if cfg.tts.user_voice:
-            backends = {v.backend for v in pick_voices(cfg, "warm-up").values()}
-        else:
-            backends = {v.backend for v in voice_bank(cfg.tts.voice_bank).by_split(cfg.run.split)}
-        warm_up(cfg, sorted(backends))
+        warm_up(runtime_for(cfg))
     except Exception:  # noqa: BLE001 - a head start only; preflight reports every problem
         return
 

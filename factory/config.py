@@ -49,11 +49,13 @@ class RunSection(_Section):
     output_dir: Path = Path("outputs")
     workers: int = Field(1, ge=1, le=256, description="shards generated concurrently")
     max_sample_attempts: int = Field(2, ge=1, le=10, description="re-draws of a rejected sample")
-    batched: bool = Field(
-        True,
-        description="stage-batched shards (factory.batch): each stage runs for all of a shard's dialogues at "
-        "once (LLM waves, one TTS batch, one Whisper pass per channel, a process pool); false = one dialogue "
-        "at a time through every stage (same bytes, slower)",
+    wave_size: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="dialogues in one wave of the shard engine (factory.engine): each stage runs for a whole "
+        "wave at once (LLM turns together, one TTS batch, Whisper and assembly in the process pool); "
+        "null = the whole shard; 1 with processes 1 = one dialogue at a time (same bytes, slower)",
     )
     processes: int | None = Field(
         None,
@@ -97,6 +99,17 @@ class RunSection(_Section):
         if self.processes is not None:
             return self.processes
         return max(1, (os.cpu_count() or 1) // self.workers)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batched_is_wave_size(cls, data: Any) -> Any:
+        """Configs written before the one engine (runs' config.yaml) said `batched`: false meant one
+        dialogue at a time, which is a wave of one now; true is the default."""
+        if isinstance(data, dict) and "batched" in data:
+            data = dict(data)
+            if data.pop("batched") is False and data.get("wave_size") is None:
+                data["wave_size"] = 1
+        return data
 
     @model_validator(mode="after")
     def _check_scale(self) -> RunSection:

@@ -1,5 +1,5 @@
 """Prefect flow: one task per shard. Orchestration only; the work is in `factory.run.shards`
-and `factory.pipeline`.
+and the shard engine (`factory.engine`).
 
 Run it with `duplex-factory generate` (a Prefect server of its own that dies with it, see
 `flows.server`), or deploy it (`duplex-factory deploy`, `prefect.yaml`; README "Scheduling").
@@ -27,7 +27,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from factory.config import RunConfig
-from factory.pipeline import SampleResult, llm_for, preflight
 from factory.run.records import FailureRecord, LLMHttp, RunSummary, failed_shards, utilisation
 from factory.run.shards import (
     ShardResult,
@@ -40,7 +39,9 @@ from factory.run.shards import (
     skipped_result,
     verify_shard,
 )
+from factory.runtime import runtime_for
 from factory.seeding import derive_seed
+from factory.stages import SampleResult
 
 OnSample = Callable[[SampleResult], None]
 OnShard = Callable[[ShardResult], None]
@@ -48,9 +49,9 @@ OnShard = Callable[[ShardResult], None]
 
 @task(name="generate-shard", cache_policy=NO_CACHE)
 def shard_task(config: dict[str, Any], spec: ShardSpec, on_sample: OnSample | None = None) -> ShardResult:
-    cfg = RunConfig.model_validate(config)
+    rt = runtime_for(RunConfig.model_validate(config))  # one per config and worker process
     start = time.perf_counter()
-    result = generate_shard(cfg, spec, on_sample=on_sample)
+    result = generate_shard(rt, spec, on_sample=on_sample)
     result.seconds = round(time.perf_counter() - start, 3)
     get_run_logger().info(
         "%s: %s, %d ok, %d rejected",
@@ -161,9 +162,10 @@ def generate(
 
         config = dated(config, flow_run.scheduled_start_time.strftime("%Y%m%d"))
     cfg = RunConfig.model_validate(config)
-    preflight(cfg)
+    rt = runtime_for(cfg)
+    rt.preflight()
     # The HTTP backend's retry/failure counters, as this run's delta (the backend outlives runs).
-    llm_stats = getattr(llm_for(cfg), "stats", None)
+    llm_stats = getattr(rt.llm, "stats", None)
     stats_before = llm_stats.snapshot() if llm_stats is not None else None
     specs = plan_shards(cfg)
     failures = failed_shards(run_store(cfg)) if only is not None else {}

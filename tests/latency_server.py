@@ -84,14 +84,24 @@ class LatencyServer:
             self.n_requests = self.max_in_flight = 0
             self.events = []
 
-    def mean_in_flight(self) -> float:
-        """Time-weighted mean of requests in flight between the first request and the last answer."""
+    def mean_in_flight(self, busy_only: bool = False) -> float:
+        """Time-weighted mean of requests in flight between the first request and the last answer;
+        with `busy_only`, over the time at least one request was in flight (a GPU server's batch
+        fill: idle gaps, e.g. a client slowed by a loaded machine, do not count)."""
         with self._lock:
             events = list(self.events)
         if len(events) < 2:
             return 0.0
-        area = sum((t1 - t0) * n for (t0, n), (t1, _) in zip(events, events[1:]))
-        return area / (events[-1][0] - events[0][0])
+        spans = [(t1 - t0, n) for (t0, n), (t1, _) in zip(events, events[1:])]
+        area = sum(dt * n for dt, n in spans)
+        time = sum(dt for dt, n in spans if n > 0) if busy_only else events[-1][0] - events[0][0]
+        return area / time if time else 0.0
+
+    def busy_request_seconds(self) -> float:
+        """Request-seconds served: the area under the in-flight curve."""
+        with self._lock:
+            events = list(self.events)
+        return sum((t1 - t0) * n for (t0, n), (t1, _) in zip(events, events[1:]))
 
     def _enter(self) -> None:
         with self._lock:

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from factory import pipeline
 from factory.cli import ALL_REJECTED, app
+from factory.runtime import Runtime
 from tests.conftest import TINY
 
 # The smallest real run: the tiny run's settings, one attempt per sample.
@@ -96,7 +96,7 @@ def test_unexpected_backend_error_rejects_one_sample_and_the_run_goes_on(
 ) -> None:
     """The first synthesis of the run raises: sample 0 is rejected as internal_error with the
     traceback logged, sample 1 comes out, the shard is written, and a partial run exits 0."""
-    real_lookup = pipeline.tts_backend
+    real_lookup = Runtime.tts
     calls: list[str] = []
 
     class FirstCallExplodes:
@@ -109,7 +109,7 @@ def test_unexpected_backend_error_rejects_one_sample_and_the_run_goes_on(
                 raise Boom("backend bug")
             return self.inner.synthesize(text, voice, rate=rate)
 
-    monkeypatch.setattr(pipeline, "tts_backend", lambda name, cfg: FirstCallExplodes(real_lookup(name, cfg)))
+    monkeypatch.setattr(Runtime, "tts", lambda self, name: FirstCallExplodes(real_lookup(self, name)))
     logged: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: logged.append(record.getMessage())

@@ -24,12 +24,12 @@ from tests.conftest import TINY, read_rows
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs the CLI in this fresh process, then reads the render counters of the process's cached TTS
-# backends (the same lru-cached objects the pipeline used) into a JSON file.
+# backends (shared per process by factory.runtime, so the run's own) into a JSON file.
 DRIVER = """
 import json, sys
 from factory.cli import app
 from factory.config import load_config
-from factory.pipeline import pick_voices, tts_backend
+from factory.runtime import runtime_for
 
 out, run_id, stats_path, *overrides = sys.argv[1:]
 args = ["generate", "--out", out, "--run-id", run_id]
@@ -41,8 +41,9 @@ try:
 except SystemExit as exc:
     code = exc.code or 0
 cfg = load_config(overrides=overrides)
-backends = sorted({v.backend for v in pick_voices(cfg, "stats").values()})
-stats = {name: tts_backend(name, cfg).cache_stats.as_dict() for name in backends}
+rt = runtime_for(cfg)
+backends = sorted({v.backend for v in rt.pick_voices("stats").values()})
+stats = {name: rt.tts(name).cache_stats.as_dict() for name in backends}
 open(stats_path, "w").write(json.dumps(stats))
 sys.exit(code)
 """

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-import factory.pipeline as pipeline
+import factory.runtime as runtime
 from factory.llm import LLMError
 from factory.llm.http import OpenAIHTTPBackend
 from factory.models import MixRecipe, Timeline
@@ -103,7 +103,7 @@ def fault_run(llama_server: Server, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("fault-runs")
     wrapped: list[FlakyTTS] = []
     summaries: list[dict] = []
-    real_get_backend, real_run_generate = pipeline.get_backend, flow_module.run_generate
+    real_get_backend, real_run_generate = runtime.get_backend, flow_module.run_generate
 
     def flaky_backend(name: str, options: object = None) -> FlakyTTS:
         wrapped.append(FlakyTTS(real_get_backend(name, options), rate=0.25, seed=SEED))
@@ -128,13 +128,13 @@ def fault_run(llama_server: Server, tmp_path_factory: pytest.TempPathFactory) ->
         for item in overrides:
             args += ["--set", item]
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(pipeline, "get_backend", flaky_backend)
+            mp.setattr(runtime, "get_backend", flaky_backend)
             mp.setattr(flow_module, "run_generate", recording_run_generate)
-            pipeline._tts_backend.cache_clear()
+            runtime.forget_shared()
             try:
                 result = CliRunner().invoke(app, args)
             finally:
-                pipeline._tts_backend.cache_clear()  # later tests get the real backends
+                runtime.forget_shared()  # later tests get the real backends
         assert result.exit_code == 0, result.output + repr(result.exception)
         yield FaultRun(out / "faulty", result.output, summaries[0], proxy, wrapped)
 

@@ -119,7 +119,7 @@ def test_cached_batch_rejects_a_short_answer(tmp_path, voices):
 # --------------------------------------------------------------------------- process pool
 @pytest.fixture(scope="module")
 def pool():
-    p = PooledBackend("espeak", processes=2, timeout_s=30)
+    p = PooledBackend("espeak", build=get_backend, processes=2, timeout_s=30)
     yield p
     p.close()
 
@@ -150,7 +150,7 @@ def _worker_pids(pool: PooledBackend) -> list[int]:
 
 
 def test_pool_dead_worker_is_an_error_not_a_hang(voices):
-    pool = PooledBackend("espeak", processes=2, timeout_s=30)
+    pool = PooledBackend("espeak", build=get_backend, processes=2, timeout_s=30)
     try:
         pool.synthesize_many([SynthesisRequest(t, voices[0]) for t in TEXTS])  # workers up
         pids = _worker_pids(pool)
@@ -178,7 +178,7 @@ def test_pool_dead_worker_is_an_error_not_a_hang(voices):
 
 
 def test_pool_hung_worker_times_out(voices):
-    pool = PooledBackend("espeak", processes=1, timeout_s=1.5)
+    pool = PooledBackend("espeak", build=get_backend, processes=1, timeout_s=1.5)
     try:
         pool.synthesize(TEXTS[1], voices[0])
         (pid,) = _worker_pids(pool)
@@ -194,7 +194,7 @@ def test_pool_hung_worker_times_out(voices):
 
 
 def test_pool_relays_a_backend_that_cannot_be_built(voices):
-    pool = PooledBackend("espeak", {"library": "libnothing-here.so.9"}, processes=1, timeout_s=30)
+    pool = PooledBackend("espeak", {"library": "libnothing-here.so.9"}, build=get_backend, processes=1, timeout_s=30)
     try:
         with pytest.raises(TTSError, match="libnothing-here"):
             pool.cache_identity()

@@ -5,9 +5,8 @@ fresh helper per render, so threads do not add cores. Each worker builds the reg
 once (the pool's initializer) and keeps it for its life; `synthesize_many` maps the requests
 over the workers and hands results back in request order.
 
-The context is spawn, never fork: the caller runs threads (Prefect, the shard pool, the aiohttp
-TTS service) and a forked child would inherit their locks. Not forkserver either: its server
-process outlived SIGKILLed runs. Workers exit when the process that started them is gone.
+The workers come from the project's one process pool (`factory.workers`: spawned, and they exit
+when the process that started them is gone).
 A render's `TTSError` comes back in its slot; a worker that dies (segfault, OOM kill) or
 stops answering for `timeout_s` fails the requests it had with a TTSError saying so, and the
 pool is rebuilt for the next batch, so nothing hangs and the batch's other slots survive.
@@ -16,11 +15,8 @@ pool is rebuilt for the next batch, so nothing hangs and the batch's other slots
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
 import threading
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +24,7 @@ from typing import Any
 
 from factory.models import Utterance, Voice
 from factory.render.base import BatchStats, SynthesisRequest, TTSError, synthesize_one
+from factory.workers import kill_pool, spawn_pool
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -35,26 +32,11 @@ DEFAULT_TIMEOUT_S = 300.0
 _WORKER: dict[str, Any] = {}
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Exit as soon as the process that started this worker is gone: a killed run must not leave
-    workers blocked on a task pipe nobody closes."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _init(name: str, options_json: str) -> None:
+def _init(build: Callable[[str, dict[str, Any]], Any], name: str, options_json: str) -> None:
     """Build the backend once per worker; a failure is kept and raised by every task, so the
     caller sees the backend's own message (e.g. what to install), not a broken pool."""
-    from factory.render.registry import get_backend
-
-    _exit_with_parent(os.getppid())
     try:
-        _WORKER["backend"] = get_backend(name, json.loads(options_json))
+        _WORKER["backend"] = build(name, json.loads(options_json))
     except Exception as exc:  # noqa: BLE001 — relayed as-is by _render/_identity
         _WORKER["error"] = exc if isinstance(exc, TTSError) else TTSError(f"{type(exc).__name__}: {exc}")
 
@@ -78,24 +60,19 @@ def _render(text: str, voice: Voice, rate: float) -> Utterance | TTSError:
         return TTSError(f"{_WORKER.get('backend', '?')!r} failed: {type(exc).__name__}: {exc}")
 
 
-def _context() -> mp.context.BaseContext:
-    # spawn, not forkserver: the forkserver outlived SIGKILLed runs (the crash tests saw it and
-    # the resource tracker left behind); spawned workers are the run's own children and exit
-    # with it (`_exit_with_parent`).
-    return mp.get_context("spawn")
-
-
 # --------------------------------------------------------------------------- caller side
 class PooledBackend:
     """A registry backend rendered by `processes` worker processes. Same audio bytes and words
     as the backend in-process (each worker is an ordinary instance), same `cache_identity()`,
-    so a cache filled either way serves both."""
+    so a cache filled either way serves both. `build(name, options)` makes the backend in each
+    worker (the registry's `get_backend`: a module-level function, so it travels by name)."""
 
     def __init__(
         self,
         name: str,
         options: Mapping[str, Any] | None = None,
         *,
+        build: Callable[[str, dict[str, Any]], Any],
         processes: int = 2,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
@@ -105,6 +82,7 @@ class PooledBackend:
         self.processes = processes
         self.timeout_s = timeout_s
         self.batch_stats = BatchStats()
+        self._build = build
         self._options_json = json.dumps(dict(options or {}), sort_keys=True)
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
@@ -117,9 +95,7 @@ class PooledBackend:
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    self.processes, mp_context=_context(), initializer=_init, initargs=(self.name, self._options_json)
-                )
+                self._pool = spawn_pool(self.processes, _init, (self._build, self.name, self._options_json))
             return self._pool
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
@@ -127,10 +103,7 @@ class PooledBackend:
         with self._lock:
             if self._pool is pool:
                 self._pool = None
-        # ProcessPoolExecutor has no public kill: a hung worker would block shutdown(wait=True)
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        kill_pool(pool)
 
     def close(self) -> None:
         with self._lock:

@@ -4,7 +4,6 @@ once). Each backend validates its own options (`tts.backend_options.<name>` in t
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
@@ -12,6 +11,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from factory.render.base import BackendOptions, BackendUnavailable, TTSBackend
+from factory.render.pool import PooledBackend
+from factory.workers import can_spawn
 
 
 def _build(cls: Any, options: dict[str, Any]) -> TTSBackend:
@@ -96,8 +97,6 @@ def _backend_for(name: str, options_json: str, processes: int, service_url: str 
 
         return ServiceBackend(service_url, name)
     # A daemonic process (a Dask worker's default) may not start the pool's children.
-    if processes > 1 and name in CPU_BACKENDS and not mp.current_process().daemon:
-        from factory.render.pool import PooledBackend
-
-        return PooledBackend(name, json.loads(options_json), processes=processes)
+    if processes > 1 and name in CPU_BACKENDS and can_spawn():
+        return PooledBackend(name, json.loads(options_json), build=get_backend, processes=processes)
     return _get(name, options_json)

@@ -27,11 +27,10 @@ import numpy as np
 import polars as pl
 
 from factory.audit.run import gate_shard
-from factory.batch import build_shard, build_shard_sequential
 from factory.config import RunConfig
+from factory.engine import build_shard
 from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
 from factory.models import ManifestRow, SampleStatus
-from factory.pipeline import SampleResult
 from factory.run.crash import crash_point
 from factory.run.io import atomic_write, sha256_file
 from factory.run.records import (
@@ -47,7 +46,9 @@ from factory.run.records import (
 )
 from factory.run.rows import read_shard_rows, shard_name, write_shard
 from factory.run.store import RunStore, clean_stale_tmp
+from factory.runtime import Runtime
 from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
+from factory.stages import SampleResult
 
 SHARD_FOLDERS = ("data", "manifests", "signatures", "shards")
 
@@ -166,9 +167,10 @@ def clean_local(cfg: RunConfig) -> int:
 
 
 def generate_shard(
-    cfg: RunConfig, spec: ShardSpec, on_sample: Callable[[SampleResult], None] | None = None
+    rt: Runtime, spec: ShardSpec, on_sample: Callable[[SampleResult], None] | None = None
 ) -> ShardResult:
     """Produce one shard and publish it, or skip it if it is complete at the store."""
+    cfg = rt.cfg
     store = run_store(cfg)
     files = shard_files(spec.name)
     if verify_shard(store, spec.name) is None:
@@ -177,8 +179,7 @@ def generate_shard(
     clean_local(cfg)
     store.clean_stale_tmp(("", *SHARD_FOLDERS, "failures"))
     data, manifest_path, _ = shard_paths(cfg, spec.name)
-    build = build_shard if cfg.run.batched else build_shard_sequential
-    results, stats = build(cfg, spec.sample_indices, spec.name, on_sample)
+    results, stats = build_shard(rt, spec.sample_indices, spec.name, on_sample)
     for _ in results:
         crash_point("sample")
     samples = [r.sample for r in results if r.sample is not None]
@@ -216,9 +217,7 @@ def generate_shard(
     if not _in_place(cfg, store):
         for path in local.values():  # streamed out: local disk holds only shards in flight
             path.unlink(missing_ok=True)
-    # the engine's stats, as the run format's model (batch.py's own dataclass until it uses ShardStats)
-    shard_stats = stats if isinstance(stats, ShardStats) else ShardStats.model_validate(stats.as_dict())
-    return ShardResult(spec.name, digest, n_ok, len(results) - n_ok, stats=shard_stats)
+    return ShardResult(spec.name, digest, n_ok, len(results) - n_ok, stats=stats)
 
 
 def skipped_result(store: RunStore, name: str) -> ShardResult:

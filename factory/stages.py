@@ -1,34 +1,26 @@
-"""One dialogue end to end, as a composition of the stages: scenario -> script -> renders ->
-timeline -> mix recipe -> clean and augmented audio -> `Sample`.
+"""The stages of one dialogue: scenario -> script -> renders -> QA -> timeline -> mix recipe ->
+clean and augmented audio -> `Sample` (+ its encoded audio, manifest row and audit gate row).
 
-No orchestration (that is `flows/`) and no file I/O (that is `factory.run`): these functions
-are what a shard, a benchmark or a notebook calls. A sample either comes out whole or is
+Pure compositions of the stage packages, each taking the run's `Runtime`; the shard engine
+(`factory.engine`) runs each of them for a whole wave of dialogues. No orchestration (that is
+`flows/`) and no file I/O (that is `factory.run`). A dialogue either comes out whole or is
 rejected with a reason for the manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import threading
-import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
 from factory.audio.edit import resample_utterance
 from factory.audio.mix import MixError, apply_gains, audio_sha256, flac_bytes, loudness_gains, place
 from factory.audit.run import gate_row
 from factory.augment import augment_sample
 from factory.config import RunConfig
-from factory.llm import get_llm
-from factory.llm.base import LLMBackend, LLMError
+from factory.llm.base import LLMError
 from factory.models import (
     Channel,
     InsertedSilence,
@@ -46,14 +38,13 @@ from factory.models import (
     Utterance,
     Voice,
 )
-from factory.render.base import BatchStats, SynthesisRequest, TTSBackend, TTSError, synthesize_many
+from factory.render.base import SynthesisRequest, TTSError, synthesize_many
 from factory.render.cache import CachedBackend
 from factory.render.qa import QAResult, check_intelligibility, check_together
-from factory.render.registry import backend_for, get_backend
-from factory.render.voices import VoiceBank
 from factory.run.rows import encode_audio
+from factory.runtime import Runtime
 from factory.script.compose import write_script, write_script_structured
-from factory.script.scenario import draw_scenario, load_bank
+from factory.script.scenario import draw_scenario
 from factory.script.writer import TurnRejected
 from factory.seeding import rng_for
 from factory.timeline.measures import behaviour_counts, overlap_share, unmet_minimums
@@ -70,21 +61,6 @@ class SampleRejected(Exception):
         self.reason = reason
 
 
-class StageTimes:
-    """Wall time per stage, summed over samples (for benchmarks and progress reports)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-
 @dataclass
 class SampleResult:
     manifest: ManifestRow
@@ -97,98 +73,7 @@ def sample_id(cfg: RunConfig, index: int) -> str:
     return f"{cfg.run.split}-{index:07d}"
 
 
-# --------------------------------------------------------------------------- backends
-@lru_cache(maxsize=4)
-def _llm(backend: str, options: tuple[tuple[str, Any], ...]) -> LLMBackend:
-    return get_llm(backend, **dict(options))
-
-
-def llm_for(cfg: RunConfig) -> LLMBackend:
-    if cfg.llm.backend == "embedded":
-        options = {"model_path": cfg.llm.model_path, "n_threads": cfg.llm.n_threads}
-    else:
-        options = {
-            "base_url": cfg.llm.base_url,
-            "model": cfg.llm.model,
-            "concurrency": cfg.llm.concurrency,
-            "timeout_s": cfg.llm.timeout_s,
-            "max_retries": cfg.llm.max_retries,
-            "api_key_env": cfg.llm.api_key_env,
-        }
-    return _llm(cfg.llm.backend, tuple(sorted(options.items())))
-
-
-@lru_cache(maxsize=4)
-def voice_bank(path: Path) -> VoiceBank:
-    return VoiceBank.load(path)
-
-
-def pick_voices(cfg: RunConfig, key: str) -> dict[Channel, Voice]:
-    bank = voice_bank(cfg.tts.voice_bank)
-    if cfg.tts.user_voice or cfg.tts.agent_voice:
-        if not (cfg.tts.user_voice and cfg.tts.agent_voice):
-            raise ValueError("set both tts.user_voice and tts.agent_voice, or neither")
-        return {Channel.user: bank.get(cfg.tts.user_voice), Channel.agent: bank.get(cfg.tts.agent_voice)}
-    user, agent = bank.pick_pair(cfg.run.split, rng_for(cfg.run.seed, key, "voices"))
-    return {Channel.user: user, Channel.agent: agent}
-
-
-def preflight(cfg: RunConfig) -> None:
-    """Fail fast, before any shard starts, on what would fail every sample: the voice bank, fixed
-    voice ids, the scenario bank, the LLM (weights or server) and the TTS backends of the split's voices."""
-    bank = voice_bank(cfg.tts.voice_bank)
-    if cfg.tts.user_voice or cfg.tts.agent_voice:
-        voices = list(pick_voices(cfg, "preflight").values())
-    else:
-        voices = bank.by_split(cfg.run.split)
-        if len({v.group or v.id for v in voices}) < 2:
-            raise ValueError(f"voice bank {cfg.tts.voice_bank} has fewer than two speakers in split {cfg.run.split!r}")
-    for backend in sorted({v.backend for v in voices}):
-        tts_backend(backend, cfg)  # builds it (or reaches the TTS service) once, as the shards will
-    load_bank(cfg.dialogue.scenario_bank)
-    llm_for(cfg)
-
-
-_BACKEND_LOCK = threading.Lock()
-
-
-def tts_backend(name: str, cfg: RunConfig) -> TTSBackend:
-    # One (cached) backend per process even when shard threads ask at once: lru_cache alone may
-    # build two, which splits the cache statistics and loads a model twice.
-    with _BACKEND_LOCK:
-        return _tts_backend(
-            name,
-            cfg.tts.cache_dir,
-            json.dumps(cfg.tts.backend_options.get(name, {}), sort_keys=True),
-            cfg.tts.processes if cfg.tts.processes is not None else cfg.run.worker_processes,
-            cfg.tts.service_url,
-        )
-
-
-def batch_stats(backend: TTSBackend) -> BatchStats | None:
-    """The batch fill a backend records (`BatchStats`), looking through the cache wrapper."""
-    inner = backend.backend if isinstance(backend, CachedBackend) else backend
-    stats = getattr(inner, "batch_stats", None)
-    return stats if isinstance(stats, BatchStats) else None
-
-
-@lru_cache(maxsize=16)
-def _tts_backend(
-    name: str, cache_dir: Path | None, options_json: str, processes: int, service_url: str | None
-) -> TTSBackend:
-    options = json.loads(options_json)
-    if service_url or processes > 1:  # the TTS service's client, or a process pool of a CPU backend
-        backend = backend_for(name, options, processes=processes, service_url=service_url)
-    else:
-        backend = get_backend(name, options)
-    return CachedBackend(backend, cache_dir) if cache_dir is not None else backend
-
-
 # --------------------------------------------------------------------------- stages of one dialogue
-# A dialogue goes through these stages in order; `build_sample` runs them for one dialogue, and
-# `factory.batch` runs each stage for a whole shard at once (one LLM wave per turn, one TTS batch,
-# one Whisper pass per channel, mix and encode in a process pool). Both call the same functions
-# with the same inputs, so they give the same bytes.
 @dataclass
 class Plan:
     """A dialogue before any model runs: what the seed decides up front."""
@@ -211,26 +96,22 @@ class Rendered:
 PieceKey = tuple[str, int]  # ("turn", turn index) or ("reaction", mark index)
 
 
-def plan_sample(cfg: RunConfig, sid: str, key: str) -> Plan:
-    seed = cfg.run.seed
+def plan_sample(rt: Runtime, sid: str, key: str) -> Plan:
+    cfg, seed = rt.cfg, rt.cfg.run.seed
     scenario = draw_scenario(
-        sid,
-        rng_for(seed, key, "scenario"),
-        cfg.dialogue.mode_weights,
-        cfg.dialogue.n_turns,
-        load_bank(cfg.dialogue.scenario_bank),
+        sid, rng_for(seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns, rt.scenarios
     )
-    voices = pick_voices(cfg, key)
+    voices = rt.pick_voices(key)
     rate_rng = rng_for(seed, key, "speaking-rate")
     rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
     return Plan(sid, key, scenario, voices, rates)
 
 
-def script_for(cfg: RunConfig, plan: Plan) -> Script:
+def script_for(rt: Runtime, plan: Plan) -> Script:
     """The LLM's script with the planner's marks; raises SampleRejected."""
     try:
-        writer = write_script_structured if cfg.llm.script_mode == "structured" else write_script
-        return writer(llm_for(cfg), plan.scenario, cfg, plan.key)
+        writer = write_script_structured if rt.cfg.llm.script_mode == "structured" else write_script
+        return writer(rt.llm, plan.scenario, rt.cfg, plan.key)
     except TurnRejected as exc:
         raise SampleRejected(f"script: {exc}") from exc
 
@@ -248,7 +129,7 @@ def render_requests(plan: Plan, script: Script) -> dict[PieceKey, SynthesisReque
     return requests
 
 
-def render_batch(cfg: RunConfig, requests: list[SynthesisRequest]) -> list[Utterance | Exception]:
+def render_batch(rt: Runtime, requests: list[SynthesisRequest]) -> list[Utterance | Exception]:
     """All renders of a batch, in order, one `synthesize_many` call per TTS backend (through the
     cache); a failed render's slot holds its exception (TTSError, or a bug's: a backend whose
     whole batch call raises fails every render it was given)."""
@@ -258,7 +139,7 @@ def render_batch(cfg: RunConfig, requests: list[SynthesisRequest]) -> list[Utter
         by_backend.setdefault(r.voice.backend, []).append(i)
     for name, indices in sorted(by_backend.items()):
         try:
-            backend = tts_backend(name, cfg)
+            backend = rt.tts(name)
         except TTSError as exc:
             for i in indices:
                 out[i] = exc
@@ -296,9 +177,9 @@ def qa_retry(cfg: RunConfig, first: QAResult, retried: Utterance) -> tuple[Utter
     return retried, second
 
 
-def cache_key(cfg: RunConfig, request: SynthesisRequest) -> str | None:
+def cache_key(rt: Runtime, request: SynthesisRequest) -> str | None:
     """The TTS cache key of a render (None without a cache): its recipe piece names it."""
-    backend = tts_backend(request.voice.backend, cfg)
+    backend = rt.tts(request.voice.backend)
     return backend.key(request.text, request.voice, request.rate) if isinstance(backend, CachedBackend) else None
 
 
@@ -323,27 +204,6 @@ def finish_render(
     return Rendered(resampled, source)
 
 
-def render_dialogue(cfg: RunConfig, plan: Plan, script: Script) -> dict[PieceKey, Rendered]:
-    """The renders of one dialogue, QA'd and resampled (the one-at-a-time path; `factory.batch`
-    does the same for a whole shard). Raises TTSError."""
-    requests = render_requests(plan, script)
-    keys = list(requests)
-    utts = _raise_first(render_batch(cfg, [requests[k] for k in keys]))
-    if cfg.tts.qa_wer_threshold is None:
-        return {k: finish_render(cfg, requests[k], u, None, cache_key(cfg, requests[k])) for k, u in zip(keys, utts)}
-    channels = [piece_channel(script, k) for k in keys]
-    results = qa_renders(cfg, utts, channels)
-    failed = [i for i, r in enumerate(results) if not r.ok]
-    slower = {i: retry_request(cfg, requests[keys[i]]) for i in failed}
-    for i, utt in zip(failed, _raise_first(render_batch(cfg, [slower[i] for i in failed])), strict=True):
-        utts[i], results[i] = qa_retry(cfg, results[i], utt)
-        requests[keys[i]] = slower[i]
-    return {
-        k: finish_render(cfg, requests[k], u, r, cache_key(cfg, requests[k]))
-        for k, u, r in zip(keys, utts, results, strict=True)
-    }
-
-
 def retry_request(cfg: RunConfig, request: SynthesisRequest) -> SynthesisRequest:
     return SynthesisRequest(request.text, request.voice, request.rate * cfg.tts.qa_retry_rate)
 
@@ -352,13 +212,6 @@ def piece_channel(script: Script, key: PieceKey) -> Channel:
     """Whose channel a piece is on: a turn's speaker's, a reaction's listener's."""
     kind, k = key
     return script.turns[k].speaker if kind == "turn" else script.turns[script.marks[k].turn].speaker.other
-
-
-def _raise_first(results: list[Utterance | Exception]) -> list[Utterance]:
-    for r in results:
-        if isinstance(r, Exception):
-            raise r
-    return list(results)  # type: ignore[arg-type]
 
 
 def recipe_pieces(placements: list[Placement], sources: dict[PieceKey, Rendered]) -> list[MixPiece]:
@@ -422,18 +275,6 @@ def assemble(cfg: RunConfig, plan: Plan, script: Script, sources: dict[PieceKey,
     return augment_sample(Sample(meta=meta, stems=clean), cfg.augment, cfg.tts.cache_dir)
 
 
-def build_sample(cfg: RunConfig, sid: str, key: str, times: StageTimes | None = None) -> Sample:
-    """Everything for one dialogue; raises SampleRejected (or a backend error) on failure."""
-    times = times or StageTimes()
-    plan = plan_sample(cfg, sid, key)
-    with times("script"):
-        script = script_for(cfg, plan)
-    with times("tts"):
-        sources = render_dialogue(cfg, plan, script)
-    with times("mix"):
-        return assemble(cfg, plan, script, sources)
-
-
 def rejection_reason(exc: BaseException, sid: str) -> str:
     """The manifest's reason for a failed attempt (unexpected errors are logged with their traceback)."""
     if isinstance(exc, SampleRejected):
@@ -473,22 +314,6 @@ def manifest_row(sample: Sample, shard: str, clean_flac: bytes | None = None) ->
             clean_flac if clean_flac is not None else flac_bytes(sample.stems, sample.sample_rate)
         ).hexdigest(),
     )
-
-
-def generate_sample(cfg: RunConfig, index: int, shard: str, times: StageTimes | None = None) -> SampleResult:
-    """Never raises for a bad sample: known failures become a rejected manifest row after
-    `max_sample_attempts` re-draws; unexpected ones too, with the traceback logged."""
-    sid = sample_id(cfg, index)
-    reason = ""
-    for attempt in range(cfg.run.max_sample_attempts):
-        try:
-            sample = build_sample(cfg, sid, attempt_key(sid, attempt), times)
-        except Exception as exc:  # noqa: BLE001 - one broken sample must not cost the shard
-            reason = rejection_reason(exc, sid)
-        else:
-            return finished(sample, shard, cfg)
-        log.warning("sample %s attempt %d rejected: %s", sid, attempt + 1, reason)
-    return rejected_result(cfg, sid, shard, reason)
 
 
 def finished(sample: Sample, shard: str, cfg: RunConfig | None = None) -> SampleResult:

@@ -1,0 +1,176 @@
+"""The `Runtime`: what a run needs besides its config, built once from the validated config and
+passed explicitly to every stage: the LLM backend, the TTS backends (in-process, a process pool
+or the TTS service's client: decided here and nowhere else), the voice bank and the scenario bank.
+
+Backends are expensive (model weights, worker pools, connections), so they are shared per process
+by the options that decide them: two runs in one process that differ only in run id or seed share
+one LLM and one TTS model. This module is the only place that looks anything up by config.
+
+A Runtime crosses into a worker process as its config alone (`__reduce__`) and is rebuilt there by
+`runtime_for`, once per (process, config), so a worker loads its models once for every shard.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+from factory.config import RunConfig
+from factory.llm import get_llm
+from factory.llm.base import LLMBackend
+from factory.models import Channel, Voice
+from factory.render.base import BatchStats, TTSBackend, TTSError
+from factory.render.cache import CachedBackend
+from factory.render.registry import backend_for, get_backend
+from factory.render.voices import VoiceBank
+from factory.script.scenario import ScenarioBank, load_bank
+from factory.seeding import rng_for
+
+T = TypeVar("T")
+
+_SHARED: dict[tuple, Any] = {}
+_SHARED_LOCK = threading.RLock()
+
+
+def _shared(key: tuple, build: Callable[[], T]) -> T:
+    """One instance per key per process, even when shard threads ask at once (two would split a
+    backend's statistics and load its model twice)."""
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = build()
+        return _SHARED[key]
+
+
+def forget_shared() -> None:
+    """Drop the process's shared backends (tests that swap a backend's implementation)."""
+    with _SHARED_LOCK:
+        _SHARED.clear()
+
+
+class Runtime:
+    """The built parts of one run's config (see the module docstring). Cheap to make: each part
+    is built on first use, under a lock, so a stage that needs no LLM never loads one."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self._lock = threading.RLock()
+        self._tts: dict[str, TTSBackend] = {}
+
+    def __reduce__(self):  # a worker process rebuilds its own from the config
+        return (runtime_for, (self.cfg,))
+
+    def __repr__(self) -> str:
+        return f"Runtime({self.cfg.run_id!r})"
+
+    # ------------------------------------------------------------------ parts
+    @cached_property
+    def voices(self) -> VoiceBank:
+        path = Path(self.cfg.tts.voice_bank)
+        return _shared(("voices", str(path.resolve())), lambda: VoiceBank.load(path))
+
+    @cached_property
+    def scenarios(self) -> ScenarioBank:
+        user = self.cfg.dialogue.scenario_bank
+        return _shared(("scenarios", str(user)), lambda: load_bank(user))
+
+    @cached_property
+    def llm(self) -> LLMBackend:
+        llm = self.cfg.llm
+        if llm.backend == "embedded":
+            options: dict[str, Any] = {"model_path": llm.model_path, "n_threads": llm.n_threads}
+        else:
+            options = {
+                "base_url": llm.base_url,
+                "model": llm.model,
+                "concurrency": llm.concurrency,
+                "timeout_s": llm.timeout_s,
+                "max_retries": llm.max_retries,
+                "api_key_env": llm.api_key_env,
+            }
+        key = ("llm", llm.backend, json.dumps(options, sort_keys=True, default=str))
+        with self._lock:
+            return _shared(key, lambda: get_llm(llm.backend, **options))
+
+    def tts(self, name: str) -> TTSBackend:
+        """The TTS backend `name` as this run renders with it: through the TTS service when
+        `tts.service_url` is set, a process pool of a CPU backend when `tts.processes` (default:
+        `run.processes`) is above 1, else in this process; behind the run's TTS cache."""
+        with self._lock:
+            if name not in self._tts:
+                tts = self.cfg.tts
+                options = tts.backend_options.get(name, {})
+                processes = tts.processes if tts.processes is not None else self.cfg.run.worker_processes
+                key = ("tts", name, json.dumps(options, sort_keys=True), processes, tts.service_url, str(tts.cache_dir))
+
+                def build() -> TTSBackend:
+                    if tts.service_url or processes > 1:
+                        backend = backend_for(name, options, processes=processes, service_url=tts.service_url)
+                    else:
+                        backend = get_backend(name, options)
+                    return CachedBackend(backend, tts.cache_dir) if tts.cache_dir is not None else backend
+
+                self._tts[name] = _shared(key, build)
+            return self._tts[name]
+
+    def tts_batch_stats(self, name: str) -> BatchStats | None:
+        """The batch fill backend `name` records, looking through the cache wrapper (None when it
+        cannot be built or does not batch)."""
+        try:
+            backend = self.tts(name)
+        except TTSError:
+            return None
+        inner = backend.backend if isinstance(backend, CachedBackend) else backend
+        stats = getattr(inner, "batch_stats", None)
+        return stats if isinstance(stats, BatchStats) else None
+
+    # ------------------------------------------------------------------ decisions
+    def pick_voices(self, key: str) -> dict[Channel, Voice]:
+        tts = self.cfg.tts
+        if tts.user_voice or tts.agent_voice:
+            if not (tts.user_voice and tts.agent_voice):
+                raise ValueError("set both tts.user_voice and tts.agent_voice, or neither")
+            return {Channel.user: self.voices.get(tts.user_voice), Channel.agent: self.voices.get(tts.agent_voice)}
+        user, agent = self.voices.pick_pair(self.cfg.run.split, rng_for(self.cfg.run.seed, key, "voices"))
+        return {Channel.user: user, Channel.agent: agent}
+
+    def voice_backends(self) -> list[str]:
+        """The TTS backends this run's voices render with (fixed voices, or the split's)."""
+        if self.cfg.tts.user_voice or self.cfg.tts.agent_voice:
+            voices = list(self.pick_voices("preflight").values())
+        else:
+            voices = self.voices.by_split(self.cfg.run.split)
+        return sorted({v.backend for v in voices})
+
+    def preflight(self) -> None:
+        """Fail fast, before any shard starts, on what would fail every sample: the voice bank,
+        fixed voice ids, the scenario bank, the LLM (weights or server) and the TTS backends of
+        the split's voices."""
+        tts = self.cfg.tts
+        if not (tts.user_voice or tts.agent_voice):
+            voices = self.voices.by_split(self.cfg.run.split)
+            if len({v.group or v.id for v in voices}) < 2:
+                raise ValueError(
+                    f"voice bank {tts.voice_bank} has fewer than two speakers in split {self.cfg.run.split!r}"
+                )
+        for name in self.voice_backends():
+            self.tts(name)  # builds it (or reaches the TTS service) once, as the shards will
+        _ = self.scenarios
+        _ = self.llm
+
+
+_RUNTIMES: dict[str, Runtime] = {}
+
+
+def runtime_for(cfg: RunConfig) -> Runtime:
+    """This process's Runtime of `cfg` (one per config and process)."""
+    key = cfg.model_dump_json()
+    with _SHARED_LOCK:
+        if key not in _RUNTIMES:
+            if len(_RUNTIMES) >= 32:  # a long-lived process (a test session, a Dask worker) sees many runs
+                _RUNTIMES.pop(next(iter(_RUNTIMES)))
+            _RUNTIMES[key] = Runtime(cfg)
+        return _RUNTIMES[key]
