@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from factory.atomic import atomic_write, sha256_file
 from factory.audit.gates import sample_flags, shard_report
 from factory.audit.measures import SampleAudit, audit_sample
 from factory.config import ConfigError, RunConfig, load_config
 from factory.models import TIMELINE_SCHEMA_VERSION, Sample
-from factory.run.io import atomic_write, sha256_file
 
 AUDIT_FILE = "audit.parquet"
 
@@ -273,7 +273,7 @@ def gate_shard(
 def worst(frame: pl.DataFrame, measure: str, k: int = 5, column: str | None = None) -> list[str]:
     """Ids of the `k` samples furthest outside `measure`'s band (deepest inside it last), read
     from `column` (default: the measure's own name; `<vad>_<measure>` for the H&E measures)."""
-    from factory.audit.bands import BANDS
+    from factory.conversation.bands import BANDS
 
     band, column = BANDS.get(measure), column or measure
     if column not in frame.columns or band is None:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from factory.atomic import atomic_write_text
 from factory.augment import augment_sample
 from factory.config import AugmentSection
 from factory.export.hf import read_shard_rows, row_to_sample, write_shard
-from factory.run.io import atomic_write_text
 from factory.run.read import complete_shards
 
 

@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from factory.atomic import atomic_write, atomic_write_text
 from factory.models import Channel, Sample, Timeline
-from factory.run.io import atomic_write, atomic_write_text
 from factory.timeline.frames import n_frames as frames_covering
 
 SIDECAR = "export.json"

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from factory.atomic import atomic_write_text
 from factory.export.base import (
     Decoded,
     ExportError,
@@ -52,7 +53,6 @@ from factory.export.base import (
     usable,
 )
 from factory.models import Sample
-from factory.run.io import atomic_write_text
 
 NAME = "dgslm"
 FORMAT_VERSION = "1"

@@ -55,6 +55,7 @@ import pyarrow as pa
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from factory.atomic import atomic_write, atomic_write_text
 from factory.export.base import (
     Decoded,
     ExportError,
@@ -78,7 +79,6 @@ from factory.export.base import (
     usable,
 )
 from factory.models import Channel, Sample, Timeline
-from factory.run.io import atomic_write, atomic_write_text
 
 NAME = "moshi"
 FORMAT_VERSION = "1"

@@ -44,6 +44,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from factory.atomic import atomic_write
 from factory.export.base import (
     Decoded,
     ExportError,
@@ -61,7 +62,6 @@ from factory.export.base import (
     usable,
 )
 from factory.models import Channel, Sample, Timeline, TimelineTurn
-from factory.run.io import atomic_write
 
 NAME = "nemo-duplex"
 FORMAT_VERSION = "1"

@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from factory.atomic import atomic_write, sha256_file
 from factory.audit.run import gate_shard
 from factory.batch import build_shard, build_shard_sequential
 from factory.config import RunConfig
+from factory.crash import crash_point
 from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
 from factory.export.hf import read_shard_rows, shard_name, write_shard
 from factory.models import ManifestRow, SampleStatus
 from factory.pipeline import SampleResult
-from factory.run.crash import crash_point
-from factory.run.io import atomic_write, sha256_file
 from factory.run.store import RunStore, clean_stale_tmp
 from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
 
