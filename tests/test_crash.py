@@ -219,7 +219,7 @@ def test_finalize_is_idempotent_and_repairs_a_half_finalized_run(shared, baselin
 
 
 def test_kill_points_are_documented():
-    doc = (ROOT / "factory" / "run" / "crash.py").read_text()
+    doc = (ROOT / "factory" / "crash.py").read_text()
     for points in KILL_POINTS.values():
         for point in points:
             assert f"`{point.split(':')[0]}`" in doc, point
