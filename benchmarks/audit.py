@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from factory.audio.mix import flac_bytes, read_audio  # noqa: E402
 from factory.audio.vad import detect_speech, frame_samples  # noqa: E402
-from factory.audit.conversation import measure  # noqa: E402
 from factory.audit.measures import (  # noqa: E402
     agreement,
     asr_round_trip,
@@ -37,6 +36,7 @@ from factory.audit.measures import (  # noqa: E402
     plan_activity,
 )
 from factory.audit.run import iter_samples  # noqa: E402
+from factory.conversation.measures import measure  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

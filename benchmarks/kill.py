@@ -1,6 +1,6 @@
 """Crash-proof resume at 20 kill points: `duplex-factory generate` (fast settings, one sample per
 shard) is SIGKILLed from outside at points drawn with a fixed seed from shard writing, manifest
-writing and finalize (`factory.run.crash`), in rounds of 5 chained kills on one folder followed by
+writing and finalize (`factory.crash`), in rounds of 5 chained kills on one folder followed by
 a plain re-run; each round's folder must equal an uninterrupted run's byte for byte, and no
 process of a killed run (its own Prefect server included) may be left. Every killed run starts
 its own Prefect server, as a user's `duplex-factory generate` does.

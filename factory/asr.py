@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 import jiwer
 import numpy as np
+import soxr
 from num2words import num2words
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def load_model(cpu_threads: int = 1) -> WhisperModel:
         model = _MODELS.get(key)
         if model is None:
             try:
-                from faster_whisper import WhisperModel
+                from faster_whisper import WhisperModel  # lazy: optional (cpu extra), heavy
             except ImportError as exc:
                 raise ASRUnavailable(f"faster-whisper is not installed; {INSTALL_HINT}") from exc
             model = WhisperModel(str(model_dir()), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
@@ -145,8 +146,6 @@ def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if audio.ndim > 1:
         audio = audio.mean(axis=-1 if audio.shape[-1] <= 2 else 0)
     if sample_rate != ASR_SAMPLE_RATE:
-        import soxr
-
         audio = soxr.resample(audio, sample_rate, ASR_SAMPLE_RATE, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
 

@@ -444,7 +444,7 @@ def fit_timing(
     out: Annotated[Path, typer.Option(help="JSON of the fitted model, for timing.model_file")],
 ) -> None:
     """Fit the turn-taking model (floor-transfer offsets) to a corpus or the published numbers."""
-    from factory.run.io import atomic_write_text
+    from factory.atomic import atomic_write_text
     from factory.timeline.timing import SWITCHBOARD, TimingFitError, TimingModel
 
     try:

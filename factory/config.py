@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from factory.conversation.bands import BANDS
 from factory.models import Mode
 
 
@@ -362,7 +363,7 @@ class AugmentSection(_Section):
 class AuditSection(_Section):
     """The audit's detectors and its gates (`factory.audit`). Per-sample thresholds (null = not
     checked) flag a failing sample in the manifest with its reason; a shard whose pooled value
-    of a `shard_bands` measure leaves its human band (`factory.audit.bands`), or whose share of
+    of a `shard_bands` measure leaves its human band (`factory.conversation.bands`), or whose share of
     flagged samples exceeds `max_flagged_share`, is reported in its record and by `audit`."""
 
     vad: Literal["energy", "webrtc", "silero"] = Field(
@@ -386,14 +387,12 @@ class AuditSection(_Section):
     )
     shard_bands: list[str] = Field(
         default_factory=lambda: ["fto_p50_s", "transitions_in_overlap", "overlap_share", "gap_median_s"],
-        description="measures whose shard value must lie in its band (names from factory.audit.bands)",
+        description="measures whose shard value must lie in its band (names from factory.conversation.bands)",
     )
     max_flagged_share: float = Field(0.25, ge=0, le=1, description="a shard with more flagged samples is reported")
 
     @model_validator(mode="after")
     def _known_bands(self) -> AuditSection:
-        from factory.audit.bands import BANDS  # pure data; the audit's own table of bands
-
         unknown = [m for m in self.shard_bands if m not in BANDS]
         if unknown:
             raise ValueError(f"audit.shard_bands: unknown measure(s) {unknown}; known: {sorted(BANDS)}")

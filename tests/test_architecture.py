@@ -1,7 +1,9 @@
-"""The architecture rules of ARCHITECTURE.md, as import-linter contracts (pyproject.toml)."""
+"""The architecture rules of ARCHITECTURE.md: the import-linter contracts (pyproject.toml), and imports
+inside functions only with a reason."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -14,3 +16,70 @@ def test_import_contracts_hold() -> None:
     result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+# Files whose imports inside functions predate the rule below and belong to other work of issue 20
+# (the CLI package, run format, exporters, render stage, engine). Take a file off once its imports
+# are at the top or say why; a new file is checked from the start.
+PENDING = {
+    "factory/audio/vad.py",
+    "factory/audit/cli.py",
+    "factory/audit/run.py",
+    "factory/augment/babble.py",
+    "factory/batch.py",
+    "factory/cli.py",
+    "factory/export/base.py",
+    "factory/export/bayling.py",
+    "factory/export/card.py",
+    "factory/export/console.py",
+    "factory/export/lslm.py",
+    "factory/export/moshi.py",
+    "factory/export/nemo.py",
+    "factory/llm/__init__.py",
+    "factory/llm/embedded.py",
+    "factory/render/align.py",
+    "factory/render/coqui_backend.py",
+    "factory/render/kokoro_backend.py",
+    "factory/render/phonemize.py",
+    "factory/render/piper_backend.py",
+    "factory/render/pool.py",
+    "factory/render/qa.py",
+    "factory/render/registry.py",
+    "factory/render/text.py",
+    "factory/run/__init__.py",
+    "factory/run/shards.py",
+    "flows/deploy.py",
+    "flows/generate.py",
+    "flows/server.py",
+}
+
+
+def _imports_in_functions(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    found = []
+
+    def walk(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                if in_function:
+                    found.append(child)
+            else:
+                walk(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    walk(tree, False)
+    return found
+
+
+def test_imports_inside_functions_say_why() -> None:
+    """An import inside a function hides a dependency (and import cycles) from a reader: it is for
+    an optional or heavy dependency only, with a `# lazy:` comment on its line or the line above."""
+    unexplained = []
+    for path in sorted([*ROOT.joinpath("factory").rglob("*.py"), *ROOT.joinpath("flows").rglob("*.py")]):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in PENDING:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in _imports_in_functions(ast.parse("\n".join(lines), rel)):
+            first, last = node.lineno - 1, node.end_lineno or node.lineno
+            if not any("# lazy:" in line for line in lines[max(first - 1, 0) : last]):
+                unexplained.append(f"{rel}:{node.lineno}: {lines[first].strip()}")
+    assert not unexplained, "imports inside functions without a '# lazy:' reason:\n" + "\n".join(unexplained)

@@ -16,14 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from factory.audit.bands import BANDS
+from factory.atomic import sha256_file
 from factory.audit.gates import pool, sample_flags, shard_report
 from factory.audit.measures import audit_sample
 from factory.audit.run import AuditInputError, audit_run, gate_shard, iter_samples, worst
 from factory.cli import app
 from factory.config import ConfigError, load_config
+from factory.conversation.bands import BANDS
 from factory.models import BargeInEvent, WordKind
-from factory.run.io import sha256_file
 
 
 def _invoke(*args: str):

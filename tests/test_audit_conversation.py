@@ -7,14 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from factory.audit.conversation import (
-    State,
-    bridge,
-    classify_segments,
-    frame_states,
-    measure,
-    measure_stereo,
-)
+from factory.audit.measures import measure_stereo
+from factory.conversation.measures import State, bridge, classify_segments, frame_states, measure
 
 F = 0.01  # one frame
 N = 1200  # 12 s

@@ -1,7 +1,7 @@
 """Crash safety and failures, through the real CLI in subprocesses.
 
 - Kill test: `duplex-factory generate` is SIGKILLed (from outside, by this test) at 5 points drawn
-  with a fixed seed from shard writing, manifest writing and finalize (`factory.run.crash` holds
+  with a fixed seed from shard writing, manifest writing and finalize (`factory.crash` holds
   the process at the point so the kill lands there deterministically). The kills are chained on
   one output folder, each run resuming the last one's wreckage, then a plain re-run finishes it:
   every file must equal an uninterrupted run's, byte for byte, and no process of a killed run
@@ -26,8 +26,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from factory.atomic import HOST
 from factory.config import load_config
-from factory.run.io import HOST
 from factory.run.records import shard_files
 from factory.run.shards import finalize_run, plan_shards, verify_shard
 from factory.run.store import RunStore, clean_stale_tmp
@@ -37,7 +37,7 @@ N_SAMPLES = 4  # one sample per shard: up to 4 kills in the shard phase still fi
 RUN = "k"
 KILL_SEED = 2026
 
-# (point, n): the n-th pass through the point in the killed process (factory.run.crash).
+# (point, n): the n-th pass through the point in the killed process (factory.crash).
 KILL_POINTS = {
     "shard writing": ["sample:1", "atomic_write:1", "shard.data:1"],
     "manifest writing": ["atomic_write:2", "shard.manifest:1", "shard.signatures:1", "shard.record:1"],
@@ -220,7 +220,7 @@ def test_finalize_is_idempotent_and_repairs_a_half_finalized_run(shared, baselin
 
 
 def test_kill_points_are_documented():
-    doc = (ROOT / "factory" / "run" / "crash.py").read_text()
+    doc = (ROOT / "factory" / "crash.py").read_text()
     for points in KILL_POINTS.values():
         for point in points:
             assert f"`{point.split(':')[0]}`" in doc, point

@@ -181,7 +181,7 @@ def test_plot_command_draws_a_dialogue(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_manifest_marks_near_duplicate_scripts(tiny_run: Path, tmp_path: Path) -> None:
-    from factory.run.io import sha256_file
+    from factory.atomic import sha256_file
     from factory.run.shards import finalize_run, signature_path
     from factory.script.dedup import load_signatures, save_signatures
 

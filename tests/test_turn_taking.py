@@ -3,7 +3,7 @@
 500 dialogues go through the real planner path (`write_script` with a synthetic LLM, as in
 tests/test_calibration.py), word-shaped noise bursts stand in for TTS (tests/test_timeline.py),
 the pieces are mixed into stereo, and the audit's Heldner & Edlund measures run on per-channel
-10 ms voice activity of that audio (`factory.audit.conversation.measure_stereo`): nothing is read
+10 ms voice activity of that audio (`factory.audit.measures.measure_stereo`): nothing is read
 off the timeline. Targets: ../shared/reference/conversation.md (Switchboard).
 """
 
@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from factory.audit.conversation import measure_stereo
+from factory.audit.measures import measure_stereo
 from factory.config import RunConfig, load_config
 from factory.models import BargeInEvent, Channel, ListenerMark
 from factory.script.compose import write_script

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from factory.audit.bands import BANDS, HEADLINE
 from factory.audit.gates import wer_per_voice
 from factory.audit.run import AuditInputError, RunAudit, audit_run, count_samples, write_audit
+from factory.conversation.bands import BANDS, HEADLINE
 
 
 def _fmt(v: float | None) -> str:

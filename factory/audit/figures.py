@@ -4,12 +4,15 @@ waveforms. PNGs are written palette-quantised (Pillow), a few tens of kB each.""
 from __future__ import annotations
 
 import math
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from factory.audit.bands import BANDS
+from factory.audio.vad import speech_intervals
 from factory.audit.measures import SampleAudit
+from factory.conversation.bands import BANDS
 from factory.models import BackchannelEvent, BargeInEvent, Channel, HesitationEvent, Sample, TurnKind
 
 DIST_MEASURES = (
@@ -31,20 +34,16 @@ SWB_FTO = {"p10": -0.35, "p25": -0.11, "p50": 0.13, "p75": 0.35, "p90": 0.65}
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # lazy: heavy, and only figures need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after the headless backend is chosen
 
     return plt
 
 
 def save_png(fig, path: Path, dpi: int = 80) -> Path:
     """Save `fig` as a palette PNG (64 colours): plots need few, and it is ~4x smaller."""
-    from io import BytesIO
-
-    from PIL import Image
-
     plt = _plt()
     buf = BytesIO()
     fig.savefig(buf, dpi=dpi, format="png")
@@ -174,8 +173,6 @@ def lanes_figure(sample: Sample, audit: SampleAudit, path: Path) -> tuple[Path, 
             bar("overlaps (audio)", seg.start, seg.end, "#937860" if seg.kind == "within_overlap" else "#C44E52")
     for v in vads:
         for ch, act in zip(("user", "agent"), audit.activity[v]):
-            from factory.audio.vad import speech_intervals
-
             for s, e in speech_intervals(act, audit.frame_s):
                 bar(f"VAD {v} {ch}", s, e, "0.35", 0.5)
     lane.set_yticks(list(y.values()), list(y.keys()), fontsize=6)

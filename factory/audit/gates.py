@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from factory.audit.bands import BANDS
-from factory.audit.conversation import FTO_QUANTILES
 from factory.config import AudioSection, AuditSection
+from factory.conversation.bands import BANDS
+from factory.conversation.measures import FTO_QUANTILES
 
 
 def _median(values: list[float]) -> float:

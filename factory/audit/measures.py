@@ -3,7 +3,7 @@
 For one `Sample` (clean stems, channel 0 = user, 1 = agent):
 
 - voice activity per channel at 10 ms from each requested detector (`factory.audio.vad`), and the
-  Heldner & Edlund measures of each (`factory.audit.conversation`), side by side; the first
+  Heldner & Edlund measures of each (`factory.conversation.measures`), side by side; the first
   detector is the primary one (gates, bands, report);
 - from the timeline, checked against the primary activity: fillers per 100 words (a filler counts
   when the audio holds it), barge-ins (the interrupter starts, the victim is speaking, the victim
@@ -25,9 +25,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyloudnorm
 
+from factory.asr import is_exempt, transcribe, wer
 from factory.audio.vad import detect_speech, frame_samples
-from factory.audit.conversation import BRIDGE_S, ConversationMeasures, bridge, measure
+from factory.conversation.measures import BRIDGE_S, ConversationMeasures, bridge, measure
 from factory.models import BargeInEvent, Channel, EndReason, Sample, Timeline, TurnKind, WordKind
 from factory.seeding import rng_for
 from factory.timeline.measures import behaviour_counts, spoken_amounts
@@ -166,8 +168,6 @@ def fillers_found(timeline: Timeline, user: np.ndarray, agent: np.ndarray, frame
 
 def loudness(stems: np.ndarray, sr: int) -> dict[str, float]:
     """Integrated loudness (LUFS, BS.1770) and sample peak (dBFS) per channel; -inf when silent."""
-    import pyloudnorm
-
     meter = pyloudnorm.Meter(sr)
     out = {}
     for ch in Channel:
@@ -181,8 +181,6 @@ def loudness(stems: np.ndarray, sr: int) -> dict[str, float]:
 def asr_round_trip(sample: Sample, n_turns: int) -> list[tuple[str, str, float]]:
     """(voice, heard text, WER) for up to `n_turns` floor turns of the sample, drawn with the
     sample's own generator; backchannel-length turns are skipped (Whisper hallucinates on them)."""
-    from factory.asr import is_exempt, transcribe, wer
-
     tl, sr = sample.timeline, sample.sample_rate
     turns = [
         t
@@ -200,6 +198,26 @@ def asr_round_trip(sample: Sample, n_turns: int) -> list[tuple[str, str, float]]
         heard = transcribe(clip, sr).text
         out.append((t.voice_id, heard, wer(t.spoken_text, heard)))
     return out
+
+
+def channel_activity(audio: np.ndarray, sr: int, vad: str = "energy") -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-channel activity of a stereo signal ([n, 2] or [2, n]) from `factory.audio.vad`, and
+    the grid's true frame length (10 ms rounded to whole samples)."""
+    x = np.asarray(audio)
+    if x.ndim != 2 or 2 not in x.shape:
+        raise ValueError(f"expected stereo audio shaped [n, 2] or [2, n], got {x.shape}")
+    if x.shape[1] != 2 or (x.shape[0] == 2 and x.shape[1] != 2):
+        x = x.T
+    a = detect_speech(np.ascontiguousarray(x[:, 0], np.float32), sr, vad)
+    b = detect_speech(np.ascontiguousarray(x[:, 1], np.float32), sr, vad)
+    return a, b, frame_samples(sr) / sr
+
+
+def measure_stereo(audio: np.ndarray, sr: int, vad: str = "energy", **kwargs) -> ConversationMeasures:
+    """`measure` on the voice activity of each channel of a stereo signal ([n, 2] or [2, n]),
+    channel 0 = speaker A (user), channel 1 = speaker B (agent). `vad`: energy, webrtc or silero."""
+    a, b, frame_s = channel_activity(audio, sr, vad)
+    return measure(a, b, frame_s=frame_s, **kwargs)
 
 
 def audit_sample(

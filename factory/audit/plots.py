@@ -18,10 +18,10 @@ _COLORS = {
 
 def plot_dialogue(timeline: Timeline, stereo: np.ndarray, sample_rate: int, path: Path) -> Path:
     """Waveform per channel with the timeline's turns, words and events drawn over it."""
-    import matplotlib
+    import matplotlib  # lazy: heavy, and only figures need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after the headless backend is chosen
 
     width = max(12.0, min(40.0, timeline.duration * 0.6))
     fig, axes = plt.subplots(2, 1, figsize=(width, 5.5), sharex=True)

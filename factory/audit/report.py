@@ -17,13 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import soundfile as sf
+import soxr
 
-from factory.audit.bands import BANDS, HEADLINE
+from factory.atomic import atomic_write_text
 from factory.audit.figures import distributions_figure, fto_figure, lanes_figure
 from factory.audit.gates import wer_per_voice
 from factory.audit.measures import audit_sample
 from factory.audit.run import RunAudit, iter_samples, worst
-from factory.run.io import atomic_write_text
+from factory.conversation.bands import BANDS, HEADLINE
+from factory.export.card import write_card
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 CSS = """
@@ -56,8 +59,6 @@ def headline_rows(result: RunAudit) -> list[tuple[str, str, str, str, str]]:
 def update_card(result: RunAudit) -> Path | None:
     """Rewrite a run folder's README.md (dataset card) with the audit's headline measures and its
     FTO plot; only for a run folder with a manifest (a bare dataset folder is left alone)."""
-    from factory.export.card import write_card
-
     run_dir = result.run_dir
     manifest = run_dir / "manifest.parquet"
     if not manifest.is_file() or not result.rows:
@@ -94,13 +95,9 @@ def _page(title: str, body: str) -> str:
 
 
 def _write_audio(stems: np.ndarray, sr: int, path: Path, fmt: str) -> None:
-    import soundfile as sf
-
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "ogg":  # Opus at its lowest bitrate (~6 kbit/s a channel): small enough to share, still intelligible
         if sr not in OPUS_RATES:
-            import soxr
-
             stems, sr = soxr.resample(stems, sr, 48_000).astype(np.float32), 48_000
         sf.write(path, stems, sr, format="OGG", subtype="OPUS", compression_level=1.0)
     else:
@@ -259,7 +256,7 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
         f"<p>{len(result.rows)} dialogues, {pooled['duration_s'] / 60:.1f} min, detectors "
         f"{', '.join(result.vads)} (primary {primary}); "
         f"{sum(bool(r.get('flags')) for r in result.rows)} flagged by the gates. Bands: "
-        "<code>factory/audit/bands.py</code> (human: Switchboard / published; purple: quality promises).</p>"
+        "<code>factory/conversation/bands.py</code> (human: Switchboard / published; purple: quality promises).</p>"
         f"{notes}{problems}<h2>Headline measures (pooled over the run)</h2>{head}"
         "<h2>Floor-transfer offsets</h2><img src='img/fto.png' alt='FTO histogram'>"
         "<h2>Distributions against the bands</h2><img src='img/distributions.png' alt='distributions'>"

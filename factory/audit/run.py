@@ -318,7 +318,7 @@ def gate_shard(
 def worst(frame: pl.DataFrame, measure: str, k: int = 5, column: str | None = None) -> list[str]:
     """Ids of the `k` samples furthest outside `measure`'s band (deepest inside it last), read
     from `column` (default: the measure's own name; `<vad>_<measure>` for the H&E measures)."""
-    from factory.audit.bands import BANDS
+    from factory.conversation.bands import BANDS
 
     band, column = BANDS.get(measure), column or measure
     if column not in frame.columns or band is None:

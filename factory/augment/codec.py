@@ -5,6 +5,7 @@ decoded audio is resampled back and trimmed or padded to the input length."""
 from __future__ import annotations
 
 import io
+import shutil
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -27,14 +28,12 @@ class Codec:
         opus_kbps: list[int] = [12, 16, 24, 32]
 
     def __init__(self, options: dict, context: AugmentContext):
-        import shutil
-
         self.o = options_of(type(self), options)
         if shutil.which("ffmpeg") is None:
             raise AugmentError("codec: ffmpeg not found (scripts/setup.sh installs Debian ffmpeg)")
 
     def __call__(self, audio: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, Params]:
-        from pydub import AudioSegment
+        from pydub import AudioSegment  # lazy: optional (cpu extra); warns at import when ffmpeg is missing
 
         codec = str(rng.choice(self.o.codecs))
         kbps = int(rng.choice(self.o.mp3_kbps if codec == "mp3" else self.o.opus_kbps))

@@ -18,7 +18,7 @@ class Gain:
         gain_db: tuple[float, float] = (-24.0, 15.0)
 
     def __init__(self, options: dict, context: AugmentContext):
-        from audiomentations import Gain as AmGain
+        from audiomentations import Gain as AmGain  # lazy: optional (cpu extra), heavy
 
         self.o = options_of(type(self), options)
         self.transform = AmGain(min_gain_db=self.o.gain_db[0], max_gain_db=self.o.gain_db[1], p=1.0)

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
+from factory.atomic import atomic_write_text
 from factory.augment import augment_sample
 from factory.config import AugmentSection
-from factory.run.io import atomic_write_text
 from factory.run.read import CONFIG, complete_shards, open_run
 from factory.run.records import read_shard_record, shard_files, write_shard_record
 from factory.run.rows import read_shard_rows, row_to_sample, write_shard

@@ -24,7 +24,7 @@ BANK_VERSION = "1"
 
 def simulate_rir_bank(folder: Path, sr: int, n_rooms: int, seed: int, rt60: tuple[float, float]) -> list[dict]:
     """Write `n_rooms` RIRs (000.wav ...) and `bank.json` (each room's parameters) into `folder`."""
-    import pyroomacoustics as pra
+    import pyroomacoustics as pra  # lazy: optional (cpu extra), heavy
 
     rng = np.random.default_rng(seed)
     tmp = folder.with_name(folder.name + ".tmp")
@@ -68,7 +68,7 @@ def simulate_rir_bank(folder: Path, sr: int, n_rooms: int, seed: int, rt60: tupl
 
 
 def rir_bank(cache_dir: Path, sr: int, n_rooms: int, seed: int, rt60: tuple[float, float]) -> tuple[Path, list[dict]]:
-    import pyroomacoustics as pra
+    import pyroomacoustics as pra  # lazy: optional (cpu extra), heavy
 
     key = json.dumps([BANK_VERSION, pra.__version__, sr, n_rooms, seed, list(rt60)])
     folder = Path(cache_dir) / f"rir-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
@@ -88,7 +88,7 @@ class Room:
         folder: Path | None = None  # measured RIRs instead of the simulated bank (default augment.rir_folder)
 
     def __init__(self, options: dict, context: AugmentContext):
-        from audiomentations import ApplyImpulseResponse
+        from audiomentations import ApplyImpulseResponse  # lazy: optional (cpu extra), heavy
 
         self.o = options_of(type(self), options)
         folder = self.o.folder or context.rir_folder

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from factory.atomic import atomic_write_text
 from factory.export.errors import ExportError
 from factory.export.exporter import Exporter
 from factory.export.grid import fit_frames, n_frames, samples_per_frame
@@ -37,7 +38,6 @@ from factory.export.output import Decoded, ShardWriter, Sidecar, finish, read_ro
 from factory.export.report import ExportReport, Timer, usable
 from factory.export.tokenizers import channel_tokenizer, identity_dict, save_codebook, tokenized
 from factory.models import Sample
-from factory.run.io import atomic_write_text
 
 NAME = "dgslm"
 FORMAT_VERSION = "1"

@@ -55,6 +55,7 @@ import soundfile as sf
 import soxr
 from pydantic import BaseModel, ConfigDict
 
+from factory.atomic import atomic_write, atomic_write_text
 from factory.export.errors import ExportError
 from factory.export.exporter import Exporter
 from factory.export.grid import fit_frames
@@ -63,7 +64,6 @@ from factory.export.output import Decoded, ShardWriter, Sidecar, finish, read_ro
 from factory.export.report import ExportReport, Rule, RuleCounter, Timer, usable
 from factory.export.tokenizers import audio_tokenizer_for, fits_units, identity_dict, save_codebook, text_tokenizer_for
 from factory.models import Channel, Sample, Timeline
-from factory.run.io import atomic_write, atomic_write_text
 
 NAME = "moshi"
 FORMAT_VERSION = "1"

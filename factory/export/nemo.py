@@ -44,6 +44,7 @@ import soundfile as sf
 import soxr
 from pydantic import field_validator
 
+from factory.atomic import atomic_write
 from factory.export.errors import ExportError
 from factory.export.exporter import Exporter
 from factory.export.options import ExportOptions, FormatOptions, dump_options
@@ -51,7 +52,6 @@ from factory.export.output import Decoded, Sidecar, finish, read_sidecar
 from factory.export.report import ExportReport, Rule, RuleCounter, usable
 from factory.export.tokenizers import identity_dict, text_tokenizer_for
 from factory.models import Channel, Sample, Timeline, TimelineTurn
-from factory.run.io import atomic_write
 
 NAME = "nemo-duplex"
 FORMAT_VERSION = "1"

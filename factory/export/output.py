@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from factory.atomic import atomic_write, atomic_write_text
 from factory.export.errors import ExportError
 from factory.export.report import ExportReport, RuleCounter
-from factory.run.io import atomic_write, atomic_write_text
 
 SIDECAR = "export.json"
 UNITS_CODEBOOK = "units_codebook.json"

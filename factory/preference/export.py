@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factory.atomic import atomic_write
 from factory.audio.mix import flac_bytes
 from factory.models import Sample
 from factory.preference.pairs import Pair, preference_pairs
-from factory.run.io import atomic_write
 
 SCHEMA = pa.schema(
     [

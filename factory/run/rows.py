@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, TypedDict
 import pyarrow.parquet as pq
 from datasets import Audio, Dataset, Features, Value
 
+from factory.atomic import atomic_write, sha256_file
 from factory.audio.mix import flac_bytes, read_audio
 from factory.models import (
     AugmentationRecord,
@@ -30,7 +31,6 @@ from factory.models import (
     Script,
     Timeline,
 )
-from factory.run.io import atomic_write, sha256_file
 from factory.timeline.measures import transcript
 
 _AUDIO_STRUCT = {"bytes": Value("binary"), "path": Value("string")}

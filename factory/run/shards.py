@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from factory.atomic import atomic_write, sha256_file
 from factory.audit.run import gate_shard
 from factory.config import RunConfig
+from factory.crash import crash_point
 from factory.engine import build_shard
 from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
 from factory.models import ManifestRow, SampleStatus
-from factory.run.crash import crash_point
-from factory.run.io import atomic_write, sha256_file
 from factory.run.records import (
     FailureRecord,
     ShardAudit,

@@ -18,8 +18,8 @@ from typing import Any
 
 import fsspec
 
-from factory.run.crash import crash_point
-from factory.run.io import HOST, tmp_path
+from factory.atomic import HOST, tmp_path
+from factory.crash import crash_point
 
 STALE_FOREIGN_S = 6 * 3600  # another machine's temporary file this old belongs to a dead writer
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from factory.run.io import atomic_write
+from factory.atomic import atomic_write
 
 __all__ = [
     "NGRAM",

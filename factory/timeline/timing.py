@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import optimize, stats
 
-FRAME_S = 0.010  # the frame of the H&E measurement a corpus is measured with
+from factory.conversation.measures import FRAME_S, measure  # a corpus is measured as the audit measures audio
 
 
 class TimingFitError(ValueError):
@@ -311,9 +311,7 @@ Segments = dict[str, list[tuple[float, float]]]  # speaker -> (start, end) secon
 
 def conversation_fto(segments: Segments, frame_s: float = FRAME_S) -> list[float]:
     """FTOs of one two-speaker conversation, measured as the audit measures audio: 10 ms
-    activity per speaker, then Heldner & Edlund frame states (`factory.audit.conversation`)."""
-    from factory.audit.conversation import measure  # the one H&E implementation
-
+    activity per speaker, then Heldner & Edlund frame states (`factory.conversation.measures`)."""
     if len(segments) != 2:
         raise TimingFitError(f"a conversation needs exactly two speakers; got {sorted(segments)}")
     end = max(e for spans in segments.values() for _, e in spans)

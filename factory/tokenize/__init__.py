@@ -8,14 +8,15 @@ Face tokenizer folder, or by default the embedded LLM's vocabulary), behind two 
     get_text_tokenizer("path/to/tokenizer_folder")       # any tokenizer.json folder
     get_text_tokenizer("tokenizer_spm_32k_3.model")      # SentencePiece (Moshi's text vocabulary)
 
-The torch-based tokenizers are imported lazily: the main environment (no torch) can use the
-units and the text tokenizers.
+The codec tokenizers load torch only when one is built: the main environment (no torch) can use
+the units and the text tokenizers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from factory.tokenize import codecs, text  # torch, transformers and llama.cpp load when a tokenizer is built
 from factory.tokenize.base import (
     AudioTokenizer,
     TextTokenizer,
@@ -33,8 +34,6 @@ def get_audio_tokenizer(name: str, **options: Any) -> AudioTokenizer:
     `UnitsTokenizer.save`; make one with `fit_units`); `mimi` and `encodec` take `weights=` (a
     local folder or file; None looks in the Hugging Face cache) plus their own options."""
     if name == "units":
-        from factory.tokenize.units import UnitsTokenizer
-
         codebook = options.pop("codebook", None)
         if codebook is None:
             raise ValueError("the 'units' tokenizer needs codebook=PATH (fit one with factory.tokenize.fit_units)")
@@ -42,8 +41,6 @@ def get_audio_tokenizer(name: str, **options: Any) -> AudioTokenizer:
             raise ValueError(f"unknown options for 'units': {sorted(options)}")
         return UnitsTokenizer.load(codebook)
     if name in ("mimi", "encodec"):
-        from factory.tokenize import codecs
-
         return codecs.build(name, **options)
     raise ValueError(f"unknown audio tokenizer {name!r}; known: {', '.join(AUDIO_TOKENIZERS)}")
 
@@ -53,8 +50,6 @@ def get_text_tokenizer(name_or_path: str | None = None) -> TextTokenizer:
     llama.cpp's vocab-only loader). A folder or a `tokenizer.json` file: that Hugging Face
     tokenizer. A SentencePiece `.model` (needs sentencepiece, e.g. Moshi's
     tokenizer_spm_32k_3.model). A `.gguf` file: that model's vocabulary."""
-    from factory.tokenize import text
-
     return text.load(name_or_path)
 
 

@@ -9,6 +9,7 @@ model and codebook that made them and be reproduced or applied to other runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -79,8 +80,6 @@ class TextTokenizer(Protocol):
 def ceil_frames(n_samples: int, sr: int, frame_rate: float) -> int:
     """ceil(n_samples / sr * frame_rate), computed without float error for rational rates
     (12.5 Hz at 24 kHz: 1920 samples per frame; 1 s -> 13 frames)."""
-    from fractions import Fraction
-
     if n_samples < 0 or sr <= 0:
         raise ValueError(f"n_samples must be >= 0 and sr > 0, got {n_samples}, {sr}")
     frames = Fraction(n_samples) * Fraction(frame_rate).limit_denominator(1000) / sr

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
+from huggingface_hub import hf_hub_download, snapshot_download
 
 from factory.tokenize.base import TokenizerIdentity, TokenizerUnavailable, ceil_frames
 from factory.tokenize.progress import progress_map
@@ -50,7 +52,7 @@ TORCH_ENV_HINT = (
 
 def _torch():
     try:
-        import torch
+        import torch  # lazy: optional (torch environment only), heavy
     except ImportError as exc:
         raise TokenizerUnavailable(TORCH_ENV_HINT) from exc
     return torch
@@ -111,8 +113,6 @@ def _resolve_file(weights: str | Path | None, repo: str, filename: str, what: st
             )
         return path
     try:
-        from huggingface_hub import hf_hub_download
-
         return Path(hf_hub_download(repo, filename, local_files_only=True))
     except Exception as exc:  # LocalEntryNotFoundError and friends: not in the cache
         raise TokenizerUnavailable(
@@ -132,8 +132,6 @@ def _resolve_folder(weights: str | Path | None, repo: str, what: str) -> Path:
             )
         return path
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(repo, local_files_only=True))
     except Exception as exc:
         raise TokenizerUnavailable(
@@ -169,8 +167,6 @@ class _TorchCodec:
         if audio.ndim != 1:
             raise ValueError(f"{self.name} takes mono audio [n], got shape {audio.shape}")
         if sr != self.sample_rate:
-            import soxr
-
             audio = soxr.resample(audio, sr, self.sample_rate).astype(np.float32)
         return audio
 
@@ -255,7 +251,7 @@ class MimiTokenizer(_TorchCodec):
         self.n_q, self.batch_size, self._seed, self.device = n_q, batch_size, random_init_seed, device
         if backend == "moshi":
             try:
-                from moshi.models import loaders
+                from moshi.models import loaders  # lazy: optional (torch environment only)
             except ImportError as exc:
                 hint = f"Mimi through kyutai's moshi package: pip install moshi. {TORCH_ENV_HINT}"
                 raise TokenizerUnavailable(hint) from exc
@@ -273,7 +269,7 @@ class MimiTokenizer(_TorchCodec):
             self.cardinality = int(self.model.cardinality)
             self.samples_per_frame = int(self.model.frame_size)
         elif backend == "transformers":
-            from transformers import MimiConfig, MimiModel
+            from transformers import MimiConfig, MimiModel  # lazy: optional (torch environment only)
 
             self._backend = "transformers"
             self.pad_batches = False
@@ -321,7 +317,7 @@ class EncodecTokenizer(_TorchCodec):
         batch_size: int = 8,
     ) -> None:
         torch = _torch()
-        from transformers import EncodecConfig, EncodecModel
+        from transformers import EncodecConfig, EncodecModel  # lazy: optional (torch environment only)
 
         if float(bandwidth) not in ENCODEC_BANDWIDTHS:
             raise ValueError(f"EnCodec 24 kHz bandwidth must be one of {sorted(ENCODEC_BANDWIDTHS)} kbps")

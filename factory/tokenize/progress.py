@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -15,8 +17,6 @@ SHOW_FROM = 16
 def progress_map(fn: Callable[[T], R], items: Sequence[T], label: str, batch: int = 1) -> list[R]:
     """[fn(item) for item in items] with a progress bar (advanced by `batch` per call) when the
     work is long enough to want one. `fn` gets one item, or a list of `batch` items when batch > 1."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     chunks: list = list(items) if batch == 1 else [list(items[i : i + batch]) for i in range(0, len(items), batch)]
     if len(items) < SHOW_FROM:
         return [fn(c) for c in chunks]

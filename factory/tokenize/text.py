@@ -28,7 +28,7 @@ class HFTextTokenizer:
     """Any Hugging Face fast tokenizer saved as `tokenizer.json` (a folder or the file itself)."""
 
     def __init__(self, path: str | Path) -> None:
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer  # lazy: optional (cpu extra, with faster-whisper)
 
         path = Path(path)
         file = path / "tokenizer.json" if path.is_dir() else path
@@ -62,7 +62,7 @@ class GGUFTextTokenizer:
 
     def __init__(self, path: str | Path) -> None:
         try:
-            import llama_cpp
+            import llama_cpp  # lazy: optional (cpu extra), heavy
         except ImportError as exc:
             raise TokenizerUnavailable(
                 "reading a GGUF vocabulary (the default text tokenizer, the embedded LLM's) needs llama-cpp-python, "
@@ -104,7 +104,7 @@ class SentencePieceTextTokenizer:
 
     def __init__(self, path: str | Path) -> None:
         try:
-            import sentencepiece
+            import sentencepiece  # lazy: optional, not installed by default
         except ImportError as exc:
             raise TokenizerUnavailable(
                 "a SentencePiece .model needs the sentencepiece package (in the torch environment)"

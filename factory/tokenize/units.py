@@ -25,8 +25,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 from factory.tokenize.base import TokenizerIdentity, ceil_frames
+from factory.tokenize.progress import progress_map
 
 FEATURE_SR = 16000
 HOP = 160  # 10 ms at 16 kHz
@@ -53,14 +55,12 @@ def _resample(audio: np.ndarray, sr: int) -> np.ndarray:
         raise ValueError(f"units tokenizer takes mono audio [n], got shape {audio.shape}")
     if sr == FEATURE_SR:
         return audio
-    import soxr
-
     return soxr.resample(audio, sr, FEATURE_SR).astype(np.float32)
 
 
 def features(audio: np.ndarray, sr: int, frame_rate: float) -> np.ndarray:
     """Unstandardised unit features `[T, 2 * N_MELS]` with T = ceil(duration * frame_rate)."""
-    import librosa
+    import librosa  # lazy: heavy (numba); only fitting and encoding need it
 
     pool = _pool(frame_rate)
     n_units = ceil_frames(len(audio), sr, frame_rate)
@@ -113,8 +113,6 @@ class UnitsTokenizer:
         return dist.argmin(axis=1).astype(np.int64)[None, :]
 
     def encode_batch(self, audios: Sequence[np.ndarray], sr: int) -> list[np.ndarray]:
-        from factory.tokenize.progress import progress_map
-
         return progress_map(lambda a: self.encode(a, sr), audios, f"units @ {self.frame_rate:g} Hz")
 
     # ---------------------------------------------------------------- codebook file
@@ -182,10 +180,8 @@ def fit_units(
 ) -> UnitsTokenizer:
     """Fits a k-means codebook on the unit frames of `audios` (mono, rate `sr`): a run's own
     channels, typically. At most `max_frames` frames (drawn with the seed) go into k-means."""
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
-    from factory.tokenize.progress import progress_map
+    from sklearn.cluster import KMeans  # lazy: heavy; only fitting needs it
+    from threadpoolctl import threadpool_limits  # lazy: comes with scikit-learn
 
     _pool(frame_rate)
     if k < 2:

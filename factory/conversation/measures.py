@@ -3,7 +3,8 @@ Edlund (2010) define them (see `/work/shared/reference/conversation.md`), so the
 can be set against the human numbers measured the same way (Switchboard: 10 ms frame states,
 180 ms bridge).
 
-The input is one bool per 10 ms frame per channel (`factory.audio.vad`). Steps:
+The input is one bool per 10 ms frame per channel (from `factory.audio.vad`; the audit's
+`measure_stereo` goes from stereo audio to these measures). Steps:
 
 1. Each channel's silences shorter than `bridge_s` (180 ms) between two stretches of speech are
    bridged; the runs that remain are the speaker's IPUs (inter-pausal units).
@@ -239,28 +240,6 @@ def measure(
         fto=fto,
         backchannels=backchannel_ipus(a, b, frame_s, backchannel_max_s, backchannel_context_s),
     )
-
-
-def channel_activity(audio: np.ndarray, sr: int, vad: str = "energy") -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-channel activity of a stereo signal ([n, 2] or [2, n]) from `factory.audio.vad`, and
-    the grid's true frame length (10 ms rounded to whole samples)."""
-    from factory.audio.vad import detect_speech, frame_samples
-
-    x = np.asarray(audio)
-    if x.ndim != 2 or 2 not in x.shape:
-        raise ValueError(f"expected stereo audio shaped [n, 2] or [2, n], got {x.shape}")
-    if x.shape[1] != 2 or (x.shape[0] == 2 and x.shape[1] != 2):
-        x = x.T
-    a = detect_speech(np.ascontiguousarray(x[:, 0], np.float32), sr, vad)
-    b = detect_speech(np.ascontiguousarray(x[:, 1], np.float32), sr, vad)
-    return a, b, frame_samples(sr) / sr
-
-
-def measure_stereo(audio: np.ndarray, sr: int, vad: str = "energy", **kwargs) -> ConversationMeasures:
-    """`measure` on the voice activity of each channel of a stereo signal ([n, 2] or [2, n]),
-    channel 0 = speaker A (user), channel 1 = speaker B (agent). `vad`: energy, webrtc or silero."""
-    a, b, frame_s = channel_activity(audio, sr, vad)
-    return measure(a, b, frame_s=frame_s, **kwargs)
 
 
 def _same_length(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,13 @@
 """Reference ranges ("bands") the audit sets each measure against.
 
 Human bands come from `/work/shared/reference/conversation.md` (Switchboard measured with the same
-method as `factory.audit.conversation`: 10 ms frame states, 180 ms bridge). Where the reference
+method as `factory.conversation.measures`: 10 ms frame states, 180 ms bridge). Where the reference
 gives a range it is the band; where it gives one number the band is that number with a stated
 tolerance (`note`). Quality bands (ASR, agreement with the plan, loudness) are what the factory
 itself promises, not human data. A band applies to the run's (or a shard's) pooled value; single
 dialogues spread wider (Switchboard's per-conversation median FTO has sd ~0.12 s).
 
-This module is pure data: the config validates gate names against it.
+This module is pure data: the audit judges against it and the config validates gate names against it.
 """
 
 from __future__ import annotations

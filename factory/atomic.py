@@ -1,6 +1,7 @@
 """Atomic file writes and checksums: every file a run publishes appears complete or not at all
 (temporary name in the same folder, then rename), so a killed run leaves no half-written file
-under a final name."""
+under a final name. Runs, exporters, the audit and script signatures all publish through here, so
+it imports no stage (only the kill points of `factory.crash`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from factory.run.crash import crash_point
+from factory.crash import crash_point
 
 # In temporary names, so a cleaner can tell a live writer on this machine from a dead one.
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0]) or "host"
