@@ -13,7 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import UUID
 
+from prefect import Flow, get_client
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.deployments.runner import RunnerDeployment
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.schedules import Cron
 
 from factory.config import load_config
 
@@ -29,9 +33,6 @@ def build_deployment(
     timezone: str = "UTC",
 ) -> RunnerDeployment:
     """The deployment: the flow loaded from this checkout (a process worker runs it from here)."""
-    from prefect import Flow
-    from prefect.schedules import Cron
-
     cfg = load_config(config, overrides)
     flow = Flow.from_source(source=str(ROOT), entrypoint=ENTRYPOINT)
     return flow.to_deployment(
@@ -45,10 +46,6 @@ def build_deployment(
 
 def ensure_pool(pool: str) -> None:
     """Create the process work pool if the server does not have it yet."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))

@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
@@ -80,7 +81,7 @@ def task_runner_for(cfg: RunConfig):
     if kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     if kind == "dask":
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # lazy: the Dask runner (and distributed) only when asked for
 
         if address:
             return DaskTaskRunner(address=address)
@@ -89,7 +90,7 @@ def task_runner_for(cfg: RunConfig):
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True},
         )
-    from prefect_ray import RayTaskRunner
+    from prefect_ray import RayTaskRunner  # lazy: Ray is heavy to import; only when asked for
 
     if address:
         return RayTaskRunner(address=address)
@@ -107,8 +108,6 @@ def _retrying(cfg: RunConfig):
 def _attempts(future, default: int) -> int:
     """How many times Prefect ran the task (its run_count), read back from the API."""
     try:
-        from prefect import get_client
-
         with get_client(sync_client=True) as client:
             return client.read_task_run(future.task_run_id).run_count or default
     except Exception:  # noqa: BLE001 - the count is informative only
@@ -158,8 +157,6 @@ def generate(
     every runner. `only` (`--retry-failed`): run just these shards; the others are taken as they
     are at the store."""
     if per_day:
-        from prefect.runtime import flow_run
-
         config = dated(config, flow_run.scheduled_start_time.strftime("%Y%m%d"))
     cfg = RunConfig.model_validate(config)
     rt = runtime_for(cfg)

@@ -39,7 +39,7 @@ def free_port() -> int:
 
 def start_server(port: int, env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
     """A Prefect API server (no UI) on 127.0.0.1:`port` that dies with this process."""
-    import prefect
+    import prefect  # lazy: only to find the installed server's app dir; the CLI's --help stays fast
 
     args = [
         "--app-dir",
@@ -83,8 +83,8 @@ def drain_prefect_clients(timeout_s: float = 15.0) -> None:
     queued, they are retried against the stopped server at interpreter exit, and the process hangs
     there ("Still processing items"), which a test session and a CLI run both hit."""
     try:
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
+        from prefect.events.worker import EventsWorker  # lazy: only at the end of a run with a server
+        from prefect.logging.handlers import APILogWorker  # lazy: as above
 
         APILogWorker.drain_all(timeout=timeout_s)
         EventsWorker.drain_all(timeout=timeout_s)
@@ -96,7 +96,7 @@ def drain_prefect_clients(timeout_s: float = 15.0) -> None:
 def run_server() -> Iterator[str]:
     """Yield a Prefect API URL for this run: `PREFECT_API_URL` if set, else a server of our own
     that stops when the block ends and is killed by the kernel if this process dies."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # lazy: imports all of Prefect
 
     existing = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
     if existing:

@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from factory.audio.vad import VAD_METHODS
 from factory.audit.gates import wer_per_voice
+from factory.audit.report import update_card, write_report
 from factory.audit.run import AuditInputError, RunAudit, audit_run, count_samples, write_audit
 from factory.conversation.bands import BANDS, HEADLINE
 
@@ -74,8 +76,6 @@ def run_audit_command(
     if audio_format not in ("flac", "ogg"):
         console.print(f"[red]--audio-format must be flac or ogg, got {audio_format!r}[/red]")
         return 2
-    from factory.audio.vad import VAD_METHODS
-
     bad = [v for v in vads or [] if v not in VAD_METHODS]
     if bad:
         console.print(f"[red]--vad: unknown detector(s) {bad}; choose from {list(VAD_METHODS)}[/red]")
@@ -119,8 +119,6 @@ def run_audit_command(
         console.print(f"[yellow]... {len(flagged) - 10} more flagged samples (audit.parquet: flag_reason)[/yellow]")
     path = write_audit(result)
     console.print(f"wrote {path}")
-    from factory.audit.report import update_card, write_report
-
     if result.is_remote:
         console.print("dataset card left as it is: the run is remote (audit a local copy to update its card)")
     elif card := update_card(result):

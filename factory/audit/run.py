@@ -34,6 +34,7 @@ from factory.audio.mix import read_audio
 from factory.audit.gates import pool, sample_flags, shard_report
 from factory.audit.measures import SampleAudit, audit_sample
 from factory.config import ConfigError, RunConfig, load_config
+from factory.conversation.bands import BANDS
 from factory.models import TIMELINE_SCHEMA_VERSION, Sample
 from factory.run.read import AUDIT_TABLE, MANIFEST, is_remote, open_run, read_config, shard_records
 from factory.run.rows import read_shard_rows, row_meta
@@ -318,8 +319,6 @@ def gate_shard(
 def worst(frame: pl.DataFrame, measure: str, k: int = 5, column: str | None = None) -> list[str]:
     """Ids of the `k` samples furthest outside `measure`'s band (deepest inside it last), read
     from `column` (default: the measure's own name; `<vad>_<measure>` for the H&E measures)."""
-    from factory.conversation.bands import BANDS
-
     band, column = BANDS.get(measure), column or measure
     if column not in frame.columns or band is None:
         return []

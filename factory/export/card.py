@@ -10,6 +10,7 @@ Until an audit of the audio exists, the statistics come from the manifest (count
 
 from __future__ import annotations
 
+import io
 from importlib import metadata
 from pathlib import Path
 
@@ -120,12 +121,10 @@ def overview_png(ok: pl.DataFrame) -> bytes | None:
     downloading. None for a run without dialogues."""
     if ok.is_empty():
         return None
-    import io
-
-    import matplotlib
+    import matplotlib  # lazy: matplotlib loads slowly; only a run with dialogues plots
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     panels = [
         ("duration", "duration (s)"),

@@ -118,7 +118,7 @@ class NemoDuplex(Exporter[NemoOptions]):
     ) -> ExportReport:
         sub = format_options
         try:
-            from lhotse import CutSet  # optional heavy dependency (needs torch): the torch environment only
+            from lhotse import CutSet  # lazy: optional heavy dependency (needs torch), the torch environment only
         except ImportError as exc:
             raise ExportError(LHOTSE_HINT, exit_code=3) from exc
         report, counter, started = self.start(out_dir)
@@ -268,7 +268,7 @@ def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
 def build_cut(sample: Sample, audio_dir: Path, sub: NemoOptions, counter: RuleCounter, tokenize, augmented=False):
     """One lhotse MonoCut: user recording, agent target_audio, one supervision per turn."""
     try:
-        from lhotse import Recording, SupervisionSegment  # optional heavy dependency (torch env only)
+        from lhotse import Recording, SupervisionSegment  # lazy: optional heavy dependency (torch env only)
     except ImportError as exc:
         raise ExportError(LHOTSE_HINT, exit_code=3) from exc
     src, tgt = sub.source_sample_rate, sub.target_sample_rate
@@ -331,7 +331,7 @@ _TS = re.compile(r"<\|(\d+)\|>\s*(\S+)\s*<\|(\d+)\|>")
 
 def read_cuts(out_dir: Path, split: str = "train", shar: bool = True):
     """The exported CutSet, read by lhotse (Shar by default, else the jsonl.gz manifest)."""
-    from lhotse import CutSet  # optional heavy dependency (torch env only)
+    from lhotse import CutSet  # lazy: optional heavy dependency (torch env only)
 
     out_dir = Path(out_dir)
     if shar:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from factory.atomic import atomic_write, sha256_file
 from factory.audit.run import gate_shard
@@ -152,8 +153,6 @@ def verify_shard(store: RunStore, name: str) -> str | None:
 
 
 def pq_rows(f) -> int:
-    import pyarrow.parquet as pq
-
     return pq.ParquetFile(f).metadata.num_rows
 
 
