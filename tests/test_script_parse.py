@@ -21,14 +21,10 @@ from factory.models import (
     Script,
     SilentPause,
 )
-from factory.script.parse import (
-    REASONS,
-    SCRIPT_RESPONSE_SCHEMA,
-    ScriptRejected,
-    parse_script,
-    resolve_conflicts,
-    script_messages,
-)
+from factory.script.marks import resolve_conflicts
+from factory.script.outcomes import REASONS, ScriptRejected
+from factory.script.parse import parse_script
+from factory.script.response import SCRIPT_RESPONSE_SCHEMA, script_messages
 from factory.script.text_checks import check_turn
 
 SCENARIO = Scenario(
