@@ -63,6 +63,7 @@ class RawMark:
     seconds: float | None = None
 
 
+# The field holding each mark kind's word index, as `response`'s models name it (a test keeps them in step).
 MARK_INDEX_KEY = {
     "filler": "before_word",
     "restart": "word",
