@@ -35,7 +35,9 @@ from factory.models import Script, ScriptTurn
 from factory.script.calibrate import calibrate_marks
 from factory.script.compose import write_script
 from factory.script.dedup import NearDuplicateIndex, signature
-from factory.script.parse import ScriptRejected, parse_script, script_to_response
+from factory.script.outcomes import ScriptRejected
+from factory.script.parse import parse_script
+from factory.script.response import script_to_response
 from factory.script.scenario import draw_scenario
 from factory.script.text_checks import TurnRejected
 from factory.seeding import rng_for

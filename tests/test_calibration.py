@@ -23,10 +23,13 @@ from factory.config import RunConfig
 from factory.models import BargeIn, Channel, Filler, ListenerMark, Mode, Restart, Script, ScriptTurn, Timeline
 from factory.script.calibrate import calibrate_marks, content_words, measure_rates
 from factory.script.compose import write_script
+from factory.script.parse import parse_script
+from factory.script.response import script_to_response
 from factory.script.scenario import draw_scenario
 from factory.seeding import rng_for
 from factory.timeline.measures import behaviour_rates
 from factory.timeline.place import build_timeline
+from tests.test_script_parse import SCENARIO
 
 N_DIALOGUES = 200
 TOLERANCE = 0.20
@@ -302,9 +305,6 @@ def test_calibrate_is_deterministic(planned, cfg):
 def test_planned_scripts_round_trip_through_the_llm_format(planned):
     """A planner-marked script, written out in the LLM-facing format and parsed back, is the same
     script: the parser places fillers, restarts and every other mark exactly as the planner does."""
-    from factory.script.parse import parse_script, script_to_response
-    from tests.test_script_parse import SCENARIO
-
     exact = 0
     for script, mode in planned[:100]:
         scenario = SCENARIO.model_copy(update={"id": script.scenario_id, "mode": mode, "n_turns": len(script.turns)})

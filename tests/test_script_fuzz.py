@@ -16,7 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from factory.models import Channel, Filler, Restart, Script
-from factory.script.parse import REASONS, ScriptRejected, parse_script, resolve_conflicts, script_messages
+from factory.script.marks import resolve_conflicts
+from factory.script.outcomes import REASONS, ScriptRejected
+from factory.script.parse import parse_script
+from factory.script.response import script_messages
 from factory.script.text_checks import check_turn
 from tests.test_script_parse import SCENARIO, SENTENCES, valid_response
 

@@ -21,14 +21,11 @@ from factory.models import (
     Script,
     SilentPause,
 )
-from factory.script.parse import (
-    REASONS,
-    SCRIPT_RESPONSE_SCHEMA,
-    ScriptRejected,
-    parse_script,
-    resolve_conflicts,
-    script_messages,
-)
+from factory.script.marks import resolve_conflicts
+from factory.script.outcomes import REASONS, ScriptRejected
+from factory.script.parse import parse_script
+from factory.script.response import SCRIPT_RESPONSE_SCHEMA, script_messages
+from factory.script.response_reader import MARK_INDEX_KEY
 from factory.script.text_checks import check_turn
 
 SCENARIO = Scenario(
@@ -129,6 +126,28 @@ def test_schema_is_valid_and_accepts_the_format():
         jsonschema.validate(valid_response(rng), SCRIPT_RESPONSE_SCHEMA)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"turns": [{"speaker": "AI", "text": "x", "marks": []}]}, SCRIPT_RESPONSE_SCHEMA)
+
+
+def test_schema_asks_for_what_the_reader_reads():
+    """Each mark kind the schema (generated from the response models) offers is read by the
+    reader from the field the schema requires for it, and the prompt's example is a valid response."""
+    kinds = SCRIPT_RESPONSE_SCHEMA["properties"]["turns"]["items"]["properties"]["marks"]["items"]["anyOf"]
+    offered = {kind["properties"]["type"]["const"]: kind for kind in kinds}
+    assert set(offered) == set(MARK_INDEX_KEY)
+    for name, kind in offered.items():
+        assert MARK_INDEX_KEY[name] in kind["required"], name
+    assert "$defs" not in json.dumps(SCRIPT_RESPONSE_SCHEMA)  # self-contained, as guided decoding gets it
+    example = json.loads(script_messages(SCENARIO, 4)[0]["content"].split("Example of the format: ", 1)[1])
+    jsonschema.validate(example, SCRIPT_RESPONSE_SCHEMA)
+    for bad in (
+        {"turns": example["turns"][:1]},  # fewer than two turns
+        {"turns": [*example["turns"][:1], {**example["turns"][1], "marks": [{"type": "barge_in", "heard_words": 0}]}]},
+        {"turns": [*example["turns"][:1], {**example["turns"][1], "marks": [{"type": "pause", "after_word": 1}]}]},
+        {"turns": [*example["turns"][:1], {**example["turns"][1], "extra": 1}]},
+        {"turns": [{**t, "marks": [{"type": "filler", "before_word": 0, "token": "hmm"}]} for t in example["turns"]]},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCRIPT_RESPONSE_SCHEMA)
 
 
 def test_messages():

@@ -15,7 +15,7 @@ from factory.llm.embedded import LlamaCppBackend
 from factory.llm.http import OpenAIHTTPBackend
 from factory.models import BargeIn, Mode, Script
 from factory.script.compose import write_script_structured
-from factory.script.parse import REASONS
+from factory.script.outcomes import REASONS
 from factory.script.scenario import draw_scenario
 from factory.script.writer import TurnRejected
 from factory.seeding import rng_for

@@ -9,7 +9,7 @@ twice the target. Scripts from the tiny embedded model carry no marks and go thr
 
 Targets (`BehaviourSection`): fillers, restarts and pauses per 100 content words (words the
 model wrote, not inserted fillers or cut-off tokens); backchannels and laughs per minute of
-speech at `behaviour.SPEAKING_RATE_WPS`; barge-ins and failed interruptions per dialogue.
+speech at `planner.SPEAKING_RATE_WPS`; barge-ins and failed interruptions per dialogue.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from factory.models import (
     ScriptTurn,
     SilentPause,
 )
-from factory.script.parse import resolve_conflicts
+from factory.script.marks import mark_index, resolve_conflicts, with_index
 from factory.script.planner import (
     MIN_VICTIM_WORDS,
-    SPEAKING_RATE_WPS,
     barge_in_cut,
     barge_in_victims,
     insert_hesitations,
     plan_backchannels,
+    speech_minutes,
 )
 
 __all__ = ["EXCESS_FACTOR", "calibrate_marks", "content_words", "measure_rates"]
@@ -50,24 +50,10 @@ EXCESS_FACTOR = 2.0  # proposals beyond this multiple of the expected count are 
 HESITATION_PASSES = 2
 
 
-def _index(mark: Mark) -> int:
-    return mark.heard_words - 1 if isinstance(mark, BargeIn) else mark.word_index
-
-
-def _with_index(mark: Mark, index: int) -> Mark:
-    if isinstance(mark, BargeIn):
-        return mark.model_copy(update={"heard_words": index + 1})
-    return mark.model_copy(update={"word_index": index})
-
-
 def content_words(script: Script) -> int:
     """Words the writer wrote: every word minus inserted filler tokens and cut-off restart tokens."""
     inserted = sum(isinstance(m, Filler | Restart) for m in script.marks)
     return sum(len(t.text.split()) for t in script.turns) - inserted
-
-
-def _speech_minutes(turns: list[ScriptTurn]) -> float:
-    return sum(len(t.text.split()) for t in turns) / SPEAKING_RATE_WPS / 60
 
 
 def measure_rates(script: Script) -> dict[str, float]:
@@ -75,7 +61,7 @@ def measure_rates(script: Script) -> dict[str, float]:
     kinds = Counter(m.type for m in script.marks)
     return {
         "content_words": float(content_words(script)),
-        "speech_minutes": _speech_minutes(script.turns),
+        "speech_minutes": speech_minutes(script.turns),
         **{
             k: float(kinds.get(k, 0))
             for k in ("filler", "restart", "pause", "backchannel", "laugh", "failed_interruption", "barge_in")
@@ -97,12 +83,12 @@ def _remove_token(turns: list[ScriptTurn], marks: list[Mark], mark: Mark) -> lis
     for m in marks:
         if m is mark:
             continue
-        if m.turn != t or _index(m) < k:
+        if m.turn != t or mark_index(m) < k:
             out.append(m)
-        elif _index(m) > k:
-            out.append(_with_index(m, _index(m) - 1))
+        elif mark_index(m) > k:
+            out.append(with_index(m, mark_index(m) - 1))
         elif k > 0 and not isinstance(m, Filler | Restart):  # attached to the removed token
-            out.append(_with_index(m, k - 1))
+            out.append(with_index(m, k - 1))
     return out
 
 
@@ -127,7 +113,7 @@ def _add_hesitations(
         if m.turn != t:
             out.append(m)
             continue
-        moved = _with_index(m, position[_index(m)])
+        moved = with_index(m, position[mark_index(m)])
         if isinstance(moved, Filler):  # a turn-initial filler may have been lowercased by a new one before it
             moved = moved.model_copy(update={"token": new_words[moved.word_index]})
         out.append(moved)
@@ -249,7 +235,7 @@ def calibrate_marks(
     marks = resolve_conflicts(turns, marks, report)  # listener marks past a new cut go
 
     # Listener marks, per minute of speech (laughs) or per dialogue (failed interruptions).
-    minutes = max(_speech_minutes(turns), 1e-9)
+    minutes = max(speech_minutes(turns), 1e-9)
     exp_bc = cfg.backchannels_per_minute * minutes
     marks = _remove_excess(turns, marks, Backchannel, _cap(exp_bc), rng, report)
     marks = _remove_excess(turns, marks, Laugh, _cap(cfg.laughs_per_minute * minutes), rng, report)

@@ -5,7 +5,7 @@ Two modes (`llm.script_mode`):
   because a barge-in cuts a turn short and the interrupter (and everyone after) must respond to
   what was actually heard, not to the planned text. Works with any model, the tiny one included.
 - structured: a capable LLM writes the whole dialogue with proposed marks as JSON under a
-  schema; `script_parse` validates and repairs it, `calibrate` tops rates up to the targets.
+  schema (`response`); `parse` validates and repairs it, `calibrate` tops rates up to the targets.
   Barge-ins the model did not propose are added by cutting a turn and re-writing the next turn
   from the heard words, so the heard-text property holds in both modes.
 """
@@ -16,7 +16,9 @@ from factory.config import RunConfig
 from factory.llm.base import LLMBackend
 from factory.models import BargeIn, Channel, ListenerMark, Mark, Mode, Scenario, Script, ScriptTurn
 from factory.script.calibrate import calibrate_marks
-from factory.script.parse import SCRIPT_RESPONSE_SCHEMA, ScriptRejected, parse_script, script_messages
+from factory.script.marks import mark_order
+from factory.script.outcomes import ScriptRejected
+from factory.script.parse import parse_script
 from factory.script.planner import (
     MIN_VICTIM_WORDS,
     barge_in_cut,
@@ -24,12 +26,9 @@ from factory.script.planner import (
     insert_hesitations,
     plan_listener_marks,
 )
+from factory.script.response import SCRIPT_RESPONSE_SCHEMA, script_messages
 from factory.script.writer import TurnRejected, turn_length, write_turn
 from factory.seeding import derive_seed, rng_for
-
-
-def _mark_order(mark: Mark) -> tuple[int, int, str]:
-    return mark.turn, getattr(mark, "word_index", getattr(mark, "heard_words", 0)), mark.type
 
 
 def word_limits(scenario: Scenario, speaker: Channel, cfg: RunConfig) -> tuple[int, int]:
@@ -84,7 +83,7 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
         heard.append(turn)
 
     marks.extend(plan_listener_marks(turns, marks, rng, cfg.behaviour, scenario.mode))
-    marks.sort(key=_mark_order)
+    marks.sort(key=mark_order)
     return Script(scenario_id=scenario.id, turns=turns, marks=marks, llm=llm.name)
 
 
@@ -179,5 +178,5 @@ def _add_missing_barge_ins(
             and not (m.turn == i and getattr(m, "word_index", 0) >= heard_words - 3 and isinstance(m, ListenerMark))
         ]
         marks.append(BargeIn(turn=i, heard_words=heard_words))
-    marks.sort(key=_mark_order)
+    marks.sort(key=mark_order)
     return Script(scenario_id=script.scenario_id, turns=turns, marks=marks, llm=script.llm)

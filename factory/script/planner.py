@@ -17,15 +17,14 @@ from factory.models import (
     BargeIn,
     Channel,
     FailedInterruption,
-    Filler,
     Laugh,
     ListenerMark,
     Mark,
     Mode,
-    Restart,
     ScriptTurn,
     SilentPause,
 )
+from factory.script.marks import write_hesitations
 
 SPEAKING_RATE_WPS = 3.5  # words per second within speech (Switchboard), to turn rates/minute into counts
 MIN_VICTIM_WORDS = 6  # the writer is asked for at least this many words in a planned victim turn
@@ -39,7 +38,8 @@ def insert_hesitations(
     pause_median: float,
     force_filler: bool = False,
 ) -> tuple[str, list[Mark]]:
-    """Write fillers and restarts into `text` and mark silent pauses, at the configured rates."""
+    """Write fillers and restarts into `text` and mark silent pauses, at the configured rates
+    (where: drawn here; how they are written: `marks.write_hesitations`)."""
     words = text.split()
     n = len(words)
     n_fillers = int(rng.poisson(cfg.fillers_per_100_words * n / 100))
@@ -61,27 +61,14 @@ def insert_hesitations(
     for _ in range(min(n_restarts, len(short))):
         restart_at.add(int(rng.choice(short)))
 
-    out: list[str] = []
-    marks: list[Mark] = []
-    for i, word in enumerate(words):
-        if i in filler_before:
-            token = filler_before[i]
-            if i == 0:  # "Um, you know" rather than "um, You know"
-                token = token.capitalize()
-                if not (word == "I" or word.startswith(("I'", "I,"))):
-                    word = word[:1].lower() + word[1:]
-            marks.append(Filler(turn=turn, word_index=len(out), token=token))
-            out.append(token)
-        if i in restart_at:
-            marks.append(Restart(turn=turn, word_index=len(out)))
-            out.append(word.strip(",.;:!?") + "-")
-        out.append(word)
+    written = write_hesitations(words, turn, filler_before, restart_at)
+    marks = list(written.marks)
     # Silent pauses after a word that is not the last one (a pause at the end is a gap, not a pause).
-    candidates = [i for i, w in enumerate(out[:-1]) if not w.endswith("-")]
+    candidates = [i for i, w in enumerate(written.words[:-1]) if not w.endswith("-")]
     for j in sorted({int(rng.choice(candidates)) for _ in range(n_pauses)} if candidates else set()):
         duration = float(np.clip(rng.lognormal(math.log(pause_median), 0.4), 0.2, 1.5))
         marks.append(SilentPause(turn=turn, word_index=j, duration=round(duration, 3)))
-    return " ".join(out), marks
+    return written.text, marks
 
 
 def dispersed_count(rng: np.random.Generator, mean: float, dispersion: float | None) -> int:
@@ -134,7 +121,8 @@ def _listener_spans(turns: list[ScriptTurn], marks: list[Mark], mode: Mode) -> l
     return spans
 
 
-def _speech_minutes(turns: list[ScriptTurn]) -> float:
+def speech_minutes(turns: list[ScriptTurn]) -> float:
+    """Minutes of speech in `turns` at `SPEAKING_RATE_WPS`."""
     return sum(len(t.text.split()) for t in turns) / SPEAKING_RATE_WPS / 60
 
 
@@ -147,7 +135,7 @@ def plan_backchannels(
 ) -> list[Backchannel]:
     """Listener responses during long turns, at `backchannels_per_minute` of estimated speech."""
     spans = _listener_spans(turns, marks, mode)
-    expected = cfg.backchannels_per_minute * _speech_minutes(turns)
+    expected = cfg.backchannels_per_minute * speech_minutes(turns)
     extra = dispersed_count(rng, max(expected - cfg.min_backchannels, 0.0), cfg.count_dispersion)
     count = cfg.min_backchannels + extra if spans else 0
     chosen: dict[tuple[int, int], Backchannel] = {}
@@ -176,7 +164,7 @@ def plan_listener_marks(
     if not spans:
         return planned
     taken = {(m.turn, m.word_index) for m in planned}
-    n_laughs = dispersed_count(rng, cfg.laughs_per_minute * _speech_minutes(turns), cfg.count_dispersion)
+    n_laughs = dispersed_count(rng, cfg.laughs_per_minute * speech_minutes(turns), cfg.count_dispersion)
     n_failed = dispersed_count(rng, cfg.failed_interruptions_per_dialogue, cfg.count_dispersion)
     for kind, count in ((Laugh, n_laughs), (FailedInterruption, n_failed)):
         for _ in range(count):

@@ -297,6 +297,8 @@ _META = re.compile(
     r"in this (conversation|dialogue|role-?play)|role-?play|system prompt)",
     re.IGNORECASE,
 )
+# The meta phrases an AI voice agent may say about itself (pass as `check_turn(allow_meta=...)`).
+AGENT_META = ("as an ai", "i am an ai", "i'm an ai")
 
 
 def check_turn(text: str, *, min_words: int, references: Sequence[str] = (), allow_meta: Sequence[str] = ()) -> None:

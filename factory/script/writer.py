@@ -12,15 +12,13 @@ from __future__ import annotations
 from factory.config import DialogueSection, LLMSection
 from factory.llm.base import LLMBackend
 from factory.models import Channel, Mode, Persona, Scenario, ScriptTurn
-from factory.script.text_checks import TurnRejected, check_turn, clean_turn
+from factory.script.text_checks import AGENT_META, TurnRejected, check_turn, clean_turn
 
 __all__ = ["TurnRejected", "build_messages", "turn_length", "write_turn"]
 
 HISTORY_TURNS = 6  # enough context for a reply; keeps the prompt short for a 2k context
 DEFAULT_TEMPERATURE: float = LLMSection.model_fields["temperature"].default  # runs pass llm.temperature
 _TERMINAL = (".", "!", "?")
-# An AI voice agent may say what it is; other meta talk is rejected.
-_AGENT_META = ("as an ai", "i am an ai", "i'm an ai")
 
 
 def turn_length(mode: Mode, speaker: Channel, dialogue: DialogueSection | None = None) -> tuple[int, int]:
@@ -121,7 +119,7 @@ def write_turn(
     names = [scenario.user.name, scenario.agent.name]
     references = [messages[0]["content"], scenario.user.description, scenario.agent.description]
     references += [t.text for t in history[-HISTORY_TURNS:]]
-    allow_meta = _AGENT_META if scenario.mode is Mode.assistant and speaker is Channel.agent else ()
+    allow_meta = AGENT_META if scenario.mode is Mode.assistant and speaker is Channel.agent else ()
     # Room to overshoot: the cleaner cuts at a sentence end rather than mid-word.
     max_tokens = int(max_words * 1.6) + 16
     last = TurnRejected("empty", "no attempt made")
