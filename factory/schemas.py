@@ -16,6 +16,7 @@ from factory.export.output import Sidecar
 from factory.export.report import ExportReport
 from factory.models import ManifestRow, MixRecipe, SampleMeta, Scenario, Script, Timeline, Voice
 from factory.run.records import FailureRecord, RunSummary, ShardRecord, ShardStats
+from factory.script.response import ScriptResponse
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -34,6 +35,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "failure_record": FailureRecord,  # failures/<shard>.json of a run
     "shard_stats": ShardStats,  # what one shard cost (the run summary pools them)
     "run_summary": RunSummary,  # generate --summary-json
+    "llm_script_response": ScriptResponse,  # what the LLM writes in llm.script_mode=structured (guided decoding)
 }
 
 

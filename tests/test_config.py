@@ -49,3 +49,16 @@ def test_bad_files_and_override_syntax(tmp_path: Path) -> None:
         load_config(None, ["run.seed"])
     with pytest.raises(ConfigError, match="dotted path"):
         load_config(None, ["seed=3"])
+
+
+def test_a_run_config_written_before_the_one_engine_still_loads(tmp_path: Path) -> None:
+    """Runs made before `run.wave_size` stored `run.batched` in their config.yaml (regenerate and
+    augment read it back): false meant one dialogue at a time, which is a wave of one now."""
+    old = tmp_path / "config.yaml"
+    old.write_text("run:\n  batched: false\n  seed: 3\n")
+    assert load_config(old).run.wave_size == 1
+    old.write_text("run:\n  batched: true\n")
+    assert load_config(old).run.wave_size is None
+    assert load_config(None, ["run.wave_size=4"]).run.wave_size == 4
+    with pytest.raises(ConfigError, match="wave_size"):
+        load_config(None, ["run.wave_size=0"])
