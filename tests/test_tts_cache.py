@@ -145,3 +145,29 @@ def test_backend_options_are_validated_by_the_backend():
     with pytest.raises(BackendUnavailable, match="tts.backend_options.espeak: libary"):
         get_backend("espeak", {"libary": "x"})
     assert get_backend("espeak", {"library": "libespeak-ng.so.1"}).library == "libespeak-ng.so.1"
+
+
+def test_identity_of_a_package_backend_hashes_every_module_in_it(tmp_path, monkeypatch):
+    """The coqui backend is a package: an edit of any module in it (not only __init__) changes
+    its code identity, so its cached renders are not reused by changed code."""
+    from factory.render import base
+
+    pkg = tmp_path / "fakebackend"
+    (pkg / "inner").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from fakebackend.vits import render\n")
+    (pkg / "vits.py").write_text("def render():\n    return 1\n")
+    (pkg / "inner" / "__init__.py").write_text("")
+    (pkg / "inner" / "decode.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def ident() -> str:
+        base.code_identity.cache_clear()
+        return base.code_identity("fakebackend")
+
+    before = ident()
+    (pkg / "vits.py").write_text("def render():\n    return 2\n")
+    after_module = ident()
+    (pkg / "inner" / "decode.py").write_text("X = 2\n")
+    after_nested = ident()
+    assert len({before, after_module, after_nested}) == 3
+    base.code_identity.cache_clear()

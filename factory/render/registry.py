@@ -45,7 +45,7 @@ def _kokoro(options: dict[str, Any]) -> TTSBackend:
 def _coqui(options: dict[str, Any]) -> TTSBackend:
     # Needs torch + coqui-tts (its own environment: scripts/setup_coqui.sh, or the GPU extra);
     # raises BackendUnavailable saying so where they are missing.
-    from factory.render.coqui_backend import CoquiBackend
+    from factory.render.coqui import CoquiBackend
 
     return _build(CoquiBackend, options)
 
