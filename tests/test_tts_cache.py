@@ -171,3 +171,23 @@ def test_identity_of_a_package_backend_hashes_every_module_in_it(tmp_path, monke
     after_nested = ident()
     assert len({before, after_module, after_nested}) == 3
     base.code_identity.cache_clear()
+
+
+def test_readers_find_what_the_cache_wrote(cached, voices):
+    """run/rebuild and augment/babble read entries through factory.tts_cache without the render
+    stage: they must find exactly the files the cache wrote, at the layout on disk."""
+    from factory.tts_cache import entry_keys, read_entry
+
+    _, cache = cached
+    texts = ["Hello there, how are you?", "Fine, thanks."]
+    utts = [cache.synthesize(t, voices[0]) for t in texts]
+    keys = [cache.key(t, voices[0], 1.0) for t in texts]
+    # the layout as it is on disk: two files per entry under the key's first two characters
+    on_disk = sorted(p.relative_to(cache.cache_dir).as_posix() for p in cache.cache_dir.rglob("*") if p.is_file())
+    assert on_disk == sorted(f"{k[:2]}/{k}.{ext}" for k in keys for ext in ("json", "npy"))
+    assert list(entry_keys(cache.cache_dir)) == sorted(keys)
+    for key, utt in zip(keys, utts, strict=True):
+        audio, rate = read_entry(cache.cache_dir, key)
+        assert audio.tobytes() == utt.audio.tobytes() and rate == utt.sample_rate
+    with pytest.raises(FileNotFoundError):
+        read_entry(cache.cache_dir, "0" * 64)
