@@ -11,6 +11,7 @@ import pytest
 from factory.render.cache import CachedBackend
 from factory.render.registry import get_backend
 from factory.render.voices import VoiceBank
+from factory.tts_cache import entry_keys, entry_paths, read_entry
 
 
 class Counting:
@@ -74,7 +75,7 @@ def test_voice_text_rate_miss(cached, voices):
 def test_corrupt_entry_recomputed(cached, voices, damage):
     inner, cache = cached
     first = cache.synthesize("Corrupt me, please.", voices[0])
-    npy, meta = cache._paths(cache.key("Corrupt me, please.", voices[0], 1.0))
+    npy, meta = entry_paths(cache.cache_dir, cache.key("Corrupt me, please.", voices[0], 1.0))
     if damage == "truncate_npy":
         npy.write_bytes(npy.read_bytes()[:100])
     elif damage == "garbage_json":
@@ -176,8 +177,6 @@ def test_identity_of_a_package_backend_hashes_every_module_in_it(tmp_path, monke
 def test_readers_find_what_the_cache_wrote(cached, voices):
     """run/rebuild and augment/babble read entries through factory.tts_cache without the render
     stage: they must find exactly the files the cache wrote, at the layout on disk."""
-    from factory.tts_cache import entry_keys, read_entry
-
     _, cache = cached
     texts = ["Hello there, how are you?", "Fine, thanks."]
     utts = [cache.synthesize(t, voices[0]) for t in texts]
