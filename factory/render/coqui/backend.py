@@ -17,7 +17,7 @@ from factory.render.base import (
     TTSError,
     render_identity,
 )
-from factory.render.coqui import xtts
+from factory.render.coqui import vits, xtts
 from factory.render.coqui.models import INSTALL_HINT, Loaded, ModelStore
 from factory.render.text import check_params, check_text
 
@@ -76,7 +76,7 @@ class CoquiBackend:
         each item's audio and word times equal its one-at-a-time render (see `vits.render_batch`).
         XTTS renders one by one, reusing each reference clip's conditioning latents."""
         out: list[Utterance | TTSError | None] = [None] * len(requests)
-        vits: dict[str, list[tuple[int, list[str], Loaded, int | None]]] = {}
+        by_model: dict[str, list[tuple[int, list[str], Loaded, int | None]]] = {}
         for i, r in enumerate(requests):
             try:
                 voice = r.voice
@@ -88,7 +88,7 @@ class CoquiBackend:
                 loaded = self.models.load(voice)
                 if loaded.kind == "vits":
                     check_params(voice.params, vits.VITS_PARAMS, "coqui vits")
-                    vits.setdefault(voice.model, []).append((i, tokens, loaded, vits.speaker_id(loaded, voice)))
+                    by_model.setdefault(voice.model, []).append((i, tokens, loaded, vits.speaker_id(loaded, voice)))
                 elif loaded.kind == "xtts":
                     check_params(voice.params, xtts.XTTS_PARAMS, "coqui xtts")
                     self.batch_stats.add(1, 1)
@@ -101,7 +101,7 @@ class CoquiBackend:
             except TTSError as exc:
                 out[i] = exc
         size = max(1, batch_size or self.batch_size)
-        for items in vits.values():
+        for items in by_model.values():
             items.sort(key=lambda item: len(requests[item[0]].text))
             for at in range(0, len(items), size):
                 chunk = items[at : at + size]

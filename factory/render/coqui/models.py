@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import snapshot_download
-
 from factory.models import Voice
 from factory.render.base import BackendUnavailable, TTSError
 
@@ -162,6 +160,9 @@ class ModelStore:
             ) from exc
         folder: Path | None = manager.output_prefix / full_name
         if "repo_id" in item:  # hub models (XTTS) live in the Hugging Face cache
+            # heavy to import (about 1 s) and only needed for hub-named models: imported here
+            from huggingface_hub import snapshot_download
+
             try:
                 folder = Path(
                     snapshot_download(
