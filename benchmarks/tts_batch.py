@@ -159,7 +159,7 @@ def bench_coqui(clients: int) -> list[dict]:
     import numpy as np
     import torch
 
-    from factory.render.coqui_backend import CoquiBackend
+    from factory.render.coqui import CoquiBackend
 
     # One intra-op thread for every mode: torch's default (one per core) spin-waits under load on
     # a shared machine (measured at load ~5 on 2 cores: the same 4 renders 9.2 s with 2 threads,

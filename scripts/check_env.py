@@ -37,7 +37,7 @@ def check_coqui() -> list[str]:
     import TTS  # noqa: F401
     from TTS.tts.layers.xtts import gpt_inference  # noqa: F401  XTTS's GPT inference
 
-    import factory.render.coqui_backend  # noqa: F401
+    import factory.render.coqui  # noqa: F401
 
     # XTTS's GPT inference needs the 4.x generation cache API (see locks/coqui.in).
     major = int(transformers.__version__.split(".")[0])

@@ -26,7 +26,7 @@ def test_coqui_unavailable_names_setup_script() -> None:
 
 def test_coqui_module_imports_without_torch() -> None:
     # the module itself is importable everywhere (lazy imports); only the backend needs torch
-    import factory.render.coqui_backend as coqui
+    import factory.render.coqui as coqui
 
     assert coqui.CoquiBackend.name == "coqui"
 

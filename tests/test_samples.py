@@ -26,13 +26,13 @@ from .conftest import decode, read_rows
 @pytest.fixture
 def no_tts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every TTS entry point raises: a rebuild that renders anything fails."""
-    from factory.render import coqui_backend, espeak_backend, kokoro_backend, piper_backend, registry
+    from factory.render import coqui, espeak_backend, kokoro_backend, piper_backend, registry
 
     def refuse(*args, **kwargs):
         raise AssertionError("a TTS backend was called")
 
     monkeypatch.setattr(registry, "get_backend", refuse)
-    for module in (piper_backend, kokoro_backend, espeak_backend, coqui_backend):
+    for module in (piper_backend, kokoro_backend, espeak_backend, coqui):
         for name in dir(module):
             cls = getattr(module, name)
             if isinstance(cls, type) and name.endswith("Backend") and hasattr(cls, "synthesize"):

@@ -11,6 +11,7 @@ import pytest
 from factory.render.cache import CachedBackend
 from factory.render.registry import get_backend
 from factory.render.voices import VoiceBank
+from factory.tts_cache import entry_keys, entry_paths, read_entry
 
 
 class Counting:
@@ -74,7 +75,7 @@ def test_voice_text_rate_miss(cached, voices):
 def test_corrupt_entry_recomputed(cached, voices, damage):
     inner, cache = cached
     first = cache.synthesize("Corrupt me, please.", voices[0])
-    npy, meta = cache._paths(cache.key("Corrupt me, please.", voices[0], 1.0))
+    npy, meta = entry_paths(cache.cache_dir, cache.key("Corrupt me, please.", voices[0], 1.0))
     if damage == "truncate_npy":
         npy.write_bytes(npy.read_bytes()[:100])
     elif damage == "garbage_json":
@@ -145,3 +146,47 @@ def test_backend_options_are_validated_by_the_backend():
     with pytest.raises(BackendUnavailable, match="tts.backend_options.espeak: libary"):
         get_backend("espeak", {"libary": "x"})
     assert get_backend("espeak", {"library": "libespeak-ng.so.1"}).library == "libespeak-ng.so.1"
+
+
+def test_identity_of_a_package_backend_hashes_every_module_in_it(tmp_path, monkeypatch):
+    """The coqui backend is a package: an edit of any module in it (not only __init__) changes
+    its code identity, so its cached renders are not reused by changed code."""
+    from factory.render import base
+
+    pkg = tmp_path / "fakebackend"
+    (pkg / "inner").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from fakebackend.vits import render\n")
+    (pkg / "vits.py").write_text("def render():\n    return 1\n")
+    (pkg / "inner" / "__init__.py").write_text("")
+    (pkg / "inner" / "decode.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def ident() -> str:
+        base.code_identity.cache_clear()
+        return base.code_identity("fakebackend")
+
+    before = ident()
+    (pkg / "vits.py").write_text("def render():\n    return 2\n")
+    after_module = ident()
+    (pkg / "inner" / "decode.py").write_text("X = 2\n")
+    after_nested = ident()
+    assert len({before, after_module, after_nested}) == 3
+    base.code_identity.cache_clear()
+
+
+def test_readers_find_what_the_cache_wrote(cached, voices):
+    """run/rebuild and augment/babble read entries through factory.tts_cache without the render
+    stage: they must find exactly the files the cache wrote, at the layout on disk."""
+    _, cache = cached
+    texts = ["Hello there, how are you?", "Fine, thanks."]
+    utts = [cache.synthesize(t, voices[0]) for t in texts]
+    keys = [cache.key(t, voices[0], 1.0) for t in texts]
+    # the layout as it is on disk: two files per entry under the key's first two characters
+    on_disk = sorted(p.relative_to(cache.cache_dir).as_posix() for p in cache.cache_dir.rglob("*") if p.is_file())
+    assert on_disk == sorted(f"{k[:2]}/{k}.{ext}" for k in keys for ext in ("json", "npy"))
+    assert list(entry_keys(cache.cache_dir)) == sorted(keys)
+    for key, utt in zip(keys, utts, strict=True):
+        audio, rate = read_entry(cache.cache_dir, key)
+        assert audio.tobytes() == utt.audio.tobytes() and rate == utt.sample_rate
+    with pytest.raises(FileNotFoundError):
+        read_entry(cache.cache_dir, "0" * 64)

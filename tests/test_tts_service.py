@@ -186,3 +186,20 @@ def test_cli_tts_serve(voices):
         proc.wait(20)
     bad = subprocess.run([exe, "tts-serve", "--backends", "nope"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 3 and "unknown TTS backend 'nope'" in bad.stdout
+
+
+def test_clients_share_one_http_loop_thread_also_from_async_code(url, voices):
+    """The service client sends through factory.http_client: one loop thread per process for
+    every client (no event loop per call), callable from a thread whose own loop runs."""
+    import asyncio
+
+    from factory import http_client
+
+    async def from_a_running_loop():
+        return ServiceBackend(url, "espeak").synthesize_many([SynthesisRequest(TEXTS[1], voices[0])])
+
+    (got,) = asyncio.run(from_a_running_loop())
+    same(got, get_backend("espeak").synthesize(TEXTS[1], voices[0]))
+    ServiceBackend(url, "espeak").health()
+    loops = [t for t in threading.enumerate() if t.name == "http-client"]
+    assert len(loops) == 1 and loops[0].is_alive() and http_client.loop().is_running()

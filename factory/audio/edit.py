@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-import librosa
 import numpy as np
+import soxr
 
 from factory.audio.vad import FRAME_S as VAD_FRAME_S
 from factory.audio.vad import energy_vad as frame_activity
@@ -29,10 +29,18 @@ __all__ = [
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """float32 mono at `target_sr` (soxr, deterministic); the same array when the rates agree."""
+    """float32 mono at `target_sr` (soxr HQ, deterministic); the same array when the rates agree.
+    Computed in the input's precision and trimmed or zero-padded to ceil(len * target / orig)
+    samples: the bytes of `librosa.resample(res_type="soxr_hq")`, which this replaced."""
     if orig_sr == target_sr:
         return audio
-    return librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq").astype(np.float32)
+    y = np.asarray(audio)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.floating):
+        raise ValueError(f"resample takes mono float audio, got shape {y.shape} of {y.dtype}")
+    out = soxr.resample(y, orig_sr, target_sr, quality="soxr_hq")
+    n = int(np.ceil(len(y) * (float(target_sr) / orig_sr)))
+    out = out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
+    return out.astype(np.float32)
 
 
 def resample_utterance(utt: Utterance, sample_rate: int) -> Utterance:

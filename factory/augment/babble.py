@@ -11,22 +11,17 @@ import numpy as np
 
 from factory.audio.edit import resample
 from factory.augment.base import AugmentContext, AugmentError, Options, Params, add_at_snr, loop_to, options_of, uniform
+from factory.tts_cache import entry_keys, read_entry
 
 
 @lru_cache(maxsize=8)
 def babble_pool(cache_dir: str, sr: int, max_items: int, min_seconds: float) -> tuple[tuple[str, np.ndarray], ...]:
     """(cache key, audio at `sr`) of up to `max_items` renders of at least `min_seconds` from a TTS cache."""
-    import json
-
     out = []
-    for meta in sorted(Path(cache_dir).glob("*/*.json")):
-        npy = meta.with_suffix(".npy")
-        if not npy.exists():
-            continue
-        info = json.loads(meta.read_text(encoding="utf-8"))
-        audio = np.load(npy, allow_pickle=False)
-        if len(audio) >= min_seconds * int(info["sample_rate"]):
-            out.append((meta.stem, resample(audio.astype(np.float32), int(info["sample_rate"]), sr)))
+    for key in entry_keys(cache_dir):
+        audio, rate = read_entry(cache_dir, key)
+        if len(audio) >= min_seconds * rate:
+            out.append((key, resample(audio.astype(np.float32), rate, sr)))
         if len(out) >= max_items:
             break
     return tuple(out)

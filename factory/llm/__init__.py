@@ -6,6 +6,8 @@ import os
 from typing import Any
 
 from factory.llm.base import LLMBackend, LLMError, LLMUnavailable
+from factory.llm.embedded import LlamaCppBackend
+from factory.llm.http import OpenAIHTTPBackend
 
 __all__ = ["LLMBackend", "LLMError", "LLMUnavailable", "get_llm"]
 
@@ -15,12 +17,8 @@ def get_llm(backend: str, **options: Any) -> LLMBackend:
     (an OpenAI-compatible server such as vLLM). For "http", `api_key_env` names the environment
     variable holding the API key, so the key itself never sits in a config file."""
     if backend == "embedded":
-        from factory.llm.embedded import LlamaCppBackend
-
         return LlamaCppBackend(**options)
     if backend == "http":
-        from factory.llm.http import OpenAIHTTPBackend
-
         key_env = options.pop("api_key_env", None)
         if key_env is not None:
             if not os.environ.get(key_env):

@@ -42,7 +42,7 @@ def default_model_path() -> Path:
 @lru_cache(maxsize=4)
 def _load(path: str, n_threads: int, n_ctx: int) -> Any:
     """Loads a model once per process and settings; the load costs more than many turns."""
-    try:
+    try:  # llama-cpp-python: optional heavy dependency (the cpu extra)
         import llama_cpp
     except ImportError as exc:
         raise LLMUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc

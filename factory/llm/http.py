@@ -1,9 +1,10 @@
 """The production LLM backend: any OpenAI-compatible chat server (vLLM's `vllm serve`,
 llama-cpp-python's `llama_cpp.server`), over HTTP with bounded concurrency and retries.
 
-All requests run on one private event loop in a daemon thread, so the sync `complete()` works
-from any thread — including one whose own loop is running (Prefect tasks) — and the
-concurrency limit holds across sync callers, `acomplete()` callers and `complete_many()`.
+All requests run on the process's HTTP loop (`factory.http_client`: httpx on one event loop in a
+daemon thread), so the sync `complete()` works from any thread — including one whose own loop is
+running (Prefect tasks) — and the concurrency limit holds across sync callers, `acomplete()`
+callers and `complete_many()`. Retries follow `factory.retry.RetryPolicy`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState
 
+from factory import http_client
 from factory.llm.base import LLMError, LLMUnavailable
+from factory.retry import RetryPolicy
 
 # Servers disagree on seed width (llama.cpp: uint32, "all ones" = random); 31 bits is safe in
 # all of them and keeps distinct seeds distinct for any realistic run.
@@ -131,9 +134,9 @@ class HTTPStats:
 
 
 @dataclass
-class _Loop:
-    loop: asyncio.AbstractEventLoop
-    thread: threading.Thread
+class _Client:
+    """This backend's connections and in-flight limit on the HTTP loop (rebuilt after a fork)."""
+
     client: httpx.AsyncClient
     semaphore: asyncio.Semaphore
     pid: int = field(default_factory=os.getpid)
@@ -172,7 +175,7 @@ def start_command(base_url: str) -> str:
 class OpenAIHTTPBackend:
     """`LLMBackend` over an OpenAI-compatible `/v1/chat/completions` endpoint.
 
-    Retries (tenacity) `max_retries` times with exponential backoff and deterministic jitter on
+    Retries (`factory.retry`) `max_retries` times with exponential backoff and deterministic jitter on
     connection errors, timeouts, 429 (honouring Retry-After) and 5xx; other 4xx fail at once.
     `seed` is sent with every request. What the server makes of it: vLLM repeats a text for the
     same seed, but batching with other in-flight requests changes the numerics (exact repeats need
@@ -201,12 +204,13 @@ class OpenAIHTTPBackend:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self._policy = RetryPolicy(max_retries + 1, backoff_s, max_backoff_s)
         self.usage = Usage()
         self.stats = HTTPStats()
         self._api_key = api_key
         # None until the server has answered a structured request; then remembered.
         self._schema_mode: SchemaMode | None = None
-        self._state: _Loop | None = None
+        self._state: _Client | None = None
         self._state_lock = threading.Lock()
         self.name = f"http:{model or base_url}"  # until the server names its model
         # Asked at once when not given, so a missing server fails here, not mid-run.
@@ -243,8 +247,8 @@ class OpenAIHTTPBackend:
         stop: list[str] | None = None,
     ) -> str:
         request = ChatRequest(messages, max_tokens, temperature, seed, json_schema, stop)
-        future = asyncio.run_coroutine_threadsafe(self._complete(request), self._loop().loop)
-        return await asyncio.wrap_future(future)
+        self._client()
+        return await http_client.run_async(self._complete(request))
 
     def complete_many(self, requests: Sequence[ChatRequest]) -> list[str | LLMError]:
         """Runs all requests, at most `concurrency` at a time; results in request order, a
@@ -264,9 +268,7 @@ class OpenAIHTTPBackend:
             state, self._state = self._state, None
         if state is None or state.pid != os.getpid():
             return
-        asyncio.run_coroutine_threadsafe(state.client.aclose(), state.loop).result()
-        state.loop.call_soon_threadsafe(state.loop.stop)
-        state.thread.join()
+        http_client.run(state.client.aclose())
 
     def __enter__(self) -> Self:
         return self
@@ -275,7 +277,7 @@ class OpenAIHTTPBackend:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Picklable for Dask/Ray workers: the loop and client are rebuilt on first use there.
+        # Picklable for Dask/Ray workers: the client is rebuilt on first use there.
         state = self.__dict__.copy()
         state["_state"] = None
         del state["_state_lock"]
@@ -285,40 +287,30 @@ class OpenAIHTTPBackend:
         self.__dict__.update(state)
         self._state_lock = threading.Lock()
 
-    # -- the private loop -------------------------------------------------------------------
+    # -- the client on the HTTP loop ---------------------------------------------------------
 
-    def _loop(self) -> _Loop:
+    def _client(self) -> _Client:
         with self._state_lock:
-            # After a fork the parent's loop thread does not exist in the child: start anew.
+            # After a fork the parent's connections are not this process's: build anew.
             if self._state is None or self._state.pid != os.getpid():
-                self._state = self._start_loop()
+                headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+                client = http_client.new_client(
+                    concurrency=self.concurrency,
+                    timeout_s=self.timeout_s,
+                    connect_timeout_s=min(self.timeout_s, 10.0),
+                    headers=headers,
+                )
+                self._state = _Client(client, asyncio.Semaphore(self.concurrency))
             return self._state
 
-    def _start_loop(self) -> _Loop:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="llm-http", daemon=True)
-        thread.start()
-
-        async def build() -> _Loop:
-            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-            client = httpx.AsyncClient(
-                headers=headers,
-                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0)),
-                # Keep-alive slots for every in-flight request, so bursts reuse connections.
-                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
-            )
-            return _Loop(loop, thread, client, asyncio.Semaphore(self.concurrency))
-
-        return asyncio.run_coroutine_threadsafe(build(), loop).result()
-
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        state = self._loop()
-        if threading.current_thread() is state.thread:
+        self._client()
+        if http_client.on_loop_thread():
             coro.close()
-            raise RuntimeError("a blocking LLM call from the backend's own loop would deadlock; await acomplete()")
-        return asyncio.run_coroutine_threadsafe(coro, state.loop).result()
+            raise RuntimeError("a blocking LLM call from the HTTP loop's own thread would deadlock; await acomplete()")
+        return http_client.run(coro)
 
-    # -- requests (run on the private loop) -------------------------------------------------
+    # -- requests (run on the HTTP loop) -----------------------------------------------------
 
     async def _served_model(self) -> str:
         body = await self._send("GET", "/models", None, seed=0, check=dict.items)
@@ -372,7 +364,7 @@ class OpenAIHTTPBackend:
     ) -> dict:
         """One logical request with retries; `check(body)` raises (KeyError, IndexError, TypeError)
         on a body of the wrong shape, which is retried like a truncated one."""
-        state = self._loop()
+        state = self._client()
         url = self.base_url + path
         self.stats.add(requests=1)
 
@@ -386,13 +378,7 @@ class OpenAIHTTPBackend:
             self.stats.add("retries", getattr(failure, "cause", "other"), backoff_s=sleep)
 
         # The semaphore is held per attempt, never across a backoff sleep.
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Retryable),
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait,
-            before_sleep=count_retry,
-            reraise=True,
-        )
+        retrying = self._policy.aio(_Retryable, wait=wait, before_sleep=count_retry)
         tries = 0
         try:
             async for attempt in retrying:
@@ -414,7 +400,7 @@ class OpenAIHTTPBackend:
                         return body
         except _Retryable as exc:
             raise self._give_up(url, exc, tries) from exc
-        raise AssertionError("unreachable: tenacity either returns or re-raises")
+        raise AssertionError("unreachable: the retry policy either returns or re-raises")
 
     async def _send_once(self, client: httpx.AsyncClient, method: str, url: str, payload: dict | None) -> dict:
         try:
@@ -451,7 +437,7 @@ class OpenAIHTTPBackend:
         # Jitter spreads retries of concurrent requests apart; seeded by the request's seed so
         # a run's timing behaviour is reproducible too.
         jitter = random.Random(seed * 1_000_003 + attempt).uniform(0.5, 1.0)
-        return min(self.backoff_s * 2**attempt, self.max_backoff_s) * jitter
+        return self._policy.delay(attempt + 1) * jitter
 
     def _give_up(self, url: str, exc: _Retryable, attempts: int) -> LLMError:
         tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"

@@ -34,8 +34,8 @@ from typing import NamedTuple
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from pydantic import BaseModel
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from factory.retry import RetryPolicy
 from factory.run.read import RunFolderError, complete_shards, open_run
 from factory.run.store import RunStore
 
@@ -183,12 +183,7 @@ def push_run(
                 for f, path in zip(todo, local)
             ]
             try:
-                for attempt in Retrying(
-                    stop=stop_after_attempt(attempts),
-                    wait=wait_exponential(multiplier=wait_s, max=60),
-                    retry=retry_if_exception(_retryable),
-                    reraise=True,
-                ):
+                for attempt in RetryPolicy(attempts, wait_s, max_backoff_s=60).sync(_retryable):
                     with attempt:
                         api.create_commit(
                             repo_id, operations, commit_message=f"Add {names}", repo_type="dataset", revision=revision

@@ -32,9 +32,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from factory.asr import ASR_SAMPLE_RATE, load_model, normalize, to_16k, transcribe
 from factory.audio.vad import moving_power
 from factory.models import WordTiming
 from factory.render.base import TTSError
+from factory.render.text import place_words, speech_mask
 
 FORCED_MAX_SECONDS = 29.5
 MAX_FORCED_TOKENS = 400  # Whisper's decoder holds 448 positions
@@ -48,8 +50,6 @@ _TOKENIZERS: dict[str, object] = {}
 
 
 def _key(token: str) -> str:
-    from factory.asr import normalize
-
     return "".join(normalize(token)) or re.sub(r"\W", "", token.lower())
 
 
@@ -58,7 +58,7 @@ def _speakable(token: str) -> bool:
 
 
 def _tokenizer(model, language: str):
-    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.tokenizer import Tokenizer  # optional heavy dependency (Whisper)
 
     with _LOCK:
         tok = _TOKENIZERS.get(language)
@@ -72,9 +72,7 @@ def forced_spans(
     pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en", cpu_threads: int = 1
 ) -> list[tuple[float, float] | None]:
     """Whisper DTW alignment of `tokens` to 16 kHz audio (<= 30 s). None for unspeakable tokens."""
-    from faster_whisper.audio import pad_or_trim
-
-    from factory.asr import load_model
+    from faster_whisper.audio import pad_or_trim  # optional heavy dependency (Whisper)
 
     model = load_model(cpu_threads)
     tokenizer = _tokenizer(model, language)
@@ -113,8 +111,6 @@ def matched_spans(
     pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en", cpu_threads: int = 1
 ) -> list[tuple[float, float] | None]:
     """Spans from a transcription with word timestamps, matched to `tokens` (any length)."""
-    from factory.asr import ASR_SAMPLE_RATE, transcribe
-
     duration = len(pcm16k) / ASR_SAMPLE_RATE
     asr = transcribe(pcm16k, ASR_SAMPLE_RATE, language, word_timestamps=True, cpu_threads=cpu_threads).words
     speak = [i for i, t in enumerate(tokens) if _speakable(t)]
@@ -202,8 +198,6 @@ def refine(
 ) -> list[WordTiming]:
     """Snap inner boundaries to energy minima, pin the outer edges to speech, make spans
     monotonic and inside the speech, and shrink each word to the speech inside it."""
-    from factory.render.text import place_words, speech_mask
-
     mask = speech_mask(np.asarray(audio, dtype=np.float32), sample_rate)
     active = np.flatnonzero(mask)
     speech_on, speech_off = active[0] / sample_rate, (active[-1] + 1) / sample_rate
@@ -232,8 +226,6 @@ def align_words(
     """One WordTiming per `text.split()` token (`words[i].word == text.split()[i]`), times in
     seconds from the start of `audio`. `method`: "forced" (Whisper DTW on the text, <= 30 s),
     "asr" (transcribe + match), or "auto" (forced when the audio fits one window)."""
-    from factory.asr import ASR_SAMPLE_RATE, to_16k
-
     tokens = text.split()
     if not tokens:
         raise TTSError("cannot align empty text")

@@ -39,11 +39,18 @@ class BackendOptions(BaseModel):
 
 @cache
 def code_identity(*modules: str) -> str:
-    """Hash of the source files of `modules` (those that exist): changes whenever their code does."""
+    """Hash of the source files of `modules` (those that exist; a package: every .py file in
+    it): changes whenever their code does."""
     h = hashlib.sha256()
     for name in modules:
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
+            continue
+        if spec.submodule_search_locations:  # a package (the coqui backend)
+            root = Path(spec.origin).parent
+            for path in sorted(root.rglob("*.py")):
+                rel = path.relative_to(root).as_posix()
+                h.update(f"{name}/{rel}".encode() + b"\0" + path.read_bytes())
             continue
         h.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
     return h.hexdigest()[:16]

@@ -5,9 +5,9 @@ The identity string is the backend's `cache_identity()`: its package versions, o
 change the audio, and a hash of its own code and the shared post-processing (trim, fit), so
 upgrading a TTS package or changing the code never reuses stale audio.
 
-An entry is two files in `cache_dir/<key[:2]>/`: `<key>.npy` (float32 audio, exact bytes) and
-`<key>.json` (text, voice id, sample rate, words, and the audio's sha256). Both are written to a
-temporary name and renamed (atomic on POSIX), JSON last, so a reader that sees the JSON sees a
+An entry is two files laid out by `factory.tts_cache` (`<key[:2]>/<key>.npy`, float32 audio,
+exact bytes, and `<key>.json`: text, voice id, sample rate, words, the audio's sha256). Both are
+written to a temporary name and renamed (atomic on POSIX), JSON last, so a reader that sees the JSON sees a
 complete entry; concurrent writers of one key write identical content and the last rename wins.
 An entry that fails to load or whose audio hash disagrees is treated as a miss and rewritten.
 """
@@ -27,6 +27,7 @@ import numpy as np
 
 from factory.models import Utterance, Voice, WordTiming
 from factory.render.base import BatchStats, SynthesisRequest, TTSBackend, TTSError, synthesize_many
+from factory.tts_cache import entry_paths
 
 CACHE_FORMAT = 1
 
@@ -75,16 +76,12 @@ class CachedBackend:
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
-    def _paths(self, key: str) -> tuple[Path, Path]:
-        folder = self.cache_dir / key[:2]
-        return folder / f"{key}.npy", folder / f"{key}.json"
-
     def _count(self, field: str) -> None:
         with self._lock:
             setattr(self.cache_stats, field, getattr(self.cache_stats, field) + 1)
 
     def _load(self, key: str, text: str) -> Utterance | None:
-        npy, meta_path = self._paths(key)
+        npy, meta_path = entry_paths(self.cache_dir, key)
         if not meta_path.exists():
             return None
         try:
@@ -111,7 +108,7 @@ class CachedBackend:
             return None
 
     def _store(self, key: str, utt: Utterance) -> None:
-        npy, meta_path = self._paths(key)
+        npy, meta_path = entry_paths(self.cache_dir, key)
         npy.parent.mkdir(parents=True, exist_ok=True)
         audio = np.ascontiguousarray(utt.audio, dtype=np.float32)
         meta = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from factory.asr import EXEMPT_MAX_WORDS, is_exempt, wer
+from factory.asr import ASR_SAMPLE_RATE, EXEMPT_MAX_WORDS, is_exempt, to_16k, transcribe, wer
 from factory.config import TTSSection
 from factory.models import Utterance
 from factory.render.base import TTSError
@@ -41,8 +41,6 @@ def check_intelligibility(utt: Utterance, threshold: float = DEFAULT_THRESHOLD, 
         return QAResult(
             wer=math.nan, transcript="", ok=True, reason=f"exempt: <= {EXEMPT_MAX_WORDS} words or fillers only"
         )
-    from factory.asr import transcribe
-
     return _scored(utt.text, transcribe(utt.audio, utt.sample_rate, language=language).text, threshold)
 
 
@@ -88,8 +86,6 @@ def check_together(
     pass over a channel costs a few windows instead of one window per turn. The result depends
     only on `utts` (not on what else is being checked), which keeps batched and one-at-a-time
     runs byte-identical."""
-    from factory.asr import ASR_SAMPLE_RATE, to_16k, transcribe
-
     results: list[QAResult | None] = [None] * len(utts)
     checked = [i for i, u in enumerate(utts) if not is_exempt(u.text)]
     for i, u in enumerate(utts):

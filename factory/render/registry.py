@@ -11,7 +11,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from factory.render.base import BackendOptions, BackendUnavailable, TTSBackend
+from factory.render.coqui import CoquiBackend
+from factory.render.espeak_backend import EspeakBackend
+from factory.render.kokoro_backend import KokoroBackend
+from factory.render.piper_backend import PiperBackend
 from factory.render.pool import PooledBackend
+from factory.render.service_backend import ServiceBackend
 from factory.workers import can_spawn
 
 
@@ -26,28 +31,20 @@ def _build(cls: Any, options: dict[str, Any]) -> TTSBackend:
 
 
 def _piper(options: dict[str, Any]) -> TTSBackend:
-    from factory.render.piper_backend import PiperBackend
-
     return _build(PiperBackend, options)
 
 
 def _espeak(options: dict[str, Any]) -> TTSBackend:
-    from factory.render.espeak_backend import EspeakBackend
-
     return _build(EspeakBackend, options)
 
 
 def _kokoro(options: dict[str, Any]) -> TTSBackend:
-    from factory.render.kokoro_backend import KokoroBackend
-
     return _build(KokoroBackend, options)
 
 
 def _coqui(options: dict[str, Any]) -> TTSBackend:
     # Needs torch + coqui-tts (its own environment: scripts/setup_coqui.sh, or the GPU extra);
     # raises BackendUnavailable saying so where they are missing.
-    from factory.render.coqui_backend import CoquiBackend
-
     return _build(CoquiBackend, options)
 
 
@@ -93,8 +90,6 @@ def backend_for(
 @cache
 def _backend_for(name: str, options_json: str, processes: int, service_url: str | None) -> TTSBackend:
     if service_url:
-        from factory.render.service_backend import ServiceBackend
-
         return ServiceBackend(service_url, name)
     # A daemonic process (a Dask worker's default) may not start the pool's children.
     if processes > 1 and name in CPU_BACKENDS and can_spawn():

@@ -10,7 +10,9 @@ the TTS cache keys are those of rendering in-process. Build it with
 Errors: a text or voice the backend refuses comes back as that request's `TTSError` with the
 server's message; a server that cannot be reached (after `retries` tries) raises
 `BackendUnavailable` naming the URL and the command that starts it; a render that takes longer
-than `timeout_s` is retried, then fails its slot with a TTSError.
+than `timeout_s`, or a 5xx answer, is retried, then fails its slot with a TTSError. Tries and
+backoff follow `factory.retry.RetryPolicy`; requests go out through `factory.http_client` (httpx
+on the process's one HTTP loop).
 """
 
 from __future__ import annotations
@@ -19,24 +21,24 @@ import asyncio
 import base64
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import aiohttp
+import httpx
 import numpy as np
 
+from factory import http_client
 from factory.models import Utterance, Voice, WordTiming
 from factory.render.base import BackendUnavailable, SynthesisRequest, TTSError, synthesize_one
+from factory.retry import RetryPolicy
+
+# Worth another try: the server is (re)starting or unreachable, slow, or failed on its side.
+_TRANSIENT = (httpx.TransportError, TimeoutError)
+# A service document (identity, health) that does not come: no server, or not this one.
+_NOT_THERE = (*_TRANSIENT, httpx.HTTPStatusError, ValueError)
 
 
-def _run(coro: Any) -> Any:
-    """asyncio.run, also from a thread whose own event loop is running (then on a helper thread)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+class _Retry(Exception):
+    """A 5xx answer: the server's fault, worth another try."""
 
 
 def decode_utterance(body: dict[str, Any]) -> Utterance:
@@ -66,6 +68,7 @@ class ServiceBackend:
         self.url = url.rstrip("/")
         self.name = backend_name
         self.timeout_s, self.retries, self.concurrency, self.backoff_s = timeout_s, retries, concurrency, backoff_s
+        self._policy = RetryPolicy(retries, backoff_s)
         self._identity: str | None = None
         self._lock = threading.Lock()
 
@@ -84,7 +87,7 @@ class ServiceBackend:
     def cache_identity(self) -> str:
         with self._lock:
             if self._identity is None:
-                hosted = _run(self._get_json("/v1/identity"))
+                hosted = http_client.run(self._get_json("/v1/identity"))
                 if self.name not in hosted:
                     raise BackendUnavailable(
                         f"the TTS service at {self.url} does not host backend {self.name!r} (it hosts "
@@ -95,65 +98,62 @@ class ServiceBackend:
 
     def health(self) -> dict[str, Any]:
         """The server's /health document (batch fill per backend)."""
-        return _run(self._get_json("/health"))
+        return http_client.run(self._get_json("/health"))
 
     async def _get_json(self, path: str) -> dict[str, Any]:
-        last: BaseException | None = None
-        for attempt in range(self.retries):
-            try:
-                timeout = aiohttp.ClientTimeout(total=min(self.timeout_s, 30))
-                async with aiohttp.ClientSession(timeout=timeout) as session:
-                    async with session.get(self.url + path) as resp:
+        try:
+            async with http_client.new_client(concurrency=1, timeout_s=min(self.timeout_s, 30)) as client:
+                async for attempt in self._policy.aio(_NOT_THERE):
+                    with attempt:
+                        resp = await client.get(self.url + path)
                         resp.raise_for_status()
-                        return await resp.json()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = exc
-                await asyncio.sleep(self.backoff_s * 2**attempt)
-        assert last is not None
-        raise self._down(last)
+                        return resp.json()
+        except _NOT_THERE as exc:
+            raise self._down(exc) from exc
+        raise AssertionError("unreachable: the retry policy either returns or re-raises")
 
     # ------------------------------------------------------------------ renders
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
         return synthesize_one(self, SynthesisRequest(text, voice, rate))
 
     def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[Utterance | TTSError]:
-        """All requests in flight at once (up to `concurrency`), results in request order.
-        Runs its own event loop (on a helper thread when called from async code)."""
+        """All requests in flight at once (up to `concurrency`), results in request order."""
         if not requests:
             return []
-        return _run(self._many(list(requests)))
+        return http_client.run(self._many(list(requests)))
 
     async def _many(self, requests: list[SynthesisRequest]) -> list[Utterance | TTSError]:
         gate = asyncio.Semaphore(self.concurrency)
-        connector = aiohttp.TCPConnector(limit=self.concurrency)
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            return list(await asyncio.gather(*(self._one(session, gate, r) for r in requests)))
+        async with http_client.new_client(concurrency=self.concurrency, timeout_s=self.timeout_s) as client:
+            return list(await asyncio.gather(*(self._one(client, gate, r) for r in requests)))
 
     async def _one(
-        self, session: aiohttp.ClientSession, gate: asyncio.Semaphore, r: SynthesisRequest
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, r: SynthesisRequest
     ) -> Utterance | TTSError:
         payload = {"backend": self.name, "text": r.text, "voice": r.voice.model_dump(mode="json"), "rate": r.rate}
-        last: BaseException | None = None
-        for attempt in range(self.retries):
-            async with gate:
-                try:
-                    async with session.post(self.url + "/v1/render", json=payload) as resp:
-                        if resp.status == 200:
-                            return decode_utterance(await resp.json())
-                        body = await resp.json(content_type=None)
-                        message = body.get("error") if isinstance(body, dict) else str(body)
-                        if resp.status in (400, 404, 422):  # the request's fault: no retry
-                            if resp.status == 404:
-                                raise BackendUnavailable(f"{self.url}: {message}")
-                            return TTSError(f"TTS service ({self.url}): {message}")
-                        last = TTSError(f"TTS service ({self.url}) answered {resp.status}: {message}")
-                except aiohttp.ClientConnectionError as exc:
-                    last = exc
-                except TimeoutError as exc:
-                    last = TimeoutError(f"no answer within {self.timeout_s:g} s")
-                    last.__cause__ = exc
-            await asyncio.sleep(self.backoff_s * 2**attempt)
-        if isinstance(last, aiohttp.ClientConnectionError):
-            raise self._down(last)
-        return TTSError(f"TTS service ({self.url}) failed {r.text[:40]!r} after {self.retries} tries: {last}")
+        try:
+            # The gate is held per attempt, never across a backoff sleep.
+            async for attempt in self._policy.aio((*_TRANSIENT, _Retry)):
+                with attempt:
+                    async with gate:
+                        try:
+                            resp = await client.post(self.url + "/v1/render", json=payload)
+                        except httpx.TimeoutException as exc:
+                            raise TimeoutError(f"no answer within {self.timeout_s:g} s") from exc
+                    if resp.status_code == 200:
+                        return decode_utterance(resp.json())
+                    try:
+                        body = resp.json()
+                    except ValueError:
+                        body = resp.text
+                    message = body.get("error") if isinstance(body, dict) else str(body)
+                    if resp.status_code == 404:
+                        raise BackendUnavailable(f"{self.url}: {message}")
+                    if resp.status_code in (400, 422):  # the request's fault: no retry
+                        return TTSError(f"TTS service ({self.url}): {message}")
+                    raise _Retry(f"TTS service ({self.url}) answered {resp.status_code}: {message}")
+        except httpx.TransportError as exc:  # connection refused, reset...: the server is not there
+            raise self._down(exc) from exc
+        except (TimeoutError, _Retry) as exc:
+            return TTSError(f"TTS service ({self.url}) failed {r.text[:40]!r} after {self.retries} tries: {exc}")
+        raise AssertionError("unreachable: the retry policy either returns or re-raises")

@@ -8,7 +8,6 @@ exports can be redone on an existing run, and a recipe can be checked against it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from factory.audio.edit import resample
 from factory.audio.mix import audio_sha256, mix
 from factory.models import MixRecipe, PieceSource
+from factory.tts_cache import read_entry
 
 
 class SourceMissing(LookupError):
@@ -30,12 +30,11 @@ def load_source(cache_dir: Path, source: PieceSource, sample_rate: int) -> np.nd
             "nothing to rebuild it from; re-run with tts.cache_dir set"
         )
     key = source.cache_key
-    folder = Path(cache_dir) / key[:2]
-    meta_path, npy = folder / f"{key}.json", folder / f"{key}.npy"
-    if not meta_path.exists() or not npy.exists():
-        raise SourceMissing(f"{source.text!r} ({source.voice_id}): cache entry {key} not in {cache_dir}")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    audio = resample(np.load(npy, allow_pickle=False), int(meta["sample_rate"]), sample_rate)
+    try:
+        stored, stored_rate = read_entry(cache_dir, key)
+    except FileNotFoundError:
+        raise SourceMissing(f"{source.text!r} ({source.voice_id}): cache entry {key} not in {cache_dir}") from None
+    audio = resample(stored, stored_rate, sample_rate)
     if audio_sha256(audio) != source.sha256:
         raise SourceMissing(f"{source.text!r} ({source.voice_id}): cache entry {key} is not the audio the recipe used")
     return audio

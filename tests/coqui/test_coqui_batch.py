@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 
 from factory.models import Voice
-from factory.render import coqui_backend
 from factory.render.base import SynthesisRequest, TTSError
-from factory.render.coqui_backend import CoquiBackend
+from factory.render.coqui import CoquiBackend, vits
 from factory.render.service import ServiceThread, TTSService
 from factory.render.service_backend import ServiceBackend
 from tests.coqui.test_coqui_backend import _builder, check_contract
@@ -102,9 +101,9 @@ def test_padding_does_not_leak_into_a_shorter_item(backend: CoquiBackend, vits_d
     tail = slice(-2048, None)  # the decoder's receptive field reaches the end from the padding
     assert np.abs(together.audio[tail] - alone.audio[tail]).max() <= ATOL
     # control: Coqui's plain padded decoding (no per-conv masks) does leak, and this test sees it
-    masked = coqui_backend._masked_convs
+    masked = vits._masked_convs
     monkeypatch.setattr(
-        coqui_backend, "_masked_convs", lambda decoder, lengths, frames, active: masked(decoder, lengths, frames, False)
+        vits, "_masked_convs", lambda decoder, lengths, frames, active: masked(decoder, lengths, frames, False)
     )
     leaky = backend.synthesize_many([short, long])[0]
     assert np.abs(leaky.audio[tail] - alone.audio[tail]).max() > 100 * ATOL
@@ -122,7 +121,7 @@ def test_xtts_latents_once_per_reference(tmp_path_factory: pytest.TempPathFactor
         path = tmp_path_factory.mktemp("ref") / f"speaker{k}.wav"
         sf.write(path, (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), sr)
         refs.append(Voice(id=f"clone-{k}", backend="coqui", model=str(xtts), reference=str(path)))
-    loaded = backend._load(refs[0])
+    loaded = backend.models.load(refs[0])
     calls: list[str] = []
     real = loaded.model.get_conditioning_latents
 
@@ -174,7 +173,7 @@ def test_a_batch_too_big_for_the_device_is_split_not_lost(vits_dir: Path) -> Non
     backend = CoquiBackend(device="cpu", batch_size=8)
     reqs = [r for r in requests(vits_dir) if r.text != "?!"]
     singles = [backend.synthesize_many([r], batch_size=1)[0] for r in reqs]
-    model = backend._load(reqs[0].voice).model
+    model = backend.models.load(reqs[0].voice).model
     real = model.waveform_decoder.forward
 
     def small_only(z, g=None):
