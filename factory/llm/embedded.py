@@ -43,7 +43,7 @@ def default_model_path() -> Path:
 def _load(path: str, n_threads: int, n_ctx: int) -> Any:
     """Loads a model once per process and settings; the load costs more than many turns."""
     try:  # llama-cpp-python: optional heavy dependency (the cpu extra)
-        import llama_cpp
+        import llama_cpp  # lazy: the compiled llama.cpp library loads only with the embedded LLM
     except ImportError as exc:
         raise LLMUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
     try:

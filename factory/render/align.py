@@ -58,7 +58,7 @@ def _speakable(token: str) -> bool:
 
 
 def _tokenizer(model, language: str):
-    from faster_whisper.tokenizer import Tokenizer  # optional heavy dependency (Whisper)
+    from faster_whisper.tokenizer import Tokenizer  # lazy: optional heavy dependency (Whisper)
 
     with _LOCK:
         tok = _TOKENIZERS.get(language)
@@ -72,7 +72,7 @@ def forced_spans(
     pcm16k: np.ndarray, tokens: Sequence[str], language: str = "en", cpu_threads: int = 1
 ) -> list[tuple[float, float] | None]:
     """Whisper DTW alignment of `tokens` to 16 kHz audio (<= 30 s). None for unspeakable tokens."""
-    from faster_whisper.audio import pad_or_trim  # optional heavy dependency (Whisper)
+    from faster_whisper.audio import pad_or_trim  # lazy: optional heavy dependency (Whisper)
 
     model = load_model(cpu_threads)
     tokenizer = _tokenizer(model, language)

@@ -37,9 +37,9 @@ class CoquiBackend:
         options = options or self.Options(device=device, batch_size=batch_size)
         self.options = options
         device, batch_size = options.device, options.batch_size
-        try:  # torch and coqui-tts: optional heavy dependencies (the coqui environment only)
-            import torch
-            import TTS.api  # noqa: F401
+        try:  # lazy: torch and coqui-tts are optional heavy dependencies (the coqui environment only)
+            import torch  # lazy: as above
+            import TTS.api  # noqa: F401  # lazy: as above
         except ImportError as exc:
             raise BackendUnavailable(f"{INSTALL_HINT} ({exc})") from exc
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

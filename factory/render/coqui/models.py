@@ -139,7 +139,7 @@ class ModelStore:
         stats = (raw.get("audio") or {}).get("stats_path")
         if not (stale(raw) or stale(raw.get("model_args") or {}) or (stats and not Path(stats).is_file())):
             return config
-        from TTS.utils.manage import ModelManager  # coqui-tts: optional heavy dependency (torch)
+        from TTS.utils.manage import ModelManager  # lazy: coqui-tts, optional heavy dependency (torch)
 
         digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
         copy = self._tmp / f"{digest}-config.json"
@@ -148,7 +148,7 @@ class ModelStore:
         return copy
 
     def _by_name(self, name: str) -> tuple[Path, Path]:
-        from TTS.utils.manage import ModelManager  # coqui-tts: optional heavy dependency (torch)
+        from TTS.utils.manage import ModelManager  # lazy: coqui-tts, optional heavy dependency (torch)
 
         manager = ModelManager(progress_bar=False)
         try:
@@ -160,7 +160,7 @@ class ModelStore:
             ) from exc
         folder: Path | None = manager.output_prefix / full_name
         if "repo_id" in item:  # hub models (XTTS) live in the Hugging Face cache
-            # heavy to import (about 1 s) and only needed for hub-named models: imported here
+            # lazy: heavy to import (about 1 s) and only needed for hub-named models
             from huggingface_hub import snapshot_download
 
             try:
@@ -194,7 +194,7 @@ class ModelStore:
             if loaded is not None:
                 return loaded
             checkpoint, config = self.resolve(voice.model)
-            from TTS.api import TTS  # coqui-tts: optional heavy dependency (torch)
+            from TTS.api import TTS  # lazy: coqui-tts, optional heavy dependency (torch)
 
             try:
                 api = TTS(model_path=str(checkpoint), config_path=str(config), progress_bar=False).to(self.device)

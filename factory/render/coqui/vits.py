@@ -38,7 +38,7 @@ def _masked_convs(decoder: Any, lengths: Any, frames: int, active: bool) -> Iter
     if not active:
         yield
         return
-    import torch  # optional heavy dependency
+    import torch  # lazy: optional heavy dependency
 
     def pre(_module: Any, args: tuple) -> tuple | None:
         x = args[0]
@@ -138,7 +138,7 @@ def render_batch(
     never reaches a shorter item's samples (Coqui's own batched inference lets the decoder's
     biases leak into them). Durations, hence lengths and word times, are exactly the
     one-at-a-time ones; audio equals it up to float rounding of batched kernels."""
-    import torch  # optional heavy dependency
+    import torch  # lazy: optional heavy dependency
 
     model = loaded.model
     results: list[Utterance | TTSError | None] = [None] * len(items)
@@ -170,8 +170,8 @@ def _vits_prior(
     loaded: Loaded, r: SynthesisRequest, speaker: int | None
 ) -> tuple[list[int], str | None, np.ndarray, Any, Any]:
     """One item up to the prior: (token ids, language, frames per token, z_p [1, C, T], g)."""
-    import torch  # optional heavy dependency
-    from TTS.tts.utils.helpers import generate_path, sequence_mask  # coqui-tts: optional
+    import torch  # lazy: optional heavy dependency
+    from TTS.tts.utils.helpers import generate_path, sequence_mask  # lazy: coqui-tts, optional
 
     model, voice = loaded.model, r.voice
     device = model.device
@@ -228,7 +228,7 @@ def _decode_or_split(model: Any, priors: list[Any], gs: list[Any]) -> tuple[list
     except Exception as exc:  # noqa: BLE001 — split, or fail this item only
         if len(priors) == 1:
             return [TTSError(f"coqui VITS decoding failed: {type(exc).__name__}: {exc}")], 0
-        import torch  # optional heavy dependency
+        import torch  # lazy: optional heavy dependency
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -240,7 +240,7 @@ def _decode_or_split(model: Any, priors: list[Any], gs: list[Any]) -> tuple[list
 
 def _vits_decode(model: Any, priors: list[Any], gs: list[Any]) -> list[np.ndarray]:
     """Flow + decoder over the padded batch of priors ([1, C, T_b] each); audio per item."""
-    import torch  # optional heavy dependency
+    import torch  # lazy: optional heavy dependency
 
     device = model.device
     lengths = torch.tensor([p.shape[-1] for p in priors], dtype=torch.long, device=device)

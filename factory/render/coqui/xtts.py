@@ -34,7 +34,7 @@ XTTS_PARAMS = {
 
 
 def render(text: str, tokens: list[str], voice: Voice, loaded: Loaded, rate: float) -> Utterance:
-    import torch  # optional heavy dependency
+    import torch  # lazy: optional heavy dependency
 
     model = loaded.model
     lang = voice.language.lower()
