@@ -23,9 +23,10 @@ Definitions
 -----------
 - **flow wall**: wall time of `run_generate` in its own process, Prefect server start included
   (plan, shard tasks, audit gate, shard writes and checks, manifest, dedup, card).
-- **direct wall**: wall time of `factory.engine.build_shard` on one dialogue at a time (a wave of one), in a loop in another fresh
-  process for the same dialogue indices and config: the same stages, the same LLM server, the
-  same (cold) TTS cache, without the flow, the shards and the run folder.
+- **direct wall**: wall time of `factory.engine.build_shard` on one dialogue at a time (a wave
+  of one) in a loop, in another fresh process for the same dialogue indices and config: the
+  same stages, the same LLM server, the same (cold) TTS cache, without the flow, the shards and
+  the run folder.
 - **orchestration overhead per dialogue** = (flow wall - direct wall) / n, for each size, and the
   same for CPU seconds (user + system of the whole process tree, Prefect server included: less
   sensitive than wall time to the other jobs on a shared machine). Its **marginal** part is the
