@@ -26,8 +26,9 @@ class Channel(StrEnum):
     user = "user"
     agent = "agent"
 
+    # The stereo index, shadowing str.index on purpose: no Channel is ever searched as a string.
     @property
-    def index(self) -> int:
+    def index(self) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]
         return 0 if self is Channel.user else 1
 
     @property
@@ -379,12 +380,15 @@ class ManifestRow(_Model):
 
 
 # --------------------------------------------------------------------------- voices
+BackendName = Literal["piper", "kokoro", "espeak", "coqui"]  # the TTS backends a voice can name
+
+
 class Voice(_Model):
     """One entry of the voice bank (`voices/*.yaml`). Splits are speaker-disjoint: one voice id
     is one speaker and belongs to exactly one split."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    backend: Literal["piper", "kokoro", "espeak", "coqui"]
+    backend: BackendName
     model: str = Field(default="", description="model name/path; empty = the backend's packaged default")
     speaker: str | None = Field(default=None, description="speaker id, style or variant inside the model")
     reference: str | None = Field(default=None, description="reference clip for cloning backends")

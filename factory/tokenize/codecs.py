@@ -174,7 +174,7 @@ class _TorchCodec:
             audio = soxr.resample(audio, sr, self.sample_rate).astype(np.float32)
         return audio
 
-    def _encode_padded(self, batch: list[np.ndarray]) -> np.ndarray:  # [B, N] -> [B, n_q, T]
+    def _encode_padded(self, batch: np.ndarray) -> np.ndarray:  # [B, N] -> [B, n_q, T]
         raise NotImplementedError
 
     def _encode_group(self, items: list[tuple[np.ndarray, int]]) -> list[np.ndarray]:
