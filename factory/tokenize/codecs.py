@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from factory.tokenize.base import TokenizerIdentity, TokenizerUnavailable, ceil_frames
+from factory.tokenize.base import AudioTokenizer, TokenizerIdentity, TokenizerUnavailable, ceil_frames
 from factory.tokenize.progress import progress_map
 
 MIMI_REPO = "kyutai/moshiko-pytorch-bf16"
@@ -358,7 +358,7 @@ class EncodecTokenizer(_TorchCodec):
         return ident
 
 
-def build(name: str, **options: Any):
+def build(name: str, **options: Any) -> AudioTokenizer:
     if name == "mimi":
         return MimiTokenizer(**options)
     if name == "encodec":
