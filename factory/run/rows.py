@@ -162,11 +162,7 @@ def write_shard(
     )
     for column in AUDIO_COLUMNS:
         ds = ds.cast_column(column, Audio(sampling_rate=sample_rate))
-
-    def write(tmp: Path) -> None:  # to_parquet returns the bytes written, which atomic_write does not take
-        ds.to_parquet(str(tmp))
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: ds.to_parquet(str(tmp)))
     return sha256_file(path)
 
 
