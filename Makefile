@@ -16,11 +16,13 @@ envs: setup
 demo: setup
 	.venv/bin/duplex-factory generate
 
-# Style and the architecture rules (ARCHITECTURE.md): ruff, and import-linter's contracts.
+# Style, the architecture rules (ARCHITECTURE.md: ruff, import-linter's contracts) and types
+# (basedpyright over factory/ and flows/, pyrightconfig.json).
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
+	.venv/bin/basedpyright
 
 test: setup envs lint
 	.venv/bin/python -m pytest

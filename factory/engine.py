@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from factory.asr import load_model
-from factory.models import Channel, Sample, Script, Utterance
+from factory.models import BackendName, Channel, Sample, Script, Utterance
 from factory.render.base import SynthesisRequest
 from factory.render.qa import QAResult
 from factory.run.records import ShardStats
@@ -235,6 +235,17 @@ class Dialogue:
     def alive(self) -> bool:
         return self.reason is None
 
+    # A dialogue alive after the plan (script) stage has its plan (script): said once, here.
+    @property
+    def planned(self) -> Plan:
+        assert self.plan is not None, f"{self.sid}: alive without a plan"
+        return self.plan
+
+    @property
+    def scripted(self) -> Script:
+        assert self.script is not None, f"{self.sid}: alive without a script"
+        return self.script
+
     def fail(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
@@ -259,7 +270,7 @@ def run_wave(
     with times("tts"):
         live = _alive(dialogues)
         for d in live:
-            d.requests = render_requests(d.plan, d.script)
+            d.requests = render_requests(d.planned, d.scripted)
         _render_into(rt, live, {d.sid: list(d.requests) for d in live}, stats)
 
     with times("qa"):
@@ -271,21 +282,21 @@ def run_wave(
         jobs = []
         for d in live:
             parts = {k: (r, d.utts[k], d.qa.get(k), cache_key(rt, r)) for k, r in d.requests.items()}
-            jobs.append((rt, d.plan, d.script, parts, shard))
+            jobs.append((rt, d.planned, d.scripted, parts, shard))
         for d, outcome in zip(live, _map(pool, _assemble_job, jobs, [d.audio_s for d in live]), strict=True):
             d.result, d.reason = outcome.value, outcome.reason
 
 
 def _scripts(rt: Runtime, live: list[Dialogue], pool: Executor | None, stats: ShardStats) -> None:
     before = _llm_snapshot(rt)
-    jobs = [(rt, d.plan) for d in live]
+    jobs = [(rt, d.planned) for d in live]
     if rt.cfg.llm.backend == "http":
         # I/O-bound: threads, each writing one dialogue turn by turn; the backend's loop holds
         # at most llm.concurrency requests in flight across all of them.
         with ThreadPoolExecutor(max(1, min(rt.cfg.llm.concurrency, len(jobs))), thread_name_prefix="script") as ex:
             outcomes = list(ex.map(lambda job: _script_job(*job), jobs))
     else:
-        outcomes = _map(pool, _script_job, jobs, [d.plan.scenario.n_turns for d in live])
+        outcomes = _map(pool, _script_job, jobs, [d.planned.scenario.n_turns for d in live])
     for d, outcome in zip(live, outcomes, strict=True):
         d.script, d.reason = outcome.value, outcome.reason
     _add_llm_stats(rt, before, stats)
@@ -299,9 +310,9 @@ def _llm_snapshot(rt: Runtime):
 
 def _add_llm_stats(rt: Runtime, before, stats: ShardStats) -> None:
     """Add the LLM requests and request-seconds in flight since `before` to `stats`."""
-    if before is None:
+    after = _llm_snapshot(rt)
+    if before is None or after is None:
         return
-    after = rt.llm.stats.snapshot()
     stats.llm_requests += after.requests - before.requests
     stats.llm_busy_s += after.busy_s - before.busy_s
     stats.llm_max_in_flight = max(stats.llm_max_in_flight, after.max_in_flight)  # the backend's peak so far
@@ -319,7 +330,7 @@ def _render_into(
     if not flat:
         return
     asked = [requests[(d.sid, k)] if requests else d.requests[k] for d, k in flat]
-    names = sorted({r.voice.backend for r in asked})
+    names: list[BackendName] = sorted({r.voice.backend for r in asked})
     stats.tts_calls += len(names)
     stats.tts_renders += len(asked)
     before = {n: _batch_counts(rt, n) for n in names}
@@ -338,7 +349,7 @@ def _render_into(
             d.utts[k] = utt
 
 
-def _batch_counts(rt: Runtime, name: str) -> dict[str, int] | None:
+def _batch_counts(rt: Runtime, name: BackendName) -> dict[str, int] | None:
     stats = rt.tts_batch_stats(name)
     return None if stats is None else {"batches": stats.batches, "items": stats.items, "capacity": stats.capacity}
 
@@ -347,7 +358,7 @@ def _qa(rt: Runtime, live: list[Dialogue], pool: Executor | None, stats: ShardSt
     jobs = []
     for d in live:
         keys = list(d.requests)
-        jobs.append((rt, d.sid, [d.utts[k] for k in keys], [piece_channel(d.script, k) for k in keys]))
+        jobs.append((rt, d.sid, [d.utts[k] for k in keys], [piece_channel(d.scripted, k) for k in keys]))
     for d, outcome in zip(live, _map(pool, _qa_job, jobs, [d.audio_s for d in live]), strict=True):
         if outcome.reason is not None:
             d.fail(outcome.reason)

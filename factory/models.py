@@ -26,8 +26,9 @@ class Channel(StrEnum):
     user = "user"
     agent = "agent"
 
+    # The stereo index, shadowing str.index on purpose: no Channel is ever searched as a string.
     @property
-    def index(self) -> int:
+    def index(self) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]
         return 0 if self is Channel.user else 1
 
     @property
@@ -221,7 +222,9 @@ class TimelineTurn(_Model):
     end_reason: EndReason
     responds_to: int | None = None
     voice_id: str
-    qa_wer: float | None = Field(None, description="ASR round-trip WER of the rendered turn (null: not checked)")
+    qa_wer: float | None = Field(
+        default=None, description="ASR round-trip WER of the rendered turn (null: not checked)"
+    )
 
 
 class TimelineWord(_Model):
@@ -362,38 +365,42 @@ class ManifestRow(_Model):
     n_laughs: int | None = None
     n_failed_interruptions: int | None = None
     overlap_share: float | None = None
-    wer_max: float | None = Field(None, description="worst per-turn ASR round-trip WER (intelligibility QA)")
+    wer_max: float | None = Field(default=None, description="worst per-turn ASR round-trip WER (intelligibility QA)")
     user_voice: str | None = None
     agent_voice: str | None = None
     llm: str | None = None
     audio_sha256: str | None = None
     duplicate_of: str | None = Field(
-        None, description="id of an earlier sample of the run whose script is a near duplicate (MinHash)"
+        default=None, description="id of an earlier sample of the run whose script is a near duplicate (MinHash)"
     )
     audit_flags: str | None = Field(
-        None, description="why the sample fails the audit gates (config `audit`), '; '-separated; null: it passes"
+        default=None,
+        description="why the sample fails the audit gates (config `audit`), '; '-separated; null: it passes",
     )
 
 
 # --------------------------------------------------------------------------- voices
+BackendName = Literal["piper", "kokoro", "espeak", "coqui"]  # the TTS backends a voice can name
+
+
 class Voice(_Model):
     """One entry of the voice bank (`voices/*.yaml`). Splits are speaker-disjoint: one voice id
     is one speaker and belongs to exactly one split."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    backend: Literal["piper", "kokoro", "espeak", "coqui"]
-    model: str = Field("", description="model name/path; empty = the backend's packaged default")
-    speaker: str | None = Field(None, description="speaker id, style or variant inside the model")
-    reference: str | None = Field(None, description="reference clip for cloning backends")
+    backend: BackendName
+    model: str = Field(default="", description="model name/path; empty = the backend's packaged default")
+    speaker: str | None = Field(default=None, description="speaker id, style or variant inside the model")
+    reference: str | None = Field(default=None, description="reference clip for cloning backends")
     group: str | None = Field(
-        None,
+        default=None,
         description="underlying speaker; voices sharing a group (prosody variants of one "
         "model speaker) must share a split. Defaults to the id.",
     )
     gender: Literal["female", "male", "unknown"] = "unknown"
     accent: str = "unknown"
     language: str = "en"
-    rate_range: tuple[float, float] = Field((1.0, 1.0), description="speaking-rate multipliers")
+    rate_range: tuple[float, float] = Field(default=(1.0, 1.0), description="speaking-rate multipliers")
     params: dict[str, float | int | str] = Field(default_factory=dict)
     split: Literal["train", "dev", "test"] = "train"
 
@@ -431,8 +438,8 @@ class MixPiece(_Model):
     source: PieceSource
     silences: list[InsertedSilence] = Field(default_factory=list)
     length: int = Field(ge=0, description="samples placed (after silences and the cut)")
-    cut: bool = Field(False, description="the piece was cut short (a barge-in stopped its speaker)")
-    fade: int = Field(0, ge=0, description="fade-out samples ending at the cut")
+    cut: bool = Field(default=False, description="the piece was cut short (a barge-in stopped its speaker)")
+    fade: int = Field(default=0, ge=0, description="fade-out samples ending at the cut")
     offset: int = Field(ge=0, description="first sample of the piece in the channel's stem")
 
 
@@ -459,7 +466,7 @@ class AugmentationRecord(_Model):
     transform: str
     channels: list[Channel] = Field(default_factory=lambda: [Channel.user, Channel.agent])
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
-    chain: str | None = Field(None, description="the configured chain this step belongs to")
+    chain: str | None = Field(default=None, description="the configured chain this step belongs to")
 
 
 # --------------------------------------------------------------------------- sample
@@ -476,7 +483,7 @@ class SampleMeta(_Model):
     timeline: Timeline
     recipe: MixRecipe
     augmentation: list[AugmentationRecord] | None = Field(
-        None, description="null: no augmented audio was made for this sample"
+        default=None, description="null: no augmented audio was made for this sample"
     )
     voices: dict[Channel, str]
     llm: str

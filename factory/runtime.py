@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from factory.config import RunConfig
 from factory.llm import get_llm
 from factory.llm.base import LLMBackend
-from factory.models import Channel, Voice
+from factory.models import BackendName, Channel, Voice
 from factory.render.base import BatchStats, TTSBackend, TTSError
 from factory.render.cache import CachedBackend
 from factory.render.registry import backend_for, get_backend
@@ -58,7 +58,7 @@ class Runtime:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self._lock = threading.RLock()
-        self._tts: dict[str, TTSBackend] = {}
+        self._tts: dict[BackendName, TTSBackend] = {}
 
     def __reduce__(self):  # a worker process rebuilds its own from the config
         return (runtime_for, (self.cfg,))
@@ -95,7 +95,7 @@ class Runtime:
         with self._lock:
             return _shared(key, lambda: get_llm(llm.backend, **options))
 
-    def tts(self, name: str) -> TTSBackend:
+    def tts(self, name: BackendName) -> TTSBackend:
         """The TTS backend `name` as this run renders with it: through the TTS service when
         `tts.service_url` is set, a process pool of a CPU backend when `tts.processes` (default:
         `run.processes`) is above 1, else in this process; behind the run's TTS cache."""
@@ -116,7 +116,7 @@ class Runtime:
                 self._tts[name] = _shared(key, build)
             return self._tts[name]
 
-    def tts_batch_stats(self, name: str) -> BatchStats | None:
+    def tts_batch_stats(self, name: BackendName) -> BatchStats | None:
         """The batch fill backend `name` records, looking through the cache wrapper (None when it
         cannot be built or does not batch)."""
         try:
@@ -137,7 +137,7 @@ class Runtime:
         user, agent = self.voices.pick_pair(self.cfg.run.split, rng_for(self.cfg.run.seed, key, "voices"))
         return {Channel.user: user, Channel.agent: agent}
 
-    def voice_backends(self) -> list[str]:
+    def voice_backends(self) -> list[BackendName]:
         """The TTS backends this run's voices render with (fixed voices, or the split's)."""
         if self.cfg.tts.user_voice or self.cfg.tts.agent_voice:
             voices = list(self.pick_voices("preflight").values())

@@ -22,6 +22,7 @@ from factory.augment import augment_sample
 from factory.config import RunConfig
 from factory.llm.base import LLMError
 from factory.models import (
+    BackendName,
     Channel,
     InsertedSilence,
     ListenerMark,
@@ -41,7 +42,7 @@ from factory.models import (
 from factory.render.base import SynthesisRequest, TTSError, synthesize_many
 from factory.render.cache import CachedBackend
 from factory.render.qa import QAResult, check_intelligibility, check_together
-from factory.run.rows import encode_audio
+from factory.run.rows import EncodedAudio, encode_audio
 from factory.runtime import Runtime
 from factory.script.compose import write_script, write_script_structured
 from factory.script.scenario import draw_scenario
@@ -65,7 +66,7 @@ class SampleRejected(Exception):
 class SampleResult:
     manifest: ManifestRow
     sample: Sample | None  # None when rejected
-    encoded: dict[str, bytes | None] | None = None  # the sample's FLAC columns (factory.run.rows.encode_audio)
+    encoded: EncodedAudio | None = None  # the sample's FLAC columns (factory.run.rows.encode_audio)
     gate: dict | None = None  # its generation-time audit row (factory.audit.run.gate_row), made with it
 
 
@@ -134,7 +135,7 @@ def render_batch(rt: Runtime, requests: list[SynthesisRequest]) -> list[Utteranc
     cache); a failed render's slot holds its exception (TTSError, or a bug's: a backend whose
     whole batch call raises fails every render it was given)."""
     out: list[Utterance | Exception] = [TTSError("not rendered")] * len(requests)
-    by_backend: dict[str, list[int]] = {}
+    by_backend: dict[BackendName, list[int]] = {}
     for i, r in enumerate(requests):
         by_backend.setdefault(r.voice.backend, []).append(i)
     for name, indices in sorted(by_backend.items()):

@@ -11,6 +11,7 @@ night (same scheduled date) resumes at its first unfinished shard.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 from uuid import UUID
 
 from prefect import Flow, get_client
@@ -34,13 +35,17 @@ def build_deployment(
 ) -> RunnerDeployment:
     """The deployment: the flow loaded from this checkout (a process worker runs it from here)."""
     cfg = load_config(config, overrides)
-    flow = Flow.from_source(source=str(ROOT), entrypoint=ENTRYPOINT)
-    return flow.to_deployment(
-        name=name,
-        schedules=[Cron(cron, timezone=timezone)],
-        parameters={"config": cfg.model_dump(mode="json"), "per_day": True},
-        tags=["duplex-factory"],
-        description=f"duplex-factory generate: {cfg.run.n_samples} dialogues, seed {cfg.run.seed}",
+    # Called outside an event loop, prefect's sync-or-async methods return their result (not a coroutine).
+    flow = cast(Flow, Flow.from_source(source=str(ROOT), entrypoint=ENTRYPOINT))
+    return cast(
+        RunnerDeployment,
+        flow.to_deployment(
+            name=name,
+            schedules=[Cron(cron, timezone=timezone)],
+            parameters={"config": cfg.model_dump(mode="json"), "per_day": True},
+            tags=["duplex-factory"],
+            description=f"duplex-factory generate: {cfg.run.n_samples} dialogues, seed {cfg.run.seed}",
+        ),
     )
 
 
@@ -56,4 +61,4 @@ def ensure_pool(pool: str) -> None:
 def deploy(deployment: RunnerDeployment, pool: str) -> UUID:
     """Register the deployment (and its schedule) with the server at PREFECT_API_URL."""
     ensure_pool(pool)
-    return deployment.apply(work_pool_name=pool)
+    return cast(UUID, deployment.apply(work_pool_name=pool))  # outside an event loop: the id itself

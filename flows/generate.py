@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from factory.config import RunConfig
@@ -75,13 +75,15 @@ def dated(config: dict[str, Any], day: str) -> dict[str, Any]:
     return cfg.model_copy(update={"run": run}).model_dump(mode="json")
 
 
-def task_runner_for(cfg: RunConfig):
+def task_runner_for(cfg: RunConfig) -> TaskRunner[Any]:
     """The Prefect task runner `run.task_runner` names, on `run.cluster_address` or a local cluster."""
     kind, address, workers = cfg.run.task_runner, cfg.run.cluster_address, cfg.run.workers
     if kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     if kind == "dask":
-        from prefect_dask import DaskTaskRunner  # lazy: the Dask runner (and distributed) only when asked for
+        from prefect_dask.task_runners import (
+            DaskTaskRunner,  # lazy: the Dask runner (and distributed) only when asked for
+        )
 
         if address:
             return DaskTaskRunner(address=address)

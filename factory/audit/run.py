@@ -286,7 +286,8 @@ def write_audit(result: RunAudit, path: Path | None = None) -> str:
     if path is not None:
         store, rel = open_run(Path(path).parent), Path(path).name
     else:
-        store, rel = result.store or open_run(result.run_dir), AUDIT_FILE
+        # without a store the audit was built on a local folder (audit_run sets it for every URL)
+        store, rel = result.store or open_run(Path(result.run_dir)), AUDIT_FILE
     store.write_bytes(rel, buffer.getvalue())
     return store.path(rel)
 
@@ -307,12 +308,12 @@ def gate_shard(
     already computed, else computed here), pooled into the shard's report.
     Returns (id -> reasons, for flagged samples; the shard report for its record)."""
     given = rows if rows is not None else [None] * len(samples)
-    rows = [row if row is not None else gate_row(s, cfg, shard) for s, row in zip(samples, given, strict=True)]
-    report = shard_report(rows, cfg.audit, cfg.audit.vad)
+    made = [row if row is not None else gate_row(s, cfg, shard) for s, row in zip(samples, given, strict=True)]
+    report = shard_report(made, cfg.audit, cfg.audit.vad)
     pooled = {
         k: (None if isinstance(v, float) and not math.isfinite(v) else round(v, 4)) for k, v in report["pooled"].items()
     }
-    flags = {r["id"]: "; ".join(r["flags"]) for r in rows if r["flags"]}
+    flags = {r["id"]: "; ".join(r["flags"]) for r in made if r["flags"]}
     return flags, {"pooled": pooled, "flagged": report["flagged"], "problems": report["problems"]}
 
 

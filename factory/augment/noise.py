@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 import numpy as np
 from scipy.fft import next_fast_len
@@ -16,7 +16,8 @@ def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
     if color == "white":
         white = rng.standard_normal(n)
     else:
-        m = next_fast_len(max(n, 2), real=True)
+        # scipy wraps a C function in a Python def whose body is only a docstring: it returns an int
+        m = cast(int, next_fast_len(max(n, 2), real=True))
         spectrum = np.fft.rfft(rng.standard_normal(m))
         f = np.fft.rfftfreq(m)
         f[0] = f[1]

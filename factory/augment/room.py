@@ -47,6 +47,7 @@ def simulate_rir_bank(folder: Path, sr: int, n_rooms: int, seed: int, rt60: tupl
         room.add_source(src.tolist())
         room.add_microphone(mic.tolist())
         room.compute_rir()
+        assert room.rir is not None  # compute_rir filled it
         rir = np.asarray(room.rir[0][0], np.float64)
         rir = (rir / np.max(np.abs(rir))).astype(np.float32)
         sf.write(tmp / f"{i:03d}.wav", rir, sr, subtype="FLOAT")

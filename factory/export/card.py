@@ -94,6 +94,7 @@ def statistics_table(ok: pl.DataFrame) -> list[str]:
     dur = ok["duration"].to_numpy()
     minutes = dur.sum() / 60
     words = float(ok["n_words"].sum())
+    fillers = float(ok["n_fillers"].sum())
 
     def dist(col: str) -> str:
         v = ok[col].to_numpy().astype(float)
@@ -108,7 +109,7 @@ def statistics_table(ok: pl.DataFrame) -> list[str]:
         ("barge-ins per dialogue", f"{dist('n_barge_ins')}; dialogues with none: {np.mean(barge == 0):.0%}"),
         ("failed interruptions per dialogue", dist("n_failed_interruptions")),
         ("backchannels per minute", f"{ok['n_backchannels'].sum() / minutes:.1f}"),
-        ("fillers per 100 words", f"{100 * ok['n_fillers'].sum() / max(words, 1):.1f}"),
+        ("fillers per 100 words", f"{100 * fillers / max(words, 1):.1f}"),
         ("laughs per minute", f"{ok['n_laughs'].sum() / minutes:.2f}"),
         ("overlap share of speech", dist("overlap_share")),
         ("QA word error rate (worst turn)", dist("wer_max")),

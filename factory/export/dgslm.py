@@ -59,7 +59,7 @@ def _schema() -> pa.Schema:
 
 
 class DgslmOptions(FrameRateOptions):
-    frame_rate: float = Field(FRAME_RATE, gt=0, description="unit frames per second (the original: 50)")
+    frame_rate: float = Field(default=FRAME_RATE, gt=0, description="unit frames per second (the original: 50)")
 
 
 class Dgslm(Exporter[DgslmOptions]):

@@ -10,32 +10,33 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
-from typing import ClassVar, Generic, Protocol
+from typing import ClassVar, Protocol
 
 from factory.export.errors import ExportError
-from factory.export.options import ExportOptions, FormatOptions, FrameRateOptions, OptionsT, parse_format_options
+from factory.export.options import ExportOptions, FrameRateOptions, OptionsT, parse_format_options
 from factory.export.output import Decoded, prepare_out_dir
 from factory.export.report import COMMON_RULES, ExportReport, Rule, RuleCounter
 from factory.models import Sample
 
 
-class ExportFormat(Protocol):
-    """One training (or evaluation) format, as the framework drives it."""
+class ExportFormat(Protocol[OptionsT]):
+    """One training (or evaluation) format, as the framework drives it; `OptionsT` is its own
+    options model: what `parse_options` returns is what `tokenizer_rate` and `write` take."""
 
-    name: str
-    format_version: str
-    frame_rate: float | None  # its token grid, Hz; None when it has none
-    needs_audio_tokens: bool  # `export_run` prepares (fits) the audio tokenizer before reading samples
-    outputs: tuple[str, ...]  # glob patterns of what it writes beside data/*.parquet (cleared on re-export)
+    name: ClassVar[str]
+    format_version: ClassVar[str]
+    frame_rate: ClassVar[float | None]  # its token grid, Hz; None when it has none
+    needs_audio_tokens: ClassVar[bool]  # `export_run` prepares (fits) the audio tokenizer before reading samples
+    outputs: ClassVar[tuple[str, ...]]  # glob patterns of what it writes beside data/*.parquet (cleared on re-export)
 
     def rules(self) -> dict[str, Rule]: ...
 
-    def parse_options(self, options: ExportOptions) -> FormatOptions: ...
+    def parse_options(self, options: ExportOptions) -> OptionsT: ...
 
-    def tokenizer_rate(self, format_options: FormatOptions) -> float: ...
+    def tokenizer_rate(self, format_options: OptionsT) -> float: ...
 
     def write(
-        self, samples: Iterable[Sample], out_dir: Path, options: ExportOptions, format_options: FormatOptions
+        self, samples: Iterable[Sample], out_dir: Path, options: ExportOptions, format_options: OptionsT
     ) -> ExportReport: ...
 
     def export(self, samples: Iterable[Sample], out_dir: Path, options: ExportOptions) -> ExportReport: ...
@@ -43,9 +44,10 @@ class ExportFormat(Protocol):
     def decode(self, out_dir: Path, sample_id: str) -> Decoded: ...
 
 
-class Exporter(ABC, Generic[OptionsT]):
+class Exporter(ExportFormat[OptionsT], ABC):
     """Base of every format: subclasses set the class attributes and `options_model`, and
-    implement `write` (and `decode` for `inspect`)."""
+    implement `write` (and `decode` for `inspect`). It derives from the protocol, so the type
+    checker holds every format to it."""
 
     name: ClassVar[str]
     format_version: ClassVar[str] = "1"
@@ -63,7 +65,7 @@ class Exporter(ABC, Generic[OptionsT]):
     def parse_options(self, options: ExportOptions) -> OptionsT:
         return parse_format_options(self.name, self.options_model, options.format_options)
 
-    def tokenizer_rate(self, format_options: FormatOptions) -> float:
+    def tokenizer_rate(self, format_options: OptionsT) -> float:
         """The frame rate the audio tokenizer is built (or fitted) at."""
         rate = format_options.frame_rate if isinstance(format_options, FrameRateOptions) else self.frame_rate
         if rate is None:

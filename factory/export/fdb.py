@@ -128,15 +128,20 @@ RULES: dict[str, Rule] = {
 
 
 class FdbOptions(FormatOptions):
-    lead_s: float = Field(0.5, ge=0, le=60, description="seconds of silence before the first focal turn")
+    lead_s: float = Field(default=0.5, ge=0, le=60, description="seconds of silence before the first focal turn")
     tail_s: float = Field(
-        8.0, ge=0, le=60, description="seconds of silence after a turn end or interruption (the example: ~8.4 s)"
+        default=8.0,
+        ge=0,
+        le=60,
+        description="seconds of silence after a turn end or interruption (the example: ~8.4 s)",
     )
     pause_resume_s: float = Field(
-        0.7, ge=0, le=60, description="seconds of speech kept after a pause (the example keeps ~0.7 s)"
+        default=0.7, ge=0, le=60, description="seconds of speech kept after a pause (the example keeps ~0.7 s)"
     )
-    split: str | None = Field("test", description="export only samples of this split; 'all' or None: every sample")
-    tasks: tuple[Task, ...] = Field(TASKS, min_length=1, description="comma-separated tasks to cut")
+    split: str | None = Field(
+        default="test", description="export only samples of this split; 'all' or None: every sample"
+    )
+    tasks: tuple[Task, ...] = Field(default=TASKS, min_length=1, description="comma-separated tasks to cut")
 
     @field_validator("split")
     @classmethod

@@ -62,9 +62,9 @@ RULES = {
 
 
 class LslmOptions(FrameRateOptions):
-    frame_rate: float = Field(FRAME_RATE, gt=0, description="speaking-channel frames per second")
-    mu: float = Field(MU_S, ge=0, description="seconds from the barge-in onset to IRQ (the paper's 0.5 s)")
-    listen: Literal["tokens", "features"] = Field("tokens", description="the listening channel's input")
+    frame_rate: float = Field(default=FRAME_RATE, gt=0, description="speaking-channel frames per second")
+    mu: float = Field(default=MU_S, ge=0, description="seconds from the barge-in onset to IRQ (the paper's 0.5 s)")
+    listen: Literal["tokens", "features"] = Field(default="tokens", description="the listening channel's input")
 
 
 class Lslm(Exporter[LslmOptions]):

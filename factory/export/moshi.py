@@ -64,6 +64,7 @@ from factory.export.output import Decoded, ShardWriter, Sidecar, finish, read_ro
 from factory.export.report import ExportReport, Rule, RuleCounter, Timer, usable
 from factory.export.tokenizers import audio_tokenizer_for, fits_units, identity_dict, save_codebook, text_tokenizer_for
 from factory.models import Channel, Sample, Timeline
+from factory.tokenize import TextTokenizer
 
 NAME = "moshi"
 FORMAT_VERSION = "1"
@@ -385,7 +386,7 @@ def _alignments_json(sample: Sample, agent: list[Alignment], sub: MoshiOptions) 
     return json.dumps(doc, ensure_ascii=False) + "\n"
 
 
-def _text_ids(tok, sub: MoshiOptions) -> tuple[int, int, int]:
+def _text_ids(tok: TextTokenizer, sub: MoshiOptions) -> tuple[int, int, int]:
     """(PAD, EPAD, text cardinality) for the text tokenizer in use."""
     spm = tok.identity().name == "spm"
     pad = sub.text_padding_id if sub.text_padding_id is not None else (MOSHI_PAD if spm else tok.vocab_size)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import gzip
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +240,7 @@ def dialogue_length(sample: Sample, sr: int, counter: RuleCounter) -> float:
     return round(padded, 6)
 
 
-def count_token_rules(timeline: Timeline, tokenize, sr: int, counter: RuleCounter) -> None:
+def count_token_rules(timeline: Timeline, tokenize: Callable[[str], list[int]], sr: int, counter: RuleCounter) -> None:
     """What build_token_channel will overwrite in each role's channel."""
     for ch in Channel:
         turns = sorted((t for t in timeline.turns if t.channel is ch), key=lambda t: t.start)
@@ -265,7 +265,14 @@ def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
     atomic_write(path, lambda tmp: sf.write(tmp, audio, sr, subtype="PCM_16", format="WAV"))
 
 
-def build_cut(sample: Sample, audio_dir: Path, sub: NemoOptions, counter: RuleCounter, tokenize, augmented=False):
+def build_cut(
+    sample: Sample,
+    audio_dir: Path,
+    sub: NemoOptions,
+    counter: RuleCounter,
+    tokenize: Callable[[str], list[int]],
+    augmented: bool = False,
+):
     """One lhotse MonoCut: user recording, agent target_audio, one supervision per turn."""
     try:
         from lhotse import Recording, SupervisionSegment  # lazy: optional heavy dependency (torch env only)

@@ -22,20 +22,24 @@ class ExportOptions(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    audio_tokenizer: str = Field("units", description="'units' (k-means fitted on the run's audio), 'mimi', 'encodec'")
+    audio_tokenizer: str = Field(
+        default="units", description="'units' (k-means fitted on the run's audio), 'mimi', 'encodec'"
+    )
     audio_tokenizer_options: dict[str, Any] = Field(default_factory=dict)
-    text_tokenizer: str | None = Field(None, description="local HF tokenizer folder; None = the embedded LLM's vocab")
-    units_k: int = Field(256, ge=2, description="k-means codebook size of the 'units' tokenizer")
-    units_fit_samples: int = Field(64, ge=1, description="dialogues the 'units' codebook is fitted on")
+    text_tokenizer: str | None = Field(
+        default=None, description="local HF tokenizer folder; None = the embedded LLM's vocab"
+    )
+    units_k: int = Field(default=256, ge=2, description="k-means codebook size of the 'units' tokenizer")
+    units_fit_samples: int = Field(default=64, ge=1, description="dialogues the 'units' codebook is fitted on")
     seed: int = 0
-    shard_size: int = Field(1000, ge=1, description="sequences per output parquet shard")
-    tokenize_batch: int = Field(8, ge=1, description="dialogues per audio-tokenizer batch")
-    use_augmented: bool = Field(False, description="tokenize the augmented mix instead of the clean one")
+    shard_size: int = Field(default=1000, ge=1, description="sequences per output parquet shard")
+    tokenize_batch: int = Field(default=8, ge=1, description="dialogues per audio-tokenizer batch")
+    use_augmented: bool = Field(default=False, description="tokenize the augmented mix instead of the clean one")
     source_run: str | None = None
     format_options: dict[str, Any] = Field(default_factory=dict, description="the format's own options, as given")
     # typed for the checker, not checked at run time: any object with the protocol's members will do
-    audio_tokenizer_obj: SkipValidation[AudioTokenizer | None] = Field(None, exclude=True)
-    text_tokenizer_obj: SkipValidation[TextTokenizer | None] = Field(None, exclude=True)
+    audio_tokenizer_obj: SkipValidation[AudioTokenizer | None] = Field(default=None, exclude=True)
+    text_tokenizer_obj: SkipValidation[TextTokenizer | None] = Field(default=None, exclude=True)
 
 
 class FormatOptions(BaseModel):

@@ -30,18 +30,18 @@ class Sidecar(BaseModel):
     format: str
     format_version: str
     frame_rate: float | None
-    sample_rate: int | None = Field(None, description="rate of the audio the tokenizer was fed")
+    sample_rate: int | None = Field(default=None, description="rate of the audio the tokenizer was fed")
     special_tokens: dict[str, int] = Field(default_factory=dict)
     id_layout: dict[str, tuple[int, int]] = Field(
         default_factory=dict, description="range name -> (first id, size) in the exported id space"
     )
-    vocabulary: list[str] | None = Field(None, description="the text vocabulary (id - text offset -> token)")
-    vocabulary_path: str | None = Field(None, description="or the tokenizer folder it comes from")
+    vocabulary: list[str] | None = Field(default=None, description="the text vocabulary (id - text offset -> token)")
+    vocabulary_path: str | None = Field(default=None, description="or the tokenizer folder it comes from")
     audio_tokenizer: dict[str, Any] | None = None
-    audio_tokenizer_path: str | None = Field(None, description="saved codebook (units), relative to the export")
+    audio_tokenizer_path: str | None = Field(default=None, description="saved codebook (units), relative to the export")
     text_tokenizer: dict[str, Any] | None = None
     source_run: str | None = None
-    layout: str = Field("", description="the sequence layout in words")
+    layout: str = Field(default="", description="the sequence layout in words")
     columns: dict[str, str] = Field(default_factory=dict, description="parquet column -> meaning")
     options: dict[str, Any] = Field(default_factory=dict)
     rules: dict[str, str] = Field(default_factory=dict, description="rule -> action: doc")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from factory.export.errors import ExportError
 from factory.export.exporter import ExportFormat
@@ -24,8 +25,9 @@ def known_formats() -> list[str]:
     return sorted(FORMATS)
 
 
-def get_format(name: str) -> ExportFormat:
-    """The exporter of format `name`; an unknown name lists the known ones."""
+def get_format(name: str) -> ExportFormat[Any]:
+    """The exporter of format `name`; an unknown name lists the known ones. Its options model is
+    known only to the format (`Any` here): callers pass `write` what its `parse_options` returned."""
     if name not in FORMATS:
         raise ExportError(f"unknown export format {name!r}; known formats: {', '.join(known_formats())}")
     module_name, class_name = FORMATS[name]
@@ -35,4 +37,5 @@ def get_format(name: str) -> ExportFormat:
         if exc.name == module_name:
             raise ExportError(f"format {name!r} is registered but its module {exc.name} is not installed") from None
         raise
-    return getattr(module, class_name)()
+    exporter: type[ExportFormat[Any]] = getattr(module, class_name)
+    return exporter()

@@ -92,13 +92,14 @@ def export_run(
     fit_seconds = 0.0
     if fmt.needs_audio_tokens and options.audio_tokenizer_obj is None:
         started = time.perf_counter()
+        fit_samples, augmented = options.units_fit_samples, options.use_augmented
 
         def fit_audio() -> Iterator[tuple[Any, int]]:
             for i, s in enumerate(read_samples(run, verify=False, storage_options=storage_options)):
-                if i >= options.units_fit_samples:
+                if i >= fit_samples:
                     break
                 for ch in Channel:
-                    yield channel_audio(s, ch, options.use_augmented), s.sample_rate
+                    yield channel_audio(s, ch, augmented), s.sample_rate
 
         tok = audio_tokenizer_for(options, fmt.tokenizer_rate(format_options), fit_audio, out_dir)
         options = options.model_copy(update={"audio_tokenizer_obj": tok})

@@ -148,7 +148,9 @@ def flat(user_audio, agent_state, agent_text, text_offset: int, audio_offset: in
 
 
 class Units1sOptions(FrameRateOptions):
-    frame_rate: float = Field(FRAME_RATE, gt=0, description="code frames per second: a whole number per 1 s unit")
+    frame_rate: float = Field(
+        default=FRAME_RATE, gt=0, description="code frames per second: a whole number per 1 s unit"
+    )
 
     @field_validator("frame_rate")
     @classmethod

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import CommitOperationAdd, HfApi, RepoFile
 from huggingface_hub.errors import HfHubHTTPError
 from pydantic import BaseModel
 
@@ -102,9 +102,11 @@ def _remote_state(api: HfApi, repo_id: str, revision: str, paths: list[str]) -> 
         for info in api.get_paths_info(
             repo_id, paths[i : i + PATHS_INFO_CHUNK], repo_type="dataset", revision=revision
         ):
-            if getattr(info, "lfs", None):
+            if not isinstance(info, RepoFile):  # a folder: nothing to compare
+                continue
+            if info.lfs:
                 state[info.path] = ("lfs", info.lfs.sha256)
-            elif getattr(info, "blob_id", None):
+            elif info.blob_id:
                 state[info.path] = ("git", info.blob_id)
     return state
 

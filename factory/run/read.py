@@ -61,7 +61,7 @@ def shard_records(
 
 
 def complete_shards(
-    run_dir: Path | str, verify: bool = True, storage_options: dict[str, Any] | None = None
+    run_dir: Path | str | RunStore, verify: bool = True, storage_options: dict[str, Any] | None = None
 ) -> list[tuple[RunStore, str]]:
     """(store, data file) of the run's finished shards, in order. With `verify`, a shard whose
     checksum disagrees with its record raises (rather than silently yielding fewer samples)."""

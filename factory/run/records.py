@@ -125,12 +125,12 @@ class ShardStats(BaseModel):
     Mutable while the shard is made; dumped rounded to the millisecond."""
 
     seconds: dict[str, float] = Field(default_factory=dict, description="wall seconds per stage")
-    audio_s: float = Field(0.0, description="seconds of dialogue produced")
+    audio_s: float = Field(default=0.0, description="seconds of dialogue produced")
     llm_requests: int = 0
-    llm_busy_s: float = Field(0.0, description="request-seconds in flight (area under the in-flight curve)")
+    llm_busy_s: float = Field(default=0.0, description="request-seconds in flight (area under the in-flight curve)")
     llm_max_in_flight: int = 0
-    tts_calls: int = Field(0, description="synthesize_many calls")
-    tts_renders: int = Field(0, description="renders asked for in them")
+    tts_calls: int = Field(default=0, description="synthesize_many calls")
+    tts_renders: int = Field(default=0, description="renders asked for in them")
     tts_batches: dict[str, BatchFill] = Field(
         default_factory=dict, description="per TTS backend that batches on a model"
     )

@@ -36,7 +36,7 @@ import numpy as np
 import soxr
 from huggingface_hub import hf_hub_download, snapshot_download
 
-from factory.tokenize.base import TokenizerIdentity, TokenizerUnavailable, ceil_frames
+from factory.tokenize.base import AudioTokenizer, TokenizerIdentity, TokenizerUnavailable, ceil_frames
 from factory.tokenize.progress import progress_map
 
 MIMI_REPO = "kyutai/moshiko-pytorch-bf16"
@@ -170,7 +170,7 @@ class _TorchCodec:
             audio = soxr.resample(audio, sr, self.sample_rate).astype(np.float32)
         return audio
 
-    def _encode_padded(self, batch: list[np.ndarray]) -> np.ndarray:  # [B, N] -> [B, n_q, T]
+    def _encode_padded(self, batch: np.ndarray) -> np.ndarray:  # [B, N] -> [B, n_q, T]
         raise NotImplementedError
 
     def _encode_group(self, items: list[tuple[np.ndarray, int]]) -> list[np.ndarray]:
@@ -354,7 +354,7 @@ class EncodecTokenizer(_TorchCodec):
         return ident
 
 
-def build(name: str, **options: Any):
+def build(name: str, **options: Any) -> AudioTokenizer:
     if name == "mimi":
         return MimiTokenizer(**options)
     if name == "encodec":

@@ -197,5 +197,6 @@ def fit_units(
     if len(z) > max_frames:
         z = z[np.sort(rng.choice(len(z), size=max_frames, replace=False))]
     with threadpool_limits(limits=1):
-        km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(z)
+        # sklearn is unannotated: pyright takes n_init's type (str) from its default, "auto"
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(z)  # pyright: ignore[reportArgumentType]
     return UnitsTokenizer(km.cluster_centers_, mean, std, frame_rate, seed)
