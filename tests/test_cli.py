@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from factory.cli import ALL_REJECTED, app
+from factory.cli import app
+from factory.cli.generate import ALL_REJECTED
 from factory.runtime import Runtime
 from tests.conftest import TINY
 
