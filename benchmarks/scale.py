@@ -251,7 +251,7 @@ def run_folder(run_dir: Path) -> dict[str, Any]:
     """Audio minutes, bytes written and a load check, read from the run folder as a consumer would."""
     import polars as pl
 
-    from factory.run import read_samples
+    from factory.run.read import read_samples
 
     manifest = pl.read_parquet(run_dir / "manifest.parquet")
     ok = manifest.filter(pl.col("status") == "ok")

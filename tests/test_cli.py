@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from factory.cli import ALL_REJECTED, app
+from factory.cli import app
+from factory.cli.generate import ALL_REJECTED
 from factory.runtime import Runtime
 from tests.conftest import TINY
 
@@ -25,6 +28,16 @@ def _invoke(*args: str, overrides: list[str] = ()) -> object:
     for item in overrides:
         cli_args += ["--set", item]
     return CliRunner().invoke(app, cli_args)
+
+
+# --------------------------------------------------------------------------- --help stays light
+def test_help_imports_nothing_heavy() -> None:
+    """`duplex-factory --help` (importing the CLI) loads none of the packages that take seconds:
+    each command imports them when it runs (factory/cli/runs.py's docstring)."""
+    heavy = ["prefect", "datasets", "polars", "scipy", "matplotlib", "huggingface_hub", "aiohttp", "factory.engine"]
+    code = f"import sys, factory.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- config errors

@@ -264,7 +264,7 @@ def test_s3_destination_killed_mid_upload_resumes_to_the_same_objects(
 ):
     import s3fs
 
-    from factory.run import read_samples
+    from factory.run.read import read_samples
 
     endpoint, creds = s3_server
     dest = [

@@ -76,7 +76,7 @@ def test_deploy_schedule_trigger_and_worker_run_once(prefect_server, tmp_path):
     cfg = load_config(run / "config.yaml")
     assert cfg.run.seed == derive_seed(5, day, "schedule")
     assert sorted(p.name for p in (run / "shards").glob("*.json")) == ["train-00000-of-00001.json"]
-    from factory.run import read_samples
+    from factory.run.read import read_samples
 
     samples = list(read_samples(run))
     assert len(samples) + _rejected(run) == 2 and all(s.stems.shape[1] == 2 for s in samples)

@@ -15,8 +15,7 @@ import pytest
 from factory.audio.mix import MixError, flac_bytes
 from factory.config import load_config
 from factory.models import Channel, SampleMeta
-from factory.run import read_samples
-from factory.run.read import RunFolderError, read_sample_metas
+from factory.run.read import RunFolderError, read_sample_metas, read_samples
 from factory.run.rebuild import SourceMissing, rebuild_clean
 from factory.run.rows import row_to_sample, sample_to_row
 

@@ -1,7 +1,7 @@
 """Augmentation stage: chains of transforms (one per file, one signature: `(audio, sr, rng) ->
 (audio, params)`) turn a Sample's clean mix into its augmented audio; every draw comes from the
 sample's own generator and every step is recorded (`AugmentationRecord`). Takes Samples, so it
-runs on a finished run (`factory.run.read_samples`, `factory.augment.rerun`) as well as inside
+runs on a finished run (`factory.run.read.read_samples`, `factory.augment.rerun`) as well as inside
 the pipeline, and never calls a TTS."""
 
 from __future__ import annotations

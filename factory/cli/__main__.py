@@ -1,0 +1,5 @@
+"""`python -m factory.cli`: the `duplex-factory` command."""
+
+from factory.cli import app
+
+app()

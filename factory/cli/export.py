@@ -1,0 +1,113 @@
+"""Commands on training exports: `export` (a run as a format's training shards, or
+Full-Duplex-Bench items) and `inspect` (an exported sequence rendered back per frame). The logic
+lives in factory/export; here are the option parsing and the progress bar."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from factory.cli import present
+from factory.cli.app import RunArg, StorageOpt, console, parse_storage
+from factory.export.errors import ExportError
+from factory.export.options import ExportOptions
+from factory.export.output import read_sidecar
+from factory.export.registry import get_format
+from factory.export.report import ExportReport
+
+
+def export_cmd(
+    run: RunArg,
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="bayling, dgslm, lslm, units-1s, moshi, nemo-duplex, fdb")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="export folder; default RUN/exports/FORMAT (required for a URL)")
+    ] = None,
+    audio_tokenizer: Annotated[str, typer.Option(help="units (fitted on the run), mimi, encodec")] = "units",
+    weights: Annotated[Path | None, typer.Option(help="local weights folder of mimi/encodec")] = None,
+    codebook: Annotated[Path | None, typer.Option(help="a saved units codebook to reuse instead of fitting")] = None,
+    text_tokenizer: Annotated[str | None, typer.Option(help="HF tokenizer folder; default the embedded LLM's")] = None,
+    units_k: Annotated[int, typer.Option(help="units codebook size")] = 256,
+    seed: Annotated[int, typer.Option(help="seed of the units fit")] = 0,
+    shard_size: Annotated[int, typer.Option(help="sequences per parquet shard")] = 1000,
+    tokenize_batch: Annotated[int, typer.Option(help="dialogues per audio-tokenizer batch")] = 8,
+    augmented: Annotated[bool, typer.Option(help="tokenize the augmented mix")] = False,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="format option KEY=VALUE")] = None,
+    storage_options: StorageOpt = None,
+) -> None:
+    """Export a finished run as training shards of FORMAT (token arrays + export.json sidecar), or with
+    `--format fdb` its test split as Full-Duplex-Bench items (-o split=test|train|dev|all,
+    -o tasks=pause_handling,backchannel,smooth_turn_taking,user_interruption). A format's options
+    are checked before the run is read; a bad one names the key and what the format takes."""
+    # lazy: the exporters and the run reader pull in datasets and scipy (seconds): imported when this runs.
+    from factory.export.fdb import FdbReport
+    from factory.export.run import export_run
+
+    try:
+        tokenizer_options = {"weights": str(weights)} if weights else {}
+        if codebook:
+            audio_tokenizer, tokenizer_options = "units", {"codebook": str(codebook)}
+        options = ExportOptions(
+            audio_tokenizer=audio_tokenizer,
+            audio_tokenizer_options=tokenizer_options,
+            text_tokenizer=text_tokenizer,
+            units_k=units_k,
+            seed=seed,
+            shard_size=shard_size,
+            tokenize_batch=tokenize_batch,
+            use_augmented=augmented,
+            format_options=parse_options(option or []),
+        )
+        storage = parse_storage(storage_options)
+        report = run_with_progress(lambda progress: export_run(run, format_, out, options, progress, storage))
+    except ExportError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(exc.exit_code) from None
+    present.print_export_report(console, report)
+    if isinstance(report, FdbReport):
+        present.wide(console, 120).print(present.fdb_tasks_table(report))
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs -> a dict; values parsed as JSON where they are (0.5, true, "x"), else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ExportError(f"format option {item!r} is not KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def run_with_progress(work: Callable[[Callable[[int, int | None], None]], ExportReport]) -> ExportReport:
+    """`work(progress)` under a progress bar; `progress(done, total)` moves it (total: the run's
+    ok samples, from its manifest)."""
+    columns = [TextColumn("export"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("export", total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def inspect(
+    export_dir: Path,
+    sample: Annotated[str, typer.Argument(help="sequence (sample) id")],
+    start: Annotated[float, typer.Option(help="from this time, s")] = 0.0,
+    end: Annotated[float | None, typer.Option(help="up to this time, s")] = None,
+) -> None:
+    """Render one exported sequence back as a timeline: per frame, each channel's tokens, text and states."""
+    try:
+        sidecar = read_sidecar(export_dir)
+        decoded = get_format(sidecar.format).decode(Path(export_dir), sample)
+    except ExportError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(exc.exit_code) from None
+    present.wide(console, 100).print(present.decoded_table(sidecar.format, sample, decoded, start, end))
