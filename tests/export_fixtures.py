@@ -98,15 +98,18 @@ def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train
 
 
 def make_run(run_dir, samples: list[Sample], rejected: tuple[str, ...] = (), empty_shard: bool = True):
-    """A run folder as factory.run.shards writes it (data shards, records, manifest parts),
-    holding `samples` in one shard, the `rejected` ids in the manifest only, and (optionally) a
-    second shard whose samples were all rejected, so its data file is empty."""
-    import json
+    """A run folder as factory.run.shards writes it (data shards, manifest parts, signatures and
+    typed shard records), holding `samples` in one shard, the `rejected` ids in the manifest only,
+    and (optionally) a second shard whose samples were all rejected, so its data file is empty."""
     from pathlib import Path
 
+    from factory.atomic import sha256_file
     from factory.models import ManifestRow, SampleStatus
+    from factory.run.records import ShardAudit, ShardRecord, shard_files, write_shard_record
     from factory.run.rows import write_shard
     from factory.run.shards import write_manifest
+    from factory.run.store import RunStore
+    from factory.script.dedup import save_signatures, signature
 
     run_dir = Path(run_dir)
     shards = [("train-00000-of-00002", samples, ())]
@@ -114,15 +117,28 @@ def make_run(run_dir, samples: list[Sample], rejected: tuple[str, ...] = (), emp
         shards.append(("train-00001-of-00002", [], rejected))
     else:
         shards[0] = (shards[0][0], samples, rejected)
+    store = RunStore(str(run_dir))
     for name, items, rej in shards:
-        digest = write_shard(items, run_dir / "data" / f"{name}.parquet", SR)
+        files = {kind: run_dir / rel for kind, rel in shard_files(name).items()}
+        digest = write_shard(items, files["data"], SR)
         rows = [ManifestRow(id=s.id, shard=name, status=SampleStatus.ok, split=s.meta.split) for s in items]
         rows += [
             ManifestRow(id=i, shard=name, status=SampleStatus.rejected, reason="behaviour_minimum: test", split="train")
             for i in rej
         ]
-        write_manifest(rows, run_dir / "manifests" / f"{name}.parquet")
-        record = {"shard": name, "sha256": digest, "n_ok": len(items), "n_rejected": len(rej)}
-        (run_dir / "shards").mkdir(parents=True, exist_ok=True)
-        (run_dir / "shards" / f"{name}.json").write_text(json.dumps(record))
+        write_manifest(rows, files["manifest"])
+        files["signatures"].parent.mkdir(parents=True, exist_ok=True)
+        save_signatures(
+            files["signatures"], {s.id: signature(" ".join(t.text for t in s.meta.script.turns)) for s in items}
+        )
+        record = ShardRecord(
+            shard=name,
+            sha256=digest,
+            n_ok=len(items),
+            n_rejected=len(rej),
+            manifest_sha256=sha256_file(files["manifest"]),
+            signatures_sha256=sha256_file(files["signatures"]),
+            audit=ShardAudit(pooled={}, flagged=0, problems=[]),
+        )
+        write_shard_record(store, record)
     return run_dir
