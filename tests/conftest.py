@@ -107,6 +107,15 @@ def audited_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Aud
     return AuditedRun(run, result, pickled, measured.output, reports, frame)
 
 
+@pytest.fixture(scope="session")
+def planned_corpus() -> list:
+    """The planner-path dialogues of tests/corpus.py, built once for the turn-taking and
+    calibration tests."""
+    from tests.corpus import build_corpus  # imports the factory's planner: only when a test asks
+
+    return build_corpus()
+
+
 def read_rows(run_dir: Path) -> list[dict]:
     rows = []
     for path in sorted((run_dir / "data").glob("*.parquet")):
