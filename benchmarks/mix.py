@@ -151,7 +151,7 @@ def _recipe(cfg: RunConfig, k: int, bank: WordBank | None) -> tuple[MixRecipe, l
     from factory.script.scenario import draw_scenario
     from factory.seeding import rng_for
     from factory.timeline.place import build_timeline
-    from tests.test_calibration import SyntheticLLM
+    from tests.corpus import SyntheticLLM
     from tests.test_timeline import burst_utterance
 
     key = f"bench-{k}"

@@ -3,9 +3,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -33,7 +39,7 @@ TINY = [
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
     """One real run through the CLI and the Prefect flow, shared by the end-to-end tests."""
     from typer.testing import CliRunner
 
@@ -46,6 +52,68 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out / "tiny"
+
+
+@dataclass
+class AuditedRun:
+    run: Path  # a copy of the tiny run, audited (audit.parquet and the card's audit section in it)
+    result: Any  # what factory.audit.run.audit_run returned (RunAudit)
+    pickled: Path  # that result, for another process (the notebook's kernel)
+    output: str  # the measuring CLI call's output
+    reports: dict[str, Path]  # HTML report folder by audio format
+    frame: pl.DataFrame  # audit.parquet
+
+
+AUDIT_ASR_TURNS = 1
+
+
+@pytest.fixture(scope="session")
+def audited_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> AuditedRun:
+    """The tiny run measured once by `duplex-factory audit`, for the audit, report and notebook
+    tests: `audit --html --audio-format ogg` measures a copy of it; then `audit --html` (flac)
+    runs the same command again with audit_run replaying that result for the same arguments."""
+    # Imported when a test asks: the CLI pulls in most of the factory.
+    from typer.testing import CliRunner
+
+    import factory.audit.cli as audit_cli
+    from factory.cli import app
+
+    run = tmp_path_factory.mktemp("audited") / "run"
+    shutil.copytree(tiny_run, run)
+    real, calls = audit_cli.audit_run, []
+
+    def measure(run_dir, *, on_sample=None, **kwargs):
+        calls.append(((Path(run_dir), kwargs), real(run_dir, on_sample=on_sample, **kwargs)))
+        return calls[-1][1]
+
+    def replay(run_dir, *, on_sample=None, **kwargs):
+        assert (Path(run_dir), kwargs) == calls[0][0], ((run_dir, kwargs), calls[0][0])
+        return calls[0][1]
+
+    reports = {fmt: run.parent / f"html-{fmt}" for fmt in ("ogg", "flac")}
+    args = ["audit", str(run), "--asr-turns", str(AUDIT_ASR_TURNS), "--players", "2", "--html"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(audit_cli, "audit_run", measure)
+        measured = CliRunner().invoke(app, [*args, str(reports["ogg"]), "--audio-format", "ogg"])
+        assert measured.exit_code == 0, measured.output + repr(measured.exception)
+        mp.setattr(audit_cli, "audit_run", replay)
+        replayed = CliRunner().invoke(app, [*args, str(reports["flac"])])
+        assert replayed.exit_code == 0, replayed.output + repr(replayed.exception)
+    (called, result), *more = calls
+    assert not more and called == (run, {"vads": None, "asr_turns": AUDIT_ASR_TURNS}), calls
+    pickled = run.parent / "audit.pickle"
+    pickled.write_bytes(pickle.dumps(result))
+    frame = pl.read_parquet(run / "audit.parquet")
+    return AuditedRun(run, result, pickled, measured.output, reports, frame)
+
+
+@pytest.fixture(scope="session")
+def planned_corpus() -> list:
+    """The planner-path dialogues of tests/corpus.py, built once for the turn-taking and
+    calibration tests."""
+    from tests.corpus import build_corpus  # imports the factory's planner: only when a test asks
+
+    return build_corpus()
 
 
 def read_rows(run_dir: Path) -> list[dict]:
@@ -71,3 +139,21 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     from tests.scale import start_prefect_server
 
     yield from start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server) -> Iterator[str]:
+    """Points in-process runs at the session's Prefect server, and subprocess runs started with
+    this process's environment: `flows.server.run_server` then uses it instead of starting a
+    server per run (~10 s each on 2 cores). Set for the rest of the session once a test asks;
+    tests/test_determinism.py and the first kill in tests/test_crash.py unset it to keep a
+    user's per-run server under test."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url, _ = prefect_server
+    os.environ["PREFECT_API_URL"] = url  # what run_server and subprocesses read
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):  # Prefect read its settings at import
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)

@@ -24,6 +24,7 @@ from factory.cli import app
 from factory.config import ConfigError, load_config
 from factory.conversation.bands import BANDS
 from factory.models import BargeInEvent, WordKind
+from tests.conftest import AuditedRun
 
 
 def _invoke(*args: str):
@@ -31,15 +32,9 @@ def _invoke(*args: str):
 
 
 @pytest.fixture(scope="module")
-def audited(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A copy of the tiny run (the audit writes audit.parquet and the card into it), audited
-    through the CLI with an HTML report."""
-    run = tmp_path_factory.mktemp("audit") / "run"
-    shutil.copytree(tiny_run, run)
-    html = run.parent / "report"
-    result = _invoke("audit", str(run), "--html", str(html), "--asr-turns", "1", "--players", "2")
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return {"run": run, "html": html, "output": result.output, "frame": pl.read_parquet(run / "audit.parquet")}
+def audited(audited_run: AuditedRun) -> dict:
+    """The session's copy of the tiny run audited through the CLI with an HTML report (conftest)."""
+    return {"run": audited_run.run, "output": audited_run.output, "frame": audited_run.frame}
 
 
 def test_audit_table_parquet_and_card(audited: dict) -> None:

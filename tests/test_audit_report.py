@@ -17,9 +17,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from factory.cli import app
+from tests.conftest import AuditedRun
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium missing: run scripts/setup.sh")
@@ -110,17 +109,12 @@ class DevTools:
 
 
 @pytest.fixture(scope="module")
-def report(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    run = tmp_path_factory.mktemp("report") / "run"
-    shutil.copytree(tiny_run, run)
-    outs = {}
-    for fmt in ("flac", "ogg"):  # lossless, and the small Opus files a shared report uses
-        out = outs[fmt] = run.parent / f"html-{fmt}"
-        args = ["audit", str(run), "--html", str(out), "--asr-turns", "0", "--players", "2", "--audio-format", fmt]
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0, result.output + repr(result.exception)
-        assert len(list((out / "audio").glob(f"*.{fmt}"))) == 6
-    return {"outs": outs, "frame": pl.read_parquet(run / "audit.parquet")}
+def report(audited_run: AuditedRun) -> dict:
+    """The session's audit reports (conftest): lossless, and the small Opus files a shared report uses."""
+    outs = audited_run.reports
+    for fmt in ("flac", "ogg"):
+        assert len(list((outs[fmt] / "audio").glob(f"*.{fmt}"))) == 6
+    return {"outs": outs, "frame": audited_run.frame}
 
 
 def test_report_in_headless_chromium(report: dict, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Rates of the behaviour marks against their configured targets, over 200 synthetic dialogues.
+"""Rates of the behaviour marks against their configured targets, over 200 synthetic dialogues
+(the first 200 of the session's planner-path corpus, tests/corpus.py).
 
 Two paths are measured, neither needs a model:
 - the planner path (`scripting.write_script`, driven by a fake LLM that writes synthetic turns of
@@ -14,7 +15,6 @@ backchannels per minute of speech at 3.5 words/s, barge-ins per dialogue. Each m
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -22,151 +22,16 @@ import pytest
 from factory.config import RunConfig
 from factory.models import BargeIn, Channel, Filler, ListenerMark, Mode, Restart, Script, ScriptTurn, Timeline
 from factory.script.calibrate import calibrate_marks, content_words, measure_rates
-from factory.script.compose import write_script
 from factory.script.parse import parse_script
 from factory.script.response import script_to_response
-from factory.script.scenario import draw_scenario
 from factory.seeding import rng_for
 from factory.timeline.measures import behaviour_rates
 from factory.timeline.place import build_timeline
+from tests.corpus import PlannedDialogue
 from tests.test_script_parse import SCENARIO
 
 N_DIALOGUES = 200
 TOLERANCE = 0.20
-WORDS = [
-    "i",
-    "think",
-    "we",
-    "could",
-    "try",
-    "the",
-    "other",
-    "way",
-    "if",
-    "it",
-    "is",
-    "not",
-    "too",
-    "late",
-    "and",
-    "you",
-    "know",
-    "that",
-    "sounds",
-    "good",
-    "but",
-    "maybe",
-    "we",
-    "should",
-    "check",
-    "first",
-    "what",
-    "time",
-    "the",
-    "shop",
-    "opens",
-    "tomorrow",
-    "because",
-    "my",
-    "sister",
-    "wants",
-    "to",
-    "come",
-    "with",
-    "us",
-    "so",
-    "let",
-    "me",
-    "ask",
-    "her",
-    "about",
-    "it",
-    "then",
-    "we",
-    "can",
-    "go",
-    "after",
-    "lunch",
-    "or",
-    "later",
-    "in",
-    "the",
-    "day",
-    "when",
-    "the",
-    "weather",
-    "is",
-    "better",
-    "right",
-    "now",
-    "it",
-    "is",
-    "raining",
-    "a",
-    "lot",
-    "here",
-    "and",
-    "the",
-    "bus",
-    "was",
-    "slow",
-    "this",
-    "morning",
-    "actually",
-    "the",
-    "car",
-    "needs",
-    "new",
-    "tyres",
-    "soon",
-    "which",
-    "will",
-    "cost",
-    "some",
-    "money",
-    "so",
-    "we",
-    "have",
-    "to",
-    "plan",
-    "our",
-    "budget",
-    "for",
-    "the",
-    "next",
-    "month",
-    "as",
-    "well",
-]
-
-
-class SyntheticLLM:
-    """Writes plain English turns of a seeded length between half and all of the word budget
-    (`write_turn` asks for `max_tokens = 1.6 * max_words + 16`)."""
-
-    name = "synthetic"
-
-    def complete(self, messages, *, max_tokens, temperature, seed, json_schema=None, stop=None) -> str:
-        rng = np.random.default_rng(seed)
-        max_words = max(int((max_tokens - 16) / 1.6), 2)
-        n = int(rng.integers(max(max_words // 2, 2), max_words + 1))
-        words = [str(rng.choice(WORDS)) for _ in range(n)]
-        for i in range(3, n - 2, 7):  # clause boundaries, where fillers like to go
-            words[i] += ","
-        words[0] = words[0].capitalize()
-        return re.sub(r"\bi\b", "I", " ".join(words)) + "."
-
-
-def _scripts(cfg: RunConfig) -> list[tuple[Script, Mode]]:
-    out = []
-    llm = SyntheticLLM()
-    for k in range(N_DIALOGUES):
-        key = f"cal-{k}"
-        scenario = draw_scenario(
-            key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns
-        )
-        out.append((write_script(llm, scenario, cfg, key), scenario.mode))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +40,8 @@ def cfg() -> RunConfig:
 
 
 @pytest.fixture(scope="module")
-def planned(cfg: RunConfig) -> list[tuple[Script, Mode]]:
-    return _scripts(cfg)
+def planned(planned_corpus: list[PlannedDialogue]) -> list[tuple[Script, Mode]]:
+    return [(d.script, d.mode) for d in planned_corpus[:N_DIALOGUES]]
 
 
 def _rates(scripts: list[Script]) -> dict[str, float]:

@@ -86,6 +86,7 @@ def test_config_command_shows_fixed_voices() -> None:
 
 
 # --------------------------------------------------------------------------- rejected runs
+@pytest.mark.usefixtures("prefect_api")
 def test_run_with_every_sample_rejected_exits_4_with_reasons(tmp_path: Path) -> None:
     overrides = [*SMALL, "run.n_samples=1", "behaviour.min_barge_ins=9"]
     result = _invoke("generate", "--out", str(tmp_path), "--run-id", "none", overrides=overrides)
@@ -104,6 +105,7 @@ class Boom(RuntimeError):
     """Not a TTSError: what a backend bug looks like to the pipeline."""
 
 
+@pytest.mark.usefixtures("prefect_api")
 def test_unexpected_backend_error_rejects_one_sample_and_the_run_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

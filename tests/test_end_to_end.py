@@ -157,6 +157,7 @@ def test_rerun_skips_finished_shards_and_redoes_broken_ones(tiny_run: Path, tmp_
         ("dialogue.scenario_bank=/nonexistent/bank", "/nonexistent/bank"),
     ],
 )
+@pytest.mark.usefixtures("prefect_api")
 def test_missing_model_or_voice_bank_fails_fast_with_clear_error(tmp_path: Path, override: str, message: str) -> None:
     from typer.testing import CliRunner
 

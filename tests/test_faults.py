@@ -96,7 +96,7 @@ class FaultRun:
 
 
 @pytest.fixture(scope="module")
-def fault_run(llama_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
+def fault_run(llama_server: Server, prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
     from factory.cli import app
     from flows import generate as flow_module
 

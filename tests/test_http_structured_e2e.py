@@ -58,7 +58,7 @@ LISTENER_EVENTS = {Backchannel: "backchannel", Laugh: "laugh", FailedInterruptio
 
 
 @pytest.fixture(scope="module")
-def structured_run(vllm_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def structured_run(vllm_server: Server, prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from typer.testing import CliRunner
 
     from factory.cli import app

@@ -33,6 +33,7 @@ def _leaks(text: str | bytes) -> bool:
     return TOKEN.encode() in data or b"duplex-0123456789" in data
 
 
+@pytest.mark.usefixtures("prefect_api")
 def test_run_never_writes_or_logs_the_key(
     llama_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

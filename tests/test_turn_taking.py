@@ -1,10 +1,11 @@
 """Turn-taking of planned dialogues against human conversation, measured from the audio.
 
-500 dialogues go through the real planner path (`write_script` with a synthetic LLM, as in
-tests/test_calibration.py), word-shaped noise bursts stand in for TTS (tests/test_timeline.py),
-the pieces are mixed into stereo, and the audit's Heldner & Edlund measures run on per-channel
-10 ms voice activity of that audio (`factory.audit.measures.measure_stereo`): nothing is read
-off the timeline. Targets: ../shared/reference/conversation.md (Switchboard).
+The session's planner-path corpus (tests/corpus.py): 500 dialogues through the real planner path
+(`write_script` with a synthetic LLM), word-shaped noise bursts stand in for TTS
+(tests/test_timeline.py), the pieces are mixed into stereo, and the audit's Heldner & Edlund
+measures run on per-channel 10 ms voice activity of that audio
+(`factory.audit.measures.measure_stereo`): nothing is read off the timeline. Targets:
+../shared/reference/conversation.md (Switchboard).
 """
 
 from __future__ import annotations
@@ -14,19 +15,12 @@ import json
 import numpy as np
 import pytest
 
-from factory.audit.measures import measure_stereo
 from factory.config import RunConfig, load_config
-from factory.models import BargeInEvent, Channel, ListenerMark
-from factory.script.compose import write_script
+from factory.models import BargeInEvent
 from factory.script.planner import barge_in_count, dispersed_count
-from factory.script.scenario import draw_scenario
-from factory.seeding import rng_for
-from factory.timeline.place import build_timeline
 from factory.timeline.timing import SWITCHBOARD, TimingFitError, TimingModel, TransitionContext, timing_model
-from tests.test_calibration import SyntheticLLM
-from tests.test_timeline import SR, burst_utterance
+from tests.corpus import PlannedDialogue, planned_dialogue
 
-N_DIALOGUES = 500
 SWITCHBOARD_FTO = {0.10: -0.35, 0.25: -0.11, 0.50: 0.13, 0.75: 0.35, 0.90: 0.65}
 # Human ranges (conversation.md): transitions in overlap "about 30-40 %" (Switchboard 34 %);
 # overlap share of speech "~4-5 %"; backchannels: 19 % of Switchboard's dialogue acts, ~27 acts a
@@ -36,49 +30,15 @@ OVERLAP_SHARE = (0.04, 0.05)
 BACKCHANNELS_PER_MINUTE = (2.5, 7.5)
 
 
-def planned_dialogue(cfg: RunConfig, k: int):
-    """(mode, script, timeline, stereo audio) of dialogue `k` through the planner path."""
-    key = f"tt-{k}"
-    scenario = draw_scenario(
-        key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns
-    )
-    script = write_script(SyntheticLLM(), scenario, cfg, key)
-    rng = np.random.default_rng(k)
-    voices = {Channel.user: "u", Channel.agent: "a"}
-    rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
-    reactions = {
-        i: burst_utterance(m.token, rng, voices[script.turns[m.turn].speaker.other])
-        for i, m in enumerate(script.marks)
-        if isinstance(m, ListenerMark)
-    }
-    timeline, placements = build_timeline(
-        key,
-        script,
-        rendered,
-        reactions,
-        voices,
-        rng_for(cfg.run.seed, key, "timeline"),
-        cfg.timing,
-        0.008,
-        scenario.mode,
-    )
-    stereo = np.zeros((round(timeline.duration * SR), 2), np.float32)
-    for p in placements:  # the mixer's sum; the energy VAD is per channel and gain-free
-        stereo[p.start : p.start + len(p.audio), p.channel.index] += p.audio
-    return scenario.mode, script, timeline, stereo
-
-
 @pytest.fixture(scope="module")
-def measured() -> dict:
-    cfg = RunConfig()
+def measured(planned_corpus: list[PlannedDialogue]) -> dict:
     fto, both, speech, duration, backchannels, barge_ins = [], 0.0, 0.0, 0.0, 0, []
-    for k in range(N_DIALOGUES):
-        _, _, timeline, stereo = planned_dialogue(cfg, k)
-        m = measure_stereo(stereo, SR, vad="energy")
+    for d in planned_corpus:
+        m = d.measures
         fto += m.fto
         both, speech, duration = both + m.both_s, speech + m.speech_s, duration + m.duration
         backchannels += len(m.backchannels)
-        barge_ins.append(sum(isinstance(e, BargeInEvent) for e in timeline.events))
+        barge_ins.append(sum(isinstance(e, BargeInEvent) for e in d.timeline.events))
     fto = np.asarray(fto)
     return {
         "fto": fto,
