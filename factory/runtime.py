@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 from factory.config import RunConfig
 from factory.llm import get_llm
-from factory.llm.base import LLMBackend
+from factory.llm.base import LLMBackend, LLMUnavailable
+from factory.llm.embedded import default_model_path
 from factory.models import BackendName, Channel, Voice
 from factory.render.base import BatchStats, TTSBackend, TTSError
 from factory.render.cache import CachedBackend
@@ -145,20 +146,29 @@ class Runtime:
             voices = self.voices.by_split(self.cfg.run.split)
         return sorted({v.backend for v in voices})
 
-    def preflight(self) -> None:
-        """Fail fast, before any shard starts, on what would fail every sample: the voice bank,
-        fixed voice ids, the scenario bank, the LLM (weights or server) and the TTS backends of
-        the split's voices."""
+    def check_paths(self) -> None:
+        """The cheap part of `preflight`, done before a Prefect server starts: the voice bank and
+        the split's speakers (or the fixed voice ids), the scenario bank, and the embedded LLM's
+        weights file. Raises VoiceBankError, ScenarioBankError, LLMUnavailable or ValueError."""
         tts = self.cfg.tts
         if not (tts.user_voice or tts.agent_voice):
-            voices = self.voices.by_split(self.cfg.run.split)
-            if len({v.group or v.id for v in voices}) < 2:
-                raise ValueError(
-                    f"voice bank {tts.voice_bank} has fewer than two speakers in split {self.cfg.run.split!r}"
-                )
+            split = self.cfg.run.split
+            if len({v.group or v.id for v in self.voices.by_split(split)}) < 2:
+                raise ValueError(f"voice bank {tts.voice_bank} has fewer than two speakers in split {split!r}")
+        self.voice_backends()  # fixed voice ids must be in the bank
+        _ = self.scenarios
+        llm = self.cfg.llm
+        if llm.backend == "embedded":
+            path = Path(llm.model_path) if llm.model_path is not None else default_model_path()
+            if not path.is_file():
+                raise LLMUnavailable(f"llm.model_path {path} does not exist")
+
+    def preflight(self) -> None:
+        """Fail fast, before any shard starts, on what would fail every sample: `check_paths`,
+        then the LLM (loaded, or its server reached) and the TTS backends of the split's voices."""
+        self.check_paths()
         for name in self.voice_backends():
             self.tts(name)  # builds it (or reaches the TTS service) once, as the shards will
-        _ = self.scenarios
         _ = self.llm
 
 

@@ -157,15 +157,21 @@ def test_rerun_skips_finished_shards_and_redoes_broken_ones(tiny_run: Path, tmp_
         ("dialogue.scenario_bank=/nonexistent/bank", "/nonexistent/bank"),
     ],
 )
-@pytest.mark.usefixtures("prefect_api")
-def test_missing_model_or_voice_bank_fails_fast_with_clear_error(tmp_path: Path, override: str, message: str) -> None:
+def test_missing_model_or_voice_bank_fails_fast_with_clear_error(
+    tmp_path: Path, override: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong path is found before a Prefect server starts (no server is asked for at all)."""
     from typer.testing import CliRunner
 
+    import flows.server
     from factory.cli import app
 
+    servers: list[str] = []
+    monkeypatch.setattr(flows.server, "run_server", lambda: servers.append("asked") or pytest.fail("server started"))
     result = CliRunner().invoke(app, ["generate", "--out", str(tmp_path), "--set", override, "-n", "1"])
     assert result.exit_code == 3, result.output
     assert message in result.output
+    assert servers == []
     assert not (tmp_path / "demo-seed1234" / "data").exists()  # nothing half-written
 
 

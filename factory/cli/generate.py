@@ -56,6 +56,7 @@ def generate(
     from datasets.utils.logging import disable_progress_bar
 
     from factory.run.shards import run_store
+    from factory.runtime import runtime_for
     from flows import generate as flow_module
     from flows.server import run_server
 
@@ -102,10 +103,12 @@ def generate(
                 advance(result.n_ok, result.n_rejected)
 
         try:
+            # Paths first (banks, voices, the model file): a typo costs no Prefect server start.
+            runtime_for(cfg).check_paths()
             # A Prefect server of this run's own that the kernel kills with it (flows.server).
             with run_server():
                 summary = flow_module.run_generate(cfg, on_sample=on_sample, only=only, on_shard=on_shard)
-        except (LLMUnavailable, BackendUnavailable, VoiceBankError, ScenarioBankError) as exc:
+        except (LLMUnavailable, BackendUnavailable, VoiceBankError, ScenarioBankError, ValueError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(3) from None
         progress.update(bar, completed=cfg.run.n_samples)
