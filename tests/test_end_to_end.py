@@ -18,6 +18,7 @@ from factory.audio.edit import frame_activity, speech_intervals
 from factory.config import load_config
 from factory.models import Channel, Timeline
 from factory.run.shards import generate_shard, plan_shards, shard_paths
+from factory.runtime import runtime_for
 from factory.schemas import SCHEMA_DIR
 from tests.conftest import TINY, decode, read_rows
 
@@ -128,7 +129,7 @@ def test_each_channel_has_a_different_voice(tiny_run: Path) -> None:
 def test_same_config_and_seed_give_identical_shards(tiny_run: Path, tmp_path: Path) -> None:
     cfg = load_config(None, [*TINY, f"run.output_dir={tmp_path}", "run.run_id=again"])
     spec = plan_shards(cfg)[1]
-    result = generate_shard(cfg, spec)
+    result = generate_shard(runtime_for(cfg), spec)
     original = shard_paths(
         load_config(None, [*TINY, f"run.output_dir={tiny_run.parent}", "run.run_id=tiny"]), spec.name
     )
@@ -144,8 +145,8 @@ def test_rerun_skips_finished_shards_and_redoes_broken_ones(tiny_run: Path, tmp_
     reference = shard_paths(cfg, second.name)[0].read_bytes()
     broken = shard_paths(cfg, second.name)[0]
     broken.write_bytes(broken.read_bytes()[:1000])  # a shard cut short, as by a killed run
-    assert generate_shard(cfg, first).skipped
-    redone = generate_shard(cfg, second)
+    assert generate_shard(runtime_for(cfg), first).skipped
+    redone = generate_shard(runtime_for(cfg), second)
     assert not redone.skipped and broken.read_bytes() == reference
 
 
@@ -206,7 +207,7 @@ def test_manifest_marks_near_duplicate_scripts(tiny_run: Path, tmp_path: Path) -
     record = shard_paths(cfg, second.name)[2]
     info = json.loads(record.read_text()) | {"signatures_sha256": sha256_file(signature_path(cfg, second.name))}
     record.write_text(json.dumps(info))
-    results = [generate_shard(cfg, spec) for spec in (first, second)]
+    results = [generate_shard(runtime_for(cfg), spec) for spec in (first, second)]
     finalize_run(cfg, results)
     manifest = pl.read_parquet(run / "manifest.parquet")
     assert dict(zip(manifest["id"], manifest["duplicate_of"]))["train-0000002"] == "train-0000000"

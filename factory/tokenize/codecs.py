@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import soxr
-from huggingface_hub import hf_hub_download, snapshot_download
 
 from factory.tokenize.base import AudioTokenizer, TokenizerIdentity, TokenizerUnavailable, ceil_frames
 from factory.tokenize.progress import progress_map
@@ -112,6 +111,9 @@ def _resolve_file(weights: str | Path | None, repo: str, filename: str, what: st
                 f"(huggingface-cli download {repo} {filename} --local-dir DIR) and pass weights=DIR"
             )
         return path
+    # lazy: the Hub client loads slowly, and only weights found by repo id in its cache need it
+    from huggingface_hub import hf_hub_download
+
     try:
         return Path(hf_hub_download(repo, filename, local_files_only=True))
     except Exception as exc:  # LocalEntryNotFoundError and friends: not in the cache
@@ -131,6 +133,9 @@ def _resolve_folder(weights: str | Path | None, repo: str, what: str) -> Path:
                 f"(huggingface-cli download {repo} --local-dir DIR) and pass weights=DIR"
             )
         return path
+    # lazy: the Hub client loads slowly, and only weights found by repo id in its cache need it
+    from huggingface_hub import snapshot_download
+
     try:
         return Path(snapshot_download(repo, local_files_only=True))
     except Exception as exc:
