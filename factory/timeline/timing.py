@@ -131,6 +131,7 @@ class TimingModel(BaseModel):
         """One FTO in seconds (negative: the new turn starts that long before the previous ends)."""
         ctx = context or TransitionContext()
         if self.uses_agent_latency(ctx):
+            assert self.agent_latency_median is not None  # uses_agent_latency checked it
             if rng.random() < self.agent_overlap_probability:
                 return -min(float(rng.lognormal(math.log(self.overlap_median), self.overlap_sigma)), self.overlap_max)
             latency = float(rng.lognormal(math.log(self.agent_latency_median), self.agent_latency_sigma))
@@ -203,7 +204,7 @@ class TimingModel(BaseModel):
         if hasattr(source, "subset") and hasattr(source, "to_eager"):  # a lhotse CutSet
             return cls.fit_transitions(*_table(lhotse_transitions(source)), **options)
         if hasattr(source, "columns") or isinstance(source, Mapping):
-            columns = list(source.columns) if hasattr(source, "columns") else list(source)
+            columns = list(getattr(source, "columns", source))  # a dataframe's columns, a mapping's keys
             if "fto" not in columns:
                 raise TimingFitError(f"a transition table needs an 'fto' column (seconds); got {columns}")
             conv = list(source["conversation"]) if "conversation" in columns else None
