@@ -24,7 +24,7 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.tmp")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` to produce the file at a temporary path, then rename it onto `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(path)

@@ -41,17 +41,17 @@ _SECRET_OPTIONS = {"key", "secret", "token", "password", "aws_secret_access_key"
 
 
 class RunSection(_Section):
-    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._\-]+$", description="default: <name>-seed<seed>")
-    name: str = Field("demo", pattern=r"^[A-Za-z0-9._\-]+$")
-    seed: int = Field(1234, ge=0)
-    n_samples: int = Field(8, ge=1, le=10_000_000)
-    samples_per_shard: int = Field(8, ge=1, le=100_000)
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._\-]+$", description="default: <name>-seed<seed>")
+    name: str = Field(default="demo", pattern=r"^[A-Za-z0-9._\-]+$")
+    seed: int = Field(default=1234, ge=0)
+    n_samples: int = Field(default=8, ge=1, le=10_000_000)
+    samples_per_shard: int = Field(default=8, ge=1, le=100_000)
     split: Literal["train", "dev", "test"] = "train"
     output_dir: Path = Path("outputs")
-    workers: int = Field(1, ge=1, le=256, description="shards generated concurrently")
-    max_sample_attempts: int = Field(2, ge=1, le=10, description="re-draws of a rejected sample")
+    workers: int = Field(default=1, ge=1, le=256, description="shards generated concurrently")
+    max_sample_attempts: int = Field(default=2, ge=1, le=10, description="re-draws of a rejected sample")
     wave_size: int | None = Field(
-        None,
+        default=None,
         ge=1,
         le=100_000,
         description="dialogues in one wave of the shard engine (factory.engine): each stage runs for a whole "
@@ -59,7 +59,7 @@ class RunSection(_Section):
         "null = the whole shard; 1 with processes 1 = one dialogue at a time (same bytes, slower)",
     )
     processes: int | None = Field(
-        None,
+        default=None,
         ge=1,
         le=256,
         description="worker processes of a shard for the CPU-bound stages (embedded LLM, Whisper QA, timeline, "
@@ -67,13 +67,13 @@ class RunSection(_Section):
         "`workers` (at least 1)",
     )
     license: str = Field(
-        "other",
+        default="other",
         pattern=r"^[a-z0-9.\-]+$",
         description="the dataset card's Hub license id (e.g. cc-by-4.0); check the licenses of the LLM and voices used",
     )
     # Deployment at scale (factory.run.store, flows/generate.py; README "Scaling out").
     destination: str | None = Field(
-        None,
+        default=None,
         description="fsspec URL the run is published to as <destination>/<run id> (s3://bucket/prefix, "
         "file:///shared/runs, ...); shards are produced in output_dir and deleted there once published. "
         "null = output_dir is the final place",
@@ -84,15 +84,15 @@ class RunSection(_Section):
         "credentials come from the environment (AWS_ACCESS_KEY_ID, ...), never from the config",
     )
     task_runner: Literal["thread", "dask", "ray"] = Field(
-        "thread", description="where shard tasks run: threads in this process, a Dask or a Ray cluster"
+        default="thread", description="where shard tasks run: threads in this process, a Dask or a Ray cluster"
     )
     cluster_address: str | None = Field(
-        None,
+        default=None,
         description="existing cluster for dask (tcp://scheduler:8786) or ray (ray://head:10001, auto); "
         "null = a local cluster of `workers` processes",
     )
-    shard_retries: int = Field(2, ge=0, le=20, description="retries of a shard task that raised")
-    retry_delay_s: float = Field(10.0, ge=0, le=3600, description="first retry delay; doubles each retry")
+    shard_retries: int = Field(default=2, ge=0, le=20, description="retries of a shard task that raised")
+    retry_delay_s: float = Field(default=10.0, ge=0, le=3600, description="first retry delay; doubles each retry")
 
     @property
     def worker_processes(self) -> int:
@@ -134,7 +134,7 @@ class DialogueSection(_Section):
     assistant_user_words: tuple[int, int] = (4, 20)
     peer_words: tuple[int, int] = (5, 30)
     scenario_bank: Path | None = Field(
-        None,
+        default=None,
         description="YAML file or folder of scenario-bank files that extend (or, with `replace`, replace) the "
         "packaged bank (factory/script/bank); null = the packaged bank only",
     )
@@ -155,20 +155,22 @@ class DialogueSection(_Section):
 
 class LLMSection(_Section):
     backend: Literal["embedded", "http"] = "embedded"
-    model_path: str | None = Field(None, description="GGUF for embedded; default the packaged SmolLM2")
-    n_threads: int = Field(1, ge=1, le=64)
-    base_url: str = Field("http://127.0.0.1:8000/v1", pattern=r"^https?://", description="OpenAI-compatible server")
-    model: str | None = Field(None, description="model name on the HTTP server; default: the first it serves")
-    concurrency: int = Field(8, ge=1, le=1024, description="HTTP requests in flight per process")
-    timeout_s: float = Field(60.0, gt=0, le=3600, description="per HTTP request")
-    max_retries: int = Field(4, ge=0, le=20, description="on connection errors, timeouts, 429 and 5xx")
-    api_key_env: str | None = Field(
-        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the API key"
+    model_path: str | None = Field(default=None, description="GGUF for embedded; default the packaged SmolLM2")
+    n_threads: int = Field(default=1, ge=1, le=64)
+    base_url: str = Field(
+        default="http://127.0.0.1:8000/v1", pattern=r"^https?://", description="OpenAI-compatible server"
     )
-    temperature: float = Field(0.8, ge=0.0, le=2.0)
-    turn_attempts: int = Field(3, ge=1, le=10)
+    model: str | None = Field(default=None, description="model name on the HTTP server; default: the first it serves")
+    concurrency: int = Field(default=8, ge=1, le=1024, description="HTTP requests in flight per process")
+    timeout_s: float = Field(default=60.0, gt=0, le=3600, description="per HTTP request")
+    max_retries: int = Field(default=4, ge=0, le=20, description="on connection errors, timeouts, 429 and 5xx")
+    api_key_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the API key"
+    )
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    turn_attempts: int = Field(default=3, ge=1, le=10)
     script_mode: Literal["turns", "structured"] = Field(
-        "turns",
+        default="turns",
         description="turns: the LLM writes one turn at a time, the planner adds every mark (any model); "
         "structured: a capable LLM writes the whole dialogue with proposed marks as JSON (guided decoding), "
         "validated, repaired and calibrated",
@@ -177,33 +179,33 @@ class LLMSection(_Section):
 
 class TTSSection(_Section):
     voice_bank: Path = Path("voices")
-    user_voice: str | None = Field(None, description="fixed voice id; default: drawn per sample")
+    user_voice: str | None = Field(default=None, description="fixed voice id; default: drawn per sample")
     agent_voice: str | None = None
     cache_dir: Path | None = Field(
-        Path(".cache/tts"), description="content-addressed TTS cache (voice, text, settings); null = off"
+        default=Path(".cache/tts"), description="content-addressed TTS cache (voice, text, settings); null = off"
     )
     qa_wer_threshold: float | None = Field(
-        0.8,
+        default=0.8,
         ge=0,
         le=5,
         description="re-render slower, then reject, turns whose Whisper round trip has a higher "
         "WER; null = no intelligibility QA",
     )
-    qa_retry_rate: float = Field(0.85, gt=0.3, le=1.0, description="speaking-rate factor of the QA re-render")
+    qa_retry_rate: float = Field(default=0.85, gt=0.3, le=1.0, description="speaking-rate factor of the QA re-render")
     backend_options: dict[Literal["piper", "kokoro", "espeak", "coqui"], dict[str, Any]] = Field(
         default_factory=dict,
         description="construction options per TTS backend, validated by the backend "
         "(e.g. coqui: {device: cuda:1, batch_size: 32}; espeak: {library: /path/libespeak-ng.so.1})",
     )
     processes: int | None = Field(
-        None,
+        default=None,
         ge=1,
         le=64,
         description="worker processes per CPU TTS backend (piper, kokoro, espeak) rendering a shard's "
         "batch (factory.render.pool); 1 = in-process; null = as many as `run.processes` resolves to",
     )
     service_url: str | None = Field(
-        None,
+        default=None,
         pattern=r"^https?://",
         description="a TTS service (`duplex-factory tts-serve`) that renders for every voice, batching "
         "across workers, e.g. http://gpu-box:8020; null = render in this process",
@@ -223,32 +225,32 @@ class TTSSection(_Section):
 class BehaviourSection(_Section):
     """Targets for the behaviour planner (defaults: ../shared/reference/conversation.md)."""
 
-    fillers_per_100_words: float = Field(3.0, ge=0, le=30)
-    restarts_per_100_words: float = Field(1.0, ge=0, le=20)
-    pauses_per_100_words: float = Field(1.5, ge=0, le=20)
+    fillers_per_100_words: float = Field(default=3.0, ge=0, le=30)
+    restarts_per_100_words: float = Field(default=1.0, ge=0, le=20)
+    pauses_per_100_words: float = Field(default=1.5, ge=0, le=20)
     backchannels_per_minute: float = Field(
-        6.0, ge=0, le=60, description="Switchboard: 19 % of ~27 dialogue acts a minute are backchannels"
+        default=6.0, ge=0, le=60, description="Switchboard: 19 % of ~27 dialogue acts a minute are backchannels"
     )
-    barge_ins_per_dialogue: float = Field(1.0, ge=0, le=10, description="mean over dialogues")
+    barge_ins_per_dialogue: float = Field(default=1.0, ge=0, le=10, description="mean over dialogues")
     barge_in_dialogue_share: float = Field(
-        0.6,
+        default=0.6,
         ge=0,
         le=1,
         description="share of dialogues with at least one barge-in (LSLM trained with 0.5); capped at "
         "barge_ins_per_dialogue, the mean, which the others' extra barge-ins make up",
     )
-    failed_interruptions_per_dialogue: float = Field(0.3, ge=0, le=10)
-    laughs_per_minute: float = Field(0.5, ge=0, le=30)
+    failed_interruptions_per_dialogue: float = Field(default=0.3, ge=0, le=10)
+    laughs_per_minute: float = Field(default=0.5, ge=0, le=30)
     count_dispersion: float | None = Field(
-        2.0,
+        default=2.0,
         gt=0,
         le=1000,
         description="negative-binomial shape of per-dialogue counts of barge-ins, backchannels, laughs and "
         "failed interruptions (smaller = more spread between dialogues, as in human data); null = Poisson",
     )
-    min_fillers: int = Field(1, ge=0)
-    min_backchannels: int = Field(0, ge=0)
-    min_barge_ins: int = Field(0, ge=0)
+    min_fillers: int = Field(default=1, ge=0)
+    min_backchannels: int = Field(default=0, ge=0)
+    min_barge_ins: int = Field(default=0, ge=0)
     filler_tokens: list[str] = Field(default_factory=lambda: ["um,", "uh,", "um", "uh"], min_length=1)
     backchannel_tokens: list[str] = Field(
         default_factory=lambda: ["mm-hmm", "yeah", "uh-huh", "right", "okay"], min_length=1
@@ -267,47 +269,56 @@ class TimingSection(_Section):
     lead_in: Range = Range(low=0.3, high=0.8)
     tail: Range = Range(low=0.4, high=0.8)
     model_file: Path | None = Field(
-        None,
+        default=None,
         description="a fitted TimingModel (JSON from `duplex-factory fit-timing`); its fields replace the "
         "transition fields below",
     )
-    overlap_probability: float = Field(0.336, ge=0, le=1, description="share of floor transfers made in overlap")
-    gap_median: float = Field(0.2562, gt=0, le=5)
-    gap_sigma: float = Field(0.8762, ge=0, le=3, description="within-dialogue gap spread (log scale)")
-    overlap_median: float = Field(0.2174, gt=0, le=3)
-    overlap_sigma: float = Field(0.8041, ge=0, le=3)
-    tempo_sigma: float = Field(0.25, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
-    gap_max: float = Field(3.0, gt=0, le=10)
-    overlap_max: float = Field(1.5, gt=0, le=5)
-    question_factor: float = Field(0.8, gt=0, le=3, description="gap scale after a question (answers come faster)")
-    topic_shift_factor: float = Field(1.5, gt=0, le=5, description="gap scale before a turn that changes topic")
-    long_turn_s: float = Field(8.0, gt=0, le=60)
-    long_turn_factor: float = Field(1.3, gt=0, le=5, description="gap scale after a turn longer than long_turn_s")
-    agent_latency_median: float | None = Field(
-        None, gt=0, le=10, description="assistant mode: the agent's own response latency median (null: human timing)"
+    overlap_probability: float = Field(
+        default=0.336, ge=0, le=1, description="share of floor transfers made in overlap"
     )
-    agent_latency_sigma: float = Field(0.4, ge=0, le=3)
-    agent_overlap_probability: float = Field(0.0, ge=0, le=1)
+    gap_median: float = Field(default=0.2562, gt=0, le=5)
+    gap_sigma: float = Field(default=0.8762, ge=0, le=3, description="within-dialogue gap spread (log scale)")
+    overlap_median: float = Field(default=0.2174, gt=0, le=3)
+    overlap_sigma: float = Field(default=0.8041, ge=0, le=3)
+    tempo_sigma: float = Field(default=0.25, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
+    gap_max: float = Field(default=3.0, gt=0, le=10)
+    overlap_max: float = Field(default=1.5, gt=0, le=5)
+    question_factor: float = Field(
+        default=0.8, gt=0, le=3, description="gap scale after a question (answers come faster)"
+    )
+    topic_shift_factor: float = Field(default=1.5, gt=0, le=5, description="gap scale before a turn that changes topic")
+    long_turn_s: float = Field(default=8.0, gt=0, le=60)
+    long_turn_factor: float = Field(
+        default=1.3, gt=0, le=5, description="gap scale after a turn longer than long_turn_s"
+    )
+    agent_latency_median: float | None = Field(
+        default=None,
+        gt=0,
+        le=10,
+        description="assistant mode: the agent's own response latency median (null: human timing)",
+    )
+    agent_latency_sigma: float = Field(default=0.4, ge=0, le=3)
+    agent_overlap_probability: float = Field(default=0.0, ge=0, le=1)
     barge_in_stop_median: float | None = Field(
-        None,
+        default=None,
         gt=0,
         le=3,
         description="a barge-in's victim stops this long (median) after the interrupter's onset; null: drawn "
         "like any overlap (overlap_median, overlap_sigma, tempo), so barge-ins keep the fitted overlap shape",
     )
-    barge_in_stop_sigma: float = Field(0.45, ge=0, le=3, description="with barge_in_stop_median set")
+    barge_in_stop_sigma: float = Field(default=0.45, ge=0, le=3, description="with barge_in_stop_median set")
     barge_in_stop: Range = Field(
-        Range(low=0.05, high=1.0), description="bounds of the barge-in stop latency (LSLM: within 2 mu = 1 s)"
+        default=Range(low=0.05, high=1.0), description="bounds of the barge-in stop latency (LSLM: within 2 mu = 1 s)"
     )
-    pause_median: float = Field(0.45, gt=0, le=3)
-    backchannel_delay_median: float = Field(0.2, gt=0, le=2)
+    pause_median: float = Field(default=0.45, gt=0, le=3)
+    backchannel_delay_median: float = Field(default=0.2, gt=0, le=2)
 
 
 class AudioSection(_Section):
     sample_rate: Literal[16000, 22050, 24000, 44100, 48000] = 24000
-    target_lufs: float = Field(-23.0, ge=-40, le=-10)
-    peak_dbfs: float = Field(-1.0, ge=-20, le=0)
-    fade_ms: float = Field(8.0, ge=0, le=100)
+    target_lufs: float = Field(default=-23.0, ge=-40, le=-10)
+    peak_dbfs: float = Field(default=-1.0, ge=-20, le=0)
+    fade_ms: float = Field(default=8.0, ge=0, le=100)
 
 
 AUGMENT_TRANSFORMS = ("colored_noise", "hum", "babble", "recorded_noise", "room", "telephone", "codec", "gain", "echo")
@@ -318,9 +329,10 @@ class AugmentStep(_Section):
 
     transform: Literal["colored_noise", "hum", "babble", "recorded_noise", "room", "telephone", "codec", "gain", "echo"]
     apply_to: Literal["each", "user", "agent", "mix"] = Field(
-        "each", description="each: every channel with its own draws; user/agent: that channel; mix: both, one draw"
+        default="each",
+        description="each: every channel with its own draws; user/agent: that channel; mix: both, one draw",
     )
-    probability: float = Field(1.0, ge=0, le=1)
+    probability: float = Field(default=1.0, ge=0, le=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -341,13 +353,17 @@ class AugmentSection(_Section):
     changed). Each sample draws at most one chain by `probability`; with no `chains`, the one
     chain is coloured noise on both channels with `noise_probability`, `snr_db` and `colors`."""
 
-    noise_probability: float = Field(0.5, ge=0, le=1)
+    noise_probability: float = Field(default=0.5, ge=0, le=1)
     snr_db: Range = Range(low=10.0, high=30.0)
     colors: list[Literal["white", "pink", "brown"]] = Field(default_factory=lambda: ["white", "pink", "brown"])
     chains: list[AugmentChain] = Field(default_factory=list)
-    noise_folder: Path | None = Field(None, description="recorded noise (MUSAN / DEMAND layout) for recorded_noise")
-    rir_folder: Path | None = Field(None, description="measured impulse responses (.wav) instead of the simulated bank")
-    cache_dir: Path = Field(Path(".cache/augment"), description="simulated RIR banks")
+    noise_folder: Path | None = Field(
+        default=None, description="recorded noise (MUSAN / DEMAND layout) for recorded_noise"
+    )
+    rir_folder: Path | None = Field(
+        default=None, description="measured impulse responses (.wav) instead of the simulated bank"
+    )
+    cache_dir: Path = Field(default=Path(".cache/augment"), description="simulated RIR banks")
 
     @model_validator(mode="after")
     def _chains(self) -> AugmentSection:
@@ -367,29 +383,36 @@ class AuditSection(_Section):
     flagged samples exceeds `max_flagged_share`, is reported in its record and by `audit`."""
 
     vad: Literal["energy", "webrtc", "silero"] = Field(
-        "energy", description="primary detector: measures and gates (energy is exact on the clean stems)"
+        default="energy", description="primary detector: measures and gates (energy is exact on the clean stems)"
     )
     compare_vad: Literal["energy", "webrtc", "silero"] | None = Field(
-        "webrtc", description="second detector reported beside the primary one by `duplex-factory audit`"
+        default="webrtc", description="second detector reported beside the primary one by `duplex-factory audit`"
     )
-    asr_turns: int = Field(2, ge=0, le=64, description="turns per sample through the audit's ASR round trip")
-    min_planned_found: float | None = Field(0.9, ge=0, le=1, description="share of planned speech in the audio")
-    min_audio_explained: float | None = Field(0.9, ge=0, le=1, description="share of audio speech the plan explains")
+    asr_turns: int = Field(default=2, ge=0, le=64, description="turns per sample through the audit's ASR round trip")
+    min_planned_found: float | None = Field(default=0.9, ge=0, le=1, description="share of planned speech in the audio")
+    min_audio_explained: float | None = Field(
+        default=0.9, ge=0, le=1, description="share of audio speech the plan explains"
+    )
     max_stop_latency_s: float | None = Field(
-        1.0, gt=0, le=10, description="interrupted speaker's stop after the barge-in onset (LSLM: 2 mu = 1 s)"
+        default=1.0, gt=0, le=10, description="interrupted speaker's stop after the barge-in onset (LSLM: 2 mu = 1 s)"
     )
     min_barge_ins_found: float | None = Field(
-        1.0, ge=0, le=1, description="share of the timeline's barge-ins found in the audio"
+        default=1.0, ge=0, le=1, description="share of the timeline's barge-ins found in the audio"
     )
-    max_asr_wer: float | None = Field(0.6, ge=0, le=5, description="mean WER of the audited turns (audit only)")
+    max_asr_wer: float | None = Field(default=0.6, ge=0, le=5, description="mean WER of the audited turns (audit only)")
     max_loudness_error_lu: float | None = Field(
-        3.0, ge=0, le=40, description="|channel loudness - audio.target_lufs|, louder side (quieter: peak-limited)"
+        default=3.0,
+        ge=0,
+        le=40,
+        description="|channel loudness - audio.target_lufs|, louder side (quieter: peak-limited)",
     )
     shard_bands: list[str] = Field(
         default_factory=lambda: ["fto_p50_s", "transitions_in_overlap", "overlap_share", "gap_median_s"],
         description="measures whose shard value must lie in its band (names from factory.conversation.bands)",
     )
-    max_flagged_share: float = Field(0.25, ge=0, le=1, description="a shard with more flagged samples is reported")
+    max_flagged_share: float = Field(
+        default=0.25, ge=0, le=1, description="a shard with more flagged samples is reported"
+    )
 
     @model_validator(mode="after")
     def _known_bands(self) -> AuditSection:

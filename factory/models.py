@@ -297,11 +297,14 @@ class OverlapEvent(_Span):
     kind: Literal["turn_end", "barge_in", "backchannel", "laugh", "failed_interruption"]
 
 
+HesitationKind = Literal["filler", "pause", "restart"]
+
+
 class HesitationEvent(_Span):
     type: Literal["hesitation"] = "hesitation"
     channel: Channel
     turn: int
-    kind: Literal["filler", "pause", "restart"]
+    kind: HesitationKind
 
 
 class EndOfTurnEvent(_Span):

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import soundfile as sf
 
 from factory.audio.vad import energy_vad
 from factory.config import load_config
-from factory.models import BargeInEvent, Channel, Timeline
+from factory.models import BargeInEvent, Channel, PieceSource, Timeline
 from factory.preference.export import export_pairs
 from factory.run.read import read_samples
+from factory.run.rebuild import SourceMissing, load_source
 from tests.test_samples import no_tts  # noqa: F401  (fixture)
 
 MAX_STOP, LATE, EARLY = 1.0, 1.5, 1.0
@@ -74,3 +76,19 @@ def test_pairs_from_a_run_checked_from_the_audio(tiny_run: Path, no_tts: None, t
             onset_r = turn_r.start + np.argmax(agent_r[int(turn_r.start / 0.01) :]) * 0.01
             user_end = _last_active(user_r, user.start, user.end + 0.05)
             assert onset_c >= user_end - 0.28 and onset_r <= user_end - EARLY + 0.05, (onset_c, onset_r, user_end)
+
+
+def test_a_cached_render_without_a_cache_folder_is_missing_not_a_crash() -> None:
+    # a recipe that names a cache entry, read with a config whose tts.cache_dir is null
+    source = PieceSource(
+        cache_key="ab" * 32,
+        backend="espeak",
+        voice_id="v",
+        text="hi",
+        rate=1.0,
+        sample_rate=22050,
+        n_samples=0,
+        sha256="-",
+    )
+    with pytest.raises(SourceMissing, match="no tts.cache_dir"):
+        load_source(None, source, 24000)

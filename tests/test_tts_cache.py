@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from factory.render.base import TTSBackend
 from factory.render.cache import CachedBackend
 from factory.render.registry import get_backend
 from factory.render.voices import VoiceBank
@@ -46,6 +47,12 @@ def same(a, b):
     assert a.audio.dtype == b.audio.dtype == np.float32
     assert a.audio.tobytes() == b.audio.tobytes()
     assert a.words == b.words and a.text == b.text and a.sample_rate == b.sample_rate and a.voice_id == b.voice_id
+
+
+def test_the_cache_is_a_backend_with_the_inner_identity(cached):
+    inner, cache = cached
+    assert isinstance(cache, TTSBackend)
+    assert cache.cache_identity() == get_backend("espeak").cache_identity()
 
 
 def test_hit_is_bit_identical(cached, voices):

@@ -69,7 +69,7 @@ def fto_figure(fto: list[float], path: Path, title: str = "") -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 2.8))
     if fto:
-        ax.hist(np.clip(fto, -1.5, 2.0), bins=np.arange(-1.5, 2.01, 0.05), color="#4C72B0", alpha=0.85)
+        ax.hist(np.clip(fto, -1.5, 2.0), bins=np.arange(-1.5, 2.01, 0.05).tolist(), color="#4C72B0", alpha=0.85)
         med = float(np.median(fto))
         ax.axvline(med, color="#4C72B0", lw=2, label=f"this run: median {med:+.2f} s")
     for name, v in SWB_FTO.items():
@@ -166,7 +166,7 @@ def lanes_figure(sample: Sample, audit: SampleAudit, path: Path) -> tuple[Path, 
         elif isinstance(e, BargeInEvent):
             bar("barge-ins", e.onset, e.victim_stop, "#F2B6B6")
     for b in audit.barge_ins:
-        if b.found:
+        if b.onset_audio is not None and b.stop_audio is not None:  # found
             lane.plot([b.onset_audio, b.stop_audio], [y["barge-ins"]] * 2, "o", color="#C44E52", ms=4)
     for seg in audit.conversation[vads[0]].segments:
         if seg.kind in ("between_overlap", "within_overlap"):

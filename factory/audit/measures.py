@@ -60,7 +60,9 @@ class BargeInCheck:
 
     @property
     def latency_audio(self) -> float:
-        return self.stop_audio - self.onset_audio if self.found else math.nan
+        if self.onset_audio is None or self.stop_audio is None:  # not found
+            return math.nan
+        return self.stop_audio - self.onset_audio
 
 
 @dataclass
@@ -230,6 +232,7 @@ def audit_sample(
     """Every measure of one sample (see the module docstring); `vads[0]` is the primary detector."""
     if not vads:
         raise ValueError("audit_sample needs at least one VAD method")
+    primary = vads[0]
     tl, sr, stems = sample.timeline, sample.sample_rate, sample.stems
     frame_s = frame_samples(sr) / sr
     minutes = len(stems) / sr / 60
@@ -240,7 +243,7 @@ def audit_sample(
         "duration_s": len(stems) / sr,
         "user_voice": sample.meta.voices[Channel.user],
         "agent_voice": sample.meta.voices[Channel.agent],
-        "primary_vad": vads[0],
+        "primary_vad": primary,
     }
     audit = SampleAudit(sample.id, row, frame_s=frame_s)
     for method in vads:
@@ -254,7 +257,7 @@ def audit_sample(
             row[f"{method}_{k}"] = [float(x) for x in getattr(m, k)]
         row[f"{method}_speech_s"], row[f"{method}_both_s"] = m.speech_s, m.both_s
         row[f"{method}_n_backchannels"] = len(m.backchannels)
-    primary_user, primary_agent = audit.activity[vads[0]]
+    primary_user, primary_agent = audit.activity[primary]
     if len(vads) > 1:  # frame agreement of the two detectors, per channel pooled
         u2, a2 = audit.activity[vads[1]]
         row["vad_agreement"] = float(np.mean(np.concatenate([primary_user == u2, primary_agent == a2])))
@@ -271,7 +274,7 @@ def audit_sample(
     row["words"] = amounts["words"]
     row["fillers_planned"], row["fillers_found"] = planned_fillers, heard_fillers
     row["fillers_per_100_words"] = 100 * heard_fillers / amounts["words"] if amounts["words"] else math.nan
-    speech = audit.conversation[vads[0]].speech_s
+    speech = audit.conversation[primary].speech_s
     row["words_per_second"] = amounts["words"] / speech if speech else math.nan
     # barge-ins in the audio
     audit.barge_ins = check_barge_ins(tl, primary_user, primary_agent, frame_s)

@@ -60,6 +60,8 @@ def update_card(result: RunAudit) -> Path | None:
     """Rewrite a run folder's README.md (dataset card) with the audit's headline measures and its
     FTO plot; only for a run folder with a manifest (a bare dataset folder is left alone)."""
     run_dir = result.run_dir
+    if not isinstance(run_dir, Path):  # a remote run's URL: no folder here to write a card into
+        return None
     manifest = run_dir / "manifest.parquet"
     if not manifest.is_file() or not result.rows:
         return None
@@ -186,7 +188,8 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
     chosen += [r["id"] for r in result.rows if r["id"] not in chosen]
     chosen = chosen[: max(0, players)]
     pages = {}
-    for _, sample in iter_samples(result.store or result.run_dir, ids=set(chosen)):
+    # without a store the audit was built on a local folder (audit_run sets it for every URL)
+    for _, sample in iter_samples(result.store or Path(result.run_dir), ids=set(chosen)):
         audit = audit_sample(sample, vads=result.vads, asr_turns=0)
         audit.row = next(r for r in result.rows if r["id"] == sample.id)
         pages[sample.id] = _sample_page(sample, audit, out, audio_format, "../index.html")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -192,8 +192,10 @@ def tts_serve(
     from factory.render.service import TTSService, serve
 
     names = [n.strip() for n in backends.split(",") if n.strip()]
+    # keyed by any name typed here: an unknown one is refused by backend_for, saying which are known
+    options: dict[str, dict[str, Any]] = {**cfg.tts.backend_options}
     try:
-        hosted = {n: backend_for(n, cfg.tts.backend_options.get(n), processes=processes) for n in names}
+        hosted = {n: backend_for(n, options.get(n), processes=processes) for n in names}
         service = TTSService(hosted, batch_size=batch_size, max_wait_ms=max_wait_ms)
     except (BackendUnavailable, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")

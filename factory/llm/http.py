@@ -314,7 +314,7 @@ class OpenAIHTTPBackend:
 
     async def _served_model(self) -> str:
         body = await self._send("GET", "/models", None, seed=0, check=dict.items)
-        models = [m.get("id") for m in body.get("data", []) if isinstance(m, dict) and m.get("id")]
+        models = [m["id"] for m in body.get("data", []) if isinstance(m, dict) and m.get("id")]
         if not models:
             raise LLMUnavailable(f"the LLM server at {self.base_url} serves no model: {str(body)[:300]}")
         return models[0]
@@ -413,7 +413,7 @@ class OpenAIHTTPBackend:
             raise _Retryable(f"{type(exc).__name__}: {self._redact(str(exc))}", "disconnect") from exc
         # A server may echo the credentials it refused (OpenAI's 401 names the key): never into a message.
         text = self._redact(response.text)
-        if response.status_code >= 400 and _rejects_json_schema(payload, text):
+        if payload is not None and response.status_code >= 400 and _rejects_json_schema(payload, text):
             raise _FormatRejected(
                 f"{self.name}: the server does not accept response_format "
                 f"{payload['response_format']['type']!r}: {text[:300]}"
@@ -471,13 +471,12 @@ def _content(body: dict) -> str | None:
     return content
 
 
-def _rejects_json_schema(payload: dict[str, Any] | None, text: str) -> bool:
+def _rejects_json_schema(payload: dict[str, Any], text: str) -> bool:
     # llama-cpp-python's server answers `json_schema` with HTTP 500 "Input should be 'text' or
     # 'json_object'"; other servers that lack it say much the same with a 400/422. Matching the
     # words keeps a genuine error (bad schema, prompt too long) from switching modes.
     return (
-        payload is not None
-        and payload.get("response_format", {}).get("type") == "json_schema"
+        payload.get("response_format", {}).get("type") == "json_schema"
         and "response_format" in text
         and "json_object" in text
     )

@@ -169,7 +169,7 @@ def _start_early(tl: Timeline, recipe: MixRecipe, turn_id: int, early_s: float) 
 
 def preference_pairs(
     sample: Sample,
-    cache_dir: Path,
+    cache_dir: Path | None,
     max_stop_s: float = 1.0,
     late_s: float = 1.5,
     early_s: float = 1.0,

@@ -29,6 +29,7 @@ import itertools
 import re
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,6 +39,10 @@ from factory.models import WordTiming
 from factory.render.base import TTSError
 from factory.render.text import place_words, speech_mask
 
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+    from faster_whisper.tokenizer import Tokenizer
+
 FORCED_MAX_SECONDS = 29.5
 MAX_FORCED_TOKENS = 400  # Whisper's decoder holds 448 positions
 # Boundary refinement, tuned on Piper renderings (benchmarks/alignment.py): Whisper's DTW
@@ -46,7 +51,7 @@ SHIFT = 0.04
 SNAP_BEFORE = 0.06
 SNAP_AFTER = 0.06
 _LOCK = threading.Lock()
-_TOKENIZERS: dict[str, object] = {}
+_TOKENIZERS: dict[str, Tokenizer] = {}
 
 
 def _key(token: str) -> str:
@@ -57,7 +62,7 @@ def _speakable(token: str) -> bool:
     return re.search(r"\w", token) is not None
 
 
-def _tokenizer(model, language: str):
+def _tokenizer(model: WhisperModel, language: str) -> Tokenizer:
     from faster_whisper.tokenizer import Tokenizer  # lazy: optional heavy dependency (Whisper)
 
     with _LOCK:
@@ -177,13 +182,15 @@ def snap_boundaries(
     idx = [i for i, s in enumerate(spans) if s is not None]
     out = list(spans)
     for a, b in itertools.pairwise(idx):
-        t = (out[a][1] + out[b][0]) / 2 + shift
+        left, right = out[a], out[b]
+        assert left is not None and right is not None  # idx holds only the spoken spans
+        t = (left[1] + right[0]) / 2 + shift
         if before > 0 or after > 0:
             f0, f1 = max(0, int((t - before) / hop)), min(len(env), int((t + after) / hop) + 1)
             if f1 > f0:
                 t = (f0 + int(np.argmin(env[f0:f1]))) * hop
-        out[a] = (out[a][0], t)
-        out[b] = (t, out[b][1])
+        out[a] = (left[0], t)
+        out[b] = (t, right[1])
     return out
 
 
@@ -206,8 +213,12 @@ def refine(
         raise TTSError(f"nothing speakable to align in {' '.join(tokens)!r}")
     spans = snap_boundaries(list(spans), audio, sample_rate, shift, before, after)
     first, last = spoken[0], spoken[-1]
-    spans[first] = (speech_on, spans[first][1])
-    spans[last] = (min(spans[last][0], speech_off), speech_off)
+    head = spans[first]
+    assert head is not None  # first and last are spoken
+    spans[first] = (speech_on, head[1])
+    tail = spans[last]  # read after the line above: first may be last
+    assert tail is not None
+    spans[last] = (min(tail[0], speech_off), speech_off)
     return place_words(tokens, spans, mask, speech_on, speech_off, sample_rate)
 
 

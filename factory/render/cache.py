@@ -69,6 +69,11 @@ class CachedBackend:
         """The inner backend's batch fill (None for one that renders one at a time)."""
         return getattr(self.backend, "batch_stats", None)
 
+    def cache_identity(self) -> str:
+        """The wrapped backend's: the cache changes where the audio comes from, never the audio,
+        so a cache wrapper is a `TTSBackend` like the one it wraps."""
+        return self.backend.cache_identity()
+
     def key(self, text: str, voice: Voice, rate: float) -> str:
         payload = json.dumps(
             [CACHE_FORMAT, self.name, self.identity, voice.model_dump_json(), text, repr(float(rate))],
@@ -146,12 +151,13 @@ class CachedBackend:
         self._store(key, utt)
         return _as_hit(utt)
 
-    def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[Utterance | TTSError]:
+    def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[Utterance | Exception]:
         """A batch, in order: hits come from the cache; the misses go to the inner backend in
         ONE `synthesize_many` call (its padded batch, process pool or service) and are stored.
         A request repeated inside the batch is rendered once and counted as a hit after the
-        first, exactly as one-at-a-time calls would count it."""
-        out: list[Utterance | TTSError | None] = [None] * len(requests)
+        first, exactly as one-at-a-time calls would count it. A failed render's slot holds its
+        exception, as `synthesize_many` in `factory.render.base` gives it."""
+        out: list[Utterance | Exception | None] = [None] * len(requests)
         todo: dict[str, list[int]] = {}  # key -> slots waiting for that render
         for i, r in enumerate(requests):
             key = self.key(r.text, r.voice, r.rate)

@@ -22,14 +22,17 @@ class SourceMissing(LookupError):
     """A piece's render is not in the cache (or differs from what the recipe recorded)."""
 
 
-def load_source(cache_dir: Path, source: PieceSource, sample_rate: int) -> np.ndarray:
-    """The render of one piece at `sample_rate`, read from the TTS cache and hash-checked."""
+def load_source(cache_dir: Path | None, source: PieceSource, sample_rate: int) -> np.ndarray:
+    """The render of one piece at `sample_rate`, read from the TTS cache and hash-checked (a run
+    whose config has no `tts.cache_dir` has nothing to read it from)."""
     if source.cache_key is None:
         raise SourceMissing(
             f"{source.text!r} ({source.voice_id}) was rendered with the TTS cache off: "
             "nothing to rebuild it from; re-run with tts.cache_dir set"
         )
     key = source.cache_key
+    if cache_dir is None:
+        raise SourceMissing(f"{source.text!r} ({source.voice_id}): cache entry {key}, but no tts.cache_dir to read it")
     try:
         stored, stored_rate = read_entry(cache_dir, key)
     except FileNotFoundError:

@@ -70,7 +70,7 @@ def measure_rates(script: Script) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- editing one turn
-def _remove_token(turns: list[ScriptTurn], marks: list[Mark], mark: Mark) -> list[Mark]:
+def _remove_token(turns: list[ScriptTurn], marks: list[Mark], mark: Filler | Restart) -> list[Mark]:
     """Removes an inserted filler or cut-off restart token from its turn's text; marks after it
     move one word back, marks attached to it move to the word before (or go, at word 0)."""
     t, k = mark.turn, mark.word_index
@@ -147,7 +147,8 @@ def _remove_excess(
     drop = [found[i] for i in sorted(rng.choice(len(found), size=len(found) - cap, replace=False))]
     report[f"removed_{found[0].type}"] += len(drop)
     if kind in (Filler, Restart):  # their tokens are in the text: remove from the back of each turn first
-        for m in sorted(drop, key=lambda m: (m.turn, -m.word_index)):
+        tokens = [m for m in drop if isinstance(m, Filler | Restart)]  # all of drop, typed
+        for m in sorted(tokens, key=lambda m: (m.turn, -m.word_index)):
             marks = _remove_token(turns, marks, m)
         return marks
     ids = {id(m) for m in drop}

@@ -16,6 +16,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import IO, cast
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -117,7 +118,8 @@ class NearDuplicateIndex:
             raise ValueError(f"sample {sample_id!r} already added")
         self.signatures[sample_id] = sig
         best: tuple[float, int, str] | None = None
-        for other in self._lsh.query(sig):  # LSH candidates, confirmed by the estimated Jaccard
+        for candidate in self._lsh.query(sig):  # LSH candidates, confirmed by the estimated Jaccard
+            other = cast(str, candidate)  # the LSH holds only the sample ids inserted below
             similarity = sig.jaccard(self._kept[other])
             if similarity >= self.threshold:
                 key = (-similarity, self._order[other], other)
@@ -149,11 +151,12 @@ def save_signatures(path: str | Path, signatures: Mapping[str, MinHash]) -> None
     atomic_write(Path(path), write)
 
 
-def load_signatures(paths: Iterable[str | Path]) -> dict[str, MinHash]:
-    """Merges per-shard signature files (in the order given) into one mapping."""
+def load_signatures(files: Iterable[str | Path | IO[bytes]]) -> dict[str, MinHash]:
+    """Merges per-shard signature files (in the order given; paths or binary file objects, e.g. a
+    run store's bytes) into one mapping."""
     out: dict[str, MinHash] = {}
-    for path in paths:
-        with np.load(path) as data:
+    for file in files:
+        with np.load(file) as data:
             seed = int(data["seed"])
             for sample_id, values in zip(data["ids"].tolist(), data["values"], strict=True):
                 if sample_id in out:

@@ -68,7 +68,7 @@ class BackchannelProposal(_Format):
 class LaughProposal(_Format):
     type: Literal["laugh"]
     after_word: _Index
-    token: str = Field("haha", max_length=16)  # optional: the model may leave the laugh's sound to us
+    token: str = Field(default="haha", max_length=16)  # optional: the model may leave the laugh's sound to us
 
 
 class FailedInterruptionProposal(_Format):

@@ -155,7 +155,7 @@ def _end_sentence(text: str) -> str:
 
 def _drop_repeated_sentences(text: str) -> str:
     """A sentence said twice in one turn is a decoding loop, not speech: keep the first."""
-    seen: set[str] = set()
+    seen: set[tuple[str, ...]] = set()
     kept = []
     for sentence in split_sentences(text):
         key = _norm_words(sentence)

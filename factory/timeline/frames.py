@@ -145,6 +145,6 @@ def resample(view: FrameView, rate: float) -> FrameView:
         word=word,
         turn=_index_of_blocks(_blocks(view.turn, factor, -1)),
         overlap=_held(_blocks(view.overlap, factor, False)),
-        barge_in_onset=_blocks(view.barge_in_onset, factor, False).any(-1),
+        barge_in_onset=np.any(_blocks(view.barge_in_onset, factor, False), axis=-1),
         agent_state=agent_state,
     )

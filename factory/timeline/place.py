@@ -27,6 +27,7 @@ from factory.models import (
     FailedInterruptionEvent,
     Filler,
     HesitationEvent,
+    HesitationKind,
     Laugh,
     LaughEvent,
     ListenerMark,
@@ -81,7 +82,7 @@ class _Placed:
     planned_text: str
     end_reason: EndReason
     responds_to_key: tuple[str, int] | None
-    hesitations: list[tuple[str, float, float]] = field(default_factory=list)  # (kind, rel start, rel end)
+    hesitations: list[tuple[HesitationKind, float, float]] = field(default_factory=list)  # (kind, rel start, rel end)
     silences: list[tuple[int, int]] = field(default_factory=list)  # inserted pauses (at, length), samples
     cut: bool = False
     fade: int = 0  # fade-out samples at the cut
@@ -100,7 +101,7 @@ class _Edited:
     audio: np.ndarray
     heard: int
     fade: int
-    hesitations: list[tuple[str, float, float]]
+    hesitations: list[tuple[HesitationKind, float, float]]
     silences: list[tuple[int, int]]
     word_kinds: dict[int, str]
 
@@ -121,7 +122,7 @@ def _audible_from(utt: Utterance, next_word: int, inserted_end: float) -> float:
 
 
 def _edit_turn(script: Script, i: int, utt: Utterance, cuts: dict[int, int], sr: int, fade_s: float) -> _Edited:
-    hesitations: list[tuple[str, float, float]] = []
+    hesitations: list[tuple[HesitationKind, float, float]] = []
     silences: list[tuple[int, int]] = []
     for m in script.marks:  # pauses first: they shift the words after them
         if isinstance(m, SilentPause) and m.turn == i and m.word_index < cuts.get(i, 10**9) - 1:
@@ -252,7 +253,8 @@ def build_timeline(
         listener = host.channel.other
         busy = [(q.start, q.end) for q in placed if q.channel is listener]
         delay = float(np.clip(_lognormal(rng, timing.backchannel_delay_median, 0.4), 0.05, 0.8))
-        candidates = sorted(range(1, host.heard_words - 1), key=lambda j: (abs(j - mark.word_index), j))
+        planned = mark.word_index  # bound here: the lambda does not see the isinstance narrowing
+        candidates = sorted(range(1, host.heard_words - 1), key=lambda j: (abs(j - planned), j))
         for j in candidates:
             start = _q(host.start + host.utt.words[j].end + delay, sr)
             end = start + utt.duration
@@ -338,6 +340,7 @@ def _to_timeline(
         if p.end_reason is EndReason.yielded:
             reaction = FailedInterruptionEvent
         if reaction is not None:
+            assert p.responds_to_key is not None  # a reaction is placed with its host's key
             events.append(
                 reaction(channel=p.channel, turn=n, during_turn=ids[p.responds_to_key], start=turn.start, end=turn.end)
             )

@@ -50,11 +50,11 @@ class PublishedTiming(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fto_quantiles: dict[float, float]
-    transitions_in_overlap: float | None = Field(None, ge=0, le=1)
+    transitions_in_overlap: float | None = Field(default=None, ge=0, le=1)
     gap_quantiles: dict[float, float] = Field(default_factory=dict)
-    gap_share_over_1s: float | None = Field(None, ge=0, le=1)
+    gap_share_over_1s: float | None = Field(default=None, ge=0, le=1)
     overlap_quantiles: dict[float, float] = Field(default_factory=dict)
-    tempo_sigma: float = Field(0.25, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
+    tempo_sigma: float = Field(default=0.25, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
 
 
 # Switchboard (../shared/reference/conversation.md): 2,438 conversations, 190K transitions,
@@ -94,17 +94,20 @@ class TimingModel(BaseModel):
     overlap_median: float = Field(gt=0, le=3)
     overlap_sigma: float = Field(ge=0, le=3)
     tempo_sigma: float = Field(ge=0, le=1, description="per-dialogue tempo spread (log scale)")
-    gap_max: float = Field(3.0, gt=0, le=10)
-    overlap_max: float = Field(1.5, gt=0, le=5)
-    question_factor: float = Field(0.8, gt=0, le=3, description="gap scale after a question")
-    topic_shift_factor: float = Field(1.5, gt=0, le=5, description="gap scale before a new topic")
-    long_turn_s: float = Field(8.0, gt=0, le=60, description="a previous turn longer than this is long")
-    long_turn_factor: float = Field(1.3, gt=0, le=5, description="gap scale after a long turn")
+    gap_max: float = Field(default=3.0, gt=0, le=10)
+    overlap_max: float = Field(default=1.5, gt=0, le=5)
+    question_factor: float = Field(default=0.8, gt=0, le=3, description="gap scale after a question")
+    topic_shift_factor: float = Field(default=1.5, gt=0, le=5, description="gap scale before a new topic")
+    long_turn_s: float = Field(default=8.0, gt=0, le=60, description="a previous turn longer than this is long")
+    long_turn_factor: float = Field(default=1.3, gt=0, le=5, description="gap scale after a long turn")
     agent_latency_median: float | None = Field(
-        None, gt=0, le=10, description="assistant mode: the agent's response latency median (null: human timing)"
+        default=None,
+        gt=0,
+        le=10,
+        description="assistant mode: the agent's response latency median (null: human timing)",
     )
-    agent_latency_sigma: float = Field(0.4, ge=0, le=3)
-    agent_overlap_probability: float = Field(0.0, ge=0, le=1, description="agent answers starting in overlap")
+    agent_latency_sigma: float = Field(default=0.4, ge=0, le=3)
+    agent_overlap_probability: float = Field(default=0.0, ge=0, le=1, description="agent answers starting in overlap")
 
     # ----------------------------------------------------------------- drawing
     def draw_tempo(self, rng: np.random.Generator) -> float:
@@ -128,6 +131,7 @@ class TimingModel(BaseModel):
         """One FTO in seconds (negative: the new turn starts that long before the previous ends)."""
         ctx = context or TransitionContext()
         if self.uses_agent_latency(ctx):
+            assert self.agent_latency_median is not None  # uses_agent_latency checked it
             if rng.random() < self.agent_overlap_probability:
                 return -min(float(rng.lognormal(math.log(self.overlap_median), self.overlap_sigma)), self.overlap_max)
             latency = float(rng.lognormal(math.log(self.agent_latency_median), self.agent_latency_sigma))
@@ -200,7 +204,7 @@ class TimingModel(BaseModel):
         if hasattr(source, "subset") and hasattr(source, "to_eager"):  # a lhotse CutSet
             return cls.fit_transitions(*_table(lhotse_transitions(source)), **options)
         if hasattr(source, "columns") or isinstance(source, Mapping):
-            columns = list(source.columns) if hasattr(source, "columns") else list(source)
+            columns = list(getattr(source, "columns", source))  # a dataframe's columns, a mapping's keys
             if "fto" not in columns:
                 raise TimingFitError(f"a transition table needs an 'fto' column (seconds); got {columns}")
             conv = list(source["conversation"]) if "conversation" in columns else None
