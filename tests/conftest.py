@@ -100,7 +100,7 @@ def audited_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Aud
         replayed = CliRunner().invoke(app, [*args, str(reports["flac"])])
         assert replayed.exit_code == 0, replayed.output + repr(replayed.exception)
     (called, result), *more = calls
-    assert not more and called == (run, {"vads": None, "asr_turns": AUDIT_ASR_TURNS}), calls
+    assert not more and called == (run, {"vads": None, "asr_turns": AUDIT_ASR_TURNS, "storage_options": None}), calls
     pickled = run.parent / "audit.pickle"
     pickled.write_bytes(pickle.dumps(result))
     frame = pl.read_parquet(run / "audit.parquet")
