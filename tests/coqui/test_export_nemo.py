@@ -238,24 +238,38 @@ def test_frame_rule_is_lhotses() -> None:
 
 
 def _run_folder(run: Path, sample) -> Path:
-    """A run folder as factory.run.shards writes it (that module needs the main env's pipeline):
-    one data shard with `sample`, and one rejected sample in the manifest."""
-    import json
-
+    """A run folder as factory.run.shards writes it (that module needs the main env's engine):
+    one data shard with `sample`, one rejected sample in the manifest, and the typed shard record
+    (the signatures file holds no MinHash here: datasketch is a main-env package)."""
+    import numpy as np
     import polars as pl
 
+    from factory.atomic import sha256_file
+    from factory.run.records import ShardAudit, ShardRecord, shard_files, write_shard_record
     from factory.run.rows import write_shard
+    from factory.run.store import RunStore
 
-    digest = write_shard([sample], run / "data" / "train-00000-of-00001.parquet", sample.sample_rate)
+    name = "train-00000-of-00001"
+    files = {kind: run / rel for kind, rel in shard_files(name).items()}
+    digest = write_shard([sample], files["data"], sample.sample_rate)
     rows = [
-        {"id": sample.id, "shard": "train-00000-of-00001", "status": "ok", "reason": None},
-        {"id": "d099", "shard": "train-00000-of-00001", "status": "rejected", "reason": "behaviour_minimum: test"},
+        {"id": sample.id, "shard": name, "status": "ok", "reason": None},
+        {"id": "d099", "shard": name, "status": "rejected", "reason": "behaviour_minimum: test"},
     ]
-    (run / "manifests").mkdir()
-    pl.DataFrame(rows).write_parquet(run / "manifests" / "train-00000-of-00001.parquet")
-    (run / "shards").mkdir()
-    record = {"shard": "train-00000-of-00001", "sha256": digest, "n_ok": 1, "n_rejected": 1}
-    (run / "shards" / "train-00000-of-00001.json").write_text(json.dumps(record))
+    files["manifest"].parent.mkdir(parents=True)
+    pl.DataFrame(rows).write_parquet(files["manifest"])
+    files["signatures"].parent.mkdir(parents=True)
+    np.savez(files["signatures"], ids=np.array([sample.id]))
+    record = ShardRecord(
+        shard=name,
+        sha256=digest,
+        n_ok=1,
+        n_rejected=1,
+        manifest_sha256=sha256_file(files["manifest"]),
+        signatures_sha256=sha256_file(files["signatures"]),
+        audit=ShardAudit(pooled={}, flagged=0, problems=[]),
+    )
+    write_shard_record(RunStore(str(run)), record)
     return run
 
 
