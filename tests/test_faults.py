@@ -26,9 +26,7 @@ from factory.run.records import RunSummary
 from factory.schemas import SCHEMA_DIR
 from tests.conftest import TINY, decode, read_rows
 from tests.faults import FAULT_CAUSES, FAULTS, FaultProxy, FlakyTTS, fault_proxy
-from tests.servers import FakeServer, Server, fake_server, llama_server
-
-__all__ = ["fake_server", "llama_server"]  # fixtures, imported to be found
+from tests.servers import FakeServer, Server
 
 MESSAGES = [{"role": "user", "content": "Say hi."}]
 Fake = Callable[..., FakeServer]

@@ -28,9 +28,7 @@ from factory.models import (
     TurnKind,
 )
 from tests.conftest import TINY, decode, read_rows
-from tests.servers import Server, vllm_server, vllm_skip_reason
-
-__all__ = ["vllm_server"]  # fixture, imported to be found
+from tests.servers import Server, vllm_skip_reason
 
 TOLERANCE_S = 0.030
 # Short peer dialogues with loose word limits: the tiny model's turns rarely fit tight ones, and

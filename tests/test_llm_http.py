@@ -16,9 +16,7 @@ import pytest
 from factory.config import ConfigError, load_config
 from factory.llm import LLMBackend, LLMError, LLMUnavailable, get_llm
 from factory.llm.http import ChatRequest, OpenAIHTTPBackend
-from tests.servers import FakeServer, Reply, Server, completion_body, fake_server, free_port, llama_server, vllm_server
-
-__all__ = ["fake_server", "llama_server", "vllm_server"]  # fixtures, imported to be found
+from tests.servers import FakeServer, Reply, Server, completion_body, free_port
 
 MESSAGES = [
     {"role": "system", "content": "You are a friendly travel agent. Answer in one sentence."},

@@ -19,9 +19,7 @@ from factory.script.outcomes import REASONS
 from factory.script.scenario import draw_scenario
 from factory.script.writer import TurnRejected
 from factory.seeding import rng_for
-from tests.servers import Reply, completion_body, fake_server
-
-__all__ = ["fake_server"]  # fixture, imported to be found
+from tests.servers import Reply, completion_body
 
 SEEDS = (1, 2, 3, 4, 5, 6)
 # The per-turn checks' reasons (writer.TurnRejected) besides the parser's.

@@ -19,9 +19,7 @@ from factory.llm import LLMError, get_llm
 from factory.llm.http import OpenAIHTTPBackend
 from tests.conftest import TINY
 from tests.faults import fault_proxy
-from tests.servers import Server, llama_server
-
-__all__ = ["llama_server"]  # fixture, imported to be found
+from tests.servers import Server
 
 TOKEN = "sk-FAKE-duplex-0123456789"
 KEY_ENV = "DUPLEX_TEST_API_KEY"
