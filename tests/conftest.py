@@ -18,7 +18,7 @@ import soundfile as sf
 
 # The servers are session fixtures registered here, once: imported into several test modules,
 # each module would get its own copy of the fixture and start its own server.
-from tests.servers import fake_server, llama_server, vllm_server  # noqa: F401
+from tests.servers import fake_server, llama_server, moto_server, vllm_server  # noqa: F401
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -228,36 +228,13 @@ def test_kill_points_are_documented():
 
 
 @pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory):
-    """moto's S3-compatible server on 127.0.0.1 with one bucket; yields (endpoint, credentials env)."""
-    import sys
-    import time
-
-    import httpx
+def s3_server(moto_server: str):
+    """The session's moto S3 server with this module's bucket; yields (endpoint, credentials env)."""
     import s3fs
 
-    from flows.server import free_port
-
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    moto = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(endpoint, timeout=2)
-            break
-        except httpx.HTTPError:
-            assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.2)
     creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    s3fs.S3FileSystem(endpoint_url=endpoint, **{"key": "testing", "secret": "testing"}).mkdir("runs-bucket")
-    try:
-        yield endpoint, creds
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    s3fs.S3FileSystem(endpoint_url=moto_server, key="testing", secret="testing").mkdir("runs-bucket")
+    return moto_server, creds
 
 
 def test_s3_destination_killed_mid_upload_resumes_to_the_same_objects(

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -22,33 +21,18 @@ from factory.run.records import FailureRecord, ShardRecord, ShardStats, failed_s
 from factory.run.store import RunStore
 from tests.hub_server import FakeHub
 
-BUCKET = "runs-bucket"
+BUCKET = "run-format"  # test_crash makes runs-bucket on the same moto server
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 PROBLEM = "overlap_share 0.900 outside [0.00, 0.20] (planted in the published copy)"
 
 
 @pytest.fixture(scope="module")
-def s3_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+def s3_run(tiny_run: Path, moto_server: str):
     """The shared tiny run published to moto's S3 server, with one shard record carrying an audit
     problem and one failure record (planted in the published copy only). Yields (url, endpoint)."""
-    import httpx
     import s3fs
 
-    from flows.server import free_port
-
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    moto = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(endpoint, timeout=2)
-            break
-        except httpx.HTTPError:
-            assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.2)
+    endpoint = moto_server
     old = {k: os.environ.get(k) for k in CREDS}
     os.environ.update(CREDS)  # credentials from the environment, as in production
     try:
@@ -72,8 +56,6 @@ def s3_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _cli(*args: str, endpoint: str):
