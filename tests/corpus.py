@@ -16,12 +16,12 @@ import numpy as np
 from factory.audit.measures import measure_stereo
 from factory.config import RunConfig
 from factory.conversation.measures import ConversationMeasures
-from factory.models import Channel, ListenerMark, Mode, Script, Timeline
+from factory.models import Mode, Script, Timeline
 from factory.script.compose import write_script
 from factory.script.scenario import draw_scenario
 from factory.seeding import rng_for
 from factory.timeline.place import build_timeline
-from tests.test_timeline import SR, burst_utterance
+from tests.test_timeline import SR, VOICES, burst_renders
 
 N_DIALOGUES = 500
 WORDS = [
@@ -156,19 +156,13 @@ def planned_dialogue(cfg: RunConfig, k: int):
     )
     script = write_script(SyntheticLLM(), scenario, cfg, key)
     rng = np.random.default_rng(k)
-    voices = {Channel.user: "u", Channel.agent: "a"}
-    rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
-    reactions = {
-        i: burst_utterance(m.token, rng, voices[script.turns[m.turn].speaker.other])
-        for i, m in enumerate(script.marks)
-        if isinstance(m, ListenerMark)
-    }
+    rendered, reactions = burst_renders(script, rng)
     timeline, placements = build_timeline(
         key,
         script,
         rendered,
         reactions,
-        voices,
+        VOICES,
         rng_for(cfg.run.seed, key, "timeline"),
         cfg.timing,
         0.008,

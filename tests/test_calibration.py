@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from factory.config import RunConfig
-from factory.models import BargeIn, Channel, Filler, ListenerMark, Mode, Restart, Script, ScriptTurn, Timeline
+from factory.models import BargeIn, Filler, Mode, Restart, Script, ScriptTurn, Timeline
 from factory.script.calibrate import calibrate_marks, content_words, measure_rates
 from factory.script.parse import parse_script
 from factory.script.response import script_to_response
@@ -226,19 +226,13 @@ SPOKEN_TOLERANCE = {
 
 def _placed(script: Script, k: int) -> Timeline:
     """The script placed with word-shaped noise bursts standing in for TTS (tests/test_timeline.py)."""
-    from tests.test_timeline import burst_utterance
+    from tests.test_timeline import VOICES, burst_renders
 
     rng = np.random.default_rng(k)
-    voices = {Channel.user: "u", Channel.agent: "a"}
-    rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
-    reactions = {
-        i: burst_utterance(m.token, rng, voices[script.turns[m.turn].speaker.other])
-        for i, m in enumerate(script.marks)
-        if isinstance(m, ListenerMark)
-    }
+    rendered, reactions = burst_renders(script, rng)
     cfg = RunConfig()
     timeline, _ = build_timeline(
-        f"cal-{k}", script, rendered, reactions, voices, rng_for(7, f"cal-{k}", "timeline"), cfg.timing, 0.008
+        f"cal-{k}", script, rendered, reactions, VOICES, rng_for(7, f"cal-{k}", "timeline"), cfg.timing, 0.008
     )
     return timeline
 

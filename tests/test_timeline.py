@@ -93,18 +93,27 @@ def random_script(rng: np.random.Generator, mode: Mode, n_turns: int) -> Script:
     return Script(scenario_id="t", turns=turns, marks=marks)
 
 
-def build(seed: int, mode: Mode = Mode.peer, n_turns: int = 6):
-    rng = np.random.default_rng(seed)
-    script = random_script(rng, mode, n_turns)
-    voices = {Channel.user: "u", Channel.agent: "a"}
-    rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
-    bcs = {
-        k: burst_utterance(m.token, rng, voices[script.turns[m.turn].speaker.other])
+VOICES = {Channel.user: "u", Channel.agent: "a"}
+
+
+def burst_renders(script, rng: np.random.Generator) -> tuple[list[Utterance], dict[int, Utterance]]:
+    """Noise-burst stand-ins for a script's turn renders and listener reactions (in that order of
+    draws), as `build_timeline` takes them."""
+    rendered = [burst_utterance(t.text, rng, VOICES[t.speaker]) for t in script.turns]
+    reactions = {
+        k: burst_utterance(m.token, rng, VOICES[script.turns[m.turn].speaker.other])
         for k, m in enumerate(script.marks)
         if isinstance(m, ListenerMark)
     }
+    return rendered, reactions
+
+
+def build(seed: int, mode: Mode = Mode.peer, n_turns: int = 6):
+    rng = np.random.default_rng(seed)
+    script = random_script(rng, mode, n_turns)
+    rendered, bcs = burst_renders(script, rng)
     timeline, placements = build_timeline(
-        "t", script, rendered, bcs, voices, rng_for(seed, "t", "timeline"), CFG.timing, 0.008
+        "t", script, rendered, bcs, VOICES, rng_for(seed, "t", "timeline"), CFG.timing, 0.008
     )
     return script, timeline, placements
 
