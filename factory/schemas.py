@@ -1,7 +1,8 @@
 """JSON Schemas of every artefact a user or trainer reads, generated from the pydantic models.
 
-`python -m factory.schemas` (or `duplex-factory schemas`) rewrites `schemas/`; a test fails
-when the committed files drift from the models.
+`python -m factory.schemas` (or `duplex-factory schemas`) rewrites `schemas/` and
+docs/configuration.md (`factory.config_doc`); tests fail when the committed files drift from
+the models.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from factory import config_doc
 from factory.config import RunConfig
 from factory.export.output import Sidecar
 from factory.export.report import ExportReport
@@ -56,5 +58,5 @@ def write_all(directory: Path = SCHEMA_DIR) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for p in write_all():
+    for p in [*write_all(), config_doc.write()]:
         print(p)

@@ -1,5 +1,5 @@
 """Commands on what a run is made from: `config` (the resolved run config), `schemas` (the JSON
-Schemas from the models) and `fit-timing` (the turn-taking model)."""
+Schemas from the models, and docs/configuration.md from the config model) and `fit-timing` (the turn-taking model)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from factory import config_doc
 from factory.atomic import atomic_write_text
 from factory.cli.app import ConfigOpt, SetOpt, console, load
 from factory.schemas import write_all
@@ -18,9 +19,12 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     console.print(load(config, set_).to_yaml(), highlight=False)
 
 
-def schemas(out: Annotated[Path, typer.Option(help="folder to write")] = Path("schemas")) -> None:
-    """Regenerate the JSON Schemas from the models."""
-    for path in write_all(out):
+def schemas(
+    out: Annotated[Path, typer.Option(help="folder to write")] = Path("schemas"),
+    docs: Annotated[Path, typer.Option(help="folder of configuration.md")] = Path("docs"),
+) -> None:
+    """Regenerate the JSON Schemas and docs/configuration.md from the models."""
+    for path in [*write_all(out), config_doc.write(docs / "configuration.md")]:
         console.print(str(path))
 
 
