@@ -28,7 +28,7 @@ INTRO = """\
      (tests/test_config_doc.py keeps it in sync). -->
 
 A run is configured by a YAML file (`-c FILE`) over the defaults below, then `--set
-section.field=value` overrides (values parsed as YAML, e.g. `--set dialogue.n_turns=[8,12]`).
+SECTION.FIELD=VALUE` overrides (values parsed as YAML, e.g. `--set dialogue.n_turns=[8,12]`).
 Every field is validated: an error names the field, what was given and what is allowed (exit 2).
 `duplex-factory config -c FILE` prints the resolved config; `schemas/run_config.schema.json` is
 the same model as a JSON Schema. A run writes its resolved config into its folder (`config.yaml`).
