@@ -3,8 +3,8 @@ option they name exists (asked of the click command tree typer builds), every co
 the config model, every relative link and named repository file exists, every Python block
 compiles, every shell block's commands are known (our commands, Makefile targets, repository
 scripts, or a tool the same page introduces), and config YAML blocks validate as a RunConfig.
-Static checks only (about a second); the README's run-reading Python runs in
-tests/test_quickstart_notebook.py's neighbour below, against the session's tiny run."""
+The README's command table lists every command. Static checks only (a few seconds); the README's
+run-reading Python runs in tests/test_quickstart_notebook.py, against the session's tiny run."""
 
 from __future__ import annotations
 
@@ -250,3 +250,10 @@ def test_shell_commands_are_known(doc: Path) -> None:
                 elif not program.startswith(("examples/", "get_transcript/", "<", "$")):  # foreign checkouts' scripts
                     bad.append(f"unknown program {program!r}")
     assert not bad, f"{doc.relative_to(ROOT)}: " + "; ".join(sorted(set(bad)))
+
+
+def test_readme_lists_every_command() -> None:
+    """The README's command table has one row per command the CLI registers, and no other."""
+    rows = set(re.findall(r"^\| `duplex-factory ([a-z-]+)` \|", (ROOT / "README.md").read_text(), re.M))
+    commands = set(_commands())
+    assert rows == commands, f"README command table: missing {commands - rows}, extra {rows - commands}"
