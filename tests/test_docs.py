@@ -2,7 +2,7 @@
 option they name exists (asked of the click command tree typer builds), every config key exists in
 the config model, every relative link and named repository file exists, every Python block
 compiles, every shell block's commands are known (our commands, Makefile targets, repository
-scripts, or a tool the same page introduces), and config YAML blocks validate as a RunConfig.
+scripts, or a listed tool of another project), and config YAML blocks validate as a RunConfig.
 The README's command table lists every command. Static checks only (a few seconds); the README's
 run-reading Python runs in tests/test_quickstart_notebook.py, against the session's tiny run."""
 
