@@ -25,7 +25,7 @@ lint: setup
 	.venv/bin/basedpyright
 
 test: setup envs lint
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 	.envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui
 
 bench: setup
