@@ -24,9 +24,10 @@ lint: setup
 	.venv/bin/lint-imports
 	.venv/bin/basedpyright
 
-test: setup envs lint
-	.venv/bin/python -m pytest
-	.envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui
+# The main suite (two pytest-xdist workers), with the lint and the Coqui suite (torch environment)
+# running beside it: scripts/test.sh.
+test: setup envs
+	@scripts/test.sh
 
 bench: setup
 	.venv/bin/python benchmarks/stages.py

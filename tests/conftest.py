@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from filelock import FileLock
 
 # The servers are session fixtures registered here, once: imported into several test modules,
 # each module would get its own copy of the fixture and start its own server.
@@ -25,6 +27,60 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # The ephemeral Prefect server gets 20 s to start by default; on a loaded 2-core machine it can
 # need more (seen: timeouts while other suites ran).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# Each test process gets its own Prefect home (settings, the per-run servers' SQLite database):
+# `make test` runs two pytest-xdist workers, and two per-run servers migrating one ~/.prefect
+# database at once lock each other out. Set before anything imports Prefect.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+
+# `make test` runs the suite on two pytest-xdist workers with `--dist loadgroup`. Every module is
+# one unit of work (its module fixtures, e.g. test_determinism's two fresh runs, are built once),
+# and modules that share an expensive session fixture name the same group, so it is built on one
+# worker only: a vLLM server (~60 s to start), the audited tiny run, the planner corpus.
+SHARED_FIXTURE_GROUPS = {
+    "test_llm_http": "vllm",
+    "test_http_structured_e2e": "vllm",
+    "test_audit": "audit",
+    "test_audit_report": "audit",
+    "test_audit_notebook": "audit",
+    "test_calibration": "corpus",
+    "test_turn_taking": "corpus",
+}
+
+
+# The longest units first (seconds on a 2-core CI machine, one worker), so neither worker is left
+# with a long one at the end; the rest follow in file order (`--no-loadscope-reorder`).
+LONGEST_FIRST = [
+    "vllm",  # ~150 s: the server's start, one structured run, the HTTP checks
+    "test_crash",  # ~140 s: three kills and resumes, a failing shard, an S3 upload
+    "test_throughput",  # ~110 s
+    "audit",  # ~100 s: the tiny run audited once, its report in Chromium, the notebook
+    "test_determinism",  # ~90 s: two fresh-process runs
+    "test_prefect_server",  # ~85 s: deployment and worker, Dask and Ray
+    "test_scripting_structured",  # ~75 s
+    "test_faults",  # ~40 s
+]
+
+
+def _group(item: pytest.Item) -> str:
+    module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
+    return SHARED_FIXTURE_GROUPS.get(module, module)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order within
+
+
+def shared_across_workers(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, FileLock]:
+    """A folder all xdist workers of this session see, and a lock for building it once: the first
+    worker to take the lock builds, the others wait and reuse (pytest-xdist's documented pattern)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # per-worker basetemps live in one session folder
+    return base / name, FileLock(str(base / f"{name}.lock"))
+
 
 # Small dialogues so an end-to-end run with the real embedded models takes well under a minute.
 TINY = [
@@ -44,17 +100,23 @@ TINY = [
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
-    """One real run through the CLI and the Prefect flow, shared by the end-to-end tests."""
+    """One real run through the CLI and the Prefect flow, shared by the end-to-end tests (built
+    once per session, by whichever xdist worker asks first; read it, never write into it)."""
     from typer.testing import CliRunner
 
     from factory.cli import app
 
-    out = tmp_path_factory.mktemp("runs")
-    args = ["generate", "--out", str(out), "--run-id", "tiny"]
-    for item in TINY:
-        args += ["--set", item]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
+    out, lock = shared_across_workers(tmp_path_factory, "tiny-run")
+    done = out / "generated"  # written after a run that exited 0: a failed attempt is redone
+    with lock:
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            args = ["generate", "--out", str(out), "--run-id", "tiny"]
+            for item in TINY:
+                args += ["--set", item]
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, result.output + repr(result.exception)
+            done.touch()
     return out / "tiny"
 
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test run of `make test` (after setup and envs). Three jobs at once, because none of them keeps
+# a 2-core CI machine busy alone: the main suite on two pytest-xdist workers (tests/conftest.py says
+# how modules are grouped), and beside it the lint (ruff, import-linter, basedpyright) and the Coqui
+# suite in the torch environment. Their output is printed after the main suite's, each under its
+# name; the exit status is non-zero if any job failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+run_beside() {  # run_beside NAME CMD...: in the background, output to $logs/NAME.log
+  local name=$1; shift
+  ( "$@" > "$logs/$name.log" 2>&1; echo $? > "$logs/$name.rc" ) &
+}
+run_beside lint make --no-print-directory lint
+run_beside coqui .envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui
+
+.venv/bin/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder "$@"
+status=$?
+wait
+for name in lint coqui; do
+  rc=$(cat "$logs/$name.rc" 2>/dev/null || echo 1)
+  echo
+  echo "=== $name (exit $rc) ==="
+  cat "$logs/$name.log"
+  [ "$rc" = 0 ] || status=1
+done
+[ "$status" = 0 ] && echo "[test] main suite, lint and Coqui suite passed" || echo "[test] FAILED (exit codes above)"
+exit "$status"
