@@ -109,6 +109,7 @@ class NemoDuplex(Exporter[NemoOptions]):
     format_version = FORMAT_VERSION
     frame_rate = FRAME_RATE
     needs_audio_tokens = False  # the trainer tokenizes: user audio -> its encoder, agent audio -> its codec
+    needs_torch = True  # lhotse imports torch
     outputs = ("cuts_*.jsonl.gz", "audio", "shar")
     own_rules = RULES
     options_model = NemoOptions
