@@ -31,6 +31,7 @@ def _every_command(
 ) -> None:
     logs.setup(verbose)
 
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set run.seed=7")]
 # Every command that reads a run takes RUN as a folder or an fsspec URL, and this one option for
