@@ -38,13 +38,16 @@ def check_coqui() -> list[str]:
     from TTS.tts.layers.xtts import gpt_inference  # noqa: F401  XTTS's GPT inference
 
     import factory.render.coqui  # noqa: F401
+    from factory.tokenize import get_text_tokenizer
+
+    get_text_tokenizer(None)  # exports here: the default text tokenizer (llama.cpp, the packaged GGUF)
 
     # XTTS's GPT inference needs the 4.x generation cache API (see locks/coqui.in).
     major = int(transformers.__version__.split(".")[0])
     if major >= 5:
         raise SystemExit(f"transformers {transformers.__version__} breaks XTTS: locks/coqui.in pins 4.57.x")
     print(f"[check_env] torch CUDA available: {torch.cuda.is_available()}")
-    return ["coqui-tts", "torch", "torchaudio", "torchcodec", "transformers"]
+    return ["coqui-tts", "torch", "torchaudio", "torchcodec", "transformers", "llama-cpp-python", "lhotse"]
 
 
 CHECKS = {"main": check_main, "vllm": check_vllm, "coqui": check_coqui}

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 STAMP=.venv/.setup-stamp
-WANT=$(cat scripts/setup.sh scripts/uv.sh pyproject.toml locks/main.txt locks/nodeps.txt | sha256sum | cut -d' ' -f1)
+WANT=$(cat scripts/setup.sh scripts/uv.sh scripts/llama_wheel.sh pyproject.toml locks/main.txt locks/nodeps.txt | sha256sum | cut -d' ' -f1)
 
 # espeak-ng: one of the embedded CPU voices (its C library, driven through ctypes).
 if ! ldconfig -p | grep -q libespeak-ng.so.1; then
@@ -46,27 +46,15 @@ echo "[setup] creating .venv from locks/main.txt (first run on a machine compile
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 rm -f "$STAMP"
 
-# llama-cpp-python ships only as an sdist: build it once per machine into a wheelhouse, from the
-# sdist whose hash the lock pins. GGML_NATIVE=OFF: the native build segfaults on this CPU family
-# (AMX path) at the first decode.
-WHEELS=${DUPLEX_WHEELS_DIR:-$HOME/.cache/duplex-factory/wheels}
-LLAMA=$(grep -A1 '^llama-cpp-python==' locks/main.txt | tr -d '\\\n' | tr -s ' ')
-LLAMA_VERSION=$(echo "$LLAMA" | sed -E 's/^llama-cpp-python==([^ ]+).*/\1/')
-LLAMA_HASH=$(echo "$LLAMA" | sed -E 's/.*--hash=sha256:([0-9a-f]+).*/\1/')
-if ! ls "$WHEELS/$LLAMA_HASH"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-  mkdir -p "$WHEELS/$LLAMA_HASH"
-  echo "llama-cpp-python==$LLAMA_VERSION --hash=sha256:$LLAMA_HASH" > "$WHEELS/$LLAMA_HASH/req.txt"
-  CMAKE_ARGS="-DGGML_NATIVE=OFF" "$UV_HOME/bin/python" -m pip wheel -q --disable-pip-version-check \
-    --no-deps --no-binary llama-cpp-python --require-hashes -r "$WHEELS/$LLAMA_HASH/req.txt" \
-    -w "$WHEELS/$LLAMA_HASH" 2>&1 | { grep -v "is ignored: it is neither" || true; }
-fi
+# llama-cpp-python: built once per machine from the locked sdist (scripts/llama_wheel.sh).
+. scripts/llama_wheel.sh
 
 # Everything else exactly as locked (sync also removes what the lock does not name), then the
 # wheel built above, the project itself and the --no-deps packages.
 awk '/^llama-cpp-python==/ {skip=1; next} skip && /^ / {next} {skip=0; print}' locks/main.txt > .venv/lock-main.txt
 "$UV" pip sync -q --python .venv/bin/python --require-hashes .venv/lock-main.txt
 "$UV" pip install -q --python .venv/bin/python --no-deps --no-index \
-  --find-links "$WHEELS/$LLAMA_HASH" "llama-cpp-python==$LLAMA_VERSION"
+  --find-links "$LLAMA_WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 "$UV" pip install -q --python .venv/bin/python --no-deps --require-hashes -r locks/nodeps.txt
 "$UV" pip install -q --python .venv/bin/python --no-deps -e .
 .venv/bin/python scripts/check_env.py main

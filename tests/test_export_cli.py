@@ -1,10 +1,14 @@
 """`duplex-factory export` / `inspect` on a run folder: the default units tokenizer fitted on the
-run with its codebook saved, rejected samples and empty shards counted, clear errors and exit codes."""
+run with its codebook saved, rejected samples and empty shards counted, clear errors and exit codes;
+every format from the main environment's command, the torch ones through the torch environment,
+with no library log on the console."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,12 +16,16 @@ from typer.testing import CliRunner
 
 from factory.cli import app
 from factory.export.output import read_sidecar
+from factory.export.registry import get_format, known_formats
 from factory.tokenize import get_audio_tokenizer
 from tests.export_fixtures import make_run, make_sample
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_PYTHON = ROOT / ".envs" / "coqui" / "bin" / "python"
+VENV_CLI = ROOT / ".venv" / "bin" / "duplex-factory"
+# A line a library printed rather than the command: llama.cpp / ggml, onnxruntime, Prefect.
+LIBRARY_LINE = re.compile(r"llama_|ggml|onnxruntime|\[W:|prefect", re.IGNORECASE)
 
 
 def _flat(result) -> str:
@@ -156,3 +164,53 @@ def test_bayling_duplexs_own_parser_reads_our_segments(run_dir: Path, tmp_path: 
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
     assert check.main(run_dir, out, Path(os.environ["BAYLING_DUPLEX_SRC"]), str(TORCH_PYTHON)) == 0
+
+
+def test_every_format_exports_from_the_main_command_with_no_flag_and_no_library_log(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """`.venv/bin/duplex-factory export RUN --format F` for every registered F, as a user runs it:
+    nemo-duplex needs torch and goes to the torch environment by itself, every format gets the
+    default text tokenizer there too, and the libraries' logs go to the log file. All started at
+    once: their imports and units fits share the cores. --out keeps the session's run untouched."""
+    extra = {"fdb": ["-o", "split=all"]}  # the tiny run is all train; fdb cuts the test split by default
+    log = tmp_path / "libraries.log"
+    env = {**os.environ, "DUPLEX_LOG_FILE": str(log)}
+    started = {
+        fmt: subprocess.Popen(
+            [
+                str(VENV_CLI),
+                "export",
+                str(tiny_run),
+                "--format",
+                fmt,
+                "--out",
+                str(tmp_path / fmt),
+                *extra.get(fmt, []),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for fmt in known_formats()
+    }
+    for fmt, proc in started.items():
+        console, _ = proc.communicate(timeout=600)
+        out = tmp_path / fmt
+        assert proc.returncode == 0, f"{fmt}: {console}"
+        assert json.loads((out / "report.json").read_text())["samples_out"] >= 1, fmt
+        assert read_sidecar(out).format == fmt
+        wrote = [p for pattern in ("data/*.parquet", *get_format(fmt).outputs) for p in out.glob(pattern)]
+        assert wrote, f"{fmt} wrote no data"
+        leaked = [line for line in console.splitlines() if LIBRARY_LINE.search(line)]
+        assert not leaked, f"{fmt} printed library logs: {leaked}"
+    # where they went instead: llama.cpp's lines from loading the default text tokenizer's GGUF
+    assert "llama_context" in log.read_text()
+
+
+def test_an_export_that_needs_torch_names_make_envs_when_the_torch_environment_is_missing(tmp_path: Path) -> None:
+    r = runner.invoke(
+        app, ["export", str(tmp_path), "-f", "nemo-duplex"], env={"DUPLEX_TORCH_PYTHON": str(tmp_path / "python")}
+    )
+    assert r.exit_code == 3 and "make envs" in _flat(r) and str(tmp_path / "python") in _flat(r), r.output

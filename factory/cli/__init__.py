@@ -21,5 +21,6 @@ app.command()(runs.preference)
 app.command("fit-timing")(configure.fit_timing)
 app.command("export")(export.export_cmd)
 app.command()(export.inspect)
+app.command("export-request", hidden=True)(export.export_request)
 
 __all__ = ["app"]

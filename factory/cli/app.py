@@ -1,5 +1,6 @@
-"""The typer app, its console, and what every command shares: the config options and their
-loading, the run argument and `--storage-options`."""
+"""The typer app, its console, and what every command shares: `--verbose` (where the libraries'
+logs go, `factory.cli.logs`), the config options and their loading, the run argument and
+`--storage-options`."""
 
 from __future__ import annotations
 
@@ -10,10 +11,26 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from factory.cli import logs
 from factory.config import ConfigError, RunConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Synthesise two-channel conversational speech.")
 console = Console()
+
+
+@app.callback()
+def _every_command(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="the libraries' own logs (llama.cpp, onnxruntime, Prefect...) on the console, "
+            f"instead of the log file (${logs.LOG_FILE_ENV}, default ~/.cache/duplex-factory/logs/duplex-factory.log)",
+        ),
+    ] = False,
+) -> None:
+    logs.setup(verbose)
+
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set run.seed=7")]

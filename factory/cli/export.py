@@ -1,24 +1,38 @@
 """Commands on training exports: `export` (a run as a format's training shards, or
 Full-Duplex-Bench items) and `inspect` (an exported sequence rendered back per frame). The logic
-lives in factory/export; here are the option parsing and the progress bar."""
+lives in factory/export; here are the option parsing, the progress bar, and the hand-over of an
+export that needs torch to the torch environment (`torch_env`: the hidden `export-request`
+command there runs the same `ExportRequest`)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from factory.cli import present
+from factory.cli import present, torch_env
 from factory.cli.app import RunArg, StorageOpt, console, parse_storage
 from factory.export.errors import ExportError
 from factory.export.options import ExportOptions
 from factory.export.output import read_sidecar
-from factory.export.registry import get_format
+from factory.export.registry import get_format, needs_torch
 from factory.export.report import ExportReport
+
+
+class ExportRequest(BaseModel):
+    """One export as the command line parsed it: what crosses to the torch environment."""
+
+    run: str
+    format: str
+    out: Path | None = None
+    options: ExportOptions
+    storage_options: dict[str, Any] | None = None
 
 
 def export_cmd(
@@ -44,11 +58,9 @@ def export_cmd(
     """Export a finished run as training shards of FORMAT (token arrays + export.json sidecar), or with
     `--format fdb` its test split as Full-Duplex-Bench items (-o split=test|train|dev|all,
     -o tasks=pause_handling,backchannel,smooth_turn_taking,user_interruption). A format's options
-    are checked before the run is read; a bad one names the key and what the format takes."""
-    # lazy: the exporters and the run reader pull in datasets and scipy (seconds): imported when this runs.
-    from factory.export.fdb import FdbReport
-    from factory.export.run import export_run
-
+    are checked before the run is read; a bad one names the key and what the format takes.
+    A format that needs torch (nemo-duplex; any format with --audio-tokenizer mimi or encodec) runs
+    in the torch environment (`make envs`) by itself."""
     try:
         tokenizer_options = {"weights": str(weights)} if weights else {}
         if codebook:
@@ -64,8 +76,36 @@ def export_cmd(
             use_augmented=augmented,
             format_options=parse_options(option or []),
         )
-        storage = parse_storage(storage_options)
-        report = run_with_progress(lambda progress: export_run(run, format_, out, options, progress, storage))
+        request = ExportRequest(
+            run=run, format=format_, out=out, options=options, storage_options=parse_storage(storage_options)
+        )
+    except ExportError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(exc.exit_code) from None
+    export(request)
+
+
+def export_request() -> None:
+    """An `ExportRequest` (JSON on stdin) exported here: how `export` runs in the torch environment."""
+    export(ExportRequest.model_validate_json(sys.stdin.read()))
+
+
+def export(request: ExportRequest) -> None:
+    """Export and print the report; in the torch environment when the export needs torch and this
+    environment lacks it (that environment's exit code is this command's)."""
+    # lazy: the exporters and the run reader pull in datasets and scipy (seconds): imported when this runs.
+    from factory.export.fdb import FdbReport
+    from factory.export.run import export_run
+
+    try:
+        if needs_torch(request.format, request.options) and not torch_env.has_torch():
+            code = torch_env.run_there(["export-request"], request.model_dump_json())
+            raise typer.Exit(code)
+        report = run_with_progress(
+            lambda progress: export_run(
+                request.run, request.format, request.out, request.options, progress, request.storage_options
+            )
+        )
     except ExportError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(exc.exit_code) from None

@@ -27,6 +27,7 @@ class ExportFormat(Protocol[OptionsT]):
     format_version: ClassVar[str]
     frame_rate: ClassVar[float | None]  # its token grid, Hz; None when it has none
     needs_audio_tokens: ClassVar[bool]  # `export_run` prepares (fits) the audio tokenizer before reading samples
+    needs_torch: ClassVar[bool]  # whatever its tokenizers, it runs in the torch environment (the CLI sends it there)
     outputs: ClassVar[tuple[str, ...]]  # glob patterns of what it writes beside data/*.parquet (cleared on re-export)
 
     def rules(self) -> dict[str, Rule]: ...
@@ -53,6 +54,7 @@ class Exporter(ExportFormat[OptionsT], ABC):
     format_version: ClassVar[str] = "1"
     frame_rate: ClassVar[float | None] = None
     needs_audio_tokens: ClassVar[bool] = False
+    needs_torch: ClassVar[bool] = False
     outputs: ClassVar[tuple[str, ...]] = ()
     own_rules: ClassVar[dict[str, Rule]] = {}
     options_model: type[OptionsT]

@@ -27,8 +27,9 @@ shared/reference/token-layouts.md section 2:
   the supervision's first frame, `<|s|> word <|e|>` (DuplexS2SDataset strips them with
   `_strip_timestamps`; the duplex text-to-text dataset reads them).
 
-Needs lhotse (and so torch): run it in the torch environment (`.envs/coqui/bin/duplex-factory
-export RUN --format nemo-duplex`). The main environment gets an error saying so.
+Needs lhotse (and so torch): `duplex-factory export RUN --format nemo-duplex` from the main
+environment runs it in the torch environment by itself (`needs_torch`, factory.cli.torch_env);
+`export_run` called from Python without torch gets an error saying so.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ FRAME_LENGTH = 0.08
 ROLE = {Channel.user: "user", Channel.agent: "agent"}
 GRID = 0.02  # 20 ms: whole samples at 16 kHz (320) and 22.05 kHz (441)
 LHOTSE_HINT = (
-    "the nemo-duplex export builds its CutSet with lhotse, which needs torch: run it in the torch "
-    "environment (bash scripts/setup_coqui.sh, then .envs/coqui/bin/duplex-factory export RUN --format nemo-duplex)"
+    "the nemo-duplex export builds its CutSet with lhotse, which needs torch: run it in the torch environment "
+    "(built by `make envs`; `duplex-factory export RUN --format nemo-duplex` goes there by itself)"
 )
 
 RULES: dict[str, Rule] = {
@@ -109,6 +110,7 @@ class NemoDuplex(Exporter[NemoOptions]):
     format_version = FORMAT_VERSION
     frame_rate = FRAME_RATE
     needs_audio_tokens = False  # the trainer tokenizes: user audio -> its encoder, agent audio -> its codec
+    needs_torch = True  # lhotse imports torch
     outputs = ("cuts_*.jsonl.gz", "audio", "shar")
     own_rules = RULES
     options_model = NemoOptions

@@ -1,5 +1,6 @@
 """The export formats by name. Each is an `Exporter` subclass in its own module of
-`factory.export`, imported when asked for (nemo-duplex needs lhotse, which needs torch)."""
+`factory.export`, imported when asked for (nemo-duplex needs lhotse, which needs torch), and
+`needs_torch`: which exports run in the torch environment."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from factory.export.errors import ExportError
 from factory.export.exporter import ExportFormat
+from factory.export.options import ExportOptions
+from factory.tokenize import TORCH_AUDIO_TOKENIZERS
 
 # format name -> (module, class)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -39,3 +42,9 @@ def get_format(name: str) -> ExportFormat[Any]:
         raise
     exporter: type[ExportFormat[Any]] = getattr(module, class_name)
     return exporter()
+
+
+def needs_torch(name: str, options: ExportOptions) -> bool:
+    """Whether exporting format `name` with `options` needs torch: the format itself (nemo-duplex
+    builds its CutSet with lhotse) or a codec audio tokenizer (mimi, encodec)."""
+    return get_format(name).needs_torch or options.audio_tokenizer in TORCH_AUDIO_TOKENIZERS

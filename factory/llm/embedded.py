@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from factory import llama_log
 from factory.llm.base import LLMError, LLMUnavailable
 from factory.packaged import SMOLLM2_GGUF, SMOLLM2_PACKAGE, smollm2_gguf
 
@@ -46,6 +47,7 @@ def _load(path: str, n_threads: int, n_ctx: int) -> Any:
         import llama_cpp  # lazy: the compiled llama.cpp library loads only with the embedded LLM
     except ImportError as exc:
         raise LLMUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
+    llama_log.route(llama_cpp)
     try:
         llama = llama_cpp.Llama(
             model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False

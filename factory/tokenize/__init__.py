@@ -27,6 +27,7 @@ from factory.tokenize.base import (
 from factory.tokenize.units import UnitsTokenizer, fit_units  # numpy only; librosa/sklearn load when used
 
 AUDIO_TOKENIZERS = ("units", "mimi", "encodec")
+TORCH_AUDIO_TOKENIZERS = ("mimi", "encodec")  # the codecs: torch environment only
 
 
 def get_audio_tokenizer(name: str, **options: Any) -> AudioTokenizer:
@@ -55,6 +56,7 @@ def get_text_tokenizer(name_or_path: str | None = None) -> TextTokenizer:
 
 __all__ = [
     "AUDIO_TOKENIZERS",
+    "TORCH_AUDIO_TOKENIZERS",
     "AudioTokenizer",
     "TextTokenizer",
     "TokenizerIdentity",

@@ -44,8 +44,8 @@ MIMI_HF_REPO = "kyutai/mimi"
 ENCODEC_REPO = "facebook/encodec_24khz"
 ENCODEC_BANDWIDTHS = {1.5: 2, 3.0: 4, 6.0: 8, 12.0: 16, 24.0: 32}
 TORCH_ENV_HINT = (
-    "this tokenizer needs torch: run it in the torch environment (`bash scripts/setup_coqui.sh`, "
-    "then .envs/coqui/bin/duplex-factory ...)"
+    "this tokenizer needs torch: run it in the torch environment (built by `make envs`; "
+    "`duplex-factory export` goes there by itself)"
 )
 
 

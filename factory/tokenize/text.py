@@ -11,6 +11,7 @@ from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
 
+from factory import llama_log
 from factory.packaged import SMOLLM2_GGUF, smollm2_gguf
 from factory.tokenize.base import TextTokenizer, TokenizerIdentity, TokenizerUnavailable
 
@@ -72,6 +73,7 @@ class GGUFTextTokenizer:
         self.path = Path(path)
         if not self.path.is_file():
             raise TokenizerUnavailable(f"GGUF not found: {self.path}")
+        llama_log.route(llama_cpp)
         self._llama = llama_cpp.Llama(model_path=str(self.path), vocab_only=True, verbose=False)
         self.name = f"gguf:{self.path.name.removesuffix('.gguf')}"
         self.vocab_size = self._llama.n_vocab()
