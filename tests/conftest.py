@@ -32,6 +32,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # database at once lock each other out. Set before anything imports Prefect.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 
+# Library logs that the CLI sends to its log file (factory/cli/logs.py) stay with the test session.
+os.environ["DUPLEX_LOG_FILE"] = str(Path(os.environ["PREFECT_HOME"]) / "duplex-factory.log")
+
 # `make test` runs the suite on two pytest-xdist workers with `--dist loadgroup`. Every module is
 # one unit of work (its module fixtures, e.g. test_determinism's two fresh runs, are built once),
 # and modules that share an expensive session fixture name the same group, so it is built on one
