@@ -44,7 +44,13 @@ focal speech; our other user speech there, e.g. a backchannel to the agent, is d
 `tail_s` of zeros where the model is expected to answer. The agent channel is not in `input.wav`:
 the model under test is the agent. It is written as `reference.wav` (agent channel over the same
 span, what our agent did): not read by any benchmark script, it can stand in as `output.wav` to
-score our own data. Windows start `lead_s` before the first focal turn.
+score our own data, so it holds only speech that can answer `input.wav`: every agent turn begun
+before the item's first focal user turn (e.g. the agent's previous turn ending inside the lead) is
+digital zero there, left out of `transcription.json`, and listed in the item's `index.json` entry
+(`reference_silenced`); the benchmark's scripts would take its words for the model's reply.
+Windows start `lead_s` before the first focal turn. Every wav is written at the benchmark's
+16 kHz (`eval_backchannel.py` runs its VAD at 16 kHz without resampling), resampled with
+`factory.audio.edit.resample`; times stay in seconds.
 
 - `pause_handling`: a user turn with within-turn silent pauses (`HesitationEvent` kind `pause`);
   input = that turn up to `pause_resume_s` after its last pause (or its end); no tail, as in the
@@ -54,12 +60,16 @@ score our own data. Windows start `lead_s` before the first focal turn.
   shape as `pause.json`, text = the token) lists the agent's backchannels, and the task root's
   `icc_gt_distribution.json` holds their histogram computed exactly as the eval bins predictions.
 - `smooth_turn_taking`: a completed user floor turn (`EndOfTurnEvent`) answered by an agent floor
-  turn; input = the turn + `tail_s` of silence. `turn_taking.json` = `[{"text": "[TURN-TAKING]",
+  turn (the next floor turn, begun within `tail_s` of the turn end: an item has a reply to score);
+  input = the turn + `tail_s` of silence. `turn_taking.json` = `[{"text": "[TURN-TAKING]",
   "timestamp": [turn end, our agent's reply onset (not before the end)]}]` (the evals read [0]).
-- `user_interruption`: a user barge-in on an agent turn (`BargeInEvent` by user); context = the
-  user's last floor turn begun before the interrupted agent turn; input = context + (zeroed) agent turn
-  time + the interrupting turn + `tail_s`; `interrupt.json` = `[{"context": text, "interrupt":
-  text, "timestamp": [onset, interrupting turn end]}]`, and `context.wav` / `interrupt.wav` hold
+- `user_interruption`: a user barge-in on an agent turn (`BargeInEvent` by user) that the agent
+  answers, as a turn end is answered (an interruption that ends the dialogue is left out: FDB would
+  count a failed take-over); context = the user's last floor turn begun before the interrupted
+  agent turn; input = context + (zeroed) agent turn time + the interrupting turn + `tail_s`
+  (the agent's interrupted turn stays in `reference.wav`: it answers the context);
+  `interrupt.json` = `[{"context": text, "interrupt": text, "timestamp": [onset, interrupting
+  turn end]}]`, and `context.wav` / `interrupt.wav` hold
   those two user turns alone.
 
 `transcription.json` = `[{"speaker": 0, "item": user words in input.wav}, {"speaker": 1, "item":
