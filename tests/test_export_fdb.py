@@ -364,6 +364,21 @@ def test_every_reply_item_has_an_agent_reply_to_score(exported, samples) -> None
             assert abs(_near(ref, after[0].start - t0, 0) - (after[0].start - t0)) <= FRAME + EPS
 
 
+def test_a_reply_after_the_tail_is_left_out_with_its_reason(exported, samples, tmp_path: Path) -> None:
+    """With no tail (tail_s=0) only turn ends answered in overlap keep an item: a reply after the
+    turn end would fall outside input.wav, and the item would have nothing to score."""
+    default = exported[2]["smooth_turn_taking"].values()  # tail_s = 8: every answered turn end
+    overlap = {
+        (e["sample_id"], e["event"]["turn"]) for e in default if e["event"]["reply_start"] < e["event"]["turn_end"]
+    }
+    assert 0 < len(overlap) < len(default)
+    report = export(samples.values(), tmp_path / "out", split="train", tasks="smooth_turn_taking", tail_s=0)
+    index = json.loads((tmp_path / "out" / "index.json").read_text())["items"]["smooth_turn_taking"]
+    assert {(e["sample_id"], e["event"]["turn"]) for e in index.values()} == overlap
+    left = report["tasks"]["smooth_turn_taking"]["events_left_out"]
+    assert left["the agent's reply begins after the tail (tail_s)"] == len(default) - len(overlap)
+
+
 def _ends_with_the_interruption(sample: Sample, interrupt_turn: int) -> Sample:
     """The dialogue cut after a user's interrupting turn: turns begun after its onset, their words
     and events dropped, its audio zero from the turn's end (the dialogue's last turn is the interruption)."""
