@@ -22,6 +22,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from factory.audio.edit import resample
 from factory.audio.vad import energy_vad, speech_intervals
 from factory.export.errors import ExportError
 from factory.export.fdb import GT_DISTRIBUTION, TASK_FILES, TASKS, FullDuplexBench
@@ -31,9 +32,11 @@ from factory.models import (
     BargeInEvent,
     Channel,
     EndOfTurnEvent,
+    EndReason,
     HesitationEvent,
     Sample,
     SampleMeta,
+    TurnKind,
 )
 from factory.run.read import read_samples
 
@@ -290,8 +293,130 @@ def test_backchannels_are_where_the_timeline_says_on_the_written_audio(exported,
         user, audio, sr = _measured(folder / "input.wav")
         turn = sample.timeline.turn(entry["event"]["turn"])
         assert abs(user[0][0] - (turn.start - t0)) <= FRAME + EPS and abs(user[-1][1] - (turn.end - t0)) <= FRAME + EPS
-        agent_only = sample.stems[round(t0 * sr) : round(t0 * sr) + len(audio), Channel.agent.index]
+        rate = sample.sample_rate
+        agent_only = resample(sample.stems[round(t0 * rate) :, Channel.agent.index], rate, sr)[: len(audio)]
         assert not np.array_equal(audio[: len(agent_only)], agent_only)
+
+
+def test_every_wav_is_written_at_the_benchmarks_16_khz(exported) -> None:
+    # eval_backchannel.py l.37-43 runs silero-vad on output.wav at its default 16 kHz, never resampling;
+    # the benchmark's example inputs are 16 kHz (example_data/*/1/input.wav)
+    out, _, index = exported
+    for task in TASKS:
+        for folder, entry in _items(exported, task):
+            infos = {p.name: sf.info(p) for p in folder.glob("*.wav")}
+            assert {i.samplerate for i in infos.values()} == {16_000}, (folder, infos)
+            assert infos["input.wav"].frames == infos["reference.wav"].frames  # the reference spans the input
+            assert abs(entry["duration"] - infos["input.wav"].frames / 16_000) < EPS
+
+
+def _focal(sample: Sample, task: str, entry: dict):
+    """The item's first focal user turn, from the timeline: the context turn of an interruption,
+    else the event's turn."""
+    return sample.timeline.turn(entry["event"]["context_turn" if task == "user_interruption" else "turn"])
+
+
+def test_reference_holds_only_agent_speech_begun_at_or_after_the_focal_turn(exported, samples) -> None:
+    earlier = 0  # items whose window holds an agent turn begun before the focal turn (the old reference's words)
+    for task in TASKS:
+        for folder, entry in _items(exported, task):
+            sample, (t0, t1) = samples[entry["sample_id"]], entry["window"]
+            focal = _focal(sample, task, entry)
+            before = [
+                t for t in sample.timeline.turns if t.channel is Channel.agent and t.start < focal.start and t.end > t0
+            ]
+            earlier += bool(before)
+            assert [m["turn"] for m in entry["reference_silenced"]] == [t.id for t in before]  # marked
+            # measured on the written reference: no speech starts before the focal turn ...
+            ref, _, _ = _measured(folder / "reference.wav")
+            assert all(on >= focal.start - t0 - FRAME - EPS for on, _ in ref), (folder, ref)
+            # ... and the agent's later speech is all there: every agent turn begun from the focal
+            # turn on and ending in the window is heard where the timeline puts it
+            for t in sample.timeline.turns:
+                if t.channel is Channel.agent and focal.start <= t.start and t.end <= t1:
+                    on = _near(ref, t.start - t0, 0)
+                    assert abs(on - (t.start - t0)) <= FRAME + EPS, (folder, t.id)
+            words = json.loads((folder / "transcription.json").read_text())[1]["item"]
+            assert all(w["timestamp"][0] >= focal.start - t0 - EPS for w in words)
+    assert earlier, "no item had earlier agent speech in its window: the test would prove nothing"
+
+
+def test_every_reply_item_has_an_agent_reply_to_score(exported, samples) -> None:
+    """Turn ends and interruptions: the next floor turn is the agent's, heard in the reference
+    after the point the benchmark scores from (turn_taking.json timestamp[0]; asr.py l.33-45 cuts
+    output.wav at interrupt.json timestamp[1] for user interruption)."""
+    for task, file, at in (("smooth_turn_taking", "turn_taking.json", 0), ("user_interruption", "interrupt.json", 1)):
+        for folder, entry in _items(exported, task):
+            sample, t0 = samples[entry["sample_id"]], entry["window"][0]
+            user_turn = sample.timeline.turn(entry["event"]["turn" if at == 0 else "interrupt_turn"])
+            after = sorted(
+                (
+                    t
+                    for t in sample.timeline.turns
+                    if t.kind is TurnKind.turn and t.end_reason is not EndReason.yielded and t.start > user_turn.start
+                ),
+                key=lambda t: t.start,
+            )
+            assert after and after[0].channel is Channel.agent, (folder, "no agent reply follows")
+            scored_from = json.loads((folder / file).read_text())[0]["timestamp"][at]
+            ref, _, _ = _measured(folder / "reference.wav")
+            assert any(off > scored_from + 0.2 for _, off in ref), (folder, "nothing to score")
+            assert abs(_near(ref, after[0].start - t0, 0) - (after[0].start - t0)) <= FRAME + EPS
+
+
+def test_a_reply_after_the_tail_is_left_out_with_its_reason(exported, samples, tmp_path: Path) -> None:
+    """With no tail (tail_s=0) only turn ends answered in overlap keep an item: a reply after the
+    turn end would fall outside input.wav, and the item would have nothing to score."""
+    default = exported[2]["smooth_turn_taking"].values()  # tail_s = 8: every answered turn end
+    overlap = {
+        (e["sample_id"], e["event"]["turn"]) for e in default if e["event"]["reply_start"] < e["event"]["turn_end"]
+    }
+    assert 0 < len(overlap) < len(default)
+    report = export(samples.values(), tmp_path / "out", split="train", tasks="smooth_turn_taking", tail_s=0)
+    index = json.loads((tmp_path / "out" / "index.json").read_text())["items"]["smooth_turn_taking"]
+    assert {(e["sample_id"], e["event"]["turn"]) for e in index.values()} == overlap
+    left = report["tasks"]["smooth_turn_taking"]["events_left_out"]
+    assert left["the agent's reply begins after the tail (tail_s)"] == len(default) - len(overlap)
+
+
+def _ends_with_the_interruption(sample: Sample, interrupt_turn: int) -> Sample:
+    """The dialogue cut after a user's interrupting turn: turns begun after its onset, their words
+    and events dropped, its audio zero from the turn's end (the dialogue's last turn is the interruption)."""
+    tl = sample.timeline
+    barge = next(e for e in tl.events if isinstance(e, BargeInEvent) and e.turn == interrupt_turn)
+    end = tl.turn(barge.turn).end
+    ids = {t.id for t in tl.turns if t.start <= barge.onset}
+    events = [
+        e
+        for e in tl.events
+        if all(getattr(e, k) in ids for k in ("turn", "during_turn", "victim_turn") if hasattr(e, k))
+    ]
+    cut = tl.model_copy(
+        update={
+            "turns": [t for t in tl.turns if t.id in ids],
+            "words": [w for w in tl.words if w.turn in ids],
+            "events": events,
+            "duration": end,
+        }
+    )
+    stems = sample.stems.copy()
+    stems[round(end * sample.sample_rate) :] = 0
+    return Sample(meta=sample.meta.model_copy(update={"id": f"{sample.id}-cut", "timeline": cut}), stems=stems)
+
+
+def test_an_interruption_that_ends_the_dialogue_is_left_out_with_its_reason(exported, samples, tmp_path: Path) -> None:
+    entry = next(iter(exported[2]["user_interruption"].values()))  # an interruption the full dialogue gives
+    cut = _ends_with_the_interruption(samples[entry["sample_id"]], entry["event"]["interrupt_turn"])
+    try:
+        export([cut], tmp_path / "cut", split="all", tasks="user_interruption")
+    except ExportError:  # when it was the dialogue's one interruption item: no item at all
+        pass
+    written = json.loads((tmp_path / "cut" / "index.json").read_text())
+    left = written["report"]["tasks"]["user_interruption"]["events_left_out"]
+    assert left["user turn with no reply (the dialogue ends)"] == 1  # nothing to score: left out, counted
+    assert entry["event"]["interrupt_turn"] not in [
+        e["event"]["interrupt_turn"] for e in written["items"].get("user_interruption", {}).values()
+    ]
 
 
 def test_split_filter_counts_what_it_leaves_out(tiny_run: Path, tmp_path: Path) -> None:
@@ -359,16 +484,30 @@ def test_cli_export_eval_writes_the_same_bytes(tiny_run: Path, exported, samples
     refused = runner.invoke(app, ["export", str(tiny_run), "--format", "fdb", "--out", str(tmp_path / "none")])
     assert refused.exit_code == 4 and "no sequence exported" in refused.output  # a train-only run, split test
     out = tmp_path / "cli"
-    result = runner.invoke(app, ["export", str(tiny_run), "-f", "fdb", "--out", str(out), "-o", "split=train"])
+    # the window lengths are CLI options (-o KEY=VALUE), not the defaults (0.5, 8, 0.7)
+    windows = {"lead_s": 0.25, "tail_s": 4.0, "pause_resume_s": 0.5}
+    options = [x for k, v in windows.items() for x in ("-o", f"{k}={v}")]
+    result = runner.invoke(
+        app, ["export", str(tiny_run), "-f", "fdb", "--out", str(out), "-o", "split=train", *options]
+    )
     assert result.exit_code == 0, result.output
-    report = json.loads((out / "index.json").read_text())["report"]
+    written = json.loads((out / "index.json").read_text())
+    report = written["report"]
+    assert report["options"] == {**windows, "split": "train"}
     # every sample either gave a backchannel item or is counted with its reason (none silently lost)
     backchannel = report["tasks"]["backchannel"]
     assert backchannel["samples_with_items"] + sum(backchannel["samples_without"].values()) == report["samples"]
     assert "samples without (reason)" in result.output  # the per-task table
+    # the options shape the written audio: measured lead before and tail after a user turn
+    by_id = {s.id: s for s in samples.values()}
+    for item_id, entry in written["items"]["smooth_turn_taking"].items():
+        turn = by_id[entry["sample_id"]].timeline.turn(entry["event"]["turn"])
+        intervals, audio, sr = _measured(out / "smooth_turn_taking" / item_id / "input.wav")
+        assert abs(len(audio) / sr - intervals[-1][1] - 4.0) <= FRAME + EPS
+        assert abs(intervals[0][0] - min(turn.start, 0.25)) <= FRAME + EPS
     # same samples, same bytes (the originals only: the module export also holds swapped copies)
     again = tmp_path / "again"
-    export([s for s in samples.values() if not s.id.endswith("-swapped")], again, split="train")
+    export([s for s in samples.values() if not s.id.endswith("-swapped")], again, split="train", **windows)
     assert _digest(out) == _digest(again)
 
 

@@ -44,7 +44,13 @@ focal speech; our other user speech there, e.g. a backchannel to the agent, is d
 `tail_s` of zeros where the model is expected to answer. The agent channel is not in `input.wav`:
 the model under test is the agent. It is written as `reference.wav` (agent channel over the same
 span, what our agent did): not read by any benchmark script, it can stand in as `output.wav` to
-score our own data. Windows start `lead_s` before the first focal turn.
+score our own data, so it holds only speech that can answer `input.wav`: every agent turn begun
+before the item's first focal user turn (e.g. the agent's previous turn ending inside the lead) is
+digital zero there, left out of `transcription.json`, and listed in the item's `index.json` entry
+(`reference_silenced`); the benchmark's scripts would take its words for the model's reply.
+Windows start `lead_s` before the first focal turn. Every wav is written at the benchmark's
+16 kHz (`eval_backchannel.py` runs its VAD at 16 kHz without resampling), resampled with
+`factory.audio.edit.resample`; times stay in seconds.
 
 - `pause_handling`: a user turn with within-turn silent pauses (`HesitationEvent` kind `pause`);
   input = that turn up to `pause_resume_s` after its last pause (or its end); no tail, as in the
@@ -54,12 +60,16 @@ score our own data. Windows start `lead_s` before the first focal turn.
   shape as `pause.json`, text = the token) lists the agent's backchannels, and the task root's
   `icc_gt_distribution.json` holds their histogram computed exactly as the eval bins predictions.
 - `smooth_turn_taking`: a completed user floor turn (`EndOfTurnEvent`) answered by an agent floor
-  turn; input = the turn + `tail_s` of silence. `turn_taking.json` = `[{"text": "[TURN-TAKING]",
+  turn (the next floor turn, begun within `tail_s` of the turn end: an item has a reply to score);
+  input = the turn + `tail_s` of silence. `turn_taking.json` = `[{"text": "[TURN-TAKING]",
   "timestamp": [turn end, our agent's reply onset (not before the end)]}]` (the evals read [0]).
-- `user_interruption`: a user barge-in on an agent turn (`BargeInEvent` by user); context = the
-  user's last floor turn begun before the interrupted agent turn; input = context + (zeroed) agent turn
-  time + the interrupting turn + `tail_s`; `interrupt.json` = `[{"context": text, "interrupt":
-  text, "timestamp": [onset, interrupting turn end]}]`, and `context.wav` / `interrupt.wav` hold
+- `user_interruption`: a user barge-in on an agent turn (`BargeInEvent` by user) that the agent
+  answers, as a turn end is answered (an interruption that ends the dialogue is left out: FDB would
+  count a failed take-over); context = the user's last floor turn begun before the interrupted
+  agent turn; input = context + (zeroed) agent turn time + the interrupting turn + `tail_s`
+  (the agent's interrupted turn stays in `reference.wav`: it answers the context);
+  `interrupt.json` = `[{"context": text, "interrupt": text, "timestamp": [onset, interrupting
+  turn end]}]`, and `context.wav` / `interrupt.wav` hold
   those two user turns alone.
 
 `transcription.json` = `[{"speaker": 0, "item": user words in input.wav}, {"speaker": 1, "item":
@@ -85,6 +95,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, Field, field_validator
 
+from factory.audio.edit import resample
 from factory.audio.mix import to_pcm16
 from factory.export.exporter import Exporter
 from factory.export.options import ExportOptions, FormatOptions, dump_options
@@ -112,6 +123,9 @@ TASK_FILES = {
 }
 GT_DISTRIBUTION = "icc_gt_distribution.json"  # eval_backchannel.py l. 19: read from the cwd
 BC_WINDOW_S, BC_EPSILON = 0.2, 1e-10  # eval_backchannel.py l. 12-13
+# eval_backchannel.py runs silero-vad on output.wav at its default 16 kHz and never resamples (l. 37-43);
+# the benchmark's own inputs are 16 kHz: every wav is written at this rate.
+FDB_SAMPLE_RATE = 16_000
 
 
 Task = Literal["pause_handling", "backchannel", "smooth_turn_taking", "user_interruption"]
@@ -255,6 +269,23 @@ def _backchannel_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
     return found
 
 
+def _agent_reply(floor: list[TimelineTurn], turn: TimelineTurn, o: FdbOptions, found: _Found) -> TimelineTurn | None:
+    """The agent's floor turn that answers `turn` (the next floor turn begun after it), or None with
+    the reason counted: an item without a reply in its window has nothing to score (FDB counts it
+    as a missed take-over)."""
+    after = [t for t in floor if t.start > turn.start and t.id != turn.id]
+    if not after:
+        found.left_out["user turn with no reply (the dialogue ends)"] += 1
+        return None
+    if after[0].channel is not Channel.agent:
+        found.left_out["the user speaks on before the agent replies"] += 1
+        return None
+    if after[0].start >= turn.end + o.tail_s:
+        found.left_out["the agent's reply begins after the tail (tail_s)"] += 1
+        return None
+    return after[0]
+
+
 def _turn_taking_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
     found = _Found()
     floor = sorted((t for t in tl.turns if _floor_turn(t)), key=lambda t: t.start)
@@ -264,13 +295,8 @@ def _turn_taking_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
         turn = tl.turn(e.turn)
         if turn.kind is not TurnKind.turn:
             continue
-        after = [t for t in floor if t.start > turn.start and t.id != turn.id]
-        if not after:
-            found.left_out["user turn end with no reply (the dialogue ends)"] += 1
-            continue
-        reply = after[0]
-        if reply.channel is not Channel.agent:
-            found.left_out["the user speaks on before the agent replies"] += 1
+        reply = _agent_reply(floor, turn, o, found)
+        if reply is None:
             continue
         a, z = _n(turn.start, sr), _n(turn.end, sr)
         end, onset = turn.end, max(reply.start, turn.end)
@@ -293,6 +319,7 @@ def _turn_taking_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
 
 def _interruption_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
     found = _Found()
+    floor = sorted((t for t in tl.turns if _floor_turn(t)), key=lambda t: t.start)
     for e in tl.events:
         if not isinstance(e, BargeInEvent):
             continue
@@ -311,6 +338,8 @@ def _interruption_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
         ]
         if not before:
             found.left_out["no user turn before the interrupted agent turn (no context)"] += 1
+            continue
+        if _agent_reply(floor, interrupter, o, found) is None:
             continue
         context = max(before, key=lambda t: t.start)
         ctx = (_n(context.start, sr), _n(context.end, sr))
@@ -336,7 +365,7 @@ def _interruption_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
             )
         )
     if not found.items:
-        found.none_reason = "no user barge-in with a context turn"
+        found.none_reason = "no user barge-in with a context turn and an agent reply"
     return found
 
 
@@ -375,8 +404,8 @@ def gt_histogram(spans: Iterable[tuple[float, float]], duration: float) -> list[
     return (counts / counts.sum()).tolist()
 
 
-def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
-    sf.write(path, to_pcm16(audio), sr, subtype="PCM_16")
+def _write_wav(path: Path, audio: np.ndarray) -> None:
+    sf.write(path, to_pcm16(audio), FDB_SAMPLE_RATE, subtype="PCM_16")
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -394,27 +423,44 @@ def _write_item(folder: Path, task: str, item: _Item, sample: Sample) -> dict:
     agent = np.zeros(length, np.float32)
     agent_src = stems[item.start : item.start + length, Channel.agent.index]
     agent[: len(agent_src)] = agent_src
+    # The reference holds only what can answer input.wav: an agent turn begun before the first focal
+    # user turn (e.g. the agent's previous turn ending inside the lead) is silenced, else the
+    # benchmark's scripts take its words for the reply (take-over counted, latency near 0).
+    focal, window_end = item.keep[0][0], item.start + length
+    silenced = [
+        t for t in tl.turns if t.channel is Channel.agent and _n(t.start, sr) < focal and _n(t.end, sr) > item.start
+    ]
+    for t in silenced:
+        agent[max(_n(t.start, sr), item.start) - item.start : min(_n(t.end, sr), window_end) - item.start] = 0
 
     def rel(t: float) -> float:
         return round((_n(t, sr) - item.start) / sr, 6)
 
+    def at(n: int) -> int:  # dialogue sample -> sample of the written (benchmark-rate) item
+        return round((n - item.start) * FDB_SAMPLE_RATE / sr)
+
+    user16, agent16 = resample(user, sr, FDB_SAMPLE_RATE), resample(agent, sr, FDB_SAMPLE_RATE)
     folder.mkdir(parents=True)
-    _write_wav(folder / "input.wav", user, sr)
-    _write_wav(folder / "reference.wav", agent, sr)
+    _write_wav(folder / "input.wav", user16)
+    _write_wav(folder / "reference.wav", agent16)
     for name, (a, z) in item.clips.items():
-        _write_wav(folder / name, stems[a:z, Channel.user.index], sr)
+        _write_wav(folder / name, user16[at(a) : at(z)])  # the turn's own samples of input.wav
     _write_json(folder / TASK_FILES[task], item.annotation(rel))
-    window_end = (item.start + length) / sr
 
     def in_input(w) -> bool:
         n0, n1 = _n(w.start, sr), _n(w.end, sr)
         return any(a <= n0 and n1 <= min(z, item.stop) for a, z in item.keep)
 
+    left_out = {t.id for t in silenced}
     user_words = [w for w in tl.words if w.spoken and w.channel is Channel.user and in_input(w)]
     agent_words = [
         w
         for w in tl.words
-        if w.spoken and w.channel is Channel.agent and w.start >= item.start / sr and w.end <= window_end
+        if w.spoken
+        and w.channel is Channel.agent
+        and w.turn not in left_out
+        and w.start >= item.start / sr
+        and w.end <= window_end / sr
     ]
     _write_json(
         folder / "transcription.json",
@@ -428,9 +474,13 @@ def _write_item(folder: Path, task: str, item: _Item, sample: Sample) -> dict:
         "split": sample.meta.split,
         "user_voice": tl.voices.get(Channel.user),
         "agent_voice": tl.voices.get(Channel.agent),
-        "window": [item.start / sr, window_end],
-        "duration": length / sr,
+        "window": [item.start / sr, window_end / sr],
+        "duration": len(user16) / FDB_SAMPLE_RATE,
         "event": item.event,
+        # marked as well as silenced: the agent turns begun before the focal turn, item seconds
+        "reference_silenced": [
+            {"turn": t.id, "span": [max(rel(t.start), 0.0), min(rel(t.end), length / sr)]} for t in silenced
+        ],
     }
 
 
@@ -501,7 +551,7 @@ class FullDuplexBench(Exporter[FdbOptions]):
             if used:
                 report.samples_out += 1
                 report.dialogue_seconds += sample.timeline.duration
-                sr = sample.sample_rate
+                sr = FDB_SAMPLE_RATE
         if histograms:
             _write_json(out_dir / "backchannel" / GT_DISTRIBUTION, histograms)
         summary: dict = {"samples": report.samples_in, "excluded": dict(excluded), "rejected": dict(rejected)}
