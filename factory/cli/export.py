@@ -57,7 +57,8 @@ def export_cmd(
 ) -> None:
     """Export a finished run as training shards of FORMAT (token arrays + export.json sidecar), or with
     `--format fdb` its test split as Full-Duplex-Bench items (-o split=test|train|dev|all,
-    -o tasks=pause_handling,backchannel,smooth_turn_taking,user_interruption). A format's options
+    -o tasks=pause_handling,backchannel,smooth_turn_taking,user_interruption, -o lead_s= / tail_s= /
+    pause_resume_s= window lengths in seconds). A format's options
     are checked before the run is read; a bad one names the key and what the format takes.
     A format that needs torch (nemo-duplex; any format with --audio-tokenizer mimi or encodec) runs
     in the torch environment (`make envs`) by itself."""
