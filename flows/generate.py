@@ -36,10 +36,10 @@ from factory.run.shards import (
     generate_shard,
     plan_shards,
     record_failure,
-    run_store,
     skipped_result,
     verify_shard,
 )
+from factory.run.store import run_store
 from factory.runtime import runtime_for
 from factory.seeding import derive_seed
 from factory.stages import SampleResult

@@ -55,7 +55,7 @@ def generate(
     # lazy: Prefect, datasets and the shard engine take seconds to import: here, after the warm-up started.
     from datasets.utils.logging import disable_progress_bar
 
-    from factory.run.shards import run_store
+    from factory.run.store import run_store
     from factory.runtime import runtime_for
     from flows import generate as flow_module
     from flows.server import run_server
