@@ -258,7 +258,10 @@ def environments(rt: Runtime) -> list[Check]:
         return [
             Check(area="environment", name="environments", status=Status.ok, detail="installed package, no checkout")
         ]
-    needs_coqui = "coqui" in rt.voice_backends() and not rt.cfg.tts.service_url
+    try:
+        needs_coqui = "coqui" in rt.voice_backends() and not rt.cfg.tts.service_url
+    except Exception:  # noqa: BLE001 - the voice-bank path check already reports why
+        needs_coqui = False
     checks = []
     for name, (folder, stamp, hashed, setup) in ENVIRONMENTS.items():
         base = ROOT if name == ".venv" else envs_dir()
