@@ -29,6 +29,7 @@ from factory.config import RunConfig
 from factory.llm.embedded import default_model_path
 from factory.models import Voice
 from factory.render.registry import backend_for
+from factory.render.service_backend import ServiceBackend
 from factory.run.store import run_store
 
 if TYPE_CHECKING:  # the Runtime calls in here (check_paths); a runtime import here would be a cycle
@@ -363,9 +364,6 @@ def tts_service(cfg: RunConfig) -> list[Check]:
         ]
 
     def health() -> str:
-        # lazy: the service client pulls in the HTTP client stack only when a service is configured
-        from factory.render.service_backend import ServiceBackend
-
         body = ServiceBackend(url, "health", retries=1).health()
         return f"{url} answers /health ({', '.join(sorted(body)) or 'no backends'})"
 

@@ -16,15 +16,37 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-if TYPE_CHECKING:  # annotations only: the engine's modules take seconds to import
-    from factory.run.shards import ShardResult
-    from factory.stages import SampleResult
+from factory.models import ManifestRow
+
+
+# What a tracker reads of the engine's results, as protocols: exporters and tokenizers use this
+# module and must not import the engine (import-linter contracts).
+class SampleOutcome(Protocol):
+    @property
+    def manifest(self) -> ManifestRow: ...
+
+
+class _AudioStats(Protocol):
+    @property
+    def audio_s(self) -> float: ...
+
+
+class ShardOutcome(Protocol):
+    @property
+    def n_ok(self) -> int: ...
+
+    @property
+    def n_rejected(self) -> int: ...
+
+    @property
+    def stats(self) -> _AudioStats | None: ...
+
 
 DEFAULT_EVERY_S = 30.0  # the config's `run.progress_every_s` default: a log line per half minute
 
@@ -136,12 +158,12 @@ class Tracker:
         if self.on_change is not None:
             self.on_change(self.snapshot())
 
-    def sample_done(self, result: SampleResult) -> None:
+    def sample_done(self, result: SampleOutcome) -> None:
         """One dialogue finished (accepted or rejected), as the engine reports it."""
         ok = result.manifest.status.value == "ok"
         self.advance(ok=int(ok), rejected=int(not ok), audio_s=(result.manifest.duration or 0.0) if ok else 0.0)
 
-    def shard_done(self, result: ShardResult) -> None:
+    def shard_done(self, result: ShardOutcome) -> None:
         """A whole shard's dialogues at once (runners whose workers cannot call back per sample,
         and shards skipped as complete)."""
         audio_s = result.stats.audio_s if result.stats is not None else 0.0

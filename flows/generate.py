@@ -17,7 +17,8 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import (
@@ -221,8 +222,11 @@ def _progress(cfg: RunConfig, total: int) -> Tracker:
     """The run's progress in the flow's log (a line every `run.progress_every_s`) and in a progress
     artifact that each line updates (percent done, the line as its description)."""
     logger = get_run_logger()
-    artifact = create_progress_artifact(
-        progress=0.0, key=f"{_artifact_key(cfg)}-progress", description=f"{cfg.run_id}: 0/{total} dialogues"
+    artifact = cast(  # a sync flow: the id itself, not a coroutine
+        UUID,
+        create_progress_artifact(
+            progress=0.0, key=f"{_artifact_key(cfg)}-progress", description=f"{cfg.run_id}: 0/{total} dialogues"
+        ),
     )
 
     def show(snapshot: Snapshot) -> None:
