@@ -185,10 +185,10 @@ def generate(
             on_sample(result)
 
     shard = _retrying(cfg)
-    futures = {s.name: shard.submit(config, s, sample_done if per_sample else None) for s in todo}
-    spec_of = {futures[s.name].task_run_id: s for s in todo}
     finished: dict[str, ShardResult] = {}
     try:
+        futures = {s.name: shard.submit(config, s, sample_done if per_sample else None) for s in todo}
+        spec_of = {futures[s.name].task_run_id: s for s in todo}
         for future in as_completed(list(futures.values())):  # in the order they finish, for on_shard
             spec = spec_of[future.task_run_id]
             finished[spec.name] = _outcome(cfg, spec, future)
