@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from factory.conversation.bands import BANDS
 from factory.models import Mode
+from factory.progress import DEFAULT_EVERY_S
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,12 @@ class RunSection(_Section):
     )
     shard_retries: int = Field(default=2, ge=0, le=20, description="retries of a shard task that raised")
     retry_delay_s: float = Field(default=10.0, ge=0, le=3600, description="first retry delay; doubles each retry")
+    progress_every_s: float = Field(
+        default=DEFAULT_EVERY_S,
+        gt=0,
+        le=3600,
+        description="without a terminal (cron, CI, Prefect deployments, a pipe): a progress line at most this often",
+    )
 
     @property
     def worker_processes(self) -> int:

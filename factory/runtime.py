@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from factory.config import RunConfig
+from factory.doctor import PreflightError, diagnose
 from factory.llm import get_llm
-from factory.llm.base import LLMBackend, LLMUnavailable
-from factory.llm.embedded import default_model_path
+from factory.llm.base import LLMBackend
 from factory.models import BackendName, Channel, Voice
 from factory.render.base import BatchStats, TTSBackend, TTSError
 from factory.render.cache import CachedBackend
@@ -147,21 +147,13 @@ class Runtime:
         return sorted({v.backend for v in voices})
 
     def check_paths(self) -> None:
-        """The cheap part of `preflight`, done before a Prefect server starts: the voice bank and
-        the split's speakers (or the fixed voice ids), the scenario bank, and the embedded LLM's
-        weights file. Raises VoiceBankError, ScenarioBankError, LLMUnavailable or ValueError."""
-        tts = self.cfg.tts
-        if not (tts.user_voice or tts.agent_voice):
-            split = self.cfg.run.split
-            if len({v.group or v.id for v in self.voices.by_split(split)}) < 2:
-                raise ValueError(f"voice bank {tts.voice_bank} has fewer than two speakers in split {split!r}")
-        self.voice_backends()  # fixed voice ids must be in the bank
-        _ = self.scenarios
-        llm = self.cfg.llm
-        if llm.backend == "embedded":
-            path = Path(llm.model_path) if llm.model_path is not None else default_model_path()
-            if not path.is_file():
-                raise LLMUnavailable(f"llm.model_path {path} does not exist")
+        """The cheap part of `preflight`, done before a Prefect server starts: `factory.doctor`'s
+        cheap checks (the voice bank and the split's speakers or the fixed voice ids, the scenario
+        bank, the embedded LLM's weights file or the LLM server's /models, the run folder and the
+        destination writable). Raises `PreflightError` naming every failed check."""
+        diagnosis = diagnose(self, cheap=True)
+        if diagnosis.failed:
+            raise PreflightError(diagnosis)
 
     def preflight(self) -> None:
         """Fail fast, before any shard starts, on what would fail every sample: `check_paths`,

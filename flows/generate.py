@@ -17,10 +17,16 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
@@ -28,6 +34,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from factory.config import RunConfig
+from factory.progress import Snapshot, Tracker
 from factory.run.records import FailureRecord, LLMHttp, RunSummary, failed_shards, utilisation
 from factory.run.shards import (
     ShardResult,
@@ -36,10 +43,10 @@ from factory.run.shards import (
     generate_shard,
     plan_shards,
     record_failure,
-    run_store,
     skipped_result,
     verify_shard,
 )
+from factory.run.store import run_store
 from factory.runtime import runtime_for
 from factory.seeding import derive_seed
 from factory.stages import SampleResult
@@ -169,16 +176,28 @@ def generate(
     specs = plan_shards(cfg)
     failures = failed_shards(run_store(cfg)) if only is not None else {}
     todo = [s for s in specs if only is None or s.name in only]
-    callback = on_sample if cfg.run.task_runner == "thread" else None  # a callback cannot cross processes
+    per_sample = cfg.run.task_runner == "thread"  # a callback cannot cross to worker processes
+    progress = _progress(cfg, sum(len(s.sample_indices) for s in todo))
+
+    def sample_done(result: SampleResult) -> None:
+        progress.sample_done(result)
+        if on_sample:
+            on_sample(result)
+
     shard = _retrying(cfg)
-    futures = {s.name: shard.submit(config, s, callback) for s in todo}
-    spec_of = {futures[s.name].task_run_id: s for s in todo}
     finished: dict[str, ShardResult] = {}
-    for future in as_completed(list(futures.values())):  # in the order they finish, for on_shard
-        spec = spec_of[future.task_run_id]
-        finished[spec.name] = _outcome(cfg, spec, future)
-        if on_shard:
-            on_shard(finished[spec.name])
+    try:
+        futures = {s.name: shard.submit(config, s, sample_done if per_sample else None) for s in todo}
+        spec_of = {futures[s.name].task_run_id: s for s in todo}
+        for future in as_completed(list(futures.values())):  # in the order they finish, for on_shard
+            spec = spec_of[future.task_run_id]
+            finished[spec.name] = _outcome(cfg, spec, future)
+            if finished[spec.name].skipped or not per_sample:  # else its samples were counted one by one
+                progress.shard_done(finished[spec.name])
+            if on_shard:
+                on_shard(finished[spec.name])
+    finally:
+        progress.close()
     results = [finished[s.name] if s.name in finished else _from_store(cfg, s, failures) for s in specs]
     run_url = finalize_run(cfg, results)
     summary = RunSummary(
@@ -195,9 +214,35 @@ def generate(
     return summary
 
 
+def _artifact_key(cfg: RunConfig) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", cfg.run_id.lower()).strip("-") or "run"
+
+
+def _progress(cfg: RunConfig, total: int) -> Tracker:
+    """The run's progress in the flow's log (a line every `run.progress_every_s`) and in a progress
+    artifact that each line updates (percent done, the line as its description)."""
+    logger = get_run_logger()
+    artifact = cast(  # a sync flow: the id itself, not a coroutine
+        UUID,
+        create_progress_artifact(
+            progress=0.0, key=f"{_artifact_key(cfg)}-progress", description=f"{cfg.run_id}: 0/{total} dialogues"
+        ),
+    )
+
+    def show(snapshot: Snapshot) -> None:
+        logger.info(snapshot.line())
+        percent = 100.0 * snapshot.done / total if total else 100.0
+        try:
+            update_progress_artifact(artifact_id=artifact, progress=percent, description=snapshot.line())
+        except Exception as exc:  # noqa: BLE001 - progress is informative: an API hiccup must not stop the run
+            logger.warning("progress artifact not updated: %s", exc)
+
+    return Tracker("generate", total, unit="dialogues", every_s=cfg.run.progress_every_s, on_line=show, counts=True)
+
+
 def _artifacts(cfg: RunConfig, results: list[ShardResult], summary: RunSummary) -> None:
     """Per-shard statistics (table) and the run summary (markdown), shown in the Prefect UI."""
-    key = re.sub(r"[^a-z0-9-]+", "-", cfg.run_id.lower()).strip("-") or "run"
+    key = _artifact_key(cfg)
     rows = [
         {
             "shard": r.name,

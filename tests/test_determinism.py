@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -49,25 +52,47 @@ sys.exit(code)
 """
 
 
-def fresh_run(tmp: Path, run_id: str, *overrides: str, prefect_api: str | None = None) -> tuple[Path, Path, dict]:
-    """A CLI run in a new Python process with an empty TTS cache: (run dir, cache dir, render counts).
-    Without `prefect_api` it starts its own Prefect server, as a user's run does."""
-    cache, stats = tmp / f"cache-{run_id}", tmp / f"stats-{run_id}.json"
+def fresh_run(tmp: Path, run_id: str, *overrides: str, prefect_api: str | None = None) -> FreshRun:
+    """A CLI run in a new Python process with an empty TTS cache, its output going to a file (no
+    terminal, as under cron or CI). Without `prefect_api` it starts its own Prefect server, as a
+    user's run does."""
+    cache, stats, log = tmp / f"cache-{run_id}", tmp / f"stats-{run_id}.json", tmp / f"log-{run_id}.txt"
     cache.mkdir()
     items = [*TINY, *overrides, f"tts.cache_dir={cache}"]
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     if prefect_api:
         env["PREFECT_API_URL"] = prefect_api
-    proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(tmp), run_id, str(stats), *items],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return tmp / run_id, cache, json.loads(stats.read_text())
+    seen: list[str] = []  # the progress lines in the output file while the process still ran
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, str(tmp), run_id, str(stats), *items],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 1200
+        while proc.poll() is None and time.monotonic() < deadline:
+            lines = [line for line in log.read_text().splitlines() if line.startswith(PROGRESS)]
+            if proc.poll() is None:
+                seen = lines
+            time.sleep(0.5)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.wait() == 0, log.read_text()[-6000:]
+    return FreshRun(tmp / run_id, cache, json.loads(stats.read_text()), seen, log.read_text())
+
+
+@dataclass
+class FreshRun:
+    run_dir: Path
+    cache: Path
+    stats: dict  # render counters of its TTS backends
+    progress_seen: list[str]  # progress lines read from its output before it exited
+    output: str
+
+
+PROGRESS = "generate: "  # how factory.progress starts a plain progress line of `generate`
 
 
 def check_rendered_afresh(run_dir: Path, cache: Path, stats: dict, one_writer: bool) -> None:
@@ -96,12 +121,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, prefect_api: 
     tmp = tmp_path_factory.mktemp("determinism")
     return {  # the per-run Prefect server of a user's run stays under test in "same"
         "same": fresh_run(tmp, "same"),
-        "regrouped": fresh_run(tmp, "regrouped", "run.workers=2", "run.samples_per_shard=1", prefect_api=prefect_api),
+        "regrouped": fresh_run(
+            tmp,
+            "regrouped",
+            "run.workers=2",
+            "run.samples_per_shard=1",
+            "run.progress_every_s=1",  # no terminal: a line a second (the bytes must not change)
+            prefect_api=prefect_api,
+        ),
     }
 
 
 def test_fresh_process_and_cold_cache_give_identical_shards(runs, tiny_run):
-    run_dir, cache, stats = runs["same"]
+    run_dir, cache, stats = runs["same"].run_dir, runs["same"].cache, runs["same"].stats
     check_rendered_afresh(run_dir, cache, stats, one_writer=True)
     rows = read_rows(tiny_run)
     assert len(rows) >= 2, "the fixture run produced too few samples to compare"
@@ -111,7 +143,7 @@ def test_fresh_process_and_cold_cache_give_identical_shards(runs, tiny_run):
 
 
 def test_two_workers_and_one_sample_per_shard_give_identical_rows(runs, tiny_run):
-    run_dir, cache, stats = runs["regrouped"]
+    run_dir, cache, stats = runs["regrouped"].run_dir, runs["regrouped"].cache, runs["regrouped"].stats
     check_rendered_afresh(run_dir, cache, stats, one_writer=False)
     assert len(list((run_dir / "data").glob("*.parquet"))) == 4 != len(list((tiny_run / "data").glob("*.parquet")))
     ours = sorted(read_rows(run_dir), key=lambda r: r["id"])
@@ -121,3 +153,25 @@ def test_two_workers_and_one_sample_per_shard_give_identical_rows(runs, tiny_run
         assert a == b, a["id"]
     manifest = pl.read_parquet(run_dir / "manifest.parquet").drop("shard")
     assert manifest.equals(pl.read_parquet(tiny_run / "manifest.parquet").drop("shard"))
+
+
+def test_a_run_without_a_terminal_writes_progress_lines_while_it_runs(runs):
+    """Output to a file, not a tty: plain lines (no bar) at most every run.progress_every_s, read
+    from the file while the process ran, counting dialogues up to the total with accepted,
+    rejected, audio minutes, rate and ETA."""
+    run = runs["regrouped"]
+    assert len(run.progress_seen) >= 2, run.output[-3000:]  # written as it went, not only at the end
+    lines = [line for line in run.output.splitlines() if line.startswith(PROGRESS)]
+    pattern = re.compile(
+        r"generate: (\d+)/4 dialogues \((\d+) ok, (\d+) rejected, ([\d.]+) audio min\), [\d.]+ dialogues/min, "
+        r"elapsed (\d+)m(\d+)s, ETA (\?|\d+m\d+s)"
+    )
+    parsed = [pattern.fullmatch(line) for line in lines]
+    assert all(parsed), [line for line, m in zip(lines, parsed, strict=True) if not m]
+    done = [int(m.group(1)) for m in parsed if m]
+    elapsed = [int(m.group(5)) * 60 + int(m.group(6)) for m in parsed if m]
+    assert done == sorted(done) and done[-1] == 4 and done[0] < 4, done
+    assert elapsed == sorted(elapsed) and elapsed[-1] - elapsed[0] >= 2, elapsed
+    # at most one line a second (the last one is written at the end, whenever that is)
+    assert len(lines) <= elapsed[-1] + 2, (len(lines), elapsed[-1])
+    assert "\x1b[" not in run.output  # no terminal control codes (a live bar) in a file

@@ -62,7 +62,7 @@ def test_deploy_schedule_trigger_and_worker_run_once(prefect_server, tmp_path):
     worker = subprocess.run(
         [PREFECT, "worker", "start", "--pool", "duplex-test", "--run-once", "--type", "process"],
         cwd=tmp_path,
-        env=env,
+        env={**env, "PREFECT_LOGGING_LEVEL": "INFO"},  # as a deployment logs: the flow's progress lines
         capture_output=True,
         text=True,
         timeout=900,
@@ -80,9 +80,18 @@ def test_deploy_schedule_trigger_and_worker_run_once(prefect_server, tmp_path):
 
     samples = list(read_samples(run))
     assert len(samples) + _rejected(run) == 2 and all(s.stems.shape[1] == 2 for s in samples)
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
     # the run's artifacts: a per-shard table and a markdown summary, kept by the server
     with _client(url) as client:
         table, summary = (_artifact(client, f"demo-seed5-{day}-{kind}") for kind in ("shards", "summary"))
+        # progress: the flow's log has its lines, and its progress artifact went from 0 to done
+        progress = _artifact(client, f"demo-seed5-{day}-progress")
+        only_this_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[triggered.id]))
+        logs = [log.message for log in client.read_logs(log_filter=only_this_run)]
+    assert progress.type == "progress" and float(progress.data) == 100.0, progress
+    assert progress.description and progress.description.startswith("generate: 2/2 dialogues"), progress.description
+    assert any(m.startswith("generate: 2/2 dialogues") for m in logs), logs
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [(r["shard"], r["status"], r["ok"]) for r in rows] == [("train-00000-of-00001", "written", len(samples))]
     assert table.flow_run_id == triggered.id and summary.type == "markdown"

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from factory.audio.vad import VAD_METHODS
@@ -15,6 +14,7 @@ from factory.audit.gates import wer_per_voice
 from factory.audit.report import update_card, write_report
 from factory.audit.run import AuditInputError, RunAudit, audit_run, count_samples, write_audit
 from factory.conversation.bands import BANDS, HEADLINE
+from factory.progress import track
 
 
 def _fmt(v: float | None) -> str:
@@ -82,15 +82,12 @@ def run_audit_command(
         return 2
     total = count_samples(run_dir, storage_options)
     try:
-        with Progress(
-            TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
-            task = progress.add_task("audit", total=total)
+        with track(console, "audit", total, unit="samples") as progress:
             result = audit_run(
                 run_dir,
                 vads=tuple(vads) if vads else None,
                 asr_turns=asr_turns,
-                on_sample=lambda _: progress.advance(task),
+                on_sample=lambda _: progress.advance(),
                 storage_options=storage_options,
             )
     except AuditInputError as exc:

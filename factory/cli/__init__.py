@@ -9,6 +9,7 @@ from factory.cli.app import app
 
 app.command()(generate.generate)
 app.command("config")(configure.show_config)
+app.command()(configure.doctor)
 app.command()(configure.schemas)
 app.command()(runs.summary)
 app.command()(generate.deploy)

@@ -1,5 +1,6 @@
-"""Commands on what a run is made from: `config` (the resolved run config), `schemas` (the JSON
-Schemas from the models, and docs/configuration.md from the config model) and `fit-timing` (the turn-taking model)."""
+"""Commands on what a run is made from: `config` (the resolved run config), `doctor` (what this
+machine can do for it), `schemas` (the JSON Schemas from the models, and docs/configuration.md
+from the config model) and `fit-timing` (the turn-taking model)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 
 from factory import config_doc
 from factory.atomic import atomic_write_text
+from factory.cli import present
 from factory.cli.app import ConfigOpt, SetOpt, console, load
 from factory.schemas import write_all
 
@@ -17,6 +19,21 @@ from factory.schemas import write_all
 def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the resolved run config (defaults <- file <- overrides) as YAML."""
     console.print(load(config, set_).to_yaml(), highlight=False)
+
+
+def doctor(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """What this machine can do for this config: environments, voices, languages, LLM, TTS
+    service, GPU, Prefect API, destination; exit 3 when the config cannot run (2: invalid config)."""
+    cfg = load(config, set_)
+    # lazy: the checks build backends (onnxruntime, llama.cpp, the voices): only when this runs.
+    from factory.doctor import diagnose
+    from factory.runtime import Runtime
+
+    diagnosis = diagnose(Runtime(cfg))
+    present.wide(console, 140).print(present.doctor_table(cfg.run_id, diagnosis))
+    if diagnosis.failed:
+        console.print(f"[red]{len(diagnosis.failed)} check(s) this config needs failed: it cannot run[/red]")
+    raise typer.Exit(diagnosis.exit_code)
 
 
 def schemas(

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from factory.cli import present, torch_env
 from factory.cli.app import RunArg, StorageOpt, console, parse_storage
@@ -23,6 +22,7 @@ from factory.export.options import ExportOptions
 from factory.export.output import read_sidecar
 from factory.export.registry import get_format, needs_torch
 from factory.export.report import ExportReport
+from factory.progress import track
 
 
 class ExportRequest(BaseModel):
@@ -132,10 +132,8 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 def run_with_progress(work: Callable[[Callable[[int, int | None], None]], ExportReport]) -> ExportReport:
     """`work(progress)` under a progress bar; `progress(done, total)` moves it (total: the run's
     ok samples, from its manifest)."""
-    columns = [TextColumn("export"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("export", total=None)
-        return work(lambda done, total: bar.update(task, completed=done, total=total))
+    with track(console, "export", None, unit="samples", transient=True) as progress:
+        return work(progress.update)
 
 
 def inspect(

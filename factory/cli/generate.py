@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from factory.cli import present
 from factory.cli.app import ConfigOpt, SetOpt, console, load
 from factory.cli.runs import show_run
 from factory.config import RunConfig
 from factory.llm.base import LLMUnavailable
+from factory.progress import track
 from factory.render.base import BackendUnavailable
 from factory.render.registry import backend_for
 from factory.render.voices import VoiceBankError
@@ -55,7 +55,7 @@ def generate(
     # lazy: Prefect, datasets and the shard engine take seconds to import: here, after the warm-up started.
     from datasets.utils.logging import disable_progress_bar
 
-    from factory.run.shards import run_store
+    from factory.run.store import run_store
     from factory.runtime import runtime_for
     from flows import generate as flow_module
     from flows.server import run_server
@@ -69,18 +69,10 @@ def generate(
         console.print(f"retrying {len(only)} failed shard(s): {', '.join(only)}")
     disable_progress_bar()
     console.print(f"run [bold]{cfg.run_id}[/bold]: {cfg.run.n_samples} dialogues -> {cfg.run_dir}")
-    lock = threading.Lock()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
+    # A bar in a terminal; a plain line every run.progress_every_s without one (factory.progress).
+    with track(
+        console, "generate", cfg.run.n_samples, unit="dialogues", every_s=cfg.run.progress_every_s, counts=True
     ) as progress:
-        bar = progress.add_task("dialogues", total=cfg.run.n_samples, status="")
-        counts = {"ok": 0, "rejected": 0}
         per_sample = cfg.run.task_runner == "thread"
         if not per_sample:
             console.print(
@@ -88,22 +80,16 @@ def generate(
                 "callback cannot reach worker processes)"
             )
 
-        def advance(ok: int, rejected: int) -> None:
-            with lock:
-                counts["ok"] += ok
-                counts["rejected"] += rejected
-                progress.update(bar, advance=ok + rejected, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
-
         def on_sample(result) -> None:
-            ok = result.manifest.status.value == "ok"
-            advance(int(ok), int(not ok))
+            progress.sample_done(result)
 
         def on_shard(result) -> None:
             if result.skipped or not per_sample:  # else its samples were counted one by one
-                advance(result.n_ok, result.n_rejected)
+                progress.shard_done(result)
 
         try:
-            # Paths first (banks, voices, the model file): a typo costs no Prefect server start.
+            # The cheap checks of `doctor` (paths, banks, the LLM, the destination): a typo
+            # costs no Prefect server start.
             runtime_for(cfg).check_paths()
             # A Prefect server of this run's own that the kernel kills with it (flows.server).
             with run_server():
@@ -111,7 +97,6 @@ def generate(
         except (LLMUnavailable, BackendUnavailable, VoiceBankError, ScenarioBankError, ValueError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(3) from None
-        progress.update(bar, completed=cfg.run.n_samples)
     present.print_run_done(console, summary)
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from factory.run.records import FailureRecord, LLMHttp, RunSummary, ShardRecord,
 if TYPE_CHECKING:
     import polars as pl
 
+    from factory.doctor import Diagnosis
     from factory.export.fdb import FdbReport
     from factory.export.output import Decoded
     from factory.publish.hub import PushReport
@@ -29,6 +30,23 @@ SHOWN_ROWS = 20  # dialogues (and rejections) listed by a run summary; the manif
 def wide(console: Console, width: int) -> Console:
     """A console at least `width` columns wide: a table wider than a pipe's 80 columns beats a squashed one."""
     return Console(width=max(console.width, width))
+
+
+# --------------------------------------------------------------------------- doctor
+STATUS_STYLE = {"ok": "green", "missing": "red", "unreachable": "red"}
+
+
+def doctor_table(run_id: str, diagnosis: Diagnosis) -> Table:
+    """One row per check; a failed check this config does not need is dimmed (it cannot stop the run)."""
+    table = Table(title=f"doctor: what this machine can do for {run_id}", title_justify="left")
+    for column in ("area", "check", "status", "needed", "found", "fix"):
+        table.add_column(column, overflow="fold")
+    for c in diagnosis.checks:
+        style = STATUS_STYLE[c.status.value] if c.required or c.status.value == "ok" else "yellow"
+        table.add_row(
+            c.area, c.name, f"[{style}]{c.status.value}[/{style}]", "yes" if c.required else "no", c.detail, c.fix
+        )
+    return table
 
 
 # --------------------------------------------------------------------------- generate

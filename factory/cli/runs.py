@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from factory.audit.plots import plot_dialogue
 from factory.cli import present
 from factory.cli.app import ConfigOpt, RunArg, SetOpt, StorageOpt, console, parse_storage
 from factory.config import ConfigError, RunConfig, load_config
+from factory.progress import track
 from factory.run.records import failed_shards
 
 PUSH_FAILED = 6  # exit code of a push that stopped part-way (re-run the same command to resume)
@@ -94,37 +94,39 @@ def push(
 
     def on_file(path: str, what: str) -> None:
         console.print(f"{'skip  ' if what == 'skip' else 'pushed'} {path}", highlight=False)
+        progress.advance()
 
     options = parse_storage(storage_options)
-    try:
-        if follow:
-            reports = follow_run(
-                run_dir,
-                repo,
-                poll_s=poll,
-                private=private,
-                revision=revision,
-                on_file=on_file,
-                storage_options=options,
-            )
-            if not reports:
-                console.print(f"[red]{run_dir} was finalized without a finished shard: nothing to push[/red]")
-                raise typer.Exit(1)
-            report = reports[-1]
-            report.uploaded = [p for r in reports for p in r.uploaded]
-            report.commits = sum(r.commits for r in reports)
-            report.bytes_uploaded = sum(r.bytes_uploaded for r in reports)
-            report.skipped = reports[0].skipped  # already on the Hub before this push began
-        else:
-            report = push_run(
-                run_dir, repo, private=private, revision=revision, on_file=on_file, storage_options=options
-            )
-    except RunFolderError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    except PushError as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False)
-        raise typer.Exit(PUSH_FAILED) from None
+    with track(console, "push", None, unit="files") as progress:
+        try:
+            if follow:
+                reports = follow_run(
+                    run_dir,
+                    repo,
+                    poll_s=poll,
+                    private=private,
+                    revision=revision,
+                    on_file=on_file,
+                    storage_options=options,
+                )
+                if not reports:
+                    console.print(f"[red]{run_dir} was finalized without a finished shard: nothing to push[/red]")
+                    raise typer.Exit(1)
+                report = reports[-1]
+                report.uploaded = [p for r in reports for p in r.uploaded]
+                report.commits = sum(r.commits for r in reports)
+                report.bytes_uploaded = sum(r.bytes_uploaded for r in reports)
+                report.skipped = reports[0].skipped  # already on the Hub before this push began
+            else:
+                report = push_run(
+                    run_dir, repo, private=private, revision=revision, on_file=on_file, storage_options=options
+                )
+        except RunFolderError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        except PushError as exc:
+            console.print(f"[red]{exc}[/red]", highlight=False)
+            raise typer.Exit(PUSH_FAILED) from None
     present.print_push_report(console, report)
 
 
@@ -172,11 +174,10 @@ def augment(
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    with Progress(TextColumn("augment"), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("augment", total=None)
+    with track(console, "augment", None, unit="samples", every_s=base.run.progress_every_s) as progress:
         try:
             counts = augment_run(
-                run_dir, out, section, base.tts.cache_dir, lambda _: progress.advance(task), storage_options=options
+                run_dir, out, section, base.tts.cache_dir, lambda _: progress.advance(), storage_options=options
             )
         except (RunFolderError, RerunError, AugmentError) as exc:
             console.print(f"[red]{exc}[/red]")

@@ -46,7 +46,7 @@ from factory.run.records import (
     write_shard_record,
 )
 from factory.run.rows import read_shard_rows, shard_name, write_shard
-from factory.run.store import RunStore, clean_stale_tmp
+from factory.run.store import RunStore, clean_stale_tmp, run_store
 from factory.runtime import Runtime
 from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
 from factory.stages import SampleResult
@@ -98,13 +98,6 @@ def plan_shards(cfg: RunConfig) -> list[ShardSpec]:
         ShardSpec(i, shard_name(cfg.run.split, i, total), tuple(range(i * per, min(n, (i + 1) * per))))
         for i in range(total)
     ]
-
-
-def run_store(cfg: RunConfig) -> RunStore:
-    """The run's final home: `<run.destination>/<run id>` when set, else the local run folder."""
-    if cfg.run.destination:
-        return RunStore(f"{cfg.run.destination.rstrip('/')}/{cfg.run_id}", cfg.run.storage_options)
-    return RunStore(str(cfg.run_dir))
 
 
 def shard_paths(cfg: RunConfig, name: str) -> tuple[Path, Path, Path]:

@@ -19,6 +19,7 @@ from typing import Any
 import fsspec
 
 from factory.atomic import HOST, tmp_path
+from factory.config import RunConfig
 from factory.crash import crash_point
 
 STALE_FOREIGN_S = 6 * 3600  # another machine's temporary file this old belongs to a dead writer
@@ -110,6 +111,13 @@ class RunStore:
         if not self.is_local:
             return 0
         return clean_stale_tmp(Path(self.root), folders)
+
+
+def run_store(cfg: RunConfig) -> RunStore:
+    """The run's final home: `<run.destination>/<run id>` when set, else the local run folder."""
+    if cfg.run.destination:
+        return RunStore(f"{cfg.run.destination.rstrip('/')}/{cfg.run_id}", cfg.run.storage_options)
+    return RunStore(str(cfg.run_dir))
 
 
 def clean_stale_tmp(run_dir: Path, folders: tuple[str, ...]) -> int:

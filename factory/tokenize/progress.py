@@ -1,11 +1,14 @@
-"""A rich progress bar for long tokenization, silent for a handful of items."""
+"""Progress of long tokenization (`factory.progress`: a bar in a terminal, plain lines without
+one), silent for a handful of items."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich import get_console
+
+from factory.progress import track
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -21,10 +24,8 @@ def progress_map(fn: Callable[[T], R], items: Sequence[T], label: str, batch: in
     if len(items) < SHOW_FROM:
         return [fn(c) for c in chunks]
     out: list[R] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(label, total=len(items))
+    with track(get_console(), label, len(items), transient=True) as progress:
         for c in chunks:
             out.append(fn(c))
-            bar.advance(task, len(c) if batch > 1 else 1)
+            progress.advance(len(c) if batch > 1 else 1)
     return out
