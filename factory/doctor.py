@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -207,34 +208,22 @@ def destination(cfg: RunConfig) -> list[Check]:
 
 
 # --------------------------------------------------------------------------- environments
-# name: (its folder, its stamp file, what the set-up script hashes into the stamp, the set-up
-# command). `.venv` lives in the checkout; the heavy ones under `envs_dir()`.
+# name: (its folder, its stamp file, its set-up script, the set-up command). `.venv` lives in the
+# checkout; the heavy ones under `envs_dir()`. What each script hashes into its stamp is read from
+# the script's own `WANT=$(cat FILES | sha256sum ...)` line, so the two cannot drift apart.
 ENVIRONMENTS = {
-    ".venv": (
-        ".venv",
-        ".venv/.setup-stamp",
-        ("scripts/setup.sh", "scripts/uv.sh", "pyproject.toml", "locks/main.txt", "locks/nodeps.txt"),
-        "make setup",
-    ),
-    "vllm": (
-        "vllm",
-        ".vllm-stamp",
-        (
-            "scripts/setup_vllm.sh",
-            "scripts/uv.sh",
-            "scripts/convert_smollm2_hf.py",
-            "locks/vllm.txt",
-            "locks/nodeps.txt",
-        ),
-        "bash scripts/setup_vllm.sh",
-    ),
-    "coqui": (
-        "coqui",
-        ".coqui-stamp",
-        ("scripts/setup_coqui.sh", "scripts/uv.sh", "locks/coqui.txt"),
-        "bash scripts/setup_coqui.sh",
-    ),
+    ".venv": (".venv", ".venv/.setup-stamp", "scripts/setup.sh", "make setup"),
+    "vllm": ("vllm", ".vllm-stamp", "scripts/setup_vllm.sh", "bash scripts/setup_vllm.sh"),
+    "coqui": ("coqui", ".coqui-stamp", "scripts/setup_coqui.sh", "bash scripts/setup_coqui.sh"),
 }
+
+
+def hashed_files(script: str) -> list[str]:
+    """The files a set-up script concatenates into its stamp, from its `WANT=$(cat ...` line."""
+    want = re.search(r"^WANT=\$\(cat (.*?)\|\s*sha256sum", (ROOT / script).read_text(), re.S | re.M)
+    if want is None:
+        raise ValueError(f"{script} has no WANT=$(cat FILES | sha256sum ...) line")
+    return [word for word in want.group(1).split() if word != "\\"]
 
 
 def envs_dir() -> Path:
@@ -264,7 +253,7 @@ def environments(rt: Runtime) -> list[Check]:
     except Exception:  # noqa: BLE001 - the voice-bank path check already reports why
         needs_coqui = False
     checks = []
-    for name, (folder, stamp, hashed, setup) in ENVIRONMENTS.items():
+    for name, (folder, stamp, script, setup) in ENVIRONMENTS.items():
         base = ROOT if name == ".venv" else envs_dir()
         required = name == "coqui" and needs_coqui
         row = {"area": "environment", "name": name, "required": required}
@@ -272,7 +261,7 @@ def environments(rt: Runtime) -> list[Check]:
         found = (base / stamp).read_text().strip() if (base / stamp).is_file() else ""
         if not python.exists():
             checks.append(Check(**row, status=Status.missing, detail=f"{python} not found", fix=setup))
-        elif found != lock_stamp(ROOT / f for f in hashed):
+        elif found != lock_stamp(ROOT / f for f in hashed_files(script)):
             detail = f"{base / folder} was built from other locks (stamp {found[:12] or 'none'})"
             checks.append(Check(**row, status=Status.missing, detail=detail, fix=setup))
         else:
