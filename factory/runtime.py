@@ -23,6 +23,7 @@ from factory.config import RunConfig
 from factory.llm import get_llm
 from factory.llm.base import LLMBackend, LLMUnavailable
 from factory.llm.embedded import default_model_path
+from factory.locations import voice_bank_dir
 from factory.models import BackendName, Channel, Voice
 from factory.render.base import BatchStats, TTSBackend, TTSError
 from factory.render.cache import CachedBackend
@@ -70,7 +71,7 @@ class Runtime:
     # ------------------------------------------------------------------ parts
     @cached_property
     def voices(self) -> VoiceBank:
-        path = Path(self.cfg.tts.voice_bank)
+        path = self.cfg.tts.voice_bank or voice_bank_dir()
         return _shared(("voices", str(path.resolve())), lambda: VoiceBank.load(path))
 
     @cached_property
@@ -154,7 +155,8 @@ class Runtime:
         if not (tts.user_voice or tts.agent_voice):
             split = self.cfg.run.split
             if len({v.group or v.id for v in self.voices.by_split(split)}) < 2:
-                raise ValueError(f"voice bank {tts.voice_bank} has fewer than two speakers in split {split!r}")
+                bank = tts.voice_bank or voice_bank_dir()
+                raise ValueError(f"voice bank {bank} has fewer than two speakers in split {split!r}")
         self.voice_backends()  # fixed voice ids must be in the bank
         _ = self.scenarios
         llm = self.cfg.llm
