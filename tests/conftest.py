@@ -44,16 +44,24 @@ TINY = [
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
-    """One real run through the CLI and the Prefect flow, shared by the end-to-end tests."""
+    """One real run through the CLI and the Prefect flow, shared by the end-to-end tests. Started
+    in an empty folder outside the repository, as a user's project folder
+    (tests/test_anywhere.py checks it): `<that folder>/runs/tiny`."""
     from typer.testing import CliRunner
 
     from factory.cli import app
 
-    out = tmp_path_factory.mktemp("runs")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    out = elsewhere / "runs"
     args = ["generate", "--out", str(out), "--run-id", "tiny"]
     for item in TINY:
         args += ["--set", item]
-    result = CliRunner().invoke(app, args)
+    here = Path.cwd()
+    os.chdir(elsewhere)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        os.chdir(here)
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out / "tiny"
 
