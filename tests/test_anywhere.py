@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 import yaml
 
 from factory.config import load_config
@@ -98,3 +99,19 @@ def test_a_wheel_in_a_fresh_venv_generates_a_dialogue_from_an_empty_folder(tmp_p
     assert pl.read_parquet(run / "manifest.parquet")["status"].to_list() == ["ok"]
     assert yaml.safe_load((run / "config.yaml").read_text())["tts"]["voice_bank"] is None
     assert sorted(os.listdir(empty)) == ["outputs"]
+
+
+def test_caches_default_to_the_per_user_cache_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import platformdirs
+
+    monkeypatch.delenv("DUPLEX_CACHE", raising=False)
+    cfg = load_config()
+    assert cfg.tts.cache_dir == platformdirs.user_cache_path("duplex-factory") / "tts"
+    assert cfg.augment.cache_dir == platformdirs.user_cache_path("duplex-factory") / "augment"
+    # $DUPLEX_CACHE moves them all, read when a config loads (not when the module was imported)
+    monkeypatch.setenv("DUPLEX_CACHE", str(tmp_path))
+    cfg = load_config()
+    assert (cfg.tts.cache_dir, cfg.augment.cache_dir) == (tmp_path / "tts", tmp_path / "augment")
+    # and the config puts either anywhere
+    cfg = load_config(None, [f"tts.cache_dir={tmp_path / 'x'}", "augment.cache_dir=rel"])
+    assert (cfg.tts.cache_dir, cfg.augment.cache_dir) == (tmp_path / "x", Path("rel"))
