@@ -45,19 +45,19 @@ TINY = [
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
     """One real run through the CLI and the Prefect flow, shared by the end-to-end tests. Started
-    in an empty folder outside the repository, as a user's project folder
-    (tests/test_anywhere.py checks it): `<that folder>/runs/tiny`."""
+    in an empty folder outside the repository (`cwd` beside the run), as from a user's own
+    project folder: tests/test_anywhere.py checks that nothing was written there."""
     from typer.testing import CliRunner
 
     from factory.cli import app
 
-    elsewhere = tmp_path_factory.mktemp("elsewhere")
-    out = elsewhere / "runs"
+    out = tmp_path_factory.mktemp("runs")
     args = ["generate", "--out", str(out), "--run-id", "tiny"]
     for item in TINY:
         args += ["--set", item]
+    (out / "cwd").mkdir()
     here = Path.cwd()
-    os.chdir(elsewhere)
+    os.chdir(out / "cwd")
     try:
         result = CliRunner().invoke(app, args)
     finally:

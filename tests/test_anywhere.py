@@ -26,9 +26,9 @@ SOURCES = ("pyproject.toml", "README.md", "factory", "flows", "voices")
 
 
 def test_the_tiny_run_was_made_outside_the_repository(tiny_run: Path) -> None:
-    elsewhere = tiny_run.parent.parent  # the folder the command started in (conftest.tiny_run)
-    assert elsewhere != ROOT and ROOT not in elsewhere.parents
-    assert sorted(os.listdir(elsewhere)) == ["runs"]  # no relative cache or leftovers beside the run
+    started_in = tiny_run.parent / "cwd"  # the command's working folder (conftest.tiny_run)
+    assert started_in.is_dir() and ROOT not in started_in.parents
+    assert os.listdir(started_in) == []  # no relative cache or other leftovers where it started
     cfg = load_config(tiny_run / "config.yaml")
     assert cfg.tts.voice_bank is None  # the packaged bank, not a path relative to where it started
     assert cfg.tts.cache_dir == user_cache("tts") and cfg.tts.cache_dir.is_absolute()
