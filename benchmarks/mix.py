@@ -1,12 +1,12 @@
 """Mix, augmentation and encoding per dialogue-minute on one core, beside lhotse's MixedCut on
 the same stems; and the FLAC compression level, by speed and size.
 
-    .venv/bin/python benchmarks/mix.py [--dialogues 20] [--repeats 5] [--renders .cache/tts]
+    .venv/bin/python benchmarks/mix.py [--dialogues 20] [--repeats 5] [--renders ~/.cache/duplex-factory/tts]
         [--lhotse-python .envs/coqui/bin/python]
 
 The dialogues are placed by the real planner and timeline. Their speech is real TTS: each
 scripted word is spoken by a word clip cut (at its aligned times) from the renders in a TTS cache
-folder (`--renders`, default the run's `.cache/tts`; user and agent draw from different voices
+folder (`--renders`, default the runs' TTS cache in the per-user cache folder; user and agent draw from different voices
 where the cache has two), resampled to 24 kHz. Without a cache the word-shaped noise bursts of
 tests/test_timeline.py stand in (noise compresses worse than speech, so the FLAC sizes are then
 pessimistic). Ours: `place` (recipe -> stems), `loudness_gains`, `apply_gains`, `flac_bytes`;
@@ -60,6 +60,7 @@ from factory.audio.mix import (  # noqa: E402
 from factory.augment.base import AugmentContext  # noqa: E402
 from factory.augment.chain import Augmenter  # noqa: E402
 from factory.config import RunConfig, load_config  # noqa: E402
+from factory.locations import user_cache  # noqa: E402
 from factory.models import MixPiece, MixRecipe, PieceSource, Utterance, WordTiming  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
@@ -298,7 +299,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dialogues", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5, help="timed passes over all dialogues; the median is reported")
-    ap.add_argument("--renders", type=Path, default=Path(".cache/tts"), help="a TTS cache folder of real renders")
+    ap.add_argument("--renders", type=Path, default=user_cache("tts"), help="a TTS cache folder of real renders")
     ap.add_argument("--lhotse-python", default=os.environ.get("LHOTSE_PYTHON", ".envs/coqui/bin/python"))
     args = ap.parse_args()
     console = Console()

@@ -94,7 +94,6 @@ def overrides(args: argparse.Namespace, n: int, work: Path, base_url: str) -> li
         "tts.user_voice=espeak-gb-m3",
         "tts.agent_voice=espeak-us-f3",
         "tts.qa_wer_threshold=null",
-        f"tts.voice_bank={ROOT / 'voices'}",
         f"tts.cache_dir={work / 'tts-cache'}",
         f"augment.cache_dir={work / 'augment-cache'}",
         "llm.backend=http",

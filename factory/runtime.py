@@ -16,13 +16,13 @@ import json
 import threading
 from collections.abc import Callable
 from functools import cached_property
-from pathlib import Path
 from typing import Any, TypeVar
 
 from factory.config import RunConfig
 from factory.doctor import PreflightError, diagnose
 from factory.llm import get_llm
 from factory.llm.base import LLMBackend
+from factory.locations import voice_bank_dir
 from factory.models import BackendName, Channel, Voice
 from factory.render.base import BatchStats, TTSBackend, TTSError
 from factory.render.cache import CachedBackend
@@ -70,7 +70,7 @@ class Runtime:
     # ------------------------------------------------------------------ parts
     @cached_property
     def voices(self) -> VoiceBank:
-        path = Path(self.cfg.tts.voice_bank)
+        path = self.cfg.tts.voice_bank or voice_bank_dir()
         return _shared(("voices", str(path.resolve())), lambda: VoiceBank.load(path))
 
     @cached_property

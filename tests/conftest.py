@@ -104,7 +104,9 @@ TINY = [
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
     """One real run through the CLI and the Prefect flow, shared by the end-to-end tests (built
-    once per session, by whichever xdist worker asks first; read it, never write into it)."""
+    once per session, by whichever xdist worker asks first; read it, never write into it). Started
+    in an empty folder outside the repository (`cwd` beside the run), as from a user's own
+    project folder: tests/test_anywhere.py checks that nothing was written there."""
     from typer.testing import CliRunner
 
     from factory.cli import app
@@ -117,7 +119,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path
             args = ["generate", "--out", str(out), "--run-id", "tiny"]
             for item in TINY:
                 args += ["--set", item]
-            result = CliRunner().invoke(app, args)
+            (out / "cwd").mkdir(parents=True)
+            here = Path.cwd()
+            os.chdir(out / "cwd")
+            try:
+                result = CliRunner().invoke(app, args)
+            finally:
+                os.chdir(here)
             assert result.exit_code == 0, result.output + repr(result.exception)
             done.touch()
     return out / "tiny"

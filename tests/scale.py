@@ -28,7 +28,6 @@ FAST = [
     "tts.user_voice=espeak-gb-m3",
     "tts.agent_voice=espeak-us-f3",
     "tts.qa_wer_threshold=null",
-    f"tts.voice_bank={ROOT / 'voices'}",
     "run.shard_retries=1",
     "run.retry_delay_s=0",
 ]

@@ -32,9 +32,10 @@ def test_coqui_module_imports_without_torch() -> None:
 
 
 def test_gpu_voice_bank_example_is_valid_and_not_loaded_by_default() -> None:
-    from factory.render.voices import DEFAULT_DIR, VoiceBank
+    from factory.locations import voice_bank_dir
+    from factory.render.voices import VoiceBank
 
-    example = VoiceBank.load(DEFAULT_DIR / "gpu" / "coqui.yaml")
+    example = VoiceBank.load(voice_bank_dir() / "gpu" / "coqui.yaml")
     assert {v.backend for v in example} == {"coqui"}
     assert any(v.reference for v in example) and any(v.speaker for v in example)
-    assert not any(v.backend == "coqui" for v in VoiceBank.load(DEFAULT_DIR))
+    assert not any(v.backend == "coqui" for v in VoiceBank.load())

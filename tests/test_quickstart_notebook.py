@@ -38,9 +38,7 @@ def test_quickstart_notebook_runs(tiny_run: Path, tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("DUPLEX_QUICKSTART_RUN_ID", tiny_run.name)
     monkeypatch.setenv("DUPLEX_QUICKSTART_SET", json.dumps(TINY))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    # TODO(integrator, issue 25 anywhere): from the notebook's own folder, as Jupyter starts it, once the
-    # voice bank is found through the package (today `tts.voice_bank` is relative to the working folder).
-    resources = {"metadata": {"path": str(ROOT)}}
+    resources = {"metadata": {"path": str(NOTEBOOK.parent)}}  # the notebook's own folder, as Jupyter starts it
     NotebookClient(nb, timeout=300, kernel_name="python3", resources=resources).execute()
 
     assert not _outputs(nb, "error")

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 
 from factory.config import load_config
+from factory.locations import scenario_bank_dir
 from factory.models import Mode, Persona
-from factory.script.scenario import PACKAGED_DIR, ScenarioBankError, bank_size, draw_scenario, load_bank
+from factory.script.scenario import ScenarioBankError, bank_size, draw_scenario, load_bank
 from factory.seeding import rng_for
 
 WEIGHTS = {Mode.assistant: 0.5, Mode.peer: 0.5}
@@ -29,7 +30,7 @@ def test_draws_are_deterministic_per_seed_and_sample() -> None:
 
 def test_packaged_bank_loads_from_package_data() -> None:
     bank = load_bank()
-    assert sorted(p.name for p in PACKAGED_DIR.glob("*.yaml")) == [
+    assert sorted(p.name for p in scenario_bank_dir().glob("*.yaml")) == [
         "personas.yaml",
         "settings.yaml",
         "styles.yaml",

@@ -25,7 +25,6 @@ from factory.run.records import utilisation
 from factory.runtime import runtime_for
 from tests.latency_server import LatencyServer
 
-ROOT = Path(__file__).resolve().parents[1]
 LATENCY_S = 0.5
 N_DIALOGUES, N_TURNS = 32, 8
 
@@ -34,7 +33,6 @@ FAST = [
     "run.seed=21",
     "tts.user_voice=espeak-gb-m3",
     "tts.agent_voice=espeak-us-f3",
-    f"tts.voice_bank={ROOT / 'voices'}",
     "dialogue.assistant_agent_words=[5, 12]",
     "dialogue.assistant_user_words=[3, 8]",
     "dialogue.peer_words=[4, 10]",
@@ -137,7 +135,7 @@ def test_any_wave_size_has_the_bytes_of_one_at_a_time(tmp_path: Path) -> None:
 def test_one_whisper_pass_per_channel_maps_words_back_to_their_turn() -> None:
     """Three turns of one voice in one pass: the one whose audio says something else fails, the
     others pass with a low WER, and the backchannel is exempt."""
-    rt = runtime_for(load_config(overrides=[f"tts.voice_bank={ROOT / 'voices'}", "tts.cache_dir=null"]))
+    rt = runtime_for(load_config(overrides=["tts.cache_dir=null"]))
     voice = rt.voices.get("espeak-gb-m3")
     backend = rt.tts("espeak")
     texts = [

@@ -11,7 +11,7 @@ on it and frozen (`freeze_parameters`), so its global `random` state is never us
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from factory.audio.vad import energy_vad, frame_samples
+from factory.locations import user_cache
 
 Params = dict[str, float | int | str | bool]
 
@@ -36,7 +37,7 @@ class AugmentContext:
     """Run-level inputs of transforms: where banks and user folders live."""
 
     sample_rate: int
-    cache_dir: Path = Path(".cache/augment")  # RIR banks, babble pools
+    cache_dir: Path = field(default_factory=lambda: user_cache("augment"))  # RIR banks, babble pools
     tts_cache_dir: Path | None = None  # renders for babble (no TTS call)
     noise_folder: Path | None = None  # MUSAN / DEMAND layout
     rir_folder: Path | None = None  # measured impulse responses

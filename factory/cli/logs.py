@@ -21,14 +21,16 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from factory.locations import user_cache
+
 LOG_FILE_ENV = "DUPLEX_LOG_FILE"
 _verbose = True  # as if never set up (library use): nothing redirected
 _terminal: TextIO | None = None
 
 
 def log_file() -> Path:
-    """$DUPLEX_LOG_FILE, else duplex-factory.log in ~/.cache/duplex-factory/logs."""
-    default = Path.home() / ".cache" / "duplex-factory" / "logs" / "duplex-factory.log"
+    """$DUPLEX_LOG_FILE, else duplex-factory.log in the per-user cache (`factory.locations`)."""
+    default = user_cache("logs") / "duplex-factory.log"
     return Path(os.environ.get(LOG_FILE_ENV) or default)
 
 

@@ -1,4 +1,5 @@
-"""The voice bank: `Voice` entries from `voices/*.yaml`, with speaker-disjoint splits.
+"""The voice bank: `Voice` entries from `voices/*.yaml` (carried by the package, found through
+`factory.locations`) or a user's file or folder, with speaker-disjoint splits.
 
 A *group* is one underlying speaker (defaults to the voice id); prosody variants of one model
 speaker share a group. Every group lives in exactly one split, so no speaker heard in training
@@ -15,9 +16,8 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
+from factory.locations import voice_bank_dir
 from factory.models import Voice
-
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "voices"
 
 
 class VoiceBankError(ValueError):
@@ -47,9 +47,10 @@ class VoiceBank:
             raise VoiceBankError(f"speaker leak across splits: {detail}; a group must stay in one split")
 
     @classmethod
-    def load(cls, source: str | Path = DEFAULT_DIR) -> VoiceBank:
-        """From a YAML file or every `*.yaml` in a folder; each file is a list of voices."""
-        path = Path(source)
+    def load(cls, source: str | Path | None = None) -> VoiceBank:
+        """From a YAML file or every `*.yaml` in a folder; each file is a list of voices. None: the
+        packaged bank (the repository's `voices/`)."""
+        path = Path(source) if source is not None else voice_bank_dir()
         files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
         if not files or not all(f.is_file() for f in files):
             raise VoiceBankError(f"no voice files at {path}")

@@ -21,9 +21,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from factory.locations import scenario_bank_dir
 from factory.models import Mode, Persona, Scenario
-
-PACKAGED_DIR = Path(__file__).resolve().parent / "bank"
 
 BankField = Literal["topics", "settings", "styles", "user_personas", "agent_personas"]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -129,7 +128,7 @@ def _merge(files: list[Path]) -> ScenarioBank:
 @lru_cache(maxsize=8)
 def load_bank(user: Path | None = None) -> ScenarioBank:
     """The packaged bank, extended or partly replaced by `user` (a YAML file or a folder of them)."""
-    files = _bank_files(PACKAGED_DIR)
+    files = _bank_files(scenario_bank_dir())
     if user is not None:
         files += _bank_files(Path(user))
     return _merge(files)
