@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.servers import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Two-turn dialogues in two espeak voices without Whisper QA: each sample costs ~1-3 s, so the
@@ -124,6 +126,7 @@ def start_prefect_server(home: Path):
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 240
