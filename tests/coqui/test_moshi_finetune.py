@@ -8,8 +8,10 @@ real class) and a SentencePiece vocabulary trained here with Moshi's special ids
 
 Truths: moshi-finetune's `get_dataset_iterator` + `InterleavedTokenizer` build the [1, 17, T]
 training codes from our data.jsonl / wav / alignments; our pre-tokenized streams must equal
-them frame for frame. moshi's `LMModel.forward` must accept those streams (17 codebooks, ids in
-range, delays applied by the model).
+them frame for frame. Without a checkout: moshi's own `LMModel` (tiny, random, CPU) takes a batch
+of our streams cut into windows as that loader cuts files, and train.py's loss on it is finite,
+near ln(cardinality), over exactly the positions the wav durations predict; wrong layouts fail; the
+streams Moshi learns to speak are Mimi's codes of the wav's channel 0 (the agent).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import pytest
 import torch
 
 from factory.export import moshi
-from factory.export.moshi import FRAME_RATE, SAMPLE_RATE, ZERO_TOKEN as ZERO
 from factory.export.options import ExportOptions
 from factory.export.output import read_row, read_sidecar
 from factory.tokenize.codecs import MimiTokenizer
@@ -198,7 +199,7 @@ def _windows(exported: Path, sid: str, frames: int, pad: int) -> list[torch.Tens
     for start in range(0, codes.shape[1], frames):
         w = codes[:, start : start + frames]
         tail = frames - w.shape[1]
-        w = torch.cat([w, torch.full((w.shape[0], tail), ZERO, dtype=torch.long)], dim=1)
+        w = torch.cat([w, torch.full((w.shape[0], tail), moshi.ZERO_TOKEN, dtype=torch.long)], dim=1)
         w[0, frames - tail :] = pad
         out.append(w[None])
     return out
@@ -212,7 +213,9 @@ def _loss_with_mask(logits, target, mask, first_codebook_weight=1.0, padding_wei
     weights[:, 0] *= first_codebook_weight
     for i in padding_ids:
         weights[target == i] *= padding_weight
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), reduction="none")
+    ce = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), reduction="none"
+    )
     w = weights.reshape(-1)
     return torch.where(w > 0, ce * w, torch.zeros_like(ce)).sum() / w.sum()
 
@@ -240,13 +243,18 @@ def test_moshi_lm_trains_on_a_batch_of_our_streams(exported) -> None:
     exactly the valid positions the durations in data.jsonl predict, and finite gradients."""
     model = _tiny_lm(exported).train()
     side = read_sidecar(exported)
-    frames = math.ceil(WINDOW_S * FRAME_RATE)
-    sids = [json.loads(line)["path"] for line in (exported / "train" / "data.jsonl").read_text().splitlines()]
-    durations = [json.loads(line)["duration"] for line in (exported / "train" / "data.jsonl").read_text().splitlines()]
-    batch = torch.cat([w for p in sids for w in _windows(exported, Path(p).stem, frames, model.text_padding_token_id)])
+    frames = math.ceil(WINDOW_S * moshi.FRAME_RATE)
+    entries = [json.loads(line) for line in (exported / "train" / "data.jsonl").read_text().splitlines()]
+    pad = model.text_padding_token_id
+    batch = torch.cat([w for e in entries for w in _windows(exported, Path(e["path"]).stem, frames, pad)])
     b = batch.shape[0]
-    # windows while start < duration, from the wav lengths
-    valid = [min(frames, math.ceil(d * FRAME_RATE) - s) for d in durations for s in range(0, math.ceil(d * FRAME_RATE), frames)]
+    # each window's frames with codes, from the durations data.jsonl gives (the wav lengths)
+    durations = [e["duration"] for e in entries]
+    valid = [
+        min(frames, math.ceil(d * moshi.FRAME_RATE) - s)
+        for d in durations
+        for s in range(0, math.ceil(d * moshi.FRAME_RATE), frames)
+    ]
     assert b == len(valid) >= 4 and batch.shape[1] == model.num_codebooks == 17
     assert min(valid) < frames  # a padded last window is in the batch
 
@@ -294,8 +302,36 @@ def test_the_streams_moshi_learns_to_speak_are_the_agent_channel(exported, mimi)
     ours = np.array(read_row(exported, "d000")["codes"])
     n_q = (ours.shape[0] - 1) // 2
     seconds, frames = 2.4, 24  # 30 frames encoded; the last ones see the cut
-    head = d.audio[: int(seconds * SAMPLE_RATE)]
-    agent, user = mimi.encode_batch([head[:, 0], head[:, 1]], SAMPLE_RATE)
-    assert len(set(agent[0, :frames].tolist()) ^ set(user[0, :frames].tolist())) > 0
+    head = d.audio[: int(seconds * moshi.SAMPLE_RATE)]
+    agent, user = mimi.encode_batch([head[:, 0], head[:, 1]], moshi.SAMPLE_RATE)
+    assert (agent[:, :frames] != user[:, :frames]).sum() >= 10  # the channels' codes differ: a swap shows
     np.testing.assert_array_equal(ours[1 : 1 + n_q, :frames], agent[:, :frames], err_msg="rows 1..n_q: not the agent")
     np.testing.assert_array_equal(ours[1 + n_q :, :frames], user[:, :frames], err_msg="user rows: not channel 1")
+
+
+@pytest.mark.skipif(not SRC, reason="MOSHI_FINETUNE_SRC (a kyutai-labs/moshi-finetune checkout) is not set")
+def test_restated_loss_is_moshi_finetunes(exported) -> None:
+    """Our train-step loss equals moshi-finetune's own compute_loss_with_mask on the same output."""
+    sys.path.insert(0, SRC)
+    try:
+        from finetune.loss import compute_loss_with_mask
+    finally:
+        sys.path.remove(SRC)
+    model = _tiny_lm(exported).eval()
+    codes = torch.cat(_windows(exported, "d001", 100, model.text_padding_token_id))
+    with torch.no_grad():
+        out, text_loss, audio_loss = _train_step_loss(model, codes)
+        pads = {model.text_padding_token_id, model.end_of_text_padding_id}
+        theirs_text = compute_loss_with_mask(
+            out.text_logits,
+            codes[:, :1],
+            out.text_mask,
+            "text",
+            text_padding_weight=TEXT_PADDING_WEIGHT,
+            text_padding_ids=pads,
+        )
+        theirs_audio = compute_loss_with_mask(
+            out.logits, codes[:, 1:9], out.mask, "audio", first_codebook_weight_multiplier=FIRST_CODEBOOK_WEIGHT
+        )
+    torch.testing.assert_close(text_loss, theirs_text)
+    torch.testing.assert_close(audio_loss, theirs_audio)
