@@ -171,11 +171,18 @@ def generate(
     todo = [s for s in specs if only is None or s.name in only]
     callback = on_sample if cfg.run.task_runner == "thread" else None  # a callback cannot cross processes
     shard = _retrying(cfg)
-    futures = {s.name: shard.submit(config, s, callback) for s in todo}
-    spec_of = {futures[s.name].task_run_id: s for s in todo}
+    # Bounded submission: at most run.shards_in_flight tasks submitted, the next as one finishes.
+    waiting = iter(todo)
+    in_flight: dict[Any, tuple[ShardSpec, Any]] = {}  # task run id: (spec, future)
     finished: dict[str, ShardResult] = {}
-    for future in as_completed(list(futures.values())):  # in the order they finish, for on_shard
-        spec = spec_of[future.task_run_id]
+    while True:
+        while len(in_flight) < cfg.run.shards_in_flight and (spec := next(waiting, None)) is not None:
+            future = shard.submit(config, spec, callback)
+            in_flight[future.task_run_id] = (spec, future)
+        if not in_flight:
+            break
+        future = next(as_completed([f for _, f in in_flight.values()]))  # in the order they finish, for on_shard
+        spec, _ = in_flight.pop(future.task_run_id)
         finished[spec.name] = _outcome(cfg, spec, future)
         if on_shard:
             on_shard(finished[spec.name])
