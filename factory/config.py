@@ -93,6 +93,14 @@ class RunSection(_Section):
         description="existing cluster for dask (tcp://scheduler:8786) or ray (ray://head:10001, auto); "
         "null = a local cluster of `workers` processes",
     )
+    max_shards_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="shard tasks submitted to the runner at once; the rest are submitted as these finish, so "
+        "the flow holds a bounded number of futures however many shards the run has (same bytes); set it at "
+        "least to the cluster's task slots; null = 2 x `workers`",
+    )
     shard_retries: int = Field(default=2, ge=0, le=20, description="retries of a shard task that raised")
     retry_delay_s: float = Field(default=10.0, ge=0, le=3600, description="first retry delay; doubles each retry")
     progress_every_s: float = Field(
@@ -101,6 +109,11 @@ class RunSection(_Section):
         le=3600,
         description="without a terminal (cron, CI, Prefect deployments, a pipe): a progress line at most this often",
     )
+
+    @property
+    def shards_in_flight(self) -> int:
+        """`max_shards_in_flight`, with null resolved against the shard workers."""
+        return self.max_shards_in_flight or 2 * self.workers
 
     @property
     def worker_processes(self) -> int:

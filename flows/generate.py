@@ -185,12 +185,19 @@ def generate(
             on_sample(result)
 
     shard = _retrying(cfg)
+    # Bounded submission: at most run.shards_in_flight tasks submitted, the next as one finishes.
+    waiting = iter(todo)
+    in_flight: dict[Any, tuple[ShardSpec, Any]] = {}  # task run id: (spec, future)
     finished: dict[str, ShardResult] = {}
     try:
-        futures = {s.name: shard.submit(config, s, sample_done if per_sample else None) for s in todo}
-        spec_of = {futures[s.name].task_run_id: s for s in todo}
-        for future in as_completed(list(futures.values())):  # in the order they finish, for on_shard
-            spec = spec_of[future.task_run_id]
+        while True:
+            while len(in_flight) < cfg.run.shards_in_flight and (spec := next(waiting, None)) is not None:
+                future = shard.submit(config, spec, sample_done if per_sample else None)
+                in_flight[future.task_run_id] = (spec, future)
+            if not in_flight:
+                break
+            future = next(as_completed([f for _, f in in_flight.values()]))  # in the order they finish
+            spec, _ = in_flight.pop(future.task_run_id)
             finished[spec.name] = _outcome(cfg, spec, future)
             if finished[spec.name].skipped or not per_sample:  # else its samples were counted one by one
                 progress.shard_done(finished[spec.name])

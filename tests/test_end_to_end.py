@@ -211,3 +211,36 @@ def test_manifest_marks_near_duplicate_scripts(tiny_run: Path, tmp_path: Path) -
     finalize_run(cfg, results)
     manifest = pl.read_parquet(run / "manifest.parquet")
     assert dict(zip(manifest["id"], manifest["duplicate_of"]))["train-0000002"] == "train-0000000"
+
+
+def test_shard_submission_is_bounded(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With run.max_shards_in_flight=1 the flow submits a shard task only after the previous one's
+    outcome was taken; the resumed run (shards skipped as complete) finalizes to the same bytes."""
+    from flows import generate as flow_module
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run)
+    cfg = load_config(None, [*TINY, f"run.output_dir={tmp_path}", "run.run_id=tiny", "run.max_shards_in_flight=1"])
+    events: list[str] = []
+    real_retrying, real_outcome = flow_module._retrying, flow_module._outcome
+
+    class Counting:  # the flow's submit, recorded
+        def __init__(self, task) -> None:
+            self.task = task
+
+        def submit(self, *args, **kwargs):
+            events.append("submit")
+            return self.task.submit(*args, **kwargs)
+
+    def outcome(*args, **kwargs):
+        events.append("done")
+        return real_outcome(*args, **kwargs)
+
+    monkeypatch.setattr(flow_module, "_retrying", lambda c: Counting(real_retrying(c)))
+    monkeypatch.setattr(flow_module, "_outcome", outcome)
+    summary = flow_module.run_generate(cfg)
+    assert summary.shards == 2 and summary.skipped == 2 and not summary.failed, summary
+    in_flight = [events[: i + 1].count("submit") - events[: i + 1].count("done") for i in range(len(events))]
+    assert events.count("submit") == 2 and max(in_flight) == 1, events
+    for name in ("manifest.parquet", "README.md"):
+        assert (run / name).read_bytes() == (tiny_run / name).read_bytes(), name

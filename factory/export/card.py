@@ -37,6 +37,26 @@ _SIZE_CATEGORIES = [
     ("100B<n<1T", 10**12),
 ]
 
+# The manifest columns the card and its plot read (finalize reads back only these).
+CARD_COLUMNS = (
+    "status",
+    "reason",
+    "duration",
+    "n_turns",
+    "n_words",
+    "n_barge_ins",
+    "n_backchannels",
+    "n_fillers",
+    "n_laughs",
+    "n_failed_interruptions",
+    "overlap_share",
+    "wer_max",
+    "user_voice",
+    "agent_voice",
+    "llm",
+    "duplicate_of",
+)
+
 OVERVIEW_PLOT = "card/overview.png"  # relative to the run folder; pushed with the card
 
 # Packages whose versions decide the data (reported in the card when installed).
@@ -301,6 +321,7 @@ def write_card(cfg: RunConfig, manifest: pl.DataFrame, run_dir: Path, audit: dic
 
 
 __all__ = [
+    "CARD_COLUMNS",
     "card_data",
     "dataset_card",
     "overview_plot",

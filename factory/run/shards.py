@@ -8,9 +8,10 @@ last. Shards are produced in the local run folder and published to the run's sto
 `run.destination`, where they are streamed and deleted locally). A re-run skips a shard whose
 record matches the content of its three files at the store and redoes any other.
 `finalize_run` merges the parts read from the store into `manifest.parquet`, marks
-near-duplicate scripts across shards, and writes the resolved config and the dataset card; it
-is idempotent (same inputs, same bytes). A shard whose task kept failing leaves
-`failures/<shard>.json` (its error) instead of a record; a later success removes it.
+near-duplicate scripts across shards (banded LSH streamed through parquet,
+`find_duplicates_banded`), and writes the resolved config and the dataset card; it is
+idempotent (same inputs, same bytes). A shard whose task kept failing leaves `failures/<shard>.json`
+(its error) instead of a record; a later success removes it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from factory.audit.run import gate_shard
 from factory.config import RunConfig
 from factory.crash import crash_point
 from factory.engine import build_shard
-from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
+from factory.export.card import CARD_COLUMNS, OVERVIEW_PLOT, dataset_card, overview_png
 from factory.models import ManifestRow, SampleStatus
 from factory.run.records import (
     FailureRecord,
@@ -48,7 +50,7 @@ from factory.run.records import (
 from factory.run.rows import read_shard_rows, shard_name, write_shard
 from factory.run.store import RunStore, clean_stale_tmp, run_store
 from factory.runtime import Runtime
-from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
+from factory.script.dedup import find_duplicates_banded, read_signature_file, save_signatures, signature
 from factory.stages import SampleResult
 
 SHARD_FOLDERS = ("data", "manifests", "signatures", "shards")
@@ -270,20 +272,20 @@ def finalize_run(cfg: RunConfig, shards: list[ShardResult]) -> str:
     clean_local(cfg)
     store.clean_stale_tmp(("",))
     done = [s for s in shards if not s.failed]
-    parts = []
-    for s in done:
-        with store.open(shard_files(s.name)["manifest"]) as f:
-            parts.append(pl.read_parquet(f))
-    manifest = (pl.concat(parts) if parts else pl.DataFrame(schema=MANIFEST_SCHEMA)).sort("id")
-    signatures = load_signatures(io.BytesIO(store.read_bytes(shard_files(s.name)["signatures"])) for s in done)
-    duplicates = find_duplicates(dict(sorted(signatures.items())))  # run order: independent of sharding
-    manifest = manifest.with_columns(
-        pl.col("id").replace_strict(duplicates, default=None, return_dtype=pl.Utf8).alias("duplicate_of")
-    )
-    buffer = io.BytesIO()
-    manifest.write_parquet(buffer)
-    store.write_bytes("manifest.parquet", buffer.getvalue())
-    crash_point("finalize.manifest")
+    with tempfile.TemporaryDirectory(prefix="finalize-") as tmp:
+        scratch = Path(tmp)
+
+        def signature_shards():  # one shard's file at a time, in shard order
+            for s in done:
+                yield read_signature_file(io.BytesIO(store.read_bytes(shard_files(s.name)["signatures"])))
+
+        # run order (sorted ids): independent of sharding
+        duplicates = find_duplicates_banded(signature_shards, scratch)
+        manifest_path = scratch / "manifest.parquet"
+        merge_manifest([_local_part(store, s.name, scratch) for s in done], duplicates, manifest_path)
+        store.write_bytes("manifest.parquet", manifest_path.read_bytes())
+        crash_point("finalize.manifest")
+        manifest = pl.read_parquet(manifest_path, columns=list(CARD_COLUMNS))  # what the card reads, not every column
     store.write_bytes("config.yaml", cfg.to_yaml().encode())
     crash_point("finalize.config")
     # The card and its overview plot, from the published data's sizes (local copies may be gone).
@@ -296,6 +298,35 @@ def finalize_run(cfg: RunConfig, shards: list[ShardResult]) -> str:
     if not _in_place(cfg, store) and cfg.run_dir.exists() and not any(p.is_file() for p in cfg.run_dir.rglob("*")):
         shutil.rmtree(cfg.run_dir, ignore_errors=True)  # all published; only empty folders were left
     return store.url
+
+
+def _local_part(store: RunStore, name: str, scratch: Path) -> Path:
+    """A shard's manifest part as a local file: where it is, or copied into `scratch` from a remote store."""
+    rel = shard_files(name)["manifest"]
+    if store.is_local:
+        return Path(store.path(rel))
+    local = scratch / "manifests" / Path(rel).name
+    local.parent.mkdir(exist_ok=True)
+    local.write_bytes(store.read_bytes(rel))
+    return local
+
+
+def merge_manifest(parts: list[Path], duplicates: dict[str, str], path: Path) -> None:
+    """The run's manifest from its parts (scanned lazily, not read one frame per part), sorted by
+    id, with `duplicate_of` set. Written by polars' `write_parquet` from the merged frame: its row
+    groups (and so the file's bytes) are those of earlier runs, which `sink_parquet` would not keep."""
+    found = pl.DataFrame(
+        {"id": list(duplicates), "dup": list(duplicates.values())}, schema={"id": pl.Utf8, "dup": pl.Utf8}
+    )
+    merged = pl.scan_parquet(parts) if parts else pl.LazyFrame(schema=MANIFEST_SCHEMA)
+    merged = (
+        merged.sort("id")
+        .join(found.lazy(), on="id", how="left", maintain_order="left")
+        .with_columns(pl.col("dup").alias("duplicate_of"))
+        .drop("dup")
+    )
+    frame = merged.collect()
+    atomic_write(path, lambda tmp: frame.write_parquet(tmp))
 
 
 def _in_place(cfg: RunConfig, store: RunStore) -> bool:

@@ -7,18 +7,23 @@ word n-gram sets, and LSH finds the pairs above `threshold` without comparing al
 Deterministic: a fixed permutation seed and datasketch's default (SHA-1 based) input hash, so the
 same text gives the same signature in every process and every shard. Signatures are small
 (`num_perm` uint32 values) and can be saved per shard (`save_signatures`) and merged after the
-fact (`load_signatures` + `find_duplicates`) to dedup a multi-shard run across shards.
+fact to dedup a multi-shard run across shards: `find_duplicates_banded` streams the shards' files
+through per-band parquet files (never every signature in one process), and gives the same answer
+as `find_duplicates` over `load_signatures` (everything in memory, the reference it is tested on).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, cast
 
 import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from datasketch import MinHash, MinHashLSH
 
 from factory.atomic import atomic_write
@@ -30,9 +35,12 @@ __all__ = [
     "THRESHOLD",
     "NearDuplicateIndex",
     "find_duplicates",
+    "find_duplicates_banded",
     "load_signatures",
+    "read_signature_file",
     "normalise_words",
     "save_signatures",
+    "save_signatures_values",
     "script_text",
     "signature",
 ]
@@ -142,13 +150,24 @@ def save_signatures(path: str | Path, signatures: Mapping[str, MinHash]) -> None
     seeds = {signatures[i].seed for i in ids} or {SEED}
     if len(seeds) != 1:
         raise ValueError(f"signatures mix permutation seeds {sorted(seeds)}")
-    seed = np.array(seeds.pop())
+    save_signatures_values(path, ids, values, seeds.pop())
+
+
+def save_signatures_values(path: str | Path, ids: list[str], values: np.ndarray, seed: int = SEED) -> None:
+    """`save_signatures` from the arrays themselves (ids, n x num_perm values)."""
+    seed_array = np.array(seed)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: savez would append ".npz" to a path
-            np.savez_compressed(f, ids=np.array(ids, dtype=str), values=values, seed=seed)
+            np.savez_compressed(f, ids=np.array(ids, dtype=str), values=values, seed=seed_array)
 
     atomic_write(Path(path), write)
+
+
+def read_signature_file(file: str | Path | IO[bytes]) -> tuple[list[str], np.ndarray, int]:
+    """One shard's signature file as (ids, values n x num_perm, permutation seed)."""
+    with np.load(file) as data:
+        return data["ids"].tolist(), data["values"], int(data["seed"])
 
 
 def load_signatures(files: Iterable[str | Path | IO[bytes]]) -> dict[str, MinHash]:
@@ -177,4 +196,95 @@ def find_duplicates(signatures: Mapping[str, MinHash], *, threshold: float = THR
         dup = index.add_signature(sample_id, sig)
         if dup is not None:
             out[sample_id] = dup
+    return out
+
+
+SignatureShards = Callable[[], Iterable[tuple[list[str], np.ndarray, int]]]
+
+
+def find_duplicates_banded(
+    shards: SignatureShards, scratch: Path, *, threshold: float = THRESHOLD, flush_rows: int = 50_000
+) -> dict[str, str]:
+    """`find_duplicates` over every shard's signatures in run order (sorted ids), streamed.
+    `shards()` yields (ids, values, seed) one shard at a time and is called twice.
+    1. Each signature's band keys (the bytes of its values in each of the LSH's bands, the key
+       datasketch's MinHashLSH indexes) go to one parquet file per band in `scratch`, a row group
+       per `flush_rows` signatures: memory holds one row group, not the run.
+    2. Per band, polars finds the keys shared by more than one sample: candidate pairs.
+    3. Only the candidates' signatures are read back (second pass) and the pairs kept whose
+       estimated Jaccard is >= threshold, computed as `MinHash.jaccard` does.
+    4. In sorted id order, a sample duplicates its most similar earlier kept neighbour (ties: the
+       earliest), and is then not kept itself: `NearDuplicateIndex`'s rule, so the same answer."""
+    writers: list[pq.ParquetWriter] = []
+    ranges: list[tuple[int, int]] = []
+    seeds: set[int] = set()
+    buffered: list[tuple[list[str], np.ndarray]] = []
+    n_buffered = 0
+
+    def flush() -> None:
+        nonlocal n_buffered
+        if not n_buffered:
+            return
+        ids = pa.array([i for chunk, _ in buffered for i in chunk], pa.string())
+        values = np.concatenate([v for _, v in buffered])
+        for (start, end), writer in zip(ranges, writers, strict=True):
+            band = np.ascontiguousarray(values[:, start:end])
+            width = band.shape[1] * band.itemsize
+            keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(band), [None, pa.py_buffer(band)])
+            writer.write_table(pa.table({"id": ids, "key": keys}))
+        buffered.clear()
+        n_buffered = 0
+
+    try:
+        for ids, values, seed in shards():
+            seeds.add(seed)
+            if not ranges and len(ids):
+                ranges = list(MinHashLSH(threshold=threshold, num_perm=values.shape[1], weights=LSH_WEIGHTS).hashranges)
+                schema = pa.schema({"id": pa.string(), "key": pa.binary((ranges[0][1] - ranges[0][0]) * 4)})
+                writers = [pq.ParquetWriter(scratch / f"band-{b:03d}.parquet", schema) for b in range(len(ranges))]
+            if len(ids):
+                buffered.append((ids, values.astype(np.uint32, copy=False)))
+                n_buffered += len(ids)
+            if n_buffered >= flush_rows:
+                flush()
+        flush()
+    finally:
+        for writer in writers:
+            writer.close()
+    if len(seeds) > 1:
+        raise ValueError(f"signatures mix permutation seeds {sorted(seeds)}")
+    if not writers:
+        return {}
+    bands = [scratch / f"band-{b:03d}.parquet" for b in range(len(ranges))]
+    repeated = pl.scan_parquet(bands[0]).filter(pl.col("id").is_duplicated()).select("id").unique().collect()
+    if len(repeated):
+        raise ValueError(f"samples {sorted(repeated['id'].to_list())[:5]} appear in more than one signature file")
+    pairs = []
+    for band in bands:  # one band's keys in memory at a time
+        shared = pl.scan_parquet(band).filter(pl.len().over("key") > 1).collect()
+        pairs.append(
+            shared.join(shared, on="key", suffix="_later")
+            .filter(pl.col("id") < pl.col("id_later"))
+            .select(earlier="id", later="id_later")
+        )
+    candidates = pl.concat(pairs).unique().sort("later", "earlier")
+    if candidates.is_empty():
+        return {}
+    needed = set(candidates["earlier"].to_list()) | set(candidates["later"].to_list())
+    rows: dict[str, np.ndarray] = {}
+    for ids, values, _ in shards():  # second pass: only the candidates' signatures
+        rows.update((i, values[k]) for k, i in enumerate(ids) if i in needed)
+    earlier, later = candidates["earlier"].to_list(), candidates["later"].to_list()
+    a = np.stack([rows[i] for i in earlier])
+    b = np.stack([rows[i] for i in later])
+    # MinHash.jaccard: float(count of equal values) / float(num_perm), the same doubles
+    similarity = np.count_nonzero(a == b, axis=1).astype(np.float64) / np.float64(a.shape[1])
+    out: dict[str, str] = {}
+    best: dict[str, tuple[float, str]] = {}  # later id: (-similarity, earlier id) of its best kept neighbour
+    for e, later_id, sim in zip(earlier, later, similarity.tolist(), strict=True):
+        if sim >= threshold and e not in out:  # only kept samples are indexed; sorted by later: e is decided
+            key = (-sim, e)  # most similar, then earliest (the insertion order of kept samples)
+            if later_id not in best or key < best[later_id]:
+                best[later_id] = key
+                out[later_id] = e
     return out

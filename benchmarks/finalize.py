@@ -1,0 +1,211 @@
+"""Finalize at scale: peak memory and time of merging a run's shards (manifest, near-duplicates, card).
+
+    nice -n 10 .venv/bin/python benchmarks/finalize.py [--compare 20000] [--large 400000] [--per 100]
+
+A synthetic run folder of `n` samples in shards of `per`: each shard's manifest part (random
+per-dialogue measures, 2 % rejected), its MinHash signature file (random values, 10 % of the
+samples a perturbed copy of another one, so near-duplicates exist across shards) and a small data
+file. Each measurement runs in a fresh process (peak RSS from `resource.getrusage`):
+- old: what finalize did before it streamed, every signature loaded into one datasketch LSH
+  (`load_signatures` + `find_duplicates`) and every manifest part read and concatenated
+  (`old_finalize` below, the same steps);
+- new: `factory.run.shards.finalize_run` (banded LSH over per-band parquet, lazy manifest scan).
+At the compared size both write their outputs to separate folders and the benchmark checks that
+manifest.parquet and README.md are byte-identical. Writes benchmarks/results/finalize.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from factory.config import RunConfig
+from factory.run.shards import MANIFEST_SCHEMA, ShardResult, plan_shards, run_store
+from factory.script.dedup import save_signatures_values
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def config(root: Path, n: int, per: int) -> RunConfig:
+    return RunConfig.model_validate(
+        {"run": {"output_dir": str(root), "run_id": "bench", "n_samples": n, "samples_per_shard": per}}
+    )
+
+
+def build(root: Path, n: int, per: int, seed: int = 0) -> None:
+    """The synthetic run folder (see the module docstring)."""
+    cfg = config(root, n, per)
+    run = cfg.run_dir
+    for folder in ("data", "manifests", "signatures"):
+        (run / folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(0, 2**32, (min(n, 50_000), 128), dtype=np.uint64).astype(np.uint32)
+    for spec in plan_shards(cfg):
+        k = len(spec.sample_indices)
+        ids = [f"train-{i:07d}" for i in spec.sample_indices]
+        values = rng.integers(0, 2**32, (k, 128), dtype=np.uint64).astype(np.uint32)
+        copies = rng.random(k) < 0.10
+        for row in np.flatnonzero(copies):  # a perturbed copy of a pool signature: near-duplicates across shards
+            values[row] = pool[rng.integers(len(pool))]
+            changed = rng.choice(128, int(rng.integers(0, 50)), replace=False)
+            values[row, changed] = rng.integers(0, 2**32, len(changed), dtype=np.uint64)
+        pool[rng.integers(len(pool), size=k)] = values  # later samples copy earlier ones too
+        rejected = rng.random(k) < 0.02
+        ok = ~rejected
+        rows = {c: [None] * k for c in MANIFEST_SCHEMA}
+        rows |= {
+            "id": ids,
+            "shard": [spec.name] * k,
+            "status": ["rejected" if r else "ok" for r in rejected],
+            "reason": ["tts: unintelligible" if r else None for r in rejected],
+            "split": ["train"] * k,
+            "mode": ["assistant"] * k,
+            "user_voice": [f"voice-{v}" for v in rng.integers(0, 20, k)],
+            "agent_voice": [f"voice-{v}" for v in rng.integers(20, 40, k)],
+            "llm": ["bench-llm"] * k,
+            "audio_sha256": [f"{rng.integers(1 << 62):064x}" for _ in range(k)],
+            "duration": rng.uniform(20, 90, k).round(3).tolist(),
+            "overlap_share": rng.uniform(0, 0.2, k).tolist(),
+            "wer_max": rng.uniform(0, 0.3, k).tolist(),
+        }
+        for col in ("n_turns", "n_words", "n_barge_ins", "n_backchannels", "n_fillers", "n_laughs"):
+            rows[col] = rng.integers(0, 60, k).tolist()
+        rows["n_failed_interruptions"] = rng.integers(0, 3, k).tolist()
+        for col in MANIFEST_SCHEMA:  # a rejected sample has no measures
+            if col.startswith("n_") or col in ("duration", "overlap_share", "wer_max", "audio_sha256", "llm"):
+                rows[col] = [None if r else v for v, r in zip(rows[col], rejected)]
+        pl.DataFrame(rows, schema=MANIFEST_SCHEMA).write_parquet(run / "manifests" / f"{spec.name}.parquet")
+        save_signatures_values(run / "signatures" / f"{spec.name}.npz", [i for i, o in zip(ids, ok) if o], values[ok])
+        (run / "data" / f"{spec.name}.parquet").write_bytes(b"x" * 100)
+
+
+def old_finalize(cfg: RunConfig, shards: list[ShardResult]) -> None:
+    """finalize_run's steps before it streamed (manifest, duplicates, config, card), kept here to compare."""
+    from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
+    from factory.run.records import shard_files
+    from factory.script.dedup import find_duplicates, load_signatures
+
+    store = run_store(cfg)
+    parts = []
+    for s in shards:
+        with store.open(shard_files(s.name)["manifest"]) as f:
+            parts.append(pl.read_parquet(f))
+    manifest = pl.concat(parts).sort("id")
+    signatures = load_signatures(io.BytesIO(store.read_bytes(shard_files(s.name)["signatures"])) for s in shards)
+    duplicates = find_duplicates(dict(sorted(signatures.items())))
+    manifest = manifest.with_columns(
+        pl.col("id").replace_strict(duplicates, default=None, return_dtype=pl.Utf8).alias("duplicate_of")
+    )
+    buffer = io.BytesIO()
+    manifest.write_parquet(buffer)
+    store.write_bytes("manifest.parquet", buffer.getvalue())
+    store.write_bytes("config.yaml", cfg.to_yaml().encode())
+    png = overview_png(manifest.filter(pl.col("status") == "ok"))
+    if png is not None:
+        store.write_bytes(OVERVIEW_PLOT, png)
+    data_bytes = sum(store.size(f"data/{s.name}.parquet") for s in shards)
+    card = dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if png is not None else None)
+    store.write_bytes("README.md", card.encode())
+
+
+def measure(path: str, root: Path, n: int, per: int) -> dict:
+    """One finalize in this process: seconds and peak RSS."""
+    from factory.run.shards import finalize_run
+
+    cfg = config(root, n, per)
+    shards = [ShardResult(s.name, "", len(s.sample_indices), 0) for s in plan_shards(cfg)]
+    start = time.perf_counter()
+    (old_finalize if path == "old" else finalize_run)(cfg, shards)
+    seconds = time.perf_counter() - start
+    manifest = pl.read_parquet(cfg.run_dir / "manifest.parquet", columns=["duplicate_of"])
+    return {
+        "path": path,
+        "samples": n,
+        "shards": len(shards),
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "duplicates": int(manifest["duplicate_of"].is_not_null().sum()),
+    }
+
+
+def in_fresh_process(path: str, root: Path, n: int, per: int) -> dict:
+    code = [sys.executable, __file__, "--measure", path, "--root", str(root), "--n", str(n), "--per", str(per)]
+    out = subprocess.run(code, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--compare", type=int, default=20_000, help="samples finalized by both paths")
+    ap.add_argument("--large", type=int, default=400_000, help="samples finalized by the new path alone")
+    ap.add_argument("--per", type=int, default=100, help="samples per shard")
+    ap.add_argument("--measure", choices=["old", "new"])
+    ap.add_argument("--root", type=Path)
+    ap.add_argument("--n", type=int)
+    args = ap.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.root, args.n, args.per)))
+        return
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-finalize-") as tmp:
+        base = Path(tmp)
+        for n, paths in ((args.compare, ("old", "new")), (args.large, ("new",))):
+            start = time.perf_counter()
+            build(base / "template", n, args.per)
+            print(f"built {n} samples in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+            outputs = {}
+            for path in paths:
+                root = base / path
+                shutil.copytree(base / "template", root)
+                rows.append(in_fresh_process(path, root, n, args.per))
+                print(json.dumps(rows[-1]), file=sys.stderr)
+                run = config(root, n, args.per).run_dir
+                outputs[path] = {name: (run / name).read_bytes() for name in ("manifest.parquet", "README.md")}
+                if path == "new" and "old" in outputs:
+                    rows[-1]["identical_to_old"] = outputs["old"] == outputs["new"]
+                    assert rows[-1]["identical_to_old"], "the streamed finalize must write the old bytes"
+            for folder in ("template", *paths):
+                shutil.rmtree(base / folder)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    RESULTS.mkdir(exist_ok=True)
+    summary = {"when": when, "machine": machine, "rows": rows}
+    (RESULTS / "finalize.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [
+        f"# Finalize at scale ({when})",
+        "",
+        f"{machine}; synthetic shards of {args.per} (manifest part + MinHash signatures), each finalize in a "
+        "fresh process; peak RSS is the process's maximum resident set.",
+        "",
+        "| path | samples | shards | seconds | peak RSS, MB | near-duplicates | bytes equal to old |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        same = {True: "yes", False: "NO"}.get(r.get("identical_to_old"), "-")
+        lines.append(
+            f"| {r['path']} | {r['samples']} | {r['shards']} | {r['seconds']} | {r['peak_rss_mb']} | "
+            f"{r['duplicates']} | {same} |"
+        )
+    table = "\n".join(lines) + "\n"
+    (RESULTS / "finalize.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
