@@ -200,6 +200,20 @@ def test_nemo_duplex_s2s_dataset_reads_the_export(exported, samples, text_tok) -
     assert torch.isfinite(batch["source_audio"]).all()
 
 
+@pytest.mark.parametrize("shar", [True, False])
+def test_cuts_carry_the_role_prompt_and_the_voice_prompt(exported, samples, shar) -> None:
+    import soxr
+
+    for s in samples:
+        (cut,) = [c for c in nemo.read_cuts(exported, s.meta.split, shar=shar) if c.id == s.id]
+        assert cut.custom["system_prompt"] == s.meta.role_prompt
+        assert cut.system_prompt == s.meta.role_prompt  # how speechlm2 asks (salm_dataset.py 130-132)
+        prompt = cut.load_custom("voice_prompt")
+        assert cut.voice_prompt.sampling_rate == 22050 and prompt.shape[0] == 1
+        want = soxr.resample(s.voice_prompt, s.sample_rate, 22050)
+        assert prompt.shape[1] == len(want) and np.abs(prompt[0] - want).max() <= 1 / 32768 + 1e-7
+
+
 def test_a_turn_ending_at_the_end_gets_room_for_its_eos(samples, text_tok, tmp_path) -> None:
     s = samples[0].model_copy(deep=True)
     last = max(s.timeline.turns, key=lambda t: t.end)
