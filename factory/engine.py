@@ -43,6 +43,7 @@ from factory.render.qa import QAResult
 from factory.run.records import ShardStats
 from factory.runtime import Runtime
 from factory.stages import (
+    VOICE_PROMPT,
     PieceKey,
     Plan,
     SampleRejected,
@@ -270,7 +271,7 @@ def run_wave(
     with times("tts"):
         live = _alive(dialogues)
         for d in live:
-            d.requests = render_requests(d.planned, d.scripted)
+            d.requests = render_requests(d.planned, d.scripted, rt.cfg.run.seed)
         _render_into(rt, live, {d.sid: list(d.requests) for d in live}, stats)
 
     with times("qa"):
@@ -349,6 +350,11 @@ def _render_into(
             d.utts[k] = utt
 
 
+def _dialogue_pieces(d: Dialogue) -> list[PieceKey]:
+    """The pieces QA hears together per channel: all but the voice prompt, which is not in the dialogue."""
+    return [k for k in d.requests if k != VOICE_PROMPT]
+
+
 def _batch_counts(rt: Runtime, name: BackendName) -> dict[str, int] | None:
     stats = rt.tts_batch_stats(name)
     return None if stats is None else {"batches": stats.batches, "items": stats.items, "capacity": stats.capacity}
@@ -357,13 +363,13 @@ def _batch_counts(rt: Runtime, name: BackendName) -> dict[str, int] | None:
 def _qa(rt: Runtime, live: list[Dialogue], pool: Executor | None, stats: ShardStats) -> None:
     jobs = []
     for d in live:
-        keys = list(d.requests)
+        keys = _dialogue_pieces(d)
         jobs.append((rt, d.sid, [d.utts[k] for k in keys], [piece_channel(d.scripted, k) for k in keys]))
     for d, outcome in zip(live, _map(pool, _qa_job, jobs, [d.audio_s for d in live]), strict=True):
         if outcome.reason is not None:
             d.fail(outcome.reason)
         else:
-            d.qa = dict(zip(d.requests, outcome.value, strict=True))
+            d.qa = dict(zip(_dialogue_pieces(d), outcome.value, strict=True))
     # Pieces that failed their channel pass: re-render slower, all in one batch, then check alone.
     failed = {d.sid: [k for k, r in d.qa.items() if not r.ok] for d in _alive(live)}
     slower = {(d.sid, k): retry_request(rt.cfg, d.requests[k]) for d in _alive(live) for k in failed.get(d.sid, [])}

@@ -472,6 +472,16 @@ class AugmentationRecord(_Model):
     chain: str | None = Field(default=None, description="the configured chain this step belongs to")
 
 
+class VoicePrompt(_Model):
+    """A clip of the agent's voice that is not in the dialogue, for models conditioned on a voice
+    prompt (PersonaPlex, Moshi-style): a fixed sentence rendered like the agent's turns (same
+    voice, rate, TTS path and cache), scaled by the agent channel's gain and stored on the 16-bit
+    grid, so `source` and `gain` rebuild it from the TTS cache."""
+
+    source: PieceSource
+    gain: float = Field(description="linear gain applied: the agent channel's (MixRecipe.gains[1])")
+
+
 # --------------------------------------------------------------------------- sample
 class SampleMeta(_Model):
     """A finished dialogue without its audio: what a run folder stores beside the FLAC stems.
@@ -490,18 +500,22 @@ class SampleMeta(_Model):
     )
     voices: dict[Channel, str]
     llm: str
+    role_prompt: str = Field(description="the agent's text role prompt, composed from the scenario")
+    voice_prompt: VoicePrompt
 
 
 class Sample(BaseModel):
     """One finished dialogue in memory: its metadata and its audio. `stems` is the clean
     (samples, 2) float32 mix (channel 0 = user, 1 = agent) exactly as stored (16-bit PCM
-    values); `augmented` the augmented mix or None. Later stages (augmentation, exports, audit)
-    take Samples and nothing else."""
+    values); `augmented` the augmented mix or None; `voice_prompt` the agent's voice-prompt clip,
+    mono float32 at the same rate, as stored. Later stages (augmentation, exports, audit) take
+    Samples and nothing else."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     meta: SampleMeta
     stems: np.ndarray
+    voice_prompt: np.ndarray
     augmented: np.ndarray | None = None
 
     @property

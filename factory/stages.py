@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 
 from factory.audio.edit import resample_utterance
-from factory.audio.mix import MixError, apply_gains, audio_sha256, flac_bytes, loudness_gains, place
+from factory.audio.mix import MixError, apply_gain, apply_gains, audio_sha256, flac_bytes, loudness_gains, place
 from factory.audit.run import gate_row
 from factory.augment import augment_sample
 from factory.config import RunConfig
@@ -38,6 +38,7 @@ from factory.models import (
     TurnKind,
     Utterance,
     Voice,
+    VoicePrompt,
 )
 from factory.render.base import SynthesisRequest, TTSError, synthesize_many
 from factory.render.cache import CachedBackend
@@ -45,6 +46,7 @@ from factory.render.qa import QAResult, check_intelligibility, check_together
 from factory.run.rows import EncodedAudio, encode_audio
 from factory.runtime import Runtime
 from factory.script.compose import write_script, write_script_structured
+from factory.script.prompts import role_prompt, voice_prompt_text
 from factory.script.scenario import draw_scenario
 from factory.script.writer import TurnRejected
 from factory.seeding import rng_for
@@ -94,7 +96,10 @@ class Rendered:
     source: PieceSource
 
 
-PieceKey = tuple[str, int]  # ("turn", turn index) or ("reaction", mark index)
+PieceKey = tuple[str, int]  # ("turn", turn index), ("reaction", mark index) or VOICE_PROMPT
+# The agent's voice-prompt clip: rendered with the dialogue's pieces (same batch, path and cache),
+# never placed in it, and left out of the per-channel QA pass so the dialogue's own QA is unchanged.
+VOICE_PROMPT: PieceKey = ("voice_prompt", 0)
 
 
 def plan_sample(rt: Runtime, sid: str, key: str) -> Plan:
@@ -117,8 +122,9 @@ def script_for(rt: Runtime, plan: Plan) -> Script:
         raise SampleRejected(f"script: {exc}") from exc
 
 
-def render_requests(plan: Plan, script: Script) -> dict[PieceKey, SynthesisRequest]:
-    """Every render a script needs: its turns, then its listener reactions (in the listener's voice)."""
+def render_requests(plan: Plan, script: Script, run_seed: int) -> dict[PieceKey, SynthesisRequest]:
+    """Every render a script needs: its turns, then its listener reactions (in the listener's voice),
+    then the agent's voice prompt (in the agent's voice and rate; its sentence from its own generator)."""
     requests = {
         ("turn", i): SynthesisRequest(t.text, plan.voices[t.speaker], plan.rates[t.speaker])
         for i, t in enumerate(script.turns)
@@ -127,6 +133,8 @@ def render_requests(plan: Plan, script: Script) -> dict[PieceKey, SynthesisReque
         if isinstance(m, ListenerMark):
             listener = script.turns[m.turn].speaker.other
             requests[("reaction", k)] = SynthesisRequest(m.token, plan.voices[listener], plan.rates[listener])
+    sentence = voice_prompt_text(rng_for(run_seed, plan.key, "voice_prompt"), script)
+    requests[VOICE_PROMPT] = SynthesisRequest(sentence, plan.voices[Channel.agent], plan.rates[Channel.agent])
     return requests
 
 
@@ -261,6 +269,9 @@ def assemble(cfg: RunConfig, plan: Plan, script: Script, sources: dict[PieceKey,
     stems = place(recipe, [sources[p.key].utt.audio for p in placements])  # gains are measured on it, then applied
     recipe.gains = loudness_gains(stems, sr, cfg.audio.target_lufs, cfg.audio.peak_dbfs)
     clean = apply_gains(stems, recipe.gains)  # what mix(recipe, audio) gives, as rebuild_clean checks
+    prompt = sources[VOICE_PROMPT]
+    agent_gain = recipe.gains[Channel.agent.index]  # at the agent channel's loudness, on the stored 16-bit grid
+    prompt_audio = apply_gain(prompt.utt.audio, agent_gain)
     meta = SampleMeta(
         id=plan.sid,
         split=cfg.run.split,
@@ -272,8 +283,11 @@ def assemble(cfg: RunConfig, plan: Plan, script: Script, sources: dict[PieceKey,
         recipe=recipe,
         voices={ch: v.id for ch, v in plan.voices.items()},
         llm=script.llm,
+        role_prompt=role_prompt(plan.scenario),
+        voice_prompt=VoicePrompt(source=prompt.source, gain=agent_gain),
     )
-    return augment_sample(Sample(meta=meta, stems=clean), cfg.augment, cfg.tts.cache_dir)
+    sample = Sample(meta=meta, stems=clean, voice_prompt=prompt_audio)
+    return augment_sample(sample, cfg.augment, cfg.tts.cache_dir)
 
 
 def rejection_reason(exc: BaseException, sid: str) -> str:

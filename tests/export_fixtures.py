@@ -1,14 +1,15 @@
 """Cheap Samples for export tests: a hand-written script with a barge-in, overlapping
 backchannels (user over the agent, agent over the user), a failed interruption and a filler,
 placed by the real timeline planner over word-shaped noise bursts (tests/test_timeline.py's
-stand-in for TTS) and mixed into stems. The truth the tests compare exports against is this
-timeline and this audio."""
+stand-in for TTS) and mixed into stems, plus the agent's prompts (the role prompt composed from the
+scenario, a voice prompt of bursts for a sentence not in the script). The truth the tests compare
+exports against is this timeline and this audio."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from factory.audio.mix import apply_gains, loudness_gains
+from factory.audio.mix import apply_gain, apply_gains, audio_sha256, loudness_gains
 from factory.config import RunConfig
 from factory.models import (
     Backchannel,
@@ -19,12 +20,15 @@ from factory.models import (
     MixRecipe,
     Mode,
     Persona,
+    PieceSource,
     Sample,
     SampleMeta,
     Scenario,
     Script,
     ScriptTurn,
+    VoicePrompt,
 )
+from factory.script.prompts import VOICE_PROMPT_SENTENCES, role_prompt
 from factory.seeding import rng_for
 from factory.timeline.place import build_timeline
 from tests.test_timeline import SR, burst_utterance
@@ -68,6 +72,10 @@ def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train
     for p in placements:
         stems[p.start : p.start + len(p.audio), p.channel.index] += p.audio
     gains = loudness_gains(stems, SR, -23, -1)
+    # its own generator, drawn after the dialogue's, so the dialogue is what it was without prompts
+    prompt = burst_utterance(
+        VOICE_PROMPT_SENTENCES[seed % 6], rng_for(seed, sid, "voice_prompt"), voices[Channel.agent]
+    )
     stems = apply_gains(stems, gains)
     recipe = MixRecipe(
         sample_rate=SR, n_samples=len(stems), pieces=[], gains=tuple(gains), target_lufs=-23, peak_dbfs=-1
@@ -93,8 +101,23 @@ def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train
         recipe=recipe,
         voices=voices,
         llm="none",
+        role_prompt=role_prompt(scenario),
+        voice_prompt=VoicePrompt(
+            source=PieceSource(
+                cache_key=None,
+                backend="espeak",
+                voice_id=voices[Channel.agent],
+                text=prompt.text,
+                rate=1.0,
+                sample_rate=SR,
+                n_samples=len(prompt.audio),
+                sha256=audio_sha256(prompt.audio),
+            ),
+            gain=gains[Channel.agent.index],
+        ),
     )
-    return Sample(meta=meta, stems=stems)
+    prompt_audio = apply_gain(prompt.audio, gains[Channel.agent.index])
+    return Sample(meta=meta, stems=stems, voice_prompt=prompt_audio)
 
 
 def make_run(run_dir, samples: list[Sample], rejected: tuple[str, ...] = (), empty_shard: bool = True):

@@ -65,7 +65,8 @@ def _swap(value: object, key: str | None = None) -> object:
 def _swapped(sample: Sample) -> Sample:
     data = _swap(sample.meta.model_dump(mode="json"))
     data["id"] = data["timeline"]["id"] = f"{sample.id}-swapped"
-    return Sample(meta=SampleMeta.model_validate(data), stems=np.ascontiguousarray(sample.stems[:, ::-1]))
+    stems = np.ascontiguousarray(sample.stems[:, ::-1])
+    return Sample(meta=SampleMeta.model_validate(data), stems=stems, voice_prompt=sample.voice_prompt)
 
 
 @pytest.fixture(scope="module")
@@ -401,7 +402,8 @@ def _ends_with_the_interruption(sample: Sample, interrupt_turn: int) -> Sample:
     )
     stems = sample.stems.copy()
     stems[round(end * sample.sample_rate) :] = 0
-    return Sample(meta=sample.meta.model_copy(update={"id": f"{sample.id}-cut", "timeline": cut}), stems=stems)
+    meta = sample.meta.model_copy(update={"id": f"{sample.id}-cut", "timeline": cut})
+    return Sample(meta=meta, stems=stems, voice_prompt=sample.voice_prompt)
 
 
 def test_an_interruption_that_ends_the_dialogue_is_left_out_with_its_reason(exported, samples, tmp_path: Path) -> None:

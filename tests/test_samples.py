@@ -1,4 +1,5 @@
-"""A finished run read back as Samples, and its clean audio rebuilt from the mix recipe alone.
+"""A finished run read back as Samples, and its clean audio (and voice prompt) rebuilt from the mix
+recipe alone.
 
 The truth is the stored FLAC bytes the pipeline wrote; the rebuild reads the renders from the
 TTS cache with every TTS backend made to raise, so it can only succeed through the recipe.
@@ -16,7 +17,7 @@ from factory.audio.mix import MixError, flac_bytes
 from factory.config import load_config
 from factory.models import Channel, SampleMeta
 from factory.run.read import RunFolderError, read_sample_metas, read_samples
-from factory.run.rebuild import SourceMissing, rebuild_clean
+from factory.run.rebuild import SourceMissing, rebuild_clean, rebuild_voice_prompt
 from factory.run.rows import row_to_sample, sample_to_row
 
 from .conftest import decode, read_rows
@@ -75,6 +76,15 @@ def test_clean_audio_rebuilds_byte_identically_from_the_recipe_without_tts(tiny_
         rebuilt = rebuild_clean(recipe, cache)
         assert np.array_equal(rebuilt, s.stems)
         assert flac_bytes(rebuilt, s.sample_rate) == rows[s.id]["audio"]["bytes"]
+
+
+def test_voice_prompt_rebuilds_from_the_tts_cache_without_tts(tiny_run: Path, no_tts: None) -> None:
+    cache = _cache_dir(tiny_run)
+    rows = {r["id"]: r for r in read_rows(tiny_run)}
+    for s in read_samples(tiny_run):
+        rebuilt = rebuild_voice_prompt(s.meta.voice_prompt, s.sample_rate, cache)
+        assert np.array_equal(rebuilt, s.voice_prompt)
+        assert flac_bytes(rebuilt, s.sample_rate) == rows[s.id]["voice_prompt"]["bytes"]
 
 
 def test_recipe_places_each_turn_where_the_timeline_says(tiny_run: Path) -> None:

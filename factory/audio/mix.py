@@ -171,6 +171,11 @@ def apply_gains(stems: np.ndarray, gains: Sequence[float]) -> np.ndarray:
     return out
 
 
+def apply_gain(mono: np.ndarray, gain: float) -> np.ndarray:
+    """One mono signal as stored: `apply_gains` of a single channel (the agent's voice prompt)."""
+    return apply_gains(mono[:, None], (gain,))[:, 0]
+
+
 def mix(recipe: MixRecipe, sources: Sequence[np.ndarray]) -> np.ndarray:
     """The clean stereo mix of a complete recipe (gains already in it)."""
     return apply_gains(place(recipe, sources), recipe.gains)

@@ -37,7 +37,7 @@ from factory.config import ConfigError, RunConfig, load_config
 from factory.conversation.bands import BANDS
 from factory.models import TIMELINE_SCHEMA_VERSION, Sample
 from factory.run.read import AUDIT_TABLE, MANIFEST, is_remote, open_run, read_config, shard_records
-from factory.run.rows import read_shard_rows, row_meta
+from factory.run.rows import read_shard_rows, read_voice_prompt, row_meta
 from factory.run.store import RunStore
 
 AUDIT_FILE = AUDIT_TABLE
@@ -178,11 +178,12 @@ def _sample_of(row: dict, path: str) -> Sample:
         stems = read_audio(row["audio"]["bytes"])[0]
         aug = row.get("audio_augmented")
         augmented = read_audio(aug["bytes"])[0] if aug and aug.get("bytes") else None
+        voice_prompt = read_voice_prompt(row)
     except Exception as exc:  # soundfile raises its own errors on damaged FLAC
         raise ValueError(f"{path}: sample {sid}: audio could not be decoded ({type(exc).__name__}: {exc})") from None
     if stems.ndim != 2 or stems.shape[1] != 2:
         raise ValueError(f"{path}: sample {sid}: audio has shape {stems.shape}, expected (samples, 2)")
-    return Sample(meta=meta, stems=stems, augmented=augmented)
+    return Sample(meta=meta, stems=stems, voice_prompt=voice_prompt, augmented=augmented)
 
 
 def iter_samples(

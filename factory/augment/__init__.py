@@ -29,4 +29,4 @@ def augment_sample(sample: Sample, cfg: AugmentSection, tts_cache_dir: Path | No
     rng = rng_for(sample.meta.run_seed, sample.meta.sample_key, "augment")
     drawn = augmenter(cfg, context)(sample.stems, sample.sample_rate, rng, sample.meta.recipe.peak_dbfs)
     meta = sample.meta.model_copy(update={"augmentation": drawn[1] if drawn else None})
-    return Sample(meta=meta, stems=sample.stems, augmented=drawn[0] if drawn else None)
+    return sample.model_copy(update={"meta": meta, "augmented": drawn[0] if drawn else None})

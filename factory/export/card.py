@@ -262,7 +262,9 @@ def dataset_card(
         "`audio` (clean stereo), `audio_augmented` (augmented stereo, or null) with `augmentation` (JSON records of "
         "every transform and its parameters), `timeline` (JSON, schema `timeline.schema.json` of duplex-factory), "
         "`text` / `user_text` / `agent_text` (what was spoken), `scenario`, `script`, `recipe` (how the audio was "
-        "mixed, enough to rebuild it), `user_voice` / `agent_voice`, `llm`, `run_seed` and `sample_key`.",
+        "mixed, enough to rebuild it), `user_voice` / `agent_voice`, `llm`, `run_seed` and `sample_key`; the agent's "
+        "prompts: `role_prompt` (text, from the scenario) and `voice_prompt` (mono FLAC of the agent's voice saying a "
+        "sentence that is not in the dialogue) with `voice_prompt_source` (JSON: its render and gain).",
         "",
         "## Voices and splits",
         "",

@@ -21,6 +21,15 @@ loaders.py); shared/reference/token-layouts.md section 1:
   "SPEAKER_MAIN" words make the text stream; the user's words are kept under another key
   (`user_alignments`, label "SPEAKER_USER") and the turns under `turns`: the loader ignores
   both (it reads only `alignments` and `text_conditions`).
+* Prompts (PersonaPlex, NVIDIA/personaplex@3428dfd, a Moshi fine-tune conditioned on a text role
+  prompt and a voice prompt; it ships inference only): the json also holds `text_prompt` (the
+  role prompt as `offline.py` takes it in `--text-prompt`: plain text, lines 157 and 241-242 wrap
+  it in `<system> ... <system>` themselves) and `voice_prompt`, the path, relative to the split
+  folder like `path` in data.jsonl, of `<split>/voice_prompts/<id>.wav`: the agent's voice-prompt
+  clip, mono 16-bit at 24 kHz (`load_voice_prompt`, moshi/models/lm.py 960-973, loads any wav at
+  Mimi's rate and normalises it to -24 LUFS itself). Not `text_conditions`: moshi-finetune hands
+  that key to `model.condition_provider` (interleaver.py 289, train.py 248-251), which Moshi 7B
+  does not have, so writing it would break training; `alignments` is all it reads (line 270).
 * Text placement (`Interleaver.build_token_stream`): T = ceil(duration * 12.5) frames, all PAD;
   each word is tokenized alone (`word.strip()`), its first token at frame floor(start * 12.5),
   one token per frame; the frame before a word's first token becomes EPAD if it was PAD;
@@ -125,7 +134,7 @@ class Moshi(Exporter[MoshiOptions]):
     format_version = FORMAT_VERSION
     frame_rate = FRAME_RATE
     needs_audio_tokens = False  # only with the option tokens; `write` prepares the tokenizer then
-    outputs = ("*/data.jsonl", "*/audio")  # the moshi-finetune folders of each split
+    outputs = ("*/data.jsonl", "*/audio", "*/voice_prompts")  # the moshi-finetune folders of each split
     own_rules = RULES
     options_model = MoshiOptions
 
@@ -173,6 +182,7 @@ class Moshi(Exporter[MoshiOptions]):
                 rel = f"audio/{s.id}.wav"
                 audio = moshi_audio(s, options.use_augmented)
                 atomic_write(out_dir / split / rel, _wav_bytes_writer(audio))
+                atomic_write(out_dir / split / voice_prompt_path(s.id), _wav_bytes_writer(moshi_voice_prompt(s)))
                 duration = len(audio) / SAMPLE_RATE
                 agent = agent_alignments(s.timeline, counter)
                 # What the loader will do with these alignments: count the tokens it will drop.
@@ -222,7 +232,8 @@ class Moshi(Exporter[MoshiOptions]):
             source_run=options.source_run,
             layout=(
                 "moshi-finetune folders: <split>/data.jsonl, <split>/audio/<id>.wav (24 kHz, 16-bit, channel 0 = "
-                "agent = Moshi, channel 1 = user), <split>/audio/<id>.json (alignments of SPEAKER_MAIN = agent)"
+                "agent = Moshi, channel 1 = user), <split>/audio/<id>.json (alignments of SPEAKER_MAIN = agent, "
+                "text_prompt, voice_prompt: <split>/voice_prompts/<id>.wav, mono 24 kHz)"
                 + (
                     f"; data/*.parquet codes [1 + 2*{n_q}, T] at 12.5 Hz: row 0 agent text (PAD/EPAD), rows "
                     f"1..{n_q} agent codes, rows {n_q + 1}..{2 * n_q} user codes, undelayed"
@@ -343,8 +354,22 @@ def moshi_audio(sample: Sample, augmented: bool = False) -> np.ndarray:
     user on channel 1, at 24 kHz, quantised to 16 bits (the values the wav holds)."""
     audio = sample.augmented if augmented and sample.augmented is not None else sample.stems
     audio = np.ascontiguousarray(audio[:, [Channel.agent.index, Channel.user.index]], dtype=np.float32)
-    if sample.sample_rate != SAMPLE_RATE:
-        audio = soxr.resample(audio, sample.sample_rate, SAMPLE_RATE).astype(np.float32)
+    return _at_24k_pcm16(audio, sample.sample_rate)
+
+
+def voice_prompt_path(sample_id: str) -> str:
+    """The voice prompt's wav, relative to the split folder."""
+    return f"voice_prompts/{sample_id}.wav"
+
+
+def moshi_voice_prompt(sample: Sample) -> np.ndarray:
+    """The agent's voice-prompt clip at 24 kHz on the 16-bit grid (the values the wav holds)."""
+    return _at_24k_pcm16(np.ascontiguousarray(sample.voice_prompt, dtype=np.float32), sample.sample_rate)
+
+
+def _at_24k_pcm16(audio: np.ndarray, sr: int) -> np.ndarray:
+    if sr != SAMPLE_RATE:
+        audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
     pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
     return pcm.astype(np.float32) / 32768.0
 
@@ -383,6 +408,8 @@ def _alignments_json(sample: Sample, agent: list[Alignment], sub: MoshiOptions) 
         }
         for t in sample.timeline.turns
     ]
+    doc["text_prompt"] = sample.meta.role_prompt
+    doc["voice_prompt"] = voice_prompt_path(sample.id)
     return json.dumps(doc, ensure_ascii=False) + "\n"
 
 
@@ -425,6 +452,8 @@ class MoshiDialogue(BaseModel):
     alignments: list[tuple[str, tuple[float, float], str]]
     user_alignments: list[tuple[str, tuple[float, float], str]]
     turns: list[dict]
+    text_prompt: str
+    voice_prompt: np.ndarray  # mono at 24 kHz
 
 
 def read_dialogue(out_dir: Path, sample_id: str, split: str = "train") -> MoshiDialogue:
@@ -444,5 +473,7 @@ def read_dialogue(out_dir: Path, sample_id: str, split: str = "train") -> MoshiD
                 alignments=[(w, tuple(ts), sp) for w, ts, sp in doc["alignments"]],
                 user_alignments=[(w, tuple(ts), sp) for w, ts, sp in doc.get("user_alignments", [])],
                 turns=doc.get("turns", []),
+                text_prompt=doc["text_prompt"],
+                voice_prompt=sf.read(folder / doc["voice_prompt"], dtype="float32")[0],
             )
     raise ExportError(f"no dialogue {sample_id!r} in {folder / 'data.jsonl'}")

@@ -23,6 +23,15 @@ shared/reference/token-layouts.md section 2:
   overwrite earlier tokens. Hence the rules turn_end_needs_a_frame (pad the audio so every
   turn's EOS fits), eos_overwritten and text_longer_than_turn (counted, with the export's text
   tokenizer: exact only with the trainer's own tokenizer).
+* Prompts: `cut.custom["system_prompt"]` = the agent's role prompt, and `cut.custom["voice_prompt"]`
+  = a lhotse Array of the agent's voice-prompt clip: int16 PCM at the target rate
+  (`custom["voice_prompt_sampling_rate"]`), `cut.load_custom("voice_prompt")`; an Array because
+  lhotse takes a custom Recording to span the cut (Shar reads it back at the cut's duration).
+  DuplexS2SDataset@8cfedd7 reads neither (it takes only supervisions of its roles, lines 158-159,
+  and target_audio); `system_prompt` is the name speechlm2 reads a system prompt by:
+  salm_dataset.py 130-132 (`hasattr(example, "system_prompt")`, which a lhotse cut answers from
+  `custom`) and the `system_prompt` tag of docs/source/speechlm2/datasets.rst 142-180. No "system"
+  supervision is added: the dataset would ignore it and this export's rules count supervisions.
 * Option `word_timestamps`: the supervision text carries per-word frame indices relative to
   the supervision's first frame, `<|s|> word <|e|>` (DuplexS2SDataset strips them with
   `_strip_timestamps`; the duplex text-to-text dataset reads them).
@@ -46,6 +55,7 @@ import soxr
 from pydantic import field_validator
 
 from factory.atomic import atomic_write
+from factory.audio.mix import to_pcm16
 from factory.export.errors import ExportError
 from factory.export.exporter import Exporter
 from factory.export.options import ExportOptions, FormatOptions, dump_options
@@ -149,7 +159,9 @@ class NemoDuplex(Exporter[NemoOptions]):
                 shar_dir = out_dir / "shar" / split
                 shar_dir.mkdir(parents=True, exist_ok=True)
                 written = cutset.to_shar(
-                    shar_dir, fields={"recording": "flac", "target_audio": "flac"}, shard_size=sub.shar_shard_size
+                    shar_dir,
+                    fields={"recording": "flac", "target_audio": "flac", "voice_prompt": "numpy"},
+                    shard_size=sub.shar_shard_size,
                 )
                 for gz in sorted(shar_dir.glob("*.jsonl.gz")):  # same bytes for the same cuts
                     _gzip(gzip.decompress(gz.read_bytes()), gz)
@@ -166,7 +178,9 @@ class NemoDuplex(Exporter[NemoOptions]):
             layout=(
                 f"lhotse CutSet: recording = user at {sub.source_sample_rate} Hz, custom.target_audio = agent at "
                 f"{sub.target_sample_rate} Hz (same duration), one supervision per turn (speaker user/agent, spoken "
-                "text, end = stop time); cuts_<split>.jsonl.gz and shar/<split>/ (flac)"
+                "text, end = stop time), custom.system_prompt = the agent's role prompt, custom.voice_prompt = its "
+                f"voice-prompt clip (int16 Array) at {sub.target_sample_rate} Hz; cuts_<split>.jsonl.gz and "
+                "shar/<split>/ (flac)"
             ),
             options=dump_options(options),
         )
@@ -256,11 +270,18 @@ def count_token_rules(timeline: Timeline, tokenize: Callable[[str], list[int]], 
 
 def _mono(sample: Sample, ch: Channel, sr: int, n: int, augmented: bool) -> np.ndarray:
     audio = sample.augmented if augmented and sample.augmented is not None else sample.stems
-    x = np.ascontiguousarray(audio[:, ch.index], dtype=np.float32)
-    if sample.sample_rate != sr:
-        x = soxr.resample(x, sample.sample_rate, sr).astype(np.float32)
-    x = x[:n]
+    x = _resampled(audio[:, ch.index], sample.sample_rate, sr)[:n]
     return np.pad(x, (0, n - len(x)))
+
+
+def _resampled(audio: np.ndarray, sr_in: int, sr: int) -> np.ndarray:
+    x = np.ascontiguousarray(audio, dtype=np.float32)
+    return soxr.resample(x, sr_in, sr).astype(np.float32) if sr_in != sr else x
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:  # a file object: np.save would add ".npy" to the temporary name
+        np.save(f, array, allow_pickle=False)
 
 
 def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
@@ -278,6 +299,7 @@ def build_cut(
     """One lhotse MonoCut: user recording, agent target_audio, one supervision per turn."""
     try:
         from lhotse import Recording, SupervisionSegment  # lazy: optional heavy dependency (torch env only)
+        from lhotse.array import Array  # lazy: as above
     except ImportError as exc:
         raise ExportError(LHOTSE_HINT, exit_code=3) from exc
     src, tgt = sub.source_sample_rate, sub.target_sample_rate
@@ -312,6 +334,16 @@ def build_cut(
         for t in sorted(tl.turns, key=lambda t: (t.start, t.id))
     ]
     cut.custom["split"] = sample.meta.split
+    cut.custom["system_prompt"] = sample.meta.role_prompt
+    # An Array, not a Recording: lhotse takes a custom Recording to span the cut's time (Shar reads it
+    # back at the cut's duration), and this clip is shorter and not in the dialogue.
+    pcm = to_pcm16(_resampled(sample.voice_prompt, sample.sample_rate, tgt))
+    key = f"{sample.id}_voice_prompt.npy"
+    atomic_write(audio_dir / key, lambda tmp: _save_npy(tmp, pcm))
+    cut.voice_prompt = Array(
+        storage_type="numpy_files", storage_path=str(audio_dir.resolve()), storage_key=key, shape=list(pcm.shape)
+    )
+    cut.custom["voice_prompt_sampling_rate"] = tgt
     return cut
 
 

@@ -123,6 +123,8 @@ def read_sample_metas(
         "user_voice",
         "agent_voice",
         "llm",
+        "role_prompt",
+        "voice_prompt_source",
     ]
     for row in _rows(run_dir, verify, storage_options, columns=columns, batch_size=256):
         yield row_meta(row)

@@ -1,4 +1,5 @@
-"""Rebuild a sample's clean audio from its mix recipe and the TTS cache, without any TTS call.
+"""Rebuild a sample's clean audio (and its voice prompt) from its mix recipe and the TTS cache,
+without any TTS call.
 
 Each recipe piece names its render's cache key and the sha256 of that render at the run's rate;
 the rebuild reads the render from the cache, resamples it as the pipeline did, proves the hash,
@@ -13,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from factory.audio.edit import resample
-from factory.audio.mix import audio_sha256, mix
-from factory.models import MixRecipe, PieceSource
+from factory.audio.mix import apply_gain, audio_sha256, mix
+from factory.models import MixRecipe, PieceSource, VoicePrompt
 from factory.tts_cache import read_entry
 
 
@@ -47,3 +48,8 @@ def rebuild_clean(recipe: MixRecipe, cache_dir: Path) -> np.ndarray:
     """The clean (samples, 2) float32 mix, exactly as the pipeline stored it."""
     sources = [load_source(cache_dir, p.source, recipe.sample_rate) for p in recipe.pieces]
     return mix(recipe, sources)
+
+
+def rebuild_voice_prompt(prompt: VoicePrompt, sample_rate: int, cache_dir: Path) -> np.ndarray:
+    """The agent's voice-prompt clip, mono float32, exactly as the pipeline stored it."""
+    return apply_gain(load_source(cache_dir, prompt.source, sample_rate), prompt.gain)

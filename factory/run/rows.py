@@ -6,7 +6,9 @@ under the run folder, the layout `datasets.load_dataset(run_dir)` and the Hub's 
 Audio is stereo 16-bit FLAC bytes (channel 0 = user, channel 1 = agent) in an `Audio` column,
 written without torchcodec: bytes go in as a {bytes, path} struct and the column is cast to
 `Audio`. Read it back with `cast_column("audio", Audio(decode=False))` + soundfile to keep both
-channels (torchcodec's decoder averages stereo to mono).
+channels (torchcodec's decoder averages stereo to mono). The agent's prompts travel in the row, so
+a row is self-contained on the Hub: `role_prompt` (text) and `voice_prompt` (mono 16-bit FLAC of the
+agent's voice-prompt clip; `voice_prompt_source` says how it was made).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict
 
+import numpy as np
 import pyarrow.parquet as pq
 from datasets import Audio, Dataset, Features, Value
 
@@ -30,11 +33,12 @@ from factory.models import (
     Scenario,
     Script,
     Timeline,
+    VoicePrompt,
 )
 from factory.timeline.measures import transcript
 
 _AUDIO_STRUCT = {"bytes": Value("binary"), "path": Value("string")}
-AUDIO_COLUMNS = ("audio", "audio_augmented")
+AUDIO_COLUMNS = ("audio", "audio_augmented", "voice_prompt")
 
 ROW_FEATURES = Features(
     {
@@ -58,6 +62,9 @@ ROW_FEATURES = Features(
         "llm": Value("string"),
         "run_seed": Value("int64"),  # with sample_key and the run's config.yaml: regenerates the sample
         "sample_key": Value("string"),
+        "role_prompt": Value("string"),  # the agent's text role prompt (factory.script.prompts)
+        "voice_prompt": _AUDIO_STRUCT,  # mono FLAC: a clip of the agent's voice not in the dialogue
+        "voice_prompt_source": Value("string"),  # VoicePrompt JSON: its render and gain
     }
 )
 
@@ -67,6 +74,7 @@ class EncodedAudio(TypedDict):
 
     audio: bytes
     audio_augmented: bytes | None
+    voice_prompt: bytes
 
 
 def shard_name(split: str, index: int, total: int) -> str:
@@ -80,6 +88,7 @@ def encode_audio(sample: Sample) -> EncodedAudio:
     return EncodedAudio(
         audio=flac_bytes(sample.stems, sr),
         audio_augmented=flac_bytes(sample.augmented, sr) if sample.augmented is not None else None,
+        voice_prompt=flac_bytes(sample.voice_prompt, sr),
     )
 
 
@@ -113,6 +122,9 @@ def sample_to_row(sample: Sample, encoded: EncodedAudio | None = None) -> dict[s
         "llm": meta.llm,
         "run_seed": meta.run_seed,
         "sample_key": meta.sample_key,
+        "role_prompt": meta.role_prompt,
+        "voice_prompt": {"bytes": audio["voice_prompt"], "path": f"{meta.id}.voice_prompt.flac"},
+        "voice_prompt_source": meta.voice_prompt.model_dump_json(),
     }
 
 
@@ -131,6 +143,8 @@ def row_meta(row: dict[str, Any]) -> SampleMeta:
         augmentation=[AugmentationRecord.model_validate(a) for a in json.loads(augmentation)] if augmentation else None,
         voices={Channel.user: row["user_voice"], Channel.agent: row["agent_voice"]},
         llm=row["llm"],
+        role_prompt=row["role_prompt"],
+        voice_prompt=VoicePrompt.model_validate_json(row["voice_prompt_source"]),
     )
 
 
@@ -138,7 +152,12 @@ def row_to_sample(row: dict[str, Any]) -> Sample:
     stems, _ = read_audio(row["audio"]["bytes"])
     aug = row.get("audio_augmented")
     augmented = read_audio(aug["bytes"])[0] if aug and aug.get("bytes") else None
-    return Sample(meta=row_meta(row), stems=stems, augmented=augmented)
+    return Sample(meta=row_meta(row), stems=stems, voice_prompt=read_voice_prompt(row), augmented=augmented)
+
+
+def read_voice_prompt(row: dict[str, Any]) -> np.ndarray:
+    """A row's voice-prompt clip, mono float32."""
+    return read_audio(row["voice_prompt"]["bytes"])[0][:, 0]
 
 
 def write_shard(
