@@ -16,7 +16,7 @@ run_beside() {  # run_beside NAME CMD...: in the background, output to $logs/NAM
 run_beside lint make --no-print-directory lint
 run_beside coqui .envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui
 
-.venv/bin/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder "$@"
+.venv/bin/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder "$@"
 status=$?
 wait
 for name in lint coqui; do

@@ -35,10 +35,10 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ.
 # Library logs that the CLI sends to its log file (factory/cli/logs.py) stay with the test session.
 os.environ["DUPLEX_LOG_FILE"] = str(Path(os.environ["PREFECT_HOME"]) / "duplex-factory.log")
 
-# `make test` runs the suite on two pytest-xdist workers with `--dist loadgroup`. Every module is
-# one unit of work (its module fixtures, e.g. test_determinism's two fresh runs, are built once),
-# and modules that share an expensive session fixture name the same group, so it is built on one
-# worker only: a vLLM server (~60 s to start), the audited tiny run, the planner corpus.
+# `make test` runs the suite on two pytest-xdist workers. Every module is one unit of work (its
+# module fixtures, e.g. test_determinism's two fresh runs, are built once), and modules that share
+# an expensive session fixture form one unit, so it is built on one worker only: a vLLM server
+# (~60 s to start), the audited tiny run, the planner corpus.
 SHARED_FIXTURE_GROUPS = {
     "test_llm_http": "vllm",
     "test_http_structured_e2e": "vllm",
@@ -64,16 +64,27 @@ LONGEST_FIRST = [
 ]
 
 
-def _group(item: pytest.Item) -> str:
-    module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
-    return SHARED_FIXTURE_GROUPS.get(module, module)
+def unit_of_work(nodeid: str) -> str:
+    """The scheduling unit of a test: its module's group, else its module file."""
+    module = nodeid.split("::", 1)[0]
+    return SHARED_FIXTURE_GROUPS.get(Path(module).stem, module)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order within
+    items.sort(key=lambda item: rank.get(Path(unit_of_work(item.nodeid)).stem, len(rank)))  # stable
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scope scheduler with our units (`--dist loadgroup` cannot group across modules under
+    pytest 9: its xdist_group marks rename node ids, which pytest 9 no longer lets it do)."""
+    from xdist.scheduler import LoadScopeScheduling  # lazy: only on an xdist controller
+
+    class ModuleUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of_work(nodeid)
+
+    return ModuleUnits(config, log)
 
 
 def shared_across_workers(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, FileLock]:

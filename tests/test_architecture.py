@@ -75,3 +75,27 @@ def test_imports_inside_functions_say_why() -> None:
             if not any("# lazy:" in line for line in lines[first:last]):
                 unexplained.append(f"{rel}:{group[0].lineno}: {lines[group[0].lineno - 1].strip()}")
     assert not unexplained, "imports inside functions without a '# lazy:' reason:\n" + "\n".join(unexplained)
+
+
+# Session fixtures too expensive to build once per xdist worker: each is built by one unit of work.
+ONE_WORKER_FIXTURES = ("vllm_server", "audited_run", "planned_corpus")
+
+
+def test_modules_sharing_an_expensive_fixture_are_one_unit_of_work() -> None:
+    """Every test module that asks for one of these fixtures (as an argument, or by name through
+    request.getfixturevalue) is scheduled in the same unit (tests/conftest.py), so the two xdist
+    workers of `make test` do not both start a vLLM server or audit the tiny run."""
+    from tests.conftest import unit_of_work
+
+    tests = Path(__file__).parent
+    for fixture in ONE_WORKER_FIXTURES:
+        users = set()
+        for path in sorted(p for p in tests.glob("test_*.py") if p.name != Path(__file__).name):
+            tree = ast.parse(path.read_text())
+            args = {a.arg for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) for a in node.args.args}
+            named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value == fixture}
+            if fixture in args | named:
+                users.add(f"tests/{path.name}")
+        assert users, f"no module uses {fixture}: drop it from ONE_WORKER_FIXTURES"
+        units = {unit_of_work(f"{module}::test") for module in users}
+        assert len(units) == 1, f"{fixture} is used by {sorted(users)} in units {sorted(units)}: group them in conftest"
