@@ -216,3 +216,24 @@ def test_plot_draws_each_dialogue_decoded(tiny_run: Path, tmp_path: Path) -> Non
 def test_plot_of_unknown_sample_exits_1(tiny_run: Path) -> None:
     result = _invoke("plot", str(tiny_run), "nope")
     assert result.exit_code == 1 and "no sample 'nope'" in result.output
+
+
+def test_resuming_a_finished_run_loads_no_models(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """`generate` warms its models up while its Prefect server starts, unless every shard of the
+    run already has its record: then nothing is loaded. One record gone, the warm-up runs."""
+    import shutil
+
+    import factory.engine
+    from factory.cli.generate import _warm_up
+    from factory.config import load_config
+
+    warmed = []
+    monkeypatch.setattr(factory.engine, "warm_up", lambda rt: warmed.append(rt))
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run)
+    cfg = load_config(None, [*TINY, f"run.output_dir={tmp_path}", "run.run_id=tiny"])
+    _warm_up(cfg)
+    assert warmed == []
+    next((run / "shards").glob("*.json")).unlink()
+    _warm_up(cfg)
+    assert len(warmed) == 1

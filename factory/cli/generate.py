@@ -121,9 +121,17 @@ def _warm_up(cfg: RunConfig) -> None:
     # lazy: the engine pulls in the stage packages, and `generate` starts warming up the
     # models before Prefect is imported; other commands need neither.
     from factory.engine import warm_up
+    from factory.run.records import shard_files
+    from factory.run.shards import plan_shards
+    from factory.run.store import run_store
     from factory.runtime import runtime_for
 
     try:
+        store = run_store(cfg)
+        if all(store.exists(shard_files(spec.name)["record"]) for spec in plan_shards(cfg)):
+            # Every shard has its record: resuming a finished run loads no models (the flow still
+            # verifies each shard; one found incomplete is redone, without this head start).
+            return
         warm_up(runtime_for(cfg))
     except Exception:  # noqa: BLE001 - a head start only; preflight reports every problem
         return
