@@ -334,8 +334,8 @@ def languages(rt: Runtime) -> list[Check]:
                 f"{rt.scenarios.size():,} scenarios, lexicon {lexicon} tokens"
             )
 
-        bank = rt.cfg.tts.voice_bank or voice_bank_dir()
-        check = _attempt("language", language, f"add {language} voices to {bank}", summary)
+        where = rt.cfg.tts.voice_bank or voice_bank_dir()
+        check = _attempt("language", language, f"add {language} voices to {where}", summary)
         check.required = any(v.id in used for v in ours)
         checks.append(check)
     return checks

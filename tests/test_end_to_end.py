@@ -37,7 +37,7 @@ def test_run_layout_and_datasets_loading(tiny_run: Path) -> None:
 
     ds = datasets.load_dataset("parquet", data_files=str(tiny_run / "data" / "*.parquet"), split="train")
     assert isinstance(ds.features["audio"], datasets.Audio) and len(ds) == 4
-    for column in ("audio", "audio_augmented"):
+    for column in ("audio", "audio_augmented", "voice_prompt"):
         ds = ds.cast_column(column, datasets.Audio(decode=False))
     stereo, sr = decode(ds[0]["audio"])
     assert stereo.shape[1] == 2 and sr == 24000

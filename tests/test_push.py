@@ -114,7 +114,7 @@ def test_load_dataset_reads_the_pushed_repo_back(tiny_run, pushed) -> None:
         "import sys, json\n"
         "from datasets import load_dataset, Audio\n"
         "ds = load_dataset('lab/duplex-tiny', split='train')\n"
-        "for c in ('audio', 'audio_augmented'):\n"
+        "for c in ('audio', 'audio_augmented', 'voice_prompt'):\n"
         "    ds = ds.cast_column(c, Audio(decode=False))\n"
         "out = [{'id': r['id'], 'audio': r['audio']['bytes'].hex()} for r in ds]\n"
         "json.dump(out, sys.stdout)\n"
