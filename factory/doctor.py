@@ -272,6 +272,14 @@ def environments(rt: Runtime) -> list[Check]:
 
 
 # --------------------------------------------------------------------------- voices and languages
+def _bank(rt: Runtime) -> list[Voice] | None:
+    """The bank's voices, None when it does not load (the voice-bank path check reports why)."""
+    try:
+        return list(rt.voices)
+    except Exception:  # noqa: BLE001 - reported by the paths check
+        return None
+
+
 def _run_voice_ids(rt: Runtime) -> set[str]:
     tts = rt.cfg.tts
     if tts.user_voice and tts.agent_voice:
@@ -282,16 +290,18 @@ def _run_voice_ids(rt: Runtime) -> set[str]:
 def voices(rt: Runtime) -> list[Check]:
     """Every voice of the bank renders one word with its backend as this config builds it (in
     this process, or through the TTS service), uncached; the run's own voices are required."""
-    try:
-        bank = list(rt.voices)
-    except Exception:  # noqa: BLE001 - the voice-bank path check already reports why
+    bank = _bank(rt)
+    if bank is None:
         return []
     used = _run_voice_ids(rt)
     tts = rt.cfg.tts
+    backends = {}  # one per backend name: its model loads once for all of its voices
 
     def render(voice: Voice) -> str:
-        backend = backend_for(voice.backend, tts.backend_options.get(voice.backend), service_url=tts.service_url)
-        utt = backend.synthesize(PROBE_WORD, voice)
+        if voice.backend not in backends:
+            options = tts.backend_options.get(voice.backend)
+            backends[voice.backend] = backend_for(voice.backend, options, service_url=tts.service_url)
+        utt = backends[voice.backend].synthesize(PROBE_WORD, voice)
         seconds = len(utt.audio) / utt.sample_rate
         if seconds <= 0:
             raise RuntimeError(f"{voice.backend} rendered no audio")
@@ -314,9 +324,8 @@ def languages(rt: Runtime) -> list[Check]:
     """Per language of the bank: its voices in the run's split, the scenario bank and the lexicon
     the planner inserts (filler, backchannel, laugh tokens). The bank and the tokens are English
     today, so every language shares them."""
-    try:
-        bank = list(rt.voices)
-    except Exception:  # noqa: BLE001 - the voice-bank path check already reports why
+    bank = _bank(rt)
+    if bank is None:
         return []
     used = _run_voice_ids(rt)
     b = rt.cfg.behaviour
