@@ -290,8 +290,9 @@ class BehaviourSection(_Section):
 
 class TimingSection(_Section):
     """Turn-taking timing: the `factory.timeline.timing.TimingModel` of floor-transfer offsets
-    (a lognormal mixture; defaults = its fit to the Switchboard numbers of
-    ../shared/reference/conversation.md, tails included), its context effects, and barge-in stops."""
+    (a lognormal mixture; its transition fields default to the dialogue language's, English's
+    fitted so the audio measures as Switchboard, ../shared/reference/conversation.md), its
+    context effects, and barge-in stops."""
 
     lead_in: Range = Range(low=0.3, high=0.8)
     tail: Range = Range(low=0.4, high=0.8)
@@ -300,14 +301,20 @@ class TimingSection(_Section):
         description="a fitted TimingModel (JSON from `duplex-factory fit-timing`); its fields replace the "
         "transition fields below",
     )
-    overlap_probability: float = Field(
-        default=0.336, ge=0, le=1, description="share of floor transfers made in overlap"
+    # null: the dialogue language's default (`factory.timeline.timing.timing_defaults`: English fitted
+    # so the FTO measured from the audio matches Switchboard; other languages moved by published means)
+    overlap_probability: float | None = Field(
+        default=None, ge=0, le=1, description="share of floor transfers made in overlap; null: the language's default"
     )
-    gap_median: float = Field(default=0.2562, gt=0, le=5)
-    gap_sigma: float = Field(default=0.8762, ge=0, le=3, description="within-dialogue gap spread (log scale)")
-    overlap_median: float = Field(default=0.2174, gt=0, le=3)
-    overlap_sigma: float = Field(default=0.8041, ge=0, le=3)
-    tempo_sigma: float = Field(default=0.25, ge=0, le=1, description="per-dialogue tempo spread (log scale)")
+    gap_median: float | None = Field(default=None, gt=0, le=5, description="null: the language's default")
+    gap_sigma: float | None = Field(
+        default=None, ge=0, le=3, description="within-dialogue gap spread (log scale); null: the language's default"
+    )
+    overlap_median: float | None = Field(default=None, gt=0, le=3, description="null: the language's default")
+    overlap_sigma: float | None = Field(default=None, ge=0, le=3, description="null: the language's default")
+    tempo_sigma: float | None = Field(
+        default=None, ge=0, le=1, description="per-dialogue tempo spread (log scale); null: the language's default"
+    )
     gap_max: float = Field(default=3.0, gt=0, le=10)
     overlap_max: float = Field(default=1.5, gt=0, le=5)
     question_factor: float = Field(

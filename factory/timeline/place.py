@@ -166,14 +166,16 @@ def build_timeline(
     timing: TimingSection,
     fade_s: float,
     mode: Mode | None = None,
+    language: str = "en",
 ) -> tuple[Timeline, list[Placement]]:
     """`rendered[i]` renders `script.turns[i].text` in full; `reactions[k]` renders the token of
     `script.marks[k]` when it is a listener mark (backchannel, laugh, failed interruption). All
-    at one sample rate. Gaps and overlaps between turns come from the config's `TimingModel`;
-    `mode` assistant lets the agent's answers follow its own latency when configured."""
+    at one sample rate. Gaps and overlaps between turns come from the config's `TimingModel` for
+    the dialogue's `language`; `mode` assistant lets the agent's answers follow its own latency
+    when configured."""
     sr = rendered[0].sample_rate
     cuts = {m.turn: m.heard_words for m in script.marks if isinstance(m, BargeIn)}
-    model = timing_model(timing)
+    model = timing_model(timing, language)
     tempo = model.draw_tempo(rng)
     n_cuts = sum(1 for i in cuts if i < len(script.turns) - 1)
     # Barge-ins are overlaps too: the other transitions overlap less, so the share of all stays fitted.

@@ -17,13 +17,21 @@ Context changes a draw (`TransitionContext`): answers to questions come faster, 
 long turns are followed by longer gaps (Stivers et al. 2009; Levinson & Torreira 2015), and in
 assistant mode the agent's response latency can have its own distribution.
 
-The defaults of `factory.config.TimingSection` are `fit(SWITCHBOARD)` (a test re-fits them).
+Defaults per language (`timing_defaults`): English's transition fields are fitted so that the FTO
+measured from the rendered audio matches Switchboard (`ENGLISH`; benchmarks/timing_fit.py): the
+audio adds transitions the plan does not have (a listener's token in a speaker's silent pause, a
+next turn starting in the previous one's last pause), all short, so the planned draw must be wider
+than the corpus it should measure as. Other languages move English's distribution by their
+published mean offset (timing_languages.yaml, with citations); the config's null transition
+fields take the dialogue language's defaults, and `fit-timing` (timing.model_file) overrides them.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
+import logging
 import math
 import re
 from collections import defaultdict
@@ -33,10 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import optimize, stats
 
 from factory.conversation.measures import FRAME_S, measure  # a corpus is measured as the audit measures audio
+
+log = logging.getLogger("duplex_factory")
 
 
 class TimingFitError(ValueError):
@@ -427,15 +438,85 @@ def is_question(text: str) -> bool:
     return text.rstrip().rstrip('"”’').endswith("?")
 
 
-def timing_model(section: Any) -> TimingModel:
-    """The model a run's `timing` config section describes: its `model_file` (a fitted model's
-    JSON) when set, else its transition fields."""
+# The fields a language's defaults supply where the config leaves them null.
+LANGUAGE_FIELDS = ("overlap_probability", "gap_median", "gap_sigma", "overlap_median", "overlap_sigma", "tempo_sigma")
+
+# English: the transition fields whose FTO measured from the audio (energy VAD, 10 ms frames, 180 ms
+# bridge) matches Switchboard: its quantiles, 79 % within +/-500 ms, 34 % in overlap, gap and
+# between-overlap medians (`benchmarks/timing_fit.py --fit 120`: Gauss-Newton on the planner-path
+# corpus with the silences voices leave after punctuation; checked on real espeak/Piper renders,
+# benchmarks/results/timing_fit.md). `fit(SWITCHBOARD)`, the planned draw alone, measured
+# -310/-155/+90/+250/+464 ms and 89 % within +/-500 ms on those renders.
+ENGLISH = TimingModel(
+    overlap_probability=0.2397,
+    gap_median=0.3239,
+    gap_sigma=0.7933,
+    overlap_median=0.4365,
+    overlap_sigma=1.0219,
+    tempo_sigma=0.25,
+)
+
+
+class LanguageTiming(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mean_offset_s: float = Field(ge=-1, le=2, description="published mean floor-transfer offset (seconds)")
+    source: str = Field(min_length=1, description="where the figure is published: source, table or section, value")
+
+
+class LanguageTimingFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reference: LanguageTiming  # the mean English (Switchboard) stands for
+    languages: dict[str, LanguageTiming]
+
+
+LANGUAGES_FILE = Path(__file__).with_name("timing_languages.yaml")
+
+
+@functools.cache
+def language_timing() -> LanguageTimingFile:
+    """The published per-language figures (`timing_languages.yaml`)."""
+    return LanguageTimingFile.model_validate(yaml.safe_load(LANGUAGES_FILE.read_text(encoding="utf-8")))
+
+
+@functools.cache
+def timing_defaults(language: str = "en") -> TimingModel:
+    """The timing model of a language (BCP-47; its primary subtag decides): English's fit to the
+    audio, or English's FTO quantiles moved by the language's published mean offset less the
+    reference mean and re-fitted (`fit_quantiles`). A language without published figures gets
+    English's, with a logged note."""
+    tag = re.split(r"[-_]", language.strip())[0].lower()
+    if tag == "en":
+        return ENGLISH
+    figures = language_timing()
+    entry = figures.languages.get(tag)
+    if entry is None:
+        log.info("timing: no published turn-timing figures for language %r; using English's", language)
+        return ENGLISH
+    shift = entry.mean_offset_s - figures.reference.mean_offset_s
+    grid = [round(0.05 * k, 2) for k in range(1, 20)]  # the whole distribution moves, not five points
+    moved = PublishedTiming(
+        fto_quantiles={q: x + shift for q, x in ENGLISH.quantiles(grid).items()}, tempo_sigma=ENGLISH.tempo_sigma
+    )
+    return TimingModel.fit_quantiles(moved)
+
+
+def timing_model(section: Any, language: str = "en") -> TimingModel:
+    """The model a run's `timing` config section describes for a dialogue in `language`: its
+    `model_file` (a fitted model's JSON) when set, else its fields, the null transition fields
+    (`LANGUAGE_FIELDS`) taken from the language's defaults (`timing_defaults`)."""
     if getattr(section, "model_file", None) is not None:
         path = Path(section.model_file)
         if not path.is_file():
             raise TimingFitError(f"timing.model_file {path} not found")
         return TimingModel.model_validate_json(path.read_text(encoding="utf-8"))
-    return TimingModel(**{name: getattr(section, name) for name in TimingModel.model_fields})
+    defaults = timing_defaults(language)
+    fields = {name: getattr(section, name) for name in TimingModel.model_fields}
+    for name in LANGUAGE_FIELDS:
+        if fields[name] is None:
+            fields[name] = getattr(defaults, name)
+    return TimingModel(**fields)
 
 
 def barge_in_stop(rng: np.random.Generator, section: Any, model: TimingModel, tempo: float = 1.0) -> float:
