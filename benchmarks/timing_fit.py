@@ -59,12 +59,17 @@ def pooled(measures: list[ConversationMeasures]) -> dict[str, float]:
     fto = np.concatenate([np.asarray(m.fto, float) for m in measures])
     pauses = np.concatenate([np.asarray(m.pauses, float) for m in measures])
     gaps = fto[fto > 0]
+    overlaps = np.concatenate([np.asarray(m.between_overlaps, float) for m in measures])
     out = {f"p{round(q * 100)}": float(np.quantile(fto, q)) for q in QS}
     out |= {
         "within_500ms": float(np.mean(np.abs(fto) <= 0.5)),
         "in_overlap": float(np.mean(fto < 0)),
         "gaps_over_1s": float(np.mean(gaps > 1.0)),
         "pause_median": float(np.median(pauses)) if len(pauses) else float("nan"),
+        "gap_median": float(np.median(gaps)),
+        "gap_p90": float(np.quantile(gaps, 0.9)),
+        "overlap_median": float(np.median(overlaps)),
+        "overlap_p90": float(np.quantile(overlaps, 0.9)),
         "n_transitions": float(len(fto)),
     }
     return out
@@ -208,7 +213,14 @@ def quick_measures(cfg: RunConfig, pieces: list[Pieces]) -> list[ConversationMea
 
 FIT_TARGETS = {"p10": -0.35, "p25": -0.11, "p50": 0.13, "p75": 0.35, "p90": 0.65, "within_500ms": 0.79}
 FIT_SCALES = {"p10": 0.02, "p25": 0.02, "p50": 0.02, "p75": 0.02, "p90": 0.03, "within_500ms": 0.01}
-FIT_EXTRA = {"in_overlap": (0.34, 0.02), "gaps_over_1s": (0.06, 0.015)}
+FIT_EXTRA = {
+    "in_overlap": (0.34, 0.02),
+    "gaps_over_1s": (0.06, 0.015),
+    "gap_median": (0.26, 0.03),
+    "gap_p90": (0.81, 0.08),
+    "overlap_median": (0.22, 0.03),
+    "overlap_p90": (0.62, 0.08),
+}
 FIELDS = ("overlap_probability", "gap_median", "gap_sigma", "overlap_median", "overlap_sigma")
 
 
@@ -280,7 +292,8 @@ def main() -> None:
     if args.only:
         settings = {args.only: settings[args.only]}
     reference = {f"p{round(q * 100)}": x for q, x in SWITCHBOARD.fto_quantiles.items()}
-    reference |= {"within_500ms": 0.79, "in_overlap": 0.34, "gaps_over_1s": 0.06}
+    reference |= {"within_500ms": 0.79, "in_overlap": 0.34, "gaps_over_1s": 0.06, "gap_median": 0.26}
+    reference |= {"gap_p90": 0.81, "overlap_median": 0.22, "overlap_p90": 0.62}
     rows: dict[str, dict[str, Any]] = {"switchboard": reference}
     timings: dict[str, float] = {}
     if args.fit:
@@ -304,7 +317,8 @@ def main() -> None:
         rows[f"{name}: tts"] = tts_row(cfg, prepared)
         timings[f"{name}: tts"] = time.perf_counter() - t
 
-    columns = ["p10", "p25", "p50", "p75", "p90", "within_500ms", "in_overlap", "gaps_over_1s", "pause_median"]
+    columns = ["p10", "p25", "p50", "p75", "p90", "within_500ms", "in_overlap", "gaps_over_1s"]
+    columns += ["gap_median", "gap_p90", "overlap_median", "overlap_p90", "pause_median"]
     table = Table(title=f"FTO measured from the audio ({args.dialogues} TTS dialogues, {args.bursts} burst dialogues)")
     table.add_column("row")
     for c in columns:

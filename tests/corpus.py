@@ -1,9 +1,10 @@
 """The synthetic dialogue corpus of the planner-path tests, built once per test run (the session
 fixture `planned_corpus` in tests/conftest.py): 500 dialogues through the real planner path
-(`write_script` with a synthetic LLM), word-shaped noise bursts standing in for TTS
-(tests/test_timeline.py), mixed into stereo and measured with the audit's Heldner & Edlund
-measures. tests/test_turn_taking.py checks all of them against human conversation,
-tests/test_calibration.py the scripts of the first 200 against the behaviour targets.
+(`write_script` with a synthetic LLM), word-shaped noise bursts standing in for TTS, with the
+silences real voices leave after punctuation (tests/test_timeline.py), mixed into stereo and
+measured with the audit's Heldner & Edlund measures. tests/test_turn_taking.py checks all of them
+against human conversation, tests/test_calibration.py the scripts of the first 200 against the
+behaviour targets.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def planned_dialogue(cfg: RunConfig, k: int):
     )
     script = write_script(SyntheticLLM(), scenario, cfg, key)
     rng = np.random.default_rng(k)
-    rendered, reactions = burst_renders(script, rng)
+    rendered, reactions = burst_renders(script, rng, punctuation_pauses=True)  # pauses as real voices leave
     timeline, placements = build_timeline(
         key,
         script,

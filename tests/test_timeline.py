@@ -44,12 +44,23 @@ SR = 16000
 CFG = RunConfig()
 
 
-def burst_utterance(text: str, rng: np.random.Generator, voice: str) -> Utterance:
-    """Noise bursts of 150-400 ms per word with 30-120 ms gaps: speech-like activity."""
+# Silences real voices leave after punctuation, seconds: espeak, Piper and Kokoro renders in the TTS
+# cache (medians after a comma 0.16 / 0.33 / 0.34 s, after a sentence 0.33 / 0.21 / 0.56 s). Longer
+# than the 180 ms bridge, so in the audio they are pauses where the other speaker's tokens and turn
+# starts make short floor transfers of their own.
+PUNCTUATION_PAUSE_S = {",": (0.14, 0.42), ".": (0.25, 0.60)}
+
+
+def burst_utterance(text: str, rng: np.random.Generator, voice: str, punctuation_pauses: bool = False) -> Utterance:
+    """Noise bursts of 150-400 ms per word with 30-120 ms gaps: speech-like activity; with
+    `punctuation_pauses`, the silences real voices leave after commas and sentence ends too."""
     pieces, words, t = [], [], 0.0
-    for i, w in enumerate(text.split()):
+    tokens = text.split()
+    for i, w in enumerate(tokens):
         if i:
-            gap = int(rng.uniform(0.03, 0.12) * SR)
+            mark = tokens[i - 1][-1]
+            low, high = PUNCTUATION_PAUSE_S.get("," if mark in ",;:" else "." if mark in ".?!" else "", (0.03, 0.12))
+            gap = int(rng.uniform(low, high) * SR) if punctuation_pauses else int(rng.uniform(0.03, 0.12) * SR)
             pieces.append(np.zeros(gap, np.float32))
             t += gap / SR
         n = int(rng.uniform(0.15, 0.4) * SR)
@@ -96,12 +107,14 @@ def random_script(rng: np.random.Generator, mode: Mode, n_turns: int) -> Script:
 VOICES = {Channel.user: "u", Channel.agent: "a"}
 
 
-def burst_renders(script, rng: np.random.Generator) -> tuple[list[Utterance], dict[int, Utterance]]:
+def burst_renders(
+    script, rng: np.random.Generator, punctuation_pauses: bool = False
+) -> tuple[list[Utterance], dict[int, Utterance]]:
     """Noise-burst stand-ins for a script's turn renders and listener reactions (in that order of
     draws), as `build_timeline` takes them."""
-    rendered = [burst_utterance(t.text, rng, VOICES[t.speaker]) for t in script.turns]
+    rendered = [burst_utterance(t.text, rng, VOICES[t.speaker], punctuation_pauses) for t in script.turns]
     reactions = {
-        k: burst_utterance(m.token, rng, VOICES[script.turns[m.turn].speaker.other])
+        k: burst_utterance(m.token, rng, VOICES[script.turns[m.turn].speaker.other], punctuation_pauses)
         for k, m in enumerate(script.marks)
         if isinstance(m, ListenerMark)
     }
