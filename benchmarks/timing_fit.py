@@ -267,6 +267,7 @@ def fit(cfg: RunConfig, pieces: list[Pieces], iterations: int) -> dict[str, floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dialogues", type=int, default=60)
+    ap.add_argument("--first", type=int, default=10_000, help="index of the first reported TTS dialogue")
     ap.add_argument("--bursts", type=int, default=500, help="planner-path dialogues with noise bursts")
     ap.add_argument("--llm", choices=("synthetic", "embedded"), default="synthetic")
     ap.add_argument("--user-voice", default="espeak-gb-m3")
@@ -298,8 +299,8 @@ def main() -> None:
     timings: dict[str, float] = {}
     if args.fit:
         cfg = load_config(None, common)
-        if args.fit_on == "tts":  # not the reported dialogues
-            pieces = tts_pieces(prepare(cfg, range(10_000, 10_000 + args.fit), args.llm))
+        if args.fit_on == "tts":  # dialogues 0.. : not the reported ones (--first)
+            pieces = tts_pieces(prepare(cfg, range(args.fit), args.llm))
         else:
             pieces = burst_pieces(cfg, args.fit)
         print("fitted:", json.dumps(fit(cfg, pieces, args.fit_iterations)))
@@ -308,7 +309,7 @@ def main() -> None:
     for name, overrides in settings.items():
         cfg = load_config(None, overrides)
         if prepared is None:  # the renders do not depend on the timing fields
-            prepared = prepare(cfg, range(args.dialogues), args.llm)
+            prepared = prepare(cfg, range(args.first, args.first + args.dialogues), args.llm)
         rows[f"{name}: model"] = model_row(cfg)
         t = time.perf_counter()
         rows[f"{name}: bursts"] = bursts_row(cfg, args.bursts)

@@ -337,8 +337,8 @@ class TimingSection(_Section):
         default=None,
         gt=0,
         le=3,
-        description="a barge-in's victim stops this long (median) after the interrupter's onset; null: drawn "
-        "like any overlap (overlap_median, overlap_sigma, tempo), so barge-ins keep the fitted overlap shape",
+        description="a barge-in's victim stops this long (median) after the interrupter's onset; null: like "
+        "Switchboard's between-overlaps (median 0.2174 s, sigma 0.8041, times the dialogue's tempo)",
     )
     barge_in_stop_sigma: float = Field(default=0.45, ge=0, le=3, description="with barge_in_stop_median set")
     barge_in_stop: Range = Field(

@@ -210,7 +210,7 @@ def build_timeline(
             prev = placed[-1]
             if prev.end_reason is EndReason.interrupted:
                 # The interrupter starts, the victim reacts and stops `reaction` later, at a word end.
-                reaction = barge_in_stop(rng, timing, model, tempo)
+                reaction = barge_in_stop(rng, timing, tempo)
                 reaction = min(reaction, 0.8 * (prev.end - prev.start), 0.8 * duration)
                 start = prev.end - reaction
             else:

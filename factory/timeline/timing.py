@@ -443,16 +443,16 @@ LANGUAGE_FIELDS = ("overlap_probability", "gap_median", "gap_sigma", "overlap_me
 
 # English: the transition fields whose FTO measured from the audio (energy VAD, 10 ms frames, 180 ms
 # bridge) matches Switchboard: its quantiles, 79 % within +/-500 ms, 34 % in overlap, gap and
-# between-overlap medians (`benchmarks/timing_fit.py --fit 120`: Gauss-Newton on the planner-path
-# corpus with the silences voices leave after punctuation; checked on real espeak/Piper renders,
-# benchmarks/results/timing_fit.md). `fit(SWITCHBOARD)`, the planned draw alone, measured
-# -310/-155/+90/+250/+464 ms and 89 % within +/-500 ms on those renders.
+# between-overlap medians (`benchmarks/timing_fit.py --fit 60 --fit-on tts`: Gauss-Newton on 60
+# dialogues of real espeak/Piper renders, started from a fit on the planner-path corpus; checked on
+# 60 other dialogues, benchmarks/results/timing_fit.md). `fit(SWITCHBOARD)`, the planned draw
+# alone, measured -310/-155/+90/+250/+464 ms and 89 % within +/-500 ms on those renders.
 ENGLISH = TimingModel(
-    overlap_probability=0.2397,
-    gap_median=0.3239,
-    gap_sigma=0.7933,
-    overlap_median=0.4365,
-    overlap_sigma=1.0219,
+    overlap_probability=0.2567,
+    gap_median=0.3965,
+    gap_sigma=0.6529,
+    overlap_median=0.8449,  # long: the placer clips overlaps to half of either turn, pauses end them
+    overlap_sigma=0.9482,
     tempo_sigma=0.25,
 )
 
@@ -519,11 +519,17 @@ def timing_model(section: Any, language: str = "en") -> TimingModel:
     return TimingModel(**fields)
 
 
-def barge_in_stop(rng: np.random.Generator, section: Any, model: TimingModel, tempo: float = 1.0) -> float:
+# A barge-in's stop latency, unless configured: Switchboard's between-overlap durations (the overlap
+# lognormal of `fit(SWITCHBOARD)`), not the ordinary transitions' overlap draw, which is wider so
+# that the audio measures as Switchboard (`ENGLISH`).
+BARGE_IN_STOP_MEDIAN, BARGE_IN_STOP_SIGMA = 0.2174, 0.8041
+
+
+def barge_in_stop(rng: np.random.Generator, section: Any, tempo: float = 1.0) -> float:
     """How long after the interrupter's onset a barge-in's victim stops (seconds): from the
-    section's own stop-latency lognormal when set, else drawn like any overlap of `model`."""
+    section's own stop-latency lognormal when set, else like Switchboard's between-overlaps."""
     if section.barge_in_stop_median is None:
-        median, sigma = model.overlap_median, model.overlap_sigma
+        median, sigma = BARGE_IN_STOP_MEDIAN, BARGE_IN_STOP_SIGMA
     else:
         median, sigma = section.barge_in_stop_median, section.barge_in_stop_sigma
     x = float(rng.lognormal(math.log(median), sigma)) * tempo
