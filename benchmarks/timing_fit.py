@@ -354,6 +354,10 @@ def main() -> None:
         "",
         *lines,
         "",
+        "`model` rows: the TimingModel's analytic pooled quantiles (no caps, no placer clipping). `tts` rows: "
+        f"dialogues {args.first}-{args.first + args.dialogues - 1} (the fit, `--fit 60 --fit-on tts`, used "
+        "dialogues 0-59). Before = `fit(SWITCHBOARD)`, the previous defaults; after = the current defaults.",
+        "",
         "Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
         "",
     ]

@@ -111,7 +111,8 @@ def test_language_defaults_move_english_by_the_published_mean(language):
     english, model = _pooled_fto(timing_defaults("en")), _pooled_fto(timing_defaults(language))
     shift = STIVERS_MEAN_S[language] - STIVERS_MEAN_S["all"]
     assert np.median(model) - np.median(english) == pytest.approx(shift, abs=0.02)
-    assert model.mean() - english.mean() == pytest.approx(shift, abs=0.04)  # the caps trim the tails
+    # the mean less closely: the refitted mixture is not an exact shift, and the caps trim its tails
+    assert model.mean() - english.mean() == pytest.approx(shift, abs=0.06)
     assert timing_defaults(f"{language}-XX") == timing_defaults(language)
 
 
