@@ -359,6 +359,7 @@ class ManifestRow(_Model):
     reason: str | None = None
     split: str
     mode: Mode | None = None
+    language: str | None = Field(default=None, description="BCP-47 language of the dialogue (dialogue.language)")
     duration: float | None = None
     n_turns: int | None = None
     n_words: int | None = None
