@@ -18,7 +18,7 @@ previous text, no VAD filter (the utterances are already trimmed to speech), and
 24 + 10 tokens per second of audio (hallucination loops on noise stop early).
 
 Scoring (`error_rate`): languages written without spaces (Japanese) get `cer`, jiwer's character
-error rate after `normalize_chars`; the others `wer`, jiwer's word error rate after `normalize`,
+error rate on the kana readings of `normalize_chars`; the others `wer`, jiwer's word error rate after `normalize`,
 applied to both reference and hypothesis:
 - lowercase; curly quotes made straight; punctuation removed except apostrophes inside words;
 - numbers: digit runs become words with num2words ("10" -> "ten", "1,995" -> "one thousand nine
@@ -307,22 +307,25 @@ def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(" ".join(ref), " ".join(hyp)))
 
 
-# Japanese hesitation sounds removed from both sides, as `FILLERS` are in English (Whisper drops
-# or invents them); longest first so "えーと" goes before "えー".
-JA_FILLERS = ("えーっと", "えっと", "えーと", "あのー", "えー", "うーん")
+# Japanese hesitation sounds, as katakana readings, removed from both sides as `FILLERS` are in
+# English (Whisper drops or invents them, and writes えーと as "Aと", read エート too).
+JA_FILLER_READINGS = ("エーット", "エート", "エット", "アノー", "ウーン")
 
 
 def normalize_chars(text: str) -> str:
-    """The characters of `text` as compared by `cer`: NFKC (full-width digits and Latin letters
-    made plain), digit runs as Japanese number words (num2words ja: "2" -> "二"), fillers, spaces
-    and punctuation removed."""
-    t = unicodedata.normalize("NFKC", text).lower()
-    t = re.sub(
-        r"\d+(?:\.\d+)?", lambda m: num2words(float(m.group()) if "." in m.group() else int(m.group()), lang="ja"), t
-    )
-    for filler in JA_FILLERS:
-        t = t.replace(filler, "")
-    return "".join(c for c in t if unicodedata.category(c)[0] in "LN")
+    """The characters of Japanese `text` as compared by `cer`: its katakana reading (pyopenjtalk's,
+    the G2P the Japanese voices speak from), so Whisper's choice of kanji or kana ("真っ直ぐ" for
+    "まっすぐ", "2つ" for "二つ") is no error, with fillers, spaces and punctuation removed."""
+    import pyopenjtalk  # lazy: Japanese only; loads its dictionary
+
+    t = unicodedata.normalize("NFKC", text)
+    kana = pyopenjtalk.g2p(t, kana=True) if t.strip() else ""
+    reading = unicodedata.normalize("NFKC", kana if isinstance(kana, str) else "".join(kana))
+    reading = reading.replace("A", "エー")  # Whisper spells the filler えー as "A" ("Aと"); the reading leaves it
+    for filler in JA_FILLER_READINGS:
+        reading = reading.replace(filler, "")
+    reading = re.sub(r"[A-Za-z]+", "", reading)  # other Latin letters the reading leaves unread
+    return "".join(c for c in reading if unicodedata.category(c)[0] in "LN")
 
 
 def cer(reference: str, hypothesis: str) -> float:

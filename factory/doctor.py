@@ -48,6 +48,7 @@ CANNOT_RUN = 3  # a check this config needs is missing or unreachable
 # whether the local disk holds a run that is not streamed to a destination.
 BYTES_PER_DIALOGUE = 2_600_000
 PROBE_WORD = "hello"
+PROBE_WORDS = {"ja": "こんにちは"}  # a voice of another language says its own word
 
 
 class Status(StrEnum):
@@ -306,11 +307,12 @@ def voices(rt: Runtime) -> list[Check]:
         if voice.backend not in backends:
             options = tts.backend_options.get(voice.backend)
             backends[voice.backend] = backend_for(voice.backend, options, service_url=tts.service_url)
-        utt = backends[voice.backend].synthesize(PROBE_WORD, voice)
+        probe = PROBE_WORDS.get(base(voice.language), PROBE_WORD)
+        utt = backends[voice.backend].synthesize(probe, voice)
         seconds = len(utt.audio) / utt.sample_rate
         if seconds <= 0:
             raise RuntimeError(f"{voice.backend} rendered no audio")
-        return f"{voice.backend}: {PROBE_WORD!r} in {seconds:.2f} s of audio ({voice.language}, {voice.split})"
+        return f"{voice.backend}: {probe!r} in {seconds:.2f} s of audio ({voice.language}, {voice.split})"
 
     checks = []
     for voice in bank:

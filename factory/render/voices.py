@@ -108,9 +108,9 @@ class VoiceBank:
         best = max((contrast(v) for v in others), default=0)
         return [v for v in others if contrast(v) == best]
 
-    def drawable_pairs(self, split: str) -> list[tuple[Voice, Voice]]:
-        """Every (user, agent) pair `pick_pair` can return for `split` (for checks over the bank)."""
-        return [(first, other) for first in self.by_split(split) for other in self.partners(first)]
+    def drawable_pairs(self, split: str, language: str = "en") -> list[tuple[Voice, Voice]]:
+        """Every (user, agent) pair `pick_pair` can return for `split` and `language` (for checks over the bank)."""
+        return [(first, other) for first in self.by_split(split, language) for other in self.partners(first)]
 
     def pick_pair(self, split: str, rng: np.random.Generator, language: str = "en") -> tuple[Voice, Voice]:
         """Two voices of `split` speaking `language` that are different speakers (see `partners`)."""
