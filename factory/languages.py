@@ -45,6 +45,12 @@ def words(text: str, language: str = "en") -> list[str]:
     return list(_japanese_words(text))
 
 
+def script_language(text: str) -> str:
+    """The word-splitting language of a text whose language is not at hand (a `Script` knows only
+    its turns): "ja" when it is written in kana or kanji, else "en" (whitespace)."""
+    return "ja" if any(unicodedata.name(c, "").startswith(("HIRAGANA", "KATAKANA", "CJK")) for c in text) else "en"
+
+
 def join(parts: Sequence[str], language: str = "en") -> str:
     """The inverse of `words`: space-separated, or run together for an unspaced language."""
     return (" " if spaced(language) else "").join(parts)

@@ -262,6 +262,7 @@ def assemble(cfg: RunConfig, plan: Plan, script: Script, sources: dict[PieceKey,
         cfg.timing,
         cfg.audio.fade_ms / 1000,
         plan.scenario.mode,
+        plan.scenario.language,
     )
     b = cfg.behaviour
     unmet = unmet_minimums(

@@ -120,3 +120,23 @@ def test_what_a_language_lacks_is_a_config_error_naming_it() -> None:
     with pytest.raises(ConfigError, match="tts.user_voice piper-joe speaks en, not ja"):
         fixed.check_languages()
     Runtime(load_config()).check_languages()  # English has everything
+
+
+def test_japanese_turns_are_cleaned_and_checked_by_their_own_words() -> None:
+    from factory.script.text_checks import TurnRejected, check_turn_unspaced, clean_turn_unspaced
+
+    assert clean_turn_unspaced("ユーザー：「えーと、 駅まで 行きます」\n二行目", "ja") == "えーと、駅まで行きます。"
+    assert clean_turn_unspaced(JA * 2, "ja", min_words=3, max_words=9) == JA  # cut at the sentence end
+    check_turn_unspaced(JA, "ja", min_words=5)
+    for text, reason in (("Well, I think so.", "wrong_language"), ("はい。", "too_short")):
+        with pytest.raises(TurnRejected) as err:
+            check_turn_unspaced(text, "ja", min_words=3)
+        assert err.value.reason == reason
+
+
+def test_a_japanese_script_counts_its_marks_in_japanese_words() -> None:
+    from factory.models import Backchannel, Channel, Script, ScriptTurn
+
+    turns = [ScriptTurn(speaker=Channel.user, text=JA), ScriptTurn(speaker=Channel.agent, text="はい。")]
+    script = Script(scenario_id="x", turns=turns, marks=[Backchannel(turn=0, word_index=5, token="うん")])
+    assert script.marks[0].word_index == 5  # word 5 of 7 ("角を"), though the turn has no spaces
