@@ -140,7 +140,7 @@ def render_requests(plan: Plan, script: Script, run_seed: int) -> dict[PieceKey,
         if isinstance(m, ListenerMark):
             listener = script.turns[m.turn].speaker.other
             requests[("reaction", k)] = SynthesisRequest(m.token, plan.voices[listener], plan.rates[listener])
-    sentence = voice_prompt_text(rng_for(run_seed, plan.key, "voice_prompt"), script)
+    sentence = voice_prompt_text(rng_for(run_seed, plan.key, "voice_prompt"), script, plan.scenario.language)
     requests[VOICE_PROMPT] = SynthesisRequest(sentence, plan.voices[Channel.agent], plan.rates[Channel.agent])
     return requests
 

@@ -52,6 +52,9 @@ def test_english_lexicon_is_the_old_config_defaults_in_order() -> None:
     assert behaviour.laugh_tokens == ["haha", "ha ha", "hehe"]
     assert behaviour.failed_interruption_tokens == ["But I-", "Wait, can I-", "Sorry, I-", "Well-", "Oh, but-"]
     assert behaviour.backchannels_per_minute == 6.0
+    prompts = load_lexicon("en").voice_prompts  # the sentences prompts.py held, in their order
+    assert len(prompts) == 6 and prompts[0] == "Hello there, it is good to hear from you, and I am ready to help."
+    assert prompts[5] == "Nice to talk with you again, let us see what we can sort out now."
 
 
 def test_japanese_lexicon_has_aizuchi_at_a_higher_cited_rate() -> None:

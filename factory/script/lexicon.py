@@ -33,6 +33,7 @@ class Lexicon(BaseModel):
     failed_interruptions: list[str] = Field(min_length=1)
     backchannels_per_minute: float = Field(ge=0, le=60)
     backchannels_source: str = Field(min_length=1, description="where the listener-reaction rate comes from")
+    voice_prompts: list[str] = Field(min_length=2, description="topic-free sentences the agent's voice prompt says")
 
 
 def lexicon_languages() -> list[str]:
