@@ -35,6 +35,7 @@ from factory.models import Script, ScriptTurn
 from factory.script.calibrate import calibrate_marks
 from factory.script.compose import write_script
 from factory.script.dedup import NearDuplicateIndex, signature
+from factory.script.lexicon import behaviour_for
 from factory.script.outcomes import ScriptRejected
 from factory.script.parse import parse_script
 from factory.script.response import script_to_response
@@ -149,7 +150,9 @@ def bench_parse(cfg, written: list, n: int) -> list[dict]:
             "scripts": n,
             "us_per_script": round(
                 _time_us(
-                    lambda s: calibrate_marks(s, rng_for(1, str(next(k)), "c"), cfg.behaviour, cfg.timing.pause_median),
+                    lambda s: calibrate_marks(
+                        s, rng_for(1, str(next(k)), "c"), behaviour_for(cfg.behaviour, "en"), cfg.timing.pause_median
+                    ),
                     bare,
                     3,
                 ),

@@ -17,8 +17,9 @@ slower, see benchmarks/results/tts.md), temperature 0 only (no fallback), no con
 previous text, no VAD filter (the utterances are already trimmed to speech), and at most
 24 + 10 tokens per second of audio (hallucination loops on noise stop early).
 
-Scoring: `wer` is jiwer's word error rate after `normalize`, applied to both reference and
-hypothesis:
+Scoring (`error_rate`): languages written without spaces (Japanese) get `cer`, jiwer's character
+error rate on the kana readings of `normalize_chars`; the others `wer`, jiwer's word error rate after `normalize`,
+applied to both reference and hypothesis:
 - lowercase; curly quotes made straight; punctuation removed except apostrophes inside words;
 - numbers: digit runs become words with num2words ("10" -> "ten", "1,995" -> "one thousand nine
   hundred ninety five", "21st" -> "twenty first", "3.5" -> "three point five", "%" -> "percent");
@@ -38,6 +39,7 @@ import os
 import re
 import shutil
 import threading
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,7 @@ import numpy as np
 import soxr
 from num2words import num2words
 
+from factory.languages import spaced, words
 from factory.locations import user_cache
 
 if TYPE_CHECKING:
@@ -304,5 +307,43 @@ def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(" ".join(ref), " ".join(hyp)))
 
 
-def is_exempt(text: str) -> bool:
+# Japanese hesitation sounds, as katakana readings, removed from both sides as `FILLERS` are in
+# English (Whisper drops or invents them, and writes えーと as "Aと", read エート too).
+JA_FILLER_READINGS = ("エーット", "エート", "エット", "アノー", "ウーン")
+
+
+def normalize_chars(text: str) -> str:
+    """The characters of Japanese `text` as compared by `cer`: its katakana reading (pyopenjtalk's,
+    the G2P the Japanese voices speak from), so Whisper's choice of kanji or kana ("真っ直ぐ" for
+    "まっすぐ", "2つ" for "二つ") is no error, with fillers, spaces and punctuation removed."""
+    import pyopenjtalk  # lazy: Japanese only; loads its dictionary
+
+    t = unicodedata.normalize("NFKC", text)
+    kana = pyopenjtalk.g2p(t, kana=True) if t.strip() else ""
+    reading = unicodedata.normalize("NFKC", kana if isinstance(kana, str) else "".join(kana))
+    reading = reading.replace("A", "エー")  # Whisper spells the filler えー as "A" ("Aと"); the reading leaves it
+    for filler in JA_FILLER_READINGS:
+        reading = reading.replace(filler, "")
+    reading = re.sub(r"[A-Za-z]+", "", reading)  # other Latin letters the reading leaves unread
+    return "".join(c for c in reading if unicodedata.category(c)[0] in "LN")
+
+
+def cer(reference: str, hypothesis: str) -> float:
+    """Character error rate (jiwer) of `hypothesis` against `reference` after `normalize_chars`,
+    for languages written without spaces; an empty reference as in `wer`."""
+    ref, hyp = normalize_chars(reference), normalize_chars(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return float(jiwer.cer(ref, hyp))
+
+
+def error_rate(reference: str, hypothesis: str, language: str = "en") -> float:
+    """The QA score of `language`: WER where words are space-separated, CER where they are not."""
+    return wer(reference, hypothesis) if spaced(language) else cer(reference, hypothesis)
+
+
+def is_exempt(text: str, language: str = "en") -> bool:
+    """Backchannel-length: at most `EXEMPT_MAX_WORDS` words of `language`, or nothing but fillers."""
+    if not spaced(language):
+        return len(words(text, language)) <= EXEMPT_MAX_WORDS or not normalize_chars(text)
     return len(text.split()) <= EXEMPT_MAX_WORDS or len(normalize(text)) == 0

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory.conversation.bands import BANDS
+from factory.languages import base, check_language
 from factory.locations import user_cache
 from factory.models import Mode
 from factory.progress import DEFAULT_EVERY_S
@@ -154,14 +155,29 @@ class DialogueSection(_Section):
     assistant_agent_words: tuple[int, int] = (20, 50)
     assistant_user_words: tuple[int, int] = (4, 20)
     peer_words: tuple[int, int] = (5, 30)
+    language: str | dict[str, float] = Field(
+        default="en",
+        description="BCP-47 language of the dialogues (en, ja, es-MX), or a weighted mix {en: 0.7, ja: 0.3} "
+        "drawn per dialogue; each needs voices, a behaviour lexicon and a scenario bank",
+    )
     scenario_bank: Path | None = Field(
         default=None,
         description="YAML file or folder of scenario-bank files that extend (or, with `replace`, replace) the "
         "packaged bank (factory/script/bank); null = the packaged bank only",
     )
 
+    @property
+    def language_weights(self) -> dict[str, float]:
+        """`language` as weights: one code is a weight of 1."""
+        return {self.language: 1.0} if isinstance(self.language, str) else dict(self.language)
+
     @model_validator(mode="after")
     def _check(self) -> DialogueSection:
+        weights = self.language_weights
+        for code in weights:
+            check_language(code)
+        if not weights or sum(weights.values()) <= 0 or min(weights.values()) < 0:
+            raise ValueError("dialogue.language weights must be non-negative with a positive sum")
         if not self.mode_weights or sum(self.mode_weights.values()) <= 0 or min(self.mode_weights.values()) < 0:
             raise ValueError("mode_weights must be non-negative with a positive sum")
         low, high = self.n_turns
@@ -218,6 +234,11 @@ class TTSSection(_Section):
         description="re-render slower, then reject, turns whose Whisper round trip has a higher "
         "WER; null = no intelligibility QA",
     )
+    qa_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"ja": 0.4},
+        description="QA threshold per language (primary subtag), replacing qa_wer_threshold for it; a language "
+        "written without spaces (ja) is scored by character error rate (CER), not WER",
+    )
     qa_retry_rate: float = Field(default=0.85, gt=0.3, le=1.0, description="speaking-rate factor of the QA re-render")
     backend_options: dict[Literal["piper", "kokoro", "espeak", "coqui"], dict[str, Any]] = Field(
         default_factory=dict,
@@ -238,6 +259,12 @@ class TTSSection(_Section):
         "across workers, e.g. http://gpu-box:8020; null = render in this process",
     )
 
+    def qa_threshold(self, language: str) -> float | None:
+        """The QA threshold of `language` (null: no QA, as `qa_wer_threshold` null turns QA off)."""
+        if self.qa_wer_threshold is None:
+            return None
+        return self.qa_thresholds.get(base(language), self.qa_wer_threshold)
+
     @model_validator(mode="after")
     def _fixed_voices(self) -> TTSSection:
         # One fixed voice would leave the other channel's voice undefined; one voice on both
@@ -249,14 +276,21 @@ class TTSSection(_Section):
         return self
 
 
+_LEXICON = "null = the lexicon of the dialogue's language (factory/script/lexicon/<language>.yaml)"
+
+
 class BehaviourSection(_Section):
     """Targets for the behaviour planner (defaults: ../shared/reference/conversation.md)."""
 
     fillers_per_100_words: float = Field(default=3.0, ge=0, le=30)
     restarts_per_100_words: float = Field(default=1.0, ge=0, le=20)
     pauses_per_100_words: float = Field(default=1.5, ge=0, le=20)
-    backchannels_per_minute: float = Field(
-        default=6.0, ge=0, le=60, description="Switchboard: 19 % of ~27 dialogue acts a minute are backchannels"
+    backchannels_per_minute: float | None = Field(
+        default=None,
+        ge=0,
+        le=60,
+        description="listener reactions a minute of speech; null = the language's lexicon (English 6.0: "
+        "Switchboard, 19 % of ~27 dialogue acts a minute are backchannels; Japanese 15.0, cited there)",
     )
     barge_ins_per_dialogue: float = Field(default=1.0, ge=0, le=10, description="mean over dialogues")
     barge_in_dialogue_share: float = Field(
@@ -278,14 +312,10 @@ class BehaviourSection(_Section):
     min_fillers: int = Field(default=1, ge=0)
     min_backchannels: int = Field(default=0, ge=0)
     min_barge_ins: int = Field(default=0, ge=0)
-    filler_tokens: list[str] = Field(default_factory=lambda: ["um,", "uh,", "um", "uh"], min_length=1)
-    backchannel_tokens: list[str] = Field(
-        default_factory=lambda: ["mm-hmm", "yeah", "uh-huh", "right", "okay"], min_length=1
-    )
-    laugh_tokens: list[str] = Field(default_factory=lambda: ["haha", "ha ha", "hehe"], min_length=1)
-    failed_interruption_tokens: list[str] = Field(
-        default_factory=lambda: ["But I-", "Wait, can I-", "Sorry, I-", "Well-", "Oh, but-"], min_length=1
-    )
+    filler_tokens: list[str] | None = Field(default=None, min_length=1, description=_LEXICON)
+    backchannel_tokens: list[str] | None = Field(default=None, min_length=1, description=_LEXICON)
+    laugh_tokens: list[str] | None = Field(default=None, min_length=1, description=_LEXICON)
+    failed_interruption_tokens: list[str] | None = Field(default=None, min_length=1, description=_LEXICON)
 
 
 class TimingSection(_Section):

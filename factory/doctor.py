@@ -27,12 +27,16 @@ import httpx
 from pydantic import BaseModel, Field
 
 from factory.config import RunConfig
+from factory.languages import base
 from factory.llm.embedded import default_model_path
 from factory.locations import voice_bank_dir
 from factory.models import Voice
 from factory.render.registry import backend_for
 from factory.render.service_backend import ServiceBackend
+from factory.render.voices import speaks
 from factory.run.store import run_store
+from factory.script.lexicon import LexiconError, load_lexicon
+from factory.script.scenario import ScenarioBankError
 
 if TYPE_CHECKING:  # the Runtime calls in here (check_paths); a runtime import here would be a cycle
     from factory.runtime import Runtime
@@ -44,6 +48,7 @@ CANNOT_RUN = 3  # a check this config needs is missing or unreachable
 # whether the local disk holds a run that is not streamed to a destination.
 BYTES_PER_DIALOGUE = 2_600_000
 PROBE_WORD = "hello"
+PROBE_WORDS = {"ja": "こんにちは"}  # a voice of another language says its own word
 
 
 class Status(StrEnum):
@@ -122,12 +127,13 @@ def paths(rt: Runtime) -> list[Check]:
             rt.voice_backends()  # fixed voice ids must be in the bank
             return f"{len(rt.voices)} voices; fixed {tts.user_voice} / {tts.agent_voice}"
         speakers = {v.group or v.id for v in rt.voices.by_split(split)}
-        if len(speakers) < 2:
+        if len(speakers) < 2:  # per language: language_gaps
             raise ValueError(f"voice bank {bank} has fewer than two speakers in split {split!r}")
         return f"{len(rt.voices)} voices, {len(speakers)} speakers in split {split}"
 
     def scenarios() -> str:
-        return f"{rt.scenarios.size():,} scenarios"
+        sizes = {lang: rt.scenarios(lang).size() for lang in rt.cfg.dialogue.language_weights}
+        return ", ".join(f"{lang}: {n:,} scenarios" for lang, n in sizes.items())
 
     return [
         _attempt("paths", "voice bank", f"set tts.voice_bank (now {bank})", voice_bank),
@@ -284,7 +290,7 @@ def _run_voice_ids(rt: Runtime) -> set[str]:
     tts = rt.cfg.tts
     if tts.user_voice and tts.agent_voice:
         return {tts.user_voice, tts.agent_voice}
-    return {v.id for v in rt.voices.by_split(rt.cfg.run.split)}
+    return {v.id for lang in rt.cfg.dialogue.language_weights for v in rt.voices.by_split(rt.cfg.run.split, lang)}
 
 
 def voices(rt: Runtime) -> list[Check]:
@@ -301,11 +307,12 @@ def voices(rt: Runtime) -> list[Check]:
         if voice.backend not in backends:
             options = tts.backend_options.get(voice.backend)
             backends[voice.backend] = backend_for(voice.backend, options, service_url=tts.service_url)
-        utt = backends[voice.backend].synthesize(PROBE_WORD, voice)
+        probe = PROBE_WORDS.get(base(voice.language), PROBE_WORD)
+        utt = backends[voice.backend].synthesize(probe, voice)
         seconds = len(utt.audio) / utt.sample_rate
         if seconds <= 0:
             raise RuntimeError(f"{voice.backend} rendered no audio")
-        return f"{voice.backend}: {PROBE_WORD!r} in {seconds:.2f} s of audio ({voice.language}, {voice.split})"
+        return f"{voice.backend}: {probe!r} in {seconds:.2f} s of audio ({voice.language}, {voice.split})"
 
     checks = []
     for voice in bank:
@@ -320,32 +327,67 @@ def voices(rt: Runtime) -> list[Check]:
     return checks
 
 
+def language_gaps(rt: Runtime) -> list[str]:
+    """What each language of `dialogue.language` lacks, named exactly: voices in the run's split (or
+    a fixed voice that does not speak it), its behaviour lexicon, its scenario bank. Empty: none."""
+    tts, split = rt.cfg.tts, rt.cfg.run.split
+    gaps: list[str] = []
+    for language in rt.cfg.dialogue.language_weights:
+        if tts.user_voice and tts.agent_voice:
+            for channel, voice_id in (("user", tts.user_voice), ("agent", tts.agent_voice)):
+                try:
+                    voice = rt.voices.get(voice_id)
+                except ValueError:
+                    continue  # an unknown id is the voice bank check's finding
+                if not speaks(voice, language):
+                    gaps.append(
+                        f"tts.{channel}_voice {voice_id} speaks {voice.language}, not {language} (dialogue.language)"
+                    )
+        else:
+            speakers = rt.voices.groups(split, language)
+            if len(speakers) < 2:
+                where = rt.cfg.tts.voice_bank or voice_bank_dir()
+                gaps.append(
+                    f"language {language}: {len(speakers)} speaker(s) in split {split!r} of {where} "
+                    f"({', '.join(sorted(speakers)) or 'no voices'}); two are needed"
+                )
+        try:
+            load_lexicon(language)
+        except LexiconError as exc:
+            gaps.append(str(exc))
+        try:
+            rt.scenarios(language)
+        except ScenarioBankError as exc:
+            gaps.append(str(exc))
+    return gaps
+
+
 def languages(rt: Runtime) -> list[Check]:
-    """Per language of the bank: its voices in the run's split, the scenario bank and the lexicon
-    the planner inserts (filler, backchannel, laugh tokens). The bank and the tokens are English
-    today, so every language shares them."""
+    """Per language of the bank: its voices in the run's split, its scenario bank and its
+    behaviour lexicon (fillers, backchannels, laughs); required for the run's own languages."""
     bank = _bank(rt)
     if bank is None:
         return []
     used = _run_voice_ids(rt)
-    b = rt.cfg.behaviour
-    lexicon = len(b.filler_tokens) + len(b.backchannel_tokens) + len(b.laugh_tokens)
+    wanted = {base(code) for code in rt.cfg.dialogue.language_weights}
     checks = []
-    for language in sorted({v.language for v in bank}):
-        ours = [v for v in bank if v.language == language]
+    for language in sorted({base(v.language) for v in bank} | wanted):
+        ours = [v for v in bank if speaks(v, language)]
         speakers = {v.group or v.id for v in ours if v.id in used}
 
-        def summary(ours=ours, speakers=speakers) -> str:
-            if len(speakers) < 2 and any(v.id in used for v in ours):
+        def summary(ours=ours, speakers=speakers, language=language) -> str:
+            if len(speakers) < 2 and (any(v.id in used for v in ours) or language in wanted):
                 raise ValueError(f"{len(speakers)} speaker(s) in this run's voices: two are needed")
+            lex = load_lexicon(language)
+            lexicon = len(lex.fillers) + len(lex.backchannels) + len(lex.laughs) + len(lex.failed_interruptions)
             return (
                 f"{len(ours)} voices ({len(speakers)} speakers in this run), scenario bank "
-                f"{rt.scenarios.size():,} scenarios, lexicon {lexicon} tokens"
+                f"{rt.scenarios(language).size():,} scenarios, lexicon {lexicon} tokens"
             )
 
         where = rt.cfg.tts.voice_bank or voice_bank_dir()
-        check = _attempt("language", language, f"add {language} voices to {where}", summary)
-        check.required = any(v.id in used for v in ours)
+        check = _attempt("language", language, f"add {language} voices to {where}, a lexicon and a bank", summary)
+        check.required = language in wanted
         checks.append(check)
     return checks
 

@@ -189,12 +189,12 @@ def _script_job(rt: Runtime, plan: Plan) -> Outcome:
     return _guarded(script_for, plan.sid, rt, plan)
 
 
-def _qa_job(rt: Runtime, sid: str, utts: list[Utterance], channels: list[Channel]) -> Outcome:
-    return _guarded(qa_renders, sid, rt.cfg, utts, channels)
+def _qa_job(rt: Runtime, sid: str, utts: list[Utterance], channels: list[Channel], language: str) -> Outcome:
+    return _guarded(qa_renders, sid, rt.cfg, utts, channels, language)
 
 
-def _qa_retry_job(rt: Runtime, sid: str, first: QAResult, utt: Utterance) -> Outcome:
-    return _guarded(qa_retry, sid, rt.cfg, first, utt)
+def _qa_retry_job(rt: Runtime, sid: str, first: QAResult, utt: Utterance, language: str) -> Outcome:
+    return _guarded(qa_retry, sid, rt.cfg, first, utt, language)
 
 
 def _assemble_job(
@@ -226,6 +226,12 @@ class Dialogue:
     qa: dict[PieceKey, QAResult] = field(default_factory=dict)
     result: SampleResult | None = None
     reason: str | None = None
+
+    @property
+    def language(self) -> str:
+        """The dialogue's language (its scenario's), once planned."""
+        assert self.plan is not None
+        return self.plan.scenario.language
 
     @property
     def audio_s(self) -> float:
@@ -364,7 +370,8 @@ def _qa(rt: Runtime, live: list[Dialogue], pool: Executor | None, stats: ShardSt
     jobs = []
     for d in live:
         keys = _dialogue_pieces(d)
-        jobs.append((rt, d.sid, [d.utts[k] for k in keys], [piece_channel(d.scripted, k) for k in keys]))
+        channels = [piece_channel(d.scripted, k) for k in keys]
+        jobs.append((rt, d.sid, [d.utts[k] for k in keys], channels, d.language))
     for d, outcome in zip(live, _map(pool, _qa_job, jobs, [d.audio_s for d in live]), strict=True):
         if outcome.reason is not None:
             d.fail(outcome.reason)
@@ -378,7 +385,7 @@ def _qa(rt: Runtime, live: list[Dialogue], pool: Executor | None, stats: ShardSt
     retrying = [d for d in _alive(live) if failed.get(d.sid)]
     _render_into(rt, retrying, failed, stats, slower)
     flat = [(d, k) for d in _alive(retrying) for k in failed[d.sid]]
-    jobs = [(rt, d.sid, d.qa[k], d.utts[k]) for d, k in flat]  # utts[k] now holds the slower render
+    jobs = [(rt, d.sid, d.qa[k], d.utts[k], d.language) for d, k in flat]  # utts[k] now holds the slower render
     for (d, k), outcome in zip(flat, _map(pool, _qa_retry_job, jobs), strict=True):
         if outcome.reason is not None:
             d.fail(outcome.reason)

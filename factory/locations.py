@@ -1,6 +1,6 @@
 """Where the factory's own files are: the data the package carries, and the per-user caches.
 
-Data (the voice bank, the scenario bank) is found through the installed package
+Data (the voice bank, the scenario banks and lexicons per language) is found through the installed package
 (`importlib.resources`), never through the working directory, so every command works from any
 folder, from a checkout (editable install) and from a wheel alike. The voice bank is the
 repository's top-level `voices/`; `factory/voices` links to it, so the package (and the wheel
@@ -36,9 +36,19 @@ def voice_bank_dir() -> Path:
     return package_data("voices")
 
 
-def scenario_bank_dir() -> Path:
-    """The packaged scenario bank (`factory/script/bank`)."""
+def scenario_bank_root() -> Path:
+    """The packaged scenario banks, one folder per language (`factory/script/bank/<language>`)."""
     return package_data("script", "bank")
+
+
+def scenario_bank_dir(language: str = "en") -> Path:
+    """The packaged scenario bank of `language` (a primary subtag: en, ja)."""
+    return scenario_bank_root() / language
+
+
+def lexicon_dir() -> Path:
+    """The behaviour planner's lexicons, one YAML file per language (`factory/script/lexicon`)."""
+    return package_data("script", "lexicon")
 
 
 def cache_root() -> Path:

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from factory.languages import script_language, words
+
 TIMELINE_SCHEMA_VERSION = "2.0"
 
 
@@ -154,7 +156,8 @@ class Script(_Model):
         for mark in self.marks:
             if mark.turn >= len(self.turns):
                 raise ValueError(f"{mark.type} mark points at turn {mark.turn}; script has {len(self.turns)}")
-            n_words = len(self.turns[mark.turn].text.split())
+            text = self.turns[mark.turn].text
+            n_words = len(words(text, script_language(text)))  # a Script does not carry its language
             index = mark.heard_words - 1 if isinstance(mark, BargeIn) else mark.word_index
             if index >= n_words:
                 raise ValueError(f"{mark.type} mark at word {index} of turn {mark.turn}, which has {n_words} words")
@@ -359,6 +362,7 @@ class ManifestRow(_Model):
     reason: str | None = None
     split: str
     mode: Mode | None = None
+    language: str | None = Field(default=None, description="BCP-47 language of the dialogue (dialogue.language)")
     duration: float | None = None
     n_turns: int | None = None
     n_words: int | None = None

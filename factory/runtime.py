@@ -18,8 +18,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any, TypeVar
 
-from factory.config import RunConfig
-from factory.doctor import PreflightError, diagnose
+from factory.config import ConfigError, RunConfig
+from factory.doctor import PreflightError, diagnose, language_gaps
 from factory.llm import get_llm
 from factory.llm.base import LLMBackend
 from factory.locations import voice_bank_dir
@@ -73,10 +73,10 @@ class Runtime:
         path = self.cfg.tts.voice_bank or voice_bank_dir()
         return _shared(("voices", str(path.resolve())), lambda: VoiceBank.load(path))
 
-    @cached_property
-    def scenarios(self) -> ScenarioBank:
+    def scenarios(self, language: str = "en") -> ScenarioBank:
+        """The scenario bank of `language` (the packaged one, extended by `dialogue.scenario_bank`)."""
         user = self.cfg.dialogue.scenario_bank
-        return _shared(("scenarios", str(user)), lambda: load_bank(user))
+        return _shared(("scenarios", str(user), language), lambda: load_bank(user, language))
 
     @cached_property
     def llm(self) -> LLMBackend:
@@ -129,13 +129,15 @@ class Runtime:
         return stats if isinstance(stats, BatchStats) else None
 
     # ------------------------------------------------------------------ decisions
-    def pick_voices(self, key: str) -> dict[Channel, Voice]:
+    def pick_voices(self, key: str, language: str = "en") -> dict[Channel, Voice]:
+        """The dialogue's two voices: the fixed ones, or a pair of `language`'s voices in the split."""
         tts = self.cfg.tts
         if tts.user_voice or tts.agent_voice:
             if not (tts.user_voice and tts.agent_voice):
                 raise ValueError("set both tts.user_voice and tts.agent_voice, or neither")
             return {Channel.user: self.voices.get(tts.user_voice), Channel.agent: self.voices.get(tts.agent_voice)}
-        user, agent = self.voices.pick_pair(self.cfg.run.split, rng_for(self.cfg.run.seed, key, "voices"))
+        rng = rng_for(self.cfg.run.seed, key, "voices")
+        user, agent = self.voices.pick_pair(self.cfg.run.split, rng, language)
         return {Channel.user: user, Channel.agent: agent}
 
     def voice_backends(self) -> list[BackendName]:
@@ -143,14 +145,23 @@ class Runtime:
         if self.cfg.tts.user_voice or self.cfg.tts.agent_voice:
             voices = list(self.pick_voices("preflight").values())
         else:
-            voices = self.voices.by_split(self.cfg.run.split)
+            languages = self.cfg.dialogue.language_weights
+            voices = [v for lang in languages for v in self.voices.by_split(self.cfg.run.split, lang)]
         return sorted({v.backend for v in voices})
+
+    def check_languages(self) -> None:
+        """Every language of `dialogue.language` has voices in the split (and the fixed voices speak
+        it), a behaviour lexicon and a scenario bank: else a `ConfigError` naming what is missing."""
+        gaps = language_gaps(self)
+        if gaps:
+            raise ConfigError("dialogue.language cannot be generated:\n" + "\n".join(f"  {g}" for g in gaps))
 
     def check_paths(self) -> None:
         """The cheap part of `preflight`, done before a Prefect server starts: `factory.doctor`'s
         cheap checks (the voice bank and the split's speakers or the fixed voice ids, the scenario
         bank, the embedded LLM's weights file or the LLM server's /models, the run folder and the
         destination writable). Raises `PreflightError` naming every failed check."""
+        self.check_languages()
         diagnosis = diagnose(self, cheap=True)
         if diagnosis.failed:
             raise PreflightError(diagnosis)

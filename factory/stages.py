@@ -20,6 +20,7 @@ from factory.audio.mix import MixError, apply_gain, apply_gains, audio_sha256, f
 from factory.audit.run import gate_row
 from factory.augment import augment_sample
 from factory.config import RunConfig
+from factory.languages import spaced
 from factory.llm.base import LLMError
 from factory.models import (
     BackendName,
@@ -47,7 +48,7 @@ from factory.run.rows import EncodedAudio, encode_audio
 from factory.runtime import Runtime
 from factory.script.compose import write_script, write_script_structured
 from factory.script.prompts import role_prompt, voice_prompt_text
-from factory.script.scenario import draw_scenario
+from factory.script.scenario import draw_language, draw_scenario
 from factory.script.writer import TurnRejected
 from factory.seeding import rng_for
 from factory.timeline.measures import behaviour_counts, overlap_share, unmet_minimums
@@ -104,10 +105,16 @@ VOICE_PROMPT: PieceKey = ("voice_prompt", 0)
 
 def plan_sample(rt: Runtime, sid: str, key: str) -> Plan:
     cfg, seed = rt.cfg, rt.cfg.run.seed
+    language = draw_language(rng_for(seed, key, "language"), cfg.dialogue.language_weights)
     scenario = draw_scenario(
-        sid, rng_for(seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns, rt.scenarios
+        sid,
+        rng_for(seed, key, "scenario"),
+        cfg.dialogue.mode_weights,
+        cfg.dialogue.n_turns,
+        rt.scenarios(language),
+        language,
     )
-    voices = rt.pick_voices(key)
+    voices = rt.pick_voices(key, language)
     rate_rng = rng_for(seed, key, "speaking-rate")
     rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
     return Plan(sid, key, scenario, voices, rates)
@@ -133,7 +140,7 @@ def render_requests(plan: Plan, script: Script, run_seed: int) -> dict[PieceKey,
         if isinstance(m, ListenerMark):
             listener = script.turns[m.turn].speaker.other
             requests[("reaction", k)] = SynthesisRequest(m.token, plan.voices[listener], plan.rates[listener])
-    sentence = voice_prompt_text(rng_for(run_seed, plan.key, "voice_prompt"), script)
+    sentence = voice_prompt_text(rng_for(run_seed, plan.key, "voice_prompt"), script, plan.scenario.language)
     requests[VOICE_PROMPT] = SynthesisRequest(sentence, plan.voices[Channel.agent], plan.rates[Channel.agent])
     return requests
 
@@ -162,25 +169,29 @@ def render_batch(rt: Runtime, requests: list[SynthesisRequest]) -> list[Utteranc
     return out
 
 
-def qa_renders(cfg: RunConfig, utts: list[Utterance], channels: list[Channel]) -> list[QAResult]:
-    """Intelligibility of one dialogue's renders: one Whisper pass per channel (`check_together`)."""
-    assert cfg.tts.qa_wer_threshold is not None
+def qa_renders(cfg: RunConfig, utts: list[Utterance], channels: list[Channel], language: str = "en") -> list[QAResult]:
+    """Intelligibility of one dialogue's renders: one Whisper pass per channel (`check_together`),
+    transcribed in the dialogue's `language` and scored against its threshold."""
+    threshold = cfg.tts.qa_threshold(language)
+    assert threshold is not None
     results: list[QAResult | None] = [None] * len(utts)
     for ch in Channel:
         idx = [i for i, c in enumerate(channels) if c is ch]
-        for i, r in zip(idx, check_together([utts[i] for i in idx], cfg.tts.qa_wer_threshold), strict=True):
+        for i, r in zip(idx, check_together([utts[i] for i in idx], threshold, language), strict=True):
             results[i] = r
     return [r for r in results if r is not None]
 
 
-def qa_retry(cfg: RunConfig, first: QAResult, retried: Utterance) -> tuple[Utterance, QAResult]:
+def qa_retry(cfg: RunConfig, first: QAResult, retried: Utterance, language: str = "en") -> tuple[Utterance, QAResult]:
     """QA of a piece re-rendered slower after failing its channel pass; raises TTSError naming
     both attempts when it fails again."""
-    assert cfg.tts.qa_wer_threshold is not None
-    second = check_intelligibility(retried, cfg.tts.qa_wer_threshold)
+    threshold = cfg.tts.qa_threshold(language)
+    assert threshold is not None
+    second = check_intelligibility(retried, threshold, language)
     if not second.ok:
+        metric = "WER" if spaced(language) else "CER"
         raise TTSError(
-            f"intelligibility: WER {min(first.wer, second.wer):.2f} > threshold {cfg.tts.qa_wer_threshold:.2f} "
+            f"intelligibility: {metric} {min(first.wer, second.wer):.2f} > threshold {threshold:.2f} "
             f"at every rate for {retried.text!r} (heard {first.transcript!r}, then {second.transcript!r} slower)"
         )
     return retried, second
@@ -313,6 +324,7 @@ def manifest_row(sample: Sample, shard: str, clean_flac: bytes | None = None) ->
         status=SampleStatus.ok,
         split=sample.meta.split,
         mode=sample.meta.scenario.mode,
+        language=sample.meta.scenario.language,
         duration=tl.duration,
         n_turns=sum(t.kind is TurnKind.turn for t in tl.turns),
         n_words=sum(w.spoken for w in tl.words),

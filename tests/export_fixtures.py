@@ -28,7 +28,8 @@ from factory.models import (
     ScriptTurn,
     VoicePrompt,
 )
-from factory.script.prompts import VOICE_PROMPT_SENTENCES, role_prompt
+from factory.script.lexicon import load_lexicon
+from factory.script.prompts import role_prompt
 from factory.seeding import rng_for
 from factory.timeline.place import build_timeline
 from tests.test_timeline import SR, burst_utterance
@@ -74,7 +75,7 @@ def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train
     gains = loudness_gains(stems, SR, -23, -1)
     # its own generator, drawn after the dialogue's, so the dialogue is what it was without prompts
     prompt = burst_utterance(
-        VOICE_PROMPT_SENTENCES[seed % 6], rng_for(seed, sid, "voice_prompt"), voices[Channel.agent]
+        load_lexicon("en").voice_prompts[seed % 6], rng_for(seed, sid, "voice_prompt"), voices[Channel.agent]
     )
     stems = apply_gains(stems, gains)
     recipe = MixRecipe(

@@ -22,6 +22,7 @@ import pytest
 from factory.config import RunConfig
 from factory.models import BargeIn, Filler, Mode, Restart, Script, ScriptTurn, Timeline
 from factory.script.calibrate import calibrate_marks, content_words, measure_rates
+from factory.script.lexicon import behaviour_for
 from factory.script.parse import parse_script
 from factory.script.response import script_to_response
 from factory.seeding import rng_for
@@ -36,7 +37,8 @@ TOLERANCE = 0.20
 
 @pytest.fixture(scope="module")
 def cfg() -> RunConfig:
-    return RunConfig()
+    cfg = RunConfig()  # the planner's section, resolved for English as the script stage resolves it
+    return cfg.model_copy(update={"behaviour": behaviour_for(cfg.behaviour, "en")})
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,13 @@ from factory.models import (
     WordKind,
     WordTiming,
 )
+from factory.script.lexicon import behaviour_for
 from factory.script.planner import barge_in_cut, insert_hesitations, plan_listener_marks
 from factory.seeding import rng_for
 from factory.timeline.place import build_timeline
 
 SR = 16000
-CFG = RunConfig()
+CFG = RunConfig().model_copy(update={"behaviour": behaviour_for(RunConfig().behaviour, "en")})
 
 
 # Silences real voices leave after punctuation, seconds: espeak, Piper and Kokoro renders in the TTS

@@ -97,7 +97,7 @@ def test_pick_pair_needs_two_speakers() -> None:
     bank = VoiceBank(
         [Voice(id="a", backend="piper", split="dev"), Voice(id="a2", backend="piper", group="a", split="dev")]
     )
-    with pytest.raises(VoiceBankError, match="needs voices of >= 2 groups"):
+    with pytest.raises(VoiceBankError, match="needs en voices of >= 2 groups"):
         bank.pick_pair("dev", np.random.default_rng(0))
 
 

@@ -13,7 +13,7 @@ import typer
 from factory.cli import present
 from factory.cli.app import ConfigOpt, SetOpt, console, load
 from factory.cli.runs import show_run
-from factory.config import RunConfig
+from factory.config import ConfigError, RunConfig
 from factory.llm.base import LLMUnavailable
 from factory.progress import track
 from factory.render.base import BackendUnavailable
@@ -67,6 +67,11 @@ def generate(
             console.print(f"no failed shards recorded for {cfg.run_id}: nothing to retry")
             return
         console.print(f"retrying {len(only)} failed shard(s): {', '.join(only)}")
+    try:
+        runtime_for(cfg).check_languages()  # a config error: what a language lacks, before any server starts
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     disable_progress_bar()
     console.print(f"run [bold]{cfg.run_id}[/bold]: {cfg.run.n_samples} dialogues -> {cfg.run_dir}")
     # A bar in a terminal; a plain line every run.progress_every_s without one (factory.progress).

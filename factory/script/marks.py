@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from factory.languages import join
 from factory.models import (
     Backchannel,
     BargeIn,
@@ -37,7 +38,7 @@ __all__ = [
     "write_hesitations",
 ]
 
-WRITTEN_PUNCTUATION = ",.;:!?"  # stripped from a word before it is cut off ("I think," -> "I- I think,")
+WRITTEN_PUNCTUATION = ",.;:!?、。！？"  # stripped from a word before it is cut off ("I think," -> "I- I think,")
 # Listener marks by type: short speech of the other side over a turn.
 LISTENER_MARKS: dict[str, type[ListenerMark]] = {
     "backchannel": Backchannel,
@@ -71,14 +72,19 @@ class WrittenTurn:
     words: list[str]
     marks: list[Mark]
     position: list[int]
+    language: str = "en"
 
     @property
     def text(self) -> str:
-        return " ".join(self.words)
+        return join(self.words, self.language)
 
 
 def write_hesitations(
-    words: list[str], turn: int, filler_before: Mapping[int, str], restart_at: Collection[int]
+    words: list[str],
+    turn: int,
+    filler_before: Mapping[int, str],
+    restart_at: Collection[int],
+    language: str = "en",
 ) -> WrittenTurn:
     """Writes a filler token before each word in `filler_before` and a cut-off copy ("word-")
     before each word in `restart_at`. A turn-initial filler takes the capital ("Um, you know"
@@ -100,7 +106,7 @@ def write_hesitations(
             out.append(word.strip(WRITTEN_PUNCTUATION) + "-")
         position.append(len(out))
         out.append(word)
-    return WrittenTurn(out, marks, position)
+    return WrittenTurn(out, marks, position, language)
 
 
 def resolve_conflicts(turns: list[ScriptTurn], marks: list[Mark], dropped: Counter | None = None) -> list[Mark]:

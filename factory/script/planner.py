@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from factory.config import BehaviourSection
+from factory.languages import words as lang_words
 from factory.models import (
     Backchannel,
     BargeIn,
@@ -24,10 +25,12 @@ from factory.models import (
     ScriptTurn,
     SilentPause,
 )
+from factory.script.lexicon import rate, tokens
 from factory.script.marks import write_hesitations
 
 SPEAKING_RATE_WPS = 3.5  # words per second within speech (Switchboard), to turn rates/minute into counts
 MIN_VICTIM_WORDS = 6  # the writer is asked for at least this many words in a planned victim turn
+CLAUSE_ENDS = ",;:、"  # a word ending a clause: a filler may follow it (English comma, Japanese tōten)
 
 
 def insert_hesitations(
@@ -37,10 +40,13 @@ def insert_hesitations(
     cfg: BehaviourSection,
     pause_median: float,
     force_filler: bool = False,
+    language: str = "en",
 ) -> tuple[str, list[Mark]]:
     """Write fillers and restarts into `text` and mark silent pauses, at the configured rates
-    (where: drawn here; how they are written: `marks.write_hesitations`)."""
-    words = text.split()
+    (where: drawn here; how they are written: `marks.write_hesitations`). `cfg` is resolved for
+    `language` (`lexicon.behaviour_for`); its words are `languages.words`."""
+    words = lang_words(text, language)
+    fillers = tokens(cfg.filler_tokens)
     n = len(words)
     n_fillers = int(rng.poisson(cfg.fillers_per_100_words * n / 100))
     n_restarts = int(rng.poisson(cfg.restarts_per_100_words * n / 100))
@@ -49,19 +55,19 @@ def insert_hesitations(
     # Fillers go before a word: turn-initially most often, else after a clause boundary or anywhere.
     filler_before: dict[int, str] = {}
     for _ in range(n_fillers):
-        boundaries = [0] + [i + 1 for i, w in enumerate(words[:-1]) if w[-1] in ",;:"]
+        boundaries = [0] + [i + 1 for i, w in enumerate(words[:-1]) if w[-1] in CLAUSE_ENDS]
         pool = boundaries if rng.random() < 0.7 else list(range(n))
         j = int(rng.choice(pool))
-        filler_before.setdefault(j, str(rng.choice(cfg.filler_tokens)))
+        filler_before.setdefault(j, str(rng.choice(fillers)))
     if force_filler and not filler_before:
-        filler_before[0] = str(rng.choice(cfg.filler_tokens))  # turn-initial: always heard, even if cut
+        filler_before[0] = str(rng.choice(fillers))  # turn-initial: always heard, even if cut
     # Restarts repeat a short word cut off ("I- I think"); pick among the first words of a clause.
     restart_at = set()
     short = [i for i, w in enumerate(words) if len(w.strip(",.;:!?")) <= 4 and w.strip(",.;:!?").isalpha()]
     for _ in range(min(n_restarts, len(short))):
         restart_at.add(int(rng.choice(short)))
 
-    written = write_hesitations(words, turn, filler_before, restart_at)
+    written = write_hesitations(words, turn, filler_before, restart_at, language)
     marks = list(written.marks)
     # Silent pauses after a word that is not the last one (a pause at the end is a gap, not a pause).
     candidates = [i for i, w in enumerate(written.words[:-1]) if not w.endswith("-")]
@@ -108,22 +114,24 @@ def barge_in_cut(n_words: int, rng: np.random.Generator) -> int:
     return int(rng.integers(low, high + 1))
 
 
-def _listener_spans(turns: list[ScriptTurn], marks: list[Mark], mode: Mode) -> list[tuple[int, int, int]]:
+def _listener_spans(
+    turns: list[ScriptTurn], marks: list[Mark], mode: Mode, language: str = "en"
+) -> list[tuple[int, int, int]]:
     """(turn, first, last) word positions where the listener may respond during a turn."""
     heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
     spans = []
     for i, turn in enumerate(turns):
         if mode is Mode.assistant and turn.speaker is Channel.user:
             continue  # assistants rarely backchannel; the user responds during the agent's answers
-        last = heard.get(i, len(turn.text.split())) - 3  # not in the last words, nor near a barge-in cut
+        last = heard.get(i, len(lang_words(turn.text, language))) - 3  # not in the last words, nor near a barge-in cut
         if last >= 2:
             spans.append((i, 2, last))
     return spans
 
 
-def speech_minutes(turns: list[ScriptTurn]) -> float:
-    """Minutes of speech in `turns` at `SPEAKING_RATE_WPS`."""
-    return sum(len(t.text.split()) for t in turns) / SPEAKING_RATE_WPS / 60
+def speech_minutes(turns: list[ScriptTurn], language: str = "en") -> float:
+    """Minutes of speech in `turns` at `SPEAKING_RATE_WPS` (words of `language`)."""
+    return sum(len(lang_words(t.text, language)) for t in turns) / SPEAKING_RATE_WPS / 60
 
 
 def plan_backchannels(
@@ -132,10 +140,11 @@ def plan_backchannels(
     rng: np.random.Generator,
     cfg: BehaviourSection,
     mode: Mode,
+    language: str = "en",
 ) -> list[Backchannel]:
     """Listener responses during long turns, at `backchannels_per_minute` of estimated speech."""
-    spans = _listener_spans(turns, marks, mode)
-    expected = cfg.backchannels_per_minute * speech_minutes(turns)
+    spans = _listener_spans(turns, marks, mode, language)
+    expected = rate(cfg.backchannels_per_minute) * speech_minutes(turns, language)
     extra = dispersed_count(rng, max(expected - cfg.min_backchannels, 0.0), cfg.count_dispersion)
     count = cfg.min_backchannels + extra if spans else 0
     chosen: dict[tuple[int, int], Backchannel] = {}
@@ -147,7 +156,7 @@ def plan_backchannels(
         j = int(rng.integers(lo, hi + 1))
         if any(t == turn and abs(k - j) < 6 for t, k in chosen):
             continue  # one backchannel per ~6 words of a turn at most
-        chosen[(turn, j)] = Backchannel(turn=turn, word_index=j, token=str(rng.choice(cfg.backchannel_tokens)))
+        chosen[(turn, j)] = Backchannel(turn=turn, word_index=j, token=str(rng.choice(tokens(cfg.backchannel_tokens))))
     return [chosen[k] for k in sorted(chosen)]
 
 
@@ -157,14 +166,15 @@ def plan_listener_marks(
     rng: np.random.Generator,
     cfg: BehaviourSection,
     mode: Mode,
+    language: str = "en",
 ) -> list[ListenerMark]:
     """Backchannels, laughs and failed interruptions: short listener speech over a turn."""
-    planned: list[ListenerMark] = list(plan_backchannels(turns, marks, rng, cfg, mode))
-    spans = _listener_spans(turns, marks, mode)
+    planned: list[ListenerMark] = list(plan_backchannels(turns, marks, rng, cfg, mode, language))
+    spans = _listener_spans(turns, marks, mode, language)
     if not spans:
         return planned
     taken = {(m.turn, m.word_index) for m in planned}
-    n_laughs = dispersed_count(rng, cfg.laughs_per_minute * speech_minutes(turns), cfg.count_dispersion)
+    n_laughs = dispersed_count(rng, cfg.laughs_per_minute * speech_minutes(turns, language), cfg.count_dispersion)
     n_failed = dispersed_count(rng, cfg.failed_interruptions_per_dialogue, cfg.count_dispersion)
     for kind, count in ((Laugh, n_laughs), (FailedInterruption, n_failed)):
         for _ in range(count):
@@ -173,6 +183,6 @@ def plan_listener_marks(
             if (turn, j) in taken:
                 continue
             taken.add((turn, j))
-            tokens = cfg.laugh_tokens if kind is Laugh else cfg.failed_interruption_tokens
-            planned.append(kind(turn=turn, word_index=j, token=str(rng.choice(tokens))))
+            pool = tokens(cfg.laugh_tokens if kind is Laugh else cfg.failed_interruption_tokens)
+            planned.append(kind(turn=turn, word_index=j, token=str(rng.choice(pool))))
     return planned

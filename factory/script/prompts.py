@@ -8,7 +8,8 @@ role ("You are a wise and friendly teacher. Answer questions ...") and casual co
 enjoy having a good conversation. Have a casual discussion about ..."). It is a pure function of
 the scenario, so it needs no seed.
 
-The voice prompt is one of a few fixed, topic-free sentences, in an order drawn from the sample's
+The voice prompt is one of a few fixed, topic-free sentences in the dialogue's language (its
+lexicon's `voice_prompts`, `factory/script/lexicon/`), in an order drawn from the sample's
 own "voice_prompt" generator (no other stage's draws move), skipping any sentence the script
 itself says, so the clip is never a piece of the dialogue.
 """
@@ -18,16 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from factory.models import Mode, Scenario, Script
-
-# Topic-free, ~10-14 words: 3-5 s at a normal speaking rate.
-VOICE_PROMPT_SENTENCES: tuple[str, ...] = (
-    "Hello there, it is good to hear from you, and I am ready to help.",
-    "Thanks for waiting, I have a moment now, so we can talk it through together.",
-    "Good to meet you, take your time and tell me what is on your mind.",
-    "I am here and listening, so just start wherever feels easiest for you.",
-    "Hi, thanks for calling, I am happy to go through this with you today.",
-    "Nice to talk with you again, let us see what we can sort out now.",
-)
+from factory.script.lexicon import load_lexicon
 
 
 def role_prompt(scenario: Scenario) -> str:
@@ -47,14 +39,15 @@ def role_prompt(scenario: Scenario) -> str:
     )
 
 
-def voice_prompt_text(rng: np.random.Generator, script: Script) -> str:
-    """The voice prompt's sentence: the first of the bank, in the order `rng` draws, that no
-    turn of `script` says (compared without case or punctuation)."""
+def voice_prompt_text(rng: np.random.Generator, script: Script, language: str = "en") -> str:
+    """The voice prompt's sentence: the first of `language`'s lexicon (`voice_prompts`), in the
+    order `rng` draws, that no turn of `script` says (compared without case or punctuation)."""
+    sentences = load_lexicon(language).voice_prompts
     said = {_plain(t.text) for t in script.turns}
-    order = rng.permutation(len(VOICE_PROMPT_SENTENCES))
+    order = rng.permutation(len(sentences))
     return next(
-        (VOICE_PROMPT_SENTENCES[int(i)] for i in order if _plain(VOICE_PROMPT_SENTENCES[int(i)]) not in said),
-        VOICE_PROMPT_SENTENCES[int(order[0])],  # unreachable unless a script says all six
+        (sentences[int(i)] for i in order if _plain(sentences[int(i)]) not in said),
+        sentences[int(order[0])],  # unreachable unless a script says all of them
     )
 
 

@@ -1,8 +1,9 @@
 """The scenario bank: topics x settings x personas x styles x modes, drawn by seed.
 
-The bank is data (`factory/script/bank/*.yaml`, plus an optional user folder from
-`dialogue.scenario_bank`) so it can grow without code changes; `bank_size()` reports how many
-distinct scenarios it can produce (a 400K run needs far more than 400K).
+The bank is data, one per language (`factory/script/bank/<language>/*.yaml`, plus an optional
+user file or folder from `dialogue.scenario_bank` that extends every language's bank) so it can
+grow without code changes; `bank_size()` reports how many distinct scenarios it can produce (a
+400K run needs far more than 400K).
 
 A bank file is a mapping with any of `topics`, `settings`, `styles`, `user_personas`,
 `agent_personas`. Files load in name order, packaged ones first; each extends the lists loaded
@@ -21,7 +22,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from factory.locations import scenario_bank_dir
+from factory.languages import base
+from factory.locations import scenario_bank_dir, scenario_bank_root
 from factory.models import Mode, Persona, Scenario
 
 BankField = Literal["topics", "settings", "styles", "user_personas", "agent_personas"]
@@ -125,10 +127,22 @@ def _merge(files: list[Path]) -> ScenarioBank:
     return ScenarioBank(**{name: tuple(entries) for name, entries in merged.items()})
 
 
+def bank_languages() -> list[str]:
+    """The languages a scenario bank is packaged for."""
+    return sorted(p.name for p in scenario_bank_root().iterdir() if p.is_dir())
+
+
 @lru_cache(maxsize=8)
-def load_bank(user: Path | None = None) -> ScenarioBank:
-    """The packaged bank, extended or partly replaced by `user` (a YAML file or a folder of them)."""
-    files = _bank_files(scenario_bank_dir())
+def load_bank(user: Path | None = None, language: str = "en") -> ScenarioBank:
+    """The packaged bank of `language` (its primary subtag), extended or partly replaced by `user`
+    (a YAML file or a folder of them)."""
+    packaged = scenario_bank_dir(base(language))
+    if not packaged.is_dir():
+        raise ScenarioBankError(
+            f"no scenario bank for language {language!r}: add {packaged}/ (topics, settings, styles, personas); "
+            f"packaged: {', '.join(bank_languages())}"
+        )
+    files = _bank_files(packaged)
     if user is not None:
         files += _bank_files(Path(user))
     return _merge(files)
@@ -139,15 +153,27 @@ def bank_size(modes: int = len(Mode), bank: ScenarioBank | None = None) -> int:
     return (bank or load_bank()).size(modes)
 
 
+def draw_language(rng: np.random.Generator, weights: dict[str, float]) -> str:
+    """One dialogue's language from `dialogue.language`'s weights; one language draws nothing, so a
+    one-language run's other draws are what they were before languages could mix."""
+    if len(weights) == 1:
+        return next(iter(weights))
+    codes = sorted(weights)
+    p = np.array([weights[c] for c in codes], dtype=float)
+    return codes[int(rng.choice(len(codes), p=p / p.sum()))]
+
+
 def draw_scenario(
     sample_id: str,
     rng: np.random.Generator,
     mode_weights: dict[Mode, float],
     n_turns: tuple[int, int],
     bank: ScenarioBank | None = None,
+    language: str = "en",
 ) -> Scenario:
-    """Every choice comes from `rng`, in a fixed order, so a seed and a bank fix the scenario."""
-    bank = bank or load_bank()
+    """Every choice comes from `rng`, in a fixed order, so a seed and a bank fix the scenario;
+    `bank` is `language`'s (default: its packaged one)."""
+    bank = bank or load_bank(language=language)
     modes = sorted(mode_weights, key=lambda m: m.value)
     weights = np.array([mode_weights[m] for m in modes], dtype=float)
     mode = modes[int(rng.choice(len(modes), p=weights / weights.sum()))]
@@ -159,6 +185,7 @@ def draw_scenario(
         topic=bank.topics[int(rng.integers(len(bank.topics)))],
         setting=bank.settings[int(rng.integers(len(bank.settings)))],
         style=bank.styles[int(rng.integers(len(bank.styles)))],
+        language=language,
         user=user.model_copy(),
         agent=agent.model_copy(),
         n_turns=int(rng.integers(n_turns[0], n_turns[1] + 1)),

@@ -13,6 +13,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from factory.languages import join, words
+
 
 class TurnRejected(Exception):
     """A written turn could not be repaired. `reason` is a short code (`empty`, `too_short`,
@@ -129,8 +131,8 @@ def _line_to_sentence(line: str) -> str:
 
 
 def _strip_symbols(text: str) -> str:
-    for pattern, words in _SYMBOL_WORDS:
-        text = pattern.sub(words, text)
+    for pattern, spoken in _SYMBOL_WORDS:
+        text = pattern.sub(spoken, text)
     text = "".join(ch for ch in text if not unicodedata.category(ch).startswith(("S", "C")) or ch.isspace())
     return _KEEP.sub(" ", text)
 
@@ -329,3 +331,46 @@ def check_turn(text: str, *, min_words: int, references: Sequence[str] = (), all
     meta = _META.search(text)
     if meta and meta.group(0).lower() not in {m.lower() for m in allow_meta}:
         raise TurnRejected("meta", f"talks about the task: {meta.group(0)!r}")
+
+
+# --------------------------------------------------------------------------- languages without spaces
+_UNSPACED_TERMINAL = ("。", "！", "？", "!", "?")
+_JA_LABEL = re.compile(r"^\s*[「『\"]?\s*[^\s:：「」]{1,12}\s*[:：]\s*")  # "ユーザー：", "ハル:"
+
+
+def clean_turn_unspaced(raw: str, language: str, *, min_words: int = 1, max_words: int = 60) -> str:
+    """`clean_turn` for a language written without spaces (Japanese): the first line, a speaker
+    label and enclosing quotes removed, whitespace (layout there) dropped, cut to `max_words`
+    words of `languages.words` at the last sentence end that keeps `min_words`."""
+    lines = [ln for ln in raw.strip().splitlines() if ln.strip()]
+    text = _JA_LABEL.sub("", lines[0]) if lines else ""
+    text = "".join(text.split()).strip('「」『』"')
+    parts = words(text, language)
+    if len(parts) > max_words:
+        head = parts[:max_words]
+        ends = [i for i in range(max(min_words, 1) - 1, len(head)) if head[i].endswith(_UNSPACED_TERMINAL)]
+        head = head[: ends[-1] + 1] if ends else head
+        text = join(head, language)
+    if text and not text.endswith(_UNSPACED_TERMINAL):
+        text = text.rstrip("、,") + "。"
+    return text
+
+
+def check_turn_unspaced(text: str, language: str, *, min_words: int, references: Sequence[str] = ()) -> None:
+    """`check_turn` for a language written without spaces: words are `languages.words`, and the
+    wrong-language check asks for the language's own script (kana and kanji for ja)."""
+    parts = [w for w in words(text, language) if any(c.isalnum() for c in w)]
+    if not parts:
+        raise TurnRejected("empty", "nothing speakable after cleaning")
+    letters = [c for c in text if c.isalpha()]
+    native = sum(unicodedata.name(c, "").startswith(("HIRAGANA", "KATAKANA", "CJK")) for c in letters)
+    if native / max(len(letters), 1) < 0.8:
+        raise TurnRejected("wrong_language", f"{native / max(len(letters), 1):.2f} of letters in {language} script")
+    if len(parts) < min_words:
+        raise TurnRejected("too_short", f"{len(parts)} words < {min_words}")
+    loop = _loop_detail(parts)
+    if loop:
+        raise TurnRejected("repetition_loop", loop)
+    for reference in references:
+        if text == "".join(reference.split()):
+            raise TurnRejected("prompt_echo", f"copies {reference[:60]!r}")

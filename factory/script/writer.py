@@ -10,9 +10,17 @@ message — and the instructions sit in the system message, in the second person
 from __future__ import annotations
 
 from factory.config import DialogueSection, LLMSection
+from factory.languages import spaced
 from factory.llm.base import LLMBackend
 from factory.models import Channel, Mode, Persona, Scenario, ScriptTurn
-from factory.script.text_checks import AGENT_META, TurnRejected, check_turn, clean_turn
+from factory.script.text_checks import (
+    AGENT_META,
+    TurnRejected,
+    check_turn,
+    check_turn_unspaced,
+    clean_turn,
+    clean_turn_unspaced,
+)
 
 __all__ = ["TurnRejected", "build_messages", "turn_length", "write_turn"]
 
@@ -126,6 +134,10 @@ def write_turn(
     for attempt in range(attempts):
         raw = llm.complete(messages, max_tokens=max_tokens, temperature=temperature, seed=seed + attempt)
         try:
+            if not spaced(scenario.language):
+                text = clean_turn_unspaced(raw, scenario.language, min_words=min_words, max_words=max_words)
+                check_turn_unspaced(text, scenario.language, min_words=min_words, references=references)
+                return text
             text = clean_turn(raw, names=names, min_words=min_words, max_words=max_words)
             check_turn(text, min_words=min_words, references=references, allow_meta=allow_meta)
             return text

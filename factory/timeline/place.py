@@ -14,6 +14,7 @@ import numpy as np
 
 from factory.audio.edit import cut_after_word, insert_pause
 from factory.config import TimingSection
+from factory.languages import join
 from factory.models import (
     Backchannel,
     BackchannelEvent,
@@ -279,7 +280,7 @@ def build_timeline(
                 )
                 break
 
-    return _to_timeline(sample_id, placed, voices, rng, timing, sr)
+    return _to_timeline(sample_id, placed, voices, rng, timing, sr, language)
 
 
 def _word_kinds(p: _Placed) -> list[WordKind]:
@@ -298,6 +299,7 @@ def _to_timeline(
     rng: np.random.Generator,
     timing: TimingSection,
     sr: int,
+    language: str = "en",
 ) -> tuple[Timeline, list[Placement]]:
     placed.sort(key=lambda p: (p.start, p.channel.index))
     ids = {p.key: n for n, p in enumerate(placed)}
@@ -311,7 +313,7 @@ def _to_timeline(
             end=_q(p.end, sr),
             kind=p.kind,
             planned_text=p.planned_text,
-            spoken_text=" ".join(w.word for w in spoken_words),
+            spoken_text=join([w.word for w in spoken_words], language),  # Japanese runs its words together
             end_reason=p.end_reason,
             responds_to=ids.get(p.responds_to_key) if p.responds_to_key else None,
             voice_id=p.utt.voice_id,

@@ -1,0 +1,145 @@
+"""Languages: `dialogue.language` from the config to the scenario, the planner's lexicon, word
+segmentation without spaces, CER scoring, and the config errors naming what a language lacks.
+
+The expected segmentations, scores and lexicon entries below are written out by hand (what a
+reader of Japanese and the pre-lexicon config defaults say), not computed by the code under test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from factory.asr import cer, error_rate, is_exempt, normalize_chars
+from factory.config import ConfigError, RunConfig, load_config
+from factory.languages import join, words
+from factory.models import Mode
+from factory.runtime import Runtime
+from factory.script.lexicon import LexiconError, behaviour_for, load_lexicon
+from factory.script.planner import insert_hesitations, plan_listener_marks
+from factory.script.scenario import ScenarioBankError, draw_language, draw_scenario, load_bank
+from factory.seeding import rng_for
+
+JA = "えーと、駅までまっすぐ行って、2つ目の角を右です。"
+
+
+def test_japanese_words_are_accent_phrases_with_their_punctuation() -> None:
+    assert words(JA, "ja") == ["えーと、", "駅まで", "まっすぐ", "行って、", "2つ目の", "角を", "右です。"]
+    assert join(words(JA, "ja"), "ja") == JA
+    assert words("「本当？」って聞いたら、はい。", "ja-JP") == ["「本当？」", "って", "聞いたら、", "はい。"]
+
+
+def test_spaced_languages_split_on_whitespace_as_before() -> None:
+    text = "Well,  I think   so."
+    assert words(text, "en") == text.split() == words(text, "es")
+    assert join(words(text, "en"), "en") == "Well, I think so."
+
+
+def test_cer_scores_characters_after_normalisation() -> None:
+    # Katakana readings: a full-width digit, the filler and punctuation go; kanji or kana is no error.
+    assert normalize_chars("えーと、２つ目の角！") == "フタツメノカド"
+    assert cer("駅までまっすぐ行きます。", "Aと駅まで真っ直ぐ行きます") == 0.0  # Whisper writes えーと as "Aと"
+    assert cer("駅まで行きます", "駅から行きます") == pytest.approx(2 / 8)  # エキマデイキマス: マデ -> カラ
+    assert error_rate("駅まで行きます", "駅から行きます", "ja") == pytest.approx(2 / 8)
+    assert error_rate("go to the station", "go to a station", "en") == pytest.approx(1 / 4)  # WER where spaced
+    assert is_exempt("うん、そうですね", "ja") and not is_exempt(JA, "ja")
+
+
+def test_english_lexicon_is_the_old_config_defaults_in_order() -> None:
+    behaviour = behaviour_for(RunConfig().behaviour, "en")
+    assert behaviour.filler_tokens == ["um,", "uh,", "um", "uh"]
+    assert behaviour.backchannel_tokens == ["mm-hmm", "yeah", "uh-huh", "right", "okay"]
+    assert behaviour.laugh_tokens == ["haha", "ha ha", "hehe"]
+    assert behaviour.failed_interruption_tokens == ["But I-", "Wait, can I-", "Sorry, I-", "Well-", "Oh, but-"]
+    assert behaviour.backchannels_per_minute == 6.0
+    prompts = load_lexicon("en").voice_prompts  # the sentences prompts.py held, in their order
+    assert len(prompts) == 6 and prompts[0] == "Hello there, it is good to hear from you, and I am ready to help."
+    assert prompts[5] == "Nice to talk with you again, let us see what we can sort out now."
+
+
+def test_japanese_lexicon_has_aizuchi_at_a_higher_cited_rate() -> None:
+    ja, en = load_lexicon("ja"), load_lexicon("en-GB")
+    assert {"えーと、", "あの、", "まあ、"} <= set(ja.fillers)
+    assert {"うん", "はい", "そうですね", "なるほど", "へえ"} <= set(ja.backchannels)
+    assert ja.backchannels_per_minute > 2 * en.backchannels_per_minute
+    assert "Maynard" in ja.backchannels_source
+    # A config value still overrides the lexicon.
+    cfg = load_config(overrides=["behaviour.backchannel_tokens=[はいはい]"])
+    assert behaviour_for(cfg.behaviour, "ja").backchannel_tokens == ["はいはい"]
+    with pytest.raises(LexiconError, match="no behaviour lexicon for language 'xx'.*packaged: en, ja"):
+        load_lexicon("xx")
+
+
+def test_planner_writes_japanese_marks_at_japanese_word_positions() -> None:
+    behaviour = behaviour_for(RunConfig().behaviour, "ja").model_copy(update={"fillers_per_100_words": 30.0})
+    text, marks = insert_hesitations(JA * 3, 0, np.random.default_rng(3), behaviour, 0.45, True, "ja")
+    assert " " not in text  # written without spaces, as Japanese is
+    written = words(text, "ja")
+    fillers = [m for m in marks if m.type == "filler"]
+    assert fillers and all(written[m.word_index] == m.token for m in fillers)
+    assert all(m.token in load_lexicon("ja").fillers for m in fillers)
+    from factory.models import Channel, ScriptTurn
+
+    turns = [ScriptTurn(speaker=Channel.user, text=text), ScriptTurn(speaker=Channel.agent, text=JA * 4)]
+    reactions = plan_listener_marks(turns, [], np.random.default_rng(1), behaviour, Mode.peer, "ja")
+    assert {m.token for m in reactions if m.type == "backchannel"} <= set(load_lexicon("ja").backchannels)
+    assert all(m.word_index < len(words(turns[m.turn].text, "ja")) for m in reactions)
+
+
+def test_scenario_draw_carries_the_language_and_its_bank() -> None:
+    ja = draw_scenario("x", rng_for(1, "x", "scenario"), {Mode.peer: 1.0}, (6, 8), load_bank(language="ja"), "ja")
+    assert ja.language == "ja" and ja.topic in load_bank(language="ja").topics
+    en = draw_scenario("x", rng_for(1, "x", "scenario"), {Mode.peer: 1.0}, (6, 8))
+    assert en.language == "en" and en.topic in load_bank().topics
+    with pytest.raises(ScenarioBankError, match="no scenario bank for language 'fr'"):
+        load_bank(language="fr")
+    # One language draws nothing from its generator; a mix draws by weight.
+    rng = np.random.default_rng(0)
+    assert draw_language(rng, {"ja": 1.0}) == "ja" and rng.random() == np.random.default_rng(0).random()
+    drawn = [draw_language(np.random.default_rng(i), {"en": 0.75, "ja": 0.25}) for i in range(400)]
+    assert 0.15 < drawn.count("ja") / 400 < 0.35
+
+
+def test_language_config_is_validated_and_weighted() -> None:
+    assert load_config(overrides=["dialogue.language={en: 3, ja: 1}"]).dialogue.language_weights == {
+        "en": 3.0,
+        "ja": 1.0,
+    }
+    with pytest.raises(ConfigError, match="not a BCP-47 language tag"):
+        load_config(overrides=["dialogue.language=Japanese"])
+    assert load_config().tts.qa_threshold("ja-JP") == 0.4 and load_config().tts.qa_threshold("en") == 0.8
+
+
+def test_what_a_language_lacks_is_a_config_error_naming_it() -> None:
+    rt = Runtime(load_config(overrides=["dialogue.language=fr"]))
+    with pytest.raises(ConfigError) as err:
+        rt.check_languages()
+    message = str(err.value)
+    assert "language fr: 0 speaker(s) in split 'train'" in message
+    assert "no behaviour lexicon for language 'fr'" in message and "no scenario bank for language 'fr'" in message
+    fixed = Runtime(
+        load_config(overrides=["dialogue.language=ja", "tts.user_voice=piper-joe", "tts.agent_voice=espeak-gb-m3"])
+    )
+    with pytest.raises(ConfigError, match="tts.user_voice piper-joe speaks en, not ja"):
+        fixed.check_languages()
+    Runtime(load_config()).check_languages()  # English has everything
+
+
+def test_japanese_turns_are_cleaned_and_checked_by_their_own_words() -> None:
+    from factory.script.text_checks import TurnRejected, check_turn_unspaced, clean_turn_unspaced
+
+    assert clean_turn_unspaced("ユーザー：「えーと、 駅まで 行きます」\n二行目", "ja") == "えーと、駅まで行きます。"
+    assert clean_turn_unspaced(JA * 2, "ja", min_words=3, max_words=9) == JA  # cut at the sentence end
+    check_turn_unspaced(JA, "ja", min_words=5)
+    for text, reason in (("Well, I think so.", "wrong_language"), ("はい。", "too_short")):
+        with pytest.raises(TurnRejected) as err:
+            check_turn_unspaced(text, "ja", min_words=3)
+        assert err.value.reason == reason
+
+
+def test_a_japanese_script_counts_its_marks_in_japanese_words() -> None:
+    from factory.models import Backchannel, Channel, Script, ScriptTurn
+
+    turns = [ScriptTurn(speaker=Channel.user, text=JA), ScriptTurn(speaker=Channel.agent, text="はい。")]
+    script = Script(scenario_id="x", turns=turns, marks=[Backchannel(turn=0, word_index=5, token="うん")])
+    assert script.marks[0].word_index == 5  # word 5 of 7 ("角を"), though the turn has no spaces
