@@ -91,7 +91,8 @@ class PreflightError(ValueError):
 def diagnose(rt: Runtime, *, cheap: bool = False) -> Diagnosis:
     """The checks of `rt`'s config (see the module docstring for what `cheap` leaves out)."""
     checks = paths(rt)
-    checks += llm(rt.cfg, load=None if cheap else rt)
+    if rt.cfg.dialogue.uses_llm:  # dataset dialogues rewritten by rules need no LLM
+        checks += llm(rt.cfg, load=None if cheap else rt)
     checks += destination(rt.cfg)
     if not cheap:
         checks += environments(rt)
@@ -129,10 +130,17 @@ def paths(rt: Runtime) -> list[Check]:
     def scenarios() -> str:
         return f"{rt.scenarios.size():,} scenarios"
 
-    return [
+    def sources() -> str:
+        sets = [(s, d) for s, d in zip(rt.cfg.dialogue.sources, rt.dialogue_sets, strict=True) if d is not None]
+        return ", ".join(f"{s.label}: {len(d):,} dialogues" for s, d in sets)
+
+    checks = [
         _attempt("paths", "voice bank", f"set tts.voice_bank (now {bank})", voice_bank),
         _attempt("paths", "scenario bank", "fix or unset dialogue.scenario_bank", scenarios),
     ]
+    if any(s.kind == "dataset" for s in rt.cfg.dialogue.sources):
+        checks.append(_attempt("paths", "dialogue sources", "fix dialogue.sources (docs/sources.md)", sources))
+    return checks
 
 
 # --------------------------------------------------------------------------- LLM

@@ -13,7 +13,7 @@ import typer
 from factory.cli import present
 from factory.cli.app import ConfigOpt, SetOpt, console, load
 from factory.cli.runs import show_run
-from factory.config import RunConfig
+from factory.config import ConfigError, RunConfig
 from factory.llm.base import LLMUnavailable
 from factory.progress import track
 from factory.render.base import BackendUnavailable
@@ -87,6 +87,11 @@ def generate(
             if result.skipped or not per_sample:  # else its samples were counted one by one
                 progress.shard_done(result)
 
+        try:
+            _ = runtime_for(cfg).dialogue_sets  # a dataset source's path, column or roles are the config's fault
+        except ConfigError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
         try:
             # The cheap checks of `doctor` (paths, banks, the LLM, the destination): a typo
             # costs no Prefect server start.
