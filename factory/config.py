@@ -179,7 +179,7 @@ class DatasetSource(_Section):
         "system: skip}); a message whose speaker is not here is a config error",
     )
     hf_split: str = Field(default="train", description="the Hugging Face split to read")
-    id_column: str | None = Field(default=None, description="Hugging Face: the column of dialogue ids (else row numbers)")
+    id_column: str | None = Field(default=None, description="Hugging Face: the column of dialogue ids")
     license: str | None = Field(
         default=None, description="Hugging Face: the license of its rows (SPDX id); dialogue sets carry theirs"
     )
