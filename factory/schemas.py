@@ -38,8 +38,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "failure_record": FailureRecord,  # failures/<shard>.json of a run
     "shard_stats": ShardStats,  # what one shard cost (the run summary pools them)
     "run_summary": RunSummary,  # generate --summary-json
-    "llm_script_response": ScriptResponse,
-    "dialogue_set": SourceDialogue,  # one line of a dialogue-set JSONL file (dialogues/README.md)  # what the LLM writes in llm.script_mode=structured (guided decoding)
+    "llm_script_response": ScriptResponse,  # what the LLM writes in llm.script_mode=structured (guided decoding)
+    "dialogue_set": SourceDialogue,  # one line of a dialogue-set JSONL file (dialogues/README.md)
 }
 
 
