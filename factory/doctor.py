@@ -131,8 +131,8 @@ def paths(rt: Runtime) -> list[Check]:
         return f"{rt.scenarios.size():,} scenarios"
 
     def sources() -> str:
-        sets = [(s, d) for s, d in zip(rt.cfg.dialogue.sources, rt.dialogue_sets, strict=True) if d is not None]
-        return ", ".join(f"{s.label}: {len(d):,} dialogues" for s, d in sets)
+        sets = [d for d in rt.dialogue_sets if d is not None]
+        return ", ".join(f"{d.config.label}: {len(d):,} dialogues" for d in sets)
 
     checks = [
         _attempt("paths", "voice bank", f"set tts.voice_bank (now {bank})", voice_bank),

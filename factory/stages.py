@@ -14,6 +14,7 @@ import logging
 import math
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -363,7 +364,7 @@ def manifest_row(sample: Sample, shard: str, clean_flac: bytes | None = None) ->
     )
 
 
-def source_columns(script: Script) -> dict[str, str | None]:
+def source_columns(script: Script) -> dict[str, Any]:
     """The manifest's provenance columns of a script (an LLM script has no dataset, id or license)."""
     src = script.source
     if src is None:

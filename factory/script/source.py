@@ -128,7 +128,7 @@ def read_dialogue_set(path: Path, where: str = "") -> list[SourceDialogue]:
     return dialogues
 
 
-def _load_hf(src: DatasetSource, local: Path | None, where: str):
+def _load_hf(src: DatasetSource, local: Path | None, where: str) -> Any:  # a datasets.Dataset
     # lazy: `datasets` takes seconds to import; only a Hugging Face source needs it.
     import datasets
 
