@@ -189,7 +189,7 @@ class DatasetSource(_Section):
         default="auto",
         description="into spoken style with the LLM (a rewrite prompt that keeps the content, validated like the "
         "writer's turns) or with deterministic rules (numbers to words, contractions; the planner's fillers and "
-        "restarts come in either case); auto = the LLM when `sources` has an llm source",
+        "restarts come in either case); auto = the LLM when `sources` has an llm source served over HTTP, else rules",
     )
 
     @property
@@ -229,19 +229,6 @@ class DialogueSection(_Section):
         description="YAML file or folder of scenario-bank files that extend (or, with `replace`, replace) the "
         "packaged bank (factory/script/bank); null = the packaged bank only",
     )
-
-    @property
-    def uses_llm(self) -> bool:
-        """Whether any source needs the LLM (to write, or to rewrite a dataset's dialogues)."""
-        return any(s.kind == "llm" or self.rewrite_of(s) == "llm" for s in self.sources)
-
-    def rewrite_of(self, source: LLMSource | DatasetSource) -> Literal["llm", "rules"] | None:
-        """How a dataset source is rewritten (`auto` resolved); None for the LLM source."""
-        if not isinstance(source, DatasetSource):
-            return None
-        if source.rewrite != "auto":
-            return source.rewrite
-        return "llm" if any(s.kind == "llm" for s in self.sources) else "rules"
 
     @model_validator(mode="after")
     def _check(self) -> DialogueSection:
@@ -561,6 +548,22 @@ class RunConfig(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether any script source needs the LLM (to write, or to rewrite a dataset's dialogues)."""
+        return any(s.kind == "llm" or self.rewrite_of(s) == "llm" for s in self.dialogue.sources)
+
+    def rewrite_of(self, source: LLMSource | DatasetSource) -> Literal["llm", "rules"] | None:
+        """How a dataset source is rewritten, `auto` resolved: the LLM when the sources include it
+        and it is served (`llm.backend: http`, a capable model); the embedded 135M model keeps too
+        little of a line's content (docs/sources.md), so rules. None for the LLM source."""
+        if not isinstance(source, DatasetSource):
+            return None
+        if source.rewrite != "auto":
+            return source.rewrite
+        served = self.llm.backend == "http" and any(s.kind == "llm" for s in self.dialogue.sources)
+        return "llm" if served else "rules"
 
 
 def _format_errors(err: ValidationError) -> str:

@@ -91,7 +91,7 @@ class PreflightError(ValueError):
 def diagnose(rt: Runtime, *, cheap: bool = False) -> Diagnosis:
     """The checks of `rt`'s config (see the module docstring for what `cheap` leaves out)."""
     checks = paths(rt)
-    if rt.cfg.dialogue.uses_llm:  # dataset dialogues rewritten by rules need no LLM
+    if rt.cfg.uses_llm:  # dataset dialogues rewritten by rules need no LLM
         checks += llm(rt.cfg, load=None if cheap else rt)
     checks += destination(rt.cfg)
     if not cheap:

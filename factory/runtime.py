@@ -173,7 +173,7 @@ class Runtime:
         self.check_paths()
         for name in self.voice_backends():
             self.tts(name)  # builds it (or reaches the TTS service) once, as the shards will
-        if self.cfg.dialogue.uses_llm:  # a run of dataset dialogues rewritten by rules loads no LLM
+        if self.cfg.uses_llm:  # a run of dataset dialogues rewritten by rules loads no LLM
             _ = self.llm
 
 

@@ -144,7 +144,7 @@ def script_for(rt: Runtime, plan: Plan) -> Script:
     try:
         src = cfg.dialogue.sources[plan.source]
         if isinstance(src, DatasetSource) and plan.dialogue is not None:
-            rewrite = cfg.dialogue.rewrite_of(src) or "rules"
+            rewrite = cfg.rewrite_of(src) or "rules"
             llm = rt.llm if rewrite == "llm" else None
             ref = provenance(src, plan.dialogue, rewrite)
             return write_from_source(llm, plan.scenario, plan.dialogue, ref, cfg, plan.key)

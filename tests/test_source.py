@@ -142,9 +142,12 @@ def test_sources_mix_by_weight_drawn_per_sample_id() -> None:
     assert picks == [choose_source(cfg, f"train-{i:07d}") for i in range(2000)]  # a draw, not a state
     share = picks.count(1) / len(picks)
     assert abs(share - 0.25) < 4 * (0.25 * 0.75 / len(picks)) ** 0.5  # four standard errors
-    assert cfg.dialogue.rewrite_of(cfg.dialogue.sources[1]) == "llm" and cfg.dialogue.uses_llm
-    alone = load_config(overrides=["dialogue.sources=[{kind: dataset, path: en-everyday}]"])
-    assert alone.dialogue.rewrite_of(alone.dialogue.sources[0]) == "rules" and not alone.dialogue.uses_llm
+    # auto: rules beside the embedded tiny model, the LLM beside a served one, rules without an LLM source
+    assert cfg.rewrite_of(cfg.dialogue.sources[1]) == "rules" and cfg.uses_llm
+    served = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"backend": "http"})})
+    assert served.rewrite_of(served.dialogue.sources[1]) == "llm"
+    alone = load_config(overrides=["dialogue.sources=[{kind: dataset, path: en-everyday}]", "llm.backend=http"])
+    assert alone.rewrite_of(alone.dialogue.sources[0]) == "rules" and not alone.uses_llm
 
 
 def test_a_dataset_sample_carries_its_provenance_and_language_to_the_manifest() -> None:
@@ -233,3 +236,34 @@ def test_generate_exits_2_naming_a_bad_source(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "no-such-set" in result.output
+
+
+def test_a_barge_in_is_never_planned_into_a_split_turns_own_continuation() -> None:
+    """A turn split in two is one speaker twice in a row: the second part cannot interrupt the first
+    (the timeline rejected such a script: "barge_in ends before it starts")."""
+    cfg = load_config(
+        overrides=[
+            "dialogue.sources=[{kind: dataset, path: en-everyday}]",
+            "dialogue.assistant_agent_words=[5, 12]",  # every agent answer splits
+            "dialogue.peer_words=[5, 12]",
+            "behaviour.barge_ins_per_dialogue=4",
+            "behaviour.barge_in_dialogue_share=1",
+        ]
+    )
+    src = cfg.dialogue.sources[0]
+    assert isinstance(src, DatasetSource)
+    cut = split = 0
+    for k, raw in enumerate(_lines()):
+        dialogue = SourceDialogue.model_validate(raw)
+        n = len(prepare_turns(dialogue, cfg))
+        base = draw_scenario("s", np.random.default_rng(k), {dialogue.mode: 1.0}, (n, n))
+        script = write_from_source(
+            None, scenario_for(base, dialogue, n), dialogue, provenance(src, dialogue, "rules"), cfg, f"k{k}"
+        )
+        speakers = [t.speaker for t in script.turns]
+        split += any(a is b for a, b in zip(speakers, speakers[1:], strict=False))
+        for m in script.marks:
+            if m.type == "barge_in":
+                cut += 1
+                assert speakers[m.turn + 1] is not speakers[m.turn], (raw["id"], m)
+    assert split >= len(_lines()) // 2 and cut >= len(_lines())  # barge-ins planned, never into a continuation
