@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -149,7 +149,77 @@ class RunSection(_Section):
         return self
 
 
+class LLMSource(_Section):
+    """The LLM writes the dialogue (section `llm`)."""
+
+    kind: Literal["llm"] = "llm"
+    weight: float = Field(default=1.0, gt=0, description="relative share of the run's dialogues")
+
+
+class DatasetSource(_Section):
+    """Existing text dialogues, rewritten into spoken style (`factory.script.source`)."""
+
+    kind: Literal["dataset"] = "dataset"
+    weight: float = Field(default=1.0, gt=0, description="relative share of the run's dialogues")
+    path: str = Field(
+        min_length=1,
+        description="a dialogue-set JSONL file (dialogues/README.md; a bare name such as `en-everyday` is a set the "
+        "package carries) or, with `turns_column` set, a Hugging Face dataset: a local file or folder, or a Hub name",
+    )
+    name: str | None = Field(default=None, description="its name in the manifest and card; default: the file stem")
+    turns_column: str | None = Field(
+        default=None,
+        description="Hugging Face datasets only: the column holding each dialogue's list of messages; "
+        "null = the dialogue-set format",
+    )
+    role_key: str = Field(default="role", description="the message key naming its speaker (ShareGPT: `from`)")
+    text_key: str = Field(default="content", description="the message key holding its text (ShareGPT: `value`)")
+    roles: dict[str, Literal["user", "agent", "skip"]] = Field(
+        default_factory=lambda: {"user": "user", "assistant": "agent", "system": "skip"},
+        description="speaker values of the dataset -> user, agent, or skip (ShareGPT: {human: user, gpt: agent, "
+        "system: skip}); a message whose speaker is not here is a config error",
+    )
+    hf_split: str = Field(default="train", description="the Hugging Face split to read")
+    id_column: str | None = Field(default=None, description="Hugging Face: the column of dialogue ids")
+    license: str | None = Field(
+        default=None, description="Hugging Face: the license of its rows (SPDX id); dialogue sets carry theirs"
+    )
+    mode: Mode = Field(default=Mode.assistant, description="Hugging Face: the mode its dialogues are in")
+    language: str = Field(default="en", description="Hugging Face: the language its dialogues are in")
+    rewrite: Literal["auto", "llm", "rules"] = Field(
+        default="auto",
+        description="into spoken style with the LLM (a rewrite prompt that keeps the content, validated like the "
+        "writer's turns) or with deterministic rules (numbers to words, contractions; the planner's fillers and "
+        "restarts come in either case); auto = the LLM when `sources` has an llm source served over HTTP, else rules",
+    )
+
+    @property
+    def label(self) -> str:
+        """Its name: `name`, else the file stem or the Hub name."""
+        if self.name:
+            return self.name
+        if self.turns_column is None or self.path.endswith((".jsonl", ".json", ".parquet", ".csv")):
+            return Path(self.path).stem if "." in Path(self.path).name else Path(self.path).name
+        return self.path
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSource:
+        mapped = set(self.roles.values())
+        if self.turns_column is not None and not {"user", "agent"} <= mapped:
+            raise ValueError(f"roles must map some speaker to user and some to agent, got {self.roles}")
+        return self
+
+
+ScriptSourceConfig = Annotated[LLMSource | DatasetSource, Field(discriminator="kind")]
+
+
 class DialogueSection(_Section):
+    sources: list[ScriptSourceConfig] = Field(
+        default_factory=lambda: [LLMSource()],
+        min_length=1,
+        description="where scripts come from, mixed by weight (a deterministic draw per sample): "
+        "[{kind: llm, weight: 0.7}, {kind: dataset, path: en-everyday, weight: 0.3}]",
+    )
     mode_weights: dict[Mode, float] = Field(default_factory=lambda: {Mode.assistant: 0.5, Mode.peer: 0.5})
     n_turns: tuple[int, int] = (6, 8)
     assistant_agent_words: tuple[int, int] = (20, 50)
@@ -178,6 +248,11 @@ class DialogueSection(_Section):
             check_language(code)
         if not weights or sum(weights.values()) <= 0 or min(weights.values()) < 0:
             raise ValueError("dialogue.language weights must be non-negative with a positive sum")
+        if sum(s.kind == "llm" for s in self.sources) > 1:
+            raise ValueError("sources may hold one llm source")
+        labels = [s.label for s in self.sources if isinstance(s, DatasetSource)]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"dataset sources need distinct names (set `name`), got {labels}")
         if not self.mode_weights or sum(self.mode_weights.values()) <= 0 or min(self.mode_weights.values()) < 0:
             raise ValueError("mode_weights must be non-negative with a positive sum")
         low, high = self.n_turns
@@ -510,6 +585,22 @@ class RunConfig(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether any script source needs the LLM (to write, or to rewrite a dataset's dialogues)."""
+        return any(s.kind == "llm" or self.rewrite_of(s) == "llm" for s in self.dialogue.sources)
+
+    def rewrite_of(self, source: LLMSource | DatasetSource) -> Literal["llm", "rules"] | None:
+        """How a dataset source is rewritten, `auto` resolved: the LLM when the sources include it
+        and it is served (`llm.backend: http`, a capable model); the embedded 135M model keeps too
+        little of a line's content (docs/sources.md), so rules. None for the LLM source."""
+        if not isinstance(source, DatasetSource):
+            return None
+        if source.rewrite != "auto":
+            return source.rewrite
+        served = self.llm.backend == "http" and any(s.kind == "llm" for s in self.dialogue.sources)
+        return "llm" if served else "rules"
 
 
 def _format_errors(err: ValidationError) -> str:

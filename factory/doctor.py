@@ -96,7 +96,8 @@ class PreflightError(ValueError):
 def diagnose(rt: Runtime, *, cheap: bool = False) -> Diagnosis:
     """The checks of `rt`'s config (see the module docstring for what `cheap` leaves out)."""
     checks = paths(rt)
-    checks += llm(rt.cfg, load=None if cheap else rt)
+    if rt.cfg.uses_llm:  # dataset dialogues rewritten by rules need no LLM
+        checks += llm(rt.cfg, load=None if cheap else rt)
     checks += destination(rt.cfg)
     if not cheap:
         checks += environments(rt)
@@ -135,10 +136,17 @@ def paths(rt: Runtime) -> list[Check]:
         sizes = {lang: rt.scenarios(lang).size() for lang in rt.cfg.dialogue.language_weights}
         return ", ".join(f"{lang}: {n:,} scenarios" for lang, n in sizes.items())
 
-    return [
+    def sources() -> str:
+        sets = [d for d in rt.dialogue_sets if d is not None]
+        return ", ".join(f"{d.config.label}: {len(d):,} dialogues" for d in sets)
+
+    checks = [
         _attempt("paths", "voice bank", f"set tts.voice_bank (now {bank})", voice_bank),
         _attempt("paths", "scenario bank", "fix or unset dialogue.scenario_bank", scenarios),
     ]
+    if any(s.kind == "dataset" for s in rt.cfg.dialogue.sources):
+        checks.append(_attempt("paths", "dialogue sources", "fix dialogue.sources (docs/sources.md)", sources))
+    return checks
 
 
 # --------------------------------------------------------------------------- LLM

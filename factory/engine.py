@@ -156,7 +156,7 @@ def _map(
 
 def _warm_job(rt: Runtime) -> int:
     """Load what a worker's stages need (the embedded LLM, Whisper) ahead of the first shard."""
-    if rt.cfg.llm.backend == "embedded":
+    if rt.cfg.llm.backend == "embedded" and rt.cfg.uses_llm:
         _ = rt.llm
     if rt.cfg.tts.qa_wer_threshold is not None:
         load_model(1)
@@ -310,8 +310,8 @@ def _scripts(rt: Runtime, live: list[Dialogue], pool: Executor | None, stats: Sh
 
 
 def _llm_snapshot(rt: Runtime):
-    """The HTTP backend's counters now (None for a backend without them)."""
-    http = getattr(rt.llm, "stats", None)
+    """The HTTP backend's counters now (None for a backend without them, or a run without an LLM)."""
+    http = getattr(rt.llm, "stats", None) if rt.cfg.uses_llm else None
     return http.snapshot() if http is not None else None
 
 

@@ -1,10 +1,11 @@
 """Where the factory's own files are: the data the package carries, and the per-user caches.
 
-Data (the voice bank, the scenario banks and lexicons per language) is found through the installed package
+Data (the voice bank, the scenario banks and lexicons per language, the dialogue sets) is found through the installed package
 (`importlib.resources`), never through the working directory, so every command works from any
 folder, from a checkout (editable install) and from a wheel alike. The voice bank is the
 repository's top-level `voices/`; `factory/voices` links to it, so the package (and the wheel
-built from it, pyproject's package-data) carries it.
+built from it, pyproject's package-data) carries it. The dialogue sets (`dialogues/`, linked as
+`factory/dialogues`) travel the same way.
 
 Caches live in the platform's per-user cache folder (`platformdirs`: `~/.cache/duplex-factory` on
 Linux, honouring `XDG_CACHE_HOME`), or under `$DUPLEX_CACHE` when that is set; the config's
@@ -34,6 +35,11 @@ def package_data(*parts: str) -> Path:
 def voice_bank_dir() -> Path:
     """The packaged voice bank (the repository's `voices/`)."""
     return package_data("voices")
+
+
+def dialogue_set_dir() -> Path:
+    """The packaged dialogue sets (the repository's `dialogues/`, linked as `factory/dialogues`)."""
+    return package_data("dialogues")
 
 
 def scenario_bank_root() -> Path:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from factory.languages import script_language, words
 
@@ -142,6 +142,20 @@ class ScriptTurn(_Model):
     responds_to: int | None = None
 
 
+class ScriptSource(_Model):
+    """Where a script's content came from (provenance): the LLM, or a dialogue of a dataset
+    rewritten into spoken style (`factory.script.source`)."""
+
+    kind: Literal["llm", "dataset"]
+    dataset: str | None = Field(default=None, description="the dataset's name (dialogue.sources[].name)")
+    path: str | None = Field(default=None, description="the dataset's file, folder or Hub name as configured")
+    dialogue_id: str | None = Field(default=None, description="the source dialogue's id in the dataset")
+    license: str | None = Field(default=None, description="the source dialogue's license (SPDX id where known)")
+    rewrite: Literal["llm", "rules"] | None = Field(
+        default=None, description="how it was rewritten into spoken style: by the LLM or by deterministic rules"
+    )
+
+
 class Script(_Model):
     """Dialogue content plus behaviour marks. `turns[i].text` is the planned text, fillers and
     restarts already written in; marks keep where they are so the timeline can annotate them."""
@@ -150,6 +164,15 @@ class Script(_Model):
     turns: list[ScriptTurn] = Field(min_length=2)
     marks: list[Mark] = Field(default_factory=list)
     llm: str = ""
+    source: ScriptSource | None = Field(default=None, description="a dataset dialogue's provenance; null: the LLM's")
+
+    @model_serializer(mode="wrap")
+    def _omit_llm_source(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # An LLM script serialises as it did before sources existed: its run's bytes stay the same.
+        data = handler(self)
+        if self.source is None:
+            data.pop("source", None)
+        return data
 
     @model_validator(mode="after")
     def _marks_point_inside(self) -> Script:
@@ -376,6 +399,11 @@ class ManifestRow(_Model):
     user_voice: str | None = None
     agent_voice: str | None = None
     llm: str | None = None
+    source_kind: Literal["llm", "dataset"] | None = Field(default=None, description="who wrote the script's content")
+    source_dataset: str | None = Field(default=None, description="the dataset's name (dataset source)")
+    source_path: str | None = Field(default=None, description="the dataset's file, folder or Hub name")
+    source_id: str | None = Field(default=None, description="the source dialogue's id in its dataset")
+    source_license: str | None = Field(default=None, description="the source dialogue's license")
     audio_sha256: str | None = None
     duplicate_of: str | None = Field(
         default=None, description="id of an earlier sample of the run whose script is a near duplicate (MinHash)"

@@ -1,6 +1,7 @@
 """The `Runtime`: what a run needs besides its config, built once from the validated config and
 passed explicitly to every stage: the LLM backend, the TTS backends (in-process, a process pool
-or the TTS service's client: decided here and nowhere else), the voice bank and the scenario bank.
+or the TTS service's client: decided here and nowhere else), the voice bank, the scenario bank and
+the dataset script sources (`dialogue.sources`).
 
 Backends are expensive (model weights, worker pools, connections), so they are shared per process
 by the options that decide them: two runs in one process that differ only in run id or seed share
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any, TypeVar
 
-from factory.config import ConfigError, RunConfig
+from factory.config import ConfigError, DatasetSource, RunConfig
 from factory.doctor import PreflightError, diagnose, language_gaps
 from factory.llm import get_llm
 from factory.llm.base import LLMBackend
@@ -29,6 +30,7 @@ from factory.render.cache import CachedBackend
 from factory.render.registry import backend_for, get_backend
 from factory.render.voices import VoiceBank
 from factory.script.scenario import ScenarioBank, load_bank
+from factory.script.source import DialogueSet, load_source
 from factory.seeding import rng_for
 
 T = TypeVar("T")
@@ -77,6 +79,16 @@ class Runtime:
         """The scenario bank of `language` (the packaged one, extended by `dialogue.scenario_bank`)."""
         user = self.cfg.dialogue.scenario_bank
         return _shared(("scenarios", str(user), language), lambda: load_bank(user, language))
+
+    @cached_property
+    def dialogue_sets(self) -> list[DialogueSet | None]:
+        """`dialogue.sources` loaded, in order (None for the LLM source); raises `SourceError`."""
+        return [
+            _shared(("source", s.model_dump_json()), lambda s=s: load_source(s))
+            if isinstance(s, DatasetSource)
+            else None
+            for s in self.cfg.dialogue.sources
+        ]
 
     @cached_property
     def llm(self) -> LLMBackend:
@@ -172,7 +184,8 @@ class Runtime:
         self.check_paths()
         for name in self.voice_backends():
             self.tts(name)  # builds it (or reaches the TTS service) once, as the shards will
-        _ = self.llm
+        if self.cfg.uses_llm:  # a run of dataset dialogues rewritten by rules loads no LLM
+            _ = self.llm
 
 
 _RUNTIMES: dict[str, Runtime] = {}

@@ -14,12 +14,15 @@ import logging
 import math
 import traceback
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from factory.audio.edit import resample_utterance
 from factory.audio.mix import MixError, apply_gain, apply_gains, audio_sha256, flac_bytes, loudness_gains, place
 from factory.audit.run import gate_row
 from factory.augment import augment_sample
-from factory.config import RunConfig
+from factory.config import DatasetSource, RunConfig
 from factory.languages import spaced
 from factory.llm.base import LLMError
 from factory.models import (
@@ -49,6 +52,7 @@ from factory.runtime import Runtime
 from factory.script.compose import write_script, write_script_structured
 from factory.script.prompts import role_prompt, voice_prompt_text
 from factory.script.scenario import draw_language, draw_scenario
+from factory.script.source import SourceDialogue, prepare_turns, provenance, scenario_for, write_from_source
 from factory.script.writer import TurnRejected
 from factory.seeding import rng_for
 from factory.timeline.measures import behaviour_counts, overlap_share, unmet_minimums
@@ -87,6 +91,8 @@ class Plan:
     scenario: Scenario
     voices: dict[Channel, Voice]
     rates: dict[Channel, float]
+    source: int = 0  # which of `dialogue.sources` writes it
+    dialogue: SourceDialogue | None = None  # a dataset source's dialogue, else None (the LLM writes)
 
 
 @dataclass
@@ -103,28 +109,53 @@ PieceKey = tuple[str, int]  # ("turn", turn index), ("reaction", mark index) or 
 VOICE_PROMPT: PieceKey = ("voice_prompt", 0)
 
 
+def choose_source(cfg: RunConfig, sid: str) -> int:
+    """Which of `dialogue.sources` a sample uses, by weight, drawn from (run seed, sample id):
+    a re-drawn attempt keeps its source. One source draws nothing."""
+    sources = cfg.dialogue.sources
+    if len(sources) == 1:
+        return 0
+    weights = np.array([s.weight for s in sources], dtype=float)
+    return int(rng_for(cfg.run.seed, sid, "source").choice(len(sources), p=weights / weights.sum()))
+
+
 def plan_sample(rt: Runtime, sid: str, key: str) -> Plan:
     cfg, seed = rt.cfg, rt.cfg.run.seed
-    language = draw_language(rng_for(seed, key, "language"), cfg.dialogue.language_weights)
+    source = choose_source(cfg, sid)
+    dataset = rt.dialogue_sets[source]
+    dialogue = None
+    mode_weights, n_turns = cfg.dialogue.mode_weights, cfg.dialogue.n_turns
+    if dataset is not None:
+        dialogue = dataset.dialogue(int(rng_for(seed, key, "source-dialogue").integers(len(dataset))))
+        n = len(prepare_turns(dialogue, cfg))
+        mode_weights, n_turns = {dialogue.mode: 1.0}, (n, n)
+        language = dialogue.language  # a dataset dialogue is in its own language
+    else:
+        language = draw_language(rng_for(seed, key, "language"), cfg.dialogue.language_weights)
     scenario = draw_scenario(
-        sid,
-        rng_for(seed, key, "scenario"),
-        cfg.dialogue.mode_weights,
-        cfg.dialogue.n_turns,
-        rt.scenarios(language),
-        language,
+        sid, rng_for(seed, key, "scenario"), mode_weights, n_turns, rt.scenarios(language), language
     )
+    if dialogue is not None:
+        scenario = scenario_for(scenario, dialogue, scenario.n_turns)
     voices = rt.pick_voices(key, language)
     rate_rng = rng_for(seed, key, "speaking-rate")
     rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
-    return Plan(sid, key, scenario, voices, rates)
+    return Plan(sid, key, scenario, voices, rates, source, dialogue)
 
 
 def script_for(rt: Runtime, plan: Plan) -> Script:
-    """The LLM's script with the planner's marks; raises SampleRejected."""
+    """The script of the plan's source (the LLM's, or a dataset dialogue rewritten into spoken
+    style) with the planner's marks; raises SampleRejected."""
+    cfg = rt.cfg
     try:
-        writer = write_script_structured if rt.cfg.llm.script_mode == "structured" else write_script
-        return writer(rt.llm, plan.scenario, rt.cfg, plan.key)
+        src = cfg.dialogue.sources[plan.source]
+        if isinstance(src, DatasetSource) and plan.dialogue is not None:
+            rewrite = cfg.rewrite_of(src) or "rules"
+            llm = rt.llm if rewrite == "llm" else None
+            ref = provenance(src, plan.dialogue, rewrite)
+            return write_from_source(llm, plan.scenario, plan.dialogue, ref, cfg, plan.key)
+        writer = write_script_structured if cfg.llm.script_mode == "structured" else write_script
+        return writer(rt.llm, plan.scenario, cfg, plan.key)
     except TurnRejected as exc:
         raise SampleRejected(f"script: {exc}") from exc
 
@@ -338,10 +369,25 @@ def manifest_row(sample: Sample, shard: str, clean_flac: bytes | None = None) ->
         user_voice=sample.meta.voices[Channel.user],
         agent_voice=sample.meta.voices[Channel.agent],
         llm=sample.meta.llm,
+        **source_columns(sample.meta.script),
         audio_sha256=hashlib.sha256(
             clean_flac if clean_flac is not None else flac_bytes(sample.stems, sample.sample_rate)
         ).hexdigest(),
     )
+
+
+def source_columns(script: Script) -> dict[str, Any]:
+    """The manifest's provenance columns of a script (an LLM script has no dataset, id or license)."""
+    src = script.source
+    if src is None:
+        return {"source_kind": "llm"}
+    return {
+        "source_kind": src.kind,
+        "source_dataset": src.dataset,
+        "source_path": src.path,
+        "source_id": src.dialogue_id,
+        "source_license": src.license,
+    }
 
 
 def finished(sample: Sample, shard: str, cfg: RunConfig | None = None) -> SampleResult:

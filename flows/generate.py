@@ -171,7 +171,7 @@ def generate(
     rt = runtime_for(cfg)
     rt.preflight()
     # The HTTP backend's retry/failure counters, as this run's delta (the backend outlives runs).
-    llm_stats = getattr(rt.llm, "stats", None)
+    llm_stats = getattr(rt.llm, "stats", None) if cfg.uses_llm else None
     stats_before = llm_stats.snapshot() if llm_stats is not None else None
     specs = plan_shards(cfg)
     failures = failed_shards(run_store(cfg)) if only is not None else {}

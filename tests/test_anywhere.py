@@ -22,7 +22,7 @@ from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a wheel is built from (pyproject names README.md as the long description).
-SOURCES = ("pyproject.toml", "README.md", "factory", "flows", "voices")
+SOURCES = ("pyproject.toml", "README.md", "factory", "flows", "voices", "dialogues")
 
 
 def test_the_tiny_run_was_made_outside_the_repository(tiny_run: Path) -> None:
@@ -81,14 +81,15 @@ def test_a_wheel_in_a_fresh_venv_generates_a_dialogue_from_an_empty_folder(tmp_p
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # PREFECT_API_URL: the session's server
     where = subprocess.run(
-        [python, "-c", "import factory.locations as l; print(l.voice_bank_dir())"],
+        [python, "-c", "import factory.locations as l; print(l.voice_bank_dir()); print(l.dialogue_set_dir())"],
         cwd=empty,
         env=env,
         check=True,
         capture_output=True,
         text=True,
-    ).stdout.strip()
-    assert Path(where).is_relative_to(venv), where  # the installed wheel's data, not a checkout
+    ).stdout.split()
+    assert all(Path(w).is_relative_to(venv) for w in where), where  # the installed wheel's data, not a checkout
+    assert (Path(where[1]) / "en-everyday.jsonl").is_file()  # the dialogue sets travel like the voice bank
 
     args = [str(venv / "bin" / "duplex-factory"), "generate", "--run-id", "one"]
     # An empty TTS cache (real renders); one process (no worker pool to spawn: ~20 s of CPU less).

@@ -106,3 +106,19 @@ def test_card_statistics_agree_with_the_manifest() -> None:
     assert rows["words per minute"] == f"{manifest['n_words'].sum() / minutes:.0f}"
     # both channels are documented, and how to read them without the mono-averaging decoder
     assert "channel 0 = user, channel 1 = agent" in text and "decode=False" in text
+
+
+def test_the_card_counts_each_script_source_with_its_license() -> None:
+    manifest = _manifest(7, n_rejected=2, seed=1)
+    assert "## Script sources" not in dataset_card(RunConfig(), manifest)  # a manifest from before sources: no table
+    kinds = ["llm", "dataset", "llm", "dataset", "dataset", "llm", "dataset"]
+    manifest = manifest.with_columns(
+        source_kind=pl.Series(kinds + [None, None]),
+        source_dataset=pl.Series([None if k == "llm" else "en-everyday" for k in kinds] + [None, None]),
+        source_license=pl.Series([None if k == "llm" else "CC0-1.0" for k in kinds] + [None, None]),
+        llm=pl.Series([k == "llm" and "llama.cpp:SmolLM2" or "" for k in kinds] + [None, None]),
+    )
+    text = dataset_card(RunConfig(), manifest)
+    assert "## Script sources" in text
+    assert "| en-everyday | dataset | CC0-1.0 | 4 |" in text  # rejected rows are not counted
+    assert "| llama.cpp:SmolLM2 | llm | the LLM's output terms | 3 |" in text

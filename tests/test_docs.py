@@ -35,7 +35,10 @@ OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 KEY = re.compile(rf"^(?:{'|'.join(SECTIONS)})\.[a-z_]+(?:\.[a-z_<>]+)*$")
 FILE_NAME = re.compile(r"\.(py|parquet|json|md|yaml|png|html|ipynb|wav|npz|txt)$")
 SET_KEY = re.compile(r"--set\s+'?([a-z_]+(?:\.[a-z_]+)+)=")
-REPO_TOP = ("factory", "flows", "tests", "scripts", "benchmarks", "schemas", "notebooks", "docs", "voices", "locks")
+REPO_TOP = (
+    *("factory", "flows", "tests", "scripts", "benchmarks", "schemas", "notebooks", "docs", "voices", "dialogues"),
+    "locks",
+)
 REPO_FILES = ("Makefile", "pyproject.toml", "prefect.yaml", "ARCHITECTURE.md", "README.md")
 PLACEHOLDER = re.compile(r"[<>*{}]|\.\.\.|NNNNN|\bRUN\b|\bEXPORT\b|\bID\b|/$")
 # Programs of other projects the docs show a command of (their options are theirs, not checked).

@@ -48,6 +48,15 @@ def generate(
 ) -> None:
     """Generate dialogues into OUT/RUN_ID/ (parquet shards, manifest, config, card)."""
     cfg = load(config, set_, n_samples=samples, seed=seed, run_id=run_id, output_dir=out, workers=workers)
+    if any(s.kind == "dataset" for s in cfg.dialogue.sources):
+        # lazy: the runtime pulls in the stage packages; only a dataset source is read this early.
+        from factory.runtime import runtime_for
+
+        try:  # a dataset source's path, column or role mapping is a config error, found before anything starts
+            _ = runtime_for(cfg).dialogue_sets
+        except ConfigError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
     # Worker processes and TTS pools start and load their models while this process imports
     # Prefect and starts the run's Prefect server (~10 s on 2 cores).
     threading.Thread(target=_warm_up, args=(cfg,), name="warm-up", daemon=True).start()

@@ -55,6 +55,9 @@ CARD_COLUMNS = (
     "user_voice",
     "agent_voice",
     "llm",
+    "source_kind",
+    "source_dataset",
+    "source_license",
     "duplicate_of",
 )
 
@@ -196,6 +199,23 @@ def _versions() -> list[str]:
     return lines
 
 
+def sources_table(ok: pl.DataFrame) -> list[str]:
+    """Where the produced dialogues' scripts came from: one row per source and license, with counts."""
+    if "source_kind" not in ok.columns or ok["source_kind"].is_null().all():
+        return []
+    counts = (
+        ok.group_by("source_kind", "source_dataset", "source_license", "llm")
+        .len()
+        .sort("len", "source_kind", "source_dataset", descending=[True, False, False])
+    )
+    lines = ["| source | kind | license | dialogues |", "|---|---|---|---|"]
+    for r in counts.iter_rows(named=True):
+        name = r["source_dataset"] if r["source_kind"] == "dataset" else (r["llm"] or "LLM")
+        license_ = r["source_license"] or ("the LLM's output terms" if r["source_kind"] == "llm" else "unknown")
+        lines.append(f"| {name} | {r['source_kind']} | {license_} | {r['len']} |")
+    return lines
+
+
 def dataset_card(
     cfg: RunConfig,
     manifest: pl.DataFrame,
@@ -244,6 +264,16 @@ def dataset_card(
     ]
     if plot:
         lines += [f"![per-dialogue distributions]({plot})", ""]
+    if sources := sources_table(ok):
+        lines += [
+            "## Script sources",
+            "",
+            "Where each dialogue's words came from: the LLM, or a text dialogue of a dataset rewritten into spoken "
+            "style (the manifest's `source_*` columns name the dataset, the dialogue and its license per sample).",
+            "",
+            *sources,
+            "",
+        ]
     if audit:
         lines += [
             "## Audit (measured from the audio)",
@@ -292,7 +322,9 @@ def dataset_card(
         "",
         "- The voices are synthetic (CPU TTS unless a GPU backend was configured): prosody is flatter than human "
         "speech and there are few voices; check `user_voice`/`agent_voice` before training speaker-sensitive models.",
-        "- Scripts come from the configured LLM; the small embedded model writes short, generic turns.",
+        "- Scripts come from the configured sources (see Script sources); the small embedded LLM writes short, "
+        "generic turns, and a rewritten dataset dialogue keeps its words, so its turns may answer more than a "
+        "barge-in let the listener hear.",
         "- English only. Timing follows published turn-taking statistics, not a particular corpus.",
         "",
         "## Load both channels",
@@ -332,5 +364,6 @@ __all__ = [
     "overview_png",
     "shard_features",
     "size_category",
+    "sources_table",
     "write_card",
 ]

@@ -20,6 +20,8 @@ from collections import Counter
 import numpy as np
 
 from factory.config import BehaviourSection
+from factory.languages import join as lang_join
+from factory.languages import words as lang_words
 from factory.models import (
     Backchannel,
     BargeIn,
@@ -51,10 +53,10 @@ EXCESS_FACTOR = 2.0  # proposals beyond this multiple of the expected count are 
 HESITATION_PASSES = 2
 
 
-def content_words(script: Script) -> int:
+def content_words(script: Script, language: str = "en") -> int:
     """Words the writer wrote: every word minus inserted filler tokens and cut-off restart tokens."""
     inserted = sum(isinstance(m, Filler | Restart) for m in script.marks)
-    return sum(len(t.text.split()) for t in script.turns) - inserted
+    return sum(len(lang_words(t.text, language)) for t in script.turns) - inserted
 
 
 def measure_rates(script: Script) -> dict[str, float]:
@@ -71,15 +73,17 @@ def measure_rates(script: Script) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- editing one turn
-def _remove_token(turns: list[ScriptTurn], marks: list[Mark], mark: Filler | Restart) -> list[Mark]:
+def _remove_token(
+    turns: list[ScriptTurn], marks: list[Mark], mark: Filler | Restart, language: str = "en"
+) -> list[Mark]:
     """Removes an inserted filler or cut-off restart token from its turn's text; marks after it
     move one word back, marks attached to it move to the word before (or go, at word 0)."""
     t, k = mark.turn, mark.word_index
-    words = turns[t].text.split()
+    words = lang_words(turns[t].text, language)
     del words[k]
     if k == 0 and words and isinstance(mark, Filler):
         words[0] = words[0][:1].upper() + words[0][1:]
-    turns[t] = turns[t].model_copy(update={"text": " ".join(words)})
+    turns[t] = turns[t].model_copy(update={"text": lang_join(words, language)})
     out: list[Mark] = []
     for m in marks:
         if m is mark:
@@ -101,11 +105,14 @@ def _add_hesitations(
     cfg: BehaviourSection,
     pause_median: float,
     force_filler: bool = False,
+    language: str = "en",
 ) -> list[Mark]:
     """Runs `insert_hesitations` on turn `t` and moves the turn's existing marks to the new word
     positions (the inserted tokens are exactly the new Filler and Restart marks' positions)."""
-    text, new = insert_hesitations(turns[t].text, t, rng, cfg, pause_median, force_filler=force_filler)
-    new_words = text.split()
+    text, new = insert_hesitations(
+        turns[t].text, t, rng, cfg, pause_median, force_filler=force_filler, language=language
+    )
+    new_words = lang_words(text, language)
     inserted = {m.word_index for m in new if isinstance(m, Filler | Restart)}
     position = [i for i in range(len(new_words)) if i not in inserted]  # old word j -> position[j]
     turns[t] = turns[t].model_copy(update={"text": text})
@@ -131,7 +138,7 @@ def _add_hesitations(
     skipped = [m for m in new if isinstance(m, Filler | Restart) and (m.type, m.word_index) not in kept_tokens]
     for m in sorted(skipped, key=lambda m: -m.word_index):
         out.append(m)
-        out = _remove_token(turns, out, m)
+        out = _remove_token(turns, out, m, language)
     return out
 
 
@@ -140,7 +147,13 @@ def _cap(expected: float) -> int:
 
 
 def _remove_excess(
-    turns: list[ScriptTurn], marks: list[Mark], kind: type, cap: int, rng: np.random.Generator, report: Counter
+    turns: list[ScriptTurn],
+    marks: list[Mark],
+    kind: type,
+    cap: int,
+    rng: np.random.Generator,
+    report: Counter,
+    language: str = "en",
 ) -> list[Mark]:
     found = [m for m in marks if isinstance(m, kind)]
     if len(found) <= cap:
@@ -150,7 +163,7 @@ def _remove_excess(
     if kind in (Filler, Restart):  # their tokens are in the text: remove from the back of each turn first
         tokens = [m for m in drop if isinstance(m, Filler | Restart)]  # all of drop, typed
         for m in sorted(tokens, key=lambda m: (m.turn, -m.word_index)):
-            marks = _remove_token(turns, marks, m)
+            marks = _remove_token(turns, marks, m, language)
         return marks
     ids = {id(m) for m in drop}
     return [m for m in marks if id(m) not in ids]
@@ -166,26 +179,27 @@ def calibrate_marks(
     mode: Mode = Mode.peer,
     add_barge_ins: bool = True,
     report: Counter | None = None,
+    language: str = "en",
 ) -> Script:
     """Keeps the valid proposed marks, adds marks toward the targets where there are too few,
     removes those beyond `EXCESS_FACTOR` x the expected count. `mode` decides who may be
     interrupted and who backchannels (as in the planner). A barge-in added here cuts a turn the
     model wrote in full, so the next turn may answer words that are never heard: pass
     `add_barge_ins=False` to only keep (and cap) the model's own. `report` (optional) receives
-    counts of what was dropped, added and removed."""
+    counts of what was dropped, added and removed. Words are `language`'s (`languages.words`)."""
     report = Counter() if report is None else report
     turns = [t.model_copy() for t in script.turns]
-    marks = resolve_conflicts(turns, list(script.marks), report)
+    marks = resolve_conflicts(turns, list(script.marks), report, language)
 
     # Hesitations, per 100 content words.
-    words = max(content_words(Script(scenario_id=script.scenario_id, turns=turns, marks=marks)), 1)
+    words = max(content_words(Script(scenario_id=script.scenario_id, turns=turns, marks=marks), language), 1)
     expected = {
         Filler: cfg.fillers_per_100_words * words / 100,
         Restart: cfg.restarts_per_100_words * words / 100,
         SilentPause: cfg.pauses_per_100_words * words / 100,
     }
     for kind, exp in expected.items():
-        marks = _remove_excess(turns, marks, kind, _cap(exp), rng, report)
+        marks = _remove_excess(turns, marks, kind, _cap(exp), rng, report, language)
     for attempt in range(HESITATION_PASSES):
         have = {kind: sum(isinstance(m, kind) for m in marks) for kind in expected}
         missing = {kind: max(exp - have[kind], 0.0) for kind, exp in expected.items()}
@@ -203,8 +217,8 @@ def calibrate_marks(
         )
         before = Counter(m.type for m in marks)
         for t in range(len(turns)):
-            marks = _add_hesitations(turns, marks, t, rng, add_cfg, pause_median)
-        marks = resolve_conflicts(turns, marks, report)
+            marks = _add_hesitations(turns, marks, t, rng, add_cfg, pause_median, language=language)
+        marks = resolve_conflicts(turns, marks, report, language)
         after = Counter(m.type for m in marks)
         for kind in ("filler", "restart", "pause"):
             report[f"added_{kind}"] += max(after[kind] - before[kind], 0)
@@ -214,19 +228,19 @@ def calibrate_marks(
         )
         t = int(rng.integers(len(turns)))
         if not any(isinstance(m, Filler) and m.turn == t and m.word_index == 0 for m in marks):
-            marks = _add_hesitations(turns, marks, t, rng, zero, pause_median, force_filler=True)
+            marks = _add_hesitations(turns, marks, t, rng, zero, pause_median, force_filler=True, language=language)
             report["added_filler"] += 1
 
     # Barge-ins, per dialogue: drawn as the planner draws them (a share with none, a dispersed rest).
     speakers = [t.speaker for t in turns]
-    marks = _remove_excess(turns, marks, BargeIn, _cap(cfg.barge_ins_per_dialogue), rng, report)
+    marks = _remove_excess(turns, marks, BargeIn, _cap(cfg.barge_ins_per_dialogue), rng, report, language)
     victims_now = {m.turn for m in marks if isinstance(m, BargeIn)}
     wanted = barge_in_victims(mode, speakers, rng, cfg)  # dispersed per dialogue, as the planner draws them
     to_add = min(len(wanted), _cap(cfg.barge_ins_per_dialogue)) - len(victims_now) if add_barge_ins else 0
     for t in sorted(wanted - victims_now):
         if to_add <= 0:
             break
-        n = len(turns[t].text.split())
+        n = len(lang_words(turns[t].text, language))
         cut_turns = {m.turn for m in marks if isinstance(m, BargeIn)}
         if any(abs(t - v) <= 1 for v in cut_turns):
             continue  # next to a cut turn: the conflict resolution would drop one of the two
@@ -234,14 +248,15 @@ def calibrate_marks(
             marks.append(BargeIn(turn=t, heard_words=barge_in_cut(n, rng)))
             report["added_barge_in"] += 1
             to_add -= 1
-    marks = resolve_conflicts(turns, marks, report)  # listener marks past a new cut go
+    marks = resolve_conflicts(turns, marks, report, language)  # listener marks past a new cut go
 
     # Listener marks, per minute of speech (laughs) or per dialogue (failed interruptions).
-    minutes = max(speech_minutes(turns), 1e-9)
+    minutes = max(speech_minutes(turns, language), 1e-9)
     exp_bc = rate(cfg.backchannels_per_minute) * minutes  # cfg resolved by lexicon.behaviour_for
-    marks = _remove_excess(turns, marks, Backchannel, _cap(exp_bc), rng, report)
-    marks = _remove_excess(turns, marks, Laugh, _cap(cfg.laughs_per_minute * minutes), rng, report)
-    marks = _remove_excess(turns, marks, FailedInterruption, _cap(cfg.failed_interruptions_per_dialogue), rng, report)
+    marks = _remove_excess(turns, marks, Backchannel, _cap(exp_bc), rng, report, language)
+    marks = _remove_excess(turns, marks, Laugh, _cap(cfg.laughs_per_minute * minutes), rng, report, language)
+    n_failed = _cap(cfg.failed_interruptions_per_dialogue)
+    marks = _remove_excess(turns, marks, FailedInterruption, n_failed, rng, report, language)
     have_bc = sum(isinstance(m, Backchannel) for m in marks)
     if have_bc < exp_bc or have_bc < cfg.min_backchannels:
         add_cfg = cfg.model_copy(
@@ -251,14 +266,15 @@ def calibrate_marks(
             }
         )
         taken = {(m.turn, m.word_index) for m in marks if isinstance(m, Backchannel | Laugh | FailedInterruption)}
-        new = [b for b in plan_backchannels(turns, marks, rng, add_cfg, mode) if (b.turn, b.word_index) not in taken]
+        planned = plan_backchannels(turns, marks, rng, add_cfg, mode, language)
+        new = [b for b in planned if (b.turn, b.word_index) not in taken]
         marks += new
         report["added_backchannel"] += len(new)
 
-    marks = resolve_conflicts(turns, marks, report)
+    marks = resolve_conflicts(turns, marks, report, language)
     # A filler's token is the word at its index (insertion before it may have changed its case).
+    words_of = [lang_words(t.text, language) for t in turns]
     marks = [
-        m.model_copy(update={"token": turns[m.turn].text.split()[m.word_index]}) if isinstance(m, Filler) else m
-        for m in marks
+        m.model_copy(update={"token": words_of[m.turn][m.word_index]}) if isinstance(m, Filler) else m for m in marks
     ]
     return Script(scenario_id=script.scenario_id, turns=turns, marks=marks, llm=script.llm)

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from factory.languages import join
+from factory.languages import words as lang_words
 from factory.models import (
     Backchannel,
     BargeIn,
@@ -109,7 +110,9 @@ def write_hesitations(
     return WrittenTurn(out, marks, position, language)
 
 
-def resolve_conflicts(turns: list[ScriptTurn], marks: list[Mark], dropped: Counter | None = None) -> list[Mark]:
+def resolve_conflicts(
+    turns: list[ScriptTurn], marks: list[Mark], dropped: Counter | None = None, language: str = "en"
+) -> list[Mark]:
     """Keeps the marks that can stand together; counts the rest in `dropped` by code.
 
     Out of range: a mark outside its turn's words; a pause after the last word or after a
@@ -122,7 +125,7 @@ def resolve_conflicts(turns: list[ScriptTurn], marks: list[Mark], dropped: Count
     cut: dict[int, int] = {}
     seen: set[tuple[str, int, int]] = set()
     listener_at: set[tuple[int, int]] = set()
-    words_of = [t.text.split() for t in turns]
+    words_of = [lang_words(t.text, language) for t in turns]  # `languages.words`: Japanese has no spaces
     for mark in sorted(marks, key=lambda m: not isinstance(m, BargeIn)):  # barge-ins first: they bound the rest
         if mark.turn >= len(turns):
             dropped["mark_out_of_range"] += 1

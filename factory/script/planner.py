@@ -102,7 +102,12 @@ def barge_in_count(rng: np.random.Generator, cfg: BehaviourSection) -> int:
 def barge_in_victims(mode: Mode, speakers: list[Channel], rng: np.random.Generator, cfg: BehaviourSection) -> set[int]:
     """Turns planned to be interrupted by the next turn. In assistant mode the user interrupts
     the agent's long answers; in peer mode either side interrupts."""
-    eligible = [i for i in range(len(speakers) - 1) if i > 0 and (mode is Mode.peer or speakers[i] is Channel.agent)]
+    # The next turn must be the other speaker's (a dataset turn split in two is one speaker's twice).
+    eligible = [
+        i
+        for i in range(len(speakers) - 1)
+        if i > 0 and (mode is Mode.peer or speakers[i] is Channel.agent) and speakers[i + 1] is not speakers[i]
+    ]
     count = min(barge_in_count(rng, cfg), len(eligible))
     return {int(i) for i in rng.choice(eligible, size=count, replace=False)} if count else set()
 
