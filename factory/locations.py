@@ -1,8 +1,8 @@
 """Where the factory's own files are: the data the package carries, and the per-user caches.
 
-Data (the voice bank, the scenario banks and lexicons per language, the dialogue sets) is found through the installed package
-(`importlib.resources`), never through the working directory, so every command works from any
-folder, from a checkout (editable install) and from a wheel alike. The voice bank is the
+Data (the voice bank, the scenario banks and lexicons per language, the dialogue sets) is found
+through the installed package (`importlib.resources`), never through the working directory, so
+every command works from any folder, from a checkout (editable install) and from a wheel alike. The voice bank is the
 repository's top-level `voices/`; `factory/voices` links to it, so the package (and the wheel
 built from it, pyproject's package-data) carries it. The dialogue sets (`dialogues/`, linked as
 `factory/dialogues`) travel the same way.
