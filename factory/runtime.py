@@ -138,6 +138,10 @@ class Runtime:
         user, agent = self.voices.pick_pair(self.cfg.run.split, rng_for(self.cfg.run.seed, key, "voices"))
         return {Channel.user: user, Channel.agent: agent}
 
+    def pick_background_voice(self, key: str, used: list[Voice]) -> Voice:
+        """The voice of a dialogue's background speech: another speaker of the run's split."""
+        return self.voices.pick_other(self.cfg.run.split, used, rng_for(self.cfg.run.seed, key, "background-voice"))
+
     def voice_backends(self) -> list[BackendName]:
         """The TTS backends this run's voices render with (fixed voices, or the split's)."""
         if self.cfg.tts.user_voice or self.cfg.tts.agent_voice:
