@@ -139,3 +139,33 @@ def test_events_off_leave_the_script_alone_and_agent_opens_in_assistant_mode() -
         first = Channel.agent if mode is Mode.assistant else Channel.user
         assert speaker_order(scenario, opens)[:2] == [first, first.other]
         assert speaker_order(scenario, off)[0] is Channel.user
+
+
+def test_fdb_v1_5_items_of_the_events(with_events, tmp_path) -> None:
+    import json
+
+    import soundfile as sf
+
+    from factory.export.fdb import FullDuplexBench
+    from factory.export.options import ExportOptions
+
+    sample, _ = with_events
+    out = tmp_path / "eval"
+    FullDuplexBench().export([sample], out, ExportOptions(format_options={"split": "all"}))
+    wanted = {"v1_5/talking_to_other": SideTalkEvent, "v1_5/background_speech": BackgroundSpeechEvent}
+    for task, kind in wanted.items():
+        events = [e for e in sample.timeline.events if isinstance(e, kind)]
+        items = sorted((out / task).iterdir())
+        assert len(items) == len(events) > 0, task
+        for folder, e in zip(items, events):
+            meta = json.loads((folder / "metadata.json").read_text())
+            # dataset/README.md l. 55-63 of Full-Duplex-Bench v1.5: exactly these three fields
+            assert set(meta) == {"context_text", "current_turn_text", "timestamps"}
+            assert meta["current_turn_text"] == e.text
+            noisy, sr = sf.read(folder / "input.wav", dtype="float32")
+            clean, _ = sf.read(folder / "clean_input.wav", dtype="float32")
+            assert sr == 16000 and len(noisy) == len(clean)
+            s, z = (round(t * sr) for t in meta["timestamps"])
+            assert np.abs(noisy[s:z]).max() > 0.01 and not clean[s:z].any()
+            np.testing.assert_array_equal(noisy[:s], clean[:s])
+            assert abs((z - s) / sr - (e.end - e.start)) < 1e-3
