@@ -169,3 +169,24 @@ def test_fdb_v1_5_items_of_the_events(with_events, tmp_path) -> None:
             assert np.abs(noisy[s:z]).max() > 0.01 and not clean[s:z].any()
             np.testing.assert_array_equal(noisy[:s], clean[:s])
             assert abs((z - s) / sr - (e.end - e.start)) < 1e-3
+
+
+def test_exports_carry_the_events_as_ignore_spans(with_events) -> None:
+    import json
+
+    from factory.export.moshi import MoshiOptions, _alignments_json
+    from factory.export.units1s import states
+
+    sample, _ = with_events
+    tl = sample.timeline
+    events = [e for e in tl.events if isinstance(e, EVENTS)]
+    # units-1s: a unit an event overlaps is "ignore" where the user's state would be "listen"
+    plain = tl.model_copy(update={"events": [e for e in tl.events if not isinstance(e, EVENTS)]})
+    touched = {u for e in events for u in range(int(e.start), int(e.end - 1e-9) + 1)}
+    expected = ["ignore" if u in touched and s == "listen" else s for u, s in enumerate(states(plain, Channel.user))]
+    assert states(tl, Channel.user) == expected and "ignore" in expected
+    assert states(tl, Channel.agent) == states(plain, Channel.agent)
+    doc = json.loads(_alignments_json(sample, [], MoshiOptions()))
+    assert [(s["type"], s["start"], s["end"]) for s in doc["ignore"]] == [
+        (e.type, round(e.start, 6), round(e.end, 6)) for e in events
+    ]

@@ -24,7 +24,7 @@ PEAK = 0.5  # -6 dBFS before the event's gain
 
 def _band(x: np.ndarray, sr: int, low: float, high: float) -> np.ndarray:
     sos = butter(4, [low, min(high, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
-    return sosfilt(sos, x)
+    return np.asarray(sosfilt(sos, x))
 
 
 def _cough(rng: np.random.Generator, sr: int) -> np.ndarray:

@@ -116,6 +116,22 @@ def frame_view(timeline: Timeline, rate: float = FRAME_RATE) -> FrameView:
     )
 
 
+def ignore_spans(timeline: Timeline) -> list[dict[str, object]]:
+    """The events the agent must not answer as plain spans, for exporters that carry them beside
+    their states: `{"type", "start", "end", "channel", "text"}` (text: the words, or `[cough]`)."""
+    return [
+        {
+            "type": e.type,
+            "start": round(e.start, 6),
+            "end": round(e.end, 6),
+            "channel": e.channel.value,
+            "text": e.text if not isinstance(e, NonSpeechEvent) else f"[{e.sound}]",
+        }
+        for e in timeline.events
+        if isinstance(e, (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent))
+    ]
+
+
 def _blocks(x: np.ndarray, factor: int, fill: int | bool) -> np.ndarray:
     """(..., n) -> (..., ceil(n / factor), factor), the last block padded with `fill`."""
     n_out = math.ceil(x.shape[-1] / factor)
