@@ -4,12 +4,19 @@ through the TTS cache the tiny run fills), timeline and mixer, read back with th
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import soundfile as sf
 
 from factory.audio.edit import VAD_FRAME_S, frame_activity
 from factory.audio.sounds import synth_sound
 from factory.config import load_config
+from factory.export.fdb import FullDuplexBench
+from factory.export.moshi import MoshiOptions, _alignments_json
+from factory.export.options import ExportOptions
+from factory.export.units1s import states
 from factory.models import (
     BackgroundSpeechEvent,
     Channel,
@@ -23,6 +30,7 @@ from factory.models import (
 from factory.run.rebuild import rebuild_clean
 from factory.runtime import Runtime
 from factory.script.compose import speaker_order, with_ignored_events
+from factory.script.writer import build_messages
 from factory.stages import assemble, cache_key, finish_render, plan_sample, render_batch, render_requests
 from factory.timeline.frames import frame_view
 from tests.conftest import TINY
@@ -139,16 +147,11 @@ def test_events_off_leave_the_script_alone_and_agent_opens_in_assistant_mode() -
         first = Channel.agent if mode is Mode.assistant else Channel.user
         assert speaker_order(scenario, opens)[:2] == [first, first.other]
         assert speaker_order(scenario, off)[0] is Channel.user
+        opening = build_messages(scenario, [], first, 20)[-1]["content"]
+        assert ("Greet" in opening) is (mode is Mode.assistant), opening
 
 
 def test_fdb_v1_5_items_of_the_events(with_events, tmp_path) -> None:
-    import json
-
-    import soundfile as sf
-
-    from factory.export.fdb import FullDuplexBench
-    from factory.export.options import ExportOptions
-
     sample, _ = with_events
     out = tmp_path / "eval"
     FullDuplexBench().export([sample], out, ExportOptions(format_options={"split": "all"}))
@@ -172,11 +175,6 @@ def test_fdb_v1_5_items_of_the_events(with_events, tmp_path) -> None:
 
 
 def test_exports_carry_the_events_as_ignore_spans(with_events) -> None:
-    import json
-
-    from factory.export.moshi import MoshiOptions, _alignments_json
-    from factory.export.units1s import states
-
     sample, _ = with_events
     tl = sample.timeline
     events = [e for e in tl.events if isinstance(e, EVENTS)]
