@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from factory.audio.edit import cut_after_word, insert_pause
+from factory.audio.edit import VAD_FRAME_S, cut_after_word, insert_pause
+from factory.audio.vad import energy_vad
 from factory.config import EventsSection, TimingSection
 from factory.models import (
     Backchannel,
@@ -93,6 +94,16 @@ class _Ignored:
     @property
     def end(self) -> float:
         return self.start + len(self.utt.audio) / self.utt.sample_rate
+
+    def audible(self, sr: int) -> tuple[float, float]:
+        """The event's span: where its render is audible beside speech at full level (the energy
+        VAD's -45 dB re the render's peak, raised by the layer's attenuation; 10 ms frames), so the
+        render's quiet lead and tail are not in it."""
+        active = np.flatnonzero(energy_vad(self.utt.audio, self.utt.sample_rate, -45.0 - self.gain_db))
+        if not len(active):
+            return self.start, _q(self.end, sr)
+        on, off = active[0] * VAD_FRAME_S, min((active[-1] + 1) * VAD_FRAME_S, self.utt.duration)
+        return _q(self.start + on, sr), _q(self.start + off, sr)
 
 
 EVENT_DELAY_S = 0.15  # an event starts this long after the end of the host's word it is planned at
@@ -457,7 +468,8 @@ def _to_timeline(
 
 
 def _ignored_event(x: _Ignored, during: int, sr: int) -> IgnoredEvent:
-    span = {"start": x.start, "end": _q(x.end, sr), "during_turn": during, "level_db": x.gain_db}
+    start, end = x.audible(sr)
+    span = {"start": start, "end": end, "during_turn": during, "level_db": x.gain_db}
     if isinstance(x.mark, SideTalk):
         return SideTalkEvent(text=x.mark.text, **span)
     if isinstance(x.mark, BackgroundSpeech):
