@@ -235,6 +235,11 @@ class DialogueSection(_Section):
         description="YAML file or folder of scenario-bank files that extend (or, with `replace`, replace) the "
         "packaged bank (factory/script/bank); null = the packaged bank only",
     )
+    agent_opens: bool = Field(
+        default=False,
+        description="assistant mode: the agent greets first (its greeting as long as a user turn), so models "
+        "learn how a conversation opens; false: the user speaks first",
+    )
 
     @property
     def language_weights(self) -> dict[str, float]:
@@ -391,6 +396,31 @@ class BehaviourSection(_Section):
     backchannel_tokens: list[str] | None = Field(default=None, min_length=1, description=_LEXICON)
     laugh_tokens: list[str] | None = Field(default=None, min_length=1, description=_LEXICON)
     failed_interruption_tokens: list[str] | None = Field(default=None, min_length=1, description=_LEXICON)
+
+
+class EventsSection(_Section):
+    """Sound on the user's channel that the agent must not answer, placed during the agent's turns
+    (it keeps talking through them): Full-Duplex-Bench v1.5's talking-to-others and background
+    speech, and non-speech sounds. Rates are means per dialogue (Poisson); 0 = none (default)."""
+
+    side_talk_per_dialogue: float = Field(
+        default=0.0,
+        ge=0,
+        le=10,
+        description="the user speaks to someone else (phrases: the language's lexicon, `side_talk`)",
+    )
+    background_speech_per_dialogue: float = Field(
+        default=0.0, ge=0, le=10, description="a TV / radio / other people: another voice of the bank's split"
+    )
+    non_speech_per_dialogue: float = Field(
+        default=0.0, ge=0, le=10, description="coughs, door knocks, keyboard (synthesised: factory/audio/sounds)"
+    )
+    non_speech_sounds: list[Literal["cough", "knock", "keyboard"]] = Field(
+        default_factory=lambda: ["cough", "knock", "keyboard"], min_length=1
+    )
+    side_talk_gain_db: float = Field(default=-4.0, ge=-30, le=0, description="turned away from the microphone")
+    background_speech_gain_db: float = Field(default=-12.0, ge=-40, le=0, description="under the user's own speech")
+    non_speech_gain_db: float = Field(default=-6.0, ge=-40, le=0, description="of the synthesised sound (peak -6 dBFS)")
 
 
 class TimingSection(_Section):
@@ -570,6 +600,7 @@ class RunConfig(_Section):
     llm: LLMSection = LLMSection()
     tts: TTSSection = Field(default_factory=TTSSection)  # its cache folder is resolved when a config loads
     behaviour: BehaviourSection = BehaviourSection()
+    events: EventsSection = EventsSection()
     timing: TimingSection = TimingSection()
     audio: AudioSection = AudioSection()
     augment: AugmentSection = Field(default_factory=AugmentSection)

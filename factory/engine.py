@@ -357,8 +357,9 @@ def _render_into(
 
 
 def _dialogue_pieces(d: Dialogue) -> list[PieceKey]:
-    """The pieces QA hears together per channel: all but the voice prompt, which is not in the dialogue."""
-    return [k for k in d.requests if k != VOICE_PROMPT]
+    """The pieces QA hears together per channel: all but the voice prompt, which is not in the
+    dialogue, and the events the agent must not answer (another voice, or the user turned away)."""
+    return [k for k in d.requests if k != VOICE_PROMPT and k[0] != "event"]
 
 
 def _batch_counts(rt: Runtime, name: BackendName) -> dict[str, int] | None:

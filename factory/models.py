@@ -128,11 +128,56 @@ class FailedInterruption(_Model):
     token: str
 
 
+class SideTalk(_Model):
+    """The user turns to someone else ("hang on, put it on the table") after word `word_index` of
+    the agent's turn `turn`; the agent keeps talking and never answers it."""
+
+    type: Literal["side_talk"] = "side_talk"
+    turn: int = Field(ge=0)
+    word_index: int = Field(ge=0)
+    text: str = Field(min_length=1)
+
+
+class BackgroundSpeech(_Model):
+    """A TV, radio or other people in the user's room (another voice) after word `word_index` of
+    the agent's turn `turn`; the agent does not stop for it."""
+
+    type: Literal["background_speech"] = "background_speech"
+    turn: int = Field(ge=0)
+    word_index: int = Field(ge=0)
+    text: str = Field(min_length=1)
+
+
+NonSpeechSound = Literal["cough", "knock", "keyboard"]
+
+
+class NonSpeech(_Model):
+    """A sound on the user's side (cough, door knock, keyboard) after word `word_index` of the
+    agent's turn `turn`; the agent does not stop for it."""
+
+    type: Literal["non_speech"] = "non_speech"
+    turn: int = Field(ge=0)
+    word_index: int = Field(ge=0)
+    sound: NonSpeechSound
+
+
 # Marks answered by the listener with a short piece of speech placed over the speaker's turn.
 ListenerMark = Backchannel | Laugh | FailedInterruption
+# Marks of sound on the user's channel that the agent must not answer (timeline: ignore spans).
+IgnoredMark = SideTalk | BackgroundSpeech | NonSpeech
 
 Mark = Annotated[
-    Filler | SilentPause | Restart | Backchannel | BargeIn | Laugh | FailedInterruption, Field(discriminator="type")
+    Filler
+    | SilentPause
+    | Restart
+    | Backchannel
+    | BargeIn
+    | Laugh
+    | FailedInterruption
+    | SideTalk
+    | BackgroundSpeech
+    | NonSpeech,
+    Field(discriminator="type"),
 ]
 
 
@@ -333,6 +378,40 @@ class HesitationEvent(_Span):
     kind: HesitationKind
 
 
+class _IgnoredEvent(_Span):
+    """Sound on `channel` (the user's) that the agent must not answer: it keeps talking through
+    `during_turn`. Not a turn and without words; exporters with states mark it as an ignore span."""
+
+    channel: Channel = Channel.user
+    during_turn: int = Field(description="the agent's turn it happens in")
+    level_db: float = Field(description="gain of the piece against its render (dB, 0 = as rendered)")
+
+
+class SideTalkEvent(_IgnoredEvent):
+    """The user speaks to someone else, in the user's voice."""
+
+    type: Literal["side_talk"] = "side_talk"
+    text: str
+
+
+class BackgroundSpeechEvent(_IgnoredEvent):
+    """Another voice (TV, radio, people in the room) mixed under the user's channel."""
+
+    type: Literal["background_speech"] = "background_speech"
+    text: str
+    voice_id: str
+
+
+class NonSpeechEvent(_IgnoredEvent):
+    """A non-speech sound on the user's channel (synthesised: `factory.audio.sounds`)."""
+
+    type: Literal["non_speech"] = "non_speech"
+    sound: NonSpeechSound
+
+
+IgnoredEvent = SideTalkEvent | BackgroundSpeechEvent | NonSpeechEvent
+
+
 class EndOfTurnEvent(_Span):
     """A turn completed (not cut, not yielded): an instant, start = end = the turn's end."""
 
@@ -348,7 +427,10 @@ Event = Annotated[
     | FailedInterruptionEvent
     | OverlapEvent
     | HesitationEvent
-    | EndOfTurnEvent,
+    | EndOfTurnEvent
+    | SideTalkEvent
+    | BackgroundSpeechEvent
+    | NonSpeechEvent,
     Field(discriminator="type"),
 ]
 
@@ -454,6 +536,11 @@ class PieceSource(_Model):
     sample_rate: int = Field(description="the backend's own rate; resampled to the recipe's rate")
     n_samples: int = Field(ge=0, description="length at the recipe's rate, before edits")
     sha256: str
+    seed: int | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="a synthesised sound's seed (backend `sound`, `voice_id` its kind): it is rebuilt from it",
+    )
 
 
 class InsertedSilence(_Model):
@@ -476,6 +563,12 @@ class MixPiece(_Model):
     cut: bool = Field(default=False, description="the piece was cut short (a barge-in stopped its speaker)")
     fade: int = Field(default=0, ge=0, description="fade-out samples ending at the cut")
     offset: int = Field(ge=0, description="first sample of the piece in the channel's stem")
+    gain_db: float | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="a layer (an event the agent must not answer): scaled by this gain and added to the "
+        "channel, after its own speech; null (absent): the channel's own speech, which never overlaps itself",
+    )
 
 
 class MixRecipe(_Model):

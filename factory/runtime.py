@@ -152,6 +152,11 @@ class Runtime:
         user, agent = self.voices.pick_pair(self.cfg.run.split, rng, language)
         return {Channel.user: user, Channel.agent: agent}
 
+    def pick_background_voice(self, key: str, used: list[Voice], language: str = "en") -> Voice:
+        """The voice of a dialogue's background speech: another speaker of the run's split."""
+        rng = rng_for(self.cfg.run.seed, key, "background-voice")
+        return self.voices.pick_other(self.cfg.run.split, used, rng, language)
+
     def voice_backends(self) -> list[BackendName]:
         """The TTS backends this run's voices render with (fixed voices, or the split's)."""
         if self.cfg.tts.user_voice or self.cfg.tts.agent_voice:

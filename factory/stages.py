@@ -20,6 +20,7 @@ import numpy as np
 
 from factory.audio.edit import resample_utterance
 from factory.audio.mix import MixError, apply_gain, apply_gains, audio_sha256, flac_bytes, loudness_gains, place
+from factory.audio.sounds import sound_source
 from factory.audit.run import gate_row
 from factory.augment import augment_sample
 from factory.config import DatasetSource, RunConfig
@@ -27,18 +28,21 @@ from factory.languages import spaced
 from factory.llm.base import LLMError
 from factory.models import (
     BackendName,
+    BackgroundSpeech,
     Channel,
     InsertedSilence,
     ListenerMark,
     ManifestRow,
     MixPiece,
     MixRecipe,
+    NonSpeech,
     PieceSource,
     Sample,
     SampleMeta,
     SampleStatus,
     Scenario,
     Script,
+    SideTalk,
     TurnKind,
     Utterance,
     Voice,
@@ -54,7 +58,7 @@ from factory.script.prompts import role_prompt, voice_prompt_text
 from factory.script.scenario import draw_language, draw_scenario
 from factory.script.source import SourceDialogue, prepare_turns, provenance, scenario_for, write_from_source
 from factory.script.writer import TurnRejected
-from factory.seeding import rng_for
+from factory.seeding import derive_seed, rng_for
 from factory.timeline.measures import behaviour_counts, overlap_share, unmet_minimums
 from factory.timeline.place import Placement, build_timeline
 
@@ -93,6 +97,7 @@ class Plan:
     rates: dict[Channel, float]
     source: int = 0  # which of `dialogue.sources` writes it
     dialogue: SourceDialogue | None = None  # a dataset source's dialogue, else None (the LLM writes)
+    background: Voice | None = None  # the voice of its background speech (events on), another speaker
 
 
 @dataclass
@@ -103,7 +108,7 @@ class Rendered:
     source: PieceSource
 
 
-PieceKey = tuple[str, int]  # ("turn", turn index), ("reaction", mark index) or VOICE_PROMPT
+PieceKey = tuple[str, int]  # ("turn", turn index), ("reaction" or "event", mark index) or VOICE_PROMPT
 # The agent's voice-prompt clip: rendered with the dialogue's pieces (same batch, path and cache),
 # never placed in it, and left out of the per-channel QA pass so the dialogue's own QA is unchanged.
 VOICE_PROMPT: PieceKey = ("voice_prompt", 0)
@@ -140,7 +145,10 @@ def plan_sample(rt: Runtime, sid: str, key: str) -> Plan:
     voices = rt.pick_voices(key, language)
     rate_rng = rng_for(seed, key, "speaking-rate")
     rates = {ch: float(rate_rng.uniform(*voices[ch].rate_range)) for ch in Channel}
-    return Plan(sid, key, scenario, voices, rates, source, dialogue)
+    background = None
+    if cfg.events.background_speech_per_dialogue > 0:  # drawn only then: runs without it keep their draws
+        background = rt.pick_background_voice(key, list(voices.values()), language)
+    return Plan(sid, key, scenario, voices, rates, source, dialogue, background)
 
 
 def script_for(rt: Runtime, plan: Plan) -> Script:
@@ -162,7 +170,9 @@ def script_for(rt: Runtime, plan: Plan) -> Script:
 
 def render_requests(plan: Plan, script: Script, run_seed: int) -> dict[PieceKey, SynthesisRequest]:
     """Every render a script needs: its turns, then its listener reactions (in the listener's voice),
-    then the agent's voice prompt (in the agent's voice and rate; its sentence from its own generator)."""
+    then the agent's voice prompt (in the agent's voice and rate; its sentence from its own generator),
+    then its side talk (the user's voice) and background speech (the plan's background voice);
+    non-speech sounds are synthesised at assembly."""
     requests = {
         ("turn", i): SynthesisRequest(t.text, plan.voices[t.speaker], plan.rates[t.speaker])
         for i, t in enumerate(script.turns)
@@ -173,6 +183,12 @@ def render_requests(plan: Plan, script: Script, run_seed: int) -> dict[PieceKey,
             requests[("reaction", k)] = SynthesisRequest(m.token, plan.voices[listener], plan.rates[listener])
     sentence = voice_prompt_text(rng_for(run_seed, plan.key, "voice_prompt"), script, plan.scenario.language)
     requests[VOICE_PROMPT] = SynthesisRequest(sentence, plan.voices[Channel.agent], plan.rates[Channel.agent])
+    for k, m in enumerate(script.marks):
+        if isinstance(m, SideTalk):
+            requests[("event", k)] = SynthesisRequest(m.text, plan.voices[Channel.user], plan.rates[Channel.user])
+        elif isinstance(m, BackgroundSpeech):
+            assert plan.background is not None, "background speech planned without a background voice"
+            requests[("event", k)] = SynthesisRequest(m.text, plan.background, 1.0)
     return requests
 
 
@@ -260,8 +276,10 @@ def retry_request(cfg: RunConfig, request: SynthesisRequest) -> SynthesisRequest
 
 
 def piece_channel(script: Script, key: PieceKey) -> Channel:
-    """Whose channel a piece is on: a turn's speaker's, a reaction's listener's."""
+    """Whose channel a piece is on: a turn's speaker's, a reaction's listener's, an event's user's."""
     kind, k = key
+    if kind == "event":
+        return Channel.user
     return script.turns[k].speaker if kind == "turn" else script.turns[script.marks[k].turn].speaker.other
 
 
@@ -275,6 +293,7 @@ def recipe_pieces(placements: list[Placement], sources: dict[PieceKey, Rendered]
             cut=p.cut,
             fade=p.fade,
             offset=p.start,
+            gain_db=p.gain_db,
         )
         for p in placements
     ]
@@ -283,6 +302,12 @@ def recipe_pieces(placements: list[Placement], sources: dict[PieceKey, Rendered]
 def assemble(cfg: RunConfig, plan: Plan, script: Script, sources: dict[PieceKey, Rendered]) -> Sample:
     """Timeline, behaviour minimums, mix recipe, clean stems and augmentation; raises SampleRejected."""
     sr = cfg.audio.sample_rate
+    sources = dict(sources)
+    for k, m in enumerate(script.marks):
+        if isinstance(m, NonSpeech):
+            audio, source = sound_source(m.sound, sr, derive_seed(cfg.run.seed, plan.key, f"sound-{k}"))
+            utt = Utterance(text=source.text, voice_id=source.voice_id, sample_rate=sr, audio=audio, words=[])
+            sources[("event", k)] = Rendered(utt, source)
     timeline, placements = build_timeline(
         plan.sid,
         script,
@@ -294,6 +319,8 @@ def assemble(cfg: RunConfig, plan: Plan, script: Script, sources: dict[PieceKey,
         cfg.audio.fade_ms / 1000,
         plan.scenario.mode,
         plan.scenario.language,
+        {k: r.utt for (kind, k), r in sources.items() if kind == "event"},
+        cfg.events,
     )
     b = cfg.behaviour
     unmet = unmet_minimums(

@@ -91,6 +91,7 @@ def _toy(word: list[int], state: list[int], onset: list[bool]) -> FrameView:
         overlap=np.zeros(len(word), bool),
         barge_in_onset=np.array([onset, [False] * len(word)]),
         agent_state=np.array(state, np.int8),
+        ignore=np.zeros(len(word), bool),
     )
 
 

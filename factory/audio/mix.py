@@ -64,22 +64,27 @@ def piece_audio(piece: MixPiece, source: np.ndarray) -> np.ndarray:
 
 def place(recipe: MixRecipe, sources: Sequence[np.ndarray]) -> np.ndarray:
     """(samples, 2) float32 stems before gain. `sources[i]` is the render of `recipe.pieces[i]`.
-    Pieces on one channel never overlap (the timeline guarantees it; checked here)."""
+    A channel's own pieces never overlap (the timeline guarantees it; checked here); layers (a
+    piece with `gain_db`: sound the agent must not answer) are scaled and added after them."""
     if len(sources) != len(recipe.pieces):
         raise MixError(f"{len(sources)} sources for {len(recipe.pieces)} pieces")
     n = recipe.n_samples
     stems = np.zeros((n, 2), np.float32)
-    for piece, source in zip(recipe.pieces, sources):
+    # layers last (a stable sort): the overlap check sees the channel's own speech only
+    for piece, source in sorted(zip(recipe.pieces, sources), key=lambda pair: pair[0].gain_db is not None):
         audio = piece_audio(piece, source)
         end = piece.offset + len(audio)
         if end > n:
             raise MixError(f"piece ends at sample {end}, past the dialogue end {n}")
         target = stems[piece.offset : end, piece.channel.index]
-        if np.any(target != 0):
+        if piece.gain_db is not None:
+            target += audio * np.float32(10 ** (piece.gain_db / 20))
+        elif np.any(target != 0):
             raise MixError(
                 f"two pieces of speech overlap on the {piece.channel.value} channel at sample {piece.offset}"
             )
-        target[:] = audio
+        else:
+            target[:] = audio
     return stems
 
 

@@ -30,7 +30,18 @@ import pyloudnorm
 from factory.asr import is_exempt, transcribe, wer
 from factory.audio.vad import detect_speech, frame_samples
 from factory.conversation.measures import BRIDGE_S, ConversationMeasures, bridge, measure
-from factory.models import BargeInEvent, Channel, EndReason, Sample, Timeline, TurnKind, WordKind
+from factory.models import (
+    BackgroundSpeechEvent,
+    BargeInEvent,
+    Channel,
+    EndReason,
+    NonSpeechEvent,
+    Sample,
+    SideTalkEvent,
+    Timeline,
+    TurnKind,
+    WordKind,
+)
 from factory.seeding import rng_for
 from factory.timeline.measures import behaviour_counts, spoken_amounts
 
@@ -76,7 +87,8 @@ class SampleAudit:
 
 
 def plan_activity(timeline: Timeline, n: int, frame_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel frames inside a spoken word of the timeline, on the detector's grid (a word
+    """Per-channel frames inside a spoken word of the timeline or an event the agent must not answer
+    (side talk, background or non-speech sound, on the user's channel), on the detector's grid (a word
     marks the frames whose centre it covers, at least the frame it starts in)."""
     out = np.zeros((2, n), bool)
     for w in timeline.words:
@@ -85,6 +97,10 @@ def plan_activity(timeline: Timeline, n: int, frame_s: float) -> tuple[np.ndarra
         first = max(0, math.ceil(w.start / frame_s - 0.5))
         last = min(n, max(math.ceil(w.end / frame_s - 0.5), first + 1))
         out[w.channel.index, first:last] = True
+    for e in timeline.events:  # sound the agent must not answer is planned sound on the user's channel
+        if isinstance(e, (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent)):
+            first = max(0, math.ceil(e.start / frame_s - 0.5))
+            out[e.channel.index, first : min(n, max(math.ceil(e.end / frame_s - 0.5), first + 1))] = True
     return out[0], out[1]
 
 

@@ -72,6 +72,22 @@ Windows start `lead_s` before the first focal turn. Every wav is written at the 
   turn end]}]`, and `context.wav` / `interrupt.wav` hold
   those two user turns alone.
 
+Full-Duplex-Bench v1.5 (overlap handling; same repository and commit): `dataset/README.md`
+l. 21-27 names the subsets `user_interruption`, `user_backchannel`, `talking_to_other`,
+`background_speech`; l. 46-63 and l. 104-125 give each item folder `input.wav` (the user's audio
+with the overlap event), `clean_input.wav` (the same without it) and `metadata.json` with exactly
+`context_text`, `current_turn_text` and `timestamps` = `[start, end]` of the overlap event in
+`input.wav`, seconds. `evaluation/eval_behavior.py` l. 115-119 takes every non-hidden folder of a
+subset as an item and l. 128-131 reads the ASR transcripts `input.json` / `clean_input.json` of
+those two wavs (and the model's `output.json` / `clean_output.json`); `evaluation/get_timing.py`
+l. 22 and 125-126 reads `input.wav` at 16 kHz. We write them under `v1_5/{subset}/{ID}/` (the
+task names `v1_5/...`): the model under test is the agent, talking (its turn answers
+`context_text`, the user's turn before it) when the event happens. `input.wav` = the context
+turn + the event on the user's channel + `tail_s`; `clean_input.wav` = the same with the event's
+span zeroed; `current_turn_text` = the side talk, the background line, the user's backchannel
+token or the interrupting turn (`timestamps` from its onset to its end). Non-speech events have
+no v1.5 subset and are counted as left out. `reference.wav` and `transcription.json` as above.
+
 `transcription.json` = `[{"speaker": 0, "item": user words in input.wav}, {"speaker": 1, "item":
 agent words in the window (reference, not in input.wav)}]`; speaker numbers are our channel indices.
 
@@ -103,23 +119,29 @@ from factory.export.output import Sidecar, finish
 from factory.export.report import RUN_RULES, ExportReport, Rule
 from factory.models import (
     BackchannelEvent,
+    BackgroundSpeechEvent,
     BargeInEvent,
     Channel,
     EndOfTurnEvent,
     EndReason,
     HesitationEvent,
+    NonSpeechEvent,
     Sample,
+    SideTalkEvent,
     Timeline,
     TimelineTurn,
     TurnKind,
 )
 
 TASKS = ("pause_handling", "backchannel", "smooth_turn_taking", "user_interruption")
+# v1.5's subsets (dataset/README.md l. 21-27), written under v1_5/
+V15_TASKS = ("v1_5/user_interruption", "v1_5/user_backchannel", "v1_5/talking_to_other", "v1_5/background_speech")
 TASK_FILES = {
     "pause_handling": "pause.json",
     "backchannel": "backchannel.json",
     "smooth_turn_taking": "turn_taking.json",
     "user_interruption": "interrupt.json",
+    **dict.fromkeys(V15_TASKS, "metadata.json"),  # dataset/README.md l. 51-63
 }
 GT_DISTRIBUTION = "icc_gt_distribution.json"  # eval_backchannel.py l. 19: read from the cwd
 BC_WINDOW_S, BC_EPSILON = 0.2, 1e-10  # eval_backchannel.py l. 12-13
@@ -128,7 +150,16 @@ BC_WINDOW_S, BC_EPSILON = 0.2, 1e-10  # eval_backchannel.py l. 12-13
 FDB_SAMPLE_RATE = 16_000
 
 
-Task = Literal["pause_handling", "backchannel", "smooth_turn_taking", "user_interruption"]
+Task = Literal[
+    "pause_handling",
+    "backchannel",
+    "smooth_turn_taking",
+    "user_interruption",
+    "v1_5/user_interruption",
+    "v1_5/user_backchannel",
+    "v1_5/talking_to_other",
+    "v1_5/background_speech",
+]
 INDEX_OPTIONS = ("lead_s", "tail_s", "pause_resume_s", "split")  # the options index.json records
 
 RULES: dict[str, Rule] = {
@@ -155,7 +186,9 @@ class FdbOptions(FormatOptions):
     split: str | None = Field(
         default="test", description="export only samples of this split; 'all' or None: every sample"
     )
-    tasks: tuple[Task, ...] = Field(default=TASKS, min_length=1, description="comma-separated tasks to cut")
+    tasks: tuple[Task, ...] = Field(
+        default=(*TASKS, *V15_TASKS), min_length=1, description="comma-separated tasks to cut (v1.0 and v1.5)"
+    )
 
     @field_validator("split")
     @classmethod
@@ -192,6 +225,7 @@ class _Item:
     annotation: Callable[[Callable[[float], float]], object]  # task JSON, given dialogue time -> item time
     event: dict  # for index.json, dialogue seconds
     clips: dict[str, tuple[int, int]] = field(default_factory=dict)  # extra wavs: name -> user range
+    overlap: tuple[int, int] | None = None  # v1.5: the event's user range, zeroed in clean_input.wav
 
 
 @dataclass
@@ -369,11 +403,65 @@ def _interruption_items(tl: Timeline, sr: int, o: FdbOptions) -> _Found:
     return found
 
 
-FINDERS = {
+def _context_turn(tl: Timeline, host: TimelineTurn, exclude: int | None = None) -> TimelineTurn | None:
+    """The user's floor turn the agent's `host` turn answers: the last begun before it."""
+    before = [
+        t for t in tl.turns if t.channel is Channel.user and _floor_turn(t) and t.start < host.start and t.id != exclude
+    ]
+    return max(before, key=lambda t: t.start) if before else None
+
+
+def _overlap_items(tl: Timeline, sr: int, o: FdbOptions, task: str) -> _Found:
+    """v1.5 items: the agent talks (answering the user's context turn) and the user's channel
+    holds an overlap event it must handle: stop for an interruption, keep talking through a
+    backchannel, side talk or background speech."""
+    found = _Found()
+    for e in tl.events:
+        if isinstance(e, NonSpeechEvent) and task == "v1_5/background_speech":
+            found.left_out["non-speech sound (no v1.5 subset)"] += 1
+            continue
+        if task == "v1_5/user_interruption" and isinstance(e, BargeInEvent) and e.by is Channel.user:
+            intr = tl.turn(e.turn)
+            host, text, span = tl.turn(e.victim_turn), intr.spoken_text, (e.onset, intr.end)
+        elif task == "v1_5/user_backchannel" and isinstance(e, BackchannelEvent) and e.channel is Channel.user:
+            host, text, span = tl.turn(e.during_turn), tl.turn(e.turn).spoken_text, (e.start, e.end)
+        elif (task == "v1_5/talking_to_other" and isinstance(e, SideTalkEvent)) or (
+            task == "v1_5/background_speech" and isinstance(e, BackgroundSpeechEvent)
+        ):
+            host, text, span = tl.turn(e.during_turn), e.text, (e.start, e.end)
+        else:
+            continue
+        context = _context_turn(tl, host, exclude=getattr(e, "turn", None))
+        if context is None:
+            found.left_out["no user turn before the agent's turn (no context)"] += 1
+            continue
+        ctx, event = (_n(context.start, sr), _n(context.end, sr)), (_n(span[0], sr), _n(span[1], sr))
+        found.items.append(
+            _Item(
+                start=max(0, ctx[0] - _n(o.lead_s, sr)),
+                stop=event[1],
+                tail=_n(o.tail_s, sr),
+                keep=[ctx, event],
+                annotation=lambda rel, c=context.spoken_text, t=text, s=span: {
+                    "context_text": c,
+                    "current_turn_text": t,
+                    "timestamps": [rel(s[0]), rel(s[1])],
+                },
+                event={"type": e.type, "context_turn": context.id, "agent_turn": host.id, "span": list(span)},
+                overlap=event,
+            )
+        )
+    if not found.items:
+        found.none_reason = f"no {task.removeprefix('v1_5/')} event during an agent turn after a user turn"
+    return found
+
+
+FINDERS: dict[str, Callable[[Timeline, int, FdbOptions], _Found]] = {
     "pause_handling": _pause_items,
     "backchannel": _backchannel_items,
     "smooth_turn_taking": _turn_taking_items,
     "user_interruption": _interruption_items,
+    **{t: (lambda tl, sr, o, t=t: _overlap_items(tl, sr, o, t)) for t in V15_TASKS},
 }
 
 
@@ -443,6 +531,10 @@ def _write_item(folder: Path, task: str, item: _Item, sample: Sample) -> dict:
     folder.mkdir(parents=True)
     _write_wav(folder / "input.wav", user16)
     _write_wav(folder / "reference.wav", agent16)
+    if item.overlap is not None:  # v1.5: the same input without the overlap event
+        clean = user16.copy()
+        clean[at(item.overlap[0]) : at(item.overlap[1])] = 0
+        _write_wav(folder / "clean_input.wav", clean)
     for name, (a, z) in item.clips.items():
         _write_wav(folder / name, user16[at(a) : at(z)])  # the turn's own samples of input.wav
     _write_json(folder / TASK_FILES[task], item.annotation(rel))
@@ -489,7 +581,7 @@ class FullDuplexBench(Exporter[FdbOptions]):
 
     name = "fdb"
     format_version = "1"
-    outputs = ("index.json", *TASKS)
+    outputs = ("index.json", *TASKS, "v1_5")
     own_rules = RULES
     options_model = FdbOptions
     report_model = FdbReport
@@ -568,7 +660,8 @@ class FullDuplexBench(Exporter[FdbOptions]):
             sample_rate=sr,
             source_run=options.source_run,
             layout="Full-Duplex-Bench v1.0: {task}/{ID}/ with input.wav (user channel), the task JSON, "
-            "transcription.json, reference.wav (our agent); index.json maps items to samples",
+            "transcription.json, reference.wav (our agent); v1.5: v1_5/{subset}/{ID}/ with input.wav, "
+            "clean_input.wav, metadata.json; index.json maps items to samples",
             options=dump_options(options),
         )
         return finish(out_dir, sidecar, report, counter, None, started)

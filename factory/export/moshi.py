@@ -73,6 +73,7 @@ from factory.export.output import Decoded, ShardWriter, Sidecar, finish, read_ro
 from factory.export.report import ExportReport, Rule, RuleCounter, Timer, usable
 from factory.export.tokenizers import audio_tokenizer_for, fits_units, identity_dict, save_codebook, text_tokenizer_for
 from factory.models import Channel, Sample, Timeline
+from factory.timeline.frames import ignore_spans
 from factory.tokenize import TextTokenizer
 
 NAME = "moshi"
@@ -408,6 +409,8 @@ def _alignments_json(sample: Sample, agent: list[Alignment], sub: MoshiOptions) 
         }
         for t in sample.timeline.turns
     ]
+    if ignore := ignore_spans(sample.timeline):  # sound the agent must not answer (absent: none)
+        doc["ignore"] = ignore
     doc["text_prompt"] = sample.meta.role_prompt
     doc["voice_prompt"] = voice_prompt_path(sample.id)
     return json.dumps(doc, ensure_ascii=False) + "\n"

@@ -63,6 +63,7 @@ from factory.export.output import Decoded, Sidecar, finish, read_sidecar
 from factory.export.report import ExportReport, Rule, RuleCounter, usable
 from factory.export.tokenizers import identity_dict, text_tokenizer_for
 from factory.models import Channel, Sample, Timeline, TimelineTurn
+from factory.timeline.frames import ignore_spans
 
 NAME = "nemo-duplex"
 FORMAT_VERSION = "1"
@@ -335,6 +336,8 @@ def build_cut(
     ]
     cut.custom["split"] = sample.meta.split
     cut.custom["system_prompt"] = sample.meta.role_prompt
+    if ignore := ignore_spans(tl):  # sound the agent must not answer (absent: none)
+        cut.custom["ignore_spans"] = ignore
     # An Array, not a Recording: lhotse takes a custom Recording to span the cut's time (Shar reads it
     # back at the cut's duration), and this clip is shorter and not in the dialogue.
     pcm = to_pcm16(_resampled(sample.voice_prompt, sample.sample_rate, tgt))

@@ -14,6 +14,8 @@ first that holds:
   interrupt  the other channel barges in on c's turn in this unit (its onset is in the unit): c must stop;
   turn_end   a turn (or backchannel) of c that completed or yielded ends in this unit;
   speak      a spoken word of c overlaps the unit;
+  ignore     sound on c's channel the other must not answer (side talk, background speech,
+             non-speech: the timeline's ignore spans) overlaps the unit;
   listen     otherwise.
 Text per unit: c's spoken words that START in the unit (so each word is in exactly one unit).
 
@@ -45,7 +47,17 @@ from factory.export.options import ExportOptions, FrameRateOptions, dump_options
 from factory.export.output import Decoded, ShardWriter, finish, read_row, read_sidecar
 from factory.export.report import ExportReport, Rule, RuleCounter, Timer, usable
 from factory.export.tokenizers import channel_tokenizer, text_audio_sidecar, text_tokenizer_for, tokenized
-from factory.models import BargeInEvent, Channel, EndReason, Sample, Timeline, TimelineWord
+from factory.models import (
+    BackgroundSpeechEvent,
+    BargeInEvent,
+    Channel,
+    EndReason,
+    NonSpeechEvent,
+    Sample,
+    SideTalkEvent,
+    Timeline,
+    TimelineWord,
+)
 
 NAME = "units-1s"
 FORMAT_VERSION = "1"
@@ -53,7 +65,7 @@ FRAME_RATE = 25.0
 UNIT_S = 1.0
 SPECIALS = ["<unit>", "</unit>", "<|listen|>", "<|speak|>", "<|chunk_eos|>", "<|turn_eos|>", "<|interrupt|>"]
 UNIT, UNIT_END, LISTEN, SPEAK, CHUNK_EOS, TURN_EOS, INTERRUPT = range(len(SPECIALS))
-STATES = ("listen", "speak", "turn_end", "interrupt")
+STATES = ("listen", "speak", "turn_end", "interrupt", "ignore")
 ENDING = {"speak": CHUNK_EOS, "turn_end": TURN_EOS, "interrupt": INTERRUPT}
 RULES = {
     "units1s_last_unit_padded": Rule("pad", "the last unit is completed to 1 s with the tokens of digital silence"),
@@ -87,6 +99,10 @@ def states(timeline: Timeline, channel: Channel) -> list[str]:
     """The state of `channel` in each unit (rule in the module docstring)."""
     n = n_units(timeline)
     out = ["listen"] * n
+    for e in timeline.events:  # the lowest state but listen: anything else in the unit wins
+        if isinstance(e, (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent)) and e.channel is channel:
+            for u in range(_unit(e.start), min(_unit(max(e.end - 1e-9, e.start)), n - 1) + 1):
+                out[u] = "ignore"
     for w in spoken_words(timeline, channel):
         for u in range(_unit(w.start), min(_unit(max(w.end - 1e-9, w.start)), n - 1) + 1):
             out[u] = "speak"

@@ -108,6 +108,18 @@ class VoiceBank:
         best = max((contrast(v) for v in others), default=0)
         return [v for v in others if contrast(v) == best]
 
+    def pick_other(self, split: str, used: list[Voice], rng: np.random.Generator, language: str = "en") -> Voice:
+        """A voice of `split` speaking `language` that is none of `used`'s speakers (background
+        speech in a dialogue), on one of their backends where the split has one, so it renders in
+        the same batches."""
+        groups, backends = {group_of(v) for v in used}, {v.backend for v in used}
+        others = [v for v in self.by_split(split, language) if group_of(v) not in groups]
+        same = [v for v in others if v.backend in backends]
+        pool = same or others
+        if not pool:
+            raise VoiceBankError(f"split {split!r} has no voice besides {[v.id for v in used]} for background speech")
+        return pool[int(rng.integers(len(pool)))]
+
     def drawable_pairs(self, split: str, language: str = "en") -> list[tuple[Voice, Voice]]:
         """Every (user, agent) pair `pick_pair` can return for `split` and `language` (for checks over the bank)."""
         return [(first, other) for first in self.by_split(split, language) for other in self.partners(first)]

@@ -15,6 +15,7 @@ import numpy as np
 
 from factory.audio.edit import resample
 from factory.audio.mix import apply_gain, audio_sha256, mix
+from factory.audio.sounds import SOUND_BACKEND, rebuild_sound
 from factory.models import MixRecipe, PieceSource, VoicePrompt
 from factory.tts_cache import read_entry
 
@@ -25,7 +26,13 @@ class SourceMissing(LookupError):
 
 def load_source(cache_dir: Path | None, source: PieceSource, sample_rate: int) -> np.ndarray:
     """The render of one piece at `sample_rate`, read from the TTS cache and hash-checked (a run
-    whose config has no `tts.cache_dir` has nothing to read it from)."""
+    whose config has no `tts.cache_dir` has nothing to read it from); a synthesised sound is
+    made again from its seed."""
+    if source.backend == SOUND_BACKEND:
+        sound = rebuild_sound(source)
+        if audio_sha256(sound) != source.sha256:
+            raise SourceMissing(f"{source.text!r} (seed {source.seed}) synthesises other audio than the recipe used")
+        return sound
     if source.cache_key is None:
         raise SourceMissing(
             f"{source.text!r} ({source.voice_id}) was rendered with the TTS cache off: "

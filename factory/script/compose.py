@@ -27,6 +27,7 @@ from factory.script.planner import (
     barge_in_cut,
     barge_in_victims,
     insert_hesitations,
+    plan_ignored_events,
     plan_listener_marks,
 )
 from factory.script.response import SCRIPT_RESPONSE_SCHEMA, script_messages
@@ -38,12 +39,30 @@ def word_limits(scenario: Scenario, speaker: Channel, cfg: RunConfig) -> tuple[i
     return turn_length(scenario.mode, speaker, cfg.dialogue)
 
 
+def speaker_order(scenario: Scenario, cfg: RunConfig) -> list[Channel]:
+    """Who speaks each turn: alternating, the user first, or the agent when it opens (assistant
+    mode with `dialogue.agent_opens`)."""
+    first = Channel.agent if cfg.dialogue.agent_opens and scenario.mode is Mode.assistant else Channel.user
+    return [first if i % 2 == 0 else first.other for i in range(scenario.n_turns)]
+
+
+def with_ignored_events(script: Script, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
+    """`script` plus the planner's side talk, background speech and non-speech marks, drawn from
+    their own generator, so a run without them (rates 0) keeps every other draw and byte."""
+    rng = rng_for(cfg.run.seed, sample_key, "events")
+    events = plan_ignored_events(script.turns, script.marks, rng, cfg.events, scenario.language)
+    if not events:
+        return script
+    marks = sorted([*script.marks, *events], key=mark_order)
+    return script.model_copy(update={"marks": marks})
+
+
 def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
     """Raises `TurnRejected` when the LLM cannot write a usable turn within its attempts."""
     seed = cfg.run.seed
     behaviour = behaviour_for(cfg.behaviour, scenario.language)
     rng = rng_for(seed, sample_key, "behaviour")
-    speakers = [Channel.user if i % 2 == 0 else Channel.agent for i in range(scenario.n_turns)]
+    speakers = speaker_order(scenario, cfg)
     victims = barge_in_victims(scenario.mode, speakers, rng, behaviour)
     filler_turn = int(rng.integers(len(speakers))) if behaviour.min_fillers else -1
 
@@ -53,6 +72,8 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
     pending_victim = False  # a planned barge-in whose turn was too short moves to a later eligible turn
     for i, speaker in enumerate(speakers):
         low, high = word_limits(scenario, speaker, cfg)
+        if i == 0 and speaker is Channel.agent:  # the agent's greeting: as short as a user's turn
+            low, high = word_limits(scenario, Channel.user, cfg)
         may_be_cut = (i in victims or pending_victim) and i < len(speakers) - 1
         if may_be_cut and (scenario.mode is Mode.peer or speaker is Channel.agent):
             low = min(max(low, MIN_VICTIM_WORDS), high)  # long enough to be cut mid-way
@@ -95,7 +116,8 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
 
     marks.extend(plan_listener_marks(turns, marks, rng, behaviour, scenario.mode, scenario.language))
     marks.sort(key=mark_order)
-    return Script(scenario_id=scenario.id, turns=turns, marks=marks, llm=llm.name)
+    script = Script(scenario_id=scenario.id, turns=turns, marks=marks, llm=llm.name)
+    return with_ignored_events(script, scenario, cfg, sample_key)
 
 
 def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
@@ -130,7 +152,7 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
         script = _add_missing_barge_ins(llm, scenario, script, cfg, sample_key, rng)
         have = sum(isinstance(m, BargeIn) for m in script.marks)
         if have >= cfg.behaviour.min_barge_ins:
-            return script
+            return with_ignored_events(script, scenario, cfg, sample_key)
         # Too few (or too short) turns to cut: another attempt, not a script the timeline rejects after TTS.
         last = ScriptRejected(
             "too_few_turns", f"{len(script.turns)} turns hold {have} barge-ins < {cfg.behaviour.min_barge_ins}"

@@ -1,5 +1,6 @@
 """The behaviour planner's lexicon per language: what a filler, a backchannel (aizuchi), a laugh
-and a cut-off interruption sound like, and how often a listener reacts.
+and a cut-off interruption sound like, how often a listener reacts, and the phrases of the events
+the agent must not answer (side talk, background speech).
 
 Data, not code: one YAML file per language in `factory/script/lexicon/` (each file cites where its
 listener-reaction rate comes from). The config's `behaviour` token lists and
@@ -34,6 +35,10 @@ class Lexicon(BaseModel):
     backchannels_per_minute: float = Field(ge=0, le=60)
     backchannels_source: str = Field(min_length=1, description="where the listener-reaction rate comes from")
     voice_prompts: list[str] = Field(min_length=2, description="topic-free sentences the agent's voice prompt says")
+    side_talk: list[str] = Field(default_factory=list, description="what the user says to someone else in the room")
+    background_speech: list[str] = Field(
+        default_factory=list, description="what a TV, a radio or other people in the room say (about 2 s)"
+    )
 
 
 def lexicon_languages() -> list[str]:

@@ -8,24 +8,29 @@ are pure: text and a numpy Generator in, text and marks out.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 
-from factory.config import BehaviourSection
+from factory.config import BehaviourSection, EventsSection
 from factory.languages import words as lang_words
 from factory.models import (
     Backchannel,
+    BackgroundSpeech,
     BargeIn,
     Channel,
     FailedInterruption,
+    IgnoredMark,
     Laugh,
     ListenerMark,
     Mark,
     Mode,
+    NonSpeech,
     ScriptTurn,
+    SideTalk,
     SilentPause,
 )
-from factory.script.lexicon import rate, tokens
+from factory.script.lexicon import load_lexicon, rate, tokens
 from factory.script.marks import write_hesitations
 
 SPEAKING_RATE_WPS = 3.5  # words per second within speech (Switchboard), to turn rates/minute into counts
@@ -190,4 +195,58 @@ def plan_listener_marks(
             taken.add((turn, j))
             pool = tokens(cfg.laugh_tokens if kind is Laugh else cfg.failed_interruption_tokens)
             planned.append(kind(turn=turn, word_index=j, token=str(rng.choice(pool))))
+    return planned
+
+
+def event_lines(kind: Literal["side_talk", "background_speech"], language: str) -> tuple[str, ...]:
+    """The packaged phrases of one event kind in one language (its lexicon's `side_talk` or
+    `background_speech` list, `factory/script/lexicon/<language>.yaml`)."""
+    lines = getattr(load_lexicon(language), kind)
+    if not lines:
+        raise ValueError(f"no {kind} phrases for language {language!r}: add a `{kind}:` list to its lexicon file")
+    return tuple(lines)
+
+
+EVENT_MIN_WORDS = 8  # an agent turn shorter than this has no room for an event it keeps talking through
+
+
+def plan_ignored_events(
+    turns: list[ScriptTurn], marks: list[Mark], rng: np.random.Generator, cfg: EventsSection, language: str
+) -> list[IgnoredMark]:
+    """Side talk, background speech and non-speech sounds on the user's side, after a word inside
+    one of the agent's turns (not in its last words, nor near a barge-in cut): the agent keeps
+    talking through them, so no reply follows. Counts are Poisson with the configured means; the
+    timeline moves one to another word when the user's channel is busy there."""
+    heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
+    spans = [
+        (i, 2, heard.get(i, len(t.text.split())) - 4)
+        for i, t in enumerate(turns)
+        if t.speaker is Channel.agent and heard.get(i, len(t.text.split())) >= EVENT_MIN_WORDS
+    ]
+    counts = {
+        kind: int(rng.poisson(rate)) if rate > 0 else 0
+        for kind, rate in (
+            ("side_talk", cfg.side_talk_per_dialogue),
+            ("background_speech", cfg.background_speech_per_dialogue),
+            ("non_speech", cfg.non_speech_per_dialogue),
+        )
+    }
+    if not spans or not any(counts.values()):
+        return []
+    taken = {(m.turn, m.word_index) for m in marks if isinstance(m, ListenerMark)}
+    planned: list[IgnoredMark] = []
+    for kind, count in counts.items():
+        for _ in range(count):
+            turn, lo, hi = spans[int(rng.integers(len(spans)))]
+            j = int(rng.integers(lo, hi + 1))
+            if (turn, j) in taken:
+                continue
+            taken.add((turn, j))
+            if kind == "non_speech":
+                sound = cfg.non_speech_sounds[int(rng.integers(len(cfg.non_speech_sounds)))]
+                planned.append(NonSpeech(turn=turn, word_index=j, sound=sound))
+            else:
+                text = str(rng.choice(event_lines(kind, language)))
+                mark = SideTalk if kind == "side_talk" else BackgroundSpeech
+                planned.append(mark(turn=turn, word_index=j, text=text))
     return planned

@@ -24,7 +24,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from factory.models import BargeIn, Filler, Mode, Restart, Scenario, Script, SilentPause
+from factory.models import (
+    BackgroundSpeech,
+    BargeIn,
+    Filler,
+    Mode,
+    NonSpeech,
+    Restart,
+    Scenario,
+    Script,
+    SideTalk,
+    SilentPause,
+)
 
 __all__ = [
     "SCRIPT_RESPONSE_SCHEMA",
@@ -224,6 +235,8 @@ def script_to_response(script: Script) -> dict[str, Any]:
         out_words = [words[j] for j in content]
         marks: list[dict[str, Any]] = []
         for m in mine:
+            if isinstance(m, SideTalk | BackgroundSpeech | NonSpeech):
+                continue  # not in the model's format: the planner adds them after it
             if isinstance(m, Filler):
                 k = next_word(m.word_index)
                 if k == 0 and m.word_index == 0 and out_words and out_words[0][:1].islower():

@@ -94,6 +94,9 @@ def build_messages(
     recent = history[-HISTORY_TURNS:]
     interrupted = bool(recent) and recent[-1].speaker is not speaker and not recent[-1].text.strip().endswith(_TERMINAL)
     messages = [{"role": "system", "content": system_prompt(scenario, speaker, max_words, interrupted)}]
+    if not recent and speaker is Channel.agent and scenario.mode is Mode.assistant:  # dialogue.agent_opens
+        messages.append({"role": "user", "content": "(The user has just connected. Greet them and offer your help.)"})
+        return messages
     if not recent:
         messages.append({"role": "user", "content": f"(You start the conversation. Bring up: {scenario.topic}.)"})
         return messages

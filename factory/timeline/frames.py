@@ -17,7 +17,15 @@ from enum import IntEnum
 
 import numpy as np
 
-from factory.models import BargeInEvent, Channel, OverlapEvent, Timeline
+from factory.models import (
+    BackgroundSpeechEvent,
+    BargeInEvent,
+    Channel,
+    NonSpeechEvent,
+    OverlapEvent,
+    SideTalkEvent,
+    Timeline,
+)
 
 FRAME_RATE = 100.0
 
@@ -42,6 +50,9 @@ class FrameView:
     overlap: np.ndarray  # (n,) bool: both channels hold a turn (the timeline's overlap events)
     barge_in_onset: np.ndarray  # (2, n) bool: the channel starts a barge-in in this frame
     agent_state: np.ndarray  # (n,) int8 AgentState
+    # (n,) bool: sound on the user's channel the agent must not answer (side talk, background
+    # speech, non-speech): not a turn, not activity; the agent keeps its state through it
+    ignore: np.ndarray
 
     @property
     def n_frames(self) -> int:
@@ -68,7 +79,8 @@ def frame_view(timeline: Timeline, rate: float = FRAME_RATE) -> FrameView:
     """The view of `timeline`, built at 100 Hz (then `resample`d to `rate`): voice activity and
     word index from the spoken words, turn index from the turns, overlap and barge-in onsets from
     the events, and the agent's control state (speak while it holds a turn, must-stop from a
-    user's barge-in onset to the agent's stop)."""
+    user's barge-in onset to the agent's stop), and the ignore spans from the side-talk,
+    background-speech and non-speech events."""
     if rate != FRAME_RATE:
         return resample(frame_view(timeline), rate)
     n = n_frames(timeline.duration, rate)
@@ -76,6 +88,7 @@ def frame_view(timeline: Timeline, rate: float = FRAME_RATE) -> FrameView:
     turn = np.full((2, n), -1, np.int32)
     overlap = np.zeros(n, bool)
     onset = np.zeros((2, n), bool)
+    ignore = np.zeros(n, bool)
     for i, w in enumerate(timeline.words):
         if w.spoken:
             word[w.channel.index, _frames(w.start, w.end, rate, n)] = i
@@ -89,6 +102,8 @@ def frame_view(timeline: Timeline, rate: float = FRAME_RATE) -> FrameView:
             onset[e.by.index, min(_first_frame(e.onset, rate), n - 1)] = True
             if e.by is Channel.user:
                 agent_state[_frames(e.onset, e.victim_stop, rate, n)] = AgentState.must_stop
+        elif isinstance(e, (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent)):
+            ignore[_frames(e.start, e.end, rate, n)] = True
     return FrameView(
         rate=rate,
         activity=word >= 0,
@@ -97,7 +112,24 @@ def frame_view(timeline: Timeline, rate: float = FRAME_RATE) -> FrameView:
         overlap=overlap,
         barge_in_onset=onset,
         agent_state=agent_state,
+        ignore=ignore,
     )
+
+
+def ignore_spans(timeline: Timeline) -> list[dict[str, object]]:
+    """The events the agent must not answer as plain spans, for exporters that carry them beside
+    their states: `{"type", "start", "end", "channel", "text"}` (text: the words, or `[cough]`)."""
+    return [
+        {
+            "type": e.type,
+            "start": round(e.start, 6),
+            "end": round(e.end, 6),
+            "channel": e.channel.value,
+            "text": e.text if not isinstance(e, NonSpeechEvent) else f"[{e.sound}]",
+        }
+        for e in timeline.events
+        if isinstance(e, (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent))
+    ]
 
 
 def _blocks(x: np.ndarray, factor: int, fill: int | bool) -> np.ndarray:
@@ -147,4 +179,5 @@ def resample(view: FrameView, rate: float) -> FrameView:
         overlap=_held(_blocks(view.overlap, factor, False)),
         barge_in_onset=np.any(_blocks(view.barge_in_onset, factor, False), axis=-1),
         agent_state=agent_state,
+        ignore=_held(_blocks(view.ignore, factor, False)),
     )

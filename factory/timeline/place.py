@@ -12,12 +12,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from factory.audio.edit import cut_after_word, insert_pause
-from factory.config import TimingSection
+from factory.audio.edit import VAD_FRAME_S, cut_after_word, insert_pause
+from factory.audio.vad import energy_vad
+from factory.config import EventsSection, TimingSection
 from factory.languages import join
 from factory.models import (
     Backchannel,
     BackchannelEvent,
+    BackgroundSpeech,
+    BackgroundSpeechEvent,
     BargeIn,
     BargeInEvent,
     Channel,
@@ -29,13 +32,19 @@ from factory.models import (
     Filler,
     HesitationEvent,
     HesitationKind,
+    IgnoredEvent,
+    IgnoredMark,
     Laugh,
     LaughEvent,
     ListenerMark,
     Mode,
+    NonSpeech,
+    NonSpeechEvent,
     OverlapEvent,
     Restart,
     Script,
+    SideTalk,
+    SideTalkEvent,
     SilentPause,
     Timeline,
     TimelineTurn,
@@ -69,6 +78,36 @@ class Placement:
     silences: list[tuple[int, int]] = field(default_factory=list)
     cut: bool = False
     fade: int = 0
+    gain_db: float | None = None  # a layer: an event the agent must not answer (MixPiece.gain_db)
+
+
+@dataclass
+class _Ignored:
+    """A placed event the agent must not answer (key ("event", mark index)), over its host turn."""
+
+    key: tuple[str, int]
+    mark: IgnoredMark
+    host: tuple[str, int]
+    start: float
+    utt: Utterance
+    gain_db: float
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.utt.audio) / self.utt.sample_rate
+
+    def audible(self, sr: int) -> tuple[float, float]:
+        """The event's span: where its render is audible beside speech at full level (the energy
+        VAD's -45 dB re the render's peak, raised by the layer's attenuation; 10 ms frames), so the
+        render's quiet lead and tail are not in it."""
+        active = np.flatnonzero(energy_vad(self.utt.audio, self.utt.sample_rate, -45.0 - self.gain_db))
+        if not len(active):
+            return self.start, _q(self.end, sr)
+        on, off = active[0] * VAD_FRAME_S, min((active[-1] + 1) * VAD_FRAME_S, self.utt.duration)
+        return _q(self.start + on, sr), _q(self.start + off, sr)
+
+
+EVENT_DELAY_S = 0.15  # an event starts this long after the end of the host's word it is planned at
 
 
 @dataclass
@@ -168,12 +207,15 @@ def build_timeline(
     fade_s: float,
     mode: Mode | None = None,
     language: str = "en",
+    ignored: dict[int, Utterance] | None = None,
+    events: EventsSection | None = None,
 ) -> tuple[Timeline, list[Placement]]:
     """`rendered[i]` renders `script.turns[i].text` in full; `reactions[k]` renders the token of
-    `script.marks[k]` when it is a listener mark (backchannel, laugh, failed interruption). All
-    at one sample rate. Gaps and overlaps between turns come from the config's `TimingModel` for
-    the dialogue's `language`; `mode` assistant lets the agent's answers follow its own latency
-    when configured."""
+    `script.marks[k]` when it is a listener mark (backchannel, laugh, failed interruption), and
+    `ignored[k]` the sound of an event the agent must not answer (side talk, background speech,
+    non-speech; levels from `events`). All at one sample rate. Gaps and overlaps between turns
+    come from the config's `TimingModel` for the dialogue's `language`; `mode` assistant lets the
+    agent's answers follow its own latency when configured."""
     sr = rendered[0].sample_rate
     cuts = {m.turn: m.heard_words for m in script.marks if isinstance(m, BargeIn)}
     model = timing_model(timing, language)
@@ -280,7 +322,38 @@ def build_timeline(
                 )
                 break
 
-    return _to_timeline(sample_id, placed, voices, rng, timing, sr, language)
+    layers = _place_ignored(script, placed, ignored or {}, events or EventsSection(), sr)
+    return _to_timeline(sample_id, placed, voices, rng, timing, sr, layers, language)
+
+
+def _place_ignored(
+    script: Script, placed: list[_Placed], ignored: dict[int, Utterance], cfg: EventsSection, sr: int
+) -> list[_Ignored]:
+    """Events the agent must not answer, after a word of the agent's host turn and inside it (the
+    agent keeps talking), where the user's channel is free (`CHANNEL_GUARD_S` from any of its
+    sound, so each event stands alone in the user's audio): the planned word first, then the
+    nearest others; an event that fits nowhere is dropped. No random draws."""
+    hosts = {p.key[1]: p for p in placed if p.key[0] == "turn"}
+    busy = [(q.start, q.end) for q in placed if q.channel is Channel.user]
+    levels = {
+        SideTalk: cfg.side_talk_gain_db,
+        BackgroundSpeech: cfg.background_speech_gain_db,
+        NonSpeech: cfg.non_speech_gain_db,
+    }
+    out: list[_Ignored] = []
+    for k, mark in enumerate(script.marks):
+        if not isinstance(mark, (SideTalk, BackgroundSpeech, NonSpeech)) or k not in ignored:
+            continue
+        host, utt = hosts[mark.turn], ignored[k]
+        planned = mark.word_index
+        for j in sorted(range(1, host.heard_words - 1), key=lambda j: (abs(j - planned), j)):
+            start = _q(host.start + host.utt.words[j].end + EVENT_DELAY_S, sr)
+            end = start + utt.duration
+            if end <= host.end and not any(start < e + CHANNEL_GUARD_S and s < end + CHANNEL_GUARD_S for s, e in busy):
+                out.append(_Ignored(("event", k), mark, host.key, start, utt, levels[type(mark)]))
+                busy.append((start, end))
+                break
+    return out
 
 
 def _word_kinds(p: _Placed) -> list[WordKind]:
@@ -299,6 +372,7 @@ def _to_timeline(
     rng: np.random.Generator,
     timing: TimingSection,
     sr: int,
+    layers: list[_Ignored],
     language: str = "en",
 ) -> tuple[Timeline, list[Placement]]:
     placed.sort(key=lambda p: (p.start, p.channel.index))
@@ -363,6 +437,7 @@ def _to_timeline(
                 )
             )
     events.extend(overlap_events(turns))
+    events.extend(_ignored_event(x, ids[x.host], sr) for x in layers)
     events.sort(key=lambda e: (e.start, e.end, e.type))
 
     tail = timing.tail.low + rng.random() * (timing.tail.high - timing.tail.low)
@@ -388,7 +463,21 @@ def _to_timeline(
         )
         for p in placed
     ]
+    placements += [
+        Placement(key=x.key, channel=Channel.user, start=round(x.start * sr), audio=x.utt.audio, gain_db=x.gain_db)
+        for x in layers
+    ]
     return timeline, placements
+
+
+def _ignored_event(x: _Ignored, during: int, sr: int) -> IgnoredEvent:
+    start, end = x.audible(sr)
+    span = {"start": start, "end": end, "during_turn": during, "level_db": x.gain_db}
+    if isinstance(x.mark, SideTalk):
+        return SideTalkEvent(text=x.mark.text, **span)
+    if isinstance(x.mark, BackgroundSpeech):
+        return BackgroundSpeechEvent(text=x.mark.text, voice_id=x.utt.voice_id, **span)
+    return NonSpeechEvent(sound=x.mark.sound, **span)
 
 
 def overlap_events(turns: list[TimelineTurn]) -> list[Event]:
