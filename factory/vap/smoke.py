@@ -57,6 +57,7 @@ class SmokeReport(BaseModel):
     train_dialogues: int
     held_out_dialogues: int
     steps: int
+    batch: int
     seed: int
     threads: int
     seconds: float
@@ -95,6 +96,7 @@ def smoke_train(
     run: str | None = None,
     out_dir: Path | None = None,
     steps: int = 400,
+    batch: int = 16,
     seed: int = 0,
     threads: int = 2,
     plot_dialogues: int = 3,
@@ -109,7 +111,7 @@ def smoke_train(
     started = time.perf_counter()
     export_dir = Path(export_dir)
     out_dir = Path(out_dir) if out_dir else export_dir / "smoke-train"
-    cfg = TrainConfig(steps=steps, seed=seed, threads=threads)
+    cfg = TrainConfig(steps=steps, batch=batch, seed=seed, threads=threads)
     streams = load_streams(export_dir, run, storage_options, timelines)
     train_set, held = held_out_split(streams.dialogues)
     thresholds, model_acc, projection = _fit_and_score(streams, cfg)
@@ -134,6 +136,7 @@ def smoke_train(
         train_dialogues=len(train_set),
         held_out_dialogues=len(held),
         steps=steps,
+        batch=batch,
         seed=seed,
         threads=threads,
         seconds=0.0,

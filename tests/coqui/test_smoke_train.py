@@ -2,11 +2,11 @@
 and the break-check: the same exporter changed on purpose to delay the agent channel by 2 s gets
 the failing verdict.
 
-The dialogues are tests/export_fixtures' (the real timeline planner over word-shaped noise bursts),
-each with its own random script (tests/test_timeline's `random_script`: one fixed script makes
-who-speaks-next learnable from the dialogue's position alone, shifted or not), and with one change
-that makes turn-taking learnable from the audio: the last word of every turn is a low-passed burst
-(like a turn-final fall), so the end of a turn differs from a pause inside it. Plain white bursts
+The dialogues are tests/export_fixtures' `make_cued_sample` (the real timeline planner over
+word-shaped noise bursts), each with its own random script (one fixed script makes who speaks next
+learnable from the position in the dialogue alone, shifted or not), and with one change that makes
+turn-taking learnable from the audio: the last word of every turn is a low-passed burst (like a
+turn-final fall), so the end of a turn differs from a pause inside it. Plain white bursts
 carry no such cue, and there the model rightly does no better than the control. The truth the
 measures use is the samples' own timelines, not the export.
 """
@@ -19,39 +19,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tests.export_fixtures as fixtures
 from factory.export import dgslm
 from factory.export.options import ExportOptions
 from factory.export.output import UNITS_CODEBOOK
-from factory.models import Mode, Utterance
 from factory.vap.smoke import MARGIN, PLOT, REPORT, smoke_train
-from tests.test_timeline import burst_utterance, random_script
+from tests.export_fixtures import make_cued_sample
 
-N_DIALOGUES = 24  # a quarter (every 4th) in the dev split: the held-out split
+N_DIALOGUES = 20  # a quarter (every 4th) in the dev split: the held-out split
 RATE = 25.0
 TURNS = 8
-STEPS = 100
-
-
-def cued_utterance(text: str, rng: np.random.Generator, voice: str) -> Utterance:
-    utt = burst_utterance(text, rng, voice)
-    last = utt.words[-1]
-    a, b = round(last.start * utt.sample_rate), round(last.end * utt.sample_rate)
-    audio = utt.audio.copy()
-    audio[a:b] = np.convolve(audio[a:b], np.ones(24, np.float32) / 24 * 4, "same")  # low-passed, as loud
-    return utt.model_copy(update={"audio": audio})
-
-
-def _sample(i: int):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fixtures, "SCRIPT", random_script(np.random.default_rng(1000 + i), Mode.assistant, TURNS))
-        mp.setattr(fixtures, "burst_utterance", cued_utterance)
-        return fixtures.make_sample(i, split="dev" if i % 4 == 0 else "train")
+STEPS = 80
+BATCH = 8
 
 
 @pytest.fixture(scope="module")
 def samples():
-    return [_sample(i) for i in range(N_DIALOGUES)]
+    return [make_cued_sample(i, "dev" if i % 4 == 0 else "train", TURNS) for i in range(N_DIALOGUES)]
 
 
 def _export(samples, out: Path, codebook: Path | None = None) -> Path:
@@ -85,7 +68,9 @@ def broken(samples, exported, tmp_path_factory) -> Path:
 
 
 def test_the_model_beats_the_majority_and_the_shifted_control(exported, samples) -> None:
-    report = smoke_train(exported, steps=STEPS, threads=1, timelines={s.id: s.meta.timeline for s in samples})
+    report = smoke_train(
+        exported, steps=STEPS, batch=BATCH, threads=1, timelines={s.id: s.meta.timeline for s in samples}
+    )
     sh = report.measures["shift_hold"]
     assert report.learnable, report.verdict
     assert report.verdict.startswith("this data carries learnable turn-taking")
@@ -99,7 +84,12 @@ def test_the_model_beats_the_majority_and_the_shifted_control(exported, samples)
 
 def test_an_exporter_that_delays_the_agent_by_2_s_gets_the_failing_verdict(broken, samples) -> None:
     report = smoke_train(
-        broken, steps=STEPS, threads=1, plot_dialogues=0, timelines={s.id: s.meta.timeline for s in samples}
+        broken,
+        steps=STEPS,
+        batch=BATCH,
+        threads=1,
+        plot_dialogues=0,
+        timelines={s.id: s.meta.timeline for s in samples},
     )
     assert not report.learnable, report.verdict
     assert report.verdict.startswith("it does not")
