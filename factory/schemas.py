@@ -19,6 +19,7 @@ from factory.export.report import ExportReport
 from factory.models import ManifestRow, MixRecipe, SampleMeta, Scenario, Script, Timeline, Voice
 from factory.run.records import FailureRecord, RunSummary, ShardRecord, ShardStats
 from factory.script.response import ScriptResponse
+from factory.vap.report import SmokeReport
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -38,6 +39,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "shard_stats": ShardStats,  # what one shard cost (the run summary pools them)
     "run_summary": RunSummary,  # generate --summary-json
     "llm_script_response": ScriptResponse,  # what the LLM writes in llm.script_mode=structured (guided decoding)
+    "smoke_train_report": SmokeReport,  # smoke_train.json of `duplex-factory smoke-train`
 }
 
 

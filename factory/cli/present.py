@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from factory.export.fdb import FdbReport
     from factory.export.output import Decoded
     from factory.publish.hub import PushReport
-    from factory.vap.smoke import SmokeReport
+    from factory.vap.report import SmokeReport
 
 SHOWN_ROWS = 20  # dialogues (and rejections) listed by a run summary; the manifest has the rest
 

@@ -24,8 +24,8 @@ from factory.export.output import read_rows, read_sidecar
 from factory.models import Channel, Timeline
 from factory.run.read import read_sample_metas
 from factory.timeline.frames import frame_view
+from factory.vap.measures import MODEL_RATE
 
-MODEL_RATE = 12.5  # Hz: the model's grid; every export rate that is a whole multiple of it is grouped onto it
 FORMATS = ("dgslm", "units-1s", "moshi", "lslm")
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MODEL_RATE = 12.5  # Hz: the model's grid; every export rate that is a whole multiple of it is grouped onto it
 BIN_FRAMES = (3, 5, 7, 10)  # 80 ms frames: 0.24 + 0.40 + 0.56 + 0.80 = 2.0 s
 HORIZON = sum(BIN_FRAMES)
 WINDOW = 6  # frames before an event (0.48 s)

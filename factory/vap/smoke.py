@@ -1,12 +1,7 @@
 """The smoke-train (`duplex-factory smoke-train EXPORT`, torch environment): the VAP model trained on
 the export's train split and on a control whose agent channel is delayed by 2 s, both scored on the
-held-out split with the run's own voice activity as the truth, and a verdict.
-
-Verdict rule: the data carries learnable turn-taking when, on at least `MIN_EVENTS` held-out
-shift/hold events with both outcomes present, the model's shift/hold balanced accuracy beats both
-the majority class (0.5) and the shifted control by at least `MARGIN`. The control keeps every
-channel's own tokens and only breaks their timing against each other, so the model beats it only
-when the token streams carry *when* each side speaks relative to the other."""
+held-out split with the run's own voice activity as the truth, and a verdict (the rule:
+`factory.vap.report`)."""
 
 from __future__ import annotations
 
@@ -16,56 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from factory.atomic import atomic_write, atomic_write_text
 from factory.models import Timeline
-from factory.vap.data import MODEL_RATE, Dialogue, Streams, held_out_split, load_streams, shift_agent
-from factory.vap.measures import MEASURES, balanced_accuracy, best_threshold, events, score
-
-MARGIN = 0.05
-MIN_EVENTS = 20
-CONTROL_SHIFT_S = 2.0
-REPORT = "smoke_train.json"
-PLOT = "smoke_train.png"
-RULE = (
-    f"learnable when, on >= {MIN_EVENTS} held-out shift/hold events (both outcomes present), the model's "
-    f"shift/hold balanced accuracy beats the majority class (0.5) and the {CONTROL_SHIFT_S:g} s agent-shifted "
-    f"control by >= {MARGIN}"
-)
-
-
-class Measure(BaseModel):
-    """One VAP measure on the held-out split: event counts and balanced accuracies (None when the
-    held-out split lacks one of the two outcomes)."""
-
-    events: int
-    positives: int
-    model: float | None
-    control: float | None
-    majority: float | None
-    threshold: float = Field(description="the model's decision threshold, chosen on the train split's events")
-
-
-class SmokeReport(BaseModel):
-    """`smoke_train.json`: what the smoke-train measured and its verdict."""
-
-    export: str
-    format: str
-    export_frame_rate: float
-    model_frame_rate: float = MODEL_RATE
-    train_dialogues: int
-    held_out_dialogues: int
-    steps: int
-    batch: int
-    seed: int
-    threads: int
-    seconds: float
-    measures: dict[str, Measure]
-    learnable: bool
-    verdict: str
-    rule: str = RULE
-    plot: str | None = None
+from factory.vap.data import Dialogue, Streams, held_out_split, load_streams, shift_agent
+from factory.vap.measures import MEASURES, MODEL_RATE, balanced_accuracy, best_threshold, events, score
+from factory.vap.report import CONTROL_SHIFT_S, PLOT, REPORT, Measure, SmokeReport, judge
 
 
 def _scored(dialogues: list[Dialogue], projections: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -151,21 +102,6 @@ def smoke_train(
     report.seconds = time.perf_counter() - started
     atomic_write_text(out_dir / REPORT, report.model_dump_json(indent=2))
     return report
-
-
-def judge(shift_hold: Measure) -> tuple[bool, str]:
-    """The verdict from the held-out shift/hold measure, by `RULE`."""
-    m, c = shift_hold.model, shift_hold.control
-    if m is None or shift_hold.events < MIN_EVENTS:
-        return False, (
-            f"it does not: too few held-out shift/hold events to judge ({shift_hold.events}, both outcomes "
-            f"needed, at least {MIN_EVENTS})"
-        )
-    control = c if c is not None else 0.5
-    numbers = f"shift/hold balanced accuracy {m:.3f} against majority 0.500 and shifted control {control:.3f}"
-    if m >= 0.5 + MARGIN and m >= control + MARGIN:
-        return True, f"this data carries learnable turn-taking: {numbers} (margin {MARGIN})"
-    return False, f"it does not carry learnable turn-taking: {numbers} (margin {MARGIN} not met)"
 
 
 def plot_projection(path: Path, dialogues: list[Dialogue], projections: list[np.ndarray]) -> None:

@@ -22,7 +22,8 @@ import pytest
 from factory.export import dgslm
 from factory.export.options import ExportOptions
 from factory.export.output import UNITS_CODEBOOK
-from factory.vap.smoke import MARGIN, PLOT, REPORT, smoke_train
+from factory.vap.report import MARGIN, PLOT, REPORT
+from factory.vap.smoke import smoke_train
 from tests.export_fixtures import make_cued_sample
 
 N_DIALOGUES = 20  # a quarter (every 4th) in the dev split: the held-out split
