@@ -6,6 +6,8 @@ with deterministic algorithms on 1-2 threads, so the same export gives the same 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,51 +56,59 @@ class VAP(nn.Module):
         return self.head(x.transpose(1, 2)).view(tokens.shape[0], tokens.shape[2], 2, len(BIN_FRAMES))
 
 
-def _setup(cfg: TrainConfig) -> None:
+@contextmanager
+def _seeded(cfg: TrainConfig) -> Iterator[None]:
+    """Seeded, deterministic algorithms, `cfg.threads` threads; the process's settings restored
+    after (a test session or a caller keeps its own)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def train(streams: Streams, dialogues: list[Dialogue], cfg: TrainConfig) -> VAP:
     """Train on random `cfg.window`-frame crops of `dialogues` (a dialogue shorter than the window
     is padded, its padding masked out of the loss)."""
-    _setup(cfg)
-    rng = np.random.default_rng(cfg.seed)
-    model = VAP(streams.vocab, streams.slots, cfg.embed, cfg.hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    prepared = [(d.tokens, *targets(d.activity)) for d in dialogues]
-    weights = np.array([t.shape[1] for t, _, _ in prepared], np.float64)
-    weights /= weights.sum()
-    w = cfg.window
-    model.train()
-    for _ in range(cfg.steps):
-        tok = np.full((cfg.batch, 2, w, streams.slots), streams.pad, np.int64)
-        tgt = np.zeros((cfg.batch, w, 2, len(BIN_FRAMES)), np.float32)
-        mask = np.zeros((cfg.batch, w), np.float32)
-        for b, i in enumerate(rng.choice(len(prepared), cfg.batch, p=weights)):
-            tokens, target, valid = prepared[i]
-            n = tokens.shape[1]
-            start = int(rng.integers(0, max(n - w, 0) + 1))
-            m = min(w, n - start)
-            tok[b, :, :m] = tokens[:, start : start + m]
-            tgt[b, :m], mask[b, :m] = target[start : start + m], valid[start : start + m]
-        logits = model(torch.from_numpy(tok))
-        loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(tgt), reduction="none")
-        m_t = torch.from_numpy(mask)
-        loss = (loss.mean((-1, -2)) * m_t).sum() / m_t.sum().clamp(min=1.0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with _seeded(cfg):
+        rng = np.random.default_rng(cfg.seed)
+        model = VAP(streams.vocab, streams.slots, cfg.embed, cfg.hidden)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        prepared = [(d.tokens, *targets(d.activity)) for d in dialogues]
+        weights = np.array([t.shape[1] for t, _, _ in prepared], np.float64)
+        weights /= weights.sum()
+        w = cfg.window
+        model.train()
+        for _ in range(cfg.steps):
+            tok = np.full((cfg.batch, 2, w, streams.slots), streams.pad, np.int64)
+            tgt = np.zeros((cfg.batch, w, 2, len(BIN_FRAMES)), np.float32)
+            mask = np.zeros((cfg.batch, w), np.float32)
+            for b, i in enumerate(rng.choice(len(prepared), cfg.batch, p=weights)):
+                tokens, target, valid = prepared[i]
+                n = tokens.shape[1]
+                start = int(rng.integers(0, max(n - w, 0) + 1))
+                m = min(w, n - start)
+                tok[b, :, :m] = tokens[:, start : start + m]
+                tgt[b, :m], mask[b, :m] = target[start : start + m], valid[start : start + m]
+            logits = model(torch.from_numpy(tok))
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(tgt), reduction="none")
+            m_t = torch.from_numpy(mask)
+            loss = (loss.mean((-1, -2)) * m_t).sum() / m_t.sum().clamp(min=1.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return model
 
 
 def project(model: VAP, dialogues: list[Dialogue], cfg: TrainConfig) -> list[np.ndarray]:
     """Each dialogue's (T, 2, 4) projected activity, the whole dialogue in one causal pass."""
-    _setup(cfg)
     model.eval()
     out: list[np.ndarray] = []
-    with torch.no_grad():
+    with _seeded(cfg), torch.no_grad():
         for d in dialogues:
             logits: Any = model(torch.from_numpy(d.tokens[None]))
             out.append(torch.sigmoid(logits)[0].numpy())
