@@ -1,5 +1,6 @@
 """Commands on training exports: `export` (a run as a format's training shards, or
-Full-Duplex-Bench items) and `inspect` (an exported sequence rendered back per frame). The logic
+Full-Duplex-Bench items), `inspect` (an exported sequence rendered back per frame) and
+`smoke-train` (does the export carry learnable turn-taking; factory/vap, torch environment). The logic
 lives in factory/export; here are the option parsing, the progress bar, and the hand-over of an
 export that needs torch to the torch environment (`torch_env`: the hidden `export-request`
 command there runs the same `ExportRequest`)."""
