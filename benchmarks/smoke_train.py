@@ -3,8 +3,9 @@
 Either an export you give (`--export DIR [--run RUN]`, e.g. of a real 200-dialogue run), or, by
 default, `--dialogues N` of tests/export_fixtures' `make_cued_sample` (the real timeline planner
 over noise bursts with a turn-final cue, random scripts; every 4th dialogue held out) exported as
-dgslm at 50 Hz with 256 units. Records the wall time of the smoke-train alone (the export is
-timed on its own line), the threads, and the model / shifted-control / majority measures.
+dgslm at 50 Hz with 256 units (fitted on the first 32 dialogues). Records the wall time of the
+smoke-train alone (the export is timed on its own line), the threads, and the model /
+shifted-control / majority measures.
 
     .envs/coqui/bin/python benchmarks/smoke_train.py [--dialogues 200] [--steps 400] [--threads 2]
         # writes benchmarks/results/smoke_train.{json,md}
@@ -42,17 +43,23 @@ def main() -> None:
         if export_dir is None:
             from factory.export import dgslm
             from factory.export.options import ExportOptions
+            from factory.export.output import UNITS_CODEBOOK
             from tests.export_fixtures import make_cued_sample
 
             samples = [make_cued_sample(i, "dev" if i % 4 == 0 else "train") for i in range(args.dialogues)]
             timelines = {s.id: s.meta.timeline for s in samples}
             export_dir = Path(tmp) / "dgslm"
             started = time.perf_counter()
-            dgslm.Dgslm().export(samples, export_dir, ExportOptions())
+            # the units codebook fitted on the first 32 dialogues, as `export` fits it on a run's first 64
+            fit_dir = Path(tmp) / "fit"
+            dgslm.Dgslm().export(samples[:32], fit_dir, ExportOptions())
+            codebook = {"codebook": str(fit_dir / UNITS_CODEBOOK)}
+            dgslm.Dgslm().export(samples, export_dir, ExportOptions(audio_tokenizer_options=codebook))
             export_s = time.perf_counter() - started
             minutes = sum(s.timeline.duration for s in samples) / 60
             source = (
-                f"{args.dialogues} make_cued_sample dialogues ({minutes:.1f} dialogue-minutes), dgslm 50 Hz, 256 units"
+                f"{args.dialogues} make_cued_sample dialogues ({minutes:.1f} dialogue-minutes), "
+                "dgslm 50 Hz, 256 units fitted on 32"
             )
             del samples
         started = time.perf_counter()
