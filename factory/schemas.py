@@ -20,6 +20,7 @@ from factory.models import ManifestRow, MixRecipe, SampleMeta, Scenario, Script,
 from factory.run.records import FailureRecord, RunSummary, ShardRecord, ShardStats
 from factory.script.response import ScriptResponse
 from factory.script.source import SourceDialogue
+from factory.vap.report import SmokeReport
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -40,6 +41,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "run_summary": RunSummary,  # generate --summary-json
     "llm_script_response": ScriptResponse,  # what the LLM writes in llm.script_mode=structured (guided decoding)
     "dialogue_set": SourceDialogue,  # one line of a dialogue-set JSONL file (dialogues/README.md)
+    "smoke_train_report": SmokeReport,  # smoke_train.json of `duplex-factory smoke-train`
 }
 
 

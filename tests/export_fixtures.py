@@ -7,6 +7,8 @@ exports against is this timeline and this audio."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from factory.audio.mix import apply_gain, apply_gains, audio_sha256, loudness_gains
@@ -26,13 +28,14 @@ from factory.models import (
     Scenario,
     Script,
     ScriptTurn,
+    Utterance,
     VoicePrompt,
 )
 from factory.script.lexicon import load_lexicon
 from factory.script.prompts import role_prompt
 from factory.seeding import rng_for
 from factory.timeline.place import build_timeline
-from tests.test_timeline import SR, burst_utterance
+from tests.test_timeline import SR, burst_utterance, random_script
 
 CFG = RunConfig()
 
@@ -56,25 +59,31 @@ SCRIPT = Script(
 )
 
 
-def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train") -> Sample:
+def make_sample(
+    seed: int = 0,
+    sample_id: str | None = None,
+    split: str = "train",
+    script: Script = SCRIPT,
+    utterance: Callable[[str, np.random.Generator, str], Utterance] = burst_utterance,
+) -> Sample:
     rng = np.random.default_rng(seed)
     voices = {Channel.user: "u", Channel.agent: "a"}
-    rendered = [burst_utterance(t.text, rng, voices[t.speaker]) for t in SCRIPT.turns]
+    rendered = [utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
     reactions = {
-        k: burst_utterance(m.token, rng, voices[SCRIPT.turns[m.turn].speaker.other])
-        for k, m in enumerate(SCRIPT.marks)
+        k: utterance(m.token, rng, voices[script.turns[m.turn].speaker.other])
+        for k, m in enumerate(script.marks)
         if isinstance(m, ListenerMark)
     }
     sid = sample_id or f"d{seed:03d}"
     tl, placements = build_timeline(
-        sid, SCRIPT, rendered, reactions, voices, rng_for(seed, sid, "timeline"), CFG.timing, 0.008
+        sid, script, rendered, reactions, voices, rng_for(seed, sid, "timeline"), CFG.timing, 0.008
     )
     stems = np.zeros((round(tl.duration * SR), 2), np.float32)
     for p in placements:
         stems[p.start : p.start + len(p.audio), p.channel.index] += p.audio
     gains = loudness_gains(stems, SR, -23, -1)
     # its own generator, drawn after the dialogue's, so the dialogue is what it was without prompts
-    prompt = burst_utterance(
+    prompt = utterance(
         load_lexicon("en").voice_prompts[seed % 6], rng_for(seed, sid, "voice_prompt"), voices[Channel.agent]
     )
     stems = apply_gains(stems, gains)
@@ -89,7 +98,7 @@ def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train
         style="casual",
         user=Persona(name="U", description="a user"),
         agent=Persona(name="A", description="an agent"),
-        n_turns=len(SCRIPT.turns),
+        n_turns=len(script.turns),
     )
     meta = SampleMeta(
         id=sid,
@@ -97,7 +106,7 @@ def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train
         run_seed=seed,
         sample_key=sid,
         scenario=scenario,
-        script=SCRIPT,
+        script=script,
         timeline=tl,
         recipe=recipe,
         voices=voices,
@@ -119,6 +128,25 @@ def make_sample(seed: int = 0, sample_id: str | None = None, split: str = "train
     )
     prompt_audio = apply_gain(prompt.audio, gains[Channel.agent.index])
     return Sample(meta=meta, stems=stems, voice_prompt=prompt_audio)
+
+
+def turn_final_cue(text: str, rng: np.random.Generator, voice: str) -> Utterance:
+    """`burst_utterance` whose last word is a low-passed burst, as loud (like a turn-final fall):
+    audio in which the end of a turn differs from a pause inside it, so turn-taking is learnable
+    from it (the smoke-train's test and benchmark)."""
+    utt = burst_utterance(text, rng, voice)
+    last = utt.words[-1]
+    a, b = round(last.start * utt.sample_rate), round(last.end * utt.sample_rate)
+    audio = utt.audio.copy()
+    audio[a:b] = np.convolve(audio[a:b], np.ones(24, np.float32) / 24 * 4, "same")
+    return utt.model_copy(update={"audio": audio})
+
+
+def make_cued_sample(seed: int, split: str = "train", turns: int = 8) -> Sample:
+    """A dialogue of its own random script (one fixed script makes who speaks next learnable from
+    the position in the dialogue alone), its turns ending in `turn_final_cue`."""
+    script = random_script(np.random.default_rng(1000 + seed), Mode.assistant, turns)
+    return make_sample(seed, split=split, script=script, utterance=turn_final_cue)
 
 
 def make_run(run_dir, samples: list[Sample], rejected: tuple[str, ...] = (), empty_shard: bool = True):

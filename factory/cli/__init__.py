@@ -22,6 +22,7 @@ app.command()(runs.preference)
 app.command("fit-timing")(configure.fit_timing)
 app.command("export")(export.export_cmd)
 app.command()(export.inspect)
+app.command("smoke-train")(export.smoke_train)
 app.command("export-request", hidden=True)(export.export_request)
 
 __all__ = ["app"]

@@ -1,5 +1,6 @@
 """Commands on training exports: `export` (a run as a format's training shards, or
-Full-Duplex-Bench items) and `inspect` (an exported sequence rendered back per frame). The logic
+Full-Duplex-Bench items), `inspect` (an exported sequence rendered back per frame) and
+`smoke-train` (does the export carry learnable turn-taking; factory/vap, torch environment). The logic
 lives in factory/export; here are the option parsing, the progress bar, and the hand-over of an
 export that needs torch to the torch environment (`torch_env`: the hidden `export-request`
 command there runs the same `ExportRequest`)."""
@@ -150,3 +151,54 @@ def inspect(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(exc.exit_code) from None
     present.wide(console, 100).print(present.decoded_table(sidecar.format, sample, decoded, start, end))
+
+
+def smoke_train(
+    export_dir: Annotated[
+        Path, typer.Argument(help="an export folder: dgslm, units-1s, lslm, or moshi -o tokens=true")
+    ],
+    run: Annotated[
+        str | None, typer.Option(help="the run whose timelines are the truth; default the export's source run")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="report and plot folder; default EXPORT/smoke-train")] = None,
+    steps: Annotated[int, typer.Option(help="training steps of each model (16 crops of 20 s per step)")] = 400,
+    seed: Annotated[int, typer.Option(help="seed of the models and their crops")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads (1-2 on a shared machine)")] = 2,
+    storage_options: StorageOpt = None,
+) -> None:
+    """Train a small Voice Activity Projection model on an export's audio tokens and say whether the data
+    carries learnable turn-taking: its held-out shift/hold, shift-prediction, backchannel and barge-in-stop
+    balanced accuracies against the majority class and the same model trained with the agent channel
+    delayed by 2 s (exit 0), or that it does not (exit 1). Runs in the torch environment (`make envs`)
+    by itself; writes smoke_train.json and smoke_train.png."""
+    if not torch_env.has_torch():
+        args = [str(export_dir), *(["--run", run] if run else []), *(["--out", str(out)] if out else [])]
+        args += ["--steps", str(steps), "--seed", str(seed), "--threads", str(threads)]
+        if storage_options:
+            args += ["--storage-options", storage_options]
+        try:
+            raise typer.Exit(torch_env.run_there(["smoke-train", *args], ""))
+        except ExportError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(exc.exit_code) from None
+    # lazy: torch and the run reader (seconds), in the torch environment only
+    from factory.vap.smoke import smoke_train as run_smoke_train
+
+    try:
+        with console.status("smoke-train: the model, then the shifted control"):
+            report = run_smoke_train(
+                export_dir,
+                run,
+                out,
+                steps=steps,
+                seed=seed,
+                threads=threads,
+                storage_options=parse_storage(storage_options),
+            )
+    except ExportError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(exc.exit_code) from None
+    present.wide(console, 110).print(present.smoke_table(report))
+    console.print(f"[{'green' if report.learnable else 'red'}]{report.verdict}[/]", highlight=False)
+    console.print(f"rule: {report.rule}; plot: {report.plot}", highlight=False)
+    raise typer.Exit(0 if report.learnable else 1)

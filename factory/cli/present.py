@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from factory.export.fdb import FdbReport
     from factory.export.output import Decoded
     from factory.publish.hub import PushReport
+    from factory.vap.report import SmokeReport
 
 SHOWN_ROWS = 20  # dialogues (and rejections) listed by a run summary; the manifest has the rest
 
@@ -229,4 +230,22 @@ def decoded_table(format_name: str, sample_id: str, decoded: Decoded, start: flo
         if t < start or (end is not None and t >= end):
             continue
         table.add_row(str(f), f"{t:.2f}", *(v[f] if f < len(v) else "" for v in decoded.tracks.values()))
+    return table
+
+
+def smoke_table(report: SmokeReport) -> Table:
+    """The smoke-train's held-out measures: balanced accuracy of the model, the shifted control and
+    the majority class, with the event counts."""
+    table = Table(
+        title=f"{report.format} export: {report.train_dialogues} train / {report.held_out_dialogues} held-out "
+        f"dialogues, {report.steps} steps, {report.seconds:.0f} s"
+    )
+    for header in ("measure (balanced accuracy)", "events (positive)", "model", "shifted control", "majority"):
+        table.add_column(header)
+
+    def acc(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    for name, m in report.measures.items():
+        table.add_row(name, f"{m.events} ({m.positives})", acc(m.model), acc(m.control), acc(m.majority))
     return table

@@ -1,0 +1,128 @@
+"""The smoke-train (`duplex-factory smoke-train EXPORT`, torch environment): the VAP model trained on
+the export's train split and on a control whose agent channel is delayed by 2 s, both scored on the
+held-out split with the run's own voice activity as the truth, and a verdict (the rule:
+`factory.vap.report`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from factory.atomic import atomic_write, atomic_write_text
+from factory.models import Timeline
+from factory.vap.data import Dialogue, Streams, held_out_split, load_streams, shift_agent
+from factory.vap.measures import MEASURES, MODEL_RATE, balanced_accuracy, best_threshold, events, score
+from factory.vap.report import CONTROL_SHIFT_S, PLOT, REPORT, Measure, SmokeReport, judge
+
+
+def _scored(dialogues: list[Dialogue], projections: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    per: dict[str, tuple[list[float], list[bool]]] = {m: ([], []) for m in MEASURES}
+    for d, p in zip(dialogues, projections):
+        for e in events(d.activity):
+            per[e.measure][0].append(score(e, p))
+            per[e.measure][1].append(e.label)
+    return {m: (np.asarray(s, np.float64), np.asarray(lab, bool)) for m, (s, lab) in per.items()}
+
+
+def _fit_and_score(streams: Streams, cfg: Any) -> tuple[dict[str, float], dict[str, float | None], list[np.ndarray]]:
+    """Train on the train split; thresholds from the train events, balanced accuracy on the held out."""
+    from factory.vap.model import project, train  # lazy: torch (torch environment only, seconds to import)
+
+    train_set, held = held_out_split(streams.dialogues)
+    model = train(streams, train_set, cfg)
+    tr = _scored(train_set, project(model, train_set, cfg))
+    held_projection = project(model, held, cfg)
+    te = _scored(held, held_projection)
+    thresholds = {m: best_threshold(*tr[m]) for m in MEASURES}
+    accs = {m: balanced_accuracy(te[m][1], te[m][0] > thresholds[m]) if len(te[m][1]) else None for m in MEASURES}
+    return thresholds, accs, held_projection
+
+
+def smoke_train(
+    export_dir: Path,
+    run: str | None = None,
+    out_dir: Path | None = None,
+    steps: int = 400,
+    batch: int = 16,
+    seed: int = 0,
+    threads: int = 2,
+    plot_dialogues: int = 3,
+    storage_options: dict[str, Any] | None = None,
+    timelines: Mapping[str, Timeline] | None = None,
+) -> SmokeReport:
+    """Train, score, judge; write `smoke_train.json` and `smoke_train.png` into `out_dir`
+    (default EXPORT/smoke-train). The voice-activity truth is the run's timelines (`run`, default
+    the export's source run), or `timelines` by sample id."""
+    from factory.vap.model import TrainConfig  # lazy: torch (torch environment only, seconds to import)
+
+    started = time.perf_counter()
+    export_dir = Path(export_dir)
+    out_dir = Path(out_dir) if out_dir else export_dir / "smoke-train"
+    cfg = TrainConfig(steps=steps, batch=batch, seed=seed, threads=threads)
+    streams = load_streams(export_dir, run, storage_options, timelines)
+    train_set, held = held_out_split(streams.dialogues)
+    thresholds, model_acc, projection = _fit_and_score(streams, cfg)
+    _, control_acc, _ = _fit_and_score(shift_agent(streams, CONTROL_SHIFT_S), cfg)
+    held_events = _scored(held, projection)
+    measures = {}
+    for m in MEASURES:
+        labels = held_events[m][1]
+        measures[m] = Measure(
+            events=len(labels),
+            positives=int(labels.sum()),
+            model=model_acc[m],
+            control=control_acc[m],
+            majority=balanced_accuracy(labels, np.zeros_like(labels)),  # a constant guess: 0.5
+            threshold=thresholds[m],
+        )
+    learnable, verdict = judge(measures["shift_hold"])
+    report = SmokeReport(
+        export=str(export_dir),
+        format=streams.format,
+        export_frame_rate=streams.export_rate,
+        train_dialogues=len(train_set),
+        held_out_dialogues=len(held),
+        steps=steps,
+        batch=batch,
+        seed=seed,
+        threads=threads,
+        seconds=0.0,
+        measures=measures,
+        learnable=learnable,
+        verdict=verdict,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if plot_dialogues:
+        plot_projection(out_dir / PLOT, held[:plot_dialogues], projection[:plot_dialogues])
+        report.plot = str(out_dir / PLOT)
+    report.seconds = time.perf_counter() - started
+    atomic_write_text(out_dir / REPORT, report.model_dump_json(indent=2))
+    return report
+
+
+def plot_projection(path: Path, dialogues: list[Dialogue], projections: list[np.ndarray]) -> None:
+    """Per held-out dialogue, each channel's true activity and its projected activity over the
+    next 0.24 s (the first bin), on one time axis."""
+    import matplotlib  # lazy: plotting only here, seconds to import
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: see above
+
+    fig, axes = plt.subplots(len(dialogues), 1, figsize=(12, 2.6 * len(dialogues)), squeeze=False)
+    for ax, d, p in zip(axes[:, 0], dialogues, projections):
+        t = np.arange(d.activity.shape[1]) / MODEL_RATE
+        for ch, (name, colour, sign) in enumerate((("user", "tab:blue", 1), ("agent", "tab:orange", -1))):
+            ax.fill_between(t, 0, sign * d.activity[ch], step="post", color=colour, alpha=0.25, label=f"{name} true")
+            ax.plot(t, sign * p[:, ch, 0], color=colour, lw=1, label=f"{name} projected (next 0.24 s)")
+        ax.set_title(d.id, fontsize=9)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_yticks([-1, 0, 1], ["agent", "", "user"])
+    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)
+    axes[-1, 0].set_xlabel("time, s")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)

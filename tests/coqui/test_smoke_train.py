@@ -1,0 +1,96 @@
+"""The smoke-train (factory/vap) on a small dgslm export of dialogues that carry a turn-taking cue,
+and the break-check: the same exporter changed on purpose to delay the agent channel by 2 s gets
+the failing verdict.
+
+The dialogues are tests/export_fixtures' `make_cued_sample` (the real timeline planner over
+word-shaped noise bursts), each with its own random script (one fixed script makes who speaks next
+learnable from the position in the dialogue alone, shifted or not), and with one change that makes
+turn-taking learnable from the audio: the last word of every turn is a low-passed burst (like a
+turn-final fall), so the end of a turn differs from a pause inside it. Plain white bursts
+carry no such cue, and there the model rightly does no better than the control. The truth the
+measures use is the samples' own timelines, not the export.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from factory.export import dgslm
+from factory.export.options import ExportOptions
+from factory.export.output import UNITS_CODEBOOK
+from factory.vap.report import MARGIN, PLOT, REPORT
+from factory.vap.smoke import smoke_train
+from tests.export_fixtures import make_cued_sample
+
+N_DIALOGUES = 20  # a quarter (every 4th) in the dev split: the held-out split
+RATE = 25.0
+TURNS = 8
+STEPS = 80
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return [make_cued_sample(i, "dev" if i % 4 == 0 else "train", TURNS) for i in range(N_DIALOGUES)]
+
+
+def _export(samples, out: Path, codebook: Path | None = None) -> Path:
+    tokenizer = {"codebook": str(codebook)} if codebook else {}
+    options = ExportOptions(
+        units_k=32, units_fit_samples=4, audio_tokenizer_options=tokenizer, format_options={"frame_rate": RATE}
+    )
+    dgslm.Dgslm().export(samples, out, options)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(samples, tmp_path_factory) -> Path:
+    return _export(samples, tmp_path_factory.mktemp("dgslm"))
+
+
+@pytest.fixture(scope="module")
+def broken(samples, exported, tmp_path_factory) -> Path:
+    """The dgslm exporter changed on purpose: the agent's codes delayed by 2 s (the first frames
+    repeat its first code), as a one-off channel-offset bug would."""
+    k = round(2.0 * RATE)
+    real = dgslm.tokenized
+
+    def delayed(*args, **kwargs):
+        for s, (user, agent) in real(*args, **kwargs):
+            yield s, [user, np.concatenate([np.repeat(agent[..., :1], k, -1), agent[..., :-k]], -1)]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dgslm, "tokenized", delayed)
+        return _export(samples, tmp_path_factory.mktemp("dgslm-broken"), exported / UNITS_CODEBOOK)
+
+
+def test_the_model_beats_the_majority_and_the_shifted_control(exported, samples) -> None:
+    report = smoke_train(
+        exported, steps=STEPS, batch=BATCH, threads=1, timelines={s.id: s.meta.timeline for s in samples}
+    )
+    sh = report.measures["shift_hold"]
+    assert report.learnable, report.verdict
+    assert report.verdict.startswith("this data carries learnable turn-taking")
+    assert sh.model is not None and sh.control is not None
+    assert sh.model >= 0.5 + MARGIN and sh.model >= sh.control + MARGIN
+    assert report.held_out_dialogues == N_DIALOGUES // 4 and sh.events >= 20
+    saved = json.loads((exported / "smoke-train" / REPORT).read_text())
+    assert saved["learnable"] is True and saved["measures"]["shift_hold"]["model"] == sh.model
+    assert (exported / "smoke-train" / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_exporter_that_delays_the_agent_by_2_s_gets_the_failing_verdict(broken, samples) -> None:
+    report = smoke_train(
+        broken,
+        steps=STEPS,
+        batch=BATCH,
+        threads=1,
+        plot_dialogues=0,
+        timelines={s.id: s.meta.timeline for s in samples},
+    )
+    assert not report.learnable, report.verdict
+    assert report.verdict.startswith("it does not")

@@ -1,0 +1,111 @@
+"""The smoke-train's torch-free parts (factory/vap: data, measures) in the main environment: the VAP
+targets and events against hand-built activity, and every layout it reads (dgslm, units-1s, lslm,
+moshi -o tokens=true) put onto its grid with the right channel order. Training and the verdict are
+tests/coqui/test_smoke_train.py.
+
+The truth for the layouts is the samples' timelines: on a channel, the frames whose token is not
+the silence unit (the commonest token where the timeline has both channels silent) are the frames
+the timeline has that channel speaking. Swapped channels or a misread layout break that."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from factory.export.options import ExportOptions
+from factory.export.output import UNITS_CODEBOOK
+from factory.export.registry import get_format
+from factory.vap.data import held_out_split, load_streams, shift_agent
+from factory.vap.measures import BIN_FRAMES, HORIZON, events, targets
+from tests.export_fixtures import make_sample
+
+
+def test_targets_are_each_bins_share_of_future_activity() -> None:
+    rng = np.random.default_rng(0)
+    activity = rng.random((2, 60)) < 0.5
+    got, valid = targets(activity)
+    for t in (0, 7, 30, 60 - HORIZON - 1):
+        start = t + 1
+        for b, width in enumerate(BIN_FRAMES):
+            assert np.allclose(got[t, :, b], activity[:, start : start + width].mean(1))
+            start += width
+        assert valid[t]
+    assert not valid[60 - HORIZON :].any()
+
+
+def _activity(spans: dict[int, list[tuple[int, int]]], n: int) -> np.ndarray:
+    a = np.zeros((2, n), bool)
+    for ch, pieces in spans.items():
+        for s, e in pieces:
+            a[ch, s:e] = True
+    return a
+
+
+def test_events_of_a_hand_built_dialogue() -> None:
+    # frames: user 5-30; a gap; agent 34-70, a pause, 74-100 with the user's backchannel 80-84 over
+    # it; a gap; user 103-140 with the agent's 3 frames 110-113 over it (the user goes on)
+    a = _activity({0: [(5, 30), (80, 84), (103, 140)], 1: [(34, 70), (74, 100), (110, 113)]}, 200)
+    got = {(e.measure, e.frames[0], e.speaker, e.label) for e in events(a)}
+    assert ("shift_hold", 30, 0, True) in got  # user -> agent after a 4-frame gap
+    assert ("shift_hold", 70, 1, False) in got  # the agent's pause: a hold
+    assert ("shift_hold", 100, 1, True) in got
+    assert ("shift_prediction", 30 - 6, 0, True) in got
+    assert ("backchannel_prediction", 80 - 6, 1, True) in got  # the user's short IPU inside the agent's turn
+    assert ("barge_in_stop", 111, 0, False) in got  # the agent's 3 frames over the user: the user goes on
+    holds = [e for e in events(a) if e.measure == "shift_hold"]
+    assert len(holds) == 3
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return [make_sample(0), make_sample(1, split="dev")]
+
+
+def _export(fmt: str, samples, out: Path, **options) -> Path:
+    get_format(fmt).export(samples, out, ExportOptions(units_k=16, **options))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(samples, tmp_path_factory) -> dict[str, Path]:
+    dgslm = _export("dgslm", samples, tmp_path_factory.mktemp("dgslm"))
+    same = {"audio_tokenizer_options": {"codebook": str(dgslm / UNITS_CODEBOOK)}}
+    return {
+        "dgslm": dgslm,
+        "units-1s": _export(
+            "units-1s", samples, tmp_path_factory.mktemp("u1"), format_options={"frame_rate": 50}, **same
+        ),
+        "lslm": _export("lslm", samples, tmp_path_factory.mktemp("lslm"), **same),
+        # units fitted at Moshi's 12.5 Hz
+        "moshi": _export("moshi", samples, tmp_path_factory.mktemp("moshi"), format_options={"tokens": True}),
+    }
+
+
+@pytest.mark.parametrize("fmt", ["dgslm", "units-1s", "lslm", "moshi"])
+def test_each_layout_reads_onto_the_grid_with_the_right_channels(exports, samples, fmt) -> None:
+    streams = load_streams(exports[fmt], timelines={s.id: s.meta.timeline for s in samples})
+    assert streams.format == fmt and [d.id for d in streams.dialogues] == [s.id for s in samples]
+    for d in streams.dialogues:
+        first = d.tokens[:, :, 0]  # the first slot of each model frame
+        known = first != streams.pad
+        silent = ~d.activity.any(0) & known.all(0)
+        silence = np.bincount(first[:, silent].ravel()).argmax()
+        for ch in (0, 1):
+            k = known[ch]
+            agree = ((first[ch] != silence) == d.activity[ch])[k].mean()
+            swapped = ((first[ch] != silence) == d.activity[1 - ch])[k].mean()
+            assert agree > 0.75 and agree > swapped + 0.2, (fmt, d.id, ch, agree, swapped)
+        if fmt == "lslm":  # only the agent's turns are known there
+            assert 0.3 < known[1].mean() < 1.0
+    train, held = held_out_split(streams.dialogues)
+    assert [d.id for d in train] == ["d000"] and [d.id for d in held] == ["d001"]
+
+
+def test_the_control_delays_the_agent_channel_only(exports, samples) -> None:
+    streams = load_streams(exports["dgslm"], timelines={s.id: s.meta.timeline for s in samples})
+    control = shift_agent(streams, 2.0)
+    for d, c in zip(streams.dialogues, control.dialogues):
+        assert (c.tokens[0] == d.tokens[0]).all() and (c.activity == d.activity).all()
+        assert (c.tokens[1, 25:] == d.tokens[1, :-25]).all() and (c.tokens[1, :25] == streams.pad).all()
