@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from factory.workers import tied_to_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_ENV = ROOT / ".envs" / "vllm"
 VLLM_MODEL = ROOT / ".envs" / "smollm2-hf"
@@ -60,14 +62,6 @@ class ServerStartError(RuntimeError):
     """A server exited or did not become ready; the message carries its log's tail."""
 
 
-def die_with_parent() -> None:
-    """preexec_fn of a test server: the kernel kills it when the test process dies, however it dies
-    (a killed pytest or xdist worker never runs the fixture's teardown; the server would stay)."""
-    import ctypes  # lazy: only in the forked child, before exec
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def start_server(
     name: str, cmd: list[str], port: int, log: Path, ready_s: float, env: dict[str, str] | None = None
 ) -> Server:
@@ -77,13 +71,12 @@ def start_server(
     started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd,
+            tied_to_parent(cmd),  # a killed pytest or xdist worker never runs the fixture's teardown
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
-            preexec_fn=die_with_parent,
         )
     server = Server(name, f"http://127.0.0.1:{port}/v1", log, proc, 0.0)
     while time.monotonic() < started + ready_s:
