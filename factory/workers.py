@@ -1,4 +1,5 @@
-"""The one process pool: spawned worker processes that exit with the process that started them.
+"""The one process pool: spawned worker processes that exit with the process that started them;
+and `tied_to_parent`, the same guarantee for a server started as a child program.
 
 Used by the shard engine (`factory.engine`: embedded LLM, Whisper QA, assembly and encoding) and by
 the CPU TTS backends' pool (`factory.render.pool`). Spawned, never forked: the callers run threads
@@ -12,11 +13,30 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
+
+# Runs in a child before its real program: ask the kernel to SIGKILL it when its parent dies
+# (PR_SET_PDEATHSIG, Linux), and exit if the parent is already gone (the race between fork and
+# prctl). Then exec the program, so the child keeps its pid and the flag.
+_TIED_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def tied_to_parent(argv: list[str]) -> list[str]:
+    """The command line that runs `argv` as a child the kernel kills when this process dies,
+    however it dies (a server a SIGKILLed run or test session would otherwise leave behind). A
+    launcher rather than a `preexec_fn`: the callers run threads, and code between fork and exec
+    in a threaded process can deadlock."""
+    return [sys.executable, "-c", _TIED_LAUNCHER, str(os.getpid()), *argv]
 
 
 def can_spawn() -> bool:

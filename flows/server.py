@@ -2,8 +2,8 @@
 
 Prefect's own ephemeral server (`SubprocessASGIServer`) is a uvicorn child that outlives a
 SIGKILLed parent: a run killed by hand, the OOM killer or a scheduler left it running. This one
-is started through a launcher that sets `PR_SET_PDEATHSIG` (SIGKILL) before exec'ing uvicorn, so
-the kernel kills it the moment the run dies, however it dies; a normal exit stops it politely.
+is started through `factory.workers.tied_to_parent` (`PR_SET_PDEATHSIG` before exec'ing uvicorn),
+so the kernel kills it the moment the run dies, however it dies; a normal exit stops it politely.
 When `PREFECT_API_URL` already names a server (a deployment's worker, a shared server for Dask or
 Ray workers), that server is used and nothing is started.
 """
@@ -21,14 +21,7 @@ from pathlib import Path
 
 import httpx
 
-# Runs in the child before uvicorn: die with the parent (Linux), and exit if the parent is
-# already gone (the race between fork and prctl).
-_LAUNCHER = (
-    "import ctypes, os, signal, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
-    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'uvicorn', *sys.argv[2:]])\n"
-)
+from factory.workers import tied_to_parent
 
 
 def free_port() -> int:
@@ -57,7 +50,7 @@ def start_server(port: int, env: dict[str, str], log: Path | None = None) -> sub
     ]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *args],
+        tied_to_parent([sys.executable, "-m", "uvicorn", *args]),
         env={**env, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"},
         stdout=out,
         stderr=out,

@@ -109,6 +109,13 @@ TINY = [
     # backend and tests/test_voices.py the bank's draws.
     "tts.user_voice=espeak-gb-m3",
     "tts.agent_voice=piper-joe",
+    # Every stage in the test's own process: spawning worker pools (each imports the factory and
+    # loads its models) cost a four-dialogue run ~17 of its ~73 CPU seconds, on a 2-core machine
+    # that already runs two test workers. The pools are tested where they are the subject:
+    # test_determinism's fresh run (same bytes as this in-process fixture), test_throughput,
+    # test_tts_batch and test_crash's kills (no worker outlives a killed run).
+    "run.processes=1",
+    "tts.processes=1",
 ]
 
 

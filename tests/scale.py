@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.servers import die_with_parent
+from factory.workers import tied_to_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,12 +121,12 @@ def start_prefect_server(home: Path):
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        tied_to_parent([str(Path(sys.executable).parent / "prefect"), "server", "start"])
+        + ["--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=die_with_parent,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 240

@@ -1,6 +1,6 @@
-"""Same config and seed, same bytes: a fresh process with an empty TTS cache reproduces the `tiny_run`
-fixture's shards byte for byte, and so do two shard workers with one sample per shard (rows and
-manifest equal; only the grouping into files differs).
+"""Same config and seed, same bytes: a fresh process with an empty TTS cache and worker pools
+reproduces the `tiny_run` fixture's shards (made in-process) byte for byte, and so do two shard
+workers with one sample per shard (rows and manifest equal; only the grouping into files differs).
 
 Each run is a subprocess running the CLI `generate`, so nothing cached in-process (models, voice
 bank, LLM answers, TTS renders) carries over from the fixture's run. Its TTS cache starts empty and
@@ -120,7 +120,8 @@ def _files(run_dir: Path, folder: str) -> dict[str, bytes]:
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, prefect_api: str) -> dict:
     tmp = tmp_path_factory.mktemp("determinism")
     return {  # the per-run Prefect server of a user's run stays under test in "same"
-        "same": fresh_run(tmp, "same"),
+        # The worker pools a user's run gets on a 2-core machine (TINY runs in-process).
+        "same": fresh_run(tmp, "same", "run.processes=2", "tts.processes=2"),
         "regrouped": fresh_run(
             tmp,
             "regrouped",

@@ -37,6 +37,7 @@ def test_deploy_schedule_trigger_and_worker_run_once(prefect_server, tmp_path):
     url, env = prefect_server
     out = tmp_path / "out"
     items = fast(tmp_path / "cache", "run.n_samples=2", "run.samples_per_shard=2", f"run.output_dir={out}")
+    items += ["run.processes=1", "tts.processes=1"]  # what is under test is Prefect's, not the worker pools
     args = [sys.executable, "-m", "factory.cli", "deploy", "--name", "nightly", "--pool", "duplex-test"]
     args += ["--cron", "0 2 * * *"]
     for item in items:

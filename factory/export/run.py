@@ -22,7 +22,7 @@ from factory.export.registry import get_format
 from factory.export.report import DroppedSample, ExportReport
 from factory.export.tokenizers import audio_tokenizer_for
 from factory.models import Channel, Sample
-from factory.run.read import RunFolderError, complete_shards, read_samples
+from factory.run.read import RunFolderError, complete_shards, read_manifest, read_samples
 
 Progress = Callable[[int, int | None], None]  # (samples read, samples the run holds when known)
 
@@ -40,19 +40,12 @@ def run_counts(run: str, storage_options: dict[str, Any] | None = None) -> RunCo
     """Rejected samples (from the manifest) and empty data shards of a run; RunFolderError when
     it is not a run."""
     shards = complete_shards(run, verify=False, storage_options=storage_options)
-    store = shards[0][0]
+    manifest = read_manifest(shards[0][0], columns=["id", "status", "reason"], unfinalized=True)
     counts = RunCounts()
-    parts = (
-        ["manifest.parquet"]
-        if store.exists("manifest.parquet")
-        else [f"manifests/{n}" for n in store.names("manifests", ".parquet")]
-    )
-    for part in parts:
-        with store.open(part) as f:
-            df = pl.read_parquet(f, columns=["id", "status", "reason"])
-        counts.ok = (counts.ok or 0) + df.filter(pl.col("status") == "ok").height
-        rejected = df.filter(pl.col("status") == "rejected")
-        counts.rejected += [(r["id"], r["reason"] or "") for r in rejected.iter_rows(named=True)]
+    if manifest.width:  # no manifest part at all: the ok count is unknown
+        counts.ok = manifest.filter(pl.col("status") == "ok").height
+        rejected = manifest.filter(pl.col("status") == "rejected")
+        counts.rejected = [(r["id"], r["reason"] or "") for r in rejected.iter_rows(named=True)]
     for store, data in shards:
         with store.open(data) as f:
             counts.empty_shards += pq.read_metadata(f).num_rows == 0

@@ -130,12 +130,25 @@ def read_sample_metas(
         yield row_meta(row)
 
 
-def read_manifest(run: Path | str | RunStore, storage_options: dict[str, Any] | None = None) -> pl.DataFrame:
-    """The finalized run's `manifest.parquet` (RunFolderError when the run was not finalized)."""
+def read_manifest(
+    run: Path | str | RunStore,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    columns: list[str] | None = None,
+    unfinalized: bool = False,
+) -> pl.DataFrame:
+    """The finalized run's `manifest.parquet` (RunFolderError when the run was not finalized), or
+    with `unfinalized`, the shards' manifest parts of a run that has not been finalized yet (a
+    failed or running one), in shard order."""
     store = open_run(run, storage_options)
-    if not store.exists(MANIFEST):
+    if store.exists(MANIFEST):
+        parts = [MANIFEST]
+    elif unfinalized:
+        parts = [f"manifests/{name}" for name in store.names("manifests", ".parquet")]
+    else:
         raise RunFolderError(f"no manifest at {store.path(MANIFEST)} (not a run, or not finalized)")
-    return pl.read_parquet(io.BytesIO(store.read_bytes(MANIFEST)))
+    frames = [pl.read_parquet(io.BytesIO(store.read_bytes(part)), columns=columns) for part in parts]
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
 def read_config(run: Path | str | RunStore, storage_options: dict[str, Any] | None = None) -> RunConfig | None:
