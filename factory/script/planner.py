@@ -198,7 +198,10 @@ def plan_listener_marks(
     return planned
 
 
-def event_lines(kind: Literal["side_talk", "background_speech"], language: str) -> tuple[str, ...]:
+SpokenEvent = Literal["side_talk", "background_speech"]  # the events with phrases in a lexicon
+
+
+def event_lines(kind: SpokenEvent, language: str) -> tuple[str, ...]:
     """The packaged phrases of one event kind in one language (its lexicon's `side_talk` or
     `background_speech` list, `factory/script/lexicon/<language>.yaml`)."""
     lines = getattr(load_lexicon(language), kind)
@@ -246,7 +249,8 @@ def plan_ignored_events(
                 sound = cfg.non_speech_sounds[int(rng.integers(len(cfg.non_speech_sounds)))]
                 planned.append(NonSpeech(turn=turn, word_index=j, sound=sound))
             else:
-                text = str(rng.choice(event_lines(kind, language)))
-                mark = SideTalk if kind == "side_talk" else BackgroundSpeech
+                spoken: SpokenEvent = "side_talk" if kind == "side_talk" else "background_speech"
+                text = str(rng.choice(event_lines(spoken, language)))
+                mark = SideTalk if spoken == "side_talk" else BackgroundSpeech
                 planned.append(mark(turn=turn, word_index=j, text=text))
     return planned
