@@ -6,6 +6,7 @@ with no library log on the console."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -91,7 +92,9 @@ def test_inspect_renders_the_sequence_as_a_timeline(run_dir: Path, tmp_path: Pat
     )
     assert result.exit_code == 0, result.output
     assert "<|assistant|>" in result.output and "[EPAD]" in result.output and "[PAD]" in result.output
-    assert f" {start + 0.04:.2f} " in result.output and f" {end + 0.04:.2f} " not in result.output
+    # 12.5 Hz frames: the first shown is the first at or after `start`, the first at `end` is not shown
+    first, past = (math.ceil(t * 12.5 - 1e-9) / 12.5 for t in (start, end))
+    assert f" {first:.2f} " in result.output and f" {past:.2f} " not in result.output
     assert f" {start - 0.04:.2f} " not in result.output
     assert "speak" in result.output and "listen" in result.output
     missing = runner.invoke(app, ["inspect", str(out), "nope"])

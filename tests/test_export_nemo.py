@@ -57,11 +57,11 @@ def test_overwrites_are_counted() -> None:
     c = RuleCounter(nemo.NemoDuplex().rules())
     nemo.count_token_rules(tl, lambda text: text.split(), 16000, c)
     assert c.counts["text_longer_than_turn"] == 0 and c.counts["eos_overwritten"] == 0
-    agent = sorted(
-        (t for t in tl.turns if t.channel.value == "agent" and t.kind.value == "turn"), key=lambda t: t.start
-    )
-    agent[1].start = agent[0].end + 0.01  # starts in the frame of the previous agent turn's EOS
-    agent[1].end = agent[1].start + 0.2  # and is too short for its words
+    # The agent channel's entries in the order the rules read them (turns and its reactions alike).
+    agent = sorted((t for t in tl.turns if t.channel.value == "agent"), key=lambda t: t.start)
+    k = next(i for i in range(1, len(agent)) if agent[i].kind.value == "turn")
+    agent[k].start = agent[k - 1].end  # starts in the frame of the previous agent entry's EOS
+    agent[k].end = agent[k].start + 0.2  # and is too short for its words
     c = RuleCounter(nemo.NemoDuplex().rules())
     nemo.count_token_rules(tl, lambda text: text.split(), 16000, c)
     assert c.counts["eos_overwritten"] == 1 and c.counts["text_longer_than_turn"] == 1

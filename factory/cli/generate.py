@@ -77,6 +77,13 @@ def generate(
             return
         console.print(f"retrying {len(only)} failed shard(s): {', '.join(only)}")
     try:
+        # The cheap checks of `doctor` (paths, banks, the LLM, the destination): a typo costs no
+        # Prefect server start. A missing file first (exit 3), then what a language lacks (exit 2).
+        runtime_for(cfg).check_paths()
+    except (LLMUnavailable, BackendUnavailable, VoiceBankError, ScenarioBankError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(3) from None
+    try:
         runtime_for(cfg).check_languages()  # a config error: what a language lacks, before any server starts
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
@@ -102,9 +109,6 @@ def generate(
                 progress.shard_done(result)
 
         try:
-            # The cheap checks of `doctor` (paths, banks, the LLM, the destination): a typo
-            # costs no Prefect server start.
-            runtime_for(cfg).check_paths()
             # A Prefect server of this run's own that the kernel kills with it (flows.server).
             with run_server():
                 summary = flow_module.run_generate(cfg, on_sample=on_sample, only=only, on_shard=on_shard)
