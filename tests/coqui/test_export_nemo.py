@@ -335,3 +335,13 @@ def test_inspect_renders_each_role_per_frame(exported, samples) -> None:
         if t.channel is Channel.agent:
             assert "> " + t.spoken_text.split()[0] + " <" in agent[nemo.frame(t.start, 16000)]
             assert agent[nemo.frame(t.end, 16000)] == "EOS"
+
+
+def test_japanese_words_are_segmented_in_this_environment_too() -> None:
+    """A Japanese run's nemo-duplex export runs here and counts its words with the analyser the
+    main environment uses (pyopenjtalk, locked in locks/coqui.in): the same words, not one
+    space-free block (an export of a 24-dialogue Japanese run failed here before)."""
+    from factory.languages import words
+
+    text = "えーと、駅までまっすぐ行って、二つ目の角を右です。"
+    assert words(text, "ja") == ["えーと、", "駅まで", "まっすぐ", "行って、", "二つ目の", "角を", "右です。"]
