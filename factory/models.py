@@ -451,6 +451,10 @@ class Timeline(_Model):
     def turn(self, turn_id: int) -> TimelineTurn:
         return next(t for t in self.turns if t.id == turn_id)
 
+    def ignored_events(self) -> list[IgnoredEvent]:
+        """The events the agent must not answer: side talk, background speech, non-speech."""
+        return [e for e in self.events if isinstance(e, IgnoredEvent)]
+
 
 # --------------------------------------------------------------------------- manifest
 class SampleStatus(StrEnum):

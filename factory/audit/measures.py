@@ -31,13 +31,10 @@ from factory.asr import is_exempt, transcribe, wer
 from factory.audio.vad import detect_speech, frame_samples
 from factory.conversation.measures import BRIDGE_S, ConversationMeasures, bridge, measure
 from factory.models import (
-    BackgroundSpeechEvent,
     BargeInEvent,
     Channel,
     EndReason,
-    NonSpeechEvent,
     Sample,
-    SideTalkEvent,
     Timeline,
     TurnKind,
     WordKind,
@@ -97,10 +94,9 @@ def plan_activity(timeline: Timeline, n: int, frame_s: float) -> tuple[np.ndarra
         first = max(0, math.ceil(w.start / frame_s - 0.5))
         last = min(n, max(math.ceil(w.end / frame_s - 0.5), first + 1))
         out[w.channel.index, first:last] = True
-    for e in timeline.events:  # sound the agent must not answer is planned sound on the user's channel
-        if isinstance(e, (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent)):
-            first = max(0, math.ceil(e.start / frame_s - 0.5))
-            out[e.channel.index, first : min(n, max(math.ceil(e.end / frame_s - 0.5), first + 1))] = True
+    for e in timeline.ignored_events():  # sound the agent must not answer is planned sound on the user's channel
+        first = max(0, math.ceil(e.start / frame_s - 0.5))
+        out[e.channel.index, first : min(n, max(math.ceil(e.end / frame_s - 0.5), first + 1))] = True
     return out[0], out[1]
 
 

@@ -48,13 +48,10 @@ from factory.export.output import Decoded, ShardWriter, finish, read_row, read_s
 from factory.export.report import ExportReport, Rule, RuleCounter, Timer, usable
 from factory.export.tokenizers import channel_tokenizer, text_audio_sidecar, text_tokenizer_for, tokenized
 from factory.models import (
-    BackgroundSpeechEvent,
     BargeInEvent,
     Channel,
     EndReason,
-    NonSpeechEvent,
     Sample,
-    SideTalkEvent,
     Timeline,
     TimelineWord,
 )
@@ -99,8 +96,8 @@ def states(timeline: Timeline, channel: Channel) -> list[str]:
     """The state of `channel` in each unit (rule in the module docstring)."""
     n = n_units(timeline)
     out = ["listen"] * n
-    for e in timeline.events:  # the lowest state but listen: anything else in the unit wins
-        if isinstance(e, (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent)) and e.channel is channel:
+    for e in timeline.ignored_events():  # the lowest state but listen: anything else in the unit wins
+        if e.channel is channel:
             for u in range(_unit(e.start), min(_unit(max(e.end - 1e-9, e.start)), n - 1) + 1):
                 out[u] = "ignore"
     for w in spoken_words(timeline, channel):

@@ -170,6 +170,19 @@ def plan_backchannels(
     return [chosen[k] for k in sorted(chosen)]
 
 
+def _draw_free_word(
+    spans: list[tuple[int, int, int]], taken: set[tuple[int, int]], rng: np.random.Generator
+) -> tuple[int, int] | None:
+    """A (turn, word) drawn from `spans` (turn, first, last word) and taken; None when it was
+    taken already (the draw is lost, as a collision in a real conversation would be)."""
+    turn, lo, hi = spans[int(rng.integers(len(spans)))]
+    j = int(rng.integers(lo, hi + 1))
+    if (turn, j) in taken:
+        return None
+    taken.add((turn, j))
+    return turn, j
+
+
 def plan_listener_marks(
     turns: list[ScriptTurn],
     marks: list[Mark],
@@ -188,11 +201,9 @@ def plan_listener_marks(
     n_failed = dispersed_count(rng, cfg.failed_interruptions_per_dialogue, cfg.count_dispersion)
     for kind, count in ((Laugh, n_laughs), (FailedInterruption, n_failed)):
         for _ in range(count):
-            turn, lo, hi = spans[int(rng.integers(len(spans)))]
-            j = int(rng.integers(lo, hi + 1))
-            if (turn, j) in taken:
+            if (slot := _draw_free_word(spans, taken, rng)) is None:
                 continue
-            taken.add((turn, j))
+            turn, j = slot
             pool = tokens(cfg.laugh_tokens if kind is Laugh else cfg.failed_interruption_tokens)
             planned.append(kind(turn=turn, word_index=j, token=str(rng.choice(pool))))
     return planned
@@ -240,11 +251,9 @@ def plan_ignored_events(
     planned: list[IgnoredMark] = []
     for kind, count in counts.items():
         for _ in range(count):
-            turn, lo, hi = spans[int(rng.integers(len(spans)))]
-            j = int(rng.integers(lo, hi + 1))
-            if (turn, j) in taken:
+            if (slot := _draw_free_word(spans, taken, rng)) is None:
                 continue
-            taken.add((turn, j))
+            turn, j = slot
             if kind == "non_speech":
                 sound = cfg.non_speech_sounds[int(rng.integers(len(cfg.non_speech_sounds)))]
                 planned.append(NonSpeech(turn=turn, word_index=j, sound=sound))

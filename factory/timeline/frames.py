@@ -18,12 +18,11 @@ from enum import IntEnum
 import numpy as np
 
 from factory.models import (
-    BackgroundSpeechEvent,
     BargeInEvent,
     Channel,
+    IgnoredEvent,
     NonSpeechEvent,
     OverlapEvent,
-    SideTalkEvent,
     Timeline,
 )
 
@@ -102,7 +101,7 @@ def frame_view(timeline: Timeline, rate: float = FRAME_RATE) -> FrameView:
             onset[e.by.index, min(_first_frame(e.onset, rate), n - 1)] = True
             if e.by is Channel.user:
                 agent_state[_frames(e.onset, e.victim_stop, rate, n)] = AgentState.must_stop
-        elif isinstance(e, (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent)):
+        elif isinstance(e, IgnoredEvent):
             ignore[_frames(e.start, e.end, rate, n)] = True
     return FrameView(
         rate=rate,
@@ -127,8 +126,7 @@ def ignore_spans(timeline: Timeline) -> list[dict[str, object]]:
             "channel": e.channel.value,
             "text": e.text if not isinstance(e, NonSpeechEvent) else f"[{e.sound}]",
         }
-        for e in timeline.events
-        if isinstance(e, (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent))
+        for e in timeline.ignored_events()
     ]
 
 
