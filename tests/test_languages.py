@@ -143,3 +143,31 @@ def test_a_japanese_script_counts_its_marks_in_japanese_words() -> None:
     turns = [ScriptTurn(speaker=Channel.user, text=JA), ScriptTurn(speaker=Channel.agent, text="はい。")]
     script = Script(scenario_id="x", turns=turns, marks=[Backchannel(turn=0, word_index=5, token="うん")])
     assert script.marks[0].word_index == 5  # word 5 of 7 ("角を"), though the turn has no spaces
+
+
+def test_japanese_aizuchi_are_planned_at_the_lexicon_rate_per_minute_of_japanese_speech() -> None:
+    """The planner turns the lexicon's rate into counts with the language's own speaking rate
+    (accent phrases a second) and places aizuchi between accent phrases: over the packaged Japanese
+    dialogues, the planned rate per minute of speech is near the lexicon's. At English's 3.5 words a
+    second (and English's lead, tail and spacing in words) it was a quarter of it."""
+    from factory.locations import dialogue_set_dir
+    from factory.models import Script, ScriptTurn
+    from factory.script.calibrate import calibrate_marks
+    from factory.script.planner import LISTENER_LEAD_S, LISTENER_SPACING_S, LISTENER_TAIL_S, speech_minutes, words_for
+    from factory.script.source import read_dialogue_set
+
+    lex = load_lexicon("ja")
+    behaviour = behaviour_for(RunConfig().behaviour, "ja")
+    count, minutes = 0, 0.0
+    for k, d in enumerate(read_dialogue_set(dialogue_set_dir() / "ja-everyday.jsonl")):
+        turns = [ScriptTurn(speaker=t.role, text=t.text) for t in d.turns]
+        script = calibrate_marks(
+            Script(scenario_id=d.id, turns=turns), np.random.default_rng(k), behaviour, 0.45, mode=d.mode, language="ja"
+        )
+        count += sum(m.type == "backchannel" for m in script.marks)
+        minutes += speech_minutes(turns, "ja")
+    assert 0.75 * lex.backchannels_per_minute <= count / minutes <= 1.1 * lex.backchannels_per_minute
+    # English's positions in words are what they were (2 words in, 3 from the end, 6 apart).
+    assert [words_for(s, "en") for s in (LISTENER_LEAD_S, LISTENER_TAIL_S, LISTENER_SPACING_S)] == [2, 3, 6]
+    assert [words_for(s, "ja") for s in (LISTENER_LEAD_S, LISTENER_TAIL_S, LISTENER_SPACING_S)] == [1, 1, 2]
+
