@@ -1,8 +1,11 @@
 """Floor-transfer timing measured from the audio, against Switchboard: the timing model's draw,
 the planner with word-shaped noise bursts, and the real pipeline with real TTS.
 
-    .venv/bin/python benchmarks/timing_fit.py [--dialogues 60] [--llm synthetic|embedded]
+    .venv/bin/python benchmarks/timing_fit.py [--dialogues 60] [--llm synthetic|embedded|config]
         [--user-voice espeak-gb-m3] [--agent-voice piper-joe] [--set timing.gap_median=0.3 ...]
+    # another language: its published mean offset (timing_languages.yaml), scripts from its dataset
+    .venv/bin/python benchmarks/timing_fit.py --language ja --llm config \
+        --set 'dialogue.sources=[{kind: dataset, path: ja-everyday}]' [--fit 24 --fit-on tts]
 
 Three rows per timing setting (the previous defaults, "before", and the current ones, "after"):
 - `model`: the TimingModel's own pooled quantiles (analytic, no audio);
@@ -14,7 +17,8 @@ Three rows per timing setting (the previous defaults, "before", and the current 
   writer of tests/corpus.py (`--llm synthetic`, seconds) or the embedded SmolLM2 (minutes).
 Every `bursts`/`tts` number is the audit's own measure (`factory.audit.measures.measure_stereo`,
 energy VAD, Heldner & Edlund frame states, 180 ms bridge) of the clean stereo stems, pooled over
-the dialogues. Writes benchmarks/results/timing_fit.json and timing_fit.md.
+the dialogues. Writes the language's record into benchmarks/results/timing_fit.json (one per
+language) and timing_fit.md (a section per language).
 """
 
 from __future__ import annotations
