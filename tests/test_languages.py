@@ -66,7 +66,7 @@ def test_japanese_lexicon_has_aizuchi_at_a_higher_cited_rate() -> None:
     # A config value still overrides the lexicon.
     cfg = load_config(overrides=["behaviour.backchannel_tokens=[はいはい]"])
     assert behaviour_for(cfg.behaviour, "ja").backchannel_tokens == ["はいはい"]
-    with pytest.raises(LexiconError, match="no behaviour lexicon for language 'xx'.*packaged: en, ja"):
+    with pytest.raises(LexiconError, match="no behaviour lexicon for language 'xx'.*packaged: en, es, ja"):
         load_lexicon("xx")
 
 
@@ -171,3 +171,30 @@ def test_japanese_aizuchi_are_planned_at_the_lexicon_rate_per_minute_of_japanese
     assert [words_for(s, "en") for s in (LISTENER_LEAD_S, LISTENER_TAIL_S, LISTENER_SPACING_S)] == [2, 3, 6]
     assert [words_for(s, "ja") for s in (LISTENER_LEAD_S, LISTENER_TAIL_S, LISTENER_SPACING_S)] == [1, 1, 2]
 
+
+def test_spanish_has_espeak_voices_a_lexicon_a_bank_and_a_dialogue_set() -> None:
+    """Spanish, an espeak-ng language: every piece a language needs is packaged (voices/es.yaml with
+    speaker-disjoint splits, lexicon, scenario bank, dialogues/es-everyday.jsonl), its words are
+    space-separated (QA by WER) and a dataset dialogue becomes a Spanish script with Spanish marks."""
+    from factory.locations import dialogue_set_dir
+    from factory.render.voices import VoiceBank
+    from factory.script.source import read_dialogue_set
+    from factory.stages import plan_sample, sample_id, script_for
+
+    cfg = load_config(overrides=["dialogue.language=es", "dialogue.sources=[{kind: dataset, path: es-everyday}]"])
+    rt = Runtime(cfg)
+    rt.check_languages()
+    spanish = [v for v in VoiceBank.load() if v.language == "es"]
+    assert {v.backend for v in spanish} == {"espeak"} and {v.split for v in spanish} == {"train", "dev", "test"}
+    assert all(v.speaker is not None and v.speaker.startswith("es") for v in spanish)
+    dialogues = read_dialogue_set(dialogue_set_dir() / "es-everyday.jsonl")
+    assert len(dialogues) >= 8 and {d.language for d in dialogues} == {"es"}
+    assert words("Sí, claro, a las ocho.", "es") == ["Sí,", "claro,", "a", "las", "ocho."]
+    assert error_rate("sí claro a las ocho", "Sí, claro, a las ocho.", "es") == 0.0
+    lex = load_lexicon("es")
+    sid = sample_id(cfg, 0)
+    plan = plan_sample(rt, sid, sid)
+    script = script_for(rt, plan)
+    assert plan.scenario.language == "es" and {v.language for v in plan.voices.values()} == {"es"}
+    tokens = {m.token for m in script.marks if m.type in ("backchannel", "filler")}
+    assert tokens and tokens <= {*lex.backchannels, *lex.fillers, *(f.capitalize() for f in lex.fillers)}
