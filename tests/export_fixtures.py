@@ -13,6 +13,7 @@ import numpy as np
 
 from factory.audio.mix import apply_gain, apply_gains, audio_sha256, loudness_gains
 from factory.config import RunConfig
+from factory.languages import words
 from factory.models import (
     Backchannel,
     BargeIn,
@@ -30,6 +31,7 @@ from factory.models import (
     ScriptTurn,
     Utterance,
     VoicePrompt,
+    WordTiming,
 )
 from factory.script.lexicon import load_lexicon
 from factory.script.prompts import role_prompt
@@ -58,6 +60,54 @@ SCRIPT = Script(
     ],
 )
 
+# The same shape in Japanese (words are pyopenjtalk accent phrases, factory.languages.words): an
+# aizuchi over the agent, a barge-in cutting the agent's long turn, an aizuchi over the user.
+JA_SCRIPT = Script(
+    scenario_id="export-test-ja",
+    turns=[
+        ScriptTurn(speaker=Channel.user, text="すみません、市役所までの行き方を教えてもらえますか。"),
+        ScriptTurn(
+            speaker=Channel.agent,
+            text="はい。ここからですと、歩いて十分くらいです。この道をまっすぐ行って、二つ目の信号を右に曲がってください。",
+            responds_to=0,
+        ),
+        ScriptTurn(speaker=Channel.user, text="あ、二つ目の信号ですね。", responds_to=1),
+        ScriptTurn(
+            speaker=Channel.agent,
+            text="そうです。そのあと左側に大きな白い建物が見えてきますので、それが市役所です。",
+            responds_to=2,
+        ),
+        ScriptTurn(speaker=Channel.user, text="わかりました。ありがとうございます、助かりました。", responds_to=3),
+        ScriptTurn(speaker=Channel.agent, text="どういたしまして。お気をつけて。", responds_to=4),
+    ],
+    marks=[
+        Backchannel(turn=1, word_index=2, token="うん"),
+        BargeIn(turn=1, heard_words=9),
+        Backchannel(turn=3, word_index=4, token="はい"),
+    ],
+)
+JA_SECONDS_PER_CHARACTER = 0.12  # the Kokoro Japanese voices speak ~8 characters (mostly morae) a second
+
+
+def kana_burst_utterance(text: str, rng: np.random.Generator, voice: str) -> Utterance:
+    """`burst_utterance` for Japanese: one burst per accent phrase, as long as its characters take
+    to say (a fixed 150-400 ms, an English word's length, would be too short for a phrase)."""
+    pieces, timings, t = [], [], 0.0
+    for i, w in enumerate(words(text, "ja")):
+        if i:
+            gap = int(rng.uniform(0.03, 0.12) * SR)
+            pieces.append(np.zeros(gap, np.float32))
+            t += gap / SR
+        n = int(len(w) * JA_SECONDS_PER_CHARACTER * rng.uniform(0.85, 1.15) * SR)
+        pieces.append((rng.standard_normal(n) * 0.2).astype(np.float32))
+        timings.append(WordTiming(word=w, start=t, end=t + n / SR))
+        t += n / SR
+    return Utterance(text=text, voice_id=voice, sample_rate=SR, audio=np.concatenate(pieces), words=timings)
+
+
+def make_japanese_sample(seed: int = 0, split: str = "train") -> Sample:
+    return make_sample(seed, f"ja{seed:03d}", split, JA_SCRIPT, kana_burst_utterance, "ja")
+
 
 def make_sample(
     seed: int = 0,
@@ -65,6 +115,7 @@ def make_sample(
     split: str = "train",
     script: Script = SCRIPT,
     utterance: Callable[[str, np.random.Generator, str], Utterance] = burst_utterance,
+    language: str = "en",
 ) -> Sample:
     rng = np.random.default_rng(seed)
     voices = {Channel.user: "u", Channel.agent: "a"}
@@ -76,7 +127,7 @@ def make_sample(
     }
     sid = sample_id or f"d{seed:03d}"
     tl, placements = build_timeline(
-        sid, script, rendered, reactions, voices, rng_for(seed, sid, "timeline"), CFG.timing, 0.008
+        sid, script, rendered, reactions, voices, rng_for(seed, sid, "timeline"), CFG.timing, 0.008, None, language
     )
     stems = np.zeros((round(tl.duration * SR), 2), np.float32)
     for p in placements:
@@ -84,7 +135,7 @@ def make_sample(
     gains = loudness_gains(stems, SR, -23, -1)
     # its own generator, drawn after the dialogue's, so the dialogue is what it was without prompts
     prompt = utterance(
-        load_lexicon("en").voice_prompts[seed % 6], rng_for(seed, sid, "voice_prompt"), voices[Channel.agent]
+        load_lexicon(language).voice_prompts[seed % 6], rng_for(seed, sid, "voice_prompt"), voices[Channel.agent]
     )
     stems = apply_gains(stems, gains)
     recipe = MixRecipe(
@@ -99,6 +150,7 @@ def make_sample(
         user=Persona(name="U", description="a user"),
         agent=Persona(name="A", description="an agent"),
         n_turns=len(script.turns),
+        language=language,
     )
     meta = SampleMeta(
         id=sid,
@@ -173,7 +225,12 @@ def make_run(run_dir, samples: list[Sample], rejected: tuple[str, ...] = (), emp
     for name, items, rej in shards:
         files = {kind: run_dir / rel for kind, rel in shard_files(name).items()}
         digest = write_shard(items, files["data"], SR)
-        rows = [ManifestRow(id=s.id, shard=name, status=SampleStatus.ok, split=s.meta.split) for s in items]
+        rows = [
+            ManifestRow(
+                id=s.id, shard=name, status=SampleStatus.ok, split=s.meta.split, language=s.meta.scenario.language
+            )
+            for s in items
+        ]
         rows += [
             ManifestRow(id=i, shard=name, status=SampleStatus.rejected, reason="behaviour_minimum: test", split="train")
             for i in rej

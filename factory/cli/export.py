@@ -47,7 +47,10 @@ def export_cmd(
     audio_tokenizer: Annotated[str, typer.Option(help="units (fitted on the run), mimi, encodec")] = "units",
     weights: Annotated[Path | None, typer.Option(help="local weights folder of mimi/encodec")] = None,
     codebook: Annotated[Path | None, typer.Option(help="a saved units codebook to reuse instead of fitting")] = None,
-    text_tokenizer: Annotated[str | None, typer.Option(help="HF tokenizer folder; default the embedded LLM's")] = None,
+    text_tokenizer: Annotated[
+        str | None,
+        typer.Option(help="HF tokenizer folder or 'whisper'; default the embedded LLM's (English), else 'whisper'"),
+    ] = None,
     units_k: Annotated[int, typer.Option(help="units codebook size")] = 256,
     seed: Annotated[int, typer.Option(help="seed of the units fit")] = 0,
     shard_size: Annotated[int, typer.Option(help="sequences per parquet shard")] = 1000,

@@ -23,6 +23,7 @@ from factory.export.report import DroppedSample, ExportReport
 from factory.export.tokenizers import audio_tokenizer_for
 from factory.models import Channel, Sample
 from factory.run.read import RunFolderError, complete_shards, read_manifest, read_samples
+from factory.tokenize import default_text_tokenizer
 
 Progress = Callable[[int, int | None], None]  # (samples read, samples the run holds when known)
 
@@ -34,16 +35,20 @@ class RunCounts:
     ok: int | None = None
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (sample id, reason)
     empty_shards: int = 0
+    languages: set[str] = field(default_factory=set)  # of the accepted samples (a run before languages: en)
 
 
 def run_counts(run: str, storage_options: dict[str, Any] | None = None) -> RunCounts:
     """Rejected samples (from the manifest) and empty data shards of a run; RunFolderError when
     it is not a run."""
     shards = complete_shards(run, verify=False, storage_options=storage_options)
-    manifest = read_manifest(shards[0][0], columns=["id", "status", "reason"], unfinalized=True)
+    manifest = read_manifest(shards[0][0], unfinalized=True)
     counts = RunCounts()
     if manifest.width:  # no manifest part at all: the ok count is unknown
-        counts.ok = manifest.filter(pl.col("status") == "ok").height
+        ok = manifest.filter(pl.col("status") == "ok")
+        counts.ok = ok.height
+        if "language" in ok.columns:
+            counts.languages = {lang or "en" for lang in ok["language"].to_list()}
         rejected = manifest.filter(pl.col("status") == "rejected")
         counts.rejected = [(r["id"], r["reason"] or "") for r in rejected.iter_rows(named=True)]
     for store, data in shards:
@@ -81,6 +86,9 @@ def export_run(
         raise ExportError(str(exc)) from None
     except FileNotFoundError as exc:
         raise ExportError(f"run {run} does not exist ({exc})") from None
+    if options.text_tokenizer is None and options.text_tokenizer_obj is None:
+        # the default vocabulary is the embedded LLM's where it covers the run's languages, else Whisper's
+        options = options.model_copy(update={"text_tokenizer": default_text_tokenizer(sorted(counts.languages))})
     prepare_out_dir(out_dir, fmt.outputs)
     fit_seconds = 0.0
     if fmt.needs_audio_tokens and options.audio_tokenizer_obj is None:

@@ -9,7 +9,7 @@ twice the target. Scripts from the tiny embedded model carry no marks and go thr
 
 Targets (`BehaviourSection`): fillers, restarts and pauses per 100 content words (words the
 model wrote, not inserted fillers or cut-off tokens); backchannels and laughs per minute of
-speech at `planner.SPEAKING_RATE_WPS`; barge-ins and failed interruptions per dialogue.
+speech at the language's speaking rate (`Lexicon.words_per_second`); barge-ins and failed interruptions per dialogue.
 """
 
 from __future__ import annotations

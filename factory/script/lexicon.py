@@ -34,6 +34,10 @@ class Lexicon(BaseModel):
     failed_interruptions: list[str] = Field(min_length=1)
     backchannels_per_minute: float = Field(ge=0, le=60)
     backchannels_source: str = Field(min_length=1, description="where the listener-reaction rate comes from")
+    words_per_second: float = Field(
+        gt=0, le=10, description="speaking rate in this language's words (languages.words): counts from rates"
+    )
+    words_per_second_source: str = Field(min_length=1, description="where the speaking rate comes from")
     voice_prompts: list[str] = Field(min_length=2, description="topic-free sentences the agent's voice prompt says")
     side_talk: list[str] = Field(default_factory=list, description="what the user says to someone else in the room")
     background_speech: list[str] = Field(

@@ -33,7 +33,11 @@ from factory.models import (
 from factory.script.lexicon import load_lexicon, rate, tokens
 from factory.script.marks import write_hesitations
 
-SPEAKING_RATE_WPS = 3.5  # words per second within speech (Switchboard), to turn rates/minute into counts
+# Where a listener may react inside a turn, in seconds of the speaker's speech (English: 2, 3 and 6
+# words at 3.5 words a second); in words at the language's own rate (`Lexicon.words_per_second`).
+LISTENER_LEAD_S = 2 / 3.5  # not before the speaker's first words
+LISTENER_TAIL_S = 3 / 3.5  # nor in the last words (nor near a barge-in cut)
+LISTENER_SPACING_S = 6 / 3.5  # one reaction per this much of a turn at most
 MIN_VICTIM_WORDS = 6  # the writer is asked for at least this many words in a planned victim turn
 CLAUSE_ENDS = ",;:、"  # a word ending a clause: a filler may follow it (English comma, Japanese tōten)
 
@@ -124,24 +128,31 @@ def barge_in_cut(n_words: int, rng: np.random.Generator) -> int:
     return int(rng.integers(low, high + 1))
 
 
+def words_for(seconds: float, language: str) -> int:
+    """How many words of `language` (`languages.words`) take about `seconds` to say (at least one)."""
+    return max(1, round(seconds * load_lexicon(language).words_per_second))
+
+
 def _listener_spans(
     turns: list[ScriptTurn], marks: list[Mark], mode: Mode, language: str = "en"
 ) -> list[tuple[int, int, int]]:
     """(turn, first, last) word positions where the listener may respond during a turn."""
     heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
+    lead, tail = words_for(LISTENER_LEAD_S, language), words_for(LISTENER_TAIL_S, language)
     spans = []
     for i, turn in enumerate(turns):
         if mode is Mode.assistant and turn.speaker is Channel.user:
             continue  # assistants rarely backchannel; the user responds during the agent's answers
-        last = heard.get(i, len(lang_words(turn.text, language))) - 3  # not in the last words, nor near a barge-in cut
-        if last >= 2:
-            spans.append((i, 2, last))
+        last = heard.get(i, len(lang_words(turn.text, language))) - tail  # not in the last words, nor near a cut
+        if last >= lead:
+            spans.append((i, lead, last))
     return spans
 
 
 def speech_minutes(turns: list[ScriptTurn], language: str = "en") -> float:
-    """Minutes of speech in `turns` at `SPEAKING_RATE_WPS` (words of `language`)."""
-    return sum(len(lang_words(t.text, language)) for t in turns) / SPEAKING_RATE_WPS / 60
+    """Minutes of speech in `turns` at the language's speaking rate (`Lexicon.words_per_second`,
+    words of `languages.words`: English 3.5 words a second, Japanese 1.4 accent phrases)."""
+    return sum(len(lang_words(t.text, language)) for t in turns) / load_lexicon(language).words_per_second / 60
 
 
 def plan_backchannels(
@@ -159,13 +170,14 @@ def plan_backchannels(
     count = cfg.min_backchannels + extra if spans else 0
     chosen: dict[tuple[int, int], Backchannel] = {}
     weights = np.array([hi - lo + 1 for _, lo, hi in spans], dtype=float)
+    spacing = words_for(LISTENER_SPACING_S, language)
     for _ in range(count * 3):  # a few extra tries when positions collide
         if len(chosen) >= count:
             break
         turn, lo, hi = spans[int(rng.choice(len(spans), p=weights / weights.sum()))]
         j = int(rng.integers(lo, hi + 1))
-        if any(t == turn and abs(k - j) < 6 for t, k in chosen):
-            continue  # one backchannel per ~6 words of a turn at most
+        if any(t == turn and abs(k - j) < spacing for t, k in chosen):
+            continue  # one backchannel per ~1.7 s of a turn at most
         chosen[(turn, j)] = Backchannel(turn=turn, word_index=j, token=str(rng.choice(tokens(cfg.backchannel_tokens))))
     return [chosen[k] for k in sorted(chosen)]
 

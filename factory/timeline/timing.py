@@ -21,9 +21,11 @@ Defaults per language (`timing_defaults`): English's transition fields are fitte
 measured from the rendered audio matches Switchboard (`ENGLISH`; benchmarks/timing_fit.py): the
 audio adds transitions the plan does not have (a listener's token in a speaker's silent pause, a
 next turn starting in the previous one's last pause), all short, so the planned draw must be wider
-than the corpus it should measure as. Other languages move English's distribution by their
-published mean offset (timing_languages.yaml, with citations); the config's null transition
-fields take the dialogue language's defaults, and `fit-timing` (timing.model_file) overrides them.
+than the corpus it should measure as. A language with its own fit to its rendered audio
+(timing_languages.yaml `fitted`: Japanese, fitted so the FTO measured from the audio has its
+published mean) takes it; other languages move English's distribution by their published mean
+offset (timing_languages.yaml, with citations); the config's null transition fields take the
+dialogue language's defaults, and `fit-timing` (timing.model_file) overrides them.
 """
 
 from __future__ import annotations
@@ -457,11 +459,26 @@ ENGLISH = TimingModel(
 )
 
 
+class FittedTransitions(BaseModel):
+    """A language's transition fields fitted so the FTO measured from its rendered audio matches its
+    published figures (`benchmarks/timing_fit.py --language <code> --fit N --fit-on tts`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overlap_probability: float = Field(gt=0, lt=1)
+    gap_median: float = Field(gt=0)
+    gap_sigma: float = Field(gt=0)
+    overlap_median: float = Field(gt=0)
+    overlap_sigma: float = Field(gt=0)
+    how: str = Field(min_length=1, description="the command and dialogues of the fit")
+
+
 class LanguageTiming(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mean_offset_s: float = Field(ge=-1, le=2, description="published mean floor-transfer offset (seconds)")
     source: str = Field(min_length=1, description="where the figure is published: source, table or section, value")
+    fitted: FittedTransitions | None = None
 
 
 class LanguageTimingFile(BaseModel):
@@ -483,9 +500,10 @@ def language_timing() -> LanguageTimingFile:
 @functools.cache
 def timing_defaults(language: str = "en") -> TimingModel:
     """The timing model of a language (BCP-47; its primary subtag decides): English's fit to the
-    audio, or English's FTO quantiles moved by the language's published mean offset less the
-    reference mean and re-fitted (`fit_quantiles`). A language without published figures gets
-    English's, with a logged note."""
+    audio; a language's own fit to its audio where timing_languages.yaml has one (`fitted`); else
+    English's FTO quantiles moved by the language's published mean offset less the reference mean
+    and re-fitted (`fit_quantiles`). A language without published figures gets English's, with a
+    logged note."""
     tag = re.split(r"[-_]", language.strip())[0].lower()
     if tag == "en":
         return ENGLISH
@@ -494,6 +512,8 @@ def timing_defaults(language: str = "en") -> TimingModel:
     if entry is None:
         log.info("timing: no published turn-timing figures for language %r; using English's", language)
         return ENGLISH
+    if entry.fitted is not None:
+        return ENGLISH.model_copy(update=entry.fitted.model_dump(exclude={"how"}))
     shift = entry.mean_offset_s - figures.reference.mean_offset_s
     grid = [round(0.05 * k, 2) for k in range(1, 20)]  # the whole distribution moves, not five points
     moved = PublishedTiming(

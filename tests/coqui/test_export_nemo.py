@@ -276,8 +276,8 @@ def _run_folder(run: Path, sample) -> Path:
     files = {kind: run / rel for kind, rel in shard_files(name).items()}
     digest = write_shard([sample], files["data"], sample.sample_rate)
     rows = [
-        {"id": sample.id, "shard": name, "status": "ok", "reason": None},
-        {"id": "d099", "shard": name, "status": "rejected", "reason": "behaviour_minimum: test"},
+        {"id": sample.id, "shard": name, "status": "ok", "reason": None, "language": sample.meta.scenario.language},
+        {"id": "d099", "shard": name, "status": "rejected", "reason": "behaviour_minimum: test", "language": "en"},
     ]
     files["manifest"].parent.mkdir(parents=True)
     pl.DataFrame(rows).write_parquet(files["manifest"])
@@ -345,3 +345,23 @@ def test_japanese_words_are_segmented_in_this_environment_too() -> None:
 
     text = "えーと、駅までまっすぐ行って、二つ目の角を右です。"
     assert words(text, "ja") == ["えーと、", "駅まで", "まっすぐ", "行って、", "二つ目の", "角を", "右です。"]
+
+
+def test_a_japanese_run_exports_every_turn_text_with_whisper_vocabulary(tmp_path) -> None:
+    """export_run on a Japanese run (its manifest says ja) picks Whisper's vocabulary by default, here
+    as in the main environment: no turn text overwritten by its EOS, each supervision the turn's
+    spoken text, which the vocabulary round-trips exactly."""
+    from factory.export.output import read_sidecar
+    from factory.export.run import export_run
+    from factory.tokenize import get_text_tokenizer
+    from tests.export_fixtures import make_japanese_sample
+
+    s = make_japanese_sample(0)
+    report = export_run(_run_folder(tmp_path / "run", s), "nemo-duplex", tmp_path / "out")
+    assert report.samples_out == 1 and report.rules["text_longer_than_turn"] == 0
+    assert read_sidecar(tmp_path / "out").text_tokenizer["config"]["source"] == "whisper"
+    tok = get_text_tokenizer("whisper")
+    (cut,) = nemo.read_cuts(tmp_path / "out", "train")
+    by_turn = {sup.custom["turn"]: sup for sup in cut.supervisions}
+    for t in s.timeline.turns:
+        assert by_turn[t.id].text == t.spoken_text and tok.decode(tok.encode(t.spoken_text)) == t.spoken_text

@@ -1,0 +1,211 @@
+"""A language's run measured from its audio, against the figures the repository cites for it.
+
+    .venv/bin/duplex-factory generate -n 24 --out outputs/ja24 \
+        --set 'dialogue.sources=[{kind: dataset, path: ja-everyday}]' --set dialogue.language=ja
+    PYTHONPATH=. .venv/bin/python benchmarks/languages.py outputs/ja24 [--no-exports]
+
+For each run folder (a finished `generate` run of one language):
+- outcomes: dialogues accepted and rejected (with the reasons of the manifest);
+- intelligibility: the render stage's QA per voice (Whisper-base in the dialogue's language; WER,
+  or CER where words are not space-separated), from each timeline turn's `qa_wer`;
+- speaking rate: the language's words (`factory.languages.words`) per second of its turns' audio,
+  against the lexicon's `words_per_second` (the planner's count of minutes);
+- listener reactions: planned (the timeline's backchannel turns) and measured from the audio (the
+  audit's backchannel-like IPUs, `factory.conversation.measures`), per minute of dialogue, against
+  the lexicon's rate;
+- floor transfers measured from the audio (energy VAD, H&E frame states, 180 ms bridge, pooled):
+  mean, quantiles and overlap share, against timing_languages.yaml's published mean offset;
+- exports (unless `--no-exports`): moshi (main env) and nemo-duplex (torch env, through the CLI)
+  with the default text tokenizer and with SmolLM2's GGUF vocabulary: the rules that lose text
+  (moshi `loader_drops_leftover_tokens`, nemo `text_longer_than_turn`), and ids per character.
+Writes benchmarks/results/languages.json (one record per language, merged) and languages.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from factory.audit.measures import measure_stereo  # noqa: E402
+from factory.languages import base, spaced, words  # noqa: E402
+from factory.models import TurnKind  # noqa: E402
+from factory.run.read import read_manifest, read_samples  # noqa: E402
+from factory.script.lexicon import load_lexicon  # noqa: E402
+from factory.timeline.timing import language_timing  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+QS = (0.10, 0.25, 0.50, 0.75, 0.90)
+
+
+def measure_run(run: Path) -> dict[str, Any]:
+    manifest = read_manifest(run)
+    ok = manifest.filter(manifest["status"] == "ok")
+    rejected = Counter(r.split(":")[0] for r in manifest.filter(manifest["status"] == "rejected")["reason"].to_list())
+    languages = sorted({x or "en" for x in ok["language"].to_list()})
+    if len(languages) != 1:
+        raise SystemExit(f"{run}: one language a run, found {languages}")
+    language = languages[0]
+    qa: dict[str, list[float]] = defaultdict(list)
+    fto: list[float] = []
+    n_words = 0
+    speech_s = minutes = planned = measured = overlap_s = 0.0
+    for sample in read_samples(run):
+        tl = sample.timeline
+        for t in tl.turns:
+            if t.qa_wer is not None:
+                qa[t.voice_id].append(t.qa_wer)
+            if t.kind is TurnKind.turn:
+                n_words += len(words(t.spoken_text, language))
+                speech_s += t.end - t.start
+        m = measure_stereo(sample.stems, sample.sample_rate, vad="energy")
+        fto += list(m.fto)
+        minutes += m.duration / 60
+        planned += sum(t.kind is TurnKind.backchannel for t in tl.turns)
+        measured += len(m.backchannels)
+        overlap_s += m.both_s
+    f = np.asarray(fto, float)
+    return {
+        "language": language,
+        "run": str(run),
+        "accepted": ok.height,
+        "rejected": dict(rejected),
+        "metric": "WER" if spaced(language) else "CER",
+        "qa_per_voice": {
+            v: {"turns": len(x), "mean": float(np.mean(x)), "max": float(np.max(x))} for v, x in sorted(qa.items())
+        },
+        "words_per_second": n_words / speech_s if speech_s else float("nan"),
+        "minutes": minutes,
+        "backchannels_per_minute_planned": planned / minutes,
+        "backchannels_per_minute_measured": measured / minutes,
+        "fto_mean": float(f.mean()),
+        **{f"fto_p{round(q * 100)}": float(np.quantile(f, q)) for q in QS},
+        "fto_within_500ms": float(np.mean(np.abs(f) <= 0.5)),
+        "transitions": len(f),
+        "overlap_share": overlap_s / (minutes * 60),
+    }
+
+
+def export_rules(run: Path) -> dict[str, Any]:
+    """moshi and nemo-duplex exports of `run` with the default text tokenizer and SmolLM2's GGUF."""
+    from factory.export.options import ExportOptions
+    from factory.export.run import export_run
+    from factory.packaged import smollm2_gguf
+    from factory.tokenize import default_text_tokenizer, get_text_tokenizer
+
+    gguf = str(smollm2_gguf())
+    manifest = read_manifest(run)
+    default = default_text_tokenizer(sorted({x or "en" for x in manifest["language"].to_list()}))
+    out: dict[str, Any] = {"default_text_tokenizer": default or "gguf (SmolLM2)"}
+    texts = [t.spoken_text for s in read_samples(run) for t in s.timeline.turns]
+    chars = sum(len(t) for t in texts)
+    for name in (default, gguf):
+        tok = get_text_tokenizer(name)
+        out[f"ids_per_char {tok.name}"] = sum(len(tok.encode(t)) for t in texts) / chars
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, tokenizer in (("default", None), ("gguf", gguf)):
+            report = export_run(run, "moshi", Path(tmp) / f"moshi-{label}", ExportOptions(text_tokenizer=tokenizer))
+            out[f"moshi {label}: loader_drops_leftover_tokens"] = report.rules["loader_drops_leftover_tokens"]
+            out[f"moshi {label}: samples_out"] = report.samples_out
+            args = [str(ROOT / ".venv/bin/duplex-factory"), "export", str(run), "-f", "nemo-duplex"]
+            args += ["--out", str(Path(tmp) / f"nemo-{label}")] + (["--text-tokenizer", tokenizer] if tokenizer else [])
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, not the venv's install
+            done = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
+            report_file = Path(tmp) / f"nemo-{label}" / "report.json"
+            if done.returncode or not report_file.is_file():
+                out[f"nemo {label}"] = f"exit {done.returncode}: {done.stderr[-300:] or done.stdout[-300:]}"
+                continue
+            rules = json.loads(report_file.read_text(encoding="utf-8"))["rules"]
+            out[f"nemo {label}: text_longer_than_turn"] = rules["text_longer_than_turn"]
+            out[f"nemo {label}: eos_overwritten"] = rules["eos_overwritten"]
+    return out
+
+
+def references(language: str) -> dict[str, Any]:
+    lex = load_lexicon(language)
+    entry = language_timing().languages.get(base(language))
+    return {
+        "backchannels_per_minute": lex.backchannels_per_minute,
+        "backchannels_source": lex.backchannels_source,
+        "words_per_second": lex.words_per_second,
+        "fto_mean": entry.mean_offset_s if entry else None,
+        "fto_source": entry.source if entry else "none published here: English's timing (Switchboard)",
+    }
+
+
+def ms(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1000:+.0f} ms"
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    md = ["# Languages: runs measured from their audio", ""]
+    for language, r in results.items():
+        m, ref = r["measures"], r["references"]
+        md += [f"## {language}", "", f"`benchmarks/languages.py`, {r['when']}; run: `{r['command']}`.", ""]
+        md += [f"Dialogues: {m['accepted']} accepted, rejected: {m['rejected'] or 'none'}.", ""]
+        md += [f"| voice | turns | mean {m['metric']} | max {m['metric']} |", "|---|---|---|---|"]
+        for v, q in m["qa_per_voice"].items():
+            md.append(f"| {v} | {q['turns']} | {q['mean']:.3f} | {q['max']:.3f} |")
+        md += ["", "| measure | measured | reference |", "|---|---|---|"]
+        md.append(
+            f"| words a second (languages.words) | {m['words_per_second']:.2f} | {ref['words_per_second']} (lexicon) |"
+        )
+        md.append(
+            f"| backchannels a minute, planned | {m['backchannels_per_minute_planned']:.1f} | "
+            f"{ref['backchannels_per_minute']} ({ref['backchannels_source'].split(';')[0]}) |"
+        )
+        md.append(f"| backchannels a minute, measured from the audio | {m['backchannels_per_minute_measured']:.1f} | |")
+        md.append(f"| FTO mean (audio) | {ms(m['fto_mean'])} | {ms(ref['fto_mean'])} ({ref['fto_source']}) |")
+        quantiles = " / ".join(ms(m[f"fto_p{round(q * 100)}"]) for q in QS)
+        md.append(f"| FTO p10/p25/p50/p75/p90 (audio, {m['transitions']} transitions) | {quantiles} | |")
+        md.append(f"| FTO within +/-500 ms | {m['fto_within_500ms']:.0%} | |")
+        md.append(f"| overlap share of the dialogue | {m['overlap_share']:.1%} | |")
+        if r.get("exports"):
+            md += ["", "| export | value |", "|---|---|"]
+            md += [f"| {k} | {v if not isinstance(v, float) else f'{v:.2f}'} |" for k, v in r["exports"].items()]
+        md += ["", *(f"- {n}" for n in r.get("notes", [])), ""]
+    return "\n".join(md)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--no-exports", action="store_true")
+    ap.add_argument("--command", default="", help="the generate command of the run(s), for the record")
+    ap.add_argument("--note", action="append", default=[], help="a line of notes for the language's section")
+    args = ap.parse_args()
+    path = RESULTS / "languages.json"
+    results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    for run in args.runs:
+        m = measure_run(run)
+        record = {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": args.command or f"generate ... --out {run}",
+            "measures": m,
+            "references": references(m["language"]),
+            "exports": None if args.no_exports else export_rules(run),
+            "notes": args.note,
+        }
+        results[m["language"]] = record
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (RESULTS / "languages.md").write_text(markdown(results), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
