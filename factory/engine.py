@@ -252,6 +252,7 @@ class Dialogue:
     qa: dict[PieceKey, QAResult] = field(default_factory=dict)
     result: SampleResult | None = None
     reason: str | None = None
+    rendering: int = 0  # parts of its renders waiting for or in a TTS call
     retrying: int = 0  # QA re-checks of slower re-renders still out
 
     @property
@@ -435,9 +436,14 @@ class _Pipeline:
         while self.ready and self.rendering < self.tts_streams:
             asked = [job.request(k) for job in self.ready for k in job.keys]
             names: set[BackendName] = {r.voice.backend for r in asked}
-            if len(asked) < max(self._batch_size(n) for n in names) and self.scripting:
-                break  # more renders are being written: wait for a fuller batch
-            jobs, self.ready = self.ready, []
+            fill = max(self._batch_size(n) for n in names)
+            if len(asked) < fill and self.scripting:
+                break  # more renders are being written: wait for a full batch
+            # Whole batches while more is being written (a dialogue's renders may span two calls),
+            # everything once nothing is.
+            jobs = self._take(len(asked) - len(asked) % fill if self.scripting else len(asked))
+            asked = [job.request(k) for job in jobs for k in job.keys]
+            names = {r.voice.backend for r in asked}
             for n in names:  # the backend's batch counters before this shard first used it
                 if n not in self.tts_before:
                     self.tts_before[n] = _batch_counts(self.rt, n)
@@ -445,6 +451,19 @@ class _Pipeline:
             self.stats.tts_renders += len(asked)
             self.rendering += 1
             self._submit(self.tts_ex, _render_into, (self.rt, jobs), self._rendered, jobs)
+
+    def _take(self, n: int) -> list[_Renders]:
+        """The first `n` renders waiting, splitting a dialogue's job at the cut."""
+        jobs: list[_Renders] = []
+        while n and self.ready:
+            job = self.ready.pop(0)
+            if len(job.keys) > n:
+                self.ready.insert(0, _Renders(job.d, job.keys[n:], job.slower))
+                job = _Renders(job.d, job.keys[:n], job.slower)
+                job.d.rendering += 1  # one more part to come back
+            jobs.append(job)
+            n -= len(job.keys)
+        return jobs
 
     def _batch_size(self, name: BackendName) -> int:
         if name not in self.batch_sizes:
@@ -470,18 +489,25 @@ class _Pipeline:
             self._failed(d)
             return
         d.requests = render_requests(d.planned, d.scripted, self.cfg.run.seed)
-        self.ready.append(_Renders(d, list(d.requests)))
+        self._wait_for_tts(_Renders(d, list(d.requests)))
+
+    def _wait_for_tts(self, job: _Renders) -> None:
+        job.d.rendering += 1
+        self.ready.append(job)
 
     def _rendered(self, jobs: list[_Renders], future: Future[tuple[float, float]]) -> None:
         self.rendering -= 1
         self.times.add("tts", *future.result())
         for job in jobs:
             d = job.d
+            d.rendering -= 1
+            if d.rendering:
+                continue  # the rest of its renders are in another call
             if not d.alive:
                 self._failed(d)
             elif job.slower is not None:  # re-rendered slower: each piece checked alone
-                d.retrying = len(job.keys)
-                for k in job.keys:
+                d.retrying = len(job.slower)
+                for k in job.slower:
                     args = (self.rt, d.sid, d.qa[k], d.utts[k], d.language)
                     self._submit(self.cpu_ex, _qa_retry_job, args, self._rechecked, d, k, job.slower[k])
             elif self.cfg.tts.qa_wer_threshold is not None:
@@ -501,7 +527,7 @@ class _Pipeline:
         d.qa = dict(zip(_dialogue_pieces(d), outcome.value, strict=True))
         failed = [k for k, r in d.qa.items() if not r.ok]
         if failed:  # pieces that failed their channel pass: rendered again slower, then checked alone
-            self.ready.append(_Renders(d, failed, {k: retry_request(self.cfg, d.requests[k]) for k in failed}))
+            self._wait_for_tts(_Renders(d, failed, {k: retry_request(self.cfg, d.requests[k]) for k in failed}))
         else:
             self._assemble(d)
 
