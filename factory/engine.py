@@ -5,10 +5,11 @@ the other stage to finish a whole shard.
 
     plan (in process) -> script -> render -> QA -> assemble (timeline, mix, augment, encode)
 
-- script: with the HTTP backend, `llm.concurrency` dialogues write at once from threads, a new one
-  starting as soon as one is done (the backend's asyncio loop keeps at most `llm.concurrency`
-  requests in flight, across every shard of the process); with the embedded llama.cpp model,
-  `run.processes` dialogues at once in the worker processes.
+- script: with the HTTP backend, 2 x `llm.concurrency` dialogues write at once from threads, a new
+  one starting as soon as one is done (the backend's asyncio loop keeps at most `llm.concurrency`
+  requests in flight, across every shard of the process; the other writers' next requests wait
+  for a slot, so the server stays full while a thread prepares its dialogue's next turn); with the
+  embedded llama.cpp model, `run.processes` dialogues at once in the worker processes.
 - render: the renders of scripted dialogues go out in one `synthesize_many` call per TTS backend
   once they fill the backend's batch (or nothing more is being written): padded GPU batches, a
   process pool or a TTS service (two calls out, so the next one queues at the service while one
@@ -359,8 +360,9 @@ class _Pipeline:
     beside it, each with the concurrency its device wants:
 
     - plan: in the coordinator, as a dialogue is admitted (at most `window` in the pipeline);
-    - script: `llm.concurrency` dialogues writing at once on threads (HTTP: the backend's loop
-      bounds requests across every shard of the process), or the embedded model in the worker
+    - script: 2 x `llm.concurrency` dialogues writing at once on threads (HTTP: the backend's
+      loop keeps `llm.concurrency` requests in flight across every shard of the process, and the
+      other writers' next requests wait for a slot), or the embedded model in the worker
       processes (`run.processes` at once) or, without them, one at a time on a thread;
     - render: the renders of scripted dialogues go to the TTS backend once they fill its batch
       (or nothing more is being written), on one thread (a model is not called concurrently), or
@@ -399,7 +401,9 @@ class _Pipeline:
         self.batch_sizes: dict[BackendName, int] = {}
 
         if cfg.llm.backend == "http":
-            self.script_slots = cfg.llm.concurrency
+            # Twice as many writers as requests the backend lets out: while a dialogue's thread
+            # reads an answer and prepares its next turn, another's request waits for the slot.
+            self.script_slots = 2 * cfg.llm.concurrency
             self.script_ex: Executor = self._threads(min(self.script_slots, self.window), "script")
         elif pool is not None:
             self.script_slots, self.script_ex = cfg.run.worker_processes, pool
