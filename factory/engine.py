@@ -8,8 +8,10 @@ the other stage to finish a whole shard.
 - script: with the HTTP backend, 2 x `llm.concurrency` dialogues write at once from threads, a new
   one starting as soon as one is done (the backend's asyncio loop keeps at most `llm.concurrency`
   requests in flight, across every shard of the process; the other writers' next requests wait
-  for a slot, so the server stays full while a thread prepares its dialogue's next turn); with the
-  embedded llama.cpp model, `run.processes` dialogues at once in the worker processes.
+  for a slot, so the server stays full while a thread prepares its dialogue's next turn). The
+  writers' slots are the process's, the earliest shard's dialogues first, so the shards of a run
+  finish writing one after another, not together. With the embedded llama.cpp model,
+  `run.processes` dialogues at once in the worker processes.
 - render: the renders of scripted dialogues go out in one `synthesize_many` call per TTS backend
   once they fill the backend's batch (or nothing more is being written): padded GPU batches, a
   process pool or a TTS service (two calls out, so the next one queues at the service while one
@@ -30,6 +32,8 @@ process). The stage timers are busy seconds: the time at least one job of the st
 from __future__ import annotations
 
 import atexit
+import heapq
+import itertools
 import logging
 import os
 import queue
@@ -214,6 +218,50 @@ def _script_job(rt: Runtime, plan: Plan) -> Outcome:
     return _guarded(script_for, plan.sid, rt, plan)
 
 
+class _WriterGate:
+    """Process-wide slots for dialogues writing through the HTTP LLM, handed out earliest shard
+    first (then earliest dialogue). The shards of one process (the flow's thread runner) share
+    the LLM server; served evenly, they would all finish writing together and leave the server
+    idle while they render, assemble and write their files and the next shards start. Served
+    in order, one shard finishes writing early and moves on while the others keep the server
+    full, and the next shard starts while they still write."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots, self.used = slots, 0
+        self.waiting: list[tuple[int, int]] = []
+        self.cond = threading.Condition()
+
+    @contextmanager
+    def slot(self, priority: tuple[int, int]) -> Iterator[None]:
+        with self.cond:
+            heapq.heappush(self.waiting, priority)
+            while self.used >= self.slots or self.waiting[0] != priority:
+                self.cond.wait()
+            heapq.heappop(self.waiting)
+            self.used += 1
+            self.cond.notify_all()  # the next in line may take a slot left
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.used -= 1
+                self.cond.notify_all()
+
+
+_GATES: dict[int, _WriterGate] = {}
+_SHARDS = itertools.count()  # the order shards started in this process: their turn at the gate
+
+
+def _writer_gate(slots: int) -> _WriterGate:
+    with _POOLS_LOCK:
+        return _GATES.setdefault(slots, _WriterGate(slots))
+
+
+def _gated_script_job(rt: Runtime, plan: Plan, gate: _WriterGate, priority: tuple[int, int]) -> Outcome:
+    with gate.slot(priority):
+        return _script_job(rt, plan)
+
+
 def _qa_job(rt: Runtime, sid: str, utts: list[Utterance], channels: list[Channel], language: str) -> Outcome:
     return _guarded(qa_renders, sid, rt.cfg, utts, channels, language)
 
@@ -362,7 +410,8 @@ class _Pipeline:
     - plan: in the coordinator, as a dialogue is admitted (at most `window` in the pipeline);
     - script: 2 x `llm.concurrency` dialogues writing at once on threads (HTTP: the backend's
       loop keeps `llm.concurrency` requests in flight across every shard of the process, and the
-      other writers' next requests wait for a slot), or the embedded model in the worker
+      other writers' next requests wait for a slot; the writers' slots are the process's, the
+      earliest shard's dialogues first: `_WriterGate`), or the embedded model in the worker
       processes (`run.processes` at once) or, without them, one at a time on a thread;
     - render: the renders of scripted dialogues go to the TTS backend once they fill its batch
       (or nothing more is being written), on one thread (a model is not called concurrently), or
@@ -400,11 +449,14 @@ class _Pipeline:
         self.tts_before: dict[BackendName, dict[str, int] | None] = {}
         self.batch_sizes: dict[BackendName, int] = {}
 
+        self.gate: _WriterGate | None = None
+        self.order = (next(_SHARDS), itertools.count())
         if cfg.llm.backend == "http":
             # Twice as many writers as requests the backend lets out: while a dialogue's thread
             # reads an answer and prepares its next turn, another's request waits for the slot.
             self.script_slots = 2 * cfg.llm.concurrency
             self.script_ex: Executor = self._threads(min(self.script_slots, self.window), "script")
+            self.gate = _writer_gate(self.script_slots)  # the same slots across the process's shards
         elif pool is not None:
             self.script_slots, self.script_ex = cfg.run.worker_processes, pool
         else:
@@ -483,7 +535,12 @@ class _Pipeline:
             self._failed(d)
             return
         self.scripting += 1
-        self._submit(self.script_ex, _script_job, (self.rt, d.planned), self._scripted, d)
+        if self.gate is not None:
+            priority = (self.order[0], next(self.order[1]))
+            args = (self.rt, d.planned, self.gate, priority)
+            self._submit(self.script_ex, _gated_script_job, args, self._scripted, d)
+        else:
+            self._submit(self.script_ex, _script_job, (self.rt, d.planned), self._scripted, d)
 
     def _scripted(self, d: Dialogue, future: Future[Outcome]) -> None:
         self.scripting -= 1
