@@ -57,9 +57,9 @@ class RunSection(_Section):
         default=None,
         ge=1,
         le=100_000,
-        description="dialogues in one wave of the shard engine (factory.engine): each stage runs for a whole "
-        "wave at once (LLM turns together, one TTS batch, Whisper and assembly in the process pool); "
-        "null = the whole shard; 1 with processes 1 = one dialogue at a time (same bytes, slower)",
+        description="dialogues of a shard in the engine's pipeline at once (factory.engine: scripted, rendered, "
+        "checked and assembled as they stream through the stages); null = the whole shard; 1 with processes 1 = "
+        "one dialogue at a time (same bytes, slower)",
     )
     processes: int | None = Field(
         default=None,

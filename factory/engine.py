@@ -1,36 +1,47 @@
-"""The shard engine: the one way dialogues are made. A shard's dialogues go through the stages in
-waves; every stage runs for the whole wave before the next starts, so an LLM server and a TTS
-model see whole batches instead of one dialogue's requests at a time.
+"""The shard engine: the one way dialogues are made. A shard's dialogues stream through the
+stages as a pipeline, so while the TTS renders some dialogues the LLM already writes the next and
+the worker processes check and assemble others: neither an LLM server nor a TTS model waits for
+the other stage to finish a whole shard.
 
     plan (in process) -> script -> render -> QA -> assemble (timeline, mix, augment, encode)
 
-- script: with the HTTP backend, every dialogue of the wave writes at once from `llm.concurrency`
-  threads, so turn k of every dialogue goes out together (the backend's asyncio loop keeps at most
-  `llm.concurrency` requests in flight); with the embedded llama.cpp model, dialogue by dialogue
-  in each of `run.processes` worker processes.
-- render: one `synthesize_many` call per TTS backend with every render of the wave (padded GPU
-  batches, a process pool or a TTS service, whichever the backend is), through the TTS cache.
+- script: with the HTTP backend, 2 x `llm.concurrency` dialogues write at once from threads, a new
+  one starting as soon as one is done (the backend's asyncio loop keeps at most `llm.concurrency`
+  requests in flight, across every shard of the process; the other writers' next requests wait
+  for a slot, so the server stays full while a thread prepares its dialogue's next turn). The
+  writers' slots are the process's, the earliest shard's dialogues first, so the shards of a run
+  finish writing one after another, not together. With the embedded llama.cpp model,
+  `run.processes` dialogues at once in the worker processes.
+- render: the renders of scripted dialogues go out in one `synthesize_many` call per TTS backend
+  once they fill the backend's batch (or nothing more is being written): padded GPU batches, a
+  process pool or a TTS service (two calls out, so the next one queues at the service while one
+  renders), through the TTS cache.
 - QA: one Whisper pass per channel of each dialogue (`factory.render.qa.check_together`), in the
-  worker processes; pieces that fail are re-rendered slower in one more batch and checked alone.
+  worker processes; pieces that fail go back to the render stage slower and are checked alone.
 - assemble: timeline, mix, augmentation, the FLAC encode and the audit gate row, in the workers.
 
-A wave holds at most `run.wave_size` dialogues (null: the whole shard). "One at a time" is a wave
-of one without a process pool (`run.wave_size=1 run.processes=1`), which is also how `regenerate`
-remakes one sample: the same stage functions with the same inputs, so the same bytes whatever the
-wave size or the number of processes (every draw is keyed by sample and stage). A dialogue that
-fails any stage is re-drawn with its next attempt key in a later, smaller wave. CPU-bound stages
-run in processes, not threads (`run.processes`; 1 = in this process).
+At most `run.wave_size` dialogues are in a shard's pipeline at once (null: the whole shard). "One
+at a time" is a pipeline of one without a process pool (`run.wave_size=1 run.processes=1`), which
+is also how `regenerate` remakes one sample: the same stage functions with the same inputs, so the
+same bytes whatever the timing, the window or the number of processes (every draw is keyed by
+sample and stage). A dialogue that fails any stage re-enters the pipeline with its next attempt
+key. CPU-bound stages run in processes, not threads (`run.processes`; 1 = a thread of this
+process). The stage timers are busy seconds: the time at least one job of the stage ran.
 """
 
 from __future__ import annotations
 
 import atexit
+import heapq
+import itertools
 import logging
 import os
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,8 +49,10 @@ from typing import Any, TypeVar
 
 from factory.asr import load_model
 from factory.models import BackendName, Channel, Sample, Script, Utterance
-from factory.render.base import SynthesisRequest
+from factory.render.base import SynthesisRequest, TTSError
+from factory.render.cache import CachedBackend
 from factory.render.qa import QAResult
+from factory.render.service_backend import ServiceBackend
 from factory.run.records import ShardStats
 from factory.runtime import Runtime
 from factory.stages import (
@@ -81,10 +94,14 @@ STAGES = ("script", "tts", "qa", "assemble")  # the stage timers, whatever the w
 
 
 class StageTimes:
-    """Wall time per stage, summed over waves (for the run summary and benchmarks)."""
+    """Seconds per stage. `add` records the span a stage's job ran (jobs of one stage overlap in a
+    pipeline, and stages overlap each other); `busy` is the union of a stage's spans, the time at
+    least one of its jobs ran. Used as `with times("stage"):` it sums wall time in `seconds`."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.spans: dict[str, list[tuple[float, float]]] = {}
+        self._lock = threading.Lock()
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -93,6 +110,25 @@ class StageTimes:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def add(self, stage: str, start: float, end: float) -> None:
+        with self._lock:
+            self.spans.setdefault(stage, []).append((start, end))
+
+    def busy(self) -> dict[str, float]:
+        """Per stage, the seconds covered by at least one of its spans."""
+        out = {}
+        with self._lock:
+            spans = {k: sorted(v) for k, v in self.spans.items()}
+        for stage, items in spans.items():
+            total, (lo, hi) = 0.0, items[0]
+            for start, end in items[1:]:
+                if start > hi:
+                    total, lo, hi = total + hi - lo, start, end
+                else:
+                    hi = max(hi, end)
+            out[stage] = total + hi - lo
+        return out
 
 
 def worker_pool(processes: int) -> ProcessPoolExecutor | None:
@@ -132,26 +168,19 @@ class Outcome:
 
     value: Any = None
     reason: str | None = None
+    # when the job ran, on the monotonic clock (CLOCK_MONOTONIC: one clock for every process of
+    # the machine on Linux), for the stage's busy time
+    span: tuple[float, float] | None = None
 
 
 def _guarded(fn: Callable[..., T], sid: str, *args: Any) -> Outcome:
+    start = time.monotonic()
     try:
-        return Outcome(value=fn(*args))
+        outcome = Outcome(value=fn(*args))
     except Exception as exc:  # noqa: BLE001 - one broken dialogue must not cost the shard
-        return Outcome(reason=rejection_reason(exc, sid))
-
-
-def _map(
-    executor: Executor | None, fn: Callable[..., Outcome], jobs: list[tuple], costs: list[float] | None = None
-) -> list[Outcome]:
-    """`fn(*job)` for every job, results in job order. In a pool, the costliest jobs (`costs`,
-    e.g. turns or seconds of audio) start first, so a stage does not end with one worker busy on
-    a long dialogue while the others idle."""
-    if executor is None or len(jobs) <= 1:
-        return [fn(*job) for job in jobs]
-    order = sorted(range(len(jobs)), key=lambda i: -costs[i]) if costs else list(range(len(jobs)))
-    futures = {i: executor.submit(fn, *jobs[i]) for i in order}
-    return [futures[i].result() for i in range(len(jobs))]
+        outcome = Outcome(reason=rejection_reason(exc, sid))
+    outcome.span = (start, time.monotonic())
+    return outcome
 
 
 def _warm_job(rt: Runtime) -> int:
@@ -189,6 +218,50 @@ def _script_job(rt: Runtime, plan: Plan) -> Outcome:
     return _guarded(script_for, plan.sid, rt, plan)
 
 
+class _WriterGate:
+    """Process-wide slots for dialogues writing through the HTTP LLM, handed out earliest shard
+    first (then earliest dialogue). The shards of one process (the flow's thread runner) share
+    the LLM server; served evenly, they would all finish writing together and leave the server
+    idle while they render, assemble and write their files and the next shards start. Served
+    in order, one shard finishes writing early and moves on while the others keep the server
+    full, and the next shard starts while they still write."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots, self.used = slots, 0
+        self.waiting: list[tuple[int, int]] = []
+        self.cond = threading.Condition()
+
+    @contextmanager
+    def slot(self, priority: tuple[int, int]) -> Iterator[None]:
+        with self.cond:
+            heapq.heappush(self.waiting, priority)
+            while self.used >= self.slots or self.waiting[0] != priority:
+                self.cond.wait()
+            heapq.heappop(self.waiting)
+            self.used += 1
+            self.cond.notify_all()  # the next in line may take a slot left
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.used -= 1
+                self.cond.notify_all()
+
+
+_GATES: dict[int, _WriterGate] = {}
+_SHARDS = itertools.count()  # the order shards started in this process: their turn at the gate
+
+
+def _writer_gate(slots: int) -> _WriterGate:
+    with _POOLS_LOCK:
+        return _GATES.setdefault(slots, _WriterGate(slots))
+
+
+def _gated_script_job(rt: Runtime, plan: Plan, gate: _WriterGate, priority: tuple[int, int]) -> Outcome:
+    with gate.slot(priority):
+        return _script_job(rt, plan)
+
+
 def _qa_job(rt: Runtime, sid: str, utts: list[Utterance], channels: list[Channel], language: str) -> Outcome:
     return _guarded(qa_renders, sid, rt.cfg, utts, channels, language)
 
@@ -212,13 +285,15 @@ def _assemble_job(
     return _guarded(build, plan.sid)
 
 
-# --------------------------------------------------------------------------- one wave
+# --------------------------------------------------------------------------- one dialogue
 @dataclass
 class Dialogue:
-    """One attempt at one dialogue as it moves through the stages."""
+    """One attempt at one dialogue as it moves through the stages. One stage holds it at a time
+    (the coordinator, a script job, a render call, a QA or assemble job), so it needs no lock."""
 
     sid: str
     key: str  # its attempt key: the seed of every draw
+    attempt: int = 0
     plan: Plan | None = None
     script: Script | None = None
     requests: dict[PieceKey, SynthesisRequest] = field(default_factory=dict)
@@ -226,17 +301,14 @@ class Dialogue:
     qa: dict[PieceKey, QAResult] = field(default_factory=dict)
     result: SampleResult | None = None
     reason: str | None = None
+    rendering: int = 0  # parts of its renders waiting for or in a TTS call
+    retrying: int = 0  # QA re-checks of slower re-renders still out
 
     @property
     def language(self) -> str:
         """The dialogue's language (its scenario's), once planned."""
         assert self.plan is not None
         return self.plan.scenario.language
-
-    @property
-    def audio_s(self) -> float:
-        """Seconds of rendered speech: the cost of its QA and assembly."""
-        return sum(len(u.audio) / u.sample_rate for u in self.utts.values())
 
     @property
     def alive(self) -> bool:
@@ -258,55 +330,59 @@ class Dialogue:
             self.reason = reason
 
 
-def _alive(dialogues: Iterable[Dialogue]) -> list[Dialogue]:
-    return [d for d in dialogues if d.alive]
+@dataclass
+class _Renders:
+    """Renders of one dialogue waiting for the TTS stage: its first renders (`slower` None), or
+    the pieces that failed their channel's QA pass, re-rendered slower."""
+
+    d: Dialogue
+    keys: list[PieceKey]
+    slower: dict[PieceKey, SynthesisRequest] | None = None
+
+    def request(self, k: PieceKey) -> SynthesisRequest:
+        return self.slower[k] if self.slower is not None else self.d.requests[k]
 
 
-def run_wave(
-    rt: Runtime, dialogues: list[Dialogue], shard: str, pool: Executor | None, times: StageTimes, stats: ShardStats
-) -> None:
-    """One attempt of every dialogue in `dialogues`, stage by stage; each ends with a `result`
-    or a `reason`."""
-    for d in dialogues:
-        outcome = _guarded(plan_sample, d.sid, rt, d.sid, d.key)
-        d.plan, d.reason = outcome.value, outcome.reason
-
-    with times("script"):
-        _scripts(rt, _alive(dialogues), pool, stats)
-
-    with times("tts"):
-        live = _alive(dialogues)
-        for d in live:
-            d.requests = render_requests(d.planned, d.scripted, rt.cfg.run.seed)
-        _render_into(rt, live, {d.sid: list(d.requests) for d in live}, stats)
-
-    with times("qa"):
-        if rt.cfg.tts.qa_wer_threshold is not None:
-            _qa(rt, _alive(dialogues), pool, stats)
-
-    with times("assemble"):
-        live = _alive(dialogues)
-        jobs = []
-        for d in live:
-            parts = {k: (r, d.utts[k], d.qa.get(k), cache_key(rt, r)) for k, r in d.requests.items()}
-            jobs.append((rt, d.planned, d.scripted, parts, shard))
-        for d, outcome in zip(live, _map(pool, _assemble_job, jobs, [d.audio_s for d in live]), strict=True):
-            d.result, d.reason = outcome.value, outcome.reason
+def _render_into(rt: Runtime, jobs: list[_Renders]) -> tuple[float, float]:
+    """Render every job's pieces in one call per backend (`render_batch`); a failed render fails
+    its dialogue. Runs on a TTS-stage thread; returns the call's span."""
+    start = time.monotonic()
+    flat = [(job, k) for job in jobs for k in job.keys]
+    rendered = render_batch(rt, [job.request(k) for job, k in flat])
+    for (job, k), utt in zip(flat, rendered, strict=True):
+        d = job.d
+        if isinstance(utt, Exception):
+            if d.alive:  # one reason per dialogue (a bug's traceback is logged once)
+                d.fail(rejection_reason(utt, d.sid))
+        else:
+            d.utts[k] = utt  # a QA retry's slower render replaces the first
+    return start, time.monotonic()
 
 
-def _scripts(rt: Runtime, live: list[Dialogue], pool: Executor | None, stats: ShardStats) -> None:
-    before = _llm_snapshot(rt)
-    jobs = [(rt, d.planned) for d in live]
-    if rt.cfg.llm.backend == "http":
-        # I/O-bound: threads, each writing one dialogue turn by turn; the backend's loop holds
-        # at most llm.concurrency requests in flight across all of them.
-        with ThreadPoolExecutor(max(1, min(rt.cfg.llm.concurrency, len(jobs))), thread_name_prefix="script") as ex:
-            outcomes = list(ex.map(lambda job: _script_job(*job), jobs))
-    else:
-        outcomes = _map(pool, _script_job, jobs, [d.planned.scenario.n_turns for d in live])
-    for d, outcome in zip(live, outcomes, strict=True):
-        d.script, d.reason = outcome.value, outcome.reason
-    _add_llm_stats(rt, before, stats)
+def _dialogue_pieces(d: Dialogue) -> list[PieceKey]:
+    """The pieces QA hears together per channel: all but the voice prompt, which is not in the
+    dialogue, and the events the agent must not answer (another voice, or the user turned away)."""
+    return [k for k in d.requests if k != VOICE_PROMPT and k[0] != "event"]
+
+
+def _batch_counts(rt: Runtime, name: BackendName) -> dict[str, int] | None:
+    stats = rt.tts_batch_stats(name)
+    return None if stats is None else {"batches": stats.batches, "items": stats.items, "capacity": stats.capacity}
+
+
+def _tts_batch_size(rt: Runtime, name: BackendName) -> int:
+    """Renders that fill one model batch of backend `name`: a GPU backend's `batch_size`, the TTS
+    service's (its /health), else 1 (a backend that renders one at a time or in a process pool
+    gains nothing by waiting for more)."""
+    try:
+        backend = rt.tts(name)
+    except TTSError:
+        return 1
+    inner = backend.backend if isinstance(backend, CachedBackend) else backend
+    size = getattr(inner, "batch_size", None)
+    if size is None and isinstance(inner, ServiceBackend):
+        size = inner.health().get("batch_size")
+    return max(1, int(size)) if isinstance(size, int | float) else 1
 
 
 def _llm_snapshot(rt: Runtime):
@@ -325,134 +401,311 @@ def _add_llm_stats(rt: Runtime, before, stats: ShardStats) -> None:
     stats.llm_max_in_flight = max(stats.llm_max_in_flight, after.max_in_flight)  # the backend's peak so far
 
 
-def _render_into(
-    rt: Runtime,
-    live: list[Dialogue],
-    keys: dict[str, list[PieceKey]],
-    stats: ShardStats,
-    requests: dict[tuple[str, PieceKey], SynthesisRequest] | None = None,
-) -> None:
-    """Render `keys` of each dialogue in one batch (per backend); a failed render fails its dialogue."""
-    flat = [(d, k) for d in live for k in keys.get(d.sid, [])]
-    if not flat:
-        return
-    asked = [requests[(d.sid, k)] if requests else d.requests[k] for d, k in flat]
-    names: list[BackendName] = sorted({r.voice.backend for r in asked})
-    stats.tts_calls += len(names)
-    stats.tts_renders += len(asked)
-    before = {n: _batch_counts(rt, n) for n in names}
-    rendered = render_batch(rt, asked)
-    for n in names:
-        after, was = _batch_counts(rt, n), before[n]
-        if after is not None and was is not None:
-            total = stats.tts_batches.setdefault(n, {"batches": 0, "items": 0, "capacity": 0})
+# --------------------------------------------------------------------------- the pipeline
+class _Pipeline:
+    """A shard's dialogues streaming through the stages. One coordinator (the calling thread)
+    owns every decision and reacts to finished jobs, which come back as events; the stages run
+    beside it, each with the concurrency its device wants:
+
+    - plan: in the coordinator, as a dialogue is admitted (at most `window` in the pipeline);
+    - script: 2 x `llm.concurrency` dialogues writing at once on threads (HTTP: the backend's
+      loop keeps `llm.concurrency` requests in flight across every shard of the process, and the
+      other writers' next requests wait for a slot; the writers' slots are the process's, the
+      earliest shard's dialogues first: `_WriterGate`), or the embedded model in the worker
+      processes (`run.processes` at once) or, without them, one at a time on a thread;
+    - render: the renders of scripted dialogues go to the TTS backend once they fill its batch
+      (or nothing more is being written), on one thread (a model is not called concurrently), or
+      two for a TTS service, so the next call queues there while one renders;
+    - QA and assemble: submitted to the worker processes (or one thread) as dialogues arrive.
+
+    A dialogue that fails a stage re-enters with its next attempt key, up to `attempts`. The
+    order in which things finish changes nothing in the bytes: every draw is keyed by sample and
+    stage."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        dialogues: list[Dialogue],
+        shard: str,
+        pool: Executor | None,
+        stats: ShardStats,
+        *,
+        window: int,
+        attempts: int,
+        on_result: Callable[[str, SampleResult], None],
+    ) -> None:
+        cfg = rt.cfg
+        self.rt, self.cfg, self.shard, self.stats = rt, cfg, shard, stats
+        self.window, self.attempts, self.on_result = max(1, window), attempts, on_result
+        self.waiting: deque[Dialogue] = deque(dialogues)
+        self.open = len(dialogues)  # dialogues not settled yet
+        self.in_pipeline = 0  # admitted, not settled or sent back to wait
+        self.scripting = 0
+        self.ready: list[_Renders] = []
+        self.rendering = 0  # TTS calls out
+        self.times = StageTimes()
+        self.events: queue.SimpleQueue[tuple[Callable[..., None], tuple]] = queue.SimpleQueue()
+        self.owned: list[Executor] = []
+        self.tts_before: dict[BackendName, dict[str, int] | None] = {}
+        self.batch_sizes: dict[BackendName, int] = {}
+
+        self.gate: _WriterGate | None = None
+        self.order = (next(_SHARDS), itertools.count())
+        if cfg.llm.backend == "http":
+            # Twice as many writers as requests the backend lets out: while a dialogue's thread
+            # reads an answer and prepares its next turn, another's request waits for the slot.
+            self.script_slots = 2 * cfg.llm.concurrency
+            self.script_ex: Executor = self._threads(min(self.script_slots, self.window), "script")
+            self.gate = _writer_gate(self.script_slots)  # the same slots across the process's shards
+        elif pool is not None:
+            self.script_slots, self.script_ex = cfg.run.worker_processes, pool
+        else:
+            self.script_slots, self.script_ex = 1, self._threads(1, "script")
+        self.tts_streams = 2 if cfg.tts.service_url else 1
+        self.tts_ex = self._threads(self.tts_streams, "tts")
+        self.cpu_ex = pool if pool is not None else self._threads(1, "cpu")
+
+    def _threads(self, n: int, name: str) -> ThreadPoolExecutor:
+        ex = ThreadPoolExecutor(max(1, n), thread_name_prefix=f"{self.shard}-{name}")
+        self.owned.append(ex)
+        return ex
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        try:
+            self._schedule()
+            while self.open:
+                then, args = self.events.get()
+                then(*args)
+                self._schedule()
+        finally:
+            for ex in self.owned:  # jobs still out (a failed shard) are abandoned, not waited for
+                ex.shutdown(wait=False, cancel_futures=True)
+
+    def _submit(self, executor: Executor, fn: Callable[..., Any], args: tuple, then: Callable[..., None], *ctx) -> None:
+        future = executor.submit(fn, *args)
+        future.add_done_callback(lambda f: self.events.put((then, (*ctx, f))))
+
+    def _schedule(self) -> None:
+        while self.waiting and self.in_pipeline < self.window and self.scripting < self.script_slots:
+            self._admit(self.waiting.popleft())
+        while self.ready and self.rendering < self.tts_streams:
+            asked = [job.request(k) for job in self.ready for k in job.keys]
+            names: set[BackendName] = {r.voice.backend for r in asked}
+            fill = max(self._batch_size(n) for n in names)
+            if len(asked) < fill and self.scripting:
+                break  # more renders are being written: wait for a full batch
+            # Whole batches while more is being written (a dialogue's renders may span two calls),
+            # everything once nothing is.
+            jobs = self._take(len(asked) - len(asked) % fill if self.scripting else len(asked))
+            asked = [job.request(k) for job in jobs for k in job.keys]
+            names = {r.voice.backend for r in asked}
+            for n in names:  # the backend's batch counters before this shard first used it
+                if n not in self.tts_before:
+                    self.tts_before[n] = _batch_counts(self.rt, n)
+            self.stats.tts_calls += len(names)
+            self.stats.tts_renders += len(asked)
+            self.rendering += 1
+            self._submit(self.tts_ex, _render_into, (self.rt, jobs), self._rendered, jobs)
+
+    def _take(self, n: int) -> list[_Renders]:
+        """The first `n` renders waiting, splitting a dialogue's job at the cut."""
+        jobs: list[_Renders] = []
+        while n and self.ready:
+            job = self.ready.pop(0)
+            if len(job.keys) > n:
+                self.ready.insert(0, _Renders(job.d, job.keys[n:], job.slower))
+                job = _Renders(job.d, job.keys[:n], job.slower)
+                job.d.rendering += 1  # one more part to come back
+            jobs.append(job)
+            n -= len(job.keys)
+        return jobs
+
+    def _batch_size(self, name: BackendName) -> int:
+        if name not in self.batch_sizes:
+            self.batch_sizes[name] = _tts_batch_size(self.rt, name)
+        return self.batch_sizes[name]
+
+    # ------------------------------------------------------------------ stage by stage
+    def _admit(self, d: Dialogue) -> None:
+        self.in_pipeline += 1
+        outcome = _guarded(plan_sample, d.sid, self.rt, d.sid, d.key)
+        d.plan, d.reason = outcome.value, outcome.reason
+        if not d.alive:
+            self._failed(d)
+            return
+        self.scripting += 1
+        if self.gate is not None:
+            priority = (self.order[0], next(self.order[1]))
+            args = (self.rt, d.planned, self.gate, priority)
+            self._submit(self.script_ex, _gated_script_job, args, self._scripted, d)
+        else:
+            self._submit(self.script_ex, _script_job, (self.rt, d.planned), self._scripted, d)
+
+    def _scripted(self, d: Dialogue, future: Future[Outcome]) -> None:
+        self.scripting -= 1
+        outcome = self._outcome("script", future)
+        d.script, d.reason = outcome.value, outcome.reason
+        if not d.alive:
+            self._failed(d)
+            return
+        d.requests = render_requests(d.planned, d.scripted, self.cfg.run.seed)
+        self._wait_for_tts(_Renders(d, list(d.requests)))
+
+    def _wait_for_tts(self, job: _Renders) -> None:
+        job.d.rendering += 1
+        self.ready.append(job)
+
+    def _rendered(self, jobs: list[_Renders], future: Future[tuple[float, float]]) -> None:
+        self.rendering -= 1
+        self.times.add("tts", *future.result())
+        for job in jobs:
+            d = job.d
+            d.rendering -= 1
+            if d.rendering:
+                continue  # the rest of its renders are in another call
+            if not d.alive:
+                self._failed(d)
+            elif job.slower is not None:  # re-rendered slower: each piece checked alone
+                d.retrying = len(job.slower)
+                for k in job.slower:
+                    args = (self.rt, d.sid, d.qa[k], d.utts[k], d.language)
+                    self._submit(self.cpu_ex, _qa_retry_job, args, self._rechecked, d, k, job.slower[k])
+            elif self.cfg.tts.qa_wer_threshold is not None:
+                keys = _dialogue_pieces(d)
+                channels = [piece_channel(d.scripted, k) for k in keys]
+                args = (self.rt, d.sid, [d.utts[k] for k in keys], channels, d.language)
+                self._submit(self.cpu_ex, _qa_job, args, self._checked, d)
+            else:
+                self._assemble(d)
+
+    def _checked(self, d: Dialogue, future: Future[Outcome]) -> None:
+        outcome = self._outcome("qa", future)
+        if outcome.reason is not None:
+            d.fail(outcome.reason)
+            self._failed(d)
+            return
+        d.qa = dict(zip(_dialogue_pieces(d), outcome.value, strict=True))
+        failed = [k for k, r in d.qa.items() if not r.ok]
+        if failed:  # pieces that failed their channel pass: rendered again slower, then checked alone
+            self._wait_for_tts(_Renders(d, failed, {k: retry_request(self.cfg, d.requests[k]) for k in failed}))
+        else:
+            self._assemble(d)
+
+    def _rechecked(self, d: Dialogue, k: PieceKey, slower: SynthesisRequest, future: Future[Outcome]) -> None:
+        d.retrying -= 1
+        outcome = self._outcome("qa", future)
+        if outcome.reason is not None:
+            d.fail(outcome.reason)
+        elif d.alive:
+            d.utts[k], d.qa[k] = outcome.value
+            d.requests[k] = slower
+        if d.retrying:
+            return
+        if d.alive:
+            self._assemble(d)
+        else:
+            self._failed(d)
+
+    def _assemble(self, d: Dialogue) -> None:
+        parts = {k: (r, d.utts[k], d.qa.get(k), cache_key(self.rt, r)) for k, r in d.requests.items()}
+        args = (self.rt, d.planned, d.scripted, parts, self.shard)
+        self._submit(self.cpu_ex, _assemble_job, args, self._assembled, d)
+
+    def _assembled(self, d: Dialogue, future: Future[Outcome]) -> None:
+        outcome = self._outcome("assemble", future)
+        d.result, d.reason = outcome.value, outcome.reason
+        if d.result is None:
+            self._failed(d)
+            return
+        self.in_pipeline -= 1
+        self._settle(d.sid, d.result)
+
+    def _outcome(self, stage: str, future: Future[Outcome]) -> Outcome:
+        outcome = future.result()  # a dead worker process raises BrokenProcessPool here
+        if outcome.span is not None:
+            self.times.add(stage, *outcome.span)
+        return outcome
+
+    def _failed(self, d: Dialogue) -> None:
+        """`d` failed a stage: its next attempt waits at the front, or it is rejected for good."""
+        self.in_pipeline -= 1
+        log.warning("sample %s attempt %d rejected: %s", d.sid, d.attempt + 1, d.reason)
+        if d.attempt + 1 < self.attempts:
+            nxt = d.attempt + 1
+            self.waiting.appendleft(Dialogue(d.sid, attempt_key(d.sid, nxt), nxt))
+        else:
+            self._settle(d.sid, rejected_result(self.cfg, d.sid, self.shard, d.reason or "unknown"))
+
+    def _settle(self, sid: str, result: SampleResult) -> None:
+        self.open -= 1
+        self.on_result(sid, result)
+
+    def add_tts_stats(self) -> None:
+        """The batches each TTS backend ran since this shard first called it."""
+        for name, was in self.tts_before.items():
+            after = _batch_counts(self.rt, name)
+            if after is None or was is None:
+                continue
+            total = self.stats.tts_batches.setdefault(name, {"batches": 0, "items": 0, "capacity": 0})
             for field_name, value in after.items():
                 total[field_name] += value - was[field_name]
-    for (d, k), utt in zip(flat, rendered, strict=True):
-        if isinstance(utt, Exception):
-            if d.alive:  # one reason per dialogue (a bug's traceback is logged once)
-                d.fail(rejection_reason(utt, d.sid))
-        else:
-            d.utts[k] = utt
-
-
-def _dialogue_pieces(d: Dialogue) -> list[PieceKey]:
-    """The pieces QA hears together per channel: all but the voice prompt, which is not in the
-    dialogue, and the events the agent must not answer (another voice, or the user turned away)."""
-    return [k for k in d.requests if k != VOICE_PROMPT and k[0] != "event"]
-
-
-def _batch_counts(rt: Runtime, name: BackendName) -> dict[str, int] | None:
-    stats = rt.tts_batch_stats(name)
-    return None if stats is None else {"batches": stats.batches, "items": stats.items, "capacity": stats.capacity}
-
-
-def _qa(rt: Runtime, live: list[Dialogue], pool: Executor | None, stats: ShardStats) -> None:
-    jobs = []
-    for d in live:
-        keys = _dialogue_pieces(d)
-        channels = [piece_channel(d.scripted, k) for k in keys]
-        jobs.append((rt, d.sid, [d.utts[k] for k in keys], channels, d.language))
-    for d, outcome in zip(live, _map(pool, _qa_job, jobs, [d.audio_s for d in live]), strict=True):
-        if outcome.reason is not None:
-            d.fail(outcome.reason)
-        else:
-            d.qa = dict(zip(_dialogue_pieces(d), outcome.value, strict=True))
-    # Pieces that failed their channel pass: re-render slower, all in one batch, then check alone.
-    failed = {d.sid: [k for k, r in d.qa.items() if not r.ok] for d in _alive(live)}
-    slower = {(d.sid, k): retry_request(rt.cfg, d.requests[k]) for d in _alive(live) for k in failed.get(d.sid, [])}
-    if not slower:
-        return
-    retrying = [d for d in _alive(live) if failed.get(d.sid)]
-    _render_into(rt, retrying, failed, stats, slower)
-    flat = [(d, k) for d in _alive(retrying) for k in failed[d.sid]]
-    jobs = [(rt, d.sid, d.qa[k], d.utts[k], d.language) for d, k in flat]  # utts[k] now holds the slower render
-    for (d, k), outcome in zip(flat, _map(pool, _qa_retry_job, jobs), strict=True):
-        if outcome.reason is not None:
-            d.fail(outcome.reason)
-        else:
-            d.utts[k], d.qa[k] = outcome.value
-            d.requests[k] = slower[(d.sid, k)]
 
 
 # --------------------------------------------------------------------------- a shard
 def build_shard(
     rt: Runtime, indices: Iterable[int], shard: str, on_sample: Callable[[SampleResult], None] | None = None
 ) -> tuple[list[SampleResult], ShardStats]:
-    """Every sample of a shard, in waves of at most `run.wave_size` dialogues: each wave runs one
-    attempt of its dialogues, and those that failed are re-drawn in the next, smaller wave.
-    Returns the results in `indices` order and what the stages cost. `on_sample` is called as
-    each sample is settled."""
+    """Every sample of a shard, streamed through the stages with at most `run.wave_size`
+    dialogues in the pipeline at once (null: the whole shard); a dialogue that fails is re-drawn
+    with its next attempt key, up to `run.max_sample_attempts`. Returns the results in `indices`
+    order and what the stages cost (busy seconds per stage). `on_sample` is called as each
+    sample is settled."""
     cfg = rt.cfg
     indices = list(indices)
-    times, stats = StageTimes(), ShardStats()
+    by_sid = {sample_id(cfg, i): i for i in indices}
+    stats = ShardStats()
     processes = cfg.run.worker_processes
-    pool = worker_pool(processes)
-    size = cfg.run.wave_size or max(1, len(indices))
     results: dict[int, SampleResult] = {}
+
+    def settled(sid: str, result: SampleResult) -> None:
+        results[by_sid[sid]] = result
+        if on_sample:
+            on_sample(result)
+
+    pipeline = _Pipeline(
+        rt,
+        [Dialogue(sid, attempt_key(sid, 0)) for sid in by_sid],
+        shard,
+        worker_pool(processes),
+        stats,
+        window=cfg.run.wave_size or len(indices),
+        attempts=cfg.run.max_sample_attempts,
+        on_result=settled,
+    )
+    before = _llm_snapshot(rt)
     try:
-        for start in range(0, len(indices), size):
-            chunk = {sample_id(cfg, i): i for i in indices[start : start + size]}
-            for sid, result in _attempts(rt, list(chunk), shard, pool, times, stats):
-                results[chunk[sid]] = result
-                if on_sample:
-                    on_sample(result)
+        pipeline.run()
     except BrokenProcessPool:
         _drop_pool(processes)  # a worker died (killed, out of memory): a fresh pool for the retry
         raise
-    stats.seconds = {stage: times.seconds.get(stage, 0.0) for stage in STAGES}
+    _add_llm_stats(rt, before, stats)
+    pipeline.add_tts_stats()
+    busy = pipeline.times.busy()
+    stats.seconds = {stage: busy.get(stage, 0.0) for stage in STAGES}
     stats.audio_s = sum(r.sample.timeline.duration for r in results.values() if r.sample is not None)
     return [results[i] for i in indices], stats
 
 
-def _attempts(
-    rt: Runtime, sids: list[str], shard: str, pool: Executor | None, times: StageTimes, stats: ShardStats
-) -> Iterator[tuple[str, SampleResult]]:
-    """Up to `run.max_sample_attempts` waves over `sids`: each dialogue's result, made or rejected."""
-    reasons: dict[str, str] = {}
-    todo = sids
-    for attempt in range(rt.cfg.run.max_sample_attempts):
-        if not todo:
-            return
-        wave = [Dialogue(sid, attempt_key(sid, attempt)) for sid in todo]
-        run_wave(rt, wave, shard, pool, times, stats)
-        todo = []
-        for d in wave:
-            if d.result is not None:
-                yield d.sid, d.result
-                continue
-            log.warning("sample %s attempt %d rejected: %s", d.sid, attempt + 1, d.reason)
-            reasons[d.sid] = d.reason or "unknown"
-            todo.append(d.sid)
-    for sid in todo:
-        yield sid, rejected_result(rt.cfg, sid, shard, reasons[sid])
-
-
 def build_one(rt: Runtime, sid: str, key: str) -> Sample:
-    """One dialogue from its attempt key, as a wave of one in this process (what `regenerate`
+    """One dialogue from its attempt key, as a pipeline of one in this process (what `regenerate`
     does); raises SampleRejected with the manifest's reason when it fails."""
-    d = Dialogue(sid, key)
-    run_wave(rt, [d], "one", None, StageTimes(), ShardStats())
-    if d.result is None or d.result.sample is None:
-        raise SampleRejected(d.reason or "unknown")
-    return d.result.sample
+    done: list[SampleResult] = []
+    pipeline = _Pipeline(
+        rt, [Dialogue(sid, key)], "one", None, ShardStats(), window=1, attempts=1, on_result=lambda _, r: done.append(r)
+    )
+    pipeline.run()
+    result = done[0]
+    if result.sample is None:
+        raise SampleRejected(result.manifest.reason or "unknown")
+    return result.sample

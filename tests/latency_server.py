@@ -1,12 +1,24 @@
-"""An OpenAI-compatible chat server on 127.0.0.1 that answers every request after a fixed latency
-and records how many requests were in flight: the stand-in for a busy vLLM server in the
-throughput test and `benchmarks/scale.py`. What it measures (concurrency) comes from the
-server side, outside the code under test.
+"""Simulated GPU services that record their own utilisation, outside the code under test.
+
+`LatencyServer`: an OpenAI-compatible chat server on 127.0.0.1 that answers every request after
+a latency and records how many requests were in flight: the stand-in for a busy vLLM server in
+the throughput test, `benchmarks/scale.py` and `benchmarks/utilisation.py`. The latency is
+`latency_s + per_request_s x` the requests in flight when it arrives (a decoder's step grows with
+its batch; `per_request_s` 0: fixed).
 
     with LatencyServer(latency_s=0.5) as server:
         cfg = ... llm.backend=http, llm.base_url=server.base_url ...
         ...
-        server.max_in_flight, server.n_requests, server.in_flight_timeline()
+        server.max_in_flight, server.n_requests, server.mean_in_flight()
+
+`TTSStandIn`: the factory's own TTS service (`factory.render.service`) hosting, as `espeak`, a
+backend whose batch call costs a fixed `batch_s` for up to `batch_size` renders (a GPU's padded
+batch costs about the same full or not); it renders real espeak audio (same bytes as espeak in
+process) and sleeps out the rest of `batch_s`, recording every batch (start, end, renders).
+
+    with TTSStandIn(batch_size=16, batch_s=0.4) as tts:
+        cfg = ... tts.service_url=tts.url ...
+        tts.mean_batch(), tts.busy_share(start, end)
 
 Answers are plain English sentences of about 0.8 x the turn's word limit (read back from
 `max_tokens`, which the writer sets to `1.6 * max_words + 16`), drawn from the request's seed, so
@@ -18,10 +30,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
 import numpy as np
+
+from factory.models import Utterance, Voice
+from factory.render.base import SynthesisRequest, TTSBackend, synthesize_many, synthesize_one
+from factory.render.registry import get_backend
+from factory.render.service import ServiceThread, TTSService
 
 MODEL = "latency-stand-in"
 _WORDS = (
@@ -55,8 +73,9 @@ class LatencyServer:
     """Start on enter, stop on exit. Thread-safe counters: `n_requests`, `max_in_flight`,
     and `events` ((monotonic time, in-flight count after the change))."""
 
-    def __init__(self, latency_s: float = 0.5) -> None:
+    def __init__(self, latency_s: float = 0.5, per_request_s: float = 0.0) -> None:
         self.latency_s = latency_s
+        self.per_request_s = per_request_s
         self.n_requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -97,18 +116,32 @@ class LatencyServer:
         time = sum(dt for dt, n in spans if n > 0) if busy_only else events[-1][0] - events[0][0]
         return area / time if time else 0.0
 
+    def steady_mean_in_flight(self, trim: float = 0.1) -> float:
+        """Time-weighted mean of requests in flight over the steady part of the server's span:
+        from the first request to the last answer, less `trim` of it at each end (ramp-up and
+        drain)."""
+        with self._lock:
+            events = list(self.events)
+        if len(events) < 2:
+            return 0.0
+        t0, t1 = events[0][0], events[-1][0]
+        lo, hi = t0 + trim * (t1 - t0), t1 - trim * (t1 - t0)
+        return step_mean(events, lo, hi)
+
     def busy_request_seconds(self) -> float:
         """Request-seconds served: the area under the in-flight curve."""
         with self._lock:
             events = list(self.events)
         return sum((t1 - t0) * n for (t0, n), (t1, _) in zip(events, events[1:]))
 
-    def _enter(self) -> None:
+    def _enter(self) -> float:
+        """Count a request in; its latency."""
         with self._lock:
             self.n_requests += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.events.append((time.monotonic(), self.in_flight))
+            return self.latency_s + self.per_request_s * self.in_flight
 
     def _leave(self) -> None:
         with self._lock:
@@ -138,9 +171,9 @@ class LatencyServer:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
-                server._enter()
+                latency = server._enter()
                 try:
-                    time.sleep(server.latency_s)
+                    time.sleep(latency)
                     text = answer(int(request.get("seed") or 0), int(request.get("max_tokens") or 64))
                 finally:
                     server._leave()
@@ -157,3 +190,78 @@ class LatencyServer:
                 )
 
         return Handler
+
+
+def step_mean(events: Sequence[tuple[float, float]], lo: float, hi: float) -> float:
+    """Time-weighted mean over [lo, hi] of a step function given as (time, value from then on)."""
+    if hi <= lo or not events:
+        return 0.0
+    area = 0.0
+    for (t0, n), (t1, _) in zip(events, [*events[1:], (hi, 0)]):
+        a, b = max(t0, lo), min(t1, hi)
+        if b > a:
+            area += (b - a) * n
+    return area / (hi - lo)
+
+
+class BatchCostBackend:
+    """A TTS backend whose batch call costs `batch_s` for up to `batch_size` renders: `inner`
+    renders them (real audio), then the call sleeps out the rest of `batch_s`. Records each
+    batch as (start, end, renders) on the monotonic clock."""
+
+    def __init__(self, inner: TTSBackend, batch_size: int, batch_s: float) -> None:
+        self.inner, self.batch_size, self.batch_s = inner, batch_size, batch_s
+        self.name = inner.name
+        self.batches: list[tuple[float, float, int]] = []
+        self._lock = threading.Lock()
+
+    def cache_identity(self) -> str:
+        return self.inner.cache_identity()  # the same audio as `inner`: the same cache keys
+
+    def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
+        return synthesize_one(self, SynthesisRequest(text, voice, rate))
+
+    def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[Utterance | Exception]:
+        out: list[Utterance | Exception] = []
+        for i in range(0, len(requests), self.batch_size):
+            chunk = requests[i : i + self.batch_size]
+            start = time.monotonic()
+            out += synthesize_many(self.inner, chunk)
+            time.sleep(max(0.0, self.batch_s - (time.monotonic() - start)))
+            with self._lock:
+                self.batches.append((start, time.monotonic(), len(chunk)))
+        return out
+
+
+class TTSStandIn:
+    """The TTS service on a thread of this process hosting a `BatchCostBackend` over espeak
+    (`url` for `tts.service_url`). Start on enter, stop on exit."""
+
+    def __init__(self, batch_size: int = 16, batch_s: float = 0.4, max_wait_ms: float = 20.0) -> None:
+        self.batch_size = batch_size
+        self.backend = BatchCostBackend(get_backend("espeak"), batch_size, batch_s)
+        self._thread = ServiceThread(
+            TTSService({"espeak": self.backend}, batch_size=batch_size, max_wait_ms=max_wait_ms)
+        )
+        self.url = ""
+
+    def __enter__(self) -> Self:
+        self.url = self._thread.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.__exit__(*exc)
+
+    def batches(self, lo: float = float("-inf"), hi: float = float("inf")) -> list[tuple[float, float, int]]:
+        """The batches that started in [lo, hi]."""
+        with self.backend._lock:  # noqa: SLF001 - its owner reads its record
+            return [b for b in self.backend.batches if lo <= b[0] <= hi]
+
+    def mean_batch(self, lo: float = float("-inf"), hi: float = float("inf")) -> float:
+        sizes = [n for _, _, n in self.batches(lo, hi)]
+        return sum(sizes) / len(sizes) if sizes else 0.0
+
+    def busy_share(self, lo: float, hi: float) -> float:
+        """Share of [lo, hi] the backend spent in batch calls."""
+        busy = sum(max(0.0, min(e, hi) - max(s, lo)) for s, e, _ in self.batches())
+        return busy / (hi - lo) if hi > lo else 0.0

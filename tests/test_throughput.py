@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -19,11 +20,11 @@ import pytest
 
 from factory.audio.mix import flac_bytes
 from factory.config import load_config
-from factory.engine import build_shard, worker_pool
+from factory.engine import _WriterGate, build_shard, worker_pool
 from factory.render.qa import check_together
 from factory.run.records import utilisation
 from factory.runtime import runtime_for
-from tests.latency_server import LatencyServer
+from tests.latency_server import LatencyServer, TTSStandIn
 
 LATENCY_S = 0.5
 N_DIALOGUES, N_TURNS = 32, 8
@@ -76,7 +77,9 @@ def test_a_shard_of_32_dialogues_keeps_the_llm_server_full(tmp_path: Path) -> No
         assert use.llm.requests == server.n_requests
         assert use.llm.max_in_flight == N_DIALOGUES
         assert stats.llm_busy_s >= 0.95 * server.busy_request_seconds()  # the client saw every request-second
-        assert use.tts.renders_per_call >= N_DIALOGUES * N_TURNS / 2  # one batch per voice backend
+        # espeak in process batches nothing, so renders go out as dialogues are scripted (whole
+        # batches for a backend that batches: test_stages_overlap_inside_a_shard)
+        assert stats.tts_renders >= N_DIALOGUES * N_TURNS and use.tts.calls >= 1
 
         server.reset()
         one_at_a_time = cfg.model_copy(update={"run": cfg.run.model_copy(update={"wave_size": 1})})
@@ -208,3 +211,49 @@ def _walk(node, key=None):
             yield from _walk(v, key)
     else:
         yield key, node
+
+
+def test_stages_overlap_inside_a_shard(tmp_path: Path) -> None:
+    """One shard through the TTS service (a stand-in whose batch of 16 costs 0.1 s; it waits up to
+    0.5 s to fill a batch, so a loaded machine's slow requests do not split one): the TTS renders
+    whole batches while the LLM still writes the shard's later dialogues (a stage-by-stage shard
+    renders only after its last request), and the bytes equal one dialogue at a time in process.
+    What overlapped is recorded by the two stand-ins, not by the engine."""
+    with LatencyServer(0.2) as server, TTSStandIn(batch_size=16, batch_s=0.1, max_wait_ms=500) as tts:
+        common = ["dialogue.n_turns=[4, 4]", "tts.qa_wer_threshold=null", "llm.concurrency=4"]
+        cfg = http_config(server, tmp_path / "pipelined", *common, "run.processes=2", f"tts.service_url={tts.url}")
+        results, stats = build_shard(runtime_for(cfg), range(24), "s0")
+        last_request = max(t for t, n in server.events if n > 0)
+        batches = tts.batches()
+        before_last = [b for b in batches if b[0] < last_request]  # started while the LLM still wrote
+        assert len(before_last) >= 2, (len(before_last), len(batches))
+        assert all(n == 16 for _, _, n in before_last), before_last  # whole batches while the LLM writes
+        assert server.max_in_flight == 4
+        assert stats.seconds["script"] > 0 and stats.seconds["tts"] > 0 and stats.seconds["assemble"] > 0
+        one = http_config(server, tmp_path / "one", *common, "run.wave_size=1", "run.processes=1")
+        sequential, _ = build_shard(runtime_for(one), range(24), "s0")
+    assert _fingerprint(results) == _fingerprint(sequential)
+
+
+def test_the_writer_gate_serves_the_earliest_shard_first() -> None:
+    """Writers of a later shard wait while an earlier shard's writers want the slots."""
+    gate, order, hold = _WriterGate(1), [], threading.Event()
+
+    def write(priority: tuple[int, int]) -> None:
+        with gate.slot(priority):
+            order.append(priority)
+            hold.wait(5)
+
+    first = threading.Thread(target=write, args=((0, 0),))
+    first.start()
+    while not order:
+        time.sleep(0.01)
+    waiting = [threading.Thread(target=write, args=(p,)) for p in [(2, 0), (1, 1), (1, 0), (2, 1)]]
+    for t in waiting:
+        t.start()
+    while len(gate.waiting) < 4:
+        time.sleep(0.01)
+    hold.set()
+    for t in [first, *waiting]:
+        t.join(5)
+    assert order == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1)]

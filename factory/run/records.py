@@ -124,7 +124,10 @@ class ShardStats(BaseModel):
     """What a shard's stages cost and how full they ran, for the run summary and artifacts.
     Mutable while the shard is made; dumped rounded to the millisecond."""
 
-    seconds: dict[str, float] = Field(default_factory=dict, description="wall seconds per stage")
+    seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="busy seconds per stage: the time at least one of its jobs ran (stages overlap in the pipeline)",
+    )
     audio_s: float = Field(default=0.0, description="seconds of dialogue produced")
     llm_requests: int = 0
     llm_busy_s: float = Field(default=0.0, description="request-seconds in flight (area under the in-flight curve)")
@@ -153,7 +156,7 @@ class BatchUse(BaseModel):
 
 class LLMUse(BaseModel):
     requests: int
-    mean_in_flight: float = Field(description="request-seconds over the script stage's wall seconds")
+    mean_in_flight: float = Field(description="request-seconds over the script stage's busy seconds")
     max_in_flight: int
 
 
