@@ -24,7 +24,7 @@ lint: setup
 	.venv/bin/lint-imports
 	.venv/bin/basedpyright
 
-# The main suite (two pytest-xdist workers), with the lint and the Coqui suite (torch environment)
+# The main suite (three pytest-xdist workers), with the lint and the Coqui suite (torch environment)
 # running beside it: scripts/test.sh.
 test: setup envs
 	@scripts/test.sh

@@ -28,14 +28,14 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # need more (seen: timeouts while other suites ran).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # Each test process gets its own Prefect home (settings, the per-run servers' SQLite database):
-# `make test` runs two pytest-xdist workers, and two per-run servers migrating one ~/.prefect
+# `make test` runs three pytest-xdist workers, and two per-run servers migrating one ~/.prefect
 # database at once lock each other out. Set before anything imports Prefect.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 
 # Library logs that the CLI sends to its log file (factory/cli/logs.py) stay with the test session.
 os.environ["DUPLEX_LOG_FILE"] = str(Path(os.environ["PREFECT_HOME"]) / "duplex-factory.log")
 
-# `make test` runs the suite on two pytest-xdist workers. Every module is one unit of work (its
+# `make test` runs the suite on three pytest-xdist workers. Every module is one unit of work (its
 # module fixtures, e.g. test_determinism's two fresh runs, are built once), and modules that share
 # an expensive session fixture form one unit, so it is built on one worker only: a vLLM server
 # (~60 s to start), the audited tiny run, the planner corpus.
