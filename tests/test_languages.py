@@ -18,6 +18,7 @@ from factory.runtime import Runtime
 from factory.script.lexicon import LexiconError, behaviour_for, load_lexicon
 from factory.script.planner import insert_hesitations, plan_listener_marks
 from factory.script.scenario import ScenarioBankError, draw_language, draw_scenario, load_bank
+from factory.script.text_checks import clean_turn
 from factory.seeding import rng_for
 
 JA = "えーと、駅までまっすぐ行って、2つ目の角を右です。"
@@ -198,3 +199,11 @@ def test_spanish_has_espeak_voices_a_lexicon_a_bank_and_a_dialogue_set() -> None
     assert plan.scenario.language == "es" and {v.language for v in plan.voices.values()} == {"es"}
     tokens = {m.token for m in script.marks if m.type in ("backchannel", "filler")}
     assert tokens and tokens <= {*lex.backchannels, *lex.fillers, *(f.capitalize() for f in lex.fillers)}
+    # Spanish opens questions and exclamations with ¿ and ¡: the cleaner keeps them (it once
+    # stripped them as symbols), and the dataset's turns reach the script with them.
+    assert clean_turn("¿ Vienes mañana? ¡¡Qué bien!!") == "¿Vienes mañana? ¡Qué bien!"
+    source = " ".join(t.text for d in dialogues for t in d.turns)
+    assert "¿" in source and "¡" in source
+    sids = [sample_id(cfg, i) for i in range(4)]
+    spoken = [t.text for s in sids for t in script_for(rt, plan_sample(rt, s, s)).turns]
+    assert any(t.startswith("¿") or " ¿" in t for t in spoken), spoken

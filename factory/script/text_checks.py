@@ -83,7 +83,8 @@ _EMAIL = re.compile(r"\S+@\S+\.\w+")
 _STAGE = re.compile(r"\([^()]*\)|\[[^\[\]]*\]|\{[^{}]*\}|<[^<>]*>|(?<!\*)\*(?!\*)[^*\n]+(?<!\*)\*(?!\*)")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+\u2022\u25cf\u25aa>]+|\d{1,2}[.)]|[a-zA-Z][.)])\s+")
 _LABEL = re.compile(r"^\s*[\*_#>\s]*([A-Za-z][\w .'\-]{0,30}?)[\*_\s]*:[\*_]*\s*")
-_KEEP = re.compile(r"[^\w\s.,!?;:'\-]")
+# Spanish opens its questions and exclamations with ¿ and ¡: part of the sentence, kept.
+_KEEP = re.compile(r"[^\w\s.,!?;:'\-¿¡]")
 _TERMINAL = (".", "!", "?")
 # Words a sentence cannot end on: what is left dangling when a cut falls after them.
 _DANGLING = frozenset(
@@ -140,6 +141,7 @@ def _strip_symbols(text: str) -> str:
 def _tidy_punctuation(text: str) -> str:
     text = re.sub(r"\s+", " ", text).strip()
     text = re.sub(r"\s+([.,!?;:])", r"\1", text)
+    text = re.sub(r"([¿¡])[¿¡\s]+", r"\1", text)  # "¿ Vienes?" / "¿¿Vienes?" -> "¿Vienes?"
     text = re.sub(r"([!?])[!?.]+", r"\1", text)
     text = re.sub(r"\.{4,}", "...", text)
     text = re.sub(r"(?<!\.)\.\.(?!\.)", ".", text)
