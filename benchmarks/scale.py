@@ -67,7 +67,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.latency_server import LatencyServer  # noqa: E402  (after the sys.path insert)
+from tests.latency_server import STAND_IN_DIALOGUES, LatencyServer  # noqa: E402  (after the sys.path insert)
 
 RESULTS = ROOT / "benchmarks" / "results"
 console = Console()
@@ -85,15 +85,7 @@ def overrides(args: argparse.Namespace, n: int, work: Path, base_url: str) -> li
         "run.shard_retries=0",
         "run.retry_delay_s=0",
         f"dialogue.n_turns=[{args.turns[0]}, {args.turns[1]}]",
-        "dialogue.assistant_agent_words=[5, 14]",
-        "dialogue.assistant_user_words=[3, 8]",
-        "dialogue.peer_words=[4, 12]",
-        "behaviour.min_fillers=0",
-        "behaviour.min_backchannels=0",
-        "behaviour.min_barge_ins=0",
-        "tts.user_voice=espeak-gb-m3",
-        "tts.agent_voice=espeak-us-f3",
-        "tts.qa_wer_threshold=null",
+        *STAND_IN_DIALOGUES,
         f"tts.cache_dir={work / 'tts-cache'}",
         f"augment.cache_dir={work / 'augment-cache'}",
         "llm.backend=http",

@@ -61,7 +61,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.latency_server import LatencyServer, TTSStandIn, step_mean  # noqa: E402  (after the sys.path insert)
+from tests.latency_server import STAND_IN_DIALOGUES, LatencyServer, TTSStandIn, step_mean  # noqa: E402  (after the sys.path insert)
 
 RESULTS = ROOT / "benchmarks" / "results"
 BEFORE = "1dfc2af"  # main before the overlapped engine (its wave engine)
@@ -97,15 +97,7 @@ def overrides(args: argparse.Namespace, work: Path, llm_url: str, tts_url: str) 
         f"run.output_dir={work / 'out'}",
         "run.shard_retries=0",
         f"dialogue.n_turns=[{args.turns[0]}, {args.turns[1]}]",
-        "dialogue.assistant_agent_words=[5, 14]",
-        "dialogue.assistant_user_words=[3, 8]",
-        "dialogue.peer_words=[4, 12]",
-        "behaviour.min_fillers=0",
-        "behaviour.min_backchannels=0",
-        "behaviour.min_barge_ins=0",
-        "tts.user_voice=espeak-gb-m3",
-        "tts.agent_voice=espeak-us-f3",
-        "tts.qa_wer_threshold=null",
+        *STAND_IN_DIALOGUES,
         f"tts.service_url={tts_url}",
         f"tts.cache_dir={work / 'tts-cache'}",
         f"augment.cache_dir={work / 'augment-cache'}",
