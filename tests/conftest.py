@@ -32,6 +32,12 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # database at once lock each other out. Set before anything imports Prefect.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 
+# numba's on-disk cache (librosa's jitted functions, `cache=True`) lives in the venv's __pycache__,
+# shared by every test worker; two CI runs on a fresh venv lost workers to a segfault inside
+# librosa's cached `_parabolic_interpolation` gufunc while others compiled it. Each test process
+# keeps its own cache.
+os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"numba-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+
 # Library logs that the CLI sends to its log file (factory/cli/logs.py) stay with the test session.
 os.environ["DUPLEX_LOG_FILE"] = str(Path(os.environ["PREFECT_HOME"]) / "duplex-factory.log")
 
