@@ -30,7 +30,7 @@ from factory.script.planner import (
     plan_ignored_events,
     plan_listener_marks,
 )
-from factory.script.response import SCRIPT_RESPONSE_SCHEMA, script_messages
+from factory.script.response import response_schema, script_messages
 from factory.script.writer import TurnRejected, turn_length, write_turn
 from factory.seeding import derive_seed, rng_for
 
@@ -131,7 +131,7 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
             max_tokens=sum(limits[ch][1] for ch in limits) * scenario.n_turns + 256,
             temperature=cfg.llm.temperature,
             seed=derive_seed(seed, sample_key, f"llm-script-{attempt}"),
-            json_schema=SCRIPT_RESPONSE_SCHEMA,
+            json_schema=response_schema(scenario.n_turns),
         )
         try:
             script, _ = parse_script(

@@ -19,6 +19,7 @@ tolerantly (aliases, strings for numbers, missing fields), not through these mod
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated, Any, Literal
 
@@ -128,13 +129,20 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
-def response_schema() -> dict[str, Any]:
+@functools.cache
+def response_schema(n_turns: int | None = None) -> dict[str, Any]:
     """`ScriptResponse`'s JSON Schema with its `$defs` inlined: one self-contained schema, as
     every guided-decoding backend reads it the same way (llama.cpp's grammar converter names
     rules after `$ref`s), so the grammar and hence the seeded output do not depend on the models'
-    class names."""
+    class names. With `n_turns`, the turn list has exactly that many items: under guided decoding
+    a small model otherwise closes the list early (SmolLM2-135M on vLLM wrote 2 of 4 turns, which
+    the parser accepts as half a dialogue but which leaves no turn to cut for a barge-in). Read-only:
+    the dict is shared."""
     schema = ScriptResponse.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **_inline_refs(schema, schema.get("$defs", {}))}
+    out = {"$schema": "https://json-schema.org/draft/2020-12/schema", **_inline_refs(schema, schema.get("$defs", {}))}
+    if n_turns is not None:
+        out["properties"]["turns"] |= {"minItems": n_turns, "maxItems": n_turns}
+    return out
 
 
 SCRIPT_RESPONSE_SCHEMA: dict[str, Any] = response_schema()
