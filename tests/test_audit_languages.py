@@ -141,7 +141,7 @@ def test_matplotlib_draws_japanese_with_the_font(tmp_path: Path) -> None:
         save_png(fig, tmp_path / "ja.png")
     assert not [w for w in caught if "missing from font" in str(w.message)], [str(w.message) for w in caught]
     cmap = TTFont(font_path(), lazy=True).getBestCmap()
-    assert all(ord(c) in cmap for c in cjk_chars("すみません、市役所までの行き方"))
+    assert cmap is not None and all(ord(c) in cmap for c in cjk_chars("すみません、市役所までの行き方"))
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium missing: run scripts/setup.sh")
