@@ -160,3 +160,29 @@ def test_japanese_page_renders_with_the_font_in_chromium(mixed_run, tmp_path: Pa
         assert not browser.errors()
     finally:
         browser.close()
+
+
+def test_asr_round_trip_hears_and_scores_in_the_dialogue_language(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whisper is told the dialogue's language and a Japanese turn is scored by characters (CER),
+    as the render stage's QA scores it. Whisper's answer is fixed here: the test is of the wiring."""
+    import factory.audit.measures as measures
+    from factory.asr import Transcript, cer, wer
+    from factory.audit.measures import audit_sample
+
+    asked = []
+
+    def transcribe(clip, sr, language="en", **_):
+        asked.append(language)
+        return Transcript(text="すみません、市役所", words=[], language=language, duration=len(clip) / sr)
+
+    monkeypatch.setattr(measures, "transcribe", transcribe)
+    sample = make_japanese_sample(0)
+    turns = [  # every turn the round trip may draw: asked for all, it checks each in order
+        t
+        for t in sample.timeline.turns
+        if t.kind.value == "turn" and t.end_reason.value != "yielded" and not measures.is_exempt(t.spoken_text, "ja")
+    ]
+    row = audit_sample(sample, vads=("energy",), asr_turns=len(turns)).row
+    assert row["asr_metric"] == "CER" and asked == ["ja"] * len(turns) and len(turns) >= 3
+    assert row["asr_wers"] == pytest.approx([cer(t.spoken_text, "すみません、市役所") for t in turns])
+    assert row["asr_wers"] != pytest.approx([wer(t.spoken_text, "すみません、市役所") for t in turns])

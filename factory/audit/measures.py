@@ -198,6 +198,8 @@ def asr_round_trip(sample: Sample, n_turns: int) -> list[tuple[str, str, float]]
     """(voice, heard text, error rate) for up to `n_turns` floor turns of the sample, drawn with the
     sample's own generator, heard and scored in its language (WER, or CER where words are not
     space-separated); backchannel-length turns are skipped (Whisper hallucinates on them)."""
+    if n_turns <= 0:
+        return []
     tl, sr = sample.timeline, sample.sample_rate
     language = sample.meta.scenario.language
     turns = [
@@ -205,7 +207,7 @@ def asr_round_trip(sample: Sample, n_turns: int) -> list[tuple[str, str, float]]
         for t in tl.turns
         if t.kind is TurnKind.turn and t.end_reason is not EndReason.yielded and not is_exempt(t.spoken_text, language)
     ]
-    if n_turns <= 0 or not turns:
+    if not turns:
         return []
     rng = rng_for(sample.meta.run_seed, sample.meta.sample_key, "audit_asr")
     picked = sorted(rng.choice(len(turns), size=min(n_turns, len(turns)), replace=False).tolist())
