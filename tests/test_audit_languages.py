@@ -117,13 +117,18 @@ def test_mixed_run_is_pooled_and_labelled_per_language(mixed_run, tmp_path: Path
     assert "| ja: fto_p50_s |" in text and "[0.05, 0.25] (English band)" in text and "Languages: en, ja" in text
 
 
-def test_html_report_labels_borrowed_bands_and_embeds_a_japanese_font(mixed_run, tmp_path: Path) -> None:
-    out = write_report(mixed_run, tmp_path / "html", players=4)
-    index = out.read_text()
+@pytest.fixture(scope="module")
+def mixed_report(mixed_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mixed run's HTML report, a page for every sample."""
+    return write_report(mixed_run, tmp_path_factory.mktemp("report") / "html", players=4)
+
+
+def test_html_report_labels_borrowed_bands_and_embeds_a_japanese_font(mixed_report: Path) -> None:
+    index = mixed_report.read_text()
     assert "(English band)" in index and "distributions-ja.png" in index and "distributions-en.png" in index
-    pages = {p.name: p.read_text() for p in (tmp_path / "html" / "samples").glob("*.html")}
+    pages = {p.name: p.read_text() for p in (mixed_report.parent / "samples").glob("*.html")}
     ja_page = pages["ja000.html"]
-    assert "市役所" in ja_page  # the transcript, in Japanese
+    assert "市役所" in ja_page and "<html lang=ja>" in ja_page  # the transcript, in Japanese
     assert f"@font-face{{font-family:'{FONT_FAMILY}'" in ja_page and "base64," in ja_page
     assert "@font-face" not in pages["d000.html"]  # an English page carries no font
 
@@ -145,10 +150,9 @@ def test_matplotlib_draws_japanese_with_the_font(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium missing: run scripts/setup.sh")
-def test_japanese_page_renders_with_the_font_in_chromium(mixed_run, tmp_path: Path) -> None:
+def test_japanese_page_renders_with_the_font_in_chromium(mixed_report: Path, tmp_path: Path) -> None:
     """Chromium has no Japanese system font here: the page's glyphs come from the embedded subset."""
-    write_report(mixed_run, tmp_path / "html", players=1)  # the worst sample's page only
-    page = next(p for p in (tmp_path / "html" / "samples").glob("*.html") if "市役所" in p.read_text())
+    page = mixed_report.parent / "samples" / "ja000.html"
     browser = DevTools(tmp_path / "profile")
     try:
         browser.open(page.as_uri())

@@ -103,7 +103,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _page(title: str, body: str, font_css: str = "") -> str:
+def _page(title: str, body: str, font_css: str = "", lang: str = "en") -> str:
     """A page; `font_css` (an embedded Japanese font subset, `factory.audit.fonts`) is declared
     when the page holds Japanese text, listed last so Latin text keeps the system font."""
     style = CSS
@@ -113,7 +113,7 @@ def _page(title: str, body: str, font_css: str = "") -> str:
             f"{font_css}\nbody{{font-family:system-ui,sans-serif,{family}}}code{{font-family:monospace,{family}}}\n"
         )
     return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<!doctype html><html lang={html.escape(lang)}><head><meta charset=utf-8>"
         f"<title>{html.escape(title)}</title><link rel=icon href='data:,'><style>{style}</style></head>"
         f"<body>{body}</body></html>\n"
     )
@@ -186,7 +186,7 @@ def _sample_page(sample, audit, out: Path, fmt: str, back: str, font_css: str = 
         "place(0);\n</script>"
     )
     path = out / "samples" / f"{sid}.html"
-    atomic_write_text(path, _page(f"{sid} - audit", body, font_css))
+    atomic_write_text(path, _page(f"{sid} - audit", body, font_css, sample.meta.scenario.language))
     return path
 
 
