@@ -64,7 +64,11 @@ def _band(ax, band: Band | None) -> None:
         return
     lo = band.low if band.low is not None else ax.get_xlim()[0]
     hi = band.high if band.high is not None else ax.get_xlim()[1]
-    ax.axvspan(lo, hi, color="#55A868" if band.human else "#8172B2", alpha=0.18, lw=0)
+    color = "#55A868" if band.human else "#8172B2"
+    if band.borrowed:  # another language's band: hatched, not filled
+        ax.axvspan(lo, hi, facecolor="none", edgecolor=color, hatch="//", alpha=0.45, lw=0)
+    else:
+        ax.axvspan(lo, hi, color=color, alpha=0.18, lw=0)
 
 
 def fto_figure(fto: list[float], path: Path, title: str = "", language: str = "en") -> Path:
@@ -115,7 +119,7 @@ def distributions_figure(frame, pooled: dict[str, float], vad: str, path: Path, 
         _band(ax, band)
         inside = band.contains(pv)
         ax.set_title(
-            f"{m} = {pv:.3g} {'in' if inside else 'OUT of'} {band.shown()}",
+            f"{m} = {pv:.3g}{chr(10) if band.borrowed else ' '}{'in' if inside else 'OUT of'} {band.shown()}",
             fontsize=8,
             color="black" if inside else "#C44E52",
         )
@@ -123,7 +127,10 @@ def distributions_figure(frame, pooled: dict[str, float], vad: str, path: Path, 
     for ax in axes.ravel()[len(DIST_MEASURES) :]:
         ax.axis("off")
     scope = "" if language == "en" else f", {language} samples"
-    fig.suptitle(f"per-sample distributions ({vad} VAD{scope}); line = pooled run value; shaded = band", fontsize=9)
+    hatched = "; hatched = English band" if any(b.borrowed for b in bands.values()) else ""
+    fig.suptitle(
+        f"per-sample distributions ({vad} VAD{scope}); line = pooled run value; shaded = band{hatched}", fontsize=9
+    )
     fig.tight_layout()
     return save_png(fig, path)
 

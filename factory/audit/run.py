@@ -110,7 +110,7 @@ class HeadlineRow:
 
     @property
     def in_band(self) -> str:
-        """ "yes", "no", or "-" where the value is not measurable."""
+        """Whether the primary value lies in the band: "yes", "no", or "-" where it is not measurable."""
         v = self.values[0]
         return "-" if v != v else ("yes" if self.band.contains(v) else "no")
 
