@@ -101,6 +101,8 @@ def test_mixed_run_is_pooled_and_labelled_per_language(mixed_run, tmp_path: Path
     console.print(measures_table(result, "ja"))
     console.print(shards_table(result))
     japanese = console.export_text()  # what was printed since the English table
+    console.print(measures_table(result))  # the run's: one table per language
+    assert console.export_text().count("dialogues audited") == 2
     assert "English band" not in english and "fto_mean_s" not in english
     assert "[0.05, 0.25] (English band)" in japanese and "fto_mean_s" in japanese and "(CER)" in japanese
     assert "bands for ja" in japanese

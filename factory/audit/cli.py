@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from factory.audio.vad import VAD_METHODS
@@ -22,9 +22,12 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3f}"
 
 
-def measures_table(result: RunAudit, language: str = "en") -> Table:
+def measures_table(result: RunAudit, language: str | None = None) -> Table | Group:
     """The headline measures of `language`'s samples against its bands; a band borrowed from
-    English says "(English band)"."""
+    English says "(English band)". Without a language: the run's, one table per language."""
+    if language is None:
+        tables = [measures_table(result, lang) for lang in result.languages]
+        return tables[0] if len(tables) == 1 else Group(*tables)
     primary = result.vads[0]
     n = sum(1 for r in result.rows if row_language(r) == language)
     mixed = len(result.languages) > 1
@@ -109,8 +112,7 @@ def run_audit_command(
         console.print(f"[red]{run_dir}: no sample could be audited[/red]")
         return 1
     wide = Console(width=max(console.width, 140))
-    for language in result.languages:
-        wide.print(measures_table(result, language))
+    wide.print(measures_table(result))
     wide.print(shards_table(result))
     voices = wer_per_voice(result.rows)
     if voices:

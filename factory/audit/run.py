@@ -84,9 +84,9 @@ class RunAudit:
         return list(self.by_language) or ["en"]
 
     def headline(self, language: str) -> list[HeadlineRow]:
-        """The headline measures of `language`'s samples against its bands (the run's pool when
-        the run is of one language)."""
-        pooled = self.by_language.get(language, self.pooled)
+        """The headline measures of `language`'s samples against its bands (not measurable, NaN,
+        when the run has none of that language)."""
+        pooled = self.by_language.get(language, {} if self.by_language else self.pooled)
         bands = bands_for(language)
         return [
             HeadlineRow(m, bands[m], tuple(pooled.get(v, {}).get(m, math.nan) for v in self.vads))
