@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from factory.conversation.bands import BANDS
+from factory.conversation.bands import known_measures
 from factory.languages import base, check_language
 from factory.locations import user_cache
 from factory.models import Mode
@@ -552,7 +552,9 @@ class AuditSection(_Section):
     """The audit's detectors and its gates (`factory.audit`). Per-sample thresholds (null = not
     checked) flag a failing sample in the manifest with its reason; a shard whose pooled value
     of a `shard_bands` measure leaves its human band (`factory.conversation.bands`), or whose share of
-    flagged samples exceeds `max_flagged_share`, is reported in its record and by `audit`."""
+    flagged samples exceeds `max_flagged_share`, is reported in its record and by `audit`. Bands are
+    the samples' language's (`bands_for`): a measure whose band for it is borrowed from English, or
+    that has no band in it, is not gated for that language."""
 
     vad: Literal["energy", "webrtc", "silero"] = Field(
         default="energy", description="primary detector: measures and gates (energy is exact on the clean stems)"
@@ -579,8 +581,9 @@ class AuditSection(_Section):
         description="|channel loudness - audio.target_lufs|, louder side (quieter: peak-limited)",
     )
     shard_bands: list[str] = Field(
-        default_factory=lambda: ["fto_p50_s", "transitions_in_overlap", "overlap_share", "gap_median_s"],
-        description="measures whose shard value must lie in its band (names from factory.conversation.bands)",
+        default_factory=lambda: ["fto_p50_s", "fto_mean_s", "transitions_in_overlap", "overlap_share", "gap_median_s"],
+        description="measures whose shard value must lie in its band for the shard's language (names from "
+        "factory.conversation.bands; a band borrowed from English, or none, is not gated: English has no fto_mean_s)",
     )
     max_flagged_share: float = Field(
         default=0.25, ge=0, le=1, description="a shard with more flagged samples is reported"
@@ -588,9 +591,10 @@ class AuditSection(_Section):
 
     @model_validator(mode="after")
     def _known_bands(self) -> AuditSection:
-        unknown = [m for m in self.shard_bands if m not in BANDS]
+        known = known_measures()
+        unknown = [m for m in self.shard_bands if m not in known]
         if unknown:
-            raise ValueError(f"audit.shard_bands: unknown measure(s) {unknown}; known: {sorted(BANDS)}")
+            raise ValueError(f"audit.shard_bands: unknown measure(s) {unknown}; known: {sorted(known)}")
         return self
 
 

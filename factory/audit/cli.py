@@ -6,14 +6,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from factory.audio.vad import VAD_METHODS
-from factory.audit.gates import wer_per_voice
+from factory.audit.gates import row_language, wer_per_voice
 from factory.audit.report import update_card, write_report
 from factory.audit.run import AuditInputError, RunAudit, audit_run, count_samples, write_audit
-from factory.conversation.bands import BANDS, HEADLINE
 from factory.progress import track
 
 
@@ -23,22 +22,33 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3f}"
 
 
-def measures_table(result: RunAudit) -> Table:
+def measures_table(result: RunAudit, language: str | None = None) -> Table | Group:
+    """The headline measures of `language`'s samples against its bands; a band borrowed from
+    English says "(English band)". Without a language: the run's, one table per language."""
+    if language is None:
+        tables = [measures_table(result, lang) for lang in result.languages]
+        return tables[0] if len(tables) == 1 else Group(*tables)
     primary = result.vads[0]
-    table = Table(title=f"{result.run_dir.name}: {len(result.rows)} dialogues audited (pooled over the run)")
+    n = sum(1 for r in result.rows if row_language(r) == language)
+    mixed = len(result.languages) > 1
+    scope = f"pooled over its {language} samples" if mixed else "pooled over the run"
+    title = f"{result.run_dir.name}: {n} dialogues audited ({scope})"
+    if language != "en" or mixed:
+        title += f"; bands for {language}"
+    table = Table(title=title)
     table.add_column("measure", no_wrap=True)
     for v in result.vads:
         table.add_column(f"{v}{' (primary)' if v == primary else ''}", justify="right")
     table.add_column("band", no_wrap=True)
     table.add_column("in band", justify="center")
     table.add_column("reference")
-    for m in HEADLINE:
-        band = BANDS[m]
-        value = result.pooled[primary].get(m, math.nan)
-        ok = band.contains(value)
-        mark = "-" if value != value else ("[green]yes[/green]" if ok else "[red]no[/red]")
-        cells = [_fmt(result.pooled[v].get(m)) for v in result.vads]
-        table.add_row(m, *cells, band.label(), mark, band.source if band.human else f"[dim]{band.source}[/dim]")
+    for row in result.headline(language):
+        band, ok = row.band, row.in_band
+        mark = {"yes": "[green]yes[/green]", "no": "[red]no[/red]"}.get(ok, ok)
+        cells = [_fmt(v) for v in row.values]
+        table.add_row(
+            row.measure, *cells, band.shown(), mark, band.source if band.human else f"[dim]{band.source}[/dim]"
+        )
     return table
 
 
@@ -54,7 +64,8 @@ def shards_table(result: RunAudit) -> Table:
             str(rep["flagged"]),
             _fmt(p["fto_p50_s"]),
             _fmt(p["overlap_share"]),
-            "[red]" + "; ".join(rep["problems"]) + "[/red]" if rep["problems"] else "[green]none[/green]",
+            ("[red]" + "; ".join(rep["problems"]) + "[/red]" if rep["problems"] else "[green]none[/green]")
+            + (f" [yellow]not gated: {', '.join(rep['not_gated'])}[/yellow]" if rep.get("not_gated") else ""),
         )
     return table
 
@@ -105,8 +116,9 @@ def run_audit_command(
     wide.print(shards_table(result))
     voices = wer_per_voice(result.rows)
     if voices:
+        metrics = "/".join(sorted({r.get("asr_metric") or "WER" for r in result.rows if r.get("asr_wers")}))
         console.print(
-            "ASR round trip, WER per voice: "
+            f"ASR round trip, {metrics} per voice: "
             + ", ".join(f"{v} {d['wer']:.2f} ({int(d['turns'])} turns)" for v, d in voices.items())
         )
     flagged = [r for r in result.rows if r.get("flags")]

@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image
 
 from factory.audio.vad import speech_intervals
+from factory.audit.fonts import FontMissing, use_in_matplotlib
 from factory.audit.measures import SampleAudit
-from factory.conversation.bands import BANDS
+from factory.conversation.bands import Band, bands_for
 from factory.models import BackchannelEvent, BargeInEvent, Channel, HesitationEvent, Sample, TurnKind
 
 DIST_MEASURES = (
@@ -39,6 +40,10 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # lazy: after the headless backend is chosen
 
+    try:
+        use_in_matplotlib()  # Japanese text as glyphs, not boxes
+    except FontMissing:
+        pass  # Latin text needs no extra font; a Japanese label would warn "Glyph ... missing"
     return plt
 
 
@@ -54,18 +59,21 @@ def save_png(fig, path: Path, dpi: int = 80) -> Path:
     return path
 
 
-def _band(ax, measure: str, vertical: bool = True) -> None:
-    band = BANDS.get(measure)
+def _band(ax, band: Band | None) -> None:
     if band is None:
         return
     lo = band.low if band.low is not None else ax.get_xlim()[0]
     hi = band.high if band.high is not None else ax.get_xlim()[1]
-    ax.axvspan(lo, hi, color="#55A868" if band.human else "#8172B2", alpha=0.18, lw=0)
+    color = "#55A868" if band.human else "#8172B2"
+    if band.borrowed:  # another language's band: hatched, not filled
+        ax.axvspan(lo, hi, facecolor="none", edgecolor=color, hatch="//", alpha=0.45, lw=0)
+    else:
+        ax.axvspan(lo, hi, color=color, alpha=0.18, lw=0)
 
 
-def fto_figure(fto: list[float], path: Path, title: str = "") -> Path:
+def fto_figure(fto: list[float], path: Path, title: str = "", language: str = "en") -> Path:
     """The run's floor-transfer offsets (gaps +, overlaps -) with Switchboard's quantiles and the
-    band of the median."""
+    band of the median (`language`'s; the title says when it is English's)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 2.8))
     if fto:
@@ -75,20 +83,23 @@ def fto_figure(fto: list[float], path: Path, title: str = "") -> Path:
     for name, v in SWB_FTO.items():
         ax.axvline(v, color="#C44E52", ls="--", lw=1)
         ax.text(v, ax.get_ylim()[1] * 0.95, name, color="#C44E52", fontsize=7, ha="center", va="top")
-    _band(ax, "fto_p50_s")
+    band = bands_for(language)["fto_p50_s"]
+    _band(ax, band)
     ax.set_xlabel("floor-transfer offset, s (negative = overlap)")
     ax.set_ylabel("transitions")
-    ax.set_title(title or "Floor-transfer offsets; red dashed: Switchboard quantiles; green: band of the median")
+    of_median = f"band of the median ({band.tag})" if band.borrowed else "band of the median"
+    ax.set_title(title or f"Floor-transfer offsets; red dashed: Switchboard quantiles; green: {of_median}")
     ax.title.set_fontsize(8)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return save_png(fig, path)
 
 
-def distributions_figure(frame, pooled: dict[str, float], vad: str, path: Path) -> Path:
-    """Per-sample histograms of the headline measures, the human band shaded green (quality
-    promises purple), the pooled run value as a line."""
+def distributions_figure(frame, pooled: dict[str, float], vad: str, path: Path, language: str = "en") -> Path:
+    """Per-sample histograms of the headline measures, `language`'s human band shaded green
+    (quality promises purple; a band borrowed from English says so), the pooled value as a line."""
     plt = _plt()
+    bands = bands_for(language)
     cols = 4
     rows = math.ceil(len(DIST_MEASURES) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(12, 2.3 * rows))
@@ -104,18 +115,22 @@ def distributions_figure(frame, pooled: dict[str, float], vad: str, path: Path) 
         pv = pooled.get(m, math.nan)
         if pv == pv:
             ax.axvline(pv, color="black", lw=1.5)
-        _band(ax, m)
-        band = BANDS[m]
+        band = bands[m]
+        _band(ax, band)
         inside = band.contains(pv)
         ax.set_title(
-            f"{m} = {pv:.3g} {'in' if inside else 'OUT of'} {band.label()}",
+            f"{m} = {pv:.3g}{chr(10) if band.borrowed else ' '}{'in' if inside else 'OUT of'} {band.shown()}",
             fontsize=8,
             color="black" if inside else "#C44E52",
         )
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(DIST_MEASURES) :]:
         ax.axis("off")
-    fig.suptitle(f"per-sample distributions ({vad} VAD); line = pooled run value; shaded = band", fontsize=9)
+    scope = "" if language == "en" else f", {language} samples"
+    hatched = "; hatched = English band" if any(b.borrowed for b in bands.values()) else ""
+    fig.suptitle(
+        f"per-sample distributions ({vad} VAD{scope}); line = pooled run value; shaded = band{hatched}", fontsize=9
+    )
     fig.tight_layout()
     return save_png(fig, path)
 

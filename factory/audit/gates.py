@@ -4,6 +4,10 @@ Pooled values weigh every event, not every dialogue: FTO quantiles over all tran
 overlap share over all speech, rates over all words or minutes, so a long dialogue counts for
 its length. `sample_flags` applies the config's per-sample thresholds (`audit.*`) and says why
 a sample fails; `shard_report` pools a shard and names the measures that leave their band.
+
+Bands are per language (`factory.conversation.bands.bands_for`): a shard holding several languages
+is pooled and judged once per language (each row's `language`), and a measure whose band for that
+language is borrowed from English is reported, not gated (it is not that language's norm).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from factory.config import AudioSection, AuditSection
-from factory.conversation.bands import BANDS
+from factory.conversation.bands import bands_for, base
 from factory.conversation.measures import FTO_QUANTILES
 
 
@@ -27,7 +31,7 @@ def _ratio(num: float, den: float) -> float:
 
 
 def pool(rows: Sequence[dict], vad: str) -> dict[str, float]:
-    """Run (or shard) values of the measures in `BANDS`, pooled from per-sample audit rows,
+    """Run (or shard) values of the measures in the bands, pooled from per-sample audit rows,
     with the H&E measures of detector `vad`."""
 
     def cat(key: str) -> list[float]:
@@ -41,6 +45,7 @@ def pool(rows: Sequence[dict], vad: str) -> dict[str, float]:
     qs = np.quantile(fto, FTO_QUANTILES).tolist() if fto else [math.nan] * len(FTO_QUANTILES)
     for q, v in zip(FTO_QUANTILES, qs):
         out[f"fto_p{round(q * 100):02d}_s"] = v
+    out["fto_mean_s"] = float(np.mean(fto)) if fto else math.nan
     out["n_transitions"] = float(len(fto))
     out["transitions_in_overlap"] = float(np.mean(np.asarray(fto) < 0)) if fto else math.nan
     out["fto_within_500ms"] = float(np.mean(np.abs(fto) <= 0.5 + 1e-9)) if fto else math.nan
@@ -98,7 +103,7 @@ def sample_flags(row: dict, gates: AuditSection, audio: AudioSection) -> list[st
             reasons.append(f"interrupted speaker stops {max(late):.2f} s after onset > {gates.max_stop_latency_s:g}")
     w = row.get("asr_wer")
     if gates.max_asr_wer is not None and w is not None and w == w and w > gates.max_asr_wer:
-        reasons.append(f"ASR WER {w:.2f} > {gates.max_asr_wer:g}")
+        reasons.append(f"ASR {row.get('asr_metric') or 'WER'} {w:.2f} > {gates.max_asr_wer:g}")
     if gates.max_loudness_error_lu is not None:
         for ch in ("user", "agent"):
             lufs, peak = row.get(f"lufs_{ch}"), row.get(f"peak_dbfs_{ch}")
@@ -117,18 +122,57 @@ def sample_flags(row: dict, gates: AuditSection, audio: AudioSection) -> list[st
     return reasons
 
 
+def row_language(row: dict) -> str:
+    """A row's language (primary subtag); rows of audits made before languages are English."""
+    return base(row.get("language") or "en")
+
+
+def by_language(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by language, languages in sorted order."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(row_language(r), []).append(r)
+    return dict(sorted(out.items()))
+
+
+def out_of_band(pooled: dict[str, float], measures: Iterable[str], language: str) -> tuple[list[str], list[str]]:
+    """(the `measures` whose pooled value leaves `language`'s own band, as "name value outside
+    [lo, hi]"; the measures not gated because their band for it is borrowed, as "name (English band)")."""
+    bands = bands_for(language)
+    out, borrowed = [], []
+    for m in measures:
+        band = bands.get(m)
+        if band is None or m not in pooled:
+            continue
+        if band.borrowed:
+            borrowed.append(f"{m} ({band.tag})")
+        elif not band.contains(pooled[m]):
+            out.append(f"{m} {pooled[m]:.3f} outside {band.label()}")
+    return out, borrowed
+
+
 def shard_report(rows: Sequence[dict], gates: AuditSection, vad: str) -> dict:
     """Pooled values of a shard, the `shard_bands` measures outside their band, and the share of
-    flagged samples (rows carry `flags`, a list of reasons)."""
+    flagged samples (rows carry `flags`, a list of reasons). Each language of the shard is pooled
+    and judged against its own bands; a problem names its language unless the shard is English only."""
     pooled = pool(rows, vad)
-    out_of_band = [
-        f"{m} {pooled[m]:.3f} outside {BANDS[m].label()}"
-        for m in gates.shard_bands
-        if m in pooled and not BANDS[m].contains(pooled[m])
-    ]
+    groups = by_language(rows)
+    problems, borrowed, pooled_by_language = [], [], {}
+    for language, group in groups.items():
+        values = pooled if len(groups) == 1 else pool(group, vad)
+        pooled_by_language[language] = values
+        out, lent = out_of_band(values, gates.shard_bands, language)
+        prefix = "" if list(groups) == ["en"] else f"{language}: "
+        problems += [prefix + p for p in out]
+        borrowed += [prefix + b for b in lent]
     flagged = sum(bool(r.get("flags")) for r in rows)
     share = flagged / len(rows) if rows else 0.0
-    problems = list(out_of_band)
     if share > gates.max_flagged_share:
         problems.append(f"{flagged}/{len(rows)} samples flagged > {gates.max_flagged_share:.0%}")
-    return {"pooled": pooled, "flagged": flagged, "problems": problems}
+    return {
+        "pooled": pooled,
+        "flagged": flagged,
+        "problems": problems,
+        "languages": pooled_by_language,  # language -> its pooled values
+        "not_gated": borrowed,  # shard_bands measures judged by no band of the shard's language
+    }

@@ -11,8 +11,9 @@ For one `Sample` (clean stems, channel 0 = user, 1 = agent):
   speech (spoken words) found in the audio and the share of audio speech the plan explains, each
   with a tolerance of `tolerance_s` at word edges;
 - an ASR round trip on `asr_turns` floor turns drawn with `rng_for(run_seed, sample_key,
-  "audit_asr")`: each turn's spoken span of its own channel through Whisper, WER against the
-  spoken text (`factory.asr`), per voice;
+  "audit_asr")`: each turn's spoken span of its own channel through Whisper in the dialogue's
+  language, scored against the spoken text by that language's metric (`factory.asr.error_rate`:
+  WER, or CER where words are not space-separated; the row's `asr_metric` says which), per voice;
 - loudness (ITU-R BS.1770, pyloudnorm) and sample peak per channel.
 
 Everything lands in one flat dict (`SampleAudit.row`): scalars plus list columns (the H&E
@@ -27,9 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyloudnorm
 
-from factory.asr import is_exempt, transcribe, wer
+from factory.asr import error_rate, is_exempt, transcribe
 from factory.audio.vad import detect_speech, frame_samples
 from factory.conversation.measures import BRIDGE_S, ConversationMeasures, bridge, measure
+from factory.languages import base, spaced
 from factory.models import (
     BargeInEvent,
     Channel,
@@ -193,15 +195,19 @@ def loudness(stems: np.ndarray, sr: int) -> dict[str, float]:
 
 
 def asr_round_trip(sample: Sample, n_turns: int) -> list[tuple[str, str, float]]:
-    """(voice, heard text, WER) for up to `n_turns` floor turns of the sample, drawn with the
-    sample's own generator; backchannel-length turns are skipped (Whisper hallucinates on them)."""
+    """(voice, heard text, error rate) for up to `n_turns` floor turns of the sample, drawn with the
+    sample's own generator, heard and scored in its language (WER, or CER where words are not
+    space-separated); backchannel-length turns are skipped (Whisper hallucinates on them)."""
+    if n_turns <= 0:
+        return []
     tl, sr = sample.timeline, sample.sample_rate
+    language = sample.meta.scenario.language
     turns = [
         t
         for t in tl.turns
-        if t.kind is TurnKind.turn and t.end_reason is not EndReason.yielded and not is_exempt(t.spoken_text)
+        if t.kind is TurnKind.turn and t.end_reason is not EndReason.yielded and not is_exempt(t.spoken_text, language)
     ]
-    if n_turns <= 0 or not turns:
+    if not turns:
         return []
     rng = rng_for(sample.meta.run_seed, sample.meta.sample_key, "audit_asr")
     picked = sorted(rng.choice(len(turns), size=min(n_turns, len(turns)), replace=False).tolist())
@@ -209,8 +215,8 @@ def asr_round_trip(sample: Sample, n_turns: int) -> list[tuple[str, str, float]]
     for i in picked:
         t = turns[i]
         clip = sample.stems[int(t.start * sr) : int(math.ceil(t.end * sr)), t.channel.index]
-        heard = transcribe(clip, sr).text
-        out.append((t.voice_id, heard, wer(t.spoken_text, heard)))
+        heard = transcribe(clip, sr, base(language)).text
+        out.append((t.voice_id, heard, error_rate(t.spoken_text, heard, language)))
     return out
 
 
@@ -256,6 +262,7 @@ def audit_sample(
         "user_voice": sample.meta.voices[Channel.user],
         "agent_voice": sample.meta.voices[Channel.agent],
         "primary_vad": primary,
+        "language": sample.meta.scenario.language,  # its bands: factory.conversation.bands.bands_for
     }
     audit = SampleAudit(sample.id, row, frame_s=frame_s)
     for method in vads:
@@ -307,5 +314,6 @@ def audit_sample(
     row["asr_heard"] = [h for _, h, _ in checked]
     row["asr_wers"] = [w for _, _, w in checked]
     row["asr_wer"] = float(np.mean(row["asr_wers"])) if checked else math.nan
+    row["asr_metric"] = "WER" if spaced(sample.meta.scenario.language) else "CER"  # what asr_wer(s) count
     row.update(loudness(stems, sr))
     return audit

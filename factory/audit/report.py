@@ -22,10 +22,11 @@ import soxr
 
 from factory.atomic import atomic_write_text
 from factory.audit.figures import distributions_figure, fto_figure, lanes_figure
-from factory.audit.gates import wer_per_voice
+from factory.audit.fonts import FONT_FAMILY, FontMissing, cjk_chars, font_face_css
+from factory.audit.gates import row_language, wer_per_voice
 from factory.audit.measures import audit_sample
 from factory.audit.run import RunAudit, iter_samples, worst
-from factory.conversation.bands import BANDS, HEADLINE
+from factory.conversation.bands import HEADLINE
 from factory.export.card import write_card
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -45,15 +46,24 @@ def _f(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
 
 
-def headline_rows(result: RunAudit) -> list[tuple[str, str, str, str, str]]:
-    """(measure, value, band, in band, reference) for the headline measures, primary detector."""
-    pooled = result.pooled[result.vads[0]]
-    out = []
-    for m in HEADLINE:
-        band, v = BANDS[m], pooled.get(m, math.nan)
-        ok = "-" if v != v else ("yes" if band.contains(v) else "no")
-        out.append((m, _f(v), band.label(), ok, band.source))
-    return out
+def headline_rows(result: RunAudit, language: str | None = None) -> list[tuple[str, str, str, str, str]]:
+    """(measure, value, band, in band, reference) for the headline measures, primary detector,
+    each language's samples against its own bands (all the run's languages when `language` is
+    None; a measure is prefixed "ja: " when the run has several). A band borrowed from English
+    reads "[lo, hi] (English band)"."""
+    languages = result.languages if language is None else [language]
+    prefix = len(result.languages) > 1
+    return [
+        (
+            (f"{lang}: " if prefix else "") + row.measure,
+            _f(row.values[0]),
+            row.band.shown(),
+            row.in_band,
+            row.band.source,
+        )
+        for lang in languages
+        for row in result.headline(lang)
+    ]
 
 
 def update_card(result: RunAudit) -> Path | None:
@@ -66,11 +76,16 @@ def update_card(result: RunAudit) -> Path | None:
     if not manifest.is_file() or not result.rows:
         return None
     fto = [x for r in result.rows for x in r.get(f"{result.vads[0]}_fto") or []]
-    fto_figure(fto, run_dir / "audit_fto.png")
+    fto_figure(fto, run_dir / "audit_fto.png", language=result.languages[0] if len(result.languages) == 1 else "en")
     summary = (
         f"{len(result.rows)} dialogues audited with the {result.vads[0]} VAD "
         f"({sum(bool(r.get('flags')) for r in result.rows)} flagged by the gates; `audit.parquet`)."
     )
+    if result.languages != ["en"]:
+        summary += (
+            f" Languages: {', '.join(result.languages)}; each judged by its own published bands, "
+            'English\'s where none is published (marked "English band", not gated).'
+        )
     card = write_card(
         result.config,
         pl.read_parquet(manifest),
@@ -88,10 +103,18 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, font_css: str = "", lang: str = "en") -> str:
+    """A page; `font_css` (an embedded Japanese font subset, `factory.audit.fonts`) is declared
+    when the page holds Japanese text, listed last so Latin text keeps the system font."""
+    style = CSS
+    if font_css and cjk_chars(title + body):
+        family = f"'{FONT_FAMILY}'"
+        style += (
+            f"{font_css}\nbody{{font-family:system-ui,sans-serif,{family}}}code{{font-family:monospace,{family}}}\n"
+        )
     return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{html.escape(title)}</title><link rel=icon href='data:,'><style>{CSS}</style></head>"
+        f"<!doctype html><html lang={html.escape(lang)}><head><meta charset=utf-8>"
+        f"<title>{html.escape(title)}</title><link rel=icon href='data:,'><style>{style}</style></head>"
         f"<body>{body}</body></html>\n"
     )
 
@@ -106,7 +129,7 @@ def _write_audio(stems: np.ndarray, sr: int, path: Path, fmt: str) -> None:
         sf.write(path, stems, sr, format="FLAC", subtype="PCM_16")
 
 
-def _sample_page(sample, audit, out: Path, fmt: str, back: str) -> Path:
+def _sample_page(sample, audit, out: Path, fmt: str, back: str, font_css: str = "") -> Path:
     sid = sample.id
     ext = "ogg" if fmt == "ogg" else "flac"
     mime = "audio/ogg" if fmt == "ogg" else "audio/flac"
@@ -163,7 +186,7 @@ def _sample_page(sample, audit, out: Path, fmt: str, back: str) -> Path:
         "place(0);\n</script>"
     )
     path = out / "samples" / f"{sid}.html"
-    atomic_write_text(path, _page(f"{sid} - audit", body))
+    atomic_write_text(path, _page(f"{sid} - audit", body, font_css, sample.meta.scenario.language))
     return path
 
 
@@ -174,8 +197,18 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
     primary = result.vads[0]
     pooled = result.pooled[primary]
     fto = [x for r in result.rows for x in r.get(f"{primary}_fto") or []]
-    fto_figure(fto, out / "img" / "fto.png")
-    distributions_figure(frame, pooled, primary, out / "img" / "distributions.png")
+    languages = result.languages
+    mixed = len(languages) > 1
+    fto_figure(fto, out / "img" / "fto.png", language=languages[0] if not mixed else "en")
+    # one distributions figure per language (its samples against its bands)
+    dist_imgs = {}
+    for lang in languages:
+        name = f"distributions-{lang}.png" if mixed else "distributions.png"
+        rows = frame.filter(pl.col("language").fill_null("en").str.split("-").list.first() == lang) if mixed else frame
+        distributions_figure(
+            rows, result.by_language.get(lang, result.pooled)[primary], primary, out / "img" / name, lang
+        )
+        dist_imgs[lang] = name
     # which samples get players: the worst under each headline measure first, then flagged, then in order
     column = {m: m if m in frame.columns else f"{primary}_{m}" for m in HEADLINE}
     worst_by = {m: worst(frame, m, 3, column[m]) for m in HEADLINE}
@@ -189,21 +222,52 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
     chosen = chosen[: max(0, players)]
     pages = {}
     # without a store the audit was built on a local folder (audit_run sets it for every URL)
-    for _, sample in iter_samples(result.store or Path(result.run_dir), ids=set(chosen)):
+    players_of = [s for _, s in iter_samples(result.store or Path(result.run_dir), ids=set(chosen))]
+    # one font subset for the whole report: the Japanese characters of its transcripts and rows
+    text = "".join(t.spoken_text for s in players_of for t in s.timeline.turns) + "".join(
+        f"{r['id']}{r.get('flag_reason') or ''}" for r in result.rows
+    )
+    text += "".join(result.notes + result.problems)
+    try:
+        font_css = font_face_css(text)
+    except FontMissing as exc:  # the report is still worth having; it says why its Japanese shows as boxes
+        font_css = ""
+        result.problems.append(str(exc))
+    for sample in players_of:
         audit = audit_sample(sample, vads=result.vads, asr_turns=0)
         audit.row = next(r for r in result.rows if r["id"] == sample.id)
-        pages[sample.id] = _sample_page(sample, audit, out, audio_format, "../index.html")
+        pages[sample.id] = _sample_page(sample, audit, out, audio_format, "../index.html", font_css)
 
     def link(sid: str) -> str:
         target = f"samples/{sid}.html" if sid in pages else f"#row-{sid}"
         return f"<a href='{html.escape(target)}'>{html.escape(sid)}</a>"
 
-    head_rows = []
-    for m, v, band, ok, src in headline_rows(result):
-        cls = {"yes": "in", "no": "out"}.get(ok, "")
-        others = [_f(result.pooled[x].get(m)) for x in result.vads[1:]]
-        head_rows.append([m, v, *others, band, f"<span class={cls}>{ok}</span>", html.escape(src)])
-    head = _table(["measure", f"{primary} (primary)", *result.vads[1:], "band", "in band", "reference"], head_rows)
+    heads = []
+    for lang in languages:
+        head_rows = []
+        for row in result.headline(lang):
+            cls = {"yes": "in", "no": "out"}.get(row.in_band, "")
+            band = html.escape(row.band.label()) + (
+                f" <span class=note>({html.escape(row.band.tag)})</span>" if row.band.borrowed else ""
+            )
+            if row.band.metric and row.band.metric != "WER":
+                band += f" ({html.escape(row.band.metric)})"
+            head_rows.append(
+                [
+                    row.measure,
+                    *[_f(v) for v in row.values],
+                    band,
+                    f"<span class={cls}>{row.in_band}</span>",
+                    html.escape(row.band.source),
+                ]
+            )
+        n = sum(1 for r in result.rows if row_language(r) == lang)
+        title = f"<h3>{html.escape(lang)}: {n} dialogues</h3>" if mixed else ""
+        heads.append(
+            title
+            + _table(["measure", f"{primary} (primary)", *result.vads[1:], "band", "in band", "reference"], head_rows)
+        )
+    head = "".join(heads)
     shard_rows = [
         [
             html.escape(name),
@@ -212,9 +276,16 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
             _f(rep["pooled"]["fto_p50_s"]),
             _f(rep["pooled"]["transitions_in_overlap"]),
             _f(rep["pooled"]["overlap_share"]),
-            "<span class=out>" + html.escape("; ".join(rep["problems"])) + "</span>"
-            if rep["problems"]
-            else "<span class=in>none</span>",
+            (
+                "<span class=out>" + html.escape("; ".join(rep["problems"])) + "</span>"
+                if rep["problems"]
+                else "<span class=in>none</span>"
+            )
+            + (
+                " <span class=note>not gated: " + html.escape(", ".join(rep["not_gated"])) + "</span>"
+                if rep.get("not_gated")
+                else ""
+            ),
         ]
         for name, rep in result.shards.items()
     ]
@@ -223,9 +294,12 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
         shard_rows,
     )
     voices = wer_per_voice(result.rows)
+    # WER, or CER for a language written without spaces (a voice speaks one language)
+    metrics = "/".join(sorted({r.get("asr_metric") or "WER" for r in result.rows if r.get("asr_wers")})) or "WER"
     wer_table = (
         _table(
-            ["voice", "WER", "turns"], [[html.escape(v), _f(d["wer"]), str(int(d["turns"]))] for v, d in voices.items()]
+            ["voice", metrics, "turns"],
+            [[html.escape(v), _f(d["wer"]), str(int(d["turns"]))] for v, d in voices.items()],
         )
         if voices
         else "<p>no ASR round trip in this audit</p>"
@@ -237,6 +311,7 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
         for c in [column[m]]
     ]
     cols = [
+        "language",
         "duration_s",
         f"{primary}_fto_p50_s",
         f"{primary}_overlap_share",
@@ -253,21 +328,32 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
         for r in result.rows
     ]
     notes = "".join(f"<p class=note>note: {html.escape(n)}</p>" for n in result.notes)
+    dist_html = "".join(
+        (f"<h3>{html.escape(lang)}</h3>" if mixed else "") + f"<img src='img/{name}' alt='distributions {lang}'>"
+        for lang, name in dist_imgs.items()
+    )
+    languages_note = (
+        ""
+        if languages == ["en"]
+        else f"; languages {', '.join(languages)}: each judged by its own published bands, English's where none is "
+        "published (marked <span class=note>(English band)</span>: shown, not gated)"
+    )
     problems = "".join(f"<p class=problem>problem: {html.escape(p)}</p>" for p in result.problems)
     body = (
         f"<h1>Audit of {html.escape(result.run_dir.name)}</h1>"
         f"<p>{len(result.rows)} dialogues, {pooled['duration_s'] / 60:.1f} min, detectors "
         f"{', '.join(result.vads)} (primary {primary}); "
         f"{sum(bool(r.get('flags')) for r in result.rows)} flagged by the gates. Bands: "
-        "<code>factory/conversation/bands.py</code> (human: Switchboard / published; purple: quality promises).</p>"
-        f"{notes}{problems}<h2>Headline measures (pooled over the run)</h2>{head}"
+        "<code>factory/conversation/bands.py</code> (human: Switchboard / published; purple: quality promises)"
+        f"{languages_note}.</p>"
+        f"{notes}{problems}<h2>Headline measures (pooled {'per language' if mixed else 'over the run'})</h2>{head}"
         "<h2>Floor-transfer offsets</h2><img src='img/fto.png' alt='FTO histogram'>"
-        "<h2>Distributions against the bands</h2><img src='img/distributions.png' alt='distributions'>"
-        f"<h2>Shards</h2>{shards}<h2>ASR round trip: WER per voice</h2>{wer_table}"
+        f"<h2>Distributions against the bands</h2>{dist_html}"
+        f"<h2>Shards</h2>{shards}<h2>ASR round trip: {metrics} per voice</h2>{wer_table}"
         f"<h2>Worst samples per measure</h2>{_table(['measure', 'samples (value)'], worst_rows)}"
         f"<h2>Samples</h2>{_table(['id', *cols], sample_rows)}"
         f"<script>window.auditSummary={json.dumps({'samples': len(result.rows), 'players': len(pages)})};</script>"
     )
     index = out / "index.html"
-    atomic_write_text(index, _page(f"audit of {result.run_dir.name}", body))
+    atomic_write_text(index, _page(f"audit of {result.run_dir.name}", body, font_css))
     return index

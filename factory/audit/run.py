@@ -31,10 +31,10 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from factory.audio.mix import read_audio
-from factory.audit.gates import pool, sample_flags, shard_report
+from factory.audit.gates import by_language, pool, sample_flags, shard_report
 from factory.audit.measures import SampleAudit, audit_sample
 from factory.config import ConfigError, RunConfig, load_config
-from factory.conversation.bands import BANDS
+from factory.conversation.bands import Band, bands_for, headline
 from factory.models import TIMELINE_SCHEMA_VERSION, Sample
 from factory.run.read import AUDIT_TABLE, MANIFEST, is_remote, open_run, read_config, shard_records
 from factory.run.rows import read_shard_rows, read_voice_prompt, row_meta
@@ -68,6 +68,8 @@ class RunAudit:
     rows: list[dict] = field(default_factory=list)
     shards: dict[str, dict] = field(default_factory=dict)  # name -> shard_report
     pooled: dict[str, dict[str, float]] = field(default_factory=dict)  # vad -> pooled run values
+    # language -> vad -> pooled values of that language's samples (each judged by its own bands)
+    by_language: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     store: RunStore | None = None  # where the run is read from (set by audit_run)
@@ -76,11 +78,41 @@ class RunAudit:
     def is_remote(self) -> bool:
         return self.store is not None and not self.store.is_local
 
+    @property
+    def languages(self) -> list[str]:
+        """The run's languages (primary subtags, sorted); English for an empty audit."""
+        return list(self.by_language) or ["en"]
+
+    def headline(self, language: str) -> list[HeadlineRow]:
+        """The headline measures of `language`'s samples against its bands (not measurable, NaN,
+        when the run has none of that language)."""
+        pooled = self.by_language.get(language, {} if self.by_language else self.pooled)
+        bands = bands_for(language)
+        return [
+            HeadlineRow(m, bands[m], tuple(pooled.get(v, {}).get(m, math.nan) for v in self.vads))
+            for m in headline(language)
+        ]
+
     def frame(self) -> pl.DataFrame:
         return audit_frame(self.rows)
 
 
 Run = Path | str | RunStore  # a run folder, its URL, or its store
+
+
+@dataclass(frozen=True)
+class HeadlineRow:
+    """One headline measure of one language: its band for that language and its pooled value per detector."""
+
+    measure: str
+    band: Band
+    values: tuple[float, ...]  # per detector, the primary first
+
+    @property
+    def in_band(self) -> str:
+        """Whether the primary value lies in the band: "yes", "no", or "-" where it is not measurable."""
+        v = self.values[0]
+        return "-" if v != v else ("yes" if self.band.contains(v) else "no")
 
 
 def run_config(run: Run, notes: list[str] | None = None, storage_options: dict[str, Any] | None = None) -> RunConfig:
@@ -269,6 +301,11 @@ def audit_run(
     for name, rows in by_shard.items():
         result.shards[name] = shard_report(rows, gates, vads[0])
     result.pooled = {v: pool(result.rows, v) for v in vads}
+    groups = by_language(result.rows)
+    result.by_language = {
+        language: result.pooled if len(groups) == 1 else {v: pool(rows, v) for v in vads}
+        for language, rows in groups.items()
+    }
     return result
 
 
@@ -320,15 +357,25 @@ def gate_shard(
 
 def worst(frame: pl.DataFrame, measure: str, k: int = 5, column: str | None = None) -> list[str]:
     """Ids of the `k` samples furthest outside `measure`'s band (deepest inside it last), read
-    from `column` (default: the measure's own name; `<vad>_<measure>` for the H&E measures)."""
-    band, column = BANDS.get(measure), column or measure
-    if column not in frame.columns or band is None:
+    from `column` (default: the measure's own name; `<vad>_<measure>` for the H&E measures); each
+    sample against the band of its own language (`language` column; English without one)."""
+    column = column or measure
+    if column not in frame.columns:
         return []
-    vals = frame.select("id", pl.col(column).alias(measure)).drop_nulls().filter(pl.col(measure).is_finite())
+    language = pl.col("language") if "language" in frame.columns else pl.lit("en")
+    vals = (
+        frame.select("id", pl.col(column).alias(measure), language.fill_null("en").alias("language"))
+        .drop_nulls(measure)
+        .filter(pl.col(measure).is_finite())
+    )
+    bands = {lang: bands_for(lang).get(measure) for lang in vals["language"].unique().to_list()}
+    vals = vals.filter(pl.col("language").is_in([lang for lang, b in bands.items() if b is not None]))
     if not len(vals):
         return []
-    lo = band.low if band.low is not None else -np.inf
-    hi = band.high if band.high is not None else np.inf
-    dist = np.maximum(lo - vals[measure].to_numpy(), vals[measure].to_numpy() - hi)
+    edges = [bands[lang] for lang in vals["language"].to_list()]
+    lo = np.array([-np.inf if b is None or b.low is None else b.low for b in edges])
+    hi = np.array([np.inf if b is None or b.high is None else b.high for b in edges])
+    x = vals[measure].to_numpy()
+    dist = np.maximum(lo - x, x - hi)
     order = np.argsort(-dist, kind="stable")[:k]
     return [vals["id"][int(i)] for i in order]

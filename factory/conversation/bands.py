@@ -7,12 +7,19 @@ tolerance (`note`). Quality bands (ASR, agreement with the plan, loudness) are w
 itself promises, not human data. A band applies to the run's (or a shard's) pooled value; single
 dialogues spread wider (Switchboard's per-conversation median FTO has sd ~0.12 s).
 
+Bands per language (`bands_for`): a language's own published figures replace the English ones
+measure by measure (`LANGUAGE_BANDS`, each cited: source, page or table, value); every other human
+measure keeps its English band, which then says so (`Band.borrowed`: the audit prints "English
+band" next to it and does not gate a shard on it, since it is not that language's norm). Quality
+promises (human=False) hold for every language, except that the ASR round trip scores characters
+(CER) where words are not space-separated (Japanese).
+
 This module is pure data: the audit judges against it and the config validates gate names against it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,20 @@ class Band:
     source: str
     note: str = ""
     human: bool = True  # False: a quality promise of the factory, not a human reference
+    # whose data it is: a primary language subtag ("en"), or None for a quality promise (any language)
+    language: str | None = "en"
+    judges: str = "en"  # the language whose samples it judges (set by `bands_for`)
+    metric: str = ""  # what the value counts where the measure's name does not say it (asr_wer: WER or CER)
+
+    @property
+    def borrowed(self) -> bool:
+        """A human band taken from another language's data (English) for lack of this one's."""
+        return self.language is not None and self.language != base(self.judges)
+
+    @property
+    def tag(self) -> str:
+        """What the audit's outputs print next to the band: "English band" when borrowed."""
+        return f"{LANGUAGE_NAMES.get(self.language or '', self.language)} band" if self.borrowed else ""
 
     def contains(self, value: float) -> bool:
         if value != value:  # NaN: not measurable here, not out of band
@@ -32,6 +53,12 @@ class Band:
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         return f"[{lo}, {hi}]"
+
+    def shown(self) -> str:
+        """The band as the audit's tables print it: "[lo, hi]", with "(English band)" when borrowed
+        and the metric where the language scores another one than the measure's name says (CER)."""
+        extra = [t for t in (self.tag, self.metric if self.metric not in ("", "WER") else "") if t]
+        return self.label() + (f" ({', '.join(extra)})" if extra else "")
 
 
 SWB = "Switchboard ms98 alignments (conversation.md)"
@@ -56,9 +83,9 @@ BANDS: dict[str, Band] = {
     "words_per_second": Band(3.5, 4.0, "Switchboard: ~3.5-4 words/s within speech"),
     "stop_latency_s": Band(0.0, 1.0, "LSLM: the interrupted speaker stops within [0, 2 mu], mu = 0.5 s"),
     # quality promises of the factory itself
-    "planned_found": Band(0.95, 1.0, "factory: planned speech is in the audio", human=False),
-    "audio_explained": Band(0.95, 1.0, "factory: speech in the audio is planned", human=False),
-    "asr_wer": Band(0.0, 0.3, "factory: Whisper-base understands the voices", human=False),
+    "planned_found": Band(0.95, 1.0, "factory: planned speech is in the audio", human=False, language=None),
+    "audio_explained": Band(0.95, 1.0, "factory: speech in the audio is planned", human=False, language=None),
+    "asr_wer": Band(0.0, 0.3, "factory: Whisper-base understands the voices", human=False, language=None, metric="WER"),
 }
 
 # the measures shown first (tables, card)
@@ -76,3 +103,51 @@ HEADLINE = (
     "audio_explained",
     "asr_wer",
 )
+
+LANGUAGE_NAMES = {"en": "English", "ja": "Japanese", "da": "Danish"}
+
+STIVERS = "Stivers et al. 2009, PNAS 106(26): 10587-10592, Results (per-language mean response offsets)"
+
+# A language's own published figures, replacing (or adding to) English's measure by measure. Only
+# what a named publication gives for that language; everything else stays English, marked borrowed.
+# The mean FTO band keeps the +/- 0.1 s tolerance of the Switchboard quantile bands. Stivers et al.
+# give means per language (the same figures as factory/timeline/timing_languages.yaml); English's own
+# mean is not on file, so English has no fto_mean_s band (its location is judged by the median).
+LANGUAGE_BANDS: dict[str, dict[str, Band]] = {
+    "ja": {
+        "fto_mean_s": Band(-0.093, 0.107, f"{STIVERS}: Japanese +7 ms", "+7 ms +/- 0.1 s", language="ja"),
+        # the QA and the audit's ASR round trip score characters where words are not space-separated
+        "asr_wer": Band(
+            0.0, 0.3, "factory: Whisper-base understands the voices (CER)", human=False, language=None, metric="CER"
+        ),
+    },
+    "da": {
+        "fto_mean_s": Band(0.369, 0.569, f"{STIVERS}: Danish +469 ms", "+469 ms +/- 0.1 s", language="da"),
+    },
+}
+
+
+def base(language: str) -> str:
+    """The primary subtag ("ja-JP" -> "ja"); `factory.languages.base`, which this pure module may not import."""
+    return language.split("-")[0].lower()
+
+
+def bands_for(language: str = "en") -> dict[str, Band]:
+    """The bands that judge samples of `language` (BCP-47): its own published figures where
+    `LANGUAGE_BANDS` has them, English's elsewhere (`Band.borrowed`), each with `judges` set."""
+    own = LANGUAGE_BANDS.get(base(language), {})
+    merged = {m: own.get(m, b) for m, b in BANDS.items()} | {m: b for m, b in own.items() if m not in BANDS}
+    return {m: replace(b, judges=base(language)) for m, b in merged.items()}
+
+
+def headline(language: str = "en") -> tuple[str, ...]:
+    """The headline measures of `language`: `HEADLINE`, with the measures only its own data has
+    (Japanese: the mean FTO) after the median FTO."""
+    extra = tuple(m for m in LANGUAGE_BANDS.get(base(language), {}) if m not in BANDS)
+    i = HEADLINE.index("fto_p50_s") + 1
+    return HEADLINE[:i] + extra + HEADLINE[i:]
+
+
+def known_measures() -> set[str]:
+    """Every measure some language has a band for (the names `audit.shard_bands` may use)."""
+    return set(BANDS).union(*LANGUAGE_BANDS.values())
