@@ -161,7 +161,8 @@ def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 # Whisper writes some languages in the wrong script unless its prompt shows the right one: on
 # espeak-ng Hindi, Whisper-base with language "hi" wrote 3 of 7 voices in Urdu's Arabic letters;
-# a Devanagari prompt kept every one in Devanagari. Used when the caller gives no prompt.
+# with a Devanagari prompt the three tried (two of those) came out in Devanagari. Used when the
+# caller gives no prompt.
 SCRIPT_PROMPTS: dict[str, str] = {"hi": "नमस्ते, आप कैसे हैं? मैं ठीक हूँ।"}
 
 
