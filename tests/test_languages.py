@@ -338,3 +338,19 @@ def test_espeak_renders_are_transcribed_in_their_language() -> None:
     heard = transcribe(utt.audio, utt.sample_rate, language="hi").text
     letters = [c for c in heard if c.isalpha()]
     assert letters and all(unicodedata.name(c).startswith("DEVANAGARI") for c in letters), heard
+
+
+def test_readme_and_dialogue_sets_list_every_packaged_language() -> None:
+    """The README's Languages section names every language with a lexicon, and dialogues/README.md
+    lists each packaged dialogue set."""
+    from pathlib import Path
+
+    from factory.locations import dialogue_set_dir
+    from factory.script.lexicon import lexicon_languages
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Languages", 1)[1].split("\n## ", 1)[0]
+    assert all(f"`{language}`" in section for language in lexicon_languages()), lexicon_languages()
+    table = (root / "dialogues" / "README.md").read_text(encoding="utf-8")
+    assert all(f"`{p.name}`" in table for p in dialogue_set_dir().glob("*.jsonl"))
