@@ -336,6 +336,10 @@ def test_espeak_renders_are_transcribed_in_their_language() -> None:
     assert error_rate(text, heard, "de") <= 0.8, heard
     utt = backend.synthesize("नमस्ते, मैं आज शाम दो लोगों के लिए एक मेज़ बुक करना चाहता हूँ।", bank.get("espeak-hi-f2"))
     heard = transcribe(utt.audio, utt.sample_rate, language="hi").text
+    # espeak's word events time every Hindi word, in order and inside the audio
+    assert [w.word for w in utt.words] == utt.text.split()
+    assert all(a.end <= b.start + 1e-6 and a.start < a.end for a, b in zip(utt.words, utt.words[1:], strict=False))
+    assert 0 < utt.words[-1].end <= utt.duration
     letters = [c for c in heard if c.isalpha()]
     assert letters and all(unicodedata.name(c).startswith("DEVANAGARI") for c in letters), heard
 
