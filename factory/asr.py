@@ -18,8 +18,9 @@ previous text, no VAD filter (the utterances are already trimmed to speech), and
 24 + 10 tokens per second of audio (hallucination loops on noise stop early).
 
 Scoring (`error_rate`): languages written without spaces (Japanese) get `cer`, jiwer's character
-error rate on the kana readings of `normalize_chars`; the others `wer`, jiwer's word error rate after `normalize`,
-applied to both reference and hypothesis:
+error rate on the kana readings of `normalize_chars`, and so does Hindi on its `normalize`d
+characters (`languages.scored_by_characters`); the others `wer`, jiwer's word error rate after
+`normalize`, applied to both reference and hypothesis:
 - lowercase; curly quotes made straight; punctuation removed except apostrophes inside words;
 - numbers: digit runs become words with num2words ("10" -> "ten", "1,995" -> "one thousand nine
   hundred ninety five", "21st" -> "twenty first", "3.5" -> "three point five", "%" -> "percent");
@@ -30,6 +31,12 @@ applied to both reference and hypothesis:
   "uhhuh"), then hyphenated words split ("well-known" -> "well known", "I-" -> "i");
 - fillers and hesitation sounds ("um", "uh", "er", "ah", "hmm", "mm", ...) removed from both
   sides: Whisper drops or invents them freely, and they carry no content to check.
+That is English's clean-up. Every spaced language (`normalize(text, language)`): NFC, lowercase,
+punctuation and symbols out, letters kept with their combining marks (Devanagari vowel signs),
+its own hesitation sounds (`LANGUAGE_FILLERS`) out, numbers in its own words where num2words has
+them (es, fr, de: "21" -> "veintiuno"; decimal comma), Hindi's Devanagari digits as ASCII digits
+and its free spelling variants (nukta, chandrabindu) folded; contractions, backchannel spellings
+and "%" only in English.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ import numpy as np
 import soxr
 from num2words import num2words
 
-from factory.languages import spaced, words
+from factory.languages import base, scored_by_characters, spaced, words
 from factory.locations import user_cache
 
 if TYPE_CHECKING:
@@ -152,6 +159,13 @@ def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+# Whisper writes some languages in the wrong script unless its prompt shows the right one: on
+# espeak-ng Hindi, Whisper-base with language "hi" wrote 3 of 7 voices in Urdu's Arabic letters;
+# with a Devanagari prompt the three tried (two of those) came out in Devanagari. Used when the
+# caller gives no prompt.
+SCRIPT_PROMPTS: dict[str, str] = {"hi": "नमस्ते, आप कैसे हैं? मैं ठीक हूँ।"}
+
+
 def transcribe(
     audio: np.ndarray,
     sample_rate: int,
@@ -168,6 +182,8 @@ def transcribe(
     if pcm.size == 0:
         return Transcript(text="", words=[], language=language, duration=0.0)
     model = load_model(cpu_threads)
+    if initial_prompt is None:
+        initial_prompt = SCRIPT_PROMPTS.get(base(language))
     segments, info = model.transcribe(
         pcm,
         language=language,
@@ -250,58 +266,96 @@ _CONTRACTIONS = {
 }
 _SUFFIXES = [("n't", " not"), ("'re", " are"), ("'m", " am"), ("'ll", " will"), ("'ve", " have"), ("'d", " would")]
 _MAX_NUMBER_DIGITS = 12  # longer digit runs (phone, card numbers) are read digit by digit
+NUMBER_LANGUAGES = frozenset({"en", "es", "fr", "de"})  # num2words speaks these (it has no Hindi)
 
 
-def number_words(n: int, ordinal: bool = False) -> str:
+def number_words(n: int, ordinal: bool = False, lang: str = "en") -> str:
     """`n` in words as `normalize` compares them: num2words without its commas, hyphens and "and"
     ("one thousand nine hundred ninety five"), so both spellings of a number meet."""
-    words = num2words(n, to="ordinal" if ordinal else "cardinal")
+    words = num2words(n, to="ordinal" if ordinal else "cardinal", lang=lang)
     return " ".join(w for w in re.split(r"[\s,\-]+", words) if w and w != "and")
 
 
-def _numbers(text: str) -> str:
+def _numbers(text: str, language: str = "en") -> str:
+    english = base(language) == "en"
+    lang = base(language) if base(language) in NUMBER_LANGUAGES else None
+
     def one(m: re.Match[str]) -> str:
         whole, decimals, suffix = m.group(1).replace(",", ""), m.group(2), m.group(3)
+        if lang is None:  # no number words for the language (Hindi): digits compared as digits
+            return f" {m.group(0)} "
         if len(whole) > _MAX_NUMBER_DIGITS:
-            out = " ".join(number_words(int(d)) for d in whole)
+            out = " ".join(number_words(int(d), lang=lang) for d in whole)
         else:
-            out = number_words(int(whole), ordinal=bool(suffix) and not decimals)
+            out = number_words(int(whole), ordinal=bool(suffix) and not decimals, lang=lang)
         if decimals:
-            out += " point " + " ".join(number_words(int(d)) for d in decimals)
+            point = " point " if english else " "
+            out += point + " ".join(number_words(int(d), lang=lang) for d in decimals)
         return f" {out} "
 
-    text = text.replace("%", " percent ")
-    return re.sub(r"(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?:(st|nd|rd|th)\b)?", one, text)
+    if english:
+        text = text.replace("%", " percent ")
+        return re.sub(r"(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?:(st|nd|rd|th)\b)?", one, text)
+    # Elsewhere the decimal mark is a comma and thousands are grouped with points or spaces.
+    return re.sub(r"(\d{1,3}(?:\.\d{3})+|\d+)(?:,(\d+))?()", one, text)
 
 
-def normalize(text: str) -> list[str]:
-    """Words of `text` as compared by `wer` (see the module docstring)."""
-    t = text.lower().replace("\u2019", "'").replace("\u2018", "'").replace("\u2014", " ").replace("\u2013", " ")
-    t = _numbers(t)
-    for pattern, repl in _BACKCHANNELS:
-        t = pattern.sub(repl, t)
-    t = re.sub(r"[^\w'\s-]", " ", t)  # drop punctuation, keep apostrophes and hyphens for now
+# Hesitation sounds per language (primary subtag), removed from both sides as English's `FILLERS`:
+# Whisper drops or invents them. Only sounds, not the filler words of the lexicons that are also
+# content ("bueno", "also", "bon"): those are compared like any word.
+LANGUAGE_FILLERS: dict[str, frozenset[str]] = {
+    "en": FILLERS,
+    "es": frozenset({"eh", "em", "ehm", "mm", "mmm", "hmm", "ah", "ajá", "aja", "ja", "jaja", "jajaja", "jeje"}),
+    "fr": frozenset({"euh", "heu", "hum", "hmm", "mm", "mmm", "ah", "oh", "bah", "ha", "haha", "hihi"}),
+    "de": frozenset({"äh", "ähm", "öhm", "hm", "hmm", "mhm", "mm", "ah", "oh", "haha", "hihi"}),
+    "hi": frozenset({"अं", "अम", "उम्म", "हम्म", "हम", "अ", "आ", "ओह", "हाहा", "हा", "हे"}),
+}
+# Hindi spellings Whisper and a writer choose between freely: chandrabindu for anusvara, and
+# the nukta (क़ ज़ फ़: loanword sounds many writers leave out), compared without the difference.
+_HINDI_VARIANTS = str.maketrans({"\u0901": "\u0902", "\u093c": None, "\u0964": " ", "\u0965": " "})
+# Devanagari digits as ASCII ones, so "२" and "2" meet.
+_DEVANAGARI_DIGITS = str.maketrans("०१२३४५६७८९", "0123456789")
+
+
+def normalize(text: str, language: str = "en") -> list[str]:
+    """Words of `text` as compared by `wer` (see the module docstring). English's clean-up
+    (contractions, backchannel spellings, "%") is English only; numbers become words in the
+    language where num2words speaks it; each language drops its own hesitation sounds; letters
+    keep their combining marks (Devanagari vowel signs are marks, not word breaks)."""
+    lang = base(language)
+    t = unicodedata.normalize("NFC", text).lower()
+    t = t.replace("\u2019", "'").replace("\u2018", "'").replace("\u2014", " ").replace("\u2013", " ")
+    if lang == "hi":
+        t = t.translate(_DEVANAGARI_DIGITS).translate(_HINDI_VARIANTS)
+    t = _numbers(t, language)
+    if lang == "en":
+        for pattern, repl in _BACKCHANNELS:
+            t = pattern.sub(repl, t)
+    # drop punctuation and symbols, keep letters with their marks, digits, apostrophes and hyphens
+    t = "".join(c if unicodedata.category(c)[0] in "LMN" or c in "'-_" or c.isspace() else " " for c in t)
+    fillers = LANGUAGE_FILLERS.get(lang, frozenset())
     words: list[str] = []
     for raw in t.split():
         w = raw.strip("'")
-        if w in _CONTRACTIONS:
-            w = _CONTRACTIONS[w]
-        else:
-            for suffix, repl in _SUFFIXES:
-                if w.endswith(suffix) and len(w) > len(suffix):
-                    w = w[: -len(suffix)] + repl
-                    break
+        if lang == "en":
+            if w in _CONTRACTIONS:
+                w = _CONTRACTIONS[w]
+            else:
+                for suffix, repl in _SUFFIXES:
+                    if w.endswith(suffix) and len(w) > len(suffix):
+                        w = w[: -len(suffix)] + repl
+                        break
         for part in re.split(r"[\s\-_]+", w):
             part = part.strip("'")
-            if part and part not in FILLERS:
+            if part and part not in fillers:
                 words.append(part)
     return words
 
 
-def wer(reference: str, hypothesis: str) -> float:
+def wer(reference: str, hypothesis: str, language: str = "en") -> float:
     """Word error rate (jiwer) of `hypothesis` against `reference` after `normalize`. An empty
     reference gives 0.0 for an empty hypothesis and 1.0 otherwise."""
-    ref, hyp = normalize(reference), normalize(hypothesis)
+    ref, hyp = normalize(reference, language), normalize(hypothesis, language)
     if not ref:
         return 0.0 if not hyp else 1.0
     return float(jiwer.wer(" ".join(ref), " ".join(hyp)))
@@ -328,22 +382,31 @@ def normalize_chars(text: str) -> str:
     return "".join(c for c in reading if unicodedata.category(c)[0] in "LN")
 
 
-def cer(reference: str, hypothesis: str) -> float:
-    """Character error rate (jiwer) of `hypothesis` against `reference` after `normalize_chars`,
-    for languages written without spaces; an empty reference as in `wer`."""
-    ref, hyp = normalize_chars(reference), normalize_chars(hypothesis)
+def cer(reference: str, hypothesis: str, language: str = "ja") -> float:
+    """Character error rate (jiwer) of `hypothesis` against `reference` after `characters`, for
+    the languages of `languages.scored_by_characters`; an empty reference as in `wer`."""
+    ref, hyp = characters(reference, language), characters(hypothesis, language)
     if not ref:
         return 0.0 if not hyp else 1.0
     return float(jiwer.cer(ref, hyp))
 
 
+def characters(text: str, language: str) -> str:
+    """The characters `cer` compares: Japanese's katakana reading (`normalize_chars`); a spaced
+    language's `normalize` words run together (spaces are no characters to get wrong)."""
+    return "".join(normalize(text, language)) if spaced(language) else normalize_chars(text)
+
+
 def error_rate(reference: str, hypothesis: str, language: str = "en") -> float:
-    """The QA score of `language`: WER where words are space-separated, CER where they are not."""
-    return wer(reference, hypothesis) if spaced(language) else cer(reference, hypothesis)
+    """The QA score of `language` (`languages.qa_metric`): CER where words are not
+    space-separated or the language is scored by characters (Hindi), else WER."""
+    if scored_by_characters(language):
+        return cer(reference, hypothesis, language)
+    return wer(reference, hypothesis, language)
 
 
 def is_exempt(text: str, language: str = "en") -> bool:
     """Backchannel-length: at most `EXEMPT_MAX_WORDS` words of `language`, or nothing but fillers."""
     if not spaced(language):
         return len(words(text, language)) <= EXEMPT_MAX_WORDS or not normalize_chars(text)
-    return len(text.split()) <= EXEMPT_MAX_WORDS or len(normalize(text)) == 0
+    return len(text.split()) <= EXEMPT_MAX_WORDS or len(normalize(text, language)) == 0

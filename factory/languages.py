@@ -20,6 +20,11 @@ from functools import lru_cache
 # BCP-47 as the factory uses it: a primary language subtag, optional script/region/variant subtags.
 LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 UNSPACED = frozenset({"ja"})  # languages whose words `words` finds with a morphological analyser
+# Languages QA scores by characters though their words are spaced: Hindi, whose spelling varies
+# freely (nukta, chandrabindu, loanwords) and whose Whisper-base transcripts of espeak-ng renders
+# get a WER near 1.0 on every voice, where the CER still tells voices apart
+# (benchmarks/results/languages.md).
+CHARACTER_SCORED = frozenset({"hi"})
 
 
 def base(language: str) -> str:
@@ -30,6 +35,17 @@ def base(language: str) -> str:
 def spaced(language: str) -> bool:
     """Whether words of `language` are written with spaces between them."""
     return base(language) not in UNSPACED
+
+
+def scored_by_characters(language: str) -> bool:
+    """Whether QA scores `language` by character error rate (CER) rather than WER: every language
+    written without spaces, and the spaced ones of `CHARACTER_SCORED`."""
+    return not spaced(language) or base(language) in CHARACTER_SCORED
+
+
+def qa_metric(language: str) -> str:
+    """ "CER" or "WER": the name of `language`'s QA score, for messages and tables."""
+    return "CER" if scored_by_characters(language) else "WER"
 
 
 def check_language(language: str) -> str:

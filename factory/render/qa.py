@@ -19,7 +19,7 @@ import numpy as np
 
 from factory.asr import ASR_SAMPLE_RATE, EXEMPT_MAX_WORDS, error_rate, is_exempt, to_16k, transcribe
 from factory.config import TTSSection
-from factory.languages import join, spaced
+from factory.languages import join, qa_metric
 from factory.models import Utterance
 from factory.render.base import TTSError
 
@@ -127,4 +127,4 @@ def _scored(text: str, transcript: str, threshold: float, language: str = "en") 
 
 
 def _metric(language: str) -> str:
-    return "WER" if spaced(language) else "CER"
+    return qa_metric(language)

@@ -62,6 +62,9 @@ _TRANSLATE = str.maketrans(
         "\u2212": "-",
         "\u2026": "...",
         "\u00a0": " ",
+        # Devanagari danda and double danda: sentence ends, as the checks and cuts know them.
+        "\u0964": ".",
+        "\u0965": ".",
     }
 )
 # Symbols a TTS reads badly or not at all, said as words.
@@ -135,7 +138,8 @@ def _strip_symbols(text: str) -> str:
     for pattern, spoken in _SYMBOL_WORDS:
         text = pattern.sub(spoken, text)
     text = "".join(ch for ch in text if not unicodedata.category(ch).startswith(("S", "C")) or ch.isspace())
-    return _KEEP.sub(" ", text)
+    # Combining marks are part of their letter (Devanagari vowel signs and virama), not symbols.
+    return "".join(ch if unicodedata.category(ch)[0] == "M" else _KEEP.sub(" ", ch) for ch in text)
 
 
 def _tidy_punctuation(text: str) -> str:
