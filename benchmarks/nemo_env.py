@@ -13,8 +13,8 @@ packaged GGUF, this project editable), then measures:
   * CPU seconds of pytest on tests/coqui/test_nemo_dataset.py against one trivial tests/coqui test
     (pytest, torch and the conftest: the floor every tests/coqui run pays anyway).
 
-    python3 benchmarks/nemo_env.py [--base main]   # writes benchmarks/results/nemo_env.{json,md}
-    python3 benchmarks/nemo_env.py --report-only   # the table again, from nemo_env.json
+    .venv/bin/python benchmarks/nemo_env.py [--base main]   # writes benchmarks/results/nemo_env.{json,md}
+    .venv/bin/python benchmarks/nemo_env.py --report-only   # the table again, from nemo_env.json
 
 CPU seconds are the children's user + system time (resource.getrusage), so a loaded machine
 changes wall time much more than them.
