@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from factory.cli import app, torch_env
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_CLI = ROOT / ".venv" / "bin" / "duplex-factory"
 
 
+@pytest.mark.slow  # ~30 CPU s: a units fit, then torch's import and two 2-step trainings in the torch env
 def test_smoke_train_from_the_main_command_runs_in_the_torch_environment(tmp_path: Path) -> None:
     assert not torch_env.has_torch()  # the hand-over is what runs it
     samples = [make_cued_sample(i, "dev" if i % 4 == 0 else "train", 4) for i in range(8)]
