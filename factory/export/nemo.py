@@ -3,7 +3,8 @@ jsonl.gz manifest and as Shar (audio inside; NeMo's example config reads `lhotse
 
 Spec — read in NVIDIA/NeMo@8cfedd7 (nemo/collections/speechlm2/data/s2s_dataset.py,
 docs/source/speechlm2/datasets.rst, examples/speechlm2/conf/s2s_duplex.yaml);
-shared/reference/token-layouts.md section 2:
+shared/reference/token-layouts.md section 2. Checked against nemo_toolkit 3.0.0's own
+dataloader and DuplexS2SDataset in tests/coqui/test_nemo_dataset.py (the same rules):
 
 * One MonoCut per dialogue. `cut.recording` = the USER channel at 16 kHz (DuplexS2SDataset:
   `collate_audio(cuts.resample(source_sample_rate))`); `cut.custom["target_audio"]` = the AGENT

@@ -1,37 +1,25 @@
-"""The nemo-duplex export read back by lhotse and by NeMo's own DuplexS2SDataset.
-
-NeMo is not installed (nemo-toolkit is heavy): point NEMO_SRC at a checkout of
-github.com/NVIDIA/NeMo (tested at 8cfedd7) and its `speechlm2/data/s2s_dataset.py` runs
-unchanged on our CutSet. Only its imports of NeMo's tokenizer base class (a type annotation)
-and logger are stood in for; its `get_pad_id` is loaded from the checkout too. Without NEMO_SRC
-that test is skipped and the rules it checks are restated in tests/test_export_nemo.py.
+"""The nemo-duplex export read back by lhotse: Shar and jsonl.gz, audio against the timeline,
+supervisions, prompts, rules, determinism and the torch environment's CLI. NeMo's own dataset and
+dataloader read it in tests/coqui/test_nemo_dataset.py (nemo_toolkit is installed here).
 
 Truths from outside the exporter: lhotse's own readers (Shar and jsonl.gz), the audio they load
-(put through the energy VAD against the timeline), NeMo's token-channel builder, the timeline.
+(put through the energy VAD against the timeline), the timeline.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
-import os
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from lhotse import CutSet
 
 from factory.audio.vad import energy_vad
 from factory.export import nemo
 from factory.export.options import ExportOptions
-from factory.models import BargeInEvent, Channel, EndReason, TurnKind
+from factory.models import BargeInEvent, Channel
 from factory.tokenize.text import HFTextTokenizer
 from tests.export_fixtures import SCRIPT, make_sample
 
-NEMO_SRC = os.environ.get("NEMO_SRC")
 FRAME = 0.08
 
 
@@ -126,89 +114,6 @@ def test_supervisions_are_the_turns_ending_at_their_stop(exported, samples) -> N
         assert ("agent", "backchannel", "complete") in kinds
 
 
-def _nemo_dataset_class():
-    """NeMo's DuplexS2SDataset from the checkout, its two NeMo-internal imports stood in for."""
-    root = Path(NEMO_SRC) / "nemo" / "collections"
-    stubs = {}
-    for name in ("nemo", "nemo.collections", "nemo.collections.common", "nemo.collections.speechlm2"):
-        stubs[name] = types.ModuleType(name)
-    tokenizers = types.ModuleType("nemo.collections.common.tokenizers")
-    tokenizers.TokenizerSpec = object  # only a type annotation in s2s_dataset.py
-    nemo_utils = types.ModuleType("nemo.utils")
-    nemo_utils.logging = logging.getLogger("nemo")
-    stubs.update({"nemo.collections.common.tokenizers": tokenizers, "nemo.utils": nemo_utils})
-    data = types.ModuleType("nemo.collections.speechlm2.data")
-    stubs["nemo.collections.speechlm2.data"] = data
-    saved = {k: sys.modules.get(k) for k in [*stubs, "nemo.collections.speechlm2.data.utils"]}
-    sys.modules.update(stubs)
-    try:
-        for mod in ("utils", "s2s_dataset"):
-            spec = importlib.util.spec_from_file_location(
-                f"nemo.collections.speechlm2.data.{mod}", root / "speechlm2" / "data" / f"{mod}.py"
-            )
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        return module
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-
-
-class _NemoTokenizer:
-    """What DuplexS2SDataset uses of NeMo's TokenizerSpec, over our text tokenizer."""
-
-    def __init__(self, tok: HFTextTokenizer) -> None:
-        self.tok = tok
-        self.bos, self.eos, self.pad = tok.token_to_id("<s>"), tok.token_to_id("</s>"), tok.token_to_id("<pad>")
-        self.unk_id = tok.token_to_id("<unk>")
-
-    def text_to_ids(self, text: str) -> list[int]:
-        return self.tok.encode(text)
-
-
-@pytest.mark.skipif(not NEMO_SRC, reason="NEMO_SRC (an NVIDIA/NeMo checkout) is not set")
-def test_nemo_duplex_s2s_dataset_reads_the_export(exported, samples, text_tok) -> None:
-    s2s = _nemo_dataset_class()
-    tok = _NemoTokenizer(text_tok)
-    dataset = s2s.DuplexS2SDataset(tok, frame_length=0.08, source_sample_rate=16000, target_sample_rate=22050)
-    s = samples[0]
-    cuts = CutSet.from_shar(in_dir=exported / "shar" / "train").to_eager()
-    batch = dataset[cuts]
-    cut = cuts[0]
-    n = round(cut.duration * 12.5)
-    assert batch["source_audio"].shape == (1, round(cut.duration * 16000))
-    assert batch["target_audio"].shape == (1, round(cut.duration * 22050))
-    assert batch["target_tokens"].shape == (1, n) == batch["source_tokens"].shape
-    agent = batch["target_tokens"][0].tolist()
-    tl = s.timeline
-    for t in tl.turns:
-        channel = agent if t.channel is Channel.agent else batch["source_tokens"][0].tolist()
-        pos, eos = round(t.start / FRAME), round(t.end / FRAME)  # within half a frame of the times
-        assert abs(channel.index(tok.bos, max(pos - 1, 0)) - pos) <= 1, t
-        assert tok.eos in channel[eos - 1 : eos + 2], f"no EOS at the stop of turn {t.id}"
-        ids = text_tok.encode(t.spoken_text)
-        start = channel.index(tok.bos, max(pos - 1, 0)) + 1
-        assert channel[start : start + len(ids)] == ids  # timestamps stripped by NeMo: the spoken text
-    # the interrupted agent turn ends (EOS) at the barge-in's stop, within one frame
-    (barge,) = [e for e in tl.events if isinstance(e, BargeInEvent)]
-    stop = round(barge.victim_stop / FRAME)
-    assert tok.eos in agent[stop - 1 : stop + 2] and tl.turn(barge.victim_turn).end_reason is EndReason.interrupted
-    assert (
-        batch["target_texts"][0].split()
-        == " ".join(
-            t.spoken_text for t in sorted(tl.turns, key=lambda t: (t.start, t.id)) if t.channel is Channel.agent
-        ).split()
-    )
-    backchannels = [t for t in tl.turns if t.kind is TurnKind.backchannel and t.channel is Channel.agent]
-    assert backchannels and all(text_tok.encode(t.spoken_text)[0] in agent for t in backchannels)
-    assert int((batch["target_tokens"] == tok.eos).sum()) == sum(t.channel is Channel.agent for t in tl.turns)
-    assert torch.isfinite(batch["source_audio"]).all()
-
-
 @pytest.mark.parametrize("shar", [True, False])
 def test_cuts_carry_the_role_prompt_and_the_voice_prompt(exported, samples, shar) -> None:
     import soxr
@@ -260,9 +165,9 @@ def test_frame_rule_is_lhotses() -> None:
         assert nemo.frame(t, 16000) == compute_num_frames(t, 0.08, 16000), t
 
 
-def _run_folder(run: Path, sample) -> Path:
+def _run_folder(run: Path, *samples) -> Path:
     """A run folder as factory.run.shards writes it (that module needs the main env's engine):
-    one data shard with `sample`, one rejected sample in the manifest, and the typed shard record
+    one data shard with `samples`, one rejected sample in the manifest, and the typed shard record
     (the signatures file holds no MinHash here: datasketch is a main-env package)."""
     import numpy as np
     import polars as pl
@@ -274,19 +179,19 @@ def _run_folder(run: Path, sample) -> Path:
 
     name = "train-00000-of-00001"
     files = {kind: run / rel for kind, rel in shard_files(name).items()}
-    digest = write_shard([sample], files["data"], sample.sample_rate)
+    digest = write_shard(list(samples), files["data"], samples[0].sample_rate)
     rows = [
-        {"id": sample.id, "shard": name, "status": "ok", "reason": None, "language": sample.meta.scenario.language},
-        {"id": "d099", "shard": name, "status": "rejected", "reason": "behaviour_minimum: test", "language": "en"},
-    ]
+        {"id": s.id, "shard": name, "status": "ok", "reason": None, "language": s.meta.scenario.language}
+        for s in samples
+    ] + [{"id": "d099", "shard": name, "status": "rejected", "reason": "behaviour_minimum: test", "language": "en"}]
     files["manifest"].parent.mkdir(parents=True)
     pl.DataFrame(rows).write_parquet(files["manifest"])
     files["signatures"].parent.mkdir(parents=True)
-    np.savez(files["signatures"], ids=np.array([sample.id]))
+    np.savez(files["signatures"], ids=np.array([s.id for s in samples]))
     record = ShardRecord(
         shard=name,
         sha256=digest,
-        n_ok=1,
+        n_ok=len(samples),
         n_rejected=1,
         manifest_sha256=sha256_file(files["manifest"]),
         signatures_sha256=sha256_file(files["signatures"]),
