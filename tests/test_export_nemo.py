@@ -1,5 +1,6 @@
 """nemo-duplex rules that need no lhotse (the export itself runs in the torch env:
-tests/coqui/test_export_nemo.py, against lhotse and NeMo's own DuplexS2SDataset).
+tests/coqui/test_export_nemo.py against lhotse, and tests/coqui/test_nemo_dataset.py through NeMo 3.0.0's own
+DuplexS2SDataset and lhotse dataloader).
 
 NeMo's rules restated (NVIDIA/NeMo@8cfedd7 nemo/collections/speechlm2/data/s2s_dataset.py
 build_token_channel): frames by lhotse's compute_num_frames (round half up at 80 ms); EOS only
