@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from factory.audio.edit import VAD_FRAME_S, cut_after_word, insert_pause
-from factory.audio.vad import energy_vad
+from factory.audio.vad import frame_rms
 from factory.config import EventsSection, TimingSection
 from factory.languages import join
 from factory.models import (
@@ -96,11 +96,13 @@ class _Ignored:
     def end(self) -> float:
         return self.start + len(self.utt.audio) / self.utt.sample_rate
 
-    def audible(self, sr: int) -> tuple[float, float]:
-        """The event's span: where its render is audible beside speech at full level (the energy
-        VAD's -45 dB re the render's peak, raised by the layer's attenuation; 10 ms frames), so the
-        render's quiet lead and tail are not in it."""
-        active = np.flatnonzero(energy_vad(self.utt.audio, self.utt.sample_rate, -45.0 - self.gain_db))
+    def audible(self, sr: int, speech_rms: float = 0.0) -> tuple[float, float]:
+        """The event's span: where its render is audible in the user's channel (the energy VAD's
+        -45 dB re the channel's loudest 10 ms frame: its own speech's, `speech_rms`, or the
+        layer's at its gain when louder), so the render's quiet lead and tail are not in it."""
+        rms = frame_rms(self.utt.audio, self.utt.sample_rate) * 10 ** (self.gain_db / 20)
+        loudest = max(speech_rms, float(rms.max()) if len(rms) else 0.0)
+        active = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-12) / loudest) > -45.0) if loudest > 0 else []
         if not len(active):
             return self.start, _q(self.end, sr)
         on, off = active[0] * VAD_FRAME_S, min((active[-1] + 1) * VAD_FRAME_S, self.utt.duration)
@@ -437,7 +439,10 @@ def _to_timeline(
                 )
             )
     events.extend(overlap_events(turns))
-    events.extend(_ignored_event(x, ids[x.host], sr) for x in layers)
+    # The user's loudest speech frame: the level the events' spans are measured against, as in the audio.
+    speech = [frame_rms(p.audio, sr) for p in placed if p.channel is Channel.user and len(p.audio)]
+    speech_rms = max((float(r.max()) for r in speech if len(r)), default=0.0)
+    events.extend(_ignored_event(x, ids[x.host], sr, speech_rms) for x in layers)
     events.sort(key=lambda e: (e.start, e.end, e.type))
 
     tail = timing.tail.low + rng.random() * (timing.tail.high - timing.tail.low)
@@ -470,8 +475,8 @@ def _to_timeline(
     return timeline, placements
 
 
-def _ignored_event(x: _Ignored, during: int, sr: int) -> IgnoredEvent:
-    start, end = x.audible(sr)
+def _ignored_event(x: _Ignored, during: int, sr: int, speech_rms: float) -> IgnoredEvent:
+    start, end = x.audible(sr, speech_rms)
     span = {"start": start, "end": end, "during_turn": during, "level_db": x.gain_db}
     if isinstance(x.mark, SideTalk):
         return SideTalkEvent(text=x.mark.text, **span)

@@ -1,0 +1,158 @@
+"""Events the agent must not answer in a real run: planned against placed, per kind, with why the
+rest were dropped, and the configured rate beside the realised one.
+
+    .venv/bin/python benchmarks/events.py [--dialogues 12] [--seed 7] [--rate 1] [--label after]
+        [--code DIR] [--run DIR]
+
+Generates a run (the embedded LLM, the default voices, `events.*_per_dialogue=--rate` for each
+kind) with the factory at `--code` (default: this checkout; another source tree, e.g. an export of
+an older commit, measures that code), or reads an existing run folder (`--run`), and counts from its
+samples, with this checkout's reader: per kind the events planned (`Script.events_planned`; a run
+of older code has none, so its counts are drawn again as it drew them: the first draws of the
+sample's "events" generator, `planner.event_counts`), marked by the planner, and placed (in the
+timeline, so in the audio); dropped: `no_room` (no agent turn had room) and `user_busy` (the
+timeline found the user's channel busy). Also the agent's turn lengths (words) and rejected samples.
+
+Prints a table and writes benchmarks/results/events.json and events.md (results of every label
+kept, so `before` and `after` stand side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from factory.languages import words  # noqa: E402
+from factory.models import IGNORED_KINDS, Channel  # noqa: E402
+from factory.run.read import read_config, read_manifest, read_sample_metas  # noqa: E402
+from factory.script.planner import event_counts  # noqa: E402
+from factory.seeding import rng_for  # noqa: E402
+from factory.timeline.measures import event_outcomes  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def generate(code: Path, out: Path, label: str, n: int, seed: int, rate: float) -> tuple[Path, float]:
+    sets = [f"run.samples_per_shard={n}"] + [f"events.{k}_per_dialogue={rate}" for k in IGNORED_KINDS]
+    cmd = [str(ROOT / ".venv/bin/duplex-factory"), "generate", "-n", str(n), "--seed", str(seed)]
+    cmd += ["--run-id", label, "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=code, env={**os.environ, "PYTHONPATH": str(code)})
+    return out / label, time.perf_counter() - start
+
+
+def measure(run: Path) -> dict:
+    cfg = read_config(run)
+    assert cfg is not None, f"no config.yaml in {run}"
+    per_kind = {k: {"planned": 0, "marked": 0, "placed": 0, "no_room": 0, "user_busy": 0} for k in IGNORED_KINDS}
+    agent_words: list[int] = []
+    n = 0
+    for meta in read_sample_metas(run):
+        n += 1
+        script, tl = meta.script, meta.timeline
+        if script.events_planned is None:  # older code: its counts drawn again as it drew them
+            planned = event_counts(rng_for(meta.run_seed, meta.sample_key, "events"), cfg.events)
+            script = script.model_copy(update={"events_planned": planned})
+        placed, dropped = event_outcomes(script, tl)
+        for k in IGNORED_KINDS:
+            per_kind[k]["planned"] += script.events_planned.get(k, 0) if script.events_planned else 0
+            per_kind[k]["marked"] += sum(m.type == k for m in script.marks)
+            per_kind[k]["placed"] += placed.get(k, 0)
+            for reason in ("no_room", "user_busy"):
+                per_kind[k][reason] += dropped.get((k, reason), 0)
+        language = meta.scenario.language
+        agent_words += [len(words(t.text, language)) for t in script.turns if t.speaker is Channel.agent]
+    manifest = read_manifest(run)
+    rejected = int((manifest["status"] == "rejected").sum()) if manifest is not None else None
+    total = {f: sum(v[f] for v in per_kind.values()) for f in ("planned", "marked", "placed", "no_room", "user_busy")}
+    return {
+        "dialogues": n,
+        "rejected": rejected,
+        "configured_per_dialogue": {
+            "side_talk": cfg.events.side_talk_per_dialogue,
+            "background_speech": cfg.events.background_speech_per_dialogue,
+            "non_speech": cfg.events.non_speech_per_dialogue,
+        },
+        "per_kind": per_kind,
+        "total": total,
+        "placed_share": round(total["placed"] / total["planned"], 3) if total["planned"] else None,
+        "agent_turn_words": {
+            "median": statistics.median(agent_words) if agent_words else None,
+            "min": min(agent_words, default=None),
+            "max": max(agent_words, default=None),
+        },
+    }
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = [
+        "| run | kind | configured / dialogue | planned | placed | placed / dialogue | no_room | user_busy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, r in results.items():
+        for k in IGNORED_KINDS:
+            v = r["per_kind"][k]
+            rate = r["configured_per_dialogue"][k]
+            lines.append(
+                f"| {label} | {k} | {rate:g} | {v['planned']} | {v['placed']} | {v['placed'] / r['dialogues']:.2f} "
+                f"| {v['no_room']} | {v['user_busy']} |"
+            )
+        t = r["total"]
+        lines.append(
+            f"| {label} | **all** | | {t['planned']} | {t['placed']} ({r['placed_share']:.0%}) | "
+            f"{t['placed'] / r['dialogues']:.2f} | {t['no_room']} | {t['user_busy']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dialogues", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rate", type=float, default=1.0, help="events per dialogue of each kind")
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--code", type=Path, default=ROOT, help="the source tree whose factory generates the run")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/events-bench"))
+    ap.add_argument("--run", type=Path, help="measure this run folder instead of generating one")
+    args = ap.parse_args()
+    wall = None
+    run = args.run
+    if run is None:
+        run, wall = generate(args.code, args.out, args.label, args.dialogues, args.seed, args.rate)
+    result = measure(run) | {"run": str(run), "generate_wall_s": round(wall, 1) if wall else None}
+    path = RESULTS / "events.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    doc["results"][args.label] = result
+    doc["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    doc["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    body = table(doc["results"])
+    notes = "\n".join(
+        f"- {label}: {r['dialogues']} dialogues ({r['rejected']} rejected samples), agent turns "
+        f"{r['agent_turn_words']['min']}-{r['agent_turn_words']['max']} words (median "
+        f"{r['agent_turn_words']['median']}), generate {r['generate_wall_s']} s wall"
+        for label, r in doc["results"].items()
+    )
+    md = (
+        "# Events the agent must not answer: planned against placed\n\n"
+        "`benchmarks/events.py`: a real run (embedded SmolLM2, default voices, every events rate set), "
+        "counted from its samples.\n\n" + body + "\n\n" + notes + "\n"
+    )
+    (RESULTS / "events.md").write_text(md)
+    print(body)
+    print(notes)
+
+
+if __name__ == "__main__":
+    main()
