@@ -30,12 +30,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from factory.config import load_config  # noqa: E402
 from factory.languages import words  # noqa: E402
 from factory.models import IGNORED_KINDS, Channel  # noqa: E402
-from factory.run.read import read_config, read_manifest, read_sample_metas  # noqa: E402
+from factory.run.read import read_config, read_sample_metas  # noqa: E402
 from factory.script.planner import event_counts  # noqa: E402
 from factory.seeding import rng_for  # noqa: E402
 from factory.timeline.measures import event_outcomes  # noqa: E402
@@ -43,8 +46,12 @@ from factory.timeline.measures import event_outcomes  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def generate(code: Path, out: Path, label: str, n: int, seed: int, rate: float) -> tuple[Path, float]:
-    sets = [f"run.samples_per_shard={n}"] + [f"events.{k}_per_dialogue={rate}" for k in IGNORED_KINDS]
+def event_sets(rate: float) -> list[str]:
+    return [f"events.{k}_per_dialogue={rate}" for k in IGNORED_KINDS]
+
+
+def generate(code: Path, out: Path, label: str, n: int, seed: int, rate: float, per_shard: int) -> tuple[Path, float]:
+    sets = [f"run.samples_per_shard={per_shard}", *event_sets(rate)]
     cmd = [str(ROOT / ".venv/bin/duplex-factory"), "generate", "-n", str(n), "--seed", str(seed)]
     cmd += ["--run-id", label, "--out", str(out), *[a for s in sets for a in ("--set", s)]]
     start = time.perf_counter()
@@ -52,9 +59,9 @@ def generate(code: Path, out: Path, label: str, n: int, seed: int, rate: float) 
     return out / label, time.perf_counter() - start
 
 
-def measure(run: Path) -> dict:
-    cfg = read_config(run)
-    assert cfg is not None, f"no config.yaml in {run}"
+def measure(run: Path, rate: float) -> dict:
+    # a run cut short has no config.yaml yet (finalize writes it): its events section from the rate
+    cfg = read_config(run) or load_config(overrides=event_sets(rate))
     per_kind = {k: {"planned": 0, "marked": 0, "placed": 0, "no_room": 0, "user_busy": 0} for k in IGNORED_KINDS}
     agent_words: list[int] = []
     n = 0
@@ -73,8 +80,8 @@ def measure(run: Path) -> dict:
                 per_kind[k][reason] += dropped.get((k, reason), 0)
         language = meta.scenario.language
         agent_words += [len(words(t.text, language)) for t in script.turns if t.speaker is Channel.agent]
-    manifest = read_manifest(run)
-    rejected = int((manifest["status"] == "rejected").sum()) if manifest is not None else None
+    parts = sorted((run / "manifests").glob("*.parquet"))  # the finished shards' (finalize merges them)
+    rejected = sum(int((pl.read_parquet(p)["status"] == "rejected").sum()) for p in parts)
     total = {f: sum(v[f] for v in per_kind.values()) for f in ("planned", "marked", "placed", "no_room", "user_busy")}
     return {
         "dialogues": n,
@@ -110,7 +117,7 @@ def table(results: dict[str, dict]) -> str:
             )
         t = r["total"]
         lines.append(
-            f"| {label} | **all** | | {t['planned']} | {t['placed']} ({r['placed_share']:.0%}) | "
+            f"| {label} | **all** | | {t['planned']} | {t['placed']} ({r['placed_share'] or 0:.0%}) | "
             f"{t['placed'] / r['dialogues']:.2f} | {t['no_room']} | {t['user_busy']} |"
         )
     return "\n".join(lines)
@@ -122,6 +129,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--rate", type=float, default=1.0, help="events per dialogue of each kind")
     ap.add_argument("--label", default="after")
+    ap.add_argument("--per-shard", type=int, default=2, help="run.samples_per_shard (a run cut short keeps its shards)")
     ap.add_argument("--code", type=Path, default=ROOT, help="the source tree whose factory generates the run")
     ap.add_argument("--out", type=Path, default=Path("/tmp/events-bench"))
     ap.add_argument("--run", type=Path, help="measure this run folder instead of generating one")
@@ -129,8 +137,8 @@ def main() -> None:
     wall = None
     run = args.run
     if run is None:
-        run, wall = generate(args.code, args.out, args.label, args.dialogues, args.seed, args.rate)
-    result = measure(run) | {"run": str(run), "generate_wall_s": round(wall, 1) if wall else None}
+        run, wall = generate(args.code, args.out, args.label, args.dialogues, args.seed, args.rate, args.per_shard)
+    result = measure(run, args.rate) | {"run": str(run), "generate_wall_s": round(wall, 1) if wall else None}
     path = RESULTS / "events.json"
     doc = json.loads(path.read_text()) if path.exists() else {"results": {}}
     doc["results"][args.label] = result
@@ -139,7 +147,7 @@ def main() -> None:
     path.write_text(json.dumps(doc, indent=2) + "\n")
     body = table(doc["results"])
     notes = "\n".join(
-        f"- {label}: {r['dialogues']} dialogues ({r['rejected']} rejected samples), agent turns "
+        f"- {label}: {r['dialogues']} dialogues ({r['rejected']} samples rejected), agent turns "
         f"{r['agent_turn_words']['min']}-{r['agent_turn_words']['max']} words (median "
         f"{r['agent_turn_words']['median']}), generate {r['generate_wall_s']} s wall"
         for label, r in doc["results"].items()

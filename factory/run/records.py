@@ -129,7 +129,7 @@ class EventTally(BaseModel):
     dropped: dict[str, int] = Field(default_factory=dict)
 
 
-def drops_column(dropped: Mapping[tuple[str, str], int]) -> str | None:
+def drops_column(dropped: Mapping[tuple[Any, Any], int]) -> str | None:
     """The manifest's `events_dropped`: '<kind> <reason> <n>', '; '-separated; None when none."""
     return "; ".join(f"{kind} {reason} {n}" for (kind, reason), n in sorted(dropped.items())) or None
 

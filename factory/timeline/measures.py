@@ -48,16 +48,17 @@ def event_outcomes(
     when events are off (`Script.events_planned` null)."""
     if script.events_planned is None:
         return {}, {}
-    placed = {kind: 0 for kind in IGNORED_KINDS}
+    placed: dict[IgnoredKind, int] = {kind: 0 for kind in IGNORED_KINDS}
     for e in timeline.ignored_events():
         placed[e.type] += 1
     marked = {kind: sum(m.type == kind for m in script.marks) for kind in IGNORED_KINDS}
     dropped: dict[tuple[IgnoredKind, EventDropReason], int] = {}
     for kind in IGNORED_KINDS:
-        for reason, n in (
+        shortfalls: tuple[tuple[EventDropReason, int], ...] = (
             ("no_room", script.events_planned.get(kind, 0) - marked[kind]),
             ("user_busy", marked[kind] - placed[kind]),
-        ):
+        )
+        for reason, n in shortfalls:
             if n > 0:
                 dropped[(kind, reason)] = n
     return placed, dropped
