@@ -13,7 +13,7 @@ import soundfile as sf
 
 from factory.audio.edit import VAD_FRAME_S, frame_activity
 from factory.audio.sounds import synth_sound
-from factory.config import load_config
+from factory.config import DatasetSource, load_config
 from factory.export.card import dataset_card
 from factory.export.fdb import FullDuplexBench
 from factory.export.moshi import MoshiOptions, _alignments_json
@@ -22,14 +22,17 @@ from factory.export.units1s import states
 from factory.llm.http import OpenAIHTTPBackend
 from factory.models import (
     IGNORED_KINDS,
+    BackgroundSpeech,
     BackgroundSpeechEvent,
     BargeIn,
     Channel,
     Mode,
+    NonSpeech,
     NonSpeechEvent,
     Sample,
     Script,
     ScriptTurn,
+    SideTalk,
     SideTalkEvent,
 )
 from factory.run.rebuild import rebuild_clean
@@ -38,6 +41,7 @@ from factory.runtime import Runtime
 from factory.script.compose import speaker_order, with_ignored_events, write_script_structured
 from factory.script.planner import event_counts, event_host_words, plan_ignored_events
 from factory.script.scenario import draw_scenario
+from factory.script.source import load_source, prepare_turns, provenance, scenario_for, write_from_source
 from factory.script.writer import build_messages
 from factory.seeding import rng_for
 from factory.stages import assemble, cache_key, finish_render, manifest_row, plan_sample, render_batch, render_requests
@@ -313,3 +317,22 @@ def test_the_structured_script_opens_with_the_agent_when_it_opens(fake_server) -
         script = write_script_structured(llm, scenario, off, "s1")
     assert script.turns[0].speaker is Channel.user and len(server.requests) == 1
     assert "starting with the user." in server.requests[0]["json"]["messages"][0]["content"]
+
+
+def test_dataset_dialogues_get_events_too() -> None:
+    cfg = load_config(overrides=[*ON, "dialogue.sources=[{kind: dataset, path: en-everyday}]"])
+    src = cfg.dialogue.sources[0]
+    assert isinstance(src, DatasetSource)
+    dialogues = load_source(src)
+    planned = marked = 0
+    for k in range(6):
+        dialogue = dialogues.dialogue(k)
+        n = len(prepare_turns(dialogue, cfg))
+        base = draw_scenario(f"d{k}", np.random.default_rng(k), {dialogue.mode: 1.0}, (n, n))
+        script = write_from_source(
+            None, scenario_for(base, dialogue, n), dialogue, provenance(src, dialogue, "rules"), cfg, f"d{k}"
+        )
+        assert script.events_planned is not None and script.source is not None
+        planned += sum(script.events_planned.values())
+        marked += sum(isinstance(m, (SideTalk, BackgroundSpeech, NonSpeech)) for m in script.marks)
+    assert 0 < marked <= planned, (marked, planned)
