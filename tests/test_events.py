@@ -250,16 +250,16 @@ def _agent_turns(n_words: list[int]) -> list[ScriptTurn]:
 def test_events_go_where_the_room_is_and_the_rest_are_counted_dropped() -> None:
     cfg = load_config(overrides=ON).events
     # short agent turns hold nothing: every drawn event is planned and counted, none marked
-    marks, counts = plan_ignored_events(_agent_turns([6, 7]), [], np.random.default_rng(0), cfg, "en")
+    marks, counts = plan_ignored_events(_agent_turns([4, 5]), [], np.random.default_rng(0), cfg, "en")
     assert marks == [] and sum(counts.values()) > 0
     # one long turn among short ones takes the whole quota, the events apart with their guards
     for seed in range(20):
-        turns = _agent_turns([6, 120, 7])
+        turns = _agent_turns([4, 120, 5])
         marks, counts = plan_ignored_events(turns, [], np.random.default_rng(seed), cfg, "en")
         assert len(marks) == sum(counts.values()) and {m.turn for m in marks} <= {3}, seed
         starts = sorted(m.word_index for m in marks)
-        assert all(b - a >= 5 for a, b in zip(starts, starts[1:])), (seed, starts)
-        assert starts[0] >= 2 and starts[-1] <= 120 - 4 - 5, (seed, starts)
+        assert all(b - a >= 4 for a, b in zip(starts, starts[1:])), (seed, starts)
+        assert starts[0] >= 1 and starts[-1] <= 120 - 2 - 4, (seed, starts)
     # the counts are the events generator's first draws, so the writer sees them before the script
     assert counts == event_counts(np.random.default_rng(19), cfg)
     # the writer is asked for agent turns with room for the planned events, which then all fit
@@ -275,8 +275,8 @@ def test_events_go_where_the_room_is_and_the_rest_are_counted_dropped() -> None:
         marks, _ = plan_ignored_events(turns, [], np.random.default_rng(seed), cfg, "en")
         assert len(marks) == sum(counts.values()), (seed, counts, fits)
     # a barge-in's cut ends the room of its turn
-    cut = [BargeIn(turn=3, heard_words=6)]
-    marks, _ = plan_ignored_events(_agent_turns([6, 120]), cut, np.random.default_rng(1), cfg, "en")
+    cut = [BargeIn(turn=3, heard_words=5)]
+    marks, _ = plan_ignored_events(_agent_turns([4, 120]), cut, np.random.default_rng(1), cfg, "en")
     assert marks == []
 
 

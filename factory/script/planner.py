@@ -237,12 +237,12 @@ def event_lines(kind: SpokenEvent, language: str) -> tuple[str, ...]:
 
 # Room for an event the agent keeps talking through, in seconds of the agent's speech: the
 # timeline starts it 0.15 s after a word and wants the user's channel clear 0.4 s each side
-# (`timeline.place.EVENT_DELAY_S`, `CHANNEL_GUARD_S`); not in the agent's first words, nor in its
-# last ones (the user's next turn may overlap them, or a barge-in cuts there).
-EVENT_GUARD_S = 1.0
-EVENT_LEAD_S = 2 / 3.5
-EVENT_TAIL_S = 4 / 3.5
-NON_SPEECH_S = 1.0  # about the longest synthesised sound (factory/audio/sounds)
+# (`timeline.place.EVENT_DELAY_S`, `CHANNEL_GUARD_S`); not before the agent's first word is out,
+# nor in its last ones (the user's next turn may overlap them, or a barge-in cuts there).
+EVENT_GUARD_S = 0.55
+EVENT_LEAD_S = 1 / 3.5
+EVENT_TAIL_S = 2 / 3.5
+SOUND_S = {"cough": 0.55, "knock": 0.8, "keyboard": 2.2}  # the synthesised sounds' longest (factory/audio/sounds)
 REACTION_S = 0.6  # a listener reaction (backchannel, laugh) on the user's channel, about
 
 
@@ -257,7 +257,7 @@ def event_counts(rng: np.random.Generator, cfg: EventsSection) -> dict[IgnoredKi
 def _event_words(mark: IgnoredMark, language: str) -> int:
     """Words of the agent's speech an event takes, guards included."""
     if isinstance(mark, NonSpeech):
-        return words_for(NON_SPEECH_S + EVENT_GUARD_S, language)
+        return words_for(SOUND_S[mark.sound] + EVENT_GUARD_S, language)
     return len(lang_words(mark.text, language)) + words_for(EVENT_GUARD_S, language)
 
 
@@ -272,7 +272,7 @@ def event_host_words(speakers: list[Channel], counts: dict[IgnoredKind, int], la
         return {}
     lines = [*event_lines("side_talk", language), *event_lines("background_speech", language)]
     each = max(_event_words(SideTalk(turn=0, word_index=0, text=t), language) for t in lines)
-    each = max(each, _event_words(NonSpeech(turn=0, word_index=0, sound="cough"), language))
+    each = max(each, _event_words(NonSpeech(turn=0, word_index=0, sound="keyboard"), language))
     edges = words_for(EVENT_LEAD_S, language) + words_for(EVENT_TAIL_S, language)
     share = [n // len(hosts) + (k < n % len(hosts)) for k in range(len(hosts))]
     return {i: edges + k * each for i, k in zip(hosts, share) if k}

@@ -331,11 +331,13 @@ def build_timeline(
 def _place_ignored(
     script: Script, placed: list[_Placed], ignored: dict[int, Utterance], cfg: EventsSection, sr: int
 ) -> list[_Ignored]:
-    """Events the agent must not answer, after a word of the agent's host turn and inside it (the
-    agent keeps talking), where the user's channel is free (`CHANNEL_GUARD_S` from any of its
-    sound, so each event stands alone in the user's audio): the planned word first, then the
-    nearest others; an event that fits nowhere is dropped. No random draws."""
+    """Events the agent must not answer, after a word of an agent's turn and inside it (the agent
+    keeps talking), where the user's channel is free (`CHANNEL_GUARD_S` from any of its sound, so
+    each event stands alone in the user's audio): the planned turn and word first, then the
+    nearest words, then the agent's other turns (the planner's room is an estimate in words; the
+    renders decide); an event that fits nowhere is dropped. No random draws."""
     hosts = {p.key[1]: p for p in placed if p.key[0] == "turn"}
+    agent_turns = [i for i, p in hosts.items() if p.channel is Channel.agent]
     busy = [(q.start, q.end) for q in placed if q.channel is Channel.user]
     levels = {
         SideTalk: cfg.side_talk_gain_db,
@@ -346,9 +348,15 @@ def _place_ignored(
     for k, mark in enumerate(script.marks):
         if not isinstance(mark, (SideTalk, BackgroundSpeech, NonSpeech)) or k not in ignored:
             continue
-        host, utt = hosts[mark.turn], ignored[k]
-        planned = mark.word_index
-        for j in sorted(range(1, host.heard_words - 1), key=lambda j: (abs(j - planned), j)):
+        utt, planned = ignored[k], mark.word_index
+        # its planned turn first, then the agent's other turns, the nearest (later on a tie) first
+        others = sorted(agent_turns, key=lambda i: (abs(i - mark.turn), -i))
+        slots = (
+            (hosts[i], j)
+            for i in others
+            for j in sorted(range(1, hosts[i].heard_words - 1), key=lambda j: (abs(j - planned), j))
+        )
+        for host, j in slots:
             start = _q(host.start + host.utt.words[j].end + EVENT_DELAY_S, sr)
             end = start + utt.duration
             if end <= host.end and not any(start < e + CHANNEL_GUARD_S and s < end + CHANNEL_GUARD_S for s, e in busy):
