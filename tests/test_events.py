@@ -37,6 +37,7 @@ from factory.models import (
 )
 from factory.run.rebuild import rebuild_clean
 from factory.run.records import event_tally, parse_drops
+from factory.run.shards import MANIFEST_SCHEMA
 from factory.runtime import Runtime
 from factory.script.compose import speaker_order, with_ignored_events, write_script_structured
 from factory.script.planner import event_counts, event_host_words, plan_ignored_events
@@ -221,7 +222,7 @@ def test_the_manifest_and_the_card_count_planned_placed_and_dropped_events(with_
     assert {k: (t.planned, t.placed) for k, t in tally.items()} == {
         k: (2 * script.events_planned[k], 2 * placed[k]) for k in IGNORED_KINDS
     }
-    card = dataset_card(rt.cfg, pl.DataFrame([row.model_dump(mode="json")]))
+    card = dataset_card(rt.cfg, pl.DataFrame([row.model_dump(mode="json")], schema=MANIFEST_SCHEMA))
     side = tally["side_talk"]
     line = f"| side_talk | 2 | {side.planned / 2:.2f} | {side.placed / 2:.2f} |"
     assert "## Speech and sounds the agent must not answer" in card and line in card, card

@@ -65,6 +65,10 @@ MANIFEST_SCHEMA = {name: pl.Utf8 for name in ManifestRow.model_fields} | {
     "n_fillers": pl.Int64,
     "n_laughs": pl.Int64,
     "n_failed_interruptions": pl.Int64,
+    "n_side_talk": pl.Int64,
+    "n_background_speech": pl.Int64,
+    "n_non_speech": pl.Int64,
+    "n_events_planned": pl.Int64,
     "overlap_share": pl.Float64,
     "wer_max": pl.Float64,
 }
