@@ -155,7 +155,13 @@ def main() -> None:
     md = (
         "# Events the agent must not answer: planned against placed\n\n"
         "`benchmarks/events.py`: a real run (embedded SmolLM2, default voices, every events rate set), "
-        "counted from its samples.\n\n" + body + "\n\n" + notes + "\n"
+        "counted from its samples. `before`: the code before the events were counted and given room (its "
+        "planned counts drawn again as it drew them; its drops were silent then); `after`: the planner gives "
+        "each event a free stretch of any agent turn with room (the quota carried to the long turns), the "
+        "turn-by-turn writer asks agent turns for room, and the timeline moves an event with no clear place "
+        "to the agent's nearest other turn. Same seed, same scenarios; the LLM writes other words once "
+        "agent turns are asked for more. `no_room`: no agent turn had room (planner); `user_busy`: no clear "
+        "place on the user's channel (timeline).\n\n" + body + "\n\n" + notes + "\n"
     )
     (RESULTS / "events.md").write_text(md)
     print(body)
