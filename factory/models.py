@@ -165,6 +165,12 @@ class NonSpeech(_Model):
 ListenerMark = Backchannel | Laugh | FailedInterruption
 # Marks of sound on the user's channel that the agent must not answer (timeline: ignore spans).
 IgnoredMark = SideTalk | BackgroundSpeech | NonSpeech
+IgnoredKind = Literal["side_talk", "background_speech", "non_speech"]  # their `type`s
+IGNORED_KINDS: tuple[IgnoredKind, ...] = ("side_talk", "background_speech", "non_speech")
+# Why a planned event is not in the dialogue: `no_room`: no agent turn of the written script had
+# room for it (the planner's count); `user_busy`: its host turn had room on paper, but the user's
+# channel was not clear around any of its words in the placed audio (the timeline's).
+EventDropReason = Literal["no_room", "user_busy"]
 
 Mark = Annotated[
     Filler
@@ -210,13 +216,20 @@ class Script(_Model):
     marks: list[Mark] = Field(default_factory=list)
     llm: str = ""
     source: ScriptSource | None = Field(default=None, description="a dataset dialogue's provenance; null: the LLM's")
+    events_planned: dict[IgnoredKind, int] | None = Field(
+        default=None,
+        description="how many events the agent must not answer the planner drew per kind (config `events`), "
+        "marked or not: the marks are those it found room for; null: events off",
+    )
 
     @model_serializer(mode="wrap")
     def _omit_llm_source(self, handler: SerializerFunctionWrapHandler) -> dict:
-        # An LLM script serialises as it did before sources existed: its run's bytes stay the same.
+        # An LLM script serialises as it did before sources and events existed: its run's bytes stay the same.
         data = handler(self)
         if self.source is None:
             data.pop("source", None)
+        if self.events_planned is None:
+            data.pop("events_planned", None)
         return data
 
     @model_validator(mode="after")
@@ -480,6 +493,17 @@ class ManifestRow(_Model):
     n_fillers: int | None = None
     n_laughs: int | None = None
     n_failed_interruptions: int | None = None
+    n_side_talk: int | None = Field(default=None, description="side talk events in the audio (events on)")
+    n_background_speech: int | None = Field(default=None, description="background speech events in the audio")
+    n_non_speech: int | None = Field(default=None, description="non-speech events in the audio")
+    n_events_planned: int | None = Field(
+        default=None, description="events the planner drew (all kinds; config `events`); the rest were dropped"
+    )
+    events_dropped: str | None = Field(
+        default=None,
+        description="planned events not in the audio, '<kind> <reason> <n>', '; '-separated "
+        "(reasons: `EventDropReason`); null: none dropped",
+    )
     overlap_share: float | None = None
     wer_max: float | None = Field(default=None, description="worst per-turn ASR round-trip WER (intelligibility QA)")
     user_voice: str | None = None

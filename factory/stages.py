@@ -51,6 +51,7 @@ from factory.models import (
 from factory.render.base import SynthesisRequest, TTSError, synthesize_many
 from factory.render.cache import CachedBackend
 from factory.render.qa import QAResult, check_intelligibility, check_together
+from factory.run.records import drops_column
 from factory.run.rows import EncodedAudio, encode_audio
 from factory.runtime import Runtime
 from factory.script.compose import write_script, write_script_structured
@@ -59,7 +60,7 @@ from factory.script.scenario import draw_language, draw_scenario
 from factory.script.source import SourceDialogue, prepare_turns, provenance, scenario_for, write_from_source
 from factory.script.writer import TurnRejected
 from factory.seeding import derive_seed, rng_for
-from factory.timeline.measures import behaviour_counts, overlap_share, unmet_minimums
+from factory.timeline.measures import behaviour_counts, event_outcomes, overlap_share, unmet_minimums
 from factory.timeline.place import Placement, build_timeline
 
 log = logging.getLogger("duplex_factory")
@@ -376,6 +377,8 @@ def attempt_key(sid: str, attempt: int) -> str:
 
 def manifest_row(sample: Sample, shard: str, clean_flac: bytes | None = None) -> ManifestRow:
     tl, counts = sample.timeline, behaviour_counts(sample.timeline)
+    planned = sample.meta.script.events_planned
+    placed, dropped = event_outcomes(sample.meta.script, tl)
     return ManifestRow(
         id=sample.id,
         shard=shard,
@@ -391,6 +394,11 @@ def manifest_row(sample: Sample, shard: str, clean_flac: bytes | None = None) ->
         n_fillers=counts["fillers"],
         n_laughs=counts["laughs"],
         n_failed_interruptions=counts["failed_interruptions"],
+        n_side_talk=placed.get("side_talk"),
+        n_background_speech=placed.get("background_speech"),
+        n_non_speech=placed.get("non_speech"),
+        n_events_planned=sum(planned.values()) if planned is not None else None,
+        events_dropped=drops_column(dropped),
         overlap_share=round(overlap_share(tl), 4),
         wer_max=max((t.qa_wer for t in tl.turns if t.qa_wer is not None), default=None),
         user_voice=sample.meta.voices[Channel.user],

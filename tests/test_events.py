@@ -7,33 +7,48 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 import soundfile as sf
 
 from factory.audio.edit import VAD_FRAME_S, frame_activity
 from factory.audio.sounds import synth_sound
-from factory.config import load_config
+from factory.config import DatasetSource, load_config
+from factory.export.card import dataset_card
 from factory.export.fdb import FullDuplexBench
 from factory.export.moshi import MoshiOptions, _alignments_json
 from factory.export.options import ExportOptions
 from factory.export.units1s import states
+from factory.llm.http import OpenAIHTTPBackend
 from factory.models import (
+    IGNORED_KINDS,
+    BackgroundSpeech,
     BackgroundSpeechEvent,
+    BargeIn,
     Channel,
     Mode,
+    NonSpeech,
     NonSpeechEvent,
     Sample,
     Script,
     ScriptTurn,
+    SideTalk,
     SideTalkEvent,
 )
 from factory.run.rebuild import rebuild_clean
+from factory.run.records import event_tally, parse_drops
+from factory.run.shards import MANIFEST_SCHEMA
 from factory.runtime import Runtime
-from factory.script.compose import speaker_order, with_ignored_events
+from factory.script.compose import speaker_order, with_ignored_events, write_script_structured
+from factory.script.planner import event_counts, event_host_words, plan_ignored_events
+from factory.script.scenario import draw_scenario
+from factory.script.source import load_source, prepare_turns, provenance, scenario_for, write_from_source
 from factory.script.writer import build_messages
-from factory.stages import assemble, cache_key, finish_render, plan_sample, render_batch, render_requests
+from factory.seeding import rng_for
+from factory.stages import assemble, cache_key, finish_render, manifest_row, plan_sample, render_batch, render_requests
 from factory.timeline.frames import frame_view
 from tests.conftest import TINY
+from tests.servers import Reply, completion_body
 
 MIMI_FRAME_S = 0.08  # one 12.5 Hz frame: the tolerance of an event's edges in the audio
 EVENTS = (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent)
@@ -188,3 +203,137 @@ def test_exports_carry_the_events_as_ignore_spans(with_events) -> None:
     assert [(s["type"], s["start"], s["end"]) for s in doc["ignore"]] == [
         (e.type, round(e.start, 6), round(e.end, 6)) for e in events
     ]
+
+
+def test_the_manifest_and_the_card_count_planned_placed_and_dropped_events(with_events) -> None:
+    sample, rt = with_events
+    script, tl = sample.meta.script, sample.timeline
+    assert script.events_planned is not None
+    row = manifest_row(sample, "s")
+    placed = {k: sum(e.type == k for e in tl.ignored_events()) for k in IGNORED_KINDS}
+    assert (row.n_side_talk, row.n_background_speech, row.n_non_speech) == tuple(placed.values())
+    assert row.n_events_planned == sum(script.events_planned.values())
+    dropped = parse_drops(row.events_dropped)
+    assert sum(placed.values()) + sum(dropped.values()) == row.n_events_planned
+    for (kind, reason), n in dropped.items():
+        marked = sum(m.type == kind for m in script.marks)
+        assert n == (script.events_planned[kind] - marked if reason == "no_room" else marked - placed[kind])
+    tally = event_tally([row.model_dump(), row.model_dump()])
+    assert {k: (t.planned, t.placed) for k, t in tally.items()} == {
+        k: (2 * script.events_planned[k], 2 * placed[k]) for k in IGNORED_KINDS
+    }
+    card = dataset_card(rt.cfg, pl.DataFrame([row.model_dump(mode="json")], schema=MANIFEST_SCHEMA))
+    side = tally["side_talk"]
+    line = f"| side_talk | 2 | {side.planned / 2:.2f} | {side.placed / 2:.2f} |"
+    assert "## Speech and sounds the agent must not answer" in card and line in card, card
+    off = manifest_row(
+        sample.model_copy(
+            update={
+                "meta": sample.meta.model_copy(update={"script": script.model_copy(update={"events_planned": None})})
+            }
+        ),
+        "s",
+    )
+    assert off.n_events_planned is None and off.events_dropped is None and event_tally([off.model_dump()]) == {}
+
+
+def _agent_turns(n_words: list[int]) -> list[ScriptTurn]:
+    words = "we could take the train along the coast and stop in every small town on the way".split()
+    turns = []
+    for n in n_words:
+        turns += [
+            ScriptTurn(speaker=Channel.user, text="And then?"),
+            ScriptTurn(speaker=Channel.agent, text=" ".join((words * 9)[:n])),
+        ]
+    return turns
+
+
+def test_events_go_where_the_room_is_and_the_rest_are_counted_dropped() -> None:
+    cfg = load_config(overrides=ON).events
+    # short agent turns hold nothing: every drawn event is planned and counted, none marked
+    marks, counts = plan_ignored_events(_agent_turns([4, 5]), [], np.random.default_rng(0), cfg, "en")
+    assert marks == [] and sum(counts.values()) > 0
+    # one long turn among short ones takes the whole quota, the events apart with their guards
+    for seed in range(20):
+        turns = _agent_turns([4, 120, 5])
+        marks, counts = plan_ignored_events(turns, [], np.random.default_rng(seed), cfg, "en")
+        assert len(marks) == sum(counts.values()) and {m.turn for m in marks} <= {3}, seed
+        starts = sorted(m.word_index for m in marks)
+        assert all(b - a >= 4 for a, b in zip(starts, starts[1:])), (seed, starts)
+        assert starts[0] >= 1 and starts[-1] <= 120 - 2 - 4, (seed, starts)
+    # the counts are the events generator's first draws, so the writer sees them before the script
+    assert counts == event_counts(np.random.default_rng(19), cfg)
+    # the writer is asked for agent turns with room for the planned events, which then all fit
+    speakers = [Channel.user, Channel.agent] * 3
+    room = event_host_words(speakers, {"side_talk": 2, "background_speech": 2, "non_speech": 1}, "en")
+    assert set(room) == {1, 3, 5} and room[1] > room[5]
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        turns = _agent_turns([room[1], room[3], room[5]])
+        marks, counts = plan_ignored_events(turns, [], rng, cfg, "en")
+        fits = event_host_words(speakers, counts, "en")
+        turns = _agent_turns([fits.get(i, 3) for i in (1, 3, 5)])
+        marks, _ = plan_ignored_events(turns, [], np.random.default_rng(seed), cfg, "en")
+        assert len(marks) == sum(counts.values()), (seed, counts, fits)
+    # a barge-in's cut ends the room of its turn
+    cut = [BargeIn(turn=3, heard_words=5)]
+    marks, _ = plan_ignored_events(_agent_turns([4, 120]), cut, np.random.default_rng(1), cfg, "en")
+    assert marks == []
+
+
+AGENT_FIRST = {
+    "turns": [
+        {"speaker": "agent", "text": "Hello, I'm here to help you plan your trip today.", "marks": []},
+        {"speaker": "user", "text": "Could you help me plan a short weekend trip to the coast?", "marks": []},
+        {
+            "speaker": "agent",
+            "text": "Of course. A coastal weekend works best with a quiet town, a walk along the cliffs on "
+            "Saturday morning, and a fish supper by the harbour before the drive home on Sunday.",
+            "marks": [],
+        },
+        {"speaker": "user", "text": "That sounds lovely, thank you so much.", "marks": []},
+    ]
+}
+
+
+def test_the_structured_script_opens_with_the_agent_when_it_opens(fake_server) -> None:
+    farewell = "You are welcome, and do check the tide times before you walk along the beach on Sunday afternoon."
+    user_first = {"turns": [*AGENT_FIRST["turns"][1:], {"speaker": "agent", "text": farewell, "marks": []}]}
+    overrides = [*TINY, "llm.script_mode=structured", "dialogue.n_turns=[4, 4]", "llm.turn_attempts=2"]
+    cfg = load_config(overrides=[*overrides, "dialogue.agent_opens=true", "behaviour.min_barge_ins=0"])
+    scenario = draw_scenario("s1", rng_for(1, "s", "scenario"), {Mode.assistant: 1.0}, (4, 4))
+    server = fake_server(
+        [Reply(body=completion_body(json.dumps(user_first)))], then=Reply(body=completion_body(json.dumps(AGENT_FIRST)))
+    )
+    with OpenAIHTTPBackend(server.base_url, max_retries=0) as llm:
+        script = write_script_structured(llm, scenario, cfg, "s1")
+    assert [t.speaker for t in script.turns] == [Channel.agent, Channel.user, Channel.agent, Channel.user]
+    assert len(server.requests) == 2  # the user-first script was another attempt
+    system = server.requests[0]["json"]["messages"][0]["content"]
+    assert "starting with the agent, who greets the user" in system
+    # without agent_opens the user opens, as before
+    off = load_config(overrides=[*overrides, "behaviour.min_barge_ins=0"])
+    server = fake_server([], then=Reply(body=completion_body(json.dumps(user_first))))
+    with OpenAIHTTPBackend(server.base_url, max_retries=0) as llm:
+        script = write_script_structured(llm, scenario, off, "s1")
+    assert script.turns[0].speaker is Channel.user and len(server.requests) == 1
+    assert "starting with the user." in server.requests[0]["json"]["messages"][0]["content"]
+
+
+def test_dataset_dialogues_get_events_too() -> None:
+    cfg = load_config(overrides=[*ON, "dialogue.sources=[{kind: dataset, path: en-everyday}]"])
+    src = cfg.dialogue.sources[0]
+    assert isinstance(src, DatasetSource)
+    dialogues = load_source(src)
+    planned = marked = 0
+    for k in range(6):
+        dialogue = dialogues.dialogue(k)
+        n = len(prepare_turns(dialogue, cfg))
+        base = draw_scenario(f"d{k}", np.random.default_rng(k), {dialogue.mode: 1.0}, (n, n))
+        script = write_from_source(
+            None, scenario_for(base, dialogue, n), dialogue, provenance(src, dialogue, "rules"), cfg, f"d{k}"
+        )
+        assert script.events_planned is not None and script.source is not None
+        planned += sum(script.events_planned.values())
+        marked += sum(isinstance(m, (SideTalk, BackgroundSpeech, NonSpeech)) for m in script.marks)
+    assert 0 < marked <= planned, (marked, planned)

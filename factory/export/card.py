@@ -22,6 +22,7 @@ from huggingface_hub import DatasetCardData
 
 from factory.config import RunConfig
 from factory.languages import base
+from factory.run.records import EVENT_COLUMNS, event_tally
 from factory.run.rows import AUDIO_COLUMNS, ROW_FEATURES
 
 # The Hub's `size_categories` labels, each with the row count where the next one starts.
@@ -59,6 +60,7 @@ CARD_COLUMNS = (
     "source_dataset",
     "source_license",
     "duplicate_of",
+    *EVENT_COLUMNS,
 )
 
 OVERVIEW_PLOT = "card/overview.png"  # relative to the run folder; pushed with the card
@@ -216,6 +218,27 @@ def sources_table(ok: pl.DataFrame) -> list[str]:
     return lines
 
 
+def events_table(cfg: RunConfig, ok: pl.DataFrame) -> list[str]:
+    """Events the agent must not answer (config `events`): the configured rate per dialogue
+    against the planned and placed ones, and the dropped ones with why."""
+    if "n_events_planned" not in ok.columns or ok["n_events_planned"].is_null().all():
+        return []
+    tally, n = event_tally(ok.select(EVENT_COLUMNS).iter_rows(named=True)), len(ok)
+    rates = {
+        "side_talk": cfg.events.side_talk_per_dialogue,
+        "background_speech": cfg.events.background_speech_per_dialogue,
+        "non_speech": cfg.events.non_speech_per_dialogue,
+    }
+    lines = [
+        "| event | configured / dialogue | planned / dialogue | placed / dialogue | dropped (why) |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, t in tally.items():
+        why = ", ".join(f"{k} {v}" for k, v in sorted(t.dropped.items())) or "none"
+        lines.append(f"| {kind} | {rates[kind]:g} | {t.planned / n:.2f} | {t.placed / n:.2f} | {why} |")
+    return lines
+
+
 def dataset_card(
     cfg: RunConfig,
     manifest: pl.DataFrame,
@@ -272,6 +295,19 @@ def dataset_card(
             "style (the manifest's `source_*` columns name the dataset, the dialogue and its license per sample).",
             "",
             *sources,
+            "",
+        ]
+    if events := events_table(cfg, ok):
+        lines += [
+            "## Speech and sounds the agent must not answer",
+            "",
+            "Side talk, background speech and non-speech sounds on the user's channel while the agent keeps talking "
+            "(timeline events; `ignore` in the frame view). Planned at the configured rates; one is dropped when no "
+            "agent turn had room for it (`no_room`) or the user's channel was never clear around it (`user_busy`); "
+            "per sample: the manifest's `n_side_talk`, `n_background_speech`, `n_non_speech`, `n_events_planned`, "
+            "`events_dropped`.",
+            "",
+            *events,
             "",
         ]
     if audit:

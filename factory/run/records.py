@@ -13,7 +13,7 @@ reports. Each record is written in one place and read through one function here,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
@@ -120,6 +120,51 @@ class BatchFill(TypedDict):
     capacity: int
 
 
+class EventTally(BaseModel):
+    """One kind of event the agent must not answer over some dialogues: planned (drawn at the
+    configured rate), placed (in the audio) and the rest dropped, per reason (`EventDropReason`)."""
+
+    planned: int = 0
+    placed: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict)
+
+
+def drops_column(dropped: Mapping[tuple[Any, Any], int]) -> str | None:
+    """The manifest's `events_dropped`: '<kind> <reason> <n>', '; '-separated; None when none."""
+    return "; ".join(f"{kind} {reason} {n}" for (kind, reason), n in sorted(dropped.items())) or None
+
+
+def parse_drops(column: str | None) -> dict[tuple[str, str], int]:
+    """`drops_column`'s inverse."""
+    out: dict[tuple[str, str], int] = {}
+    for part in (column or "").split("; "):
+        if part:
+            kind, reason, n = part.split(" ")
+            out[(kind, reason)] = int(n)
+    return out
+
+
+EVENT_COLUMNS = ("n_events_planned", "n_side_talk", "n_background_speech", "n_non_speech", "events_dropped")
+
+
+def event_tally(rows: Iterable[Mapping[str, Any]]) -> dict[str, EventTally]:
+    """Per kind, over manifest rows (`ManifestRow` dumps, or the manifest's `EVENT_COLUMNS`) of
+    accepted samples with events on: planned, placed, dropped per reason. Empty when none."""
+    tally: dict[str, EventTally] = {}
+    for row in rows:
+        if row.get("n_events_planned") is None:
+            continue
+        for kind in ("side_talk", "background_speech", "non_speech"):
+            t = tally.setdefault(kind, EventTally())
+            t.placed += row.get(f"n_{kind}") or 0
+            t.planned += row.get(f"n_{kind}") or 0
+        for (kind, reason), n in parse_drops(row.get("events_dropped")).items():
+            t = tally.setdefault(kind, EventTally())
+            t.planned += n
+            t.dropped[reason] = t.dropped.get(reason, 0) + n
+    return tally
+
+
 class ShardStats(BaseModel):
     """What a shard's stages cost and how full they ran, for the run summary and artifacts.
     Mutable while the shard is made; dumped rounded to the millisecond."""
@@ -136,6 +181,10 @@ class ShardStats(BaseModel):
     tts_renders: int = Field(default=0, description="renders asked for in them")
     tts_batches: dict[str, BatchFill] = Field(
         default_factory=dict, description="per TTS backend that batches on a model"
+    )
+    events: dict[str, EventTally] = Field(
+        default_factory=dict,
+        description="per kind of event the agent must not answer (events on): planned, placed, dropped per reason",
     )
 
     @field_serializer("seconds")

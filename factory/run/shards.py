@@ -42,6 +42,7 @@ from factory.run.records import (
     ShardRecord,
     ShardStats,
     delete_failure,
+    event_tally,
     read_shard_record,
     shard_files,
     write_failure,
@@ -64,6 +65,10 @@ MANIFEST_SCHEMA = {name: pl.Utf8 for name in ManifestRow.model_fields} | {
     "n_fillers": pl.Int64,
     "n_laughs": pl.Int64,
     "n_failed_interruptions": pl.Int64,
+    "n_side_talk": pl.Int64,
+    "n_background_speech": pl.Int64,
+    "n_non_speech": pl.Int64,
+    "n_events_planned": pl.Int64,
     "overlap_share": pl.Float64,
     "wer_max": pl.Float64,
 }
@@ -174,6 +179,7 @@ def generate_shard(
     store.clean_stale_tmp(("", *SHARD_FOLDERS, "failures"))
     data, manifest_path, _ = shard_paths(cfg, spec.name)
     results, stats = build_shard(rt, spec.sample_indices, spec.name, on_sample)
+    stats.events = event_tally(r.manifest.model_dump() for r in results)
     for _ in results:
         crash_point("sample")
     samples = [r.sample for r in results if r.sample is not None]

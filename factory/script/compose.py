@@ -26,6 +26,8 @@ from factory.script.planner import (
     MIN_VICTIM_WORDS,
     barge_in_cut,
     barge_in_victims,
+    event_counts,
+    event_host_words,
     insert_hesitations,
     plan_ignored_events,
     plan_listener_marks,
@@ -50,11 +52,11 @@ def with_ignored_events(script: Script, scenario: Scenario, cfg: RunConfig, samp
     """`script` plus the planner's side talk, background speech and non-speech marks, drawn from
     their own generator, so a run without them (rates 0) keeps every other draw and byte."""
     rng = rng_for(cfg.run.seed, sample_key, "events")
-    events = plan_ignored_events(script.turns, script.marks, rng, cfg.events, scenario.language)
-    if not events:
+    events, counts = plan_ignored_events(script.turns, script.marks, rng, cfg.events, scenario.language)
+    if not any(counts.values()):
         return script
     marks = sorted([*script.marks, *events], key=mark_order)
-    return script.model_copy(update={"marks": marks})
+    return script.model_copy(update={"marks": marks, "events_planned": counts})
 
 
 def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
@@ -65,6 +67,9 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
     speakers = speaker_order(scenario, cfg)
     victims = barge_in_victims(scenario.mode, speakers, rng, behaviour)
     filler_turn = int(rng.integers(len(speakers))) if behaviour.min_fillers else -1
+    # Agent turns long enough for the events planned after the script (the same counts: events off, none).
+    counts = event_counts(rng_for(seed, sample_key, "events"), cfg.events)
+    event_room = event_host_words(speakers, counts, scenario.language)
 
     turns: list[ScriptTurn] = []
     heard: list[ScriptTurn] = []
@@ -74,6 +79,7 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
         low, high = word_limits(scenario, speaker, cfg)
         if i == 0 and speaker is Channel.agent:  # the agent's greeting: as short as a user's turn
             low, high = word_limits(scenario, Channel.user, cfg)
+        low = min(max(low, event_room.get(i, 0)), high)
         may_be_cut = (i in victims or pending_victim) and i < len(speakers) - 1
         if may_be_cut and (scenario.mode is Mode.peer or speaker is Channel.agent):
             low = min(max(low, MIN_VICTIM_WORDS), high)  # long enough to be cut mid-way
@@ -124,10 +130,15 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
     """Raises `TurnRejected` when no attempt gives a usable script (reason from the parser)."""
     seed = cfg.run.seed
     limits = {ch: word_limits(scenario, ch, cfg) for ch in Channel}
+    opener = speaker_order(scenario, cfg)[0]
+    # The agent's greeting is as short as a user's turn (as in `write_script`): its floor is the user's.
+    low = {ch: lo for ch, (lo, _) in limits.items()} | (
+        {opener: limits[Channel.user][0]} if opener is Channel.agent else {}
+    )
     last: ScriptRejected | None = None
     for attempt in range(cfg.llm.turn_attempts):
         raw = llm.complete(
-            script_messages(scenario, scenario.n_turns),
+            script_messages(scenario, scenario.n_turns, agent_opens=opener is Channel.agent),
             max_tokens=sum(limits[ch][1] for ch in limits) * scenario.n_turns + 256,
             temperature=cfg.llm.temperature,
             seed=derive_seed(seed, sample_key, f"llm-script-{attempt}"),
@@ -137,10 +148,12 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
             script, _ = parse_script(
                 raw,
                 scenario,
-                min_words={ch: lo for ch, (lo, _) in limits.items()},
+                min_words=low,
                 max_words={ch: hi for ch, (_, hi) in limits.items()},
                 llm=llm.name,
             )
+            if script.turns[0].speaker is not opener:
+                raise ScriptRejected("wrong_speakers", f"turn 0 is the {script.turns[0].speaker}'s; the {opener} opens")
         except ScriptRejected as exc:
             last = exc
             continue

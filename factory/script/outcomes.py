@@ -14,7 +14,7 @@ REASONS = frozenset(
         "invalid_json",  # no JSON object could be read, even after the tolerant repairs
         "no_turns",  # no "turns" list (or it is empty)
         "malformed_turn",  # a turn is not an object
-        "wrong_speakers",  # a speaker is missing or not a participant, or only one side speaks
+        "wrong_speakers",  # a speaker is missing or not a participant, only one side speaks, or the wrong one opens
         "empty_turn",  # a turn has no speakable text (before or after cleaning)
         "too_short",  # a turn has fewer than min_words words after cleaning
         "runaway_turn",  # a turn is far longer than max_words (a decoding runaway, not a long turn)

@@ -15,11 +15,13 @@ import numpy as np
 from factory.config import BehaviourSection, EventsSection
 from factory.languages import words as lang_words
 from factory.models import (
+    IGNORED_KINDS,
     Backchannel,
     BackgroundSpeech,
     BargeIn,
     Channel,
     FailedInterruption,
+    IgnoredKind,
     IgnoredMark,
     Laugh,
     ListenerMark,
@@ -233,45 +235,114 @@ def event_lines(kind: SpokenEvent, language: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
-EVENT_MIN_WORDS = 8  # an agent turn shorter than this has no room for an event it keeps talking through
+# Room for an event the agent keeps talking through, in seconds of the agent's speech: the
+# timeline starts it 0.15 s after a word and wants the user's channel clear 0.4 s each side
+# (`timeline.place.EVENT_DELAY_S`, `CHANNEL_GUARD_S`); not before the agent's first word is out,
+# nor in its last ones (the user's next turn may overlap them, or a barge-in cuts there).
+EVENT_GUARD_S = 0.55
+EVENT_LEAD_S = 1 / 3.5
+EVENT_TAIL_S = 2 / 3.5
+SOUND_S = {"cough": 0.55, "knock": 0.8, "keyboard": 2.2}  # the synthesised sounds' longest (factory/audio/sounds)
+REACTION_S = 0.6  # a listener reaction (backchannel, laugh) on the user's channel, about
+
+
+def event_counts(rng: np.random.Generator, cfg: EventsSection) -> dict[IgnoredKind, int]:
+    """The events of one dialogue per kind: Poisson with the configured means, the first draws of
+    the dialogue's "events" generator (so the writer, asked for room before the script exists,
+    and the planner, after, see the same counts)."""
+    rates = (cfg.side_talk_per_dialogue, cfg.background_speech_per_dialogue, cfg.non_speech_per_dialogue)
+    return {kind: int(rng.poisson(r)) if r > 0 else 0 for kind, r in zip(IGNORED_KINDS, rates)}
+
+
+def _event_words(mark: IgnoredMark, language: str) -> int:
+    """Words of the agent's speech an event takes, guards included."""
+    if isinstance(mark, NonSpeech):
+        return words_for(SOUND_S[mark.sound] + EVENT_GUARD_S, language)
+    return len(lang_words(mark.text, language)) + words_for(EVENT_GUARD_S, language)
+
+
+def event_host_words(speakers: list[Channel], counts: dict[IgnoredKind, int], language: str) -> dict[int, int]:
+    """The words to ask of the writer for the agent turns that will hold the planned events, so
+    the script has room for them: the events spread evenly over the agent's turns (not its
+    opening greeting), each turn long enough for its share of the longest events of the
+    language's lexicon. No random draws."""
+    hosts = [i for i, s in enumerate(speakers) if s is Channel.agent and i > 0]
+    n = sum(counts.values())
+    if not n or not hosts:
+        return {}
+    lines = [*event_lines("side_talk", language), *event_lines("background_speech", language)]
+    each = max(_event_words(SideTalk(turn=0, word_index=0, text=t), language) for t in lines)
+    each = max(each, _event_words(NonSpeech(turn=0, word_index=0, sound="keyboard"), language))
+    edges = words_for(EVENT_LEAD_S, language) + words_for(EVENT_TAIL_S, language)
+    share = [n // len(hosts) + (k < n % len(hosts)) for k in range(len(hosts))]
+    return {i: edges + k * each for i, k in zip(hosts, share) if k}
+
+
+def _free_stretches(turns: list[ScriptTurn], marks: list[Mark], language: str) -> list[tuple[int, int, int]]:
+    """(turn, first, end) word positions of the agent's turns where an event may go: past its
+    first words and before its last (or a barge-in cut), between the user's reactions."""
+    lead, tail = words_for(EVENT_LEAD_S, language), words_for(EVENT_TAIL_S, language)
+    guard, reaction = words_for(EVENT_GUARD_S / 2, language), words_for(REACTION_S, language)
+    heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
+    out = []
+    for i, turn in enumerate(turns):
+        if turn.speaker is not Channel.agent:
+            continue
+        lo, hi = lead, heard.get(i, len(lang_words(turn.text, language))) - tail
+        for k in sorted(m.word_index for m in marks if isinstance(m, ListenerMark) and m.turn == i):
+            if k - guard > lo:
+                out.append((i, lo, k - guard))
+            lo = max(lo, k + reaction + guard)
+        if hi > lo:
+            out.append((i, lo, hi))
+    return out
 
 
 def plan_ignored_events(
     turns: list[ScriptTurn], marks: list[Mark], rng: np.random.Generator, cfg: EventsSection, language: str
-) -> list[IgnoredMark]:
+) -> tuple[list[IgnoredMark], dict[IgnoredKind, int]]:
     """Side talk, background speech and non-speech sounds on the user's side, after a word inside
-    one of the agent's turns (not in its last words, nor near a barge-in cut): the agent keeps
-    talking through them, so no reply follows. Counts are Poisson with the configured means; the
-    timeline moves one to another word when the user's channel is busy there."""
-    heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
-    spans = [
-        (i, 2, heard.get(i, len(t.text.split())) - 4)
-        for i, t in enumerate(turns)
-        if t.speaker is Channel.agent and heard.get(i, len(t.text.split())) >= EVENT_MIN_WORDS
-    ]
-    counts = {
-        kind: int(rng.poisson(rate)) if rate > 0 else 0
-        for kind, rate in (
-            ("side_talk", cfg.side_talk_per_dialogue),
-            ("background_speech", cfg.background_speech_per_dialogue),
-            ("non_speech", cfg.non_speech_per_dialogue),
-        )
-    }
-    if not spans or not any(counts.values()):
-        return []
-    taken = {(m.turn, m.word_index) for m in marks if isinstance(m, ListenerMark)}
-    planned: list[IgnoredMark] = []
-    for kind, count in counts.items():
-        for _ in range(count):
-            if (slot := _draw_free_word(spans, taken, rng)) is None:
-                continue
-            turn, j = slot
+    one of the agent's turns (not in its first or last words, nor near a barge-in cut, nor over
+    the user's reactions): the agent keeps talking through them, so no reply follows. Returns the
+    marks and the counts drawn (`event_counts`). Each event, in random order, takes its length
+    plus guards from a free stretch of any agent turn with room left (drawn by the room left),
+    so a long turn holds several and a short one none: the quota goes where the room is; then
+    each stretch spreads its slack at random between its events. An event that finds no room is
+    left out (`no_room` against the counts). The timeline moves one to another word when the
+    user's channel is busy there."""
+    counts = event_counts(rng, cfg)
+    if not any(counts.values()):
+        return [], counts
+    drawn: list[IgnoredMark] = []
+    for kind in IGNORED_KINDS:
+        for _ in range(counts[kind]):
             if kind == "non_speech":
                 sound = cfg.non_speech_sounds[int(rng.integers(len(cfg.non_speech_sounds)))]
-                planned.append(NonSpeech(turn=turn, word_index=j, sound=sound))
+                drawn.append(NonSpeech(turn=0, word_index=0, sound=sound))
             else:
-                spoken: SpokenEvent = "side_talk" if kind == "side_talk" else "background_speech"
-                text = str(rng.choice(event_lines(spoken, language)))
-                mark = SideTalk if spoken == "side_talk" else BackgroundSpeech
-                planned.append(mark(turn=turn, word_index=j, text=text))
-    return planned
+                text = str(rng.choice(event_lines(kind, language)))
+                drawn.append((SideTalk if kind == "side_talk" else BackgroundSpeech)(turn=0, word_index=0, text=text))
+    stretches = _free_stretches(turns, marks, language)
+    room = [end - first for _, first, end in stretches]
+    held: list[list[tuple[IgnoredMark, int]]] = [[] for _ in stretches]
+    for k in rng.permutation(len(drawn)):  # no kind takes the room first
+        mark = drawn[int(k)]
+        need = _event_words(mark, language)
+        fits = np.array([r if r >= need else 0 for r in room], dtype=float)
+        if not fits.sum():
+            continue
+        at = int(rng.choice(len(room), p=fits / fits.sum()))
+        room[at] -= need
+        held[at].append((mark, need))
+    planned: list[IgnoredMark] = []
+    for (turn, first, _), slack, events in zip(stretches, room, held):
+        if not events:
+            continue
+        # the slack split at random into the gaps before each event (the rest after the last)
+        gaps = np.diff(np.sort(rng.integers(0, slack + 1, size=len(events))), prepend=0)
+        j = first
+        for (mark, need), gap in zip(events, gaps):
+            j += int(gap)
+            planned.append(mark.model_copy(update={"turn": turn, "word_index": j}))
+            j += need
+    return planned, counts

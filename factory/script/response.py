@@ -172,9 +172,15 @@ _EXAMPLE = ScriptResponse(
 )
 
 
-def script_messages(scenario: Scenario, n_turns: int) -> list[dict[str, str]]:
+def script_messages(scenario: Scenario, n_turns: int, agent_opens: bool = False) -> list[dict[str, str]]:
     """Chat messages asking a capable model for a whole dialogue with proposed behaviour marks,
-    as one JSON object matching `SCRIPT_RESPONSE_SCHEMA`."""
+    as one JSON object matching `SCRIPT_RESPONSE_SCHEMA`; `agent_opens`: the agent greets first
+    (`dialogue.agent_opens`, assistant mode)."""
+    opening = (
+        "starting with the agent, who greets the user and offers help in one short sentence"
+        if agent_opens
+        else "starting with the user"
+    )
     if scenario.mode is Mode.assistant:
         roles = (
             f'"user" is {scenario.user.name}, {scenario.user.description}, who talks to "agent", '
@@ -191,7 +197,7 @@ def script_messages(scenario: Scenario, n_turns: int) -> list[dict[str, str]]:
             "You write realistic spoken two-person dialogues for speech synthesis, as JSON.",
             roles,
             "Rules:",
-            f"- Exactly {n_turns} turns, alternating speakers, starting with the user.",
+            f"- Exactly {n_turns} turns, alternating speakers, {opening}.",
             "- Plain spoken English only: no markdown, lists, emojis, stage directions or speaker names in the text.",
             "- Do not write fillers (um, uh) or cut-off words into the text: propose them as marks instead.",
             "- Marks point at words by 0-based index into the turn's text split on spaces.",

@@ -32,6 +32,7 @@ from factory.llm.base import LLMBackend
 from factory.locations import dialogue_set_dir
 from factory.models import Channel, Mode, Scenario, Script, ScriptSource, ScriptTurn
 from factory.script.calibrate import calibrate_marks
+from factory.script.compose import with_ignored_events
 from factory.script.lexicon import behaviour_for
 from factory.script.text_checks import TurnRejected, check_turn, clean_turn, clean_turn_unspaced, split_sentences
 from factory.script.writer import turn_length
@@ -435,7 +436,8 @@ def write_from_source(
     have = sum(m.type == "barge_in" for m in script.marks)
     if have < cfg.behaviour.min_barge_ins:
         raise TurnRejected("too_few_turns", f"{len(turns)} turns hold {have} barge-ins < {cfg.behaviour.min_barge_ins}")
-    return script.model_copy(update={"source": provenance})
+    # the events the agent must not answer, as in the LLM's scripts (rates 0: the script unchanged)
+    return with_ignored_events(script, scenario, cfg, sample_key).model_copy(update={"source": provenance})
 
 
 def provenance(src: DatasetSource, dialogue: SourceDialogue, rewrite: Literal["llm", "rules"]) -> ScriptSource:

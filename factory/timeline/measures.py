@@ -9,12 +9,16 @@ from collections.abc import Iterable
 import numpy as np
 
 from factory.models import (
+    IGNORED_KINDS,
     BackchannelEvent,
     BargeInEvent,
     EndReason,
+    EventDropReason,
     FailedInterruptionEvent,
     HesitationEvent,
+    IgnoredKind,
     LaughEvent,
+    Script,
     Timeline,
     TurnKind,
     WordKind,
@@ -33,6 +37,31 @@ def behaviour_counts(timeline: Timeline) -> dict[str, int]:
         "barge_ins": sum(isinstance(e, BargeInEvent) for e in timeline.events),
         "failed_interruptions": sum(isinstance(e, FailedInterruptionEvent) for e in timeline.events),
     }
+
+
+def event_outcomes(
+    script: Script, timeline: Timeline
+) -> tuple[dict[IgnoredKind, int], dict[tuple[IgnoredKind, EventDropReason], int]]:
+    """The events the agent must not answer: placed per kind (in the timeline, so in the audio)
+    and the planned ones left out, per kind and reason: `no_room` for the planner's counts
+    without a mark, `user_busy` for marks the timeline found no clear place for. Both empty
+    when events are off (`Script.events_planned` null)."""
+    if script.events_planned is None:
+        return {}, {}
+    placed: dict[IgnoredKind, int] = {kind: 0 for kind in IGNORED_KINDS}
+    for e in timeline.ignored_events():
+        placed[e.type] += 1
+    marked = {kind: sum(m.type == kind for m in script.marks) for kind in IGNORED_KINDS}
+    dropped: dict[tuple[IgnoredKind, EventDropReason], int] = {}
+    for kind in IGNORED_KINDS:
+        shortfalls: tuple[tuple[EventDropReason, int], ...] = (
+            ("no_room", script.events_planned.get(kind, 0) - marked[kind]),
+            ("user_busy", marked[kind] - placed[kind]),
+        )
+        for reason, n in shortfalls:
+            if n > 0:
+                dropped[(kind, reason)] = n
+    return placed, dropped
 
 
 def _is_floor_turn(turn) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from factory.audio.edit import VAD_FRAME_S, cut_after_word, insert_pause
-from factory.audio.vad import energy_vad
+from factory.audio.vad import frame_rms
 from factory.config import EventsSection, TimingSection
 from factory.languages import join
 from factory.models import (
@@ -96,11 +96,13 @@ class _Ignored:
     def end(self) -> float:
         return self.start + len(self.utt.audio) / self.utt.sample_rate
 
-    def audible(self, sr: int) -> tuple[float, float]:
-        """The event's span: where its render is audible beside speech at full level (the energy
-        VAD's -45 dB re the render's peak, raised by the layer's attenuation; 10 ms frames), so the
-        render's quiet lead and tail are not in it."""
-        active = np.flatnonzero(energy_vad(self.utt.audio, self.utt.sample_rate, -45.0 - self.gain_db))
+    def audible(self, sr: int, speech_rms: float = 0.0) -> tuple[float, float]:
+        """The event's span: where its render is audible in the user's channel (the energy VAD's
+        -45 dB re the channel's loudest 10 ms frame: its own speech's, `speech_rms`, or the
+        layer's at its gain when louder), so the render's quiet lead and tail are not in it."""
+        rms = frame_rms(self.utt.audio, self.utt.sample_rate) * 10 ** (self.gain_db / 20)
+        loudest = max(speech_rms, float(rms.max()) if len(rms) else 0.0)
+        active = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-12) / loudest) > -45.0) if loudest > 0 else []
         if not len(active):
             return self.start, _q(self.end, sr)
         on, off = active[0] * VAD_FRAME_S, min((active[-1] + 1) * VAD_FRAME_S, self.utt.duration)
@@ -329,11 +331,13 @@ def build_timeline(
 def _place_ignored(
     script: Script, placed: list[_Placed], ignored: dict[int, Utterance], cfg: EventsSection, sr: int
 ) -> list[_Ignored]:
-    """Events the agent must not answer, after a word of the agent's host turn and inside it (the
-    agent keeps talking), where the user's channel is free (`CHANNEL_GUARD_S` from any of its
-    sound, so each event stands alone in the user's audio): the planned word first, then the
-    nearest others; an event that fits nowhere is dropped. No random draws."""
+    """Events the agent must not answer, after a word of an agent's turn and inside it (the agent
+    keeps talking), where the user's channel is free (`CHANNEL_GUARD_S` from any of its sound, so
+    each event stands alone in the user's audio): the planned turn and word first, then the
+    nearest words, then the agent's other turns (the planner's room is an estimate in words; the
+    renders decide); an event that fits nowhere is dropped. No random draws."""
     hosts = {p.key[1]: p for p in placed if p.key[0] == "turn"}
+    agent_turns = [i for i, p in hosts.items() if p.channel is Channel.agent]
     busy = [(q.start, q.end) for q in placed if q.channel is Channel.user]
     levels = {
         SideTalk: cfg.side_talk_gain_db,
@@ -344,9 +348,15 @@ def _place_ignored(
     for k, mark in enumerate(script.marks):
         if not isinstance(mark, (SideTalk, BackgroundSpeech, NonSpeech)) or k not in ignored:
             continue
-        host, utt = hosts[mark.turn], ignored[k]
-        planned = mark.word_index
-        for j in sorted(range(1, host.heard_words - 1), key=lambda j: (abs(j - planned), j)):
+        utt, planned = ignored[k], mark.word_index
+        # its planned turn first, then the agent's other turns, the nearest (later on a tie) first
+        others = sorted(agent_turns, key=lambda i: (abs(i - mark.turn), -i))
+        slots = (
+            (hosts[i], j)
+            for i in others
+            for j in sorted(range(1, hosts[i].heard_words - 1), key=lambda j: (abs(j - planned), j))
+        )
+        for host, j in slots:
             start = _q(host.start + host.utt.words[j].end + EVENT_DELAY_S, sr)
             end = start + utt.duration
             if end <= host.end and not any(start < e + CHANNEL_GUARD_S and s < end + CHANNEL_GUARD_S for s, e in busy):
@@ -437,7 +447,10 @@ def _to_timeline(
                 )
             )
     events.extend(overlap_events(turns))
-    events.extend(_ignored_event(x, ids[x.host], sr) for x in layers)
+    # The user's loudest speech frame: the level the events' spans are measured against, as in the audio.
+    speech = [frame_rms(p.audio, sr) for p in placed if p.channel is Channel.user and len(p.audio)]
+    speech_rms = max((float(r.max()) for r in speech if len(r)), default=0.0)
+    events.extend(_ignored_event(x, ids[x.host], sr, speech_rms) for x in layers)
     events.sort(key=lambda e: (e.start, e.end, e.type))
 
     tail = timing.tail.low + rng.random() * (timing.tail.high - timing.tail.low)
@@ -470,8 +483,8 @@ def _to_timeline(
     return timeline, placements
 
 
-def _ignored_event(x: _Ignored, during: int, sr: int) -> IgnoredEvent:
-    start, end = x.audible(sr)
+def _ignored_event(x: _Ignored, during: int, sr: int, speech_rms: float) -> IgnoredEvent:
+    start, end = x.audible(sr, speech_rms)
     span = {"start": start, "end": end, "during_turn": during, "level_db": x.gain_db}
     if isinstance(x.mark, SideTalk):
         return SideTalkEvent(text=x.mark.text, **span)

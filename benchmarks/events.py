@@ -1,0 +1,191 @@
+"""Events the agent must not answer in a real run: planned against placed, per kind, with why the
+rest were dropped, and the configured rate beside the realised one.
+
+    .venv/bin/python benchmarks/events.py [--dialogues 12] [--seed 7] [--rate 1] [--label after]
+        [--code DIR] [--run DIR]
+
+Generates a run (the embedded LLM, the default voices, `events.*_per_dialogue=--rate` for each
+kind) with the factory at `--code` (default: this checkout; another source tree, e.g. an export of
+an older commit, measures that code), or reads an existing run folder (`--run`), and counts from its
+samples, with this checkout's reader: per kind the events planned (`Script.events_planned`; a run
+of older code has none, so its counts are drawn again as it drew them: the first draws of the
+sample's "events" generator, `planner.event_counts`), marked by the planner, and placed (in the
+timeline, so in the audio); dropped: `no_room` (no agent turn had room) and `user_busy` (the
+timeline found the user's channel busy). Also the agent's turn lengths (words) and rejected samples.
+
+Prints a table and writes benchmarks/results/events.json and events.md (results of every label
+kept, so `before` and `after` stand side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from factory.audio.edit import VAD_FRAME_S, frame_activity  # noqa: E402
+from factory.config import load_config  # noqa: E402
+from factory.languages import words  # noqa: E402
+from factory.models import IGNORED_KINDS, Channel  # noqa: E402
+from factory.run.read import read_config, read_sample_metas, read_samples  # noqa: E402
+from factory.script.planner import event_counts  # noqa: E402
+from factory.seeding import rng_for  # noqa: E402
+from factory.timeline.measures import event_outcomes  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+FRAME_S = 0.08  # one 12.5 Hz (Mimi) frame
+
+
+def event_sets(rate: float) -> list[str]:
+    return [f"events.{k}_per_dialogue={rate}" for k in IGNORED_KINDS]
+
+
+def generate(code: Path, out: Path, label: str, n: int, seed: int, rate: float, per_shard: int) -> tuple[Path, float]:
+    sets = [f"run.samples_per_shard={per_shard}", *event_sets(rate)]
+    cmd = [str(ROOT / ".venv/bin/duplex-factory"), "generate", "-n", str(n), "--seed", str(seed)]
+    cmd += ["--run-id", label, "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=code, env={**os.environ, "PYTHONPATH": str(code)})
+    return out / label, time.perf_counter() - start
+
+
+def measure(run: Path, rate: float) -> dict:
+    # a run cut short has no config.yaml yet (finalize writes it): its events section from the rate
+    cfg = read_config(run) or load_config(overrides=event_sets(rate))
+    per_kind = {k: {"planned": 0, "marked": 0, "placed": 0, "no_room": 0, "user_busy": 0} for k in IGNORED_KINDS}
+    agent_words: list[int] = []
+    n = 0
+    for meta in read_sample_metas(run):
+        n += 1
+        script, tl = meta.script, meta.timeline
+        if script.events_planned is None:  # older code: its counts drawn again as it drew them
+            planned = event_counts(rng_for(meta.run_seed, meta.sample_key, "events"), cfg.events)
+            script = script.model_copy(update={"events_planned": planned})
+        placed, dropped = event_outcomes(script, tl)
+        for k in IGNORED_KINDS:
+            per_kind[k]["planned"] += script.events_planned.get(k, 0) if script.events_planned else 0
+            per_kind[k]["marked"] += sum(m.type == k for m in script.marks)
+            per_kind[k]["placed"] += placed.get(k, 0)
+            for reason in ("no_room", "user_busy"):
+                per_kind[k][reason] += dropped.get((k, reason), 0)
+        language = meta.scenario.language
+        agent_words += [len(words(t.text, language)) for t in script.turns if t.speaker is Channel.agent]
+    # each placed event found in the user's audio where the timeline has it, to one 80 ms frame (as tests/test_events)
+    found = 0
+    for sample in read_samples(run):
+        user = frame_activity(sample.stems[:, Channel.user.index], sample.sample_rate)
+        for e in sample.timeline.ignored_events():
+            near = slice(round((e.start - FRAME_S) / VAD_FRAME_S), round((e.end + FRAME_S) / VAD_FRAME_S))
+            heard = (np.flatnonzero(user[near]) + near.start) * VAD_FRAME_S
+            found += int(
+                bool(len(heard)) and max(abs(heard[0] - e.start), abs(heard[-1] + VAD_FRAME_S - e.end)) <= FRAME_S
+            )
+    parts = sorted((run / "manifests").glob("*.parquet"))  # the finished shards' (finalize merges them)
+    rejected = sum(int((pl.read_parquet(p)["status"] == "rejected").sum()) for p in parts)
+    total = {f: sum(v[f] for v in per_kind.values()) for f in ("planned", "marked", "placed", "no_room", "user_busy")}
+    return {
+        "dialogues": n,
+        "rejected": rejected,
+        "configured_per_dialogue": {
+            "side_talk": cfg.events.side_talk_per_dialogue,
+            "background_speech": cfg.events.background_speech_per_dialogue,
+            "non_speech": cfg.events.non_speech_per_dialogue,
+        },
+        "per_kind": per_kind,
+        "total": total,
+        "placed_in_audio_within_80ms": found,
+        "placed_share": round(total["placed"] / total["planned"], 3) if total["planned"] else None,
+        "agent_turn_words": {
+            "median": statistics.median(agent_words) if agent_words else None,
+            "min": min(agent_words, default=None),
+            "max": max(agent_words, default=None),
+        },
+    }
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = [
+        "| run | kind | configured / dialogue | planned | placed | placed / dialogue | no_room | user_busy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, r in results.items():
+        for k in IGNORED_KINDS:
+            v = r["per_kind"][k]
+            rate = r["configured_per_dialogue"][k]
+            lines.append(
+                f"| {label} | {k} | {rate:g} | {v['planned']} | {v['placed']} | {v['placed'] / r['dialogues']:.2f} "
+                f"| {v['no_room']} | {v['user_busy']} |"
+            )
+        t = r["total"]
+        lines.append(
+            f"| {label} | **all** | | {t['planned']} | {t['placed']} ({r['placed_share'] or 0:.0%}) | "
+            f"{t['placed'] / r['dialogues']:.2f} | {t['no_room']} | {t['user_busy']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dialogues", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rate", type=float, default=1.0, help="events per dialogue of each kind")
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--per-shard", type=int, default=2, help="run.samples_per_shard (a run cut short keeps its shards)")
+    ap.add_argument("--code", type=Path, default=ROOT, help="the source tree whose factory generates the run")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/events-bench"))
+    ap.add_argument("--run", type=Path, help="measure this run folder instead of generating one")
+    args = ap.parse_args()
+    wall = None
+    run = args.run
+    if run is None:
+        run, wall = generate(args.code, args.out, args.label, args.dialogues, args.seed, args.rate, args.per_shard)
+    result = measure(run, args.rate) | {"run": str(run), "generate_wall_s": round(wall, 1) if wall else None}
+    path = RESULTS / "events.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    if wall is None and args.label in doc["results"]:  # measured again: the generate time stays the run's
+        result["generate_wall_s"] = doc["results"][args.label].get("generate_wall_s")
+    doc["results"][args.label] = result
+    doc["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    doc["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    body = table(doc["results"])
+    notes = "\n".join(
+        f"- {label}: {r['dialogues']} dialogues ({r['rejected']} samples rejected), "
+        f"{r['placed_in_audio_within_80ms']} of {r['total']['placed']} placed events found in the user's audio "
+        "within one 80 ms frame of the timeline (energy VAD), agent turns "
+        f"{r['agent_turn_words']['min']}-{r['agent_turn_words']['max']} words (median "
+        f"{r['agent_turn_words']['median']}), generate {r['generate_wall_s']} s wall"
+        for label, r in doc["results"].items()
+    )
+    md = (
+        "# Events the agent must not answer: planned against placed\n\n"
+        "`benchmarks/events.py`: a real run (embedded SmolLM2, default voices, every events rate set), "
+        "counted from its samples. `before`: the code before the events were counted and given room (its "
+        "planned counts drawn again as it drew them; its drops were silent then); `after`: the planner gives "
+        "each event a free stretch of any agent turn with room (the quota carried to the long turns), the "
+        "turn-by-turn writer asks agent turns for room, and the timeline moves an event with no clear place "
+        "to the agent's nearest other turn. Same seed, same scenarios; the LLM writes other words once "
+        "agent turns are asked for more. `no_room`: no agent turn had room (planner); `user_busy`: no clear "
+        "place on the user's channel (timeline). Wall times are of a shared 2-core machine under other "
+        "helpers' load: not comparable.\n\n" + body + "\n\n" + notes + "\n"
+    )
+    (RESULTS / "events.md").write_text(md)
+    print(body)
+    print(notes)
+
+
+if __name__ == "__main__":
+    main()
