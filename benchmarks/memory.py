@@ -9,7 +9,8 @@ Each measurement is a fresh process that builds the run's `Runtime` and calls
 `STAND_IN_DIALOGUES`), with `run.processes=1` so every dialogue is made and held in the measured
 process. Peak RSS is the process's high-water mark (`VmHWM`); `base` is its RSS once the runtime
 is built (imports, voices, the espeak backend), so `peak - base` is what the shard itself held.
-The "before" code is `git archive <ref>` put first on `PYTHONPATH` of its processes. Both sides
+The "before" code is `git archive <ref>` put first on `PYTHONPATH` of its processes; the two
+sides of a size run at the same time (their seconds share the CPUs). Both sides
 make the same dialogues (same config and seed): the benchmark checks that their data files decode
 to equal rows (the bytes may differ: the streamed writer's row groups are `ROW_GROUP_ROWS`
 dialogues, datasets' whole-file writer sized them by the data). Writes
@@ -105,7 +106,7 @@ def main() -> None:
             ["git", "rev-parse", "--short", args.before], cwd=ROOT, check=True, capture_output=True, text=True
         ).stdout.strip()
         for n in args.sizes:
-            digests = {}
+            children = {}
             for side, code in (("before", before), ("after", ROOT)):
                 out = work / f"{side}-{n}"
                 sets = [
@@ -124,14 +125,19 @@ def main() -> None:
                     f"llm.concurrency={args.concurrency}",
                 ]
                 env = {**os.environ, "PYTHONPATH": str(code)}
-                proc = subprocess.run(
+                # both sides at once (a peak RSS is per process; the seconds are then shared CPU time)
+                children[side] = subprocess.Popen(
                     [sys.executable, __file__, "--child", json.dumps(sets)],
                     env=env,
-                    check=True,
-                    capture_output=True,
+                    stdout=subprocess.PIPE,
                     text=True,
                 )
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
+            digests = {}
+            for side, proc in children.items():
+                stdout, _ = proc.communicate()
+                if proc.returncode:
+                    raise SystemExit(f"{side} n={n} failed ({proc.returncode})")
+                row = json.loads(stdout.strip().splitlines()[-1])
                 row |= {"side": side, "n": n, "held_mb": round(row["peak_rss_mb"] - row["base_rss_mb"], 1)}
                 digests[side] = rows_digest(row.pop("data"))
                 row.pop("code")
@@ -150,8 +156,8 @@ def main() -> None:
         "",
         f"{machine} (shared with other jobs). One shard of n stand-in dialogues (2 turns, espeak, stand-in LLM "
         f"at {args.latency} s, llm.concurrency {args.concurrency}, run.processes 1, run.wave_size default) per "
-        f"fresh process; before = `{args.before}` ({commit}), after = this tree. `held` = peak RSS (VmHWM) minus "
-        "the RSS once the runtime was built.",
+        f"fresh process, both sides of a size at once; before = `{args.before}` ({commit}), after = this tree. "
+        "`held` = peak RSS (VmHWM) minus the RSS once the runtime was built.",
         "",
         "| code | dialogues | ok | seconds | base RSS MB | peak RSS MB | held MB | rows equal to before "
         "| bytes equal |",
