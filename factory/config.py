@@ -58,8 +58,9 @@ class RunSection(_Section):
         ge=1,
         le=100_000,
         description="dialogues of a shard in the engine's pipeline at once (factory.engine: scripted, rendered, "
-        "checked and assembled as they stream through the stages); null = the whole shard; 1 with processes 1 = "
-        "one dialogue at a time (same bytes, slower)",
+        "checked, assembled, then waiting for earlier ones to be written), which bounds a shard worker's memory "
+        "whatever the shard's size; null = 4 x the script stage's slots (2 x llm.concurrency writers over HTTP, "
+        "else the worker processes), at least 16; 1 with processes 1 = one dialogue at a time (same bytes, slower)",
     )
     processes: int | None = Field(
         default=None,

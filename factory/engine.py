@@ -20,7 +20,11 @@ the other stage to finish a whole shard.
   worker processes; pieces that fail go back to the render stage slower and are checked alone.
 - assemble: timeline, mix, augmentation, the FLAC encode and the audit gate row, in the workers.
 
-At most `run.wave_size` dialogues are in a shard's pipeline at once (null: the whole shard). "One
+At most `run.wave_size` dialogues are in a shard's pipeline at once (null: 4 x the script stage's
+slots, at least 16), from admission until their result has left in `indices` order: a dialogue
+that finishes early waits in a reorder buffer inside that window, so what a shard holds is
+bounded by the window, not by the shard's size (`build_shard`'s `sink` streams the results to the
+shard's parquet writer). "One
 at a time" is a pipeline of one without a process pool (`run.wave_size=1 run.processes=1`), which
 is also how `regenerate` remakes one sample: the same stage functions with the same inputs, so the
 same bytes whatever the timing, the window or the number of processes (every draw is keyed by
@@ -430,16 +434,21 @@ class _Pipeline:
         pool: Executor | None,
         stats: ShardStats,
         *,
-        window: int,
+        window: int | None,
         attempts: int,
-        on_result: Callable[[str, SampleResult], None],
+        on_result: Callable[[SampleResult], None],
+        on_settled: Callable[[SampleResult], None] | None = None,
     ) -> None:
         cfg = rt.cfg
         self.rt, self.cfg, self.shard, self.stats = rt, cfg, shard, stats
-        self.window, self.attempts, self.on_result = max(1, window), attempts, on_result
+        self.attempts, self.on_result, self.on_settled = attempts, on_result, on_settled
         self.waiting: deque[Dialogue] = deque(dialogues)
         self.open = len(dialogues)  # dialogues not settled yet
-        self.in_pipeline = 0  # admitted, not settled or sent back to wait
+        # admitted and not yet out (in a stage, or settled and waiting for an earlier one): the window
+        self.in_pipeline = 0
+        self.position = {d.sid: i for i, d in enumerate(dialogues)}
+        self.settled: dict[int, SampleResult] = {}  # the reorder buffer, by position
+        self.next_out = 0
         self.scripting = 0
         self.ready: list[_Renders] = []
         self.rendering = 0  # TTS calls out
@@ -455,12 +464,16 @@ class _Pipeline:
             # Twice as many writers as requests the backend lets out: while a dialogue's thread
             # reads an answer and prepares its next turn, another's request waits for the slot.
             self.script_slots = 2 * cfg.llm.concurrency
-            self.script_ex: Executor = self._threads(min(self.script_slots, self.window), "script")
+            self.script_ex: Executor = self._threads(min(self.script_slots, window or self.script_slots), "script")
             self.gate = _writer_gate(self.script_slots)  # the same slots across the process's shards
         elif pool is not None:
             self.script_slots, self.script_ex = cfg.run.worker_processes, pool
         else:
             self.script_slots, self.script_ex = 1, self._threads(1, "script")
+        # the default window: enough dialogues to keep every writer busy while others render, are
+        # checked, assembled or wait for an earlier one to leave; never more than the shard
+        default = max(MIN_WINDOW, WINDOW_PER_SCRIPT_SLOT * self.script_slots)
+        self.window = max(1, min(window or default, max(1, len(dialogues))))
         self.tts_streams = 2 if cfg.tts.service_url else 1
         self.tts_ex = self._threads(self.tts_streams, "tts")
         self.cpu_ex = pool if pool is not None else self._threads(1, "cpu")
@@ -618,7 +631,6 @@ class _Pipeline:
         if d.result is None:
             self._failed(d)
             return
-        self.in_pipeline -= 1
         self._settle(d.sid, d.result)
 
     def _outcome(self, stage: str, future: Future[Outcome]) -> Outcome:
@@ -628,18 +640,29 @@ class _Pipeline:
         return outcome
 
     def _failed(self, d: Dialogue) -> None:
-        """`d` failed a stage: its next attempt waits at the front, or it is rejected for good."""
-        self.in_pipeline -= 1
+        """`d` failed a stage: its next attempt waits at the front (its place in the window freed:
+        it takes one again when admitted, so a retry never waits behind results it must precede),
+        or it is rejected for good."""
         log.warning("sample %s attempt %d rejected: %s", d.sid, d.attempt + 1, d.reason)
         if d.attempt + 1 < self.attempts:
+            self.in_pipeline -= 1
             nxt = d.attempt + 1
             self.waiting.appendleft(Dialogue(d.sid, attempt_key(d.sid, nxt), nxt))
         else:
             self._settle(d.sid, rejected_result(self.cfg, d.sid, self.shard, d.reason or "unknown"))
 
     def _settle(self, sid: str, result: SampleResult) -> None:
+        """`sid` is done; results leave in the shard's order, each as soon as every earlier one
+        has, and only then free their place in the window."""
         self.open -= 1
-        self.on_result(sid, result)
+        if self.on_settled is not None:
+            self.on_settled(result)
+        self.settled[self.position[sid]] = result
+        while self.next_out in self.settled:
+            out = self.settled.pop(self.next_out)
+            self.next_out += 1
+            self.in_pipeline -= 1
+            self.on_result(out)
 
     def add_tts_stats(self) -> None:
         """The batches each TTS backend ran since this shard first called it."""
@@ -653,35 +676,48 @@ class _Pipeline:
 
 
 # --------------------------------------------------------------------------- a shard
+MIN_WINDOW = 16
+WINDOW_PER_SCRIPT_SLOT = 4
+
+
 def build_shard(
-    rt: Runtime, indices: Iterable[int], shard: str, on_sample: Callable[[SampleResult], None] | None = None
+    rt: Runtime,
+    indices: Iterable[int],
+    shard: str,
+    on_sample: Callable[[SampleResult], None] | None = None,
+    sink: Callable[[SampleResult], None] | None = None,
 ) -> tuple[list[SampleResult], ShardStats]:
     """Every sample of a shard, streamed through the stages with at most `run.wave_size`
-    dialogues in the pipeline at once (null: the whole shard); a dialogue that fails is re-drawn
-    with its next attempt key, up to `run.max_sample_attempts`. Returns the results in `indices`
-    order and what the stages cost (busy seconds per stage). `on_sample` is called as each
-    sample is settled."""
+    dialogues in the pipeline at once (null: 4 x the script stage's slots, at least 16); a
+    dialogue that fails is re-drawn with its next attempt key, up to `run.max_sample_attempts`.
+    Results leave in `indices` order, each as soon as it and every earlier one are settled: to
+    `sink` when given (the shard's writer; the returned list is then empty, so nothing of a
+    written sample stays), else into the returned list. Also returns what the stages cost (busy
+    seconds per stage). `on_sample` is called as each sample is settled, in any order."""
     cfg = rt.cfg
     indices = list(indices)
-    by_sid = {sample_id(cfg, i): i for i in indices}
     stats = ShardStats()
     processes = cfg.run.worker_processes
-    results: dict[int, SampleResult] = {}
+    results: list[SampleResult] = []
 
-    def settled(sid: str, result: SampleResult) -> None:
-        results[by_sid[sid]] = result
-        if on_sample:
-            on_sample(result)
+    def out(result: SampleResult) -> None:
+        if result.sample is not None:
+            stats.audio_s += result.sample.timeline.duration
+        if sink is not None:
+            sink(result)
+        else:
+            results.append(result)
 
     pipeline = _Pipeline(
         rt,
-        [Dialogue(sid, attempt_key(sid, 0)) for sid in by_sid],
+        [Dialogue(sid, attempt_key(sid, 0)) for sid in (sample_id(cfg, i) for i in indices)],
         shard,
         worker_pool(processes),
         stats,
-        window=cfg.run.wave_size or len(indices),
+        window=cfg.run.wave_size,
         attempts=cfg.run.max_sample_attempts,
-        on_result=settled,
+        on_result=out,
+        on_settled=on_sample,
     )
     before = _llm_snapshot(rt)
     try:
@@ -693,8 +729,7 @@ def build_shard(
     pipeline.add_tts_stats()
     busy = pipeline.times.busy()
     stats.seconds = {stage: busy.get(stage, 0.0) for stage in STAGES}
-    stats.audio_s = sum(r.sample.timeline.duration for r in results.values() if r.sample is not None)
-    return [results[i] for i in indices], stats
+    return results, stats
 
 
 def build_one(rt: Runtime, sid: str, key: str) -> Sample:
@@ -702,7 +737,7 @@ def build_one(rt: Runtime, sid: str, key: str) -> Sample:
     does); raises SampleRejected with the manifest's reason when it fails."""
     done: list[SampleResult] = []
     pipeline = _Pipeline(
-        rt, [Dialogue(sid, key)], "one", None, ShardStats(), window=1, attempts=1, on_result=lambda _, r: done.append(r)
+        rt, [Dialogue(sid, key)], "one", None, ShardStats(), window=1, attempts=1, on_result=done.append
     )
     pipeline.run()
     result = done[0]

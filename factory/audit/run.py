@@ -340,13 +340,19 @@ def gate_row(sample: Sample, cfg: RunConfig, shard: str) -> dict:
 
 
 def gate_shard(
-    samples: list[Sample], cfg: RunConfig, shard: str, rows: list[dict | None] | None = None
+    samples: list[Sample] | None, cfg: RunConfig, shard: str, rows: list[dict | None] | None = None
 ) -> tuple[dict[str, str], dict]:
     """The generation-time gate of one shard: each sample's `gate_row` (given in `rows` when
-    already computed, else computed here), pooled into the shard's report.
+    already computed, else computed here), pooled into the shard's report. `samples` may be None
+    when every row is given (a streamed shard has written and let go of its samples).
     Returns (id -> reasons, for flagged samples; the shard report for its record)."""
-    given = rows if rows is not None else [None] * len(samples)
-    made = [row if row is not None else gate_row(s, cfg, shard) for s, row in zip(samples, given, strict=True)]
+    if samples is None:
+        if rows is None or any(row is None for row in rows):
+            raise ValueError("gate_shard without samples needs every sample's gate row")
+        made = [row for row in rows if row is not None]
+    else:
+        given = rows if rows is not None else [None] * len(samples)
+        made = [row if row is not None else gate_row(s, cfg, shard) for s, row in zip(samples, given, strict=True)]
     report = shard_report(made, cfg.audit, cfg.audit.vad)
     pooled = {
         k: (None if isinstance(v, float) and not math.isfinite(v) else round(v, 4)) for k, v in report["pooled"].items()

@@ -14,16 +14,22 @@ agent's voice-prompt clip; `voice_prompt_source` says how it was made).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Audio, Dataset, Features, Value
+from datasets import Audio, Features, Value
+from datasets import config as datasets_config
+from datasets.io.parquet import get_parquet_column_options
 
-from factory.atomic import atomic_write, sha256_file
+from factory.atomic import sha256_file, tmp_path
 from factory.audio.mix import flac_bytes, read_audio
+from factory.crash import crash_point
 from factory.models import (
     AugmentationRecord,
     Channel,
@@ -36,6 +42,12 @@ from factory.models import (
     VoicePrompt,
 )
 from factory.timeline.measures import transcript
+
+# A shard's rows go to its file a row group at a time (`ShardWriter`): at most this many rows, and
+# a group closes early once its rows reach datasets' 100 MB (the row groups the Hub's viewer
+# expects), so a writer holds one group whatever the shard's size.
+ROW_GROUP_ROWS = 32
+ROW_GROUP_BYTES = 100 * 2**20
 
 _AUDIO_STRUCT = {"bytes": Value("binary"), "path": Value("string")}
 AUDIO_COLUMNS = ("audio", "audio_augmented", "voice_prompt")
@@ -160,29 +172,127 @@ def read_voice_prompt(row: dict[str, Any]) -> np.ndarray:
     return read_audio(row["voice_prompt"]["bytes"])[0][:, 0]
 
 
+def row_features(sample_rate: int) -> Features:
+    """`ROW_FEATURES` with the audio columns as `Audio` at the run's rate (what the Hub decodes)."""
+    features = Features(ROW_FEATURES.copy())
+    for column in AUDIO_COLUMNS:
+        features[column] = Audio(sampling_rate=sample_rate)
+    return features
+
+
+class ShardWriter:
+    """One shard's parquet file, written a row group at a time as samples arrive (in the order
+    given), so memory holds one row group, not the shard. The writer is datasets' own
+    (`Dataset.to_parquet`'s `pq.ParquetWriter` options: its schema with the features, per-column
+    compression and encodings, content-defined chunking, page index), so the file reads as the
+    same dataset; only the row groups differ from a whole-shard `to_parquet` (`ROW_GROUP_ROWS`).
+    Atomic: rows go to a temporary sibling (`factory.atomic.tmp_path`), renamed onto `path` by
+    `close`; a writer left by an exception (or a killed process) leaves no file under `path`.
+    Use as a context manager; `sha256` is the published file's checksum."""
+
+    def __init__(
+        self,
+        path: Path,
+        sample_rate: int,
+        *,
+        rows_per_group: int = ROW_GROUP_ROWS,
+        bytes_per_group: int = ROW_GROUP_BYTES,
+    ) -> None:
+        if rows_per_group < 1:
+            raise ValueError(f"rows_per_group must be >= 1, got {rows_per_group}")
+        self.path, self.tmp = path, tmp_path(path)
+        self.rows_per_group, self.bytes_per_group = rows_per_group, bytes_per_group
+        self.n_rows, self.n_groups, self.sha256 = 0, 0, ""
+        features = row_features(sample_rate)
+        self._schema = features.arrow_schema
+        # pyarrow takes the chunking options as a dict too (its stubs say bool), as datasets passes them
+        self._cdc: Any = datasets_config.DEFAULT_CDC_OPTIONS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self.tmp,
+            schema=self._schema,
+            use_content_defined_chunking=self._cdc,
+            write_page_index=True,
+            **get_parquet_column_options(features, self._schema),
+        )
+        self._rows: list[dict[str, Any]] = []
+        self._bytes = 0
+
+    def add(self, sample: Sample, encoded: EncodedAudio | None = None) -> None:
+        """Append a sample's row (`encoded`: its `encode_audio` bytes, when already made)."""
+        row = sample_to_row(sample, encoded)
+        self._rows.append(row)
+        self._bytes += _row_bytes(row)
+        self.n_rows += 1
+        if len(self._rows) >= self.rows_per_group or self._bytes >= self.bytes_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        assert self._writer is not None, "the shard writer is closed"
+        self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self._schema))
+        self._rows, self._bytes = [], 0
+        self.n_groups += 1
+
+    def close(self) -> str:
+        """Write the last row group, publish the file under its name; returns its sha256."""
+        assert self._writer is not None, "the shard writer is closed"
+        self._flush()
+        self._writer.add_key_value_metadata({"content_defined_chunking": json.dumps(self._cdc)})
+        self._writer.close()
+        self._writer = None
+        crash_point("atomic_write")
+        os.replace(self.tmp, self.path)
+        self.sha256 = sha256_file(self.path)
+        return self.sha256
+
+    def abort(self) -> None:
+        """Drop what was written (nothing appears under `path`)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._rows = []
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    """A row's size as the row group's budget counts it: its strings and audio bytes."""
+    size = 0
+    for value in row.values():
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, dict):
+            size += len(value.get("bytes") or b"")
+    return size
+
+
 def write_shard(
     samples: Iterable[Sample],
     path: Path,
     sample_rate: int,
     encoded: Sequence[EncodedAudio | None] | None = None,
 ) -> str:
-    """Write samples atomically (temporary name, then rename). Returns the file's sha256.
-    `encoded`: each sample's `encode_audio` bytes, when already made (else encoded here)."""
+    """Write samples atomically (`ShardWriter`; an empty iterable gives a valid, empty shard).
+    Returns the file's sha256. `encoded`: each sample's `encode_audio` bytes, when already made
+    (else encoded here)."""
     samples = list(samples)
     audio = list(encoded) if encoded is not None else [None] * len(samples)
     if len(audio) != len(samples):
         raise ValueError(f"{len(audio)} encoded audio entries for {len(samples)} samples")
-    rows = [sample_to_row(s, a) for s, a in zip(samples, audio, strict=True)]
-    # from_list([]) would drop the schema; an all-rejected shard is still a valid, empty shard
-    ds = (
-        Dataset.from_list(rows, features=ROW_FEATURES)
-        if rows
-        else Dataset.from_dict({name: [] for name in ROW_FEATURES}, features=ROW_FEATURES)
-    )
-    for column in AUDIO_COLUMNS:
-        ds = ds.cast_column(column, Audio(sampling_rate=sample_rate))
-    atomic_write(path, lambda tmp: ds.to_parquet(str(tmp)))
-    return sha256_file(path)
+    with ShardWriter(path, sample_rate) as writer:
+        for sample, a in zip(samples, audio, strict=True):
+            writer.add(sample, a)
+    return writer.sha256
 
 
 def read_shard_rows(

@@ -30,7 +30,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from factory.atomic import atomic_write, sha256_file
-from factory.audit.run import gate_shard
+from factory.audit.run import gate_row, gate_shard
 from factory.config import RunConfig
 from factory.crash import crash_point
 from factory.engine import build_shard
@@ -48,10 +48,16 @@ from factory.run.records import (
     write_failure,
     write_shard_record,
 )
-from factory.run.rows import read_shard_rows, shard_name, write_shard
+from factory.run.rows import ShardWriter, read_shard_rows, shard_name
 from factory.run.store import RunStore, clean_stale_tmp, run_store
 from factory.runtime import Runtime
-from factory.script.dedup import find_duplicates_banded, read_signature_file, save_signatures, signature
+from factory.script.dedup import (
+    NUM_PERM,
+    find_duplicates_banded,
+    read_signature_file,
+    save_signatures_values,
+    signature,
+)
 from factory.stages import SampleResult
 
 SHARD_FOLDERS = ("data", "manifests", "signatures", "shards")
@@ -178,32 +184,32 @@ def generate_shard(
     clean_local(cfg)
     store.clean_stale_tmp(("", *SHARD_FOLDERS, "failures"))
     data, manifest_path, _ = shard_paths(cfg, spec.name)
-    results, stats = build_shard(rt, spec.sample_indices, spec.name, on_sample)
-    stats.events = event_tally(r.manifest.model_dump() for r in results)
-    for _ in results:
-        crash_point("sample")
-    samples = [r.sample for r in results if r.sample is not None]
-    # audit gates: flag (not reject) samples the audio shows failing; the shard's pooled report goes in its record
-    flags, audit_report = gate_shard(samples, cfg, spec.name, [r.gate for r in results if r.sample is not None])
-    for r in results:
-        if r.manifest.id in flags:
-            r.manifest = r.manifest.model_copy(update={"audit_flags": flags[r.manifest.id]})
-    encoded = [r.encoded for r in results if r.sample is not None]  # encoded once, where each sample was made
-    digest = write_shard(samples, data, cfg.audio.sample_rate, encoded)
+    # The data file is written as the engine hands results over, in the shard's order: each
+    # sample's row (its audio encoded once, where it was made) goes to the writer and the sample
+    # is let go, keeping only what the rest of the shard needs: its manifest row, its audit gate
+    # row and its MinHash signature. Memory holds the engine's window and one row group.
+    sink = _ShardSink(cfg, spec.name, ShardWriter(data, cfg.audio.sample_rate))
+    with sink.writer:
+        _, stats = build_shard(rt, spec.sample_indices, spec.name, on_sample, sink=sink)
+    digest = sink.writer.sha256
+    stats.events = event_tally(row.model_dump() for row in sink.manifest)
     crash_point("shard.data")
-    write_manifest([r.manifest for r in results], manifest_path)
+    # audit gates: flag (not reject) samples the audio shows failing; the shard's pooled report goes in its record
+    flags, audit_report = gate_shard(None, cfg, spec.name, list(sink.gates))
+    manifest = [r.model_copy(update={"audit_flags": flags[r.id]}) if r.id in flags else r for r in sink.manifest]
+    write_manifest(manifest, manifest_path)
     crash_point("shard.manifest")
     # MinHash signatures of the spoken scripts, merged across shards by finalize_run
     sig_path = signature_path(cfg, spec.name)
-    save_signatures(sig_path, {s.id: signature(_spoken_text(s)) for s in samples})
+    save_signatures_values(sig_path, sink.ids, _stack(sink.signatures))
     crash_point("shard.signatures")
-    n_ok = len(samples)
-    check_shard(data, [r.manifest for r in results])  # before the record: a shard that fails is never "complete"
+    n_ok = len(sink.ids)
+    check_shard(data, manifest)  # before the record: a shard that fails is never "complete"
     record = ShardRecord(
         shard=spec.name,
         sha256=digest,
         n_ok=n_ok,
-        n_rejected=len(results) - n_ok,
+        n_rejected=len(manifest) - n_ok,
         manifest_sha256=sha256_file(manifest_path),
         signatures_sha256=sha256_file(sig_path),
         audit=ShardAudit.model_validate(audit_report),
@@ -217,7 +223,34 @@ def generate_shard(
     if not _in_place(cfg, store):
         for path in local.values():  # streamed out: local disk holds only shards in flight
             path.unlink(missing_ok=True)
-    return ShardResult(spec.name, digest, n_ok, len(results) - n_ok, stats=stats)
+    return ShardResult(spec.name, digest, n_ok, len(manifest) - n_ok, stats=stats)
+
+
+class _ShardSink:
+    """Takes a shard's results from the engine in order: each made sample's row to the shard's
+    writer, and of the sample only its manifest row, audit gate row and signature values."""
+
+    def __init__(self, cfg: RunConfig, shard: str, writer: ShardWriter) -> None:
+        self.cfg, self.shard, self.writer = cfg, shard, writer
+        self.manifest: list[ManifestRow] = []
+        self.gates: list[dict] = []
+        self.ids: list[str] = []
+        self.signatures: list[np.ndarray] = []
+
+    def __call__(self, result: SampleResult) -> None:
+        crash_point("sample")
+        self.manifest.append(result.manifest)
+        sample = result.sample
+        if sample is None:
+            return
+        self.writer.add(sample, result.encoded)
+        self.gates.append(result.gate if result.gate is not None else gate_row(sample, self.cfg, self.shard))
+        self.ids.append(sample.id)
+        self.signatures.append(signature(_spoken_text(sample)).hashvalues)
+
+
+def _stack(values: list[np.ndarray]) -> np.ndarray:
+    return np.stack(values) if values else np.zeros((0, NUM_PERM), np.uint32)
 
 
 def skipped_result(store: RunStore, name: str) -> ShardResult:
