@@ -345,7 +345,7 @@ def test_a_reply_that_parrots_the_previous_turn_is_redrawn() -> None:
     ]
     llm = ScriptedLLM(
         [
-            "Are the trams open late at night? The trams are open.",
+            "Open late at night, the trams? The trams are open late at night, sure.",  # not a prompt_echo
             "Most lines stop around eleven, but the night buses run until five in the morning.",
         ]
     )
@@ -370,3 +370,12 @@ def test_parrot_check_spares_short_turns_and_the_shipped_human_replies() -> None
             except TurnRejected as rejected:
                 flagged.append(rejected.reason)
     assert flagged == ["parrot"]
+
+
+def test_the_prompt_stays_bounded_however_long_the_dialogue() -> None:
+    """A 5-minute dialogue has ~60 turns: the writer sees the last HISTORY_TURNS of them, so its
+    prompt (and memory) does not grow with the dialogue."""
+    line = "I think we should take the early train and see the old town before lunch."
+    history = [ScriptTurn(speaker=[Channel.user, Channel.agent][i % 2], text=line) for i in range(60)]
+    sizes = [sum(len(m["content"]) for m in build_messages(scenario(), history[:n], Channel.user, 20)) for n in (8, 60)]
+    assert sizes[0] == sizes[1] < 1500

@@ -47,6 +47,7 @@ class ReplyPair:
     previous: str  # the turn before it, as the replier heard it
     reply: str
     kind: str  # "reply", "interrupter" (barges in on `previous`) or "after_barge_in" (answers the interrupter)
+    speaker: str  # the replier's channel
 
 
 def heard_texts(script: Script) -> list[str]:
@@ -64,7 +65,7 @@ def reply_pairs(script: Script) -> list[ReplyPair]:
     pairs = []
     for i in range(1, len(script.turns)):
         kind = "interrupter" if i - 1 in cut else "after_barge_in" if i - 2 in cut else "reply"
-        pairs.append(ReplyPair(i, heard[i - 1], script.turns[i].text, kind))
+        pairs.append(ReplyPair(i, heard[i - 1], script.turns[i].text, kind, script.turns[i].speaker.value))
     return pairs
 
 
@@ -186,8 +187,10 @@ class SentenceJudge:
         return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
 
     def similarity(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        """Cosine of each a[i] with b[i]."""
-        return np.einsum("ij,ij->i", self.embed(a), self.embed(b))
+        """Cosine of each a[i] with b[i]; each distinct text is embedded once (a reply is the next previous turn)."""
+        texts = sorted(set(a) | set(b))
+        vectors = dict(zip(texts, self.embed(texts), strict=True))
+        return np.array([float(vectors[x] @ vectors[y]) for x, y in zip(a, b, strict=True)], dtype=np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -200,6 +203,7 @@ def default_judge() -> SentenceJudge:
 class TurnScore:
     turn: int
     kind: str
+    speaker: str
     cosine: float
     copy: float  # `copy_share`: the previous turn's word pairs said again
     overlap: float  # `word_overlap`: its content words said again
@@ -224,6 +228,7 @@ def score_script(script: Script, judge: SentenceJudge) -> list[TurnScore]:
         TurnScore(
             p.turn,
             p.kind,
+            p.speaker,
             round(float(c), 4),
             round(copy_share(p.reply, p.previous), 4),
             round(word_overlap(p.reply, p.previous), 4),
