@@ -39,7 +39,7 @@ SCRIPTS = RESULTS / "content_scripts"
 PAIRS = ROOT / "benchmarks" / "data" / "content_pairs.jsonl"
 
 
-def write(label: str, n: int) -> None:
+def write(label: str, n: int, note: str = "") -> None:
     # The factory comes from PYTHONPATH (an older tree for a "before" set), never from this file's tree.
     import factory
     import factory.script.writer as writer_module
@@ -94,6 +94,7 @@ def write(label: str, n: int) -> None:
         )
     meta = {
         "label": label,
+        "note": note,
         "factory": str(Path(factory.__file__).resolve().parents[1]),
         "llm": llm.name,
         "seed": cfg.run.seed,
@@ -114,10 +115,11 @@ def main() -> None:
     w = sub.add_parser("write")
     w.add_argument("--label", required=True)
     w.add_argument("--dialogues", type=int, default=24)
+    w.add_argument("--note", default="", help="what this set's writer is (shown in the results)")
     sub.add_parser("judge")
     args = ap.parse_args()
     if args.cmd == "write":
-        write(args.label, args.dialogues)
+        write(args.label, args.dialogues, args.note)
     else:
         judge()
 
@@ -223,6 +225,7 @@ def judge() -> None:
             attempts.update(r["rejected_attempts"])
         accepted = max(len(scripts), 1)
         sets[meta["label"]] = {
+            "note": meta.get("note", ""),
             "llm": meta["llm"],
             "seed": meta["seed"],
             "dialogues": meta["dialogues"],
@@ -301,6 +304,8 @@ def _table(out: dict) -> str:
         " turn and not a parrot', an upper bound on real answers. The human-written set scores low on"
         " user turns, whose follow-up questions bring new words: compare sets on the same seeds, agent"
         " turns first, not against an absolute bar.",
+        "",
+        *[f"- **{label}**: {s['note']}" for label, s in sets.items() if s.get("note")],
         "",
         "| measure | " + " | ".join(cols) + " |",
         "|---|" + "---:|" * len(cols),
