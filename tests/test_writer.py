@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 from typing import Any, ClassVar
 
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from factory.config import DialogueSection, LLMSection, load_config
 from factory.llm import LLMUnavailable, get_llm
+from factory.locations import dialogue_set_dir
 from factory.models import Channel, Mode, Persona, Scenario, ScriptTurn
 from factory.script.text_checks import TurnRejected, check_turn, clean_turn, truncate_words
 from factory.script.writer import build_messages, turn_length, write_turn
@@ -155,7 +158,14 @@ def test_fuzz_only_turn_rejected(raw: str, min_words: int, max_words: int) -> No
     try:
         check_turn(text, min_words=min_words, references=[raw[:50]])
     except TurnRejected as rejected:
-        assert rejected.reason in {"empty", "too_short", "prompt_echo", "repetition_loop", "wrong_language", "meta"}
+        assert rejected.reason in {
+            "empty",
+            "too_short",
+            "prompt_echo",
+            "repetition_loop",
+            "wrong_language",
+            "meta",
+        }  # no previous: no "parrot"
 
 
 # --------------------------------------------------------------------------- writer, fake LLM
@@ -323,3 +333,49 @@ def test_real_model_writes_clean_deterministic_turns(real_llm, mode: Mode) -> No
             write_turn(real_llm, sc, history, speaker, seed=100 + i, min_words=min_words, max_words=max_words) == text
         )
         history.append(ScriptTurn(speaker=speaker, text=text))
+
+
+# --------------------------------------------------------------------------- answering, not parroting
+def test_a_reply_that_parrots_the_previous_turn_is_redrawn() -> None:
+    """After a barge-in the small model says the interrupter's words again: that attempt is
+    rejected as `parrot` and the next seed's answer is kept."""
+    history = [
+        ScriptTurn(speaker=Channel.agent, text="The old town is lovely and the trams are —"),
+        ScriptTurn(speaker=Channel.user, text="Wait, are the trams open late at night?"),
+    ]
+    llm = ScriptedLLM(
+        [
+            "Open late at night, the trams? The trams are open late at night, sure.",  # not a prompt_echo
+            "Most lines stop around eleven, but the night buses run until five in the morning.",
+        ]
+    )
+    text = write_turn(llm, scenario(), history, Channel.agent, seed=7, min_words=3, max_words=60)
+    assert text.startswith("Most lines stop")
+    assert llm.seeds == [7, 8]
+    assert "They cut you off" in llm.messages[0][0]["content"]
+
+
+def test_parrot_check_spares_short_turns_and_the_shipped_human_replies() -> None:
+    repaired("Are the trams open late at night? Yes, the trams are.")  # no previous turn: nothing to parrot
+    with pytest.raises(TurnRejected, match="parrot"):
+        check_turn("The trams are open late at night.", min_words=3, previous="Are the trams open late at night?")
+    check_turn("Yes, the trams are running.", min_words=3, previous="Trams, really?")  # 1 content word: too short
+    # The replies of the human-written dialogue set pass, all but 1 of 175 ("What time is the first
+    # bus in the morning?" -> "The first bus leaves at 4:30 in the morning..."): copies, not answers.
+    flagged = []
+    for dialogue in map(json.loads, (dialogue_set_dir() / "en-everyday.jsonl").read_text().splitlines()):
+        for before, reply in itertools.pairwise(dialogue["turns"]):
+            try:
+                check_turn(reply["text"], min_words=1, previous=before["text"])
+            except TurnRejected as rejected:
+                flagged.append(rejected.reason)
+    assert flagged == ["parrot"]
+
+
+def test_the_prompt_stays_bounded_however_long_the_dialogue() -> None:
+    """A 5-minute dialogue has ~60 turns: the writer sees the last HISTORY_TURNS of them, so its
+    prompt (and memory) does not grow with the dialogue."""
+    line = "I think we should take the early train and see the old town before lunch."
+    history = [ScriptTurn(speaker=[Channel.user, Channel.agent][i % 2], text=line) for i in range(60)]
+    sizes = [sum(len(m["content"]) for m in build_messages(scenario(), history[:n], Channel.user, 20)) for n in (8, 60)]
+    assert sizes[0] == sizes[1] < 1500

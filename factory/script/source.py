@@ -35,6 +35,7 @@ from factory.script.calibrate import calibrate_marks
 from factory.script.compose import with_ignored_events
 from factory.script.lexicon import behaviour_for
 from factory.script.text_checks import TurnRejected, check_turn, clean_turn, clean_turn_unspaced, split_sentences
+from factory.script.text_checks import content_words as checked_content_words
 from factory.script.writer import turn_length
 from factory.seeding import derive_seed, rng_for
 
@@ -272,22 +273,9 @@ def spoken_style(text: str, language: str = "en") -> str:
     return _contract(numbers_to_words(text))
 
 
-# Words whose form the rewrite may change (contractions, fillers) or that carry no content.
-_FUNCTION_WORDS = frozenset(
-    """
-a an the and or but so of to in on at by for with from as is am are was were be been being do does did not
-no it its it's that that's this these those there there's what what's he she we you they i me my your our
-their his her them us will would should could can can't cannot won't don't doesn't didn't isn't aren't wasn't
-weren't haven't hasn't hadn't wouldn't shouldn't couldn't let's i'm you're we're they're he's she's i'll
-you'll we'll they'll he'll she'll it'll have has had um uh oh well just
-""".split()
-)
-
-
 def content_words(text: str) -> set[str]:
-    """The words a rewrite must keep: lower-cased, numbers as words, function words left out."""
-    words = re.findall(r"[a-z]+(?:'[a-z]+)?", numbers_to_words(text).lower().replace("-", " "))
-    return {w for w in words if w not in _FUNCTION_WORDS and len(w) > 1}
+    """The words a rewrite must keep: `text_checks.content_words` with numbers as words."""
+    return checked_content_words(numbers_to_words(text))
 
 
 def kept_share(source: str, rewritten: str) -> float:

@@ -18,7 +18,7 @@ from factory.languages import join, words
 
 class TurnRejected(Exception):
     """A written turn could not be repaired. `reason` is a short code (`empty`, `too_short`,
-    `prompt_echo`, `repetition_loop`, `wrong_language`, `meta`), `detail` says why."""
+    `prompt_echo`, `repetition_loop`, `wrong_language`, `meta`, `parrot`), `detail` says why."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -299,6 +299,46 @@ def _loop_detail(words: Sequence[str]) -> str | None:
     return None
 
 
+# Words whose form a rewrite may change (contractions, fillers) or that carry no content.
+_FUNCTION_WORDS = frozenset(
+    """
+a an the and or but so of to in on at by for with from as is am are was were be been being do does did not
+no it its it's that that's this these those there there's what what's he she we you they i me my your our
+their his her them us will would should could can can't cannot won't don't doesn't didn't isn't aren't wasn't
+weren't haven't hasn't hadn't wouldn't shouldn't couldn't let's i'm you're we're they're he's she's i'll
+you'll we'll they'll he'll she'll it'll have has had um uh oh well just
+""".split()
+)
+# A reply that says again this share of the previous turn's word pairs, in order, parrots it (the
+# small model's habit after a barge-in), when that turn has at least `MIN_COPY_PAIRS` of them. Word
+# pairs, not words: an answer repeats a question's nouns ("one cup of rice?" -> "for one cup of
+# white rice, use ..."), a parrot its phrases. 0.4 flags 1 of the 175 replies of the human-written
+# dialogue set (dialogues/en-everyday.jsonl) and every parrot of benchmarks/data/content_pairs.jsonl.
+COPY_SHARE = 0.4
+MIN_COPY_PAIRS = 3
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of `text` without function words (digits stay digits)."""
+    words = re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower().replace("-", " "))
+    return {w for w in words if w not in _FUNCTION_WORDS and len(w) > 1}
+
+
+def copy_share(reply: str, previous: str) -> float:
+    """Share of `previous`'s word pairs that `reply` says again (0.0 when `previous` has fewer
+    than `MIN_COPY_PAIRS`: too short to tell a copy from an answer)."""
+    before = _ngrams(_norm_words(previous), 2)
+    if len(before) < MIN_COPY_PAIRS:
+        return 0.0
+    return len(before & _ngrams(_norm_words(reply), 2)) / len(before)
+
+
+def word_overlap(reply: str, previous: str) -> float:
+    """Share of `previous`'s content words that `reply` says again (0.0 below two of them)."""
+    before = content_words(previous)
+    return len(before & content_words(reply)) / len(before) if len(before) >= 2 else 0.0
+
+
 _META = re.compile(
     r"\b(as an ai( language model)?|language model|i am an ai|i'm an ai|here'?s (a|my|the) "
     r"(response|reply|turn|dialogue)|word count|next turn|the (user|agent|speaker)\b|"
@@ -309,10 +349,18 @@ _META = re.compile(
 AGENT_META = ("as an ai", "i am an ai", "i'm an ai")
 
 
-def check_turn(text: str, *, min_words: int, references: Sequence[str] = (), allow_meta: Sequence[str] = ()) -> None:
+def check_turn(
+    text: str,
+    *,
+    min_words: int,
+    references: Sequence[str] = (),
+    allow_meta: Sequence[str] = (),
+    previous: str | None = None,
+) -> None:
     """Raises `TurnRejected` when a cleaned turn is unusable. `references` are texts the turn
     must not copy (the instructions, earlier turns); `allow_meta` lists meta phrases that are
-    legitimate for this speaker (an AI agent may say it is an AI)."""
+    legitimate for this speaker (an AI agent may say it is an AI); `previous` is the turn it
+    answers, as heard, whose words it must not parrot (`copy_share`)."""
     words = _norm_words(text)
     if not words:
         raise TurnRejected("empty", "nothing speakable after cleaning")
@@ -337,6 +385,8 @@ def check_turn(text: str, *, min_words: int, references: Sequence[str] = (), all
     meta = _META.search(text)
     if meta and meta.group(0).lower() not in {m.lower() for m in allow_meta}:
         raise TurnRejected("meta", f"talks about the task: {meta.group(0)!r}")
+    if previous is not None and (share := copy_share(text, previous)) >= COPY_SHARE:
+        raise TurnRejected("parrot", f"says again {share:.0%} of the previous turn's words: {previous[:60]!r}")
 
 
 # --------------------------------------------------------------------------- languages without spaces

@@ -9,6 +9,8 @@ message — and the instructions sit in the system message, in the second person
 
 from __future__ import annotations
 
+import logging
+
 from factory.config import DialogueSection, LLMSection
 from factory.languages import spaced
 from factory.llm.base import LLMBackend
@@ -23,6 +25,8 @@ from factory.script.text_checks import (
 )
 
 __all__ = ["TurnRejected", "build_messages", "turn_length", "write_turn"]
+
+log = logging.getLogger(__name__)
 
 HISTORY_TURNS = 6  # enough context for a reply; keeps the prompt short for a 2k context
 DEFAULT_TEMPERATURE: float = LLMSection.model_fields["temperature"].default  # runs pass llm.temperature
@@ -67,7 +71,14 @@ def _personas(scenario: Scenario, speaker: Channel) -> tuple[Persona, Persona]:
     return (scenario.agent, scenario.user) if speaker is Channel.agent else (scenario.user, scenario.agent)
 
 
-def system_prompt(scenario: Scenario, speaker: Channel, max_words: int, interrupted: bool) -> str:
+def system_prompt(
+    scenario: Scenario,
+    speaker: Channel,
+    max_words: int,
+    interrupted: bool,
+    cut_off: bool = False,
+    replying: bool = True,
+) -> str:
     lines = [
         _role_brief(scenario, speaker),
         f"Setting: {scenario.setting}. Topic: {scenario.topic}. Style: {scenario.style}.",
@@ -76,8 +87,14 @@ def system_prompt(scenario: Scenario, speaker: Channel, max_words: int, interrup
             "no lists, no markdown, no emojis, no names or labels."
         ),
     ]
+    if replying:  # the 135M model's habit is to say the last message again: ask for an answer to it
+        lines.append(
+            "Answer what they just said first, with something new, in your own words. Do not repeat their words."
+        )
     if interrupted:
         lines.append("You cut them off mid-sentence: react to what they said so far.")
+    if cut_off:
+        lines.append("They cut you off: answer their point, do not repeat what they said.")
     return "\n".join(lines)
 
 
@@ -93,7 +110,14 @@ def build_messages(
     the list always ends with the other side so the model answers rather than continues."""
     recent = history[-HISTORY_TURNS:]
     interrupted = bool(recent) and recent[-1].speaker is not speaker and not recent[-1].text.strip().endswith(_TERMINAL)
-    messages = [{"role": "system", "content": system_prompt(scenario, speaker, max_words, interrupted)}]
+    cut_off = (
+        len(recent) >= 2
+        and recent[-1].speaker is not speaker
+        and recent[-2].speaker is speaker
+        and not recent[-2].text.strip().endswith(_TERMINAL)
+    )
+    system = system_prompt(scenario, speaker, max_words, interrupted, cut_off, replying=bool(recent))
+    messages = [{"role": "system", "content": system}]
     if not recent and speaker is Channel.agent and scenario.mode is Mode.assistant:  # dialogue.agent_opens
         messages.append({"role": "user", "content": "(The user has just connected. Greet them and offer your help.)"})
         return messages
@@ -127,6 +151,7 @@ def write_turn(
     Retries with seeds `seed + 1`, `seed + 2`, ... and raises `TurnRejected` with the last
     reason when every attempt fails."""
     messages = build_messages(scenario, history, speaker, max_words)
+    previous = history[-1].text if history and history[-1].speaker is not speaker else None
     names = [scenario.user.name, scenario.agent.name]
     references = [messages[0]["content"], scenario.user.description, scenario.agent.description]
     references += [t.text for t in history[-HISTORY_TURNS:]]
@@ -142,8 +167,9 @@ def write_turn(
                 check_turn_unspaced(text, scenario.language, min_words=min_words, references=references)
                 return text
             text = clean_turn(raw, names=names, min_words=min_words, max_words=max_words)
-            check_turn(text, min_words=min_words, references=references, allow_meta=allow_meta)
+            check_turn(text, min_words=min_words, references=references, allow_meta=allow_meta, previous=previous)
             return text
         except TurnRejected as rejected:
+            log.debug("turn attempt %d rejected: %s", attempt, rejected)
             last = rejected
     raise last
