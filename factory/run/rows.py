@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Audio, Features, Value
 from datasets import config as datasets_config
-from datasets.io.parquet import get_parquet_column_options
 
 from factory.atomic import sha256_file, tmp_path
 from factory.audio.mix import flac_bytes, read_audio
@@ -203,6 +202,10 @@ class ShardWriter:
         self.path, self.tmp = path, tmp_path(path)
         self.rows_per_group, self.bytes_per_group = rows_per_group, bytes_per_group
         self.n_rows, self.n_groups, self.sha256 = 0, 0, ""
+        # lazy: datasets 5.2's writer options; the torch environment (datasets 5.0, pinned by its
+        # own lock) imports this module to read runs and never writes a shard.
+        from datasets.io.parquet import get_parquet_column_options
+
         features = row_features(sample_rate)
         self._schema = features.arrow_schema
         # pyarrow takes the chunking options as a dict too (its stubs say bool), as datasets passes them
