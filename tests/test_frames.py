@@ -161,5 +161,7 @@ def test_real_run_frames_agree_with_its_audio(tiny_run: Path) -> None:
             assert heard.shape == words.shape
             assert not (heard & ~_within(view.turn[ch.index] >= 0, 3)).any(), (row["id"], ch)  # 30 ms, as e2e
             assert not (heard & ~_within(words, 10)).any(), (row["id"], ch)  # speech only at the words
-            assert not (words & ~_within(heard, 4)).any(), (row["id"], ch)  # and every word is heard
+            # and every word is heard, bar a stop closure inside it (Piper's "perfect": 100 ms
+            # of silence between its /k/ and /t/)
+            assert not (words & ~_within(heard, 6)).any(), (row["id"], ch)
             assert (heard == words)[view.turn[ch.index] >= 0].mean() >= 0.75, (row["id"], ch)
