@@ -46,8 +46,14 @@ def test_bayling_on_a_real_run(real) -> None:
         segs = bayling.segments(parts["text"])
         turns = sorted((t for t in tl.turns if t.channel is Channel.agent), key=lambda t: t.start)
         assert len(segs) == len(turns)
+        prev_e = -1
         for (a, e, words), turn in zip(segs, turns):
-            assert abs(bayling.slot_time(a) + slot / 2 - turn.start) <= slot
+            # on time, or at the first slot after the agent's previous segment, whose text ran past its
+            # audio (a backchannel "yeah" 0.36 s before the agent's next turn, seed 11's second dialogue)
+            assert abs(bayling.slot_time(a) + slot / 2 - turn.start) <= slot or (
+                a == prev_e + 1 and bayling.slot_time(a) > turn.start
+            ), (s.id, turn.id, a, prev_e)
+            prev_e = e
             text = text_tok.decode(words)
             if turn.end_reason is EndReason.interrupted:
                 assert abs(bayling.slot_time(e) + slot / 2 - _barges(tl)[turn.id].victim_stop) <= slot
