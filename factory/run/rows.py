@@ -179,6 +179,27 @@ def row_features(sample_rate: int) -> Features:
     return features
 
 
+def _column_options(features: Features, schema: pa.Schema) -> dict[str, Any]:
+    """The per-column compression and encodings `Dataset.to_parquet` gives its writer: datasets
+    5.2's `get_parquet_column_options` (leaf paths), or where the installed datasets predates it
+    (the torch environment's 5.0: moshi pins huggingface-hub < 1, datasets 5.2 needs >= 1.31)
+    what that version's writer passes inline (top-level columns), so a shard written there is the
+    file that version's `to_parquet` would write."""
+    try:
+        # lazy: present from datasets 5.2 only
+        from datasets.io.parquet import get_parquet_column_options
+    except ImportError:
+        from datasets.features.features import require_storage_embed  # lazy: the fallback's only use
+
+        embed = {col: require_storage_embed(feature) for col, feature in features.items()}
+        return {
+            "compression": {col: "none" if e else "snappy" for col, e in embed.items()},
+            "use_dictionary": [col for col, e in embed.items() if not e],
+            "column_encoding": {col: "PLAIN" for col, e in embed.items() if e},
+        }
+    return get_parquet_column_options(features, schema)
+
+
 class ShardWriter:
     """One shard's parquet file, written a row group at a time as samples arrive (in the order
     given), so memory holds one row group, not the shard. The writer is datasets' own
@@ -202,10 +223,6 @@ class ShardWriter:
         self.path, self.tmp = path, tmp_path(path)
         self.rows_per_group, self.bytes_per_group = rows_per_group, bytes_per_group
         self.n_rows, self.n_groups, self.sha256 = 0, 0, ""
-        # lazy: datasets 5.2's writer options; the torch environment (datasets 5.0, pinned by its
-        # own lock) imports this module to read runs and never writes a shard.
-        from datasets.io.parquet import get_parquet_column_options
-
         features = row_features(sample_rate)
         self._schema = features.arrow_schema
         # pyarrow takes the chunking options as a dict too (its stubs say bool), as datasets passes them
@@ -216,7 +233,7 @@ class ShardWriter:
             schema=self._schema,
             use_content_defined_chunking=self._cdc,
             write_page_index=True,
-            **get_parquet_column_options(features, self._schema),
+            **_column_options(features, self._schema),
         )
         self._rows: list[dict[str, Any]] = []
         self._bytes = 0
