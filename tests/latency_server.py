@@ -45,16 +45,19 @@ MODEL = "latency-stand-in"
 # The dialogues the benchmarks run against the stand-ins: short words, no behaviour minimums (a
 # stand-in answer carries no marks), two fast espeak voices, no Whisper QA, so a run measures the
 # machinery, not synthesis or re-draws.
-STAND_IN_DIALOGUES = [
-    "dialogue.assistant_agent_words=[5, 14]",
-    "dialogue.assistant_user_words=[3, 8]",
-    "dialogue.peer_words=[4, 12]",
+STAND_IN_SYNTHESIS = [  # also tests/scale.FAST's, with its own word limits
     "behaviour.min_fillers=0",
     "behaviour.min_backchannels=0",
     "behaviour.min_barge_ins=0",
     "tts.user_voice=espeak-gb-m3",
     "tts.agent_voice=espeak-us-f3",
     "tts.qa_wer_threshold=null",
+]
+STAND_IN_DIALOGUES = [
+    "dialogue.assistant_agent_words=[5, 14]",
+    "dialogue.assistant_user_words=[3, 8]",
+    "dialogue.peer_words=[4, 12]",
+    *STAND_IN_SYNTHESIS,
 ]
 _WORDS = (
     "the we could try that next week and see how it goes for you I think it is a good plan "

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from factory.workers import tied_to_parent
+from tests.latency_server import STAND_IN_SYNTHESIS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,12 +25,7 @@ FAST = [
     "dialogue.assistant_agent_words=[5, 12]",
     "dialogue.assistant_user_words=[3, 8]",
     "dialogue.peer_words=[4, 10]",
-    "behaviour.min_fillers=0",
-    "behaviour.min_backchannels=0",
-    "behaviour.min_barge_ins=0",
-    "tts.user_voice=espeak-gb-m3",
-    "tts.agent_voice=espeak-us-f3",
-    "tts.qa_wer_threshold=null",
+    *STAND_IN_SYNTHESIS,
     "run.shard_retries=1",
     "run.retry_delay_s=0",
 ]
