@@ -45,10 +45,13 @@ MODEL = "latency-stand-in"
 # The dialogues the benchmarks run against the stand-ins: short words, no behaviour minimums (a
 # stand-in answer carries no marks), two fast espeak voices, no Whisper QA, so a run measures the
 # machinery, not synthesis or re-draws.
-STAND_IN_SYNTHESIS = [  # also tests/scale.FAST's, with its own word limits
+STAND_IN_BEHAVIOUR = [  # a stand-in answer carries no marks: no behaviour minimums
     "behaviour.min_fillers=0",
     "behaviour.min_backchannels=0",
     "behaviour.min_barge_ins=0",
+]
+STAND_IN_SYNTHESIS = [  # also tests/scale.FAST's, with its own word limits
+    *STAND_IN_BEHAVIOUR,
     "tts.user_voice=espeak-gb-m3",
     "tts.agent_voice=espeak-us-f3",
     "tts.qa_wer_threshold=null",

@@ -126,15 +126,16 @@ def start_prefect_server(home: Path):
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 240
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.3)
+    with httpx.Client(timeout=2) as client:  # one client for every poll: each httpx.get loads the CA bundle
+        while True:
+            try:
+                if client.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.3)
     try:
         yield url, {**env, "PREFECT_API_URL": url}
     finally:

@@ -79,18 +79,19 @@ def start_server(
             start_new_session=True,
         )
     server = Server(name, f"http://127.0.0.1:{port}/v1", log, proc, 0.0)
-    while time.monotonic() < started + ready_s:
-        if proc.poll() is not None:
-            raise ServerStartError(
-                f"{name} exited with {proc.returncode} while starting; log {log}:\n{server.log_tail()}"
-            )
-        try:
-            if httpx.get(server.base_url + "/models", timeout=2.0).json().get("data"):
-                server.started_in_s = time.monotonic() - started
-                return server
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.5)
+    with httpx.Client(timeout=2.0) as client:  # one client: each httpx.get loads the CA bundle (~0.1 CPU-s)
+        while time.monotonic() < started + ready_s:
+            if proc.poll() is not None:
+                raise ServerStartError(
+                    f"{name} exited with {proc.returncode} while starting; log {log}:\n{server.log_tail()}"
+                )
+            try:
+                if client.get(server.base_url + "/models").json().get("data"):
+                    server.started_in_s = time.monotonic() - started
+                    return server
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.5)
     stop_server(server)
     raise ServerStartError(f"{name} not ready after {ready_s:.0f} s; log {log}:\n{server.log_tail()}")
 
@@ -329,13 +330,14 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(endpoint, timeout=2)
-            break
-        except httpx.HTTPError:
-            assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.2)
+    with httpx.Client(timeout=2) as client:  # one client for every poll (see start_server)
+        while True:
+            try:
+                client.get(endpoint)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.2)
     try:
         yield endpoint
     finally:

@@ -1,7 +1,7 @@
 """Same config and seed, same bytes: a fresh process with an empty TTS cache and worker pools
-reproduces the `tiny_run` fixture's shards (made in-process, pipelined) byte for byte, and so does
-one dialogue at a time (`run.wave_size=1 run.processes=1`); two shard workers with one sample per
-shard give equal rows and manifest (only the grouping into files differs).
+reproduces the `tiny_run` fixture's shards (made in-process, pipelined) byte for byte one dialogue
+at a time (`run.wave_size=1`); two shard workers with one sample per shard give equal rows and
+manifest (only the grouping into files differs).
 
 Each run is a subprocess running the CLI `generate`, so nothing cached in-process (models, voice
 bank, LLM answers, TTS renders) carries over from the fixture's run. Its TTS cache starts empty and
@@ -121,10 +121,11 @@ def _files(run_dir: Path, folder: str) -> dict[str, bytes]:
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, prefect_api: str) -> dict:
     tmp = tmp_path_factory.mktemp("determinism")
     return {  # the per-run Prefect server of a user's run stays under test in "same"
-        # The worker pools a user's run gets on a 2-core machine (TINY runs in-process).
-        "same": fresh_run(tmp, "same", "run.processes=2", "tts.processes=2"),
-        # One dialogue at a time: the pipeline holds one dialogue, every stage in this process.
-        "sequential": fresh_run(tmp, "sequential", "run.wave_size=1", "run.processes=1", prefect_api=prefect_api),
+        # The worker pools a user's run gets on a 2-core machine (TINY runs in-process), one
+        # dialogue at a time (TINY's fixture run is pipelined: the whole shard in flight). A
+        # pipelined shard with worker pools is compared with one at a time in
+        # tests/test_throughput.py (stand-in LLM), so one fresh real-LLM run covers both here.
+        "same": fresh_run(tmp, "same", "run.processes=2", "tts.processes=2", "run.wave_size=1"),
         "regrouped": fresh_run(
             tmp,
             "regrouped",
@@ -136,21 +137,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, prefect_api: 
     }
 
 
-def test_fresh_process_and_cold_cache_give_identical_shards(runs, tiny_run):
+def test_fresh_process_cold_cache_and_one_at_a_time_give_the_pipelined_runs_bytes(runs, tiny_run):
+    """The fixture's shards were made in-process by the pipeline (the whole shard in it, stages
+    overlapping); a fresh process with an empty TTS cache and worker pools, one dialogue at a
+    time, writes the same files byte for byte."""
     run_dir, cache, stats = runs["same"].run_dir, runs["same"].cache, runs["same"].stats
     check_rendered_afresh(run_dir, cache, stats, one_writer=True)
     rows = read_rows(tiny_run)
     assert len(rows) >= 2, "the fixture run produced too few samples to compare"
-    for folder in ("data", "manifests", "shards"):
-        assert _files(run_dir, folder) == _files(tiny_run, folder), folder
-    assert (run_dir / "manifest.parquet").read_bytes() == (tiny_run / "manifest.parquet").read_bytes()
-
-
-def test_one_dialogue_at_a_time_gives_the_pipelined_runs_bytes(runs, tiny_run):
-    """The fixture's shards were made by the pipeline (the whole shard in it, stages overlapping);
-    one dialogue at a time, the same files byte for byte."""
-    run_dir, cache, stats = runs["sequential"].run_dir, runs["sequential"].cache, runs["sequential"].stats
-    check_rendered_afresh(run_dir, cache, stats, one_writer=True)
     for folder in ("data", "manifests", "shards"):
         assert _files(run_dir, folder) == _files(tiny_run, folder), folder
     assert (run_dir / "manifest.parquet").read_bytes() == (tiny_run / "manifest.parquet").read_bytes()

@@ -1,8 +1,9 @@
 """Secrets stay secret: an API key (named by `llm.api_key_env`) and HF_TOKEN set in the environment
 appear nowhere a run writes or says: logs, CLI output, config.yaml, the dataset card, manifests,
 shards, exception messages. The server really demands the key (tests/faults.py's proxy in front
-of a real llama.cpp server), and a refusing server that echoes the key back, as OpenAI's 401
-does, must not carry it into our errors."""
+of the stand-in LLM server, tests/latency_server.py: the key's path is under test, not the
+model's words), and a refusing server that echoes the key back, as OpenAI's 401 does, must not
+carry it into our errors."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from factory.llm import LLMError, get_llm
 from factory.llm.http import OpenAIHTTPBackend
 from tests.conftest import TINY
 from tests.faults import fault_proxy
-from tests.servers import Server
+from tests.latency_server import STAND_IN_BEHAVIOUR, LatencyServer
 
 TOKEN = "sk-FAKE-duplex-0123456789"
 KEY_ENV = "DUPLEX_TEST_API_KEY"
@@ -33,18 +34,19 @@ def _leaks(text: str | bytes) -> bool:
 
 @pytest.mark.usefixtures("prefect_api")
 def test_run_never_writes_or_logs_the_key(
-    llama_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from factory.cli import app
 
     monkeypatch.setenv(KEY_ENV, TOKEN)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     caplog.set_level(logging.DEBUG)
-    with fault_proxy(llama_server.base_url, rate=0.0, api_key=TOKEN) as proxy:
+    with LatencyServer(latency_s=0.0) as upstream, fault_proxy(upstream.base_url, rate=0.0, api_key=TOKEN) as proxy:
         assert httpx.get(proxy.base_url + "/models").status_code == 401  # the key is really demanded
         args = ["generate", "--out", str(tmp_path / "runs"), "--run-id", "secret"]
         for item in [
             *TINY,
+            *STAND_IN_BEHAVIOUR,
             "run.n_samples=1",
             "run.samples_per_shard=1",
             "dialogue.n_turns=[2, 3]",
@@ -68,9 +70,12 @@ def test_run_never_writes_or_logs_the_key(
     assert caplog.records and not _leaks(caplog.text)
 
 
-def test_a_refusal_that_echoes_the_key_does_not_carry_it(llama_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refusal_that_echoes_the_key_does_not_carry_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, TOKEN)
-    with fault_proxy(llama_server.base_url, rate=0.0, api_key="sk-the-right-one") as proxy:
+    with (
+        LatencyServer(latency_s=0.0) as upstream,
+        fault_proxy(upstream.base_url, rate=0.0, api_key="sk-the-right-one") as proxy,
+    ):
         # At start-up (GET /models) and mid-run (a completion, model given so no discovery).
         with pytest.raises(LLMError) as at_start:
             get_llm("http", base_url=proxy.base_url, api_key_env=KEY_ENV, max_retries=0)
