@@ -43,7 +43,7 @@ STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 PARAMS = {"pitch"}
 _DURATIONS = "/encoder/Clip_output_0"
 # The languages spoken from espeak IPA, each with the espeak-ng voice that phonemizes it.
-ESPEAK_LANGUAGES = {"en": "en-us", "fr": "fr-fr", "hi": "hi"}
+ESPEAK_LANGUAGES = {"en": "en-us", "fr": "fr", "hi": "hi"}
 LANGUAGES = frozenset({"ja", *ESPEAK_LANGUAGES})
 _LOCK = threading.Lock()
 
