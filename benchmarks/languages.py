@@ -156,7 +156,8 @@ def export_rules(run: Path) -> dict[str, Any]:
             out[f"moshi {label}: samples_out"] = report.samples_out
             args = [str(ROOT / ".venv/bin/duplex-factory"), "export", str(run), "-f", "nemo-duplex"]
             args += ["--out", str(Path(tmp) / f"nemo-{label}")] + (["--text-tokenizer", tokenizer] if tokenizer else [])
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, not the venv's install
+            # this checkout's code, not the venv's install (before any path the caller set)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
             done = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
             report_file = Path(tmp) / f"nemo-{label}" / "report.json"
             if done.returncode or not report_file.is_file():
