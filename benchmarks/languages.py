@@ -31,6 +31,13 @@ measures the packaged text tokenizers (SmolLM2's GGUF, Whisper's, Gemma 3's) on 
 every language's dialogue set (`factory/dialogues/*-everyday.jsonl`): ids per word
 (`languages.words`) and per character, and whether decoding gives back the text. Writes
 benchmarks/results/tokenizers_languages.json and .md.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/languages.py --voices fr kokoro-fr-kumo espeak-fr-f3 ...
+
+renders the first eight turns of the language's dialogue set with each voice of the bank named
+(one after another, the same text for every voice) and scores Whisper-base's transcript in the
+language (`asr.error_rate`: WER, or CER for Hindi and Japanese). Writes
+benchmarks/results/languages_voices.json (merged per language) and .md.
 """
 
 from __future__ import annotations
@@ -228,6 +235,50 @@ def tokenizer_markdown(rates: dict[str, Any], when: str) -> str:
     return "\n".join(md) + "\n"
 
 
+VOICE_TURNS = 8
+
+
+def voice_rates(language: str, voice_ids: list[str]) -> dict[str, Any]:
+    """Each voice's error rate on the same first `VOICE_TURNS` turns of the language's dialogue set."""
+    from factory.asr import error_rate, transcribe
+    from factory.locations import dialogue_set_dir
+    from factory.render.registry import get_backend
+    from factory.render.voices import VoiceBank
+
+    lines = (dialogue_set_dir() / f"{language}-everyday.jsonl").read_text(encoding="utf-8").splitlines()
+    texts = [t["text"] for line in lines if line.strip() for t in json.loads(line)["turns"]][:VOICE_TURNS]
+    bank = VoiceBank.load()
+    out: dict[str, Any] = {}
+    for voice_id in voice_ids:
+        voice = bank.get(voice_id)
+        backend = get_backend(voice.backend)
+        rates = []
+        for text in texts:
+            utt = backend.synthesize(text, voice)
+            rates.append(error_rate(text, transcribe(utt.audio, utt.sample_rate, language=language).text, language))
+        out[voice_id] = {"mean": float(np.mean(rates)), "max": float(np.max(rates)), "per_turn": rates}
+        print(voice_id, f"{np.mean(rates):.3f}", [round(r, 2) for r in rates], flush=True)
+    return {"turns": texts, "metric": qa_metric(language), "voices": out}
+
+
+def voices_markdown(results: dict[str, Any]) -> str:
+    md = [
+        "# Voices per language: the same turns, every voice",
+        "",
+        "`PYTHONPATH=. .venv/bin/python benchmarks/languages.py --voices LANGUAGE VOICE...`: the first "
+        f"{VOICE_TURNS} turns of `factory/dialogues/<language>-everyday.jsonl` rendered by each voice and "
+        "transcribed by Whisper-base in the language (no re-render, no gate).",
+        "",
+    ]
+    for language, r in results.items():
+        md += [f"## {language}", "", r["when"], "", f"| voice | mean {r['metric']} | max | per turn |"]
+        md.append("|---|---|---|---|")
+        for v, q in r["voices"].items():
+            md.append(f"| {v} | {q['mean']:.3f} | {q['max']:.2f} | {' '.join(f'{x:.2f}' for x in q['per_turn'])} |")
+        md.append("")
+    return "\n".join(md)
+
+
 def references(language: str) -> dict[str, Any]:
     lex = load_lexicon(language)
     entry = language_timing().languages.get(base(language))
@@ -250,7 +301,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         m, ref = r["measures"], r["references"]
         md += [f"## {language}", "", f"`benchmarks/languages.py`, {r['when']}; run: `{r['command']}`.", ""]
         md += [f"Dialogues: {m['accepted']} accepted, rejected: {m['rejected'] or 'none'}.", ""]
-        if "default_gate" in m:
+        if "default_gate" in m and m["qa_per_voice"]:  # (a run with QA off scored no turn)
             md += [
                 f"Within the default QA gate ({m['metric']} <= {m['default_gate']}) at the first render: "
                 f"{m['dialogues_within_default_gate']} of {m['accepted']} dialogues (every scored turn).",
@@ -287,10 +338,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--tokenizers", action="store_true", help="measure the packaged text tokenizers per language")
+    ap.add_argument("--voices", nargs="+", metavar="LANGUAGE VOICE", help="a language, then voice ids to compare")
     ap.add_argument("--no-exports", action="store_true")
     ap.add_argument("--command", default="", help="the generate command of the run(s), for the record")
     ap.add_argument("--note", action="append", default=[], help="a line of notes for the language's section")
+    ap.add_argument(
+        "--key",
+        default=None,
+        help="the record's key in languages.json (default: the run's language), e.g. 'fr kokoro': another run "
+        "of a language beside the one recorded",
+    )
     args = ap.parse_args()
+    if args.voices:
+        language, *ids = args.voices
+        path = RESULTS / "languages_voices.json"
+        results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        record = voice_rates(language, ids)
+        results[language] = {"when": datetime.now(UTC).isoformat(timespec="seconds"), **record}
+        RESULTS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (RESULTS / "languages_voices.md").write_text(voices_markdown(results), encoding="utf-8")
+        return
     if args.tokenizers:
         when = datetime.now(UTC).isoformat(timespec="seconds")
         rates = tokenizer_rates()
@@ -314,7 +382,7 @@ def main() -> None:
             "exports": None if args.no_exports else export_rules(run),
             "notes": args.note,
         }
-        results[m["language"]] = record
+        results[args.key or m["language"]] = record
         print(json.dumps(record, indent=2, ensure_ascii=False))
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -7,8 +7,9 @@ Hindi's retroflex and aspirated consonants), so English goes in as espeak IPA (p
 espeak), rewritten into Kokoro's phoneme alphabet the way misaki's espeak fallback does (expect a
 light accent), and French and Hindi as espeak IPA with only the affricates and diphthongs joined
 into Kokoro's single symbols, the way misaki's `EspeakG2P` feeds Kokoro v1.0 its French and Hindi
-(`ESPEAK_LANGUAGES`; a Japanese speaker's accent; Whisper-base hears them far better than
-espeak-ng's own formant voices, benchmarks/results/languages.md).
+(`ESPEAK_LANGUAGES`; a Japanese speaker's accent). Whisper-base hears its French far better than
+espeak-ng's own formant voices, its Hindi no better (benchmarks/results/languages.md,
+languages_voices.md): the bank has French Kokoro voices only.
 A voice whose `language` is ja speaks Japanese natively: each word of `factory.languages.words`
 (an accent phrase) goes through the package's G2P (misaki's romanizer on pyopenjtalk readings),
 so every phoneme belongs to one word and the word times are the sums of its phonemes' durations.
