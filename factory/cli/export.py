@@ -49,7 +49,10 @@ def export_cmd(
     codebook: Annotated[Path | None, typer.Option(help="a saved units codebook to reuse instead of fitting")] = None,
     text_tokenizer: Annotated[
         str | None,
-        typer.Option(help="HF tokenizer folder or 'whisper'; default the embedded LLM's (English), else 'whisper'"),
+        typer.Option(
+            help="HF tokenizer folder, 'gemma', 'whisper', .model or .gguf; default the embedded LLM's (English), "
+            "else 'gemma'"
+        ),
     ] = None,
     units_k: Annotated[int, typer.Option(help="units codebook size")] = 256,
     seed: Annotated[int, typer.Option(help="seed of the units fit")] = 0,

@@ -28,9 +28,9 @@ class ExportOptions(BaseModel):
     audio_tokenizer_options: dict[str, Any] = Field(default_factory=dict)
     text_tokenizer: str | None = Field(
         default=None,
-        description="local HF tokenizer folder, 'whisper' (Whisper base's packaged multilingual vocabulary), a "
-        "SentencePiece .model or a .gguf; None = the embedded LLM's vocab for English runs, 'whisper' for a run "
-        "with any other language",
+        description="local HF tokenizer folder, 'gemma' (Gemma 3's packaged multilingual vocabulary), 'whisper' "
+        "(Whisper base's), a SentencePiece .model or a .gguf; None = the embedded LLM's vocab for English runs, "
+        "'gemma' for a run with any other language",
     )
     units_k: int = Field(default=256, ge=2, description="k-means codebook size of the 'units' tokenizer")
     units_fit_samples: int = Field(default=64, ge=1, description="dialogues the 'units' codebook is fitted on")

@@ -87,7 +87,7 @@ def export_run(
     except FileNotFoundError as exc:
         raise ExportError(f"run {run} does not exist ({exc})") from None
     if options.text_tokenizer is None and options.text_tokenizer_obj is None:
-        # the default vocabulary is the embedded LLM's where it covers the run's languages, else Whisper's
+        # the default vocabulary is the embedded LLM's where it covers the run's languages, else Gemma 3's
         options = options.model_copy(update={"text_tokenizer": default_text_tokenizer(sorted(counts.languages))})
     prepare_out_dir(out_dir, fmt.outputs)
     fit_seconds = 0.0

