@@ -136,6 +136,7 @@ def thread_run(s3: str, prefect_api: str, tmp_path_factory: pytest.TempPathFacto
 def _env(token: str, prefect_api: str, **extra: str) -> dict[str, str]:
     env = {**os.environ, **CREDS, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": prefect_api, token: "1"}
     env |= {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **extra}
+    env["RAY_raylet_start_wait_time_s"] = "180"  # a node's start on a busy 2-core machine
     env.pop("DUPLEX_CRASH_AT", None)
     return env
 
@@ -247,15 +248,34 @@ def ray_cluster(s3: str, prefect_api: str, tmp_path_factory: pytest.TempPathFact
                 argv += ["--ray-client-server-port", str(free_port())]
             else:
                 argv = [ray, "start", "--address", address, "--num-cpus", "1"]
-            # every port given: no node waits for another's port file (slow on a loaded machine)
+            # every port given: three nodes on one machine must not share the fixed defaults (52365...)
             for flag in PORT_FLAGS:
                 argv += [flag, str(free_port())]
             argv += ["--temp-dir", str(base / f"{name}-tmp"), "--block", "--disable-usage-stats"]
-            procs.append(_start(argv, base / name, _env(token, prefect_api)))
-            _wait_for(lambda n=i + 1: _ray_nodes(address, token, prefect_api) == n, f"ray node {name}", 240)
+            procs.append(_start_node(argv, base / name, _env(token, prefect_api)))
+        assert _ray_nodes(address, token, prefect_api) == 3
         yield address, base
     finally:
         _stop(token, procs)
+
+
+def _start_node(argv: list[str], cwd: Path, env: dict[str, str], tries: int = 3) -> subprocess.Popen:
+    """`ray start --block` once its node is up. Ray 2.60's raylet gives its node's agents (Python
+    processes) 15 s to start and then gives up; on a busy 2-core machine that can be too short,
+    so a node that gave up is started again."""
+    for attempt in range(tries):
+        proc = _start(argv, cwd, env)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            log = (cwd / "process.log").read_text(errors="replace")
+            if log.count("Ray runtime started") > attempt:
+                return proc
+            if proc.poll() is not None:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"{argv[:3]} did not start in 240 s: {log[-2000:]}")
+    raise AssertionError(f"{argv[:3]} failed {tries} times: {log[-2000:]}")
 
 
 def _ray_nodes(address: str, token: str, prefect_api: str) -> int:
@@ -278,7 +298,28 @@ def test_ray_cluster_run_on_s3_gives_the_thread_runners_bytes(
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     _run(_config(s3, "ray", address), base / "driver", prefect_api)
     _same_run(_published(s3, "ray"), thread_run, "ray")
+    # the flow and both shard tasks, run on the worker nodes, reported to the Prefect server
+    flow_state, task_states = _last_flow_run(prefect_api)
+    assert flow_state == "COMPLETED" and task_states == ["COMPLETED", "COMPLETED"], (flow_state, task_states)
     assert not (base / "driver" / "outputs" / "r" / "data").exists()  # the driver ran no shard
+
+
+def _last_flow_run(prefect_api: str) -> tuple[str, list[str]]:
+    """The state of the server's latest flow run and of its shard task runs (task runs arrive
+    as events, so a moment after the flow returned)."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + 60
+    with SyncPrefectClient(prefect_api) as client:
+        (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+            states = sorted(t.state.type.value for t in tasks if t.name.startswith("generate-shard") and t.state)
+            if states == ["COMPLETED", "COMPLETED"] or time.monotonic() > deadline:
+                return flow_run.state.type.value if flow_run.state else "", states
+            time.sleep(1)
 
 
 # ---- the renders the workers wrote: read from anywhere ---------------------------------------------
@@ -316,19 +357,57 @@ print(json.dumps({"samples": len(samples), "cache": cache.url}))
 """
     env = {**os.environ, **CREDS, "PYTHONPATH": str(ROOT)}
     env.pop("DUPLEX_CRASH_AT", None)
-    for kind in ("dask", "thread"):
-        (tmp_path / kind).mkdir()
-        out = subprocess.run(
-            [sys.executable, "-c", code, f"s3://{BUCKET}/{kind}/r", s3],
-            cwd=tmp_path / kind,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-        done = json.loads(out.stdout.strip().splitlines()[-1])
-        assert done["samples"] >= 1 and done["cache"] == f"s3://{BUCKET}/tts-{kind}", done
-        assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["augmented", "pairs.parquet"]
-    pairs = [(tmp_path / kind / "pairs.parquet").read_bytes() for kind in ("dask", "thread")]
-    assert pairs[0] == pairs[1]
+    url = f"s3://{BUCKET}/dask/r"
+    out = subprocess.run(
+        [sys.executable, "-c", code, url, s3], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    done = json.loads(out.stdout.strip().splitlines()[-1])
+    assert done["samples"] >= 1 and done["cache"] == f"s3://{BUCKET}/tts-dask", done
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["augmented", "pairs.parquet"]
+    # the thread run's pairs (its own cache, written by threads of this process) are the same bytes
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    options = json.dumps({"endpoint_url": s3})
+    thread = tmp_path / "thread-pairs.parquet"
+    result = CliRunner().invoke(
+        app, ["preference", f"s3://{BUCKET}/thread/r", "--out", str(thread), "--storage-options", options]
+    )
+    assert result.exit_code == 0, result.output
+    assert thread.read_bytes() == (tmp_path / "pairs.parquet").read_bytes()
+
+
+def test_an_unreachable_tts_cache_url_stops_the_run_before_any_shard(s3: str, tmp_path: Path) -> None:
+    """A cache URL the workers could not write (no such bucket) is refused by the preflight,
+    naming the cache and the fix, before a shard starts; nothing is written anywhere."""
+    from factory.doctor import PreflightError
+    from factory.runtime import Runtime
+
+    cfg = _config(s3, "thread").model_copy(deep=True)
+    cfg.tts.cache_dir = "s3://no-such-bucket/tts"
+    cfg.run.destination = f"s3://{BUCKET}/never"
+    cfg.run.output_dir = tmp_path / "outputs"
+    with pytest.raises(PreflightError) as err:
+        Runtime(cfg).check_paths()
+    assert "TTS cache" in str(err.value) and "tts.cache_dir" in str(err.value), err.value
+    assert not _published(s3, "never") and not (tmp_path / "outputs").exists()
+
+
+def test_babble_draws_the_same_pool_from_the_s3_cache_as_from_a_local_copy(
+    thread_run: dict[str, bytes], s3: str, tmp_path: Path
+) -> None:
+    """Babble's voices come from the TTS cache: the thread run's S3 cache gives the same pool
+    (keys, audio) as a folder copy of it, the layout the local cache is tested at."""
+    import s3fs
+
+    from factory.augment.babble import babble_pool
+    from factory.tts_cache import CacheStore
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3, key="testing", secret="testing")
+    fs.get(f"{BUCKET}/tts-thread/", str(tmp_path / "copy"), recursive=True)
+    remote = babble_pool(CacheStore(f"s3://{BUCKET}/tts-thread", {"endpoint_url": s3}), 16000, 50, 0.5)
+    local = babble_pool(CacheStore(tmp_path / "copy"), 16000, 50, 0.5)
+    assert len(remote) >= 3 and [k for k, _ in remote] == [k for k, _ in local]
+    assert all(a.tobytes() == b.tobytes() for (_, a), (_, b) in zip(remote, local, strict=True))
