@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factory.conversation.bands import known_measures
 from factory.languages import base, check_language
@@ -303,10 +303,17 @@ class TTSSection(_Section):
     )
     user_voice: str | None = Field(default=None, description="fixed voice id; default: drawn per sample")
     agent_voice: str | None = None
-    cache_dir: Path | None = Field(
+    cache_dir: Path | str | None = Field(
         default_factory=lambda: user_cache("tts"),
-        description="content-addressed TTS cache (voice, text, settings); default: tts/ in the per-user cache "
+        description="content-addressed TTS cache (voice, text, settings): a folder or an fsspec URL "
+        "(s3://bucket/tts-cache: on a cluster, so every worker and every later reader of the run, rebuild, "
+        "augment, preference, finds the renders); default: tts/ in the per-user cache "
         "folder ($DUPLEX_CACHE, else the platform's, e.g. ~/.cache/duplex-factory); null = off",
+    )
+    cache_storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for a cache_dir URL, e.g. {endpoint_url: http://minio:9000}; "
+        "credentials come from the environment, never from the config",
     )
     qa_wer_threshold: float | None = Field(
         default=0.8,
@@ -346,8 +353,24 @@ class TTSSection(_Section):
             return None
         return self.qa_thresholds.get(base(language), self.qa_wer_threshold)
 
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _cache_url_or_folder(cls, value: Any) -> Any:
+        """A URL (`s3://...`) stays a string; anything else is a folder."""
+        if isinstance(value, str) and "://" in value and not value.startswith("file://"):
+            return value.rstrip("/")
+        if isinstance(value, str):
+            return Path(value.removeprefix("file://"))
+        return value
+
     @model_validator(mode="after")
     def _fixed_voices(self) -> TTSSection:
+        secret = sorted(k for k in self.cache_storage_options if k.lower() in _SECRET_OPTIONS)
+        if secret:
+            raise ValueError(
+                f"tts.cache_storage_options must not hold credentials ({', '.join(secret)}): the config is "
+                "written into the run folder; set them in the environment"
+            )
         # One fixed voice would leave the other channel's voice undefined; one voice on both
         # channels makes them impossible to tell apart.
         if bool(self.user_voice) != bool(self.agent_voice):

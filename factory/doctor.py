@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 import shutil
 import socket
@@ -37,6 +38,7 @@ from factory.render.voices import speaks
 from factory.run.store import run_store
 from factory.script.lexicon import LexiconError, load_lexicon
 from factory.script.scenario import ScenarioBankError
+from factory.tts_cache import CacheStore
 
 if TYPE_CHECKING:  # the Runtime calls in here (check_paths); a runtime import here would be a cycle
     from factory.runtime import Runtime
@@ -220,6 +222,17 @@ def destination(cfg: RunConfig) -> list[Check]:
 
         fix = "check run.destination, run.storage_options and the credentials in the environment"
         checks.append(_attempt("destination", "destination", fix, remote, status=Status.unreachable))
+    if isinstance(cfg.tts.cache_dir, str):  # a URL: every worker writes its renders there
+
+        def tts_cache() -> str:
+            store = CacheStore(cfg.tts.cache_dir or "", cfg.tts.cache_storage_options)
+            probe = posixpath.join(store.root, f".doctor-probe-{socket.gethostname()}-{os.getpid()}")
+            store.fs.pipe_file(probe, b"")
+            store.fs.rm_file(probe)
+            return f"{store.url} writable"
+
+        fix = "check tts.cache_dir, tts.cache_storage_options and the credentials in the environment"
+        checks.append(_attempt("destination", "TTS cache", fix, tts_cache, status=Status.unreachable))
     return checks
 
 

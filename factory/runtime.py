@@ -118,13 +118,16 @@ class Runtime:
                 options = tts.backend_options.get(name, {})
                 processes = tts.processes if tts.processes is not None else self.cfg.run.worker_processes
                 key = ("tts", name, json.dumps(options, sort_keys=True), processes, tts.service_url, str(tts.cache_dir))
+                key += (json.dumps(tts.cache_storage_options, sort_keys=True, default=str),)
 
                 def build() -> TTSBackend:
                     if tts.service_url or processes > 1:
                         backend = backend_for(name, options, processes=processes, service_url=tts.service_url)
                     else:
                         backend = get_backend(name, options)
-                    return CachedBackend(backend, tts.cache_dir) if tts.cache_dir is not None else backend
+                    if tts.cache_dir is None:
+                        return backend
+                    return CachedBackend(backend, tts.cache_dir, storage_options=tts.cache_storage_options)
 
                 self._tts[name] = _shared(key, build)
             return self._tts[name]

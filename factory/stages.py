@@ -62,6 +62,7 @@ from factory.script.writer import TurnRejected
 from factory.seeding import derive_seed, rng_for
 from factory.timeline.measures import behaviour_counts, event_outcomes, overlap_share, unmet_minimums
 from factory.timeline.place import Placement, build_timeline
+from factory.tts_cache import open_cache
 
 log = logging.getLogger("duplex_factory")
 
@@ -358,7 +359,7 @@ def assemble(cfg: RunConfig, plan: Plan, script: Script, sources: dict[PieceKey,
         voice_prompt=VoicePrompt(source=prompt.source, gain=agent_gain),
     )
     sample = Sample(meta=meta, stems=clean, voice_prompt=prompt_audio)
-    return augment_sample(sample, cfg.augment, cfg.tts.cache_dir)
+    return augment_sample(sample, cfg.augment, open_cache(cfg.tts.cache_dir, cfg.tts.cache_storage_options))
 
 
 def rejection_reason(exc: BaseException, sid: str) -> str:

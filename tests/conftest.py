@@ -64,7 +64,8 @@ LONGEST_FIRST = [
     "test_throughput",  # ~110 s
     "audit",  # ~100 s: the tiny run audited once, its report in Chromium, the notebook
     "test_determinism",  # ~90 s: two fresh-process runs
-    "test_prefect_server",  # ~85 s: deployment and worker, Dask and Ray
+    "test_cluster",  # real Dask and Ray clusters on S3: a thread, a Dask and a Ray run
+    "test_prefect_server",  # deployment and worker
     "test_scripting_structured",  # ~75 s
     "test_faults",  # ~40 s
 ]

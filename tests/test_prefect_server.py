@@ -3,26 +3,23 @@
 - `duplex-factory deploy` registers the nightly deployment on a process work pool; the server's
   scheduler creates its scheduled runs from the cron; a triggered run is picked up by
   `prefect worker start --run-once`, which runs it to completion into its dated folder with the
-  hashed seed;
-- a Dask LocalCluster and a local Ray cluster, each reporting to that server, write the same
-  bytes as the in-process thread runner.
+  hashed seed.
+
+Dask and Ray, reporting to that server, are tested as real multi-process clusters
+(`tests/test_cluster.py`: their bytes equal the thread runner's).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-import yaml
-
 from factory.config import load_config
 from factory.seeding import derive_seed
-from tests.scale import fast, tree
+from tests.scale import fast
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
@@ -140,55 +137,3 @@ def _wait_for_scheduled(client, deployment_id, timeout_s: float = 120):
         if runs or time.monotonic() > deadline:
             return runs
         time.sleep(1)
-
-
-@pytest.fixture
-def at_server(prefect_server, monkeypatch):
-    """This process (and the cluster workers it starts) report to the test server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    url, _ = prefect_server
-    monkeypatch.setenv("PREFECT_API_URL", url)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    with temporary_settings(updates={PREFECT_API_URL: url}):
-        yield url
-
-
-def _run(tmp_path: Path, runner: str) -> Path:
-    from flows.generate import run_generate
-
-    cfg = load_config(
-        None,
-        fast(
-            tmp_path / "cache",
-            "run.n_samples=2",
-            "run.workers=2",
-            f"run.task_runner={runner}",
-            f"run.output_dir={tmp_path / runner}",
-            "run.run_id=r",
-        ),
-    )
-    seen: list = []
-    summary = run_generate(cfg, on_shard=seen.append)
-    assert summary.shards == 2 and not summary.failed, summary
-    # progress on every runner: each shard reported once, in this process, with its counts
-    assert sorted(r.name for r in seen) == ["train-00000-of-00002", "train-00001-of-00002"], seen
-    assert sum(r.n_ok + r.n_rejected for r in seen) == 2
-    return cfg.run_dir
-
-
-def test_dask_and_ray_runners_give_the_thread_runners_bytes(at_server, tmp_path):
-    runs = {kind: tree(_run(tmp_path, kind)) for kind in ("thread", "dask", "ray")}
-    thread = runs["thread"]
-    assert any(name.startswith("data/") for name in thread)
-    for kind in ("dask", "ray"):
-        assert sorted(runs[kind]) == sorted(thread), kind
-        for name, content in thread.items():
-            if name == "config.yaml":  # names the runner and the output folder; the rest is the same
-                ours, theirs = (yaml.safe_load(c) for c in (runs[kind][name], content))
-                assert ours["run"].pop("task_runner") == kind and theirs["run"].pop("task_runner") == "thread"
-                assert ours["run"].pop("output_dir") != theirs["run"].pop("output_dir")
-                assert ours == theirs
-            else:
-                assert runs[kind][name] == content, (kind, name)
-    assert os.environ["PREFECT_API_URL"] == at_server

@@ -6,16 +6,15 @@ the pipeline, and never calls a TTS."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from factory.augment.base import AugmentContext
 from factory.augment.chain import augmenter
 from factory.config import AugmentSection
 from factory.models import Sample
 from factory.seeding import rng_for
+from factory.tts_cache import CacheLike
 
 
-def augment_sample(sample: Sample, cfg: AugmentSection, tts_cache_dir: Path | None = None) -> Sample:
+def augment_sample(sample: Sample, cfg: AugmentSection, tts_cache_dir: CacheLike | None = None) -> Sample:
     """`sample` with its augmented audio (re)drawn from (run seed, sample key, "augment"): the
     same Sample and config give the same bytes, in the pipeline or on a finished run. The clean
     stems are left as they are. `tts_cache_dir`: renders for babble."""

@@ -4,18 +4,19 @@ in the TTS cache (no TTS call): a pool read once, in cache-key order, so a seed 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from factory.audio.edit import resample
 from factory.augment.base import AugmentContext, AugmentError, Options, Params, add_at_snr, loop_to, options_of, uniform
-from factory.tts_cache import entry_keys, read_entry
+from factory.tts_cache import CacheStore, entry_keys, open_cache, read_entry
 
 
 @lru_cache(maxsize=8)
-def babble_pool(cache_dir: str, sr: int, max_items: int, min_seconds: float) -> tuple[tuple[str, np.ndarray], ...]:
+def babble_pool(
+    cache_dir: CacheStore, sr: int, max_items: int, min_seconds: float
+) -> tuple[tuple[str, np.ndarray], ...]:
     """(cache key, audio at `sr`) of up to `max_items` renders of at least `min_seconds` from a TTS cache."""
     out = []
     for key in entry_keys(cache_dir):
@@ -41,10 +42,8 @@ class Babble:
         self.o = options_of(type(self), options)
         if pool is not None:
             self.pool = [(f"pool-{i}", p) for i, p in enumerate(pool)]
-        elif context.tts_cache_dir is not None and Path(context.tts_cache_dir).is_dir():
-            self.pool = list(
-                babble_pool(str(context.tts_cache_dir), context.sample_rate, self.o.pool_size, self.o.min_seconds)
-            )
+        elif (cache := open_cache(context.tts_cache_dir)) is not None and cache.exists():
+            self.pool = list(babble_pool(cache, context.sample_rate, self.o.pool_size, self.o.min_seconds))
         else:
             self.pool = []
         if len(self.pool) < self.o.voices[0]:

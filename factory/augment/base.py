@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from factory.audio.vad import energy_vad, frame_samples
 from factory.locations import user_cache
+from factory.tts_cache import CacheLike
 
 Params = dict[str, float | int | str | bool]
 
@@ -38,7 +39,7 @@ class AugmentContext:
 
     sample_rate: int
     cache_dir: Path = field(default_factory=lambda: user_cache("augment"))  # RIR banks, babble pools
-    tts_cache_dir: Path | None = None  # renders for babble (no TTS call)
+    tts_cache_dir: CacheLike | None = None  # renders for babble (no TTS call): folder, URL or CacheStore
     noise_folder: Path | None = None  # MUSAN / DEMAND layout
     rir_folder: Path | None = None  # measured impulse responses
 

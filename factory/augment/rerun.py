@@ -23,6 +23,7 @@ from factory.run.read import CONFIG, complete_shards, open_run
 from factory.run.records import read_shard_record, shard_files, write_shard_record
 from factory.run.rows import read_shard_rows, row_to_sample, write_shard
 from factory.run.store import RunStore
+from factory.tts_cache import CacheLike
 
 _REWRITTEN = ("data", "shards", CONFIG)  # everything else of the source run is copied as it is
 
@@ -35,7 +36,7 @@ def augment_run(
     src: Path | str,
     dst: Path,
     cfg: AugmentSection,
-    tts_cache_dir: Path | None = None,
+    tts_cache_dir: CacheLike | None = None,
     on_sample: Callable[[str], None] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> dict[str, int]:

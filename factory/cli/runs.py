@@ -19,6 +19,7 @@ from factory.cli.app import ConfigOpt, RunArg, SetOpt, StorageOpt, console, pars
 from factory.config import ConfigError, RunConfig, load_config
 from factory.progress import track
 from factory.run.records import failed_shards
+from factory.tts_cache import CacheStore, open_cache
 
 PUSH_FAILED = 6  # exit code of a push that stopped part-way (re-run the same command to resume)
 
@@ -177,7 +178,7 @@ def augment(
     with track(console, "augment", None, unit="samples", every_s=base.run.progress_every_s) as progress:
         try:
             counts = augment_run(
-                run_dir, out, section, base.tts.cache_dir, lambda _: progress.advance(), storage_options=options
+                run_dir, out, section, _tts_cache(base), lambda _: progress.advance(), storage_options=options
             )
         except (RunFolderError, RerunError, AugmentError) as exc:
             console.print(f"[red]{exc}[/red]")
@@ -202,7 +203,7 @@ def preference(
 
     options = parse_storage(storage_options)
     try:
-        cache = _run_config(run_dir, options).tts.cache_dir
+        cache = _tts_cache(_run_config(run_dir, options))
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -221,6 +222,11 @@ def _run_config(run_dir: str, storage_options: dict | None) -> RunConfig:
     from factory.run.read import read_config
 
     return read_config(run_dir, storage_options) or load_config()
+
+
+def _tts_cache(cfg: RunConfig) -> CacheStore | None:
+    """The run's TTS cache as its config names it (a folder, or a URL any machine can read)."""
+    return open_cache(cfg.tts.cache_dir, cfg.tts.cache_storage_options)
 
 
 def _override(cfg: RunConfig, overrides: list[str] | None) -> RunConfig:

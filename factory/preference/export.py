@@ -13,6 +13,7 @@ from factory.atomic import atomic_write
 from factory.audio.mix import flac_bytes
 from factory.models import Sample
 from factory.preference.pairs import Pair, preference_pairs
+from factory.tts_cache import CacheLike
 
 SCHEMA = pa.schema(
     [
@@ -41,7 +42,7 @@ def pair_row(pair: Pair, sr: int) -> dict:
     }
 
 
-def export_pairs(samples: Iterable[Sample], cache_dir: Path | None, out: Path, **options) -> int:
+def export_pairs(samples: Iterable[Sample], cache_dir: CacheLike | None, out: Path, **options) -> int:
     """Write every sample's pairs to `out` (parquet, atomically); returns the number of pairs."""
     rows = [pair_row(p, s.sample_rate) for s in samples for p in preference_pairs(s, cache_dir, **options)]
     table = pa.Table.from_pylist(rows, schema=SCHEMA)

@@ -14,7 +14,6 @@ TTS cache (`factory.run.rebuild.load_source`), so they are made of the same rend
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -33,6 +32,7 @@ from factory.models import (
 )
 from factory.run.rebuild import load_source
 from factory.timeline.place import overlap_events
+from factory.tts_cache import CacheLike
 
 OVERLAP_OK_S = 0.25  # a chosen answer may start this much before the user ends (human turn-end overlap)
 TAIL_S = 0.5  # silence kept after a pair's last speech
@@ -169,7 +169,7 @@ def _start_early(tl: Timeline, recipe: MixRecipe, turn_id: int, early_s: float) 
 
 def preference_pairs(
     sample: Sample,
-    cache_dir: Path | None,
+    cache_dir: CacheLike | None,
     max_stop_s: float = 1.0,
     late_s: float = 1.5,
     early_s: float = 1.0,

@@ -6,9 +6,10 @@ change the audio, and a hash of its own code and the shared post-processing (tri
 upgrading a TTS package or changing the code never reuses stale audio.
 
 An entry is two files laid out by `factory.tts_cache` (`<key[:2]>/<key>.npy`, float32 audio,
-exact bytes, and `<key>.json`: text, voice id, sample rate, words, the audio's sha256). Both are
-written to a temporary name and renamed (atomic on POSIX), JSON last, so a reader that sees the JSON sees a
-complete entry; concurrent writers of one key write identical content and the last rename wins.
+exact bytes, and `<key>.json`: text, voice id, sample rate, words, the audio's sha256) in a local
+folder or at an fsspec URL (`factory.tts_cache.CacheStore`). Both are published whole (renamed from
+a temporary name in a folder, one `put` on an object store), JSON last, so a reader that sees the
+JSON sees a complete entry; concurrent writers of one key write identical content and the last wins.
 An entry that fails to load or whose audio hash disagrees is treated as a miss and rewritten.
 """
 
@@ -16,18 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from factory.models import Utterance, Voice, WordTiming
 from factory.render.base import BatchStats, SynthesisRequest, TTSBackend, TTSError, synthesize_many
-from factory.tts_cache import entry_paths
+from factory.tts_cache import CacheStore
 
 CACHE_FORMAT = 1
 
@@ -56,10 +56,17 @@ class CacheStats:
 class CachedBackend:
     """A TTSBackend that returns the stored Utterance for a render it has seen before."""
 
-    def __init__(self, backend: TTSBackend, cache_dir: str | Path, identity: str | None = None) -> None:
+    def __init__(
+        self,
+        backend: TTSBackend,
+        cache_dir: str | Path | CacheStore,
+        identity: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         self.backend = backend
         self.name = backend.name
-        self.cache_dir = Path(cache_dir)
+        self.store = cache_dir if isinstance(cache_dir, CacheStore) else CacheStore(cache_dir, storage_options)
+        self.cache_dir: Path | str = Path(self.store.root) if self.store.is_local else self.store.url
         self.identity = identity or backend_identity(backend)
         self.cache_stats = CacheStats()
         self._lock = threading.Lock()
@@ -86,12 +93,15 @@ class CachedBackend:
             setattr(self.cache_stats, field, getattr(self.cache_stats, field) + 1)
 
     def _load(self, key: str, text: str) -> Utterance | None:
-        npy, meta_path = entry_paths(self.cache_dir, key)
-        if not meta_path.exists():
+        try:
+            meta = self.store.read_meta(key)
+        except FileNotFoundError:
+            return None
+        except Exception:  # noqa: BLE001 - an unreadable entry is recomputed
+            self._count("corrupt")
             return None
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            audio = np.load(npy, allow_pickle=False)
+            audio = self.store.read_audio(key)
             if (
                 audio.dtype != np.float32
                 or audio.ndim != 1
@@ -113,8 +123,6 @@ class CachedBackend:
             return None
 
     def _store(self, key: str, utt: Utterance) -> None:
-        npy, meta_path = entry_paths(self.cache_dir, key)
-        npy.parent.mkdir(parents=True, exist_ok=True)
         audio = np.ascontiguousarray(utt.audio, dtype=np.float32)
         meta = {
             "key": key,
@@ -127,17 +135,7 @@ class CachedBackend:
             "audio_sha256": hashlib.sha256(audio.tobytes()).hexdigest(),
             "words": [w.model_dump() for w in utt.words],
         }
-        tag = f".{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp_npy, tmp_meta = npy.with_name(npy.name + tag), meta_path.with_name(meta_path.name + tag)
-        try:
-            with open(tmp_npy, "wb") as f:
-                np.save(f, audio, allow_pickle=False)
-            tmp_meta.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp_npy, npy)
-            os.replace(tmp_meta, meta_path)
-        finally:
-            for p in (tmp_npy, tmp_meta):
-                p.unlink(missing_ok=True)
+        self.store.write(key, audio, meta)
         self._count("writes")
 
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:

@@ -9,24 +9,23 @@ exports can be redone on an existing run, and a recipe can be checked against it
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from factory.audio.edit import resample
 from factory.audio.mix import apply_gain, audio_sha256, mix
 from factory.audio.sounds import SOUND_BACKEND, rebuild_sound
 from factory.models import MixRecipe, PieceSource, VoicePrompt
-from factory.tts_cache import read_entry
+from factory.tts_cache import CacheLike, read_entry
 
 
 class SourceMissing(LookupError):
     """A piece's render is not in the cache (or differs from what the recipe recorded)."""
 
 
-def load_source(cache_dir: Path | None, source: PieceSource, sample_rate: int) -> np.ndarray:
+def load_source(cache_dir: CacheLike | None, source: PieceSource, sample_rate: int) -> np.ndarray:
     """The render of one piece at `sample_rate`, read from the TTS cache and hash-checked (a run
-    whose config has no `tts.cache_dir` has nothing to read it from); a synthesised sound is
+    whose config has no `tts.cache_dir` has nothing to read it from; a folder, a URL or an open
+    `factory.tts_cache.CacheStore`); a synthesised sound is
     made again from its seed."""
     if source.backend == SOUND_BACKEND:
         sound = rebuild_sound(source)
@@ -51,12 +50,12 @@ def load_source(cache_dir: Path | None, source: PieceSource, sample_rate: int) -
     return audio
 
 
-def rebuild_clean(recipe: MixRecipe, cache_dir: Path) -> np.ndarray:
+def rebuild_clean(recipe: MixRecipe, cache_dir: CacheLike) -> np.ndarray:
     """The clean (samples, 2) float32 mix, exactly as the pipeline stored it."""
     sources = [load_source(cache_dir, p.source, recipe.sample_rate) for p in recipe.pieces]
     return mix(recipe, sources)
 
 
-def rebuild_voice_prompt(prompt: VoicePrompt, sample_rate: int, cache_dir: Path) -> np.ndarray:
+def rebuild_voice_prompt(prompt: VoicePrompt, sample_rate: int, cache_dir: CacheLike) -> np.ndarray:
     """The agent's voice-prompt clip, mono float32, exactly as the pipeline stored it."""
     return apply_gain(load_source(cache_dir, prompt.source, sample_rate), prompt.gain)
