@@ -194,6 +194,10 @@ def main() -> None:
     print("\n".join(_section(result)))
 
 
+def _acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def _section(r: dict) -> list[str]:
     rep = r["report"]
     times = [f"smoke-train wall time: {r['smoke_train_seconds']:.0f} s"]
@@ -214,7 +218,7 @@ def _section(r: dict) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for name, m in rep["measures"].items():
-        accs = [("-" if x is None else f"{x:.3f}") for x in (m["model"], m["control"], m["majority"])]
+        accs = [_acc(x) for x in (m["model"], m["control"], m["majority"])]
         lines.append(f"| {name} | {m['events']} ({m['positives']}) | " + " | ".join(accs) + " |")
     lines += ["", f"Verdict: {rep['verdict']}", ""]
     if r.get("break_check"):
@@ -222,8 +226,8 @@ def _section(r: dict) -> list[str]:
         sh = b["measures"]["shift_hold"]
         lines += [
             "Break-check: the same export with the agent's units delayed by 2 s (a copy of its parquet, "
-            f"as a channel-offset exporter bug writes it): shift/hold model {sh['model']:.3f}, control "
-            f"{sh['control']:.3f}. Verdict: {b['verdict']}",
+            f"as a channel-offset exporter bug writes it): shift/hold model {_acc(sh['model'])}, control "
+            f"{_acc(sh['control'])}. Verdict: {b['verdict']}",
             "",
         ]
     lines += [f"Rule: {rep['rule']}", ""]
