@@ -1,14 +1,22 @@
 """Smoke-train wall time and measures (torch environment).
 
-Either an export you give (`--export DIR [--run RUN]`, e.g. of a real 200-dialogue run), or, by
-default, `--dialogues N` of tests/export_fixtures' `make_cued_sample` (the real timeline planner
-over noise bursts with a turn-final cue, random scripts; every 4th dialogue held out) exported as
-dgslm at 50 Hz with 256 units (fitted on the first 32 dialogues). Records the wall time of the
-smoke-train alone (the export is timed on its own line), the threads, and the model /
-shifted-control / majority measures.
+Either a real run made here (`--generate N`: `duplex-factory generate` of N dialogues, the text from
+the stand-in LLM `tests/latency_server.py` started in this process, `--voices cpu` the bank's
+Kokoro/Piper/espeak voices drawn per dialogue or `--voices espeak` the two stand-in espeak voices,
+then `duplex-factory export --format dgslm`, both from `.venv` on this tree; `--work DIR` keeps
+them), an export you give (`--export DIR [--run RUN] [--source TEXT]`), or, by default,
+`--dialogues N` of tests/export_fixtures' `make_cued_sample` (the real timeline planner over noise
+bursts with a turn-final cue, random scripts; every 4th dialogue held out) exported as dgslm at
+50 Hz with 256 units (fitted on the first 32 dialogues). Records the wall time of the smoke-train
+alone (generate and export are timed on their own line), the threads, and the model /
+shifted-control / majority measures. `--break-check` also smoke-trains a copy of the (dgslm) export
+whose agent units are delayed by 2 s, as a channel-offset exporter bug would write them: its
+verdict must be the failing one.
 
     .envs/coqui/bin/python benchmarks/smoke_train.py [--dialogues 200] [--steps 400] [--threads 2]
-        # writes benchmarks/results/smoke_train.{json,md}
+    .envs/coqui/bin/python benchmarks/smoke_train.py --generate 200 --voices espeak --seed 24 --break-check
+        # writes benchmarks/results/smoke_train.{json,md}: a section for a real run (--generate or
+        # --export) and one for the cued fixtures
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +35,69 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def generate_and_export(n: int, voices: str, seed: int, work: Path) -> tuple[Path, str, dict[str, float]]:
+    """`duplex-factory generate` of `n` stand-in-LLM dialogues and their dgslm export under `work`:
+    (export folder, its source line, seconds of each step)."""
+    from tests.latency_server import STAND_IN_SYNTHESIS, LatencyServer
+
+    cli = [str(ROOT / ".venv" / "bin" / "duplex-factory")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run_id = f"smoke-{voices}-{n}-{seed}"
+    sets = [
+        f"run.output_dir={work / 'runs'}",
+        f"tts.cache_dir={work / 'tts-cache'}",
+        f"augment.cache_dir={work / 'augment-cache'}",
+        "llm.backend=http",
+        "llm.concurrency=8",
+        # no behaviour minimums (a stand-in answer carries no marks) and no Whisper QA
+        *(s for s in STAND_IN_SYNTHESIS if voices == "espeak" or not s.startswith("tts.")),
+        "tts.qa_wer_threshold=null",
+    ]
+    seconds = {}
+    with LatencyServer(latency_s=0.05) as server:
+        args = ["generate", "-n", str(n), "--seed", str(seed), "--run-id", run_id]
+        for s in [*sets, f"llm.base_url={server.base_url}"]:
+            args += ["--set", s]
+        started = time.perf_counter()
+        subprocess.run(cli + args, env=env, check=True)
+        seconds["generate"] = time.perf_counter() - started
+    run = work / "runs" / run_id
+    started = time.perf_counter()
+    subprocess.run(cli + ["export", str(run), "--format", "dgslm"], env=env, check=True)
+    seconds["export"] = time.perf_counter() - started
+    source = (
+        f"a {n}-dialogue run (`generate --seed {seed}`, text from the stand-in LLM, "
+        + ("espeak-gb-m3 / espeak-us-f3" if voices == "espeak" else "the CPU bank's voices drawn per dialogue")
+        + ", default behaviour rates, no Whisper QA), dgslm 50 Hz, 256 units fitted on the run"
+    )
+    return run / "exports" / "dgslm", source, seconds
+
+
+def delayed_copy(export_dir: Path, out: Path, seconds: float = 2.0) -> Path:
+    """The break-check's export: a copy of a dgslm export whose agent units (`unitB`) are delayed by
+    `seconds` (the first frames repeat its first unit), as an exporter with a channel-offset bug
+    would write them; everything else (sidecar, codebook, user units) as exported."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from factory.export.output import read_sidecar
+
+    if read_sidecar(export_dir).format != "dgslm":
+        raise SystemExit("--break-check delays a dgslm export's agent units")
+    shutil.copytree(export_dir, out, ignore=shutil.ignore_patterns("data", "smoke-train"))
+    (out / "data").mkdir()
+    k = round(seconds * (read_sidecar(export_dir).frame_rate or 0))
+    for path in sorted((export_dir / "data").glob("*.parquet")):
+        table = pq.read_table(path)
+        agent = [u[:1] * k + u[: max(len(u) - k, 0)] if u else u for u in table.column("unitB").to_pylist()]
+        column = pa.array(agent, table.schema.field("unitB").type)
+        table = table.set_column(table.schema.get_field_index("unitB"), "unitB", column)
+        pq.write_table(table, out / "data" / path.name)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--export", type=Path, default=None)
@@ -33,14 +105,26 @@ def main() -> None:
     parser.add_argument("--dialogues", type=int, default=200)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--source", default=None, help="what --export is, for the results' heading")
+    parser.add_argument("--generate", type=int, default=None, help="make a run of N dialogues and export it")
+    parser.add_argument("--voices", choices=("cpu", "espeak"), default="cpu")
+    parser.add_argument("--seed", type=int, default=24, help="run seed of --generate")
+    parser.add_argument("--work", type=Path, default=None, help="keep --generate's run and export here")
+    parser.add_argument(
+        "--break-check", action="store_true", help="also smoke-train a copy with the agent units delayed by 2 s"
+    )
     args = parser.parse_args()
 
     from factory.vap.smoke import smoke_train
 
-    timelines, export_s, source = None, None, str(args.export)
+    timelines, export_s, source, generate_s = None, None, args.source or str(args.export), None
     with tempfile.TemporaryDirectory(prefix="smoke-bench-") as tmp:
         export_dir = args.export
-        if export_dir is None:
+        if args.generate:
+            work = args.work or Path(tmp)
+            export_dir, source, seconds = generate_and_export(args.generate, args.voices, args.seed, work)
+            generate_s, export_s = seconds["generate"], seconds["export"]
+        elif export_dir is None:
             from factory.export import dgslm
             from factory.export.options import ExportOptions
             from factory.export.output import UNITS_CODEBOOK
@@ -67,6 +151,18 @@ def main() -> None:
             export_dir, args.run, Path(tmp) / "out", steps=args.steps, threads=args.threads, timelines=timelines
         )
         wall = time.perf_counter() - started
+        broken = None
+        if args.break_check:
+            copy = delayed_copy(Path(export_dir), Path(tmp) / "dgslm-agent-delayed-2s")
+            broken = smoke_train(
+                copy,
+                args.run,
+                Path(tmp) / "out-broken",
+                steps=args.steps,
+                threads=args.threads,
+                timelines=timelines,
+                plot_dialogues=0,
+            )
     result = {
         "source": source,
         "cpus": os.cpu_count(),
@@ -74,31 +170,68 @@ def main() -> None:
         "python": platform.python_version(),
         "threads": args.threads,
         "steps": args.steps,
+        "generate_seconds": generate_s,
         "export_seconds": export_s,
         "smoke_train_seconds": wall,
         "report": report.model_dump(mode="json", exclude={"plot", "export"}),
+        "break_check": broken.model_dump(mode="json", exclude={"plot", "export"}) if broken else None,
     }
+    # two sections: a real run ("run": --generate or --export) and the cued fixtures ("fixtures")
+    section = "fixtures" if timelines is not None else "run"
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "smoke_train.json").write_text(json.dumps(result, indent=2) + "\n")
+    path = out / "smoke_train.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if "source" in results:  # the one-section layout before the run section
+        results = {"fixtures": results}
+    results[section] = result
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["# smoke-train", ""]
+    for name in ("run", "fixtures"):
+        if name in results:
+            lines += _section(results[name])
+    (out / "smoke_train.md").write_text("\n".join(lines))
+    print("\n".join(_section(result)))
+
+
+def _acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _section(r: dict) -> list[str]:
+    rep = r["report"]
+    times = [f"smoke-train wall time: {r['smoke_train_seconds']:.0f} s"]
+    if r.get("generate_seconds"):
+        times.append(f"generate before it: {r['generate_seconds']:.0f} s")
+    if r.get("export_seconds"):
+        times.append(f"export: {r['export_seconds']:.0f} s")
     lines = [
-        "# smoke-train",
+        f"## {r['source']}",
         "",
-        f"{source}; {report.train_dialogues} train / {report.held_out_dialogues} held-out dialogues; "
-        f"{args.steps} steps x 2 models, {args.threads} torch threads, {os.cpu_count()} CPUs "
-        f"(1-min load average at the end {os.getloadavg()[0]:.1f}).",
+        f"{rep['train_dialogues']} train / {rep['held_out_dialogues']} held-out dialogues; "
+        f"{r['steps']} steps x 2 models, {r['threads']} torch threads, {r['cpus']} CPUs "
+        f"(1-min load average at the end {r['load_average_1m']:.1f}).",
         "",
-        f"smoke-train wall time: {wall:.0f} s" + (f" (export before it: {export_s:.0f} s)" if export_s else ""),
+        "; ".join(times),
         "",
         "| measure (balanced accuracy) | events (positive) | model | shifted control | majority |",
         "|---|---|---|---|---|",
     ]
-    for name, m in report.measures.items():
-        accs = [("-" if x is None else f"{x:.3f}") for x in (m.model, m.control, m.majority)]
-        lines.append(f"| {name} | {m.events} ({m.positives}) | " + " | ".join(accs) + " |")
-    lines += ["", f"Verdict: {report.verdict}", "", f"Rule: {report.rule}", ""]
-    (out / "smoke_train.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    for name, m in rep["measures"].items():
+        accs = [_acc(x) for x in (m["model"], m["control"], m["majority"])]
+        lines.append(f"| {name} | {m['events']} ({m['positives']}) | " + " | ".join(accs) + " |")
+    lines += ["", f"Verdict: {rep['verdict']}", ""]
+    if r.get("break_check"):
+        b = r["break_check"]
+        sh = b["measures"]["shift_hold"]
+        lines += [
+            "Break-check: the same export with the agent's units delayed by 2 s (a copy of its parquet, "
+            f"as a channel-offset exporter bug writes it): shift/hold model {_acc(sh['model'])}, control "
+            f"{_acc(sh['control'])}. Verdict: {b['verdict']}",
+            "",
+        ]
+    lines += [f"Rule: {rep['rule']}", ""]
+    return lines
 
 
 if __name__ == "__main__":
