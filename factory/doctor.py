@@ -37,6 +37,7 @@ from factory.render.voices import speaks
 from factory.run.store import run_store
 from factory.script.lexicon import LexiconError, load_lexicon
 from factory.script.scenario import ScenarioBankError
+from factory.script.writer import writer_gaps
 
 if TYPE_CHECKING:  # the Runtime calls in here (check_paths); a runtime import here would be a cycle
     from factory.runtime import Runtime
@@ -367,7 +368,7 @@ def language_gaps(rt: Runtime) -> list[str]:
             rt.scenarios(language)
         except ScenarioBankError as exc:
             gaps.append(str(exc))
-    return gaps
+    return gaps + writer_gaps(rt.cfg)  # the LLM source: prompts in each language, a model that writes it
 
 
 def languages(rt: Runtime) -> list[Check]:

@@ -18,6 +18,7 @@ from factory.languages import words as lang_words
 from factory.llm.base import LLMBackend
 from factory.models import BargeIn, Channel, ListenerMark, Mark, Mode, Scenario, Script, ScriptTurn
 from factory.script.calibrate import calibrate_marks
+from factory.script.content import default_judge
 from factory.script.lexicon import behaviour_for
 from factory.script.marks import mark_order
 from factory.script.outcomes import ScriptRejected
@@ -33,7 +34,8 @@ from factory.script.planner import (
     plan_listener_marks,
 )
 from factory.script.response import response_schema, script_messages
-from factory.script.writer import TurnRejected, turn_length, write_turn
+from factory.script.summary import RunningSummary
+from factory.script.writer import HISTORY_TURNS, TurnRejected, turn_length, write_turn
 from factory.seeding import derive_seed, rng_for
 
 
@@ -59,6 +61,14 @@ def with_ignored_events(script: Script, scenario: Scenario, cfg: RunConfig, samp
     return script.model_copy(update={"marks": marks, "events_planned": counts})
 
 
+def running_summary(scenario: Scenario, cfg: RunConfig) -> RunningSummary | None:
+    """The running summary a dialogue of `scenario.n_turns` turns carries (`dialogue.summary_*`), or
+    None when no turn of it gets one (the judge is then never loaded)."""
+    if cfg.dialogue.summary_sentences <= 0 or scenario.n_turns <= cfg.dialogue.summary_from_turn:
+        return None
+    return RunningSummary(scenario, default_judge(), cfg.dialogue.summary_sentences)
+
+
 def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
     """Raises `TurnRejected` when the LLM cannot write a usable turn within its attempts."""
     seed = cfg.run.seed
@@ -75,7 +85,10 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
     heard: list[ScriptTurn] = []
     marks: list[Mark] = []
     pending_victim = False  # a planned barge-in whose turn was too short moves to a later eligible turn
+    summary = running_summary(scenario, cfg)
     for i, speaker in enumerate(speakers):
+        if summary is not None and i > HISTORY_TURNS:  # turn i - 7 has just left the writer's window
+            summary.add(i - HISTORY_TURNS - 1, heard[i - HISTORY_TURNS - 1].text)
         low, high = word_limits(scenario, speaker, cfg)
         if i == 0 and speaker is Channel.agent:  # the agent's greeting: as short as a user's turn
             low, high = word_limits(scenario, Channel.user, cfg)
@@ -93,6 +106,7 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
             max_words=high,
             attempts=cfg.llm.turn_attempts,
             temperature=cfg.llm.temperature,
+            summary=summary.text() if summary is not None and i >= cfg.dialogue.summary_from_turn else "",
         )
         text, turn_marks = insert_hesitations(
             text,
