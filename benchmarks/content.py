@@ -488,6 +488,39 @@ def _long_table(long: dict) -> list[str]:
     return lines
 
 
+def _probe_table() -> list[str]:
+    if not SUMMARY_PROBE.is_file():
+        return []
+    probe = json.loads(SUMMARY_PROBE.read_text())
+    rows = probe["rows"]
+    labelled = sum("User:" in r["llm"]["text"] or "Assistant:" in r["llm"]["text"] for r in rows)
+    lines = [
+        "",
+        "### Who writes the summary: the 135M model or an extract",
+        "",
+        f"`benchmarks/content.py summaries` ({probe['date']}, {probe['llm']}): {len(rows)} human dialogues of"
+        " dialogues/en-everyday, all but their last two turns (what a writer's window loses). The model is asked"
+        " for a one- or two-sentence summary (temperature 0.2); the extract is `factory.script.summary`'s (2"
+        f" sentences). The model's summaries re-type the transcript with speaker labels in {labelled} of"
+        f" {len(rows)}, invent content words the excerpt never said, and take"
+        f" {statistics.median(r['llm_seconds'] for r in rows):.0f} s each (median, loaded machine): the writer"
+        " uses the extract.",
+        "",
+        "| mean over the dialogues | the 135M model's summary | the extract |",
+        "|---|---:|---:|",
+    ]
+    names = {
+        "topic_cosine": "cosine with the topic",
+        "excerpt_cosine": "cosine with the excerpt",
+        "invented_words": "content words the excerpt never said",
+        "copies_last_turn": "copies the excerpt's last turn (word pairs)",
+        "words": "words",
+    }
+    for key, name in names.items():
+        lines.append(f"| {name} | {probe['means']['llm'][key]} | {probe['means']['extract'][key]} |")
+    return lines
+
+
 def judge() -> None:
     from factory.models import Script
     from factory.script.content import JUDGE_NAME, default_judge
@@ -606,6 +639,7 @@ def _table(out: dict) -> str:
                 cells.append("")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += _long_table(out.get("long") or {})
+    lines += _probe_table()
     return "\n".join(lines) + "\n"
 
 
