@@ -144,7 +144,9 @@ def write_long(
         text = "".join(m["content"] for m in messages)
         tokens = len(llm._llama.tokenize(text.encode(), add_bos=False, special=False))  # type: ignore[attr-defined]
         out = inner(llm_, scenario, history, speaker, **kw)
-        per_turn.append({"turn": len(history), "prompt_chars": len(text), "prompt_tokens": tokens, "rss_mb": _rss_mb()})
+        per_turn.append(
+            {"turn": len(history), "prompt_chars": len(text), "prompt_tokens": tokens, "rss_mb": _rss_mb(), "text": out}
+        )
         return out
 
     compose_module.write_turn = measured  # the benchmark's own hook: what each turn's writer was sent
@@ -187,6 +189,73 @@ def write_long(
 
 
 SUMMARY_PROBE = RESULTS / "content_summaries.json"
+LATE_PROBE = RESULTS / "content_late_turns.json"
+
+
+def probe_late(label: str, attempts: int) -> None:
+    """The summary's effect on the next turn, paired: for every script of `content_scripts/<label>.jsonl`
+    with 7 or more turns, its next turn written by the embedded SmolLM2 from the same history and seed,
+    with the running summary of the turns older than the window (4 sentences) and without; each
+    written turn's cosine with the scenario (topic and setting) and with the turn it answers."""
+    from factory.config import load_config
+    from factory.llm import get_llm
+    from factory.models import Channel, Script, ScriptTurn
+    from factory.script.content import default_judge, heard_texts
+    from factory.script.scenario import draw_scenario
+    from factory.script.summary import RunningSummary, anchor_text
+    from factory.script.text_checks import TurnRejected
+    from factory.script.writer import HISTORY_TURNS, turn_length, write_turn
+    from factory.seeding import derive_seed, rng_for
+
+    cfg = load_config()
+    judge = default_judge()
+    llm = get_llm("embedded", model_path=cfg.llm.model_path, n_threads=cfg.llm.n_threads)
+    lines = [json.loads(line) for line in (SCRIPTS / f"{label}.jsonl").read_text().splitlines() if line.strip()]
+    rows = []
+    for r in [line for line in lines if "meta" not in line and line["script"]]:
+        script = Script.model_validate(r["script"])
+        if len(script.turns) <= HISTORY_TURNS:
+            continue
+        key = r["key"]
+        scenario = draw_scenario(
+            key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns
+        )
+        texts = heard_texts(script)
+        history = [ScriptTurn(speaker=t.speaker, text=x) for t, x in zip(script.turns, texts, strict=True)]
+        speaker = Channel.agent if history[-1].speaker is Channel.user else Channel.user
+        summary = RunningSummary(scenario, judge, 4)
+        for k, turn in enumerate(history[: len(history) - HISTORY_TURNS]):
+            summary.add(k, turn.text)
+        low, high = turn_length(scenario.mode, speaker, cfg.dialogue)
+        row = {"key": key, "topic": scenario.topic, "summary": summary.text()}
+        for name, text in (("with", summary.text()), ("without", "")):
+            start = time.perf_counter()
+            try:
+                out = write_turn(
+                    llm,
+                    scenario,
+                    history,
+                    speaker,
+                    seed=derive_seed(cfg.run.seed, key, "late-probe"),
+                    min_words=low,
+                    max_words=high,
+                    attempts=attempts,
+                    temperature=cfg.llm.temperature,
+                    summary=text,
+                )
+            except TurnRejected as exc:
+                row[name] = {"rejected": exc.reason}
+                continue
+            cos = judge.similarity([anchor_text(scenario), history[-1].text], [out, out])
+            row[name] = {
+                "text": out,
+                "topic_cosine": round(float(cos[0]), 3),
+                "previous_cosine": round(float(cos[1]), 3),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        rows.append(row)
+        print(json.dumps(row))
+        LATE_PROBE.write_text(json.dumps({"label": label, "llm": llm.name, "rows": rows}, indent=1) + "\n")
 
 
 def probe_summaries(n: int) -> None:
@@ -275,10 +344,15 @@ def main() -> None:
     long.add_argument("--note", default="")
     probe = sub.add_parser("summaries", help="the 135M model's summaries against the extract")
     probe.add_argument("--dialogues", type=int, default=8)
+    late = sub.add_parser("late", help="the next turn with and without the summary, same history and seed")
+    late.add_argument("--label", default="after")
+    late.add_argument("--turn-attempts", type=int, default=8)
     sub.add_parser("judge")
     args = ap.parse_args()
     if args.cmd == "write":
         write(args.label, args.dialogues, args.note)
+    elif args.cmd == "late":
+        probe_late(args.label, args.turn_attempts)
     elif args.cmd == "summaries":
         probe_summaries(args.dialogues)
     elif args.cmd == "long":
@@ -373,6 +447,7 @@ def judge_long(judge) -> dict:
     against the last 10, on the keys every set wrote; the prompt's length and the RSS per turn."""
     from factory.models import Scenario, Script
     from factory.script.content import RELEVANT_COSINE, score_script
+    from factory.script.lexicon import load_lexicon
     from factory.script.summary import anchor_text
 
     sets = {}
@@ -408,6 +483,13 @@ def judge_long(judge) -> dict:
             late_answers += sum(s.answers for s in late)
             late_n += len(late)
         turns = [t for r in rows if r["key"] in common for t in r["turns"]]
+        # Spoken length, estimated: words at the lexicon's speaking rate plus the timing model's median gap a turn.
+        rate = load_lexicon("en").words_per_second
+        minutes = [
+            (sum(len(t["text"].split()) for t in r["script"]["turns"]) / rate + 0.2 * len(r["script"]["turns"])) / 60
+            for r in rows
+            if r["key"] in common
+        ]
 
         def at(lo: int, hi: int, field: str, turns=turns) -> list[float]:
             return [t[field] for t in turns if lo <= t["turn"] < hi]
@@ -418,6 +500,7 @@ def judge_long(judge) -> dict:
             "summary_sentences": meta.get("summary_sentences"),
             "dialogues": len(per_dialogue),
             "turns": n_turns,
+            "minutes_estimated": round(float(np.mean(minutes)), 1) if minutes else None,
             "topic_cosine_first10": round(float(np.mean(first)), 3) if first else None,
             "topic_cosine_last10": round(float(np.mean(last)), 3) if last else None,
             "on_topic_first10": round(float(np.mean([c >= RELEVANT_COSINE for c in first])), 3) if first else None,
@@ -439,6 +522,7 @@ def judge_long(judge) -> dict:
 LONG_ROWS = [
     ("dialogues (keys every set wrote) x turns", lambda s: f"{s['dialogues']} x {s['turns']}"),
     ("running summary (sentences; 0 = none)", lambda s: s["summary_sentences"]),
+    ("spoken minutes, estimated (words at 3.5/s + 0.2 s a turn)", lambda s: s["minutes_estimated"]),
     ("**topic cosine, turns 1-10** (mean)", lambda s: s["topic_cosine_first10"]),
     ("**topic cosine, last 10 turns** (mean)", lambda s: s["topic_cosine_last10"]),
     ("on topic (cosine >= 0.3), turns 1-10", lambda s: s["on_topic_first10"]),

@@ -107,8 +107,10 @@ def _read_safetensors(blob: bytes) -> dict[str, np.ndarray]:
         flat = np.frombuffer(blob, dtype=dtype, count=(end - start) // dtype.itemsize, offset=8 + n + start)
         # A copy: the buffer's offsets are not aligned, and BLAS is ~10x slower on unaligned arrays.
         weights = flat.reshape(info["shape"])
-        out[name] = np.ascontiguousarray(
-            weights.T if name.endswith("dense.weight") or "self." in name and name.endswith(".weight") else weights
+        out[name] = np.array(  # always a copy, so the zip's blob is freed (an aligned array of its own)
+            weights.T if name.endswith("dense.weight") or "self." in name and name.endswith(".weight") else weights,
+            order="C",
+            copy=True,
         )
     return out
 
