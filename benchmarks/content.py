@@ -482,7 +482,9 @@ def judge_long(judge) -> dict:
             late = [s for s in score_script(script, judge) if s.turn >= len(texts) - 10]
             late_answers += sum(s.answers for s in late)
             late_n += len(late)
-        turns = [t for r in rows if r["key"] in common for t in r["turns"]]
+        # Prompt and memory per turn from every dialogue, a rejected one's turns up to its failure included.
+        turns = [t for r in rows for t in r["turns"]]
+        lost = [f"{r['key']} at turn {len(r['turns'])} ({r['rejected']})" for r in rows if not r["script"]]
         # Spoken length, estimated: words at the lexicon's speaking rate plus the timing model's median gap a turn.
         rate = load_lexicon("en").words_per_second
         minutes = [
@@ -500,6 +502,8 @@ def judge_long(judge) -> dict:
             "summary_sentences": meta.get("summary_sentences"),
             "dialogues": len(per_dialogue),
             "turns": n_turns,
+            "written": f"{sum(bool(r['script']) for r in rows)} of {len(rows)}",
+            "lost": "; ".join(lost) or "none",
             "minutes_estimated": round(float(np.mean(minutes)), 1) if minutes else None,
             "topic_cosine_first10": round(float(np.mean(first)), 3) if first else None,
             "topic_cosine_last10": round(float(np.mean(last)), 3) if last else None,
@@ -508,8 +512,10 @@ def judge_long(judge) -> dict:
             "answers_last10": round(late_answers / late_n, 3) if late_n else None,
             "prompt_tokens_max_turns_0_9": max(at(0, 10, "prompt_tokens"), default=None),
             "prompt_tokens_max_turns_10_19": max(at(10, 20, "prompt_tokens"), default=None),
+            "prompt_tokens_max_turns_20_29": max(at(20, 30, "prompt_tokens"), default=None),
             "prompt_tokens_max_last10": max(at(n_turns - 10, n_turns, "prompt_tokens"), default=None),
             "rss_mb_turn_10": round(max(at(9, 11, "rss_mb"), default=float("nan")), 1),
+            "rss_mb_turn_20": round(max(at(19, 21, "rss_mb"), default=float("nan")), 1),
             "rss_mb_last": round(max(at(n_turns - 1, n_turns, "rss_mb"), default=float("nan")), 1),
             "s_per_dialogue_median": statistics.median(d["seconds"] for d in per_dialogue.values())
             if per_dialogue
@@ -520,7 +526,9 @@ def judge_long(judge) -> dict:
 
 
 LONG_ROWS = [
-    ("dialogues (keys every set wrote) x turns", lambda s: f"{s['dialogues']} x {s['turns']}"),
+    ("dialogues written", lambda s: s["written"]),
+    ("lost: a turn failed every attempt", lambda s: s["lost"]),
+    ("dialogues judged (keys every set wrote) x turns", lambda s: f"{s['dialogues']} x {s['turns']}"),
     ("running summary (sentences; 0 = none)", lambda s: s["summary_sentences"]),
     ("spoken minutes, estimated (words at 3.5/s + 0.2 s a turn)", lambda s: s["minutes_estimated"]),
     ("**topic cosine, turns 1-10** (mean)", lambda s: s["topic_cosine_first10"]),
@@ -530,8 +538,10 @@ LONG_ROWS = [
     ("last 10 turns that answer the previous turn", lambda s: s["answers_last10"]),
     ("prompt tokens, max over turns 1-10", lambda s: s["prompt_tokens_max_turns_0_9"]),
     ("prompt tokens, max over turns 11-20", lambda s: s["prompt_tokens_max_turns_10_19"]),
-    ("prompt tokens, max over the last 10 turns", lambda s: s["prompt_tokens_max_last10"]),
+    ("prompt tokens, max over turns 21-30", lambda s: s["prompt_tokens_max_turns_20_29"]),
+    ("prompt tokens, max over the last 10 turns written", lambda s: s["prompt_tokens_max_last10"]),
     ("process RSS after turn 10 (MB)", lambda s: s["rss_mb_turn_10"]),
+    ("process RSS after turn 20 (MB)", lambda s: s["rss_mb_turn_20"]),
     ("process RSS after the last turn (MB)", lambda s: s["rss_mb_last"]),
     ("s/dialogue (median, shared 2-core machine)", lambda s: s["s_per_dialogue_median"]),
 ]
@@ -569,6 +579,37 @@ def _long_table(long: dict) -> list[str]:
             for s in long.values()
         ]
         lines.append(f"| {key} ({any_set['mode']}) | {any_set['topic']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _late_table() -> list[str]:
+    if not LATE_PROBE.is_file():
+        return []
+    probe = json.loads(LATE_PROBE.read_text())
+    pairs = [r for r in probe["rows"] if "text" in r.get("with", {}) and "text" in r.get("without", {})]
+    if not pairs:
+        return []
+
+    def mean(side: str, key: str) -> float:
+        return round(float(np.mean([r[side][key] for r in pairs])), 3)
+
+    wins = sum(r["with"]["topic_cosine"] > r["without"]["topic_cosine"] for r in pairs)
+    lines = [
+        "",
+        "### The summary's effect on the next turn, paired",
+        "",
+        f"`benchmarks/content.py late` ({probe['llm']}): for each script of the `{probe['label']}` set with 7 or"
+        " more turns, its next turn written from the same history and seed with the running summary of the"
+        f" turns older than the window and without ({len(pairs)} pairs; the summary holds only 1-2 turns'"
+        f" sentences here). With the summary the turn is nearer the scenario in {wins} of {len(pairs)} pairs.",
+        "",
+        "| mean over the pairs | with the summary | without |",
+        "|---|---:|---:|",
+        f"| cosine with the scenario (topic, setting) | {mean('with', 'topic_cosine')} |"
+        f" {mean('without', 'topic_cosine')} |",
+        f"| cosine with the turn it answers | {mean('with', 'previous_cosine')} |"
+        f" {mean('without', 'previous_cosine')} |",
+    ]
     return lines
 
 
@@ -723,6 +764,7 @@ def _table(out: dict) -> str:
                 cells.append("")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += _long_table(out.get("long") or {})
+    lines += _late_table()
     lines += _probe_table()
     return "\n".join(lines) + "\n"
 
