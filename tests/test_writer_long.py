@@ -20,7 +20,7 @@ from factory.script.scenario import draw_scenario
 from factory.script.summary import MAX_SENTENCE_WORDS, RunningSummary, sentences
 from factory.script.text_checks import TurnRejected, check_turn
 from factory.script.writer import HISTORY_TURNS, build_messages, prompts_dir, writer_gaps, writer_prompts
-from factory.seeding import rng_for
+from factory.seeding import derive_seed, rng_for
 from tests.latency_server import LatencyServer, answer
 
 LANGUAGES = ("en", "ja", "es", "fr", "de", "hi")
@@ -105,6 +105,31 @@ def test_a_five_minute_dialogue_carries_the_summary_and_its_prompt_stays_bounded
     assert max(sizes[start:]) < max(sizes[:start]) + 4 * (MAX_SENTENCE_WORDS * 10)
     assert max(sizes[30:]) <= max(sizes[start:30]) + 100  # flat: no growth past the summary's size
     assert write_script(RecordingLLM(), hiking(40), cfg, "long-t") == script
+
+
+class FailsAt(RecordingLLM):
+    """`RecordingLLM` whose answer to every attempt of turn `turn` of sample `key` is empty."""
+
+    def __init__(self, key: str, turn: int, attempts: int) -> None:
+        super().__init__()
+        first = derive_seed(1234, key, f"llm-turn-{turn}")
+        self.failing = set(range(first, first + attempts))
+
+    def complete(self, messages: list[dict[str, str]], *, max_tokens: int, seed: int, **_: Any) -> str:
+        return "" if seed in self.failing else super().complete(messages, max_tokens=max_tokens, seed=seed)
+
+
+def test_a_long_dialogue_that_loses_a_late_turn_ends_before_it() -> None:
+    """Past half its turns, a long dialogue whose turn fails every attempt keeps what it has (marks of
+    later turns gone); a short one, or one failing before half, is lost as before."""
+    cfg = load_config(overrides=["behaviour.min_barge_ins=0"])
+    script = write_script(FailsAt("long-t", 30, cfg.llm.turn_attempts), hiking(40), cfg, "long-t")
+    full = write_script(RecordingLLM(), hiking(40), cfg, "long-t")
+    assert len(script.turns) in (29, 30) and script.turns == full.turns[: len(script.turns)]
+    assert all(m.turn < len(script.turns) for m in script.marks)
+    for n_turns, failing in ((40, 12), (8, 6)):
+        with pytest.raises(TurnRejected, match="empty"):
+            write_script(FailsAt("long-t", failing, cfg.llm.turn_attempts), hiking(n_turns), cfg, "long-t")
 
 
 def test_dialogues_shorter_than_the_summary_turn_are_written_as_before() -> None:

@@ -69,6 +69,21 @@ def running_summary(scenario: Scenario, cfg: RunConfig) -> RunningSummary | None
     return RunningSummary(scenario, default_judge(), cfg.dialogue.summary_sentences)
 
 
+def ends_early(failed: int, marks: list[Mark], scenario: Scenario, cfg: RunConfig) -> int | None:
+    """A long dialogue (more turns than `dialogue.summary_from_turn`) whose turn `failed` fails every
+    attempt ends before it, as the structured parser keeps a script of half its turns: how many turns
+    it keeps (one fewer when the last was cut by a barge-in whose interrupter is the failed turn), or
+    None when fewer than half the scenario's turns or `behaviour.min_barge_ins` would be left (the
+    dialogue is lost, as a short one always is: 40 turns at ~6 % failing would almost never finish)."""
+    if scenario.n_turns <= cfg.dialogue.summary_from_turn:
+        return None
+    kept = failed - 1 if any(isinstance(m, BargeIn) and m.turn == failed - 1 for m in marks) else failed
+    barge_ins = sum(isinstance(m, BargeIn) and m.turn < kept for m in marks)
+    if kept < max(2, scenario.n_turns // 2) or barge_ins < cfg.behaviour.min_barge_ins:
+        return None
+    return kept
+
+
 def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
     """Raises `TurnRejected` when the LLM cannot write a usable turn within its attempts."""
     seed = cfg.run.seed
@@ -96,18 +111,25 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
         may_be_cut = (i in victims or pending_victim) and i < len(speakers) - 1
         if may_be_cut and (scenario.mode is Mode.peer or speaker is Channel.agent):
             low = min(max(low, MIN_VICTIM_WORDS), high)  # long enough to be cut mid-way
-        text = write_turn(
-            llm,
-            scenario,
-            heard,
-            speaker,
-            seed=derive_seed(seed, sample_key, f"llm-turn-{i}"),
-            min_words=low,
-            max_words=high,
-            attempts=cfg.llm.turn_attempts,
-            temperature=cfg.llm.temperature,
-            summary=summary.text() if summary is not None and i >= cfg.dialogue.summary_from_turn else "",
-        )
+        try:
+            text = write_turn(
+                llm,
+                scenario,
+                heard,
+                speaker,
+                seed=derive_seed(seed, sample_key, f"llm-turn-{i}"),
+                min_words=low,
+                max_words=high,
+                attempts=cfg.llm.turn_attempts,
+                temperature=cfg.llm.temperature,
+                summary=summary.text() if summary is not None and i >= cfg.dialogue.summary_from_turn else "",
+            )
+        except TurnRejected:
+            kept = ends_early(i, marks, scenario, cfg)
+            if kept is None:
+                raise
+            turns, marks = turns[:kept], [m for m in marks if m.turn < kept]
+            break
         text, turn_marks = insert_hesitations(
             text,
             i,
