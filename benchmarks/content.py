@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SCRIPTS = RESULTS / "content_scripts"
+LONG = RESULTS / "content_long"  # the long dialogues (`long` / `judge`), with and without the running summary
 PAIRS = ROOT / "benchmarks" / "data" / "content_pairs.jsonl"
 
 
@@ -109,6 +110,223 @@ def write(label: str, n: int, note: str = "") -> None:
     print(json.dumps(meta, indent=1))
 
 
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_long(
+    label: str, n: int, turns: int, summary_sentences: int, attempts: int, note: str = "", start: int = 0
+) -> None:
+    """~5-minute dialogues (`turns` turns) on the embedded LLM: every turn's prompt length (characters
+    and the model's own tokens) and the process RSS after it, the scripts to `content_long/<label>.jsonl`.
+    `attempts` per turn (`llm.turn_attempts`): one turn that fails them all loses the dialogue, so a
+    40-turn dialogue needs more than the default 3 (at ~6 % of turns failing 3 attempts, 1 in 8 survives)."""
+    import factory.script.compose as compose_module
+    from factory.config import load_config
+    from factory.llm import get_llm
+    from factory.script.compose import write_script
+    from factory.script.scenario import draw_scenario
+    from factory.script.text_checks import TurnRejected
+    from factory.script.writer import build_messages
+    from factory.seeding import rng_for
+
+    cfg = load_config(overrides=[f"dialogue.summary_sentences={summary_sentences}", f"llm.turn_attempts={attempts}"])
+    llm = get_llm("embedded", model_path=cfg.llm.model_path, n_threads=cfg.llm.n_threads)
+    per_turn: list[dict] = []
+    inner = compose_module.write_turn
+
+    def measured(llm_, scenario, history, speaker, **kw):
+        # The prompt the writer sends (the same function builds it), measured before the call.
+        messages = build_messages(scenario, history, speaker, kw["max_words"], kw.get("summary", ""))
+        text = "".join(m["content"] for m in messages)
+        tokens = len(llm._llama.tokenize(text.encode(), add_bos=False, special=False))  # type: ignore[attr-defined]
+        out = inner(llm_, scenario, history, speaker, **kw)
+        per_turn.append(
+            {"turn": len(history), "prompt_chars": len(text), "prompt_tokens": tokens, "rss_mb": _rss_mb(), "text": out}
+        )
+        return out
+
+    compose_module.write_turn = measured  # the benchmark's own hook: what each turn's writer was sent
+    LONG.mkdir(parents=True, exist_ok=True)
+    with (LONG / f"{label}.jsonl").open("w") as out:
+        for k in range(start, start + n):
+            key = f"long-{k}"
+            scenario = draw_scenario(
+                key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights, (turns, turns)
+            )
+            per_turn.clear()
+            start = time.perf_counter()
+            try:
+                script, reason = write_script(llm, scenario, cfg, key), None
+            except TurnRejected as exc:
+                script, reason = None, exc.reason
+            row = {
+                "key": key,
+                "mode": scenario.mode.value,
+                "scenario": scenario.model_dump(mode="json"),
+                "script": script.model_dump(mode="json") if script else None,
+                "rejected": reason,
+                "turns": list(per_turn),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            print(f"{key}: {'ok' if script else reason} in {row['seconds']} s, {len(per_turn)} turns")
+        meta = {
+            "label": label,
+            "note": note,
+            "llm": llm.name,
+            "seed": cfg.run.seed,
+            "turns": turns,
+            "summary_sentences": summary_sentences,
+            "turn_attempts": attempts,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        out.write(json.dumps({"meta": meta}) + "\n")
+
+
+SUMMARY_PROBE = RESULTS / "content_summaries.json"
+LATE_PROBE = RESULTS / "content_late_turns.json"
+
+
+def probe_late(label: str, attempts: int) -> None:
+    """The summary's effect on the next turn, paired: for every script of `content_scripts/<label>.jsonl`
+    with 7 or more turns, its next turn written by the embedded SmolLM2 from the same history and seed,
+    with the running summary of the turns older than the window (4 sentences) and without; each
+    written turn's cosine with the scenario (topic and setting) and with the turn it answers."""
+    from factory.config import load_config
+    from factory.llm import get_llm
+    from factory.models import Channel, Script, ScriptTurn
+    from factory.script.content import default_judge, heard_texts
+    from factory.script.scenario import draw_scenario
+    from factory.script.summary import RunningSummary, anchor_text
+    from factory.script.text_checks import TurnRejected
+    from factory.script.writer import HISTORY_TURNS, turn_length, write_turn
+    from factory.seeding import derive_seed, rng_for
+
+    cfg = load_config()
+    judge = default_judge()
+    llm = get_llm("embedded", model_path=cfg.llm.model_path, n_threads=cfg.llm.n_threads)
+    lines = [json.loads(line) for line in (SCRIPTS / f"{label}.jsonl").read_text().splitlines() if line.strip()]
+    rows = []
+    for r in [line for line in lines if "meta" not in line and line["script"]]:
+        script = Script.model_validate(r["script"])
+        if len(script.turns) <= HISTORY_TURNS:
+            continue
+        key = r["key"]
+        scenario = draw_scenario(
+            key, rng_for(cfg.run.seed, key, "scenario"), cfg.dialogue.mode_weights, cfg.dialogue.n_turns
+        )
+        texts = heard_texts(script)
+        history = [ScriptTurn(speaker=t.speaker, text=x) for t, x in zip(script.turns, texts, strict=True)]
+        speaker = Channel.agent if history[-1].speaker is Channel.user else Channel.user
+        summary = RunningSummary(scenario, judge, 4)
+        for k, turn in enumerate(history[: len(history) - HISTORY_TURNS]):
+            summary.add(k, turn.text)
+        low, high = turn_length(scenario.mode, speaker, cfg.dialogue)
+        row = {"key": key, "topic": scenario.topic, "summary": summary.text()}
+        for name, text in (("with", summary.text()), ("without", "")):
+            start = time.perf_counter()
+            try:
+                out = write_turn(
+                    llm,
+                    scenario,
+                    history,
+                    speaker,
+                    seed=derive_seed(cfg.run.seed, key, "late-probe"),
+                    min_words=low,
+                    max_words=high,
+                    attempts=attempts,
+                    temperature=cfg.llm.temperature,
+                    summary=text,
+                )
+            except TurnRejected as exc:
+                row[name] = {"rejected": exc.reason}
+                continue
+            cos = judge.similarity([anchor_text(scenario), history[-1].text], [out, out])
+            row[name] = {
+                "text": out,
+                "topic_cosine": round(float(cos[0]), 3),
+                "previous_cosine": round(float(cos[1]), 3),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        rows.append(row)
+        print(json.dumps(row))
+        LATE_PROBE.write_text(json.dumps({"label": label, "llm": llm.name, "rows": rows}, indent=1) + "\n")
+
+
+def probe_summaries(n: int) -> None:
+    """Can the 135M model summarise? On the first `n` human dialogues of dialogues/en-everyday (all
+    but their last two turns: what a writer's window would have lost), the embedded SmolLM2's
+    summary against the extract `factory.script.summary` keeps (2 sentences): how near each is to the
+    topic and to the excerpt (judge cosines), the share of its content words the excerpt never
+    said (invented), and how much of the excerpt's last turn it copies."""
+    from factory.llm import get_llm
+    from factory.models import Persona, Scenario
+    from factory.script.content import default_judge
+    from factory.script.summary import RunningSummary
+    from factory.script.text_checks import content_words, copy_share
+    from factory.seeding import derive_seed
+
+    judge = default_judge()
+    llm = get_llm("embedded")
+    rows = []
+    dialogues = [json.loads(line) for line in (ROOT / "dialogues" / "en-everyday.jsonl").read_text().splitlines()]
+    for d in [d for d in dialogues if len(d["turns"]) >= 6][:n]:
+        excerpt = d["turns"][:-2]
+        person = Persona(name="A", description="a person")
+        scenario = Scenario(
+            id=d["id"],
+            mode=d["mode"],
+            topic=d["topic"],
+            setting="a conversation",
+            style="casual",
+            user=person,
+            agent=person,
+            n_turns=len(d["turns"]),
+        )
+        extract = RunningSummary(scenario, judge, 2)
+        for k, t in enumerate(excerpt):
+            extract.add(k, t["text"])
+        transcript = "\n".join(f"{'User' if t['role'] == 'user' else 'Assistant'}: {t['text']}" for t in excerpt)
+        messages = [
+            {
+                "role": "system",
+                "content": "You summarise conversations in one or two plain sentences: what was "
+                f"asked, said and settled. Topic: {d['topic']}.",
+            },
+            {"role": "user", "content": f"{transcript}\n\nSummarise this conversation so far."},
+        ]
+        start = time.perf_counter()
+        made = llm.complete(messages, max_tokens=80, temperature=0.2, seed=derive_seed(1234, d["id"], "summary"))
+        seconds = time.perf_counter() - start
+        said = set().union(*(content_words(t["text"]) for t in excerpt))
+        full = " ".join(t["text"] for t in excerpt)
+        row = {"id": d["id"], "topic": d["topic"], "llm_seconds": round(seconds, 1)}
+        for name, text in (("llm", " ".join(made.split())), ("extract", extract.text())):
+            words = content_words(text)
+            row[name] = {
+                "text": text,
+                "topic_cosine": round(float(judge.similarity([d["topic"]], [text])[0]), 3),
+                "excerpt_cosine": round(float(judge.similarity([full], [text])[0]), 3),
+                "invented_words": round(len(words - said) / max(len(words), 1), 3),
+                "copies_last_turn": round(copy_share(text, excerpt[-1]["text"]), 3),
+                "words": len(text.split()),
+            }
+        rows.append(row)
+        print(json.dumps(row))
+    means = {
+        name: {k: round(float(np.mean([r[name][k] for r in rows])), 3) for k in rows[0][name] if k != "text"}
+        for name in ("llm", "extract")
+    }
+    out = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "llm": llm.name, "means": means, "rows": rows}
+    SUMMARY_PROBE.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(means, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -116,10 +334,31 @@ def main() -> None:
     w.add_argument("--label", required=True)
     w.add_argument("--dialogues", type=int, default=24)
     w.add_argument("--note", default="", help="what this set's writer is (shown in the results)")
+    long = sub.add_parser("long")
+    long.add_argument("--label", required=True)
+    long.add_argument("--dialogues", type=int, default=3)
+    long.add_argument("--turns", type=int, default=40)
+    long.add_argument("--summary-sentences", type=int, default=4, help="0: no running summary")
+    long.add_argument("--turn-attempts", type=int, default=8, help="llm.turn_attempts")
+    long.add_argument("--start", type=int, default=0, help="the first sample key, long-START")
+    long.add_argument("--note", default="")
+    probe = sub.add_parser("summaries", help="the 135M model's summaries against the extract")
+    probe.add_argument("--dialogues", type=int, default=8)
+    late = sub.add_parser("late", help="the next turn with and without the summary, same history and seed")
+    late.add_argument("--label", default="after")
+    late.add_argument("--turn-attempts", type=int, default=8)
     sub.add_parser("judge")
     args = ap.parse_args()
     if args.cmd == "write":
         write(args.label, args.dialogues, args.note)
+    elif args.cmd == "late":
+        probe_late(args.label, args.turn_attempts)
+    elif args.cmd == "summaries":
+        probe_summaries(args.dialogues)
+    elif args.cmd == "long":
+        write_long(
+            args.label, args.dialogues, args.turns, args.summary_sentences, args.turn_attempts, args.note, args.start
+        )
     else:
         judge()
 
@@ -202,6 +441,211 @@ def human_reference(judge) -> dict:
     return measure(scripts, judge)
 
 
+def judge_long(judge) -> dict:
+    """Topic adherence of the long dialogues: each turn's cosine with its scenario's topic and
+    setting (the summary's own anchor text, embedded by the same judge), the first 10 turns
+    against the last 10, on the keys every set wrote; the prompt's length and the RSS per turn."""
+    from factory.models import Scenario, Script
+    from factory.script.content import RELEVANT_COSINE, score_script
+    from factory.script.lexicon import load_lexicon
+    from factory.script.summary import anchor_text
+
+    sets = {}
+    for path in sorted(LONG.glob("*.jsonl")):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        meta = next((line["meta"] for line in lines if "meta" in line), {"label": path.stem + " (partial)"})
+        rows = [line for line in lines if "meta" not in line]
+        sets[meta["label"]] = (meta, rows)
+    common = (
+        set.intersection(*({r["key"] for r in rows if r["script"]} for _, rows in sets.values())) if sets else set()
+    )
+    out = {}
+    for label, (meta, rows) in sets.items():
+        first, last, late_answers, late_n = [], [], 0, 0
+        per_dialogue = {}
+        for r in rows:
+            if r["key"] not in common:
+                continue
+            scenario = Scenario.model_validate(r["scenario"])
+            script = Script.model_validate(r["script"])
+            texts = [t.text for t in script.turns]
+            cos = judge.similarity([anchor_text(scenario)] * len(texts), texts)
+            first += [float(c) for c in cos[:10]]
+            last += [float(c) for c in cos[-10:]]
+            per_dialogue[r["key"]] = {
+                "mode": r["mode"],
+                "topic": scenario.topic,
+                "first10": round(float(np.mean(cos[:10])), 3),
+                "last10": round(float(np.mean(cos[-10:])), 3),
+                "seconds": r["seconds"],
+            }
+            late = [s for s in score_script(script, judge) if s.turn >= len(texts) - 10]
+            late_answers += sum(s.answers for s in late)
+            late_n += len(late)
+        # Prompt and memory per turn from every dialogue, a rejected one's turns up to its failure included.
+        turns = [t for r in rows for t in r["turns"]]
+        lost = [f"{r['key']} at turn {len(r['turns'])} ({r['rejected']})" for r in rows if not r["script"]]
+        # Spoken length, estimated: words at the lexicon's speaking rate plus the timing model's median gap a turn.
+        rate = load_lexicon("en").words_per_second
+        minutes = [
+            (sum(len(t["text"].split()) for t in r["script"]["turns"]) / rate + 0.2 * len(r["script"]["turns"])) / 60
+            for r in rows
+            if r["key"] in common
+        ]
+
+        def at(lo: int, hi: int, field: str, turns=turns) -> list[float]:
+            return [t[field] for t in turns if lo <= t["turn"] < hi]
+
+        n_turns = max((t["turn"] for t in turns), default=0) + 1
+        out[label] = {
+            "note": meta.get("note", ""),
+            "summary_sentences": meta.get("summary_sentences"),
+            "dialogues": len(per_dialogue),
+            "turns": n_turns,
+            "written": f"{sum(bool(r['script']) for r in rows)} of {len(rows)}",
+            "lost": "; ".join(lost) or "none",
+            "minutes_estimated": round(float(np.mean(minutes)), 1) if minutes else None,
+            "topic_cosine_first10": round(float(np.mean(first)), 3) if first else None,
+            "topic_cosine_last10": round(float(np.mean(last)), 3) if last else None,
+            "on_topic_first10": round(float(np.mean([c >= RELEVANT_COSINE for c in first])), 3) if first else None,
+            "on_topic_last10": round(float(np.mean([c >= RELEVANT_COSINE for c in last])), 3) if last else None,
+            "answers_last10": round(late_answers / late_n, 3) if late_n else None,
+            "prompt_tokens_max_turns_0_9": max(at(0, 10, "prompt_tokens"), default=None),
+            "prompt_tokens_max_turns_10_19": max(at(10, 20, "prompt_tokens"), default=None),
+            "prompt_tokens_max_turns_20_29": max(at(20, 30, "prompt_tokens"), default=None),
+            "prompt_tokens_max_last10": max(at(n_turns - 10, n_turns, "prompt_tokens"), default=None),
+            "rss_mb_turn_10": round(max(at(9, 11, "rss_mb"), default=float("nan")), 1),
+            "rss_mb_turn_20": round(max(at(19, 21, "rss_mb"), default=float("nan")), 1),
+            "rss_mb_last": round(max(at(n_turns - 1, n_turns, "rss_mb"), default=float("nan")), 1),
+            "s_per_dialogue_median": statistics.median(d["seconds"] for d in per_dialogue.values())
+            if per_dialogue
+            else None,
+            "per_dialogue": per_dialogue,
+        }
+    return out
+
+
+LONG_ROWS = [
+    ("dialogues written", lambda s: s["written"]),
+    ("lost: a turn failed every attempt", lambda s: s["lost"]),
+    ("dialogues judged (keys every set wrote) x turns", lambda s: f"{s['dialogues']} x {s['turns']}"),
+    ("running summary (sentences; 0 = none)", lambda s: s["summary_sentences"]),
+    ("spoken minutes, estimated (words at 3.5/s + 0.2 s a turn)", lambda s: s["minutes_estimated"]),
+    ("**topic cosine, turns 1-10** (mean)", lambda s: s["topic_cosine_first10"]),
+    ("**topic cosine, last 10 turns** (mean)", lambda s: s["topic_cosine_last10"]),
+    ("on topic (cosine >= 0.3), turns 1-10", lambda s: s["on_topic_first10"]),
+    ("on topic (cosine >= 0.3), last 10 turns", lambda s: s["on_topic_last10"]),
+    ("last 10 turns that answer the previous turn", lambda s: s["answers_last10"]),
+    ("prompt tokens, max over turns 1-10", lambda s: s["prompt_tokens_max_turns_0_9"]),
+    ("prompt tokens, max over turns 11-20", lambda s: s["prompt_tokens_max_turns_10_19"]),
+    ("prompt tokens, max over turns 21-30", lambda s: s["prompt_tokens_max_turns_20_29"]),
+    ("prompt tokens, max over the last 10 turns written", lambda s: s["prompt_tokens_max_last10"]),
+    ("process RSS after turn 10 (MB)", lambda s: s["rss_mb_turn_10"]),
+    ("process RSS after turn 20 (MB)", lambda s: s["rss_mb_turn_20"]),
+    ("process RSS after the last turn (MB)", lambda s: s["rss_mb_last"]),
+    ("s/dialogue (median, shared 2-core machine)", lambda s: s["s_per_dialogue_median"]),
+]
+
+
+def _long_table(long: dict) -> list[str]:
+    if not long:
+        return []
+    lines = [
+        "",
+        "## Long dialogues: the running summary (issue 23)",
+        "",
+        "`benchmarks/content.py long --label L --turns 40 --summary-sentences K` writes ~5-minute dialogues"
+        " (sample keys long-0..N-1, the same seeds and scenarios in every set) on the embedded SmolLM2, as a"
+        " run's script stage does, recording each turn's prompt (characters, the model's own tokens) and the"
+        " process RSS. Topic adherence: each turn's cosine with its scenario's topic and setting (the judge"
+        " above), turns 1-10 against the last 10.",
+        "",
+        *[f"- **{label}**: {s['note']}" for label, s in long.items() if s.get("note")],
+        "",
+        "| measure | " + " | ".join(long) + " |",
+        "|---|" + "---:|" * len(long),
+    ]
+    for name, get in LONG_ROWS:
+        lines.append(f"| {name} | " + " | ".join(str(get(s)) for s in long.values()) + " |")
+    keys = sorted({k for s in long.values() for k in s["per_dialogue"]})
+    lines += ["", "| dialogue | topic | " + " | ".join(f"{label}: first 10 -> last 10" for label in long) + " |"]
+    lines.append("|---|---|" + "---:|" * len(long))
+    for key in keys:
+        any_set = next(s["per_dialogue"][key] for s in long.values() if key in s["per_dialogue"])
+        cells = [
+            f"{s['per_dialogue'][key]['first10']} -> {s['per_dialogue'][key]['last10']}"
+            if key in s["per_dialogue"]
+            else ""
+            for s in long.values()
+        ]
+        lines.append(f"| {key} ({any_set['mode']}) | {any_set['topic']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _late_table() -> list[str]:
+    if not LATE_PROBE.is_file():
+        return []
+    probe = json.loads(LATE_PROBE.read_text())
+    pairs = [r for r in probe["rows"] if "text" in r.get("with", {}) and "text" in r.get("without", {})]
+    if not pairs:
+        return []
+
+    def mean(side: str, key: str) -> float:
+        return round(float(np.mean([r[side][key] for r in pairs])), 3)
+
+    wins = sum(r["with"]["topic_cosine"] > r["without"]["topic_cosine"] for r in pairs)
+    lines = [
+        "",
+        "### The summary's effect on the next turn, paired",
+        "",
+        f"`benchmarks/content.py late` ({probe['llm']}): for each script of the `{probe['label']}` set with 7 or"
+        " more turns, its next turn written from the same history and seed with the running summary of the"
+        f" turns older than the window and without ({len(pairs)} pairs; the summary holds only 1-2 turns'"
+        f" sentences here). With the summary the turn is nearer the scenario in {wins} of {len(pairs)} pairs.",
+        "",
+        "| mean over the pairs | with the summary | without |",
+        "|---|---:|---:|",
+        f"| cosine with the scenario (topic, setting) | {mean('with', 'topic_cosine')} |"
+        f" {mean('without', 'topic_cosine')} |",
+        f"| cosine with the turn it answers | {mean('with', 'previous_cosine')} |"
+        f" {mean('without', 'previous_cosine')} |",
+    ]
+    return lines
+
+
+def _probe_table() -> list[str]:
+    if not SUMMARY_PROBE.is_file():
+        return []
+    probe = json.loads(SUMMARY_PROBE.read_text())
+    rows = probe["rows"]
+    labelled = sum("User:" in r["llm"]["text"] or "Assistant:" in r["llm"]["text"] for r in rows)
+    lines = [
+        "",
+        "### Who writes the summary: the 135M model or an extract",
+        "",
+        f"`benchmarks/content.py summaries` ({probe['date']}, {probe['llm']}): {len(rows)} human dialogues of"
+        " dialogues/en-everyday, all but their last two turns (what a writer's window loses). The model is asked"
+        " for a one- or two-sentence summary (temperature 0.2); the extract is `factory.script.summary`'s (2"
+        f" sentences). The model's summaries re-type the transcript with speaker labels in {labelled} of"
+        f" {len(rows)}, invent content words the excerpt never said, and take"
+        f" {statistics.median(r['llm_seconds'] for r in rows):.0f} s each (median, loaded machine): the writer"
+        " uses the extract.",
+        "",
+        "| mean over the dialogues | the 135M model's summary | the extract |",
+        "|---|---:|---:|",
+    ]
+    names = {
+        "topic_cosine": "cosine with the topic",
+        "excerpt_cosine": "cosine with the excerpt",
+        "invented_words": "content words the excerpt never said",
+        "copies_last_turn": "copies the excerpt's last turn (word pairs)",
+        "words": "words",
+    }
+    for key, name in names.items():
+        lines.append(f"| {name} | {probe['means']['llm'][key]} | {probe['means']['extract'][key]} |")
+    return lines
+
+
 def judge() -> None:
     from factory.models import Script
     from factory.script.content import JUDGE_NAME, default_judge
@@ -255,6 +699,7 @@ def judge() -> None:
         "judge_validation": validation,
         "human_reference": reference,
         "sets": sets,
+        "long": judge_long(judge),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "content.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -318,6 +763,9 @@ def _table(out: dict) -> str:
             except KeyError:
                 cells.append("")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _long_table(out.get("long") or {})
+    lines += _late_table()
+    lines += _probe_table()
     return "\n".join(lines) + "\n"
 
 

@@ -241,6 +241,21 @@ class DialogueSection(_Section):
         description="assistant mode: the agent greets first (its greeting as long as a user turn), so models "
         "learn how a conversation opens; false: the user speaks first",
     )
+    summary_sentences: int = Field(
+        default=4,
+        ge=0,
+        le=12,
+        description="long dialogues (n_turns up to 64, ~40 turns = 5 minutes): the turn writer sees the last 6 "
+        "turns plus a running summary of the older ones, this many of their sentences nearest the scenario's "
+        "topic and setting (chosen by the content judge, no LLM call); 0 = no summary",
+    )
+    summary_from_turn: int = Field(
+        default=12,
+        ge=7,
+        le=64,
+        description="the first turn whose writer gets the running summary (turns before it see no summary, so "
+        "dialogues shorter than this are written as without one)",
+    )
 
     @property
     def language_weights(self) -> dict[str, float]:

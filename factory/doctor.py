@@ -38,6 +38,7 @@ from factory.render.voices import speaks
 from factory.run.store import run_store
 from factory.script.lexicon import LexiconError, load_lexicon
 from factory.script.scenario import ScenarioBankError
+from factory.script.writer import writer_gaps
 from factory.tts_cache import CacheStore
 
 if TYPE_CHECKING:  # the Runtime calls in here (check_paths); a runtime import here would be a cycle
@@ -380,7 +381,7 @@ def language_gaps(rt: Runtime) -> list[str]:
             rt.scenarios(language)
         except ScenarioBankError as exc:
             gaps.append(str(exc))
-    return gaps
+    return gaps + writer_gaps(rt.cfg)  # the LLM source: prompts in each language, a model that writes it
 
 
 def languages(rt: Runtime) -> list[Check]:

@@ -11,6 +11,9 @@ its batch; `per_request_s` 0: fixed).
         ...
         server.max_in_flight, server.n_requests, server.mean_in_flight()
 
+`LatencyServer(reply=fn, record=True)` answers `fn(request body)` and keeps every request body in
+`server.requests`: what a client really sent, as a server receives it.
+
 `TTSStandIn`: the factory's own TTS service (`factory.render.service`) hosting, as `espeak`, a
 backend whose batch call costs a fixed `batch_s` for up to `batch_size` renders (a GPU's padded
 batch costs about the same full or not); it renders real espeak audio (same bytes as espeak in
@@ -30,7 +33,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
@@ -93,9 +96,17 @@ class LatencyServer:
     """Start on enter, stop on exit. Thread-safe counters: `n_requests`, `max_in_flight`,
     and `events` ((monotonic time, in-flight count after the change))."""
 
-    def __init__(self, latency_s: float = 0.5, per_request_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        latency_s: float = 0.5,
+        per_request_s: float = 0.0,
+        reply: Callable[[dict], str] | None = None,
+        record: bool = False,
+    ) -> None:
         self.latency_s = latency_s
         self.per_request_s = per_request_s
+        self.reply = reply  # the answer to a request body; None: `answer(seed, max_tokens)`
+        self.requests: list[dict] | None = [] if record else None  # with `record`: every request body, in order
         self.n_requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -191,10 +202,16 @@ class LatencyServer:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
+                if server.requests is not None:
+                    with server._lock:
+                        server.requests.append(request)
                 latency = server._enter()
                 try:
                     time.sleep(latency)
-                    text = answer(int(request.get("seed") or 0), int(request.get("max_tokens") or 64))
+                    if server.reply is not None:
+                        text = server.reply(request)
+                    else:
+                        text = answer(int(request.get("seed") or 0), int(request.get("max_tokens") or 64))
                 finally:
                     server._leave()
                 self._reply(

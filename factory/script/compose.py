@@ -18,6 +18,7 @@ from factory.languages import words as lang_words
 from factory.llm.base import LLMBackend
 from factory.models import BargeIn, Channel, ListenerMark, Mark, Mode, Scenario, Script, ScriptTurn
 from factory.script.calibrate import calibrate_marks
+from factory.script.content import default_judge
 from factory.script.lexicon import behaviour_for
 from factory.script.marks import mark_order
 from factory.script.outcomes import ScriptRejected
@@ -33,7 +34,8 @@ from factory.script.planner import (
     plan_listener_marks,
 )
 from factory.script.response import response_schema, script_messages
-from factory.script.writer import TurnRejected, turn_length, write_turn
+from factory.script.summary import RunningSummary
+from factory.script.writer import HISTORY_TURNS, TurnRejected, turn_length, write_turn
 from factory.seeding import derive_seed, rng_for
 
 
@@ -59,6 +61,29 @@ def with_ignored_events(script: Script, scenario: Scenario, cfg: RunConfig, samp
     return script.model_copy(update={"marks": marks, "events_planned": counts})
 
 
+def running_summary(scenario: Scenario, cfg: RunConfig) -> RunningSummary | None:
+    """The running summary a dialogue of `scenario.n_turns` turns carries (`dialogue.summary_*`), or
+    None when no turn of it gets one (the judge is then never loaded)."""
+    if cfg.dialogue.summary_sentences <= 0 or scenario.n_turns <= cfg.dialogue.summary_from_turn:
+        return None
+    return RunningSummary(scenario, default_judge(), cfg.dialogue.summary_sentences)
+
+
+def ends_early(failed: int, marks: list[Mark], scenario: Scenario, cfg: RunConfig) -> int | None:
+    """A long dialogue (more turns than `dialogue.summary_from_turn`) whose turn `failed` fails every
+    attempt ends before it, as the structured parser keeps a script of half its turns: how many turns
+    it keeps (one fewer when the last was cut by a barge-in whose interrupter is the failed turn), or
+    None when fewer than half the scenario's turns or `behaviour.min_barge_ins` would be left (the
+    dialogue is lost, as a short one always is: 40 turns at ~6 % failing would almost never finish)."""
+    if scenario.n_turns <= cfg.dialogue.summary_from_turn:
+        return None
+    kept = failed - 1 if any(isinstance(m, BargeIn) and m.turn == failed - 1 for m in marks) else failed
+    barge_ins = sum(isinstance(m, BargeIn) and m.turn < kept for m in marks)
+    if kept < max(2, scenario.n_turns // 2) or barge_ins < cfg.behaviour.min_barge_ins:
+        return None
+    return kept
+
+
 def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key: str) -> Script:
     """Raises `TurnRejected` when the LLM cannot write a usable turn within its attempts."""
     seed = cfg.run.seed
@@ -75,7 +100,10 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
     heard: list[ScriptTurn] = []
     marks: list[Mark] = []
     pending_victim = False  # a planned barge-in whose turn was too short moves to a later eligible turn
+    summary = running_summary(scenario, cfg)
     for i, speaker in enumerate(speakers):
+        if summary is not None and i > HISTORY_TURNS:  # turn i - 7 has just left the writer's window
+            summary.add(i - HISTORY_TURNS - 1, heard[i - HISTORY_TURNS - 1].text)
         low, high = word_limits(scenario, speaker, cfg)
         if i == 0 and speaker is Channel.agent:  # the agent's greeting: as short as a user's turn
             low, high = word_limits(scenario, Channel.user, cfg)
@@ -83,17 +111,25 @@ def write_script(llm: LLMBackend, scenario: Scenario, cfg: RunConfig, sample_key
         may_be_cut = (i in victims or pending_victim) and i < len(speakers) - 1
         if may_be_cut and (scenario.mode is Mode.peer or speaker is Channel.agent):
             low = min(max(low, MIN_VICTIM_WORDS), high)  # long enough to be cut mid-way
-        text = write_turn(
-            llm,
-            scenario,
-            heard,
-            speaker,
-            seed=derive_seed(seed, sample_key, f"llm-turn-{i}"),
-            min_words=low,
-            max_words=high,
-            attempts=cfg.llm.turn_attempts,
-            temperature=cfg.llm.temperature,
-        )
+        try:
+            text = write_turn(
+                llm,
+                scenario,
+                heard,
+                speaker,
+                seed=derive_seed(seed, sample_key, f"llm-turn-{i}"),
+                min_words=low,
+                max_words=high,
+                attempts=cfg.llm.turn_attempts,
+                temperature=cfg.llm.temperature,
+                summary=summary.text() if summary is not None and i >= cfg.dialogue.summary_from_turn else "",
+            )
+        except TurnRejected:
+            kept = ends_early(i, marks, scenario, cfg)
+            if kept is None:
+                raise
+            turns, marks = turns[:kept], [m for m in marks if m.turn < kept]
+            break
         text, turn_marks = insert_hesitations(
             text,
             i,

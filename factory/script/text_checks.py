@@ -13,7 +13,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from factory.languages import join, words
+from factory.languages import base, join, words
 
 
 class TurnRejected(Exception):
@@ -349,6 +349,9 @@ _META = re.compile(
 AGENT_META = ("as an ai", "i am an ai", "i'm an ai")
 
 
+_SCRIPTS = {"hi": "DEVANAGARI"}  # the script of a spaced language's letters, where not Latin
+
+
 def check_turn(
     text: str,
     *,
@@ -356,19 +359,31 @@ def check_turn(
     references: Sequence[str] = (),
     allow_meta: Sequence[str] = (),
     previous: str | None = None,
+    language: str = "en",
 ) -> None:
     """Raises `TurnRejected` when a cleaned turn is unusable. `references` are texts the turn
     must not copy (the instructions, earlier turns); `allow_meta` lists meta phrases that are
     legitimate for this speaker (an AI agent may say it is an AI); `previous` is the turn it
-    answers, as heard, whose words it must not parrot (`copy_share`)."""
+    answers, as heard, whose words it must not parrot (`copy_share`). `language`: English turns
+    must be English words; another language's letters must be in its script (a served model
+    answering in English is rejected)."""
     words = _norm_words(text)
     if not words:
         raise TurnRejected("empty", "nothing speakable after cleaning")
     letters = [ch for ch in text if ch.isalpha()]
-    ascii_share = sum(ch.isascii() for ch in letters) / max(len(letters), 1)
-    common_share = sum(w in COMMON_ENGLISH for w in words) / len(words)
-    if ascii_share < 0.95 or (len(words) >= 4 and common_share < 0.2):
-        raise TurnRejected("wrong_language", f"ascii {ascii_share:.2f}, common English words {common_share:.2f}")
+    if base(language) == "en":
+        ascii_share = sum(ch.isascii() for ch in letters) / max(len(letters), 1)
+        common_share = sum(w in COMMON_ENGLISH for w in words) / len(words)
+        if ascii_share < 0.95 or (len(words) >= 4 and common_share < 0.2):
+            raise TurnRejected("wrong_language", f"ascii {ascii_share:.2f}, common English words {common_share:.2f}")
+    else:  # a served model writing another spaced language: its letters are in the language's script
+        script = _SCRIPTS.get(base(language), "LATIN")
+        share = sum(unicodedata.name(ch, "").startswith(script) for ch in letters) / max(len(letters), 1)
+        if share < 0.9:
+            raise TurnRejected("wrong_language", f"{share:.2f} of letters in the {script.lower()} script ({language})")
+        common_share = sum(w in COMMON_ENGLISH for w in words) / len(words)
+        if len(words) >= 4 and common_share >= 0.5:  # Latin letters, English words
+            raise TurnRejected("wrong_language", f"common English words {common_share:.2f} ({language})")
     # Counted as the TTS will say them: whitespace tokens with a letter or digit ("DM!T." is one
     # token, though normalising splits it in two).
     n_tokens = sum(any(ch.isalnum() for ch in token) for token in text.split())

@@ -10,10 +10,18 @@ message — and the instructions sit in the system message, in the second person
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
+from pathlib import Path
+from string import Formatter
+from typing import Literal
 
-from factory.config import DialogueSection, LLMSection
-from factory.languages import spaced
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from factory.config import DialogueSection, LLMSection, RunConfig
+from factory.languages import base, spaced
 from factory.llm.base import LLMBackend
+from factory.locations import package_data
 from factory.models import Channel, Mode, Persona, Scenario, ScriptTurn
 from factory.script.text_checks import (
     AGENT_META,
@@ -24,7 +32,15 @@ from factory.script.text_checks import (
     clean_turn_unspaced,
 )
 
-__all__ = ["TurnRejected", "build_messages", "turn_length", "write_turn"]
+__all__ = [
+    "TurnRejected",
+    "WriterPromptError",
+    "build_messages",
+    "turn_length",
+    "write_turn",
+    "writer_gaps",
+    "writer_prompts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +59,121 @@ def turn_length(mode: Mode, speaker: Channel, dialogue: DialogueSection | None =
     return dialogue.assistant_agent_words if speaker is Channel.agent else dialogue.assistant_user_words
 
 
-def _length_hint(max_words: int) -> str:
+class WriterPromptError(ValueError):
+    """A language has no writer prompts, or its file is malformed."""
+
+
+_FIELDS = {  # the placeholders each line may use; the first set of each must all appear
+    "role": ({"me", "me_description", "other"}, {"me", "me_description", "other", "other_description"}),
+    "scene": ({"setting", "topic", "style"}, {"setting", "topic", "style"}),
+    "summary": ({"summary"}, {"summary"}),
+    "say": ({"length"}, {"length"}),
+    "open": ({"topic"}, {"topic"}),
+}
+
+
+_LINES = ("scene", "summary", "say", "reply", "interrupted", "cut_off", "greet", "open", "go_on")
+
+
+class WriterPrompts(BaseModel):
+    """The turn writer's lines in one language (`factory/script/writer_prompts/<language>.yaml`):
+    its system message's parts and the fixed lines it sends as the other speaker."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    language: str
+    role: dict[Literal["peer", "agent", "user"], str]
+    scene: str
+    summary: str
+    say: str
+    length: dict[Literal["short", "medium", "long"], str]
+    reply: str
+    interrupted: str
+    cut_off: str
+    greet: str
+    open: str
+    go_on: str
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> WriterPrompts:
+        if set(self.role) != {"peer", "agent", "user"} or set(self.length) != {"short", "medium", "long"}:
+            raise ValueError("role needs peer, agent and user; length needs short, medium and long")
+        lines = [("role", text) for text in self.role.values()] + [("length", text) for text in self.length.values()]
+        lines += [(name, getattr(self, name)) for name in _LINES]
+        for name, text in lines:
+            need, allowed = _FIELDS.get(name, (set(), set()))
+            used = {field for _, field, _, _ in Formatter().parse(text) if field is not None}
+            if not need <= used <= allowed:
+                raise ValueError(
+                    f"{name}: {text!r} uses {sorted(used)}; it needs {sorted(need)}, may use {sorted(allowed)}"
+                )
+        return self
+
+
+def prompts_dir() -> Path:
+    return package_data("script", "writer_prompts")
+
+
+def writer_prompts(language: str = "en") -> WriterPrompts:
+    """The writer's prompts for `language` (its primary subtag: es-MX uses es.yaml); raises
+    `WriterPromptError` naming the missing or malformed file."""
+    return _load_prompts(base(language))
+
+
+@lru_cache(maxsize=16)
+def _load_prompts(code: str) -> WriterPrompts:
+    path = prompts_dir() / f"{code}.yaml"
+    if not path.is_file():
+        have = ", ".join(sorted(p.stem for p in prompts_dir().glob("*.yaml")))
+        raise WriterPromptError(f"no writer prompts for language {code!r}: add {path} (have: {have})")
+    try:
+        prompts = WriterPrompts.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (ValidationError, yaml.YAMLError) as exc:
+        raise WriterPromptError(f"{path}: {exc}") from exc
+    if prompts.language != code:
+        raise WriterPromptError(f"{path} says language {prompts.language!r}, not {code!r}")
+    return prompts
+
+
+ENGLISH_ONLY_MODEL = "the packaged embedded model (SmolLM2-135M-Instruct) writes English only"
+
+
+def writer_gaps(cfg: RunConfig) -> list[str]:
+    """What keeps the LLM source from writing each language of `dialogue.language`: the writer's
+    prompts in it (`writer_prompts`), and a model that writes it (the packaged embedded SmolLM2 is
+    English only; another GGUF in `llm.model_path`, or a served model, is taken at its word).
+    Empty when the run has no LLM source."""
+    if not any(s.kind == "llm" for s in cfg.dialogue.sources):
+        return []
+    gaps = []
+    for language in cfg.dialogue.language_weights:
+        try:
+            writer_prompts(language)
+        except WriterPromptError as exc:
+            gaps.append(str(exc))
+        if base(language) != "en" and cfg.llm.backend == "embedded" and cfg.llm.model_path is None:
+            gaps.append(
+                f"language {language}: {ENGLISH_ONLY_MODEL}; write {language} with llm.backend=http and a "
+                f"multilingual model, or take its dialogues from a dataset source only "
+                f"(dialogue.sources=[{{kind: dataset, path: {base(language)}-everyday}}])"
+            )
+    return gaps
+
+
+def _length_hint(max_words: int, prompts: WriterPrompts) -> str:
     # A 135M model cannot count words; sentence counts it roughly follows.
     if max_words <= 20:
-        return "one short sentence"
+        return prompts.length["short"]
     if max_words <= 35:
-        return "one or two short sentences"
-    return "two to four sentences"
+        return prompts.length["medium"]
+    return prompts.length["long"]
 
 
-def _role_brief(scenario: Scenario, speaker: Channel) -> str:
+def _role_brief(scenario: Scenario, speaker: Channel, prompts: WriterPrompts) -> str:
     me, other = _personas(scenario, speaker)
-    if scenario.mode is Mode.peer:
-        return f"You are {me.name}, {me.description}. You are chatting with {other.name}, {other.description}."
-    if speaker is Channel.agent:
-        return (
-            f"You are {me.name}, {me.description}. You are a voice assistant talking with "
-            f"{other.name}, {other.description}. Answer helpfully and concretely."
-        )
-    return (
-        f"You are {me.name}, {me.description}. You are talking to {other.name}, an AI voice "
-        f"assistant. Ask short questions and follow-ups, as a person would."
+    role = "peer" if scenario.mode is Mode.peer else "agent" if speaker is Channel.agent else "user"
+    return prompts.role[role].format(
+        me=me.name, me_description=me.description, other=other.name, other_description=other.description
     )
 
 
@@ -78,23 +188,23 @@ def system_prompt(
     interrupted: bool,
     cut_off: bool = False,
     replying: bool = True,
+    summary: str = "",
 ) -> str:
+    """The system message, in the dialogue's language (`writer_prompts`)."""
+    prompts = writer_prompts(scenario.language)
     lines = [
-        _role_brief(scenario, speaker),
-        f"Setting: {scenario.setting}. Topic: {scenario.topic}. Style: {scenario.style}.",
-        (
-            f"Say your next line out loud in {_length_hint(max_words)}. Plain spoken English only: "
-            "no lists, no markdown, no emojis, no names or labels."
-        ),
+        _role_brief(scenario, speaker, prompts),
+        prompts.scene.format(setting=scenario.setting, topic=scenario.topic, style=scenario.style),
     ]
+    if summary:  # a long dialogue's older turns, out of the window (factory.script.summary)
+        lines.append(prompts.summary.format(summary=summary))
+    lines.append(prompts.say.format(length=_length_hint(max_words, prompts)))
     if replying:  # the 135M model's habit is to say the last message again: ask for an answer to it
-        lines.append(
-            "Answer what they just said first, with something new, in your own words. Do not repeat their words."
-        )
+        lines.append(prompts.reply)
     if interrupted:
-        lines.append("You cut them off mid-sentence: react to what they said so far.")
+        lines.append(prompts.interrupted)
     if cut_off:
-        lines.append("They cut you off: answer their point, do not repeat what they said.")
+        lines.append(prompts.cut_off)
     return "\n".join(lines)
 
 
@@ -104,10 +214,12 @@ def _heard(turn: ScriptTurn) -> str:
 
 
 def build_messages(
-    scenario: Scenario, history: list[ScriptTurn], speaker: Channel, max_words: int
+    scenario: Scenario, history: list[ScriptTurn], speaker: Channel, max_words: int, summary: str = ""
 ) -> list[dict[str, str]]:
     """Chat messages asking for `speaker`'s next turn. Consecutive turns of one side merge, and
-    the list always ends with the other side so the model answers rather than continues."""
+    the list always ends with the other side so the model answers rather than continues. Only the
+    last `HISTORY_TURNS` turns are sent; `summary` (a long dialogue's running summary of the older
+    ones, `factory.script.summary`) goes into the system message."""
     recent = history[-HISTORY_TURNS:]
     interrupted = bool(recent) and recent[-1].speaker is not speaker and not recent[-1].text.strip().endswith(_TERMINAL)
     cut_off = (
@@ -116,13 +228,14 @@ def build_messages(
         and recent[-2].speaker is speaker
         and not recent[-2].text.strip().endswith(_TERMINAL)
     )
-    system = system_prompt(scenario, speaker, max_words, interrupted, cut_off, replying=bool(recent))
+    system = system_prompt(scenario, speaker, max_words, interrupted, cut_off, replying=bool(recent), summary=summary)
+    prompts = writer_prompts(scenario.language)
     messages = [{"role": "system", "content": system}]
     if not recent and speaker is Channel.agent and scenario.mode is Mode.assistant:  # dialogue.agent_opens
-        messages.append({"role": "user", "content": "(The user has just connected. Greet them and offer your help.)"})
+        messages.append({"role": "user", "content": prompts.greet})
         return messages
     if not recent:
-        messages.append({"role": "user", "content": f"(You start the conversation. Bring up: {scenario.topic}.)"})
+        messages.append({"role": "user", "content": prompts.open.format(topic=scenario.topic)})
         return messages
     for turn in recent:
         role = "assistant" if turn.speaker is speaker else "user"
@@ -131,7 +244,7 @@ def build_messages(
         else:
             messages.append({"role": role, "content": _heard(turn)})
     if messages[-1]["role"] == "assistant":
-        messages.append({"role": "user", "content": "(Go on.)"})
+        messages.append({"role": "user", "content": prompts.go_on})
     return messages
 
 
@@ -146,11 +259,12 @@ def write_turn(
     max_words: int,
     attempts: int = 3,
     temperature: float = DEFAULT_TEMPERATURE,
+    summary: str = "",
 ) -> str:
     """Writes `speaker`'s next turn: clean plain text of `min_words`..`max_words` words.
     Retries with seeds `seed + 1`, `seed + 2`, ... and raises `TurnRejected` with the last
-    reason when every attempt fails."""
-    messages = build_messages(scenario, history, speaker, max_words)
+    reason when every attempt fails. A turn that copies the summary is a prompt echo."""
+    messages = build_messages(scenario, history, speaker, max_words, summary)
     previous = history[-1].text if history and history[-1].speaker is not speaker else None
     names = [scenario.user.name, scenario.agent.name]
     references = [messages[0]["content"], scenario.user.description, scenario.agent.description]
@@ -167,7 +281,14 @@ def write_turn(
                 check_turn_unspaced(text, scenario.language, min_words=min_words, references=references)
                 return text
             text = clean_turn(raw, names=names, min_words=min_words, max_words=max_words)
-            check_turn(text, min_words=min_words, references=references, allow_meta=allow_meta, previous=previous)
+            check_turn(
+                text,
+                min_words=min_words,
+                references=references,
+                allow_meta=allow_meta,
+                previous=previous,
+                language=scenario.language,
+            )
             return text
         except TurnRejected as rejected:
             log.debug("turn attempt %d rejected: %s", attempt, rejected)
