@@ -13,9 +13,9 @@ split's control by the margin `margin(events, positives)`: at least `MARGIN`, an
 standard errors of a balanced accuracy measured on that many events (worst case, each class's
 accuracy at 0.5). On 40 events that is 0.16, on 200 about 0.07: a difference of a few events on a
 small held-out split is chance, not turn-taking. A split with fewer events (or one outcome only)
-makes the verdict "too few events": skipping it would leave that speaker's timing untested. A control keeps every channel's own tokens
-and only breaks their timing against each other, so the model beats it only when the token
-streams carry *when* each side speaks relative to the other."""
+makes the verdict "too few events": skipping it would leave that speaker's timing untested. A
+control keeps every channel's own tokens and only breaks their timing against each other, so the
+model beats it only when the token streams carry *when* each side speaks relative to the other."""
 
 from __future__ import annotations
 
