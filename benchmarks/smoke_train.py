@@ -9,8 +9,9 @@ them), an export you give (`--export DIR [--run RUN] [--source TEXT]`), or, by d
 bursts with a turn-final cue, random scripts; every 4th dialogue held out) exported as dgslm at
 50 Hz with 256 units (fitted on the first 32 dialogues). Records the wall time of the smoke-train
 alone (generate and export are timed on their own line), the threads, and the model /
-shifted-control / majority measures. `--break-check` also smoke-trains a copy of the (dgslm) export
-whose agent units are delayed by 2 s, as a channel-offset exporter bug would write them: its
+agent-shifted / user-shifted control / majority measures, shift/hold also per last speaker.
+`--break-check` also smoke-trains two copies of the (dgslm) export, one whose agent units and one
+whose user units are delayed by 2 s, as a channel-offset exporter bug would write them: each
 verdict must be the failing one.
 
     .envs/coqui/bin/python benchmarks/smoke_train.py [--dialogues 200] [--steps 400] [--threads 2]
@@ -73,10 +74,14 @@ def generate_and_export(n: int, voices: str, seed: int, work: Path) -> tuple[Pat
     return run / "exports" / "dgslm", source, seconds
 
 
-def delayed_copy(export_dir: Path, out: Path, seconds: float = 2.0) -> Path:
-    """The break-check's export: a copy of a dgslm export whose agent units (`unitB`) are delayed by
-    `seconds` (the first frames repeat its first unit), as an exporter with a channel-offset bug
-    would write them; everything else (sidecar, codebook, user units) as exported."""
+BREAKS = {"agent": "unitB", "user": "unitA"}  # the channel a break-check delays: its dgslm column
+
+
+def delayed_copy(export_dir: Path, out: Path, seconds: float = 2.0, column: str = "unitB") -> Path:
+    """A break-check's export: a copy of a dgslm export whose units in `column` (`unitB` the agent,
+    `unitA` the user) are delayed by `seconds` (the first frames repeat its first unit), as an
+    exporter with a channel-offset bug would write them; everything else (sidecar, codebook, the
+    other channel) as exported."""
     import shutil
 
     import pyarrow as pa
@@ -85,15 +90,15 @@ def delayed_copy(export_dir: Path, out: Path, seconds: float = 2.0) -> Path:
     from factory.export.output import read_sidecar
 
     if read_sidecar(export_dir).format != "dgslm":
-        raise SystemExit("--break-check delays a dgslm export's agent units")
+        raise SystemExit("--break-check delays a dgslm export's units")
     shutil.copytree(export_dir, out, ignore=shutil.ignore_patterns("data", "smoke-train"))
     (out / "data").mkdir()
     k = round(seconds * (read_sidecar(export_dir).frame_rate or 0))
     for path in sorted((export_dir / "data").glob("*.parquet")):
         table = pq.read_table(path)
-        agent = [u[:1] * k + u[: max(len(u) - k, 0)] if u else u for u in table.column("unitB").to_pylist()]
-        column = pa.array(agent, table.schema.field("unitB").type)
-        table = table.set_column(table.schema.get_field_index("unitB"), "unitB", column)
+        units = [u[:1] * k + u[: max(len(u) - k, 0)] if u else u for u in table.column(column).to_pylist()]
+        delayed = pa.array(units, table.schema.field(column).type)
+        table = table.set_column(table.schema.get_field_index(column), column, delayed)
         pq.write_table(table, out / "data" / path.name)
     return out
 
@@ -111,7 +116,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=24, help="run seed of --generate")
     parser.add_argument("--work", type=Path, default=None, help="keep --generate's run and export here")
     parser.add_argument(
-        "--break-check", action="store_true", help="also smoke-train a copy with the agent units delayed by 2 s"
+        "--break-check",
+        action="store_true",
+        help="also smoke-train two copies, the agent's and the user's units delayed by 2 s",
     )
     args = parser.parse_args()
 
@@ -151,18 +158,18 @@ def main() -> None:
             export_dir, args.run, Path(tmp) / "out", steps=args.steps, threads=args.threads, timelines=timelines
         )
         wall = time.perf_counter() - started
-        broken = None
-        if args.break_check:
-            copy = delayed_copy(Path(export_dir), Path(tmp) / "dgslm-agent-delayed-2s")
-            broken = smoke_train(
+        broken = {}
+        for channel, column in BREAKS.items() if args.break_check else ():
+            copy = delayed_copy(Path(export_dir), Path(tmp) / f"dgslm-{channel}-delayed-2s", column=column)
+            broken[channel] = smoke_train(
                 copy,
                 args.run,
-                Path(tmp) / "out-broken",
+                Path(tmp) / f"out-{channel}-delayed",
                 steps=args.steps,
                 threads=args.threads,
                 timelines=timelines,
                 plot_dialogues=0,
-            )
+            ).model_dump(mode="json", exclude={"plot", "export"})
     result = {
         "source": source,
         "cpus": os.cpu_count(),
@@ -174,7 +181,8 @@ def main() -> None:
         "export_seconds": export_s,
         "smoke_train_seconds": wall,
         "report": report.model_dump(mode="json", exclude={"plot", "export"}),
-        "break_check": broken.model_dump(mode="json", exclude={"plot", "export"}) if broken else None,
+        # the delayed copies' reports by the channel delayed ({"agent": ..., "user": ...})
+        "break_check": broken or None,
     }
     # two sections: a real run ("run": --generate or --export) and the cued fixtures ("fixtures")
     section = "fixtures" if timelines is not None else "run"
@@ -200,6 +208,7 @@ def _acc(x: float | None) -> str:
 
 def _section(r: dict) -> list[str]:
     rep = r["report"]
+    models = 3 if "shift_hold_by_last_speaker" in rep else 2  # the user-shifted control came later
     times = [f"smoke-train wall time: {r['smoke_train_seconds']:.0f} s"]
     if r.get("generate_seconds"):
         times.append(f"generate before it: {r['generate_seconds']:.0f} s")
@@ -209,25 +218,31 @@ def _section(r: dict) -> list[str]:
         f"## {r['source']}",
         "",
         f"{rep['train_dialogues']} train / {rep['held_out_dialogues']} held-out dialogues; "
-        f"{r['steps']} steps x 2 models, {r['threads']} torch threads, {r['cpus']} CPUs "
+        f"{r['steps']} steps x {models} models, {r['threads']} torch threads, {r['cpus']} CPUs "
         f"(1-min load average at the end {r['load_average_1m']:.1f}).",
         "",
         "; ".join(times),
         "",
-        "| measure (balanced accuracy) | events (positive) | model | shifted control | majority |",
-        "|---|---|---|---|---|",
+        "| measure (balanced accuracy) | events (positive) | model | agent-shifted control | user-shifted control "
+        "| majority |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, m in rep["measures"].items():
-        accs = [_acc(x) for x in (m["model"], m["control"], m["majority"])]
+    rows = [*rep["measures"].items()]
+    rows += [(f"shift_hold after {sp} (judged)", m) for sp, m in rep.get("shift_hold_by_last_speaker", {}).items()]
+    for name, m in rows:
+        accs = [_acc(m.get(x)) for x in ("model", "control", "user_control", "majority")]
         lines.append(f"| {name} | {m['events']} ({m['positives']}) | " + " | ".join(accs) + " |")
     lines += ["", f"Verdict: {rep['verdict']}", ""]
-    if r.get("break_check"):
-        b = r["break_check"]
+    breaks = r.get("break_check") or {}
+    if "verdict" in breaks:  # the layout before the user-delayed break: the agent-delayed report alone
+        breaks = {"agent": breaks}
+    for channel, b in breaks.items():
         sh = b["measures"]["shift_hold"]
         lines += [
-            "Break-check: the same export with the agent's units delayed by 2 s (a copy of its parquet, "
-            f"as a channel-offset exporter bug writes it): shift/hold model {_acc(sh['model'])}, control "
-            f"{_acc(sh['control'])}. Verdict: {b['verdict']}",
+            f"Break-check: the same export with the {channel}'s units delayed by 2 s (a copy of its parquet, "
+            f"as a channel-offset exporter bug writes it): shift/hold model {_acc(sh['model'])}, agent-shifted "
+            f"control {_acc(sh['control'])}, user-shifted control {_acc(sh.get('user_control'))}. "
+            f"Verdict: {b['verdict']}",
             "",
         ]
     lines += [f"Rule: {rep['rule']}", ""]

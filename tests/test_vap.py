@@ -17,8 +17,10 @@ import pytest
 from factory.export.options import ExportOptions
 from factory.export.output import UNITS_CODEBOOK
 from factory.export.registry import get_format
-from factory.vap.data import held_out_split, load_streams, shift_agent
+from factory.models import Channel
+from factory.vap.data import held_out_split, load_streams, shift_channel
 from factory.vap.measures import BIN_FRAMES, HORIZON, events, targets
+from factory.vap.report import Measure, judge
 from tests.export_fixtures import make_sample
 
 
@@ -103,9 +105,31 @@ def test_each_layout_reads_onto_the_grid_with_the_right_channels(exports, sample
     assert [d.id for d in train] == ["d000"] and [d.id for d in held] == ["d001"]
 
 
-def test_the_control_delays_the_agent_channel_only(exports, samples) -> None:
+@pytest.mark.parametrize("channel", [Channel.agent, Channel.user])
+def test_a_control_delays_its_channel_only(exports, samples, channel) -> None:
     streams = load_streams(exports["dgslm"], timelines={s.id: s.meta.timeline for s in samples})
-    control = shift_agent(streams, 2.0)
+    control = shift_channel(streams, channel, 2.0)
+    ch, other = channel.index, channel.other.index
     for d, c in zip(streams.dialogues, control.dialogues):
-        assert (c.tokens[0] == d.tokens[0]).all() and (c.activity == d.activity).all()
-        assert (c.tokens[1, 25:] == d.tokens[1, :-25]).all() and (c.tokens[1, :25] == streams.pad).all()
+        assert (c.tokens[other] == d.tokens[other]).all() and (c.activity == d.activity).all()
+        assert (c.tokens[ch, 25:] == d.tokens[ch, :-25]).all() and (c.tokens[ch, :25] == streams.pad).all()
+
+
+def _m(events: int, positives: int, model: float, agent_shifted: float, user_shifted: float) -> Measure:
+    return Measure(
+        events=events, positives=positives, model=model, control=agent_shifted, user_control=user_shifted,
+        majority=0.5, threshold=0.0,
+    )  # fmt: skip
+
+
+def test_the_verdict_judges_each_last_speaker_against_the_control_that_shifts_that_speaker() -> None:
+    # the real 200-dialogue run's numbers under the pooled rule: after the user the agent-shifted
+    # control ties the model (it keeps the user's channel whole), so the user-shifted one must judge there
+    agent = _m(467, 87, 0.773, 0.616, 0.80)
+    assert judge({"user": _m(417, 119, 0.726, 0.741, 0.60), "agent": agent})[0]
+    learnable, verdict = judge({"user": _m(417, 119, 0.726, 0.60, 0.70), "agent": agent})
+    assert not learnable and "after the user 0.726" in verdict and "margin 0.054 not met" in verdict
+    assert not judge({"user": _m(417, 119, 0.726, 0.741, 0.60), "agent": _m(467, 87, 0.773, 0.75, 0.5)})[0]
+    # a split too small to judge is no pass: that speaker's timing would go untested
+    learnable, verdict = judge({"user": _m(417, 119, 0.9, 0.5, 0.5), "agent": _m(19, 9, 1.0, 0.5, 0.5)})
+    assert not learnable and verdict.startswith("it does not: too few") and "after the agent 19" in verdict

@@ -175,8 +175,9 @@ def smoke_train(
     """Train a small Voice Activity Projection model on an export's audio tokens and say whether the data
     carries learnable turn-taking: its held-out shift/hold, shift-prediction, backchannel and barge-in-stop
     balanced accuracies against the majority class and the same model trained with the agent channel
-    delayed by 2 s (exit 0), or that it does not (exit 1). Runs in the torch environment (`make envs`)
-    by itself; writes smoke_train.json and smoke_train.png."""
+    delayed by 2 s and with the user channel delayed by 2 s; learnable (exit 0) when shift/hold after
+    each speaker beats the control that delays that speaker, else not (exit 1). Runs in the torch
+    environment (`make envs`) by itself; writes smoke_train.json and smoke_train.png."""
     if not torch_env.has_torch():
         args = [str(export_dir), *(["--run", run] if run else []), *(["--out", str(out)] if out else [])]
         args += ["--steps", str(steps), "--seed", str(seed), "--threads", str(threads)]
@@ -191,7 +192,7 @@ def smoke_train(
     from factory.vap.smoke import smoke_train as run_smoke_train
 
     try:
-        with console.status("smoke-train: the model, then the shifted control"):
+        with console.status("smoke-train: the model, then the agent- and the user-shifted controls"):
             report = run_smoke_train(
                 export_dir,
                 run,

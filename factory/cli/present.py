@@ -234,18 +234,23 @@ def decoded_table(format_name: str, sample_id: str, decoded: Decoded, start: flo
 
 
 def smoke_table(report: SmokeReport) -> Table:
-    """The smoke-train's held-out measures: balanced accuracy of the model, the shifted control and
-    the majority class, with the event counts."""
+    """The smoke-train's held-out measures: balanced accuracy of the model, the agent- and
+    user-shifted controls and the majority class, with the event counts; shift/hold also per last
+    speaker (the rows the verdict judges, each against the control that shifts that speaker)."""
     table = Table(
         title=f"{report.format} export: {report.train_dialogues} train / {report.held_out_dialogues} held-out "
         f"dialogues, {report.steps} steps, {report.seconds:.0f} s"
     )
-    for header in ("measure (balanced accuracy)", "events (positive)", "model", "shifted control", "majority"):
+    headers = ("measure (balanced accuracy)", "events (positive)", "model", "agent-shifted", "user-shifted", "majority")
+    for header in headers:
         table.add_column(header)
 
     def acc(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    for name, m in report.measures.items():
-        table.add_row(name, f"{m.events} ({m.positives})", acc(m.model), acc(m.control), acc(m.majority))
+    rows = [*report.measures.items()]
+    rows += [(f"shift_hold after {sp} (judged)", m) for sp, m in report.shift_hold_by_last_speaker.items()]
+    for name, m in rows:
+        accs = (acc(x) for x in (m.model, m.control, m.user_control, m.majority))
+        table.add_row(name, f"{m.events} ({m.positives})", *accs)
     return table

@@ -150,16 +150,16 @@ def load_streams(
     return Streams(sidecar.format, rate, pad + 1, dialogues[0].tokens.shape[2], dialogues)
 
 
-def shift_agent(streams: Streams, seconds: float) -> Streams:
-    """The control: every dialogue's agent tokens delayed by `seconds` (the first frames unknown,
-    the padding id), the activity (the truth) left as it was."""
+def shift_channel(streams: Streams, channel: Channel, seconds: float) -> Streams:
+    """A control: every dialogue's `channel` tokens delayed by `seconds` (the first frames unknown,
+    the padding id), the other channel and the activity (the truth) left as they were."""
     k = math.ceil(round(seconds * MODEL_RATE, 6))
+    ch = channel.index
     shifted = []
     for d in streams.dialogues:
         tokens = d.tokens.copy()
-        agent = Channel.agent.index
-        tokens[agent, k:] = d.tokens[agent, : max(d.tokens.shape[1] - k, 0)]
-        tokens[agent, :k] = streams.pad
+        tokens[ch, k:] = d.tokens[ch, : max(d.tokens.shape[1] - k, 0)]
+        tokens[ch, :k] = streams.pad
         shifted.append(replace(d, tokens=tokens))
     return replace(streams, dialogues=shifted)
 

@@ -1,6 +1,7 @@
 """The smoke-train (`duplex-factory smoke-train EXPORT`, torch environment): the VAP model trained on
-the export's train split and on a control whose agent channel is delayed by 2 s, both scored on the
-held-out split with the run's own voice activity as the truth, and a verdict (the rule:
+the export's train split and on two controls, one with the agent channel delayed by 2 s and one with
+the user channel delayed by 2 s, all scored on the held-out split with the run's own voice activity
+as the truth (shift/hold also split by the last speaker), and a verdict (the rule:
 `factory.vap.report`)."""
 
 from __future__ import annotations
@@ -13,23 +14,33 @@ from typing import Any
 import numpy as np
 
 from factory.atomic import atomic_write, atomic_write_text
-from factory.models import Timeline
-from factory.vap.data import Dialogue, Streams, held_out_split, load_streams, shift_agent
+from factory.models import Channel, Timeline
+from factory.vap.data import Dialogue, Streams, held_out_split, load_streams, shift_channel
 from factory.vap.measures import MEASURES, MODEL_RATE, balanced_accuracy, best_threshold, events, score
-from factory.vap.report import CONTROL_SHIFT_S, PLOT, REPORT, Measure, SmokeReport, judge
+from factory.vap.report import CONTROL_SHIFT_S, PLOT, REPORT, SPEAKERS, Measure, SmokeReport, judge
+
+
+def _split(speaker: str) -> str:
+    return f"shift_hold after {speaker}"
 
 
 def _scored(dialogues: list[Dialogue], projections: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    per: dict[str, tuple[list[float], list[bool]]] = {m: ([], []) for m in MEASURES}
+    """Scores and labels per measure, and the shift/hold events per last speaker (`_split`)."""
+    keys = [*MEASURES, *(_split(sp) for sp in SPEAKERS)]
+    per: dict[str, tuple[list[float], list[bool]]] = {k: ([], []) for k in keys}
     for d, p in zip(dialogues, projections):
         for e in events(d.activity):
-            per[e.measure][0].append(score(e, p))
-            per[e.measure][1].append(e.label)
-    return {m: (np.asarray(s, np.float64), np.asarray(lab, bool)) for m, (s, lab) in per.items()}
+            into = [e.measure, _split(SPEAKERS[e.speaker])] if e.measure == "shift_hold" else [e.measure]
+            for k in into:
+                per[k][0].append(score(e, p))
+                per[k][1].append(e.label)
+    return {k: (np.asarray(s, np.float64), np.asarray(lab, bool)) for k, (s, lab) in per.items()}
 
 
 def _fit_and_score(streams: Streams, cfg: Any) -> tuple[dict[str, float], dict[str, float | None], list[np.ndarray]]:
-    """Train on the train split; thresholds from the train events, balanced accuracy on the held out."""
+    """Train on the train split; thresholds from the train events, balanced accuracy on the held out
+    (each shift/hold split by last speaker with its own threshold: a pooled one can put a whole split
+    on one side and score a model that tells shift from hold there as a constant guess)."""
     from factory.vap.model import project, train  # lazy: torch (torch environment only, seconds to import)
 
     train_set, held = held_out_split(streams.dialogues)
@@ -37,8 +48,8 @@ def _fit_and_score(streams: Streams, cfg: Any) -> tuple[dict[str, float], dict[s
     tr = _scored(train_set, project(model, train_set, cfg))
     held_projection = project(model, held, cfg)
     te = _scored(held, held_projection)
-    thresholds = {m: best_threshold(*tr[m]) for m in MEASURES}
-    accs = {m: balanced_accuracy(te[m][1], te[m][0] > thresholds[m]) if len(te[m][1]) else None for m in MEASURES}
+    thresholds = {k: best_threshold(*tr[k]) for k in tr}
+    accs = {k: balanced_accuracy(te[k][1], te[k][0] > t) if len(te[k][1]) else None for k, t in thresholds.items()}
     return thresholds, accs, held_projection
 
 
@@ -66,20 +77,22 @@ def smoke_train(
     streams = load_streams(export_dir, run, storage_options, timelines)
     train_set, held = held_out_split(streams.dialogues)
     thresholds, model_acc, projection = _fit_and_score(streams, cfg)
-    _, control_acc, _ = _fit_and_score(shift_agent(streams, CONTROL_SHIFT_S), cfg)
+    _, agent_control, _ = _fit_and_score(shift_channel(streams, Channel.agent, CONTROL_SHIFT_S), cfg)
+    _, user_control, _ = _fit_and_score(shift_channel(streams, Channel.user, CONTROL_SHIFT_S), cfg)
     held_events = _scored(held, projection)
     measures = {}
-    for m in MEASURES:
-        labels = held_events[m][1]
-        measures[m] = Measure(
+    for k, (_, labels) in held_events.items():
+        measures[k] = Measure(
             events=len(labels),
             positives=int(labels.sum()),
-            model=model_acc[m],
-            control=control_acc[m],
+            model=model_acc[k],
+            control=agent_control[k],
+            user_control=user_control[k],
             majority=balanced_accuracy(labels, np.zeros_like(labels)),  # a constant guess: 0.5
-            threshold=thresholds[m],
+            threshold=thresholds[k],
         )
-    learnable, verdict = judge(measures["shift_hold"])
+    by_speaker = {sp: measures.pop(_split(sp)) for sp in SPEAKERS}
+    learnable, verdict = judge(by_speaker)
     report = SmokeReport(
         export=str(export_dir),
         format=streams.format,
@@ -92,6 +105,7 @@ def smoke_train(
         threads=threads,
         seconds=0.0,
         measures=measures,
+        shift_hold_by_last_speaker=by_speaker,
         learnable=learnable,
         verdict=verdict,
     )

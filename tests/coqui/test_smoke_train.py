@@ -1,6 +1,6 @@
 """The smoke-train (factory/vap) on a small dgslm export of dialogues that carry a turn-taking cue,
-and the break-check: the same exporter changed on purpose to delay the agent channel by 2 s gets
-the failing verdict.
+and the break-checks: the same exporter changed on purpose to delay the agent channel, or the user
+channel, by 2 s gets the failing verdict.
 
 The dialogues are tests/export_fixtures' `make_cued_sample` (the real timeline planner over
 word-shaped noise bursts), each with its own random script (one fixed script makes who speaks next
@@ -26,7 +26,8 @@ from factory.vap.report import PLOT, REPORT, margin
 from factory.vap.smoke import smoke_train
 from tests.export_fixtures import make_cued_sample
 
-N_DIALOGUES = 20  # a quarter (every 4th) in the dev split: the held-out split
+N_DIALOGUES = 20  # every 3rd in the dev split, the held-out split: >= 20 shift/hold events after each speaker
+HELD_OUT = len(range(0, N_DIALOGUES, 3))
 RATE = 25.0
 TURNS = 8
 STEPS = 80
@@ -35,7 +36,7 @@ BATCH = 8
 
 @pytest.fixture(scope="module")
 def samples():
-    return [make_cued_sample(i, "dev" if i % 4 == 0 else "train", TURNS) for i in range(N_DIALOGUES)]
+    return [make_cued_sample(i, "dev" if i % 3 == 0 else "train", TURNS) for i in range(N_DIALOGUES)]
 
 
 def _export(samples, out: Path, codebook: Path | None = None) -> Path:
@@ -52,20 +53,22 @@ def exported(samples, tmp_path_factory) -> Path:
     return _export(samples, tmp_path_factory.mktemp("dgslm"))
 
 
-@pytest.fixture(scope="module")
-def broken(samples, exported, tmp_path_factory) -> Path:
-    """The dgslm exporter changed on purpose: the agent's codes delayed by 2 s (the first frames
-    repeat its first code), as a one-off channel-offset bug would."""
+def _delayed(samples, exported: Path, out: Path, channel: int) -> Path:
+    """The dgslm exporter changed on purpose: one channel's codes (0 user, 1 agent) delayed by 2 s
+    (the first frames repeat its first code), as a one-off channel-offset bug would."""
     k = round(2.0 * RATE)
     real = dgslm.tokenized
 
     def delayed(*args, **kwargs):
-        for s, (user, agent) in real(*args, **kwargs):
-            yield s, [user, np.concatenate([np.repeat(agent[..., :1], k, -1), agent[..., :-k]], -1)]
+        for s, codes in real(*args, **kwargs):
+            c = codes[channel]
+            codes = list(codes)
+            codes[channel] = np.concatenate([np.repeat(c[..., :1], k, -1), c[..., :-k]], -1)
+            yield s, codes
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(dgslm, "tokenized", delayed)
-        return _export(samples, tmp_path_factory.mktemp("dgslm-broken"), exported / UNITS_CODEBOOK)
+        return _export(samples, out, exported / UNITS_CODEBOOK)
 
 
 def test_the_model_beats_the_majority_and_the_shifted_control(exported, samples) -> None:
@@ -76,15 +79,26 @@ def test_the_model_beats_the_majority_and_the_shifted_control(exported, samples)
     assert report.learnable, report.verdict
     assert report.verdict.startswith("this data carries learnable turn-taking")
     assert sh.model is not None and sh.control is not None
-    need = margin(sh.events, sh.positives)
-    assert sh.model >= 0.5 + need and sh.model >= sh.control + need
-    assert report.held_out_dialogues == N_DIALOGUES // 4 and sh.events >= 20
+    for speaker, split in report.shift_hold_by_last_speaker.items():  # both judged, each against its control
+        control = split.control if speaker == "agent" else split.user_control
+        assert split.model is not None and control is not None and split.events >= 20, (speaker, split)
+        need = margin(split.events, split.positives)
+        assert split.model >= 0.5 + need and split.model >= control + need, (speaker, split)
+    assert sorted(report.shift_hold_by_last_speaker) == ["agent", "user"]
+    assert sum(m.events for m in report.shift_hold_by_last_speaker.values()) == sh.events
+    assert report.held_out_dialogues == HELD_OUT and sh.events >= 20
     saved = json.loads((exported / "smoke-train" / REPORT).read_text())
     assert saved["learnable"] is True and saved["measures"]["shift_hold"]["model"] == sh.model
     assert (exported / "smoke-train" / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_an_exporter_that_delays_the_agent_by_2_s_gets_the_failing_verdict(broken, samples) -> None:
+@pytest.mark.parametrize("channel", ["user", "agent"])
+def test_an_exporter_that_delays_a_channel_by_2_s_gets_the_failing_verdict(
+    samples, exported, tmp_path_factory, channel
+) -> None:
+    broken = _delayed(
+        samples, exported, tmp_path_factory.mktemp(f"dgslm-{channel}-delayed"), ("user", "agent").index(channel)
+    )
     report = smoke_train(
         broken,
         steps=STEPS,
