@@ -59,15 +59,16 @@ SHARED_FIXTURE_GROUPS = {
 # The longest units first (seconds on a 2-core CI machine, one worker), so neither worker is left
 # with a long one at the end; the rest follow in file order (`--no-loadscope-reorder`).
 LONGEST_FIRST = [
-    "vllm",  # ~150 s: the server's start, one structured run, the HTTP checks
-    "test_crash",  # ~140 s: three kills and resumes, a failing shard, an S3 upload
-    "test_throughput",  # ~110 s
-    "audit",  # ~100 s: the tiny run audited once, its report in Chromium, the notebook
-    "test_determinism",  # ~90 s: two fresh-process runs
+    "test_throughput",  # ~300 s: a 32-dialogue shard, three wave sizes with Whisper QA, overlap
+    "vllm",  # ~250 s: the server's start, one structured run, the HTTP checks
+    "test_determinism",  # ~250 s with the tiny run it waits for: two fresh-process runs
+    "test_crash",  # three kills and resumes, a failing shard, an S3 upload (stand-in LLM)
+    "audit",  # ~150 s: the tiny run audited once, its report in Chromium, the notebook
     "test_cluster",  # real Dask and Ray clusters on S3: a thread, a Dask and a Ray run
+    "test_end_to_end",  # ~180 s: reruns, voices per channel
+    "test_voices",  # ~120 s: every voice of the bank rendered once
+    "test_scripting_structured",  # ~100 s: one grammar-constrained script on the CPU model
     "test_prefect_server",  # deployment and worker
-    "test_scripting_structured",  # ~75 s
-    "test_faults",  # ~40 s
 ]
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -237,6 +239,10 @@ def ray_cluster(s3: str, prefect_api: str, tmp_path_factory: pytest.TempPathFact
     """`ray start --head` with no CPUs (it runs no task) and two `ray start` worker nodes of one
     CPU each, each with its own temp dir and working directory; yields the head's address."""
     base, token = tmp_path_factory.mktemp("ray"), f"DUPLEX_CLUSTER_{uuid.uuid4().hex}"
+    # Ray's temp dirs hold its AF_UNIX sockets, whose paths may not pass 107 bytes: under
+    # pytest-xdist the basetemp (.../pytest-N/popen-gw0/ray0/) left too little for Ray's
+    # session_<date>_<pid>/sockets/plasma_store, so they live in a short folder of their own.
+    sockets = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     port = free_port()
     address = f"127.0.0.1:{port}"
     ray = str(BIN / "ray")
@@ -251,12 +257,13 @@ def ray_cluster(s3: str, prefect_api: str, tmp_path_factory: pytest.TempPathFact
             # every port given: three nodes on one machine must not share the fixed defaults (52365...)
             for flag in PORT_FLAGS:
                 argv += [flag, str(free_port())]
-            argv += ["--temp-dir", str(base / f"{name}-tmp"), "--block", "--disable-usage-stats"]
+            argv += ["--temp-dir", str(sockets / name), "--block", "--disable-usage-stats"]
             procs.append(_start_node(argv, base / name, _env(token, prefect_api)))
         assert _ray_nodes(address, token, prefect_api) == 3
         yield address, base
     finally:
         _stop(token, procs)
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _start_node(argv: list[str], cwd: Path, env: dict[str, str], tries: int = 3) -> subprocess.Popen:

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from factory.config import load_config
 from factory.run.records import shard_files
 from factory.run.shards import finalize_run, plan_shards, verify_shard
 from factory.run.store import RunStore, clean_stale_tmp
+from tests.latency_server import LatencyServer
 from tests.scale import ROOT, cli, cli_args, fast, kill_tree, reporting_to, run_until_flag, tree, wait_gone
 
 N_SAMPLES = 4  # one sample per shard: every kill before finalize still finds work to interrupt
@@ -56,8 +58,12 @@ def pick_points(seed: int, n: int) -> list[str]:
     return sorted(picks, key=lambda p: p.startswith("finalize"))
 
 
-def overrides(cache: Path) -> list[str]:
-    return fast(cache, f"run.n_samples={N_SAMPLES}", f"run.run_id={RUN}")
+def overrides(shared: dict) -> list[str]:
+    """The module's runs: FAST's dialogues, scripted by the module's stand-in LLM server (what is
+    under test is the run around the script, not the model's words; the embedded model cost each
+    of the module's ~10 CLI processes its load and every script again)."""
+    llm = ["llm.backend=http", f"llm.base_url={shared['llm']}"]
+    return fast(shared["cache"], f"run.n_samples={N_SAMPLES}", f"run.run_id={RUN}", *llm)
 
 
 def env_for(home: Path, token: str, **extra: str) -> dict[str, str]:
@@ -66,10 +72,11 @@ def env_for(home: Path, token: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     base = tmp_path_factory.mktemp("crash")
     (base / "home").mkdir()
-    return {"cache": base / "cache", "home": base / "home", "base": base}
+    with LatencyServer(latency_s=0.0) as llm:  # in this process: the killed runs are its clients
+        yield {"cache": base / "cache", "home": base / "home", "base": base, "llm": llm.base_url}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +85,7 @@ def baseline(shared, prefect_server) -> Path:
     work = shared["base"] / "baseline"
     work.mkdir()
     with reporting_to(prefect_server[0], work):
-        result = cli(overrides(shared["cache"]), "--out", "out")
+        result = cli(overrides(shared), "--out", "out")
     assert result.exit_code == 0, result.output
     return work / "out" / RUN
 
@@ -86,7 +93,7 @@ def baseline(shared, prefect_server) -> Path:
 def test_kill_at_three_points_then_resume_gives_identical_bytes(shared, baseline, prefect_server, tmp_path):
     points = pick_points(KILL_SEED, 3)  # one per phase; benchmarks/kill.py does 20
     assert [next(ph for ph, ps in KILL_POINTS.items() if p in ps) for p in points] == list(KILL_POINTS), points
-    args = cli_args(overrides(shared["cache"]), "--out", "out")
+    args = cli_args(overrides(shared), "--out", "out")
     token = uuid.uuid4().hex
     run = tmp_path / "out" / RUN
     try:
@@ -105,7 +112,7 @@ def test_kill_at_three_points_then_resume_gives_identical_bytes(shared, baseline
     finally:
         kill_tree(token)
     with reporting_to(prefect_server[0], tmp_path):
-        final = cli(overrides(shared["cache"]), "--out", "out")
+        final = cli(overrides(shared), "--out", "out")
     assert final.exit_code == 0, final.output
     ours, theirs = tree(run), tree(baseline)
     assert sorted(ours) == sorted(theirs)  # no stale temporary file, nothing missing
@@ -115,14 +122,14 @@ def test_kill_at_three_points_then_resume_gives_identical_bytes(shared, baseline
 
 def test_failing_shard_is_retried_recorded_and_retried_alone(shared, baseline, prefect_server, tmp_path):
     run = tmp_path / "out" / RUN
-    cfg = load_config(None, [*overrides(shared["cache"]), f"run.output_dir={tmp_path / 'out'}"])
+    cfg = load_config(None, [*overrides(shared), f"run.output_dir={tmp_path / 'out'}"])
     victim = plan_shards(cfg)[2].name
     # A real OS failure at publish time: a folder where the shard's data file must go.
     blocker = run / "data" / f"{victim}.parquet"
     blocker.mkdir(parents=True)
     (blocker / "in-the-way").write_text("x")
     with reporting_to(prefect_server[0], tmp_path):
-        first = cli(overrides(shared["cache"]), "--out", "out")
+        first = cli(overrides(shared), "--out", "out")
         assert first.exit_code == 5, first.output
         assert f"shard {victim} failed" in first.output and "--retry-failed" in first.output
         failure = json.loads((run / "failures" / f"{victim}.json").read_text())
@@ -139,7 +146,7 @@ def test_failing_shard_is_retried_recorded_and_retried_alone(shared, baseline, p
         others = {p: p.stat().st_mtime_ns for p in (run / "data").glob("*.parquet") if p.is_file()}
 
         shutil.rmtree(blocker)
-        again = cli(overrides(shared["cache"]), "--out", "out", "--retry-failed")
+        again = cli(overrides(shared), "--out", "out", "--retry-failed")
         assert again.exit_code == 0, again.output
         assert f"retrying 1 failed shard(s): {victim}" in again.output
         assert {p: p.stat().st_mtime_ns for p in others} == others  # the other shards were not rewritten
@@ -147,7 +154,7 @@ def test_failing_shard_is_retried_recorded_and_retried_alone(shared, baseline, p
         ours, theirs = tree(run), tree(baseline)
         assert sorted(ours) == sorted(theirs)
         assert all(ours[name] == theirs[name] for name in theirs)
-        nothing = cli(overrides(shared["cache"]), "--out", "out", "--retry-failed")
+        nothing = cli(overrides(shared), "--out", "out", "--retry-failed")
         assert nothing.exit_code == 0 and "nothing to retry" in nothing.output
 
 
@@ -208,7 +215,7 @@ def test_finalize_is_idempotent_and_repairs_a_half_finalized_run(shared, baselin
 
     run = _copy(baseline, tmp_path)
     monkeypatch.chdir(tmp_path)  # the baseline's output_dir is the relative "out"
-    cfg = load_config(None, [*overrides(shared["cache"]), "run.output_dir=out"])
+    cfg = load_config(None, [*overrides(shared), "run.output_dir=out"])
     results = [_from_store(cfg, spec, {}) for spec in plan_shards(cfg)]
     assert all(r.skipped for r in results)
     finalize_run(cfg, results)
@@ -249,7 +256,7 @@ def test_s3_destination_killed_mid_upload_resumes_to_the_same_objects(
         "run.destination=s3://runs-bucket/nightly",
         f"run.storage_options={{endpoint_url: '{endpoint}'}}",
     ]
-    args = cli_args([*overrides(shared["cache"]), *dest], "--out", "out")
+    args = cli_args([*overrides(shared), *dest], "--out", "out")
     token = uuid.uuid4().hex
     flag = tmp_path / "flag"
     # the 5th object put: shard 0 is published (data, manifest, signatures, record), shard 1 has
@@ -264,7 +271,7 @@ def test_s3_destination_killed_mid_upload_resumes_to_the_same_objects(
         assert not wait_gone(token)
         fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing")
         prefix = "runs-bucket/nightly/k"
-        s0, s1 = (spec.name for spec in plan_shards(load_config(None, overrides(shared["cache"])))[:2])
+        s0, s1 = (spec.name for spec in plan_shards(load_config(None, overrides(shared)))[:2])
         assert fs.exists(f"{prefix}/shards/{s0}.json") and not fs.exists(f"{prefix}/shards/{s1}.json")
         assert fs.exists(f"{prefix}/manifests/{s1}.parquet")  # uploaded, but without its record it does not count
         local = tmp_path / "out" / RUN
@@ -276,7 +283,7 @@ def test_s3_destination_killed_mid_upload_resumes_to_the_same_objects(
     for key, value in creds.items():
         monkeypatch.setenv(key, value)
     with reporting_to(prefect_server[0], tmp_path):
-        final = cli([*overrides(shared["cache"]), *dest], "--out", "out")
+        final = cli([*overrides(shared), *dest], "--out", "out")
     assert final.exit_code == 0, final.output
     assert not (tmp_path / "out" / RUN).exists()  # nothing left locally once published
     fs.invalidate_cache()
@@ -292,6 +299,4 @@ def test_s3_destination_killed_mid_upload_resumes_to_the_same_objects(
     assert [s.id for s in samples] == [s.id for s in local_samples] and samples
     assert all(np.array_equal(a.stems, b.stems) for a, b in zip(samples, local_samples))
     store = RunStore(url, {"endpoint_url": endpoint})
-    assert all(
-        verify_shard(store, spec.name) is None for spec in plan_shards(load_config(None, overrides(shared["cache"])))
-    )
+    assert all(verify_shard(store, spec.name) is None for spec in plan_shards(load_config(None, overrides(shared))))
