@@ -67,9 +67,6 @@ class CacheStore:
         """The cache's folder (or prefix) is there."""
         return bool(self.fs.isdir(self.root)) if self.is_local else bool(self.fs.exists(self.root))
 
-    def has_meta(self, key: str) -> bool:
-        return bool(self.fs.exists(self.paths(key)[1]))
-
     def read_meta(self, key: str) -> dict[str, Any]:
         """The entry's meta JSON as written by the cache; FileNotFoundError when absent."""
         return json.loads(self.fs.cat_file(self.paths(key)[1]).decode("utf-8"))
@@ -114,31 +111,24 @@ class CacheStore:
 CacheLike = str | Path | CacheStore
 
 
+def _store(cache: CacheLike, storage_options: dict[str, Any] | None = None) -> CacheStore:
+    return cache if isinstance(cache, CacheStore) else CacheStore(cache, storage_options)
+
+
 def open_cache(location: CacheLike | None, storage_options: dict[str, Any] | None = None) -> CacheStore | None:
     """The cache at `location` (a folder, a URL, or an open store); None stays None (cache off)."""
-    if location is None or isinstance(location, CacheStore):
-        return location
-    return CacheStore(location, storage_options)
-
-
-def _store(cache: CacheLike) -> CacheStore:
-    return cache if isinstance(cache, CacheStore) else CacheStore(cache)
+    return None if location is None else _store(location, storage_options)
 
 
 def entry_paths(cache_dir: str | Path, key: str) -> tuple[Path, Path]:
-    """(audio .npy, meta .json) of the entry `key` in a local cache folder."""
-    folder = Path(cache_dir) / key[:2]
-    return folder / f"{key}{AUDIO_SUFFIX}", folder / f"{key}{META_SUFFIX}"
+    """(audio .npy, meta .json) of the entry `key` in a local cache folder (`CacheStore.paths`)."""
+    npy, meta = CacheStore(cache_dir).paths(key)
+    return Path(npy), Path(meta)
 
 
 def entry_keys(cache: CacheLike) -> Iterator[str]:
     """Keys of the complete entries (meta and audio both there), in key order."""
     return _store(cache).keys()
-
-
-def read_meta(cache: CacheLike, key: str) -> dict[str, Any]:
-    """The entry's meta JSON as written by the cache."""
-    return _store(cache).read_meta(key)
 
 
 def read_entry(cache: CacheLike, key: str) -> tuple[np.ndarray, int]:
