@@ -229,7 +229,9 @@ def test_stages_overlap_inside_a_shard(tmp_path: Path) -> None:
         last_request = max(t for t, n in server.events if n > 0)
         batches = tts.batches()
         before_last = [b for b in batches if b[0] < last_request]  # started while the LLM still wrote
-        assert len(before_last) >= 2, (len(before_last), len(batches))
+        # One whole batch is the evidence (a stage-by-stage shard has none). Not two: under CI load
+        # espeak took 4.8 s for the first 16 renders, and the stand-in LLM (~8 s) was done by then.
+        assert len(before_last) >= 1, (len(before_last), len(batches))
         assert all(n == 16 for _, _, n in before_last), before_last  # whole batches while the LLM writes
         assert server.max_in_flight == 4
         assert stats.seconds["script"] > 0 and stats.seconds["tts"] > 0 and stats.seconds["assemble"] > 0
