@@ -32,7 +32,7 @@ from factory.languages import base
 from factory.llm.embedded import default_model_path
 from factory.locations import voice_bank_dir
 from factory.models import Voice
-from factory.render.registry import backend_for
+from factory.render.registry import backend_for, cannot_speak
 from factory.render.service_backend import ServiceBackend
 from factory.render.voices import speaks
 from factory.run.store import run_store
@@ -349,9 +349,19 @@ def voices(rt: Runtime) -> list[Check]:
     return checks
 
 
+def unspeakable(rt: Runtime, voices: Iterable[Voice], language: str) -> list[str]:
+    """Why each of `voices` cannot speak `language` though declared to: its backend's own
+    declaration of what it speaks (`registry.cannot_speak`: espeak's voices list, Kokoro's
+    languages, a Piper model's config, a Coqui model's languages), with the run's backend options."""
+    options = rt.cfg.tts.backend_options
+    problems = (cannot_speak(v, language, options.get(v.backend)) for v in voices)
+    return [p for p in problems if p is not None]
+
+
 def language_gaps(rt: Runtime) -> list[str]:
     """What each language of `dialogue.language` lacks, named exactly: voices in the run's split (or
-    a fixed voice that does not speak it), its behaviour lexicon, its scenario bank. Empty: none."""
+    a fixed voice that does not speak it), voices its backend cannot speak it with (`unspeakable`),
+    its behaviour lexicon, its scenario bank, the LLM's prompts and a model that writes it. Empty: none."""
     tts, split = rt.cfg.tts, rt.cfg.run.split
     gaps: list[str] = []
     for language in rt.cfg.dialogue.language_weights:
@@ -365,6 +375,8 @@ def language_gaps(rt: Runtime) -> list[str]:
                     gaps.append(
                         f"tts.{channel}_voice {voice_id} speaks {voice.language}, not {language} (dialogue.language)"
                     )
+                else:
+                    gaps += [f"tts.{channel}_voice: {p}" for p in unspeakable(rt, [voice], language)]
         else:
             speakers = rt.voices.groups(split, language)
             if len(speakers) < 2:
@@ -373,6 +385,9 @@ def language_gaps(rt: Runtime) -> list[str]:
                     f"language {language}: {len(speakers)} speaker(s) in split {split!r} of {where} "
                     f"({', '.join(sorted(speakers)) or 'no voices'}); two are needed"
                 )
+            gaps += [
+                f"language {language}: {p}" for p in unspeakable(rt, rt.voices.by_split(split, language), language)
+            ]
         try:
             load_lexicon(language)
         except LexiconError as exc:
@@ -400,6 +415,9 @@ def languages(rt: Runtime) -> list[Check]:
         def summary(ours=ours, speakers=speakers, language=language) -> str:
             if len(speakers) < 2 and (any(v.id in used for v in ours) or language in wanted):
                 raise ValueError(f"{len(speakers)} speaker(s) in this run's voices: two are needed")
+            problems = unspeakable(rt, [v for v in ours if v.id in used], language)
+            if problems:
+                raise ValueError("; ".join(problems))
             lex = load_lexicon(language)
             lexicon = len(lex.fillers) + len(lex.backchannels) + len(lex.laughs) + len(lex.failed_interruptions)
             return (

@@ -48,15 +48,20 @@ def generate(
 ) -> None:
     """Generate dialogues into OUT/RUN_ID/ (parquet shards, manifest, config, card)."""
     cfg = load(config, set_, n_samples=samples, seed=seed, run_id=run_id, output_dir=out, workers=workers)
-    if any(s.kind == "dataset" for s in cfg.dialogue.sources):
-        # lazy: the runtime pulls in the stage packages; only a dataset source is read this early.
-        from factory.runtime import runtime_for
+    # lazy: the runtime pulls in the stage packages (the warm-up below imports them too).
+    from factory.runtime import runtime_for
 
-        try:  # a dataset source's path, column or role mapping is a config error, found before anything starts
-            _ = runtime_for(cfg).dialogue_sets
-        except ConfigError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
+    try:  # config errors found before anything starts (no worker, pool or server is started for them)
+        if any(s.kind == "dataset" for s in cfg.dialogue.sources):
+            _ = runtime_for(cfg).dialogue_sets  # a dataset source's path, column or role mapping
+        # what a language lacks: voices (and voices their backend can speak it with), lexicon,
+        # scenario bank, the LLM's prompts and a model that writes it
+        runtime_for(cfg).check_languages()
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except ValueError:
+        pass  # a missing or malformed bank file: check_paths below names it with the other paths (exit 3)
     # Worker processes and TTS pools start and load their models while this process imports
     # Prefect and starts the run's Prefect server (~10 s on 2 cores).
     threading.Thread(target=_warm_up, args=(cfg,), name="warm-up", daemon=True).start()
@@ -65,7 +70,6 @@ def generate(
     from datasets.utils.logging import disable_progress_bar
 
     from factory.run.store import run_store
-    from factory.runtime import runtime_for
     from flows import generate as flow_module
     from flows.server import run_server
 
@@ -78,16 +82,11 @@ def generate(
         console.print(f"retrying {len(only)} failed shard(s): {', '.join(only)}")
     try:
         # The cheap checks of `doctor` (paths, banks, the LLM, the destination): a typo costs no
-        # Prefect server start. A missing file first (exit 3), then what a language lacks (exit 2).
+        # Prefect server start (exit 3; what a language lacks was found above, exit 2).
         runtime_for(cfg).check_paths()
     except (LLMUnavailable, BackendUnavailable, VoiceBankError, ScenarioBankError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(3) from None
-    try:
-        runtime_for(cfg).check_languages()  # a config error: what a language lacks, before any server starts
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     disable_progress_bar()
     console.print(f"run [bold]{cfg.run_id}[/bold]: {cfg.run.n_samples} dialogues -> {cfg.run_dir}")
     # A bar in a terminal; a plain line every run.progress_every_s without one (factory.progress).

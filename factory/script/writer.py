@@ -13,7 +13,7 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 from string import Formatter
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -75,9 +75,54 @@ _FIELDS = {  # the placeholders each line may use; the first set of each must al
 _LINES = ("scene", "summary", "say", "reply", "interrupted", "cut_off", "greet", "open", "go_on")
 
 
+def _check_fields(name: str, text: str, need: set[str], allowed: set[str]) -> None:
+    used = {field for _, field, _, _ in Formatter().parse(text) if field is not None}
+    if not need <= used <= allowed:
+        raise ValueError(f"{name}: {text!r} uses {sorted(used)}; it needs {sorted(need)}, may use {sorted(allowed)}")
+
+
+_PERSONAS = {"user", "user_description", "agent", "agent_description"}
+_ASK = {"setting", "topic", "style", "n_turns"}
+
+
+class StructuredPrompts(BaseModel):
+    """The whole-dialogue prompt of `llm.script_mode: structured` in one language
+    (`factory.script.response.script_messages`): the system message's lines, a valid example
+    response in the language (checked against the response format there), and the user message."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intro: str
+    roles: dict[Literal["assistant", "peer"], str]
+    opening: dict[Literal["agent", "user"], str]
+    rules: list[str]
+    example: str
+    example_response: dict[str, Any]
+    ask: str
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> StructuredPrompts:
+        if set(self.roles) != {"assistant", "peer"} or set(self.opening) != {"agent", "user"}:
+            raise ValueError("structured: roles needs assistant and peer; opening needs agent and user")
+        for mode, text in self.roles.items():
+            _check_fields(f"structured.roles.{mode}", text, _PERSONAS, _PERSONAS)
+        for line in (self.intro, self.example, *self.opening.values()):
+            _check_fields("structured", line, set(), set())
+        for line in self.rules:
+            _check_fields("structured.rules", line, set(), {"n_turns", "opening"})
+        used = {f for line in self.rules for _, f, _, _ in Formatter().parse(line) if f is not None}
+        if used != {"n_turns", "opening"}:
+            raise ValueError(f"structured.rules must use {{n_turns}} and {{opening}}; they use {sorted(used)}")
+        _check_fields("structured.ask", self.ask, _ASK, _ASK)
+        return self
+
+
 class WriterPrompts(BaseModel):
-    """The turn writer's lines in one language (`factory/script/writer_prompts/<language>.yaml`):
-    its system message's parts and the fixed lines it sends as the other speaker."""
+    """The LLM's prompts in one language (`factory/script/writer_prompts/<language>.yaml`): the
+    turn writer's system message's parts and the fixed lines it sends as the other speaker, the
+    structured mode's whole-dialogue prompt (`structured`; absent for a language written without
+    spaces, whose words the structured format cannot index) and the dataset-rewrite system message
+    (`rewrite`, `factory.script.source.rewrite_turn_llm`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,20 +138,18 @@ class WriterPrompts(BaseModel):
     greet: str
     open: str
     go_on: str
+    rewrite: str
+    structured: StructuredPrompts | None = None
 
     @model_validator(mode="after")
     def _placeholders(self) -> WriterPrompts:
         if set(self.role) != {"peer", "agent", "user"} or set(self.length) != {"short", "medium", "long"}:
             raise ValueError("role needs peer, agent and user; length needs short, medium and long")
         lines = [("role", text) for text in self.role.values()] + [("length", text) for text in self.length.values()]
-        lines += [(name, getattr(self, name)) for name in _LINES]
+        lines += [(name, getattr(self, name)) for name in (*_LINES, "rewrite")]
         for name, text in lines:
             need, allowed = _FIELDS.get(name, (set(), set()))
-            used = {field for _, field, _, _ in Formatter().parse(text) if field is not None}
-            if not need <= used <= allowed:
-                raise ValueError(
-                    f"{name}: {text!r} uses {sorted(used)}; it needs {sorted(need)}, may use {sorted(allowed)}"
-                )
+            _check_fields(name, text, need, allowed)
         return self
 
 
@@ -139,18 +182,32 @@ ENGLISH_ONLY_MODEL = "the packaged embedded model (SmolLM2-135M-Instruct) writes
 
 
 def writer_gaps(cfg: RunConfig) -> list[str]:
-    """What keeps the LLM source from writing each language of `dialogue.language`: the writer's
-    prompts in it (`writer_prompts`), and a model that writes it (the packaged embedded SmolLM2 is
-    English only; another GGUF in `llm.model_path`, or a served model, is taken at its word).
-    Empty when the run has no LLM source."""
-    if not any(s.kind == "llm" for s in cfg.dialogue.sources):
+    """What keeps the LLM from writing each language of `dialogue.language`: its prompts
+    (`writer_prompts`; with `llm.script_mode: structured`, their `structured` section, which a
+    language written without spaces cannot use: the format's marks index words split on spaces),
+    and a model that writes it (the packaged embedded SmolLM2 is English only; another GGUF in
+    `llm.model_path`, or a served model, is taken at its word). Empty when no source asks the LLM
+    (to write dialogues, or to rewrite a dataset's: `RunConfig.uses_llm`)."""
+    if not cfg.uses_llm:
         return []
+    structured = cfg.llm.script_mode == "structured" and any(s.kind == "llm" for s in cfg.dialogue.sources)
     gaps = []
     for language in cfg.dialogue.language_weights:
         try:
-            writer_prompts(language)
+            prompts: WriterPrompts | None = writer_prompts(language)
         except WriterPromptError as exc:
             gaps.append(str(exc))
+            prompts = None
+        if structured and not spaced(language):
+            gaps.append(
+                f"language {language}: llm.script_mode=structured marks words by their index in the text split on "
+                f"spaces, and {language} is written without them; use llm.script_mode=turns"
+            )
+        elif structured and prompts is not None and prompts.structured is None:
+            gaps.append(
+                f"language {language}: {prompts_dir() / f'{base(language)}.yaml'} has no `structured` section "
+                "(llm.script_mode=structured)"
+            )
         if base(language) != "en" and cfg.llm.backend == "embedded" and cfg.llm.model_path is None:
             gaps.append(
                 f"language {language}: {ENGLISH_ONLY_MODEL}; write {language} with llm.backend=http and a "

@@ -233,3 +233,19 @@ def test_vits_with_phonemes_like_vctk(backend: CoquiBackend, tmp_path_factory: p
     check_contract(u, text, 22050)
     spoken = [w for w in u.words if w.word != "—"]
     assert all(w.end > w.start for w in spoken)
+
+
+def test_xtts_v2_languages_are_coqui_s_own(vits_dir: Path) -> None:
+    """The languages CoquiBackend declares for XTTS-v2 without its weights are coqui-tts's own
+    XttsConfig list (the model's config.json carries the same); Japanese is left out (word times
+    align whitespace tokens). A local VITS folder without a language says it cannot tell."""
+    from TTS.tts.configs.xtts_config import XttsConfig
+
+    from factory.render.coqui import XTTS_V2_LANGUAGES
+    from factory.render.registry import voice_languages
+
+    assert list(XTTS_V2_LANGUAGES) == XttsConfig().languages
+    spoken = voice_languages(Voice(id="xtts-ana", backend="coqui", model=XTTS_V2, speaker="Ana Florence"))
+    assert spoken == {code.split("-")[0] for code in XttsConfig().languages} - {"ja"}
+    with pytest.raises(BackendUnavailable, match="names no language"):
+        voice_languages(voice(vits_dir))

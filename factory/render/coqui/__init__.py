@@ -43,6 +43,6 @@ Coqui's real API and tested on CPU only here (no GPU on the development machine)
 """
 
 from factory.render.coqui.backend import CoquiBackend
-from factory.render.coqui.models import INSTALL_HINT, XTTS_V2
+from factory.render.coqui.models import INSTALL_HINT, XTTS_V2, XTTS_V2_LANGUAGES
 
-__all__ = ["INSTALL_HINT", "XTTS_V2", "CoquiBackend"]
+__all__ = ["INSTALL_HINT", "XTTS_V2", "XTTS_V2_LANGUAGES", "CoquiBackend"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from factory.languages import spaced
 from factory.models import Utterance, Voice
 from factory.render.base import (
     BackendOptions,
@@ -18,7 +19,7 @@ from factory.render.base import (
     render_identity,
 )
 from factory.render.coqui import vits, xtts
-from factory.render.coqui.models import INSTALL_HINT, Loaded, ModelStore
+from factory.render.coqui.models import INSTALL_HINT, Loaded, ModelStore, model_languages
 from factory.render.text import check_params, check_text
 
 DEFAULT_BATCH = 16
@@ -55,6 +56,14 @@ class CoquiBackend:
         # whole package (models, VITS, XTTS).
         package = __name__.rpartition(".")[0]
         return render_identity(package, ("coqui-tts", "torch", "transformers"), f"device={self.device}")
+
+    @classmethod
+    def languages(cls, voice: Voice, options: Options) -> frozenset[str]:
+        """The languages `voice`'s model speaks (`models.model_languages`: XTTS's list, a VITS
+        model's language), read without torch or the weights where the model's name tells, less
+        those written without spaces: this backend's word times (VITS durations, XTTS alignment)
+        map whitespace tokens, so it does not speak Japanese yet."""
+        return frozenset(code for code in model_languages(voice.model) if spaced(code))
 
     # ------------------------------------------------------------------ public API
     def speakers(self, voice: Voice) -> list[str]:

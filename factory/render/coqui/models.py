@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factory.languages import base
 from factory.models import Voice
 from factory.render.base import BackendUnavailable, TTSError
 
@@ -21,6 +22,27 @@ INSTALL_HINT = (
     "pip install 'duplex-factory[gpu]' in a torch environment"
 )
 XTTS_V2 = "tts_models/multilingual/multi-dataset/xtts_v2"
+# XTTS-v2's languages, as its config.json lists them (`languages`; coqui-tts's XttsConfig default,
+# which tests/coqui checks this against): the model speaks these with any speaker or reference clip.
+XTTS_V2_LANGUAGES = (
+    "en",
+    "es",
+    "fr",
+    "de",
+    "it",
+    "pt",
+    "pl",
+    "tr",
+    "ru",
+    "nl",
+    "cs",
+    "ar",
+    "zh-cn",
+    "hu",
+    "ko",
+    "ja",
+    "hi",
+)
 
 CHECKPOINT_NAMES = ("model.pth", "model_file.pth", "model_file.pth.tar", "checkpoint.pth")
 
@@ -41,6 +63,45 @@ def _download_hint(name: str) -> str:
         "--out_path /tmp/x.wav (see `tts --list_models`), copy the folder and set voice.model to it, "
         "or set COQUI_ALLOW_DOWNLOAD=1"
     )
+
+
+def model_languages(spec: str) -> frozenset[str]:
+    """The languages (primary subtags) a voice's model speaks, without loading it: a local model
+    folder's config.json (XTTS: `languages`; VITS: its language ids file, else its phoneme
+    language); XTTS-v2 by name: `XTTS_V2_LANGUAGES`; another Coqui model name: the language it
+    names (`tts_models/en/vctk/vits` -> en). Raises `TTSError` without a model, and
+    `BackendUnavailable` where the model's files are not here to tell."""
+    if not spec:
+        raise TTSError("coqui voices need `model`: a local model folder or a Coqui model name")
+    path = Path(spec).expanduser()
+    if path.exists():
+        return _config_languages((path if path.is_dir() else path.parent) / "config.json")
+    if spec == XTTS_V2:
+        return frozenset(base(code) for code in XTTS_V2_LANGUAGES)
+    parts = spec.split("/")
+    if len(parts) == 4 and parts[0] == "tts_models" and parts[1] != "multilingual":
+        return frozenset({base(parts[1])})
+    raise BackendUnavailable(f"coqui model {spec!r} is not here: its languages cannot be read")
+
+
+def _config_languages(config: Path) -> frozenset[str]:
+    try:
+        raw = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BackendUnavailable(f"coqui model config {config} cannot be read ({exc})") from exc
+    if raw.get("model") == "xtts":
+        codes = list(raw.get("languages") or [])
+    else:
+        ids_file = raw.get("language_ids_file") or (raw.get("model_args") or {}).get("language_ids_file")
+        candidates = [Path(ids_file), config.parent / Path(ids_file).name] if ids_file else []
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is not None:
+            codes = list(json.loads(found.read_text(encoding="utf-8")))
+        else:
+            codes = [raw["phoneme_language"]] if raw.get("phoneme_language") else []
+    if not codes:
+        raise BackendUnavailable(f"coqui model config {config} names no language (languages, language_ids_file)")
+    return frozenset(base(str(code)) for code in codes)
 
 
 @dataclass
