@@ -392,6 +392,9 @@ def language_gaps(rt: Runtime) -> list[str]:
             load_lexicon(language)
         except LexiconError as exc:
             gaps.append(str(exc))
+        bank = rt.cfg.dialogue.scenario_bank
+        if bank is not None and not Path(bank).exists():
+            continue  # a wrong path, not a language's gap: `diagnose` names it with the other paths
         try:
             rt.scenarios(language)
         except ScenarioBankError as exc:
