@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 STAMP=.venv/.setup-stamp
-WANT=$(cat scripts/setup.sh scripts/uv.sh scripts/llama_wheel.sh pyproject.toml locks/main.txt locks/nodeps.txt | sha256sum | cut -d' ' -f1)
+WANT=$(cat scripts/setup.sh scripts/uv.sh scripts/llama_wheel.sh scripts/warm_numba.py pyproject.toml locks/main.txt locks/nodeps.txt | sha256sum | cut -d' ' -f1)
 
 # espeak-ng: one of the embedded CPU voices (its C library, driven through ctypes).
 if ! ldconfig -p | grep -q libespeak-ng.so.1; then
@@ -58,5 +58,7 @@ awk '/^llama-cpp-python==/ {skip=1; next} skip && /^ / {next} {skip=0; print}' l
 "$UV" pip install -q --python .venv/bin/python --no-deps --require-hashes -r locks/nodeps.txt
 "$UV" pip install -q --python .venv/bin/python --no-deps -e .
 .venv/bin/python scripts/check_env.py main
+rm -rf .venv/numba-cache  # librosa's numba functions compiled once, for the test processes to copy
+.venv/bin/python scripts/warm_numba.py .venv/numba-cache
 echo "$WANT" > "$STAMP"
 echo "[setup] done in $(( $(date +%s) - start )) s"

@@ -35,8 +35,13 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ.
 # numba's on-disk cache (librosa's jitted functions, `cache=True`) lives in the venv's __pycache__,
 # shared by every test worker; two CI runs on a fresh venv lost workers to a segfault inside
 # librosa's cached `_parabolic_interpolation` gufunc while others compiled it. Each test process
-# keeps its own cache.
-os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"numba-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+# keeps its own cache, begun as a copy of the one scripts/setup.sh compiled (scripts/warm_numba.py):
+# compiling librosa's functions cost each test process, and each CLI process it started, ~28 CPU-s.
+_NUMBA_CACHE = tempfile.mkdtemp(prefix=f"numba-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+_COMPILED = Path(__file__).resolve().parents[1] / ".venv" / "numba-cache"
+if _COMPILED.is_dir():  # absent in an environment set up otherwise: each process compiles, as before
+    shutil.copytree(_COMPILED, _NUMBA_CACHE, dirs_exist_ok=True)
+os.environ["NUMBA_CACHE_DIR"] = _NUMBA_CACHE
 
 # Library logs that the CLI sends to its log file (factory/cli/logs.py) stay with the test session.
 os.environ["DUPLEX_LOG_FILE"] = str(Path(os.environ["PREFECT_HOME"]) / "duplex-factory.log")
