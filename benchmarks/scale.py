@@ -4,8 +4,11 @@ overhead, peak memory and LLM utilisation, and a projection to 400K dialogues.
     .venv/bin/python benchmarks/scale.py                  # 200 and 2,000 dialogues (~1 h on 2 cores)
     .venv/bin/python benchmarks/scale.py --quick          # 20 and 60: a smoke check
     .venv/bin/python benchmarks/scale.py --sizes 500 --latency 0.1 --concurrency 16
+    TMPDIR=/dev/shm .venv/bin/python benchmarks/scale.py --sizes 200 2000 --samples-per-shard 20 \
+        --turns 2 2 --latency 0.02 --no-direct --name flow_memory   # 10 vs 100 shards
 
-Writes benchmarks/results/scale.json and scale.md (--quick: scale-quick.*).
+Writes benchmarks/results/scale.json and scale.md (--quick: scale-quick.*; --name NAME: NAME.*).
+`--set KEY=VALUE` (repeatable) adds a config override to every run.
 
 Stand-ins (fast but real): the LLM is `tests.latency_server.LatencyServer`, an OpenAI-compatible
 server on 127.0.0.1 that answers after `--latency` seconds and counts requests in flight (its
@@ -36,7 +39,9 @@ Definitions
   overhead then comes out negative, which means "hidden by concurrency", not "free".
 - **peak RSS**: the flow process's own `ru_maxrss` (exact), and the process tree's peak
   (flow process + Prefect server + any workers, summed, sampled every 0.2 s with psutil).
-  Goal: peak at 2,000 within 1.1x of the peak at 200.
+  Goal: peak at 2,000 within 1.1x of the peak at 200. Also each process's own peak by role
+  (flow, worker: the engine's and TTS pools' spawned processes, prefect server, other; sampled),
+  and the flow process's RSS at each tenth of the run (does it grow with the shards done?).
 - **LLM utilisation**, from the server: max and time-weighted mean requests in flight (between
   the first request and the last answer), requests per dialogue.
 - **projection** to 400K dialogues: see `projection()`; every input and its source is written
@@ -55,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,6 +98,7 @@ def overrides(args: argparse.Namespace, n: int, work: Path, base_url: str) -> li
         f"llm.base_url={base_url}",
         f"llm.concurrency={args.concurrency}",
         "llm.max_retries=2",
+        *args.set,
     ]
 
 
@@ -180,15 +187,20 @@ def measure(args: argparse.Namespace, mode: str, n: int, progress: Progress) -> 
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
         root = psutil.Process(proc.pid)
         peak_tree = peak_tree_n = 0
+        peaks: dict[int, tuple[str, int]] = {}  # pid: (role, peak RSS) of every process of the tree
+        curve: list[tuple[int, float]] = []  # (dialogues done, flow process RSS MiB) at each tenth of n
         while proc.poll() is None:
             try:
                 members = [root, *root.children(recursive=True)]
                 rss = 0
                 for p in members:
                     try:
-                        rss += p.memory_info().rss
+                        one = p.memory_info().rss
+                        role = peaks[p.pid][0] if p.pid in peaks else _role(p, root)
                     except psutil.NoSuchProcess:
-                        pass
+                        continue
+                    rss += one
+                    peaks[p.pid] = (role, max(one, peaks.get(p.pid, (role, 0))[1]))
                 if rss > peak_tree:
                     peak_tree, peak_tree_n = rss, len(members)
             except psutil.NoSuchProcess:
@@ -197,6 +209,11 @@ def measure(args: argparse.Namespace, mode: str, n: int, progress: Progress) -> 
                 count = int(tick.read_text() or 0)
             except (FileNotFoundError, ValueError):
                 count = 0
+            if count >= (len(curve) + 1) * n / 10 and root.pid in peaks:
+                try:
+                    curve.append((count, round(root.memory_info().rss / 2**20, 1)))
+                except psutil.NoSuchProcess:
+                    pass
             progress.update(
                 task,
                 completed=count,
@@ -221,6 +238,10 @@ def measure(args: argparse.Namespace, mode: str, n: int, progress: Progress) -> 
             "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             "peak_rss_self_mib": child["maxrss_self_mib"],
             "peak_rss_tree_mib": peak_tree / 2**20,
+            # the highest peak among the tree's processes of each role (flow, worker, prefect server, other)
+            "peak_rss_by_role_mib": _by_role(peaks),
+            "processes_by_role": dict(Counter(role for role, _ in peaks.values())),
+            "flow_rss_curve_mib": curve,
             "tree_processes_at_peak": peak_tree_n,
             "load_avg_1min": [load_before, os.getloadavg()[0]],
             "ok": child["summary"].get("ok"),
@@ -236,6 +257,26 @@ def measure(args: argparse.Namespace, mode: str, n: int, progress: Progress) -> 
                     row[key] = summary[key]
             row.update(run_folder(Path(summary["run_dir"])))
         return row
+
+
+def _role(p: psutil.Process, root: psutil.Process) -> str:
+    """What a process of the measured tree is: the flow's own, an engine or TTS worker process
+    (spawned by multiprocessing), the run's Prefect server, or other."""
+    if p.pid == root.pid:
+        return "flow"
+    cmd = " ".join(p.cmdline())
+    if "multiprocessing" in cmd:
+        return "worker"
+    if "prefect" in cmd or "uvicorn" in cmd:
+        return "prefect server"
+    return "other"
+
+
+def _by_role(peaks: dict[int, tuple[str, int]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for role, peak in peaks.values():
+        out[role] = round(max(out.get(role, 0.0), peak / 2**20), 1)
+    return out
 
 
 def run_folder(run_dir: Path) -> dict[str, Any]:
@@ -598,6 +639,23 @@ def tables(result: dict[str, Any]) -> tuple[list[Table], str]:
             f"Peak RSS n={b['n']} / n={a['n']}: flow process {b['peak_rss_self_mib'] / a['peak_rss_self_mib']:.3f}x, "
             f"process tree {b['peak_rss_tree_mib'] / a['peak_rss_tree_mib']:.3f}x (goal <= 1.1x).",
         ]
+        roles = sorted(set(a.get("peak_rss_by_role_mib", {})) & set(b.get("peak_rss_by_role_mib", {})))
+        if roles:
+            md += ["", "Peak RSS per process (MiB; for a role with several processes, the highest one's peak):", ""]
+            md += ["| role | processes | " + " | ".join(f"n={r['n']}" for r in flows) + " | ratio |", "|---|---|"]
+            md[-1] += "---:|" * (len(flows) + 1)
+            for role in roles:
+                peaks = [r["peak_rss_by_role_mib"][role] for r in flows]
+                counts = "/".join(str(r["processes_by_role"].get(role, 0)) for r in flows)
+                cells = " | ".join(f"{v:,.1f}" for v in peaks)
+                md.append(f"| {role} | {counts} | {cells} | {peaks[-1] / peaks[0]:.3f}x |")
+        for r in flows:
+            if r.get("flow_rss_curve_mib"):
+                md.append("")
+                md.append(
+                    f"Flow process RSS (MiB) at each tenth of n={r['n']}: "
+                    + ", ".join(f"{v:,.0f}" for _, v in r["flow_rss_curve_mib"])
+                )
     t3 = Table(title=f"Projection: {proj['rows'][0]['value']:,} dialogues")
     for c in ("quantity", "value", "how"):
         t3.add_column(c)
@@ -633,6 +691,8 @@ def main() -> None:
     ap.add_argument("--gpu-llm-batch", type=float, default=64.0, help="assumed batch that saturates the GPU")
     ap.add_argument("--gpu-tts-rtf", type=float, default=0.02, help="assumed GPU TTS RTF, one stream")
     ap.add_argument("--gpu-tts-batch", type=float, default=32.0, help="assumed TTS batch that saturates the GPU")
+    ap.add_argument("--set", action="append", default=[], help="an extra config override (repeatable)")
+    ap.add_argument("--name", help="results file stem (default scale, or scale-quick)")
     ap.add_argument(
         "--report-only", action="store_true", help="no runs: recompute overhead, projection and .md from the .json"
     )
@@ -640,7 +700,7 @@ def main() -> None:
     if args.quick:
         args.sizes = [20, 60]
         args.samples_per_shard = min(args.samples_per_shard, 20)
-    name = "scale-quick" if args.quick else "scale"
+    name = args.name or ("scale-quick" if args.quick else "scale")
     settings = (
         f"sizes {args.sizes}, {args.turns[0]}-{args.turns[1]} turns, LLM latency {args.latency} s, "
         f"llm.concurrency {args.concurrency}, run.workers {args.workers}, "

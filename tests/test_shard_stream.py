@@ -6,9 +6,14 @@ window are observed from the sink and from admissions, not from the pipeline's o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -34,6 +39,38 @@ def test_the_writer_writes_row_groups_with_the_rows_of_one_whole_write(tmp_path:
     assert pq.ParquetFile(grouped).metadata.num_row_groups == writer.n_groups == 3
     assert list(read_shard_rows(grouped)) == list(read_shard_rows(whole))
     assert pq.ParquetFile(grouped).schema_arrow.metadata == pq.ParquetFile(whole).schema_arrow.metadata
+
+
+# Reads a file with read_shard_rows in a fresh process and prints pyarrow's pool peak (bytes): the
+# pool's max_memory is per process, so no other test's reads count.
+_READ_PEAK = """
+import sys
+import pyarrow as pa
+from factory.run.rows import read_shard_rows
+n = sum(1 for _ in read_shard_rows(sys.argv[1], columns=["id", "audio"]))
+print(n, pa.default_memory_pool().max_memory())
+"""
+
+
+def test_reading_a_shard_holds_a_row_group_not_the_file(tmp_path: Path) -> None:
+    """A shard's read-back (`check_shard`, the run reader) must stay flat in the shard's size: a
+    32 MB file of 40 row groups is read with pyarrow's pool peaking under a quarter of the file
+    (one iter_batches over the whole file pre-buffered it: the pool peaked at about the file)."""
+    path, rng = tmp_path / "s.parquet", np.random.default_rng(0)
+    schema = pa.schema({"id": pa.string(), "audio": pa.struct({"bytes": pa.binary(), "path": pa.string()})})
+    with pq.ParquetWriter(path, schema) as writer:
+        for group in range(40):
+            rows = [{"id": f"s{group}-{i}", "audio": {"bytes": rng.bytes(100_000), "path": None}} for i in range(8)]
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", _READ_PEAK, str(path)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    n, peak = map(int, out.stdout.split())
+    assert n == 320
+    assert peak < path.stat().st_size / 4, (
+        f"pool peaked at {peak / 2**20:.1f} MB for a {path.stat().st_size / 2**20:.1f} MB file"
+    )
 
 
 def test_a_writer_that_fails_leaves_no_file(tmp_path: Path) -> None:

