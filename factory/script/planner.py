@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from factory.config import BehaviourSection, EventsSection
+from factory.languages import base, spaced
 from factory.languages import words as lang_words
 from factory.models import (
     IGNORED_KINDS,
@@ -34,6 +35,7 @@ from factory.models import (
 )
 from factory.script.lexicon import load_lexicon, rate, tokens
 from factory.script.marks import write_hesitations
+from factory.script.text_checks import content_words
 
 # Where a listener may react inside a turn, in seconds of the speaker's speech (English: 2, 3 and 6
 # words at 3.5 words a second); in words at the language's own rate (`Lexicon.words_per_second`).
@@ -123,11 +125,60 @@ def barge_in_victims(mode: Mode, speakers: list[Channel], rng: np.random.Generat
     return {int(i) for i in rng.choice(eligible, size=count, replace=False)} if count else set()
 
 
-def barge_in_cut(n_words: int, rng: np.random.Generator) -> int:
-    """How many words of the victim turn are heard before it stops (its cut is a word end)."""
+def barge_in_cut(n_words: int, rng: np.random.Generator, at_least: int = 0) -> int:
+    """How many words of the victim turn are heard before it stops (its cut is a word end): 30 to
+    80 % of them, and at least `at_least` (`heard_floor`; `cut_range` says whether it can be)."""
+    low, high = cut_range(n_words)
+    return int(rng.integers(max(low, at_least), high + 1))
+
+
+def cut_range(n_words: int) -> tuple[int, int]:
+    """The fewest and most words of an `n_words` turn a barge-in lets the listener hear."""
     low = max(2, math.ceil(0.3 * n_words))
-    high = max(low, min(math.floor(0.8 * n_words), n_words - 1))
-    return int(rng.integers(low, high + 1))
+    return low, max(low, min(math.floor(0.8 * n_words), n_words - 1))
+
+
+_SENTENCE_END = (".", "!", "?", "。", "！", "？", "।")
+_QUESTION_END = ("?", "？")
+
+
+def _referents(word: str, language: str) -> set[str]:
+    """What a later turn's word may refer back to in `word`: for English its content words
+    (`text_checks.content_words`: no function word; "twenty-five" is two), elsewhere the word when
+    it has at least 4 letters (or, written without spaces, the accent phrase), case-folded."""
+    if base(language) == "en":
+        return content_words(word)
+    core = "".join(c for c in word.casefold() if c.isalnum())
+    return {core} if core and (len(core) >= 4 or not spaced(language)) else set()
+
+
+def _stems(referents: set[str], language: str) -> set[str]:
+    """Referents cut to 5 letters where words are spaced, so "station" and "stations" match."""
+    return {r[:5] for r in referents} if spaced(language) else referents
+
+
+def heard_floor(turns: list[ScriptTurn], language: str = "en") -> list[int]:
+    """Per turn, the fewest of its words (`languages.words`) a barge-in must let the listener hear
+    when the turns after it were written for the whole turn, as a dataset's are: up to the last
+    word that a later turn takes up again and no earlier turn said (what the later turn refers to
+    must have been heard), and past half of its last question (the next turn may answer it: "would
+    you like me to-" can be answered, a question never begun cannot). 0 where no later turn
+    depends on the turn. A turn whose floor is past `cut_range`'s top is not cut at all."""
+    keys = [[_referents(w, language) for w in lang_words(t.text, language)] for t in turns]
+    out = []
+    for i, ks in enumerate(keys):
+        said = {r for kk in keys[:i] for word in kk for r in word}  # said before: heard, whatever the cut
+        later = {stem for kk in keys[i + 1 :] for word in kk for stem in _stems(word, language)}
+        need = max((j + 1 for j, word in enumerate(ks) if word - said and _stems(word, language) & later), default=0)
+        words = lang_words(turns[i].text, language)
+        start = 0
+        for j, w in enumerate(words):
+            if w.endswith(_QUESTION_END):
+                need = max(need, start + math.ceil((j + 1 - start) / 2))
+            if w.endswith(_SENTENCE_END):
+                start = j + 1
+        out.append(need)
+    return out
 
 
 def words_for(seconds: float, language: str) -> int:
