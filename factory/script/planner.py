@@ -349,6 +349,29 @@ def _free_stretches(turns: list[ScriptTurn], marks: list[Mark], language: str) -
     return out
 
 
+USER_GAP_EDGE = 2  # side talk in a user's turn: not before its 2nd word, nor after its 3rd-last
+
+
+def _user_gaps(turns: list[ScriptTurn], marks: list[Mark], language: str) -> list[tuple[int, int]]:
+    """(turn, word) where the user may stop inside its own turn to talk to someone else: after a
+    word ending a clause or a sentence (any word of a turn without one), not in its first or last
+    words, before a barge-in's cut, not at a planned pause nor within two words of a listener's
+    reaction, and not in a turn that barges in (it starts over the agent)."""
+    heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
+    taken = {(m.turn, m.word_index) for m in marks if isinstance(m, SilentPause)}
+    near = {(m.turn, m.word_index + d) for m in marks if isinstance(m, ListenerMark) for d in range(-2, 3)}
+    out = []
+    for i, turn in enumerate(turns):
+        if turn.speaker is not Channel.user or i - 1 in heard:
+            continue
+        words = lang_words(turn.text, language)
+        last = heard.get(i, len(words)) - 1 - USER_GAP_EDGE
+        free = [j for j in range(USER_GAP_EDGE - 1, last) if (i, j) not in taken and (i, j) not in near]
+        ends = [j for j in free if words[j].endswith(CLAUSE_ENDS) or words[j].endswith(_SENTENCE_END)]
+        out += [(i, j) for j in (ends or free)]
+    return out
+
+
 def plan_ignored_events(
     turns: list[ScriptTurn], marks: list[Mark], rng: np.random.Generator, cfg: EventsSection, language: str
 ) -> tuple[list[IgnoredMark], dict[IgnoredKind, int]]:
@@ -360,7 +383,11 @@ def plan_ignored_events(
     so a long turn holds several and a short one none: the quota goes where the room is; then
     each stretch spreads its slack at random between its events. An event that finds no room is
     left out (`no_room` against the counts). The timeline moves one to another word when the
-    user's channel is busy there."""
+    user's channel is busy there.
+
+    Side talk goes, with probability `side_talk_user_share`, into the user's own turn instead
+    (`_user_gaps`, one a turn): the user holds the floor, stops after a clause, talks to someone
+    else and goes on; the timeline opens the pause for it, so it needs no room."""
     counts = event_counts(rng, cfg)
     if not any(counts.values()):
         return [], counts
@@ -376,8 +403,15 @@ def plan_ignored_events(
     stretches = _free_stretches(turns, marks, language)
     room = [end - first for _, first, end in stretches]
     held: list[list[tuple[IgnoredMark, int]]] = [[] for _ in stretches]
+    gaps = _user_gaps(turns, marks, language) if cfg.side_talk_user_share > 0 else []
+    planned: list[IgnoredMark] = []
     for k in rng.permutation(len(drawn)):  # no kind takes the room first
         mark = drawn[int(k)]
+        if isinstance(mark, SideTalk) and gaps and rng.random() < cfg.side_talk_user_share:
+            turn, j = gaps[int(rng.integers(len(gaps)))]
+            planned.append(mark.model_copy(update={"turn": turn, "word_index": j}))
+            gaps = [g for g in gaps if g[0] != turn]
+            continue
         need = _event_words(mark, language)
         fits = np.array([r if r >= need else 0 for r in room], dtype=float)
         if not fits.sum():
@@ -385,7 +419,6 @@ def plan_ignored_events(
         at = int(rng.choice(len(room), p=fits / fits.sum()))
         room[at] -= need
         held[at].append((mark, need))
-    planned: list[IgnoredMark] = []
     for (turn, first, _), slack, events in zip(stretches, room, held):
         if not events:
             continue
