@@ -50,6 +50,7 @@ from factory.seeding import rng_for
 from factory.stages import assemble, cache_key, finish_render, manifest_row, plan_sample, render_batch, render_requests
 from factory.timeline.frames import AgentState, frame_view
 from tests.conftest import TINY
+from tests.export_fixtures import EVENTS_SCRIPT, make_sample
 from tests.servers import Reply, completion_body
 
 MIMI_FRAME_S = 0.08  # one 12.5 Hz frame: the coarsest grid a target model uses
@@ -409,3 +410,20 @@ def test_dataset_dialogues_get_events_too() -> None:
         planned += sum(script.events_planned.values())
         marked += sum(isinstance(m, (SideTalk, BackgroundSpeech, NonSpeech)) for m in script.marks)
     assert 0 < marked <= planned, (marked, planned)
+
+
+def test_side_talk_in_the_user_s_turn_stands_alone_in_its_pause_and_no_reaction_enters_it() -> None:
+    """Side talk where the user holds the floor (tests/export_fixtures.EVENTS_SCRIPT, word-shaped
+    bursts instead of TTS): the user's turn opens a pause after the planned word, the side talk is
+    heard 0.4 s clear of the user's words on each side, and the agent's backchannel planned at that
+    very word is moved out of the pause (reacting there would answer the side talk)."""
+    for seed in range(3):
+        sample = make_sample(seed, script=EVENTS_SCRIPT)
+        tl = sample.timeline
+        e = next(e for e in tl.ignored_events() if tl.turn(e.during_turn).channel is Channel.user)
+        words = [w for w in tl.words if w.turn == e.during_turn]
+        before, after = words[4], words[5]  # the pause opens after the planned word (index 4)
+        assert before.end + 0.4 - 1e-6 <= e.start and e.end <= after.start - 0.4 + 1e-6, (seed, before, e, after)
+        agent = [t for t in tl.turns if t.channel is Channel.agent]
+        assert not any(t.start < after.start and before.end < t.end for t in agent), (seed, agent)
+        assert any(t.kind.value == "backchannel" and t.responds_to == e.during_turn for t in agent), seed
