@@ -385,6 +385,64 @@ def dataset_write(label: str, n: int, source: str, note: str = "") -> None:
     print(json.dumps(meta, indent=1))
 
 
+def dataset_rates(label: str, keys: int) -> None:
+    """Barge-ins per script of every shipped dialogue set (each dialogue under `keys` sample keys,
+    rules rewrite, config defaults): does the cut rule leave the configured rate in every language?
+    Appends the label's row to benchmarks/results/content_dataset_languages.{md,json}."""
+    import factory
+    from factory.config import DatasetSource, load_config
+    from factory.script.scenario import draw_scenario
+    from factory.script.source import load_source, prepare_turns, provenance, scenario_for, write_from_source
+    from factory.script.text_checks import TurnRejected
+
+    row = {}
+    for lang in ("en", "es", "fr", "de", "hi", "ja"):
+        cfg = load_config(overrides=[f"dialogue.sources=[{{kind: dataset, path: {lang}-everyday}}]"])
+        src = cfg.dialogue.sources[0]
+        assert isinstance(src, DatasetSource)
+        dialogues = load_source(src)
+        written = rejected = cuts = 0
+        for i in range(len(dialogues)):
+            d = dialogues.dialogue(i)
+            n = len(prepare_turns(d, cfg))
+            base = draw_scenario("s", np.random.default_rng(i), {d.mode: 1.0}, (n, n))
+            for k in range(keys):
+                try:
+                    script = write_from_source(
+                        None, scenario_for(base, d, n), d, provenance(src, d, "rules"), cfg, f"rate-{k}-{i}"
+                    )
+                except TurnRejected:
+                    rejected += 1
+                    continue
+                written += 1
+                cuts += sum(m.type == "barge_in" for m in script.marks)
+        row[lang] = {"scripts": written, "rejected": rejected, "barge_ins_per_script": round(cuts / max(written, 1), 3)}
+    path = RESULTS / "content_dataset_languages.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    doc["rows"][label] = {"factory": str(Path(factory.__file__).resolve().parents[1]), "keys": keys, **row}
+    doc["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    langs = ("en", "es", "fr", "de", "hi", "ja")
+    md = [
+        f"# Barge-ins per dataset script, per language ({doc['date']})",
+        "",
+        "`benchmarks/content.py dataset-rates --label L`: every dialogue of each shipped set under the same"
+        " sample keys, rules rewrite, config defaults (`behaviour.barge_ins_per_dialogue` 1.0); barge-ins per"
+        " written script (rejected: too few barge-ins for `behaviour.min_barge_ins`).",
+        "",
+        "| code | " + " | ".join(langs) + " |",
+        "|---|" + "---:|" * len(langs),
+        *[
+            f"| {label} | "
+            + " | ".join(f"{r[x]['barge_ins_per_script']} ({r[x]['rejected']} rej.)" for x in langs)
+            + " |"
+            for label, r in doc["rows"].items()
+        ],
+    ]
+    (RESULTS / "content_dataset_languages.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def _question_unheard(words: list[str], heard: int) -> bool:
     """Whether less than half of the turn's last question was heard (the next turn may answer it)."""
     asks = [j for j, w in enumerate(words) if w.endswith("?")]
@@ -535,11 +593,16 @@ def main() -> None:
     dw.add_argument("--source", default="en-everyday")
     dw.add_argument("--note", default="")
     sub.add_parser("dataset-judge")
+    dr = sub.add_parser("dataset-rates", help="barge-ins per dataset script in every shipped language")
+    dr.add_argument("--label", required=True)
+    dr.add_argument("--keys", type=int, default=4)
     args = ap.parse_args()
     if args.cmd == "dataset-write":
         dataset_write(args.label, args.dialogues, args.source, args.note)
     elif args.cmd == "dataset-judge":
         dataset_judge()
+    elif args.cmd == "dataset-rates":
+        dataset_rates(args.label, args.keys)
     elif args.cmd == "write":
         write(args.label, args.dialogues, args.note)
     elif args.cmd == "late":
