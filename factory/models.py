@@ -130,7 +130,9 @@ class FailedInterruption(_Model):
 
 class SideTalk(_Model):
     """The user turns to someone else ("hang on, put it on the table") after word `word_index` of
-    the agent's turn `turn`; the agent keeps talking and never answers it."""
+    turn `turn`: the agent's (it keeps talking) or the user's own (the user holds the floor: the
+    timeline opens a pause there for it, and the user goes on after it); the agent never answers
+    it."""
 
     type: Literal["side_talk"] = "side_talk"
     turn: int = Field(ge=0)
@@ -393,10 +395,14 @@ class HesitationEvent(_Span):
 
 class _IgnoredEvent(_Span):
     """Sound on `channel` (the user's) that the agent must not answer: it keeps talking through
-    `during_turn`. Not a turn and without words; exporters with states mark it as an ignore span."""
+    `during_turn`, or, for side talk in the user's own turn, keeps listening without taking the
+    floor. Not a turn and without words; exporters with states mark it as an ignore span."""
 
     channel: Channel = Channel.user
-    during_turn: int = Field(description="the agent's turn it happens in")
+    during_turn: int = Field(
+        description="the turn it happens in: the agent's (it keeps talking), or for side talk the user's own "
+        "(a pause the user holds the floor through)"
+    )
     level_db: float = Field(description="gain of the piece against its render (dB, 0 = as rendered)")
 
 

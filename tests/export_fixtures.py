@@ -29,6 +29,7 @@ from factory.models import (
     Scenario,
     Script,
     ScriptTurn,
+    SideTalk,
     Utterance,
     VoicePrompt,
     WordTiming,
@@ -58,6 +59,19 @@ SCRIPT = Script(
         BargeIn(turn=1, heard_words=14),  # the user barges in, the agent stops after "and"
         Backchannel(turn=4, word_index=4, token="okay"),  # agent backchannel over the user
     ],
+)
+# The same dialogue with speech the agent must not answer: side talk while the agent talks, and side
+# talk where the user holds the floor (a pause opened in the user's own turn, right where the
+# agent's backchannel was planned: the timeline moves the backchannel out of that pause).
+EVENTS_SCRIPT = SCRIPT.model_copy(
+    update={
+        "marks": [
+            *SCRIPT.marks[:3],
+            SideTalk(turn=1, word_index=10, text="leave it by the door"),
+            Backchannel(turn=4, word_index=4, token="okay"),
+            SideTalk(turn=4, word_index=4, text="hang on yes put it on the table"),
+        ]
+    }
 )
 
 # The same shape in Japanese (words are pyopenjtalk accent phrases, factory.languages.words): an
@@ -117,6 +131,7 @@ def make_sample(
     utterance: Callable[[str, np.random.Generator, str], Utterance] = burst_utterance,
     language: str = "en",
 ) -> Sample:
+    """`script` placed over `utterance`'s audio; its side talk (`EVENTS_SCRIPT`) in the user's voice."""
     rng = np.random.default_rng(seed)
     voices = {Channel.user: "u", Channel.agent: "a"}
     rendered = [utterance(t.text, rng, voices[t.speaker]) for t in script.turns]
@@ -125,13 +140,28 @@ def make_sample(
         for k, m in enumerate(script.marks)
         if isinstance(m, ListenerMark)
     }
+    ignored = {
+        k: utterance(m.text, rng, voices[Channel.user]) for k, m in enumerate(script.marks) if isinstance(m, SideTalk)
+    }
     sid = sample_id or f"d{seed:03d}"
     tl, placements = build_timeline(
-        sid, script, rendered, reactions, voices, rng_for(seed, sid, "timeline"), CFG.timing, 0.008, None, language
+        sid,
+        script,
+        rendered,
+        reactions,
+        voices,
+        rng_for(seed, sid, "timeline"),
+        CFG.timing,
+        0.008,
+        None,
+        language,
+        ignored,
+        CFG.events,
     )
     stems = np.zeros((round(tl.duration * SR), 2), np.float32)
     for p in placements:
-        stems[p.start : p.start + len(p.audio), p.channel.index] += p.audio
+        gain = 1.0 if p.gain_db is None else 10 ** (p.gain_db / 20)
+        stems[p.start : p.start + len(p.audio), p.channel.index] += p.audio * np.float32(gain)
     gains = loudness_gains(stems, SR, -23, -1)
     # its own generator, drawn after the dialogue's, so the dialogue is what it was without prompts
     prompt = utterance(

@@ -13,10 +13,12 @@ import soundfile as sf
 
 from factory.audio.edit import VAD_FRAME_S, frame_activity
 from factory.audio.sounds import synth_sound
+from factory.audit.measures import plan_activity
 from factory.config import DatasetSource, load_config
+from factory.conversation.measures import BRIDGE_S, bridge
 from factory.export.card import dataset_card
 from factory.export.fdb import FullDuplexBench
-from factory.export.moshi import MoshiOptions, _alignments_json
+from factory.export.moshi import Moshi, MoshiOptions, _alignments_json, read_dialogue
 from factory.export.options import ExportOptions
 from factory.export.units1s import states
 from factory.llm.http import OpenAIHTTPBackend
@@ -46,11 +48,12 @@ from factory.script.source import load_source, prepare_turns, provenance, scenar
 from factory.script.writer import build_messages
 from factory.seeding import rng_for
 from factory.stages import assemble, cache_key, finish_render, manifest_row, plan_sample, render_batch, render_requests
-from factory.timeline.frames import frame_view
+from factory.timeline.frames import AgentState, frame_view
 from tests.conftest import TINY
+from tests.export_fixtures import EVENTS_SCRIPT, make_sample
 from tests.servers import Reply, completion_body
 
-MIMI_FRAME_S = 0.08  # one 12.5 Hz frame: the tolerance of an event's edges in the audio
+MIMI_FRAME_S = 0.08  # one 12.5 Hz frame: the coarsest grid a target model uses
 EVENTS = (SideTalkEvent, BackgroundSpeechEvent, NonSpeechEvent)
 ON = [
     *TINY,
@@ -82,7 +85,7 @@ TURNS = [
 def with_events() -> tuple[Sample, Runtime]:
     cfg = load_config(overrides=ON)
     rt = Runtime(cfg)
-    key = "train-0000003"  # its events draw one of each kind (checked below)
+    key = "train-0000007"  # one event of each kind, side talk in a user turn and in an agent turn (checked below)
     plan = plan_sample(rt, key, key)
     turns = [ScriptTurn(speaker=ch, text=text, responds_to=i - 1 if i else None) for i, (ch, text) in enumerate(TURNS)]
     script = with_ignored_events(Script(scenario_id=plan.scenario.id, turns=turns, llm="hand"), plan.scenario, cfg, key)
@@ -102,6 +105,9 @@ def test_each_event_is_in_the_user_audio_where_the_timeline_places_it(with_event
     tl = sample.timeline
     events = [e for e in tl.events if isinstance(e, EVENTS)]
     assert {type(e) for e in events} == set(EVENTS), [e.type for e in events]
+    # side talk both during the agent's turn and in a pause of the user's own
+    hosts = {tl.turn(e.during_turn).channel for e in events if isinstance(e, SideTalkEvent)}
+    assert hosts == {Channel.user, Channel.agent}, hosts
     user = frame_activity(sample.stems[:, Channel.user.index], sample.sample_rate)
     agent = frame_activity(sample.stems[:, Channel.agent.index], sample.sample_rate)
     view = frame_view(tl, 12.5)
@@ -109,8 +115,8 @@ def test_each_event_is_in_the_user_audio_where_the_timeline_places_it(with_event
         near = slice(round((e.start - MIMI_FRAME_S) / VAD_FRAME_S), round((e.end + MIMI_FRAME_S) / VAD_FRAME_S))
         heard = np.flatnonzero(user[near]) * VAD_FRAME_S + near.start * VAD_FRAME_S
         assert len(heard), e
-        # found where placed, to one 80 ms frame at each edge
-        assert abs(heard[0] - e.start) <= MIMI_FRAME_S and abs(heard[-1] + VAD_FRAME_S - e.end) <= MIMI_FRAME_S, (
+        # found where placed, to one 10 ms frame (the frame view's) at each edge
+        assert abs(heard[0] - e.start) <= VAD_FRAME_S and abs(heard[-1] + VAD_FRAME_S - e.end) <= VAD_FRAME_S, (
             e.type,
             e.start,
             e.end,
@@ -121,17 +127,82 @@ def test_each_event_is_in_the_user_audio_where_the_timeline_places_it(with_event
         before = slice(round((e.start - 0.3) / VAD_FRAME_S), near.start)
         after = slice(near.stop, round((e.end + 0.3) / VAD_FRAME_S))
         assert not user[before].any() and not user[after].any(), e
-        # the agent keeps talking through it: its turn goes on after the event, and no turn answers it
         host = tl.turn(e.during_turn)
-        assert host.channel is Channel.agent and host.start < e.start and e.end < host.end
-        assert agent[round(e.end / VAD_FRAME_S) : round(host.end / VAD_FRAME_S)].any()
-        assert not any(t.start > e.start and t.start < host.end for t in tl.turns if t.channel is Channel.user)
-        # the frame view marks it at the Mimi rate
+        assert host.start < e.start and e.end < host.end
         frames = slice(round(e.start * 12.5 + 0.5), int(e.end * 12.5 - 0.5))
+        if host.channel is Channel.agent:
+            # the agent keeps talking through it: its turn goes on after the event, and no turn answers it
+            assert agent[round(e.end / VAD_FRAME_S) : round(host.end / VAD_FRAME_S)].any()
+            assert not any(t.start > e.start and t.start < host.end for t in tl.turns if t.channel is Channel.user)
+        else:
+            # side talk in the user's own turn: the user holds the floor, the agent is silent through
+            # it and takes no turn, and the user goes on after it
+            assert isinstance(e, SideTalkEvent)
+            assert not agent[round(e.start / VAD_FRAME_S) : round(e.end / VAD_FRAME_S)].any()
+            assert not any(e.start - 1 < t.start < host.end for t in tl.turns if t.channel is Channel.agent)
+            assert user[round((e.end + 0.3) / VAD_FRAME_S) : round(host.end / VAD_FRAME_S)].any()
+            assert (view.turn[Channel.user.index, frames] == host.id).all()
+            assert (view.agent_state[frames] == AgentState.listen).all()
+        # the frame view marks it at the Mimi rate
         assert view.ignore[frames].all(), e
     assert view.ignore.sum() <= sum(e.end - e.start for e in events) * 12.5 + len(events)
     background = next(e for e in events if isinstance(e, BackgroundSpeechEvent))
     assert background.voice_id not in sample.meta.voices.values()
+
+
+def _runs(active: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def test_each_channel_s_voice_activity_agrees_with_the_timeline(with_events) -> None:
+    """Each channel's voice activity (the energy VAD on its stem) against the timeline's (its spoken
+    words and, on the user's channel, the events placed there: the audit's `plan_activity`), both
+    with silences under 180 ms bridged as the conversation measures bridge them: the same stretches
+    of sound, each edge within one 80 ms frame. Typing pauses between keys, so a non-speech sound
+    counts as one stretch from its first to its last active frame."""
+    sample, _ = with_events
+    tl, bridge_frames = sample.timeline, round(BRIDGE_S / VAD_FRAME_S)
+    for ch in Channel:
+        audio = frame_activity(sample.stems[:, ch.index], sample.sample_rate)
+        plan = plan_activity(tl, len(audio), VAD_FRAME_S)[ch.index]
+        for e in (e for e in tl.ignored_events() if isinstance(e, NonSpeechEvent) and e.channel is ch):
+            on = np.flatnonzero(audio[round(e.start / VAD_FRAME_S) : round(e.end / VAD_FRAME_S)])
+            audio[round(e.start / VAD_FRAME_S) + on[0] : round(e.start / VAD_FRAME_S) + on[-1] + 1] = True
+        heard, planned = _runs(bridge(audio, bridge_frames)), _runs(bridge(plan, bridge_frames))
+        assert len(heard) == len(planned), (ch, heard, planned)
+        for (a0, a1), (p0, p1) in zip(heard, planned):
+            assert abs(a0 - p0) * VAD_FRAME_S <= MIMI_FRAME_S and abs(a1 - p1) * VAD_FRAME_S <= MIMI_FRAME_S, (
+                ch,
+                a0,
+                p0,
+            )
+
+
+def test_the_moshi_export_of_the_run_reads_by_the_loader_s_rules(with_events, tmp_path) -> None:
+    """The moshi export of the events run, read back as moshi-finetune's loader reads it (the rules
+    R1-R5 of tests/test_export_moshi.py), with its role and voice prompts and the ignore spans."""
+    sample, _ = with_events
+    Moshi().export([sample], tmp_path, ExportOptions())
+    split = sample.meta.split
+    d = read_dialogue(tmp_path, sample.id, split)
+    info = sf.info(tmp_path / split / "audio" / f"{sample.id}.wav")
+    assert d.duration == info.frames / info.samplerate and info.samplerate == 24000 and info.channels == 2  # R1, R2
+    starts = [a[1][0] for a in d.alignments]
+    assert starts == sorted(starts) and {a[2] for a in d.alignments} == {"SPEAKER_MAIN"}  # R3, R4
+    assert all(a[1][1] > a[1][0] for a in d.alignments)  # R5
+    spoken = [w.word for w in sample.timeline.words if w.spoken and w.channel is Channel.agent]
+    assert " ".join(a[0] for a in d.alignments).split() == spoken
+    # channel 0 is the agent: the side talk in the user's own turn is on channel 1 only
+    events = [e for e in sample.timeline.events if isinstance(e, EVENTS)]
+    for e in events:
+        span = slice(round(e.start * 24000), round(e.end * 24000))
+        assert np.abs(d.audio[span, 1]).max() > 0.01, e
+    assert d.text_prompt == sample.meta.role_prompt and len(d.voice_prompt) > 24000
+    doc = json.loads((tmp_path / split / "audio" / f"{sample.id}.json").read_text())
+    assert [(s["type"], s["start"], s["end"]) for s in doc["ignore"]] == [
+        (e.type, round(e.start, 6), round(e.end, 6)) for e in events
+    ]
 
 
 def test_the_clean_audio_rebuilds_from_its_recipe_with_the_layers(with_events) -> None:
@@ -172,7 +243,9 @@ def test_fdb_v1_5_items_of_the_events(with_events, tmp_path) -> None:
     FullDuplexBench().export([sample], out, ExportOptions(format_options={"split": "all"}))
     wanted = {"v1_5/talking_to_other": SideTalkEvent, "v1_5/background_speech": BackgroundSpeechEvent}
     for task, kind in wanted.items():
-        events = [e for e in sample.timeline.events if isinstance(e, kind)]
+        # v1.5's overlaps are during the model's speech: side talk in the user's own turn is left out
+        tl = sample.timeline
+        events = [e for e in tl.events if isinstance(e, kind) and tl.turn(e.during_turn).channel is Channel.agent]
         items = sorted((out / task).iterdir())
         assert len(items) == len(events) > 0, task
         for folder, e in zip(items, events):
@@ -337,3 +410,20 @@ def test_dataset_dialogues_get_events_too() -> None:
         planned += sum(script.events_planned.values())
         marked += sum(isinstance(m, (SideTalk, BackgroundSpeech, NonSpeech)) for m in script.marks)
     assert 0 < marked <= planned, (marked, planned)
+
+
+def test_side_talk_in_the_user_s_turn_stands_alone_in_its_pause_and_no_reaction_enters_it() -> None:
+    """Side talk where the user holds the floor (tests/export_fixtures.EVENTS_SCRIPT, word-shaped
+    bursts instead of TTS): the user's turn opens a pause after the planned word, the side talk is
+    heard 0.4 s clear of the user's words on each side, and the agent's backchannel planned at that
+    very word is moved out of the pause (reacting there would answer the side talk)."""
+    for seed in range(3):
+        sample = make_sample(seed, script=EVENTS_SCRIPT)
+        tl = sample.timeline
+        e = next(e for e in tl.ignored_events() if tl.turn(e.during_turn).channel is Channel.user)
+        words = [w for w in tl.words if w.turn == e.during_turn]
+        before, after = words[4], words[5]  # the pause opens after the planned word (index 4)
+        assert before.end + 0.4 - 1e-6 <= e.start and e.end <= after.start - 0.4 + 1e-6, (seed, before, e, after)
+        agent = [t for t in tl.turns if t.channel is Channel.agent]
+        assert not any(t.start < after.start and before.end < t.end for t in agent), (seed, agent)
+        assert any(t.kind.value == "backchannel" and t.responds_to == e.during_turn for t in agent), seed

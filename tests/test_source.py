@@ -267,3 +267,44 @@ def test_a_barge_in_is_never_planned_into_a_split_turns_own_continuation() -> No
                 cut += 1
                 assert speakers[m.turn + 1] is not speakers[m.turn], (raw["id"], m)
     assert split >= len(_lines()) // 2 and cut >= len(_lines())  # barge-ins planned, never into a continuation
+
+
+def test_a_barge_in_into_a_dataset_turn_lets_the_listener_hear_what_later_turns_take_up() -> None:
+    """The dataset wrote every turn for the whole turn before it: a cut may only drop words that no
+    later turn takes up again (the interrupter answers what it heard, and nobody later refers to
+    what was never said), and never the first half of the turn's last question."""
+    from factory.script.text_checks import content_words
+
+    cfg = load_config(
+        overrides=[
+            "dialogue.sources=[{kind: dataset, path: en-everyday}]",
+            "behaviour.barge_ins_per_dialogue=2",
+            "behaviour.barge_in_dialogue_share=1",
+        ]
+    )
+    src = cfg.dialogue.sources[0]
+    assert isinstance(src, DatasetSource)
+    cuts = 0
+    for k, raw in enumerate(_lines()):
+        dialogue = SourceDialogue.model_validate(raw)
+        n = len(prepare_turns(dialogue, cfg))
+        base = draw_scenario("s", np.random.default_rng(k), {dialogue.mode: 1.0}, (n, n))
+        for key in (f"a{k}", f"b{k}"):
+            script = write_from_source(
+                None, scenario_for(base, dialogue, n), dialogue, provenance(src, dialogue, "rules"), cfg, key
+            )
+            turns = script.turns
+            for m in (m for m in script.marks if m.type == "barge_in"):
+                cuts += 1
+                words = turns[m.turn].text.split()
+                heard, rest = words[: m.heard_words], words[m.heard_words :]
+                known = content_words(" ".join(heard)) | {w for t in turns[: m.turn] for w in content_words(t.text)}
+                later = {w for t in turns[m.turn + 1 :] for w in content_words(t.text)}
+                assert not (content_words(" ".join(rest)) - known) & later, (raw["id"], key, heard, rest)
+                if "?" in " ".join(rest):  # a question cut: at least half of it heard
+                    starts = [0] + [j + 1 for j, w in enumerate(words[:-1]) if w.endswith((".", "!", "?"))]
+                    last_q = max(j for j, w in enumerate(words) if w.endswith("?"))
+                    begun = max(s for s in starts if s <= last_q)
+                    assert m.heard_words >= begun + (last_q + 1 - begun + 1) // 2, (raw["id"], heard, rest)
+    # the rate holds: a drawn turn that cannot be cut so gives way to another one
+    assert cuts >= 1.5 * 2 * len(_lines()), cuts

@@ -429,6 +429,9 @@ def _overlap_items(tl: Timeline, sr: int, o: FdbOptions, task: str) -> _Found:
             task == "v1_5/background_speech" and isinstance(e, BackgroundSpeechEvent)
         ):
             host, text, span = tl.turn(e.during_turn), e.text, (e.start, e.end)
+            if host.channel is Channel.user:  # v1.5 overlaps the model's speech; this is in the user's turn
+                found.left_out["side talk in the user's own turn (v1.5's is during the model's)"] += 1
+                continue
         else:
             continue
         context = _context_turn(tl, host, exclude=getattr(e, "turn", None))

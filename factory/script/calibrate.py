@@ -42,6 +42,8 @@ from factory.script.planner import (
     MIN_VICTIM_WORDS,
     barge_in_cut,
     barge_in_victims,
+    cut_range,
+    heard_floor,
     insert_hesitations,
     plan_backchannels,
     speech_minutes,
@@ -180,13 +182,18 @@ def calibrate_marks(
     add_barge_ins: bool = True,
     report: Counter | None = None,
     language: str = "en",
+    written_whole: bool = False,
 ) -> Script:
     """Keeps the valid proposed marks, adds marks toward the targets where there are too few,
     removes those beyond `EXCESS_FACTOR` x the expected count. `mode` decides who may be
     interrupted and who backchannels (as in the planner). A barge-in added here cuts a turn the
     model wrote in full, so the next turn may answer words that are never heard: pass
     `add_barge_ins=False` to only keep (and cap) the model's own. `report` (optional) receives
-    counts of what was dropped, added and removed. Words are `language`'s (`languages.words`)."""
+    counts of what was dropped, added and removed. Words are `language`'s (`languages.words`).
+    `written_whole`: every turn was written before any cut (a dataset's dialogue, whose turns
+    cannot be re-written): a barge-in added here lets the listener hear what later turns refer to
+    (`planner.heard_floor`), and when a drawn turn cannot be cut so, another turn is (the rest in
+    a random order), so the rate holds."""
     report = Counter() if report is None else report
     turns = [t.model_copy() for t in script.turns]
     marks = resolve_conflicts(turns, list(script.marks), report, language)
@@ -237,15 +244,28 @@ def calibrate_marks(
     victims_now = {m.turn for m in marks if isinstance(m, BargeIn)}
     wanted = barge_in_victims(mode, speakers, rng, cfg)  # dispersed per dialogue, as the planner draws them
     to_add = min(len(wanted), _cap(cfg.barge_ins_per_dialogue)) - len(victims_now) if add_barge_ins else 0
-    for t in sorted(wanted - victims_now):
+    order = sorted(wanted - victims_now)
+    floor = [0] * len(turns)
+    if written_whole and to_add > 0:
+        floor = heard_floor(turns, language)
+        others = [t for t in range(len(turns)) if t not in wanted and t not in victims_now]
+        order += [others[int(k)] for k in rng.permutation(len(others))]
+    for t in order:
         if to_add <= 0:
             break
         n = len(lang_words(turns[t].text, language))
         cut_turns = {m.turn for m in marks if isinstance(m, BargeIn)}
         if any(abs(t - v) <= 1 for v in cut_turns):
             continue  # next to a cut turn: the conflict resolution would drop one of the two
-        if n >= MIN_VICTIM_WORDS and t < len(turns) - 1 and (mode is Mode.peer or speakers[t] is Channel.agent):
-            marks.append(BargeIn(turn=t, heard_words=barge_in_cut(n, rng)))
+        if (
+            n >= MIN_VICTIM_WORDS
+            and t > 0
+            and t < len(turns) - 1
+            and speakers[t + 1] is not speakers[t]
+            and (mode is Mode.peer or speakers[t] is Channel.agent)
+            and floor[t] <= cut_range(n)[1]
+        ):
+            marks.append(BargeIn(turn=t, heard_words=barge_in_cut(n, rng, floor[t])))
             report["added_barge_in"] += 1
             to_add -= 1
     marks = resolve_conflicts(turns, marks, report, language)  # listener marks past a new cut go

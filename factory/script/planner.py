@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from factory.config import BehaviourSection, EventsSection
+from factory.languages import base, spaced
 from factory.languages import words as lang_words
 from factory.models import (
     IGNORED_KINDS,
@@ -34,6 +35,7 @@ from factory.models import (
 )
 from factory.script.lexicon import load_lexicon, rate, tokens
 from factory.script.marks import write_hesitations
+from factory.script.text_checks import content_words
 
 # Where a listener may react inside a turn, in seconds of the speaker's speech (English: 2, 3 and 6
 # words at 3.5 words a second); in words at the language's own rate (`Lexicon.words_per_second`).
@@ -123,11 +125,60 @@ def barge_in_victims(mode: Mode, speakers: list[Channel], rng: np.random.Generat
     return {int(i) for i in rng.choice(eligible, size=count, replace=False)} if count else set()
 
 
-def barge_in_cut(n_words: int, rng: np.random.Generator) -> int:
-    """How many words of the victim turn are heard before it stops (its cut is a word end)."""
+def barge_in_cut(n_words: int, rng: np.random.Generator, at_least: int = 0) -> int:
+    """How many words of the victim turn are heard before it stops (its cut is a word end): 30 to
+    80 % of them, and at least `at_least` (`heard_floor`; `cut_range` says whether it can be)."""
+    low, high = cut_range(n_words)
+    return int(rng.integers(max(low, at_least), high + 1))
+
+
+def cut_range(n_words: int) -> tuple[int, int]:
+    """The fewest and most words of an `n_words` turn a barge-in lets the listener hear."""
     low = max(2, math.ceil(0.3 * n_words))
-    high = max(low, min(math.floor(0.8 * n_words), n_words - 1))
-    return int(rng.integers(low, high + 1))
+    return low, max(low, min(math.floor(0.8 * n_words), n_words - 1))
+
+
+_SENTENCE_END = (".", "!", "?", "。", "！", "？", "।")
+_QUESTION_END = ("?", "？")
+
+
+def _referents(word: str, language: str) -> set[str]:
+    """What a later turn's word may refer back to in `word`: for English its content words
+    (`text_checks.content_words`: no function word; "twenty-five" is two), elsewhere the word when
+    it has at least 4 letters (or, written without spaces, the accent phrase), case-folded."""
+    if base(language) == "en":
+        return content_words(word)
+    core = "".join(c for c in word.casefold() if c.isalnum())
+    return {core} if core and (len(core) >= 4 or not spaced(language)) else set()
+
+
+def _stems(referents: set[str], language: str) -> set[str]:
+    """Referents cut to 5 letters where words are spaced, so "station" and "stations" match."""
+    return {r[:5] for r in referents} if spaced(language) else referents
+
+
+def heard_floor(turns: list[ScriptTurn], language: str = "en") -> list[int]:
+    """Per turn, the fewest of its words (`languages.words`) a barge-in must let the listener hear
+    when the turns after it were written for the whole turn, as a dataset's are: up to the last
+    word that a later turn takes up again and no earlier turn said (what the later turn refers to
+    must have been heard), and past half of its last question (the next turn may answer it: "would
+    you like me to-" can be answered, a question never begun cannot). 0 where no later turn
+    depends on the turn. A turn whose floor is past `cut_range`'s top is not cut at all."""
+    keys = [[_referents(w, language) for w in lang_words(t.text, language)] for t in turns]
+    out = []
+    for i, ks in enumerate(keys):
+        said = {r for kk in keys[:i] for word in kk for r in word}  # said before: heard, whatever the cut
+        later = {stem for kk in keys[i + 1 :] for word in kk for stem in _stems(word, language)}
+        need = max((j + 1 for j, word in enumerate(ks) if word - said and _stems(word, language) & later), default=0)
+        words = lang_words(turns[i].text, language)
+        start = 0
+        for j, w in enumerate(words):
+            if w.endswith(_QUESTION_END):
+                need = max(need, start + math.ceil((j + 1 - start) / 2))
+            if w.endswith(_SENTENCE_END):
+                start = j + 1
+        out.append(need)
+    return out
 
 
 def words_for(seconds: float, language: str) -> int:
@@ -298,6 +349,29 @@ def _free_stretches(turns: list[ScriptTurn], marks: list[Mark], language: str) -
     return out
 
 
+USER_GAP_EDGE = 2  # side talk in a user's turn: not before its 2nd word, nor after its 3rd-last
+
+
+def _user_gaps(turns: list[ScriptTurn], marks: list[Mark], language: str) -> list[tuple[int, int]]:
+    """(turn, word) where the user may stop inside its own turn to talk to someone else: after a
+    word ending a clause or a sentence (any word of a turn without one), not in its first or last
+    words, before a barge-in's cut, not at a planned pause nor within two words of a listener's
+    reaction, and not in a turn that barges in (it starts over the agent)."""
+    heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
+    taken = {(m.turn, m.word_index) for m in marks if isinstance(m, SilentPause)}
+    near = {(m.turn, m.word_index + d) for m in marks if isinstance(m, ListenerMark) for d in range(-2, 3)}
+    out = []
+    for i, turn in enumerate(turns):
+        if turn.speaker is not Channel.user or i - 1 in heard:
+            continue
+        words = lang_words(turn.text, language)
+        last = heard.get(i, len(words)) - 1 - USER_GAP_EDGE
+        free = [j for j in range(USER_GAP_EDGE - 1, last) if (i, j) not in taken and (i, j) not in near]
+        ends = [j for j in free if words[j].endswith(CLAUSE_ENDS) or words[j].endswith(_SENTENCE_END)]
+        out += [(i, j) for j in (ends or free)]
+    return out
+
+
 def plan_ignored_events(
     turns: list[ScriptTurn], marks: list[Mark], rng: np.random.Generator, cfg: EventsSection, language: str
 ) -> tuple[list[IgnoredMark], dict[IgnoredKind, int]]:
@@ -309,7 +383,11 @@ def plan_ignored_events(
     so a long turn holds several and a short one none: the quota goes where the room is; then
     each stretch spreads its slack at random between its events. An event that finds no room is
     left out (`no_room` against the counts). The timeline moves one to another word when the
-    user's channel is busy there."""
+    user's channel is busy there.
+
+    Side talk goes, with probability `side_talk_user_share`, into the user's own turn instead
+    (`_user_gaps`, one a turn): the user holds the floor, stops after a clause, talks to someone
+    else and goes on; the timeline opens the pause for it, so it needs no room."""
     counts = event_counts(rng, cfg)
     if not any(counts.values()):
         return [], counts
@@ -325,8 +403,15 @@ def plan_ignored_events(
     stretches = _free_stretches(turns, marks, language)
     room = [end - first for _, first, end in stretches]
     held: list[list[tuple[IgnoredMark, int]]] = [[] for _ in stretches]
+    gaps = _user_gaps(turns, marks, language) if cfg.side_talk_user_share > 0 else []
+    planned: list[IgnoredMark] = []
     for k in rng.permutation(len(drawn)):  # no kind takes the room first
         mark = drawn[int(k)]
+        if isinstance(mark, SideTalk) and gaps and rng.random() < cfg.side_talk_user_share:
+            turn, j = gaps[int(rng.integers(len(gaps)))]
+            planned.append(mark.model_copy(update={"turn": turn, "word_index": j}))
+            gaps = [g for g in gaps if g[0] != turn]
+            continue
         need = _event_words(mark, language)
         fits = np.array([r if r >= need else 0 for r in room], dtype=float)
         if not fits.sum():
@@ -334,7 +419,6 @@ def plan_ignored_events(
         at = int(rng.choice(len(room), p=fits / fits.sum()))
         room[at] -= need
         held[at].append((mark, need))
-    planned: list[IgnoredMark] = []
     for (turn, first, _), slack, events in zip(stretches, room, held):
         if not events:
             continue

@@ -446,6 +446,7 @@ def write_from_source(
         cfg.timing.pause_median,
         mode=scenario.mode,
         language=scenario.language,
+        written_whole=True,  # a cut hears what the dataset's later turns refer to
     )
     have = sum(m.type == "barge_in" for m in script.marks)
     if have < cfg.behaviour.min_barge_ins:

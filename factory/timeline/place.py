@@ -129,6 +129,11 @@ class _Placed:
     cut: bool = False
     fade: int = 0  # fade-out samples at the cut
     word_kinds: dict[int, str] = field(default_factory=dict)  # word index -> "filler"/"restart", heard or not
+    opened: dict[int, float] = field(default_factory=dict)  # side-talk mark index -> its pause's rel start
+
+    def gap_spans(self, gaps: dict[int, float]) -> list[tuple[float, float]]:
+        """The pauses this turn opened for side talk, absolute (start, end) in seconds."""
+        return [(self.start + p0, self.start + p0 + gaps[k]) for k, p0 in self.opened.items()]
 
     @property
     def end(self) -> float:
@@ -146,6 +151,7 @@ class _Edited:
     hesitations: list[tuple[HesitationKind, float, float]]
     silences: list[tuple[int, int]]
     word_kinds: dict[int, str]
+    opened: dict[int, float]  # side-talk mark index -> where the pause opened for it starts (rel. seconds)
 
 
 SILENCE_ABS = 1e-4  # |sample| at or under this (-80 dBFS) is silence in a render
@@ -163,14 +169,24 @@ def _audible_from(utt: Utterance, next_word: int, inserted_end: float) -> float:
     return (lo + (loud[0] if len(loud) else max(hi - lo, 0))) / sr
 
 
-def _edit_turn(script: Script, i: int, utt: Utterance, cuts: dict[int, int], sr: int, fade_s: float) -> _Edited:
+def _edit_turn(
+    script: Script, i: int, utt: Utterance, cuts: dict[int, int], sr: int, fade_s: float, gaps: dict[int, float]
+) -> _Edited:
+    """`gaps`: the pauses (seconds) to open in the user's own turn for its side talk, by mark index."""
     hesitations: list[tuple[HesitationKind, float, float]] = []
     silences: list[tuple[int, int]] = []
-    for m in script.marks:  # pauses first: they shift the words after them
-        if isinstance(m, SilentPause) and m.turn == i and m.word_index < cuts.get(i, 10**9) - 1:
+    opened: dict[int, float] = {}
+    for k, m in enumerate(script.marks):  # pauses first: they shift the words after them
+        if m.turn != i or not isinstance(m, (SilentPause, SideTalk)) or m.word_index >= cuts.get(i, 10**9) - 1:
+            continue
+        if isinstance(m, SilentPause):
             utt, p0, p1 = insert_pause(utt, m.word_index, m.duration)
             silences.append((int(round(p0 * sr)), int(round((p1 - p0) * sr))))
             hesitations.append(("pause", p0, _audible_from(utt, m.word_index + 1, p1)))
+        elif k in gaps:
+            utt, p0, p1 = insert_pause(utt, m.word_index, gaps[k])
+            silences.append((int(round(p0 * sr)), int(round((p1 - p0) * sr))))
+            opened[k] = p0
     heard = cuts.get(i, len(utt.words))
     audio = cut_after_word(utt.audio, utt.words, heard - 1, sr, fade_s) if i in cuts else utt.audio
     fade = min(int(round(fade_s * sr)), len(audio)) if i in cuts else 0
@@ -179,7 +195,7 @@ def _edit_turn(script: Script, i: int, utt: Utterance, cuts: dict[int, int], sr:
         if m.turn == i and isinstance(m, (Filler, Restart)) and m.word_index < heard:
             w = utt.words[m.word_index]
             hesitations.append((m.type, w.start, w.end))
-    return _Edited(utt, audio, heard, fade, hesitations, silences, word_kinds)
+    return _Edited(utt, audio, heard, fade, hesitations, silences, word_kinds, opened)
 
 
 _REACTION_KIND: dict[type, tuple[TurnKind, EndReason]] = {
@@ -220,6 +236,14 @@ def build_timeline(
     agent's answers follow its own latency when configured."""
     sr = rendered[0].sample_rate
     cuts = {m.turn: m.heard_words for m in script.marks if isinstance(m, BargeIn)}
+    ignored = ignored or {}
+    # Side talk in the user's own turn: the user stops after a word, says it with the channel clear
+    # `CHANNEL_GUARD_S` on each side (so it stands alone in the audio), and goes on.
+    gaps = {
+        k: _q(2 * CHANNEL_GUARD_S + ignored[k].duration, sr)
+        for k, m in enumerate(script.marks)
+        if isinstance(m, SideTalk) and k in ignored and script.turns[m.turn].speaker is Channel.user
+    }
     model = timing_model(timing, language)
     tempo = model.draw_tempo(rng)
     n_cuts = sum(1 for i in cuts if i < len(script.turns) - 1)
@@ -228,7 +252,7 @@ def build_timeline(
     placed: list[_Placed] = []
     free_at = {Channel.user: 0.0, Channel.agent: 0.0}
 
-    edited = [_edit_turn(script, i, utt, cuts, sr, fade_s) for i, utt in enumerate(rendered)]
+    edited = [_edit_turn(script, i, utt, cuts, sr, fade_s, gaps) for i, utt in enumerate(rendered)]
     # Context redistributes gaps inside a dialogue (faster answers to questions, slower after long
     # turns and before new topics); the dialogue's level stays its tempo's: factors are divided by
     # their geometric mean over the dialogue's ordinary transitions, so the pooled gaps stay fitted.
@@ -285,6 +309,7 @@ def build_timeline(
             cut=i in cuts,
             fade=e.fade,
             word_kinds=e.word_kinds,
+            opened=e.opened,
         )
         placed.append(p)
         free_at[turn.speaker] = p.end
@@ -298,7 +323,7 @@ def build_timeline(
         host, utt = hosts[mark.turn], reactions[k]
         kind, reason = _REACTION_KIND[type(mark)]
         listener = host.channel.other
-        busy = [(q.start, q.end) for q in placed if q.channel is listener]
+        busy = [(q.start, q.end) for q in placed if q.channel is listener] + host.gap_spans(gaps)
         delay = float(np.clip(_lognormal(rng, timing.backchannel_delay_median, 0.4), 0.05, 0.8))
         planned = mark.word_index  # bound here: the lambda does not see the isinstance narrowing
         candidates = sorted(range(1, host.heard_words - 1), key=lambda j: (abs(j - planned), j))
@@ -324,19 +349,33 @@ def build_timeline(
                 )
                 break
 
-    layers = _place_ignored(script, placed, ignored or {}, events or EventsSection(), sr)
+    layers = _place_ignored(script, placed, ignored, events or EventsSection(), sr, gaps)
     return _to_timeline(sample_id, placed, voices, rng, timing, sr, layers, language)
 
 
 def _place_ignored(
-    script: Script, placed: list[_Placed], ignored: dict[int, Utterance], cfg: EventsSection, sr: int
+    script: Script,
+    placed: list[_Placed],
+    ignored: dict[int, Utterance],
+    cfg: EventsSection,
+    sr: int,
+    gaps: dict[int, float],
 ) -> list[_Ignored]:
-    """Events the agent must not answer, after a word of an agent's turn and inside it (the agent
-    keeps talking), where the user's channel is free (`CHANNEL_GUARD_S` from any of its sound, so
-    each event stands alone in the user's audio): the planned turn and word first, then the
-    nearest words, then the agent's other turns (the planner's room is an estimate in words; the
-    renders decide); an event that fits nowhere is dropped. No random draws."""
+    """Events the agent must not answer. Side talk in the user's own turn goes in the pause its
+    turn opened for it (`gaps`), `CHANNEL_GUARD_S` after the user's last word. The others go after
+    a word of an agent's turn and inside it (the agent keeps talking), where the user's channel is
+    free (`CHANNEL_GUARD_S` from any of its sound, so each event stands alone in the user's audio):
+    the planned turn and word first, then the nearest words, then the agent's other turns (the
+    planner's room is an estimate in words; the renders decide); an event that fits nowhere is
+    dropped. No random draws."""
     hosts = {p.key[1]: p for p in placed if p.key[0] == "turn"}
+    out: list[_Ignored] = []
+    for p in hosts.values():
+        for k, p0 in p.opened.items():
+            mark = script.marks[k]
+            assert isinstance(mark, SideTalk)
+            start = _q(p.start + p0 + CHANNEL_GUARD_S, sr)
+            out.append(_Ignored(("event", k), mark, p.key, start, ignored[k], cfg.side_talk_gain_db))
     agent_turns = [i for i, p in hosts.items() if p.channel is Channel.agent]
     busy = [(q.start, q.end) for q in placed if q.channel is Channel.user]
     levels = {
@@ -344,9 +383,8 @@ def _place_ignored(
         BackgroundSpeech: cfg.background_speech_gain_db,
         NonSpeech: cfg.non_speech_gain_db,
     }
-    out: list[_Ignored] = []
     for k, mark in enumerate(script.marks):
-        if not isinstance(mark, (SideTalk, BackgroundSpeech, NonSpeech)) or k not in ignored:
+        if not isinstance(mark, (SideTalk, BackgroundSpeech, NonSpeech)) or k not in ignored or k in gaps:
             continue
         utt, planned = ignored[k], mark.word_index
         # its planned turn first, then the agent's other turns, the nearest (later on a tie) first

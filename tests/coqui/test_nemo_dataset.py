@@ -38,7 +38,7 @@ from factory.export.options import ExportOptions
 from factory.models import BargeInEvent, Channel, Sample
 from factory.tokenize.text import TextTokenizer, load
 from tests.coqui.test_export_nemo import _run_folder
-from tests.export_fixtures import make_sample
+from tests.export_fixtures import EVENTS_SCRIPT, make_sample
 
 FRAME = 0.08  # s2s_duplex.yaml's frame_length
 SRC, TGT = 16000, 22050  # its source_sample_rate, target_sample_rate
@@ -151,6 +151,10 @@ def check_batch(batch: dict, cuts: list, samples: list[Sample], tok: DefaultToke
                     speech = active[int(t.start * per_s) + 2 : int(t.end * per_s) - 2]
                     assert speech.mean() > 0.5, f"audio: {who.value} turn {t.id} is silent in NeMo's batch"
                     quiet[max(int(t.start * per_s) - 3, 0) : int(t.end * per_s) + 3] = False
+            for e in tl.ignored_events():  # sound the agent must not answer, on the user's channel
+                if e.channel is who:
+                    assert active[int(e.start * per_s) + 2 : int(e.end * per_s) - 2].any(), f"audio: {e.type} silent"
+                    quiet[max(int(e.start * per_s) - 3, 0) : int(e.end * per_s) + 3] = False
             assert not active[quiet].any(), f"audio: {who.value} sound in NeMo's batch where the timeline has none"
         # token channels: [BOS] + the spoken text's ids at each turn's start frame, EOS at its stop
         for key, who in (("source_tokens", Channel.user), ("target_tokens", Channel.agent)):
@@ -193,6 +197,35 @@ def test_nemo_dataloader_and_duplex_s2s_dataset_read_the_cli_export(export, samp
         role = by_id[cut.id].meta.role_prompt
         assert raw[i] == role and cut.system_prompt == role
         assert prompts[i, : lens[i]].tolist() == [tok.bos, *tok.text_to_ids(role), tok.eos]
+
+
+def test_nemo_reads_the_export_of_a_run_with_side_talk(tok, tmp_path) -> None:
+    """A run whose user talks to someone else, while the agent talks and in a pause of the user's
+    own turn (tests/export_fixtures.EVENTS_SCRIPT): NeMo's loader and dataset read its CLI export
+    as they read any other (the same checks: audio, tokens, EOS at the barge-in's stop; the side
+    talk is sound on the user's channel outside the user's words), the role prompt as
+    DuplexEARTTSDataset reads it, and the ignore spans in the cut's custom fields."""
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+    from factory.timeline.frames import ignore_spans
+
+    samples = [make_sample(seed, script=EVENTS_SCRIPT) for seed in (0, 1)]
+    assert {s.timeline.turn(e.during_turn).channel for s in samples for e in s.timeline.ignored_events()} == set(
+        Channel
+    )
+    run = _run_folder(tmp_path / "run", *samples)
+    result = CliRunner().invoke(app, ["export", str(run), "-f", "nemo-duplex"])
+    assert result.exit_code == 0, result.output
+    export = run / "exports" / "nemo-duplex"
+    batch, cuts = nemo_batch(export / "shar" / "train", tok)
+    check_batch(batch, cuts, samples, tok, export)
+    _, _, raw = collate_system_prompt(CutSet.from_cuts(cuts), tok, ignore_data_system_prompt=False)
+    by_id = {s.id: s for s in samples}
+    for i, cut in enumerate(cuts):
+        s = by_id[cut.id]
+        assert raw[i] == s.meta.role_prompt
+        assert cut.custom["ignore_spans"] == ignore_spans(s.timeline)
 
 
 def test_word_timestamps_are_stripped_by_nemo_to_the_spoken_text(samples) -> None:
