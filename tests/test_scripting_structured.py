@@ -22,7 +22,10 @@ from factory.script.writer import TurnRejected
 from factory.seeding import rng_for
 from tests.servers import Reply, completion_body
 
-SEEDS = (1, 2, 3, 4, 5, 6)
+# Seed 5 first: on these machines (2-core AMD EPYC, llama.cpp built with GGML_NATIVE=OFF) seeds 1-4
+# are rejected (wrong_speakers x 3, too_short; ~16-26 CPU-s each) and 5 gives a Script, so the
+# test spent ~110 CPU-s reaching it. Another machine's tokens may differ: the rest follow.
+SEEDS = (5, 1, 2, 3, 4, 6)
 # Seeds are tried in order until one gives a Script and at least this many outcomes were checked:
 # each seed is a full grammar-constrained generation on the CPU model (~60-120 s of a CI worker),
 # and the later seeds only matter where the early ones are all rejected (the model's tokens differ
