@@ -1,28 +1,34 @@
 """Smoke-train wall time and measures (torch environment).
 
 Either a real run made here (`--generate N`: `duplex-factory generate` of N dialogues, the text from
-the stand-in LLM `tests/latency_server.py` started in this process, `--voices cpu` the bank's
-Kokoro/Piper/espeak voices drawn per dialogue or `--voices espeak` the two stand-in espeak voices,
-then `duplex-factory export --format dgslm`, both from `.venv` on this tree; `--work DIR` keeps
-them), an export you give (`--export DIR [--run RUN] [--source TEXT]`), or, by default,
+the stand-in LLM `tests/latency_server.py` started in this process, or with `--dataset SET` from
+that dialogue set (e.g. `en-everyday`: people's turns, questions included, rewritten into spoken
+style by rules), `--voices cpu` the bank's Kokoro/Piper/espeak voices drawn per dialogue or
+`--voices espeak` the two stand-in espeak voices, then `duplex-factory export --format dgslm`, both
+from `.venv` on this tree; `--work DIR` keeps them, and a later call with the same arguments and
+`--work` uses them again), an export you give (`--export DIR [--run RUN] [--source TEXT]`), or, by default,
 `--dialogues N` of tests/export_fixtures' `make_cued_sample` (the real timeline planner over noise
 bursts with a turn-final cue, random scripts; every 4th dialogue held out) exported as dgslm at
 50 Hz with 256 units (fitted on the first 32 dialogues). Records the wall time of the smoke-train
 alone (generate and export are timed on their own line), the threads, and the model /
-agent-shifted / user-shifted control / majority measures, shift/hold also per last speaker.
+agent-shifted / user-shifted control / majority measures, shift/hold also per last speaker, and for
+a real run what its shift/hold events follow (`event_cues`: the last word's punctuation or a
+filler, the silence's length, per last speaker and outcome).
 `--break-check` also smoke-trains two copies of the (dgslm) export, one whose agent units and one
 whose user units are delayed by 2 s, as a channel-offset exporter bug would write them: each
 verdict must be the failing one.
 
     .envs/coqui/bin/python benchmarks/smoke_train.py [--dialogues 200] [--steps 400] [--threads 2]
     .envs/coqui/bin/python benchmarks/smoke_train.py --generate 200 --voices espeak --seed 24 --break-check
+    .envs/coqui/bin/python benchmarks/smoke_train.py --generate 200 --dataset en-everyday --voices espeak --work W
         # writes benchmarks/results/smoke_train.{json,md}: a section for a real run (--generate or
-        # --export) and one for the cued fixtures
+        # --export; --dataset SET's run its own) and one for the cued fixtures
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -32,45 +38,62 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def generate_and_export(n: int, voices: str, seed: int, work: Path) -> tuple[Path, str, dict[str, float]]:
-    """`duplex-factory generate` of `n` stand-in-LLM dialogues and their dgslm export under `work`:
-    (export folder, its source line, seconds of each step)."""
-    from tests.latency_server import STAND_IN_SYNTHESIS, LatencyServer
+def generate_and_export(
+    n: int, voices: str, seed: int, work: Path, dataset: str | None = None
+) -> tuple[Path, str, dict[str, float]]:
+    """`duplex-factory generate` of `n` dialogues and their dgslm export under `work`: the text from
+    the stand-in LLM, or with `dataset` from that dialogue set (`dialogue.sources`, rewritten into
+    spoken style by rules, no LLM); (export folder, its source line, seconds of each step). A run
+    and export this made in `work` before (with the same arguments) are used again, with the
+    seconds recorded then."""
+    from tests.latency_server import STAND_IN_BEHAVIOUR, STAND_IN_SYNTHESIS, LatencyServer
 
     cli = [str(ROOT / ".venv" / "bin" / "duplex-factory")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run_id = f"smoke-{voices}-{n}-{seed}"
+    run_id = f"smoke-{dataset or 'stand-in'}-{voices}-{n}-{seed}"
+    run = work / "runs" / run_id
+    text = f"text from the dialogue set `{dataset}` (rewritten by rules)" if dataset else "text from the stand-in LLM"
+    source = (
+        f"a {n}-dialogue run (`generate --seed {seed}`, {text}, "
+        + ("espeak-gb-m3 / espeak-us-f3" if voices == "espeak" else "the CPU bank's voices drawn per dialogue")
+        + ", default behaviour rates, no Whisper QA), dgslm 50 Hz, 256 units fitted on the run"
+    )
+    made = work / f"{run_id}.seconds.json"  # written once the export is done
+    if made.exists():
+        return run / "exports" / "dgslm", source, json.loads(made.read_text())
     sets = [
         f"run.output_dir={work / 'runs'}",
         f"tts.cache_dir={work / 'tts-cache'}",
         f"augment.cache_dir={work / 'augment-cache'}",
-        "llm.backend=http",
-        "llm.concurrency=8",
-        # no behaviour minimums (a stand-in answer carries no marks) and no Whisper QA
-        *(s for s in STAND_IN_SYNTHESIS if voices == "espeak" or not s.startswith("tts.")),
-        "tts.qa_wer_threshold=null",
+        "tts.qa_wer_threshold=null",  # no Whisper QA
+        # the stand-in voices, or the bank's drawn per dialogue
+        *(s for s in STAND_IN_SYNTHESIS if s.startswith("tts.") and voices == "espeak"),
     ]
+    if dataset:  # the planner marks a source dialogue at the default rates and minimums
+        sets.append(f"dialogue.sources=[{{kind: dataset, path: {dataset}, rewrite: rules}}]")
+    else:  # a stand-in answer carries no marks: no behaviour minimums
+        sets += ["llm.backend=http", "llm.concurrency=8", *STAND_IN_BEHAVIOUR]
     seconds = {}
-    with LatencyServer(latency_s=0.05) as server:
+    with contextlib.ExitStack() as stack:
+        if not dataset:
+            server = stack.enter_context(LatencyServer(latency_s=0.05))
+            sets.append(f"llm.base_url={server.base_url}")
         args = ["generate", "-n", str(n), "--seed", str(seed), "--run-id", run_id]
-        for s in [*sets, f"llm.base_url={server.base_url}"]:
+        for s in sets:
             args += ["--set", s]
         started = time.perf_counter()
         subprocess.run(cli + args, env=env, check=True)
         seconds["generate"] = time.perf_counter() - started
-    run = work / "runs" / run_id
     started = time.perf_counter()
     subprocess.run(cli + ["export", str(run), "--format", "dgslm"], env=env, check=True)
     seconds["export"] = time.perf_counter() - started
-    source = (
-        f"a {n}-dialogue run (`generate --seed {seed}`, text from the stand-in LLM, "
-        + ("espeak-gb-m3 / espeak-us-f3" if voices == "espeak" else "the CPU bank's voices drawn per dialogue")
-        + ", default behaviour rates, no Whisper QA), dgslm 50 Hz, 256 units fitted on the run"
-    )
+    made.write_text(json.dumps(seconds))
     return run / "exports" / "dgslm", source, seconds
 
 
@@ -103,6 +126,50 @@ def delayed_copy(export_dir: Path, out: Path, seconds: float = 2.0, column: str 
     return out
 
 
+CUES = ("?", ".!", ",;:", "filler", "mid-sentence")  # what the last word before a mutual silence ends in
+
+
+def _cue(word: str, kind: str) -> str:
+    """Which of `CUES` a timeline word ends in: its last mark, or a filler; a restart's cut-off
+    token or a reaction counts as mid-sentence."""
+    if kind != "word":
+        return "filler" if kind == "filler" else "mid-sentence"
+    last = word.rstrip("\"')")[-1:]
+    return next((cue for cue in CUES[:3] if last and last in cue), "mid-sentence")
+
+
+def event_cues(run: str) -> dict[str, dict]:
+    """What the run's shift/hold events (all dialogues; `factory.vap.measures.events` on each
+    timeline's 12.5 Hz voice activity) follow, per last speaker and outcome: how many, the share
+    whose last word ends in each of `CUES` (its punctuation, or a filler), and the silence's
+    median length (s): the cues a model could use besides timing."""
+    from factory.run.read import read_sample_metas
+    from factory.timeline.frames import frame_view
+    from factory.vap.measures import MODEL_RATE, events
+    from factory.vap.report import SPEAKERS
+
+    found: dict[str, list[tuple[str, float]]] = {}
+    for meta in read_sample_metas(run, verify=False):
+        fv = frame_view(meta.timeline, MODEL_RATE)
+        for e in events(fv.activity):
+            if e.measure != "shift_hold":
+                continue
+            s = e.frames[0]
+            silence = int(np.argmax(fv.activity[:, s:].any(0))) / MODEL_RATE
+            w = meta.timeline.words[int(fv.word[e.speaker, s - 1])]
+            key = f"after {SPEAKERS[e.speaker]}: {'shift' if e.label else 'hold'}"
+            found.setdefault(key, []).append((_cue(w.word, w.kind), silence))
+    out = {}
+    for key in sorted(found):
+        cues = [c for c, _ in found[key]]
+        out[key] = {
+            "events": len(cues),
+            **{c: cues.count(c) / len(cues) for c in CUES},
+            "silence_median_s": float(np.median([x for _, x in found[key]])),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--export", type=Path, default=None)
@@ -113,8 +180,15 @@ def main() -> None:
     parser.add_argument("--source", default=None, help="what --export is, for the results' heading")
     parser.add_argument("--generate", type=int, default=None, help="make a run of N dialogues and export it")
     parser.add_argument("--voices", choices=("cpu", "espeak"), default="cpu")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="--generate's text from this dialogue set (e.g. en-everyday), not the stand-in LLM",
+    )
     parser.add_argument("--seed", type=int, default=24, help="run seed of --generate")
-    parser.add_argument("--work", type=Path, default=None, help="keep --generate's run and export here")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="keep --generate's run and export here (and use them again)"
+    )
     parser.add_argument(
         "--break-check",
         action="store_true",
@@ -129,7 +203,7 @@ def main() -> None:
         export_dir = args.export
         if args.generate:
             work = args.work or Path(tmp)
-            export_dir, source, seconds = generate_and_export(args.generate, args.voices, args.seed, work)
+            export_dir, source, seconds = generate_and_export(args.generate, args.voices, args.seed, work, args.dataset)
             generate_s, export_s = seconds["generate"], seconds["export"]
         elif export_dir is None:
             from factory.export import dgslm
@@ -158,6 +232,11 @@ def main() -> None:
             export_dir, args.run, Path(tmp) / "out", steps=args.steps, threads=args.threads, timelines=timelines
         )
         wall = time.perf_counter() - started
+        cues = None
+        if timelines is None:  # a real run: what its shift/hold events follow
+            from factory.export.output import read_sidecar
+
+            cues = event_cues(args.run or str(read_sidecar(Path(export_dir)).source_run))
         broken = {}
         for channel, column in BREAKS.items() if args.break_check else ():
             copy = delayed_copy(Path(export_dir), Path(tmp) / f"dgslm-{channel}-delayed-2s", column=column)
@@ -183,9 +262,13 @@ def main() -> None:
         "report": report.model_dump(mode="json", exclude={"plot", "export"}),
         # the delayed copies' reports by the channel delayed ({"agent": ..., "user": ...})
         "break_check": broken or None,
+        "event_cues": cues,
     }
-    # two sections: a real run ("run": --generate or --export) and the cued fixtures ("fixtures")
-    section = "fixtures" if timelines is not None else "run"
+    # sections: a real run ("run": the stand-in LLM's text or an export given; "run:SET": --dataset
+    # SET's text) and the cued fixtures ("fixtures")
+    section = (
+        "fixtures" if timelines is not None else f"run:{args.dataset}" if args.generate and args.dataset else "run"
+    )
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / "smoke_train.json"
@@ -195,9 +278,8 @@ def main() -> None:
     results[section] = result
     path.write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# smoke-train", ""]
-    for name in ("run", "fixtures"):
-        if name in results:
-            lines += _section(results[name])
+    for name in sorted(results, key=lambda k: (k == "fixtures", k)):  # the real runs first
+        lines += _section(results[name])
     (out / "smoke_train.md").write_text("\n".join(lines))
     print("\n".join(_section(result)))
 
@@ -246,6 +328,18 @@ def _section(r: dict) -> list[str]:
             "",
         ]
     lines += [f"Rule: {rep['rule']}", ""]
+    if r.get("event_cues"):
+        lines += [
+            "What the run's shift/hold events (all dialogues) follow: the share whose last word ends in each mark "
+            "(or is a filler), and the silence's median length:",
+            "",
+            "| events | n | " + " | ".join(f"`{c}`" if len(c) < 4 else c for c in CUES) + " | silence median, s |",
+            "|---|---|" + "---|" * len(CUES) + "---|",
+        ]
+        for key, c in r["event_cues"].items():
+            shares = " | ".join(f"{c[x]:.2f}" for x in CUES)
+            lines.append(f"| {key} | {c['events']} | {shares} | {c['silence_median_s']:.2f} |")
+        lines.append("")
     return lines
 
 

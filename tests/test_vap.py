@@ -18,7 +18,7 @@ from factory.export.options import ExportOptions
 from factory.export.output import UNITS_CODEBOOK
 from factory.export.registry import get_format
 from factory.models import Channel
-from factory.vap.data import held_out_split, load_streams, shift_channel
+from factory.vap.data import Dialogue, held_out_split, load_streams, shift_channel
 from factory.vap.measures import BIN_FRAMES, HORIZON, events, targets
 from factory.vap.report import Measure, judge
 from tests.export_fixtures import make_sample
@@ -103,6 +103,20 @@ def test_each_layout_reads_onto_the_grid_with_the_right_channels(exports, sample
             assert 0.3 < known[1].mean() < 1.0
     train, held = held_out_split(streams.dialogues)
     assert [d.id for d in train] == ["d000"] and [d.id for d in held] == ["d001"]
+
+
+def test_a_train_only_run_holds_out_whole_source_dialogues() -> None:
+    # a dataset-sourced run draws each of its source dialogues for several samples: the held-out
+    # split must not hold a text the model was trained on (its turn ends would be memorised)
+    none = np.zeros((2, 1, 1), np.int64), np.zeros((2, 1), bool)
+    texts = [f"en-everyday/{k % 10:02d}" for k in range(40)]  # ids in draw order: texts interleave
+    dialogues = [Dialogue(f"train-{k:03d}", "train", *none, text=t) for k, t in enumerate(texts)]
+    train, held = held_out_split(dialogues)
+    assert {d.text for d in held} == {"en-everyday/08", "en-everyday/09"} and len(held) == 8
+    assert not {d.text for d in held} & {d.text for d in train} and len(train) == 32
+    # one text per dialogue (an LLM's run): the last fifth by id, as before
+    alone = [Dialogue(f"train-{k:03d}", "train", *none, text=f"train-{k:03d}") for k in range(10)]
+    assert [d.id for d in held_out_split(alone)[1]] == ["train-008", "train-009"]
 
 
 @pytest.mark.parametrize("channel", [Channel.agent, Channel.user])

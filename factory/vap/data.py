@@ -32,13 +32,16 @@ FORMATS = ("dgslm", "units-1s", "moshi", "lslm")
 @dataclass(frozen=True)
 class Dialogue:
     """One dialogue on the model grid: `tokens` (2, T, slots) int64 ids (channel 0 = user, 1 =
-    agent; a slot per codebook and export frame within a model frame, padding id where unknown) and
-    `activity` (2, T) bool from the run's timeline."""
+    agent; a slot per codebook and export frame within a model frame, padding id where unknown),
+    `activity` (2, T) bool from the run's timeline, and `text`: where its words come from (the
+    source dialogue of a dataset-sourced sample, `dataset/dialogue id`; else its own id), so the
+    held-out split never holds words the model was trained on."""
 
     id: str
     split: str
     tokens: np.ndarray
     activity: np.ndarray
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,15 @@ def load_streams(
     rows = _export_rows(export_dir, sidecar.format, n_q if isinstance(n_q, int) else None)
     if not rows:
         raise ExportError(f"{export_dir} holds no sequence")
+    texts: dict[str, str] = {}
     if timelines is None:
-        metas = read_sample_metas(str(run), verify=False, storage_options=storage_options)
+        metas = list(read_sample_metas(str(run), verify=False, storage_options=storage_options))
         timelines = {m.id: m.timeline for m in metas}
+        texts = {
+            m.id: f"{src.dataset}/{src.dialogue_id}"
+            for m in metas
+            if (src := m.script.source) is not None and src.kind == "dataset"
+        }
     missing = sorted(set(rows) - set(timelines))
     if missing:
         raise ExportError(
@@ -146,7 +155,7 @@ def load_streams(
         activity = frame_view(timelines[sid], MODEL_RATE).activity
         n = activity.shape[1]
         tokens = np.stack([_to_grid(user, group, n, pad), _to_grid(agent, group, n, pad)])
-        dialogues.append(Dialogue(sid, split, tokens, activity))
+        dialogues.append(Dialogue(sid, split, tokens, activity, texts.get(sid, sid)))
     return Streams(sidecar.format, rate, pad + 1, dialogues[0].tokens.shape[2], dialogues)
 
 
@@ -166,10 +175,15 @@ def shift_channel(streams: Streams, channel: Channel, seconds: float) -> Streams
 
 def held_out_split(dialogues: list[Dialogue]) -> tuple[list[Dialogue], list[Dialogue]]:
     """(train, held out): the run's train split against every other split; a run with only a train
-    split holds out its last fifth (by id)."""
+    split holds out the last fifth (by id) of its texts (`Dialogue.text`): a dataset-sourced run
+    draws each source dialogue for several samples, and a held-out sample whose words were trained
+    on would score memorised turn ends, not turn-taking. One text per dialogue (an LLM's run): its
+    last fifth by id."""
     train = [d for d in dialogues if d.split == "train"]
     held = [d for d in dialogues if d.split != "train"]
     if not held:
-        cut = len(train) - max(1, len(train) // 5)
-        train, held = train[:cut], train[cut:]
+        texts = sorted({d.text or d.id for d in train})
+        out = set(texts[len(texts) - max(1, len(texts) // 5) :])
+        held = [d for d in train if (d.text or d.id) in out]
+        train = [d for d in train if (d.text or d.id) not in out]
     return train, held
