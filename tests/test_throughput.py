@@ -69,7 +69,10 @@ def test_a_shard_of_32_dialogues_keeps_the_llm_server_full(tmp_path: Path) -> No
         assert all(r.sample is not None for r in results), [r.manifest.reason for r in results]
         # every turn, plus the rare re-ask of a turn the writer's checks refused (random words can loop)
         assert N_DIALOGUES * N_TURNS <= server.n_requests <= 1.05 * N_DIALOGUES * N_TURNS
-        assert server.max_in_flight == N_DIALOGUES, server.max_in_flight
+        # At most llm.concurrency, and most of the shard at once (one at a time it is 1). Not all
+        # 32: on a loaded machine some dialogues still set up while the first answers come back
+        # (seen: 28 of 32 in a fresh-clone CI run at load ~6).
+        assert N_DIALOGUES / 2 < server.max_in_flight <= N_DIALOGUES, server.max_in_flight
         # What the server recorded, not wall-clock time (the machine is shared): while it was
         # serving, many of the 32 dialogues' turns were in flight together (one at a time it is
         # 1). A quarter, not a half: between its turns each dialogue's client checks and renders
