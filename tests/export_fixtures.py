@@ -34,9 +34,11 @@ from factory.models import (
     VoicePrompt,
     WordTiming,
 )
+from factory.runtime import Runtime
 from factory.script.lexicon import load_lexicon
 from factory.script.prompts import role_prompt
 from factory.seeding import rng_for
+from factory.stages import Plan, assemble, cache_key, finish_render, render_batch, render_requests
 from factory.timeline.place import build_timeline
 from tests.test_timeline import SR, burst_utterance, random_script
 
@@ -121,6 +123,21 @@ def kana_burst_utterance(text: str, rng: np.random.Generator, voice: str) -> Utt
 
 def make_japanese_sample(seed: int = 0, split: str = "train") -> Sample:
     return make_sample(seed, f"ja{seed:03d}", split, JA_SCRIPT, kana_burst_utterance, "ja")
+
+
+def render_and_assemble(rt: Runtime, plan: Plan, script: Script) -> Sample:
+    """`script` rendered with the run's real TTS backends (one batch, no QA re-draw) and assembled:
+    the engine's render and assemble stages for one dialogue, every render required to succeed."""
+    cfg = rt.cfg
+    requests = render_requests(plan, script, cfg.run.seed)
+    utts = render_batch(rt, list(requests.values()))
+    sources = {
+        k: finish_render(cfg, r, u, None, cache_key(rt, r))
+        for (k, r), u in zip(requests.items(), utts, strict=True)
+        if not isinstance(u, Exception)
+    }
+    assert len(sources) == len(requests), utts
+    return assemble(cfg, plan, script, sources)
 
 
 def make_sample(

@@ -47,10 +47,10 @@ from factory.script.scenario import draw_scenario
 from factory.script.source import load_source, prepare_turns, provenance, scenario_for, write_from_source
 from factory.script.writer import build_messages
 from factory.seeding import rng_for
-from factory.stages import assemble, cache_key, finish_render, manifest_row, plan_sample, render_batch, render_requests
+from factory.stages import manifest_row, plan_sample
 from factory.timeline.frames import AgentState, frame_view
 from tests.conftest import TINY
-from tests.export_fixtures import EVENTS_SCRIPT, make_sample
+from tests.export_fixtures import EVENTS_SCRIPT, make_sample, render_and_assemble
 from tests.servers import Reply, completion_body
 
 MIMI_FRAME_S = 0.08  # one 12.5 Hz frame: the coarsest grid a target model uses
@@ -89,15 +89,7 @@ def with_events() -> tuple[Sample, Runtime]:
     plan = plan_sample(rt, key, key)
     turns = [ScriptTurn(speaker=ch, text=text, responds_to=i - 1 if i else None) for i, (ch, text) in enumerate(TURNS)]
     script = with_ignored_events(Script(scenario_id=plan.scenario.id, turns=turns, llm="hand"), plan.scenario, cfg, key)
-    requests = render_requests(plan, script, cfg.run.seed)
-    utts = render_batch(rt, list(requests.values()))
-    sources = {
-        k: finish_render(cfg, r, u, None, cache_key(rt, r))
-        for (k, r), u in zip(requests.items(), utts, strict=True)
-        if not isinstance(u, Exception)
-    }
-    assert len(sources) == len(requests), utts
-    return assemble(cfg, plan, script, sources), rt
+    return render_and_assemble(rt, plan, script), rt
 
 
 def test_each_event_is_in_the_user_audio_where_the_timeline_places_it(with_events) -> None:

@@ -16,8 +16,9 @@ from factory.config import load_config
 from factory.models import BargeInEvent, Sample
 from factory.runtime import Runtime
 from factory.script.text_checks import content_words
-from factory.stages import assemble, cache_key, finish_render, plan_sample, render_batch, render_requests, script_for
+from factory.stages import plan_sample, script_for
 from tests.conftest import TINY
+from tests.export_fixtures import render_and_assemble
 
 FRAME_S = 0.01  # one frame of the timeline's frame view (100 Hz): the tolerance of the cut in the audio
 ON = [
@@ -35,15 +36,7 @@ def cut() -> Sample:
     rt = Runtime(cfg)
     plan = plan_sample(rt, KEY, KEY)
     script = script_for(rt, plan)
-    requests = render_requests(plan, script, cfg.run.seed)
-    utts = render_batch(rt, list(requests.values()))
-    sources = {
-        k: finish_render(cfg, r, u, None, cache_key(rt, r))
-        for (k, r), u in zip(requests.items(), utts, strict=True)
-        if not isinstance(u, Exception)
-    }
-    assert len(sources) == len(requests), utts
-    return assemble(cfg, plan, script, sources)
+    return render_and_assemble(rt, plan, script)
 
 
 def _edges(active: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
