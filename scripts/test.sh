@@ -23,7 +23,7 @@ run_beside lint make --no-print-directory lint
 # One torch thread beside the main suite: torch's OpenMP threads spin while they wait, and two of
 # them on a 2-core machine that also runs two test workers slowed everything (Coqui suite 160 s
 # alone, 430 s beside the main suite with its default threads).
-run_beside coqui env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui
+run_beside coqui env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .envs/coqui/bin/python -m pytest --confcutdir=tests/coqui tests/coqui --durations=10
 
 # Three workers on two cores: the suite's tests wait on servers, subprocesses and stalls for a
 # quarter of their time, and a third worker fills it (same machine, back to back: 943 s with two,
