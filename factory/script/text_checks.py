@@ -387,8 +387,8 @@ AGENT_META = ("as an ai", "i am an ai", "i'm an ai")
 _SCRIPTS = {"hi": "DEVANAGARI"}  # the script of a spaced language's letters, where not Latin
 # The letters of a spaced language as a regular-expression class: English's ASCII (its turns must be
 # ASCII, `check_turn`), Devanagari's block without its dandas and digits for hi, else Latin with the
-# Latin-1 and the French ligatures (es, fr, de).
-_LETTERS = {"en": "A-Za-z", "hi": "\u0900-\u0963\u0971-\u097f"}
+# Latin-1 and the French ligatures (es, fr, de); Japanese: kana (with the long-vowel mark) and kanji.
+_LETTERS = {"en": "A-Za-z", "hi": "\u0900-\u0963\u0971-\u097f", "ja": "\u3041-\u30ff\u3400-\u4dbf\u4e00-\u9fff\u3005"}
 _LATIN_LETTERS = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff\u0152\u0153"
 
 
