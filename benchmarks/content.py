@@ -385,9 +385,27 @@ def dataset_write(label: str, n: int, source: str, note: str = "") -> None:
     print(json.dumps(meta, indent=1))
 
 
+def _unheard_taken_up(script, language: str) -> int:
+    """Barge-ins of `script` after which a later turn says again a content word that only the
+    unheard rest of the cut turn said (`text_checks.content_words` in the script's language,
+    against the heard part and every earlier turn): what `planner.heard_floor` must prevent."""
+    from factory.languages import join, words
+    from factory.script.text_checks import content_words
+
+    turns, bad = script.turns, 0
+    for m in (m for m in script.marks if m.type == "barge_in"):
+        parts = words(turns[m.turn].text, language)
+        heard, rest = join(parts[: m.heard_words], language), join(parts[m.heard_words :], language)
+        known = content_words(heard, language).union(*(content_words(t.text, language) for t in turns[: m.turn]))
+        later = set().union(*(content_words(t.text, language) for t in turns[m.turn + 1 :]))
+        bad += bool((content_words(rest, language) - known) & later)
+    return bad
+
+
 def dataset_rates(label: str, keys: int) -> None:
     """Barge-ins per script of every shipped dialogue set (each dialogue under `keys` sample keys,
-    rules rewrite, config defaults): does the cut rule leave the configured rate in every language?
+    rules rewrite, config defaults): does the cut rule leave the configured rate in every language,
+    and does no later turn take up a word the listener never heard (`_unheard_taken_up`)?
     Appends the label's row to benchmarks/results/content_dataset_languages.{md,json}."""
     import factory
     from factory.config import DatasetSource, load_config
@@ -401,7 +419,7 @@ def dataset_rates(label: str, keys: int) -> None:
         src = cfg.dialogue.sources[0]
         assert isinstance(src, DatasetSource)
         dialogues = load_source(src)
-        written = rejected = cuts = 0
+        written = rejected = cuts = unheard = 0
         for i in range(len(dialogues)):
             d = dialogues.dialogue(i)
             n = len(prepare_turns(d, cfg))
@@ -416,7 +434,14 @@ def dataset_rates(label: str, keys: int) -> None:
                     continue
                 written += 1
                 cuts += sum(m.type == "barge_in" for m in script.marks)
-        row[lang] = {"scripts": written, "rejected": rejected, "barge_ins_per_script": round(cuts / max(written, 1), 3)}
+                unheard += _unheard_taken_up(script, lang)
+        row[lang] = {
+            "scripts": written,
+            "rejected": rejected,
+            "barge_ins_per_script": round(cuts / max(written, 1), 3),
+            "barge_ins": cuts,
+            "unheard_taken_up": unheard,
+        }
     path = RESULTS / "content_dataset_languages.json"
     doc = json.loads(path.read_text()) if path.exists() else {"rows": {}}
     doc["rows"][label] = {"factory": str(Path(factory.__file__).resolve().parents[1]), "keys": keys, **row}
@@ -428,13 +453,18 @@ def dataset_rates(label: str, keys: int) -> None:
         "",
         "`benchmarks/content.py dataset-rates --label L`: every dialogue of each shipped set under the same"
         " sample keys, rules rewrite, config defaults (`behaviour.barge_ins_per_dialogue` 1.0); barge-ins per"
-        " written script (rejected: too few barge-ins for `behaviour.min_barge_ins`).",
+        " written script (rejected: too few barge-ins for `behaviour.min_barge_ins`); unheard: barge-ins after"
+        " which a later turn takes up a content word only the unheard rest said (`text_checks.content_words` in"
+        " the language; rows before it was measured show -).",
         "",
         "| code | " + " | ".join(langs) + " |",
         "|---|" + "---:|" * len(langs),
         *[
             f"| {label} | "
-            + " | ".join(f"{r[x]['barge_ins_per_script']} ({r[x]['rejected']} rej.)" for x in langs)
+            + " | ".join(
+                f"{r[x]['barge_ins_per_script']} ({r[x]['rejected']} rej., unheard {r[x].get('unheard_taken_up', '-')})"
+                for x in langs
+            )
             + " |"
             for label, r in doc["rows"].items()
         ],

@@ -36,6 +36,7 @@ from factory.render.registry import backend_for, cannot_speak
 from factory.render.service_backend import ServiceBackend
 from factory.render.voices import speaks
 from factory.run.store import run_store
+from factory.script.function_words import FunctionWordsError, function_words
 from factory.script.lexicon import LexiconError, load_lexicon
 from factory.script.scenario import ScenarioBankError
 from factory.script.writer import writer_gaps
@@ -391,6 +392,10 @@ def language_gaps(rt: Runtime) -> list[str]:
         try:
             load_lexicon(language)
         except LexiconError as exc:
+            gaps.append(str(exc))
+        try:
+            function_words(language)
+        except FunctionWordsError as exc:
             gaps.append(str(exc))
         bank = rt.cfg.dialogue.scenario_bank
         if bank is not None and not Path(bank).exists():

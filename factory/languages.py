@@ -16,6 +16,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 # BCP-47 as the factory uses it: a primary language subtag, optional script/region/variant subtags.
 LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
@@ -70,6 +71,31 @@ def script_language(text: str) -> str:
 def join(parts: Sequence[str], language: str = "en") -> str:
     """The inverse of `words`: space-separated, or run together for an unspaced language."""
     return (" " if spaced(language) else "").join(parts)
+
+
+class Morpheme(NamedTuple):
+    """One morpheme of an unspaced language's analyser: its text, part of speech (NAIST-jdic tags
+    for ja: `pos`, `pos_group1`) and dictionary form (`lemma`: "行っ" -> "行く")."""
+
+    surface: str
+    pos: str
+    pos_group1: str
+    lemma: str
+
+
+@lru_cache(maxsize=4096)
+def morphemes(text: str, language: str) -> tuple[Morpheme, ...]:
+    """The morphemes of `text` in an unspaced `language`, by the analyser `words` uses
+    (pyopenjtalk's for ja); a space between them is layout, as there."""
+    if spaced(language):
+        raise ValueError(f"{language!r} is written with spaces: its words are `words`, not morphemes")
+    import pyopenjtalk  # lazy: Japanese only
+
+    text = "".join(text.split())
+    return tuple(
+        Morpheme(n["string"], n["pos"], n["pos_group1"], n["orig"] if n["orig"] not in ("", "*") else n["string"])
+        for n in (pyopenjtalk.run_frontend(text) if text else [])
+    )
 
 
 def _is_punct(s: str) -> bool:

@@ -1,6 +1,6 @@
 """Where the factory's own files are: the data the package carries, and the per-user caches.
 
-Data (the voice bank, the scenario banks and lexicons per language, the dialogue sets) is found
+Data (the voice bank, the scenario banks, lexicons and function-word lists per language, the dialogue sets) is found
 through the installed package (`importlib.resources`), never through the working directory, so
 every command works from any folder, from a checkout (editable install) and from a wheel alike. The voice bank is the
 repository's top-level `voices/`; `factory/voices` links to it, so the package (and the wheel
@@ -55,6 +55,11 @@ def scenario_bank_dir(language: str = "en") -> Path:
 def lexicon_dir() -> Path:
     """The behaviour planner's lexicons, one YAML file per language (`factory/script/lexicon`)."""
     return package_data("script", "lexicon")
+
+
+def function_words_dir() -> Path:
+    """The function-word lists, one YAML file per language (`factory/script/function_words`)."""
+    return package_data("script", "function_words")
 
 
 def cache_root() -> Path:

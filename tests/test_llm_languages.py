@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 
 from factory.config import load_config
+from factory.languages import words
 from factory.locations import dialogue_set_dir
-from factory.models import Filler, Mode, Persona, Restart, Scenario
+from factory.models import Backchannel, BargeIn, Filler, Mode, Persona, Restart, Scenario, SilentPause
 from factory.runtime import Runtime
 from factory.script.compose import write_script_structured
 from factory.script.lexicon import load_lexicon
-from factory.script.response import filler_tokens, response_schema, script_messages
+from factory.script.parse import parse_script
+from factory.script.response import filler_tokens, response_schema, script_messages, script_to_response
 from factory.script.scenario import draw_scenario
 from factory.script.source import read_dialogue_set, rewrite_turn_llm
 from factory.script.text_checks import COMMON_ENGLISH, TurnRejected, check_turn
@@ -41,6 +43,7 @@ class RecordingLLM:
         self.outputs = list(outputs)
         self.messages: list[list[dict[str, str]]] = []
         self.schemas: list[dict[str, Any] | None] = []
+        self.max_tokens: list[int] = []
 
     def complete(
         self,
@@ -54,6 +57,7 @@ class RecordingLLM:
     ) -> str:
         self.messages.append(messages)
         self.schemas.append(json_schema)
+        self.max_tokens.append(max_tokens)
         return self.outputs.pop(0)
 
 
@@ -168,23 +172,87 @@ def test_a_structured_run_asks_in_its_language_and_reads_the_answer_in_it(langua
     assert said[restart.word_index + 1].strip(".,!?") == answer["turns"][1]["text"].split()[restarted].strip(".,!?।")
 
 
-def test_structured_mode_in_a_language_without_spaces_is_a_config_error() -> None:
-    gaps = writer_gaps(
-        load_config(overrides=["dialogue.language=ja", "llm.backend=http", "llm.script_mode=structured"])
-    )
-    assert gaps == [
-        "language ja: llm.script_mode=structured marks words by their index in the text split on spaces, and ja "
-        "is written without them; use llm.script_mode=turns"
+# A Japanese model's answer: its phrases space-separated, as the structured prompt asks, one of them
+# (まっすぐ行って、) two words of the analyser.
+JA_AGENT = "まっすぐ行って、 二つ目の 角を 右に 曲がって ください。 すぐ 見えますよ。"
+JA_ANSWER: dict[str, Any] = {
+    "turns": [
+        {"speaker": "user", "text": "すみません、 駅まで どうやって 行けば いいですか？", "marks": []},
+        {
+            "speaker": "agent",
+            "text": JA_AGENT,
+            "marks": [
+                {"type": "pause", "after_word": 0, "seconds": 0.4},  # after 行って、: the end of the phrase
+                {"type": "filler", "before_word": 1, "token": "えーと、"},  # before 二つ目の
+                {"type": "backchannel", "after_word": 2, "token": "うん"},  # after 角を
+                {"type": "barge_in", "heard_words": 4},  # heard up to 右に
+            ],
+        },
+        {"speaker": "user", "text": "右に 曲がるんですね。 わかりました、 すぐ 行って みます。", "marks": []},
     ]
-    assert writer_gaps(load_config(overrides=["dialogue.language=ja", "llm.backend=http"])) == []
-    with pytest.raises(WriterPromptError, match="no structured-mode prompt for language 'ja'"):
-        script_messages(_scenario("ja", 4), 4)
+}
+
+
+def test_a_japanese_structured_run_marks_the_words_of_its_joined_text() -> None:
+    """Japanese in structured mode: the prompt is Japanese and asks for the phrases separated by
+    spaces; the model's marks index its own phrases, which need not be the analyser's
+    ("まっすぐ行って、" is two words of `languages.words`); the script's text is joined, and each
+    mark sits on the word of the joined text that holds the model's word."""
+    cfg = load_config(
+        overrides=[
+            "dialogue.language=ja",
+            "llm.backend=http",
+            "llm.script_mode=structured",
+            "behaviour.min_barge_ins=0",
+        ]
+    )
+    assert writer_gaps(cfg) == []
+    scenario = _scenario("ja")
+    agent, answer = JA_AGENT, JA_ANSWER
+    llm = RecordingLLM([json.dumps(answer, ensure_ascii=False)])
+    script = write_script_structured(llm, scenario, cfg, "ja-0")
+
+    system, user = (m["content"] for m in llm.messages[0])
+    assert "文節ごとに半角スペースで区切ります" in system and "JSONで書いてください" in user
+    schema = llm.schemas[0]
+    assert schema is not None
+    assert "えーと、" in json.dumps(schema, ensure_ascii=False)  # the lexicon's fillers
+    # Room for the turns' accent phrases, several tokens each: twice a spaced language's budget.
+    assert llm.max_tokens == [(30 + 30) * 3 * 2 + 256]
+
+    turn = script.turns[1]
+    said = words(turn.text, "ja")
+    assert " " not in turn.text and turn.text.replace("えーと、", "") == agent.replace(" ", "")
+    assert said[:5] == [
+        "まっすぐ",
+        "行って、",
+        "えーと、",
+        "二つ目の",
+        "角を",
+    ]  # the analyser's words, filler written in
+    ours = [m for m in script.marks if m.turn == 1]
+    assert [said[m.word_index] for m in ours if isinstance(m, Filler)] == ["えーと、"]
+    assert [said[m.word_index] for m in ours if isinstance(m, SilentPause)] == ["行って、"]
+    assert any(said[m.word_index] == "角を" for m in ours if isinstance(m, Backchannel) and m.token == "うん")
+    assert [said[m.heard_words - 1] for m in ours if isinstance(m, BargeIn)] == ["右に"]  # cut after 右に
+    assert all(" " not in t.text for t in script.turns)
+
+
+def test_a_japanese_script_written_back_in_the_format_parses_to_itself() -> None:
+    """`script_to_response` writes a Japanese script's words (`languages.words`) space-separated,
+    its inserted filler taken out, as the prompt asks the model to: parsed again, the same script."""
+    scenario = _scenario("ja")
+    script, _ = parse_script(json.dumps(JA_ANSWER, ensure_ascii=False), scenario, min_words=5, max_words=30)
+    response = script_to_response(script)
+    assert response["turns"][1]["text"].startswith("まっすぐ 行って、 二つ目の 角を")  # no filler in the text
+    again, _ = parse_script(json.dumps(response, ensure_ascii=False), scenario, min_words=5, max_words=30)
+    assert again.turns == script.turns and again.marks == script.marks
 
 
 def test_prompts_without_a_structured_section_are_a_gap_in_structured_mode_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new language's prompts may leave `structured` out (as ja does); structured mode then
+    """A new language's prompts may leave `structured` out; structured mode then
     names the file. A malformed example is refused, naming the language."""
     full = writer_prompts("en").model_dump(mode="json")
     english = {k: v for k, v in full.items() if k != "structured"} | {"language": "it"}

@@ -13,7 +13,7 @@ Two modes (`llm.script_mode`):
 from __future__ import annotations
 
 from factory.config import RunConfig
-from factory.languages import join
+from factory.languages import join, spaced
 from factory.languages import words as lang_words
 from factory.llm.base import LLMBackend
 from factory.models import BargeIn, Channel, ListenerMark, Mark, Mode, Scenario, Script, ScriptTurn
@@ -175,7 +175,9 @@ def write_script_structured(llm: LLMBackend, scenario: Scenario, cfg: RunConfig,
     for attempt in range(cfg.llm.turn_attempts):
         raw = llm.complete(
             script_messages(scenario, scenario.n_turns, agent_opens=opener is Channel.agent),
-            max_tokens=sum(limits[ch][1] for ch in limits) * scenario.n_turns + 256,
+            # A Japanese word (`languages.words`, an accent phrase) is several tokens, as in the rewrite's budget.
+            max_tokens=sum(limits[ch][1] for ch in limits) * scenario.n_turns * (1 if spaced(scenario.language) else 2)
+            + 256,
             temperature=cfg.llm.temperature,
             seed=derive_seed(seed, sample_key, f"llm-script-{attempt}"),
             json_schema=response_schema(scenario.n_turns, scenario.language),

@@ -21,14 +21,23 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from factory.languages import base
+from factory.languages import base, spaced
+from factory.languages import words as lang_words
 from factory.models import BargeIn, Channel, Mark, Scenario, Script, ScriptTurn, SilentPause
 from factory.script.lexicon import load_lexicon
 from factory.script.marks import LISTENER_MARKS, WRITTEN_PUNCTUATION, resolve_conflicts, write_hesitations
 from factory.script.outcomes import ParseReport, ScriptRejected
 from factory.script.response import script_messages
 from factory.script.response_reader import RawMark, merge_same_speaker, read_turns
-from factory.script.text_checks import AGENT_META, TurnRejected, check_turn, clean_turn, letter_class
+from factory.script.text_checks import (
+    AGENT_META,
+    TurnRejected,
+    check_turn,
+    check_turn_unspaced,
+    clean_turn,
+    clean_turn_unspaced,
+    letter_class,
+)
 from factory.script.tolerant_json import load_json
 
 __all__ = ["parse_script"]
@@ -55,9 +64,9 @@ def _tokens(language: str) -> _Tokens:
     letter = f"[{letter_class(language)}]"
     lexicon = load_lexicon(language)
     return _Tokens(
-        filler=re.compile(rf"^{letter}(?:{letter}|['\-]){{0,11}},?$"),
+        filler=re.compile(rf"^{letter}(?:{letter}|['\-]){{0,11}}[,、]?$"),
         listener=re.compile(rf"^{letter}(?:{letter}|[ ,'\-]){{0,24}}(?:{letter}|[\-.!?])?$"),
-        default_filler=lexicon.fillers[0].rstrip(","),
+        default_filler=lexicon.fillers[0].rstrip(",、"),
         default_listener={
             "backchannel": lexicon.backchannels[0],
             "laugh": lexicon.laughs[0],
@@ -87,6 +96,26 @@ def _align(old: list[str], new: list[str]) -> dict[int, int]:
         for k in range(size):
             mapping[a + k] = b + k
     return mapping
+
+
+def _align_unspaced(old: list[str], cleaned: str, new: list[str]) -> tuple[dict[int, int], dict[int, int]]:
+    """For a language written without spaces, whose model text separates its words by spaces
+    (the structured format's indices): old (model) word index -> the index of the final word
+    (`languages.words` of the cleaned text) holding its first, and its last, character kept."""
+    src = "".join(old)
+    owner = [k for k, w in enumerate(new) for _ in w]  # final word of each character of `cleaned`
+    to_dst: dict[int, int] = {}
+    for a, b, size in difflib.SequenceMatcher(a=src, b=cleaned, autojunk=False).get_matching_blocks():
+        to_dst.update({a + k: b + k for k in range(size) if b + k < len(owner)})
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    start = 0
+    for i, word in enumerate(old):
+        kept = [to_dst[c] for c in range(start, start + len(word)) if c in to_dst]
+        if kept:
+            first[i], last[i] = owner[kept[0]], owner[kept[-1]]
+        start += len(word)
+    return first, last
 
 
 def _limits(value: int | Mapping[Channel, int], speaker: Channel) -> int:
@@ -125,7 +154,7 @@ def _build_turn(
             restart_at.add(m.index)
         else:
             rest.append(m)
-    written = write_hesitations(words, index, filler_before, restart_at)
+    written = write_hesitations(words, index, filler_before, restart_at, language)
     final = list(written.marks)
     position = written.position
     for m in rest:
@@ -215,21 +244,33 @@ def _parse(
         old = turn.text.split()
         if len(old) > RUNAWAY_FACTOR * max(high, 1):
             raise ScriptRejected("runaway_turn", f"turn {i} has {len(old)} words, limit {high}")
-        cleaned = clean_turn(turn.text, names=names, min_words=low, max_words=high)
-        if not cleaned.split():
+        if spaced(language):
+            cleaned = clean_turn(turn.text, names=names, min_words=low, max_words=high)
+            new = cleaned.split()
+        else:  # the model separates its words by spaces; the text is written without them
+            cleaned = clean_turn_unspaced(turn.text, language, min_words=low, max_words=high)
+            new = lang_words(cleaned, language)
+        if not new:
             raise ScriptRejected("empty_turn", f"turn {i} has nothing speakable")
-        new = cleaned.split()
-        if new != old:
+        if not spaced(language):
+            if cleaned != "".join(old):
+                report.repairs["cleaned_text"] += 1
+            first, mapping = _align_unspaced(old, cleaned, new)
+        elif new != old:
             report.repairs["cleaned_text"] += 1
             kept = len(new) if len(old) <= high else len(clean_turn(turn.text, names=names, max_words=10**6).split())
             if len(old) >= MANGLED_MIN_WORDS and kept < MANGLED_SHARE * len(old):
                 raise ScriptRejected("mangled_turn", f"turn {i}: cleaning kept {kept} of {len(old)} words")
-        mapping = _align(old, new)
+            first = mapping = _align(old, new)
+        else:
+            first = mapping = _align(old, new)
         moved: list[RawMark] = []
         for m in turn.marks:
             if m.type == "barge_in":  # heard_words counts words; its last heard word must survive
                 last = mapping.get(m.index - 1) if 1 <= m.index <= len(old) else None
                 target = None if last is None else last + 1
+            elif m.type in ("filler", "restart"):  # said before the word: where the word begins
+                target = first.get(m.index) if m.index < len(old) else None
             else:
                 target = mapping.get(m.index) if m.index < len(old) else None
             if target is None:
@@ -245,9 +286,12 @@ def _parse(
         try:
             # What the model wrote (fillers inserted can hide a loop, an echo or meta talk), then the final text.
             for said in (cleaned, text):
-                check_turn(
-                    said, min_words=low, references=references + contents, allow_meta=allow_meta, language=language
-                )
+                if spaced(language):
+                    check_turn(
+                        said, min_words=low, references=references + contents, allow_meta=allow_meta, language=language
+                    )
+                else:
+                    check_turn_unspaced(said, language, min_words=low, references=references + contents)
         except TurnRejected as rejected:
             raise ScriptRejected(
                 _TURN_REASONS.get(rejected.reason, "empty_turn"), f"turn {i}: {rejected.detail}"
@@ -256,7 +300,7 @@ def _parse(
         contents.append(cleaned)
         marks.extend(turn_marks)
 
-    marks = resolve_conflicts(script_turns, marks, report.dropped)
+    marks = resolve_conflicts(script_turns, marks, report.dropped, language)
     try:
         script = Script(scenario_id=scenario.id, turns=script_turns, marks=marks, llm=llm)
     except ValidationError as error:

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from factory.config import BehaviourSection, EventsSection
-from factory.languages import base, spaced
+from factory.languages import spaced
 from factory.languages import words as lang_words
 from factory.models import (
     IGNORED_KINDS,
@@ -143,13 +143,10 @@ _QUESTION_END = ("?", "？")
 
 
 def _referents(word: str, language: str) -> set[str]:
-    """What a later turn's word may refer back to in `word`: for English its content words
-    (`text_checks.content_words`: no function word; "twenty-five" is two), elsewhere the word when
-    it has at least 4 letters (or, written without spaces, the accent phrase), case-folded."""
-    if base(language) == "en":
-        return content_words(word)
-    core = "".join(c for c in word.casefold() if c.isalnum())
-    return {core} if core and (len(core) >= 4 or not spaced(language)) else set()
+    """What a later turn's word may refer back to in `word`: its content words in the language
+    (`text_checks.content_words`: no function word of the language's list; "twenty-five" is two;
+    an accent phrase's content morphemes, as dictionary forms, where words are unspaced)."""
+    return content_words(word, language)
 
 
 def _stems(referents: set[str], language: str) -> set[str]:

@@ -2,7 +2,9 @@
 Schema sent for guided decoding is generated from them), the prompt that asks for it, and the
 inverse of parsing (a `Script` written back in this format).
 
-Word indices are 0-based positions in `text.split()` of the model's own text:
+Word indices are 0-based positions in `text.split()` of the model's own text (a language written
+without spaces, Japanese, is asked for its words, `languages.words`, separated by spaces there;
+`parse` joins them and moves the marks onto the joined text's words):
 
     {"turns": [{"speaker": "user" | "agent", "text": "...", "marks": [
         {"type": "filler", "before_word": 3, "token": "um"},          # said before word 3
@@ -25,7 +27,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from factory.languages import base
+from factory.languages import base, script_language
+from factory.languages import words as lang_words
 from factory.models import (
     BackgroundSpeech,
     BargeIn,
@@ -174,7 +177,7 @@ def _structured(language: str) -> StructuredPrompts:
     if prompts.structured is None:
         raise WriterPromptError(
             f"no structured-mode prompt for language {prompts.language!r} (its writer prompts have no `structured` "
-            "section; a language written without spaces uses llm.script_mode=turns)"
+            "section; use llm.script_mode=turns)"
         )
     return prompts.structured
 
@@ -243,8 +246,9 @@ def script_to_response(script: Script) -> dict[str, Any]:
     tokens taken out of the text, marks in the model's word coordinates). For few-shot examples,
     benchmarks and round-trip tests."""
     turns = []
+    language = script_language("".join(t.text for t in script.turns))
     for i, turn in enumerate(script.turns):
-        words = turn.text.split()
+        words = lang_words(turn.text, language)  # the model's words, spaces between them in any language
         mine = [m for m in script.marks if m.turn == i]
         inserted = {m.word_index for m in mine if isinstance(m, Filler | Restart)}
         content = [j for j in range(len(words)) if j not in inserted]

@@ -40,7 +40,6 @@ from factory.script.text_checks import (
     check_turn_unspaced,
     clean_turn,
     clean_turn_unspaced,
-    letter_class,
     split_sentences,
 )
 from factory.script.text_checks import content_words as checked_content_words
@@ -281,21 +280,11 @@ def spoken_style(text: str, language: str = "en") -> str:
     return _contract(numbers_to_words(text))
 
 
-_JA_CONTENT = re.compile(r"[0-9０-９]+|[\u3400-\u4dbf\u4e00-\u9fff々]+|[\u30a1-\u30faー]+")
-
-
 def content_words(text: str, language: str = "en") -> set[str]:
-    """The words a rewrite must keep. English: `text_checks.content_words` with numbers as words.
-    Japanese: its runs of kanji, of katakana and of digits (the content; kana endings and
-    particles change with the style). Another spaced language, which has no function-word list
-    here: its lower-cased words of four or more letters (function words are short) and its
-    numbers."""
-    if base(language) == "en":
-        return checked_content_words(numbers_to_words(text))
-    if not spaced(language):
-        return set(_JA_CONTENT.findall(text))
-    found = re.findall(f"[{letter_class(language)}0-9]+", text.lower())
-    return {w for w in found if len(w) >= 4 or w.isdigit()}
+    """The words a rewrite must keep: `text_checks.content_words` in the language (its function
+    words left out; Japanese morphemes as dictionary forms, so a politer ending keeps the verb),
+    with numbers said as words in English."""
+    return checked_content_words(numbers_to_words(text) if base(language) == "en" else text, language)
 
 
 def kept_share(source: str, rewritten: str, language: str = "en") -> float:

@@ -12,8 +12,10 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
-from factory.languages import base, join, words
+from factory.languages import base, join, morphemes, spaced, words
+from factory.script.function_words import fold, function_words
 
 
 class TurnRejected(Exception):
@@ -264,7 +266,9 @@ _ECHO_N = 4
 
 
 def _norm_words(text: str) -> list[str]:
-    return re.findall(r"[^\W_]+(?:'[^\W_]+)*", text.lower())
+    """The lower-cased words of `text` in any script (`_word_patterns`: a Devanagari word keeps its
+    vowel signs), apostrophe parts joined ("rock'n'roll" is one)."""
+    return _word_patterns()[2].findall(text.lower())
 
 
 def _ngrams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
@@ -299,16 +303,6 @@ def _loop_detail(words: Sequence[str]) -> str | None:
     return None
 
 
-# Words whose form a rewrite may change (contractions, fillers) or that carry no content.
-_FUNCTION_WORDS = frozenset(
-    """
-a an the and or but so of to in on at by for with from as is am are was were be been being do does did not
-no it its it's that that's this these those there there's what what's he she we you they i me my your our
-their his her them us will would should could can can't cannot won't don't doesn't didn't isn't aren't wasn't
-weren't haven't hasn't hadn't wouldn't shouldn't couldn't let's i'm you're we're they're he's she's i'll
-you'll we'll they'll he'll she'll it'll have has had um uh oh well just
-""".split()
-)
 # A reply that says again this share of the previous turn's word pairs, in order, parrots it (the
 # small model's habit after a barge-in), when that turn has at least `MIN_COPY_PAIRS` of them. Word
 # pairs, not words: an answer repeats a question's nouns ("one cup of rice?" -> "for one cup of
@@ -318,10 +312,50 @@ COPY_SHARE = 0.4
 MIN_COPY_PAIRS = 3
 
 
-def content_words(text: str) -> set[str]:
-    """Lower-cased words of `text` without function words (digits stay digits)."""
-    words = re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower().replace("-", " "))
-    return {w for w in words if w not in _FUNCTION_WORDS and len(w) > 1}
+@lru_cache(maxsize=1)
+def _word_patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """Words in any script: letters, digits and combining marks (Python's `\\w` leaves out the
+    marks, so a Devanagari word would break at its vowel signs): one pattern joining a trailing
+    apostrophe part of letters ("don't"), one splitting there ("l'homme"), and one joining every
+    apostrophe part (`_norm_words`). The marks are those of planes 0
+    and 1 and the variation selectors of plane 14 (planes 2 and 3 are ideographs only)."""
+    marks: list[str] = []
+    for plane in (range(0x20000), range(0xE0000, 0xE1000)):
+        run = [cp for cp in plane if unicodedata.category(chr(cp))[0] == "M"]
+        starts = [c for i, c in enumerate(run) if i == 0 or run[i - 1] != c - 1]
+        ends = [c for i, c in enumerate(run) if i == len(run) - 1 or run[i + 1] != c + 1]
+        marks += [f"\\U{a:08x}-\\U{b:08x}" for a, b in zip(starts, ends, strict=True)]
+    mark = "".join(marks)
+    char, letter = f"(?:[^\\W_]|[{mark}])", f"(?:[^\\W\\d_]|[{mark}])"
+    return re.compile(f"{char}+(?:'{letter}+)?"), re.compile(f"{char}+"), re.compile(f"{char}+(?:'{char}+)*")
+
+
+def content_words(text: str, language: str = "en") -> set[str]:
+    """The content words of `text`: its words without `language`'s function words
+    (`function_words.function_words`, one list per language), compared folded
+    (`function_words.fold`). Spaced languages: Unicode words of at least two characters (digits
+    stay digits; a hyphen separates, "twenty-five" is two), apostrophes joining or splitting as the
+    list says. Unspaced (ja): the dictionary forms of the analyser's morphemes
+    (`languages.morphemes`) whose part of speech is not a function one."""
+    if not spaced(language):
+        return set(_unspaced_content(text, language))
+    fw = function_words(language)
+    joined, split, _ = _word_patterns()
+    found = (split if fw.split_apostrophes else joined).findall(fold(text).replace("-", " "))
+    return {w for w in found if w not in fw.stop and len(w) > 1}
+
+
+@lru_cache(maxsize=8192)
+def _unspaced_content(text: str, language: str) -> frozenset[str]:
+    fw = function_words(language)
+    out = set()
+    for m in morphemes(text, language):
+        lemma = fold(m.lemma)
+        if m.pos in fw.pos or f"{m.pos}-{m.pos_group1}" in fw.pos or lemma in fw.stop:
+            continue
+        if any(c.isalnum() for c in lemma):
+            out.add(lemma)
+    return frozenset(out)
 
 
 def copy_share(reply: str, previous: str) -> float:
@@ -333,10 +367,11 @@ def copy_share(reply: str, previous: str) -> float:
     return len(before & _ngrams(_norm_words(reply), 2)) / len(before)
 
 
-def word_overlap(reply: str, previous: str) -> float:
-    """Share of `previous`'s content words that `reply` says again (0.0 below two of them)."""
-    before = content_words(previous)
-    return len(before & content_words(reply)) / len(before) if len(before) >= 2 else 0.0
+def word_overlap(reply: str, previous: str, language: str = "en") -> float:
+    """Share of `previous`'s content words (`content_words`) that `reply` says again (0.0 below two
+    of them)."""
+    before = content_words(previous, language)
+    return len(before & content_words(reply, language)) / len(before) if len(before) >= 2 else 0.0
 
 
 _META = re.compile(
@@ -352,8 +387,8 @@ AGENT_META = ("as an ai", "i am an ai", "i'm an ai")
 _SCRIPTS = {"hi": "DEVANAGARI"}  # the script of a spaced language's letters, where not Latin
 # The letters of a spaced language as a regular-expression class: English's ASCII (its turns must be
 # ASCII, `check_turn`), Devanagari's block without its dandas and digits for hi, else Latin with the
-# Latin-1 and the French ligatures (es, fr, de).
-_LETTERS = {"en": "A-Za-z", "hi": "\u0900-\u0963\u0971-\u097f"}
+# Latin-1 and the French ligatures (es, fr, de); Japanese: kana (with the long-vowel mark) and kanji.
+_LETTERS = {"en": "A-Za-z", "hi": "\u0900-\u0963\u0971-\u097f", "ja": "\u3041-\u30ff\u3400-\u4dbf\u4e00-\u9fff\u3005"}
 _LATIN_LETTERS = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff\u0152\u0153"
 
 

@@ -120,8 +120,8 @@ class StructuredPrompts(BaseModel):
 class WriterPrompts(BaseModel):
     """The LLM's prompts in one language (`factory/script/writer_prompts/<language>.yaml`): the
     turn writer's system message's parts and the fixed lines it sends as the other speaker, the
-    structured mode's whole-dialogue prompt (`structured`; absent for a language written without
-    spaces, whose words the structured format cannot index) and the dataset-rewrite system message
+    structured mode's whole-dialogue prompt (`structured`, optional; a language written without
+    spaces asks for its words separated by spaces there, `parse`) and the dataset-rewrite system message
     (`rewrite`, `factory.script.source.rewrite_turn_llm`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -183,8 +183,7 @@ ENGLISH_ONLY_MODEL = "the packaged embedded model (SmolLM2-135M-Instruct) writes
 
 def writer_gaps(cfg: RunConfig) -> list[str]:
     """What keeps the LLM from writing each language of `dialogue.language`: its prompts
-    (`writer_prompts`; with `llm.script_mode: structured`, their `structured` section, which a
-    language written without spaces cannot use: the format's marks index words split on spaces),
+    (`writer_prompts`; with `llm.script_mode: structured`, their `structured` section),
     and a model that writes it (the packaged embedded SmolLM2 is English only; another GGUF in
     `llm.model_path`, or a served model, is taken at its word). Empty when no source asks the LLM
     (to write dialogues, or to rewrite a dataset's: `RunConfig.uses_llm`)."""
@@ -198,12 +197,7 @@ def writer_gaps(cfg: RunConfig) -> list[str]:
         except WriterPromptError as exc:
             gaps.append(str(exc))
             prompts = None
-        if structured and not spaced(language):
-            gaps.append(
-                f"language {language}: llm.script_mode=structured marks words by their index in the text split on "
-                f"spaces, and {language} is written without them; use llm.script_mode=turns"
-            )
-        elif structured and prompts is not None and prompts.structured is None:
+        if structured and prompts is not None and prompts.structured is None:
             gaps.append(
                 f"language {language}: {prompts_dir() / f'{base(language)}.yaml'} has no `structured` section "
                 "(llm.script_mode=structured)"
