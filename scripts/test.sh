@@ -29,7 +29,7 @@ run_beside coqui env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .envs/coqui/bin/python 
 # quarter of their time, and a third worker fills it (same machine, back to back: 943 s with two,
 # 860 s with three).
 # --durations: the slowest phases in every CI log, where issue 20's CI-time work reads them.
-.venv/bin/python -m pytest -n 3 --dist loadscope --no-loadscope-reorder --durations=25 "$@"
+.venv/bin/python -m pytest -n 3 --dist loadscope --no-loadscope-reorder --durations=40 "$@"
 status=$?
 wait
 for name in lint coqui; do
