@@ -439,9 +439,10 @@ class BehaviourSection(_Section):
 
 class EventsSection(_Section):
     """Sound on the user's channel that the agent must not answer, placed during the agent's turns
-    (it keeps talking through them), and side talk also in a pause of the user's own turn (the user
-    holds the floor): Full-Duplex-Bench v1.5's talking-to-others and background speech, and
-    non-speech sounds. Rates are means per dialogue (Poisson); 0 = none (default)."""
+    (it keeps talking through them), side talk also in a pause of the user's own turn (the user
+    holds the floor), and background speech and non-speech sounds also under the user's own speech:
+    Full-Duplex-Bench v1.5's talking-to-others and background speech, and non-speech sounds.
+    Rates are means per dialogue (Poisson); 0 = none (default)."""
 
     side_talk_per_dialogue: float = Field(
         default=0.0,
@@ -464,6 +465,13 @@ class EventsSection(_Section):
         le=1,
         description="share of side talk said in a pause of the user's own turn (the user holds the floor: the "
         "agent must neither answer it nor take the turn); the rest during the agent's turns",
+    )
+    background_user_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of background speech and non-speech sounds placed in the user's own turns, mixed "
+        "under the user's speech (a TV or a cough while the user talks); the rest during the agent's turns",
     )
     side_talk_gain_db: float = Field(default=-4.0, ge=-30, le=0, description="turned away from the microphone")
     background_speech_gain_db: float = Field(default=-12.0, ge=-40, le=0, description="under the user's own speech")

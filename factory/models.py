@@ -142,7 +142,8 @@ class SideTalk(_Model):
 
 class BackgroundSpeech(_Model):
     """A TV, radio or other people in the user's room (another voice) after word `word_index` of
-    the agent's turn `turn`; the agent does not stop for it."""
+    turn `turn`: the agent's (it does not stop for it) or the user's own (mixed under the user's
+    speech; the agent does not take it for the user's words)."""
 
     type: Literal["background_speech"] = "background_speech"
     turn: int = Field(ge=0)
@@ -154,8 +155,9 @@ NonSpeechSound = Literal["cough", "knock", "keyboard"]
 
 
 class NonSpeech(_Model):
-    """A sound on the user's side (cough, door knock, keyboard) after word `word_index` of the
-    agent's turn `turn`; the agent does not stop for it."""
+    """A sound on the user's side (cough, door knock, keyboard) after word `word_index` of turn
+    `turn`: the agent's (it does not stop for it) or the user's own (mixed under the user's
+    speech)."""
 
     type: Literal["non_speech"] = "non_speech"
     turn: int = Field(ge=0)
@@ -395,13 +397,14 @@ class HesitationEvent(_Span):
 
 class _IgnoredEvent(_Span):
     """Sound on `channel` (the user's) that the agent must not answer: it keeps talking through
-    `during_turn`, or, for side talk in the user's own turn, keeps listening without taking the
-    floor. Not a turn and without words; exporters with states mark it as an ignore span."""
+    `during_turn`, or, for an event in the user's own turn (side talk in a pause of it, background
+    speech or a sound under the user's speech), keeps listening without taking the floor. Not a
+    turn and without words; exporters with states mark it as an ignore span."""
 
     channel: Channel = Channel.user
     during_turn: int = Field(
-        description="the turn it happens in: the agent's (it keeps talking), or for side talk the user's own "
-        "(a pause the user holds the floor through)"
+        description="the turn it happens in: the agent's (it keeps talking), or the user's own (side talk: a "
+        "pause the user holds the floor through; background speech, non-speech: under the user's speech)"
     )
     level_db: float = Field(description="gain of the piece against its render (dB, 0 = as rendered)")
 

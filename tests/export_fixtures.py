@@ -16,12 +16,14 @@ from factory.config import RunConfig
 from factory.languages import words
 from factory.models import (
     Backchannel,
+    BackgroundSpeech,
     BargeIn,
     Channel,
     FailedInterruption,
     ListenerMark,
     MixRecipe,
     Mode,
+    NonSpeech,
     Persona,
     PieceSource,
     Sample,
@@ -76,6 +78,20 @@ EVENTS_SCRIPT = SCRIPT.model_copy(
     }
 )
 
+# The same dialogue with sound under the user's own speech (background speech in the user's last
+# turn, a cough in the barge-in turn) besides side talk while the agent talks: no pause opens, so the
+# turns are placed exactly as without events.
+EVENTS_UNDER_SCRIPT = SCRIPT.model_copy(
+    update={
+        "marks": [
+            *SCRIPT.marks[:3],
+            SideTalk(turn=1, word_index=10, text="leave it by the door"),
+            NonSpeech(turn=2, word_index=1, sound="cough"),
+            Backchannel(turn=4, word_index=4, token="okay"),
+            BackgroundSpeech(turn=4, word_index=2, text="the news at nine"),
+        ]
+    }
+)
 # The same shape in Japanese (words are pyopenjtalk accent phrases, factory.languages.words): an
 # aizuchi over the agent, a barge-in cutting the agent's long turn, an aizuchi over the user.
 JA_SCRIPT = Script(
@@ -157,8 +173,10 @@ def make_sample(
         for k, m in enumerate(script.marks)
         if isinstance(m, ListenerMark)
     }
-    ignored = {
-        k: utterance(m.text, rng, voices[Channel.user]) for k, m in enumerate(script.marks) if isinstance(m, SideTalk)
+    ignored = {  # side talk in the user's voice, background speech in another, a sound as one burst
+        k: utterance(m.text if not isinstance(m, NonSpeech) else m.sound, rng, voice)
+        for k, m in enumerate(script.marks)
+        if (voice := {SideTalk: voices[Channel.user], BackgroundSpeech: "tv", NonSpeech: "sound"}.get(type(m)))
     }
     sid = sample_id or f"d{seed:03d}"
     tl, placements = build_timeline(

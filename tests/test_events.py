@@ -12,10 +12,13 @@ import pytest
 import soundfile as sf
 
 from factory.audio.edit import VAD_FRAME_S, frame_activity
+from factory.audio.mix import mix
 from factory.audio.sounds import synth_sound
-from factory.audit.measures import plan_activity
+from factory.audio.vad import frame_rms
+from factory.audit.gates import pool
+from factory.audit.measures import audit_sample, plan_activity
 from factory.config import DatasetSource, load_config
-from factory.conversation.measures import BRIDGE_S, bridge
+from factory.conversation.measures import BRIDGE_S, bridge, measure
 from factory.export.card import dataset_card
 from factory.export.fdb import FullDuplexBench
 from factory.export.moshi import Moshi, MoshiOptions, _alignments_json, read_dialogue
@@ -37,6 +40,7 @@ from factory.models import (
     SideTalk,
     SideTalkEvent,
 )
+from factory.run.rebuild import load_source as load_render
 from factory.run.rebuild import rebuild_clean
 from factory.run.records import event_tally, parse_drops
 from factory.run.shards import MANIFEST_SCHEMA
@@ -49,8 +53,9 @@ from factory.script.writer import build_messages
 from factory.seeding import rng_for
 from factory.stages import manifest_row, plan_sample
 from factory.timeline.frames import AgentState, frame_view
+from factory.timeline.place import CHANNEL_GUARD_S, EVENT_DELAY_S
 from tests.conftest import TINY
-from tests.export_fixtures import EVENTS_SCRIPT, make_sample, render_and_assemble
+from tests.export_fixtures import EVENTS_SCRIPT, EVENTS_UNDER_SCRIPT, SCRIPT, make_sample, render_and_assemble
 from tests.servers import Reply, completion_body
 
 MIMI_FRAME_S = 0.08  # one 12.5 Hz frame: the coarsest grid a target model uses
@@ -85,7 +90,9 @@ TURNS = [
 def with_events() -> tuple[Sample, Runtime]:
     cfg = load_config(overrides=ON)
     rt = Runtime(cfg)
-    key = "train-0000007"  # one event of each kind, side talk in a user turn and in an agent turn (checked below)
+    # events of each kind over the agent, side talk in a pause of the user's turn, background speech and a cough
+    # under the user's speech (checked below)
+    key = "train-0000181"
     plan = plan_sample(rt, key, key)
     turns = [ScriptTurn(speaker=ch, text=text, responds_to=i - 1 if i else None) for i, (ch, text) in enumerate(TURNS)]
     script = with_ignored_events(Script(scenario_id=plan.scenario.id, turns=turns, llm="hand"), plan.scenario, cfg, key)
@@ -100,10 +107,17 @@ def test_each_event_is_in_the_user_audio_where_the_timeline_places_it(with_event
     # side talk both during the agent's turn and in a pause of the user's own
     hosts = {tl.turn(e.during_turn).channel for e in events if isinstance(e, SideTalkEvent)}
     assert hosts == {Channel.user, Channel.agent}, hosts
+    # background speech and a sound under the user's own speech, too
+    under = {e.type for e in events if tl.turn(e.during_turn).channel is Channel.user and e.type != "side_talk"}
+    assert under == {"background_speech", "non_speech"}, under
     user = frame_activity(sample.stems[:, Channel.user.index], sample.sample_rate)
     agent = frame_activity(sample.stems[:, Channel.agent.index], sample.sample_rate)
     view = frame_view(tl, 12.5)
     for e in events:
+        host = tl.turn(e.during_turn)
+        if host.channel is Channel.user and not isinstance(e, SideTalkEvent):
+            _check_under_the_user_s_speech(sample, rt, e, view)
+            continue
         near = slice(round((e.start - MIMI_FRAME_S) / VAD_FRAME_S), round((e.end + MIMI_FRAME_S) / VAD_FRAME_S))
         heard = np.flatnonzero(user[near]) * VAD_FRAME_S + near.start * VAD_FRAME_S
         assert len(heard), e
@@ -119,13 +133,16 @@ def test_each_event_is_in_the_user_audio_where_the_timeline_places_it(with_event
         before = slice(round((e.start - 0.3) / VAD_FRAME_S), near.start)
         after = slice(near.stop, round((e.end + 0.3) / VAD_FRAME_S))
         assert not user[before].any() and not user[after].any(), e
-        host = tl.turn(e.during_turn)
         assert host.start < e.start and e.end < host.end
         frames = slice(round(e.start * 12.5 + 0.5), int(e.end * 12.5 - 0.5))
         if host.channel is Channel.agent:
-            # the agent keeps talking through it: its turn goes on after the event, and no turn answers it
+            # the agent keeps talking through it: its turn goes on after the event, and no turn of the user's
+            # follows it (the user's next turn may start over the agent's turn end, as any transition does,
+            # but not within the 0.4 s the event stands alone in)
             assert agent[round(e.end / VAD_FRAME_S) : round(host.end / VAD_FRAME_S)].any()
-            assert not any(t.start > e.start and t.start < host.end for t in tl.turns if t.channel is Channel.user)
+            assert not any(
+                e.start < t.start < e.end + CHANNEL_GUARD_S for t in tl.turns if t.channel is Channel.user
+            ), e
         else:
             # side talk in the user's own turn: the user holds the floor, the agent is silent through
             # it and takes no turn, and the user goes on after it
@@ -142,6 +159,39 @@ def test_each_event_is_in_the_user_audio_where_the_timeline_places_it(with_event
     assert background.voice_id not in sample.meta.voices.values()
 
 
+def _check_under_the_user_s_speech(sample: Sample, rt: Runtime, e, view) -> None:
+    """An event mixed under the user's own speech: its sound alone (the user's stem less the same
+    mix without its layer) is heard where the timeline places it, to one 10 ms frame at each edge
+    (the energy VAD's level against the user's channel, as the span is measured); it starts after
+    one of the user's words and ends before the turn's last one does; the frame view keeps the
+    user's turn through it and marks it `ignore`."""
+    tl, sr, recipe = sample.timeline, sample.sample_rate, sample.meta.recipe
+    assert rt.cfg.tts.cache_dir is not None
+    sources = [load_render(rt.cfg.tts.cache_dir, p.source, sr) for p in recipe.pieces]
+    k = next(
+        i
+        for i, p in enumerate(recipe.pieces)
+        if p.gain_db is not None and p.offset <= round(e.start * sr) and round(e.end * sr) <= p.offset + p.length
+    )
+    sources[k] = np.zeros_like(sources[k])
+    alone = sample.stems[:, Channel.user.index] - mix(recipe, sources)[:, Channel.user.index]
+    loudest = frame_rms(sample.stems[:, Channel.user.index], sr).max()
+    heard = np.flatnonzero(20 * np.log10(np.maximum(frame_rms(alone, sr), 1e-12) / loudest) > -45.0) * VAD_FRAME_S
+    assert len(heard), e
+    assert abs(heard[0] - e.start) <= VAD_FRAME_S and abs(heard[-1] + VAD_FRAME_S - e.end) <= VAD_FRAME_S, (
+        e.type,
+        e.start,
+        e.end,
+        heard[0],
+        heard[-1],
+    )
+    host = tl.turn(e.during_turn)
+    spoken = [w for w in tl.words if w.turn == host.id and w.spoken]
+    assert spoken[0].end < e.start and e.end <= spoken[-1].end, (e, host)
+    frames = slice(round(e.start * 12.5 + 0.5), int(e.end * 12.5 - 0.5))
+    assert (view.turn[Channel.user.index, frames] == host.id).all() and view.ignore[frames].all(), e
+
+
 def _runs(active: np.ndarray) -> list[tuple[int, int]]:
     edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
@@ -151,14 +201,14 @@ def test_each_channel_s_voice_activity_agrees_with_the_timeline(with_events) -> 
     """Each channel's voice activity (the energy VAD on its stem) against the timeline's (its spoken
     words and, on the user's channel, the events placed there: the audit's `plan_activity`), both
     with silences under 180 ms bridged as the conversation measures bridge them: the same stretches
-    of sound, each edge within one 80 ms frame. Typing pauses between keys, so a non-speech sound
-    counts as one stretch from its first to its last active frame."""
+    of sound, each edge within one 80 ms frame. Typing pauses between keys and a phrase may pause at
+    a comma, so an event counts as one stretch from its first to its last active frame."""
     sample, _ = with_events
     tl, bridge_frames = sample.timeline, round(BRIDGE_S / VAD_FRAME_S)
     for ch in Channel:
         audio = frame_activity(sample.stems[:, ch.index], sample.sample_rate)
         plan = plan_activity(tl, len(audio), VAD_FRAME_S)[ch.index]
-        for e in (e for e in tl.ignored_events() if isinstance(e, NonSpeechEvent) and e.channel is ch):
+        for e in (e for e in tl.ignored_events() if e.channel is ch):
             on = np.flatnonzero(audio[round(e.start / VAD_FRAME_S) : round(e.end / VAD_FRAME_S)])
             audio[round(e.start / VAD_FRAME_S) + on[0] : round(e.start / VAD_FRAME_S) + on[-1] + 1] = True
         heard, planned = _runs(bridge(audio, bridge_frames)), _runs(bridge(plan, bridge_frames))
@@ -419,3 +469,66 @@ def test_side_talk_in_the_user_s_turn_stands_alone_in_its_pause_and_no_reaction_
         agent = [t for t in tl.turns if t.channel is Channel.agent]
         assert not any(t.start < after.start and before.end < t.end for t in agent), (seed, agent)
         assert any(t.kind.value == "backchannel" and t.responds_to == e.during_turn for t in agent), seed
+
+
+def test_background_speech_and_sounds_in_a_user_turn_go_under_the_user_s_speech() -> None:
+    """tests/export_fixtures.EVENTS_UNDER_SCRIPT (word-shaped bursts instead of TTS): the planned
+    background speech and cough of the user's turns are placed in those turns, after one of the
+    user's words and over before the last one ends, 0.4 s apart from the other events; the turns
+    stay where they are without events (nothing opens for them)."""
+    for seed in range(3):
+        tl = make_sample(seed, script=EVENTS_UNDER_SCRIPT).timeline
+        plain = make_sample(seed, script=SCRIPT).timeline
+        assert [(t.start, t.end) for t in tl.turns] == [(t.start, t.end) for t in plain.turns], seed
+        events = tl.ignored_events()
+        under = {e.type: e for e in events if tl.turn(e.during_turn).channel is Channel.user}
+        assert set(under) == {"background_speech", "non_speech"}, (seed, events)
+        for kind, turn in (("background_speech", 4), ("non_speech", 2)):
+            e = under[kind]
+            host = next(t for t in tl.turns if t.planned_text == SCRIPT.turns[turn].text)
+            assert e.during_turn == host.id, (seed, kind)
+            spoken = [w for w in tl.words if w.turn == host.id and w.spoken]
+            assert any(abs(e.start - (w.end + EVENT_DELAY_S)) < 0.06 for w in spoken[:-1]), (seed, e)
+            assert spoken[0].end < e.start and e.end <= spoken[-1].end, (seed, e, spoken[-1])
+        spans = sorted((e.start, e.end) for e in events)
+        assert all(b[0] - a[1] >= CHANNEL_GUARD_S - 1e-6 for a, b in zip(spans, spans[1:])), (seed, spans)
+    # nothing planned in the user's turns when the share is 0
+    cfg = load_config(overrides=[*ON, "events.background_user_share=0"]).events
+    turns = [ScriptTurn(speaker=ch, text=text) for ch, text in TURNS]
+    for seed in range(10):
+        marks, _ = plan_ignored_events(turns, [], np.random.default_rng(seed), cfg, "en")
+        assert all(turns[m.turn].speaker is Channel.agent or isinstance(m, SideTalk) for m in marks), seed
+
+
+def test_the_audit_measures_turn_taking_on_turn_speech_not_on_the_events() -> None:
+    """Events the agent must not answer are not turns: the audit's turn-taking measures of a
+    dialogue with side talk over the agent, background speech and a cough under the user are
+    those of the same dialogue without them (tests/export_fixtures, word-shaped bursts), and
+    match the plan's own words; counted as turns, the events add overlap. The speech left out is
+    its own measure."""
+    over_agent = 0.0
+    for seed in range(3):
+        on, off = make_sample(seed, script=EVENTS_UNDER_SCRIPT), make_sample(seed, script=SCRIPT)
+        audit_on, audit_off = audit_sample(on, ("energy",)), audit_sample(off, ("energy",))
+        row, plain = audit_on.row, audit_off.row
+        tl = on.timeline
+        alone = sum(e.end - e.start for e in tl.ignored_events() if tl.turn(e.during_turn).channel is Channel.agent)
+        counted = measure(*audit_on.activity["energy"], frame_s=audit_on.frame_s)  # events taken for turns
+        if alone:  # the side talk over the agent, when it found a place (seed 0), is overlap when counted
+            assert counted.overlap_share > row["energy_overlap_share"] + 0.02, (seed, counted.overlap_share)
+        over_agent += alone
+        assert abs(row["energy_overlap_share"] - plain["energy_overlap_share"]) <= 0.005, seed
+        assert len(row["energy_fto"]) == len(plain["energy_fto"]), seed
+        np.testing.assert_allclose(row["energy_fto"], plain["energy_fto"], atol=0.03)
+        assert row["energy_n_backchannels"] == plain["energy_n_backchannels"], seed
+        # the plan's words measured the same way agree with the audio's turn speech
+        assert abs(row["energy_overlap_share"] - row["plan_overlap_share"]) <= 0.02, seed
+        # the events' time: the timeline's, and what the detector heard of it apart from the user's words
+        # (the side talk over the agent, less the silences between its words; the sound under the user's
+        # between the user's words)
+        assert plain["event_s"] == plain["energy_event_s"] == 0
+        assert 0.7 * alone <= row["energy_event_s"] <= row["event_s"] + 0.1, (seed, alone, row["energy_event_s"])
+        pooled, plain_pooled = pool([row], "energy"), pool([plain], "energy")
+        assert pooled["event_share"] > 0 and "event_share" not in plain_pooled
+        assert pooled["overlap_share"] == row["energy_overlap_share"]
+    assert over_agent > 1.0

@@ -49,7 +49,10 @@ def pool(rows: Sequence[dict], vad: str) -> dict[str, float]:
     out["n_transitions"] = float(len(fto))
     out["transitions_in_overlap"] = float(np.mean(np.asarray(fto) < 0)) if fto else math.nan
     out["fto_within_500ms"] = float(np.mean(np.abs(fto) <= 0.5 + 1e-9)) if fto else math.nan
-    out["overlap_share"] = _ratio(total(f"{vad}_both_s"), total(f"{vad}_speech_s"))
+    out["overlap_share"] = _ratio(total(f"{vad}_both_s"), total(f"{vad}_speech_s"))  # of turn speech
+    if events := total(f"{vad}_event_s"):  # sound the agent must not answer (no events: no keys, as before)
+        out["event_share"] = _ratio(events, events + total(f"{vad}_speech_s"))  # of all the detector heard
+        out["plan_overlap_share"] = _ratio(total("plan_both_s"), total("plan_speech_s"))  # the timeline's words
     out["gap_median_s"] = _median(cat(f"{vad}_gaps"))
     out["between_overlap_median_s"] = _median(cat(f"{vad}_between_overlaps"))
     out["within_overlap_median_s"] = _median(cat(f"{vad}_within_overlaps"))

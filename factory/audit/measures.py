@@ -4,12 +4,18 @@ For one `Sample` (clean stems, channel 0 = user, 1 = agent):
 
 - voice activity per channel at 10 ms from each requested detector (`factory.audio.vad`), and the
   Heldner & Edlund measures of each (`factory.conversation.measures`), side by side; the first
-  detector is the primary one (gates, bands, report);
+  detector is the primary one (gates, bands, report). The measures are made of turn speech: the
+  timeline's events the agent must not answer (side talk, background speech, non-speech sounds
+  on the user's channel) are taken out of the activity where the user's own words do not explain
+  it (`turn_speech`), since they are neither a turn nor two speakers overlapping; the speech so
+  left out is its own measure (`<vad>_event_s`, against the timeline's `event_s`), and the plan's
+  overlap share measured the same way from its words (`plan_overlap_share`) stands beside the
+  audio's;
 - from the timeline, checked against the primary activity: fillers per 100 words (a filler counts
   when the audio holds it), barge-ins (the interrupter starts, the victim is speaking, the victim
-  stops) and the victim's stop latency measured in the audio, and agreement: the share of planned
-  speech (spoken words) found in the audio and the share of audio speech the plan explains, each
-  with a tolerance of `tolerance_s` at word edges;
+  stops) and the victim's stop latency measured in the audio (both on turn speech), and agreement:
+  the share of planned speech (spoken words and events) found in the audio and the share of audio
+  speech the plan explains, each with a tolerance of `tolerance_s` at word edges;
 - an ASR round trip on `asr_turns` floor turns drawn with `rng_for(run_seed, sample_key,
   "audit_asr")`: each turn's spoken span of its own channel through Whisper in the dialogue's
   language, scored against the spoken text by that language's metric (`factory.asr.error_rate`:
@@ -80,25 +86,58 @@ class SampleAudit:
     id: str
     row: dict
     activity: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # detector -> (user, agent)
+    # detector -> (user, agent) turn speech: `activity` less the events the agent must not answer (`turn_speech`)
+    turn_activity: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     conversation: dict[str, ConversationMeasures] = field(default_factory=dict)
     barge_ins: list[BargeInCheck] = field(default_factory=list)
     frame_s: float = 0.01
 
 
-def plan_activity(timeline: Timeline, n: int, frame_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel frames inside a spoken word of the timeline or an event the agent must not answer
-    (side talk, background or non-speech sound, on the user's channel), on the detector's grid (a word
-    marks the frames whose centre it covers, at least the frame it starts in)."""
+def _span(start: float, end: float, n: int, frame_s: float) -> slice:
+    """The frames of the grid whose centre [start, end) covers, at least the frame it starts in."""
+    first = max(0, math.ceil(start / frame_s - 0.5))
+    return slice(first, min(n, max(math.ceil(end / frame_s - 0.5), first + 1)))
+
+
+def plan_activity(timeline: Timeline, n: int, frame_s: float, events: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel frames inside a spoken word of the timeline or (`events`) an event the agent must
+    not answer (side talk, background or non-speech sound, on the user's channel), on the
+    detector's grid (a word marks the frames whose centre it covers, at least the frame it starts
+    in). `events=False`: the turns' speech alone, what the turn-taking measures are made of."""
     out = np.zeros((2, n), bool)
     for w in timeline.words:
-        if not w.spoken or w.end <= w.start:
-            continue
-        first = max(0, math.ceil(w.start / frame_s - 0.5))
-        last = min(n, max(math.ceil(w.end / frame_s - 0.5), first + 1))
-        out[w.channel.index, first:last] = True
-    for e in timeline.ignored_events():  # sound the agent must not answer is planned sound on the user's channel
-        first = max(0, math.ceil(e.start / frame_s - 0.5))
-        out[e.channel.index, first : min(n, max(math.ceil(e.end / frame_s - 0.5), first + 1))] = True
+        if w.spoken and w.end > w.start:
+            out[w.channel.index, _span(w.start, w.end, n, frame_s)] = True
+    if events:  # sound the agent must not answer is planned sound on the user's channel
+        out |= event_frames(timeline, n, frame_s)
+    return out[0], out[1]
+
+
+def event_frames(timeline: Timeline, n: int, frame_s: float) -> np.ndarray:
+    """(2, n): per channel, the frames inside an event the agent must not answer (its audible span)."""
+    out = np.zeros((2, n), bool)
+    for e in timeline.ignored_events():
+        out[e.channel.index, _span(e.start, e.end, n, frame_s)] = True
+    return out
+
+
+def turn_speech(
+    activity: tuple[np.ndarray, np.ndarray], timeline: Timeline, frame_s: float, tolerance_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each channel's voice activity less the sound the agent must not answer: the frames of an
+    event's span (widened by `tolerance_frames`) that the channel's own spoken words (widened as
+    much) do not explain. Side talk, background speech and non-speech sounds are not turns: they
+    are not the user taking the floor, and the agent talking over them is not two speakers
+    overlapping (what overlap share and FTO count in human conversation), so the turn-taking
+    measures are made of what is left. An event under the user's own speech (a TV while the user
+    talks) leaves the user's words; one in a pause of the user's turn (side talk) leaves the pause."""
+    n = len(activity[0])
+    words = np.stack(plan_activity(timeline, n, frame_s, events=False))
+    events = event_frames(timeline, n, frame_s)
+    out = [
+        np.asarray(act, bool) & ~(_dilate(e, tolerance_frames) & ~_dilate(w, tolerance_frames))
+        for act, w, e in zip(activity, words, events, strict=True)
+    ]
     return out[0], out[1]
 
 
@@ -265,28 +304,40 @@ def audit_sample(
         "language": sample.meta.scenario.language,  # its bands: factory.conversation.bands.bands_for
     }
     audit = SampleAudit(sample.id, row, frame_s=frame_s)
+    tol = round(tolerance_s / frame_s)
     for method in vads:
-        user = detect_speech(np.ascontiguousarray(stems[:, 0]), sr, method)
-        agent = detect_speech(np.ascontiguousarray(stems[:, 1]), sr, method)
+        heard = (
+            detect_speech(np.ascontiguousarray(stems[:, 0]), sr, method),
+            detect_speech(np.ascontiguousarray(stems[:, 1]), sr, method),
+        )
+        # the turn-taking measures on turn speech: events the agent must not answer are not turns
+        user, agent = turn_speech(heard, tl, frame_s, tol)
         m = measure(user, agent, frame_s=frame_s)
-        audit.activity[method], audit.conversation[method] = (user, agent), m
+        audit.activity[method], audit.turn_activity[method], audit.conversation[method] = heard, (user, agent), m
         for k, v in m.summary().items():
             row[f"{method}_{k}"] = v
         for k in LIST_MEASURES:
             row[f"{method}_{k}"] = [float(x) for x in getattr(m, k)]
         row[f"{method}_speech_s"], row[f"{method}_both_s"] = m.speech_s, m.both_s
         row[f"{method}_n_backchannels"] = len(m.backchannels)
-    primary_user, primary_agent = audit.activity[primary]
+        # the detector's speech left out of them as events (0 without events)
+        row[f"{method}_event_s"] = float((heard[0] & ~user).sum() + (heard[1] & ~agent).sum()) * frame_s
+    heard_user, heard_agent = audit.activity[primary]
     if len(vads) > 1:  # frame agreement of the two detectors, per channel pooled
         u2, a2 = audit.activity[vads[1]]
-        row["vad_agreement"] = float(np.mean(np.concatenate([primary_user == u2, primary_agent == a2])))
-    n = len(primary_user)
+        row["vad_agreement"] = float(np.mean(np.concatenate([heard_user == u2, heard_agent == a2])))
+    n = len(heard_user)
+    # the plan against everything the audio holds, events included (they are planned sound)
     plan_user, plan_agent = plan_activity(tl, n, frame_s)
-    tol = round(tolerance_s / frame_s)
-    found, explained = agreement(
-        np.concatenate([plan_user, plan_agent]), np.concatenate([primary_user, primary_agent]), tol
-    )
+    planned, heard = np.concatenate([plan_user, plan_agent]), np.concatenate([heard_user, heard_agent])
+    found, explained = agreement(planned, heard, tol)
     row["planned_found"], row["audio_explained"] = found, explained
+    # the plan's own turn-taking, measured as the audio's is (its words, no events): the two agree
+    planned_turns = measure(*plan_activity(tl, n, frame_s, events=False), frame_s=frame_s)
+    row["plan_overlap_share"] = planned_turns.overlap_share
+    row["plan_speech_s"], row["plan_both_s"] = planned_turns.speech_s, planned_turns.both_s
+    row["event_s"] = sum(e.end - e.start for e in tl.ignored_events())  # the timeline's events, seconds
+    primary_user, primary_agent = audit.turn_activity[primary]
     # fillers: the timeline's, the ones the audio holds, per 100 content words of floor turns
     amounts = spoken_amounts(tl)
     planned_fillers, heard_fillers = fillers_found(tl, primary_user, primary_agent, frame_s)

@@ -301,9 +301,10 @@ def dataset_card(
         lines += [
             "## Speech and sounds the agent must not answer",
             "",
-            "Side talk, background speech and non-speech sounds on the user's channel while the agent keeps talking "
-            "(timeline events; `ignore` in the frame view). Planned at the configured rates; one is dropped when no "
-            "agent turn had room for it (`no_room`) or the user's channel was never clear around it (`user_busy`); "
+            "Side talk, background speech and non-speech sounds on the user's channel, while the agent keeps talking "
+            "or in the user's own turns (side talk in a pause of it; background speech and sounds under the user's "
+            "speech) (timeline events; `ignore` in the frame view). Planned at the configured rates; one is dropped "
+            "when no turn had room for it (`no_room`) or the user's channel was never clear around it (`user_busy`); "
             "per sample: the manifest's `n_side_talk`, `n_background_speech`, `n_non_speech`, `n_events_planned`, "
             "`events_dropped`.",
             "",

@@ -430,7 +430,7 @@ def _overlap_items(tl: Timeline, sr: int, o: FdbOptions, task: str) -> _Found:
         ):
             host, text, span = tl.turn(e.during_turn), e.text, (e.start, e.end)
             if host.channel is Channel.user:  # v1.5 overlaps the model's speech; this is in the user's turn
-                found.left_out["side talk in the user's own turn (v1.5's is during the model's)"] += 1
+                found.left_out[f"{e.type.replace('_', ' ')} in the user's own turn (v1.5's is during the model's)"] += 1
                 continue
         else:
             continue

@@ -326,18 +326,23 @@ def event_host_words(speakers: list[Channel], counts: dict[IgnoredKind, int], la
     return {i: edges + k * each for i, k in zip(hosts, share) if k}
 
 
-def _free_stretches(turns: list[ScriptTurn], marks: list[Mark], language: str) -> list[tuple[int, int, int]]:
-    """(turn, first, end) word positions of the agent's turns where an event may go: past its
-    first words and before its last (or a barge-in cut), between the user's reactions."""
+def _free_stretches(
+    turns: list[ScriptTurn], marks: list[Mark], language: str, speaker: Channel = Channel.agent
+) -> list[tuple[int, int, int]]:
+    """(turn, first, end) word positions of `speaker`'s turns where an event may go: past its
+    first words and before its last (or a barge-in cut); in the agent's turns, between the user's
+    reactions (on the user's channel, as the events are; the agent's reactions to the user are on
+    its own)."""
     lead, tail = words_for(EVENT_LEAD_S, language), words_for(EVENT_TAIL_S, language)
     guard, reaction = words_for(EVENT_GUARD_S / 2, language), words_for(REACTION_S, language)
     heard = {m.turn: m.heard_words for m in marks if isinstance(m, BargeIn)}
     out = []
     for i, turn in enumerate(turns):
-        if turn.speaker is not Channel.agent:
+        if turn.speaker is not speaker:
             continue
         lo, hi = lead, heard.get(i, len(lang_words(turn.text, language))) - tail
-        for k in sorted(m.word_index for m in marks if isinstance(m, ListenerMark) and m.turn == i):
+        reactions = [m.word_index for m in marks if isinstance(m, ListenerMark) and m.turn == i]
+        for k in sorted(reactions) if speaker is Channel.agent else []:
             if k - guard > lo:
                 out.append((i, lo, k - guard))
             lo = max(lo, k + reaction + guard)
@@ -384,7 +389,11 @@ def plan_ignored_events(
 
     Side talk goes, with probability `side_talk_user_share`, into the user's own turn instead
     (`_user_gaps`, one a turn): the user holds the floor, stops after a clause, talks to someone
-    else and goes on; the timeline opens the pause for it, so it needs no room."""
+    else and goes on; the timeline opens the pause for it, so it needs no room. Background speech
+    and non-speech sounds go, with probability `background_user_share`, into a free stretch of the
+    user's own turns (a TV or a cough while the user talks: the timeline mixes them under the
+    user's speech), else into the agent's, taking room as there; where the drawn side has none
+    left, the other's."""
     counts = event_counts(rng, cfg)
     if not any(counts.values()):
         return [], counts
@@ -398,6 +407,9 @@ def plan_ignored_events(
                 text = str(rng.choice(event_lines(kind, language)))
                 drawn.append((SideTalk if kind == "side_talk" else BackgroundSpeech)(turn=0, word_index=0, text=text))
     stretches = _free_stretches(turns, marks, language)
+    n_agent = len(stretches)  # the agent's stretches, then the user's
+    if cfg.background_user_share > 0:
+        stretches += _free_stretches(turns, marks, language, Channel.user)
     room = [end - first for _, first, end in stretches]
     held: list[list[tuple[IgnoredMark, int]]] = [[] for _ in stretches]
     gaps = _user_gaps(turns, marks, language) if cfg.side_talk_user_share > 0 else []
@@ -411,6 +423,14 @@ def plan_ignored_events(
             continue
         need = _event_words(mark, language)
         fits = np.array([r if r >= need else 0 for r in room], dtype=float)
+        agent, user = slice(0, n_agent), slice(n_agent, len(room))
+        if n_agent < len(room) and isinstance(mark, (BackgroundSpeech, NonSpeech)):
+            # under the user's speech or over the agent's, as drawn; the other where the drawn has no room
+            mine, other = (user, agent) if rng.random() < cfg.background_user_share else (agent, user)
+            if fits[mine].sum():
+                fits[other] = 0
+        else:
+            fits[user] = 0
         if not fits.sum():
             continue
         at = int(rng.choice(len(room), p=fits / fits.sum()))

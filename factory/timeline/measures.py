@@ -116,7 +116,9 @@ def unmet_minimums(timeline: Timeline, minimums: dict[str, int]) -> list[str]:
 
 
 def overlap_share(timeline: Timeline, frame: float = 0.01) -> float:
-    """Frames where both channels hold a turn / frames where anyone does (from the timeline)."""
+    """Frames where both channels hold a turn / frames where anyone does (from the timeline). Events
+    the agent must not answer are not turns, so not in it: the audit measures the audio's overlap
+    share on turn speech alike (`factory.audit.measures.turn_speech`)."""
     n = int(np.ceil(timeline.duration / frame))
     active = np.zeros((2, n), bool)
     for t in timeline.turns:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from factory.audio.edit import VAD_FRAME_S, cut_after_word, insert_pause
-from factory.audio.vad import frame_rms
+from factory.audio.edit import cut_after_word, insert_pause
+from factory.audio.vad import frame_rms, frame_samples
 from factory.config import EventsSection, TimingSection
 from factory.languages import join
 from factory.models import (
@@ -99,13 +99,18 @@ class _Ignored:
     def audible(self, sr: int, speech_rms: float = 0.0) -> tuple[float, float]:
         """The event's span: where its render is audible in the user's channel (the energy VAD's
         -45 dB re the channel's loudest 10 ms frame: its own speech's, `speech_rms`, or the
-        layer's at its gain when louder), so the render's quiet lead and tail are not in it."""
-        rms = frame_rms(self.utt.audio, self.utt.sample_rate) * 10 ** (self.gain_db / 20)
+        layer's at its gain when louder), so the render's quiet lead and tail are not in it. Framed
+        on the channel's grid, as the VAD frames it (a render's own grid would be up to a frame off)."""
+        hop = frame_samples(sr)
+        lead = round(self.start * sr) % hop  # where the channel's frame boundary falls before the render
+        audio = np.concatenate([np.zeros(lead, np.float32), self.utt.audio])
+        rms = frame_rms(audio, sr) * 10 ** (self.gain_db / 20)
         loudest = max(speech_rms, float(rms.max()) if len(rms) else 0.0)
         active = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-12) / loudest) > -45.0) if loudest > 0 else []
         if not len(active):
             return self.start, _q(self.end, sr)
-        on, off = active[0] * VAD_FRAME_S, min((active[-1] + 1) * VAD_FRAME_S, self.utt.duration)
+        on = max(int(active[0]) * hop - lead, 0) / sr
+        off = min((int(active[-1]) + 1) * hop - lead, len(self.utt.audio)) / sr
         return _q(self.start + on, sr), _q(self.start + off, sr)
 
 
@@ -367,41 +372,61 @@ def _place_ignored(
     free (`CHANNEL_GUARD_S` from any of its sound, so each event stands alone in the user's audio):
     the planned turn and word first, then the nearest words, then the agent's other turns (the
     planner's room is an estimate in words; the renders decide); an event that fits nowhere is
-    dropped. No random draws."""
+    dropped. Background speech and non-speech sounds the planner put in a user's turn go under the
+    user's own speech instead: after a word of that turn (then the nearest words, then the user's
+    other turns, then the agent's), over before its last word ends, `CHANNEL_GUARD_S` from any other event so
+    each one's edges stay its own. No random draws."""
     hosts = {p.key[1]: p for p in placed if p.key[0] == "turn"}
     out: list[_Ignored] = []
+    layers: list[tuple[float, float]] = []  # the events placed so far, and the pauses opened for side talk
     for p in hosts.values():
+        layers += p.gap_spans(gaps)
         for k, p0 in p.opened.items():
             mark = script.marks[k]
             assert isinstance(mark, SideTalk)
             start = _q(p.start + p0 + CHANNEL_GUARD_S, sr)
             out.append(_Ignored(("event", k), mark, p.key, start, ignored[k], cfg.side_talk_gain_db))
     agent_turns = [i for i, p in hosts.items() if p.channel is Channel.agent]
+    user_turns = [i for i, p in hosts.items() if p.channel is Channel.user]
     busy = [(q.start, q.end) for q in placed if q.channel is Channel.user]
     levels = {
         SideTalk: cfg.side_talk_gain_db,
         BackgroundSpeech: cfg.background_speech_gain_db,
         NonSpeech: cfg.non_speech_gain_db,
     }
+
+    def clear(start: float, end: float, spans: list[tuple[float, float]]) -> bool:
+        return not any(start < e + CHANNEL_GUARD_S and s < end + CHANNEL_GUARD_S for s, e in spans)
+
     for k, mark in enumerate(script.marks):
         if not isinstance(mark, (SideTalk, BackgroundSpeech, NonSpeech)) or k not in ignored or k in gaps:
             continue
         utt, planned = ignored[k], mark.word_index
-        # its planned turn first, then the agent's other turns, the nearest (later on a tie) first
-        others = sorted(agent_turns, key=lambda i: (abs(i - mark.turn), -i))
+        under = script.turns[mark.turn].speaker is Channel.user  # under the user's speech (not side talk)
+        # (host turn, under the user's speech) in the order tried: the planned kind of turn first
+        order = [(i, True) for i in _nearest_turns(user_turns, mark.turn)] if under else []
+        order += [(i, False) for i in _nearest_turns(agent_turns, mark.turn)]
         slots = (
-            (hosts[i], j)
-            for i in others
+            (hosts[i], j, mine)
+            for i, mine in order
             for j in sorted(range(1, hosts[i].heard_words - 1), key=lambda j: (abs(j - planned), j))
         )
-        for host, j in slots:
+        for host, j, mine in slots:
             start = _q(host.start + host.utt.words[j].end + EVENT_DELAY_S, sr)
             end = start + utt.duration
-            if end <= host.end and not any(start < e + CHANNEL_GUARD_S and s < end + CHANNEL_GUARD_S for s, e in busy):
+            # under the user's speech: over before the user's last word ends
+            last = host.start + host.utt.words[host.heard_words - 1].end if mine else host.end
+            if end <= last and clear(start, end, layers) and (mine or clear(start, end, busy)):
                 out.append(_Ignored(("event", k), mark, host.key, start, utt, levels[type(mark)]))
                 busy.append((start, end))
+                layers.append((start, end))
                 break
     return out
+
+
+def _nearest_turns(turns: list[int], planned: int) -> list[int]:
+    """The planned turn first, then the nearest (the later on a tie)."""
+    return sorted(turns, key=lambda i: (abs(i - planned), -i))
 
 
 def _word_kinds(p: _Placed) -> list[WordKind]:
@@ -485,9 +510,10 @@ def _to_timeline(
                 )
             )
     events.extend(overlap_events(turns))
-    # The user's loudest speech frame: the level the events' spans are measured against, as in the audio.
-    speech = [frame_rms(p.audio, sr) for p in placed if p.channel is Channel.user and len(p.audio)]
-    speech_rms = max((float(r.max()) for r in speech if len(r)), default=0.0)
+    # The user's channel's loudest 10 ms frame, as mixed (its speech, then the layers at their gains: one
+    # under the user's speech may be louder than either): the level the events' spans are measured
+    # against, as in the audio. Without events there is nothing to measure.
+    speech_rms = _loudest_user_frame(placed, layers, sr) if layers else 0.0
     events.extend(_ignored_event(x, ids[x.host], sr, speech_rms) for x in layers)
     events.sort(key=lambda e: (e.start, e.end, e.type))
 
@@ -519,6 +545,17 @@ def _to_timeline(
         for x in layers
     ]
     return timeline, placements
+
+
+def _loudest_user_frame(placed: list[_Placed], layers: list[_Ignored], sr: int) -> float:
+    """The RMS of the loudest frame of the VAD's grid of the user's channel as the mixer sums it."""
+    pieces = [(round(p.start * sr), p.audio, None) for p in placed if p.channel is Channel.user]
+    pieces += [(round(x.start * sr), x.utt.audio, x.gain_db) for x in layers]
+    user = np.zeros(max(start + len(audio) for start, audio, _ in pieces), np.float32)
+    for start, audio, gain_db in pieces:  # speech first, then the layers (factory.audio.mix.place)
+        scale = np.float32(1.0 if gain_db is None else 10 ** (gain_db / 20))
+        user[start : start + len(audio)] += audio * scale
+    return float(frame_rms(user, sr).max())
 
 
 def _ignored_event(x: _Ignored, during: int, sr: int, speech_rms: float) -> IgnoredEvent:
