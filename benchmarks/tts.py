@@ -36,9 +36,10 @@ SENTENCES = [
 
 def voice_features(audio: np.ndarray, sr: int) -> tuple[float, float]:
     import librosa
-    import soxr
 
-    y = soxr.resample(audio, sr, 16000).astype(np.float32)
+    from factory.audio.edit import resample
+
+    y = resample(np.asarray(audio), sr, 16000, length="soxr").astype(np.float32)
     f0, voiced, _ = librosa.pyin(y, fmin=60, fmax=450, sr=16000, frame_length=1024, hop_length=256)
     f0 = f0[voiced & np.isfinite(f0)]
     cent = librosa.feature.spectral_centroid(y=y, sr=16000, n_fft=1024, hop_length=256)[0]

@@ -54,9 +54,9 @@ from typing import TYPE_CHECKING
 
 import jiwer
 import numpy as np
-import soxr
 from num2words import num2words
 
+from factory.audio.edit import resample
 from factory.languages import base, scored_by_characters, spaced, words
 from factory.locations import user_cache
 
@@ -155,7 +155,7 @@ def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if audio.ndim > 1:
         audio = audio.mean(axis=-1 if audio.shape[-1] <= 2 else 0)
     if sample_rate != ASR_SAMPLE_RATE:
-        audio = soxr.resample(audio, sample_rate, ASR_SAMPLE_RATE, quality="HQ")
+        audio = resample(audio, sample_rate, ASR_SAMPLE_RATE, length="soxr")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

@@ -8,6 +8,7 @@ Arrays are float32 mono unless a name says otherwise. Times are seconds. Voice a
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import soxr
@@ -28,18 +29,29 @@ __all__ = [
 ]
 
 
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """float32 mono at `target_sr` (soxr HQ, deterministic); the same array when the rates agree.
-    Computed in the input's precision and trimmed or zero-padded to ceil(len * target / orig)
-    samples: the bytes of `librosa.resample(res_type="soxr_hq")`, which this replaced."""
+def resample(
+    audio: np.ndarray, orig_sr: int, target_sr: int, *, length: Literal["ceil", "soxr"] = "ceil"
+) -> np.ndarray:
+    """float32 at `target_sr` (soxr HQ, deterministic), mono [n] or channels [n, c] (each channel
+    resampled on its own); the same array when the rates agree.
+    The project's one resampler: no other module calls soxr (tests/test_architecture.py).
+    Computed in the input's precision. `length` says how many samples come out:
+    * "ceil": trimmed or zero-padded to ceil(len * target / orig), the bytes of
+      `librosa.resample(res_type="soxr_hq")`, which this replaced (renders, augmentation, FDB);
+    * "soxr": soxr's own count, round(len * target / orig): what the exporters (moshi, nemo-duplex),
+      ASR, VAD, the tokenizers and the pitch shift always wrote, kept so their bytes stay the same.
+    The values of the samples both keep are the same."""
     if orig_sr == target_sr:
         return audio
     y = np.asarray(audio)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.floating):
-        raise ValueError(f"resample takes mono float audio, got shape {y.shape} of {y.dtype}")
+    if y.ndim not in (1, 2) or not np.issubdtype(y.dtype, np.floating):
+        raise ValueError(f"resample takes float audio [n] or [n, channels], got shape {y.shape} of {y.dtype}")
+    if length not in ("ceil", "soxr"):
+        raise ValueError(f"resample length must be 'ceil' or 'soxr', got {length!r}")
     out = soxr.resample(y, orig_sr, target_sr, quality="soxr_hq")
-    n = int(np.ceil(len(y) * (float(target_sr) / orig_sr)))
-    out = out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
+    if length == "ceil":
+        n = int(np.ceil(len(y) * (float(target_sr) / orig_sr)))
+        out = out[:n] if len(out) >= n else np.pad(out, [(0, n - len(out))] + [(0, 0)] * (y.ndim - 1))
     return out.astype(np.float32)
 
 

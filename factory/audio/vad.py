@@ -88,7 +88,7 @@ def webrtc_vad(audio: np.ndarray, sr: int, aggressiveness: int = 3) -> np.ndarra
     are ANDed: one pass's late offset is cut by the other's exact onset. Each pass first hears the
     audio once to adapt its noise model; unadapted, it takes noise for speech in its first half
     second. `aggressiveness` 0-3: higher rejects more non-speech."""
-    import webrtcvad
+    import webrtcvad  # lazy: not in the Coqui env, which imports this module (through edit) for the exports
 
     rate = sr if sr in WEBRTC_RATES else 16_000
     pcm = np.round(np.clip(_resample(audio, sr, rate), -1.0, 1.0) * 32767).astype("<i2")
@@ -111,7 +111,7 @@ def silero_vad(audio: np.ndarray, sr: int, threshold: float = 0.5) -> np.ndarray
     given to the frames whose centre it holds). The recurrent model trails speech it has heard by
     up to ~200 ms in noise, so it also hears the audio backwards and the two probabilities are
     averaged: the lags, in opposite directions, cancel."""
-    from faster_whisper.vad import get_vad_model
+    from faster_whisper.vad import get_vad_model  # lazy: heavy (faster_whisper loads CTranslate2)
 
     model = get_vad_model()
     x = _resample(audio, sr, SILERO_RATE)
@@ -157,9 +157,10 @@ def _resample(audio: np.ndarray, sr: int, target: int) -> np.ndarray:
     x = np.asarray(audio, dtype=np.float32).ravel()
     if sr == target:
         return x
-    import soxr
+    # lazy: factory.audio.edit imports this module (it re-exports the VAD), so a top import would be a cycle
+    from factory.audio.edit import resample
 
-    return soxr.resample(x, sr, target, quality="HQ").astype(np.float32)
+    return resample(x, sr, target, length="soxr")
 
 
 def _on_grid(flags: np.ndarray, flag_s: float, n_samples: int, sr: int) -> np.ndarray:

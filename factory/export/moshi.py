@@ -61,10 +61,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
-import soxr
 from pydantic import BaseModel, ConfigDict
 
 from factory.atomic import atomic_write, atomic_write_text
+from factory.audio.edit import resample
 from factory.export.errors import ExportError
 from factory.export.exporter import Exporter
 from factory.export.grid import fit_frames
@@ -370,7 +370,7 @@ def moshi_voice_prompt(sample: Sample) -> np.ndarray:
 
 def _at_24k_pcm16(audio: np.ndarray, sr: int) -> np.ndarray:
     if sr != SAMPLE_RATE:
-        audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
+        audio = resample(audio, sr, SAMPLE_RATE, length="soxr")
     pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
     return pcm.astype(np.float32) / 32768.0
 

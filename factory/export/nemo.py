@@ -52,10 +52,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 from pydantic import field_validator
 
 from factory.atomic import atomic_write
+from factory.audio.edit import resample
 from factory.audio.mix import to_pcm16
 from factory.export.errors import ExportError
 from factory.export.exporter import Exporter
@@ -278,7 +278,7 @@ def _mono(sample: Sample, ch: Channel, sr: int, n: int, augmented: bool) -> np.n
 
 def _resampled(audio: np.ndarray, sr_in: int, sr: int) -> np.ndarray:
     x = np.ascontiguousarray(audio, dtype=np.float32)
-    return soxr.resample(x, sr_in, sr).astype(np.float32) if sr_in != sr else x
+    return resample(x, sr_in, sr, length="soxr")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

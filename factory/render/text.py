@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from factory.audio.edit import resample
 from factory.audio.vad import moving_power
 from factory.models import Utterance, WordTiming
 from factory.render.base import TTSError
@@ -232,8 +233,6 @@ def shift_pitch(
     as between a larger and a smaller speaker (keep it within a few semitones), with none of
     a phase vocoder's artefacts. Callers stretch durations by `factor` at synthesis so the
     tempo comes out as asked; unit times scale with the audio."""
-    import soxr
-
-    shifted = soxr.resample(audio, round(sample_rate * factor), sample_rate, quality="HQ")
+    shifted = resample(audio, round(sample_rate * factor), sample_rate, length="soxr")
     scale = len(shifted) / len(audio)
     return shifted.astype(np.float32), [(s * scale, e * scale, w) for s, e, w in units]

@@ -18,9 +18,9 @@ tests and shape checks only; its identity has no weights hash.
 Frame rule (both, measured by tests/coqui/test_tokenize_codecs.py against the models): the
 codecs are causal and pad the input with zeros to a whole number of frames, so
 T = ceil(n_samples_at_24kHz / samples_per_frame) = ceil(duration * frame_rate) after resampling
-with soxr. Batches are zero-padded on the right to the longest item and each result trimmed to
-its own frame count where that equals encoding one by one (moshi's Mimi); the others batch
-only equal lengths (tested: batched codes equal one-by-one codes).
+with `factory.audio.edit.resample` (soxr HQ, soxr's own length). Batches are zero-padded on the
+right to the longest item and each result trimmed to its own frame count where that equals
+encoding one by one (moshi's Mimi); the others batch only equal lengths (tested: batched codes equal one-by-one codes).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 
+from factory.audio.edit import resample
 from factory.tokenize.base import AudioTokenizer, TokenizerIdentity, TokenizerUnavailable, ceil_frames
 from factory.tokenize.progress import progress_map
 
@@ -172,7 +172,7 @@ class _TorchCodec:
         if audio.ndim != 1:
             raise ValueError(f"{self.name} takes mono audio [n], got shape {audio.shape}")
         if sr != self.sample_rate:
-            audio = soxr.resample(audio, sr, self.sample_rate).astype(np.float32)
+            audio = resample(audio, sr, self.sample_rate, length="soxr")
         return audio
 
     def _encode_padded(self, batch: np.ndarray) -> np.ndarray:  # [B, N] -> [B, n_q, T]

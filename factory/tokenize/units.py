@@ -1,9 +1,10 @@
 """The embedded audio tokenizer: k-means units over log-mel frames, no downloaded weights.
 
-Features: audio resampled to 16 kHz (soxr), a 40-band log-mel spectrogram every 10 ms (25 ms
-window), pooled over the frames of one unit (8, 4 or 2 of them at 12.5, 25 or 50 Hz) into their
-mean and standard deviation, standardised with the fitted statistics. A unit is the nearest
-centroid (squared Euclidean distance, float64). One codebook: n_q = 1, cardinality = k.
+Features: audio resampled to 16 kHz (`factory.audio.edit.resample`, soxr HQ), a 40-band log-mel
+spectrogram every 10 ms (25 ms window), pooled over the frames of one unit (8, 4 or 2 of them at
+12.5, 25 or 50 Hz) into their mean and standard deviation, standardised with the fitted
+statistics. A unit is the nearest centroid (squared Euclidean distance, float64). One codebook:
+n_q = 1, cardinality = k.
 
 Frame rule: T = ceil(duration * frame_rate); the tail of the last unit is padded with silence.
 
@@ -25,8 +26,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import soxr
 
+from factory.audio.edit import resample
 from factory.tokenize.base import TokenizerIdentity, ceil_frames
 from factory.tokenize.progress import progress_map
 
@@ -55,7 +56,7 @@ def _resample(audio: np.ndarray, sr: int) -> np.ndarray:
         raise ValueError(f"units tokenizer takes mono audio [n], got shape {audio.shape}")
     if sr == FEATURE_SR:
         return audio
-    return soxr.resample(audio, sr, FEATURE_SR).astype(np.float32)
+    return resample(audio, sr, FEATURE_SR, length="soxr")
 
 
 def features(audio: np.ndarray, sr: int, frame_rate: float) -> np.ndarray:
