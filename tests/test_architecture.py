@@ -80,9 +80,6 @@ def test_imports_inside_functions_say_why() -> None:
 RESAMPLERS_ALLOWED = {
     "factory/audio/edit.py": "the one resample function",
     "scripts/warm_numba.py": "compiles librosa's own functions into the tests' numba cache; resamples no data",
-    # Another helper's files in session 8: the call is `resample(stems, sr, 48_000, length="soxr")`
-    # (same bytes; edit.resample takes [n, channels]). Take it off once routed.
-    "factory/audit/report.py": "pending",
 }
 RESAMPLER_MODULES = ("soxr", "samplerate", "resampy")  # whole libraries that only resample
 RESAMPLER_FUNCTIONS = {  # a library's resampling functions: module -> names

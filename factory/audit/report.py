@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import soundfile as sf
-import soxr
 
 from factory.atomic import atomic_write_text
+from factory.audio.edit import resample
 from factory.audit.figures import distributions_figure, fto_figure, lanes_figure
 from factory.audit.fonts import FONT_FAMILY, FontMissing, cjk_chars, font_face_css
 from factory.audit.gates import row_language, wer_per_voice
@@ -123,7 +123,7 @@ def _write_audio(stems: np.ndarray, sr: int, path: Path, fmt: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "ogg":  # Opus at its lowest bitrate (~6 kbit/s a channel): small enough to share, still intelligible
         if sr not in OPUS_RATES:
-            stems, sr = soxr.resample(stems, sr, 48_000).astype(np.float32), 48_000
+            stems, sr = resample(stems, sr, 48_000, length="soxr"), 48_000
         sf.write(path, stems, sr, format="OGG", subtype="OPUS", compression_level=1.0)
     else:
         sf.write(path, stems, sr, format="FLAC", subtype="PCM_16")
