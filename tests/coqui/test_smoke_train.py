@@ -120,3 +120,25 @@ def test_an_exporter_that_delays_a_channel_by_2_s_gets_the_failing_verdict(
     )
     assert not report.learnable, report.verdict
     assert report.verdict.startswith("it does not")
+
+
+def test_the_same_export_and_seeds_give_the_same_numbers(exported, samples, tmp_path) -> None:
+    timelines = {s.id: s.meta.timeline for s in samples}
+    reports = [
+        smoke_train(
+            exported,
+            out_dir=tmp_path / str(k),
+            steps=10,
+            batch=BATCH,
+            train_seeds=SEEDS,
+            seed=5,
+            threads=1,
+            plot_dialogues=0,
+            timelines=timelines,
+        )  # fmt: skip
+        for k in range(2)
+    ]
+    first, again = (r.model_dump(exclude={"seconds", "phase_seconds"}) for r in reports)
+    assert first == again and first["seeds"] == [5, 6]
+    sh = reports[0].measures["shift_hold"]
+    assert sh.model_seeds[0] != sh.model_seeds[1] or sh.thresholds[0] != sh.thresholds[1]  # each seed its own
