@@ -14,11 +14,14 @@ alone (generate and export are timed on their own line), the threads, and the mo
 agent-shifted / user-shifted control / majority measures, shift/hold also per last speaker, and for
 a real run what its shift/hold events follow (`event_cues`: the last word's punctuation or a
 filler, the silence's length, per last speaker and outcome).
+`--time-threads STEPS` only times one model's training on the export (STEPS steps, seed 0) with 1
+and with 2 torch threads, alternately, 3 times each (section "threads": why one thread is the
+default on a shared machine).
 `--break-check` also smoke-trains two copies of the (dgslm) export, one whose agent units and one
 whose user units are delayed by 2 s, as a channel-offset exporter bug would write them: each
 verdict must be the failing one.
 
-    .envs/coqui/bin/python benchmarks/smoke_train.py [--dialogues 200] [--steps 400] [--threads 2]
+    .envs/coqui/bin/python benchmarks/smoke_train.py [--dialogues 200] [--steps 400] [--threads 1] [--train-seeds 3]
     .envs/coqui/bin/python benchmarks/smoke_train.py --generate 200 --voices espeak --seed 24 --break-check
     .envs/coqui/bin/python benchmarks/smoke_train.py --generate 200 --dataset en-everyday --voices espeak --work W
         # writes benchmarks/results/smoke_train.{json,md}: a section for a real run (--generate or
@@ -176,7 +179,8 @@ def main() -> None:
     parser.add_argument("--run", default=None)
     parser.add_argument("--dialogues", type=int, default=200)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train-seeds", type=int, default=3, help="train the model and each control with seeds 0..N-1")
     parser.add_argument("--source", default=None, help="what --export is, for the results' heading")
     parser.add_argument("--generate", type=int, default=None, help="make a run of N dialogues and export it")
     parser.add_argument("--voices", choices=("cpu", "espeak"), default="cpu")
@@ -194,7 +198,19 @@ def main() -> None:
         action="store_true",
         help="also smoke-train two copies, the agent's and the user's units delayed by 2 s",
     )
+    parser.add_argument(
+        "--time-threads",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="only time one model's training of STEPS steps with 1 and 2 threads, alternately, 3 times each",
+    )
     args = parser.parse_args()
+    if args.time_threads:
+        if args.export is None:
+            raise SystemExit("--time-threads times the training on an export: give --export DIR")
+        _write("threads", time_threads(args.export, args.run, args.time_threads))
+        return
 
     from factory.vap.smoke import smoke_train
 
@@ -229,7 +245,13 @@ def main() -> None:
             del samples
         started = time.perf_counter()
         report = smoke_train(
-            export_dir, args.run, Path(tmp) / "out", steps=args.steps, threads=args.threads, timelines=timelines
+            export_dir,
+            args.run,
+            Path(tmp) / "out",
+            steps=args.steps,
+            train_seeds=args.train_seeds,
+            threads=args.threads,
+            timelines=timelines,
         )
         wall = time.perf_counter() - started
         cues = None
@@ -245,6 +267,7 @@ def main() -> None:
                 args.run,
                 Path(tmp) / f"out-{channel}-delayed",
                 steps=args.steps,
+                train_seeds=args.train_seeds,
                 threads=args.threads,
                 timelines=timelines,
                 plot_dialogues=0,
@@ -269,6 +292,11 @@ def main() -> None:
     section = (
         "fixtures" if timelines is not None else f"run:{args.dataset}" if args.generate and args.dataset else "run"
     )
+    _write(section, result)
+
+
+def _write(section: str, result: dict) -> None:
+    """Put `result` into benchmarks/results/smoke_train.json as `section` and rewrite the .md."""
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / "smoke_train.json"
@@ -278,20 +306,78 @@ def main() -> None:
     results[section] = result
     path.write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# smoke-train", ""]
-    for name in sorted(results, key=lambda k: (k == "fixtures", k)):  # the real runs first
-        lines += _section(results[name])
+    for name in sorted(results, key=lambda k: (k == "threads", k == "fixtures", k)):  # the real runs first
+        lines += _threads_section(results[name]) if name == "threads" else _section(results[name])
     (out / "smoke_train.md").write_text("\n".join(lines))
-    print("\n".join(_section(result)))
+    print("\n".join(_threads_section(result) if section == "threads" else _section(result)))
 
 
-def _acc(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
+def time_threads(export_dir: Path, run: str | None, steps: int) -> dict:
+    """One model's training (`steps` steps, seed 0) and its projection of the train split, with 1
+    and with 2 torch threads, alternately, 3 times each: wall and CPU seconds, the load at the start."""
+    from factory.vap.data import held_out_split, load_streams
+    from factory.vap.model import TrainConfig, project, train
+
+    streams = load_streams(export_dir, run)
+    train_set, _ = held_out_split(streams.dialogues)
+    runs = []
+    for _ in range(3):
+        for threads in (1, 2):
+            cfg = TrainConfig(steps=steps, threads=threads)
+            load, wall, cpu = os.getloadavg()[0], time.perf_counter(), time.process_time()
+            model = train(streams, train_set, cfg)
+            trained_wall, trained_cpu = time.perf_counter(), time.process_time()
+            project(model, train_set, cfg)
+            runs.append(
+                {
+                    "threads": threads,
+                    "load_average_1m": load,
+                    "train_s": trained_wall - wall,
+                    "train_cpu_s": trained_cpu - cpu,
+                    "project_s": time.perf_counter() - trained_wall,
+                    "project_cpu_s": time.process_time() - trained_cpu,
+                }
+            )
+    return {
+        "source": str(export_dir),
+        "steps": steps,
+        "dialogues": len(train_set),
+        "cpus": os.cpu_count(),
+        "runs": runs,
+    }
+
+
+def _threads_section(r: dict) -> list[str]:
+    lines = [
+        f"## Torch threads: one model's {r['steps']} training steps (16 crops of 20 s) on {r['dialogues']} train "
+        f"dialogues of {r['source']}, then its projection of them; {r['cpus']} CPUs, shared",
+        "",
+        "| threads | 1-min load at the start | train, s wall | train, CPU s | project, s wall | project, CPU s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for x in r["runs"]:
+        lines.append(
+            f"| {x['threads']} | {x['load_average_1m']:.1f} | {x['train_s']:.1f} | {x['train_cpu_s']:.1f} "
+            f"| {x['project_s']:.1f} | {x['project_cpu_s']:.1f} |"
+        )
+    return [*lines, ""]
+
+
+def _acc(x: float | None, sd: float | None = None) -> str:
+    return "-" if x is None else f"{x:.3f}" if sd is None else f"{x:.3f} ± {sd:.3f}"
+
+
+def _seeds(values: list | None) -> str:
+    return " / ".join(_acc(v) for v in values or [])
 
 
 def _section(r: dict) -> list[str]:
     rep = r["report"]
     models = 3 if "shift_hold_by_last_speaker" in rep else 2  # the user-shifted control came later
+    seeds = rep.get("seeds") or [rep.get("seed", 0)]  # one seed per model before --train-seeds
     times = [f"smoke-train wall time: {r['smoke_train_seconds']:.0f} s"]
+    if rep.get("phase_seconds"):
+        times[0] += " (" + ", ".join(f"{k} {v:.0f} s" for k, v in rep["phase_seconds"].items()) + ")"
     if r.get("generate_seconds"):
         times.append(f"generate before it: {r['generate_seconds']:.0f} s")
     if r.get("export_seconds"):
@@ -300,31 +386,59 @@ def _section(r: dict) -> list[str]:
         f"## {r['source']}",
         "",
         f"{rep['train_dialogues']} train / {rep['held_out_dialogues']} held-out dialogues; "
-        f"{r['steps']} steps x {models} models, {r['threads']} torch threads, {r['cpus']} CPUs "
-        f"(1-min load average at the end {r['load_average_1m']:.1f}).",
+        f"{r['steps']} steps x {models} models x {len(seeds)} training seeds ({', '.join(map(str, seeds))}), "
+        f"{r['threads']} torch threads, {r['cpus']} CPUs (1-min load average at the end {r['load_average_1m']:.1f}).",
         "",
         "; ".join(times),
+        "",
+        "Balanced accuracy on the held-out split, mean ± standard deviation over the training seeds:"
+        if len(seeds) > 1
+        else "Balanced accuracy on the held-out split (one training seed):",
         "",
         "| measure (balanced accuracy) | events (positive) | model | agent-shifted control | user-shifted control "
         "| majority |",
         "|---|---|---|---|---|---|",
     ]
     rows = [*rep["measures"].items()]
-    rows += [(f"shift_hold after {sp} (judged)", m) for sp, m in rep.get("shift_hold_by_last_speaker", {}).items()]
-    for name, m in rows:
-        accs = [_acc(m.get(x)) for x in ("model", "control", "user_control", "majority")]
-        lines.append(f"| {name} | {m['events']} ({m['positives']}) | " + " | ".join(accs) + " |")
+    judged = [(f"shift_hold after {sp} (judged)", m) for sp, m in rep.get("shift_hold_by_last_speaker", {}).items()]
+    for name, m in rows + judged:
+        accs = [_acc(m.get(x), m.get(f"{x}_sd")) for x in ("model", "control", "user_control")]
+        lines.append(
+            f"| {name} | {m['events']} ({m['positives']}) | " + " | ".join(accs) + f" | {_acc(m['majority'])} |"
+        )
+    if judged and "model_seeds" in judged[0][1]:
+        lines += [
+            "",
+            f"The judged splits per training seed ({' / '.join(map(str, seeds))}):",
+            "",
+            "| split | model | agent-shifted control | user-shifted control |",
+            "|---|---|---|---|",
+        ]
+        for name, m in judged:
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_seeds(m.get(f"{x}_seeds")) for x in ("model", "control", "user_control"))
+                + " |"
+            )
     lines += ["", f"Verdict: {rep['verdict']}", ""]
     breaks = r.get("break_check") or {}
     if "verdict" in breaks:  # the layout before the user-delayed break: the agent-delayed report alone
         breaks = {"agent": breaks}
     for channel, b in breaks.items():
-        sh = b["measures"]["shift_hold"]
+        per = "; ".join(
+            f"after the {who}: model {_acc(m['model'], m.get('model_sd'))}, {who}-shifted control "
+            + (
+                _acc(m["control"], m.get("control_sd"))
+                if who == "agent"
+                else _acc(m.get("user_control"), m.get("user_control_sd"))
+            )
+            for who, m in b.get("shift_hold_by_last_speaker", {}).items()
+        ) or "shift/hold model {}, agent-shifted control {}".format(
+            _acc(b["measures"]["shift_hold"]["model"]), _acc(b["measures"]["shift_hold"]["control"])
+        )
         lines += [
             f"Break-check: the same export with the {channel}'s units delayed by 2 s (a copy of its parquet, "
-            f"as a channel-offset exporter bug writes it): shift/hold model {_acc(sh['model'])}, agent-shifted "
-            f"control {_acc(sh['control'])}, user-shifted control {_acc(sh.get('user_control'))}. "
-            f"Verdict: {b['verdict']}",
+            f"as a channel-offset exporter bug writes it): {per}. Verdict: {b['verdict']}",
             "",
         ]
     lines += [f"Rule: {rep['rule']}", ""]

@@ -20,7 +20,7 @@ from factory.export.registry import get_format
 from factory.models import Channel
 from factory.vap.data import Dialogue, held_out_split, load_streams, shift_channel
 from factory.vap.measures import BIN_FRAMES, HORIZON, events, targets
-from factory.vap.report import Measure, judge
+from factory.vap.report import Measure, judge, margin
 from tests.export_fixtures import make_sample
 
 
@@ -129,11 +129,13 @@ def test_a_control_delays_its_channel_only(exports, samples, channel) -> None:
         assert (c.tokens[ch, 25:] == d.tokens[ch, :-25]).all() and (c.tokens[ch, :25] == streams.pad).all()
 
 
-def _m(events: int, positives: int, model: float, agent_shifted: float, user_shifted: float) -> Measure:
-    return Measure(
-        events=events, positives=positives, model=model, control=agent_shifted, user_control=user_shifted,
-        majority=0.5, threshold=0.0,
-    )  # fmt: skip
+def _m(events: int, positives: int, model, agent_shifted, user_shifted) -> Measure:
+    """A judged split; each balanced accuracy a list per training seed, or one value for 3 seeds alike."""
+
+    def seeds(x) -> list[float | None]:
+        return list(x) if isinstance(x, list) else [x] * 3
+
+    return Measure.of(events, positives, seeds(model), seeds(agent_shifted), seeds(user_shifted), 0.5)
 
 
 def test_the_verdict_judges_each_last_speaker_against_the_control_that_shifts_that_speaker() -> None:
@@ -147,3 +149,47 @@ def test_the_verdict_judges_each_last_speaker_against_the_control_that_shifts_th
     # a split too small to judge is no pass: that speaker's timing would go untested
     learnable, verdict = judge({"user": _m(417, 119, 0.9, 0.5, 0.5), "agent": _m(19, 9, 1.0, 0.5, 0.5)})
     assert not learnable and verdict.startswith("it does not: too few") and "after the agent 19" in verdict
+
+
+# the en-everyday run's shift/hold per last speaker, training seeds 0, 1, 2 (session 7): seed 0 alone
+# missed the old margin after the agent (0.740 against 0.691 + 0.067), seeds 1 and 2 alone passed it
+USER = _m(217, 134, [0.679, 0.717, 0.791], 0.5, [0.580, 0.575, 0.566])
+AGENT_MODEL = [0.740, 0.738, 0.745]
+
+
+def test_the_margin_counts_the_events_sampling_error_and_the_spread_between_seeds() -> None:
+    assert margin(217, 134) == pytest.approx(0.0698, abs=1e-4)  # no spread: the events' two standard errors
+    assert margin(2000, 1000) == 0.05  # never under MARGIN
+    assert margin(284, 76) == pytest.approx(0.0670, abs=1e-4)
+    # model SD 0.0036, control SD 0.0392 over 3 seeds: 2 * sqrt(0.0335^2 + (0.0036^2 + 0.0392^2) / 3)
+    assert margin(284, 76, 0.0036, 0.0392, 3) == pytest.approx(0.0809, abs=1e-4)
+    assert margin(284, 76, 0.0036, 0.0392, 30) < margin(284, 76, 0.0036, 0.0392, 3)  # more seeds, surer means
+    m = _m(284, 76, AGENT_MODEL, [0.691, 0.613, 0.658], 0.5)
+    assert m.model == pytest.approx(0.741) and m.control == pytest.approx(0.654)
+    assert m.model_sd == pytest.approx(0.00361, abs=1e-5) and m.control_sd == pytest.approx(0.03915, abs=1e-5)
+    assert m.model_seeds == AGENT_MODEL and m.user_control_sd == 0.0
+    assert Measure.of(40, 0, [None, None], [None, None], [None, None], None).model is None  # one outcome only
+
+
+def test_the_verdict_flips_when_the_seeds_spread_overlaps() -> None:
+    # the control's seeds 0.691 / 0.613 / 0.658: mean difference 0.087 against a margin of 0.081
+    learnable, verdict = judge({"user": USER, "agent": _m(284, 76, AGENT_MODEL, [0.691, 0.613, 0.658], 0.5)})
+    assert learnable, verdict
+    assert "after the agent 0.741 ± 0.004" in verdict and "control 0.654 ± 0.039" in verdict
+    assert "difference +0.087, margin 0.081)" in verdict and "over 3 seeds" in verdict
+    # the same means, the control's seeds further apart (0.711 / 0.593 / 0.658): margin 0.096, not met
+    learnable, verdict = judge({"user": USER, "agent": _m(284, 76, AGENT_MODEL, [0.711, 0.593, 0.658], 0.5)})
+    assert not learnable and "difference +0.087, margin 0.096 not met" in verdict
+    # the model's own spread counts too: the same mean 0.741 from seeds 0.68 / 0.741 / 0.802
+    learnable, verdict = judge({"user": USER, "agent": _m(284, 76, [0.68, 0.741, 0.802], [0.691, 0.613, 0.658], 0.5)})
+    assert not learnable and "after the agent 0.741 ± 0.061" in verdict
+    # against the majority class too: a control below chance leaves the model's mean to beat 0.5 + margin
+    low = _m(40, 20, [0.56, 0.70, 0.84], 0.2, 0.2)
+    learnable, verdict = judge({"user": low, "agent": low})
+    assert not learnable and "and majority 0.500 (margin" in verdict
+
+
+def test_one_training_seed_is_no_verdict() -> None:
+    one = _m(284, 76, [0.9], [0.5], [0.5])
+    learnable, verdict = judge({"user": one, "agent": one})
+    assert not learnable and "at least 2 seeds" in verdict

@@ -168,19 +168,27 @@ def smoke_train(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="report and plot folder; default EXPORT/smoke-train")] = None,
     steps: Annotated[int, typer.Option(help="training steps of each model (16 crops of 20 s per step)")] = 400,
-    seed: Annotated[int, typer.Option(help="seed of the models and their crops")] = 0,
-    threads: Annotated[int, typer.Option(help="torch threads (1-2 on a shared machine)")] = 2,
+    seed: Annotated[int, typer.Option(help="first training seed of the models and their crops")] = 0,
+    train_seeds: Annotated[
+        int,
+        typer.Option(min=2, help="train the model and each control with this many seeds (--seed, --seed + 1, ...)"),
+    ] = 3,
+    threads: Annotated[
+        int, typer.Option(help="torch threads (2 only on an idle machine: under load they wait on each other)")
+    ] = 1,
     storage_options: StorageOpt = None,
 ) -> None:
     """Train a small Voice Activity Projection model on an export's audio tokens and say whether the data
     carries learnable turn-taking: its held-out shift/hold, shift-prediction, backchannel and barge-in-stop
     balanced accuracies against the majority class and the same model trained with the agent channel
-    delayed by 2 s and with the user channel delayed by 2 s; learnable (exit 0) when shift/hold after
-    each speaker beats the control that delays that speaker, else not (exit 1). Runs in the torch
+    delayed by 2 s and with the user channel delayed by 2 s, each trained with several seeds; learnable
+    (exit 0) when shift/hold after each speaker beats the control that delays that speaker by a margin
+    that counts the held-out events' sampling error and the spread between seeds, else not (exit 1). Runs in the torch
     environment (`make envs`) by itself; writes smoke_train.json and smoke_train.png."""
     if not torch_env.has_torch():
         args = [str(export_dir), *(["--run", run] if run else []), *(["--out", str(out)] if out else [])]
-        args += ["--steps", str(steps), "--seed", str(seed), "--threads", str(threads)]
+        args += ["--steps", str(steps), "--seed", str(seed), "--train-seeds", str(train_seeds)]
+        args += ["--threads", str(threads)]
         if storage_options:
             args += ["--storage-options", storage_options]
         try:
@@ -192,13 +200,14 @@ def smoke_train(
     from factory.vap.smoke import smoke_train as run_smoke_train
 
     try:
-        with console.status("smoke-train: the model, then the agent- and the user-shifted controls"):
+        with console.status(f"smoke-train: the model and both shifted controls, {train_seeds} seeds each"):
             report = run_smoke_train(
                 export_dir,
                 run,
                 out,
                 steps=steps,
                 seed=seed,
+                train_seeds=train_seeds,
                 threads=threads,
                 storage_options=parse_storage(storage_options),
             )

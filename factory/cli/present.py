@@ -235,22 +235,28 @@ def decoded_table(format_name: str, sample_id: str, decoded: Decoded, start: flo
 
 def smoke_table(report: SmokeReport) -> Table:
     """The smoke-train's held-out measures: balanced accuracy of the model, the agent- and
-    user-shifted controls and the majority class, with the event counts; shift/hold also per last
-    speaker (the rows the verdict judges, each against the control that shifts that speaker)."""
+    user-shifted controls (mean ± standard deviation over the training seeds) and the majority
+    class, with the event counts; shift/hold also per last speaker (the rows the verdict judges,
+    each against the control that shifts that speaker)."""
     table = Table(
         title=f"{report.format} export: {report.train_dialogues} train / {report.held_out_dialogues} held-out "
-        f"dialogues, {report.steps} steps, {report.seconds:.0f} s"
+        f"dialogues, {report.steps} steps x {len(report.seeds)} seeds, {report.seconds:.0f} s"
     )
     headers = ("measure (balanced accuracy)", "events (positive)", "model", "agent-shifted", "user-shifted", "majority")
     for header in headers:
         table.add_column(header)
 
-    def acc(x: float | None) -> str:
-        return "-" if x is None else f"{x:.3f}"
+    def acc(x: float | None, sd: float | None = None) -> str:
+        return "-" if x is None else f"{x:.3f}" if sd is None else f"{x:.3f} ± {sd:.3f}"
 
     rows = [*report.measures.items()]
     rows += [(f"shift_hold after {sp} (judged)", m) for sp, m in report.shift_hold_by_last_speaker.items()]
     for name, m in rows:
-        accs = (acc(x) for x in (m.model, m.control, m.user_control, m.majority))
+        accs = (
+            acc(m.model, m.model_sd),
+            acc(m.control, m.control_sd),
+            acc(m.user_control, m.user_control_sd),
+            acc(m.majority),
+        )
         table.add_row(name, f"{m.events} ({m.positives})", *accs)
     return table

@@ -3,8 +3,11 @@ ids of a model frame embedded and projected, both channels concatenated into a s
 dilated convolutions (5 s of context; on 1-2 CPU threads a convolution trains many times faster
 than a recurrent layer), a linear head giving the 8 bin logits of `factory.vap.measures`. Small on
 purpose (under 100K parameters): it checks that the data carries learnable turn-taking, not how
-well a large model does. Seeded and run with deterministic algorithms on 1-2 threads, so the same
-export gives the same numbers."""
+well a large model does. Seeded and run with deterministic algorithms on `threads` threads, so the
+same export, seed and thread count give the same numbers (another thread count sums in another
+order: a 20-step model's weights differ by 3e-4). One thread by default: on a shared 2-core machine
+two threads wait on each other (at load 2-4 a training step took 5-9x as long with 2 threads as
+with 1, benchmarks/results/smoke_train.md)."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ class TrainConfig:
     embed: int = 12
     hidden: int = 64
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
 
 
 class VAP(nn.Module):

@@ -32,6 +32,7 @@ RATE = 25.0
 TURNS = 8
 STEPS = 80
 BATCH = 8
+SEEDS = 2  # training seeds of each model (the fewest the rule takes; the CLI's default is 3)
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +74,25 @@ def _delayed(samples, exported: Path, out: Path, channel: int) -> Path:
 
 def test_the_model_beats_the_majority_and_the_shifted_control(exported, samples) -> None:
     report = smoke_train(
-        exported, steps=STEPS, batch=BATCH, threads=1, timelines={s.id: s.meta.timeline for s in samples}
+        exported,
+        steps=STEPS,
+        batch=BATCH,
+        train_seeds=SEEDS,
+        threads=1,
+        timelines={s.id: s.meta.timeline for s in samples},
     )
     sh = report.measures["shift_hold"]
     assert report.learnable, report.verdict
     assert report.verdict.startswith("this data carries learnable turn-taking")
     assert sh.model is not None and sh.control is not None
+    assert report.seeds == [0, 1] and len(sh.model_seeds) == len(sh.control_seeds) == len(sh.user_control_seeds) == 2
+    assert sh.model_seeds[0] != sh.model_seeds[1] or sh.control_seeds[0] != sh.control_seeds[1]  # two trainings
     for speaker, split in report.shift_hold_by_last_speaker.items():  # both judged, each against its control
-        control = split.control if speaker == "agent" else split.user_control
+        control, control_sd = (
+            (split.control, split.control_sd) if speaker == "agent" else (split.user_control, split.user_control_sd)
+        )
         assert split.model is not None and control is not None and split.events >= 20, (speaker, split)
-        need = margin(split.events, split.positives)
+        need = margin(split.events, split.positives, split.model_sd or 0.0, control_sd or 0.0, SEEDS)
         assert split.model >= 0.5 + need and split.model >= control + need, (speaker, split)
     assert sorted(report.shift_hold_by_last_speaker) == ["agent", "user"]
     assert sum(m.events for m in report.shift_hold_by_last_speaker.values()) == sh.events
@@ -103,9 +113,32 @@ def test_an_exporter_that_delays_a_channel_by_2_s_gets_the_failing_verdict(
         broken,
         steps=STEPS,
         batch=BATCH,
+        train_seeds=SEEDS,
         threads=1,
         plot_dialogues=0,
         timelines={s.id: s.meta.timeline for s in samples},
     )
     assert not report.learnable, report.verdict
     assert report.verdict.startswith("it does not")
+
+
+def test_the_same_export_and_seeds_give_the_same_numbers(exported, samples, tmp_path) -> None:
+    timelines = {s.id: s.meta.timeline for s in samples}
+    reports = [
+        smoke_train(
+            exported,
+            out_dir=tmp_path / str(k),
+            steps=10,
+            batch=BATCH,
+            train_seeds=SEEDS,
+            seed=5,
+            threads=1,
+            plot_dialogues=0,
+            timelines=timelines,
+        )  # fmt: skip
+        for k in range(2)
+    ]
+    first, again = (r.model_dump(exclude={"seconds", "phase_seconds"}) for r in reports)
+    assert first == again and first["seeds"] == [5, 6]
+    sh = reports[0].measures["shift_hold"]
+    assert sh.model_seeds[0] != sh.model_seeds[1] or sh.thresholds[0] != sh.thresholds[1]  # each seed its own
