@@ -23,6 +23,8 @@ For each run folder (a finished `generate` run of one language):
   default text tokenizer, with Whisper's (the default for languages other than English before
   Gemma 3's) and with SmolLM2's GGUF vocabulary: the rules that lose text (moshi
   `loader_drops_leftover_tokens`, nemo `text_longer_than_turn`), and ids per character.
+- with `--rescore`: every TTS piece of the recipes rendered again and transcribed as the QA did,
+  scored by both WER and CER (`asr.wer`, `asr.cer`) per voice, the WER checked against `qa_wer`.
 Writes benchmarks/results/languages.json (one record per language, merged) and languages.md.
 
     PYTHONPATH=. .venv/bin/python benchmarks/languages.py --tokenizers
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -62,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from factory.audit.measures import measure_stereo  # noqa: E402
 from factory.config import TTSSection  # noqa: E402
 from factory.languages import base, qa_metric, words  # noqa: E402
-from factory.models import TurnKind  # noqa: E402
+from factory.models import Channel, TurnKind  # noqa: E402
 from factory.run.read import read_manifest, read_samples  # noqa: E402
 from factory.script.lexicon import load_lexicon  # noqa: E402
 from factory.timeline.timing import language_timing  # noqa: E402
@@ -129,6 +132,49 @@ def measure_run(run: Path) -> dict[str, Any]:
         "fto_within_500ms": float(np.mean(np.abs(f) <= 0.5)),
         "transitions": len(f),
         "overlap_share": overlap_s / (minutes * 60),
+    }
+
+
+def rescore(run: Path) -> dict[str, Any]:
+    """Both error rates of each voice's QA transcripts: the TTS pieces of each dialogue's mix recipe
+    (voice, text, rate) rendered again and heard as the render stage's QA hears them (one Whisper
+    pass per channel, `render.qa.check_together`, in the dialogue's language), each transcript
+    scored by `asr.wer` and `asr.cer`; the WER is compared with the turns' stored `qa_wer` (a piece
+    re-rendered slower after failing was heard alone at the time, so it may differ)."""
+    from factory.asr import cer, wer
+    from factory.render.qa import check_together
+    from factory.render.registry import get_backend
+    from factory.render.voices import VoiceBank
+
+    bank = VoiceBank.load()
+    per_voice: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"wer": [], "cer": []})
+    matched: dict[str, list[bool]] = defaultdict(list)
+    for sample in read_samples(run):
+        language = sample.meta.scenario.language or "en"
+        stored = {(t.voice_id, t.planned_text): t.qa_wer for t in sample.timeline.turns}
+        for ch in Channel:
+            sources = [p.source for p in sample.meta.recipe.pieces if p.channel is ch and p.source.backend != "sound"]
+            utts = []
+            for src in sources:
+                voice = bank.get(src.voice_id)
+                utts.append(get_backend(voice.backend).synthesize(src.text, voice, rate=src.rate))
+            for src, qa in zip(sources, check_together(utts, 5.0, language), strict=True):
+                if math.isnan(qa.wer):  # exempt (backchannel-length), not scored
+                    continue
+                per_voice[src.voice_id]["wer"].append(wer(src.text, qa.transcript, language))
+                per_voice[src.voice_id]["cer"].append(cer(src.text, qa.transcript, language))
+                if (q := stored.get((src.voice_id, src.text))) is not None:
+                    matched[src.voice_id].append(abs(round(per_voice[src.voice_id]["wer"][-1], 4) - q) < 1e-4)
+    return {
+        v: {
+            "pieces": len(x["wer"]),
+            "mean_wer": float(np.mean(x["wer"])),
+            "mean_cer": float(np.mean(x["cer"])),
+            "max_cer": float(np.max(x["cer"])),
+            "matched_qa_wer": sum(matched[v]),
+            "compared_qa_wer": len(matched[v]),
+        }
+        for v, x in sorted(per_voice.items())
     }
 
 
@@ -296,10 +342,13 @@ def ms(x: float | None) -> str:
 
 
 def markdown(results: dict[str, dict[str, Any]]) -> str:
+    path = RESULTS / "languages_voices.json"
+    voices = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     md = ["# Languages: runs measured from their audio", ""]
     for language, r in results.items():
         m, ref = r["measures"], r["references"]
-        md += [f"## {language}", "", f"`benchmarks/languages.py`, {r['when']}; run: `{r['command']}`.", ""]
+        commit = f", {r['commit']}" if r.get("commit") else ""
+        md += [f"## {language}", "", f"`benchmarks/languages.py`, {r['when']}{commit}; run: `{r['command']}`.", ""]
         md += [f"Dialogues: {m['accepted']} accepted, rejected: {m['rejected'] or 'none'}.", ""]
         if "default_gate" in m and m["qa_per_voice"]:  # (a run with QA off scored no turn)
             md += [
@@ -313,6 +362,32 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         ]
         for v, q in m["qa_per_voice"].items():
             md.append(f"| {v} | {q['turns']} | {q['mean']:.3f} | {q['max']:.3f} | {q.get('over_gate', '-')} |")
+        if r.get("rescored"):
+            md += [
+                "",
+                "Both error rates of one transcript per piece (`--rescore`: each TTS piece rendered again and "
+                "heard as the QA hears it; WER `asr.wer`, CER `asr.cer`, jiwer's):",
+                "",
+                "| voice | pieces | mean WER | mean CER | max CER | WER = stored qa_wer |",
+                "|---|---|---|---|---|---|",
+            ]
+            for v, q in r["rescored"].items():
+                md.append(
+                    f"| {v} | {q['pieces']} | {q['mean_wer']:.3f} | {q['mean_cer']:.3f} | {q['max_cer']:.3f} | "
+                    f"{q['matched_qa_wer']} of {q['compared_qa_wer']} |"
+                )
+        if (same := voices.get(language)) is not None:
+            md += [
+                "",
+                f"The voices compared on the same first {VOICE_TURNS} turns of the dataset "
+                f"(`--voices {language} ...`, {same['when']}; no gate, no re-render; also languages_voices.md):",
+                "",
+                f"| voice | mean {same['metric']} | max {same['metric']} | per turn |",
+                "|---|---|---|---|",
+            ]
+            for v, q in same["voices"].items():
+                per_turn = " ".join(f"{x:.2f}" for x in q["per_turn"])
+                md.append(f"| {v} | {q['mean']:.3f} | {q['max']:.3f} | {per_turn} |")
         md += ["", "| measure | measured | reference |", "|---|---|---|"]
         md.append(
             f"| words a second (languages.words) | {m['words_per_second']:.2f} | {ref['words_per_second']} (lexicon) |"
@@ -334,12 +409,23 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(md)
 
 
+def head_commit() -> str:
+    """The checkout's commit, marked "+ changes" when tracked files differ from it."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"], check=False).returncode
+    return head.stdout.strip() + (" + changes" if dirty else "") if head.returncode == 0 else "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--tokenizers", action="store_true", help="measure the packaged text tokenizers per language")
     ap.add_argument("--voices", nargs="+", metavar="LANGUAGE VOICE", help="a language, then voice ids to compare")
     ap.add_argument("--no-exports", action="store_true")
+    ap.add_argument(
+        "--rescore", action="store_true", help="render and transcribe every piece again: WER and CER per voice"
+    )
     ap.add_argument("--command", default="", help="the generate command of the run(s), for the record")
     ap.add_argument("--note", action="append", default=[], help="a line of notes for the language's section")
     ap.add_argument(
@@ -358,6 +444,11 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (RESULTS / "languages_voices.md").write_text(voices_markdown(results), encoding="utf-8")
+        runs = RESULTS / "languages.json"
+        if runs.exists():  # a run's section shows its language's voices
+            (RESULTS / "languages.md").write_text(
+                markdown(json.loads(runs.read_text(encoding="utf-8"))), encoding="utf-8"
+            )
         return
     if args.tokenizers:
         when = datetime.now(UTC).isoformat(timespec="seconds")
@@ -376,10 +467,12 @@ def main() -> None:
         m = measure_run(run)
         record = {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": f"code at {head_commit()}",
             "command": args.command or f"generate ... --out {run}",
             "measures": m,
             "references": references(m["language"]),
             "exports": None if args.no_exports else export_rules(run),
+            "rescored": rescore(run) if args.rescore else None,
             "notes": args.note,
         }
         results[args.key or m["language"]] = record

@@ -192,3 +192,100 @@ def test_asr_round_trip_hears_and_scores_in_the_dialogue_language(monkeypatch: p
     assert row["asr_metric"] == "CER" and asked == ["ja"] * len(turns) and len(turns) >= 3
     assert row["asr_wers"] == pytest.approx([cer(t.spoken_text, "すみません、市役所") for t in turns])
     assert row["asr_wers"] != pytest.approx([wer(t.spoken_text, "すみません、市役所") for t in turns])
+
+
+JA_RUN = [  # two dialogues through the Japanese CPU route (README: a dataset source), Kokoro's ja voices
+    "run.seed=7",
+    "run.n_samples=2",
+    "dialogue.language=ja",
+    "tts.qa_wer_threshold=null",  # no Whisper QA: the report's page, not the renders, is tested here
+    "run.processes=1",
+    "tts.processes=1",
+]
+JA_TURNS = 2  # each dialogue's first turns only: Kokoro renders ~1.5 CPU-s a second of speech on CPU
+
+
+@pytest.fixture(scope="module")
+def ja_cli_report(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
+    """A real Japanese run (`duplex-factory generate`: the packaged ja-everyday set's first two
+    dialogues, cut to their first turns, rendered by Kokoro's Japanese voices) and the command
+    `duplex-factory audit RUN --html OUT` on it: the report's folder."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+    from factory.locations import dialogue_set_dir
+
+    out = tmp_path_factory.mktemp("ja-run")
+    lines = (dialogue_set_dir() / "ja-everyday.jsonl").read_text(encoding="utf-8").splitlines()
+    short = [json.loads(line) for line in lines if line.strip()][:2]
+    for d in short:
+        d["turns"] = d["turns"][:JA_TURNS]
+    source = out / "ja-short.jsonl"
+    source.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in short), encoding="utf-8")
+    args = ["generate", "--out", str(out), "--run-id", "ja"]
+    for item in [*JA_RUN, f"dialogue.sources=[{{kind: dataset, path: {source}}}]"]:
+        args += ["--set", item]
+    generated = CliRunner().invoke(app, args)
+    assert generated.exit_code == 0, generated.output + repr(generated.exception)
+    html = out / "html"
+    audit = ["audit", str(out / "ja"), "--asr-turns", "0", "--players", "2", "--html", str(html)]
+    audited = CliRunner().invoke(app, audit)
+    assert audited.exit_code == 0, audited.output + repr(audited.exception)
+    return html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium missing: run scripts/setup.sh")
+def test_audit_html_of_a_japanese_run_draws_its_text_with_the_embedded_font(
+    ja_cli_report: Path, tmp_path: Path
+) -> None:
+    """Every sample page of the real run's report, opened in headless Chromium: the transcript's
+    Japanese characters are drawn by the embedded font (the fonts Chromium used for the text nodes,
+    DevTools' CSS.getPlatformFontsForNode), not by a fallback's boxes, and that font has a glyph for
+    every Japanese character on the page."""
+    import base64
+    import io
+    import re
+
+    from fontTools.ttLib import TTFont
+
+    pages = sorted((ja_cli_report / "samples").glob("*.html"))
+    assert len(pages) == 2
+    browser = DevTools(tmp_path / "profile")
+    try:
+        browser.call("DOM.enable")
+        browser.call("CSS.enable")
+        for page in pages:
+            html = page.read_text()
+            assert "<html lang=ja>" in html
+            browser.open(page.as_uri())
+            text = browser.evaluate("document.fonts.ready.then(() => document.body.innerText)")
+            chars = cjk_chars(text)
+            assert len(chars) > 10, text[:300]  # the dialogue's own Japanese text, as written
+            embedded = re.search(r"base64,([A-Za-z0-9+/=]+)\)", html)
+            assert embedded, f"{page.name}: no embedded font"
+            cmap = TTFont(io.BytesIO(base64.b64decode(embedded.group(1)))).getBestCmap()
+            assert [c for c in chars if ord(c) not in cmap] == []
+            # mark each element whose own text is Japanese, then ask which fonts drew those text nodes
+            # (and count their kana and kanji)
+            n = browser.evaluate(
+                "(() => { let n = 0; for (const el of document.body.querySelectorAll('*')) {"
+                " const own = [...el.childNodes].filter(c => c.nodeType === 3).map(c => c.data).join('');"
+                " const ja = own.match(/[\\u3040-\\u30ff\\u4e00-\\u9fff]/g);"
+                " if (ja) { el.setAttribute('data-ja', ''); n += ja.length; } } return n; })()"
+            )
+            assert n > 10
+            root = browser.call("DOM.getDocument", depth=-1)["root"]["nodeId"]
+            nodes = browser.call("DOM.querySelectorAll", nodeId=root, selector="[data-ja]")["nodeIds"]
+            used: dict[str, int] = {}
+            for node in nodes:
+                for f in browser.call("CSS.getPlatformFontsForNode", nodeId=node)["fonts"]:
+                    if f["isCustomFont"] or f["familyName"] == FONT_FAMILY:
+                        used["embedded"] = used.get("embedded", 0) + f["glyphCount"]
+                    else:
+                        used[f["familyName"]] = used.get(f["familyName"], 0) + f["glyphCount"]
+            assert used.get("embedded", 0) >= n, (page.name, n, used)
+        assert not browser.errors()
+    finally:
+        browser.close()

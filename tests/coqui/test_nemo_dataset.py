@@ -19,6 +19,7 @@ tensors NeMo hands to the model.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,25 +37,29 @@ from factory.audio.vad import energy_vad
 from factory.export import nemo
 from factory.export.options import ExportOptions
 from factory.models import BargeInEvent, Channel, Sample
-from factory.tokenize.text import TextTokenizer, load
+from factory.tokenize import get_text_tokenizer
+from factory.tokenize.text import GEMMA, GEMMA_VOCAB, TextTokenizer, load
 from tests.coqui.test_export_nemo import _run_folder
-from tests.export_fixtures import EVENTS_SCRIPT, make_sample
+from tests.export_fixtures import EVENTS_SCRIPT, make_japanese_sample, make_sample
 
+SMOLLM2_SPECIALS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")  # BOS, EOS, pad
+GEMMA_SPECIALS = ("<bos>", "<eos>", "<pad>")
 FRAME = 0.08  # s2s_duplex.yaml's frame_length
 SRC, TGT = 16000, 22050  # its source_sample_rate, target_sample_rate
 
 
 class DefaultTokenizer(TokenizerSpec):
-    """NeMo's tokenizer interface over the export's default text tokenizer (SmolLM2's GGUF
+    """NeMo's tokenizer interface over the export's default text tokenizer (English: SmolLM2's GGUF
     vocabulary): BOS <|im_start|>, EOS <|im_end|>, and <|endoftext|> as pad (NeMo pads with
     `tokenizer.pad`, else `unk_id`). SmolLM2's Hugging Face config sets pad = EOS, which would make
-    every silent frame an EOS: a trainer must give NeMo a distinct pad."""
+    every silent frame an EOS: a trainer must give NeMo a distinct pad. Other vocabularies name
+    their own three (Gemma 3's: <bos>, <eos>, <pad>)."""
 
-    def __init__(self, tok: TextTokenizer) -> None:
+    def __init__(self, tok: TextTokenizer, specials: tuple[str, str, str] = SMOLLM2_SPECIALS) -> None:
         self.tok = tok
         # TokenizerSpec's bos / eos / pad properties read these
-        self.bos_id, self.eos_id = tok.token_to_id("<|im_start|>"), tok.token_to_id("<|im_end|>")
-        self.pad_id = self.unk_id = tok.token_to_id("<|endoftext|>")
+        self.bos_id, self.eos_id = tok.token_to_id(specials[0]), tok.token_to_id(specials[1])
+        self.pad_id = self.unk_id = tok.token_to_id(specials[2])
         assert None not in (self.bos_id, self.eos_id, self.pad_id) and len({self.bos_id, self.eos_id, self.pad_id}) == 3
 
     def text_to_ids(self, text: str) -> list[int]:
@@ -226,6 +231,69 @@ def test_nemo_reads_the_export_of_a_run_with_side_talk(tok, tmp_path) -> None:
         s = by_id[cut.id]
         assert raw[i] == s.meta.role_prompt
         assert cut.custom["ignore_spans"] == ignore_spans(s.timeline)
+
+
+@pytest.fixture(scope="module")
+def ja_samples() -> list[Sample]:
+    return [make_japanese_sample(0), make_japanese_sample(1)]
+
+
+@pytest.fixture(scope="module")
+def gemma() -> DefaultTokenizer:
+    """Gemma 3's vocabulary, the export's default for Japanese (`tokenize.default_text_tokenizer`)."""
+    return DefaultTokenizer(get_text_tokenizer(GEMMA), GEMMA_SPECIALS)
+
+
+def test_nemo_dataset_reads_a_japanese_export_word_for_word(ja_samples, gemma, tmp_path) -> None:
+    """A Japanese run (its manifest says ja) exported by the CLI with no flag: NeMo's loader and
+    DuplexS2SDataset read it as they read an English one (the same checks: audio per channel, BOS and
+    EOS at each turn's frames, each turn's Japanese text as Gemma 3's ids, the agent's texts), with
+    the Japanese text itself in the supervisions and the batch, not a reading or romanisation."""
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+    from factory.export.output import read_sidecar
+
+    run = _run_folder(tmp_path / "run", *ja_samples)
+    result = CliRunner().invoke(app, ["export", str(run), "-f", "nemo-duplex"])
+    assert result.exit_code == 0, result.output
+    export = run / "exports" / "nemo-duplex"
+    assert read_sidecar(export).text_tokenizer["config"]["file"] == GEMMA_VOCAB
+    batch, cuts = nemo_batch(export / "shar" / "train", gemma)
+    assert len(cuts) == 2
+    check_batch(batch, cuts, ja_samples, gemma, export)
+    assert all(re.search("[\u3040-\u30ff\u4e00-\u9fff]", t) for t in batch["target_texts"])  # kana, kanji
+    for cut in cuts:
+        for sup in cut.supervisions:
+            assert sup.language == "ja"
+
+
+def _kana_readings(monkeypatch) -> None:
+    import pyopenjtalk
+
+    monkeypatch.setattr(nemo, "supervision_text", lambda tl, t, sr, ts: pyopenjtalk.g2p(t.spoken_text, kana=True))
+
+
+def _last_word_dropped(monkeypatch) -> None:
+    from factory.languages import words
+
+    def dropped(tl, t, sr, ts):
+        ws = words(t.spoken_text, "ja")
+        return "".join(ws[:-1]) if len(ws) > 1 else t.spoken_text
+
+    monkeypatch.setattr(nemo, "supervision_text", dropped)
+
+
+@pytest.mark.parametrize("breakage", [_kana_readings, _last_word_dropped])
+def test_a_japanese_export_that_loses_its_text_fails_the_check(
+    breakage, ja_samples, gemma, tmp_path, monkeypatch
+) -> None:
+    """The break check for Japanese: supervisions written as their kana reading, or missing a word."""
+    breakage(monkeypatch)
+    nemo.NemoDuplex().export(ja_samples, tmp_path, ExportOptions(text_tokenizer_obj=gemma.tok))
+    batch, cuts = nemo_batch(tmp_path / "shar" / "train", gemma)
+    with pytest.raises(AssertionError, match="^tokens: "):
+        check_batch(batch, cuts, ja_samples, gemma, tmp_path)
 
 
 def test_word_timestamps_are_stripped_by_nemo_to_the_spoken_text(samples) -> None:
