@@ -36,6 +36,9 @@ def _rows(n: int, seed: int = 0) -> pl.DataFrame:
     for col in ("n_turns", "n_words", "n_barge_ins", "n_backchannels", "n_fillers", "n_laughs"):
         rows[col] = rng.integers(0, 40, n).tolist()
     rows["n_failed_interruptions"] = rng.integers(0, 3, n).tolist()
+    rows["n_side_talk"] = rng.integers(0, 3, n).tolist()  # every planned event placed
+    rows["n_background_speech"] = rows["n_non_speech"] = [0] * n
+    rows["n_events_planned"] = rows["n_side_talk"]
     return pl.DataFrame(rows, schema=MANIFEST_SCHEMA)
 
 
@@ -114,6 +117,9 @@ def test_the_card_from_a_scan_of_the_manifest_is_the_card_from_the_frame(tmp_pat
     cfg = RunConfig()
     card = dataset_card(cfg, manifest, plot="card/overview.png")
     assert dataset_card(cfg, scan, plot="card/overview.png") == card
-    assert "near-duplicate scripts: 60" in card and "rejected: " in card
+    assert "near-duplicate scripts: 60" in card
+    ok_rows = manifest.filter(pl.col("status") == "ok")
+    side = ok_rows["n_side_talk"].sum() / len(ok_rows)  # every row's events, counted here
+    assert f"| side_talk | 0 | {side:.2f} | {side:.2f} | none |" in card, card
     ok = pl.col("status") == "ok"
     assert overview_png(scan.filter(ok)) == overview_png(manifest.filter(ok))
