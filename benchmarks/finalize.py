@@ -1,6 +1,6 @@
 """Finalize at scale: peak memory and time of merging a run's shards (manifest, near-duplicates, card).
 
-    nice -n 10 .venv/bin/python benchmarks/finalize.py [--compare 20000] [--large 400000] [--per 100]
+    nice -n 10 .venv/bin/python benchmarks/finalize.py [--compare 20000] [--large 100000 400000] [--per 100]
 
 A synthetic run folder of `n` samples in shards of `per`: each shard's manifest part (random
 per-dialogue measures, 2 % rejected), its MinHash signature file (random values, 10 % of the
@@ -9,9 +9,15 @@ file. Each measurement runs in a fresh process (peak RSS from `resource.getrusag
 - old: what finalize did before it streamed, every signature loaded into one datasketch LSH
   (`load_signatures` + `find_duplicates`) and every manifest part read and concatenated
   (`old_finalize` below, the same steps);
-- new: `factory.run.shards.finalize_run` (banded LSH over per-band parquet, lazy manifest scan).
+- new: `factory.run.shards.finalize_run` (banded LSH over bucketed per-band parquet, the manifest
+  merged a row group at a time, the card from queries over the merged file).
 At the compared size both write their outputs to separate folders and the benchmark checks that
-manifest.parquet and README.md are byte-identical. Writes benchmarks/results/finalize.{json,md}.
+manifest.parquet has the same rows (the same columns, values and order, so the same
+near-duplicates: the streamed merge writes fixed row groups with pyarrow, so its bytes differ from
+polars' one-frame write) and that README.md is byte-identical; the new path then finalizes the same
+folder again and must write the same manifest bytes. The large sizes run the new path alone;
+flat memory means their peak RSS stays within 1.1x of each other. Writes
+benchmarks/results/finalize.{json,md}.
 """
 
 from __future__ import annotations
@@ -153,7 +159,9 @@ def in_fresh_process(path: str, root: Path, n: int, per: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--compare", type=int, default=20_000, help="samples finalized by both paths")
-    ap.add_argument("--large", type=int, default=400_000, help="samples finalized by the new path alone")
+    ap.add_argument(
+        "--large", type=int, nargs="+", default=[100_000, 400_000], help="samples finalized by the new path alone"
+    )
     ap.add_argument("--per", type=int, default=100, help="samples per shard")
     ap.add_argument("--measure", choices=["old", "new"])
     ap.add_argument("--root", type=Path)
@@ -165,7 +173,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-finalize-") as tmp:
         base = Path(tmp)
-        for n, paths in ((args.compare, ("old", "new")), (args.large, ("new",))):
+        for n, paths in ((args.compare, ("old", "new")), *((large, ("new",)) for large in args.large)):
             start = time.perf_counter()
             build(base / "template", n, args.per)
             print(f"built {n} samples in {time.perf_counter() - start:.0f} s", file=sys.stderr)
@@ -176,32 +184,62 @@ def main() -> None:
                 rows.append(in_fresh_process(path, root, n, args.per))
                 print(json.dumps(rows[-1]), file=sys.stderr)
                 run = config(root, n, args.per).run_dir
-                outputs[path] = {name: (run / name).read_bytes() for name in ("manifest.parquet", "README.md")}
+                if n != args.compare:
+                    continue
+                outputs[path] = {
+                    "manifest": pl.read_parquet(run / "manifest.parquet"),
+                    "manifest bytes": (run / "manifest.parquet").read_bytes(),
+                    "card": (run / "README.md").read_bytes(),
+                }
                 if path == "new" and "old" in outputs:
-                    rows[-1]["identical_to_old"] = outputs["old"] == outputs["new"]
-                    assert rows[-1]["identical_to_old"], "the streamed finalize must write the old bytes"
+                    old, new = outputs["old"], outputs["new"]
+                    rows[-1]["rows_equal_to_old"] = old["manifest"].equals(new["manifest"])
+                    rows[-1]["card_equal_to_old"] = old["card"] == new["card"]
+                    assert rows[-1]["rows_equal_to_old"], "the streamed finalize must write the old manifest rows"
+                    assert rows[-1]["card_equal_to_old"], "the streamed finalize must write the old card"
+                    again = in_fresh_process(path, root, n, args.per)
+                    rows[-1]["same_bytes_again"] = (run / "manifest.parquet").read_bytes() == new["manifest bytes"]
+                    assert rows[-1]["same_bytes_again"], "finalizing the same run again must write the same bytes"
+                    assert again["duplicates"] == rows[-1]["duplicates"]
             for folder in ("template", *paths):
                 shutil.rmtree(base / folder)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     when = datetime.now(UTC).isoformat(timespec="seconds")
     RESULTS.mkdir(exist_ok=True)
-    summary = {"when": when, "machine": machine, "rows": rows}
+    large = [r for r in rows if r["path"] == "new" and r["samples"] in args.large]
+    flat = round(large[-1]["peak_rss_mb"] / large[0]["peak_rss_mb"], 3) if len(large) > 1 else None
+    load = os.getloadavg()[0]
+    summary = {"when": when, "machine": machine, "load_1min_at_end": round(load, 2), "rows": rows}
+    if flat is not None:
+        summary["peak_rss_ratio"] = {"samples": [large[0]["samples"], large[-1]["samples"]], "ratio": flat}
     (RESULTS / "finalize.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         f"# Finalize at scale ({when})",
         "",
-        f"{machine}; synthetic shards of {args.per} (manifest part + MinHash signatures), each finalize in a "
-        "fresh process; peak RSS is the process's maximum resident set.",
+        f"{machine}, 1-minute load {load:.1f} at the end; synthetic shards of {args.per} (manifest part + MinHash "
+        "signatures), each finalize in a fresh process; peak RSS is the process's maximum resident set. "
+        "Equal to old: the same manifest rows (columns, values, order; not bytes: the streamed merge writes "
+        "fixed row groups with pyarrow) and the same card bytes; again: a second finalize of the same folder "
+        "writes the same manifest bytes.",
         "",
-        "| path | samples | shards | seconds | peak RSS, MB | near-duplicates | bytes equal to old |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| path | samples | shards | seconds | peak RSS, MB | near-duplicates | rows / card equal to old | "
+        "same bytes again |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
+
+    def yes(value: bool | None) -> str:
+        return "-" if value is None else "yes" if value else "NO"
+
     for r in rows:
-        same = {True: "yes", False: "NO"}.get(r.get("identical_to_old"), "-")
+        equal = (
+            "-" if "rows_equal_to_old" not in r else f"{yes(r['rows_equal_to_old'])} / {yes(r['card_equal_to_old'])}"
+        )
         lines.append(
             f"| {r['path']} | {r['samples']} | {r['shards']} | {r['seconds']} | {r['peak_rss_mb']} | "
-            f"{r['duplicates']} | {same} |"
+            f"{r['duplicates']} | {equal} | {yes(r.get('same_bytes_again'))} |"
         )
+    if flat is not None:
+        lines += ["", f"Peak RSS at {large[-1]['samples']} over {large[0]['samples']} samples: {flat}x."]
     table = "\n".join(lines) + "\n"
     (RESULTS / "finalize.md").write_text(table)
     print(table)

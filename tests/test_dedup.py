@@ -151,3 +151,59 @@ def test_banded_search_equals_the_in_memory_index(tmp_path):
     with pytest.raises(ValueError, match="more than one signature file"):
         find_duplicates_banded(lambda: iter(repeated), tmp_path / "again")
     assert find_duplicates_banded(lambda: iter([]), tmp_path) == {}
+
+
+def test_banded_search_in_buckets_equals_one_bucket(tmp_path):
+    """A run cut into buckets (`expected_rows` over `bucket_rows`) finds the same pairs as one bucket."""
+    from factory.script.dedup import SEED, find_duplicates_banded
+
+    rng = np.random.default_rng(8)
+    n, per = 1500, 50
+    values = rng.integers(0, 2**32, (n, 128), dtype=np.uint64).astype(np.uint32)
+    for i in np.flatnonzero(rng.random(n) < 0.3):
+        values[i] = values[int(rng.integers(n))]
+        changed = rng.choice(128, int(rng.integers(0, 50)), replace=False)
+        values[i, changed] = rng.integers(0, 2**32, len(changed), dtype=np.uint64)
+    ids = [f"s-{k:05d}" for k in rng.permutation(n)]
+    shards = [(ids[i : i + per], values[i : i + per], SEED) for i in range(0, n, per)]
+    one = find_duplicates_banded(lambda: iter(shards), tmp_path, flush_rows=200)
+    (tmp_path / "b").mkdir()
+    assert find_duplicates_banded(lambda: iter(shards), tmp_path / "b", expected_rows=n, bucket_rows=170) == one
+    assert len(one) > 200
+    (tmp_path / "c").mkdir()
+    with pytest.raises(ValueError, match="more than one signature file"):
+        find_duplicates_banded(lambda: iter([*shards, shards[3]]), tmp_path / "c", expected_rows=n, bucket_rows=170)
+
+
+def test_banded_search_holds_a_flush_and_the_candidates_not_every_signature(tmp_path):
+    """Measured by tracemalloc (numpy's arrays and Python's objects; polars and pyarrow allocate
+    outside it): shards are made afresh on each read, as files are, so whatever the search keeps
+    of them shows up. Its peak stays well under the run's signatures, which it would hold if it
+    kept every shard (or views into them) or buffered the run before flushing."""
+    import tracemalloc
+
+    from factory.script.dedup import SEED, find_duplicates_banded
+
+    n, per = 20_000, 100
+
+    def shards():
+        for s in range(n // per):
+            rng = np.random.default_rng(s)
+            values = rng.integers(0, 2**32, (per, 128), dtype=np.uint64).astype(np.uint32)
+            if s:  # a near copy of a sample of the shard before: candidates in every shard
+                values[0] = np.random.default_rng(s - 1).integers(0, 2**32, (per, 128), dtype=np.uint64)[1]
+                values[0, -10:] = 0  # similarity 118/128
+            yield [f"s-{s * per + k:06d}" for k in range(per)], values, SEED
+
+    run_bytes = n * 128 * 4  # 10.2 MB
+    (tmp_path / "warm").mkdir()  # the modules a first search imports are not the search's memory
+    find_duplicates_banded(lambda: (s for _, s in zip(range(30), shards())), tmp_path / "warm", flush_rows=1000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        found = find_duplicates_banded(shards, tmp_path, flush_rows=1000, expected_rows=n, bucket_rows=5000)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert len(found) == n // per - 1
+    assert peak < run_bytes / 4, f"peak {peak / 1e6:.1f} MB of {run_bytes / 1e6:.1f} MB of signatures"

@@ -113,40 +113,65 @@ def _q(values: np.ndarray, q: float) -> float:
     return float(np.quantile(values, q)) if len(values) else float("nan")
 
 
-def statistics_table(ok: pl.DataFrame) -> list[str]:
-    """Markdown rows of the run's statistics, measured per dialogue from the manifest."""
-    if ok.is_empty():
-        return ["No dialogue was produced."]
-    dur = ok["duration"].to_numpy()
-    minutes = dur.sum() / 60
-    words = float(ok["n_words"].sum())
-    fillers = float(ok["n_fillers"].sum())
+Manifest = pl.DataFrame | pl.LazyFrame  # a frame, or a scan of manifest.parquet (queried a column at a time)
 
-    def dist(col: str) -> str:
-        v = ok[col].to_numpy().astype(float)
+
+def _column(frame: Manifest, col: str) -> pl.Series:
+    """One column of a (lazy) manifest: what a query reads, not the whole frame."""
+    return frame.lazy().select(col).collect()[col]
+
+
+def _rows(frame: Manifest) -> int:
+    return int(frame.lazy().select(pl.len()).collect().item())
+
+
+def _columns(frame: Manifest) -> list[str]:
+    return frame.lazy().collect_schema().names()
+
+
+def statistics_table(ok: Manifest) -> list[str]:
+    """Markdown rows of the run's statistics, measured per dialogue from the manifest: sums and
+    counts as aggregates, the distributions one column at a time."""
+    n = _rows(ok)
+    if n == 0:
+        return ["No dialogue was produced."]
+    dur = _column(ok, "duration").to_numpy()
+    minutes = dur.sum() / 60
+    sums = (
+        ok.lazy()
+        .select(pl.col("n_words", "n_fillers", "n_backchannels", "n_laughs").sum())
+        .collect()
+        .row(0, named=True)
+    )
+    words = float(sums["n_words"])
+    fillers = float(sums["n_fillers"])
+
+    def dist(col: str, v: np.ndarray | None = None) -> str:
+        v = (_column(ok, col).to_numpy() if v is None else v).astype(float)
         return f"{v.mean():.2f} (p5 {_q(v, 0.05):.2f}, median {_q(v, 0.5):.2f}, p95 {_q(v, 0.95):.2f})"
 
-    barge = ok["n_barge_ins"].to_numpy()
+    barge = _column(ok, "n_barge_ins").to_numpy()
     rows = [
-        ("dialogues", f"{len(ok)} ({dur.sum() / 3600:.2f} h)"),
-        ("duration, s", dist("duration")),
+        ("dialogues", f"{n} ({dur.sum() / 3600:.2f} h)"),
+        ("duration, s", dist("duration", dur)),
         ("turns per dialogue", dist("n_turns")),
         ("words per minute", f"{words / minutes:.0f}"),
-        ("barge-ins per dialogue", f"{dist('n_barge_ins')}; dialogues with none: {np.mean(barge == 0):.0%}"),
+        ("barge-ins per dialogue", f"{dist('n_barge_ins', barge)}; dialogues with none: {np.mean(barge == 0):.0%}"),
         ("failed interruptions per dialogue", dist("n_failed_interruptions")),
-        ("backchannels per minute", f"{ok['n_backchannels'].sum() / minutes:.1f}"),
+        ("backchannels per minute", f"{sums['n_backchannels'] / minutes:.1f}"),
         ("fillers per 100 words", f"{100 * fillers / max(words, 1):.1f}"),
-        ("laughs per minute", f"{ok['n_laughs'].sum() / minutes:.2f}"),
+        ("laughs per minute", f"{sums['n_laughs'] / minutes:.2f}"),
         ("overlap share of speech", dist("overlap_share")),
         ("QA word error rate (worst turn)", dist("wer_max")),
     ]
     return ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
 
 
-def overview_png(ok: pl.DataFrame) -> bytes | None:
+def overview_png(ok: Manifest) -> bytes | None:
     """Distributions of the per-dialogue measures as PNG bytes: what a reader checks before
-    downloading. None for a run without dialogues."""
-    if ok.is_empty():
+    downloading, one column read at a time. None for a run without dialogues."""
+    n = _rows(ok)
+    if n == 0:
         return None
     import matplotlib  # lazy: matplotlib loads slowly; only a run with dialogues plots
 
@@ -163,13 +188,13 @@ def overview_png(ok: pl.DataFrame) -> bytes | None:
     ]
     fig, axes = plt.subplots(2, 3, figsize=(9, 4.5), dpi=80)
     for ax, (col, label) in zip(axes.flat, panels):
-        values = ok[col].drop_nulls().to_numpy().astype(float)
+        values = _column(ok, col).drop_nulls().to_numpy().astype(float)
         integer = col.startswith("n_")
         bins = np.arange(values.min() - 0.5, values.max() + 1.5) if integer and len(values) else 20
         ax.hist(values, bins=bins, color="#4c72b0")
         ax.set_xlabel(label, fontsize=9)
         ax.tick_params(labelsize=8)
-    fig.suptitle(f"{len(ok)} dialogues, per-dialogue distributions", fontsize=10)
+    fig.suptitle(f"{n} dialogues, per-dialogue distributions", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same bytes everywhere
@@ -177,7 +202,7 @@ def overview_png(ok: pl.DataFrame) -> bytes | None:
     return buffer.getvalue()
 
 
-def overview_plot(ok: pl.DataFrame, path: Path) -> Path | None:
+def overview_plot(ok: Manifest, path: Path) -> Path | None:
     """`overview_png` written to `path`."""
     png = overview_png(ok)
     if png is None:
@@ -201,15 +226,27 @@ def _versions() -> list[str]:
     return lines
 
 
-def sources_table(ok: pl.DataFrame) -> list[str]:
+def sources_table(ok: Manifest) -> list[str]:
     """Where the produced dialogues' scripts came from: one row per source and license, with counts."""
-    if "source_kind" not in ok.columns or ok["source_kind"].is_null().all():
+    if "source_kind" not in _columns(ok):
         return []
     counts = (
-        ok.group_by("source_kind", "source_dataset", "source_license", "llm")
+        ok.lazy()
+        .filter(pl.col("source_kind").is_not_null().any())  # a run from before sources: no table
+        .group_by("source_kind", "source_dataset", "source_license", "llm")
         .len()
-        .sort("len", "source_kind", "source_dataset", descending=[True, False, False])
+        .sort(
+            "len",
+            "source_kind",
+            "source_dataset",
+            "source_license",
+            "llm",
+            descending=[True, False, False, False, False],
+        )
+        .collect()
     )
+    if counts.is_empty():
+        return []
     lines = ["| source | kind | license | dialogues |", "|---|---|---|---|"]
     for r in counts.iter_rows(named=True):
         name = r["source_dataset"] if r["source_kind"] == "dataset" else (r["llm"] or "LLM")
@@ -218,12 +255,16 @@ def sources_table(ok: pl.DataFrame) -> list[str]:
     return lines
 
 
-def events_table(cfg: RunConfig, ok: pl.DataFrame) -> list[str]:
+def events_table(cfg: RunConfig, ok: Manifest) -> list[str]:
     """Events the agent must not answer (config `events`): the configured rate per dialogue
-    against the planned and placed ones, and the dropped ones with why."""
-    if "n_events_planned" not in ok.columns or ok["n_events_planned"].is_null().all():
+    against the planned and placed ones, and the dropped ones with why (tallied a batch of rows at a time)."""
+    if "n_events_planned" not in _columns(ok):
         return []
-    tally, n = event_tally(ok.select(EVENT_COLUMNS).iter_rows(named=True)), len(ok)
+    planned = ok.lazy().filter(pl.col("n_events_planned").is_not_null()).select(EVENT_COLUMNS)
+    rows = (row for batch in planned.collect_batches() for row in batch.iter_rows(named=True))
+    tally, n = event_tally(rows), _rows(ok)
+    if not tally:
+        return []
     rates = {
         "side_talk": cfg.events.side_talk_per_dialogue,
         "background_speech": cfg.events.background_speech_per_dialogue,
@@ -241,7 +282,7 @@ def events_table(cfg: RunConfig, ok: pl.DataFrame) -> list[str]:
 
 def dataset_card(
     cfg: RunConfig,
-    manifest: pl.DataFrame,
+    manifest: Manifest,
     *,
     data_bytes: int | None = None,
     plot: str | None = None,
@@ -250,17 +291,25 @@ def dataset_card(
     """The card of a run. `audit` (from `factory.audit.report`, once the run has been audited): a
     `summary`, `rows` of (measure, value, band, in band, reference) and `plot`, an image path
     relative to the card."""
+    manifest = manifest.lazy()  # every statistic below is a query: a column or an aggregate at a time
+    columns = _columns(manifest)
     ok = manifest.filter(pl.col("status") == "ok")
     rejected = manifest.filter(pl.col("status") == "rejected")
-    hours = float(ok["duration"].sum() or 0) / 3600
-    front = card_data(cfg, len(ok), data_bytes).to_yaml()
+    n_ok, n_rejected = _rows(ok), _rows(rejected)
+    hours = float(_column(ok, "duration").sum() or 0) / 3600
+    front = card_data(cfg, n_ok, data_bytes).to_yaml()
     split = cfg.run.split
-    voices = {
-        role: sorted(set(ok[col].drop_nulls().to_list())) if col in ok.columns else []
-        for role, col in (("user", "user_voice"), ("agent", "agent_voice"))
-    }
-    llms = sorted(set(ok["llm"].drop_nulls().to_list())) if "llm" in ok.columns else []
-    duplicates = int(manifest["duplicate_of"].is_not_null().sum()) if "duplicate_of" in manifest.columns else 0
+
+    def distinct(col: str) -> list[str]:
+        return sorted(ok.select(pl.col(col).drop_nulls().unique()).collect()[col].to_list()) if col in columns else []
+
+    voices = {"user": distinct("user_voice"), "agent": distinct("agent_voice")}
+    llms = distinct("llm")
+    duplicates = (
+        int(manifest.select(pl.col("duplicate_of").is_not_null().sum()).collect().item())
+        if "duplicate_of" in columns
+        else 0
+    )
     lines = [
         "---",
         front.rstrip(),
@@ -274,7 +323,7 @@ def dataset_card(
         "backchannel and interruption, in seconds) is stored beside the audio and agrees with it.",
         "",
         (
-            f"- dialogues: {len(ok)} ({hours:.2f} h), rejected: {len(rejected)}, "
+            f"- dialogues: {n_ok} ({hours:.2f} h), rejected: {n_rejected}, "
             f"near-duplicate scripts: {duplicates} (`duplicate_of` in the manifest)"
         ),
         f"- split: `{split}`; sample rate: {cfg.audio.sample_rate} Hz, stereo FLAC: "
@@ -379,15 +428,19 @@ def dataset_card(
         "Decode with `decode=False` and soundfile: `datasets`' default decoder (torchcodec) averages the channels.",
         "The per-sample manifest (`manifest.parquet`) lists every sample, produced or rejected, with the reason.",
     ]
-    reasons = rejected.group_by("reason").len().sort("len", descending=True) if len(rejected) else None
+    reasons = (
+        rejected.group_by("reason").len().sort("len", "reason", descending=[True, False]).collect()
+        if n_rejected
+        else None
+    )
     if reasons is not None:
         lines += ["", "## Rejections", ""] + [f"- {r['reason']}: {r['len']}" for r in reasons.iter_rows(named=True)]
     return "\n".join(lines) + "\n"
 
 
-def write_card(cfg: RunConfig, manifest: pl.DataFrame, run_dir: Path, audit: dict | None = None) -> str:
+def write_card(cfg: RunConfig, manifest: Manifest, run_dir: Path, audit: dict | None = None) -> str:
     """The card of a finished run folder, with its overview plot written beside it."""
-    ok = manifest.filter(pl.col("status") == "ok")
+    ok = manifest.lazy().filter(pl.col("status") == "ok")
     data_bytes = sum(p.stat().st_size for p in (run_dir / "data").glob("*.parquet"))
     plot = overview_plot(ok, run_dir / OVERVIEW_PLOT)
     return dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if plot else None, audit=audit)

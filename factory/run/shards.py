@@ -7,10 +7,11 @@ last. Shards are produced in the local run folder and published to the run's sto
 (`factory.run.store`: the same folder, or
 `run.destination`, where they are streamed and deleted locally). A re-run skips a shard whose
 record matches the content of its three files at the store and redoes any other.
-`finalize_run` merges the parts read from the store into `manifest.parquet`, marks
-near-duplicate scripts across shards (banded LSH streamed through parquet,
-`find_duplicates_banded`), and writes the resolved config and the dataset card; it is
-idempotent (same inputs, same bytes). A shard whose task kept failing leaves `failures/<shard>.json`
+`finalize_run` merges the parts read from the store into `manifest.parquet` a row group at a
+time (`merge_manifest`), marks near-duplicate scripts across shards (banded LSH streamed through
+parquet, `find_duplicates_banded`), and writes the resolved config and the dataset card from
+queries over the merged file; memory holds a batch, not the run, and it is idempotent (same
+inputs, same bytes). A shard whose task kept failing leaves `failures/<shard>.json`
 (its error) instead of a record; a later success removes it.
 """
 
@@ -21,12 +22,13 @@ import io
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.atomic import atomic_write, sha256_file
@@ -34,7 +36,7 @@ from factory.audit.run import gate_row, gate_shard
 from factory.config import RunConfig
 from factory.crash import crash_point
 from factory.engine import build_shard
-from factory.export.card import CARD_COLUMNS, OVERVIEW_PLOT, dataset_card, overview_png
+from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
 from factory.models import ManifestRow, SampleStatus
 from factory.run.records import (
     FailureRecord,
@@ -319,21 +321,22 @@ def finalize_run(cfg: RunConfig, shards: list[ShardResult]) -> str:
                 yield read_signature_file(io.BytesIO(store.read_bytes(shard_files(s.name)["signatures"])))
 
         # run order (sorted ids): independent of sharding
-        duplicates = find_duplicates_banded(signature_shards, scratch)
+        duplicates = find_duplicates_banded(signature_shards, scratch, expected_rows=sum(s.n_ok for s in done))
         manifest_path = scratch / "manifest.parquet"
         merge_manifest([_local_part(store, s.name, scratch) for s in done], duplicates, manifest_path)
-        store.write_bytes("manifest.parquet", manifest_path.read_bytes())
+        store.put(manifest_path, "manifest.parquet")
         crash_point("finalize.manifest")
-        manifest = pl.read_parquet(manifest_path, columns=list(CARD_COLUMNS))  # what the card reads, not every column
-    store.write_bytes("config.yaml", cfg.to_yaml().encode())
-    crash_point("finalize.config")
-    # The card and its overview plot, from the published data's sizes (local copies may be gone).
-    png = overview_png(manifest.filter(pl.col("status") == "ok"))
-    if png is not None:
-        store.write_bytes(OVERVIEW_PLOT, png)
-    data_bytes = sum(store.size(f"data/{s.name}.parquet") for s in done)
-    card = dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if png is not None else None)
-    store.write_bytes("README.md", card.encode())
+        store.write_bytes("config.yaml", cfg.to_yaml().encode())
+        crash_point("finalize.config")
+        # The card and its overview plot from queries over the merged manifest (a column or an
+        # aggregate at a time), and the published data's sizes (local copies may be gone).
+        manifest = pl.scan_parquet(manifest_path)
+        png = overview_png(manifest.filter(pl.col("status") == "ok"))
+        if png is not None:
+            store.write_bytes(OVERVIEW_PLOT, png)
+        data_bytes = sum(store.size(f"data/{s.name}.parquet") for s in done)
+        card = dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if png is not None else None)
+        store.write_bytes("README.md", card.encode())
     if not _in_place(cfg, store) and cfg.run_dir.exists() and not any(p.is_file() for p in cfg.run_dir.rglob("*")):
         shutil.rmtree(cfg.run_dir, ignore_errors=True)  # all published; only empty folders were left
     return store.url
@@ -350,22 +353,72 @@ def _local_part(store: RunStore, name: str, scratch: Path) -> Path:
     return local
 
 
-def merge_manifest(parts: list[Path], duplicates: dict[str, str], path: Path) -> None:
-    """The run's manifest from its parts (scanned lazily, not read one frame per part), sorted by
-    id, with `duplicate_of` set. Written by polars' `write_parquet` from the merged frame: its row
-    groups (and so the file's bytes) are those of earlier runs, which `sink_parquet` would not keep."""
+MANIFEST_ROW_GROUP_ROWS = 50_000  # rows per row group of manifest.parquet, and about the rows merged in memory
+
+
+def merge_manifest(
+    parts: list[Path], duplicates: dict[str, str], path: Path, *, row_group_rows: int = MANIFEST_ROW_GROUP_ROWS
+) -> None:
+    """The run's manifest from its parts, sorted by id, with `duplicate_of` set, streamed: memory
+    holds about two row groups' rows, never the run. One lazy polars pass takes each part's id
+    range and row count (`_sorted_batches`); the parts are then read in id order a batch of about
+    `row_group_rows` rows at a time (parts whose id ranges overlap always in the same batch), each
+    batch sorted and appended to pyarrow's `ParquetWriter` in row groups of exactly
+    `row_group_rows` rows (the last shorter). The layout depends on the rows alone, not on how the
+    run was sharded: the same rows give the same bytes."""
+    if row_group_rows < 1:
+        raise ValueError(f"row_group_rows must be >= 1, got {row_group_rows}")
     found = pl.DataFrame(
         {"id": list(duplicates), "dup": list(duplicates.values())}, schema={"id": pl.Utf8, "dup": pl.Utf8}
     )
-    merged = pl.scan_parquet(parts) if parts else pl.LazyFrame(schema=MANIFEST_SCHEMA)
-    merged = (
-        merged.sort("id")
-        .join(found.lazy(), on="id", how="left", maintain_order="left")
-        .with_columns(pl.col("dup").alias("duplicate_of"))
-        .drop("dup")
+    columns = list(MANIFEST_SCHEMA)
+
+    def table(frame: pl.DataFrame) -> pa.Table:
+        marked = frame.join(found, on="id", how="left", maintain_order="left").with_columns(
+            pl.col("dup").alias("duplicate_of")
+        )
+        return marked.select(columns).to_arrow(compat_level=pl.CompatLevel.oldest())
+
+    def write(tmp: Path) -> None:
+        left = pl.DataFrame(schema=MANIFEST_SCHEMA)
+        with pq.ParquetWriter(tmp, table(left).schema, compression="zstd") as writer:
+            for batch in _sorted_batches(parts, row_group_rows):
+                left = pl.concat([left, batch.select(columns).cast(pl.Schema(MANIFEST_SCHEMA))])
+                while len(left) >= row_group_rows:
+                    writer.write_table(table(left.head(row_group_rows)), row_group_size=row_group_rows)
+                    left = left.slice(row_group_rows)
+            if len(left):
+                writer.write_table(table(left), row_group_size=row_group_rows)
+
+    atomic_write(path, write)
+
+
+def _sorted_batches(parts: list[Path], rows: int) -> Iterator[pl.DataFrame]:
+    """The parts' rows in id order, a frame of about `rows` rows (whole parts) at a time. Parts are
+    ordered by their smallest id; a batch ends only where the next part's ids all come after the
+    batch's largest, so parts whose ranges overlap are read and sorted together and the batches,
+    each sorted, follow one another in id order."""
+    if not parts:
+        return
+    names = {str(p): p for p in parts}
+    ranges = (
+        pl.scan_parquet(list(names.values()), include_file_paths="part")
+        .group_by("part")
+        .agg(lo=pl.col("id").min(), hi=pl.col("id").max(), n=pl.len())
+        .sort("lo", "hi", "part")
+        .collect(engine="streaming")  # an aggregate per part, not the run's ids
     )
-    frame = merged.collect()
-    atomic_write(path, lambda tmp: frame.write_parquet(tmp))
+    batch: list[Path] = []
+    n_batch, top = 0, ""
+    for part, lo, hi, n in ranges.select("part", "lo", "hi", "n").iter_rows():
+        if batch and n_batch >= rows and lo > top:
+            yield pl.read_parquet(batch).sort("id", maintain_order=True)
+            batch, n_batch = [], 0
+        top = hi if not batch else max(top, hi)
+        batch.append(names.get(part, Path(part)))
+        n_batch += n
+    if batch:
+        yield pl.read_parquet(batch).sort("id", maintain_order=True)
 
 
 def _in_place(cfg: RunConfig, store: RunStore) -> bool:

@@ -8,7 +8,8 @@ Deterministic: a fixed permutation seed and datasketch's default (SHA-1 based) i
 same text gives the same signature in every process and every shard. Signatures are small
 (`num_perm` uint32 values) and can be saved per shard (`save_signatures`) and merged after the
 fact to dedup a multi-shard run across shards: `find_duplicates_banded` streams the shards' files
-through per-band parquet files (never every signature in one process), and gives the same answer
+through bucketed per-band parquet files (never every signature, nor every band key, in one
+process), and gives the same answer
 as `find_duplicates` over `load_signatures` (everything in memory, the reference it is tested on).
 """
 
@@ -29,6 +30,7 @@ from datasketch import MinHash, MinHashLSH
 from factory.atomic import atomic_write
 
 __all__ = [
+    "BUCKET_ROWS",
     "NGRAM",
     "NUM_PERM",
     "SEED",
@@ -51,6 +53,8 @@ SEED = 1
 THRESHOLD = 0.7
 SCHEME = "affine32"
 LSH_WEIGHTS = (0.1, 0.9)  # (false positive, false negative) weights of the LSH band choice
+_PAIR_CHUNK = 1024  # candidate pairs compared at a time (2 x 0.5 MB of signatures)
+BUCKET_ROWS = 100_000  # about the band keys `find_duplicates_banded` joins at a time
 _TEMPLATES: dict[tuple[int, int], MinHash] = {}
 
 
@@ -202,24 +206,56 @@ def find_duplicates(signatures: Mapping[str, MinHash], *, threshold: float = THR
 SignatureShards = Callable[[], Iterable[tuple[list[str], np.ndarray, int]]]
 
 
+def _compact(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with its strings copied out: polars' string views of a join or a gather point into
+    the buffers they came from, so candidates kept across buckets would keep every bucket's ids."""
+    return cast(pl.DataFrame, pl.from_arrow(frame.to_arrow(compat_level=pl.CompatLevel.oldest())))
+
+
 def find_duplicates_banded(
-    shards: SignatureShards, scratch: Path, *, threshold: float = THRESHOLD, flush_rows: int = 50_000
+    shards: SignatureShards,
+    scratch: Path,
+    *,
+    threshold: float = THRESHOLD,
+    flush_rows: int = 50_000,
+    expected_rows: int = 0,
+    bucket_rows: int = BUCKET_ROWS,
 ) -> dict[str, str]:
     """`find_duplicates` over every shard's signatures in run order (sorted ids), streamed.
     `shards()` yields (ids, values, seed) one shard at a time and is called twice.
     1. Each signature's band keys (the bytes of its values in each of the LSH's bands, the key
-       datasketch's MinHashLSH indexes) go to one parquet file per band in `scratch`, a row group
-       per `flush_rows` signatures: memory holds one row group, not the run.
-    2. Per band, polars finds the keys shared by more than one sample: candidate pairs.
+       datasketch's MinHashLSH indexes) go to one parquet file per band in `scratch`, and its id to
+       an id file; `flush_rows` signatures at a time, each flush split into buckets (a band key's
+       bucket is its first value modulo the bucket count, an id's its hash), a row group per bucket:
+       memory holds one flush, not the run. The bucket count is `expected_rows` / `bucket_rows`
+       (at least 1), so a bucket holds about `bucket_rows` rows however large the run.
+    2. Per bucket of the id file, ids that repeat are an error; per band and bucket (its row groups
+       only), polars finds the keys shared by more than one sample: candidate pairs.
     3. Only the candidates' signatures are read back (second pass) and the pairs kept whose
        estimated Jaccard is >= threshold, computed as `MinHash.jaccard` does.
     4. In sorted id order, a sample duplicates its most similar earlier kept neighbour (ties: the
        earliest), and is then not kept itself: `NearDuplicateIndex`'s rule, so the same answer."""
-    writers: list[pq.ParquetWriter] = []
+    if flush_rows < 1 or bucket_rows < 1:
+        raise ValueError(f"flush_rows and bucket_rows must be >= 1, got {flush_rows} and {bucket_rows}")
+    buckets = max(1, -(-expected_rows // bucket_rows))
+    writers: list[pq.ParquetWriter] = []  # the id file, then one per band
+    groups: list[list[list[int]]] = []  # per file, per bucket: the row groups that hold it
     ranges: list[tuple[int, int]] = []
     seeds: set[int] = set()
+    num_perm = 0
     buffered: list[tuple[list[str], np.ndarray]] = []
     n_buffered = 0
+
+    def write(file: int, table: pa.Table, bucket: np.ndarray) -> None:
+        order = np.argsort(bucket, kind="stable")
+        counts = np.bincount(bucket, minlength=buckets)
+        table = table.take(pa.array(order))
+        start = 0
+        for k, count in enumerate(counts.tolist()):
+            if count:
+                writers[file].write_table(table.slice(start, count), row_group_size=count)
+                groups[file][k].append(sum(len(g) for g in groups[file]))
+            start += count
 
     def flush() -> None:
         nonlocal n_buffered
@@ -227,11 +263,13 @@ def find_duplicates_banded(
             return
         ids = pa.array([i for chunk, _ in buffered for i in chunk], pa.string())
         values = np.concatenate([v for _, v in buffered])
-        for (start, end), writer in zip(ranges, writers, strict=True):
+        id_hash = cast(pl.Series, pl.from_arrow(ids)).hash(seed=0).to_numpy()  # any fixed hash: only buckets
+        write(0, pa.table({"id": ids}), (id_hash % np.uint64(buckets)).astype(np.int64))
+        for b, (start, end) in enumerate(ranges, start=1):
             band = np.ascontiguousarray(values[:, start:end])
             width = band.shape[1] * band.itemsize
             keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(band), [None, pa.py_buffer(band)])
-            writer.write_table(pa.table({"id": ids, "key": keys}))
+            write(b, pa.table({"id": ids, "key": keys}), (band[:, 0] % np.uint32(buckets)).astype(np.int64))
         buffered.clear()
         n_buffered = 0
 
@@ -239,9 +277,24 @@ def find_duplicates_banded(
         for ids, values, seed in shards():
             seeds.add(seed)
             if not ranges and len(ids):
-                ranges = list(MinHashLSH(threshold=threshold, num_perm=values.shape[1], weights=LSH_WEIGHTS).hashranges)
-                schema = pa.schema({"id": pa.string(), "key": pa.binary((ranges[0][1] - ranges[0][0]) * 4)})
-                writers = [pq.ParquetWriter(scratch / f"band-{b:03d}.parquet", schema) for b in range(len(ranges))]
+                num_perm = values.shape[1]
+                ranges = list(MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS).hashranges)
+                key = pa.binary((ranges[0][1] - ranges[0][0]) * 4)
+                # No dictionary: ids and band keys are (nearly) all distinct, and pyarrow's dictionary
+                # encoder, falling back to plain past its 1 MB page, left memory behind per row group
+                # (measured: 297 -> 513 MB over the pass at 400K, 407 MB without it).
+                writers = [
+                    pq.ParquetWriter(scratch / "ids.parquet", pa.schema({"id": pa.string()}), use_dictionary=False)
+                ]
+                writers += [
+                    pq.ParquetWriter(
+                        scratch / f"band-{b:03d}.parquet",
+                        pa.schema({"id": pa.string(), "key": key}),
+                        use_dictionary=False,
+                    )
+                    for b in range(len(ranges))
+                ]
+                groups = [[[] for _ in range(buckets)] for _ in writers]
             if len(ids):
                 buffered.append((ids, values.astype(np.uint32, copy=False)))
                 n_buffered += len(ids)
@@ -255,30 +308,46 @@ def find_duplicates_banded(
         raise ValueError(f"signatures mix permutation seeds {sorted(seeds)}")
     if not writers:
         return {}
-    bands = [scratch / f"band-{b:03d}.parquet" for b in range(len(ranges))]
-    repeated = pl.scan_parquet(bands[0]).filter(pl.col("id").is_duplicated()).select("id").unique().collect()
-    if len(repeated):
-        raise ValueError(f"samples {sorted(repeated['id'].to_list())[:5]} appear in more than one signature file")
-    pairs = []
-    for band in bands:  # one band's keys in memory at a time
-        shared = pl.scan_parquet(band).filter(pl.len().over("key") > 1).collect()
-        pairs.append(
-            shared.join(shared, on="key", suffix="_later")
-            .filter(pl.col("id") < pl.col("id_later"))
-            .select(earlier="id", later="id_later")
-        )
-    candidates = pl.concat(pairs).unique().sort("later", "earlier")
+    files = [pq.ParquetFile(scratch / "ids.parquet")]
+    files += [pq.ParquetFile(scratch / f"band-{b:03d}.parquet") for b in range(len(ranges))]
+
+    def bucket_rows_of(file: int, k: int) -> pl.DataFrame:  # one bucket of one file: its row groups only
+        return cast(pl.DataFrame, pl.from_arrow(files[file].read_row_groups(groups[file][k])))
+
+    for k in range(buckets):
+        ids_k = bucket_rows_of(0, k)
+        repeated = ids_k.filter(pl.col("id").is_duplicated())["id"].unique().sort()
+        if len(repeated):
+            raise ValueError(f"samples {repeated.to_list()[:5]} appear in more than one signature file")
+    candidates = pl.DataFrame(schema={"earlier": pl.Utf8, "later": pl.Utf8})
+    for file in range(1, len(files)):
+        for k in range(buckets):  # one bucket of one band's keys in memory at a time
+            shared = bucket_rows_of(file, k).filter(pl.len().over("key") > 1)
+            pairs = (
+                shared.join(shared, on="key", suffix="_later")
+                .filter(pl.col("id") < pl.col("id_later"))
+                .select(earlier="id", later="id_later")
+            )
+            candidates = pl.concat([candidates, _compact(pairs)]).unique()
+    candidates = candidates.sort("later", "earlier")
     if candidates.is_empty():
         return {}
-    needed = set(candidates["earlier"].to_list()) | set(candidates["later"].to_list())
-    rows: dict[str, np.ndarray] = {}
-    for ids, values, _ in shards():  # second pass: only the candidates' signatures
-        rows.update((i, values[k]) for k, i in enumerate(ids) if i in needed)
     earlier, later = candidates["earlier"].to_list(), candidates["later"].to_list()
-    a = np.stack([rows[i] for i in earlier])
-    b = np.stack([rows[i] for i in later])
-    # MinHash.jaccard: float(count of equal values) / float(num_perm), the same doubles
-    similarity = np.count_nonzero(a == b, axis=1).astype(np.float64) / np.float64(a.shape[1])
+    slot = {i: k for k, i in enumerate(sorted(set(earlier) | set(later)))}
+    table = np.zeros((len(slot), num_perm), np.uint32)  # only the candidates' signatures, copied out
+    for ids, values, _ in shards():  # second pass: a shard at a time; nothing of it is kept but its candidates' rows
+        rows = [(k, slot[i]) for k, i in enumerate(ids) if i in slot]
+        if rows:
+            table[[t for _, t in rows]] = values[[k for k, _ in rows]]
+    first = np.array([slot[i] for i in earlier], np.int64)
+    second = np.array([slot[i] for i in later], np.int64)
+    # MinHash.jaccard: float(count of equal values) / float(num_perm), the same doubles; pairs a chunk at a time
+    similarity = np.concatenate(
+        [
+            np.count_nonzero(table[first[k : k + _PAIR_CHUNK]] == table[second[k : k + _PAIR_CHUNK]], axis=1)
+            for k in range(0, len(first), _PAIR_CHUNK)
+        ]
+    ).astype(np.float64) / np.float64(num_perm)
     out: dict[str, str] = {}
     best: dict[str, tuple[float, str]] = {}  # later id: (-similarity, earlier id) of its best kept neighbour
     for e, later_id, sim in zip(earlier, later, similarity.tolist(), strict=True):
