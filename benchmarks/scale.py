@@ -354,29 +354,20 @@ def shard_gaps(row: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def dedup_cost(n: int = 2000) -> dict[str, Any]:
-    """What the run's finalize pays per dialogue for near-duplicate detection: loading every
-    shard's MinHash signatures and indexing them all in one process (`factory.script.dedup`,
-    as `factory.run.shards.finalize_run` calls it). Time without tracemalloc, then memory held
-    with it. Scripts: `n` distinct texts from the latency server's sentence generator."""
-    import tracemalloc
-
-    from factory.script.dedup import find_duplicates, load_signatures, save_signatures, signature
-    from tests.latency_server import answer
-
-    sigs = {f"train-{i:07d}": signature(answer(i, 120)) for i in range(n)}
-    with tempfile.TemporaryDirectory(prefix="scale-dedup-") as tmp:
-        path = Path(tmp) / "signatures.npz"
-        save_signatures(path, sigs)
-        start = time.perf_counter()
-        found = find_duplicates(dict(sorted(load_signatures([path]).items())))
-        seconds = time.perf_counter() - start
-        tracemalloc.start()
-        loaded = load_signatures([path])
-        find_duplicates(dict(sorted(loaded.items())))
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return {"n": n, "ms_per_dialogue": 1000 * seconds / n, "peak_bytes_per_dialogue": peak / n, "dups": len(found)}
+def finalize_measured() -> dict[str, Any]:
+    """What the run's finalize costs, as `benchmarks/finalize.py` measured the streamed finalize
+    (`factory.run.shards.finalize_run`: manifest merged a row group at a time, banded near-duplicate
+    search a bucket at a time, card from queries) on synthetic runs: its largest run, and the peak
+    ratio between its two largest (flat means the peak does not grow with the run)."""
+    fin = _load("finalize.json")
+    largest = max((r for r in fin["rows"] if r["path"] == "new"), key=lambda r: r["samples"])
+    return {
+        "samples": largest["samples"],
+        "seconds": largest["seconds"],
+        "peak_rss_mb": largest["peak_rss_mb"],
+        "peak_ratio": fin.get("peak_rss_ratio"),
+        "when": fin["when"],
+    }
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -390,7 +381,7 @@ def _row(rows: list[dict], **match: str) -> dict:
     raise KeyError(match)
 
 
-def projection(args: argparse.Namespace, flows: list[dict[str, Any]], dedup: dict[str, Any]) -> dict[str, Any]:
+def projection(args: argparse.Namespace, flows: list[dict[str, Any]], fin: dict[str, Any]) -> dict[str, Any]:
     """400K dialogues from measured per-stage costs; every input carries its source."""
     stages, mix = _load("stages.json"), _load("mix.json")
     big = max(flows, key=lambda r: r["n"])
@@ -439,13 +430,15 @@ def projection(args: argparse.Namespace, flows: list[dict[str, Any]], dedup: dic
             f"measured here (data/*.parquet bytes / audio minutes, n={big['n']})",
         ),
         "samples per shard": (args.samples_per_shard, "this run's run.samples_per_shard"),
-        "finalize dedup ms per dialogue": (
-            dedup["ms_per_dialogue"],
-            f"measured here: load_signatures + find_duplicates on {dedup['n']} signatures (dedup_cost)",
+        "finalize seconds per 1,000 dialogues": (
+            fin["seconds"] / fin["samples"] * 1000,
+            f"benchmarks/results/finalize.json ({fin['when']}): streamed finalize of {fin['samples']:,} "
+            "synthetic samples, one process",
         ),
-        "finalize dedup bytes per dialogue (peak)": (
-            dedup["peak_bytes_per_dialogue"],
-            f"measured here: tracemalloc peak over the same, {dedup['n']} signatures",
+        "finalize peak RSS, MB": (
+            fin["peak_rss_mb"],
+            f"benchmarks/results/finalize.json: at {fin['samples']:,} samples; peak ratio between its two "
+            f"largest runs {(fin['peak_ratio'] or {}).get('ratio', 'n/a')} (flat in the run's size)",
         ),
         "sample rate Hz": (24000, "factory.config AudioSection.sample_rate default"),
         "augmented share": (0.5, "factory.config AugmentSection.noise_probability default"),
@@ -468,6 +461,7 @@ def projection(args: argparse.Namespace, flows: list[dict[str, Any]], dedup: dic
         + v["augment CPU s per audio minute"]
         + v["shard write CPU s per audio minute"]
     )
+    wave = max(16, 4 * 2 * args.concurrency)  # factory.config RunSection.wave_size, null, scripts over HTTP
     out_rows = [
         ("dialogues", n, "target"),
         ("audio hours", audio_min / 60, "dialogues x mean dialogue length"),
@@ -484,20 +478,21 @@ def projection(args: argparse.Namespace, flows: list[dict[str, Any]], dedup: dic
         ),
         ("tasks (shards)", math.ceil(n / v["samples per shard"]), "dialogues / samples per shard"),
         (
-            "finalize: dedup memory in one process, GB",
-            n * v["finalize dedup bytes per dialogue (peak)"] / 1e9,
-            "dialogues x peak bytes per signature (all signatures are loaded and indexed at once)",
+            "finalize: peak memory of its process, GB",
+            v["finalize peak RSS, MB"] / 1000,
+            "measured (streamed: flat in the run's size, so not scaled by dialogues)",
         ),
         (
-            "finalize: dedup time, hours (one core)",
-            n * v["finalize dedup ms per dialogue"] / 1000 / 3600,
-            "dialogues x ms per signature",
+            "finalize: time, hours (one process)",
+            n * v["finalize seconds per 1,000 dialogues"] / 1000 / 3600,
+            "dialogues x measured seconds per 1,000",
         ),
         (
-            "audio a shard holds in memory, GB",
-            v["samples per shard"] * mean_s * v["sample rate Hz"] * 2 * 4 * (1 + v["augmented share"]) / 1e9,
-            "samples per shard x length x rate x 2 ch x float32 x (clean + augmented share): "
-            "generate_shard keeps a shard's Samples until it writes them; per worker",
+            "audio a shard worker holds in memory, GB",
+            wave * mean_s * v["sample rate Hz"] * 2 * 4 * (1 + v["augmented share"]) / 1e9,
+            f"dialogues in the engine at once (run.wave_size's default over HTTP: 4 x 2 x llm.concurrency = {wave}) "
+            "x length x rate x 2 ch x float32 x (clean + augmented share); a shard streams finished dialogues "
+            "to its file, so not the shard's size (benchmarks/results/memory.md)",
         ),
     ]
     return {
@@ -756,11 +751,12 @@ def report(args: argparse.Namespace, result: dict[str, Any], name: str) -> None:
     """Derive overhead and projection from the measured rows; print the tables, write .json and .md."""
     rows = result["rows"]
     result["overhead"] = overheads(rows)
-    result.setdefault("finalize_dedup", dedup_cost())
+    result.pop("finalize_dedup", None)  # older files: the in-memory dedup this replaced
+    result["finalize"] = finalize_measured()
     for r in rows:
         if r["mode"] == "flow" and (g := shard_gaps(r)):
             r["shard_gaps"] = g
-    result["projection"] = projection(args, [r for r in rows if r["mode"] == "flow"], result["finalize_dedup"])
+    result["projection"] = projection(args, [r for r in rows if r["mode"] == "flow"], result["finalize"])
     printed, md = tables(result)
     for t in printed:
         console.print(t)
