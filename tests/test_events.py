@@ -120,15 +120,8 @@ def test_each_event_is_in_the_user_audio_where_the_timeline_places_it(with_event
             continue
         near = slice(round((e.start - MIMI_FRAME_S) / VAD_FRAME_S), round((e.end + MIMI_FRAME_S) / VAD_FRAME_S))
         heard = np.flatnonzero(user[near]) * VAD_FRAME_S + near.start * VAD_FRAME_S
-        assert len(heard), e
         # found where placed, to one 10 ms frame (the frame view's) at each edge
-        assert abs(heard[0] - e.start) <= VAD_FRAME_S and abs(heard[-1] + VAD_FRAME_S - e.end) <= VAD_FRAME_S, (
-            e.type,
-            e.start,
-            e.end,
-            heard[0],
-            heard[-1],
-        )
+        _assert_found_at_its_edges(heard, e)
         # alone on the user's channel: silent just before and after (no turn of the user there)
         before = slice(round((e.start - 0.3) / VAD_FRAME_S), near.start)
         after = slice(near.stop, round((e.end + 0.3) / VAD_FRAME_S))
@@ -159,6 +152,19 @@ def test_each_event_is_in_the_user_audio_where_the_timeline_places_it(with_event
     assert background.voice_id not in sample.meta.voices.values()
 
 
+def _assert_found_at_its_edges(heard: np.ndarray, e) -> None:
+    """`heard` (start times of the 10 ms frames where the event's sound was found) begins and ends
+    where the timeline places the event, to one frame at each edge."""
+    assert len(heard), e
+    assert abs(heard[0] - e.start) <= VAD_FRAME_S and abs(heard[-1] + VAD_FRAME_S - e.end) <= VAD_FRAME_S, (
+        e.type,
+        e.start,
+        e.end,
+        heard[0],
+        heard[-1],
+    )
+
+
 def _check_under_the_user_s_speech(sample: Sample, rt: Runtime, e, view) -> None:
     """An event mixed under the user's own speech: its sound alone (the user's stem less the same
     mix without its layer) is heard where the timeline places it, to one 10 ms frame at each edge
@@ -177,14 +183,7 @@ def _check_under_the_user_s_speech(sample: Sample, rt: Runtime, e, view) -> None
     alone = sample.stems[:, Channel.user.index] - mix(recipe, sources)[:, Channel.user.index]
     loudest = frame_rms(sample.stems[:, Channel.user.index], sr).max()
     heard = np.flatnonzero(20 * np.log10(np.maximum(frame_rms(alone, sr), 1e-12) / loudest) > -45.0) * VAD_FRAME_S
-    assert len(heard), e
-    assert abs(heard[0] - e.start) <= VAD_FRAME_S and abs(heard[-1] + VAD_FRAME_S - e.end) <= VAD_FRAME_S, (
-        e.type,
-        e.start,
-        e.end,
-        heard[0],
-        heard[-1],
-    )
+    _assert_found_at_its_edges(heard, e)
     host = tl.turn(e.during_turn)
     spoken = [w for w in tl.words if w.turn == host.id and w.spoken]
     assert spoken[0].end < e.start and e.end <= spoken[-1].end, (e, host)
