@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/scripting.py [--dialogues 4] [--parse 2000] [--dedup 5000]
 
 - write_script with the embedded SmolLM2 (llama.cpp, config from `factory.config.load_config`)
-  on a few seeded scenarios: scripts/s, s/script, turns/s, rejected scripts;
+  on a few seeded scenarios: scripts/s, s/script, turns/s, rejected scripts; twice in the same
+  run, every prompt evaluated from scratch and with block-aligned prefix reuse
+  (`factory.llm.llama_prefix`), which must write the same scripts;
 - parse_script (the capable-LLM path's validation and repair) per script in µs, on the written
   scripts in the LLM-facing format (`script_to_response`) and on malformed variants, with
   calibrate_marks per script beside it;
@@ -46,8 +48,19 @@ from factory.seeding import rng_for
 RESULTS = Path(__file__).with_name("results")
 
 
-def bench_write(cfg, n: int) -> tuple[dict, list[tuple[Script, object]]]:
+def bench_write(cfg, n: int, reuse: bool) -> tuple[dict, list[tuple[Script, object]]]:
     llm = get_llm("embedded", model_path=cfg.llm.model_path, n_threads=cfg.llm.n_threads)
+    llama = llm._llama  # type: ignore[attr-defined]
+    llama.forget_states()
+    if not reuse:
+        complete = llm.complete
+
+        def from_scratch(*args, **kwargs):
+            llama.forget_states()
+            return complete(*args, **kwargs)
+
+        llm.complete = from_scratch  # type: ignore[method-assign]
+    reused, prompt = llama.reused_tokens, llama.prompt_tokens
     written, rejected, times, turns, words = [], 0, [], 0, 0
     for k in range(n):
         key = f"bench-{k}"
@@ -68,7 +81,10 @@ def bench_write(cfg, n: int) -> tuple[dict, list[tuple[Script, object]]]:
     total = sum(times)
     return {
         "stage": "write_script",
-        "variant": f"{llm.name}, n_threads={cfg.llm.n_threads}",
+        "variant": f"{llm.name}, n_threads={cfg.llm.n_threads}, "
+        + ("prefix reuse" if reuse else "every prompt from scratch"),
+        "prompt_tokens": llama.prompt_tokens - prompt,
+        "reused_tokens": llama.reused_tokens - reused,
         "dialogues": n,
         "rejected": rejected,
         "scripts_per_s": round(len(written) / total, 4) if total else None,
@@ -210,11 +226,16 @@ def main() -> None:
     ap.add_argument("--dedup", type=int, default=5000)
     args = ap.parse_args()
     cfg = load_config()
-    write_row, written = bench_write(cfg, args.dialogues)
+    scratch_row, scratch = bench_write(cfg, args.dialogues, reuse=False)
+    print(json.dumps(scratch_row))
+    write_row, written = bench_write(cfg, args.dialogues, reuse=True)
     print(json.dumps(write_row))
+    if [s for s, _ in written] != [s for s, _ in scratch]:
+        raise SystemExit("prefix reuse changed a script: the embedded LLM is not deterministic")
     if not written:
         raise SystemExit("no script written")
-    rows = [write_row, *bench_parse(cfg, written, args.parse)]
+    write_row["speedup_vs_scratch"] = round(scratch_row["wall_s"] / write_row["wall_s"], 2)
+    rows = [scratch_row, write_row, *bench_parse(cfg, written, args.parse)]
     texts = synthetic_texts([t.text for s, _ in written for t in s.turns], args.dedup, np.random.default_rng(0))
     rows += bench_dedup(texts, sorted({min(500, args.dedup), args.dedup}))
 
@@ -228,7 +249,8 @@ def main() -> None:
         f"# Script stage ({when})",
         "",
         machine + f"; config defaults (seed {cfg.run.seed}, "
-        f"{cfg.dialogue.n_turns[0]}-{cfg.dialogue.n_turns[1]} turns).",
+        f"{cfg.dialogue.n_turns[0]}-{cfg.dialogue.n_turns[1]} turns); 1-min load average at the end "
+        f"{os.getloadavg()[0]:.1f}.",
         "",
         "| stage | variant | n | result |",
         "|---|---|---:|---|",
@@ -237,7 +259,10 @@ def main() -> None:
         if r["stage"] == "write_script":
             result = (
                 f"{r['scripts_per_s']} scripts/s ({r['s_per_script_median']} s/script median, "
-                f"{r['turns_per_s']} turns/s, {r['words_per_s']} words/s, {r['rejected']} rejected)"
+                f"{r['turns_per_s']} turns/s, {r['words_per_s']} words/s, {r['rejected']} rejected; "
+                f"{r['reused_tokens']} of {r['prompt_tokens']} prompt tokens reused"
+                + (f"; {r['speedup_vs_scratch']}x from scratch's wall" if "speedup_vs_scratch" in r else "")
+                + ")"
             )
             n = r["dialogues"]
         else:

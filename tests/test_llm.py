@@ -43,6 +43,69 @@ def test_seed_changes_the_text_and_large_seeds_work(llm: LLMBackend) -> None:
     assert len(texts) >= 2
 
 
+def _dialogue_calls(llm: LLMBackend) -> list[tuple[list[dict[str, str]], int]]:
+    """A script stage's pattern: two speakers' prompts alternate, each carries the dialogue so far
+    (so later prompts contain earlier generated text), and one line is asked again with another
+    seed. Returns each call's messages and seed with the text it got."""
+    personas = [
+        "You are Mara, a nurse on a night shift, talking to a voice assistant. Ask short questions.",
+        "You are Iris, a voice assistant. Answer helpfully in one or two short sentences.",
+    ]
+    history: list[str] = ["Hi, can you help me plan meals for a week of night shifts?"]
+    calls = []
+    for turn in range(5):
+        speaker = turn % 2
+        messages = [{"role": "system", "content": personas[speaker] + " Topic: meal planning."}]
+        for k, line in enumerate(history):  # the speaker's own lines as the assistant's
+            messages.append({"role": "assistant" if k % 2 == speaker else "user", "content": line})
+        for seed in (100 + turn, 200 + turn) if turn == 2 else (100 + turn,):
+            text = llm.complete(messages, max_tokens=20, temperature=0.8, seed=seed)
+            calls.append((messages, seed, text))
+        history.append(text or "Okay.")
+    return calls
+
+
+def test_reused_prompt_prefixes_give_a_fresh_evaluation_s_text(llm: LLMBackend) -> None:
+    """The KV cache kept from earlier calls (llama_prefix) must not change a token: every call is
+    asked again on an empty cache and gives the same text."""
+    llama = llm._llama  # type: ignore[attr-defined]
+    llama.forget_states()
+    reused_before = llama.reused_tokens
+    calls = _dialogue_calls(llm)
+    assert llama.reused_tokens - reused_before >= 64  # the test exercises reuse at all
+    for messages, seed, text in calls:
+        llama.forget_states()
+        assert llm.complete(messages, max_tokens=20, temperature=0.8, seed=seed) == text
+
+
+def test_reused_prompt_prefixes_give_a_fresh_evaluation_s_logits(llm: LLMBackend) -> None:
+    """Bit for bit, which the text check alone could miss: the last prompt token's logits of a
+    prompt that contains an earlier call's prompt, its generated reply (decoded one token at a
+    time) and more, after that call and on an empty cache."""
+    import llama_cpp
+    import numpy as np
+
+    llama = llm._llama  # type: ignore[attr-defined]
+
+    def last_prompt_logits(tokens: list[int]) -> np.ndarray:
+        generated = llama.generate(tokens, temp=0.0)
+        next(generated)  # the prompt is evaluated and its next token sampled
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),)).copy()
+        generated.close()
+        return logits
+
+    first = llama.tokenize(("System: you are a patient tutor. " * 10 + "User: explain tides.").encode())
+    llama.forget_states()
+    reply = [token for token, _ in zip(llama.generate(first, temp=0.0), range(40), strict=False)]
+    llama.keep_state()
+    later = first + reply + llama.tokenize(b" User: and why two a day?", add_bos=False)
+    assert len(first) >= 64 and len(later) >= len(first) + 40 + 5
+    after_reuse = last_prompt_logits(later)
+    assert llama.reused_tokens > 0
+    llama.forget_states()
+    assert np.array_equal(after_reuse, last_prompt_logits(later))
+
+
 def test_stop_sequence(llm: LLMBackend) -> None:
     text = llm.complete(MESSAGES, max_tokens=40, temperature=0.0, seed=1, stop=[" "])
     assert " " not in text.strip()

@@ -48,8 +48,10 @@ def _load(path: str, n_threads: int, n_ctx: int) -> Any:
     except ImportError as exc:
         raise LLMUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
     llama_log.route(llama_cpp)
+    from factory.llm.llama_prefix import PrefixReusingLlama  # lazy: it subclasses llama_cpp.Llama
+
     try:
-        llama = llama_cpp.Llama(
+        llama = PrefixReusingLlama(
             model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
         )
     except (ValueError, RuntimeError) as exc:
@@ -89,7 +91,8 @@ def grammar_safe_schema(schema: Any) -> Any:
 
 class LlamaCppBackend:
     """`LLMBackend` on llama.cpp. Deterministic: the same messages, settings and seed give the
-    same text, whatever ran before in the process (the KV cache is never reused across calls)."""
+    same text, whatever ran before in the process. Prompt prefixes are reused only in whole blocks
+    at fixed positions, which computes the same logits as a fresh evaluation (`llama_prefix`)."""
 
     def __init__(
         self, model_path: str | None = None, n_threads: int = 1, n_ctx: int = 2048, repeat_penalty: float = 1.1
@@ -121,8 +124,6 @@ class LlamaCppBackend:
         if json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": grammar_safe_schema(json_schema)}
         with _LOCK:
-            # Prefix reuse would make the logits depend on the previous call's prompt.
-            self._llama.reset()
             try:
                 response = self._llama.create_chat_completion(
                     messages=messages,  # type: ignore[arg-type]
@@ -134,6 +135,8 @@ class LlamaCppBackend:
                     **kwargs,
                 )
             except ValueError as exc:  # e.g. prompt longer than the context
+                self._llama.forget_states()
                 raise LLMError(f"{self.name}: {exc}") from exc
+            self._llama.keep_state()
         content = response["choices"][0]["message"]["content"]  # type: ignore[index]
         return content or ""
