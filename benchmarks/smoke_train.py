@@ -243,7 +243,7 @@ def main() -> None:
                 "dgslm 50 Hz, 256 units fitted on 32"
             )
             del samples
-        started = time.perf_counter()
+        started, load_start = time.perf_counter(), os.getloadavg()[0]
         report = smoke_train(
             export_dir,
             args.run,
@@ -253,7 +253,7 @@ def main() -> None:
             threads=args.threads,
             timelines=timelines,
         )
-        wall = time.perf_counter() - started
+        wall, load_end = time.perf_counter() - started, os.getloadavg()[0]
         cues = None
         if timelines is None:  # a real run: what its shift/hold events follow
             from factory.export.output import read_sidecar
@@ -262,6 +262,7 @@ def main() -> None:
         broken = {}
         for channel, column in BREAKS.items() if args.break_check else ():
             copy = delayed_copy(Path(export_dir), Path(tmp) / f"dgslm-{channel}-delayed-2s", column=column)
+            broken_load = os.getloadavg()[0]
             broken[channel] = smoke_train(
                 copy,
                 args.run,
@@ -272,6 +273,8 @@ def main() -> None:
                 timelines=timelines,
                 plot_dialogues=0,
             ).model_dump(mode="json", exclude={"plot", "export"})
+            # the 1-min load average at the start and the end of this copy's smoke-train
+            broken[channel]["load_average_1m"] = [broken_load, os.getloadavg()[0]]
     result = {
         "source": source,
         "cpus": os.cpu_count(),
@@ -282,6 +285,7 @@ def main() -> None:
         "generate_seconds": generate_s,
         "export_seconds": export_s,
         "smoke_train_seconds": wall,
+        "smoke_train_load_average_1m": [load_start, load_end],  # at its start and its end
         "report": report.model_dump(mode="json", exclude={"plot", "export"}),
         # the delayed copies' reports by the channel delayed ({"agent": ..., "user": ...})
         "break_check": broken or None,
