@@ -13,7 +13,10 @@ bursts with a turn-final cue, random scripts; every 4th dialogue held out) expor
 alone (generate and export are timed on their own line), the threads, and the model /
 agent-shifted / user-shifted control / majority measures, shift/hold also per last speaker, and for
 a real run what its shift/hold events follow (`event_cues`: the last word's punctuation or a
-filler, the silence's length, per last speaker and outcome).
+filler, the silence's length, per last speaker and outcome; `cue_only`: that cue alone as a
+shift/hold predictor, chosen on the train split's events and scored on the held-out ones), and the
+1-min load average at the start and end of each smoke-train. `--cues-only` recomputes only a real
+run's `event_cues` and `cue_only` into its section (no training).
 `--time-threads STEPS` only times one model's training on the export (STEPS steps, seed 0) with 1
 and with 2 torch threads, alternately, 3 times each (section "threads": why one thread is the
 default on a shared machine).
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -141,17 +145,15 @@ def _cue(word: str, kind: str) -> str:
     return next((cue for cue in CUES[:3] if last and last in cue), "mid-sentence")
 
 
-def event_cues(run: str) -> dict[str, dict]:
-    """What the run's shift/hold events (all dialogues; `factory.vap.measures.events` on each
-    timeline's 12.5 Hz voice activity) follow, per last speaker and outcome: how many, the share
-    whose last word ends in each of `CUES` (its punctuation, or a filler), and the silence's
-    median length (s): the cues a model could use besides timing."""
+def _shift_hold_events(run: str) -> Iterator[tuple[str, str, str, str, float]]:
+    """The run's shift/hold events (all dialogues; `factory.vap.measures.events` on each timeline's
+    12.5 Hz voice activity): (dialogue id, `after SPEAKER`, `shift` or `hold`, the last word's cue
+    (one of `CUES`), the mutual silence's length in s)."""
     from factory.run.read import read_sample_metas
     from factory.timeline.frames import frame_view
     from factory.vap.measures import MODEL_RATE, events
     from factory.vap.report import SPEAKERS
 
-    found: dict[str, list[tuple[str, float]]] = {}
     for meta in read_sample_metas(run, verify=False):
         fv = frame_view(meta.timeline, MODEL_RATE)
         for e in events(fv.activity):
@@ -160,8 +162,16 @@ def event_cues(run: str) -> dict[str, dict]:
             s = e.frames[0]
             silence = int(np.argmax(fv.activity[:, s:].any(0))) / MODEL_RATE
             w = meta.timeline.words[int(fv.word[e.speaker, s - 1])]
-            key = f"after {SPEAKERS[e.speaker]}: {'shift' if e.label else 'hold'}"
-            found.setdefault(key, []).append((_cue(w.word, w.kind), silence))
+            yield meta.id, f"after {SPEAKERS[e.speaker]}", "shift" if e.label else "hold", _cue(w.word, w.kind), silence
+
+
+def event_cues(run: str) -> dict[str, dict]:
+    """What the run's shift/hold events (all dialogues) follow, per last speaker and outcome: how
+    many, the share whose last word ends in each of `CUES` (its punctuation, or a filler), and the
+    silence's median length (s): the cues a model could use besides timing."""
+    found: dict[str, list[tuple[str, float]]] = {}
+    for _, speaker, outcome, cue, silence in _shift_hold_events(run):
+        found.setdefault(f"{speaker}: {outcome}", []).append((cue, silence))
     out = {}
     for key in sorted(found):
         cues = [c for c, _ in found[key]]
@@ -171,6 +181,48 @@ def event_cues(run: str) -> dict[str, dict]:
             "silence_median_s": float(np.median([x for _, x in found[key]])),
         }
     return out
+
+
+def cue_only(run: str, held_out: set[str]) -> dict[str, dict]:
+    """How far the last word's cue alone (one of `CUES`, from the script's text: punctuation or a
+    filler, no audio, no timing) tells shift from hold, per last speaker, scored as the smoke-train
+    scores its model: the cues that predict a shift chosen on the train split's events (a cue counts
+    as "shift" when more of the shifts than of the holds end in it: the choice that maximises
+    balanced accuracy), the balanced accuracy on the held-out dialogues' events (`held_out`: their
+    ids, the smoke-train's split). What a model that hears only whether a sentence ends (and how)
+    can reach; a model above it hears something more (prosody, timing across the channels)."""
+    by: dict[str, dict[bool, dict[str, list[str]]]] = {}
+    for sample, speaker, outcome, cue, _ in _shift_hold_events(run):
+        side = by.setdefault(speaker, {True: {"shift": [], "hold": []}, False: {"shift": [], "hold": []}})
+        side[sample in held_out][outcome].append(cue)
+    out = {}
+    for speaker in sorted(by):
+        train, held = by[speaker][False], by[speaker][True]
+
+        def share(cues: list[str], c: str) -> float:
+            return cues.count(c) / len(cues) if cues else 0.0
+
+        chosen = [c for c in CUES if share(train["shift"], c) > share(train["hold"], c)]
+        tpr = sum(share(held["shift"], c) for c in chosen)
+        tnr = 1 - sum(share(held["hold"], c) for c in chosen)
+        out[speaker] = {
+            "shift_cues": chosen,
+            "train_events": len(train["shift"]) + len(train["hold"]),
+            "events": len(held["shift"]) + len(held["hold"]),
+            "positives": len(held["shift"]),
+            "balanced_accuracy": (tpr + tnr) / 2,
+        }
+    return out
+
+
+def _cues(export_dir: Path, run: str | None) -> tuple[dict, dict]:
+    """A real run's `event_cues` and `cue_only` (on the smoke-train's held-out split of `export_dir`)."""
+    from factory.export.output import read_sidecar
+    from factory.vap.data import held_out_split, load_streams
+
+    run = run or str(read_sidecar(export_dir).source_run)
+    _, held = held_out_split(load_streams(export_dir, run).dialogues)
+    return event_cues(run), cue_only(run, {d.id for d in held})
 
 
 def main() -> None:
@@ -205,7 +257,29 @@ def main() -> None:
         metavar="STEPS",
         help="only time one model's training of STEPS steps with 1 and 2 threads, alternately, 3 times each",
     )
+    parser.add_argument(
+        "--cues-only",
+        action="store_true",
+        help="only recompute a real run's event cues and cue-only balanced accuracy into its section (no training)",
+    )
     args = parser.parse_args()
+    if args.cues_only:
+        if not (args.generate or args.export):
+            raise SystemExit("--cues-only reads a real run: give --generate N (with --work) or --export DIR")
+        with tempfile.TemporaryDirectory(prefix="smoke-bench-") as tmp:
+            export_dir = args.export
+            if args.generate:
+                export_dir, *_ = generate_and_export(
+                    args.generate, args.voices, args.seed, args.work or Path(tmp), args.dataset
+                )
+            section = f"run:{args.dataset}" if args.generate and args.dataset else "run"
+            path = ROOT / "benchmarks" / "results" / "smoke_train.json"
+            result = (json.loads(path.read_text()) if path.exists() else {}).get(section)
+            if result is None:
+                raise SystemExit(f"no section {section!r} in {path}: run the smoke-train first")
+            result["event_cues"], result["cue_only"] = _cues(Path(export_dir), args.run)
+        _write(section, result)
+        return
     if args.time_threads:
         if args.export is None:
             raise SystemExit("--time-threads times the training on an export: give --export DIR")
@@ -254,11 +328,7 @@ def main() -> None:
             timelines=timelines,
         )
         wall, load_end = time.perf_counter() - started, os.getloadavg()[0]
-        cues = None
-        if timelines is None:  # a real run: what its shift/hold events follow
-            from factory.export.output import read_sidecar
-
-            cues = event_cues(args.run or str(read_sidecar(Path(export_dir)).source_run))
+        cues, cue_alone = _cues(Path(export_dir), args.run) if timelines is None else (None, None)
         broken = {}
         for channel, column in BREAKS.items() if args.break_check else ():
             copy = delayed_copy(Path(export_dir), Path(tmp) / f"dgslm-{channel}-delayed-2s", column=column)
@@ -290,6 +360,7 @@ def main() -> None:
         # the delayed copies' reports by the channel delayed ({"agent": ..., "user": ...})
         "break_check": broken or None,
         "event_cues": cues,
+        "cue_only": cue_alone,
     }
     # sections: a real run ("run": the stand-in LLM's text or an export given; "run:SET": --dataset
     # SET's text) and the cued fixtures ("fixtures")
@@ -457,6 +528,19 @@ def _section(r: dict) -> list[str]:
         for key, c in r["event_cues"].items():
             shares = " | ".join(f"{c[x]:.2f}" for x in CUES)
             lines.append(f"| {key} | {c['events']} | {shares} | {c['silence_median_s']:.2f} |")
+        lines.append("")
+    if r.get("cue_only"):
+        lines += [
+            "The last word's cue alone (text: punctuation or a filler; no audio, no timing) as a shift/hold "
+            'predictor, scored like the model: the cues counted as "shift" chosen on the train split\'s events, '
+            "balanced accuracy on the held-out ones:",
+            "",
+            "| events | held-out events (shifts) | cues counted as shift | balanced accuracy |",
+            "|---|---|---|---|",
+        ]
+        for speaker, c in r["cue_only"].items():
+            chosen = ", ".join(f"`{x}`" if len(x) < 4 else x for x in c["shift_cues"]) or "none"
+            lines.append(f"| {speaker} | {c['events']} ({c['positives']}) | {chosen} | {c['balanced_accuracy']:.3f} |")
         lines.append("")
     return lines
 
