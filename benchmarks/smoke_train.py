@@ -16,7 +16,9 @@ a real run what its shift/hold events follow (`event_cues`: the last word's punc
 filler, the silence's length, per last speaker and outcome; `cue_only`: that cue alone as a
 shift/hold predictor, chosen on the train split's events and scored on the held-out ones), and the
 1-min load average at the start and end of each smoke-train. `--cues-only` recomputes only a real
-run's `event_cues` and `cue_only` into its section (no training).
+run's `event_cues` and `cue_only` into its section (no training). `--seed-subsets REPORT...` only
+judges every k-seed subset of the training seeds in smoke-train reports of one export (section
+"seed_subsets": how often the verdict depends on which seeds were drawn; no training).
 `--time-threads STEPS` only times one model's training on the export (STEPS steps, seed 0) with 1
 and with 2 torch threads, alternately, 3 times each (section "threads": why one thread is the
 default on a shared machine).
@@ -215,6 +217,98 @@ def cue_only(run: str, held_out: set[str]) -> dict[str, dict]:
     return out
 
 
+def seed_subsets(paths: list[Path]) -> dict:
+    """How much a recorded verdict depends on which training seeds were drawn: the judged splits'
+    per-seed balanced accuracies from smoke-train reports of one export (`smoke_train.json`, a
+    benchmark section holding one as `report`, or `FILE#SECTION`: that section of this benchmark's
+    results), merged by seed (a seed in two reports must have
+    the same values: training is deterministic), then for each number of seeds k every k-seed
+    subset judged by the rule (`factory.vap.report.judge`): how many say learnable, and per split
+    the difference minus its margin (`margin`) and how many subsets sit within one seed-standard-
+    error of the difference, sqrt((SD_model^2 + SD_control^2) / k), of the margin (marginal)."""
+    import itertools
+    import math
+    import statistics
+
+    from factory.vap.report import Measure, judge, margin, split_control
+
+    per_seed: dict[int, dict[str, tuple]] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    export = None
+    for path in paths:
+        name, _, section = str(path).partition("#")  # FILE#SECTION: a section of this benchmark's results
+        rep = json.loads(Path(name).read_text())
+        rep = rep[section] if section else rep
+        rep = rep.get("report", rep)  # a benchmark section's report has no `export`: its events must agree
+        export = export or rep.get("export")
+        if rep.get("export", export) != export:
+            raise SystemExit(f"--seed-subsets merges reports of one export: {path} is of {rep['export']}")
+        for sp, m in rep["shift_hold_by_last_speaker"].items():
+            if counts.setdefault(sp, (m["events"], m["positives"])) != (m["events"], m["positives"]):
+                raise SystemExit(f"{path}: other held-out events after the {sp} than the reports before it")
+            for k, seed in enumerate(rep["seeds"]):
+                values = (m["model_seeds"][k], m["control_seeds"][k], m["user_control_seeds"][k])
+                known = per_seed.setdefault(seed, {}).setdefault(sp, values)
+                if known != values:
+                    raise SystemExit(f"seed {seed} after the {sp}: {known} in one report, {values} in {path}")
+    seeds = sorted(per_seed)
+    by_k = []
+    for k in range(2, len(seeds) + 1):
+        learnable, splits = 0, {sp: {"slack": [], "marginal": 0} for sp in counts}
+        subsets = list(itertools.combinations(seeds, k))
+        for subset in subsets:
+            measures = {}
+            for sp, (events, positives) in counts.items():
+                model, control, user_control = ([per_seed[s][sp][i] for s in subset] for i in range(3))
+                measures[sp] = Measure.of(events, positives, model, control, user_control, 0.5)
+            learnable += judge(measures)[0]
+            for sp, m in measures.items():
+                control, control_sd = split_control(sp, m)
+                assert m.model is not None and control is not None
+                slack = m.model - control - margin(m.events, m.positives, m.model_sd or 0.0, control_sd or 0.0, k)
+                splits[sp]["slack"].append(slack)
+                splits[sp]["marginal"] += abs(slack) < math.sqrt(((m.model_sd or 0) ** 2 + (control_sd or 0) ** 2) / k)
+        by_k.append(
+            {
+                "seeds": k,
+                "subsets": len(subsets),
+                "learnable": learnable,
+                "splits": {
+                    sp: {
+                        "passed": sum(x >= 0 for x in v["slack"]),
+                        "marginal": v["marginal"],
+                        "slack_min": min(v["slack"]),
+                        "slack_median": statistics.median(v["slack"]),
+                        "slack_max": max(v["slack"]),
+                    }
+                    for sp, v in splits.items()
+                },
+            }
+        )
+    return {"export": export, "reports": [str(p) for p in paths], "seeds": seeds, "by_seeds": by_k}
+
+
+def _subsets_section(r: dict) -> list[str]:
+    lines = [
+        f"## Which seeds were drawn: every k-seed subset of seeds {', '.join(map(str, r['seeds']))} "
+        f"(per-seed values of {', '.join(r['reports'])}; a seed in two reports has the same values), "
+        "judged by the rule",
+        "",
+        f"Export: {r['export']}. Slack: the difference minus its margin (>= 0 passes). Marginal: within one "
+        "seed-standard-error of the difference, sqrt((SD_model^2 + SD_control^2) / k), of the margin.",
+        "",
+        "| seeds k | subsets | learnable | split | passed | marginal | slack min / median / max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for x in r["by_seeds"]:
+        for sp, v in x["splits"].items():
+            lines.append(
+                f"| {x['seeds']} | {x['subsets']} | {x['learnable']} | after the {sp} | {v['passed']} "
+                f"| {v['marginal']} | {v['slack_min']:+.3f} / {v['slack_median']:+.3f} / {v['slack_max']:+.3f} |"
+            )
+    return [*lines, ""]
+
+
 def _cues(export_dir: Path, run: str | None) -> tuple[dict, dict]:
     """A real run's `event_cues` and `cue_only` (on the smoke-train's held-out split of `export_dir`)."""
     from factory.export.output import read_sidecar
@@ -262,7 +356,19 @@ def main() -> None:
         action="store_true",
         help="only recompute a real run's event cues and cue-only balanced accuracy into its section (no training)",
     )
+    parser.add_argument(
+        "--seed-subsets",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="REPORT",
+        help="only judge every k-seed subset of the seeds in these smoke-train reports of one export "
+        "(smoke_train.json, a saved section, or RESULTS.json#SECTION; no training)",
+    )
     args = parser.parse_args()
+    if args.seed_subsets:
+        _write("seed_subsets", seed_subsets(args.seed_subsets))
+        return
     if args.cues_only:
         if not (args.generate or args.export):
             raise SystemExit("--cues-only reads a real run: give --generate N (with --work) or --export DIR")
@@ -382,9 +488,10 @@ def _write(section: str, result: dict) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# smoke-train", ""]
     for name in sorted(results, key=lambda k: (k == "threads", k == "fixtures", k)):  # the real runs first
-        lines += _threads_section(results[name]) if name == "threads" else _section(results[name])
+        render = {"threads": _threads_section, "seed_subsets": _subsets_section}.get(name, _section)
+        lines += render(results[name])
     (out / "smoke_train.md").write_text("\n".join(lines))
-    print("\n".join(_threads_section(result) if section == "threads" else _section(result)))
+    print("\n".join({"threads": _threads_section, "seed_subsets": _subsets_section}.get(section, _section)(result)))
 
 
 def time_threads(export_dir: Path, run: str | None, steps: int) -> dict:
