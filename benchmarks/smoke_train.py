@@ -560,6 +560,10 @@ def _section(r: dict) -> list[str]:
     times = [f"smoke-train wall time: {r['smoke_train_seconds']:.0f} s"]
     if rep.get("phase_seconds"):
         times[0] += " (" + ", ".join(f"{k} {v:.0f} s" for k, v in rep["phase_seconds"].items()) + ")"
+    if r.get("smoke_train_load_average_1m"):
+        times[0] += " at a 1-min load average of {:.1f} at its start, {:.1f} at its end".format(
+            *r["smoke_train_load_average_1m"]
+        )
     if r.get("generate_seconds"):
         times.append(f"generate before it: {r['generate_seconds']:.0f} s")
     if r.get("export_seconds"):
@@ -618,9 +622,13 @@ def _section(r: dict) -> list[str]:
         ) or "shift/hold model {}, agent-shifted control {}".format(
             _acc(b["measures"]["shift_hold"]["model"]), _acc(b["measures"]["shift_hold"]["control"])
         )
+        wall = f" Wall time {b['seconds']:.0f} s" if b.get("seconds") else ""
+        if wall and b.get("load_average_1m"):
+            wall += " (1-min load average {:.1f} at its start, {:.1f} at its end)".format(*b["load_average_1m"])
         lines += [
             f"Break-check: the same export with the {channel}'s units delayed by 2 s (a copy of its parquet, "
-            f"as a channel-offset exporter bug writes it): {per}. Verdict: {b['verdict']}",
+            f"as a channel-offset exporter bug writes it): {per}. Verdict: {b['verdict']}"
+            + (f".{wall}." if wall else ""),
             "",
         ]
     lines += [f"Rule: {rep['rule']}", ""]
