@@ -326,7 +326,11 @@ def main() -> None:
     parser.add_argument("--dialogues", type=int, default=200)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--train-seeds", type=int, default=3, help="train the model and each control with seeds 0..N-1")
+    from factory.vap.report import TRAIN_SEEDS
+
+    parser.add_argument(
+        "--train-seeds", type=int, default=TRAIN_SEEDS, help="train the model and each control with seeds 0..N-1"
+    )
     parser.add_argument("--source", default=None, help="what --export is, for the results' heading")
     parser.add_argument("--generate", type=int, default=None, help="make a run of N dialogues and export it")
     parser.add_argument("--voices", choices=("cpu", "espeak"), default="cpu")
