@@ -16,9 +16,11 @@ a real run what its shift/hold events follow (`event_cues`: the last word's punc
 filler, the silence's length, per last speaker and outcome; `cue_only`: that cue alone as a
 shift/hold predictor, chosen on the train split's events and scored on the held-out ones), and the
 1-min load average at the start and end of each smoke-train. `--cues-only` recomputes only a real
-run's `event_cues` and `cue_only` into its section (no training). `--seed-subsets REPORT...` only
-judges every k-seed subset of the training seeds in smoke-train reports of one export (section
-"seed_subsets": how often the verdict depends on which seeds were drawn; no training).
+run's `event_cues`, `cue_only` and `silence_floor` (the last speaker's clean channel in the
+events' silent frames: level and share of exact zeros) into its section (no training). `--within-cue`
+only trains the model (`--train-seeds` seeds) and scores shift/hold inside each last-word cue.
+`--seed-subsets REPORT...` only judges every k-seed subset of the training seeds in smoke-train
+reports of one export (section "seed_subsets": how often the verdict depends on which seeds were drawn; no training).
 `--time-threads STEPS` only times one model's training on the export (STEPS steps, seed 0) with 1
 and with 2 torch threads, alternately, 3 times each (section "threads": why one thread is the
 default on a shared machine).
@@ -147,10 +149,10 @@ def _cue(word: str, kind: str) -> str:
     return next((cue for cue in CUES[:3] if last and last in cue), "mid-sentence")
 
 
-def _shift_hold_events(run: str) -> Iterator[tuple[str, str, str, str, float]]:
+def _shift_hold_events(run: str) -> Iterator[tuple[str, str, str, str, float, int]]:
     """The run's shift/hold events (all dialogues; `factory.vap.measures.events` on each timeline's
     12.5 Hz voice activity): (dialogue id, `after SPEAKER`, `shift` or `hold`, the last word's cue
-    (one of `CUES`), the mutual silence's length in s)."""
+    (one of `CUES`), the mutual silence's length in s, the event's first frame)."""
     from factory.run.read import read_sample_metas
     from factory.timeline.frames import frame_view
     from factory.vap.measures import MODEL_RATE, events
@@ -164,7 +166,8 @@ def _shift_hold_events(run: str) -> Iterator[tuple[str, str, str, str, float]]:
             s = e.frames[0]
             silence = int(np.argmax(fv.activity[:, s:].any(0))) / MODEL_RATE
             w = meta.timeline.words[int(fv.word[e.speaker, s - 1])]
-            yield meta.id, f"after {SPEAKERS[e.speaker]}", "shift" if e.label else "hold", _cue(w.word, w.kind), silence
+            outcome = "shift" if e.label else "hold"
+            yield meta.id, f"after {SPEAKERS[e.speaker]}", outcome, _cue(w.word, w.kind), silence, s
 
 
 def event_cues(run: str) -> dict[str, dict]:
@@ -172,7 +175,7 @@ def event_cues(run: str) -> dict[str, dict]:
     many, the share whose last word ends in each of `CUES` (its punctuation, or a filler), and the
     silence's median length (s): the cues a model could use besides timing."""
     found: dict[str, list[tuple[str, float]]] = {}
-    for _, speaker, outcome, cue, silence in _shift_hold_events(run):
+    for _, speaker, outcome, cue, silence, _ in _shift_hold_events(run):
         found.setdefault(f"{speaker}: {outcome}", []).append((cue, silence))
     out = {}
     for key in sorted(found):
@@ -194,7 +197,7 @@ def cue_only(run: str, held_out: set[str]) -> dict[str, dict]:
     ids, the smoke-train's split). What a model that hears only whether a sentence ends (and how)
     can reach; a model above it hears something more (prosody, timing across the channels)."""
     by: dict[str, dict[bool, dict[str, list[str]]]] = {}
-    for sample, speaker, outcome, cue, _ in _shift_hold_events(run):
+    for sample, speaker, outcome, cue, _, _ in _shift_hold_events(run):
         side = by.setdefault(speaker, {True: {"shift": [], "hold": []}, False: {"shift": [], "hold": []}})
         side[sample in held_out][outcome].append(cue)
     out = {}
@@ -309,6 +312,119 @@ def _subsets_section(r: dict) -> list[str]:
     return [*lines, ""]
 
 
+def silence_floor(run: str) -> dict[str, dict]:
+    """What the last speaker's own clean channel (the run's stems) holds in a shift/hold event's
+    frames (the timeline's mutual silence, its first 0.24 s), per last speaker, last-word cue
+    (`.!` or any) and outcome: the median level (dBFS) and the median share of samples that are
+    exactly zero. A turn-internal pause that is not digital silence while a turn-final gap is tells
+    a hold from a shift without any turn-taking: a rendering artifact a model can learn."""
+    from factory.run.read import read_samples
+    from factory.vap.measures import MODEL_RATE
+
+    by: dict[str, list[tuple[str, int, str, str]]] = {}
+    for sample, speaker, outcome, cue, _, frame in _shift_hold_events(run):
+        by.setdefault(sample, []).append((speaker, frame, outcome, cue))
+    found: dict[str, tuple[list[float], list[float]]] = {}
+    for sample in read_samples(run, verify=False):
+        rate = sample.sample_rate
+        for speaker, frame, outcome, cue in by.get(sample.id, []):
+            a, z = round(frame / MODEL_RATE * rate), round((frame + 3) / MODEL_RATE * rate)
+            x = np.asarray(sample.stems[a:z, 0 if speaker == "after user" else 1], np.float64)
+            for group in ("any", cue) if cue == ".!" else ("any",):
+                level, zeros = found.setdefault(f"{speaker}, `{group}`: {outcome}", ([], []))
+                level.append(10 * np.log10(np.mean(x**2) + 1e-12))
+                zeros.append(float(np.mean(x == 0)))
+    return {
+        key: {"events": len(level), "level_dbfs": float(np.median(level)), "zero_share": float(np.median(zeros))}
+        for key, (level, zeros) in sorted(found.items())
+    }
+
+
+WITHIN = {"all": CUES, "`?`": ("?",), "`.!`": (".!",), "neither": (",;:", "filler", "mid-sentence")}
+
+
+def within_cue(export_dir: Path, run: str | None, steps: int, seeds: int, threads: int) -> dict:
+    """Does the model tell shift from hold among events whose last word ends alike? The model alone
+    (no controls), trained as the smoke-train trains it with seeds 0..`seeds`-1, scored on the held-out
+    shift/hold events per last speaker and per group of the last word's cue (`WITHIN`; `all` is the
+    smoke-train's own split and must repeat its numbers), each group with its own threshold chosen on
+    the train split's events of that group. Balanced accuracy near 0.5 inside a group: the audio
+    carries nothing there beyond the cue (e.g. no prosodic mark of a turn-final sentence end)."""
+    from factory.export.output import read_sidecar
+    from factory.vap.data import held_out_split, load_streams
+    from factory.vap.measures import balanced_accuracy, best_threshold, events, score
+    from factory.vap.model import TrainConfig, project, train
+    from factory.vap.report import SPEAKERS, mean_sd
+
+    run = run or str(read_sidecar(export_dir).source_run)
+    cue_at = {(d, sp, frame): cue for d, sp, _, cue, _, frame in _shift_hold_events(run)}
+    streams = load_streams(export_dir, run)
+    splits = held_out_split(streams.dialogues)
+    found = [
+        [(d, [e for e in events(d.activity) if e.measure == "shift_hold"]) for d in dialogues] for dialogues in splits
+    ]
+
+    def grouped(part: int, projections: list[np.ndarray]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+        out: dict[tuple[str, str], tuple[list[float], list[bool]]] = {}
+        for (d, evs), p in zip(found[part], projections, strict=True):
+            for e in evs:
+                sp = SPEAKERS[e.speaker]
+                cue = cue_at[(d.id, f"after {sp}", e.frames[0])]
+                for group, cues in WITHIN.items():
+                    if cue in cues:
+                        x = out.setdefault((sp, group), ([], []))
+                        x[0].append(score(e, p))
+                        x[1].append(e.label)
+        return {k: (np.asarray(v[0]), np.asarray(v[1], bool)) for k, v in out.items()}
+
+    accs: dict[tuple[str, str], list[float | None]] = {}
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    started = time.perf_counter()
+    for seed in range(seeds):
+        cfg = TrainConfig(steps=steps, seed=seed, threads=threads)
+        model = train(streams, splits[0], cfg)
+        tr, te = grouped(0, project(model, splits[0], cfg)), grouped(1, project(model, splits[1], cfg))
+        for key, (scores, labels) in te.items():
+            threshold = best_threshold(*tr[key]) if key in tr else 0.0
+            accs.setdefault(key, []).append(balanced_accuracy(labels, scores > threshold))
+            counts[key] = (len(labels), int(labels.sum()))
+    rows = []
+    for (sp, group), values in sorted(accs.items(), key=lambda kv: (kv[0][0], list(WITHIN).index(kv[0][1]))):
+        mean, sd = mean_sd(values)
+        rows.append(
+            {"after": sp, "cue": group, "events": counts[(sp, group)][0], "positives": counts[(sp, group)][1]}
+            | {"model": mean, "model_sd": sd, "model_seeds": values}
+        )
+    return {
+        "export": str(export_dir),
+        "steps": steps,
+        "seeds": list(range(seeds)),
+        "threads": threads,
+        "seconds": time.perf_counter() - started,
+        "load_average_1m": os.getloadavg()[0],
+        "rows": rows,
+    }
+
+
+def _within_section(r: dict) -> list[str]:
+    lines = [
+        f"## Shift/hold inside a last-word cue: the model alone, {r['steps']} steps x {len(r['seeds'])} seeds "
+        f"({r['threads']} thread), on {r['export']}",
+        "",
+        f"{r['seconds']:.0f} s wall (1-min load average at the end {r['load_average_1m']:.1f}). Each group its own "
+        "threshold, chosen on the train split's events of that group; `all` repeats the smoke-train's judged split.",
+        "",
+        "| last speaker | last word ends in | held-out events (shifts) | model, mean ± SD | per seed |",
+        "|---|---|---|---|---|",
+    ]
+    for x in r["rows"]:
+        lines.append(
+            f"| {x['after']} | {x['cue']} | {x['events']} ({x['positives']}) | {_acc(x['model'], x['model_sd'])} "
+            f"| {_seeds(x['model_seeds'])} |"
+        )
+    return [*lines, ""]
+
+
 def _cues(export_dir: Path, run: str | None) -> tuple[dict, dict]:
     """A real run's `event_cues` and `cue_only` (on the smoke-train's held-out split of `export_dir`)."""
     from factory.export.output import read_sidecar
@@ -369,11 +485,32 @@ def main() -> None:
         help="only judge every k-seed subset of the seeds in these smoke-train reports of one export "
         "(smoke_train.json, a saved section, or RESULTS.json#SECTION; no training)",
     )
+    parser.add_argument(
+        "--within-cue",
+        action="store_true",
+        help="only train the model (--train-seeds seeds) on a real run's export and score shift/hold inside each "
+        "last-word cue (section within_cue:SET or within_cue)",
+    )
     args = parser.parse_args()
+    if args.within_cue:
+        if not (args.generate or args.export):
+            raise SystemExit("--within-cue reads a real run: give --generate N (with --work) or --export DIR")
+        with tempfile.TemporaryDirectory(prefix="smoke-bench-") as tmp:
+            export_dir = args.export
+            if args.generate:
+                export_dir, *_ = generate_and_export(
+                    args.generate, args.voices, args.seed, args.work or Path(tmp), args.dataset
+                )
+            result = within_cue(Path(export_dir), args.run, args.steps, args.train_seeds, args.threads)
+        section = f"within_cue:{args.dataset}" if args.generate and args.dataset else "within_cue"
+        _write(section + ("" if args.steps == 400 else f":{args.steps}-steps"), result)
+        return
     if args.seed_subsets:
         _write("seed_subsets", seed_subsets(args.seed_subsets))
         return
     if args.cues_only:
+        from factory.export.output import read_sidecar
+
         if not (args.generate or args.export):
             raise SystemExit("--cues-only reads a real run: give --generate N (with --work) or --export DIR")
         with tempfile.TemporaryDirectory(prefix="smoke-bench-") as tmp:
@@ -388,6 +525,7 @@ def main() -> None:
             if result is None:
                 raise SystemExit(f"no section {section!r} in {path}: run the smoke-train first")
             result["event_cues"], result["cue_only"] = _cues(Path(export_dir), args.run)
+            result["silence_floor"] = silence_floor(args.run or str(read_sidecar(Path(export_dir)).source_run))
         _write(section, result)
         return
     if args.time_threads:
@@ -492,10 +630,10 @@ def _write(section: str, result: dict) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# smoke-train", ""]
     for name in sorted(results, key=lambda k: (k == "threads", k == "fixtures", k)):  # the real runs first
-        render = {"threads": _threads_section, "seed_subsets": _subsets_section}.get(name, _section)
+        render = _RENDER.get(name.partition(":")[0], _section)
         lines += render(results[name])
     (out / "smoke_train.md").write_text("\n".join(lines))
-    print("\n".join({"threads": _threads_section, "seed_subsets": _subsets_section}.get(section, _section)(result)))
+    print("\n".join(_RENDER.get(section.partition(":")[0], _section)(result)))
 
 
 def time_threads(export_dir: Path, run: str | None, steps: int) -> dict:
@@ -648,6 +786,17 @@ def _section(r: dict) -> list[str]:
             shares = " | ".join(f"{c[x]:.2f}" for x in CUES)
             lines.append(f"| {key} | {c['events']} | {shares} | {c['silence_median_s']:.2f} |")
         lines.append("")
+    if r.get("silence_floor"):
+        lines += [
+            "The last speaker's own clean channel in the event's frames (the timeline's silence, its first 0.24 s): "
+            "median level and median share of samples exactly zero:",
+            "",
+            "| events | n | level, dBFS | exactly zero |",
+            "|---|---|---|---|",
+        ]
+        for key, c in r["silence_floor"].items():
+            lines.append(f"| {key} | {c['events']} | {c['level_dbfs']:.1f} | {c['zero_share']:.2f} |")
+        lines.append("")
     if r.get("cue_only"):
         lines += [
             "The last word's cue alone (text: punctuation or a filler; no audio, no timing) as a shift/hold "
@@ -663,6 +812,9 @@ def _section(r: dict) -> list[str]:
         lines.append("")
     return lines
 
+
+# the sections that are not a smoke-train's report, by the name before a ":"
+_RENDER = {"threads": _threads_section, "seed_subsets": _subsets_section, "within_cue": _within_section}
 
 if __name__ == "__main__":
     main()
