@@ -344,17 +344,18 @@ WITHIN = {"all": CUES, "`?`": ("?",), "`.!`": (".!",), "neither": (",;:", "fille
 
 
 def within_cue(export_dir: Path, run: str | None, steps: int, seeds: int, threads: int) -> dict:
-    """Does the model tell shift from hold among events whose last word ends alike? The model alone
-    (no controls), trained as the smoke-train trains it with seeds 0..`seeds`-1, scored on the held-out
-    shift/hold events per last speaker and per group of the last word's cue (`WITHIN`; `all` is the
-    smoke-train's own split and must repeat its numbers), each group with its own threshold chosen on
-    the train split's events of that group. Balanced accuracy near 0.5 inside a group: the audio
-    carries nothing there beyond the cue (e.g. no prosodic mark of a turn-final sentence end)."""
+    """Does the model tell shift from hold among events whose last word ends alike? The model and
+    the agent-shifted control (`control`), trained as the smoke-train trains them with seeds
+    0..`seeds`-1, scored on the held-out shift/hold events per last speaker and per group of the
+    last word's cue (`WITHIN`; `all` is the smoke-train's own split and must repeat its numbers),
+    each group with its own threshold chosen on the train split's events of that group. Balanced
+    accuracy near 0.5 inside a group: the tokens carry nothing there beyond the cue."""
     from factory.export.output import read_sidecar
-    from factory.vap.data import held_out_split, load_streams
+    from factory.models import Channel
+    from factory.vap.data import held_out_split, load_streams, shift_channel
     from factory.vap.measures import balanced_accuracy, best_threshold, events, score
     from factory.vap.model import TrainConfig, project, train
-    from factory.vap.report import SPEAKERS, mean_sd
+    from factory.vap.report import CONTROL_SHIFT_S, SPEAKERS, mean_sd
 
     run = run or str(read_sidecar(export_dir).source_run)
     cue_at = {(d, sp, frame): cue for d, sp, _, cue, _, frame in _shift_hold_events(run)}
@@ -377,24 +378,28 @@ def within_cue(export_dir: Path, run: str | None, steps: int, seeds: int, thread
                         x[1].append(e.label)
         return {k: (np.asarray(v[0]), np.asarray(v[1], bool)) for k, v in out.items()}
 
-    accs: dict[tuple[str, str], list[float | None]] = {}
+    variants = {"model": streams, "control": shift_channel(streams, Channel.agent, CONTROL_SHIFT_S)}
+    accs: dict[tuple[str, str, str], list[float | None]] = {}
     counts: dict[tuple[str, str], tuple[int, int]] = {}
     started = time.perf_counter()
     for seed in range(seeds):
         cfg = TrainConfig(steps=steps, seed=seed, threads=threads)
-        model = train(streams, splits[0], cfg)
-        tr, te = grouped(0, project(model, splits[0], cfg)), grouped(1, project(model, splits[1], cfg))
-        for key, (scores, labels) in te.items():
-            threshold = best_threshold(*tr[key]) if key in tr else 0.0
-            accs.setdefault(key, []).append(balanced_accuracy(labels, scores > threshold))
-            counts[key] = (len(labels), int(labels.sum()))
+        for name, variant in variants.items():
+            parts = held_out_split(variant.dialogues)  # the same dialogues in the same order as `splits`
+            model = train(variant, parts[0], cfg)
+            tr, te = grouped(0, project(model, parts[0], cfg)), grouped(1, project(model, parts[1], cfg))
+            for key, (scores, labels) in te.items():
+                threshold = best_threshold(*tr[key]) if key in tr else 0.0
+                accs.setdefault((name, *key), []).append(balanced_accuracy(labels, scores > threshold))
+                counts[key] = (len(labels), int(labels.sum()))
     rows = []
-    for (sp, group), values in sorted(accs.items(), key=lambda kv: (kv[0][0], list(WITHIN).index(kv[0][1]))):
-        mean, sd = mean_sd(values)
-        rows.append(
-            {"after": sp, "cue": group, "events": counts[(sp, group)][0], "positives": counts[(sp, group)][1]}
-            | {"model": mean, "model_sd": sd, "model_seeds": values}
-        )
+    for sp, group in sorted(counts, key=lambda k: (k[0], list(WITHIN).index(k[1]))):
+        row = {"after": sp, "cue": group, "events": counts[(sp, group)][0], "positives": counts[(sp, group)][1]}
+        for name in variants:
+            values = accs[(name, sp, group)]
+            mean, sd = mean_sd(values)
+            row |= {name: mean, f"{name}_sd": sd, f"{name}_seeds": values}
+        rows.append(row)
     return {
         "export": str(export_dir),
         "steps": steps,
@@ -414,13 +419,15 @@ def _within_section(r: dict) -> list[str]:
         f"{r['seconds']:.0f} s wall (1-min load average at the end {r['load_average_1m']:.1f}). Each group its own "
         "threshold, chosen on the train split's events of that group; `all` repeats the smoke-train's judged split.",
         "",
-        "| last speaker | last word ends in | held-out events (shifts) | model, mean ± SD | per seed |",
-        "|---|---|---|---|---|",
+        "| last speaker | last word ends in | held-out events (shifts) | model, mean ± SD | per seed "
+        "| agent-shifted control, mean ± SD | per seed |",
+        "|---|---|---|---|---|---|---|",
     ]
     for x in r["rows"]:
         lines.append(
             f"| {x['after']} | {x['cue']} | {x['events']} ({x['positives']}) | {_acc(x['model'], x['model_sd'])} "
-            f"| {_seeds(x['model_seeds'])} |"
+            f"| {_seeds(x['model_seeds'])} | {_acc(x.get('control'), x.get('control_sd'))} "
+            f"| {_seeds(x.get('control_seeds'))} |"
         )
     return [*lines, ""]
 
