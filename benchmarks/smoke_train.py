@@ -413,7 +413,8 @@ def within_cue(export_dir: Path, run: str | None, steps: int, seeds: int, thread
 
 def _within_section(r: dict) -> list[str]:
     lines = [
-        f"## Shift/hold inside a last-word cue: the model alone, {r['steps']} steps x {len(r['seeds'])} seeds "
+        "## Shift/hold inside a last-word cue: the model and the agent-shifted control, "
+        f"{r['steps']} steps x {len(r['seeds'])} seeds "
         f"({r['threads']} thread), on {r['export']}",
         "",
         f"{r['seconds']:.0f} s wall (1-min load average at the end {r['load_average_1m']:.1f}). Each group its own "
