@@ -13,7 +13,14 @@ bursts with a turn-final cue, random scripts; every 4th dialogue held out) expor
 alone (generate and export are timed on their own line), the threads, and the model /
 agent-shifted / user-shifted control / majority measures, shift/hold also per last speaker, and for
 a real run what its shift/hold events follow (`event_cues`: the last word's punctuation or a
-filler, the silence's length, per last speaker and outcome).
+filler, the silence's length, per last speaker and outcome; `cue_only`: that cue alone as a
+shift/hold predictor, chosen on the train split's events and scored on the held-out ones), and the
+1-min load average at the start and end of each smoke-train. `--cues-only` recomputes only a real
+run's `event_cues`, `cue_only` and `silence_floor` (the last speaker's clean channel in the
+events' silent frames: level and share of exact zeros) into its section (no training). `--within-cue`
+only trains the model (`--train-seeds` seeds) and scores shift/hold inside each last-word cue.
+`--seed-subsets REPORT...` only judges every k-seed subset of the training seeds in smoke-train
+reports of one export (section "seed_subsets": how often the verdict depends on which seeds were drawn; no training).
 `--time-threads STEPS` only times one model's training on the export (STEPS steps, seed 0) with 1
 and with 2 torch threads, alternately, 3 times each (section "threads": why one thread is the
 default on a shared machine).
@@ -39,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -141,17 +149,15 @@ def _cue(word: str, kind: str) -> str:
     return next((cue for cue in CUES[:3] if last and last in cue), "mid-sentence")
 
 
-def event_cues(run: str) -> dict[str, dict]:
-    """What the run's shift/hold events (all dialogues; `factory.vap.measures.events` on each
-    timeline's 12.5 Hz voice activity) follow, per last speaker and outcome: how many, the share
-    whose last word ends in each of `CUES` (its punctuation, or a filler), and the silence's
-    median length (s): the cues a model could use besides timing."""
+def _shift_hold_events(run: str) -> Iterator[tuple[str, str, str, str, float, int]]:
+    """The run's shift/hold events (all dialogues; `factory.vap.measures.events` on each timeline's
+    12.5 Hz voice activity): (dialogue id, `after SPEAKER`, `shift` or `hold`, the last word's cue
+    (one of `CUES`), the mutual silence's length in s, the event's first frame)."""
     from factory.run.read import read_sample_metas
     from factory.timeline.frames import frame_view
     from factory.vap.measures import MODEL_RATE, events
     from factory.vap.report import SPEAKERS
 
-    found: dict[str, list[tuple[str, float]]] = {}
     for meta in read_sample_metas(run, verify=False):
         fv = frame_view(meta.timeline, MODEL_RATE)
         for e in events(fv.activity):
@@ -160,8 +166,17 @@ def event_cues(run: str) -> dict[str, dict]:
             s = e.frames[0]
             silence = int(np.argmax(fv.activity[:, s:].any(0))) / MODEL_RATE
             w = meta.timeline.words[int(fv.word[e.speaker, s - 1])]
-            key = f"after {SPEAKERS[e.speaker]}: {'shift' if e.label else 'hold'}"
-            found.setdefault(key, []).append((_cue(w.word, w.kind), silence))
+            outcome = "shift" if e.label else "hold"
+            yield meta.id, f"after {SPEAKERS[e.speaker]}", outcome, _cue(w.word, w.kind), silence, s
+
+
+def event_cues(run: str) -> dict[str, dict]:
+    """What the run's shift/hold events (all dialogues) follow, per last speaker and outcome: how
+    many, the share whose last word ends in each of `CUES` (its punctuation, or a filler), and the
+    silence's median length (s): the cues a model could use besides timing."""
+    found: dict[str, list[tuple[str, float]]] = {}
+    for _, speaker, outcome, cue, silence, _ in _shift_hold_events(run):
+        found.setdefault(f"{speaker}: {outcome}", []).append((cue, silence))
     out = {}
     for key in sorted(found):
         cues = [c for c, _ in found[key]]
@@ -173,6 +188,261 @@ def event_cues(run: str) -> dict[str, dict]:
     return out
 
 
+def cue_only(run: str, held_out: set[str]) -> dict[str, dict]:
+    """How far the last word's cue alone (one of `CUES`, from the script's text: punctuation or a
+    filler, no audio, no timing) tells shift from hold, per last speaker, scored as the smoke-train
+    scores its model: the cues that predict a shift chosen on the train split's events (a cue counts
+    as "shift" when more of the shifts than of the holds end in it: the choice that maximises
+    balanced accuracy), the balanced accuracy on the held-out dialogues' events (`held_out`: their
+    ids, the smoke-train's split). What a model that hears only whether a sentence ends (and how)
+    can reach; a model above it hears something more (prosody, timing across the channels)."""
+    by: dict[str, dict[bool, dict[str, list[str]]]] = {}
+    for sample, speaker, outcome, cue, _, _ in _shift_hold_events(run):
+        side = by.setdefault(speaker, {True: {"shift": [], "hold": []}, False: {"shift": [], "hold": []}})
+        side[sample in held_out][outcome].append(cue)
+    out = {}
+    for speaker in sorted(by):
+        train, held = by[speaker][False], by[speaker][True]
+
+        def share(cues: list[str], c: str) -> float:
+            return cues.count(c) / len(cues) if cues else 0.0
+
+        chosen = [c for c in CUES if share(train["shift"], c) > share(train["hold"], c)]
+        tpr = sum(share(held["shift"], c) for c in chosen)
+        tnr = 1 - sum(share(held["hold"], c) for c in chosen)
+        out[speaker] = {
+            "shift_cues": chosen,
+            "train_events": len(train["shift"]) + len(train["hold"]),
+            "events": len(held["shift"]) + len(held["hold"]),
+            "positives": len(held["shift"]),
+            "balanced_accuracy": (tpr + tnr) / 2,
+        }
+    return out
+
+
+def seed_subsets(paths: list[Path]) -> dict:
+    """How much a recorded verdict depends on which training seeds were drawn: the judged splits'
+    per-seed balanced accuracies from smoke-train reports of one export (`smoke_train.json`, a
+    benchmark section holding one as `report`, or `FILE#SECTION`: that section of this benchmark's
+    results), merged by seed (a seed in two reports must have
+    the same values: training is deterministic), then for each number of seeds k every k-seed
+    subset judged by the rule (`factory.vap.report.judge`): how many say learnable, and per split
+    the difference minus its margin (`margin`) and how many subsets sit within one seed-standard-
+    error of the difference, sqrt((SD_model^2 + SD_control^2) / k), of the margin (marginal)."""
+    import itertools
+    import math
+    import statistics
+
+    from factory.vap.report import Measure, judge, margin, split_control
+
+    per_seed: dict[int, dict[str, tuple]] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    export = None
+    for path in paths:
+        name, _, section = str(path).partition("#")  # FILE#SECTION: a section of this benchmark's results
+        rep = json.loads(Path(name).read_text())
+        rep = rep[section] if section else rep
+        rep = rep.get("report", rep)  # a benchmark section's report has no `export`: its events must agree
+        export = export or rep.get("export")
+        if rep.get("export", export) != export:
+            raise SystemExit(f"--seed-subsets merges reports of one export: {path} is of {rep['export']}")
+        for sp, m in rep["shift_hold_by_last_speaker"].items():
+            if counts.setdefault(sp, (m["events"], m["positives"])) != (m["events"], m["positives"]):
+                raise SystemExit(f"{path}: other held-out events after the {sp} than the reports before it")
+            for k, seed in enumerate(rep["seeds"]):
+                values = (m["model_seeds"][k], m["control_seeds"][k], m["user_control_seeds"][k])
+                known = per_seed.setdefault(seed, {}).setdefault(sp, values)
+                if known != values:
+                    raise SystemExit(f"seed {seed} after the {sp}: {known} in one report, {values} in {path}")
+    seeds = sorted(per_seed)
+    by_k = []
+    for k in range(2, len(seeds) + 1):
+        learnable, splits = 0, {sp: {"slack": [], "marginal": 0} for sp in counts}
+        subsets = list(itertools.combinations(seeds, k))
+        for subset in subsets:
+            measures = {}
+            for sp, (events, positives) in counts.items():
+                model, control, user_control = ([per_seed[s][sp][i] for s in subset] for i in range(3))
+                measures[sp] = Measure.of(events, positives, model, control, user_control, 0.5)
+            learnable += judge(measures)[0]
+            for sp, m in measures.items():
+                control, control_sd = split_control(sp, m)
+                assert m.model is not None and control is not None
+                slack = m.model - control - margin(m.events, m.positives, m.model_sd or 0.0, control_sd or 0.0, k)
+                splits[sp]["slack"].append(slack)
+                splits[sp]["marginal"] += abs(slack) < math.sqrt(((m.model_sd or 0) ** 2 + (control_sd or 0) ** 2) / k)
+        by_k.append(
+            {
+                "seeds": k,
+                "subsets": len(subsets),
+                "learnable": learnable,
+                "splits": {
+                    sp: {
+                        "passed": sum(x >= 0 for x in v["slack"]),
+                        "marginal": v["marginal"],
+                        "slack_min": min(v["slack"]),
+                        "slack_median": statistics.median(v["slack"]),
+                        "slack_max": max(v["slack"]),
+                    }
+                    for sp, v in splits.items()
+                },
+            }
+        )
+    return {"export": export, "reports": [str(p) for p in paths], "seeds": seeds, "by_seeds": by_k}
+
+
+def _subsets_section(r: dict) -> list[str]:
+    lines = [
+        f"## Which seeds were drawn: every k-seed subset of seeds {', '.join(map(str, r['seeds']))} "
+        f"(per-seed values of {', '.join(r['reports'])}; a seed in two reports has the same values), "
+        "judged by the rule",
+        "",
+        f"Export: {r['export']}. Slack: the difference minus its margin (>= 0 passes). Marginal: within one "
+        "seed-standard-error of the difference, sqrt((SD_model^2 + SD_control^2) / k), of the margin.",
+        "",
+        "| seeds k | subsets | learnable | split | passed | marginal | slack min / median / max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for x in r["by_seeds"]:
+        for sp, v in x["splits"].items():
+            lines.append(
+                f"| {x['seeds']} | {x['subsets']} | {x['learnable']} | after the {sp} | {v['passed']} "
+                f"| {v['marginal']} | {v['slack_min']:+.3f} / {v['slack_median']:+.3f} / {v['slack_max']:+.3f} |"
+            )
+    return [*lines, ""]
+
+
+def silence_floor(run: str) -> dict[str, dict]:
+    """What the last speaker's own clean channel (the run's stems) holds in a shift/hold event's
+    frames (the timeline's mutual silence, its first 0.24 s), per last speaker, last-word cue
+    (`.!` or any) and outcome: the median level (dBFS) and the median share of samples that are
+    exactly zero. A turn-internal pause that is not digital silence while a turn-final gap is tells
+    a hold from a shift without any turn-taking: a rendering artifact a model can learn."""
+    from factory.run.read import read_samples
+    from factory.vap.measures import MODEL_RATE
+
+    by: dict[str, list[tuple[str, int, str, str]]] = {}
+    for sample, speaker, outcome, cue, _, frame in _shift_hold_events(run):
+        by.setdefault(sample, []).append((speaker, frame, outcome, cue))
+    found: dict[str, tuple[list[float], list[float]]] = {}
+    for sample in read_samples(run, verify=False):
+        rate = sample.sample_rate
+        for speaker, frame, outcome, cue in by.get(sample.id, []):
+            a, z = round(frame / MODEL_RATE * rate), round((frame + 3) / MODEL_RATE * rate)
+            x = np.asarray(sample.stems[a:z, 0 if speaker == "after user" else 1], np.float64)
+            for group in ("any", cue) if cue == ".!" else ("any",):
+                level, zeros = found.setdefault(f"{speaker}, `{group}`: {outcome}", ([], []))
+                level.append(10 * np.log10(np.mean(x**2) + 1e-12))
+                zeros.append(float(np.mean(x == 0)))
+    return {
+        key: {"events": len(level), "level_dbfs": float(np.median(level)), "zero_share": float(np.median(zeros))}
+        for key, (level, zeros) in sorted(found.items())
+    }
+
+
+WITHIN = {"all": CUES, "`?`": ("?",), "`.!`": (".!",), "neither": (",;:", "filler", "mid-sentence")}
+
+
+def within_cue(export_dir: Path, run: str | None, steps: int, seeds: int, threads: int) -> dict:
+    """Does the model tell shift from hold among events whose last word ends alike? The model and
+    the agent-shifted control (`control`), trained as the smoke-train trains them with seeds
+    0..`seeds`-1, scored on the held-out shift/hold events per last speaker and per group of the
+    last word's cue (`WITHIN`; `all` is the smoke-train's own split and must repeat its numbers),
+    each group with its own threshold chosen on the train split's events of that group. Balanced
+    accuracy near 0.5 inside a group: the tokens carry nothing there beyond the cue."""
+    from factory.export.output import read_sidecar
+    from factory.models import Channel
+    from factory.vap.data import held_out_split, load_streams, shift_channel
+    from factory.vap.measures import balanced_accuracy, best_threshold, events, score
+    from factory.vap.model import TrainConfig, project, train
+    from factory.vap.report import CONTROL_SHIFT_S, SPEAKERS, mean_sd
+
+    run = run or str(read_sidecar(export_dir).source_run)
+    cue_at = {(d, sp, frame): cue for d, sp, _, cue, _, frame in _shift_hold_events(run)}
+    streams = load_streams(export_dir, run)
+    splits = held_out_split(streams.dialogues)
+    found = [
+        [(d, [e for e in events(d.activity) if e.measure == "shift_hold"]) for d in dialogues] for dialogues in splits
+    ]
+
+    def grouped(part: int, projections: list[np.ndarray]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+        out: dict[tuple[str, str], tuple[list[float], list[bool]]] = {}
+        for (d, evs), p in zip(found[part], projections, strict=True):
+            for e in evs:
+                sp = SPEAKERS[e.speaker]
+                cue = cue_at[(d.id, f"after {sp}", e.frames[0])]
+                for group, cues in WITHIN.items():
+                    if cue in cues:
+                        x = out.setdefault((sp, group), ([], []))
+                        x[0].append(score(e, p))
+                        x[1].append(e.label)
+        return {k: (np.asarray(v[0]), np.asarray(v[1], bool)) for k, v in out.items()}
+
+    variants = {"model": streams, "control": shift_channel(streams, Channel.agent, CONTROL_SHIFT_S)}
+    accs: dict[tuple[str, str, str], list[float | None]] = {}
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    started = time.perf_counter()
+    for seed in range(seeds):
+        cfg = TrainConfig(steps=steps, seed=seed, threads=threads)
+        for name, variant in variants.items():
+            parts = held_out_split(variant.dialogues)  # the same dialogues in the same order as `splits`
+            model = train(variant, parts[0], cfg)
+            tr, te = grouped(0, project(model, parts[0], cfg)), grouped(1, project(model, parts[1], cfg))
+            for key, (scores, labels) in te.items():
+                threshold = best_threshold(*tr[key]) if key in tr else 0.0
+                accs.setdefault((name, *key), []).append(balanced_accuracy(labels, scores > threshold))
+                counts[key] = (len(labels), int(labels.sum()))
+    rows = []
+    for sp, group in sorted(counts, key=lambda k: (k[0], list(WITHIN).index(k[1]))):
+        row = {"after": sp, "cue": group, "events": counts[(sp, group)][0], "positives": counts[(sp, group)][1]}
+        for name in variants:
+            values = accs[(name, sp, group)]
+            mean, sd = mean_sd(values)
+            row |= {name: mean, f"{name}_sd": sd, f"{name}_seeds": values}
+        rows.append(row)
+    return {
+        "export": str(export_dir),
+        "steps": steps,
+        "seeds": list(range(seeds)),
+        "threads": threads,
+        "seconds": time.perf_counter() - started,
+        "load_average_1m": os.getloadavg()[0],
+        "rows": rows,
+    }
+
+
+def _within_section(r: dict) -> list[str]:
+    lines = [
+        "## Shift/hold inside a last-word cue: the model and the agent-shifted control, "
+        f"{r['steps']} steps x {len(r['seeds'])} seeds "
+        f"({r['threads']} thread), on {r['export']}",
+        "",
+        f"{r['seconds']:.0f} s wall (1-min load average at the end {r['load_average_1m']:.1f}). Each group its own "
+        "threshold, chosen on the train split's events of that group; `all` repeats the smoke-train's judged split.",
+        "",
+        "| last speaker | last word ends in | held-out events (shifts) | model, mean ± SD | per seed "
+        "| agent-shifted control, mean ± SD | per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for x in r["rows"]:
+        lines.append(
+            f"| {x['after']} | {x['cue']} | {x['events']} ({x['positives']}) | {_acc(x['model'], x['model_sd'])} "
+            f"| {_seeds(x['model_seeds'])} | {_acc(x.get('control'), x.get('control_sd'))} "
+            f"| {_seeds(x.get('control_seeds'))} |"
+        )
+    return [*lines, ""]
+
+
+def _cues(export_dir: Path, run: str | None) -> tuple[dict, dict]:
+    """A real run's `event_cues` and `cue_only` (on the smoke-train's held-out split of `export_dir`)."""
+    from factory.export.output import read_sidecar
+    from factory.vap.data import held_out_split, load_streams
+
+    run = run or str(read_sidecar(export_dir).source_run)
+    _, held = held_out_split(load_streams(export_dir, run).dialogues)
+    return event_cues(run), cue_only(run, {d.id for d in held})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--export", type=Path, default=None)
@@ -180,7 +450,11 @@ def main() -> None:
     parser.add_argument("--dialogues", type=int, default=200)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--train-seeds", type=int, default=3, help="train the model and each control with seeds 0..N-1")
+    from factory.vap.report import TRAIN_SEEDS
+
+    parser.add_argument(
+        "--train-seeds", type=int, default=TRAIN_SEEDS, help="train the model and each control with seeds 0..N-1"
+    )
     parser.add_argument("--source", default=None, help="what --export is, for the results' heading")
     parser.add_argument("--generate", type=int, default=None, help="make a run of N dialogues and export it")
     parser.add_argument("--voices", choices=("cpu", "espeak"), default="cpu")
@@ -205,7 +479,63 @@ def main() -> None:
         metavar="STEPS",
         help="only time one model's training of STEPS steps with 1 and 2 threads, alternately, 3 times each",
     )
+    parser.add_argument(
+        "--cues-only",
+        action="store_true",
+        help="only recompute a real run's event cues and cue-only balanced accuracy into its section (no training)",
+    )
+    parser.add_argument(
+        "--seed-subsets",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="REPORT",
+        help="only judge every k-seed subset of the seeds in these smoke-train reports of one export "
+        "(smoke_train.json, a saved section, or RESULTS.json#SECTION; no training)",
+    )
+    parser.add_argument(
+        "--within-cue",
+        action="store_true",
+        help="only train the model (--train-seeds seeds) on a real run's export and score shift/hold inside each "
+        "last-word cue (section within_cue:SET or within_cue)",
+    )
     args = parser.parse_args()
+    if args.within_cue:
+        if not (args.generate or args.export):
+            raise SystemExit("--within-cue reads a real run: give --generate N (with --work) or --export DIR")
+        with tempfile.TemporaryDirectory(prefix="smoke-bench-") as tmp:
+            export_dir = args.export
+            if args.generate:
+                export_dir, *_ = generate_and_export(
+                    args.generate, args.voices, args.seed, args.work or Path(tmp), args.dataset
+                )
+            result = within_cue(Path(export_dir), args.run, args.steps, args.train_seeds, args.threads)
+        section = f"within_cue:{args.dataset}" if args.generate and args.dataset else "within_cue"
+        _write(section + ("" if args.steps == 400 else f":{args.steps}-steps"), result)
+        return
+    if args.seed_subsets:
+        _write("seed_subsets", seed_subsets(args.seed_subsets))
+        return
+    if args.cues_only:
+        from factory.export.output import read_sidecar
+
+        if not (args.generate or args.export):
+            raise SystemExit("--cues-only reads a real run: give --generate N (with --work) or --export DIR")
+        with tempfile.TemporaryDirectory(prefix="smoke-bench-") as tmp:
+            export_dir = args.export
+            if args.generate:
+                export_dir, *_ = generate_and_export(
+                    args.generate, args.voices, args.seed, args.work or Path(tmp), args.dataset
+                )
+            section = f"run:{args.dataset}" if args.generate and args.dataset else "run"
+            path = ROOT / "benchmarks" / "results" / "smoke_train.json"
+            result = (json.loads(path.read_text()) if path.exists() else {}).get(section)
+            if result is None:
+                raise SystemExit(f"no section {section!r} in {path}: run the smoke-train first")
+            result["event_cues"], result["cue_only"] = _cues(Path(export_dir), args.run)
+            result["silence_floor"] = silence_floor(args.run or str(read_sidecar(Path(export_dir)).source_run))
+        _write(section, result)
+        return
     if args.time_threads:
         if args.export is None:
             raise SystemExit("--time-threads times the training on an export: give --export DIR")
@@ -243,7 +573,7 @@ def main() -> None:
                 "dgslm 50 Hz, 256 units fitted on 32"
             )
             del samples
-        started = time.perf_counter()
+        started, load_start = time.perf_counter(), os.getloadavg()[0]
         report = smoke_train(
             export_dir,
             args.run,
@@ -253,15 +583,12 @@ def main() -> None:
             threads=args.threads,
             timelines=timelines,
         )
-        wall = time.perf_counter() - started
-        cues = None
-        if timelines is None:  # a real run: what its shift/hold events follow
-            from factory.export.output import read_sidecar
-
-            cues = event_cues(args.run or str(read_sidecar(Path(export_dir)).source_run))
+        wall, load_end = time.perf_counter() - started, os.getloadavg()[0]
+        cues, cue_alone = _cues(Path(export_dir), args.run) if timelines is None else (None, None)
         broken = {}
         for channel, column in BREAKS.items() if args.break_check else ():
             copy = delayed_copy(Path(export_dir), Path(tmp) / f"dgslm-{channel}-delayed-2s", column=column)
+            broken_load = os.getloadavg()[0]
             broken[channel] = smoke_train(
                 copy,
                 args.run,
@@ -272,6 +599,8 @@ def main() -> None:
                 timelines=timelines,
                 plot_dialogues=0,
             ).model_dump(mode="json", exclude={"plot", "export"})
+            # the 1-min load average at the start and the end of this copy's smoke-train
+            broken[channel]["load_average_1m"] = [broken_load, os.getloadavg()[0]]
     result = {
         "source": source,
         "cpus": os.cpu_count(),
@@ -282,10 +611,12 @@ def main() -> None:
         "generate_seconds": generate_s,
         "export_seconds": export_s,
         "smoke_train_seconds": wall,
+        "smoke_train_load_average_1m": [load_start, load_end],  # at its start and its end
         "report": report.model_dump(mode="json", exclude={"plot", "export"}),
         # the delayed copies' reports by the channel delayed ({"agent": ..., "user": ...})
         "break_check": broken or None,
         "event_cues": cues,
+        "cue_only": cue_alone,
     }
     # sections: a real run ("run": the stand-in LLM's text or an export given; "run:SET": --dataset
     # SET's text) and the cued fixtures ("fixtures")
@@ -307,9 +638,10 @@ def _write(section: str, result: dict) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# smoke-train", ""]
     for name in sorted(results, key=lambda k: (k == "threads", k == "fixtures", k)):  # the real runs first
-        lines += _threads_section(results[name]) if name == "threads" else _section(results[name])
+        render = _RENDER.get(name.partition(":")[0], _section)
+        lines += render(results[name])
     (out / "smoke_train.md").write_text("\n".join(lines))
-    print("\n".join(_threads_section(result) if section == "threads" else _section(result)))
+    print("\n".join(_RENDER.get(section.partition(":")[0], _section)(result)))
 
 
 def time_threads(export_dir: Path, run: str | None, steps: int) -> dict:
@@ -378,6 +710,10 @@ def _section(r: dict) -> list[str]:
     times = [f"smoke-train wall time: {r['smoke_train_seconds']:.0f} s"]
     if rep.get("phase_seconds"):
         times[0] += " (" + ", ".join(f"{k} {v:.0f} s" for k, v in rep["phase_seconds"].items()) + ")"
+    if r.get("smoke_train_load_average_1m"):
+        times[0] += " at a 1-min load average of {:.1f} at its start, {:.1f} at its end".format(
+            *r["smoke_train_load_average_1m"]
+        )
     if r.get("generate_seconds"):
         times.append(f"generate before it: {r['generate_seconds']:.0f} s")
     if r.get("export_seconds"):
@@ -436,9 +772,13 @@ def _section(r: dict) -> list[str]:
         ) or "shift/hold model {}, agent-shifted control {}".format(
             _acc(b["measures"]["shift_hold"]["model"]), _acc(b["measures"]["shift_hold"]["control"])
         )
+        wall = f" Wall time {b['seconds']:.0f} s" if b.get("seconds") else ""
+        if wall and b.get("load_average_1m"):
+            wall += " (1-min load average {:.1f} at its start, {:.1f} at its end)".format(*b["load_average_1m"])
         lines += [
             f"Break-check: the same export with the {channel}'s units delayed by 2 s (a copy of its parquet, "
-            f"as a channel-offset exporter bug writes it): {per}. Verdict: {b['verdict']}",
+            f"as a channel-offset exporter bug writes it): {per}. Verdict: {b['verdict']}"
+            + (f".{wall}." if wall else ""),
             "",
         ]
     lines += [f"Rule: {rep['rule']}", ""]
@@ -454,8 +794,35 @@ def _section(r: dict) -> list[str]:
             shares = " | ".join(f"{c[x]:.2f}" for x in CUES)
             lines.append(f"| {key} | {c['events']} | {shares} | {c['silence_median_s']:.2f} |")
         lines.append("")
+    if r.get("silence_floor"):
+        lines += [
+            "The last speaker's own clean channel in the event's frames (the timeline's silence, its first 0.24 s): "
+            "median level and median share of samples exactly zero:",
+            "",
+            "| events | n | level, dBFS | exactly zero |",
+            "|---|---|---|---|",
+        ]
+        for key, c in r["silence_floor"].items():
+            lines.append(f"| {key} | {c['events']} | {c['level_dbfs']:.1f} | {c['zero_share']:.2f} |")
+        lines.append("")
+    if r.get("cue_only"):
+        lines += [
+            "The last word's cue alone (text: punctuation or a filler; no audio, no timing) as a shift/hold "
+            'predictor, scored like the model: the cues counted as "shift" chosen on the train split\'s events, '
+            "balanced accuracy on the held-out ones:",
+            "",
+            "| events | held-out events (shifts) | cues counted as shift | balanced accuracy |",
+            "|---|---|---|---|",
+        ]
+        for speaker, c in r["cue_only"].items():
+            chosen = ", ".join(f"`{x}`" if len(x) < 4 else x for x in c["shift_cues"]) or "none"
+            lines.append(f"| {speaker} | {c['events']} ({c['positives']}) | {chosen} | {c['balanced_accuracy']:.3f} |")
+        lines.append("")
     return lines
 
+
+# the sections that are not a smoke-train's report, by the name before a ":"
+_RENDER = {"threads": _threads_section, "seed_subsets": _subsets_section, "within_cue": _within_section}
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factory.cli import app, torch_env
-from factory.vap.report import PLOT, REPORT
+from factory.vap.report import PLOT, REPORT, TRAIN_SEEDS
 from tests.export_fixtures import make_cued_sample, make_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +55,20 @@ def test_smoke_train_refuses_one_training_seed(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["smoke-train", str(tmp_path), "--train-seeds", "1"])
     flat = " ".join(result.output.split())
     assert result.exit_code == 2 and "--train-seeds" in flat and "greater than or equal to" in flat, flat
+
+
+def test_smoke_train_hands_over_the_libraries_default_seeds(tmp_path: Path, monkeypatch) -> None:
+    # one default for the number of training seeds (factory.vap.report.TRAIN_SEEDS): the command's,
+    # handed to the torch environment, and the library's
+    import inspect
+
+    from factory.vap.smoke import smoke_train
+
+    handed: list[list[str]] = []
+    monkeypatch.setattr(torch_env, "has_torch", lambda: False)
+    monkeypatch.setattr(torch_env, "run_there", lambda args, _: handed.append(args) or 0)
+    result = CliRunner().invoke(app, ["smoke-train", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    args = handed[0]
+    assert args[args.index("--train-seeds") + 1] == str(TRAIN_SEEDS)
+    assert inspect.signature(smoke_train).parameters["train_seeds"].default == TRAIN_SEEDS

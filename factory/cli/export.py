@@ -24,6 +24,7 @@ from factory.export.output import read_sidecar
 from factory.export.registry import get_format, needs_torch
 from factory.export.report import ExportReport
 from factory.progress import track
+from factory.vap.report import MIN_SEEDS, TRAIN_SEEDS
 
 
 class ExportRequest(BaseModel):
@@ -171,8 +172,10 @@ def smoke_train(
     seed: Annotated[int, typer.Option(help="first training seed of the models and their crops")] = 0,
     train_seeds: Annotated[
         int,
-        typer.Option(min=2, help="train the model and each control with this many seeds (--seed, --seed + 1, ...)"),
-    ] = 3,
+        typer.Option(
+            min=MIN_SEEDS, help="train the model and each control with this many seeds (--seed, --seed + 1, ...)"
+        ),
+    ] = TRAIN_SEEDS,
     threads: Annotated[
         int, typer.Option(help="torch threads (2 only on an idle machine: under load they wait on each other)")
     ] = 1,

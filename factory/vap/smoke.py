@@ -18,7 +18,17 @@ from factory.atomic import atomic_write, atomic_write_text
 from factory.models import Channel, Timeline
 from factory.vap.data import Dialogue, Streams, held_out_split, load_streams, shift_channel
 from factory.vap.measures import MEASURES, MODEL_RATE, Event, balanced_accuracy, best_threshold, events, score
-from factory.vap.report import CONTROL_SHIFT_S, MIN_SEEDS, PLOT, REPORT, SPEAKERS, Measure, SmokeReport, judge
+from factory.vap.report import (
+    CONTROL_SHIFT_S,
+    MIN_SEEDS,
+    PLOT,
+    REPORT,
+    SPEAKERS,
+    TRAIN_SEEDS,
+    Measure,
+    SmokeReport,
+    judge,
+)
 
 Scored = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -71,7 +81,7 @@ def smoke_train(
     steps: int = 400,
     batch: int = 16,
     seed: int = 0,
-    train_seeds: int = 3,
+    train_seeds: int = TRAIN_SEEDS,
     threads: int = 1,
     plot_dialogues: int = 3,
     storage_options: dict[str, Any] | None = None,

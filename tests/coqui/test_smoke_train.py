@@ -32,7 +32,7 @@ RATE = 25.0
 TURNS = 8
 STEPS = 80
 BATCH = 8
-SEEDS = 2  # training seeds of each model (the fewest the rule takes; the CLI's default is 3)
+SEEDS = 2  # training seeds of each model (the fewest the rule takes; the default is TRAIN_SEEDS, 5)
 
 
 @pytest.fixture(scope="module")
