@@ -18,7 +18,9 @@ For each run folder (a finished `generate` run of one language):
   audit's backchannel-like IPUs, `factory.conversation.measures`), per minute of dialogue, against
   the lexicon's rate;
 - floor transfers measured from the audio (energy VAD, H&E frame states, 180 ms bridge, pooled):
-  mean, quantiles and overlap share, against timing_languages.yaml's published mean offset;
+  mean and quantiles, against timing_languages.yaml's published mean offset; the overlap share of
+  the dialogue (both speaking / its duration) and of speech time (both / anyone speaking: the
+  audit's `overlap_share`), the latter against the language's audit band (`bands_for`);
 - exports (unless `--no-exports`): moshi (main env) and nemo-duplex (through the CLI) with the
   default text tokenizer, with Whisper's (the default for languages other than English before
   Gemma 3's) and with SmolLM2's GGUF vocabulary: the rules that lose text (moshi
@@ -64,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from factory.audit.measures import measure_stereo  # noqa: E402
 from factory.config import TTSSection  # noqa: E402
+from factory.conversation.bands import bands_for  # noqa: E402
 from factory.languages import base, qa_metric, words  # noqa: E402
 from factory.models import Channel, TurnKind  # noqa: E402
 from factory.run.read import read_manifest, read_samples  # noqa: E402
@@ -88,7 +91,7 @@ def measure_run(run: Path) -> dict[str, Any]:
     within_gate = 0  # dialogues whose every scored turn is within the default gate at its first render
     fto: list[float] = []
     n_words = 0
-    speech_s = minutes = planned = measured = overlap_s = 0.0
+    speech_s = minutes = planned = measured = overlap_s = anyone_s = 0.0
     for sample in read_samples(run):
         tl = sample.timeline
         scores = [t.qa_wer for t in tl.turns if t.qa_wer is not None]
@@ -105,6 +108,7 @@ def measure_run(run: Path) -> dict[str, Any]:
         planned += sum(t.kind is TurnKind.backchannel for t in tl.turns)
         measured += len(m.backchannels)
         overlap_s += m.both_s
+        anyone_s += m.speech_s
     f = np.asarray(fto, float)
     return {
         "language": language,
@@ -131,7 +135,8 @@ def measure_run(run: Path) -> dict[str, Any]:
         **{f"fto_p{round(q * 100)}": float(np.quantile(f, q)) for q in QS},
         "fto_within_500ms": float(np.mean(np.abs(f) <= 0.5)),
         "transitions": len(f),
-        "overlap_share": overlap_s / (minutes * 60),
+        "overlap_share": overlap_s / (minutes * 60),  # of the dialogue's duration
+        "overlap_share_of_speech": overlap_s / anyone_s if anyone_s else float("nan"),  # the audit's
     }
 
 
@@ -328,7 +333,10 @@ def voices_markdown(results: dict[str, Any]) -> str:
 def references(language: str) -> dict[str, Any]:
     lex = load_lexicon(language)
     entry = language_timing().languages.get(base(language))
+    overlap = bands_for(language)["overlap_share"]
     return {
+        "overlap_band": overlap.shown(),
+        "overlap_source": overlap.source,
         "backchannels_per_minute": lex.backchannels_per_minute,
         "backchannels_source": lex.backchannels_source,
         "words_per_second": lex.words_per_second,
@@ -401,7 +409,13 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         quantiles = " / ".join(ms(m[f"fto_p{round(q * 100)}"]) for q in QS)
         md.append(f"| FTO p10/p25/p50/p75/p90 (audio, {m['transitions']} transitions) | {quantiles} | |")
         md.append(f"| FTO within +/-500 ms | {m['fto_within_500ms']:.0%} | |")
-        md.append(f"| overlap share of the dialogue | {m['overlap_share']:.1%} | |")
+        md.append(f"| overlap share of the dialogue (both speaking / duration) | {m['overlap_share']:.1%} | |")
+        if "overlap_share_of_speech" in m:  # (records before 2026-12-07 have the dialogue's share only)
+            band = f"audit band {ref['overlap_band']}: {ref['overlap_source']}" if "overlap_band" in ref else ""
+            md.append(
+                f"| overlap share of speech time (both / anyone speaking: the audit's) | "
+                f"{m['overlap_share_of_speech']:.1%} | {band} |"
+            )
         if r.get("exports"):
             md += ["", "| export | value |", "|---|---|"]
             md += [f"| {k} | {v if not isinstance(v, float) else f'{v:.2f}'} |" for k, v in r["exports"].items()]

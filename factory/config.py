@@ -608,8 +608,8 @@ class AuditSection(_Section):
     checked) flag a failing sample in the manifest with its reason; a shard whose pooled value
     of a `shard_bands` measure leaves its human band (`factory.conversation.bands`), or whose share of
     flagged samples exceeds `max_flagged_share`, is reported in its record and by `audit`. Bands are
-    the samples' language's (`bands_for`): a measure whose band for it is borrowed from English, or
-    that has no band in it, is not gated for that language."""
+    the samples' language's (`bands_for`): a measure whose band for it is borrowed from English, only
+    a reference (`Band.gated` False), or that has no band in it, is not gated for that language."""
 
     vad: Literal["energy", "webrtc", "silero"] = Field(
         default="energy", description="primary detector: measures and gates (energy is exact on the clean stems)"
@@ -638,7 +638,8 @@ class AuditSection(_Section):
     shard_bands: list[str] = Field(
         default_factory=lambda: ["fto_p50_s", "fto_mean_s", "transitions_in_overlap", "overlap_share", "gap_median_s"],
         description="measures whose shard value must lie in its band for the shard's language (names from "
-        "factory.conversation.bands; a band borrowed from English, or none, is not gated: English has no fto_mean_s)",
+        "factory.conversation.bands; a band borrowed from English, a reference, or none, is not gated: English has "
+        "no fto_mean_s)",
     )
     max_flagged_share: float = Field(
         default=0.25, ge=0, le=1, description="a shard with more flagged samples is reported"

@@ -1,6 +1,7 @@
 """The audit per language: each sample judged by its own language's bands (a Japanese value outside
 the English band but inside the Japanese one passes for a Japanese sample and fails for an English
-one), bands borrowed from English labelled "English band" in every output, a mixed run pooled per
+one), bands borrowed from English labelled "English band" in every output, a language's reference
+measured otherwise (the Japanese overlap share) shown and not gated, a mixed run pooled per
 language, and Japanese text drawn with a Japanese font in the figures and the HTML report.
 
 Built from constructed rows and a small run of synthetic samples (tests/export_fixtures.py): no
@@ -54,6 +55,12 @@ def test_bands_per_language_replace_english_measure_by_measure() -> None:
     assert ja["fto_p50_s"].borrowed and ja["fto_p50_s"].tag == "English band"
     assert ja["fto_p50_s"].shown() == "[0.05, 0.25] (English band)"
     assert not ja["planned_found"].borrowed  # quality promises hold for every language
+    # Japanese overlap: its own figure (CALLHOME Japanese), measured on transcript spans: a reference, not a gate
+    overlap = ja["overlap_share"]
+    assert overlap.language == "ja" and not overlap.borrowed and not overlap.gated and overlap.not_gated
+    assert overlap.shown() == "[0.188, inf] (reference, not gated)" and "CALLHOME Japanese" in overlap.source
+    assert not overlap.contains(0.118) and overlap.contains(0.2)
+    assert en["overlap_share"].gated and not en["overlap_share"].not_gated and en["overlap_share"].tag == ""
     assert ja["asr_wer"].metric == "CER" and ja["asr_wer"].shown() == "[0, 0.3] (CER)"
     assert "fto_mean_s" in headline("ja") and "fto_mean_s" not in en
     # a config may gate a measure that only some language has a band for, not an unknown one
@@ -66,7 +73,8 @@ def test_japanese_timing_passes_for_japanese_and_fails_for_english() -> None:
     gates = load_config(overrides=["audit.shard_bands=[fto_p50_s, fto_mean_s, overlap_share]"]).audit
     ja = shard_report([_row(JA_FTO, "ja")], gates, "energy")
     assert ja["problems"] == []
-    assert ja["not_gated"] == ["ja: fto_p50_s (English band)", "ja: overlap_share (English band)"]
+    # its 4 % overlap share is under the Japanese reference (>= 18.8 %), which reports and does not gate
+    assert ja["not_gated"] == ["ja: fto_p50_s (English band)", "ja: overlap_share (reference, not gated)"]
     for language in ("en", None):  # a row without a language (an older audit) is English
         en = shard_report([_row(JA_FTO, language)], gates, "energy")
         assert en["problems"] == ["fto_p50_s 0.000 outside [0.05, 0.25]"] and en["not_gated"] == []

@@ -65,7 +65,7 @@ def _band(ax, band: Band | None) -> None:
     lo = band.low if band.low is not None else ax.get_xlim()[0]
     hi = band.high if band.high is not None else ax.get_xlim()[1]
     color = "#55A868" if band.human else "#8172B2"
-    if band.borrowed:  # another language's band: hatched, not filled
+    if band.not_gated:  # another language's band, or a reference: hatched, not filled
         ax.axvspan(lo, hi, facecolor="none", edgecolor=color, hatch="//", alpha=0.45, lw=0)
     else:
         ax.axvspan(lo, hi, color=color, alpha=0.18, lw=0)
@@ -87,7 +87,7 @@ def fto_figure(fto: list[float], path: Path, title: str = "", language: str = "e
     _band(ax, band)
     ax.set_xlabel("floor-transfer offset, s (negative = overlap)")
     ax.set_ylabel("transitions")
-    of_median = f"band of the median ({band.tag})" if band.borrowed else "band of the median"
+    of_median = f"band of the median ({band.tag})" if band.tag else "band of the median"
     ax.set_title(title or f"Floor-transfer offsets; red dashed: Switchboard quantiles; green: {of_median}")
     ax.title.set_fontsize(8)
     ax.legend(fontsize=7, loc="upper right")
@@ -119,7 +119,7 @@ def distributions_figure(frame, pooled: dict[str, float], vad: str, path: Path, 
         _band(ax, band)
         inside = band.contains(pv)
         ax.set_title(
-            f"{m} = {pv:.3g}{chr(10) if band.borrowed else ' '}{'in' if inside else 'OUT of'} {band.shown()}",
+            f"{m} = {pv:.3g}{chr(10) if band.tag else ' '}{'in' if inside else 'OUT of'} {band.shown()}",
             fontsize=8,
             color="black" if inside else "#C44E52",
         )
@@ -127,7 +127,7 @@ def distributions_figure(frame, pooled: dict[str, float], vad: str, path: Path, 
     for ax in axes.ravel()[len(DIST_MEASURES) :]:
         ax.axis("off")
     scope = "" if language == "en" else f", {language} samples"
-    hatched = "; hatched = English band" if any(b.borrowed for b in bands.values()) else ""
+    hatched = "; hatched = not gated (English band, or a reference)" if any(b.not_gated for b in bands.values()) else ""
     fig.suptitle(
         f"per-sample distributions ({vad} VAD{scope}); line = pooled run value; shaded = band{hatched}", fontsize=9
     )

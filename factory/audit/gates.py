@@ -7,7 +7,8 @@ a sample fails; `shard_report` pools a shard and names the measures that leave t
 
 Bands are per language (`factory.conversation.bands.bands_for`): a shard holding several languages
 is pooled and judged once per language (each row's `language`), and a measure whose band for that
-language is borrowed from English is reported, not gated (it is not that language's norm).
+language is borrowed from English is reported, not gated (it is not that language's norm); so is
+a band of the language's own that is a reference measured otherwise (`Band.gated` False).
 """
 
 from __future__ import annotations
@@ -140,14 +141,15 @@ def by_language(rows: Sequence[dict]) -> dict[str, list[dict]]:
 
 def out_of_band(pooled: dict[str, float], measures: Iterable[str], language: str) -> tuple[list[str], list[str]]:
     """(the `measures` whose pooled value leaves `language`'s own band, as "name value outside
-    [lo, hi]"; the measures not gated because their band for it is borrowed, as "name (English band)")."""
+    [lo, hi]"; the measures not gated because their band for it is borrowed or only a reference, as
+    "name (English band)" or "name (reference, not gated)")."""
     bands = bands_for(language)
     out, borrowed = [], []
     for m in measures:
         band = bands.get(m)
         if band is None or m not in pooled:
             continue
-        if band.borrowed:
+        if band.not_gated:
             borrowed.append(f"{m} ({band.tag})")
         elif not band.contains(pooled[m]):
             out.append(f"{m} {pooled[m]:.3f} outside {band.label()}")

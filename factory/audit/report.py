@@ -248,7 +248,7 @@ def write_report(result: RunAudit, out: Path, players: int = 12, audio_format: s
         for row in result.headline(lang):
             cls = {"yes": "in", "no": "out"}.get(row.in_band, "")
             band = html.escape(row.band.label()) + (
-                f" <span class=note>({html.escape(row.band.tag)})</span>" if row.band.borrowed else ""
+                f" <span class=note>({html.escape(row.band.tag)})</span>" if row.band.tag else ""
             )
             if row.band.metric and row.band.metric != "WER":
                 band += f" ({html.escape(row.band.metric)})"
