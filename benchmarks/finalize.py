@@ -42,7 +42,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from factory.config import RunConfig
-from factory.run.shards import MANIFEST_SCHEMA, ShardResult, plan_shards, run_store
+from factory.run.shards import MANIFEST_SCHEMA, ShardResult, plan_shards, publish_card, run_store
 from factory.script.dedup import save_signatures_values
 
 RESULTS = Path(__file__).with_name("results")
@@ -103,7 +103,6 @@ def build(root: Path, n: int, per: int, seed: int = 0) -> None:
 
 def old_finalize(cfg: RunConfig, shards: list[ShardResult]) -> None:
     """finalize_run's steps before it streamed (manifest, duplicates, config, card), kept here to compare."""
-    from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
     from factory.run.records import shard_files
     from factory.script.dedup import find_duplicates, load_signatures
 
@@ -122,12 +121,7 @@ def old_finalize(cfg: RunConfig, shards: list[ShardResult]) -> None:
     manifest.write_parquet(buffer)
     store.write_bytes("manifest.parquet", buffer.getvalue())
     store.write_bytes("config.yaml", cfg.to_yaml().encode())
-    png = overview_png(manifest.filter(pl.col("status") == "ok"))
-    if png is not None:
-        store.write_bytes(OVERVIEW_PLOT, png)
-    data_bytes = sum(store.size(f"data/{s.name}.parquet") for s in shards)
-    card = dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if png is not None else None)
-    store.write_bytes("README.md", card.encode())
+    publish_card(store, cfg, manifest, [s.name for s in shards])
 
 
 def measure(path: str, root: Path, n: int, per: int) -> dict:

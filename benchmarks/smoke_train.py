@@ -443,6 +443,21 @@ def _cues(export_dir: Path, run: str | None) -> tuple[dict, dict]:
     return event_cues(run), cue_only(run, {d.id for d in held})
 
 
+@contextlib.contextmanager
+def _real_export(args: argparse.Namespace, mode: str) -> Iterator[Path]:
+    """The export of a real run a diagnostic mode reads: --export DIR, or --generate N made now
+    (under --work, or a temporary folder for the mode's duration)."""
+    if not (args.generate or args.export):
+        raise SystemExit(f"{mode} reads a real run: give --generate N (with --work) or --export DIR")
+    with tempfile.TemporaryDirectory(prefix="smoke-bench-") as tmp:
+        export_dir = args.export
+        if args.generate:
+            export_dir, *_ = generate_and_export(
+                args.generate, args.voices, args.seed, args.work or Path(tmp), args.dataset
+            )
+        yield Path(export_dir)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--export", type=Path, default=None)
@@ -501,15 +516,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.within_cue:
-        if not (args.generate or args.export):
-            raise SystemExit("--within-cue reads a real run: give --generate N (with --work) or --export DIR")
-        with tempfile.TemporaryDirectory(prefix="smoke-bench-") as tmp:
-            export_dir = args.export
-            if args.generate:
-                export_dir, *_ = generate_and_export(
-                    args.generate, args.voices, args.seed, args.work or Path(tmp), args.dataset
-                )
-            result = within_cue(Path(export_dir), args.run, args.steps, args.train_seeds, args.threads)
+        with _real_export(args, "--within-cue") as export_dir:
+            result = within_cue(export_dir, args.run, args.steps, args.train_seeds, args.threads)
         section = f"within_cue:{args.dataset}" if args.generate and args.dataset else "within_cue"
         _write(section + ("" if args.steps == 400 else f":{args.steps}-steps"), result)
         return
@@ -519,21 +527,14 @@ def main() -> None:
     if args.cues_only:
         from factory.export.output import read_sidecar
 
-        if not (args.generate or args.export):
-            raise SystemExit("--cues-only reads a real run: give --generate N (with --work) or --export DIR")
-        with tempfile.TemporaryDirectory(prefix="smoke-bench-") as tmp:
-            export_dir = args.export
-            if args.generate:
-                export_dir, *_ = generate_and_export(
-                    args.generate, args.voices, args.seed, args.work or Path(tmp), args.dataset
-                )
+        with _real_export(args, "--cues-only") as export_dir:
             section = f"run:{args.dataset}" if args.generate and args.dataset else "run"
             path = ROOT / "benchmarks" / "results" / "smoke_train.json"
             result = (json.loads(path.read_text()) if path.exists() else {}).get(section)
             if result is None:
                 raise SystemExit(f"no section {section!r} in {path}: run the smoke-train first")
-            result["event_cues"], result["cue_only"] = _cues(Path(export_dir), args.run)
-            result["silence_floor"] = silence_floor(args.run or str(read_sidecar(Path(export_dir)).source_run))
+            result["event_cues"], result["cue_only"] = _cues(export_dir, args.run)
+            result["silence_floor"] = silence_floor(args.run or str(read_sidecar(export_dir).source_run))
         _write(section, result)
         return
     if args.time_threads:

@@ -32,15 +32,6 @@ BLOCK = 32  # tokens per prompt batch; on one core prefill costs about the same 
 KEPT_STATES = 4  # the two speakers' prompts plus a retry's; a state is ~10 MB at n_ctx 2048
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 class PrefixReusingLlama(llama_cpp.Llama):
     """`llama_cpp.Llama` whose prompts reuse block-aligned prefixes of recent calls (see the module
     docstring). Build it with n_batch = n_ubatch = BLOCK; call `keep_state()` after each completion."""
@@ -62,10 +53,10 @@ class PrefixReusingLlama(llama_cpp.Llama):
         # Never the whole prompt: its last token is decoded in this call, in its own block.
         limit = len(tokens) - 1
         exact = min(self.n_tokens, self._whole_blocks)
-        live = min(common_prefix(self.input_ids[:exact].tolist(), tokens), limit) // BLOCK * BLOCK
+        live = min(self.longest_token_prefix(self.input_ids[:exact].tolist(), tokens), limit) // BLOCK * BLOCK
         best_key, best = None, live
         for key in self._kept:
-            shared = min(common_prefix(key, tokens), limit) // BLOCK * BLOCK
+            shared = min(self.longest_token_prefix(key, tokens), limit) // BLOCK * BLOCK
             if shared > best:
                 best_key, best = key, shared
         if best_key is not None:

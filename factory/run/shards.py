@@ -36,7 +36,7 @@ from factory.audit.run import gate_row, gate_shard
 from factory.config import RunConfig
 from factory.crash import crash_point
 from factory.engine import build_shard
-from factory.export.card import OVERVIEW_PLOT, dataset_card, overview_png
+from factory.export.card import OVERVIEW_PLOT, Manifest, dataset_card, overview_png
 from factory.models import ManifestRow, SampleStatus
 from factory.run.records import (
     FailureRecord,
@@ -329,17 +329,22 @@ def finalize_run(cfg: RunConfig, shards: list[ShardResult]) -> str:
         store.write_bytes("config.yaml", cfg.to_yaml().encode())
         crash_point("finalize.config")
         # The card and its overview plot from queries over the merged manifest (a column or an
-        # aggregate at a time), and the published data's sizes (local copies may be gone).
-        manifest = pl.scan_parquet(manifest_path)
-        png = overview_png(manifest.filter(pl.col("status") == "ok"))
-        if png is not None:
-            store.write_bytes(OVERVIEW_PLOT, png)
-        data_bytes = sum(store.size(f"data/{s.name}.parquet") for s in done)
-        card = dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if png is not None else None)
-        store.write_bytes("README.md", card.encode())
+        # aggregate at a time).
+        publish_card(store, cfg, pl.scan_parquet(manifest_path), [s.name for s in done])
     if not _in_place(cfg, store) and cfg.run_dir.exists() and not any(p.is_file() for p in cfg.run_dir.rglob("*")):
         shutil.rmtree(cfg.run_dir, ignore_errors=True)  # all published; only empty folders were left
     return store.url
+
+
+def publish_card(store: RunStore, cfg: RunConfig, manifest: Manifest, shard_names: list[str]) -> None:
+    """The dataset card (README.md) and its overview plot, from the merged manifest and the
+    published data's sizes (local copies may be gone)."""
+    png = overview_png(manifest.filter(pl.col("status") == "ok"))
+    if png is not None:
+        store.write_bytes(OVERVIEW_PLOT, png)
+    data_bytes = sum(store.size(f"data/{name}.parquet") for name in shard_names)
+    card = dataset_card(cfg, manifest, data_bytes=data_bytes, plot=OVERVIEW_PLOT if png is not None else None)
+    store.write_bytes("README.md", card.encode())
 
 
 def _local_part(store: RunStore, name: str, scratch: Path) -> Path:
