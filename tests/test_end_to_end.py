@@ -72,6 +72,40 @@ def test_turn_edges_agree_with_voice_activity(tiny_run: Path) -> None:
                 assert any(t.start - TOLERANCE_S <= s and e <= t.end + TOLERANCE_S for t in turns), (row["id"], s, e)
 
 
+def _silences(stereo: np.ndarray, sr: int, ch: Channel, min_s: float = 0.1) -> list[tuple[int, int]]:
+    """The channel's quiet stretches (energy VAD, 10 ms frames) of at least `min_s`, as sample
+    ranges without their first and last 20 ms (where a fade may reach in)."""
+    hop = int(0.01 * sr)
+    out = []
+    for s, e in speech_intervals(~frame_activity(stereo[:, ch.index], sr)):
+        if e - s >= min_s - 1e-9:
+            out.append((round(s * sr) + 2 * hop, min(round(e * sr), len(stereo)) - 2 * hop))
+    return out
+
+
+def test_silence_inside_a_turn_is_the_silence_between_turns(tiny_run: Path) -> None:
+    """A pause inside a turn must look like the gap after it: digital zero on the clean stem.
+    A floor only inside turns (a TTS engine's own pauses) tells a model "the turn goes on" from
+    the noise alone, which smoke-train found on the agent side (docs/exports/smoke-train.md)."""
+    inside = between = 0
+    for row in read_rows(tiny_run):
+        tl = Timeline.model_validate_json(row["timeline"])
+        stereo, sr = decode(row["audio"])
+        for ch in Channel:
+            turns = [(t.start, t.end) for t in tl.turns if t.channel is ch]
+            for a, b in _silences(stereo, sr, ch):
+                quiet = stereo[a:b, ch.index]
+                in_turn = any(s * sr < a and b < e * sr for s, e in turns)
+                inside, between = inside + in_turn, between + (not in_turn)
+                level = 20 * np.log10(np.sqrt(np.mean(quiet.astype(np.float64) ** 2)) + 1e-12)
+                assert not quiet.any(), (
+                    f"{row['id']} {ch.value}: {'a pause inside a turn' if in_turn else 'a gap between turns'} at "
+                    f"{a / sr:.2f}-{b / sr:.2f} s is not digital zero: "
+                    f"{np.mean(quiet == 0):.0%} zeros, {level:.0f} dBFS"
+                )
+    assert inside >= 4 and between >= 4, (inside, between)  # both kinds were seen
+
+
 def test_barge_in_victims_fall_silent(tiny_run: Path) -> None:
     seen = 0
     for row in read_rows(tiny_run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from factory.audio.edit import GATE_FADE_S, gate_silence, insert_pause, resample_utterance
 from factory.models import Utterance, Voice
 from factory.render.base import BackendUnavailable, TTSBackend, TTSError
 from factory.render.espeak_backend import EspeakBackend
@@ -90,6 +91,22 @@ def test_word_spans_agree_with_voice_activity(sentence: tuple[str, Utterance]) -
     # (a sentence-final "it." can shrink to a few ms once trimmed to its audible part).
     shortest = 0.02 if key in ("piper", "espeak") else 0.002
     assert all(w.end - w.start >= shortest for w in u.words), u.words
+
+
+def test_pauses_inside_a_render_are_digital_zero(sentence: tuple[str, Utterance]) -> None:
+    """The engine's own pauses (after "fine.", "it.", the commas) hold digital zero, as the gaps
+    between turns do: Kokoro and Piper leave a -65 dBFS floor there and espeak's en-us+f3 its echo,
+    which a model would read as "the turn goes on" (tests/test_end_to_end.py checks the mix).
+    Judged on the independent 10 ms frames, away from the 5 ms ramps at each pause's edges."""
+    key, u = sentence
+    quiet = ~vad_frames(u.audio, u.sample_rate)
+    hop = u.sample_rate // 100
+    edges = np.diff(quiet.astype(np.int8), prepend=0, append=0)
+    pauses = [(a, b) for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)) if b - a >= 10]
+    assert pauses, f"{key}: no pause of 100 ms in {SENTENCE!r}"
+    for a, b in pauses:
+        inner = u.audio[(a + 2) * hop : (b - 2) * hop]
+        assert not inner.any(), (key, a / 100, b / 100, float(np.mean(inner == 0)))
 
 
 @pytest.mark.parametrize("key", ["piper", "espeak", "kokoro"])
@@ -189,6 +206,56 @@ def test_loud_audio_scaled_not_clipped() -> None:
     u = build_utterance("hi", "v", tone, sr, ["hi"], [(0.0, 1.0)])
     assert np.abs(u.audio).max() <= 0.99 + 1e-6
     assert np.allclose(u.audio / np.abs(u.audio).max(), tone[: len(u.audio)] / 3.0, atol=1e-5)
+
+
+def _tone_floor_tone(sr: int, floor_db: float = -65.0, gap_s: float = 0.3) -> np.ndarray:
+    """0.3 s of 200 Hz tone, `gap_s` of white noise at `floor_db` dBFS, 0.3 s of tone."""
+    t = np.arange(round(0.3 * sr)) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    floor = np.random.default_rng(1).standard_normal(round(gap_s * sr)).astype(np.float32) * 10 ** (floor_db / 20)
+    return np.concatenate([tone, floor, tone])
+
+
+def test_gate_zeroes_long_quiet_stretches_and_keeps_speech() -> None:
+    sr = 16000
+    audio = _tone_floor_tone(sr)
+    a, b, fade = round(0.3 * sr), round(0.6 * sr), round(GATE_FADE_S * sr)
+    active = np.ones(len(audio), bool)
+    active[a:b] = False  # the tone is speech, its zero crossings included
+    out = gate_silence(audio, active, sr)
+    assert np.array_equal(out[active], audio[active])  # speech untouched
+    assert not out[a + fade : b - fade].any()  # the floor is gone
+    assert np.all(np.abs(out[a:b]) <= np.abs(audio[a:b]))  # the ramps only lower it
+    assert out[a : a + fade].any() and out[b - fade : b].any()  # ... and are there
+    short = _tone_floor_tone(sr, gap_s=0.03)  # a stop closure's length: kept
+    short_active = np.ones(len(short), bool)
+    short_active[a : a + round(0.03 * sr)] = False
+    assert np.array_equal(gate_silence(short, short_active, sr), short)
+    with pytest.raises(ValueError, match="fade_s"):
+        gate_silence(audio, active, sr, min_s=0.005, fade_s=0.005)
+    with pytest.raises(ValueError, match="shape"):
+        gate_silence(audio, active[:-1], sr)
+
+
+def test_a_pause_opened_in_a_gated_render_holds_no_floor() -> None:
+    """build_utterance gates the engine's pause; a planned pause opened after the first word lands
+    after the gate's fade-out, and resampling to the mix rate keeps the zeros zero, so the
+    whole pause is one run of digital zero (one fragment of the floor in the middle of a planned
+    pause was found in the mix before)."""
+    sr = 22050
+    audio = _tone_floor_tone(sr)
+    u = build_utterance("one two", "v", audio, sr, ["one", "two"], [(0.0, 0.35), (0.55, 0.9)])
+    assert not u.audio[round(0.31 * sr) : round(0.59 * sr)].any()
+    paused, p0, p1 = insert_pause(u, 0, 0.4)
+    mixed = resample_utterance(paused, 24000)
+    start, end = mixed.words[0].end, mixed.words[1].start
+    quiet = mixed.audio[round(start * 24000) : round(end * 24000)]
+    nonzero = np.flatnonzero(quiet)
+    fade = round(GATE_FADE_S * 24000)
+    # non-zero samples only in the ramps at the pause's two edges
+    assert np.all((nonzero < fade + 2) | (nonzero >= len(quiet) - fade - 2)), nonzero
+    assert p0 == pytest.approx(u.words[0].end + GATE_FADE_S, abs=2 / sr)
+    assert p1 - p0 == pytest.approx(0.4, abs=1 / sr)
 
 
 def test_group_align_merges_and_splits() -> None:

@@ -22,11 +22,18 @@ __all__ = [
     "VAD_FRAME_S",
     "cut_after_word",
     "frame_activity",
+    "gate_silence",
     "insert_pause",
     "resample",
+    "resample_render",
     "resample_utterance",
     "speech_intervals",
 ]
+
+
+# `gate_silence`: quiet stretches of a render this long or longer become digital zero, entered
+# and left by ramps this long (a stop closure is shorter than GATE_MIN_S and is left alone).
+GATE_MIN_S, GATE_FADE_S = 0.05, 0.005
 
 
 def resample(
@@ -55,20 +62,48 @@ def resample(
     return out.astype(np.float32)
 
 
+def resample_render(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """A render at the mix rate: `resample`, with its digital silence kept digital. The filter
+    rings into a gated pause (`gate_silence`) at about -90 dB, which the 16-bit mix can still round
+    to +-1; only zero runs as long as a gated pause's are kept (a zero crossing is not silence).
+    The pipeline (`resample_utterance`) and the rebuild from the TTS cache both resample through
+    it, so both give the bytes the recipe's hash names."""
+    out = resample(audio, orig_sr, target_sr)
+    if out is audio:
+        return out
+    ratio = target_sr / orig_sr
+    edges = np.diff((np.asarray(audio) == 0).astype(np.int8), prepend=0, append=0)
+    min_n = round((GATE_MIN_S - 2 * GATE_FADE_S) * orig_sr)
+    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if b - a >= min_n:
+            out[math.ceil(a * ratio) : math.floor(b * ratio)] = 0.0
+    return out
+
+
 def resample_utterance(utt: Utterance, sample_rate: int) -> Utterance:
     if utt.sample_rate == sample_rate:
         return utt
-    audio = resample(utt.audio, utt.sample_rate, sample_rate)
+    audio = resample_render(utt.audio, utt.sample_rate, sample_rate)
     duration = len(audio) / sample_rate
     words = [w.model_copy(update={"end": min(w.end, duration), "start": min(w.start, duration)}) for w in utt.words]
     return utt.model_copy(update={"audio": audio, "sample_rate": sample_rate, "words": words})
 
 
 def insert_pause(utt: Utterance, after_word: int, seconds: float) -> tuple[Utterance, float, float]:
-    """Insert silence at the end of word `after_word`; later words shift. Returns the new
-    utterance and the pause's (start, end) relative to the utterance start."""
+    """Insert silence at the end of word `after_word` (after the gate's fade-out where the render
+    is gated there); later words shift. Returns the new utterance and the pause's (start, end)
+    relative to the utterance start."""
     sr = utt.sample_rate
     at = round(utt.words[after_word].end * sr)
+    # A gated render (`gate_silence`) fades the engine's floor out over the first GATE_FADE_S
+    # after the word, then holds zeros: open the pause after that fade, or a 5 ms fragment of the
+    # floor would sit in the middle of the silence.
+    fade = round(GATE_FADE_S * sr)
+    after = utt.audio[at : at + 3 * fade]
+    for k in range(min(2 * fade, len(after) - fade) + 1):  # where `fade` zeros begin, if they do
+        if not after[k : k + fade].any():
+            at += k
+            break
     n = round(seconds * sr)
     audio = np.concatenate([utt.audio[:at], np.zeros(n, np.float32), utt.audio[at:]])
     shift = n / sr
@@ -78,6 +113,37 @@ def insert_pause(utt: Utterance, after_word: int, seconds: float) -> tuple[Utter
     ]
     start = at / sr
     return utt.model_copy(update={"audio": audio, "words": words}), start, start + shift
+
+
+def gate_silence(
+    audio: np.ndarray, active: np.ndarray, sample_rate: int, *, min_s: float = GATE_MIN_S, fade_s: float = GATE_FADE_S
+) -> np.ndarray:
+    """Digital zero in every stretch of at least `min_s` where `active` (per-sample speech) is
+    False, entered and left by `fade_s` cos^2 ramps that lie inside the stretch (speech is never
+    touched). A copy; shorter quiet stretches (stop closures) are kept as they are.
+
+    Why: engines leave a floor in their own pauses (Kokoro and Piper about -65 dBFS, espeak's
+    echo/breath variants such as en-us+f3 about -63), while the gaps the mixer puts between turns
+    and the pauses the planner inserts are digital zero. A model trained on such stems learns
+    "a floor means the turn goes on, zero means it is over" (docs/exports/smoke-train.md); gated,
+    every silence of a clean stem is the same digital zero."""
+    if not 0 < 2 * fade_s <= min_s:
+        raise ValueError(f"gate_silence needs 0 < 2 * fade_s <= min_s, got fade_s={fade_s}, min_s={min_s}")
+    out = np.array(audio, dtype=np.float32)
+    quiet = ~np.asarray(active, dtype=bool)
+    if quiet.shape != out.shape:
+        raise ValueError(f"activity of shape {quiet.shape} for audio of shape {out.shape}")
+    edges = np.diff(quiet.astype(np.int8), prepend=0, append=0)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    min_n, n_fade = max(1, round(min_s * sample_rate)), round(fade_s * sample_rate)
+    ramp = np.cos(np.linspace(0, math.pi / 2, n_fade, dtype=np.float32)) ** 2  # 1 -> 0
+    for a, b in zip(starts, ends):
+        if b - a < min_n:
+            continue
+        out[a : a + n_fade] *= ramp
+        out[a + n_fade : b - n_fade] = 0.0
+        out[b - n_fade : b] *= ramp[::-1]
+    return out
 
 
 def cut_after_word(audio: np.ndarray, words: list[WordTiming], last_word: int, sr: int, fade_s: float) -> np.ndarray:

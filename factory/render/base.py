@@ -19,7 +19,7 @@ from factory.models import Utterance, Voice
 # The project's own post-processing of every render (tokenising, trimming to speech, fitting
 # word spans, the energy VAD that finds speech, the espeak-IPA helper): its source is part of
 # every backend's cache identity, so changing it never reuses audio made by the old code.
-POSTPROCESS_MODULES = ("factory.render.text", "factory.render.phonemize", "factory.audio.vad")
+POSTPROCESS_MODULES = ("factory.render.text", "factory.render.phonemize", "factory.audio.vad", "factory.audio.edit")
 
 
 class TTSError(RuntimeError):

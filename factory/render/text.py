@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from factory.audio.edit import resample
+from factory.audio.edit import gate_silence, resample
 from factory.audio.vad import moving_power
 from factory.models import Utterance, WordTiming
 from factory.render.base import TTSError
@@ -168,8 +168,9 @@ def build_utterance(
 ) -> Utterance:
     """Trim to speech (keeping `margin` s), shift spans onto the trimmed audio with the first
     and last word pinned to the speech edges, clamp them monotonic, non-overlapping and
-    inside the speech, shrink each to the speech inside it, and keep the peak <= 0.99 by
-    scaling (never clipping)."""
+    inside the speech, shrink each to the speech inside it, keep the peak <= 0.99 by
+    scaling (never clipping), and make the quiet stretches inside it digital zero
+    (`gate_silence`: the engine's own pauses become the same silence as the gaps between turns)."""
     audio = np.asarray(audio, dtype=np.float32).ravel()
     if audio.size == 0 or not np.all(np.isfinite(audio)):
         raise TTSError(f"engine produced empty or non-finite audio for {text!r}")
@@ -182,6 +183,8 @@ def build_utterance(
     peak = float(np.abs(audio).max())
     if peak > 0.99:
         audio *= np.float32(0.99 / peak)
+    # the engine's floor in its own pauses becomes the digital zero of the gaps between turns
+    audio = gate_silence(audio, mask, sample_rate)
     speech_on, speech_off = (on - lo) / sample_rate, (off - lo) / sample_rate
 
     # The trimmed audio starts and ends with speech, which belongs to the first/last word:

@@ -2,7 +2,7 @@
 without any TTS call.
 
 Each recipe piece names its render's cache key and the sha256 of that render at the run's rate;
-the rebuild reads the render from the cache, resamples it as the pipeline did, proves the hash,
+the rebuild reads the render from the cache, resamples it as the pipeline did (`resample_render`), proves the hash,
 and mixes through the same `factory.audio.mix.mix` the pipeline used. So augmentation and
 exports can be redone on an existing run, and a recipe can be checked against its audio.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from factory.audio.edit import resample
+from factory.audio.edit import resample_render
 from factory.audio.mix import apply_gain, audio_sha256, mix
 from factory.audio.sounds import SOUND_BACKEND, rebuild_sound
 from factory.models import MixRecipe, PieceSource, VoicePrompt
@@ -44,7 +44,7 @@ def load_source(cache_dir: CacheLike | None, source: PieceSource, sample_rate: i
         stored, stored_rate = read_entry(cache_dir, key)
     except FileNotFoundError:
         raise SourceMissing(f"{source.text!r} ({source.voice_id}): cache entry {key} not in {cache_dir}") from None
-    audio = resample(stored, stored_rate, sample_rate)
+    audio = resample_render(stored, stored_rate, sample_rate)
     if audio_sha256(audio) != source.sha256:
         raise SourceMissing(f"{source.text!r} ({source.voice_id}): cache entry {key} is not the audio the recipe used")
     return audio
