@@ -4,7 +4,8 @@ Either a real run made here (`--generate N`: `duplex-factory generate` of N dial
 the stand-in LLM `tests/latency_server.py` started in this process, or with `--dataset SET` from
 that dialogue set (e.g. `en-everyday`: people's turns, questions included, rewritten into spoken
 style by rules), `--voices cpu` the bank's Kokoro/Piper/espeak voices drawn per dialogue or
-`--voices espeak` the two stand-in espeak voices, then `duplex-factory export --format dgslm`, both
+`--voices espeak` the two stand-in espeak voices or `--voices USER/AGENT` a pair of the bank's, then
+`duplex-factory export --format dgslm`, both
 from `.venv` on this tree; `--work DIR` keeps them, and a later call with the same arguments and
 `--work` uses them again), an export you give (`--export DIR [--run RUN] [--source TEXT]`), or, by default,
 `--dialogues N` of tests/export_fixtures' `make_cued_sample` (the real timeline planner over noise
@@ -31,6 +32,8 @@ verdict must be the failing one.
     .envs/coqui/bin/python benchmarks/smoke_train.py [--dialogues 200] [--steps 400] [--threads 1] [--train-seeds 3]
     .envs/coqui/bin/python benchmarks/smoke_train.py --generate 200 --voices espeak --seed 24 --break-check
     .envs/coqui/bin/python benchmarks/smoke_train.py --generate 200 --dataset en-everyday --voices espeak --work W
+    .envs/coqui/bin/python benchmarks/smoke_train.py --generate 200 --dataset en-everyday \
+        --voices espeak-gb-m3/piper-joe --work W --break-check
         # writes benchmarks/results/smoke_train.{json,md}: a section for a real run (--generate or
         # --export; --dataset SET's run its own) and one for the cued fixtures
 """
@@ -67,12 +70,19 @@ def generate_and_export(
 
     cli = [str(ROOT / ".venv" / "bin" / "duplex-factory")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run_id = f"smoke-{dataset or 'stand-in'}-{voices}-{n}-{seed}"
+    pair = voices.split("/") if "/" in voices else None  # USER/AGENT voice ids
+    run_id = f"smoke-{dataset or 'stand-in'}-{voices.replace('/', '_')}-{n}-{seed}"
     run = work / "runs" / run_id
     text = f"text from the dialogue set `{dataset}` (rewritten by rules)" if dataset else "text from the stand-in LLM"
     source = (
         f"a {n}-dialogue run (`generate --seed {seed}`, {text}, "
-        + ("espeak-gb-m3 / espeak-us-f3" if voices == "espeak" else "the CPU bank's voices drawn per dialogue")
+        + (
+            "espeak-gb-m3 / espeak-us-f3"
+            if voices == "espeak"
+            else " / ".join(pair)
+            if pair
+            else "the CPU bank's voices drawn per dialogue"
+        )
         + ", default behaviour rates, no Whisper QA), dgslm 50 Hz, 256 units fitted on the run"
     )
     made = work / f"{run_id}.seconds.json"  # written once the export is done
@@ -85,6 +95,7 @@ def generate_and_export(
         "tts.qa_wer_threshold=null",  # no Whisper QA
         # the stand-in voices, or the bank's drawn per dialogue
         *(s for s in STAND_IN_SYNTHESIS if s.startswith("tts.") and voices == "espeak"),
+        *([f"tts.user_voice={pair[0]}", f"tts.agent_voice={pair[1]}"] if pair else []),
     ]
     if dataset:  # the planner marks a source dialogue at the default rates and minimums
         sets.append(f"dialogue.sources=[{{kind: dataset, path: {dataset}, rewrite: rules}}]")
@@ -443,6 +454,15 @@ def _cues(export_dir: Path, run: str | None) -> tuple[dict, dict]:
     return event_cues(run), cue_only(run, {d.id for d in held})
 
 
+def _run_suffix(args: argparse.Namespace) -> str:
+    """A generated run's section suffix: ":SET" for --dataset SET's text, and ":USER+AGENT" for a
+    voice pair --voices names (the espeak pair and the bank's draws keep the plain name)."""
+    if not args.generate:
+        return ""
+    pair = f":{args.voices.replace('/', '+')}" if "/" in args.voices else ""
+    return (f":{args.dataset}" if args.dataset else "") + pair
+
+
 @contextlib.contextmanager
 def _real_export(args: argparse.Namespace, mode: str) -> Iterator[Path]:
     """The export of a real run a diagnostic mode reads: --export DIR, or --generate N made now
@@ -472,7 +492,12 @@ def main() -> None:
     )
     parser.add_argument("--source", default=None, help="what --export is, for the results' heading")
     parser.add_argument("--generate", type=int, default=None, help="make a run of N dialogues and export it")
-    parser.add_argument("--voices", choices=("cpu", "espeak"), default="cpu")
+    parser.add_argument(
+        "--voices",
+        default="cpu",
+        help="--generate's voices: cpu (the bank's, drawn per dialogue), espeak (espeak-gb-m3 / espeak-us-f3) "
+        "or USER/AGENT voice ids (section run:SET:USER+AGENT)",
+    )
     parser.add_argument(
         "--dataset",
         default=None,
@@ -515,10 +540,12 @@ def main() -> None:
         "last-word cue (section within_cue:SET or within_cue)",
     )
     args = parser.parse_args()
+    if args.voices not in ("cpu", "espeak") and len(args.voices.split("/")) != 2:
+        parser.error(f"--voices takes cpu, espeak or USER/AGENT voice ids, not {args.voices!r}")
     if args.within_cue:
         with _real_export(args, "--within-cue") as export_dir:
             result = within_cue(export_dir, args.run, args.steps, args.train_seeds, args.threads)
-        section = f"within_cue:{args.dataset}" if args.generate and args.dataset else "within_cue"
+        section = "within_cue" + _run_suffix(args)
         _write(section + ("" if args.steps == 400 else f":{args.steps}-steps"), result)
         return
     if args.seed_subsets:
@@ -528,7 +555,7 @@ def main() -> None:
         from factory.export.output import read_sidecar
 
         with _real_export(args, "--cues-only") as export_dir:
-            section = f"run:{args.dataset}" if args.generate and args.dataset else "run"
+            section = "run" + _run_suffix(args)
             path = ROOT / "benchmarks" / "results" / "smoke_train.json"
             result = (json.loads(path.read_text()) if path.exists() else {}).get(section)
             if result is None:
@@ -621,9 +648,7 @@ def main() -> None:
     }
     # sections: a real run ("run": the stand-in LLM's text or an export given; "run:SET": --dataset
     # SET's text) and the cued fixtures ("fixtures")
-    section = (
-        "fixtures" if timelines is not None else f"run:{args.dataset}" if args.generate and args.dataset else "run"
-    )
+    section = "fixtures" if timelines is not None else "run" + _run_suffix(args)
     _write(section, result)
 
 

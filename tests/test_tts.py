@@ -107,6 +107,17 @@ def test_pauses_inside_a_render_are_digital_zero(sentence: tuple[str, Utterance]
     for a, b in pauses:
         inner = u.audio[(a + 2) * hop : (b - 2) * hop]
         assert not inner.any(), (key, a / 100, b / 100, float(np.mean(inner == 0)))
+    # ... and the words on either side reach the pause: no speech (here 10 ms frames within 35 dB of
+    # the loudest, clear of the -40 dB edge where the detectors' windows disagree) is left
+    # outside the words beside a pause, where the timeline would call it silence
+    quiet = ~vad_frames(u.audio, u.sample_rate, rel_db=-35.0)
+    edges = np.diff(quiet.astype(np.int8), prepend=0, append=0)
+    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if b - a < 10 or a == 0 or b == len(quiet):
+            continue
+        before = min((w.end for w in u.words), key=lambda t: abs(t - a / 100))
+        after = min((w.start for w in u.words), key=lambda t: abs(t - b / 100))
+        assert before >= a / 100 - 0.02 and after <= b / 100 + 0.02, (key, a / 100, b / 100, before, after)
 
 
 @pytest.mark.parametrize("key", ["piper", "espeak", "kokoro"])
@@ -256,6 +267,23 @@ def test_a_pause_opened_in_a_gated_render_holds_no_floor() -> None:
     assert np.all((nonzero < fade + 2) | (nonzero >= len(quiet) - fade - 2)), nonzero
     assert p0 == pytest.approx(u.words[0].end + GATE_FADE_S, abs=2 / sr)
     assert p1 - p0 == pytest.approx(0.4, abs=1 / sr)
+
+
+def test_a_word_ends_where_its_speech_ends() -> None:
+    """An engine's span can stop before the word's audible end (espeak's en-us+f3 echo): the word
+    is grown over the speech run it ends in, so the pause after it holds no speech."""
+    sr = 16000
+    audio = _tone_floor_tone(sr)
+    t = np.arange(round(0.1 * sr)) / sr
+    echo = (0.05 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)  # -20 dB: speech, not floor
+    a = round(0.3 * sr)
+    audio[a : a + len(echo)] = echo
+    u = build_utterance("one two", "v", audio, sr, ["one", "two"], [(0.0, 0.3), (0.6, 0.9)])
+    assert u.words[0].end == pytest.approx(0.4, abs=0.006), u.words
+    assert u.words[1].start == pytest.approx(0.6, abs=0.006), u.words
+    # a zero-length token after the word moves with its end
+    v = build_utterance("one — two", "v", audio, sr, ["one", "—", "two"], [(0.0, 0.3), None, (0.6, 0.9)])
+    assert v.words[1].start == v.words[1].end == v.words[0].end
 
 
 def test_group_align_merges_and_splits() -> None:

@@ -208,9 +208,10 @@ def place_words(
     speech_off: float,
     sample_rate: int,
 ) -> list[WordTiming]:
-    """Clamp spans monotonic, non-overlapping and inside [speech_on, speech_off], and shrink each
-    to the speech inside it (`mask`: per-sample activity). Unspeakable tokens (None) get a
-    zero-length span where they sit."""
+    """Clamp spans monotonic, non-overlapping and inside [speech_on, speech_off], shrink each to
+    the speech inside it (`mask`: per-sample activity), then grow it over the speech run it
+    starts and ends in (`_cover_speech`). Unspeakable tokens (None) get a zero-length span where
+    they sit."""
     words: list[WordTiming] = []
     cursor = 0.0
     for tok, span in zip(tokens, spans, strict=True):
@@ -226,7 +227,39 @@ def place_words(
             start, end = (a + inside[0]) / sample_rate, (a + inside[-1] + 1) / sample_rate
         words.append(WordTiming(word=tok, start=start, end=end))
         cursor = end
-    return words
+    return _cover_speech(words, mask, sample_rate)
+
+
+def _cover_speech(words: list[WordTiming], mask: np.ndarray, sample_rate: int) -> list[WordTiming]:
+    """Grow each word over the speech run it starts and ends in, up to its neighbours: an engine's
+    span can stop before the word's audible end (espeak's en-us+f3 echo, a slow decay) or start
+    after its onset, and speech left between a word and the pause beside it would be silence by
+    the timeline (a pause that starts with the last syllable's tail: smoke-train read that as
+    "the turn goes on"). Zero-length tokens stay at the end of the word before them."""
+    quiet = np.flatnonzero(~mask)
+    n = len(mask)
+    spoken = [k for k, w in enumerate(words) if w.end > w.start]
+    out = list(words)
+    for i, k in enumerate(spoken):
+        w = out[k]
+        lo = out[spoken[i - 1]].end if i else 0.0
+        hi = words[spoken[i + 1]].start if i + 1 < len(spoken) else n / sample_rate
+        a, b = round(w.start * sample_rate), round(w.end * sample_rate)
+        start, end = w.start, w.end
+        if 0 <= a < n and mask[a]:
+            j = int(np.searchsorted(quiet, a))
+            start = max((quiet[j - 1] + 1 if j else 0) / sample_rate, lo)
+        if 0 < b <= n and mask[b - 1]:
+            j = int(np.searchsorted(quiet, b - 1))
+            end = min((quiet[j] if j < len(quiet) else n) / sample_rate, hi)
+        out[k] = WordTiming(word=w.word, start=min(start, w.start), end=max(end, w.end))
+    last_end = 0.0
+    for k, w in enumerate(out):
+        if w.end > w.start:
+            last_end = w.end
+        elif w.start < last_end:
+            out[k] = WordTiming(word=w.word, start=last_end, end=last_end)
+    return out
 
 
 def shift_pitch(
