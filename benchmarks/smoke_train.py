@@ -664,8 +664,9 @@ def _write(section: str, result: dict) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# smoke-train", ""]
     for name in sorted(results, key=lambda k: (k == "threads", k == "fixtures", k)):  # the real runs first
-        render = _RENDER.get(name.partition(":")[0], _section)
-        lines += render(results[name])
+        rendered = _RENDER.get(name.partition(":")[0], _section)(results[name])
+        # the heading, then which section it is (two runs of one source differ only by their section)
+        lines += [*rendered[:1], "", f"Section `{name}` of smoke_train.json.", *rendered[1:]]
     (out / "smoke_train.md").write_text("\n".join(lines))
     print("\n".join(_RENDER.get(section.partition(":")[0], _section)(result)))
 
