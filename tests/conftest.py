@@ -242,11 +242,13 @@ def timelines(run_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `prefect server start` on 127.0.0.1 (random free port, its own PREFECT_HOME), shared
-    by the deployment-at-scale tests: yields (API URL, environment pointing at it)."""
-    from tests.scale import start_prefect_server
+    """A real `prefect server start` on 127.0.0.1 (random free port, its own PREFECT_HOME), one
+    for the whole test session, shared by every xdist worker that asks (one per worker cost ~40
+    CPU-s each: start and idle services): yields (API URL, environment pointing at it). The worker
+    that started it waits at its session's end until the others are done with it."""
+    from tests.scale import shared_prefect_server
 
-    yield from start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    yield from shared_prefect_server(*shared_across_workers(tmp_path_factory, "prefect-server"))
 
 
 @pytest.fixture(scope="session")
