@@ -88,6 +88,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(Path(unit_of_work(item.nodeid)).stem, len(rank)))  # stable
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The vLLM server stops when its unit of work is done in this process: its modules' tests run
+    together, on one worker (a test outside the unit that asked for it would find it stopped)."""
+    if unit_of_work(item.nodeid) == "vllm" and (nextitem is None or unit_of_work(nextitem.nodeid) != "vllm"):
+        from tests.servers import stop_vllm_servers
+
+        stop_vllm_servers()
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's scope scheduler with our units (`--dist loadgroup` cannot group across modules under
     pytest 9: its xdist_group marks rename node ids, which pytest 9 no longer lets it do)."""
