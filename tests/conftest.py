@@ -88,6 +88,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(Path(unit_of_work(item.nodeid)).stem, len(rank)))  # stable
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The vLLM server stops when its unit of work is done in this process: its modules' tests run
+    together, on one worker (a test outside the unit that asked for it would find it stopped)."""
+    if unit_of_work(item.nodeid) == "vllm" and (nextitem is None or unit_of_work(nextitem.nodeid) != "vllm"):
+        from tests.servers import stop_vllm_servers
+
+        stop_vllm_servers()
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's scope scheduler with our units (`--dist loadgroup` cannot group across modules under
     pytest 9: its xdist_group marks rename node ids, which pytest 9 no longer lets it do)."""
@@ -242,11 +252,13 @@ def timelines(run_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `prefect server start` on 127.0.0.1 (random free port, its own PREFECT_HOME), shared
-    by the deployment-at-scale tests: yields (API URL, environment pointing at it)."""
-    from tests.scale import start_prefect_server
+    """A real `prefect server start` on 127.0.0.1 (random free port, its own PREFECT_HOME), one
+    for the whole test session, shared by every xdist worker that asks (one per worker cost ~40
+    CPU-s each: start and idle services): yields (API URL, environment pointing at it). The worker
+    that started it waits at its session's end until the others are done with it."""
+    from tests.scale import shared_prefect_server
 
-    yield from start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    yield from shared_prefect_server(*shared_across_workers(tmp_path_factory, "prefect-server"))
 
 
 @pytest.fixture(scope="session")

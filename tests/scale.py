@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from filelock import FileLock
+
 from factory.workers import tied_to_parent
 from tests.latency_server import STAND_IN_SYNTHESIS
 
@@ -98,13 +100,9 @@ def run_until_flag(
     raise TimeoutError(f"{args} neither reached its crash point nor exited in {timeout_s} s")
 
 
-def start_prefect_server(home: Path):
-    """`prefect server start` in its own process group; yields (api url, env), then stops it."""
-    import httpx
-
-    from flows.server import free_port
-
-    port = free_port()
+def prefect_server_env(home: Path) -> dict[str, str]:
+    """This process's environment for a `prefect server start` with its database in `home` (and
+    for the clients of that server: add `PREFECT_API_URL`)."""
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -115,6 +113,17 @@ def start_prefect_server(home: Path):
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
     }
     env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def start_prefect_server(home: Path):
+    """`prefect server start` in its own process group; yields (api url, env), then stops it."""
+    import httpx
+
+    from flows.server import free_port
+
+    port = free_port()
+    env = prefect_server_env(home)
     log = open(home / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         tied_to_parent([str(Path(sys.executable).parent / "prefect"), "server", "start"])
@@ -148,6 +157,57 @@ def start_prefect_server(home: Path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def shared_prefect_server(folder: Path, lock: FileLock):
+    """One `prefect server start` for every process of a test session that asks (the xdist
+    workers): yields (api url, env) like `start_prefect_server`. The first process to ask starts
+    it, in `folder`, and its child it stays (killed by the kernel if that process dies); at the
+    end of its session that process waits until no other live process still uses the server,
+    then stops it. A process that asks after that starts another. Each server costs ~13 CPU-s to
+    start and ~1.6 CPU-s a minute while it idles (its services poll), on a 2-core CI machine."""
+    import json
+
+    from flows.server import drain_prefect_clients
+
+    users, info = folder / "users", folder / "server.json"
+    mine = users / str(os.getpid())
+    server = None
+    with lock:
+        shared = json.loads(info.read_text()) if info.exists() else None
+        if shared is None or not _alive(shared["owner"]):  # none yet, or its process died with it
+            home = folder / f"home-{os.getpid()}"
+            home.mkdir(parents=True)
+            server = start_prefect_server(home)
+            url, _ = next(server)
+            shared = {"url": url, "home": str(home), "owner": os.getpid()}
+            info.write_text(json.dumps(shared))
+        users.mkdir(parents=True, exist_ok=True)
+        mine.touch()
+    try:
+        yield shared["url"], {**prefect_server_env(Path(shared["home"])), "PREFECT_API_URL": shared["url"]}
+    finally:
+        drain_prefect_clients()  # while the server is still up (or this process hangs at exit)
+        with lock:
+            mine.unlink()
+        while server is not None:
+            with lock:
+                if not any(_alive(int(p.name)) for p in users.iterdir()):
+                    info.unlink()  # under the lock: a process asking from now on starts its own
+                    break
+            time.sleep(1)
+        if server is not None:
+            server.close()  # the generator's `finally`: stops the server
 
 
 @contextlib.contextmanager

@@ -306,21 +306,23 @@ def test_ray_cluster_run_on_s3_gives_the_thread_runners_bytes(
     _run(_config(s3, "ray", address), base / "driver", prefect_api)
     _same_run(_published(s3, "ray"), thread_run, "ray")
     # the flow and both shard tasks, run on the worker nodes, reported to the Prefect server
-    flow_state, task_states = _last_flow_run(prefect_api)
+    flow_state, task_states = _last_flow_run(prefect_api, f"s3://{BUCKET}/ray")
     assert flow_state == "COMPLETED" and task_states == ["COMPLETED", "COMPLETED"], (flow_state, task_states)
     assert not (base / "driver" / "outputs" / "r" / "data").exists()  # the driver ran no shard
 
 
-def _last_flow_run(prefect_api: str) -> tuple[str, list[str]]:
-    """The state of the server's latest flow run and of its shard task runs (task runs arrive
-    as events, so a moment after the flow returned)."""
+def _last_flow_run(prefect_api: str, destination: str) -> tuple[str, list[str]]:
+    """The state of the server's latest flow run publishing to `destination` (the session's
+    server is shared by every test worker, so the latest of all may be another test's) and of its
+    shard task runs (task runs arrive as events, so a moment after the flow returned)."""
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort
 
     deadline = time.monotonic() + 60
     with SyncPrefectClient(prefect_api) as client:
-        (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        latest = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=50)
+        flow_run = next(r for r in latest if r.parameters["config"]["run"]["destination"] == destination)
         while True:
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
             states = sorted(t.state.type.value for t in tasks if t.name.startswith("generate-shard") and t.state)

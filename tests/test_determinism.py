@@ -1,7 +1,7 @@
 """Same config and seed, same bytes: a fresh process with an empty TTS cache and worker pools
 reproduces the `tiny_run` fixture's shards (made in-process, pipelined) byte for byte one dialogue
-at a time (`run.wave_size=1`); two shard workers with one sample per shard give equal rows and
-manifest (only the grouping into files differs).
+at a time (`run.wave_size=1`); two shard workers with one sample per shard give the rows and
+manifest of the fixture's first shard (only the grouping into files differs).
 
 Each run is a subprocess running the CLI `generate`, so nothing cached in-process (models, voice
 bank, LLM answers, TTS renders) carries over from the fixture's run. Its TTS cache starts empty and
@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TINY, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
+REGROUPED = 2  # dialogues of the regrouped run: the fixture's first shard
 
 # Runs the CLI in this fresh process, then reads the render counters of the process's cached TTS
 # backends (shared per process by factory.runtime, so the run's own) into a JSON file.
@@ -126,9 +128,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, prefect_api: 
         # pipelined shard with worker pools is compared with one at a time in
         # tests/test_throughput.py (stand-in LLM), so one fresh real-LLM run covers both here.
         "same": fresh_run(tmp, "same", "run.processes=2", "tts.processes=2", "run.wave_size=1"),
+        # The fixture's first shard (2 dialogues, one after the other in one shard) as two shards of
+        # one dialogue, made at once by two shard workers: what regrouping can change (a dialogue's
+        # shard, its neighbours, the interleaving of two shards' LLM calls) shows on 2 dialogues;
+        # the 4 of the whole run cost this real-LLM run twice the dialogues for the same question.
         "regrouped": fresh_run(
             tmp,
             "regrouped",
+            f"run.n_samples={REGROUPED}",
             "run.workers=2",
             "run.samples_per_shard=1",
             "run.progress_every_s=1",  # no terminal: a line a second (the bytes must not change)
@@ -153,14 +160,17 @@ def test_fresh_process_cold_cache_and_one_at_a_time_give_the_pipelined_runs_byte
 def test_two_workers_and_one_sample_per_shard_give_identical_rows(runs, tiny_run):
     run_dir, cache, stats = runs["regrouped"].run_dir, runs["regrouped"].cache, runs["regrouped"].stats
     check_rendered_afresh(run_dir, cache, stats, one_writer=False)
-    assert len(list((run_dir / "data").glob("*.parquet"))) == 4 != len(list((tiny_run / "data").glob("*.parquet")))
+    # one row in each of its shards; the fixture's first shard holds both
+    (first, *_) = sorted((tiny_run / "data").glob("*.parquet"))
+    assert [pq.read_metadata(p).num_rows for p in sorted((run_dir / "data").glob("*.parquet"))] == [1] * REGROUPED
+    theirs = sorted(read_rows(tiny_run), key=lambda r: r["id"])[:REGROUPED]
+    assert [r["id"] for r in pq.read_table(first).to_pylist()] == [r["id"] for r in theirs]
     ours = sorted(read_rows(run_dir), key=lambda r: r["id"])
-    theirs = sorted(read_rows(tiny_run), key=lambda r: r["id"])
     assert [r["id"] for r in ours] == [r["id"] for r in theirs] and ours
     for a, b in zip(ours, theirs, strict=True):  # every column: audio bytes, timeline, recipe, script, ...
         assert a == b, a["id"]
     manifest = pl.read_parquet(run_dir / "manifest.parquet").drop("shard")
-    assert manifest.equals(pl.read_parquet(tiny_run / "manifest.parquet").drop("shard"))
+    assert manifest.equals(pl.read_parquet(tiny_run / "manifest.parquet").drop("shard").head(REGROUPED))
 
 
 def test_a_run_without_a_terminal_writes_progress_lines_while_it_runs(runs):
@@ -171,14 +181,15 @@ def test_a_run_without_a_terminal_writes_progress_lines_while_it_runs(runs):
     assert len(run.progress_seen) >= 2, run.output[-3000:]  # written as it went, not only at the end
     lines = [line for line in run.output.splitlines() if line.startswith(PROGRESS)]
     pattern = re.compile(
-        r"generate: (\d+)/4 dialogues \((\d+) ok, (\d+) rejected, ([\d.]+) audio min\), [\d.]+ dialogues/min, "
+        rf"generate: (\d+)/{REGROUPED} dialogues \((\d+) ok, (\d+) rejected, ([\d.]+) audio min\), "
+        r"[\d.]+ dialogues/min, "
         r"elapsed (\d+)m(\d+)s, ETA (\?|\d+m\d+s)"
     )
     parsed = [pattern.fullmatch(line) for line in lines]
     assert all(parsed), [line for line, m in zip(lines, parsed, strict=True) if not m]
     done = [int(m.group(1)) for m in parsed if m]
     elapsed = [int(m.group(5)) * 60 + int(m.group(6)) for m in parsed if m]
-    assert done == sorted(done) and done[-1] == 4 and done[0] < 4, done
+    assert done == sorted(done) and done[-1] == REGROUPED and done[0] < REGROUPED, done
     assert elapsed == sorted(elapsed) and elapsed[-1] - elapsed[0] >= 2, elapsed
     # at most one line a second (the last one is written at the end, whenever that is)
     assert len(lines) <= elapsed[-1] + 2, (len(lines), elapsed[-1])
