@@ -13,6 +13,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from factory.run.store import pid_alive
 from factory.workers import tied_to_parent
 from tests.latency_server import STAND_IN_SYNTHESIS
 
@@ -159,16 +160,6 @@ def start_prefect_server(home: Path):
             proc.wait()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def shared_prefect_server(folder: Path, lock: FileLock):
     """One `prefect server start` for every process of a test session that asks (the xdist
     workers): yields (api url, env) like `start_prefect_server`. The first process to ask starts
@@ -185,7 +176,7 @@ def shared_prefect_server(folder: Path, lock: FileLock):
     server = None
     with lock:
         shared = json.loads(info.read_text()) if info.exists() else None
-        if shared is None or not _alive(shared["owner"]):  # none yet, or its process died with it
+        if shared is None or not pid_alive(shared["owner"]):  # none yet, or its process died with it
             home = folder / f"home-{os.getpid()}"
             home.mkdir(parents=True)
             server = start_prefect_server(home)
@@ -202,7 +193,7 @@ def shared_prefect_server(folder: Path, lock: FileLock):
             mine.unlink()
         while server is not None:
             with lock:
-                if not any(_alive(int(p.name)) for p in users.iterdir()):
+                if not any(pid_alive(int(p.name)) for p in users.iterdir()):
                     info.unlink()  # under the lock: a process asking from now on starts its own
                     break
             time.sleep(1)

@@ -15,7 +15,7 @@ import soxr
 
 from factory.audio.vad import FRAME_S as VAD_FRAME_S
 from factory.audio.vad import energy_vad as frame_activity
-from factory.audio.vad import speech_intervals
+from factory.audio.vad import speech_intervals, true_runs
 from factory.models import Utterance, WordTiming
 
 __all__ = [
@@ -72,9 +72,8 @@ def resample_render(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarr
     if out is audio:
         return out
     ratio = target_sr / orig_sr
-    edges = np.diff((np.asarray(audio) == 0).astype(np.int8), prepend=0, append=0)
     min_n = round((GATE_MIN_S - 2 * GATE_FADE_S) * orig_sr)
-    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+    for a, b in true_runs(np.asarray(audio) == 0):
         if b - a >= min_n:
             out[math.ceil(a * ratio) : math.floor(b * ratio)] = 0.0
     return out
@@ -133,11 +132,9 @@ def gate_silence(
     quiet = ~np.asarray(active, dtype=bool)
     if quiet.shape != out.shape:
         raise ValueError(f"activity of shape {quiet.shape} for audio of shape {out.shape}")
-    edges = np.diff(quiet.astype(np.int8), prepend=0, append=0)
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     min_n, n_fade = max(1, round(min_s * sample_rate)), round(fade_s * sample_rate)
     ramp = np.cos(np.linspace(0, math.pi / 2, n_fade, dtype=np.float32)) ** 2  # 1 -> 0
-    for a, b in zip(starts, ends):
+    for a, b in true_runs(quiet):
         if b - a < min_n:
             continue
         out[a : a + n_fade] *= ramp

@@ -140,12 +140,16 @@ def frames_to_samples(active: np.ndarray, sr: int, n_samples: int) -> np.ndarray
     return np.repeat(active, frame_samples(sr))[:n_samples]
 
 
+def true_runs(flags: np.ndarray) -> list[tuple[np.intp, np.intp]]:
+    """[start, end) indices of each run of True in a bool array (frames or samples)."""
+    edges = np.diff(np.asarray(flags, dtype=bool).astype(np.int8), prepend=0, append=0)
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
 def speech_intervals(active: np.ndarray, frame_s: float = FRAME_S, bridge_s: float = 0.0) -> list[tuple[float, float]]:
     """Runs of active frames as (start, end) seconds; silences shorter than `bridge_s` bridged."""
-    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     runs: list[tuple[float, float]] = []
-    for s, e in zip(starts, ends):
+    for s, e in true_runs(active):
         if runs and (s * frame_s - runs[-1][1]) < bridge_s:
             runs[-1] = (runs[-1][0], e * frame_s)
         else:

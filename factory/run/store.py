@@ -134,7 +134,7 @@ def clean_stale_tmp(run_dir: Path, folders: tuple[str, ...]) -> int:
         for tmp in base.glob(".*.tmp"):
             parts = tmp.name.rsplit(".", 3)
             host, pid = (parts[-3], parts[-2]) if len(parts) == 4 else ("", "")
-            if host == HOST and pid.isdigit() and _alive(int(pid)):
+            if host == HOST and pid.isdigit() and pid_alive(int(pid)):
                 continue
             if host != HOST:
                 try:
@@ -147,7 +147,8 @@ def clean_stale_tmp(run_dir: Path, folders: tuple[str, ...]) -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
