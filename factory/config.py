@@ -343,6 +343,14 @@ class TTSSection(_Section):
         "written without spaces (ja) is scored by character error rate (CER), not WER",
     )
     qa_retry_rate: float = Field(default=0.85, gt=0.3, le=1.0, description="speaking-rate factor of the QA re-render")
+    hold_fall_share: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="share of the sentence ends inside a turn read with a final fall; the others are read "
+        "as continuations (a comma's contour), as people holding the floor mostly do (24.7 % of holds "
+        "follow a fall against 47.2 % of turn switches: Gravano & Hirschberg 2011); 1 = read the text as written",
+    )
     backend_options: dict[Literal["piper", "kokoro", "espeak", "coqui"], dict[str, Any]] = Field(
         default_factory=dict,
         description="construction options per TTS backend, validated by the backend "

@@ -562,7 +562,7 @@ class _Pipeline:
         if not d.alive:
             self._failed(d)
             return
-        d.requests = render_requests(d.planned, d.scripted, self.cfg.run.seed)
+        d.requests = render_requests(d.planned, d.scripted, self.cfg.run.seed, self.cfg.tts.hold_fall_share)
         self._wait_for_tts(_Renders(d, list(d.requests)))
 
     def _wait_for_tts(self, job: _Renders) -> None:

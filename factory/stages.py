@@ -51,6 +51,7 @@ from factory.models import (
 from factory.render.base import SynthesisRequest, TTSError, synthesize_many
 from factory.render.cache import CachedBackend
 from factory.render.qa import QAResult, check_intelligibility, check_together
+from factory.render.text import as_written, continuation_text
 from factory.run.records import drops_column
 from factory.run.rows import EncodedAudio, encode_audio
 from factory.runtime import Runtime
@@ -170,13 +171,20 @@ def script_for(rt: Runtime, plan: Plan) -> Script:
         raise SampleRejected(f"script: {exc}") from exc
 
 
-def render_requests(plan: Plan, script: Script, run_seed: int) -> dict[PieceKey, SynthesisRequest]:
-    """Every render a script needs: its turns, then its listener reactions (in the listener's voice),
-    then the agent's voice prompt (in the agent's voice and rate; its sentence from its own generator),
-    then its side talk (the user's voice) and background speech (the plan's background voice);
-    non-speech sounds are synthesised at assembly."""
+def render_requests(
+    plan: Plan, script: Script, run_seed: int, hold_fall_share: float
+) -> dict[PieceKey, SynthesisRequest]:
+    """Every render a script needs: its turns (their inner sentence ends read as continuations but
+    a share `hold_fall_share`: `continuation_text`, one generator per turn), then its listener
+    reactions (in the listener's voice), then the agent's voice prompt (in the agent's voice and
+    rate; its sentence from its own generator), then its side talk (the user's voice) and
+    background speech (the plan's background voice); non-speech sounds are synthesised at assembly."""
     requests = {
-        ("turn", i): SynthesisRequest(t.text, plan.voices[t.speaker], plan.rates[t.speaker])
+        ("turn", i): SynthesisRequest(
+            continuation_text(t.text, rng_for(run_seed, plan.key, f"prosody-{i}"), hold_fall_share),
+            plan.voices[t.speaker],
+            plan.rates[t.speaker],
+        )
         for i, t in enumerate(script.turns)
     }
     for k, m in enumerate(script.marks):
@@ -313,7 +321,7 @@ def assemble(cfg: RunConfig, plan: Plan, script: Script, sources: dict[PieceKey,
     timeline, placements = build_timeline(
         plan.sid,
         script,
-        [sources[("turn", i)].utt for i in range(len(script.turns))],
+        [as_written(sources[("turn", i)].utt, t.text) for i, t in enumerate(script.turns)],
         {k: r.utt for (kind, k), r in sources.items() if kind == "reaction"},
         {ch: v.id for ch, v in plan.voices.items()},
         rng_for(cfg.run.seed, plan.key, "timeline"),

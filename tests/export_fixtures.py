@@ -145,7 +145,7 @@ def render_and_assemble(rt: Runtime, plan: Plan, script: Script) -> Sample:
     """`script` rendered with the run's real TTS backends (one batch, no QA re-draw) and assembled:
     the engine's render and assemble stages for one dialogue, every render required to succeed."""
     cfg = rt.cfg
-    requests = render_requests(plan, script, cfg.run.seed)
+    requests = render_requests(plan, script, cfg.run.seed, cfg.tts.hold_fall_share)
     utts = render_batch(rt, list(requests.values()))
     sources = {
         k: finish_render(cfg, r, u, None, cache_key(rt, r))

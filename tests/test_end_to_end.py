@@ -16,7 +16,7 @@ import pytest
 
 from factory.audio.edit import frame_activity, speech_intervals
 from factory.config import load_config
-from factory.models import Channel, Timeline
+from factory.models import Channel, MixRecipe, Script, Timeline
 from factory.run.shards import generate_shard, plan_shards, shard_paths
 from factory.runtime import runtime_for
 from factory.schemas import SCHEMA_DIR
@@ -104,6 +104,34 @@ def test_silence_inside_a_turn_is_the_silence_between_turns(tiny_run: Path) -> N
                     f"{np.mean(quiet == 0):.0%} zeros, {level:.0f} dBFS"
                 )
     assert inside >= 4 and between >= 4, (inside, between)  # both kinds were seen
+
+
+def test_inner_sentence_ends_reach_the_tts_as_continuations(tiny_run: Path) -> None:
+    """A turn's full stops and exclamation marks before its last word reach the TTS as commas (a
+    hold's contour: `tts.hold_fall_share` of them keep their fall), and nothing else of the text
+    changes; the timeline's words are the script's own."""
+    continued = kept = 0
+    for row in read_rows(tiny_run):
+        script = Script.model_validate_json(row["script"])
+        recipe = MixRecipe.model_validate_json(row["recipe"])
+        tl = Timeline.model_validate_json(row["timeline"])
+        said = [p.source.text.split() for p in recipe.pieces]
+        for turn in script.turns:
+            written = turn.text.split()
+            bare = [w.rstrip(".!,") for w in written]
+            (spoken,) = {tuple(s) for s in said if [w.rstrip(".!,") for w in s] == bare}  # its render's text
+            for k, (w, s) in enumerate(zip(written, spoken, strict=True)):
+                if w != s:
+                    assert k < len(written) - 1 and w[-1] in ".!" and s == w[:-1] + ",", (row["id"], w, s)
+                    continued += 1
+                elif k < len(written) - 1 and w[-1] in ".!" and written[k + 1][0].isupper():
+                    kept += 1
+        texts = {t.text for t in script.turns}
+        for t in tl.turns:
+            if t.planned_text in texts:  # a script turn's render (words said or not), not a reaction
+                words = [w.word for w in tl.words if w.turn == t.id]
+                assert " ".join(words) == t.planned_text, (row["id"], words)
+    assert continued >= 2, (continued, kept)  # the TINY run's turns have inner sentence ends
 
 
 def test_barge_in_victims_fall_silent(tiny_run: Path) -> None:

@@ -189,7 +189,9 @@ def test_nothing_invalid_is_written(fault_run: FaultRun) -> None:
         timeline = Timeline.model_validate_json(row["timeline"])
         prompt, _ = decode(row["voice_prompt"])  # the agent's voice prompt: one channel
         assert prompt.shape[1] == 1 and np.isfinite(prompt).all() and np.abs(prompt).max() > 0.01
-        for column in ("audio", "audio_augmented"):
+        # a sample drawn without noise (augment.noise_probability) has no augmented mix, and says so
+        assert (row["audio_augmented"] is None) == (row["augmentation"] is None), row["id"]
+        for column in ("audio", "audio_augmented")[: 1 + (row["audio_augmented"] is not None)]:
             stereo, sr = decode(row[column])
             assert stereo.shape[1] == 2 and np.isfinite(stereo).all() and np.abs(stereo).max() > 0.01
             assert abs(len(stereo) / sr - timeline.duration) < 1e-3, (row["id"], column)
