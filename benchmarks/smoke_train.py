@@ -17,7 +17,8 @@ a real run what its shift/hold events follow (`event_cues`: the last word's punc
 filler, the silence's length, per last speaker and outcome; `cue_only`: that cue alone as a
 shift/hold predictor, chosen on the train split's events and scored on the held-out ones), and the
 1-min load average at the start and end of each smoke-train. `--cues-only` recomputes only a real
-run's `event_cues`, `cue_only` and `silence_floor` (the last speaker's clean channel in the
+run's `event_cues`, `cue_only`, `pitch_cue` (the last word's f0 fall on the clean audio alone as a
+shift/hold predictor) and `silence_floor` (the last speaker's clean channel in the
 events' silent frames: level and share of exact zeros) into its section (no training). `--within-cue`
 only trains the model (`--train-seeds` seeds) and scores shift/hold inside each last-word cue.
 `--seed-subsets REPORT...` only judges every k-seed subset of the training seeds in smoke-train
@@ -227,6 +228,69 @@ def cue_only(run: str, held_out: set[str]) -> dict[str, dict]:
             "events": len(held["shift"]) + len(held["hold"]),
             "positives": len(held["shift"]),
             "balanced_accuracy": (tpr + tnr) / 2,
+        }
+    return out
+
+
+def pitch_cue(run: str, held_out: set[str]) -> dict[str, dict]:
+    """Does the audio carry the last word's contour? For each shift/hold event, the f0 fall of its
+    last word on the last speaker's clean channel (semitones from the word's first third to its
+    last, librosa's pyin: no tokens, no model) as a shift/hold predictor, per last speaker, over all
+    events and over those whose word ends in `.!`: threshold and direction chosen on the train
+    split's events, balanced accuracy on the held-out ones (`held_out`: the smoke-train's split).
+    Well above the model inside `.!` (`--within-cue`): the contour is in the audio, and the tokens or
+    the model lose it."""
+    import librosa
+
+    from factory.run.read import read_samples
+    from factory.timeline.frames import frame_view
+    from factory.vap.measures import MODEL_RATE
+
+    at: dict[str, list[tuple[str, int, str, str]]] = {}
+    for sample, speaker, outcome, cue, _, frame in _shift_hold_events(run):
+        at.setdefault(sample, []).append((speaker, frame, outcome, cue))
+    found: dict[tuple[str, str, bool], tuple[list[float], list[bool]]] = {}
+    for sample in read_samples(run, verify=False):
+        fv = frame_view(sample.timeline, MODEL_RATE)
+        for speaker, frame, outcome, cue in at.get(sample.id, []):
+            ch = 0 if speaker == "after user" else 1
+            w = sample.timeline.words[int(fv.word[ch, frame - 1])]
+            x = np.asarray(sample.stems[round(w.start * sample.sample_rate) : round(w.end * sample.sample_rate), ch])
+            if len(x) < 2048:
+                continue
+            f0 = librosa.pyin(x.astype(np.float64), fmin=60, fmax=400, sr=sample.sample_rate, frame_length=2048)[0]
+            f0 = f0[~np.isnan(f0)]
+            if len(f0) < 3:
+                continue
+            third = len(f0) // 3
+            fall = float(12 * np.log2(np.median(f0[:third]) / np.median(f0[-third:])))
+            for group in ("all", ".!") if cue == ".!" else ("all",):
+                falls, labels = found.setdefault((speaker, group, sample.id in held_out), ([], []))
+                falls.append(fall)
+                labels.append(outcome == "shift")
+
+    def bacc(x: np.ndarray, y: np.ndarray, threshold: float, sign: int) -> float:
+        predicted = sign * x >= sign * threshold
+        return 0.5 * (float(np.mean(predicted[y])) + float(np.mean(~predicted[~y])))
+
+    out = {}
+    for speaker, group in sorted({(sp, g) for sp, g, _ in found}):
+        (xt, yt), (xh, yh) = (
+            (np.array(found.get((speaker, group, h), ([], []))[i]) for i in (0, 1)) for h in (False, True)
+        )
+        yt, yh = yt.astype(bool), yh.astype(bool)
+        if not (yt.any() and (~yt).any() and yh.any() and (~yh).any()):
+            continue
+        threshold, sign = max(((t, s) for t in np.unique(xt) for s in (1, -1)), key=lambda c: bacc(xt, yt, *c))
+        out[f"{speaker}, `{group}`" if group != "all" else speaker] = {
+            "train_events": len(xt),
+            "events": len(xh),
+            "positives": int(yh.sum()),
+            "median_fall_hold_st": float(np.median(np.concatenate([xt[~yt], xh[~yh]]))),
+            "median_fall_shift_st": float(np.median(np.concatenate([xt[yt], xh[yh]]))),
+            "threshold_st": float(threshold),
+            "shift_when": "falls more" if sign == 1 else "falls less",
+            "balanced_accuracy": bacc(xh, yh, threshold, sign),
         }
     return out
 
@@ -444,14 +508,16 @@ def _within_section(r: dict) -> list[str]:
     return [*lines, ""]
 
 
-def _cues(export_dir: Path, run: str | None) -> tuple[dict, dict]:
-    """A real run's `event_cues` and `cue_only` (on the smoke-train's held-out split of `export_dir`)."""
+def _cues(export_dir: Path, run: str | None) -> tuple[dict, dict, dict]:
+    """A real run's `event_cues`, `cue_only` and `pitch_cue` (on the smoke-train's held-out split of
+    `export_dir`)."""
     from factory.export.output import read_sidecar
     from factory.vap.data import held_out_split, load_streams
 
     run = run or str(read_sidecar(export_dir).source_run)
     _, held = held_out_split(load_streams(export_dir, run).dialogues)
-    return event_cues(run), cue_only(run, {d.id for d in held})
+    held_ids = {d.id for d in held}
+    return event_cues(run), cue_only(run, held_ids), pitch_cue(run, held_ids)
 
 
 def _run_suffix(args: argparse.Namespace) -> str:
@@ -560,7 +626,7 @@ def main() -> None:
             result = (json.loads(path.read_text()) if path.exists() else {}).get(section)
             if result is None:
                 raise SystemExit(f"no section {section!r} in {path}: run the smoke-train first")
-            result["event_cues"], result["cue_only"] = _cues(export_dir, args.run)
+            result["event_cues"], result["cue_only"], result["pitch_cue"] = _cues(export_dir, args.run)
             result["silence_floor"] = silence_floor(args.run or str(read_sidecar(export_dir).source_run))
         _write(section, result)
         return
@@ -612,7 +678,7 @@ def main() -> None:
             timelines=timelines,
         )
         wall, load_end = time.perf_counter() - started, os.getloadavg()[0]
-        cues, cue_alone = _cues(Path(export_dir), args.run) if timelines is None else (None, None)
+        cues, cue_alone, pitch = _cues(Path(export_dir), args.run) if timelines is None else (None, None, None)
         broken = {}
         for channel, column in BREAKS.items() if args.break_check else ():
             copy = delayed_copy(Path(export_dir), Path(tmp) / f"dgslm-{channel}-delayed-2s", column=column)
@@ -645,6 +711,7 @@ def main() -> None:
         "break_check": broken or None,
         "event_cues": cues,
         "cue_only": cue_alone,
+        "pitch_cue": pitch,
     }
     # sections: a real run ("run": the stand-in LLM's text or an export given; "run:SET": --dataset
     # SET's text) and the cued fixtures ("fixtures")
@@ -844,6 +911,22 @@ def _section(r: dict) -> list[str]:
         for speaker, c in r["cue_only"].items():
             chosen = ", ".join(f"`{x}`" if len(x) < 4 else x for x in c["shift_cues"]) or "none"
             lines.append(f"| {speaker} | {c['events']} ({c['positives']}) | {chosen} | {c['balanced_accuracy']:.3f} |")
+        lines.append("")
+    if r.get("pitch_cue"):
+        lines += [
+            "The last word's f0 fall alone (audio: pyin on the last speaker's clean channel, first third to last "
+            "third of the word; no tokens, no model) as a shift/hold predictor: threshold and direction chosen on "
+            "the train split's events, balanced accuracy on the held-out ones:",
+            "",
+            "| events | held-out events (shifts) | median fall, holds / shifts (st) | shift when | balanced accuracy |",
+            "|---|---|---|---|---|",
+        ]
+        for key, c in r["pitch_cue"].items():
+            lines.append(
+                f"| {key} | {c['events']} ({c['positives']}) | {c['median_fall_hold_st']:.2f} / "
+                f"{c['median_fall_shift_st']:.2f} | {c['shift_when']} ({c['threshold_st']:.2f} st) | "
+                f"{c['balanced_accuracy']:.3f} |"
+            )
         lines.append("")
     return lines
 
