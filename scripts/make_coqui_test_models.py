@@ -88,7 +88,9 @@ def build_xtts_vocab(path: Path) -> None:
     tok.save(str(path))
 
 
-def build_xtts(out: Path, seed: int = 0) -> Path:
+def build_xtts(out: Path, seed: int = 0, max_audio_tokens: int = 64) -> Path:
+    """A random XTTS. Its GPT does not predict the stop token, so a render generates
+    `max_audio_tokens` audio tokens, and the HiFi-GAN decoder's time grows with them."""
     import torch
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
@@ -101,7 +103,7 @@ def build_xtts(out: Path, seed: int = 0) -> Path:
         gpt_layers=2,
         gpt_n_model_channels=256,
         gpt_n_heads=4,
-        gpt_max_audio_tokens=64,
+        gpt_max_audio_tokens=max_audio_tokens,
         gpt_max_text_tokens=402,
         gpt_max_prompt_tokens=70,
         gpt_number_text_tokens=256,

