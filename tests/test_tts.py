@@ -330,8 +330,17 @@ def test_a_continued_render_carries_the_script_s_words() -> None:
     back = as_written(u, text)
     assert back.text == text and [w.word for w in back.words] == text.split()
     assert [(w.start, w.end) for w in back.words] == [(w.start, w.end) for w in u.words]
-    with pytest.raises(ValueError, match="tokens"):
+    with pytest.raises(ValueError, match="up to punctuation"):
         as_written(u, "Fine. We go now.")
+    # a language whose words are not whitespace tokens (Japanese accent phrases): spans of the text
+    ja = u.model_copy(
+        update={
+            "text": "はい，行こう。",
+            "words": [WordTiming(word="はい，", start=0.0, end=0.3), WordTiming(word="行こう。", start=0.4, end=0.8)],
+        }
+    )
+    assert [w.word for w in as_written(ja, "はい。行こう。").words] == ["はい。", "行こう。"]
+    assert as_written(ja, ja.text) is ja
 
 
 def _fall_semitones(u: Utterance, word: int) -> float:

@@ -114,12 +114,21 @@ def _is_sentence_end(core: str, trail: str, following: str) -> bool:
 
 
 def as_written(utt: Utterance, text: str) -> Utterance:
-    """A render of `continuation_text(text, ...)` carrying the script's own `text` and tokens
-    (what the timeline and the transcripts say), its audio and times unchanged."""
-    tokens = text.split()
-    if len(tokens) != len(utt.words):
-        raise ValueError(f"{text!r} has {len(tokens)} tokens, its render {len(utt.words)} words")
-    words = [w.model_copy(update={"word": t}) for w, t in zip(utt.words, tokens, strict=True)]
+    """A render of `continuation_text(text, ...)` carrying the script's own `text` and words (what
+    the timeline and the transcripts say), its audio and times unchanged. The two texts differ only
+    in single characters, so each word (a substring of the text the TTS read, in order: whitespace
+    tokens, or a language's own words such as Japanese accent phrases) takes the same span of `text`."""
+    if utt.text == text:
+        return utt
+    if len(utt.text) != len(text):
+        raise ValueError(f"{text!r} is not what its render read ({utt.text!r}) up to punctuation")
+    words, cursor = [], 0
+    for w in utt.words:
+        at = utt.text.find(w.word, cursor)
+        if at < 0:
+            raise ValueError(f"word {w.word!r} is not in the text its render read ({utt.text!r})")
+        words.append(w.model_copy(update={"word": text[at : at + len(w.word)]}))
+        cursor = at + len(w.word)
     return utt.model_copy(update={"text": text, "words": words})
 
 
