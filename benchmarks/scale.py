@@ -189,6 +189,10 @@ def measure(args: argparse.Namespace, mode: str, n: int, progress: Progress) -> 
         peak_tree = peak_tree_n = 0
         peaks: dict[int, tuple[str, int]] = {}  # pid: (role, peak RSS) of every process of the tree
         curve: list[tuple[int, float]] = []  # (dialogues done, flow process RSS MiB) at each tenth of n
+        # the flow process's sampled RSS peak while dialogues are made and after the last one (its last
+        # shard's machinery and finalize): which part of the run a peak belongs to
+        flow_peak = {"running": 0, "after": 0}
+        count = 0
         while proc.poll() is None:
             try:
                 members = [root, *root.children(recursive=True)]
@@ -200,6 +204,9 @@ def measure(args: argparse.Namespace, mode: str, n: int, progress: Progress) -> 
                     except psutil.NoSuchProcess:
                         continue
                     rss += one
+                    if p.pid == root.pid:
+                        phase = "after" if count >= n else "running"
+                        flow_peak[phase] = max(flow_peak[phase], one)
                     peaks[p.pid] = (role, max(one, peaks.get(p.pid, (role, 0))[1]))
                 if rss > peak_tree:
                     peak_tree, peak_tree_n = rss, len(members)
@@ -238,6 +245,8 @@ def measure(args: argparse.Namespace, mode: str, n: int, progress: Progress) -> 
             "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             "peak_rss_self_mib": child["maxrss_self_mib"],
             "peak_rss_tree_mib": peak_tree / 2**20,
+            "flow_rss_peak_running_mib": flow_peak["running"] / 2**20,
+            "flow_rss_peak_after_mib": flow_peak["after"] / 2**20,
             # the highest peak among the tree's processes of each role (flow, worker, prefect server, other)
             "peak_rss_by_role_mib": _by_role(peaks),
             "processes_by_role": dict(Counter(role for role, _ in peaks.values())),
@@ -522,6 +531,8 @@ MEASURED = [
     ("ok / rejected", None),
     ("peak RSS self MiB", "peak_rss_self_mib"),
     ("peak RSS tree MiB", "peak_rss_tree_mib"),
+    ("flow RSS peak, sampled: while dialogues are made", "flow_rss_peak_running_mib"),
+    ("flow RSS peak, sampled: after the last one (finalize)", "flow_rss_peak_after_mib"),
     ("LLM requests / dialogue", None),
     ("LLM max in flight", "llm_max_in_flight"),
     ("LLM mean in flight", "llm_mean_in_flight"),
