@@ -52,8 +52,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from factory.models import TimelineWord
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -161,10 +165,10 @@ def _cue(word: str, kind: str) -> str:
     return next((cue for cue in CUES[:3] if last and last in cue), "mid-sentence")
 
 
-def _shift_hold_events(run: str) -> Iterator[tuple[str, str, str, str, float, int]]:
+def _shift_hold_events(run: str) -> Iterator[tuple[str, str, str, str, float, int, TimelineWord]]:
     """The run's shift/hold events (all dialogues; `factory.vap.measures.events` on each timeline's
     12.5 Hz voice activity): (dialogue id, `after SPEAKER`, `shift` or `hold`, the last word's cue
-    (one of `CUES`), the mutual silence's length in s, the event's first frame)."""
+    (one of `CUES`), the mutual silence's length in s, the event's first frame, the last word)."""
     from factory.run.read import read_sample_metas
     from factory.timeline.frames import frame_view
     from factory.vap.measures import MODEL_RATE, events
@@ -179,7 +183,7 @@ def _shift_hold_events(run: str) -> Iterator[tuple[str, str, str, str, float, in
             silence = int(np.argmax(fv.activity[:, s:].any(0))) / MODEL_RATE
             w = meta.timeline.words[int(fv.word[e.speaker, s - 1])]
             outcome = "shift" if e.label else "hold"
-            yield meta.id, f"after {SPEAKERS[e.speaker]}", outcome, _cue(w.word, w.kind), silence, s
+            yield meta.id, f"after {SPEAKERS[e.speaker]}", outcome, _cue(w.word, w.kind), silence, s, w
 
 
 def event_cues(run: str) -> dict[str, dict]:
@@ -187,7 +191,7 @@ def event_cues(run: str) -> dict[str, dict]:
     many, the share whose last word ends in each of `CUES` (its punctuation, or a filler), and the
     silence's median length (s): the cues a model could use besides timing."""
     found: dict[str, list[tuple[str, float]]] = {}
-    for _, speaker, outcome, cue, silence, _ in _shift_hold_events(run):
+    for _, speaker, outcome, cue, silence, _, _ in _shift_hold_events(run):
         found.setdefault(f"{speaker}: {outcome}", []).append((cue, silence))
     out = {}
     for key in sorted(found):
@@ -209,7 +213,7 @@ def cue_only(run: str, held_out: set[str]) -> dict[str, dict]:
     ids, the smoke-train's split). What a model that hears only whether a sentence ends (and how)
     can reach; a model above it hears something more (prosody, timing across the channels)."""
     by: dict[str, dict[bool, dict[str, list[str]]]] = {}
-    for sample, speaker, outcome, cue, _, _ in _shift_hold_events(run):
+    for sample, speaker, outcome, cue, _, _, _ in _shift_hold_events(run):
         side = by.setdefault(speaker, {True: {"shift": [], "hold": []}, False: {"shift": [], "hold": []}})
         side[sample in held_out][outcome].append(cue)
     out = {}
@@ -237,60 +241,54 @@ def pitch_cue(run: str, held_out: set[str]) -> dict[str, dict]:
     last word on the last speaker's clean channel (semitones from the word's first third to its
     last, librosa's pyin: no tokens, no model) as a shift/hold predictor, per last speaker, over all
     events and over those whose word ends in `.!`: threshold and direction chosen on the train
-    split's events, balanced accuracy on the held-out ones (`held_out`: the smoke-train's split).
-    Well above the model inside `.!` (`--within-cue`): the contour is in the audio, and the tokens or
-    the model lose it."""
+    split's events (`best_threshold` on the fall and on its negation), balanced accuracy on the
+    held-out ones (`held_out`: the smoke-train's split). Well above the model inside `.!`
+    (`--within-cue`): the contour is in the audio, and the tokens or the model lose it."""
     import librosa
 
     from factory.run.read import read_samples
-    from factory.timeline.frames import frame_view
-    from factory.vap.measures import MODEL_RATE
+    from factory.vap.measures import balanced_accuracy, best_threshold
 
-    at: dict[str, list[tuple[str, int, str, str]]] = {}
-    for sample, speaker, outcome, cue, _, frame in _shift_hold_events(run):
-        at.setdefault(sample, []).append((speaker, frame, outcome, cue))
-    found: dict[tuple[str, str, bool], tuple[list[float], list[bool]]] = {}
+    words: dict[str, list[tuple[str, str, str, TimelineWord]]] = {}
+    for sample, speaker, outcome, cue, _, _, word in _shift_hold_events(run):
+        words.setdefault(sample, []).append((speaker, outcome, cue, word))
+    found: dict[tuple[str, str], dict[bool, tuple[list[float], list[bool]]]] = {}
     for sample in read_samples(run, verify=False):
-        fv = frame_view(sample.timeline, MODEL_RATE)
-        for speaker, frame, outcome, cue in at.get(sample.id, []):
-            ch = 0 if speaker == "after user" else 1
-            w = sample.timeline.words[int(fv.word[ch, frame - 1])]
-            x = np.asarray(sample.stems[round(w.start * sample.sample_rate) : round(w.end * sample.sample_rate), ch])
+        sr = sample.sample_rate
+        for speaker, outcome, cue, w in words.get(sample.id, []):
+            x = sample.stems[round(w.start * sr) : round(w.end * sr), 0 if speaker == "after user" else 1]
             if len(x) < 2048:
                 continue
-            f0 = librosa.pyin(x.astype(np.float64), fmin=60, fmax=400, sr=sample.sample_rate, frame_length=2048)[0]
+            f0 = librosa.pyin(x.astype(np.float64), fmin=60, fmax=400, sr=sr, frame_length=2048)[0]
             f0 = f0[~np.isnan(f0)]
             if len(f0) < 3:
                 continue
             third = len(f0) // 3
             fall = float(12 * np.log2(np.median(f0[:third]) / np.median(f0[-third:])))
             for group in ("all", ".!") if cue == ".!" else ("all",):
-                falls, labels = found.setdefault((speaker, group, sample.id in held_out), ([], []))
-                falls.append(fall)
-                labels.append(outcome == "shift")
-
-    def bacc(x: np.ndarray, y: np.ndarray, threshold: float, sign: int) -> float:
-        predicted = sign * x >= sign * threshold
-        return 0.5 * (float(np.mean(predicted[y])) + float(np.mean(~predicted[~y])))
+                side = found.setdefault((speaker, group), {False: ([], []), True: ([], [])})
+                side[sample.id in held_out][0].append(fall)
+                side[sample.id in held_out][1].append(outcome == "shift")
 
     out = {}
-    for speaker, group in sorted({(sp, g) for sp, g, _ in found}):
-        (xt, yt), (xh, yh) = (
-            (np.array(found.get((speaker, group, h), ([], []))[i]) for i in (0, 1)) for h in (False, True)
-        )
-        yt, yh = yt.astype(bool), yh.astype(bool)
+    for (speaker, group), side in sorted(found.items()):
+        (xt, yt), (xh, yh) = ((np.array(x), np.array(y, dtype=bool)) for x, y in (side[False], side[True]))
         if not (yt.any() and (~yt).any() and yh.any() and (~yh).any()):
             continue
-        threshold, sign = max(((t, s) for t in np.unique(xt) for s in (1, -1)), key=lambda c: bacc(xt, yt, *c))
+        # "shift when the word falls more" (sign 1) or "falls less" (-1), whichever scores better on train
+        sign, threshold = max(
+            ((s, best_threshold(s * xt, yt)) for s in (1, -1)),
+            key=lambda c: balanced_accuracy(yt, c[0] * xt > c[1]) or 0.0,
+        )
         out[f"{speaker}, `{group}`" if group != "all" else speaker] = {
             "train_events": len(xt),
             "events": len(xh),
             "positives": int(yh.sum()),
             "median_fall_hold_st": float(np.median(np.concatenate([xt[~yt], xh[~yh]]))),
             "median_fall_shift_st": float(np.median(np.concatenate([xt[yt], xh[yh]]))),
-            "threshold_st": float(threshold),
+            "threshold_st": sign * threshold,
             "shift_when": "falls more" if sign == 1 else "falls less",
-            "balanced_accuracy": bacc(xh, yh, threshold, sign),
+            "balanced_accuracy": balanced_accuracy(yh, sign * xh > threshold),
         }
     return out
 
@@ -397,7 +395,7 @@ def silence_floor(run: str) -> dict[str, dict]:
     from factory.vap.measures import MODEL_RATE
 
     by: dict[str, list[tuple[str, int, str, str]]] = {}
-    for sample, speaker, outcome, cue, _, frame in _shift_hold_events(run):
+    for sample, speaker, outcome, cue, _, frame, _ in _shift_hold_events(run):
         by.setdefault(sample, []).append((speaker, frame, outcome, cue))
     found: dict[str, tuple[list[float], list[float]]] = {}
     for sample in read_samples(run, verify=False):
@@ -433,7 +431,7 @@ def within_cue(export_dir: Path, run: str | None, steps: int, seeds: int, thread
     from factory.vap.report import CONTROL_SHIFT_S, SPEAKERS, mean_sd
 
     run = run or str(read_sidecar(export_dir).source_run)
-    cue_at = {(d, sp, frame): cue for d, sp, _, cue, _, frame in _shift_hold_events(run)}
+    cue_at = {(d, sp, frame): cue for d, sp, _, cue, _, frame, _ in _shift_hold_events(run)}
     streams = load_streams(export_dir, run)
     splits = held_out_split(streams.dialogues)
     found = [
