@@ -34,6 +34,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from factory.config import RunConfig
+from factory.heap import release_free_heap
 from factory.progress import Snapshot, Tracker
 from factory.run.records import FailureRecord, LLMHttp, RunSummary, failed_shards, utilisation
 from factory.run.shards import (
@@ -61,6 +62,7 @@ def shard_task(config: dict[str, Any], spec: ShardSpec, on_sample: OnSample | No
     start = time.perf_counter()
     result = generate_shard(rt, spec, on_sample=on_sample)
     result.seconds = round(time.perf_counter() - start, 3)
+    release_free_heap()  # what the shard freed goes back to the system, so a long run does not grow
     get_run_logger().info(
         "%s: %s, %d ok, %d rejected",
         spec.name,
