@@ -41,7 +41,9 @@ Definitions
   (flow process + Prefect server + any workers, summed, sampled every 0.2 s with psutil).
   Goal: peak at 2,000 within 1.1x of the peak at 200. Also each process's own peak by role
   (flow, worker: the engine's and TTS pools' spawned processes, prefect server, other; sampled),
-  and the flow process's RSS at each tenth of the run (does it grow with the shards done?).
+  and the flow process's RSS at each tenth of the run (does it grow with the shards done?), with
+  its C heap there (glibc `mallinfo2`: in use, and free but kept inside the malloc arenas), which
+  tells a leak (in use grows) from memory kept for reuse (free grows; `factory.heap`).
 - **LLM utilisation**, from the server: max and time-weighted mean requests in flight (between
   the first request and the last answer), requests per dialogue.
 - **projection** to 400K dialogues: see `projection()`; every input and its source is written
@@ -109,9 +111,12 @@ def _child(mode: str, n: int, sets: list[str], out: Path, progress: Path) -> Non
     from factory.config import load_config
 
     cfg = load_config(None, sets)
+    from factory.heap import heap_usage
+
     done = [0]
     last = [0.0]
     marks: dict[str, float] = {}
+    heap: list[tuple[int, float, float]] = []  # (dialogues done, C heap in use MiB, free in arenas MiB)
 
     def tick(_result: Any = None) -> None:
         done[0] += 1
@@ -123,6 +128,8 @@ def _child(mode: str, n: int, sets: list[str], out: Path, progress: Path) -> Non
         if shard:  # per-shard first/last sample: the gaps between shards are the shard machinery
             marks.setdefault(f"shard:{shard}:first", t)
             marks[f"shard:{shard}:last"] = t
+        if done[0] >= (len(heap) + 1) * n / 10 and (usage := heap_usage()) is not None:  # each tenth
+            heap.append((done[0], round(usage[0] / 2**20, 1), round(usage[1] / 2**20, 1)))
         if now - last[0] > 0.5 or done[0] == n:  # cheap: a few writes a second
             last[0] = now
             progress.write_text(str(done[0]))
@@ -159,6 +166,7 @@ def _child(mode: str, n: int, sets: list[str], out: Path, progress: Path) -> Non
                 "wall_s": wall,
                 "import_s": imported - t_import,
                 "maxrss_self_mib": self_ru.ru_maxrss / 1024,
+                "heap_curve_mib": heap,
                 # where a flow's fixed cost goes: seconds from the start to each mark
                 "marks_s": {k: round(t - imported, 3) for k, t in marks.items()},
                 "summary": summary,
@@ -251,6 +259,7 @@ def measure(args: argparse.Namespace, mode: str, n: int, progress: Progress) -> 
             "peak_rss_by_role_mib": _by_role(peaks),
             "processes_by_role": dict(Counter(role for role, _ in peaks.values())),
             "flow_rss_curve_mib": curve,
+            "flow_heap_curve_mib": child.get("heap_curve_mib") or [],
             "tree_processes_at_peak": peak_tree_n,
             "load_avg_1min": [load_before, os.getloadavg()[0]],
             "ok": child["summary"].get("ok"),
@@ -661,6 +670,12 @@ def tables(result: dict[str, Any]) -> tuple[list[Table], str]:
                 md.append(
                     f"Flow process RSS (MiB) at each tenth of n={r['n']}: "
                     + ", ".join(f"{v:,.0f}" for _, v in r["flow_rss_curve_mib"])
+                )
+            if r.get("flow_heap_curve_mib"):
+                md.append("")
+                md.append(
+                    f"Flow process C heap (MiB, in use / free in the arenas) at each tenth of n={r['n']}: "
+                    + ", ".join(f"{used:,.0f} / {free:,.0f}" for _, used, free in r["flow_heap_curve_mib"])
                 )
     t3 = Table(title=f"Projection: {proj['rows'][0]['value']:,} dialogues")
     for c in ("quantity", "value", "how"):

@@ -29,6 +29,47 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [  # glibc's struct mallinfo2 (2.33+), every field a size_t
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+@cache
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).mallinfo2  # glibc 2.33+
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return fn
+
+
+def heap_usage() -> tuple[int, int] | None:
+    """This process's C heap as (bytes in use, bytes free but kept inside the arenas), over every
+    arena (glibc's `mallinfo2`); None off glibc. What the benchmarks read to tell a leak (in use
+    grows) from memory kept for reuse (free grows); it walks every arena, so not per dialogue."""
+    info = _mallinfo2()
+    if info is None:
+        return None
+    m = info()
+    return int(m.uordblks), int(m.fordblks)
+
+
 def release_free_heap() -> bool:
     """Return the C heap's free pages to the system; True where glibc gave some back. Cheap
     (a walk over the arenas' free lists: milliseconds), so it runs once per shard."""

@@ -243,7 +243,17 @@ def ray_cluster(s3: str, prefect_api: str, tmp_path_factory: pytest.TempPathFact
     # pytest-xdist the basetemp (.../pytest-N/popen-gw0/ray0/) left too little for Ray's
     # session_<date>_<pid>/sockets/plasma_store, so they live in a short folder of their own.
     sockets = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    port = free_port()
+    taken: set[int] = set()
+
+    def new_port() -> int:
+        # free_port() asks the OS for a free port and closes it, so two calls can get the same one:
+        # Ray refused a node whose node manager and metrics export had been given one port
+        while (port := free_port()) in taken:
+            pass
+        taken.add(port)
+        return port
+
+    port = new_port()
     address = f"127.0.0.1:{port}"
     ray = str(BIN / "ray")
     procs = []
@@ -251,12 +261,12 @@ def ray_cluster(s3: str, prefect_api: str, tmp_path_factory: pytest.TempPathFact
         for i, name in enumerate(("head", "n0", "n1")):
             if i == 0:
                 argv = [ray, "start", "--head", "--port", str(port), "--num-cpus", "0", "--include-dashboard", "false"]
-                argv += ["--ray-client-server-port", str(free_port())]
+                argv += ["--ray-client-server-port", str(new_port())]
             else:
                 argv = [ray, "start", "--address", address, "--num-cpus", "1"]
-            # every port given: three nodes on one machine must not share the fixed defaults (52365...)
+            # every port given, each its own: three nodes on one machine must not share the fixed defaults (52365...)
             for flag in PORT_FLAGS:
-                argv += [flag, str(free_port())]
+                argv += [flag, str(new_port())]
             argv += ["--temp-dir", str(sockets / name), "--block", "--disable-usage-stats"]
             procs.append(_start_node(argv, base / name, _env(token, prefect_api)))
         assert _ray_nodes(address, token, prefect_api) == 3

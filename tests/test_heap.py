@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _PROGRAM = """
 import sys, threading
 import psutil
-from factory.heap import release_free_heap
+from factory.heap import heap_usage, release_free_heap
 
 def work(keep):
     blocks = [b"\\x01" * (64 * 1024) for _ in range(3000)]
@@ -28,17 +28,22 @@ thread = threading.Thread(target=work, args=(keep,))
 thread.start()
 thread.join()
 before = psutil.Process().memory_info().rss
+in_use, free = heap_usage()
 released = release_free_heap() if sys.argv[1] == "release" else None
 after = psutil.Process().memory_info().rss
-print(before // 2**20, after // 2**20, released, len(keep))
+print(before // 2**20, after // 2**20, released, in_use // 2**20, free // 2**20)
 """
 
 
 def _rss_mib(mode: str) -> tuple[int, int, str]:
+    return _run(mode)[:3]
+
+
+def _run(mode: str) -> tuple[int, int, str, int, int]:
     out = subprocess.run(
         [sys.executable, "-c", _PROGRAM, mode], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
-    return int(out[0]), int(out[1]), out[2]
+    return int(out[0]), int(out[1]), out[2], int(out[3]), int(out[4])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim: Linux only")
@@ -50,3 +55,11 @@ def test_free_heap_memory_goes_back_to_the_system() -> None:
     # the control: without the release the same freed memory stays resident
     kept_before, kept_after, _ = _rss_mib("keep")
     assert kept_after > 150 and kept_before - kept_after < 20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallinfo2: Linux only")
+def test_heap_usage_tells_memory_in_use_from_memory_kept_free() -> None:
+    # ~12 MiB of blocks kept (every 16th of ~190 MiB), the rest freed but kept inside the arena
+    _, _, _, in_use, free = _run("keep")
+    assert 8 <= in_use < 60, f"in use {in_use} MiB: the kept blocks are 12 MiB"
+    assert free > 150, f"free in the arenas {free} MiB: about 175 MiB were freed"
