@@ -109,10 +109,9 @@ def _child(mode: str, n: int, sets: list[str], out: Path, progress: Path) -> Non
     """One measurement in this (fresh) process; writes its numbers to `out` as JSON."""
     t_import = time.perf_counter()
     from factory.config import load_config
-
-    cfg = load_config(None, sets)
     from factory.heap import heap_usage
 
+    cfg = load_config(None, sets)
     done = [0]
     last = [0.0]
     marks: dict[str, float] = {}

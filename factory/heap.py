@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 
 @cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(name: str) -> Any | None:
+    """glibc's function `name`, or None off glibc (another OS, musl, or a glibc too old for it)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(None).malloc_trim  # glibc; musl has none
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
 
@@ -47,31 +48,20 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-@cache
-def _mallinfo2() -> Callable[[], _MallInfo2] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None).mallinfo2  # glibc 2.33+
-    except (OSError, AttributeError):
-        return None
-    fn.restype = _MallInfo2
-    return fn
-
-
 def heap_usage() -> tuple[int, int] | None:
     """This process's C heap as (bytes in use, bytes free but kept inside the arenas), over every
     arena (glibc's `mallinfo2`); None off glibc. What the benchmarks read to tell a leak (in use
     grows) from memory kept for reuse (free grows); it walks every arena, so not per dialogue."""
-    info = _mallinfo2()
-    if info is None:
+    mallinfo2 = _glibc("mallinfo2")  # glibc 2.33+
+    if mallinfo2 is None:
         return None
-    m = info()
+    mallinfo2.restype = _MallInfo2
+    m = mallinfo2()
     return int(m.uordblks), int(m.fordblks)
 
 
 def release_free_heap() -> bool:
     """Return the C heap's free pages to the system; True where glibc gave some back. Cheap
     (a walk over the arenas' free lists: milliseconds), so it runs once per shard."""
-    trim = _malloc_trim()
-    return bool(trim(0)) if trim is not None else False
+    malloc_trim = _glibc("malloc_trim")
+    return bool(malloc_trim(0)) if malloc_trim is not None else False

@@ -35,10 +35,6 @@ print(before // 2**20, after // 2**20, released, in_use // 2**20, free // 2**20)
 """
 
 
-def _rss_mib(mode: str) -> tuple[int, int, str]:
-    return _run(mode)[:3]
-
-
 def _run(mode: str) -> tuple[int, int, str, int, int]:
     out = subprocess.run(
         [sys.executable, "-c", _PROGRAM, mode], cwd=ROOT, capture_output=True, text=True, check=True
@@ -48,12 +44,12 @@ def _run(mode: str) -> tuple[int, int, str, int, int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim: Linux only")
 def test_free_heap_memory_goes_back_to_the_system() -> None:
-    before, after, released = _rss_mib("release")
+    before, after, released, _, _ = _run("release")
     assert before > 150, f"the program did not hold its blocks ({before} MiB)"
     assert released == "True"
     assert before - after > 120, f"RSS {before} -> {after} MiB: the freed blocks stayed resident"
     # the control: without the release the same freed memory stays resident
-    kept_before, kept_after, _ = _rss_mib("keep")
+    kept_before, kept_after, _, _, _ = _run("keep")
     assert kept_after > 150 and kept_before - kept_after < 20
 
 
